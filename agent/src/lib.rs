@@ -1,0 +1,1 @@
+//! Signal ingest, incidents, context snapshots, reasoners and hypothesis validation.

@@ -1,0 +1,136 @@
+//! The client every other process uses to write ahead and to read the trail.
+//!
+//! Appends fail closed: any error (the log down, a refused token, a timeout) is
+//! returned, and callers must not act on what they failed to log.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+
+use arf_proto::v1 as pb;
+use arf_proto::v1::audit_log_client::AuditLogClient;
+
+use crate::grpc::convert;
+use crate::record::{Entry, Record, RecordKind};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("audit log address `{0}` is invalid")]
+    Address(String),
+    #[error("audit log is unavailable: {0}")]
+    Unavailable(String),
+    #[error("audit log refused the request: {0}")]
+    Refused(String),
+    #[error("audit log sent a record that cannot be read: {0}")]
+    Malformed(String),
+}
+
+impl From<tonic::Status> for AuditError {
+    fn from(status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                Self::Unavailable(status.message().to_owned())
+            }
+            _ => Self::Refused(format!("{:?}: {}", status.code(), status.message())),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the audit service.
+#[derive(Debug, Clone)]
+pub struct AuditClient {
+    client: AuditLogClient<Channel>,
+    token: Option<String>,
+}
+
+impl AuditClient {
+    /// Connects lazily: the first call fails with `Unavailable` if the log is down.
+    pub fn connect(address: &str, token: Option<String>) -> Result<Self, AuditError> {
+        let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|_| AuditError::Address(address.to_owned()))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(10));
+        Ok(Self { client: AuditLogClient::new(endpoint.connect_lazy()), token })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let request = tonic::Request::new(message);
+        match &self.token {
+            Some(token) => arf_proto::server::with_bearer(request, token),
+            None => request,
+        }
+    }
+
+    /// Appends entries in one durable batch and returns the sealed records.
+    pub async fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, AuditError> {
+        let entries = entries
+            .into_iter()
+            .map(|e| pb::AppendEntry {
+                incident_id: e.incident_id,
+                kind: e.kind.as_str().to_owned(),
+                payload_json: serde_json::to_string(&e.payload).unwrap_or_else(|_| "null".to_owned()),
+            })
+            .collect();
+        let response = self.client.clone().append(self.request(pb::AppendRequest { entries })).await?;
+        response
+            .into_inner()
+            .records
+            .into_iter()
+            .map(|r| convert::from_pb(r).map_err(AuditError::Malformed))
+            .collect()
+    }
+
+    /// Appends one entry.
+    pub async fn append_one(&self, incident_id: &str, kind: RecordKind, payload: Value) -> Result<Record, AuditError> {
+        let mut records = self.append(vec![Entry::new(incident_id, kind, payload)]).await?;
+        records.pop().ok_or_else(|| AuditError::Malformed("append returned no record".to_owned()))
+    }
+
+    pub async fn get(&self, seq: u64) -> Result<Option<Record>, AuditError> {
+        match self.client.clone().get(self.request(pb::GetRecordRequest { seq })).await {
+            Ok(response) => convert::from_pb(response.into_inner()).map(Some).map_err(AuditError::Malformed),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    pub async fn read_incident(&self, incident_id: &str) -> Result<Vec<Record>, AuditError> {
+        let request = self.request(pb::ReadIncidentRequest { incident_id: incident_id.to_owned() });
+        let stream = self.client.clone().read_incident(request).await?.into_inner();
+        collect(stream).await
+    }
+
+    /// Records with `from <= seq < to` (`to = 0`: to the end).
+    pub async fn read_range(&self, from: u64, to: u64) -> Result<Vec<Record>, AuditError> {
+        let request = self.request(pb::ReadRangeRequest { from_seq: from, to_seq: to });
+        let stream = self.client.clone().read_range(request).await?.into_inner();
+        collect(stream).await
+    }
+
+    pub async fn head(&self) -> Result<(u64, String), AuditError> {
+        let head = self.client.clone().head(self.request(pb::HeadRequest {})).await?.into_inner();
+        Ok((head.seq, head.hash))
+    }
+
+    /// Follows the log from `from`, forever.
+    pub async fn tail(&self, from: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
+        let stream = self.client.clone().tail(self.request(pb::TailRequest { from_seq: from })).await?.into_inner();
+        Ok(stream.map(|item| match item {
+            Ok(record) => convert::from_pb(record).map_err(AuditError::Malformed),
+            Err(status) => Err(status.into()),
+        }))
+    }
+}
+
+async fn collect(mut stream: tonic::Streaming<pb::AuditRecord>) -> Result<Vec<Record>, AuditError> {
+    let mut out = Vec::new();
+    while let Some(item) = stream.next().await {
+        out.push(convert::from_pb(item?).map_err(AuditError::Malformed)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,458 @@
+//! The pathway catalog: named, reviewed, parameterized remediations.
+//!
+//! A pathway is one TOML file in the catalog directory. The agent offers pathways
+//! to the model, the governor reads their risk metadata, and the executor runs
+//! them; each loads the catalog itself, and the governor signs the digest of the
+//! definition it judged so the executor can refuse a definition that changed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::canonical;
+
+/// One step of an action or a rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Runs a program with an argv template; never a shell string.
+    Command {
+        argv: Vec<String>,
+        /// Environment variables passed through from the executor's own environment;
+        /// everything else is cleared.
+        #[serde(default)]
+        env_allow: Vec<String>,
+        #[serde(default)]
+        cwd: Option<String>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+    /// Sends one HTTP request and expects a status.
+    Http {
+        #[serde(default = "default_method")]
+        method: String,
+        url: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        #[serde(default)]
+        body: Option<Value>,
+        #[serde(default = "default_status")]
+        expect_status: u16,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+fn default_method() -> String {
+    "POST".to_owned()
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+/// A check of the target's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Probe {
+    Http {
+        name: String,
+        url: String,
+        #[serde(default = "default_status")]
+        expect_status: u16,
+        #[serde(default)]
+        body_contains: Option<String>,
+        #[serde(default)]
+        max_latency_ms: Option<u64>,
+    },
+    Command {
+        name: String,
+        argv: Vec<String>,
+        #[serde(default)]
+        expect_exit: i32,
+        #[serde(default)]
+        output_contains: Option<String>,
+    },
+}
+
+impl Probe {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http { name, .. } | Self::Command { name, .. } => name,
+        }
+    }
+}
+
+/// How a pathway proves it worked: probes sampled over a window, like canary analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verification {
+    /// Wait this long after the action before the first sample.
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Keep sampling for this long.
+    pub window_ms: u64,
+    #[serde(default = "default_interval")]
+    pub interval_ms: u64,
+    /// Stop early and fail once this many samples have failed.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    pub probes: Vec<Probe>,
+}
+
+fn default_interval() -> u64 {
+    500
+}
+
+fn default_max_failures() -> u32 {
+    1
+}
+
+/// A reviewed remediation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pathway {
+    pub name: String,
+    /// What the model reads when choosing a pathway.
+    pub description: String,
+    pub target_kind: String,
+    /// A JSON Schema for the parameters (an object schema).
+    pub parameters: Value,
+    /// Inherent risk in [0, 1].
+    pub base_risk: f64,
+    /// Share of the target's replicas or resources touched, in [0, 1].
+    pub blast_radius: f64,
+    /// Set when there is no rollback; policy treats such pathways as high risk.
+    #[serde(default)]
+    pub irreversible: bool,
+    #[serde(default)]
+    pub security_sensitive: bool,
+    /// A bound on the whole action.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    pub action: Vec<Step>,
+    pub verify: Verification,
+    #[serde(default)]
+    pub rollback: Vec<Step>,
+    /// How to tell the rollback worked; when absent, the rollback's own steps succeeding is the check.
+    #[serde(default)]
+    pub rollback_verify: Option<Verification>,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+impl Pathway {
+    pub fn reversible(&self) -> bool {
+        !self.irreversible
+    }
+
+    /// The content hash of the definition, which the governor signs.
+    pub fn digest(&self) -> String {
+        canonical::content_hash(self).unwrap_or_default()
+    }
+
+    /// What the model is offered: the name, description, target kind and parameter schema.
+    pub fn offer(&self) -> Value {
+        serde_json::json!({
+            "name": self.name,
+            "description": self.description,
+            "target_kind": self.target_kind,
+            "parameters": self.parameters,
+            "reversible": self.reversible(),
+        })
+    }
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    #[error("cannot read catalog directory `{path}`: {source}")]
+    ReadDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot read pathway file `{path}`: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("`{file}`: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("`{file}`: pathway `{pathway}`: field `{field}`: {message}")]
+    Invalid { file: PathBuf, pathway: String, field: String, message: String },
+    #[error("pathway `{pathway}` is defined twice, in `{first}` and `{second}`")]
+    Duplicate { pathway: String, first: PathBuf, second: PathBuf },
+    #[error("catalog directory `{0}` holds no pathways")]
+    Empty(PathBuf),
+}
+
+/// Why a set of parameters was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ParameterError {
+    #[error("unknown pathway `{0}`")]
+    UnknownPathway(String),
+    #[error("parameters for `{pathway}` do not match its schema: {}", errors.join("; "))]
+    Schema { pathway: String, errors: Vec<String> },
+}
+
+struct Entry {
+    pathway: Pathway,
+    file: PathBuf,
+    digest: String,
+    validator: jsonschema::Validator,
+}
+
+/// A loaded, validated catalog.
+pub struct Catalog {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog").field("pathways", &self.entries.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Catalog {
+    /// Loads every `*.toml` in `dir`, validating each, and fails on the first bad file.
+    pub fn load_dir(dir: &Path) -> Result<Self, CatalogError> {
+        let read = std::fs::read_dir(dir).map_err(|source| CatalogError::ReadDir { path: dir.to_owned(), source })?;
+        let mut files: Vec<PathBuf> = read
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::with_capacity(files.len());
+        for file in files {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|source| CatalogError::ReadFile { path: file.clone(), source })?;
+            sources.push((file, text));
+        }
+        if sources.is_empty() {
+            return Err(CatalogError::Empty(dir.to_owned()));
+        }
+        Self::from_sources(sources)
+    }
+
+    /// Builds a catalog from `(file name, TOML text)` pairs.
+    pub fn from_sources(sources: Vec<(PathBuf, String)>) -> Result<Self, CatalogError> {
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+        for (file, text) in sources {
+            let pathway: Pathway =
+                toml::from_str(&text).map_err(|e| CatalogError::Parse { file: file.clone(), message: e.to_string() })?;
+            let validator = validate(&file, &pathway)?;
+            if let Some(existing) = entries.get(&pathway.name) {
+                return Err(CatalogError::Duplicate {
+                    pathway: pathway.name.clone(),
+                    first: existing.file.clone(),
+                    second: file,
+                });
+            }
+            let digest = pathway.digest();
+            entries.insert(pathway.name.clone(), Entry { pathway, file, digest, validator });
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Pathway> {
+        self.entries.get(name).map(|e| &e.pathway)
+    }
+
+    pub fn digest(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).map(|e| e.digest.as_str())
+    }
+
+    pub fn pathways(&self) -> impl Iterator<Item = &Pathway> {
+        self.entries.values().map(|e| &e.pathway)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Validates parameters against the pathway's schema, naming every violation.
+    pub fn validate_parameters(&self, pathway: &str, parameters: &Value) -> Result<(), ParameterError> {
+        let entry = self.entries.get(pathway).ok_or_else(|| ParameterError::UnknownPathway(pathway.to_owned()))?;
+        let errors: Vec<String> = entry
+            .validator
+            .iter_errors(parameters)
+            .map(|error| {
+                let path = error.instance_path().to_string();
+                if path.is_empty() { error.to_string() } else { format!("at `{path}`: {error}") }
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ParameterError::Schema { pathway: pathway.to_owned(), errors })
+        }
+    }
+}
+
+fn invalid(file: &Path, pathway: &Pathway, field: &str, message: impl Into<String>) -> CatalogError {
+    CatalogError::Invalid {
+        file: file.to_owned(),
+        pathway: pathway.name.clone(),
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogError> {
+    let name_ok = !p.name.is_empty()
+        && p.name.len() <= 64
+        && p.name.starts_with(|c: char| c.is_ascii_lowercase())
+        && p.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !name_ok {
+        return Err(invalid(file, p, "name", "must be lowercase letters, digits and `_`, starting with a letter"));
+    }
+    if p.description.trim().is_empty() {
+        return Err(invalid(file, p, "description", "must not be empty"));
+    }
+    for (field, value) in [("base_risk", p.base_risk), ("blast_radius", p.blast_radius)] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(invalid(file, p, field, format!("must lie in [0, 1], got {value}")));
+        }
+    }
+    if p.action.is_empty() {
+        return Err(invalid(file, p, "action", "needs at least one step"));
+    }
+    if p.verify.probes.is_empty() {
+        return Err(invalid(file, p, "verify.probes", "needs at least one probe: every pathway proves its result"));
+    }
+    if p.verify.window_ms == 0 || p.verify.interval_ms == 0 {
+        return Err(invalid(file, p, "verify", "`window_ms` and `interval_ms` must be positive"));
+    }
+    if p.rollback.is_empty() && !p.irreversible {
+        return Err(invalid(file, p, "rollback", "declare a rollback, or set `irreversible = true`"));
+    }
+    if !p.rollback.is_empty() && p.irreversible {
+        return Err(invalid(file, p, "irreversible", "an irreversible pathway cannot declare a rollback"));
+    }
+    if p.parameters.get("type").and_then(Value::as_str) != Some("object") {
+        return Err(invalid(file, p, "parameters", "must be a JSON Schema with `type = \"object\"`"));
+    }
+    let validator = jsonschema::validator_for(&p.parameters)
+        .map_err(|e| invalid(file, p, "parameters", format!("is not a valid JSON Schema: {e}")))?;
+    let declared: Vec<String> = p
+        .parameters
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| props.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut templates: Vec<(String, &str)> = Vec::new();
+    collect_templates("action", &p.action, &mut templates);
+    collect_templates("rollback", &p.rollback, &mut templates);
+    for (i, probe) in p.verify.probes.iter().enumerate() {
+        for t in probe_templates(probe) {
+            templates.push((format!("verify.probes[{i}]"), t));
+        }
+    }
+    for (field, template) in templates {
+        for placeholder in placeholders(template) {
+            let known = match placeholder.split_once('.') {
+                Some(("params", name)) => declared.iter().any(|d| d == name),
+                Some(("target", _)) => true,
+                Some(("decision", "id")) => true,
+                _ => false,
+            };
+            if !known {
+                return Err(invalid(file, p, &field, format!("placeholder `{{{{{placeholder}}}}}` names nothing the pathway declares")));
+            }
+        }
+    }
+    Ok(validator)
+}
+
+fn collect_templates<'a>(field: &str, steps: &'a [Step], out: &mut Vec<(String, &'a str)>) {
+    for (i, step) in steps.iter().enumerate() {
+        let name = format!("{field}[{i}]");
+        match step {
+            Step::Command { argv, cwd, .. } => {
+                out.extend(argv.iter().map(|a| (name.clone(), a.as_str())));
+                out.extend(cwd.iter().map(|c| (name.clone(), c.as_str())));
+            }
+            Step::Http { url, headers, .. } => {
+                out.push((name.clone(), url.as_str()));
+                out.extend(headers.values().map(|h| (name.clone(), h.as_str())));
+            }
+        }
+    }
+}
+
+fn probe_templates(probe: &Probe) -> Vec<&str> {
+    match probe {
+        Probe::Http { url, .. } => vec![url.as_str()],
+        Probe::Command { argv, .. } => argv.iter().map(String::as_str).collect(),
+    }
+}
+
+fn placeholders(template: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                found.push(after[..end].trim().to_owned());
+                rest = &after[end + 2..];
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "restart_service"
+description = "Restart the service."
+target_kind = "service"
+base_risk = 0.2
+blast_radius = 0.5
+parameters = { type = "object", additionalProperties = false, properties = { reason = { type = "string", maxLength = 200 } } }
+action = [{ kind = "http", url = "{{target.url}}/restart" }]
+rollback = [{ kind = "http", url = "{{target.url}}/start" }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
+"#;
+
+    fn load(text: &str) -> Result<Catalog, CatalogError> {
+        Catalog::from_sources(vec![(PathBuf::from("p.toml"), text.to_owned())])
+    }
+
+    #[test]
+    fn loads_and_validates_parameters() {
+        let catalog = load(GOOD).unwrap();
+        assert!(catalog.validate_parameters("restart_service", &serde_json::json!({"reason": "x"})).is_ok());
+        let err = catalog.validate_parameters("restart_service", &serde_json::json!({"cmd": "rm -rf /"})).unwrap_err();
+        assert!(err.to_string().contains("restart_service"), "{err}");
+        assert_eq!(
+            catalog.validate_parameters("run_shell", &serde_json::json!({})),
+            Err(ParameterError::UnknownPathway("run_shell".into()))
+        );
+    }
+
+    #[test]
+    fn errors_name_file_pathway_and_field() {
+        let no_rollback = GOOD.replace("rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]", "");
+        let err = load(&no_rollback).unwrap_err().to_string();
+        assert!(err.contains("`p.toml`") && err.contains("`restart_service`") && err.contains("`rollback`"), "{err}");
+
+        let bad_placeholder = GOOD.replace("{{target.url}}/restart", "{{params.command}}");
+        let err = load(&bad_placeholder).unwrap_err().to_string();
+        assert!(err.contains("params.command"), "{err}");
+
+        let bad_risk = GOOD.replace("base_risk = 0.2", "base_risk = 2.0");
+        assert!(load(&bad_risk).unwrap_err().to_string().contains("base_risk"));
+    }
+}

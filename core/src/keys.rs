@@ -1,0 +1,145 @@
+//! The governor's ed25519 signing key on disk, and the public keys the executor trusts.
+//!
+//! The secret key file holds 64 hex characters and is created with mode 0600; the
+//! public key sits beside it as `<file>.pub`, also hex.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::decision::{TrustedKey, key_id};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("cannot read key file `{path}`: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write key file `{path}`: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("key file `{0}` does not hold a 32-byte hex key")]
+    Format(PathBuf),
+    #[error("key file `{path}` is readable by others (mode {mode:o}); it must be 0600")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("no entropy to generate a key")]
+    Entropy,
+}
+
+/// The public key file that goes with a secret key file.
+pub fn public_path(secret: &Path) -> PathBuf {
+    let mut name = secret.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Loads the signing key, generating it (and its `.pub`) at first start.
+pub fn load_or_generate(path: &Path) -> Result<ed25519_dalek::SigningKey, KeyError> {
+    if path.exists() {
+        return load_signing(path);
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|_| KeyError::Entropy)?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|source| KeyError::Write { path: parent.to_owned(), source })?;
+    }
+    write_private(path, &hex::encode(seed))?;
+    let public = public_path(path);
+    fs::write(&public, hex::encode(key.verifying_key().as_bytes()))
+        .map_err(|source| KeyError::Write { path: public, source })?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|source| KeyError::Write { path: path.to_owned(), source })?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| KeyError::Write { path: path.to_owned(), source })
+}
+
+/// Loads a secret key, refusing one that others can read.
+pub fn load_signing(path: &Path) -> Result<ed25519_dalek::SigningKey, KeyError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = fs::metadata(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Permissions { path: path.to_owned(), mode });
+        }
+    }
+    let bytes = read_hex32(path)?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&bytes))
+}
+
+/// Loads a public key the executor trusts.
+pub fn load_trusted(path: &Path) -> Result<TrustedKey, KeyError> {
+    let bytes = read_hex32(path)?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::Format(path.to_owned()))?;
+    Ok(TrustedKey { key_id: key_id(&key), key })
+}
+
+fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
+    let bytes = hex::decode(text.trim()).map_err(|_| KeyError::Format(path.to_owned()))?;
+    bytes.try_into().map_err(|_| KeyError::Format(path.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_private_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/governor.key");
+        let key = load_or_generate(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(load_or_generate(&path).unwrap().to_bytes(), key.to_bytes());
+        let trusted = load_trusted(&public_path(&path)).unwrap();
+        assert_eq!(trusted.key, key.verifying_key());
+    }
+}
+
+/// Loads a bearer token from `path`, generating a random one (mode 0600) at first use.
+/// Tokens authenticate processes to the audit log and people to the governor.
+pub fn load_or_generate_token(path: &Path) -> Result<String, KeyError> {
+    if path.exists() {
+        return load_token(path);
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|_| KeyError::Entropy)?;
+    let token = hex::encode(bytes);
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|source| KeyError::Write { path: parent.to_owned(), source })?;
+    }
+    write_private(path, &token)?;
+    Ok(token)
+}
+
+/// Loads a bearer token, refusing one too short to be a secret.
+pub fn load_token(path: &Path) -> Result<String, KeyError> {
+    let text = fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })?;
+    let token = text.trim().to_owned();
+    if token.len() < 32 {
+        return Err(KeyError::Format(path.to_owned()));
+    }
+    Ok(token)
+}
+
+/// The SHA-256 of a token, which is what configuration stores instead of the token.
+pub fn token_hash(token: &str) -> String {
+    crate::canonical::sha256_hex(token.as_bytes())
+}

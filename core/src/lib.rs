@@ -1,0 +1,15 @@
+//! Domain types shared by ARF's processes, with no network code in them.
+//!
+//! The agent, governor and executor each load the same reviewed files (the pathway
+//! catalog, the target inventory) through this crate, so that none of them has to
+//! trust another's copy.
+
+pub mod canonical;
+pub mod catalog;
+pub mod decision;
+pub mod diagnosis;
+pub mod keys;
+pub mod signal;
+pub mod target;
+pub mod template;
+pub mod time;

@@ -1,0 +1,1 @@
+//! Pathway runners, verification probes, rollback, idempotency and recovery.

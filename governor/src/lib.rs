@@ -1,0 +1,1 @@
+//! Policy, risk, routing, approvals, explanations, decision signing and dispatch.

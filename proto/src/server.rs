@@ -1,0 +1,40 @@
+//! What every ARF gRPC server shares: health, reflection and bearer-token reading.
+
+use tonic::server::NamedService;
+
+/// The standard health service, reporting `S` (and the server as a whole) as serving.
+pub async fn health<S: NamedService>() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_serving::<S>().await;
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    service
+}
+
+/// Server reflection (v1) over ARF's protos and the health proto.
+pub fn reflection() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+/// The bearer token of a request, if it sent one.
+pub fn bearer<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Adds `authorization: Bearer TOKEN` to a request.
+pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
