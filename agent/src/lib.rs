@@ -1,1 +1,104 @@
-//! Signal ingest, incidents, context snapshots, reasoners and hypothesis validation.
+//! The agent: signal ingest, incidents, context snapshots, reasoners and
+//! hypothesis validation. It proposes to the governor and has no path to the
+//! executor or to any target.
+
+pub mod config;
+pub mod context;
+pub mod ground;
+pub mod grpc;
+pub mod http;
+pub mod incident;
+pub mod ingest;
+pub mod prompt;
+pub mod reasoner;
+pub mod redact;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use config::Config;
+
+use crate::config::ReasonerKind;
+use crate::reasoner::Reasoner;
+
+/// Runs the agent's gRPC service on `listener` and its webhook endpoint on
+/// `webhook_listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    webhook_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let catalog = arf_core::catalog::Catalog::load_dir(&config.catalog_dir)?;
+    let reasoner: Arc<dyn Reasoner> = match config.reasoner {
+        ReasonerKind::Scripted => {
+            let dir = config.scripted_dir.as_deref().context("`agent.scripted_dir` is required")?;
+            Arc::new(reasoner::scripted::Scripted::load_dir(dir).map_err(anyhow::Error::msg)?)
+        }
+        ReasonerKind::Rules => {
+            let dir = config.runbooks_dir.as_deref().context("`agent.runbooks_dir` is required")?;
+            Arc::new(reasoner::rules::Rules::load_dir(dir).map_err(anyhow::Error::msg)?)
+        }
+    };
+    let redactor = redact::Redactor::new(&config.redact_patterns).map_err(anyhow::Error::msg)?;
+    let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
+    let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(audit_token))?;
+    let governor_token = arf_core::keys::load_token(&config.governor_token_file)?;
+    let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token).map_err(anyhow::Error::msg)?;
+    let budget = context::Budget {
+        max_items: config.max_snapshot_items,
+        change_lookback_ms: i64::try_from(config.change_lookback_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    };
+    let agent = Arc::new(service::Agent::new(
+        audit,
+        governor,
+        catalog,
+        config.targets.clone(),
+        reasoner,
+        redactor,
+        budget,
+        i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        config.max_diagnoses_per_incident,
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let mut http_stop = stop_rx.clone();
+    let mut grpc_stop = stop_rx;
+    let webhook_addr = webhook_listener.local_addr()?;
+    let http = axum::serve(webhook_listener, http::router(Arc::clone(&agent))).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    });
+    let addr = listener.local_addr()?;
+    info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), "agent listening");
+    let grpc = tonic::transport::Server::builder()
+        .add_service(arf_proto::server::health::<grpc::AgentServer<grpc::Service>>().await)
+        .add_service(arf_proto::server::reflection()?)
+        .add_service(grpc::AgentServer::new(grpc::Service::new(agent)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        });
+    let (http, grpc) = tokio::join!(http, grpc);
+    http.context("agent webhook server failed")?;
+    grpc.context("agent gRPC server failed")?;
+    Ok(())
+}
+
+impl Config {
+    fn reasoner_name(&self) -> &'static str {
+        match self.reasoner {
+            ReasonerKind::Scripted => "scripted",
+            ReasonerKind::Rules => "rules",
+        }
+    }
+}

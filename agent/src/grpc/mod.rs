@@ -1,0 +1,86 @@
+//! The `Agent` gRPC service.
+
+pub mod convert;
+pub mod governor;
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use arf_proto::v1 as pb;
+use arf_proto::v1::agent_server::Agent as AgentRpc;
+
+use crate::ingest::{self, InvalidSignal};
+use crate::service::Agent;
+
+pub use arf_proto::v1::agent_server::AgentServer;
+
+pub struct Service {
+    agent: Arc<Agent>,
+}
+
+impl Service {
+    pub fn new(agent: Arc<Agent>) -> Self {
+        Self { agent }
+    }
+}
+
+pub fn invalid(error: &InvalidSignal) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+pub fn audit_down(error: &arf_audit::AuditError) -> Status {
+    Status::unavailable(format!("signals were not accepted because they could not be logged: {error}"))
+}
+
+async fn accept(agent: &Arc<Agent>, signals: Vec<arf_core::signal::Signal>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+    let accepted = agent.ingest(signals).await.map_err(|e| audit_down(&e))?;
+    Ok(Response::new(pb::SubmitSignalsResponse { accepted: accepted.into_iter().map(convert::accepted).collect() }))
+}
+
+#[tonic::async_trait]
+impl AgentRpc for Service {
+    async fn submit_signals(&self, request: Request<pb::SubmitSignalsRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+        let signals = request.into_inner().signals;
+        if signals.is_empty() {
+            return Err(Status::invalid_argument("`signals` must not be empty"));
+        }
+        if signals.len() > ingest::MAX_SIGNALS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "`signals`: at most {} per request, got {}",
+                ingest::MAX_SIGNALS_PER_REQUEST,
+                signals.len()
+            )));
+        }
+        let now = arf_core::time::now_ms();
+        let signals = signals
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| ingest::generic::build(convert::generic_signal(s), &format!("signals[{i}]"), now))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        accept(&self.agent, signals).await
+    }
+
+    async fn submit_webhook(&self, request: Request<pb::SubmitWebhookRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+        let request = request.into_inner();
+        let signals = ingest::parse(&request.format, &request.body, arf_core::time::now_ms()).map_err(|e| invalid(&e))?;
+        if signals.is_empty() {
+            return Ok(Response::new(pb::SubmitSignalsResponse { accepted: vec![] }));
+        }
+        accept(&self.agent, signals).await
+    }
+
+    async fn list_incidents(&self, _request: Request<pb::ListIncidentsRequest>) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let incidents = self.agent.incidents().await;
+        Ok(Response::new(pb::ListIncidentsResponse { incidents: incidents.iter().map(convert::incident).collect() }))
+    }
+
+    async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+        let id = request.into_inner().incident_id;
+        match self.agent.incident(&id).await {
+            Some(incident) => Ok(Response::new(convert::incident(&incident))),
+            None => Err(Status::not_found(format!("no incident `{id}`"))),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Webhook ingest over HTTP: `POST /v1/webhooks/{format}`.
+//!
+//! Answers 200 with what was accepted, 400 with the field that is wrong, 404 for
+//! an unknown format, 413 for an oversized body, and 503 when the signals could
+//! not be logged (retry: nothing was accepted).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use crate::ingest::{self, InvalidSignal};
+use crate::service::Agent;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/webhooks/{format}", post(webhook))
+        .layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES))
+        .with_state(agent)
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+async fn webhook(State(agent): State<Arc<Agent>>, Path(format): Path<String>, body: Bytes) -> Response {
+    let signals = match ingest::parse(&format, &body, arf_core::time::now_ms()) {
+        Ok(signals) => signals,
+        Err(e @ InvalidSignal::UnknownFormat(_)) => return error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ InvalidSignal::TooLarge { .. }) => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if signals.is_empty() {
+        return (StatusCode::OK, Json(json!({"accepted": []}))).into_response();
+    }
+    match agent.ingest(signals).await {
+        Ok(accepted) => {
+            let accepted: Vec<_> = accepted
+                .into_iter()
+                .map(|a| json!({"signal_id": a.signal_id, "fingerprint": a.fingerprint, "incident_id": a.incident_id,
+                                "duplicate": a.duplicate, "audit_seq": a.audit_seq}))
+                .collect();
+            (StatusCode::OK, Json(json!({"accepted": accepted}))).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("signals were not accepted because they could not be logged: {e}")),
+    }
+}

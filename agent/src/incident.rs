@@ -1,0 +1,224 @@
+//! Grouping signals into incidents: pure state, time passed in.
+//!
+//! Firing alerts, findings and detections about one service in one environment
+//! join that service's open incident while it is younger than the grouping
+//! window; a repeat of a fingerprint already in the incident is a duplicate.
+//! Change events open no incident: they are context for the incidents they precede.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::Serialize;
+
+use arf_core::signal::{Signal, SignalKind, SignalStatus};
+
+/// The most distinct fingerprints one incident keeps signals for.
+const MAX_SIGNALS_PER_INCIDENT: usize = 256;
+/// The most recent change events kept as context.
+const MAX_CHANGES: usize = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Open,
+    Diagnosing,
+    Proposed,
+    Escalated,
+    Resolved,
+}
+
+impl IncidentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Diagnosing => "diagnosing",
+            Self::Proposed => "proposed",
+            Self::Escalated => "escalated",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Incident {
+    pub id: String,
+    pub title: String,
+    pub service: String,
+    pub environment: String,
+    pub state: IncidentState,
+    /// The latest signal of each fingerprint.
+    pub signals: BTreeMap<String, Signal>,
+    pub signal_count: u32,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub snapshot_hash: String,
+    pub decision_ids: Vec<String>,
+    pub reason: String,
+    /// How many diagnoses (model calls) this incident has had.
+    pub diagnoses: u32,
+}
+
+impl Incident {
+    fn all_resolved(&self) -> bool {
+        self.signals.values().all(|s| s.status == SignalStatus::Resolved)
+    }
+}
+
+/// Where one signal went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A change event, kept as context.
+    Change,
+    /// Opened a new incident.
+    Opened { incident_id: String },
+    /// Joined an open incident.
+    Joined { incident_id: String, duplicate: bool },
+}
+
+impl Placement {
+    pub fn incident_id(&self) -> &str {
+        match self {
+            Self::Change => "",
+            Self::Opened { incident_id } | Self::Joined { incident_id, .. } => incident_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Incidents {
+    pub by_id: BTreeMap<String, Incident>,
+    open_by_key: HashMap<(String, String), String>,
+    pub changes: VecDeque<Signal>,
+    window_ms: i64,
+}
+
+impl Incidents {
+    pub fn new(window_ms: i64) -> Self {
+        Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), window_ms }
+    }
+
+    /// Places one signal; `new_id` names an incident if one must be opened.
+    pub fn place(&mut self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
+        if signal.kind == SignalKind::Change {
+            self.changes.push_back(signal.clone());
+            while self.changes.len() > MAX_CHANGES {
+                self.changes.pop_front();
+            }
+            return Placement::Change;
+        }
+        let key = (signal.environment.clone(), signal.service.clone());
+        if let Some(id) = self.open_by_key.get(&key).cloned() {
+            if let Some(incident) = self.by_id.get_mut(&id) {
+                let fresh = now_ms - incident.opened_at_ms <= self.window_ms;
+                if fresh && incident.state != IncidentState::Resolved {
+                    let duplicate = incident
+                        .signals
+                        .get(&signal.fingerprint)
+                        .is_some_and(|s| s.status == signal.status);
+                    if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
+                        incident.signals.insert(signal.fingerprint.clone(), signal.clone());
+                    }
+                    incident.signal_count = incident.signal_count.saturating_add(1);
+                    incident.updated_at_ms = now_ms;
+                    if incident.all_resolved() {
+                        incident.state = IncidentState::Resolved;
+                        incident.reason = "every alert in the incident resolved".to_owned();
+                        self.open_by_key.remove(&key);
+                    }
+                    return Placement::Joined { incident_id: id, duplicate };
+                }
+            }
+            self.open_by_key.remove(&key);
+        }
+        let id = new_id();
+        let mut signals = BTreeMap::new();
+        signals.insert(signal.fingerprint.clone(), signal.clone());
+        let incident = Incident {
+            id: id.clone(),
+            title: signal.title.clone(),
+            service: signal.service.clone(),
+            environment: signal.environment.clone(),
+            state: if signal.status == SignalStatus::Resolved { IncidentState::Resolved } else { IncidentState::Open },
+            signals,
+            signal_count: 1,
+            opened_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            snapshot_hash: String::new(),
+            decision_ids: Vec::new(),
+            reason: String::new(),
+            diagnoses: 0,
+        };
+        if incident.state != IncidentState::Resolved {
+            self.open_by_key.insert(key, id.clone());
+        }
+        self.by_id.insert(id.clone(), incident);
+        Placement::Opened { incident_id: id }
+    }
+
+    /// Changes to the incident's service and environment in the `lookback_ms` before it opened.
+    pub fn changes_for(&self, incident: &Incident, lookback_ms: i64) -> Vec<&Signal> {
+        self.changes
+            .iter()
+            .filter(|c| c.service == incident.service && c.environment == incident.environment)
+            .filter(|c| c.observed_at_ms >= incident.opened_at_ms - lookback_ms && c.observed_at_ms <= incident.updated_at_ms)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signal(title: &str, service: &str, status: SignalStatus) -> Signal {
+        let mut s = Signal {
+            id: String::new(),
+            source: "test".into(),
+            kind: SignalKind::Alert,
+            status,
+            title: title.into(),
+            description: String::new(),
+            severity: "critical".into(),
+            service: service.into(),
+            environment: "prod".into(),
+            labels: [("alertname".to_owned(), title.to_owned())].into(),
+            annotations: BTreeMap::new(),
+            observed_at_ms: 0,
+            fingerprint: String::new(),
+        };
+        s.fingerprint = s.compute_fingerprint();
+        s
+    }
+
+    #[test]
+    fn a_storm_is_one_incident() {
+        let mut incidents = Incidents::new(60_000);
+        let mut n = 0;
+        let first = incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 0, || { n += 1; format!("inc-{n}") });
+        assert_eq!(first, Placement::Opened { incident_id: "inc-1".into() });
+        for t in 1..1000 {
+            let p = incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), t, || "inc-x".into());
+            assert_eq!(p, Placement::Joined { incident_id: "inc-1".into(), duplicate: true });
+        }
+        let other = incidents.place(&signal("HighLatency", "web", SignalStatus::Firing), 2000, || "inc-x".into());
+        assert_eq!(other, Placement::Joined { incident_id: "inc-1".into(), duplicate: false });
+        assert_eq!(incidents.by_id.len(), 1);
+        assert_eq!(incidents.by_id["inc-1"].signal_count, 1001);
+    }
+
+    #[test]
+    fn resolution_closes_and_a_new_alert_reopens() {
+        let mut incidents = Incidents::new(60_000);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        incidents.place(&signal("Down", "web", SignalStatus::Resolved), 10, || "inc-x".into());
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Resolved);
+        let again = incidents.place(&signal("Down", "web", SignalStatus::Firing), 20, || "inc-2".into());
+        assert_eq!(again, Placement::Opened { incident_id: "inc-2".into() });
+    }
+
+    #[test]
+    fn the_window_bounds_an_incident() {
+        let mut incidents = Incidents::new(100);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        let later = incidents.place(&signal("Down", "web", SignalStatus::Firing), 101, || "inc-2".into());
+        assert_eq!(later, Placement::Opened { incident_id: "inc-2".into() });
+    }
+}

@@ -1,0 +1,77 @@
+//! The `Reasoner` trait and its implementations.
+//!
+//! A reasoner turns a prompt and its snapshot into a completion: JSON text that
+//! should hold a [`arf_core::diagnosis::Diagnosis`]. Whatever it returns is
+//! untrusted and goes through [`crate::ground`] before anyone acts on it.
+
+pub mod rules;
+pub mod scripted;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use thiserror::Error;
+
+use arf_core::diagnosis::Snapshot;
+
+use crate::prompt::Prompt;
+
+/// What a reasoner is given.
+#[derive(Debug)]
+pub struct DiagnosisRequest<'a> {
+    pub snapshot: &'a Snapshot,
+    pub prompt: &'a Prompt,
+    /// Target names offered to the model.
+    pub targets: &'a [String],
+    pub pathways: &'a [Value],
+}
+
+/// What a reasoner answered, with what the log needs to reproduce it.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub model: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReasonerError {
+    #[error("no scripted response matches this incident")]
+    NoScript,
+    #[error("no runbook rule matches this incident")]
+    NoRule,
+    #[error("the model is unavailable: {0}")]
+    Unavailable(String),
+    #[error("cannot build the answer: {0}")]
+    Template(String),
+}
+
+pub trait Reasoner: Send + Sync {
+    /// `scripted`, `rules`, `openai`, ...
+    fn name(&self) -> &str;
+    fn diagnose<'a>(&'a self, request: &'a DiagnosisRequest<'a>) -> BoxFuture<'a, Result<Completion, ReasonerError>>;
+}
+
+/// The values scripted answers and runbook parameters may use: the snapshot, its
+/// signal and change items, and the first offered target.
+pub(crate) fn template_context(request: &DiagnosisRequest<'_>) -> minijinja::Value {
+    let signals: Vec<_> = request.snapshot.items.iter().filter(|i| i.kind == "signal").collect();
+    let changes: Vec<_> = request.snapshot.items.iter().filter(|i| i.kind == "change").collect();
+    minijinja::context! {
+        snapshot => request.snapshot,
+        signals => signals,
+        changes => changes,
+        target => request.targets.first().cloned().unwrap_or_default(),
+    }
+}
+
+/// Whether some firing signal in the snapshot carries every label in `labels`.
+pub(crate) fn matches_labels(snapshot: &Snapshot, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    snapshot.items.iter().filter(|i| i.kind == "signal").any(|item| {
+        labels.iter().all(|(name, want)| {
+            item.data.get("labels").and_then(|l| l.get(name)).and_then(Value::as_str) == Some(want.as_str())
+        })
+    })
+}

@@ -1,0 +1,172 @@
+//! Redaction: secrets are replaced with a marker before anything reaches a prompt.
+//!
+//! The patterns cover cloud access keys, common tokens (GitHub, Slack, bearer,
+//! JWT), private key blocks, credentials in URLs and connection strings, and
+//! long high-entropy strings. It errs on the side of removing too much: a
+//! redacted hash costs the model little, a leaked key costs a rotation.
+
+use regex::Regex;
+use serde_json::Value;
+
+/// What replaces a secret.
+pub const MARKER: &str = "[REDACTED]";
+
+pub struct Redactor {
+    patterns: Vec<(&'static str, Regex)>,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor").field("patterns", &self.patterns.len()).finish()
+    }
+}
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    ("aws_access_key", r"\b(AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+    ("aws_secret", r"(?i)aws_?secret_?access_?key\s*[:=]\s*\S+"),
+    ("github_token", r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}\b"),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"),
+    ("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"),
+    ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+    ("url_credentials", r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"),
+    ("password_assignment", r#"(?i)\b(password|passwd|pwd|secret|token|api_?key|apikey|access_?key|client_?secret)\s*[:=]\s*("[^"]*"|'[^']*'|[^\s,;&]+)"#),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("stripe_key", r"\b(sk|rk)_(live|test)_[0-9A-Za-z]{16,}\b"),
+];
+
+impl Redactor {
+    /// The built-in patterns plus `extra` (regular expressions from config).
+    pub fn new(extra: &[String]) -> Result<Self, String> {
+        let mut patterns = Vec::with_capacity(BUILTIN.len() + extra.len());
+        for (name, pattern) in BUILTIN {
+            patterns.push((*name, Regex::new(pattern).map_err(|e| format!("built-in pattern `{name}`: {e}"))?));
+        }
+        for pattern in extra {
+            patterns.push(("config", Regex::new(pattern).map_err(|e| format!("redaction pattern `{pattern}`: {e}"))?));
+        }
+        Ok(Self { patterns })
+    }
+
+    /// Redacts one string.
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (name, pattern) in &self.patterns {
+            if !pattern.is_match(&out) {
+                continue;
+            }
+            out = match *name {
+                // Keep the scheme so the URL still reads as a URL.
+                "url_credentials" => pattern.replace_all(&out, format!("${{1}}{MARKER}@")).into_owned(),
+                "password_assignment" => pattern.replace_all(&out, format!("${{1}}={MARKER}")).into_owned(),
+                _ => pattern.replace_all(&out, MARKER).into_owned(),
+            };
+        }
+        redact_high_entropy(&out)
+    }
+
+    /// Redacts every string (and object key) in a JSON value.
+    pub fn value(&self, value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.text(k), self.value(v))).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// Replaces long tokens whose characters look random (Shannon entropy per
+/// character above a threshold, with both letters and digits), such as API keys
+/// without a known prefix. Git commit hashes are hex and low enough in entropy per
+/// character to stay, which matters: they are evidence.
+fn redact_high_entropy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if looks_random(token) {
+            out.push_str(MARKER);
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-') {
+            token.push(c);
+        } else {
+            flush(&mut token, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+fn looks_random(token: &str) -> bool {
+    if token.len() < 24 {
+        return false;
+    }
+    let is_hex = token.chars().all(|c| c.is_ascii_hexdigit());
+    if is_hex && token.len() <= 64 {
+        // Commit hashes and content hashes: evidence, not secrets.
+        return false;
+    }
+    let has_digit = token.chars().any(|c| c.is_ascii_digit());
+    let has_upper = token.chars().any(|c| c.is_ascii_uppercase());
+    let has_lower = token.chars().any(|c| c.is_ascii_lowercase());
+    if !(has_digit && has_lower && (has_upper || token.len() >= 32)) {
+        return false;
+    }
+    entropy(token) >= 4.0
+}
+
+fn entropy(token: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in token.bytes() {
+        counts[usize::from(b)] += 1;
+    }
+    let n = token.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_known_secret_forms() {
+        let r = Redactor::new(&[]).unwrap();
+        let secrets = [
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "xoxb-123456789012-abcdefghijkl",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "hunter2hunter2",
+        ];
+        let text = format!(
+            "key {} token {} slack {} jwt {} url postgres://admin:{}@db:5432/x -----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4]
+        );
+        let out = r.text(&text);
+        for secret in secrets {
+            assert!(!out.contains(secret), "{secret} leaked in {out}");
+        }
+        assert!(!out.contains("MIIB"));
+    }
+
+    #[test]
+    fn keeps_commit_hashes_and_plain_words() {
+        let r = Redactor::new(&[]).unwrap();
+        let text = "config commit 3f2a9c1d4e5b6a7980123456789abcdef0123456 broke checkout";
+        assert_eq!(r.text(text), text);
+    }
+}

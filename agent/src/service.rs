@@ -1,0 +1,319 @@
+//! The agent's state and its pipeline: accept signals (logged before the call
+//! returns), group them, and for each new incident build a snapshot, ask the
+//! reasoner, ground the answer, and propose to the governor.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use arf_audit::{AuditClient, AuditError, Entry, RecordKind};
+use arf_core::canonical::random_id;
+use arf_core::catalog::Catalog;
+use arf_core::diagnosis::Proposal;
+use arf_core::signal::Signal;
+use arf_core::target::Inventory;
+
+use crate::context::{self, Budget};
+use crate::grpc::governor::GovernorLink;
+use crate::ground;
+use crate::incident::{Incident, IncidentState, Incidents, Placement};
+use crate::prompt;
+use crate::reasoner::{DiagnosisRequest, Reasoner};
+use crate::redact::Redactor;
+
+/// Where one accepted signal went.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub signal_id: String,
+    pub fingerprint: String,
+    pub incident_id: String,
+    pub duplicate: bool,
+    pub audit_seq: u64,
+}
+
+pub struct Agent {
+    incidents: Mutex<Incidents>,
+    audit: AuditClient,
+    governor: GovernorLink,
+    catalog: Catalog,
+    inventory: Inventory,
+    reasoner: Arc<dyn Reasoner>,
+    redactor: Redactor,
+    budget: Budget,
+    max_diagnoses: u32,
+}
+
+impl Agent {
+    #[expect(clippy::too_many_arguments, reason = "one constructor wiring the agent's parts")]
+    pub fn new(
+        audit: AuditClient,
+        governor: GovernorLink,
+        catalog: Catalog,
+        inventory: Inventory,
+        reasoner: Arc<dyn Reasoner>,
+        redactor: Redactor,
+        budget: Budget,
+        group_window_ms: i64,
+        max_diagnoses: u32,
+    ) -> Self {
+        Self {
+            incidents: Mutex::new(Incidents::new(group_window_ms)),
+            audit,
+            governor,
+            catalog,
+            inventory,
+            reasoner,
+            redactor,
+            budget,
+            max_diagnoses,
+        }
+    }
+
+    /// Accepts validated signals. They are in the log before this returns; if the
+    /// log cannot take them, none is accepted and the caller must retry.
+    pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>) -> Result<Vec<Accepted>, AuditError> {
+        let now = arf_core::time::now_ms();
+        let mut guard = self.incidents.lock().await;
+        let mut next = guard.clone();
+        let mut entries = Vec::with_capacity(signals.len() + 1);
+        let mut placements = Vec::with_capacity(signals.len());
+        let mut opened = Vec::new();
+        for signal in &signals {
+            let placement = next.place(signal, now, || random_id("inc"));
+            let incident_id = placement.incident_id().to_owned();
+            match &placement {
+                Placement::Opened { incident_id } => {
+                    if let Some(incident) = next.by_id.get(incident_id) {
+                        entries.push(Entry::new(
+                            incident_id.clone(),
+                            RecordKind::Incident,
+                            json!({"event": "opened", "title": incident.title, "service": incident.service,
+                                   "environment": incident.environment, "state": incident.state, "first_signal": signal.id}),
+                        ));
+                        if incident.state == IncidentState::Open {
+                            opened.push(incident_id.clone());
+                        }
+                    }
+                }
+                Placement::Joined { incident_id, .. } => {
+                    let was_open = guard.by_id.get(incident_id).is_some_and(|i| i.state != IncidentState::Resolved);
+                    let now_resolved = next.by_id.get(incident_id).is_some_and(|i| i.state == IncidentState::Resolved);
+                    let already_logged = entries.iter().any(|e: &Entry| {
+                        e.incident_id == *incident_id && e.payload.get("event") == Some(&json!("resolved"))
+                    });
+                    if was_open && now_resolved && !already_logged {
+                        entries.push(Entry::new(
+                            incident_id.clone(),
+                            RecordKind::Incident,
+                            json!({"event": "resolved", "state": "resolved", "reason": "every alert in the incident resolved"}),
+                        ));
+                    }
+                }
+                Placement::Change => {}
+            }
+            let duplicate = matches!(placement, Placement::Joined { duplicate: true, .. });
+            entries.push(Entry::new(incident_id, RecordKind::Signal, json!({"signal": signal, "duplicate": duplicate})));
+            placements.push(placement);
+        }
+        let records = self.audit.append(entries).await?;
+        *guard = next;
+        drop(guard);
+
+        let signal_seqs = records.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.seq);
+        let accepted = signals
+            .iter()
+            .zip(placements)
+            .zip(signal_seqs)
+            .map(|((signal, placement), audit_seq)| Accepted {
+                signal_id: signal.id.clone(),
+                fingerprint: signal.fingerprint.clone(),
+                incident_id: placement.incident_id().to_owned(),
+                duplicate: matches!(placement, Placement::Joined { duplicate: true, .. }),
+                audit_seq,
+            })
+            .collect();
+        for incident_id in opened {
+            let agent = Arc::clone(self);
+            let span = info_span!("diagnose", %incident_id);
+            tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+        }
+        Ok(accepted)
+    }
+
+    pub async fn incidents(&self) -> Vec<Incident> {
+        self.incidents.lock().await.by_id.values().cloned().collect()
+    }
+
+    pub async fn incident(&self, id: &str) -> Option<Incident> {
+        self.incidents.lock().await.by_id.get(id).cloned()
+    }
+
+    async fn set_state(&self, incident_id: &str, state: IncidentState, reason: &str, decision_id: Option<&str>) {
+        let mut incidents = self.incidents.lock().await;
+        if let Some(incident) = incidents.by_id.get_mut(incident_id) {
+            // A resolution that arrived meanwhile wins over the pipeline's view.
+            if incident.state != IncidentState::Resolved {
+                incident.state = state;
+            }
+            incident.reason = reason.to_owned();
+            if let Some(id) = decision_id {
+                incident.decision_ids.push(id.to_owned());
+            }
+        }
+    }
+
+    /// Escalates to a human: logged, and nothing is proposed.
+    async fn escalate(&self, incident_id: &str, reason: &str) {
+        warn!(%incident_id, %reason, "incident escalated");
+        let payload = json!({"event": "escalated", "state": "escalated", "reason": reason});
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
+            error!(%incident_id, %error, "cannot log the escalation");
+        }
+        self.set_state(incident_id, IncidentState::Escalated, reason, None).await;
+    }
+
+    /// Targets offered for an incident: those in its environment, its own service first.
+    fn offered_targets(&self, incident: &Incident) -> Vec<String> {
+        let mut targets: Vec<(bool, String)> = self
+            .inventory
+            .iter()
+            .filter(|(_, t)| t.environment == incident.environment)
+            .map(|(name, t)| (t.service != incident.service, name.clone()))
+            .collect();
+        targets.sort();
+        targets.into_iter().map(|(_, name)| name).collect()
+    }
+
+    async fn diagnose(&self, incident_id: &str) {
+        let prepared = {
+            let mut incidents = self.incidents.lock().await;
+            let Some(incident) = incidents.by_id.get(incident_id).cloned() else { return };
+            if incident.diagnoses >= self.max_diagnoses {
+                drop(incidents);
+                self.escalate(incident_id, "the incident reached its bound on model calls").await;
+                return;
+            }
+            let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget);
+            if let Some(stored) = incidents.by_id.get_mut(incident_id) {
+                stored.diagnoses += 1;
+                stored.state = IncidentState::Diagnosing;
+                stored.snapshot_hash = snapshot.hash();
+            }
+            (incident, snapshot)
+        };
+        let (incident, snapshot) = prepared;
+        let snapshot_hash = snapshot.hash();
+        let snapshot_record = json!({"hash": snapshot_hash, "snapshot": snapshot});
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
+            self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
+            return;
+        }
+        let targets = self.offered_targets(&incident);
+        let target_offers: Vec<Value> = targets
+            .iter()
+            .filter_map(|name| self.inventory.get(name).map(|t| json!({"name": name, "kind": t.kind, "service": t.service, "environment": t.environment})))
+            .collect();
+        let pathways: Vec<Value> = self.catalog.pathways().map(arf_core::catalog::Pathway::offer).collect();
+        let prompt = match prompt::render(&snapshot, &pathways, &target_offers) {
+            Ok(prompt) => prompt,
+            Err(error) => {
+                self.escalate(incident_id, &format!("cannot render the prompt: {error}")).await;
+                return;
+            }
+        };
+        tracing::debug!(system = %prompt.system, user = %prompt.user, "prompt");
+        let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &targets, pathways: &pathways };
+        let base = json!({
+            "reasoner": self.reasoner.name(),
+            "prompt_id": prompt.id,
+            "prompt_hash": prompt.hash,
+            "snapshot_hash": snapshot_hash,
+        });
+        let completion = match self.reasoner.diagnose(&request).await {
+            Ok(completion) => completion,
+            Err(error) => {
+                let mut payload = base.clone();
+                merge(&mut payload, json!({"status": "failed", "error": error.to_string()}));
+                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                    error!(%incident_id, %error, "cannot log the failed diagnosis");
+                }
+                self.escalate(incident_id, &format!("diagnosis failed: {error}")).await;
+                return;
+            }
+        };
+        tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
+        let mut payload = base;
+        merge(
+            &mut payload,
+            json!({
+                "model": completion.model,
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "latency_ms": completion.latency_ms,
+                "completion": completion.text,
+            }),
+        );
+        let grounded = match ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets) {
+            Ok(grounded) => grounded,
+            Err(refusal) => {
+                merge(&mut payload, json!({"status": "refused", "reasons": refusal.reasons}));
+                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                    error!(%incident_id, %error, "cannot log the refused diagnosis");
+                }
+                self.escalate(incident_id, &format!("the model's answer was refused: {refusal}")).await;
+                return;
+            }
+        };
+        let Some((hypothesis, remediation)) = grounded.choice() else {
+            merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses}));
+            if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                error!(%incident_id, %error, "cannot log the diagnosis");
+            }
+            self.escalate(incident_id, "no remediation was proposed; a human should look").await;
+            return;
+        };
+        let environment = self
+            .inventory
+            .get(&remediation.target)
+            .map_or_else(|| incident.environment.clone(), |t| t.environment.clone());
+        let proposal = Proposal {
+            id: random_id("prop"),
+            incident_id: incident_id.to_owned(),
+            snapshot_hash: snapshot_hash.clone(),
+            hypothesis: hypothesis.clone(),
+            remediation: remediation.clone(),
+            service: incident.service.clone(),
+            environment,
+            reasoner: self.reasoner.name().to_owned(),
+        };
+        merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses, "proposal": proposal}));
+        // Write-ahead: the proposal is in the log before the governor sees it.
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+            self.escalate(incident_id, &format!("cannot log the diagnosis, so nothing was proposed: {error}")).await;
+            return;
+        }
+        match self.governor.evaluate(&proposal).await {
+            Ok(decision) => {
+                info!(%incident_id, decision_id = %decision.decision_id, route = %decision.route, "proposal evaluated");
+                let payload = json!({"event": "proposed", "state": "proposed", "proposal_id": proposal.id,
+                                     "decision_id": decision.decision_id, "route": decision.route});
+                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
+                    error!(%incident_id, %error, "cannot log the proposal's decision");
+                }
+                let reason = format!("governor routed decision `{}` as `{}`", decision.decision_id, decision.route);
+                self.set_state(incident_id, IncidentState::Proposed, &reason, Some(&decision.decision_id)).await;
+            }
+            Err(error) => {
+                self.escalate(incident_id, &format!("the governor did not take the proposal: {error}")).await;
+            }
+        }
+    }
+}
+
+fn merge(into: &mut Value, more: Value) {
+    if let (Value::Object(into), Value::Object(more)) = (into, more) {
+        into.extend(more);
+    }
+}
