@@ -1,0 +1,104 @@
+//! The audit service over real gRPC: writer identity from credentials, reads, tail, limits.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use arf_audit::{AuditClient, AuditError, Config, Entry, RecordKind};
+
+struct Running {
+    addr: String,
+    agent_token: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let agent_token = arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("audit"),
+        writers: BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(arf_audit::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    Running { addr, agent_token, _stop: stop, _dir: dir }
+}
+
+#[tokio::test]
+async fn writer_identity_comes_from_the_token() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    let record = client.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
+    assert_eq!((record.seq, record.writer.as_str()), (1, "agent"));
+
+    let anonymous = AuditClient::connect(&log.addr, None).unwrap();
+    let error = anonymous.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap_err();
+    assert!(error.to_string().contains("writer token"), "{error}");
+
+    let forged = AuditClient::connect(&log.addr, Some("f".repeat(64))).unwrap();
+    let error = forged.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap_err();
+    assert!(matches!(error, AuditError::Refused(_)), "{error}");
+    assert_eq!(client.head().await.unwrap().0, 1, "refused appends leave no record");
+}
+
+#[tokio::test]
+async fn reads_by_range_and_incident_and_tails() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    let mut tail = client.tail(1).await.unwrap();
+    let entries = (0..6)
+        .map(|i| Entry::new(if i % 2 == 0 { "inc-a" } else { "inc-b" }, RecordKind::Signal, json!({"i": i})))
+        .collect();
+    let records = client.append(entries).await.unwrap();
+    assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5, 6]);
+    assert!(records.windows(2).all(|w| w[1].prev_hash == w[0].hash));
+
+    let range = client.read_range(2, 5).await.unwrap();
+    assert_eq!(range.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3, 4]);
+    let incident = client.read_incident("inc-b").await.unwrap();
+    assert_eq!(incident.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 4, 6]);
+    // An incident id that is a prefix of another does not see the other's records.
+    assert!(client.read_incident("inc-").await.unwrap().is_empty());
+
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let next = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+        seen.push(next.seq);
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5, 6]);
+    client.append_one("inc-a", RecordKind::Outcome, json!({})).await.unwrap();
+    let live = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(live.seq, 7);
+}
+
+#[tokio::test]
+async fn bad_appends_are_refused_with_the_field_named() {
+    let log = start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", log.addr)).unwrap().connect_lazy();
+    let mut raw = arf_proto::v1::audit_log_client::AuditLogClient::new(channel);
+    let request = |kind: &str, payload: &str| {
+        let message = arf_proto::v1::AppendRequest {
+            entries: vec![arf_proto::v1::AppendEntry { incident_id: "i".into(), kind: kind.into(), payload_json: payload.into() }],
+        };
+        arf_proto::server::with_bearer(tonic::Request::new(message), &log.agent_token)
+    };
+    let error = raw.append(request("update", "{}")).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("`entries[0].kind`"), "{}", error.message());
+    let error = raw.append(request("signal", "{not json")).await.unwrap_err();
+    assert!(error.message().contains("`entries[0].payload_json`"), "{}", error.message());
+    let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    let error = raw.append(request("signal", &huge)).await.unwrap_err();
+    assert!(matches!(error.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{error:?}");
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    assert_eq!(client.head().await.unwrap().0, 0);
+}
