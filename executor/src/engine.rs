@@ -1,0 +1,363 @@
+//! The executor's core: checks a signed decision, claims its id, and runs its
+//! pathway under the target's lock, logging each step to the audit log before it
+//! takes effect, then verifies it and rolls it back when it did not work.
+//!
+//! This is where I/O is orchestrated; the rules it follows live in
+//! [`crate::admission`], [`crate::plan`] and [`crate::execution`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use arf_audit::{AuditClient, AuditError, RecordKind};
+use arf_core::canonical::sha256_hex;
+use arf_core::catalog::Catalog;
+use arf_core::decision::{self, DecisionBody, EnvelopeError, SignedDecision, TrustedKey};
+use arf_core::target::Inventory;
+use arf_core::time::now_ms;
+
+use crate::admission::{self, AdmissionError};
+use crate::execution::{self, Course, ExecutionState, Outcome, Phase};
+use crate::plan::Plan;
+use crate::records::{self, StepsPhase};
+use crate::runner;
+use crate::store::{Claim, Store, StoreError};
+use crate::verify;
+
+/// Why an `Execute` was refused or did not complete.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error("cannot check decision `{decision_id}` against the audit log, so nothing ran: {source}")]
+    AuditUnavailable { decision_id: String, source: AuditError },
+    #[error("decision `{decision_id}` expired at {expired_at} while it waited for its target, so nothing ran")]
+    ExpiredWhileQueued { decision_id: String, expired_at: String },
+    #[error("cannot log the start of decision `{decision_id}`, so nothing ran: {source}")]
+    WriteAhead { decision_id: String, source: AuditError },
+    #[error(
+        "decision `{decision_id}` stopped after {ran} ran: cannot log `{record}`: {source}; its state is kept, so a retry will not run it again"
+    )]
+    Interrupted { decision_id: String, ran: &'static str, record: &'static str, source: AuditError },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("an execution task ended abnormally: {0}")]
+    Task(String),
+    #[error("the executor is shutting down")]
+    ShuttingDown,
+}
+
+/// An execution as the caller sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    pub state: ExecutionState,
+    /// True when this repeats an earlier execution of the same decision.
+    pub replayed: bool,
+}
+
+/// What the executor is built from.
+pub struct Parts {
+    pub catalog: Catalog,
+    pub inventory: Inventory,
+    pub trusted_keys: Vec<TrustedKey>,
+    pub audit: AuditClient,
+    pub store: Store,
+    pub max_concurrent: usize,
+}
+
+pub struct Executor {
+    catalog: Catalog,
+    inventory: Inventory,
+    trusted_keys: Vec<TrustedKey>,
+    audit: AuditClient,
+    store: Store,
+    /// One lock per target, so that two actions never touch a target at once.
+    target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds how many executions run at once; the rest queue.
+    slots: Arc<Semaphore>,
+    http: reqwest::Client,
+}
+
+impl Executor {
+    pub fn new(parts: Parts) -> Result<Self, reqwest::Error> {
+        // Redirects are not followed: a step or probe talks to the URL it names.
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Self {
+            catalog: parts.catalog,
+            inventory: parts.inventory,
+            trusted_keys: parts.trusted_keys,
+            audit: parts.audit,
+            store: parts.store,
+            target_locks: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(parts.max_concurrent.max(1))),
+            http,
+        })
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Where the execution of a decision stands, if it was ever claimed.
+    pub fn execution(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        self.store.get(decision_id)
+    }
+
+    /// Executions that never reached an outcome, for the log at start.
+    pub fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        self.store.unfinished()
+    }
+
+    /// Checks and runs a signed decision. The work runs in its own task, so that a
+    /// caller who gives up (a cancelled RPC) cannot stop an execution halfway.
+    pub async fn execute(self: &Arc<Self>, signed: SignedDecision, now_ms: i64) -> Result<Executed, ExecuteError> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.verify_and_run(signed, now_ms).await })
+            .await
+            .map_err(|e| ExecuteError::Task(e.to_string()))?
+    }
+
+    async fn verify_and_run(&self, signed: SignedDecision, now_ms: i64) -> Result<Executed, ExecuteError> {
+        let body = decision::verify(&signed, &self.trusted_keys, now_ms).inspect_err(|error| {
+            warn!(key_id = %signed.key_id, audit_seq = signed.audit_seq, %error, "decision refused");
+        })?;
+        let span = info_span!(
+            "execute",
+            decision_id = %body.decision_id,
+            incident_id = %body.incident_id,
+            pathway = %body.pathway,
+            target = %body.target,
+        );
+        async move {
+            self.check_and_run(&signed, &body, now_ms).await.inspect_err(|error| match error {
+                ExecuteError::Interrupted { .. } | ExecuteError::Store(_) | ExecuteError::Task(_) => {
+                    error!(%error, "execution failed")
+                }
+                _ => warn!(%error, "decision refused"),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn check_and_run(
+        &self,
+        signed: &SignedDecision,
+        body: &DecisionBody,
+        now_ms: i64,
+    ) -> Result<Executed, ExecuteError> {
+        // Fail closed: a decision that cannot be found in the log does not run.
+        let record = self
+            .audit
+            .get(signed.audit_seq)
+            .await
+            .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
+        admission::check_record(record.as_ref(), signed.audit_seq, body, &sha256_hex(&signed.body))?;
+        let admitted = admission::admit(&self.catalog, &self.inventory, body)?;
+
+        let state = ExecutionState::claimed(body, now_ms);
+        if let Claim::Existing(previous) = self.store.claim(&state).await? {
+            info!(
+                outcome = previous.outcome.as_str(),
+                phase = previous.phase.as_str(),
+                "decision already claimed; answering with its execution"
+            );
+            return Ok(Executed { state: previous, replayed: true });
+        }
+        let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
+        Ok(Executed { state, replayed: false })
+    }
+
+    fn target_lock(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.target_locks.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(locks.entry(target.to_owned()).or_default())
+    }
+
+    async fn run(
+        &self,
+        body: &DecisionBody,
+        decision_seq: u64,
+        plan: &Plan,
+        mut state: ExecutionState,
+    ) -> Result<ExecutionState, ExecuteError> {
+        // The target first, then a slot: a queued execution holds no slot while it
+        // waits for its target.
+        let _target = self.target_lock(&body.target).lock_owned().await;
+        let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
+        // Expiry bounds when a decision may start, so a decision that waited too
+        // long behind others gives its claim back without running.
+        if now_ms() >= body.expires_at_ms {
+            self.store.release(&body.decision_id).await?;
+            return Err(ExecuteError::ExpiredWhileQueued {
+                decision_id: body.decision_id.clone(),
+                expired_at: arf_core::time::format_ms(body.expires_at_ms),
+            });
+        }
+
+        // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
+        // nothing ran, so the claim is given back and a retry may run the decision.
+        let started = records::execution_started(body, decision_seq, plan);
+        if let Err(source) = self.append(body, RecordKind::ExecutionStarted, started).await {
+            self.store.release(&body.decision_id).await?;
+            return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
+        }
+        self.advance(&mut state, Phase::Acting, "running the action").await;
+        info!(steps = plan.action.len(), "running the action");
+        let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
+        let action = runner::run_steps(&plan.action, deadline, &self.http).await;
+        let finished = records::execution_finished(body, StepsPhase::Action, &action);
+        self.log(&mut state, body, RecordKind::ExecutionFinished, finished, "the action").await?;
+
+        let verification = if action.ok {
+            self.advance(&mut state, Phase::Verifying, "verifying the action").await;
+            let report = verify::run(&plan.verify, &self.http).await;
+            state.verification = report.last_results();
+            let record = records::verification(body, StepsPhase::Action, &report);
+            self.log(&mut state, body, RecordKind::Verification, record, "the action and its verification").await?;
+            Some(report)
+        } else {
+            None
+        };
+
+        let why = match &verification {
+            Some(report) if report.passed => {
+                format!("action succeeded ({}); verification passed: {}", action.summary(), report.detail)
+            }
+            Some(report) => {
+                format!("action succeeded ({}) but verification failed: {}", action.summary(), report.detail)
+            }
+            None => format!("action failed: {}", action.summary()),
+        };
+        let (outcome, detail) =
+            match execution::after_action(action.ok, verification.as_ref().map(|r| r.passed), plan.irreversible) {
+                Course::Verified => (Outcome::Verified, why),
+                Course::Failed => {
+                    (Outcome::Failed, format!("{why}; the pathway is irreversible, so there is nothing to roll back"))
+                }
+                Course::RollBack => self.roll_back(body, plan, &mut state, why).await?,
+            };
+        self.finish(body, state, outcome, detail).await
+    }
+
+    async fn roll_back(
+        &self,
+        body: &DecisionBody,
+        plan: &Plan,
+        state: &mut ExecutionState,
+        why: String,
+    ) -> Result<(Outcome, String), ExecuteError> {
+        warn!(reason = %why, "rolling back");
+        self.log(state, body, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
+        self.advance(state, Phase::RollingBack, "rolling back").await;
+        let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
+        let steps = runner::run_steps(&plan.rollback, deadline, &self.http).await;
+        let finished = records::execution_finished(body, StepsPhase::Rollback, &steps);
+        self.log(state, body, RecordKind::ExecutionFinished, finished, "the action and the rollback").await?;
+
+        let verification = match (&plan.rollback_verify, steps.ok) {
+            (Some(rollback_verify), true) => {
+                self.advance(state, Phase::VerifyingRollback, "verifying the rollback").await;
+                let report = verify::run(rollback_verify, &self.http).await;
+                let record = records::verification(body, StepsPhase::Rollback, &report);
+                self.log(
+                    state,
+                    body,
+                    RecordKind::Verification,
+                    record,
+                    "the action, the rollback and its verification",
+                )
+                .await?;
+                Some(report)
+            }
+            _ => None,
+        };
+        let outcome = execution::after_rollback(steps.ok, verification.as_ref().map(|r| r.passed));
+        let rollback = match &verification {
+            _ if !steps.ok => format!("rollback failed: {}", steps.summary()),
+            Some(report) if report.passed => {
+                format!("rolled back ({}); rollback verification passed: {}", steps.summary(), report.detail)
+            }
+            Some(report) => {
+                format!("rollback ran ({}) but its verification failed: {}", steps.summary(), report.detail)
+            }
+            None => format!("rolled back ({})", steps.summary()),
+        };
+        Ok((outcome, format!("{why}; {rollback}")))
+    }
+
+    async fn finish(
+        &self,
+        body: &DecisionBody,
+        mut state: ExecutionState,
+        outcome: Outcome,
+        detail: String,
+    ) -> Result<ExecutionState, ExecuteError> {
+        let record = records::outcome(body, outcome, &detail);
+        self.log(&mut state, body, RecordKind::Outcome, record, "everything but the `outcome` record").await?;
+        match outcome {
+            Outcome::Verified => info!(outcome = outcome.as_str(), %detail, "execution verified"),
+            Outcome::RolledBack => warn!(outcome = outcome.as_str(), %detail, "execution rolled back"),
+            Outcome::RollbackFailed => {
+                error!(outcome = outcome.as_str(), %detail, "ROLLBACK FAILED: the target is in an unknown state and needs a human now")
+            }
+            Outcome::Failed => {
+                error!(outcome = outcome.as_str(), %detail, "irreversible pathway failed: the target needs a human")
+            }
+            Outcome::Running => {}
+        }
+        state.outcome = outcome;
+        state.phase = Phase::Finished;
+        state.detail = detail;
+        state.updated_at_ms = now_ms();
+        self.store.save(&state).await?;
+        Ok(state)
+    }
+
+    async fn append(&self, body: &DecisionBody, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
+        self.audit.append_one(&body.incident_id, kind, payload).await.map(|_| ())
+    }
+
+    /// Appends a record after something ran. If the append fails, the execution
+    /// stops where it is (nothing more may happen without its record) and the state
+    /// is kept, so that a retry answers with it instead of running again.
+    async fn log(
+        &self,
+        state: &mut ExecutionState,
+        body: &DecisionBody,
+        kind: RecordKind,
+        payload: Value,
+        ran: &'static str,
+    ) -> Result<(), ExecuteError> {
+        let Err(source) = self.append(body, kind, payload).await else { return Ok(()) };
+        let record = kind.as_str();
+        error!(error = %source, record, ran, "audit append failed after something ran; execution stopped");
+        state.phase = Phase::Interrupted;
+        state.detail = format!("interrupted after {ran} ran: cannot log `{record}`: {source}");
+        state.updated_at_ms = now_ms();
+        if let Err(error) = self.store.save(state).await {
+            error!(%error, "cannot record the interrupted execution");
+        }
+        Err(ExecuteError::Interrupted { decision_id: body.decision_id.clone(), ran, record, source })
+    }
+
+    /// Records progress for a restarted executor to find. A failure here is logged
+    /// but does not stop the execution: the claim is already durable, so a retry
+    /// cannot run the decision twice, and the audit log holds the trail.
+    async fn advance(&self, state: &mut ExecutionState, phase: Phase, detail: &str) {
+        state.phase = phase;
+        detail.clone_into(&mut state.detail);
+        state.updated_at_ms = now_ms();
+        if let Err(error) = self.store.save(state).await {
+            warn!(%error, phase = phase.as_str(), "cannot record execution progress");
+        }
+    }
+}

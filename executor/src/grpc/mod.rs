@@ -1,0 +1,89 @@
+//! The `Executor` gRPC service, with health and reflection beside it.
+
+mod convert;
+mod status;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use arf_proto::v1 as pb;
+use arf_proto::v1::executor_server::{Executor as ExecutorService, ExecutorServer};
+
+use crate::config::Config;
+use crate::engine::{Executor, Parts};
+use crate::store::Store;
+
+pub struct Service {
+    executor: Arc<Executor>,
+}
+
+#[tonic::async_trait]
+impl ExecutorService for Service {
+    async fn execute(&self, request: Request<pb::SignedDecision>) -> Result<Response<pb::Execution>, Status> {
+        let signed = convert::signed_decision(request.into_inner());
+        let executed = self.executor.execute(signed, arf_core::time::now_ms()).await.map_err(status::execute)?;
+        Ok(Response::new(convert::execution(&executed.state, executed.replayed)))
+    }
+
+    async fn get_execution(
+        &self,
+        request: Request<pb::GetExecutionRequest>,
+    ) -> Result<Response<pb::Execution>, Status> {
+        let decision_id = request.into_inner().decision_id;
+        if decision_id.is_empty() {
+            return Err(Status::invalid_argument("`decision_id` must not be empty"));
+        }
+        match self.executor.execution(&decision_id).map_err(status::store)? {
+            Some(state) => Ok(Response::new(convert::execution(&state, false))),
+            None => Err(Status::not_found(format!("no execution of decision `{decision_id}`"))),
+        }
+    }
+}
+
+/// Runs the executor on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let loaded = config.load().context("invalid executor configuration")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
+    let store = Store::open(&config.data_dir.join("executions.sled"))?;
+    let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(loaded.audit_token))?;
+    let n_pathways = loaded.catalog.len();
+    let n_targets = config.targets.len();
+    let executor = Arc::new(Executor::new(Parts {
+        catalog: loaded.catalog,
+        inventory: config.targets,
+        trusted_keys: loaded.trusted_keys,
+        audit,
+        store,
+        max_concurrent: config.max_concurrent,
+    })?);
+    // Recovery of executions cut off by a crash comes later; until then they are
+    // at least named loudly, and never run again.
+    for state in executor.unfinished()? {
+        warn!(
+            decision_id = %state.decision_id,
+            incident_id = %state.incident_id,
+            pathway = %state.pathway,
+            phase = state.phase.as_str(),
+            "execution never reached an outcome; it will not be run again"
+        );
+    }
+    let addr = listener.local_addr()?;
+    info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
+    tonic::transport::Server::builder()
+        .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
+        .add_service(arf_proto::server::reflection()?)
+        .add_service(ExecutorServer::new(Service { executor }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("executor server failed")
+}

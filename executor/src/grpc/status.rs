@@ -1,0 +1,46 @@
+//! Execution errors as gRPC statuses.
+
+use tonic::Status;
+
+use arf_audit::AuditError;
+use arf_core::decision::EnvelopeError;
+
+use crate::admission::AdmissionError;
+use crate::engine::ExecuteError;
+use crate::store::StoreError;
+
+pub fn execute(error: ExecuteError) -> Status {
+    let message = error.to_string();
+    match error {
+        ExecuteError::Envelope(envelope) => match envelope {
+            EnvelopeError::UnknownKey(_) | EnvelopeError::BadSignature | EnvelopeError::Denied(_) => {
+                Status::permission_denied(message)
+            }
+            EnvelopeError::Expired { .. } => Status::failed_precondition(message),
+            EnvelopeError::Malformed(_) | EnvelopeError::Version(_) => Status::invalid_argument(message),
+            _ => Status::invalid_argument(message),
+        },
+        ExecuteError::Admission(admission) => match admission {
+            AdmissionError::NotLogged { .. }
+            | AdmissionError::NotADecisionRecord { .. }
+            | AdmissionError::NotTheGovernor { .. }
+            | AdmissionError::RecordMismatch { .. } => Status::permission_denied(message),
+            AdmissionError::Parameters(_) => Status::invalid_argument(message),
+            AdmissionError::UnknownPathway(_)
+            | AdmissionError::PathwayChanged(_)
+            | AdmissionError::UnknownTarget(_)
+            | AdmissionError::TargetKind { .. }
+            | AdmissionError::Plan(_) => Status::failed_precondition(message),
+        },
+        ExecuteError::ExpiredWhileQueued { .. } => Status::failed_precondition(message),
+        ExecuteError::AuditUnavailable { .. } | ExecuteError::WriteAhead { .. } => Status::unavailable(message),
+        ExecuteError::Interrupted { source: AuditError::Unavailable(_), .. } => Status::unavailable(message),
+        ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
+        ExecuteError::Store(_) => Status::internal(message),
+        ExecuteError::ShuttingDown => Status::unavailable(message),
+    }
+}
+
+pub fn store(error: StoreError) -> Status {
+    Status::internal(error.to_string())
+}

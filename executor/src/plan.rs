@@ -1,0 +1,434 @@
+//! Renders a pathway for one decision into the concrete steps and probes to run.
+//!
+//! Rendering happens before anything is claimed or run, so a missing target fact,
+//! an empty argv or a malformed URL refuses the decision instead of failing halfway.
+//! Templates read `params.NAME` (each top-level parameter; strings as they are,
+//! other JSON values as compact JSON), `target.NAME` (the target's facts) and
+//! `decision.id`. Parameter values are percent-encoded in URLs; target facts are
+//! reviewed configuration and go in as they are.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use arf_core::catalog::{Pathway, Probe, Step, Verification};
+use arf_core::decision::DecisionBody;
+use arf_core::target::Target;
+use arf_core::template::{self, TemplateError, Values};
+
+/// A step with every template filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RenderedStep {
+    Command {
+        argv: Vec<String>,
+        env_allow: Vec<String>,
+        cwd: Option<String>,
+        timeout_secs: u64,
+    },
+    Http {
+        method: String,
+        url: String,
+        headers: BTreeMap<String, String>,
+        body: Option<Value>,
+        expect_status: u16,
+        timeout_secs: u64,
+    },
+}
+
+/// A probe with every template filled in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RenderedProbe {
+    Http { name: String, url: String, expect_status: u16, body_contains: Option<String>, max_latency_ms: Option<u64> },
+    Command { name: String, argv: Vec<String>, expect_exit: i32, output_contains: Option<String> },
+}
+
+impl RenderedProbe {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Http { name, .. } | Self::Command { name, .. } => name,
+        }
+    }
+}
+
+/// A verification with its probes rendered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RenderedVerification {
+    pub delay_ms: u64,
+    pub window_ms: u64,
+    pub interval_ms: u64,
+    pub max_failures: u32,
+    pub probes: Vec<RenderedProbe>,
+}
+
+/// Everything one execution will do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub action: Vec<RenderedStep>,
+    pub verify: RenderedVerification,
+    pub rollback: Vec<RenderedStep>,
+    pub rollback_verify: Option<RenderedVerification>,
+    /// The bound on the action, and separately on the rollback.
+    pub timeout_secs: u64,
+    pub irreversible: bool,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanError {
+    #[error("pathway `{pathway}`: `{field}`: {source}")]
+    Template { pathway: String, field: String, source: TemplateError },
+    #[error("pathway `{pathway}`: `{field}`: {message}")]
+    Invalid { pathway: String, field: String, message: String },
+}
+
+/// Renders `pathway` for the decision `body` against `target`.
+pub fn plan(pathway: &Pathway, target_name: &str, target: &Target, body: &DecisionBody) -> Result<Plan, PlanError> {
+    let renderer = Renderer::new(pathway, target_name, target, body);
+    if pathway.timeout_secs == 0 {
+        return Err(renderer.invalid("timeout_secs", "must be positive"));
+    }
+    let action = renderer.steps("action", &pathway.action)?;
+    let rollback = renderer.steps("rollback", &pathway.rollback)?;
+    let verify = renderer.verification("verify", &pathway.verify)?;
+    let rollback_verify =
+        pathway.rollback_verify.as_ref().map(|v| renderer.verification("rollback_verify", v)).transpose()?;
+    Ok(Plan {
+        action,
+        verify,
+        rollback,
+        rollback_verify,
+        timeout_secs: pathway.timeout_secs,
+        irreversible: pathway.irreversible,
+    })
+}
+
+/// The template values for a decision: plain, and with parameters percent-encoded for URLs.
+pub fn values(target_name: &str, target: &Target, body: &DecisionBody) -> (Values, Values) {
+    let mut plain = Values::default();
+    let mut url = Values::default();
+    // Facts win over these conveniences, since the inventory is what reviewers read.
+    for (name, value) in [
+        ("name", target_name),
+        ("kind", target.kind.as_str()),
+        ("service", target.service.as_str()),
+        ("environment", target.environment.as_str()),
+    ] {
+        plain.insert(format!("target.{name}"), value);
+        url.insert(format!("target.{name}"), value);
+    }
+    for (name, value) in &target.facts {
+        plain.insert(format!("target.{name}"), value.as_str());
+        url.insert(format!("target.{name}"), value.as_str());
+    }
+    if let Some(parameters) = body.parameters.as_object() {
+        for (name, value) in parameters {
+            let text = match value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            url.insert(format!("params.{name}"), template::percent_encode(&text));
+            plain.insert(format!("params.{name}"), text);
+        }
+    }
+    plain.insert("decision.id", body.decision_id.as_str());
+    url.insert("decision.id", template::percent_encode(&body.decision_id));
+    (plain, url)
+}
+
+struct Renderer<'a> {
+    pathway: &'a Pathway,
+    plain: Values,
+    url: Values,
+}
+
+impl<'a> Renderer<'a> {
+    fn new(pathway: &'a Pathway, target_name: &str, target: &Target, body: &DecisionBody) -> Self {
+        let (plain, url) = values(target_name, target, body);
+        Self { pathway, plain, url }
+    }
+
+    fn template_error(&self, field: &str, source: TemplateError) -> PlanError {
+        PlanError::Template { pathway: self.pathway.name.clone(), field: field.to_owned(), source }
+    }
+
+    fn invalid(&self, field: &str, message: impl Into<String>) -> PlanError {
+        PlanError::Invalid { pathway: self.pathway.name.clone(), field: field.to_owned(), message: message.into() }
+    }
+
+    fn text(&self, field: &str, template: &str) -> Result<String, PlanError> {
+        template::render(template, &self.plain, str::to_owned).map_err(|e| self.template_error(field, e))
+    }
+
+    fn url(&self, field: &str, template: &str) -> Result<String, PlanError> {
+        let url = template::render(template, &self.url, str::to_owned).map_err(|e| self.template_error(field, e))?;
+        match reqwest::Url::parse(&url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host_str().is_some() => Ok(url),
+            Ok(_) => Err(self.invalid(field, format!("`{url}` is not an http or https URL with a host"))),
+            Err(e) => Err(self.invalid(field, format!("`{url}` is not a valid URL: {e}"))),
+        }
+    }
+
+    fn argv(&self, field: &str, argv: &[String]) -> Result<Vec<String>, PlanError> {
+        let argv = argv.iter().map(|a| self.text(field, a)).collect::<Result<Vec<_>, _>>()?;
+        match argv.first() {
+            Some(program) if !program.is_empty() => Ok(argv),
+            _ => Err(self.invalid(field, "`argv` must name a program")),
+        }
+    }
+
+    fn steps(&self, field: &str, steps: &[Step]) -> Result<Vec<RenderedStep>, PlanError> {
+        steps.iter().enumerate().map(|(i, step)| self.step(&format!("{field}[{i}]"), step)).collect()
+    }
+
+    fn step(&self, field: &str, step: &Step) -> Result<RenderedStep, PlanError> {
+        let default_timeout = self.pathway.timeout_secs;
+        let (Step::Command { timeout_secs, .. } | Step::Http { timeout_secs, .. }) = step;
+        if *timeout_secs == Some(0) {
+            return Err(self.invalid(field, "`timeout_secs` must be positive"));
+        }
+        match step {
+            Step::Command { argv, env_allow, cwd, timeout_secs } => Ok(RenderedStep::Command {
+                argv: self.argv(field, argv)?,
+                env_allow: env_allow.clone(),
+                cwd: cwd.as_deref().map(|c| self.text(field, c)).transpose()?,
+                timeout_secs: timeout_secs.unwrap_or(default_timeout),
+            }),
+            Step::Http { method, url, headers, body, expect_status, timeout_secs } => {
+                let method = method.to_ascii_uppercase();
+                if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
+                    return Err(self.invalid(field, format!("`{method}` is not an HTTP method")));
+                }
+                let mut rendered_headers = BTreeMap::new();
+                for (name, value) in headers {
+                    let value = self.text(field, value)?;
+                    if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(self.invalid(field, format!("`{name}` is not a valid header name")));
+                    }
+                    if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                        return Err(self.invalid(field, format!("header `{name}` renders to an invalid value")));
+                    }
+                    rendered_headers.insert(name.clone(), value);
+                }
+                Ok(RenderedStep::Http {
+                    method,
+                    url: self.url(field, url)?,
+                    headers: rendered_headers,
+                    body: body.as_ref().map(|b| self.json(field, b)).transpose()?,
+                    expect_status: *expect_status,
+                    timeout_secs: timeout_secs.unwrap_or(default_timeout),
+                })
+            }
+        }
+    }
+
+    /// Renders every string inside a JSON value; keys stay as written.
+    fn json(&self, field: &str, value: &Value) -> Result<Value, PlanError> {
+        Ok(match value {
+            Value::String(text) => Value::String(self.text(field, text)?),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.json(field, v)).collect::<Result<_, _>>()?),
+            Value::Object(map) => Value::Object(
+                map.iter().map(|(k, v)| Ok((k.clone(), self.json(field, v)?))).collect::<Result<_, PlanError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    fn verification(&self, field: &str, verification: &Verification) -> Result<RenderedVerification, PlanError> {
+        let probes = verification
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, probe)| self.probe(&format!("{field}.probes[{i}]"), probe))
+            .collect::<Result<_, _>>()?;
+        // The catalog checks `verify` but not `rollback_verify`; a verification
+        // without probes would pass by checking nothing.
+        if verification.probes.is_empty() {
+            return Err(self.invalid(field, "needs at least one probe"));
+        }
+        if verification.window_ms == 0 || verification.interval_ms == 0 {
+            return Err(self.invalid(field, "`window_ms` and `interval_ms` must be positive"));
+        }
+        Ok(RenderedVerification {
+            delay_ms: verification.delay_ms,
+            window_ms: verification.window_ms,
+            interval_ms: verification.interval_ms,
+            max_failures: verification.max_failures.max(1),
+            probes,
+        })
+    }
+
+    fn probe(&self, field: &str, probe: &Probe) -> Result<RenderedProbe, PlanError> {
+        match probe {
+            Probe::Http { name, url, expect_status, body_contains, max_latency_ms } => Ok(RenderedProbe::Http {
+                name: name.clone(),
+                url: self.url(field, url)?,
+                expect_status: *expect_status,
+                body_contains: body_contains.clone(),
+                max_latency_ms: *max_latency_ms,
+            }),
+            Probe::Command { name, argv, expect_exit, output_contains } => Ok(RenderedProbe::Command {
+                name: name.clone(),
+                argv: self.argv(field, argv)?,
+                expect_exit: *expect_exit,
+                output_contains: output_contains.clone(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const PATHWAY: &str = r#"
+name = "scale"
+description = "Scale a deployment."
+target_kind = "service"
+base_risk = 0.2
+blast_radius = 0.5
+timeout_secs = 30
+parameters = { type = "object", properties = { name = { type = "string" }, replicas = { type = "integer" } } }
+action = [
+  { kind = "command", argv = ["kubectl", "scale", "{{params.name}}", "--replicas={{params.replicas}}", "--context={{target.context}}"], timeout_secs = 5 },
+  { kind = "http", method = "put", url = "{{target.url}}/scale/{{params.name}}?by={{decision.id}}", headers = { x-reason = "{{params.name}}" }, body = { replicas = "{{params.replicas}}", nested = ["{{target.service}}", 3] } },
+]
+rollback = [{ kind = "command", argv = ["kubectl", "rollout", "undo", "{{params.name}}"] }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{params.name}}" }]
+"#;
+
+    fn pathway(text: &str) -> Pathway {
+        toml::from_str(text).unwrap()
+    }
+
+    fn target() -> Target {
+        Target {
+            kind: "service".into(),
+            service: "web".into(),
+            environment: "prod".into(),
+            tier: "standard".into(),
+            security_sensitive: false,
+            facts: [
+                ("url".to_owned(), "http://127.0.0.1:9/api".to_owned()),
+                ("context".to_owned(), "prod-1".to_owned()),
+            ]
+            .into(),
+        }
+    }
+
+    fn body(parameters: Value) -> DecisionBody {
+        DecisionBody {
+            version: 1,
+            decision_id: "dec-1".into(),
+            incident_id: "inc-1".into(),
+            proposal_id: "prop-1".into(),
+            snapshot_hash: "s".into(),
+            pathway: "scale".into(),
+            pathway_digest: "d".into(),
+            target: "web-prod".into(),
+            parameters,
+            route: arf_core::decision::Route::Autonomous,
+            approvals: vec![],
+            risk_score: 0.1,
+            issued_at_ms: 0,
+            expires_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn renders_argv_urls_headers_and_bodies() {
+        let plan =
+            plan(&pathway(PATHWAY), "web-prod", &target(), &body(json!({"name": "a b/c", "replicas": 3}))).unwrap();
+        assert_eq!(
+            plan.action[0],
+            RenderedStep::Command {
+                argv: vec![
+                    "kubectl".into(),
+                    "scale".into(),
+                    "a b/c".into(),
+                    "--replicas=3".into(),
+                    "--context=prod-1".into()
+                ],
+                env_allow: vec![],
+                cwd: None,
+                timeout_secs: 5,
+            }
+        );
+        assert_eq!(
+            plan.action[1],
+            RenderedStep::Http {
+                method: "PUT".into(),
+                url: "http://127.0.0.1:9/api/scale/a%20b%2Fc?by=dec-1".into(),
+                headers: [("x-reason".to_owned(), "a b/c".to_owned())].into(),
+                body: Some(json!({"replicas": "3", "nested": ["web", 3]})),
+                expect_status: 200,
+                timeout_secs: 30,
+            }
+        );
+        let RenderedProbe::Http { url, .. } = &plan.verify.probes[0] else { panic!("not an http probe") };
+        assert_eq!(url, "http://127.0.0.1:9/api/health/a%20b%2Fc");
+    }
+
+    #[test]
+    fn refuses_what_cannot_run() {
+        // (change to the pathway text, parameters, expected error fragment)
+        let cases = [
+            ("{{target.context}}", "{{target.region}}", json!({"name": "x", "replicas": 1}), "target.region"),
+            (
+                "{{target.url}}/health",
+                "ftp://host/health",
+                json!({"name": "x", "replicas": 1}),
+                "not an http or https URL",
+            ),
+            ("method = \"put\"", "method = \"P U T\"", json!({"name": "x", "replicas": 1}), "not an HTTP method"),
+            (
+                "\"kubectl\", \"rollout\"",
+                "\"{{params.name}}\", \"rollout\"",
+                json!({"name": "", "replicas": 1}),
+                "must name a program",
+            ),
+            (
+                "timeout_secs = 30",
+                "timeout_secs = 0",
+                json!({"name": "x", "replicas": 1}),
+                "`timeout_secs`: must be positive",
+            ),
+            (
+                "timeout_secs = 5",
+                "timeout_secs = 0",
+                json!({"name": "x", "replicas": 1}),
+                "`timeout_secs` must be positive",
+            ),
+            (
+                "[verify]",
+                "rollback_verify = { window_ms = 10, probes = [] }\n[verify]",
+                json!({"name": "x", "replicas": 1}),
+                "`rollback_verify`: needs at least one probe",
+            ),
+            // A parameter the decision does not carry cannot be rendered.
+            ("{{target.context}}", "{{target.context}}", json!({"name": "x"}), "params.replicas"),
+        ];
+        for (from, to, parameters, expected) in cases {
+            let text = PATHWAY.replace(from, to);
+            let err = plan(&pathway(&text), "web-prod", &target(), &body(parameters)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{from} -> {to}: {err}");
+            assert!(err.starts_with("pathway `scale`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn facts_override_conveniences() {
+        let mut target = target();
+        target.facts.insert("service".into(), "web-canary".into());
+        let (plain, _) = values("web-prod", &target, &body(json!({})));
+        assert_eq!(plain.get("target.service"), Some("web-canary"));
+        assert_eq!(plain.get("target.name"), Some("web-prod"));
+        assert_eq!(plain.get("decision.id"), Some("dec-1"));
+    }
+}

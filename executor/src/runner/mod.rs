@@ -1,0 +1,122 @@
+//! Runs a pathway's rendered steps in order, stopping at the first failure, all
+//! within one deadline.
+
+pub mod command;
+pub mod http;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::plan::RenderedStep;
+use command::{CommandOutcome, CommandSpec};
+use http::{HttpOutcome, HttpSpec};
+
+/// How much of an HTTP response body is kept.
+pub const RESPONSE_LIMIT: usize = 64 * 1024;
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub ok: bool,
+    pub detail: String,
+    pub report: StepReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepReport {
+    Command(CommandOutcome),
+    Http(HttpOutcome),
+    /// The deadline passed before the step could start.
+    NotStarted,
+}
+
+/// What a list of steps did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepsReport {
+    /// Every step ran and succeeded.
+    pub ok: bool,
+    pub steps: Vec<StepResult>,
+    /// Steps left out after a failure.
+    pub skipped: usize,
+}
+
+impl StepsReport {
+    /// One line on how it went: the failing step's detail, or a count.
+    pub fn summary(&self) -> String {
+        match self.steps.iter().find(|s| !s.ok) {
+            Some(failed) => format!("step {} failed: {}", failed.index, failed.detail),
+            None => format!("{} step(s) succeeded", self.steps.len()),
+        }
+    }
+}
+
+/// Runs `steps` in order until one fails or `deadline` passes.
+pub async fn run_steps(steps: &[RenderedStep], deadline: Instant, client: &reqwest::Client) -> StepsReport {
+    let mut results = Vec::with_capacity(steps.len());
+    for (index, step) in steps.iter().enumerate() {
+        let result = run_step(index, step, deadline, client).await;
+        let ok = result.ok;
+        results.push(result);
+        if !ok {
+            break;
+        }
+    }
+    let ok = results.len() == steps.len() && results.iter().all(|r| r.ok);
+    let skipped = steps.len() - results.len();
+    StepsReport { ok, steps: results, skipped }
+}
+
+/// Runs one step, bounded by its own timeout and by what is left until `deadline`.
+pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, client: &reqwest::Client) -> StepResult {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return StepResult {
+            index,
+            ok: false,
+            detail: "the pathway's timeout passed before this step started".to_owned(),
+            report: StepReport::NotStarted,
+        };
+    }
+    match step {
+        RenderedStep::Command { argv, env_allow, cwd, timeout_secs } => {
+            let spec = CommandSpec {
+                argv,
+                env_allow,
+                cwd: cwd.as_deref(),
+                timeout: Duration::from_secs(*timeout_secs).min(remaining),
+                output_limit: command::OUTPUT_LIMIT,
+            };
+            let outcome = command::run(&spec).await;
+            let ok = outcome.exit_code() == Some(0);
+            let program = argv.first().map_or("", String::as_str);
+            let mut detail = format!("`{program}` {}", outcome.describe());
+            // The last line of stderr usually says why a command failed.
+            if !ok && let Some(line) = outcome.stderr.text.lines().rev().find(|l| !l.trim().is_empty()) {
+                detail.push_str(": ");
+                detail.push_str(line.trim());
+            }
+            StepResult { index, ok, detail, report: StepReport::Command(outcome) }
+        }
+        RenderedStep::Http { method, url, headers, body, expect_status, timeout_secs } => {
+            let spec = HttpSpec {
+                method,
+                url,
+                headers,
+                body: body.as_ref(),
+                timeout: Duration::from_secs(*timeout_secs).min(remaining),
+                body_limit: RESPONSE_LIMIT,
+            };
+            let outcome = http::send(client, &spec).await;
+            let (ok, detail) = match &outcome.status {
+                Ok(status) if status == expect_status => (true, format!("`{method} {url}` answered {status}")),
+                Ok(status) => (false, format!("`{method} {url}` answered {status}, expected {expect_status}")),
+                Err(error) => (false, error.clone()),
+            };
+            StepResult { index, ok, detail, report: StepReport::Http(outcome) }
+        }
+    }
+}

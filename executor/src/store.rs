@@ -1,0 +1,152 @@
+//! The durable record of executions, keyed by decision id, which makes execution
+//! idempotent: a decision id is claimed atomically once, and every later request
+//! for it gets the stored state instead of a second run.
+
+use std::path::Path;
+
+use thiserror::Error;
+
+use crate::execution::{ExecutionState, Phase};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot open the execution store at `{path}`: {source}")]
+    Open { path: String, source: sled::Error },
+    #[error("execution store error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("stored execution of decision `{decision_id}` cannot be read: {message}")]
+    Corrupt { decision_id: String, message: String },
+    #[error("execution of decision `{decision_id}` cannot be encoded: {message}")]
+    Encode { decision_id: String, message: String },
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the decision id now and must run it (or release it).
+    Claimed,
+    /// Someone claimed it before; here is where that execution stands.
+    Existing(ExecutionState),
+}
+
+/// The execution store, one sled tree.
+#[derive(Debug)]
+pub struct Store {
+    db: sled::Db,
+    executions: sled::Tree,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let executions = db.open_tree("executions")?;
+        Ok(Self { db, executions })
+    }
+
+    /// Claims `state.decision_id` if nobody has, durably, before anything runs.
+    pub async fn claim(&self, state: &ExecutionState) -> Result<Claim, StoreError> {
+        let bytes = encode(state)?;
+        let swapped = self.executions.compare_and_swap(state.decision_id.as_bytes(), None::<&[u8]>, Some(bytes))?;
+        match swapped {
+            Ok(()) => {
+                self.db.flush_async().await?;
+                Ok(Claim::Claimed)
+            }
+            Err(conflict) => match conflict.current {
+                Some(current) => Ok(Claim::Existing(decode(&state.decision_id, &current)?)),
+                // The only writer of a key is its claimant, and only it removes the
+                // key, so a conflict always shows a value; treat the impossible case
+                // as a claim taken by someone else that is still starting.
+                None => Ok(Claim::Existing(state.clone())),
+            },
+        }
+    }
+
+    /// Records where a claimed execution stands, durably.
+    pub async fn save(&self, state: &ExecutionState) -> Result<(), StoreError> {
+        self.executions.insert(state.decision_id.as_bytes(), encode(state)?)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Gives a claim back when nothing ran, so that a retry can run the decision.
+    pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
+        self.executions.remove(decision_id.as_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        self.executions.get(decision_id.as_bytes())?.map(|bytes| decode(decision_id, &bytes)).transpose()
+    }
+
+    /// Executions that never reached their outcome: in flight, or cut off by a
+    /// crash or an audit failure.
+    pub fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.executions.iter() {
+            let (key, value) = item?;
+            let state = decode(&String::from_utf8_lossy(&key), &value)?;
+            if state.phase != Phase::Finished {
+                out.push(state);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn encode(state: &ExecutionState) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(state)
+        .map_err(|e| StoreError::Encode { decision_id: state.decision_id.clone(), message: e.to_string() })
+}
+
+fn decode(decision_id: &str, bytes: &[u8]) -> Result<ExecutionState, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { decision_id: decision_id.to_owned(), message: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execution::Outcome;
+
+    fn state(id: &str) -> ExecutionState {
+        ExecutionState {
+            decision_id: id.into(),
+            incident_id: "inc-1".into(),
+            pathway: "restart".into(),
+            target: "web".into(),
+            outcome: Outcome::Running,
+            phase: Phase::Claimed,
+            detail: String::new(),
+            verification: vec![],
+            claimed_at_ms: 1,
+            updated_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_once_survives_reopening_and_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executions.sled");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.claim(&state("dec-1")).await.unwrap(), Claim::Claimed);
+            let mut finished = state("dec-1");
+            finished.outcome = Outcome::Verified;
+            finished.phase = Phase::Finished;
+            store.save(&finished).await.unwrap();
+            assert_eq!(store.claim(&state("dec-1")).await.unwrap(), Claim::Existing(finished));
+            assert_eq!(store.claim(&state("dec-2")).await.unwrap(), Claim::Claimed);
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(
+            matches!(store.claim(&state("dec-1")).await.unwrap(), Claim::Existing(s) if s.outcome == Outcome::Verified)
+        );
+        assert_eq!(store.unfinished().unwrap(), vec![state("dec-2")]);
+        store.release("dec-2").await.unwrap();
+        assert_eq!(store.get("dec-2").unwrap(), None);
+        assert_eq!(store.claim(&state("dec-2")).await.unwrap(), Claim::Claimed);
+    }
+}

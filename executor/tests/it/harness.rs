@@ -1,0 +1,367 @@
+//! A real audit log and a real executor on loopback, a governor key and writer
+//! token, and helpers to sign, log and send decisions the way the governor does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+use arf_audit::{AuditClient, Record, RecordKind};
+use arf_core::catalog::{Catalog, Pathway, Probe, Step, Verification};
+use arf_core::decision::{DecisionBody, ENVELOPE_VERSION, Route, SignedDecision};
+use arf_core::target::{Inventory, Target};
+use arf_proto::v1 as pb;
+use arf_proto::v1::executor_client::ExecutorClient;
+
+/// How the executor reaches the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    /// Running, and the executor's token may append.
+    Running,
+    /// Running, but the executor's token is not a writer's: reads work, appends are refused.
+    ReadOnly,
+    /// Nothing listens at the address the executor is given.
+    Unreachable,
+}
+
+pub struct Setup {
+    pub pathways: Vec<Pathway>,
+    pub targets: Inventory,
+    pub max_concurrent: usize,
+    pub audit: Audit,
+}
+
+impl Setup {
+    pub fn new(pathways: Vec<Pathway>, targets: Inventory) -> Self {
+        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running }
+    }
+}
+
+struct Server {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    fn spawn<F>(serve: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Self { stop, task: tokio::spawn(serve(stopped)) }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub struct Harness {
+    pub dir: PathBuf,
+    pub catalog: Catalog,
+    pub key: ed25519_dalek::SigningKey,
+    /// Appends as the governor.
+    pub governor: AuditClient,
+    /// Appends as the executor (with the executor's own token).
+    pub as_executor: AuditClient,
+    pub executor: ExecutorClient<Channel>,
+    pub audit_addr: SocketAddr,
+    audit_config: arf_audit::Config,
+    executor_config: arf_executor::Config,
+    audit: Option<Server>,
+    executor_server: Option<Server>,
+}
+
+/// A target of kind `service` with the given facts.
+pub fn target(facts: &[(&str, &str)]) -> Target {
+    Target {
+        kind: "service".into(),
+        service: "web".into(),
+        environment: "test".into(),
+        tier: "standard".into(),
+        security_sensitive: false,
+        facts: facts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+    }
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+impl Harness {
+    /// Starts the audit log (unless unreachable) and the executor, in `dir`.
+    pub async fn start(dir: &Path, setup: Setup) -> Self {
+        let dir = dir.to_owned();
+        let token = |name: &str| {
+            let path = dir.join(format!("{name}.token"));
+            arf_core::keys::load_or_generate_token(&path).unwrap();
+            path
+        };
+        let governor_token = token("governor");
+        let executor_token = token("executor");
+        let stranger_token = token("stranger");
+        let key = arf_core::keys::load_or_generate(&dir.join("governor.key")).unwrap();
+
+        let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let audit_addr = audit_listener.local_addr().unwrap();
+        let audit_config = arf_audit::Config {
+            listen: audit_addr,
+            data_dir: dir.join("audit"),
+            writers: BTreeMap::from([
+                ("governor".to_owned(), governor_token.clone()),
+                ("executor".to_owned(), executor_token.clone()),
+            ]),
+        };
+        let audit = match setup.audit {
+            Audit::Unreachable => {
+                // The port was ours a moment ago and nothing listens on it now.
+                drop(audit_listener);
+                None
+            }
+            Audit::Running | Audit::ReadOnly => Some(spawn_audit(audit_config.clone(), audit_listener)),
+        };
+
+        let catalog_dir = dir.join("catalog");
+        std::fs::create_dir_all(&catalog_dir).unwrap();
+        for pathway in &setup.pathways {
+            let text = toml::to_string(pathway).unwrap();
+            std::fs::write(catalog_dir.join(format!("{}.toml", pathway.name)), text).unwrap();
+        }
+        let catalog = Catalog::load_dir(&catalog_dir).unwrap();
+        let executor_config = arf_executor::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.join("executor"),
+            audit_addr: audit_addr.to_string(),
+            audit_token_file: if setup.audit == Audit::ReadOnly { stranger_token } else { executor_token.clone() },
+            catalog_dir,
+            trusted_keys: vec![arf_core::keys::public_path(&dir.join("governor.key"))],
+            targets: setup.targets,
+            max_concurrent: setup.max_concurrent,
+        };
+        executor_config.validate().unwrap();
+        let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
+
+        let read_token = |path: &Path| Some(arf_core::keys::load_token(path).unwrap());
+        Self {
+            catalog,
+            key,
+            governor: AuditClient::connect(&audit_addr.to_string(), read_token(&governor_token)).unwrap(),
+            as_executor: AuditClient::connect(&audit_addr.to_string(), read_token(&executor_token)).unwrap(),
+            executor,
+            audit_addr,
+            audit_config,
+            executor_config,
+            audit,
+            executor_server: Some(executor_server),
+            dir,
+        }
+    }
+
+    /// Stops the executor and starts it again on the same data directory.
+    pub async fn restart_executor(&mut self) {
+        if let Some(server) = self.executor_server.take() {
+            server.stop().await;
+        }
+        let (server, client) = spawn_executor(self.executor_config.clone()).await;
+        self.executor_server = Some(server);
+        self.executor = client;
+    }
+
+    /// Stops the audit log; the executor keeps its address.
+    pub async fn stop_audit(&mut self) {
+        if let Some(server) = self.audit.take() {
+            server.stop().await;
+        }
+    }
+
+    /// Starts the audit log again, on the same address and data.
+    pub async fn start_audit(&mut self) {
+        let listener = TcpListener::bind(self.audit_addr).await.unwrap();
+        self.audit = Some(spawn_audit(self.audit_config.clone(), listener));
+    }
+
+    /// A decision body for `pathway` on `target`, valid for a minute, with the
+    /// digest of the pathway as this executor's catalog has it.
+    pub fn body(&self, pathway: &str, target: &str, parameters: Value) -> DecisionBody {
+        let now = arf_core::time::now_ms();
+        DecisionBody {
+            version: ENVELOPE_VERSION,
+            decision_id: arf_core::canonical::random_id("dec"),
+            incident_id: arf_core::canonical::random_id("inc"),
+            proposal_id: arf_core::canonical::random_id("prop"),
+            snapshot_hash: "0".repeat(64),
+            pathway: pathway.to_owned(),
+            pathway_digest: self.catalog.digest(pathway).unwrap_or_default().to_owned(),
+            target: target.to_owned(),
+            parameters,
+            route: Route::Autonomous,
+            approvals: vec![],
+            risk_score: 0.1,
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+        }
+    }
+
+    /// Appends the governor's `decision` record for `body` and returns its sequence number.
+    pub async fn log_decision(&self, body: &DecisionBody) -> u64 {
+        self.governor.append_one(&body.incident_id, RecordKind::Decision, decision_record(body)).await.unwrap().seq
+    }
+
+    /// Logs and signs `body` as the governor does.
+    pub async fn decide(&self, body: &DecisionBody) -> pb::SignedDecision {
+        let seq = self.log_decision(body).await;
+        to_pb(arf_core::decision::sign(body, &self.key, seq).unwrap())
+    }
+
+    pub async fn execute(&self, signed: pb::SignedDecision) -> Result<pb::Execution, tonic::Status> {
+        self.executor.clone().execute(signed).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn get_execution(&self, decision_id: &str) -> Result<pb::Execution, tonic::Status> {
+        let request = pb::GetExecutionRequest { decision_id: decision_id.to_owned() };
+        self.executor.clone().get_execution(request).await.map(tonic::Response::into_inner)
+    }
+
+    /// The incident's records, oldest first.
+    pub async fn trail(&self, incident_id: &str) -> Vec<Record> {
+        self.governor.read_incident(incident_id).await.unwrap()
+    }
+
+    /// The kinds of the incident's records, oldest first.
+    pub async fn kinds(&self, incident_id: &str) -> Vec<&'static str> {
+        self.trail(incident_id).await.iter().map(|r| r.kind.as_str()).collect()
+    }
+}
+
+/// What the governor logs for a decision: at least its id and the hash of the exact envelope bytes.
+pub fn decision_record(body: &DecisionBody) -> Value {
+    let bytes = arf_core::canonical::to_vec(body).unwrap();
+    json!({
+        "decision_id": body.decision_id,
+        "envelope_sha256": arf_core::canonical::sha256_hex(&bytes),
+        "pathway": body.pathway,
+        "target": body.target,
+        "route": body.route,
+    })
+}
+
+pub fn to_pb(signed: SignedDecision) -> pb::SignedDecision {
+    pb::SignedDecision {
+        body: signed.body,
+        signature: signed.signature,
+        key_id: signed.key_id,
+        audit_seq: signed.audit_seq,
+    }
+}
+
+fn spawn_audit(config: arf_audit::Config, listener: TcpListener) -> Server {
+    Server::spawn(|stopped| async move {
+        arf_audit::serve(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    })
+}
+
+/// Starts the executor on a fresh port and connects to it. The listener is bound
+/// before the server starts, so connecting is the readiness check.
+async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient<Channel>) {
+    let listener = TcpListener::bind(config.listen).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::spawn(|stopped| async move {
+        arf_executor::serve(config, listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
+    (server, client)
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A command step.
+pub fn command(argv: &[&str]) -> Step {
+    Step::Command { argv: strings(argv), env_allow: vec![], cwd: None, timeout_secs: None }
+}
+
+/// A command probe.
+pub fn command_probe(name: &str, argv: &[&str]) -> Probe {
+    Probe::Command { name: name.to_owned(), argv: strings(argv), expect_exit: 0, output_contains: None }
+}
+
+/// A short verification window: samples at 0 and 1 ms, failing at the first failure.
+pub fn verification(probes: Vec<Probe>) -> Verification {
+    Verification { delay_ms: 0, window_ms: 1, interval_ms: 1, max_failures: 1, probes }
+}
+
+/// A pathway on `service` targets taking any parameters; irreversible when `rollback` is empty.
+pub fn pathway(name: &str, action: Vec<Step>, probes: Vec<Probe>, rollback: Vec<Step>) -> Pathway {
+    Pathway {
+        name: name.to_owned(),
+        description: format!("The `{name}` test pathway."),
+        target_kind: "service".into(),
+        parameters: json!({ "type": "object" }),
+        base_risk: 0.1,
+        blast_radius: 0.1,
+        irreversible: rollback.is_empty(),
+        security_sensitive: false,
+        timeout_secs: 30,
+        action,
+        verify: verification(probes),
+        rollback,
+        rollback_verify: None,
+    }
+}
+
+/// An HTTP endpoint that tells the test when it is called, then waits to be released.
+#[derive(Default)]
+pub struct Gate {
+    pub calls: AtomicUsize,
+    pub release: Notify,
+}
+
+pub async fn start_gate(entered: mpsc::Sender<()>) -> (Arc<Gate>, String) {
+    let gate = Arc::new(Gate::default());
+    let state = Arc::clone(&gate);
+    let app = axum::Router::new().route(
+        "/act",
+        axum::routing::post(move || {
+            let gate = Arc::clone(&state);
+            let entered = entered.clone();
+            async move {
+                gate.calls.fetch_add(1, Ordering::SeqCst);
+                let _ = entered.send(()).await;
+                gate.release.notified().await;
+                "done"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (gate, url)
+}
+
+/// A pathway whose action is one POST to the gate at `{{target.url}}/act`.
+pub fn gated_pathway() -> Pathway {
+    let act = Step::Http {
+        method: "POST".into(),
+        url: "{{target.url}}/act".into(),
+        headers: BTreeMap::new(),
+        body: None,
+        expect_status: 200,
+        timeout_secs: None,
+    };
+    pathway("gated", vec![act], vec![command_probe("ok", &["true"])], vec![command(&["true"])])
+}
