@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
@@ -28,8 +28,24 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-async fn webhook(State(agent): State<Arc<Agent>>, Path(format): Path<String>, body: Bytes) -> Response {
-    let signals = match ingest::parse(&format, &body, arf_core::time::now_ms()) {
+/// `?service=NAME&environment=NAME` attribute signals whose payload does not say.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attribution {
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    environment: String,
+}
+
+async fn webhook(
+    State(agent): State<Arc<Agent>>,
+    Path(format): Path<String>,
+    Query(attribution): Query<Attribution>,
+    body: Bytes,
+) -> Response {
+    let defaults = ingest::Defaults { now_ms: arf_core::time::now_ms(), service: attribution.service, environment: attribution.environment };
+    let signals = match ingest::parse(&format, &body, &defaults) {
         Ok(signals) => signals,
         Err(e @ InvalidSignal::UnknownFormat(_)) => return error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ InvalidSignal::TooLarge { .. }) => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),

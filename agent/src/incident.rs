@@ -98,7 +98,9 @@ impl Incidents {
 
     /// Places one signal; `new_id` names an incident if one must be opened.
     pub fn place(&mut self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
-        if signal.kind == SignalKind::Change {
+        // Changes, and informational events, are context: they open no incident.
+        let context = signal.kind == SignalKind::Change || (signal.kind == SignalKind::Event && signal.severity == "info");
+        if context {
             self.changes.push_back(signal.clone());
             while self.changes.len() > MAX_CHANGES {
                 self.changes.pop_front();

@@ -119,12 +119,12 @@ async fn malformed_signals_name_the_field_and_lose_nothing_accepted() {
         assert!(error.message().contains(field), "{} should name {field}", error.message());
     }
     let error = agent
-        .submit_webhook(pb::SubmitWebhookRequest { format: "alertmanager".into(), body: br#"{"status":"firing","alerts":[{"labels":{"a":1}}]}"#.to_vec() })
+        .submit_webhook(pb::SubmitWebhookRequest { format: "alertmanager".into(), body: br#"{"status":"firing","alerts":[{"labels":{"a":1}}]}"#.to_vec(), ..Default::default() })
         .await
         .unwrap_err();
     assert!(error.message().contains("`alerts[0].labels.a`"), "{}", error.message());
     let error = agent
-        .submit_webhook(pb::SubmitWebhookRequest { format: "carrier-pigeon".into(), body: b"{}".to_vec() })
+        .submit_webhook(pb::SubmitWebhookRequest { format: "carrier-pigeon".into(), body: b"{}".to_vec(), ..Default::default() })
         .await
         .unwrap_err();
     assert!(error.message().contains("unknown signal format `carrier-pigeon`"), "{}", error.message());

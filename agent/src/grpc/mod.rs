@@ -64,7 +64,8 @@ impl AgentRpc for Service {
 
     async fn submit_webhook(&self, request: Request<pb::SubmitWebhookRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
         let request = request.into_inner();
-        let signals = ingest::parse(&request.format, &request.body, arf_core::time::now_ms()).map_err(|e| invalid(&e))?;
+        let defaults = ingest::Defaults { now_ms: arf_core::time::now_ms(), service: request.service, environment: request.environment };
+        let signals = ingest::parse(&request.format, &request.body, &defaults).map_err(|e| invalid(&e))?;
         if signals.is_empty() {
             return Ok(Response::new(pb::SubmitSignalsResponse { accepted: vec![] }));
         }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use arf_core::signal::{Signal, SignalKind, SignalStatus};
 
-use super::{InvalidSignal, finish};
+use super::{Defaults, InvalidSignal, finish};
 
 /// Labels that name the service, in order of preference.
 const SERVICE_LABELS: &[&str] = &["service", "app", "app_kubernetes_io_name", "job", "namespace"];
@@ -46,7 +46,8 @@ fn first_of(labels: &BTreeMap<String, String>, names: &[&str]) -> String {
     names.iter().find_map(|n| labels.get(*n)).cloned().unwrap_or_default()
 }
 
-pub fn parse(body: &[u8], now_ms: i64) -> Result<Vec<Signal>, InvalidSignal> {
+pub fn parse(body: &[u8], defaults: &Defaults) -> Result<Vec<Signal>, InvalidSignal> {
+    let now_ms = defaults.now_ms;
     let root: Value = serde_json::from_slice(body).map_err(|e| InvalidSignal::Json(e.to_string()))?;
     let Some(root) = root.as_object() else {
         return Err(InvalidSignal::field("$", "an Alertmanager webhook payload is a JSON object"));
@@ -102,8 +103,8 @@ pub fn parse(body: &[u8], now_ms: i64) -> Result<Vec<Signal>, InvalidSignal> {
             title,
             description,
             severity: labels.get("severity").cloned().unwrap_or_else(|| "warning".to_owned()),
-            service: first_of(&labels, SERVICE_LABELS),
-            environment: first_of(&labels, ENVIRONMENT_LABELS),
+            service: Some(first_of(&labels, SERVICE_LABELS)).filter(|s| !s.is_empty()).unwrap_or_else(|| defaults.service.clone()),
+            environment: Some(first_of(&labels, ENVIRONMENT_LABELS)).filter(|s| !s.is_empty()).unwrap_or_else(|| defaults.environment.clone()),
             labels,
             annotations,
             observed_at_ms: starts_at,
@@ -122,7 +123,7 @@ mod tests {
     fn merges_common_labels_and_reads_status() {
         let body = br#"{"version":"4","status":"firing","commonLabels":{"env":"prod","service":"web"},
             "alerts":[{"labels":{"alertname":"HighErrorRate","severity":"critical"},"annotations":{"description":"5xx"},"startsAt":"2026-11-22T03:00:00Z"}]}"#;
-        let signals = parse(body, 0).unwrap();
+        let signals = parse(body, &Defaults::at(0)).unwrap();
         assert_eq!(signals.len(), 1);
         let s = &signals[0];
         assert_eq!((s.title.as_str(), s.service.as_str(), s.environment.as_str()), ("HighErrorRate", "web", "prod"));
@@ -142,7 +143,7 @@ mod tests {
             (br#"{"status":"#, "not valid JSON"),
         ];
         for (body, expected) in cases {
-            let error = parse(body, 0).unwrap_err().to_string();
+            let error = parse(body, &Defaults::at(0)).unwrap_err().to_string();
             assert!(error.contains(expected), "{error} should mention {expected}");
         }
     }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use arf_core::signal::{Signal, SignalKind, SignalStatus};
 
-use super::{InvalidSignal, finish};
+use super::{Defaults, InvalidSignal, finish};
 
 /// The fields a caller may set; the agent derives the rest.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -46,7 +46,7 @@ struct Batch {
     signals: Vec<GenericSignal>,
 }
 
-pub fn parse_json(body: &[u8], now_ms: i64) -> Result<Vec<Signal>, InvalidSignal> {
+pub fn parse_json(body: &[u8], defaults: &Defaults) -> Result<Vec<Signal>, InvalidSignal> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| InvalidSignal::Json(e.to_string()))?;
     let (signals, prefix) = if value.get("signals").is_some() {
         let batch: Batch = serde_json::from_value(value).map_err(|e| InvalidSignal::field("signals", e.to_string()))?;
@@ -58,7 +58,15 @@ pub fn parse_json(body: &[u8], now_ms: i64) -> Result<Vec<Signal>, InvalidSignal
     signals
         .into_iter()
         .enumerate()
-        .map(|(i, s)| build(s, &format!("{prefix}[{i}]"), now_ms))
+        .map(|(i, mut s)| {
+            if s.service.is_empty() {
+                s.service.clone_from(&defaults.service);
+            }
+            if s.environment.is_empty() {
+                s.environment.clone_from(&defaults.environment);
+            }
+            build(s, &format!("{prefix}[{i}]"), defaults.now_ms)
+        })
         .collect()
 }
 
@@ -111,9 +119,9 @@ mod tests {
     #[test]
     fn accepts_one_or_a_batch() {
         let one = br#"{"kind":"change","title":"deploy","service":"web","environment":"staging","labels":{"commit":"abc1234"}}"#;
-        assert_eq!(parse_json(one, 5).unwrap()[0].observed_at_ms, 5);
+        assert_eq!(parse_json(one, &Defaults::at(5)).unwrap()[0].observed_at_ms, 5);
         let batch = br#"{"signals":[{"kind":"alert","title":"a"},{"kind":"alert","title":"b"}]}"#;
-        assert_eq!(parse_json(batch, 5).unwrap().len(), 2);
+        assert_eq!(parse_json(batch, &Defaults::at(5)).unwrap().len(), 2);
     }
 
     #[test]
@@ -125,7 +133,7 @@ mod tests {
             (br#"{"kind":"alert","title":"x","colour":"red"}"#, "colour"),
         ];
         for (body, expected) in cases {
-            let error = parse_json(body, 0).unwrap_err().to_string();
+            let error = parse_json(body, &Defaults::at(0)).unwrap_err().to_string();
             assert!(error.contains(expected), "{error} should mention {expected}");
         }
     }
