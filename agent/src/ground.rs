@@ -87,13 +87,11 @@ pub fn ground(
             };
             if !offered.contains(remediation.target.as_str()) {
                 reasons.push(format!("`{at}.target`: `{}` is not a target offered for this incident", remediation.target));
-            } else if let Some(target) = inventory.get(&remediation.target) {
-                if target.kind != pathway.target_kind {
-                    reasons.push(format!(
-                        "`{at}.target`: pathway `{}` acts on a `{}`, and `{}` is a `{}`",
-                        pathway.name, pathway.target_kind, remediation.target, target.kind
-                    ));
-                }
+            } else if let Some(target) = inventory.get(&remediation.target).filter(|t| t.kind != pathway.target_kind) {
+                reasons.push(format!(
+                    "`{at}.target`: pathway `{}` acts on a `{}`, and `{}` is a `{}`",
+                    pathway.name, pathway.target_kind, remediation.target, target.kind
+                ));
             }
             if let Err(error) = catalog.validate_parameters(&remediation.pathway, &remediation.parameters) {
                 reasons.push(format!("`{at}.parameters`: {error}"));

@@ -1,6 +1,8 @@
 //! Signal ingest over real gRPC and HTTP: validation names the field, nothing
 //! accepted is lost, and nothing is accepted that could not be logged.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -1,6 +1,8 @@
 //! Every real payload in `../shared/samples/` parses into sensible signals, and its
 //! format is detected from its content.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
 use std::path::PathBuf;
 
 use arf_agent::ingest::{self, Defaults};

@@ -1,5 +1,7 @@
 //! The store itself: durability across reopen, and tamper detection on the raw sled tree.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
 use serde_json::json;
 
 use arf_audit::store::Store;

@@ -1,1 +1,223 @@
-fn main() {}
+//! `arf`: runs ARF's services, its demo, and the commands people and tooling use.
+
+mod client;
+mod demo;
+mod serve;
+mod setup;
+mod supervisor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit codes that mean something: 0 ok, 1 failure, 2 denied or verification failed, 64 bad configuration.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const DENIED: u8 = 2;
+    pub const CONFIG: u8 = 64;
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "arf", version, about = "ARF: an LLM-assisted remediation control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// The agent's gRPC address.
+    #[arg(long, global = true, env = "ARF_AGENT", default_value = "127.0.0.1:7401")]
+    agent: String,
+    /// The governor's gRPC address.
+    #[arg(long, global = true, env = "ARF_GOVERNOR", default_value = "127.0.0.1:7402")]
+    governor: String,
+    /// The audit log's gRPC address.
+    #[arg(long, global = true, env = "ARF_AUDIT", default_value = "127.0.0.1:7400")]
+    audit: String,
+    /// Your bearer token for the governor.
+    #[arg(long, global = true, env = "ARF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding your bearer token for the governor.
+    #[arg(long, global = true, env = "ARF_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Role {
+    Audit,
+    Agent,
+    Governor,
+    Executor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Audit, Role::Governor, Role::Executor, Role::Agent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Audit => "audit",
+            Self::Agent => "agent",
+            Self::Governor => "governor",
+            Self::Executor => "executor",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the four services as separate child processes in the foreground; Ctrl-C stops them.
+    Up {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+    },
+    /// Runs one service.
+    Serve {
+        role: Role,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+    },
+    /// Runs the bundled scenario on real processes; exits 0 when every step behaved as expected.
+    Demo {
+        /// Keep the demo's state here (a temporary directory otherwise).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Signals.
+    Signal {
+        #[command(subcommand)]
+        command: SignalCommand,
+    },
+    /// Incidents.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
+    /// Decisions waiting for acknowledgment or approval.
+    Pending {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The explanation an on-call engineer reads.
+    Explain {
+        decision: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approves (or acknowledges) a decision, as the authenticated caller.
+    Approve {
+        decision: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Rejects a decision, as the authenticated caller.
+    Reject {
+        decision: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// The demo's target service (used by `arf demo`).
+    #[command(hide = true)]
+    DemoTarget {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SignalCommand {
+    /// Submits a signal file; the format is detected from the content when `--format` is left out.
+    Send {
+        file: PathBuf,
+        #[arg(long)]
+        format: Option<String>,
+        /// The service the signals belong to, when the payload does not say.
+        #[arg(long)]
+        service: Option<String>,
+        /// The environment the signals belong to, when the payload does not say.
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One incident's trail from signal to outcome.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walks the chain; exit 0 when intact, 1 with the first bad record otherwise.
+    Verify {
+        /// Verify the store in this data directory directly (the audit service must be stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let endpoints = client::Endpoints {
+        agent: cli.agent,
+        governor: cli.governor,
+        audit: cli.audit,
+        token: cli.token,
+        token_file: cli.token_file,
+    };
+    match cli.command {
+        Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
+        Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
+        Command::Demo { data_dir } => demo::run(data_dir).await,
+        Command::DemoTarget { repo, listen } => demo::target::run(&repo, listen).await.map(|()| ExitCode::SUCCESS),
+        Command::Signal { command: SignalCommand::Send { file, format, service, environment, json } } => {
+            client::send_signal(&endpoints, &file, format.as_deref(), service.as_deref(), environment.as_deref(), json).await
+        }
+        Command::Incident { command: IncidentCommand::List { json } } => client::list_incidents(&endpoints, json).await,
+        Command::Incident { command: IncidentCommand::Show { id, json } } => client::show_incident(&endpoints, &id, json).await,
+        Command::Pending { json } => client::pending(&endpoints, json).await,
+        Command::Explain { decision, json } => client::explain(&endpoints, &decision, json).await,
+        Command::Approve { decision, comment } => client::approve(&endpoints, &decision, &comment).await,
+        Command::Reject { decision, reason } => client::reject(&endpoints, &decision, &reason).await,
+        Command::Audit { command: AuditCommand::Verify { data_dir, json } } => {
+            client::verify_audit(&endpoints, data_dir.as_deref(), json).await
+        }
+    }
+}

@@ -93,26 +93,6 @@ fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
     bytes.try_into().map_err(|_| KeyError::Format(path.to_owned()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_key_is_private_and_reloads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("keys/governor.key");
-        let key = load_or_generate(&path).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        }
-        assert_eq!(load_or_generate(&path).unwrap().to_bytes(), key.to_bytes());
-        let trusted = load_trusted(&public_path(&path)).unwrap();
-        assert_eq!(trusted.key, key.verifying_key());
-    }
-}
-
 /// Loads a bearer token from `path`, generating a random one (mode 0600) at first use.
 /// Tokens authenticate processes to the audit log and people to the governor.
 pub fn load_or_generate_token(path: &Path) -> Result<String, KeyError> {
@@ -142,4 +122,24 @@ pub fn load_token(path: &Path) -> Result<String, KeyError> {
 /// The SHA-256 of a token, which is what configuration stores instead of the token.
 pub fn token_hash(token: &str) -> String {
     crate::canonical::sha256_hex(token.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_is_private_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/governor.key");
+        let key = load_or_generate(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(load_or_generate(&path).unwrap().to_bytes(), key.to_bytes());
+        let trusted = load_trusted(&public_path(&path)).unwrap();
+        assert_eq!(trusted.key, key.verifying_key());
+    }
 }

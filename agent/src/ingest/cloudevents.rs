@@ -42,10 +42,8 @@ fn one(event: &Value, field: &str, defaults: &Defaults) -> Result<Signal, Invali
     let source = required("source")?;
     let event_type = required("type")?;
     let data = event.get("data");
-    if event_type.starts_with("dev.cdevents.") {
-        if let Some(cd) = data.filter(|d| d.get("subject").is_some()) {
-            return cdevent(cd, &format!("{field}.data"), defaults, cd.get("context").or(Some(event)));
-        }
+    if let Some(cd) = data.filter(|d| event_type.starts_with("dev.cdevents.") && d.get("subject").is_some()) {
+        return cdevent(cd, &format!("{field}.data"), defaults, cd.get("context").or(Some(event)));
     }
     let mut labels = BTreeMap::from([("type".to_owned(), event_type.to_owned()), ("source".to_owned(), source.to_owned()), ("event_id".to_owned(), id.to_owned())]);
     if let Some(subject) = text(event, "subject") {

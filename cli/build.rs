@@ -1,0 +1,34 @@
+//! Embeds `examples/` (pathways, policies, scripted responses, runbooks) into the
+//! `arf` binary, so `arf up` and `arf demo` work from any directory.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+fn collect(dir: &Path, root: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect(&path, root, out)?;
+        } else if let Ok(relative) = path.strip_prefix(root) {
+            out.push((relative.to_string_lossy().replace('\\', "/"), path.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let examples = manifest.join("../examples").canonicalize()?;
+    println!("cargo:rerun-if-changed={}", examples.display());
+    let mut files = Vec::new();
+    collect(&examples, &examples, &mut files)?;
+    let mut code = String::from("/// `(path under examples/, contents)` of every bundled example file.\npub const EXAMPLES: &[(&str, &str)] = &[\n");
+    for (relative, path) in &files {
+        println!("cargo:rerun-if-changed={}", path.display());
+        writeln!(code, "    ({relative:?}, include_str!({:?})),", path.display().to_string())?;
+    }
+    code.push_str("];\n");
+    std::fs::write(PathBuf::from(std::env::var("OUT_DIR")?).join("examples.rs"), code)?;
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The commands people and tooling run against live services.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint};
+
+use arf_audit::record::verify_chain;
+use arf_proto::v1 as pb;
+use arf_proto::v1::agent_client::AgentClient;
+use arf_proto::v1::governor_client::GovernorClient;
+
+use crate::exit;
+
+/// Where the services are, and who the caller is.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub agent: String,
+    pub governor: String,
+    pub audit: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+pub fn channel(address: &str) -> Result<Channel> {
+    let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
+    Ok(Endpoint::from_shared(uri)
+        .with_context(|| format!("`{address}` is not a valid address"))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+impl Endpoints {
+    pub fn agent(&self) -> Result<AgentClient<Channel>> {
+        Ok(AgentClient::new(channel(&self.agent)?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    pub fn governor(&self) -> Result<GovernorClient<Channel>> {
+        Ok(GovernorClient::new(channel(&self.governor)?))
+    }
+
+    pub fn audit(&self) -> Result<arf_audit::AuditClient> {
+        Ok(arf_audit::AuditClient::connect(&self.audit, None)?)
+    }
+
+    fn token(&self) -> Result<String> {
+        if let Some(token) = &self.token {
+            return Ok(token.clone());
+        }
+        if let Some(file) = &self.token_file {
+            return Ok(arf_core::keys::load_token(file)?);
+        }
+        bail!("the governor needs to know who you are: set `ARF_TOKEN`, or `--token-file FILE` (a local `arf up` writes tokens under `.arf/secrets/`)")
+    }
+
+    /// A request carrying the caller's token.
+    pub fn authed<T>(&self, message: T) -> Result<tonic::Request<T>> {
+        Ok(arf_proto::server::with_bearer(tonic::Request::new(message), &self.token()?))
+    }
+}
+
+fn status(error: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", error.message(), error.code())
+}
+
+pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str>, service: Option<&str>, environment: Option<&str>, as_json: bool) -> Result<ExitCode> {
+    let body = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let format = match format {
+        Some(format) => format.to_owned(),
+        None => arf_agent::ingest::detect(&body)
+            .with_context(|| format!("cannot tell the format of `{}`; name it with `--format`", file.display()))?
+            .to_owned(),
+    };
+    let request = pb::SubmitWebhookRequest { format: format.clone(), body, service: service.unwrap_or_default().to_owned(), environment: environment.unwrap_or_default().to_owned() };
+    let response = endpoints.agent()?.submit_webhook(request).await.map_err(status)?.into_inner();
+    if as_json {
+        let accepted: Vec<Value> = response
+            .accepted
+            .iter()
+            .map(|a| json!({"signal_id": a.signal_id, "fingerprint": a.fingerprint, "incident_id": a.incident_id, "duplicate": a.duplicate, "audit_seq": a.audit_seq}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"format": format, "accepted": accepted}))?);
+    } else {
+        println!("{} signal(s) accepted as `{format}`", response.accepted.len());
+        for a in &response.accepted {
+            let incident = if a.incident_id.is_empty() { "(change: context only)".to_owned() } else { a.incident_id.clone() };
+            println!("  {}  incident {}  audit #{}{}", a.signal_id, incident, a.audit_seq, if a.duplicate { "  (duplicate)" } else { "" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn incident_json(i: &pb::Incident) -> Value {
+    json!({"id": i.id, "title": i.title, "service": i.service, "environment": i.environment, "state": i.state,
+           "signal_count": i.signal_count, "opened_at": arf_core::time::format_ms(i.opened_at_ms),
+           "snapshot_hash": i.snapshot_hash, "decision_ids": i.decision_ids, "reason": i.reason})
+}
+
+pub async fn list_incidents(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
+    let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(status)?.into_inner().incidents;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<30} {:<10} {:<12} {:<12} {:>7}  TITLE", "ID", "STATE", "SERVICE", "ENVIRONMENT", "SIGNALS");
+    for i in &incidents {
+        println!("{:<30} {:<10} {:<12} {:<12} {:>7}  {}", i.id, i.state, i.service, i.environment, i.signal_count, i.title);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line describing an audit record, for trails.
+pub fn describe(record: &arf_audit::Record) -> String {
+    let p = &record.payload;
+    let s = |key: &str| p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let detail = match record.kind {
+        arf_audit::RecordKind::Signal => {
+            let signal = &p["signal"];
+            format!(
+                "{} {} `{}`{}",
+                signal["status"].as_str().unwrap_or_default(),
+                signal["kind"].as_str().unwrap_or_default(),
+                signal["title"].as_str().unwrap_or_default(),
+                if p["duplicate"].as_bool() == Some(true) { " (duplicate)" } else { "" }
+            )
+        }
+        arf_audit::RecordKind::Incident => {
+            let mut text = s("event");
+            for key in ["reason", "decision_id", "route"] {
+                if let Some(value) = p.get(key).and_then(Value::as_str) {
+                    text.push_str(&format!(" {key}={value}"));
+                }
+            }
+            text
+        }
+        arf_audit::RecordKind::Snapshot => format!("hash {}", s("hash")),
+        arf_audit::RecordKind::Diagnosis => {
+            let mut text = format!("{} by {} ({})", s("status"), s("reasoner"), s("model"));
+            if let Some(reasons) = p.get("reasons").and_then(Value::as_array) {
+                let reasons: Vec<&str> = reasons.iter().filter_map(Value::as_str).collect();
+                text.push_str(&format!(": {}", reasons.join("; ")));
+            }
+            if let Some(proposal) = p.get("proposal") {
+                text.push_str(&format!(
+                    " → propose `{}` on `{}`",
+                    proposal["remediation"]["pathway"].as_str().unwrap_or_default(),
+                    proposal["remediation"]["target"].as_str().unwrap_or_default()
+                ));
+            }
+            text
+        }
+        _ => {
+            let mut parts = Vec::new();
+            for key in ["decision_id", "state", "route", "verdict", "identity", "outcome", "passed", "detail", "error"] {
+                match p.get(key) {
+                    Some(Value::String(v)) if !v.is_empty() => parts.push(format!("{key}={v}")),
+                    Some(Value::Bool(v)) => parts.push(format!("{key}={v}")),
+                    _ => {}
+                }
+            }
+            parts.join(" ")
+        }
+    };
+    format!(
+        "#{:<5} {}  {:<9} {:<18} {}",
+        record.seq,
+        arf_core::time::format_ms(record.time_ms),
+        record.writer,
+        record.kind.as_str(),
+        detail
+    )
+}
+
+pub async fn show_incident(endpoints: &Endpoints, id: &str, as_json: bool) -> Result<ExitCode> {
+    let incident = endpoints
+        .agent()?
+        .get_incident(pb::GetIncidentRequest { incident_id: id.to_owned() })
+        .await
+        .map(|r| r.into_inner())
+        .ok();
+    let trail = endpoints.audit()?.read_incident(id).await?;
+    if incident.is_none() && trail.is_empty() {
+        bail!("no incident `{id}`");
+    }
+    if as_json {
+        let trail: Vec<Value> = trail.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({"incident": incident.as_ref().map(incident_json), "trail": trail}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(i) = &incident {
+        println!("incident {}: {} ({}/{}) is {}", i.id, i.title, i.service, i.environment, i.state);
+        if !i.reason.is_empty() {
+            println!("  {}", i.reason);
+        }
+    }
+    println!("trail ({} records):", trail.len());
+    for record in &trail {
+        println!("  {}", describe(record));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn route_name(route: i32) -> &'static str {
+    match pb::Route::try_from(route) {
+        Ok(pb::Route::Autonomous) => "autonomous",
+        Ok(pb::Route::Acknowledge) => "acknowledge",
+        Ok(pb::Route::Approval) => "approval",
+        Ok(pb::Route::Deny) => "deny",
+        _ => "unspecified",
+    }
+}
+
+pub fn decision_json(d: &pb::Decision) -> Value {
+    let remediation = d.remediation.clone().unwrap_or_default();
+    json!({
+        "decision_id": d.decision_id, "incident_id": d.incident_id, "route": route_name(d.route), "state": d.state,
+        "pathway": remediation.pathway, "target": remediation.target, "parameters": serde_json::from_str::<Value>(&remediation.parameters_json).unwrap_or(Value::Null),
+        "environment": d.environment, "risk": d.risk.as_ref().map(|r| json!({"score": r.score, "band": r.band})),
+        "approvals_required": d.policy.as_ref().map(|p| p.approvals_required), "approvals": d.approvals.iter().map(|a| json!({"identity": a.identity, "role": a.role, "verdict": a.verdict})).collect::<Vec<_>>(),
+        "expires_at": arf_core::time::format_ms(d.expires_at_ms), "confidence": d.confidence, "root_cause": d.root_cause,
+    })
+}
+
+pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
+    let request = endpoints.authed(pb::ListPendingRequest {})?;
+    let decisions = endpoints.governor()?.list_pending(request).await.map_err(status)?.into_inner().decisions;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&decisions.iter().map(decision_json).collect::<Vec<_>>())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if decisions.is_empty() {
+        println!("nothing is waiting for you");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} EXPIRES", "DECISION", "ROUTE", "PATHWAY", "TARGET", "RISK", "APPROVALS");
+    for d in &decisions {
+        let remediation = d.remediation.clone().unwrap_or_default();
+        let risk = d.risk.as_ref().map(|r| format!("{:.2}", r.score)).unwrap_or_default();
+        let needed = d.policy.as_ref().map_or(0, |p| p.approvals_required);
+        let have = d.approvals.iter().filter(|a| a.verdict == "approve").count();
+        println!(
+            "{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} {}",
+            d.decision_id,
+            route_name(d.route),
+            remediation.pathway,
+            remediation.target,
+            risk,
+            format!("{have}/{needed}"),
+            arf_core::time::format_ms(d.expires_at_ms)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn explain(endpoints: &Endpoints, decision: &str, as_json: bool) -> Result<ExitCode> {
+    let request = endpoints.authed(pb::GetDecisionRequest { decision_id: decision.to_owned() })?;
+    let explanation = endpoints.governor()?.explain(request).await.map_err(status)?.into_inner();
+    if as_json {
+        let decision = explanation.decision.as_ref().map(decision_json);
+        println!("{}", serde_json::to_string_pretty(&json!({"decision": decision, "text": explanation.text}))?);
+    } else {
+        println!("{}", explanation.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Result<ExitCode> {
+    let request = endpoints.authed(pb::ApproveRequest { decision_id: decision.to_owned(), comment: comment.to_owned() })?;
+    match endpoints.governor()?.approve(request).await {
+        Ok(response) => {
+            let d = response.into_inner();
+            println!("decision {} is now {}", d.decision_id, d.state);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) if matches!(error.code(), tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition) => {
+            eprintln!("refused: {}", error.message());
+            Ok(ExitCode::from(exit::DENIED))
+        }
+        Err(error) => Err(status(error)),
+    }
+}
+
+pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Result<ExitCode> {
+    let request = endpoints.authed(pb::RejectRequest { decision_id: decision.to_owned(), reason: reason.to_owned() })?;
+    let d = endpoints.governor()?.reject(request).await.map_err(status)?.into_inner();
+    println!("decision {} is now {}", d.decision_id, d.state);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `arf audit verify`: offline against a data directory, or online, recomputing
+/// every hash client-side so the service is not trusted to check itself.
+pub async fn verify_audit(endpoints: &Endpoints, data_dir: Option<&Path>, as_json: bool) -> Result<ExitCode> {
+    let result = match data_dir {
+        Some(dir) => {
+            let candidates = [dir.join("audit").join("audit.sled"), dir.join("audit.sled"), dir.to_path_buf()];
+            let Some(db) = candidates.iter().find(|p| p.join("conf").exists() || p.join("db").exists()) else {
+                bail!("no audit log under `{}`", dir.display());
+            };
+            match arf_audit::store::verify_path(db) {
+                Ok(summary) => Ok(summary),
+                Err(arf_audit::store::VerifyPathError::Chain(error)) => Err(error),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        None => {
+            let records = endpoints.audit()?.read_range(1, 0).await?;
+            verify_chain(records.into_iter().enumerate().map(|(i, r)| Ok((i as u64 + 1, r))))
+        }
+    };
+    match result {
+        Ok(summary) => {
+            if as_json {
+                println!("{}", json!({"intact": true, "records": summary.records, "head_hash": summary.head_hash}));
+            } else {
+                println!("audit chain intact: {} records, head {}", summary.records, summary.head_hash);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            if as_json {
+                println!("{}", json!({"intact": false, "first_bad_record": error.seq, "reason": error.reason}));
+            } else {
+                eprintln!("audit chain broken: first bad record is {}: {}", error.seq, error.reason);
+            }
+            Ok(ExitCode::from(exit::FAILURE))
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The on-disk layout of a deployment: the generated configuration, secrets,
+//! keys and the bundled examples, and loading each role's configuration.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use toml::{Table, Value};
+
+use arf_core::target::Inventory;
+
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/examples.rs"));
+}
+
+/// Writer identities of the audit log, one per process that appends.
+pub const WRITERS: [&str; 3] = ["agent", "governor", "executor"];
+
+/// The people (and processes) the governor knows by default: name, role.
+pub const IDENTITIES: [(&str, &str); 5] =
+    [("agent", "agent"), ("alice", "oncall"), ("bob", "oncall"), ("sam", "security"), ("admin", "admin")];
+
+/// Paths under one data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data directory `{}`", data_dir.display()))?;
+        let data_dir = data_dir.canonicalize()?;
+        Ok(Self { data_dir })
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.data_dir.join("arf.toml")
+    }
+
+    pub fn examples(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+
+    pub fn writer_token(&self, writer: &str) -> PathBuf {
+        self.data_dir.join("secrets").join(format!("audit-{writer}.token"))
+    }
+
+    /// The bearer token of a governor identity.
+    pub fn identity_token(&self, name: &str) -> PathBuf {
+        self.data_dir.join("secrets").join(format!("{name}.token"))
+    }
+
+    pub fn signing_key(&self) -> PathBuf {
+        self.data_dir.join("keys").join("governor.key")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+}
+
+/// Where each service listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub audit: SocketAddr,
+    pub agent: SocketAddr,
+    pub webhook: SocketAddr,
+    pub governor: SocketAddr,
+    pub executor: SocketAddr,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Self { audit: at(7400), agent: at(7401), webhook: at(7480), governor: at(7402), executor: at(7403) }
+    }
+}
+
+/// Writes the bundled examples under `layout.examples()`, leaving files a user already has alone.
+pub fn materialize_examples(layout: &Layout) -> Result<()> {
+    for (relative, contents) in embedded::EXAMPLES {
+        let path = layout.examples().join(relative);
+        if path.exists() {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, contents).with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates the tokens and the signing key that do not exist yet (all mode 0600).
+pub fn ensure_secrets(layout: &Layout) -> Result<()> {
+    for writer in WRITERS {
+        arf_core::keys::load_or_generate_token(&layout.writer_token(writer))?;
+    }
+    for (name, _) in IDENTITIES {
+        arf_core::keys::load_or_generate_token(&layout.identity_token(name))?;
+    }
+    arf_core::keys::load_or_generate(&layout.signing_key())?;
+    Ok(())
+}
+
+fn path(p: PathBuf) -> Value {
+    Value::String(p.display().to_string())
+}
+
+fn string(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
+/// The configuration `arf up` writes at first start.
+pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reasoner: &str) -> Result<String> {
+    let examples = layout.examples();
+    let mut audit = Table::new();
+    audit.insert("listen".into(), string(ports.audit.to_string()));
+    audit.insert("data_dir".into(), path(layout.data_dir.join("audit")));
+    let writers: Table = WRITERS.iter().map(|w| ((*w).to_owned(), path(layout.writer_token(w)))).collect();
+    audit.insert("writers".into(), Value::Table(writers));
+
+    let mut agent = Table::new();
+    agent.insert("listen".into(), string(ports.agent.to_string()));
+    agent.insert("webhook_listen".into(), string(ports.webhook.to_string()));
+    agent.insert("audit_addr".into(), string(ports.audit.to_string()));
+    agent.insert("audit_token_file".into(), path(layout.writer_token("agent")));
+    agent.insert("governor_addr".into(), string(ports.governor.to_string()));
+    agent.insert("governor_token_file".into(), path(layout.identity_token("agent")));
+    agent.insert("catalog_dir".into(), path(examples.join("pathways")));
+    agent.insert("reasoner".into(), string(reasoner));
+    agent.insert("scripted_dir".into(), path(examples.join("scripted")));
+    agent.insert("runbooks_dir".into(), path(examples.join("runbooks")));
+
+    let mut governor = Table::new();
+    governor.insert("listen".into(), string(ports.governor.to_string()));
+    governor.insert("data_dir".into(), path(layout.data_dir.join("governor")));
+    governor.insert("audit_addr".into(), string(ports.audit.to_string()));
+    governor.insert("audit_token_file".into(), path(layout.writer_token("governor")));
+    governor.insert("executor_addr".into(), string(ports.executor.to_string()));
+    governor.insert("policies_dir".into(), path(examples.join("policies")));
+    governor.insert("catalog_dir".into(), path(examples.join("pathways")));
+    governor.insert("signing_key_file".into(), path(layout.signing_key()));
+    let identities: Vec<Value> = IDENTITIES
+        .iter()
+        .map(|(name, role)| {
+            let mut t = Table::new();
+            t.insert("name".into(), string(*name));
+            t.insert("role".into(), string(*role));
+            t.insert("token_file".into(), path(layout.identity_token(name)));
+            Value::Table(t)
+        })
+        .collect();
+    governor.insert("identities".into(), Value::Array(identities));
+
+    let mut executor = Table::new();
+    executor.insert("listen".into(), string(ports.executor.to_string()));
+    executor.insert("data_dir".into(), path(layout.data_dir.join("executor")));
+    executor.insert("audit_addr".into(), string(ports.audit.to_string()));
+    executor.insert("audit_token_file".into(), path(layout.writer_token("executor")));
+    executor.insert("catalog_dir".into(), path(examples.join("pathways")));
+    executor.insert(
+        "trusted_keys".into(),
+        Value::Array(vec![path(arf_core::keys::public_path(&layout.signing_key()))]),
+    );
+
+    let mut root = Table::new();
+    root.insert("audit".into(), Value::Table(audit));
+    root.insert("agent".into(), Value::Table(agent));
+    root.insert("governor".into(), Value::Table(governor));
+    root.insert("executor".into(), Value::Table(executor));
+    let targets = Value::try_from(targets).context("cannot encode the target inventory")?;
+    root.insert("targets".into(), targets);
+    let body = toml::to_string_pretty(&root).context("cannot encode the configuration")?;
+    Ok(format!(
+        "# ARF configuration, written by `arf` at first start; edit freely.\n\
+         # Each section configures one process; `[targets]` is the reviewed target\n\
+         # inventory that the agent, governor and executor all read.\n\n{body}"
+    ))
+}
+
+/// The whole configuration file, with each role's section.
+pub struct Deployment {
+    pub audit: arf_audit::Config,
+    pub agent: arf_agent::Config,
+    pub governor: arf_governor::Config,
+    pub executor: arf_executor::Config,
+}
+
+fn section<T: serde::de::DeserializeOwned>(root: &Table, name: &str, with_targets: bool) -> Result<T> {
+    let mut table = root
+        .get(name)
+        .and_then(Value::as_table)
+        .cloned()
+        .with_context(|| format!("the configuration has no `[{name}]` section"))?;
+    if let Some(targets) = root.get("targets").filter(|_| with_targets && !table.contains_key("targets")) {
+        table.insert("targets".into(), targets.clone());
+    }
+    Value::Table(table).try_into().with_context(|| format!("in section `[{name}]`"))
+}
+
+/// Reads a configuration file. Unknown keys are errors, named with their section.
+pub fn load(file: &Path) -> Result<Deployment> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read configuration `{}`", file.display()))?;
+    let root: Table = toml::from_str(&text).with_context(|| format!("`{}` is not valid TOML", file.display()))?;
+    let known = ["audit", "agent", "governor", "executor", "targets"];
+    if let Some(unknown) = root.keys().find(|k| !known.contains(&k.as_str())) {
+        anyhow::bail!("`{}`: unknown section `{unknown}`; expected one of {}", file.display(), known.join(", "));
+    }
+    Ok(Deployment {
+        audit: section(&root, "audit", false)?,
+        agent: section(&root, "agent", true)?,
+        governor: section(&root, "governor", true)?,
+        executor: section(&root, "executor", true)?,
+    })
+}
+
+/// Prepares a data directory: examples, secrets, and a configuration if there is none.
+/// Returns the configuration file to use.
+pub fn prepare(layout: &Layout, ports: Ports, targets: &Inventory, reasoner: &str) -> Result<PathBuf> {
+    materialize_examples(layout)?;
+    ensure_secrets(layout)?;
+    let file = layout.config_file();
+    if !file.exists() {
+        std::fs::write(&file, generate_config(layout, ports, targets, reasoner)?)
+            .with_context(|| format!("cannot write `{}`", file.display()))?;
+    }
+    Ok(file)
+}
+
+/// An empty inventory, for `arf up` before anyone has described their targets.
+pub fn no_targets() -> Inventory {
+    BTreeMap::new()
+}

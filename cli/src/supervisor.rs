@@ -1,0 +1,150 @@
+//! Running the services as separate child processes: `arf up`, and the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::process::{Child, Command};
+
+use crate::Role;
+use crate::setup::{self, Layout};
+
+/// One running service.
+pub struct Service {
+    pub role: Role,
+    pub addr: SocketAddr,
+    pub child: Child,
+}
+
+/// The children, stopped (SIGTERM, then SIGKILL) when dropped or asked.
+pub struct Supervisor {
+    pub services: Vec<Service>,
+}
+
+impl Supervisor {
+    /// Starts every role from `config_file`, logs to `logs` (or inherited when `None`),
+    /// and waits until each answers its health check.
+    pub async fn start(config_file: &Path, logs: Option<&Path>) -> Result<Self> {
+        let deployment = setup::load(config_file)?;
+        let exe = std::env::current_exe().context("cannot find the `arf` executable")?;
+        let mut supervisor = Self { services: Vec::new() };
+        for role in Role::ALL {
+            let addr = match role {
+                Role::Audit => deployment.audit.listen,
+                Role::Agent => deployment.agent.listen,
+                Role::Governor => deployment.governor.listen,
+                Role::Executor => deployment.executor.listen,
+            };
+            let mut command = Command::new(&exe);
+            command.arg("serve").arg(role.as_str()).arg("--config").arg(config_file).stdin(Stdio::null()).kill_on_drop(true);
+            if let Some(dir) = logs {
+                std::fs::create_dir_all(dir)?;
+                let log = std::fs::File::create(dir.join(format!("{}.log", role.as_str())))?;
+                command.stdout(log.try_clone()?).stderr(log);
+            }
+            let child = command.spawn().with_context(|| format!("cannot start the {} service", role.as_str()))?;
+            supervisor.services.push(Service { role, addr, child });
+            // Each service waits for its own readiness before the next starts, so
+            // the ones that depend on it find it up.
+            let started = Instant::now();
+            let service = supervisor.services.last_mut().context("no service")?;
+            wait_healthy(service, Duration::from_secs(60)).await?;
+            tracing::debug!(role = role.as_str(), elapsed_ms = started.elapsed().as_millis() as u64, "healthy");
+        }
+        Ok(supervisor)
+    }
+
+    /// Stops every child: SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop(&mut self) {
+        for service in &self.services {
+            if let Some(pid) = service.child.id() {
+                terminate(pid);
+            }
+        }
+        for service in &mut self.services {
+            let waited = tokio::time::timeout(Duration::from_secs(5), service.child.wait()).await;
+            if waited.is_err() {
+                let _ = service.child.kill().await;
+            }
+        }
+    }
+
+    /// Resolves when any child exits, with its role and status.
+    pub async fn any_exit(&mut self) -> (Role, std::io::Result<std::process::ExitStatus>) {
+        let waits = self.services.iter_mut().map(|s| {
+            let role = s.role;
+            Box::pin(async move { (role, s.child.wait().await) })
+        });
+        futures::future::select_all(waits).await.0
+    }
+}
+
+#[expect(unsafe_code, reason = "sending SIGTERM to our own child needs libc::kill")]
+fn terminate(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory effects; the pid is our own child's.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+/// Polls the standard gRPC health check until it says SERVING, the child exits, or time runs out.
+pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = service.child.try_wait()? {
+            bail!("the {} service exited during start-up ({status}); see its log", service.role.as_str());
+        }
+        if health(service.addr).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the {} service did not become healthy on {} within {limit:?}", service.role.as_str(), service.addr);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether the service at `addr` answers the standard health check with SERVING.
+pub async fn health(addr: SocketAddr) -> bool {
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return false };
+    let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(500)).connect().await else { return false };
+    let mut client = HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    matches!(
+        client.check(request).await.map(|r| r.into_inner().status),
+        Ok(status) if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    )
+}
+
+/// `arf up`: the four services in the foreground until Ctrl-C.
+pub async fn up(config: Option<PathBuf>, data_dir: &Path) -> Result<ExitCode> {
+    let file = crate::serve::config_file(config, data_dir)?;
+    if let Err(error) = setup::load(&file) {
+        eprintln!("error: bad configuration: {error:#}");
+        return Ok(ExitCode::from(crate::exit::CONFIG));
+    }
+    let _ = Layout::new(data_dir)?;
+    let mut supervisor = Supervisor::start(&file, None).await?;
+    println!("ARF is up (configuration `{}`):", file.display());
+    for service in &supervisor.services {
+        println!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
+    }
+    println!("Press Ctrl-C to stop.");
+    tokio::select! {
+        () = crate::serve::shutdown_signal() => {
+            println!("stopping");
+            supervisor.stop().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        (role, status) = supervisor.any_exit() => {
+            eprintln!("error: the {} service exited unexpectedly ({:?}); stopping the others", role.as_str(), status);
+            supervisor.stop().await;
+            Ok(ExitCode::from(crate::exit::FAILURE))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `arf up`: four separate OS processes on the default ports, each answering the
+//! gRPC health check, stopped cleanly by a signal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+async fn serving(addr: &str) -> bool {
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await else { return false };
+    let mut client = HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    client.check(request).await.map(|r| r.into_inner().status == 1).unwrap_or(false)
+}
+
+#[test]
+fn up_runs_four_healthy_processes_on_the_default_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    // `arf up` prints one line per service once every one answers its health check.
+    let mut services = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [role, addr, "pid", pid] = words.as_slice() {
+            services.push((role.to_string(), addr.to_string(), pid.parse::<u32>().unwrap()));
+        }
+    }
+    let expected = [("audit", "127.0.0.1:7400"), ("governor", "127.0.0.1:7402"), ("executor", "127.0.0.1:7403"), ("agent", "127.0.0.1:7401")];
+    let found: Vec<(&str, &str)> = services.iter().map(|(r, a, _)| (r.as_str(), a.as_str())).collect();
+    assert_eq!(found, expected);
+    let mut pids: Vec<u32> = services.iter().map(|s| s.2).collect();
+    pids.push(up.id());
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 5, "four service processes besides `arf up` itself");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for (role, addr, pid) in &services {
+        assert!(runtime.block_on(serving(addr)), "{role} on {addr} answers the health check");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains(&format!("serve {role}")), "{cmdline}");
+    }
+
+    let up_pid = up.id();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(up.wait());
+    });
+    Command::new("kill").arg("-INT").arg(up_pid.to_string()).status().unwrap();
+    let status = exit.recv_timeout(Duration::from_secs(20)).expect("`arf up` stops within 20 s").unwrap();
+    assert!(status.success(), "`arf up` stops cleanly: {status:?}");
+    for (role, _, pid) in &services {
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie(*pid), "{role} stopped");
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
+}

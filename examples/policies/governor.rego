@@ -1,0 +1,203 @@
+# The default ARF governor policy.
+#
+# How to read it: each rule in the "guard rails" section is one guard rail. When a
+# rule applies, it adds a *finding*: a short id, the route it asks for, how many
+# distinct people must approve, which roles may approve, and one sentence that the
+# on-call engineer will read in the explanation.
+#
+# The findings are then combined (see "Combining findings" at the end):
+#   - any `deny` wins, and nothing runs;
+#   - otherwise the strictest route wins: autonomous < acknowledge < approval;
+#   - the number of approvals is the largest any finding asks for;
+#   - the roles that may approve are every role any finding names.
+# If no rule applies, the action needs one approval: autonomy is granted by a rule,
+# never assumed.
+#
+# The governor evaluates `data.arf.governor.decision`. Its input document
+# (`input.version == 1`) carries:
+#   input.action       the pathway, target and parameters the model proposes
+#   input.pathway      the reviewed pathway metadata: base_risk, blast_radius,
+#                      irreversible, security_sensitive, target_kind
+#   input.target       the reviewed target: name, kind, service, environment, tier,
+#                      security_sensitive (from the governor's inventory, not the model)
+#   input.environment  name, known (listed in the governor's config), sensitivity
+#   input.risk         score in [0, 1], band (low, medium, high, critical), factors
+#   input.confidence   the hypothesis confidence in [0, 1]
+#   input.requester    identity and role of the caller (the agent)
+#   input.proposal     id, incident_id, snapshot_hash, reasoner
+#   input.autonomy     enabled: the global autonomy switch
+#   input.freeze_windows, input.outcome_stats  (empty for now)
+#
+# A rule that errors does not let an action through: the governor turns any
+# evaluation error into `deny` and shows the error to the on-call engineer.
+package arf.governor
+
+import rego.v1
+
+# Roles that approve ordinary changes.
+oncall_approvers := ["oncall", "admin"]
+
+# Environments where low-risk, reversible actions may run on their own.
+autonomous_environments := {"staging", "development"}
+
+# The lowest hypothesis confidence the governor acts on at all.
+confidence_floor := 0.3
+
+# The lowest hypothesis confidence for an action to run without a person.
+autonomy_confidence := 0.6
+
+# The largest share of a target a pathway may touch.
+blast_radius_limit := 0.8
+
+# One finding, as every rule below reports it.
+finding(id, route, approvals, roles, reason) := {
+	"id": id,
+	"route": route,
+	"approvals": approvals,
+	"roles": roles,
+	"reason": reason,
+}
+
+# ---------------------------------------------------------------------------
+# Guard rails: denials. These stop an action, whatever else is true.
+
+# Confidence floor: a hypothesis the model itself doubts is never acted on.
+findings contains finding(
+	"confidence_floor", "deny", 0, [],
+	sprintf("the hypothesis confidence %v is below the floor of %v, so nothing runs", [input.confidence, confidence_floor]),
+) if {
+	input.confidence < confidence_floor
+}
+
+# Blast-radius limit: a pathway that touches most of a target at once is too
+# dangerous to run from a model's proposal, approved or not.
+findings contains finding(
+	"blast_radius_limit", "deny", 0, [],
+	sprintf("the pathway touches %v%% of the target, above the limit of %v%%, so nothing runs", [round(input.pathway.blast_radius * 100), round(blast_radius_limit * 100)]),
+) if {
+	input.pathway.blast_radius > blast_radius_limit
+}
+
+# ---------------------------------------------------------------------------
+# Guard rails: when people must approve.
+
+# Production changes need an on-call engineer (or an admin) to approve.
+findings contains finding(
+	"production_approval", "approval", 1, oncall_approvers,
+	"the target is in production, so an on-call engineer must approve",
+) if {
+	input.environment.name == "production"
+}
+
+# High-risk production changes need two different people.
+findings contains finding(
+	"production_high_risk", "approval", 2, oncall_approvers,
+	sprintf("the risk is %v in production, so two different people must approve", [input.risk.band]),
+) if {
+	input.environment.name == "production"
+	input.risk.band in {"high", "critical"}
+}
+
+# Irreversible pathways cannot be undone, so two different people must agree.
+findings contains finding(
+	"irreversible", "approval", 2, oncall_approvers,
+	"the pathway is irreversible (there is no rollback), so two different people must approve",
+) if {
+	input.pathway.irreversible
+}
+
+# Security-sensitive pathways or targets (identity, secrets, network exposure)
+# need approval, and the security team may give it.
+findings contains finding(
+	"security_sensitive", "approval", 1, ["security"],
+	sprintf("%v security-sensitive, so it needs approval and security may review it", [security_subject]),
+) if {
+	security_subject
+}
+
+security_subject := "the pathway and the target are" if {
+	input.pathway.security_sensitive
+	input.target.security_sensitive
+} else := "the pathway is" if {
+	input.pathway.security_sensitive
+} else := "the target is" if {
+	input.target.security_sensitive
+}
+
+# An environment the governor's configuration does not know is treated as
+# sensitive: a person must look.
+findings contains finding(
+	"unknown_environment", "approval", 1, oncall_approvers,
+	sprintf("environment `%v` is not a known environment, so an on-call engineer must approve", [input.environment.name]),
+) if {
+	not input.environment.known
+}
+
+# ---------------------------------------------------------------------------
+# Guard rails: when an action may run on its own.
+
+# Low-risk autonomy: in staging or development, a reversible action with low or
+# medium risk and a confident hypothesis runs without waiting for a person.
+# Every other guard rail above still applies: any of them makes it stricter.
+findings contains finding(
+	"low_risk_autonomy", "autonomous", 0, [],
+	sprintf("a reversible, %v-risk action in %v with confidence %v may run on its own", [input.risk.band, input.environment.name, input.confidence]),
+) if {
+	input.autonomy.enabled
+	input.environment.known
+	input.environment.name in autonomous_environments
+	not input.pathway.irreversible
+	input.risk.band in {"low", "medium"}
+	input.confidence >= autonomy_confidence
+}
+
+# ---------------------------------------------------------------------------
+# Combining findings.
+
+# When no rule applies, a person decides.
+no_rule_applies := finding(
+	"no_rule_applies", "approval", 1, oncall_approvers,
+	"no rule allows this action to run on its own, so an on-call engineer must approve",
+)
+
+effective_findings := findings if {
+	count(findings) > 0
+} else := {no_rule_applies}
+
+# Routes from least to most strict.
+routes := ["autonomous", "acknowledge", "approval", "deny"]
+
+strictness := {"autonomous": 0, "acknowledge": 1, "approval": 2, "deny": 3}
+
+# A single deny makes this `deny`; otherwise the strictest route asked for.
+route := routes[max({strictness[f.route] | some f in effective_findings})]
+
+needs_people if route in {"acknowledge", "approval"}
+
+approvals_required := max({f.approvals | some f in effective_findings}) if {
+	needs_people
+} else := 0
+
+approver_roles := sort({role |
+	some f in effective_findings
+	f.route in {"acknowledge", "approval"}
+	some role in f.roles
+}) if {
+	needs_people
+} else := []
+
+# Findings in a stable order (by id), so explanations read the same every time.
+fired := [f |
+	some id in sort({f.id | some f in effective_findings})
+	some f in effective_findings
+	f.id == id
+]
+
+# The answer the governor reads. Its shape is the governor's output contract.
+decision := {
+	"route": route,
+	"reasons": [f.reason | some f in fired],
+	"rules_fired": [f.id | some f in fired],
+	"approvals_required": approvals_required,
+	"approver_roles": approver_roles,
+}

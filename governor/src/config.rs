@@ -1,0 +1,188 @@
+//! The governor's configuration, and the checks it passes before any port is bound.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::identity::Role;
+use crate::risk::RiskWeights;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the governor keeps its state on disk.
+    pub data_dir: PathBuf,
+    #[serde(default = "default_audit_addr")]
+    pub audit_addr: String,
+    /// The bearer token the governor presents to the audit log as a writer.
+    pub audit_token_file: PathBuf,
+    #[serde(default = "default_executor_addr")]
+    pub executor_addr: String,
+    /// The Rego bundle: every `*.rego` file in this directory.
+    pub policies_dir: PathBuf,
+    /// The governor's own copy of the pathway catalog; it signs the digest of the
+    /// definitions it judged, never the agent's idea of them.
+    pub catalog_dir: PathBuf,
+    /// The ed25519 signing key, generated at first start (0600, with a `.pub` beside it).
+    pub signing_key_file: PathBuf,
+    /// How long a decision stays valid, from the moment it is made.
+    #[serde(default = "default_decision_ttl_secs")]
+    pub decision_ttl_secs: u64,
+    /// Who may call the governor, and as what.
+    pub identities: Vec<Identity>,
+    /// The reviewed target inventory: a target's environment, tier and security
+    /// sensitivity come from here, never from the proposal.
+    #[serde(default)]
+    pub targets: arf_core::target::Inventory,
+    #[serde(default)]
+    pub risk: RiskWeights,
+    /// Environment name to sensitivity in [0, 1]. An environment not listed here is
+    /// unknown: it scores as the most sensitive, and policy sees that it is unknown.
+    #[serde(default = "default_environments")]
+    pub environments: BTreeMap<String, f64>,
+}
+
+/// One caller of the governor: a name, a role and the file holding its bearer token.
+/// The token is read at start and only its hash is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    /// `agent`, `oncall`, `security`, `admin` or `tooling`.
+    pub role: String,
+    pub token_file: PathBuf,
+}
+
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7402))
+}
+
+pub fn default_audit_addr() -> String {
+    "127.0.0.1:7400".to_owned()
+}
+
+pub fn default_executor_addr() -> String {
+    "127.0.0.1:7403".to_owned()
+}
+
+pub fn default_decision_ttl_secs() -> u64 {
+    900
+}
+
+/// Production is as sensitive as it gets; staging and development much less.
+pub fn default_environments() -> BTreeMap<String, f64> {
+    BTreeMap::from([("production".to_owned(), 1.0), ("staging".to_owned(), 0.3), ("development".to_owned(), 0.1)])
+}
+
+/// The longest a decision may stay valid: a week. Approvals older than that
+/// describe a world that has moved on.
+const MAX_DECISION_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Why a configuration was refused.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("`governor.{field}`: {message}")]
+    Invalid { field: String, message: String },
+    #[error("`governor.catalog_dir`: {0}")]
+    Catalog(#[from] arf_core::catalog::CatalogError),
+    #[error("`governor.policies_dir`: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field: field.into(), message: message.into() }
+}
+
+impl Config {
+    /// Checks everything that can be checked before a port is bound: the fields,
+    /// the token files, the signing key if it exists, the catalog and the policy bundle.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.audit_addr.trim().is_empty() {
+            return Err(invalid("audit_addr", "must not be empty"));
+        }
+        if self.executor_addr.trim().is_empty() {
+            return Err(invalid("executor_addr", "must not be empty"));
+        }
+        if self.decision_ttl_secs == 0 || self.decision_ttl_secs > MAX_DECISION_TTL_SECS {
+            return Err(invalid(
+                "decision_ttl_secs",
+                format!("must lie in [1, {MAX_DECISION_TTL_SECS}], got `{}`", self.decision_ttl_secs),
+            ));
+        }
+        arf_core::keys::load_token(&self.audit_token_file).map_err(|e| invalid("audit_token_file", e.to_string()))?;
+        if self.signing_key_file.exists() {
+            arf_core::keys::load_signing(&self.signing_key_file)
+                .map_err(|e| invalid("signing_key_file", e.to_string()))?;
+        }
+        self.risk.validate().map_err(|message| invalid("risk", message))?;
+        for (name, sensitivity) in &self.environments {
+            if !(0.0..=1.0).contains(sensitivity) {
+                return Err(invalid(
+                    format!("environments.{name}"),
+                    format!("must lie in [0, 1], got `{sensitivity}`"),
+                ));
+            }
+        }
+        for (name, target) in &self.targets {
+            if name.trim().is_empty() {
+                return Err(invalid("targets", "a target has an empty name"));
+            }
+            if target.kind.trim().is_empty() {
+                return Err(invalid(format!("targets.{name}.kind"), "must not be empty"));
+            }
+            if target.environment.trim().is_empty() {
+                return Err(invalid(format!("targets.{name}.environment"), "must not be empty"));
+            }
+        }
+        self.load_identities()?;
+        arf_core::catalog::Catalog::load_dir(&self.catalog_dir)?;
+        crate::policy::Policies::load_dir(&self.policies_dir)?;
+        Ok(())
+    }
+
+    /// Reads every identity's token and returns token hash → (name, role).
+    pub(crate) fn load_identities(&self) -> Result<BTreeMap<String, crate::identity::Caller>, ConfigError> {
+        if self.identities.is_empty() {
+            return Err(invalid(
+                "identities",
+                "must name at least one identity (the agent, and the people who approve)",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut by_token = BTreeMap::new();
+        for (i, identity) in self.identities.iter().enumerate() {
+            let field = format!("identities[{i}]");
+            if identity.name.trim().is_empty() {
+                return Err(invalid(format!("{field}.name"), "must not be empty"));
+            }
+            if !names.insert(identity.name.as_str()) {
+                return Err(invalid(format!("{field}.name"), format!("identity `{}` is listed twice", identity.name)));
+            }
+            let role = Role::parse(&identity.role).ok_or_else(|| {
+                invalid(
+                    format!("{field}.role"),
+                    format!(
+                        "unknown role `{}`; expected one of `agent`, `oncall`, `security`, `admin`, `tooling`",
+                        identity.role
+                    ),
+                )
+            })?;
+            let token = arf_core::keys::load_token(&identity.token_file)
+                .map_err(|e| invalid(format!("{field}.token_file"), e.to_string()))?;
+            let caller = crate::identity::Caller { name: identity.name.clone(), role };
+            if let Some(other) = by_token.insert(arf_core::keys::token_hash(&token), caller) {
+                return Err(invalid(
+                    format!("{field}.token_file"),
+                    format!("identities `{}` and `{}` share a token", other.name, identity.name),
+                ));
+            }
+        }
+        Ok(by_token)
+    }
+}

@@ -1,0 +1,206 @@
+//! From a proposal to a decision: check it against the governor's own catalog and
+//! inventory, score its risk, build the policy input and let policy route it.
+//!
+//! Pure, with time and the new decision's id passed in. Only a malformed proposal
+//! fails; once a proposal is well-formed, a decision always comes out (policy
+//! errors become `deny`).
+
+use std::collections::BTreeMap;
+
+use arf_core::catalog::{Catalog, ParameterError};
+use arf_core::diagnosis::Proposal;
+use arf_core::target::Inventory;
+use thiserror::Error;
+
+use crate::decision::Decision;
+use crate::identity::Caller;
+use crate::policy::{self, Policies, PolicyInput};
+use crate::risk::{self, RiskInputs, RiskWeights};
+
+/// What the governor judges with: its reviewed files and its configuration.
+#[derive(Debug, Clone)]
+pub struct Governance<'a> {
+    pub catalog: &'a Catalog,
+    pub targets: &'a Inventory,
+    pub environments: &'a BTreeMap<String, f64>,
+    pub weights: &'a RiskWeights,
+    pub policies: &'a Policies,
+    /// The global autonomy switch policy reads.
+    pub autonomy: bool,
+    pub decision_ttl_ms: i64,
+}
+
+/// Why a proposal was refused before it was judged. Each names the proposal field.
+#[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
+pub enum InvalidProposal {
+    #[error("`{0}` must not be empty")]
+    Missing(&'static str),
+    #[error("`proposal.hypothesis.confidence` must be a number in [0, 1], got `{0}`")]
+    Confidence(f64),
+    #[error("`proposal.remediation.pathway`: unknown pathway `{0}` in the governor's catalog")]
+    UnknownPathway(String),
+    #[error("`proposal.remediation.parameters_json`: {0}")]
+    Parameters(String),
+    #[error("`proposal.remediation.target`: unknown target `{0}` in the governor's inventory")]
+    UnknownTarget(String),
+    #[error(
+        "`proposal.remediation.target`: target `{target}` is of kind `{kind}`, but pathway `{pathway}` acts on `{expected}`"
+    )]
+    TargetKind { target: String, kind: String, pathway: String, expected: String },
+}
+
+/// Checks a proposal against the governor's own catalog and inventory.
+pub fn check(proposal: &Proposal, governance: &Governance<'_>) -> Result<(), InvalidProposal> {
+    let required = [
+        ("proposal.id", &proposal.id),
+        ("proposal.incident_id", &proposal.incident_id),
+        ("proposal.snapshot_hash", &proposal.snapshot_hash),
+        ("proposal.remediation.pathway", &proposal.remediation.pathway),
+        ("proposal.remediation.target", &proposal.remediation.target),
+    ];
+    for (field, value) in required {
+        if value.trim().is_empty() {
+            return Err(InvalidProposal::Missing(field));
+        }
+    }
+    let confidence = proposal.hypothesis.confidence;
+    if !(0.0..=1.0).contains(&confidence) {
+        return Err(InvalidProposal::Confidence(confidence));
+    }
+    let pathway_name = &proposal.remediation.pathway;
+    let pathway =
+        governance.catalog.get(pathway_name).ok_or_else(|| InvalidProposal::UnknownPathway(pathway_name.clone()))?;
+    governance.catalog.validate_parameters(pathway_name, &proposal.remediation.parameters).map_err(
+        |error| match error {
+            ParameterError::UnknownPathway(name) => InvalidProposal::UnknownPathway(name),
+            other => InvalidProposal::Parameters(other.to_string()),
+        },
+    )?;
+    let target_name = &proposal.remediation.target;
+    let target =
+        governance.targets.get(target_name).ok_or_else(|| InvalidProposal::UnknownTarget(target_name.clone()))?;
+    if target.kind != pathway.target_kind {
+        return Err(InvalidProposal::TargetKind {
+            target: target_name.clone(),
+            kind: target.kind.clone(),
+            pathway: pathway_name.clone(),
+            expected: pathway.target_kind.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks, scores and routes a proposal. Returns the decision and the exact
+/// document policy saw.
+pub fn decide(
+    governance: &Governance<'_>,
+    proposal: &Proposal,
+    requester: &Caller,
+    decision_id: String,
+    now_ms: i64,
+) -> Result<(Decision, PolicyInput), InvalidProposal> {
+    check(proposal, governance)?;
+    let input = policy_input(governance, proposal, requester)?;
+    let outcome = governance.policies.evaluate(&input);
+    let route = outcome.route;
+    let decision = Decision {
+        decision_id,
+        incident_id: proposal.incident_id.clone(),
+        proposal_id: proposal.id.clone(),
+        snapshot_hash: proposal.snapshot_hash.clone(),
+        remediation: proposal.remediation.clone(),
+        service: input.target.service.clone(),
+        environment: input.target.environment.clone(),
+        route,
+        risk: input.risk.clone(),
+        policy: outcome,
+        state: Decision::initial_state(route),
+        detail: String::new(),
+        approvals: Vec::new(),
+        issued_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(governance.decision_ttl_ms),
+        confidence: proposal.hypothesis.confidence,
+        root_cause: proposal.hypothesis.root_cause.clone(),
+        evidence: proposal.hypothesis.evidence.clone(),
+        expected_impact: proposal.hypothesis.expected_impact.clone(),
+        uncertainty: proposal.hypothesis.uncertainty.clone(),
+        reasoner: proposal.reasoner.clone(),
+        requester: requester.name.clone(),
+    };
+    Ok((decision, input))
+}
+
+/// Builds the versioned document policy reads, with the risk already scored.
+pub fn policy_input(
+    governance: &Governance<'_>,
+    proposal: &Proposal,
+    requester: &Caller,
+) -> Result<PolicyInput, InvalidProposal> {
+    let pathway_name = &proposal.remediation.pathway;
+    let pathway =
+        governance.catalog.get(pathway_name).ok_or_else(|| InvalidProposal::UnknownPathway(pathway_name.clone()))?;
+    let target_name = &proposal.remediation.target;
+    let target =
+        governance.targets.get(target_name).ok_or_else(|| InvalidProposal::UnknownTarget(target_name.clone()))?;
+    let sensitivity = governance.environments.get(&target.environment).copied();
+    let risk = risk::score(
+        &RiskInputs {
+            environment: target.environment.clone(),
+            environment_sensitivity: sensitivity,
+            blast_radius: pathway.blast_radius,
+            irreversible: pathway.irreversible,
+            base_risk: pathway.base_risk,
+            success_rate: None,
+            confidence: proposal.hypothesis.confidence,
+            minutes_since_last_change: None,
+            pathway_security_sensitive: pathway.security_sensitive,
+            target_security_sensitive: target.security_sensitive,
+        },
+        governance.weights,
+    );
+    Ok(PolicyInput {
+        version: policy::INPUT_VERSION,
+        action: policy::ActionInput {
+            pathway: pathway_name.clone(),
+            target: target_name.clone(),
+            parameters: proposal.remediation.parameters.clone(),
+        },
+        pathway: policy::PathwayInput {
+            name: pathway.name.clone(),
+            target_kind: pathway.target_kind.clone(),
+            base_risk: pathway.base_risk,
+            blast_radius: pathway.blast_radius,
+            irreversible: pathway.irreversible,
+            security_sensitive: pathway.security_sensitive,
+        },
+        target: policy::TargetInput {
+            name: target_name.clone(),
+            kind: target.kind.clone(),
+            service: target.service.clone(),
+            environment: target.environment.clone(),
+            tier: target.tier.clone(),
+            security_sensitive: target.security_sensitive,
+        },
+        environment: policy::EnvironmentInput {
+            name: target.environment.clone(),
+            known: sensitivity.is_some(),
+            sensitivity: sensitivity.unwrap_or(1.0),
+        },
+        risk,
+        confidence: proposal.hypothesis.confidence,
+        requester: policy::RequesterInput {
+            identity: requester.name.clone(),
+            role: requester.role.as_str().to_owned(),
+        },
+        proposal: policy::ProposalInput {
+            id: proposal.id.clone(),
+            incident_id: proposal.incident_id.clone(),
+            snapshot_hash: proposal.snapshot_hash.clone(),
+            reasoner: proposal.reasoner.clone(),
+        },
+        autonomy: policy::AutonomyInput { enabled: governance.autonomy },
+        freeze_windows: Vec::new(),
+        outcome_stats: BTreeMap::new(),
+    })
+}

@@ -1,0 +1,305 @@
+//! The governor's decisions: how they are made from a checked proposal, and the
+//! rules of oversight (who may approve or reject, when, and when enough have).
+//!
+//! Everything here is pure, with time passed in.
+
+use arf_core::decision::{ApprovalRef, DecisionBody, ENVELOPE_VERSION, Risk, Route};
+use arf_core::diagnosis::Remediation;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::identity::Caller;
+use crate::policy::PolicyOutcome;
+
+/// Where a decision stands. Not `non_exhaustive`: every state must be handled
+/// wherever states are shown or acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for acknowledgment or approvals.
+    Pending,
+    /// Allowed (by policy alone, or with enough approvals), not yet signed.
+    Approved,
+    /// Signed, logged and being dispatched to the executor.
+    Authorized,
+    /// Policy said no; nothing runs, ever.
+    Denied,
+    /// A person said no; nothing runs.
+    Rejected,
+    /// Not enough approvals before the decision expired; nothing runs.
+    Expired,
+    /// Allowed, but the authorization could not be logged; nothing runs.
+    AuthorizationFailed,
+    /// The executor could not be reached before expiry, or refused the decision.
+    DispatchFailed,
+    /// The executor ran it and verification passed.
+    Verified,
+    /// Verification failed and the rollback worked.
+    RolledBack,
+    /// Verification failed and so did the rollback.
+    RollbackFailed,
+    /// The action itself failed.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Authorized => "authorized",
+            Self::Denied => "denied",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::AuthorizationFailed => "authorization_failed",
+            Self::DispatchFailed => "dispatch_failed",
+            Self::Verified => "verified",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The state an executor outcome puts a decision in; `None` for an outcome that is not final.
+    pub fn from_outcome(outcome: &str) -> Option<Self> {
+        match outcome {
+            "verified" => Some(Self::Verified),
+            "rolled_back" => Some(Self::RolledBack),
+            "rollback_failed" => Some(Self::RollbackFailed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// `approve` or `reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+/// One person's verdict on a decision, as the governor authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub identity: String,
+    pub role: String,
+    pub at_ms: i64,
+    pub verdict: Verdict,
+    /// The approver's comment, or the reason for a rejection.
+    pub reason: String,
+}
+
+/// A decision and everything needed to explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub decision_id: String,
+    pub incident_id: String,
+    pub proposal_id: String,
+    pub snapshot_hash: String,
+    pub remediation: Remediation,
+    /// The target's service and environment, from the inventory.
+    pub service: String,
+    pub environment: String,
+    pub route: Route,
+    pub risk: Risk,
+    pub policy: PolicyOutcome,
+    pub state: State,
+    /// What happened last, in words (a dispatch error, the executor's detail).
+    pub detail: String,
+    pub approvals: Vec<Approval>,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub confidence: f64,
+    pub root_cause: String,
+    pub evidence: Vec<String>,
+    pub expected_impact: String,
+    pub uncertainty: String,
+    pub reasoner: String,
+    /// The identity that asked for the decision.
+    pub requester: String,
+}
+
+impl Decision {
+    /// The state a fresh decision starts in, from its route.
+    pub fn initial_state(route: Route) -> State {
+        match route {
+            Route::Autonomous => State::Approved,
+            Route::Acknowledge | Route::Approval => State::Pending,
+            Route::Deny => State::Denied,
+        }
+    }
+
+    /// How many distinct approvals the decision needs in all (acknowledge: one).
+    pub fn approvals_required(&self) -> u32 {
+        match self.route {
+            Route::Autonomous | Route::Deny => 0,
+            Route::Acknowledge | Route::Approval => self.policy.approvals_required.max(1),
+        }
+    }
+
+    /// Distinct approvals so far.
+    pub fn approvals_given(&self) -> u32 {
+        let count = self.approvals.iter().filter(|a| a.verdict == Verdict::Approve).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+
+    /// Marks a pending decision expired once its time has passed; true when it changed.
+    pub fn expire_if_due(&mut self, now_ms: i64) -> bool {
+        if self.state == State::Pending && self.is_expired(now_ms) {
+            self.state = State::Expired;
+            self.detail =
+                format!("expired at {} without enough approvals", arf_core::time::format_ms(self.expires_at_ms));
+            return true;
+        }
+        false
+    }
+
+    /// The envelope body the executor acts on.
+    pub fn body(&self, pathway_digest: &str) -> DecisionBody {
+        DecisionBody {
+            version: ENVELOPE_VERSION,
+            decision_id: self.decision_id.clone(),
+            incident_id: self.incident_id.clone(),
+            proposal_id: self.proposal_id.clone(),
+            snapshot_hash: self.snapshot_hash.clone(),
+            pathway: self.remediation.pathway.clone(),
+            pathway_digest: pathway_digest.to_owned(),
+            target: self.remediation.target.clone(),
+            parameters: self.remediation.parameters.clone(),
+            route: self.route,
+            approvals: self
+                .approvals
+                .iter()
+                .filter(|a| a.verdict == Verdict::Approve)
+                .map(|a| ApprovalRef { identity: a.identity.clone(), role: a.role.clone(), at_ms: a.at_ms })
+                .collect(),
+            risk_score: self.risk.score,
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// Why an approval or rejection was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OversightError {
+    #[error("only people may approve or reject; `{identity}` has role `{role}`")]
+    NotHuman { identity: String, role: String },
+    #[error("decision `{decision_id}` is `{state}`, not pending")]
+    NotPending { decision_id: String, state: String },
+    #[error("decision `{decision_id}` expired at {expired_at}; ask the agent for a fresh decision")]
+    Expired { decision_id: String, expired_at: String },
+    #[error("`{identity}` asked for decision `{decision_id}` and cannot approve it; someone else must")]
+    SelfApproval { identity: String, decision_id: String },
+    #[error(
+        "`{identity}` already approved decision `{decision_id}`; a second approval by the same person does not count"
+    )]
+    AlreadyApproved { identity: String, decision_id: String },
+    #[error("role `{role}` may not approve decision `{decision_id}`; policy asks for {allowed}")]
+    RoleNotAllowed { role: String, decision_id: String, allowed: String },
+    #[error("a rejection needs a reason: say why the action must not run")]
+    MissingReason,
+}
+
+/// What an approval leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More approvals are needed.
+    Waiting { given: u32, required: u32 },
+    /// Enough: the decision may be authorized.
+    Approved,
+}
+
+fn check_open(decision: &Decision, caller: &Caller, now_ms: i64) -> Result<(), OversightError> {
+    if !caller.role.is_human() {
+        return Err(OversightError::NotHuman { identity: caller.name.clone(), role: caller.role.as_str().to_owned() });
+    }
+    if decision.state != State::Pending {
+        return Err(OversightError::NotPending {
+            decision_id: decision.decision_id.clone(),
+            state: decision.state.as_str().to_owned(),
+        });
+    }
+    if decision.is_expired(now_ms) {
+        return Err(OversightError::Expired {
+            decision_id: decision.decision_id.clone(),
+            expired_at: arf_core::time::format_ms(decision.expires_at_ms),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `caller` may approve `decision` at `now_ms`. Checked before the approval
+/// is logged; it counts only once logged (see [`record_approval`]).
+pub fn check_approval(decision: &Decision, caller: &Caller, now_ms: i64) -> Result<(), OversightError> {
+    // Self-approval first: it is the most telling answer to whoever tries it.
+    if caller.name == decision.requester {
+        return Err(OversightError::SelfApproval {
+            identity: caller.name.clone(),
+            decision_id: decision.decision_id.clone(),
+        });
+    }
+    check_open(decision, caller, now_ms)?;
+    if decision.approvals.iter().any(|a| a.identity == caller.name && a.verdict == Verdict::Approve) {
+        return Err(OversightError::AlreadyApproved {
+            identity: caller.name.clone(),
+            decision_id: decision.decision_id.clone(),
+        });
+    }
+    let roles = &decision.policy.approver_roles;
+    if !roles.is_empty() && !roles.iter().any(|r| r == caller.role.as_str()) {
+        return Err(OversightError::RoleNotAllowed {
+            role: caller.role.as_str().to_owned(),
+            decision_id: decision.decision_id.clone(),
+            allowed: roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(" or "),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `caller` may reject `decision`. Any person may stop an action: saying no
+/// is always the safe direction.
+pub fn check_rejection(decision: &Decision, caller: &Caller, reason: &str, now_ms: i64) -> Result<(), OversightError> {
+    if reason.trim().is_empty() {
+        return Err(OversightError::MissingReason);
+    }
+    check_open(decision, caller, now_ms)
+}
+
+/// Counts a logged approval and says whether the decision now has enough.
+pub fn record_approval(decision: &mut Decision, approval: Approval) -> Progress {
+    decision.approvals.push(approval);
+    let given = decision.approvals_given();
+    let required = decision.approvals_required();
+    if given >= required {
+        decision.state = State::Approved;
+        Progress::Approved
+    } else {
+        Progress::Waiting { given, required }
+    }
+}
+
+/// Records a logged rejection.
+pub fn record_rejection(decision: &mut Decision, rejection: Approval) {
+    decision.detail = format!("rejected by `{}`: {}", rejection.identity, rejection.reason);
+    decision.approvals.push(rejection);
+    decision.state = State::Rejected;
+}

@@ -1,0 +1,475 @@
+//! The `Governor` gRPC service: authentication, write-ahead logging, oversight and dispatch.
+//!
+//! Decisions live in memory: pending decisions do not survive a governor restart
+//! (their trail does, in the audit log). A restarted governor knows none of them, so
+//! an approval for one is refused with `NotFound`, and nothing runs.
+
+pub(crate) mod convert;
+mod dispatch;
+mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, RwLock};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, field, info, info_span, warn};
+
+use arf_audit::{AuditClient, RecordKind};
+use arf_core::catalog::Catalog;
+use arf_core::decision::Route;
+use arf_core::target::Inventory;
+use arf_proto::v1 as pb;
+use arf_proto::v1::executor_client::ExecutorClient;
+use arf_proto::v1::governor_server::{Governor, GovernorServer};
+
+use crate::config::Config;
+use crate::decide::{self, Governance};
+use crate::decision::{self, Approval, Decision, Progress, State, Verdict};
+use crate::identity::Caller;
+use crate::policy::{Policies, PolicyInput};
+use crate::risk::RiskWeights;
+
+/// The governor's clock, in Unix milliseconds. Tests pass a clock they control.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+type Entry = Arc<Mutex<Decision>>;
+
+/// Everything the handlers and the dispatch tasks share.
+pub(crate) struct Shared {
+    callers: BTreeMap<String, Caller>,
+    catalog: Catalog,
+    targets: Inventory,
+    environments: BTreeMap<String, f64>,
+    weights: RiskWeights,
+    policies: Policies,
+    decision_ttl_ms: i64,
+    audit: AuditClient,
+    executor: ExecutorClient<Channel>,
+    key: ed25519_dalek::SigningKey,
+    clock: Clock,
+    decisions: RwLock<BTreeMap<String, Entry>>,
+}
+
+impl Shared {
+    fn load(config: &Config, clock: Clock) -> anyhow::Result<Self> {
+        let callers = config.load_identities()?;
+        let catalog = Catalog::load_dir(&config.catalog_dir)?;
+        let policies = Policies::load_dir(&config.policies_dir)?;
+        let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
+        let audit = AuditClient::connect(&config.audit_addr, Some(audit_token))?;
+        let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
+        let executor = executor_client(&config.executor_addr)?;
+        Ok(Self {
+            callers,
+            catalog,
+            targets: config.targets.clone(),
+            environments: config.environments.clone(),
+            weights: config.risk.clone(),
+            policies,
+            decision_ttl_ms: i64::try_from(config.decision_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            audit,
+            executor,
+            key,
+            clock,
+            decisions: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    fn governance(&self) -> Governance<'_> {
+        Governance {
+            catalog: &self.catalog,
+            targets: &self.targets,
+            environments: &self.environments,
+            weights: &self.weights,
+            policies: &self.policies,
+            // The global autonomy switch; always on until rate limits and error budgets exist.
+            autonomy: true,
+            decision_ttl_ms: self.decision_ttl_ms,
+        }
+    }
+
+    fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let token = arf_proto::server::bearer(request).ok_or_else(|| {
+            Status::unauthenticated("calling the governor needs a token (`authorization: Bearer ...`)")
+        })?;
+        self.callers
+            .get(&arf_core::keys::token_hash(token))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("the token presented belongs to no configured identity"))
+    }
+
+    async fn entry(&self, decision_id: &str) -> Option<Entry> {
+        self.decisions.read().await.get(decision_id).cloned()
+    }
+
+    async fn entries(&self) -> Vec<Entry> {
+        self.decisions.read().await.values().cloned().collect()
+    }
+
+    /// Signs an approved decision, logs the authorization at the sequence number the
+    /// executor will check, and starts the dispatch. On failure nothing runs.
+    async fn authorize(self: &Arc<Self>, decision: &mut Decision) -> Result<(), Status> {
+        let fail = |decision: &mut Decision, detail: String| {
+            decision.state = State::AuthorizationFailed;
+            decision.detail.clone_from(&detail);
+            detail
+        };
+        let Some(digest) = self.catalog.digest(&decision.remediation.pathway) else {
+            let detail = fail(decision, format!("pathway `{}` is not in the catalog", decision.remediation.pathway));
+            return Err(Status::failed_precondition(detail));
+        };
+        let body = decision.body(digest);
+        let bytes = match arf_core::canonical::to_vec(&body) {
+            Ok(bytes) => bytes,
+            Err(error) => return Err(Status::internal(fail(decision, format!("cannot encode the decision: {error}")))),
+        };
+        let payload = json!({
+            "decision_id": decision.decision_id,
+            "state": State::Authorized.as_str(),
+            "envelope_sha256": arf_core::canonical::sha256_hex(&bytes),
+            "body": body,
+            "route": decision.route,
+            "approvals": decision.approvals,
+        });
+        let record = match self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
+            Ok(record) => record,
+            Err(error) => {
+                let status = status::audit_unavailable(&error, "the decision was not authorized and nothing will run");
+                fail(decision, status.message().to_owned());
+                return Err(status);
+            }
+        };
+        let signed = match arf_core::decision::sign(&body, &self.key, record.seq) {
+            Ok(signed) => signed,
+            Err(error) => return Err(Status::internal(fail(decision, format!("cannot sign the decision: {error}")))),
+        };
+        decision.state = State::Authorized;
+        info!(decision_id = %decision.decision_id, audit_seq = record.seq, "decision authorized; dispatching");
+        let task = dispatch::run(
+            Arc::clone(self),
+            decision.decision_id.clone(),
+            decision.incident_id.clone(),
+            convert::signed(&signed),
+            decision.expires_at_ms,
+        );
+        tokio::spawn(task.instrument(tracing::Span::current()));
+        Ok(())
+    }
+
+    /// Logs that a pending decision expired, once; best effort, since nothing acts on it.
+    async fn log_expiry(&self, decision: &Decision) {
+        let payload = json!({
+            "decision_id": decision.decision_id,
+            "state": decision.state.as_str(),
+            "detail": decision.detail,
+        });
+        if let Err(error) = self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
+            warn!(decision_id = %decision.decision_id, %error, "cannot log the expiry");
+        }
+    }
+}
+
+fn executor_client(address: &str) -> anyhow::Result<ExecutorClient<Channel>> {
+    let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
+    let endpoint = Endpoint::from_shared(uri)
+        .with_context(|| format!("`governor.executor_addr`: address `{address}` is invalid"))?
+        .connect_timeout(Duration::from_secs(2));
+    Ok(ExecutorClient::new(endpoint.connect_lazy()))
+}
+
+/// The first record of a decision: the decision itself and the exact document policy saw.
+fn decision_payload(decision: &Decision, input: &PolicyInput) -> Value {
+    let mut payload = serde_json::to_value(decision).unwrap_or_else(|_| json!({ "decision_id": decision.decision_id }));
+    if let (Value::Object(map), Ok(input)) = (&mut payload, serde_json::to_value(input)) {
+        map.insert("policy_input".to_owned(), input);
+    }
+    payload
+}
+
+fn require_decision_id(decision_id: &str) -> Result<(), Status> {
+    if decision_id.trim().is_empty() {
+        return Err(Status::invalid_argument("`decision_id` must not be empty"));
+    }
+    Ok(())
+}
+
+/// The service.
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+impl Service {
+    async fn find(&self, decision_id: &str) -> Result<Entry, Status> {
+        require_decision_id(decision_id)?;
+        self.shared.entry(decision_id).await.ok_or_else(|| status::not_found(decision_id))
+    }
+
+    /// Every decision matching `keep`, oldest first, with expiries brought up to date.
+    async fn list(&self, keep: impl Fn(&Decision) -> bool) -> Vec<pb::Decision> {
+        let now = (self.shared.clock)();
+        let mut found = Vec::new();
+        for entry in self.shared.entries().await {
+            let mut decision = entry.lock().await;
+            decision.expire_if_due(now);
+            if keep(&decision) {
+                found.push(decision.clone());
+            }
+        }
+        found.sort_by(|a, b| (a.issued_at_ms, &a.decision_id).cmp(&(b.issued_at_ms, &b.decision_id)));
+        found.iter().map(convert::decision).collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Governor for Service {
+    async fn evaluate(&self, request: Request<pb::EvaluateRequest>) -> Result<Response<pb::Decision>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        if !caller.role.may_propose() {
+            return Err(Status::permission_denied(format!(
+                "only the agent may ask for decisions; `{}` has role `{}`",
+                caller.name, caller.role
+            )));
+        }
+        let proposal = convert::proposal(request.into_inner())?;
+        let span = info_span!(
+            "evaluate",
+            incident_id = %proposal.incident_id,
+            pathway = %proposal.remediation.pathway,
+            decision_id = field::Empty,
+        );
+        async move {
+            let now = (self.shared.clock)();
+            let decision_id = arf_core::canonical::random_id("dec");
+            tracing::Span::current().record("decision_id", decision_id.as_str());
+            // Policy evaluation is CPU work bounded by the engine's time limit; it runs
+            // off the async workers so a slow policy cannot stall other calls.
+            let shared = Arc::clone(&self.shared);
+            let span = tracing::Span::current();
+            let decided = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| decide::decide(&shared.governance(), &proposal, &caller, decision_id, now))
+            })
+            .await
+            .map_err(|_| Status::internal("the decision could not be computed; nothing was decided"))?;
+            let (decision, input) = decided.map_err(status::invalid_proposal)?;
+            // Write-ahead: a decision that is not in the log was never made.
+            self.shared
+                .audit
+                .append_one(&decision.incident_id, RecordKind::Decision, decision_payload(&decision, &input))
+                .await
+                .map_err(|e| status::audit_unavailable(&e, "no decision was made"))?;
+            info!(
+                route = decision.route.as_str(),
+                risk = decision.risk.score,
+                rules_fired = ?decision.policy.rules_fired,
+                diagnostics = ?decision.policy.diagnostics,
+                "decision made"
+            );
+            let decision_id = decision.decision_id.clone();
+            let autonomous = decision.route == Route::Autonomous;
+            // Held locked from before it is visible until it is authorized, so the
+            // dispatch task can only record an outcome once the decision is in place.
+            let entry = Arc::new(Mutex::new(decision));
+            let mut decision = Arc::clone(&entry).lock_owned().await;
+            self.shared.decisions.write().await.insert(decision_id, entry);
+            if autonomous {
+                self.shared.authorize(&mut decision).await?;
+            }
+            Ok(Response::new(convert::decision(&decision)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        self.shared.authenticate(&request)?;
+        let decisions = self.list(|d| d.state == State::Pending).await;
+        Ok(Response::new(pb::ListDecisionsResponse { decisions }))
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        self.shared.authenticate(&request)?;
+        let incident_id = request.into_inner().incident_id;
+        let decisions = self.list(|d| incident_id.is_empty() || d.incident_id == incident_id).await;
+        Ok(Response::new(pb::ListDecisionsResponse { decisions }))
+    }
+
+    async fn get_decision(&self, request: Request<pb::GetDecisionRequest>) -> Result<Response<pb::Decision>, Status> {
+        self.shared.authenticate(&request)?;
+        let entry = self.find(&request.into_inner().decision_id).await?;
+        let mut decision = entry.lock().await;
+        decision.expire_if_due((self.shared.clock)());
+        Ok(Response::new(convert::decision(&decision)))
+    }
+
+    async fn explain(&self, request: Request<pb::GetDecisionRequest>) -> Result<Response<pb::Explanation>, Status> {
+        self.shared.authenticate(&request)?;
+        let entry = self.find(&request.into_inner().decision_id).await?;
+        let mut decision = entry.lock().await;
+        decision.expire_if_due((self.shared.clock)());
+        let pathway = self.shared.catalog.get(&decision.remediation.pathway);
+        let target = self.shared.targets.get(&decision.remediation.target);
+        let text = crate::explain::explain(&decision, pathway, target);
+        Ok(Response::new(pb::Explanation { decision: Some(convert::decision(&decision)), text }))
+    }
+
+    async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::Decision>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        let request = request.into_inner();
+        let entry = self.find(&request.decision_id).await?;
+        // The decision stays locked until the approval is logged and counted, so two
+        // approvals of one decision are judged one after the other.
+        let mut decision = entry.lock().await;
+        let span = info_span!(
+            "approve",
+            incident_id = %decision.incident_id,
+            decision_id = %decision.decision_id,
+            pathway = %decision.remediation.pathway,
+        );
+        async move {
+            let now = (self.shared.clock)();
+            if let Err(error) = decision::check_approval(&decision, &caller, now) {
+                if decision.expire_if_due(now) {
+                    self.shared.log_expiry(&decision).await;
+                }
+                return Err(status::oversight(error));
+            }
+            let approval = Approval {
+                identity: caller.name.clone(),
+                role: caller.role.as_str().to_owned(),
+                at_ms: now,
+                verdict: Verdict::Approve,
+                reason: request.comment.clone(),
+            };
+            let payload = json!({
+                "decision_id": decision.decision_id,
+                "identity": approval.identity,
+                "role": approval.role,
+                "verdict": approval.verdict,
+                "comment": approval.reason,
+                "at_ms": approval.at_ms,
+                "approvals_given": decision.approvals_given() + 1,
+                "approvals_required": decision.approvals_required(),
+            });
+            // Write-ahead: an approval counts only once it is in the log.
+            self.shared
+                .audit
+                .append_one(&decision.incident_id, RecordKind::Approval, payload)
+                .await
+                .map_err(|e| status::audit_unavailable(&e, "the approval was not counted"))?;
+            match decision::record_approval(&mut decision, approval) {
+                Progress::Waiting { given, required } => {
+                    info!(identity = %caller.name, given, required, "approval counted; waiting for more");
+                }
+                Progress::Approved => {
+                    info!(identity = %caller.name, "approval counted; decision approved");
+                    self.shared.authorize(&mut decision).await?;
+                }
+            }
+            Ok(Response::new(convert::decision(&decision)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn reject(&self, request: Request<pb::RejectRequest>) -> Result<Response<pb::Decision>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        let request = request.into_inner();
+        if request.reason.trim().is_empty() {
+            return Err(status::oversight(decision::OversightError::MissingReason));
+        }
+        let entry = self.find(&request.decision_id).await?;
+        let mut decision = entry.lock().await;
+        let span = info_span!(
+            "reject",
+            incident_id = %decision.incident_id,
+            decision_id = %decision.decision_id,
+            pathway = %decision.remediation.pathway,
+        );
+        async move {
+            let now = (self.shared.clock)();
+            if let Err(error) = decision::check_rejection(&decision, &caller, &request.reason, now) {
+                if decision.expire_if_due(now) {
+                    self.shared.log_expiry(&decision).await;
+                }
+                return Err(status::oversight(error));
+            }
+            let rejection = Approval {
+                identity: caller.name.clone(),
+                role: caller.role.as_str().to_owned(),
+                at_ms: now,
+                verdict: Verdict::Reject,
+                reason: request.reason.trim().to_owned(),
+            };
+            let payload = json!({
+                "decision_id": decision.decision_id,
+                "identity": rejection.identity,
+                "role": rejection.role,
+                "verdict": rejection.verdict,
+                "reason": rejection.reason,
+                "at_ms": rejection.at_ms,
+                "state": State::Rejected.as_str(),
+            });
+            self.shared
+                .audit
+                .append_one(&decision.incident_id, RecordKind::Approval, payload)
+                .await
+                .map_err(|e| status::audit_unavailable(&e, "the rejection was not recorded"))?;
+            decision::record_rejection(&mut decision, rejection);
+            info!(identity = %caller.name, "decision rejected");
+            Ok(Response::new(convert::decision(&decision)))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Runs the governor on `listener` until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_clock(config, listener, shutdown, Arc::new(arf_core::time::now_ms)).await
+}
+
+/// [`serve`] with a clock of the caller's choosing, for tests and simulated time.
+pub async fn serve_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    clock: Clock,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
+    let shared = Shared::load(&config, clock)?;
+    let addr = listener.local_addr()?;
+    info!(
+        %addr,
+        pathways = shared.catalog.len(),
+        targets = shared.targets.len(),
+        policies = shared.policies.files().len(),
+        key_id = %arf_core::decision::key_id(&shared.key.verifying_key()),
+        "governor listening"
+    );
+    tonic::transport::Server::builder()
+        .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
+        .add_service(arf_proto::server::reflection()?)
+        .add_service(GovernorServer::new(Service { shared: Arc::new(shared) }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .context("governor server failed")
+}

@@ -1,0 +1,32 @@
+//! Errors to gRPC statuses.
+
+use tonic::Status;
+
+use crate::decide::InvalidProposal;
+use crate::decision::OversightError;
+
+pub fn invalid_proposal(error: InvalidProposal) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+pub fn oversight(error: OversightError) -> Status {
+    let message = error.to_string();
+    match error {
+        OversightError::MissingReason => Status::invalid_argument(message),
+        OversightError::NotHuman { .. }
+        | OversightError::SelfApproval { .. }
+        | OversightError::RoleNotAllowed { .. } => Status::permission_denied(message),
+        OversightError::NotPending { .. } | OversightError::Expired { .. } | OversightError::AlreadyApproved { .. } => {
+            Status::failed_precondition(message)
+        }
+    }
+}
+
+/// The log could not be written, so nothing was done: fail closed.
+pub fn audit_unavailable(error: &arf_audit::AuditError, consequence: &str) -> Status {
+    Status::unavailable(format!("cannot write ahead to the audit log, so {consequence}: {error}"))
+}
+
+pub fn not_found(decision_id: &str) -> Status {
+    Status::not_found(format!("no decision `{decision_id}` (pending decisions do not survive a governor restart)"))
+}

@@ -1,0 +1,142 @@
+//! A low-risk staging proposal runs without a person: it is authorized in the log
+//! (the record the executor checks), signed, and dispatched; an unreachable executor
+//! does not fail the evaluation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod common;
+
+use arf_audit::AuditClient;
+use arf_core::decision::{DecisionBody, SignedDecision, TrustedKey};
+use arf_proto::v1 as pb;
+use arf_proto::v1::executor_server::{Executor, ExecutorServer};
+use common::{Harness, Setup, proposal, route};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+#[tokio::test]
+async fn staging_low_risk_is_authorized_even_when_the_executor_is_down() {
+    let h = Harness::start(Setup::default()).await;
+    let decision = h.evaluate(proposal("inc-auto", "restart_service", "web-staging", 0.9)).await.unwrap();
+
+    assert_eq!(route(&decision), pb::Route::Autonomous);
+    assert_eq!(decision.state, "authorized");
+    assert_eq!(decision.risk.as_ref().unwrap().band, "low");
+    assert_eq!(decision.policy.as_ref().unwrap().rules_fired, vec!["low_risk_autonomy".to_owned()]);
+
+    let authorized = h.decision_records("inc-auto", &decision.decision_id, "authorized").await;
+    assert_eq!(authorized.len(), 1, "{authorized:#?}");
+    let payload = &authorized[0].payload;
+    let body: DecisionBody = serde_json::from_value(payload["body"].clone()).unwrap();
+    let sha = arf_core::canonical::sha256_hex(&arf_core::canonical::to_vec(&body).unwrap());
+    assert_eq!(payload["envelope_sha256"], sha.as_str());
+    assert_eq!(body.decision_id, decision.decision_id);
+    assert_eq!(body.pathway, "restart_service");
+    assert_eq!(body.target, "web-staging");
+    assert!(body.approvals.is_empty());
+    assert_eq!(body.expires_at_ms - body.issued_at_ms, 900_000);
+
+    // The first record, written before anything else, holds the whole decision.
+    let decided = h.decision_records("inc-auto", &decision.decision_id, "approved").await;
+    assert_eq!(decided.len(), 1);
+    assert!(decided[0].seq < authorized[0].seq);
+    assert_eq!(decided[0].payload["risk"]["band"], "low");
+
+    // The pathway digest is the governor's own catalog's.
+    let catalog = arf_core::catalog::Catalog::load_dir(&h.config.catalog_dir).unwrap();
+    assert_eq!(body.pathway_digest, catalog.digest("restart_service").unwrap());
+
+    // The executor being down is the dispatcher's problem, retried in the background.
+    let again = h.get("dash", &decision.decision_id).await.unwrap();
+    assert_eq!(again.state, "authorized");
+}
+
+/// An executor that checks what the real one checks, then reports `verified`.
+struct FakeExecutor {
+    trusted: Vec<TrustedKey>,
+    audit: AuditClient,
+    seen: mpsc::UnboundedSender<DecisionBody>,
+}
+
+#[tonic::async_trait]
+impl Executor for FakeExecutor {
+    async fn execute(&self, request: Request<pb::SignedDecision>) -> Result<Response<pb::Execution>, Status> {
+        let signed = request.into_inner();
+        let signed = SignedDecision {
+            body: signed.body,
+            signature: signed.signature,
+            key_id: signed.key_id,
+            audit_seq: signed.audit_seq,
+        };
+        let body = arf_core::decision::verify(&signed, &self.trusted, arf_core::time::now_ms())
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        let record = self.audit.get(signed.audit_seq).await.unwrap().unwrap();
+        let sha = arf_core::canonical::sha256_hex(&signed.body);
+        if record.payload["state"] != "authorized"
+            || record.payload["decision_id"] != body.decision_id.as_str()
+            || record.payload["envelope_sha256"] != sha.as_str()
+        {
+            return Err(Status::permission_denied("the audit record does not authorize this body"));
+        }
+        let reply = pb::Execution {
+            decision_id: body.decision_id.clone(),
+            pathway: body.pathway.clone(),
+            target: body.target.clone(),
+            outcome: "verified".to_owned(),
+            detail: "health probe passed".to_owned(),
+            verification: vec![],
+            replayed: false,
+        };
+        self.seen.send(body).unwrap();
+        Ok(Response::new(reply))
+    }
+
+    async fn get_execution(&self, _: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
+        Err(Status::unimplemented("not needed"))
+    }
+}
+
+#[tokio::test]
+async fn the_executor_receives_a_signed_decision_bound_to_its_record_and_the_outcome_is_recorded() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let executor_addr = listener.local_addr().unwrap().to_string();
+    let h = Harness::start(Setup { executor_addr: Some(executor_addr), ..Setup::default() }).await;
+
+    // The governor generated its key at start; the executor trusts its public half.
+    let public = arf_core::keys::public_path(&h.config.signing_key_file);
+    let trusted = vec![arf_core::keys::load_trusted(&public).unwrap()];
+    let (seen, mut received) = mpsc::unbounded_channel();
+    let executor = FakeExecutor { trusted, audit: h.audit.clone(), seen };
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(ExecutorServer::new(executor)).serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stopped.await;
+            },
+        ),
+    );
+
+    let mut tail = h.audit.tail(1).await.unwrap();
+    let decision = h.evaluate(proposal("inc-run", "restart_service", "web-staging", 0.9)).await.unwrap();
+    let body = received.recv().await.unwrap();
+    assert_eq!(body.decision_id, decision.decision_id);
+
+    // Wait for the governor to log the outcome, then read it back.
+    loop {
+        let record = tail.next().await.unwrap().unwrap();
+        if record.payload["decision_id"] == decision.decision_id.as_str() && record.payload["state"] == "verified" {
+            assert_eq!(record.payload["detail"], "health probe passed");
+            break;
+        }
+    }
+    assert_eq!(h.get("alice", &decision.decision_id).await.unwrap().state, "verified");
+    let explanation = h.explain("alice", &decision.decision_id).await.unwrap();
+    assert!(explanation.text.contains("done: the executor ran it and verification passed"), "{}", explanation.text);
+}

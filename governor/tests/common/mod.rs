@@ -1,0 +1,341 @@
+//! A real audit log and a real governor on loopback, with temp dirs, token files,
+//! pathway files and a clock the test moves.
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use arf_audit::{AuditClient, Record, RecordKind};
+use arf_core::target::{Inventory, Target};
+use arf_governor::{Config, Identity};
+use arf_proto::v1 as pb;
+use arf_proto::v1::governor_client::GovernorClient;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// A reversible, low-risk pathway.
+pub const RESTART: &str = r#"
+name = "restart_service"
+description = "Restart the service's pods one at a time."
+target_kind = "service"
+base_risk = 0.2
+blast_radius = 0.3
+parameters = { type = "object", additionalProperties = false, properties = { reason = { type = "string", maxLength = 200 } } }
+action = [{ kind = "http", url = "{{target.url}}/restart" }]
+rollback = [{ kind = "http", url = "{{target.url}}/start" }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
+"#;
+
+/// A pathway that touches nearly everything at once.
+pub const DRAIN: &str = r#"
+name = "drain_all"
+description = "Drain every node of the service at once."
+target_kind = "service"
+base_risk = 0.3
+blast_radius = 0.9
+parameters = { type = "object", additionalProperties = false, properties = {} }
+action = [{ kind = "http", url = "{{target.url}}/drain" }]
+rollback = [{ kind = "http", url = "{{target.url}}/undrain" }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
+"#;
+
+/// An irreversible pathway.
+pub const PURGE: &str = r#"
+name = "purge_cache"
+description = "Purge the service's cache; it cannot be restored."
+target_kind = "service"
+base_risk = 0.6
+blast_radius = 0.5
+irreversible = true
+parameters = { type = "object", additionalProperties = false, properties = {} }
+action = [{ kind = "http", url = "{{target.url}}/purge" }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
+"#;
+
+pub const PATHWAYS: &[(&str, &str)] = &[("restart.toml", RESTART), ("drain.toml", DRAIN), ("purge.toml", PURGE)];
+
+/// Identity, role: the agent, three people and a dashboard.
+pub const IDENTITIES: &[(&str, &str)] = &[
+    ("agent", "agent"),
+    ("alice", "oncall"),
+    ("bob", "oncall"),
+    ("carol", "security"),
+    ("dave", "admin"),
+    ("dash", "tooling"),
+];
+
+pub fn target(environment: &str, security_sensitive: bool) -> Target {
+    Target {
+        kind: "service".to_owned(),
+        service: "web".to_owned(),
+        environment: environment.to_owned(),
+        tier: "standard".to_owned(),
+        security_sensitive,
+        facts: BTreeMap::from([("url".to_owned(), "http://127.0.0.1:9".to_owned())]),
+    }
+}
+
+pub fn inventory() -> Inventory {
+    BTreeMap::from([
+        ("web-staging".to_owned(), target("staging", false)),
+        ("web-prod".to_owned(), target("production", false)),
+        ("vault-staging".to_owned(), target("staging", true)),
+        ("web-qa".to_owned(), target("qa", false)),
+        ("db-prod".to_owned(), Target { kind: "database".to_owned(), ..target("production", false) }),
+    ])
+}
+
+pub fn default_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
+}
+
+/// A loopback address nothing listens on.
+pub async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    addr
+}
+
+pub fn write_token(path: &Path, name: &str) -> String {
+    let token = format!("{name}-token-{}", "0123456789abcdef".repeat(3));
+    std::fs::write(path, &token).unwrap();
+    token
+}
+
+/// What to start.
+pub struct Setup {
+    pub policies_dir: PathBuf,
+    pub decision_ttl_secs: u64,
+    /// `None`: a closed port.
+    pub executor_addr: Option<String>,
+    /// False: the governor's audit address is a closed port.
+    pub audit: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self { policies_dir: default_policies(), decision_ttl_secs: 900, executor_addr: None, audit: true }
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub governor: GovernorClient<Channel>,
+    /// Reads the log (reads need no writer token).
+    pub audit: AuditClient,
+    pub tokens: BTreeMap<String, String>,
+    pub clock: Arc<AtomicI64>,
+    audit_server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn stopper() -> (tokio::sync::oneshot::Sender<()>, impl Future<Output = ()> + Send + 'static) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    (stop, async move {
+        let _ = stopped.await;
+    })
+}
+
+/// Writes tokens, pathways and a config into a temp dir; starts nothing.
+pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) {
+    let catalog_dir = dir.join("pathways");
+    std::fs::create_dir_all(&catalog_dir).unwrap();
+    for (name, text) in PATHWAYS {
+        std::fs::write(catalog_dir.join(name), text).unwrap();
+    }
+    let mut tokens = BTreeMap::new();
+    let mut identities = Vec::new();
+    for (name, role) in IDENTITIES {
+        let path = dir.join(format!("{name}.token"));
+        tokens.insert((*name).to_owned(), write_token(&path, name));
+        identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: path });
+    }
+    write_token(&dir.join("governor-audit.token"), "governor");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.join("governor"),
+        audit_addr: arf_governor::config::default_audit_addr(),
+        audit_token_file: dir.join("governor-audit.token"),
+        executor_addr: setup.executor_addr.clone().unwrap_or_else(arf_governor::config::default_executor_addr),
+        policies_dir: setup.policies_dir.clone(),
+        catalog_dir,
+        signing_key_file: dir.join("keys/governor.key"),
+        decision_ttl_secs: setup.decision_ttl_secs,
+        identities,
+        targets: inventory(),
+        risk: Default::default(),
+        environments: arf_governor::config::default_environments(),
+    };
+    (config, tokens)
+}
+
+impl Harness {
+    pub async fn start(setup: Setup) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut config, tokens) = prepare(&setup, dir.path());
+        let mut stops = Vec::new();
+        let mut audit_server = None;
+
+        let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let audit_addr = audit_listener.local_addr().unwrap().to_string();
+        if setup.audit {
+            let audit_config = arf_audit::Config {
+                listen: audit_listener.local_addr().unwrap(),
+                data_dir: dir.path().join("audit"),
+                writers: BTreeMap::from([("governor".to_owned(), config.audit_token_file.clone())]),
+            };
+            let (stop, stopped) = stopper();
+            audit_server = Some((stop, tokio::spawn(arf_audit::serve(audit_config, audit_listener, stopped))));
+            config.audit_addr = audit_addr.clone();
+        } else {
+            drop(audit_listener);
+            config.audit_addr = audit_addr.clone();
+        }
+        if setup.executor_addr.is_none() {
+            config.executor_addr = closed_port().await;
+        }
+
+        let clock = Arc::new(AtomicI64::new(arf_core::time::now_ms()));
+        let reading = Arc::clone(&clock);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = stopper();
+        stops.push(stop);
+        let served = config.clone();
+        tokio::spawn(async move {
+            let clock: arf_governor::Clock = Arc::new(move || reading.load(Ordering::SeqCst));
+            if let Err(error) = arf_governor::serve_with_clock(served, listener, stopped, clock).await {
+                panic!("governor failed: {error:#}");
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        // Ready when the health service answers: the listener is bound already, so
+        // the call waits for the server rather than failing.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let status = health.check(tonic_health::pb::HealthCheckRequest { service: "arf.v1.Governor".to_owned() }).await;
+        assert_eq!(
+            status.unwrap().into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+
+        let audit = AuditClient::connect(&audit_addr, None).unwrap();
+        Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, _stop: stops }
+    }
+
+    /// Stops the audit log and waits until it has stopped.
+    pub async fn stop_audit(&mut self) {
+        let (stop, task) = self.audit_server.take().unwrap();
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    pub fn token(&self, name: &str) -> &str {
+        &self.tokens[name]
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.clock.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    pub async fn evaluate(&self, proposal: pb::Proposal) -> Result<pb::Decision, tonic::Status> {
+        self.evaluate_as("agent", proposal).await
+    }
+
+    pub async fn evaluate_as(&self, who: &str, proposal: pb::Proposal) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::EvaluateRequest { proposal: Some(proposal) };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().evaluate(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn approve(&self, who: &str, decision_id: &str) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::ApproveRequest { decision_id: decision_id.to_owned(), comment: format!("ok from {who}") };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().approve(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn reject(&self, who: &str, decision_id: &str, reason: &str) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::RejectRequest { decision_id: decision_id.to_owned(), reason: reason.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().reject(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn get(&self, who: &str, decision_id: &str) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::GetDecisionRequest { decision_id: decision_id.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().get_decision(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn explain(&self, who: &str, decision_id: &str) -> Result<pb::Explanation, tonic::Status> {
+        let request = pb::GetDecisionRequest { decision_id: decision_id.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().explain(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn pending(&self, who: &str) -> Result<Vec<pb::Decision>, tonic::Status> {
+        let request = arf_proto::server::with_bearer(tonic::Request::new(pb::ListPendingRequest {}), self.token(who));
+        self.governor.clone().list_pending(request).await.map(|r| r.into_inner().decisions)
+    }
+
+    pub async fn decisions(&self, who: &str, incident_id: &str) -> Result<Vec<pb::Decision>, tonic::Status> {
+        let request = pb::ListDecisionsRequest { incident_id: incident_id.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().list_decisions(request).await.map(|r| r.into_inner().decisions)
+    }
+
+    /// The incident's records of one kind.
+    pub async fn records(&self, incident_id: &str, kind: RecordKind) -> Vec<Record> {
+        let records = self.audit.read_incident(incident_id).await.unwrap();
+        records.into_iter().filter(|r| r.kind == kind).collect()
+    }
+
+    /// The `decision` records of one decision in one state.
+    pub async fn decision_records(&self, incident_id: &str, decision_id: &str, state: &str) -> Vec<Record> {
+        self.records(incident_id, RecordKind::Decision)
+            .await
+            .into_iter()
+            .filter(|r| r.payload["decision_id"] == decision_id && r.payload["state"] == state)
+            .collect()
+    }
+}
+
+/// A proposal for `pathway` on `target`, with a confident hypothesis.
+pub fn proposal(incident_id: &str, pathway: &str, target: &str, confidence: f64) -> pb::Proposal {
+    let remediation = pb::Remediation {
+        pathway: pathway.to_owned(),
+        target: target.to_owned(),
+        parameters_json: "{}".to_owned(),
+        rationale: "the pool is exhausted since the deploy".to_owned(),
+    };
+    pb::Proposal {
+        id: format!("prop-{incident_id}"),
+        incident_id: incident_id.to_owned(),
+        snapshot_hash: "5f1c0ffee".to_owned(),
+        hypothesis: Some(pb::Hypothesis {
+            id: "h1".to_owned(),
+            root_cause: "the 03:00 deploy halved the connection pool".to_owned(),
+            evidence: vec!["sig-1".to_owned(), "chg-2".to_owned()],
+            confidence,
+            uncertainty: String::new(),
+            remediations: vec![remediation.clone()],
+            expected_impact: "errors stop within a minute".to_owned(),
+        }),
+        remediation: Some(remediation),
+        service: "web".to_owned(),
+        environment: "staging".to_owned(),
+        reasoner: "scripted".to_owned(),
+    }
+}
+
+pub fn route(decision: &pb::Decision) -> pb::Route {
+    pb::Route::try_from(decision.route).unwrap()
+}
