@@ -12,6 +12,105 @@ use arf_core::target::Inventory;
 pub enum ReasonerKind {
     Scripted,
     Rules,
+    Openai,
+    /// A seeded synthetic model over the scripted answers, for evaluations.
+    Noisy,
+}
+
+/// The `noisy` reasoner's parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoisyConfig {
+    #[serde(default)]
+    pub seed: u64,
+    /// The chance the answer is the scripted (right) one, in [0, 1].
+    pub accuracy: f64,
+    /// Added to the confidence the model reports; positive is overconfident.
+    #[serde(default)]
+    pub overconfidence: f64,
+}
+
+/// Which API dialect the endpoint speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// OpenAI and every server that copies its API: vLLM, Ollama, llama.cpp's server, LiteLLM.
+    #[default]
+    Openai,
+    /// Azure OpenAI: `base_url` is the deployment URL, with `api_version`.
+    Azure,
+}
+
+/// How to ask for structured output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StructuredOutput {
+    /// `response_format: json_schema` (strict), falling back to `json_object` when the server rejects it.
+    #[default]
+    JsonSchema,
+    /// `response_format: json_object`, with the schema in the prompt.
+    JsonObject,
+}
+
+/// What to do when the model cannot be reached (after retries).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Escalate the incident to a human with the reason.
+    #[default]
+    Escalate,
+    /// Diagnose with the `rules` reasoner (needs `runbooks_dir`).
+    Rules,
+}
+
+/// An OpenAI-compatible chat-completions endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// For example `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1` (Ollama), `http://127.0.0.1:8000/v1` (vLLM).
+    pub base_url: String,
+    pub model: String,
+    /// The name of the environment variable that holds the API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub provider: Provider,
+    /// Azure only.
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// A bound on one model call, retries included.
+    #[serde(default = "default_openai_timeout")]
+    pub timeout_secs: u64,
+    /// Retries on 429, 5xx and connection errors, honouring `Retry-After`.
+    #[serde(default = "default_openai_retries")]
+    pub max_retries: usize,
+    #[serde(default)]
+    pub temperature: f32,
+    #[serde(default = "default_openai_max_tokens")]
+    pub max_tokens: u32,
+    /// How many times a refused answer is sent back with its errors for repair.
+    #[serde(default = "default_openai_repairs")]
+    pub max_repairs: u32,
+    #[serde(default)]
+    pub structured_output: StructuredOutput,
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+fn default_openai_timeout() -> u64 {
+    60
+}
+
+fn default_openai_retries() -> usize {
+    3
+}
+
+fn default_openai_max_tokens() -> u32 {
+    2048
+}
+
+fn default_openai_repairs() -> u32 {
+    2
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,9 +132,15 @@ pub struct Config {
     /// Scripted responses, for `reasoner = "scripted"`.
     #[serde(default)]
     pub scripted_dir: Option<PathBuf>,
-    /// Runbook rules, for `reasoner = "rules"`.
+    /// Runbook rules, for `reasoner = "rules"` (and the fallback of `openai`).
     #[serde(default)]
     pub runbooks_dir: Option<PathBuf>,
+    /// The model endpoint, for `reasoner = "openai"`.
+    #[serde(default)]
+    pub openai: Option<OpenAiConfig>,
+    /// The synthetic model, for `reasoner = "noisy"` (which also needs `scripted_dir`).
+    #[serde(default)]
+    pub noisy: Option<NoisyConfig>,
     /// Signals about one service join its open incident for this long.
     #[serde(default = "default_group_window")]
     pub group_window_secs: u64,
@@ -44,9 +149,15 @@ pub struct Config {
     pub change_lookback_secs: u64,
     #[serde(default = "default_max_snapshot_items")]
     pub max_snapshot_items: usize,
-    /// A bound on model calls per incident.
+    /// The snapshot's share of the prompt, in estimated tokens.
+    #[serde(default = "default_max_snapshot_tokens")]
+    pub max_snapshot_tokens: usize,
+    /// A bound on diagnoses per incident.
     #[serde(default = "default_max_diagnoses")]
     pub max_diagnoses_per_incident: u32,
+    /// A bound on model calls per incident, repairs included.
+    #[serde(default = "default_max_model_calls")]
+    pub max_model_calls_per_incident: u32,
     /// Extra redaction patterns (regular expressions).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
@@ -82,8 +193,16 @@ fn default_max_snapshot_items() -> usize {
     50
 }
 
+fn default_max_snapshot_tokens() -> usize {
+    6000
+}
+
 fn default_max_diagnoses() -> u32 {
     3
+}
+
+fn default_max_model_calls() -> u32 {
+    6
 }
 
 impl Config {
@@ -92,10 +211,41 @@ impl Config {
             ReasonerKind::Scripted if self.scripted_dir.is_none() => {
                 return Err("`agent.scripted_dir` is required when `agent.reasoner = \"scripted\"`".to_owned());
             }
+            ReasonerKind::Noisy if self.scripted_dir.is_none() || self.noisy.is_none() => {
+                return Err("`agent.reasoner = \"noisy\"` needs `agent.scripted_dir` and `[agent.noisy]`".to_owned());
+            }
             ReasonerKind::Rules if self.runbooks_dir.is_none() => {
                 return Err("`agent.runbooks_dir` is required when `agent.reasoner = \"rules\"`".to_owned());
             }
+            ReasonerKind::Openai => {
+                let Some(openai) = &self.openai else {
+                    return Err("`agent.openai` is required when `agent.reasoner = \"openai\"`".to_owned());
+                };
+                if openai.on_unavailable == OnUnavailable::Rules && self.runbooks_dir.is_none() {
+                    return Err("`agent.openai.on_unavailable = \"rules\"` needs `agent.runbooks_dir`".to_owned());
+                }
+                if openai.model.trim().is_empty() {
+                    return Err("`agent.openai.model` must not be empty".to_owned());
+                }
+                if !(openai.base_url.starts_with("http://") || openai.base_url.starts_with("https://")) {
+                    return Err(format!("`agent.openai.base_url` must be an http(s) URL, got `{}`", openai.base_url));
+                }
+                if let Some(name) = &openai.api_key_env {
+                    if std::env::var(name).map(|v| v.is_empty()).unwrap_or(true) {
+                        return Err(format!("`agent.openai.api_key_env` names `{name}`, which is not set"));
+                    }
+                }
+                if openai.provider == Provider::Azure && openai.api_version.is_none() {
+                    return Err("`agent.openai.api_version` is required for Azure".to_owned());
+                }
+                if openai.timeout_secs == 0 {
+                    return Err("`agent.openai.timeout_secs` must be positive".to_owned());
+                }
+            }
             _ => {}
+        }
+        if self.max_model_calls_per_incident == 0 {
+            return Err("`agent.max_model_calls_per_incident` must be positive".to_owned());
         }
         if self.max_snapshot_items == 0 {
             return Err("`agent.max_snapshot_items` must be positive".to_owned());

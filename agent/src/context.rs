@@ -13,6 +13,8 @@ use crate::redact::Redactor;
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     pub max_items: usize,
+    /// An estimate of the tokens the items may take in the prompt (four bytes of JSON a token).
+    pub max_tokens: usize,
     /// How far before an incident opened a change still counts as related.
     pub change_lookback_ms: i64,
 }
@@ -66,6 +68,7 @@ pub fn snapshot(
     inventory: &Inventory,
     redactor: &Redactor,
     budget: Budget,
+    past: &[SnapshotItem],
 ) -> Snapshot {
     let mut signals: Vec<&Signal> = incident.signals.values().collect();
     signals.sort_by(|a, b| {
@@ -82,6 +85,11 @@ pub fn snapshot(
     let mut candidates: Vec<SnapshotItem> = Vec::new();
     candidates.extend(signals.iter().map(|s| signal_item(s, redactor)));
     candidates.extend(changes.iter().map(|s| signal_item(s, redactor)));
+    candidates.extend(past.iter().map(|item| SnapshotItem {
+        summary: redactor.text(&item.summary),
+        data: redactor.value(&item.data),
+        ..item.clone()
+    }));
     for (name, target) in inventory {
         if target.service == incident.service && target.environment == incident.environment {
             candidates.push(SnapshotItem {
@@ -95,13 +103,126 @@ pub fn snapshot(
             });
         }
     }
-    let dropped = candidates.iter().skip(budget.max_items).map(|i| i.id.clone()).collect();
-    candidates.truncate(budget.max_items);
+    // Most relevant first: keep items while they fit, record the rest as dropped.
+    let mut kept = Vec::with_capacity(candidates.len().min(budget.max_items));
+    let mut dropped = Vec::new();
+    let mut tokens = 0usize;
+    for item in candidates {
+        let cost = estimate_tokens(&item);
+        if kept.len() < budget.max_items && tokens + cost <= budget.max_tokens {
+            tokens += cost;
+            kept.push(item);
+        } else {
+            dropped.push(item.id);
+        }
+    }
+    let candidates = kept;
     Snapshot {
         incident_id: incident.id.clone(),
         service: incident.service.clone(),
         environment: incident.environment.clone(),
         items: candidates,
         dropped,
+    }
+}
+
+/// A rough token count: four bytes of JSON a token, as tokenizers average on English and JSON.
+pub fn estimate_tokens(item: &SnapshotItem) -> usize {
+    serde_json::to_string(item).map_or(0, |text| text.len().div_ceil(4))
+}
+
+/// Past incidents like this one (same service and environment, or the same
+/// title), most recent first: the agent's incident memory.
+pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) -> Vec<&'a Incident> {
+    let mut similar: Vec<&Incident> = incidents
+        .by_id
+        .values()
+        .filter(|other| other.id != incident.id && other.opened_at_ms <= incident.opened_at_ms)
+        .filter(|other| (other.service == incident.service && other.environment == incident.environment) || other.title == incident.title)
+        .collect();
+    similar.sort_by(|a, b| b.opened_at_ms.cmp(&a.opened_at_ms));
+    similar.truncate(limit);
+    similar
+}
+
+/// What happened in a past incident, from its audit trail: the diagnosis, the
+/// route and the outcome.
+pub fn past_outcome(incident: &Incident, trail: &[arf_audit::Record]) -> SnapshotItem {
+    use arf_audit::RecordKind;
+    let diagnosis = trail.iter().rev().find(|r| r.kind == RecordKind::Diagnosis && r.payload["status"] == "grounded");
+    let root_cause = diagnosis.and_then(|d| d.payload["hypotheses"][0]["root_cause"].as_str()).unwrap_or("no grounded diagnosis");
+    let pathway = diagnosis.and_then(|d| d.payload["proposal"]["remediation"]["pathway"].as_str()).unwrap_or("none");
+    let route = trail.iter().rev().find_map(|r| r.payload["route"].as_str()).unwrap_or("none");
+    let outcome = trail
+        .iter()
+        .rev()
+        .find(|r| r.kind == RecordKind::Outcome)
+        .and_then(|r| r.payload["outcome"].as_str())
+        .unwrap_or(match incident.state {
+            crate::incident::IncidentState::Escalated => "escalated to a human",
+            _ => "no execution",
+        });
+    SnapshotItem {
+        id: format!("past-{}", incident.id),
+        kind: "past_outcome".to_owned(),
+        summary: format!(
+            "past incident `{}` ({}, {}/{}, opened {}): {root_cause}; remediation `{pathway}`, route `{route}`, outcome `{outcome}`",
+            incident.id,
+            incident.title,
+            incident.service,
+            incident.environment,
+            arf_core::time::format_ms(incident.opened_at_ms)
+        ),
+        data: serde_json::json!({"incident_id": incident.id, "title": incident.title, "root_cause": root_cause,
+                                 "pathway": pathway, "route": route, "outcome": outcome}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arf_core::signal::{SignalKind, SignalStatus};
+    use std::collections::BTreeMap;
+
+    fn signal(n: usize, severity: &str, bytes: usize) -> Signal {
+        let mut s = Signal {
+            id: String::new(),
+            source: "test".into(),
+            kind: SignalKind::Alert,
+            status: SignalStatus::Firing,
+            title: format!("Alert{n}"),
+            description: "x".repeat(bytes),
+            severity: severity.into(),
+            service: "web".into(),
+            environment: "prod".into(),
+            labels: BTreeMap::from([("n".to_owned(), n.to_string())]),
+            annotations: BTreeMap::new(),
+            observed_at_ms: i64::try_from(n).unwrap(),
+            fingerprint: String::new(),
+        };
+        s.fingerprint = s.compute_fingerprint();
+        s.id = s.content_id();
+        s
+    }
+
+    #[test]
+    fn the_budget_keeps_the_most_relevant_and_records_the_rest() {
+        let mut incidents = Incidents::new(i64::MAX);
+        let mut id = None;
+        for n in 0..10 {
+            let severity = if n == 7 { "critical" } else { "info" };
+            let placement = incidents.place(&signal(n, severity, 400), 0, || "inc-1".to_owned());
+            id.get_or_insert(placement.incident_id().to_owned());
+        }
+        let incident = incidents.by_id["inc-1"].clone();
+        let redactor = Redactor::new(&[]).unwrap();
+        let budget = Budget { max_items: 50, max_tokens: 500, change_lookback_ms: 0 };
+        let snapshot = snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, &[]);
+        let used: usize = snapshot.items.iter().map(estimate_tokens).sum();
+        assert!(used <= 500, "{used} tokens");
+        assert!(!snapshot.items.is_empty() && !snapshot.dropped.is_empty());
+        assert_eq!(snapshot.items.len() + snapshot.dropped.len(), 10, "nothing vanishes: kept or recorded as dropped");
+        assert_eq!(snapshot.items[0].data["title"], "Alert7", "the critical alert comes first");
+        assert_eq!(snapshot.hash(), super::snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, &[]).hash(), "content-addressed and deterministic");
     }
 }

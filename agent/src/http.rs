@@ -63,6 +63,6 @@ async fn webhook(
                 .collect();
             (StatusCode::OK, Json(json!({"accepted": accepted}))).into_response()
         }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("signals were not accepted because they could not be logged: {e}")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

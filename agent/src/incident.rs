@@ -53,8 +53,10 @@ pub struct Incident {
     pub snapshot_hash: String,
     pub decision_ids: Vec<String>,
     pub reason: String,
-    /// How many diagnoses (model calls) this incident has had.
+    /// How many diagnoses this incident has had.
     pub diagnoses: u32,
+    /// How many reasoner calls (repairs included) this incident has had.
+    pub model_calls: u32,
 }
 
 impl Incident {
@@ -148,12 +150,101 @@ impl Incidents {
             decision_ids: Vec::new(),
             reason: String::new(),
             diagnoses: 0,
+            model_calls: 0,
         };
         if incident.state != IncidentState::Resolved {
             self.open_by_key.insert(key, id.clone());
         }
         self.by_id.insert(id.clone(), incident);
         Placement::Opened { incident_id: id }
+    }
+
+    /// Rebuilds the state from the agent's own audit records, in log order, after a
+    /// restart. Returns the incidents whose diagnosis never finished.
+    pub fn restore(&mut self, records: &[arf_audit::Record]) -> Vec<String> {
+        use arf_audit::RecordKind;
+        for record in records.iter().filter(|r| r.writer == "agent") {
+            let id = record.incident_id.clone();
+            match record.kind {
+                RecordKind::Incident if record.payload["event"] == "opened" => {
+                    let text = |key: &str| record.payload[key].as_str().unwrap_or_default().to_owned();
+                    self.by_id.insert(
+                        id.clone(),
+                        Incident {
+                            id: id.clone(),
+                            title: text("title"),
+                            service: text("service"),
+                            environment: text("environment"),
+                            state: IncidentState::Open,
+                            signals: BTreeMap::new(),
+                            signal_count: 0,
+                            opened_at_ms: record.time_ms,
+                            updated_at_ms: record.time_ms,
+                            snapshot_hash: String::new(),
+                            decision_ids: Vec::new(),
+                            reason: String::new(),
+                            diagnoses: 0,
+                            model_calls: 0,
+                        },
+                    );
+                    self.open_by_key.insert((text("environment"), text("service")), id);
+                }
+                RecordKind::Incident => {
+                    if let Some(incident) = self.by_id.get_mut(&id) {
+                        incident.state = match record.payload["state"].as_str() {
+                            Some("proposed") => IncidentState::Proposed,
+                            Some("escalated") => IncidentState::Escalated,
+                            Some("resolved") => IncidentState::Resolved,
+                            _ => incident.state,
+                        };
+                        incident.reason = record.payload["reason"].as_str().unwrap_or_default().to_owned();
+                        if let Some(decision) = record.payload["decision_id"].as_str() {
+                            incident.decision_ids.push(decision.to_owned());
+                        }
+                        incident.updated_at_ms = record.time_ms;
+                        if incident.state == IncidentState::Resolved {
+                            self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone()));
+                        }
+                    }
+                }
+                RecordKind::Signal => {
+                    let Ok(signal) = serde_json::from_value::<Signal>(record.payload["signal"].clone()) else { continue };
+                    match self.by_id.get_mut(&id) {
+                        Some(incident) => {
+                            if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
+                                incident.signals.insert(signal.fingerprint.clone(), signal);
+                            }
+                            incident.signal_count = incident.signal_count.saturating_add(1);
+                            incident.updated_at_ms = record.time_ms;
+                        }
+                        None if id.is_empty() => {
+                            self.changes.push_back(signal);
+                            while self.changes.len() > MAX_CHANGES {
+                                self.changes.pop_front();
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                RecordKind::Snapshot => {
+                    if let Some(incident) = self.by_id.get_mut(&id) {
+                        incident.diagnoses += 1;
+                        incident.snapshot_hash = record.payload["hash"].as_str().unwrap_or_default().to_owned();
+                    }
+                }
+                RecordKind::Diagnosis => {
+                    if let Some(incident) = self.by_id.get_mut(&id) {
+                        incident.model_calls += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.by_id
+            .values()
+            .filter(|i| matches!(i.state, IncidentState::Open | IncidentState::Diagnosing))
+            .map(|i| i.id.clone())
+            .collect()
     }
 
     /// Changes to the incident's service and environment in the `lookback_ms` before it opened.

@@ -37,14 +37,30 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let catalog = arf_core::catalog::Catalog::load_dir(&config.catalog_dir)?;
-    let reasoner: Arc<dyn Reasoner> = match config.reasoner {
+    let rules = || -> anyhow::Result<Arc<dyn Reasoner>> {
+        let dir = config.runbooks_dir.as_deref().context("`agent.runbooks_dir` is required")?;
+        Ok(Arc::new(reasoner::rules::Rules::load_dir(dir).map_err(anyhow::Error::msg)?))
+    };
+    let (reasoner, fallback): (Arc<dyn Reasoner>, Option<Arc<dyn Reasoner>>) = match config.reasoner {
         ReasonerKind::Scripted => {
             let dir = config.scripted_dir.as_deref().context("`agent.scripted_dir` is required")?;
-            Arc::new(reasoner::scripted::Scripted::load_dir(dir).map_err(anyhow::Error::msg)?)
+            (Arc::new(reasoner::scripted::Scripted::load_dir(dir).map_err(anyhow::Error::msg)?), None)
         }
-        ReasonerKind::Rules => {
-            let dir = config.runbooks_dir.as_deref().context("`agent.runbooks_dir` is required")?;
-            Arc::new(reasoner::rules::Rules::load_dir(dir).map_err(anyhow::Error::msg)?)
+        ReasonerKind::Rules => (rules()?, None),
+        ReasonerKind::Noisy => {
+            let dir = config.scripted_dir.as_deref().context("`agent.scripted_dir` is required")?;
+            let noisy = config.noisy.clone().context("`[agent.noisy]` is required")?;
+            let scripted = reasoner::scripted::Scripted::load_dir(dir).map_err(anyhow::Error::msg)?;
+            let reasoner = reasoner::noisy::Noisy::new(scripted, noisy.seed, noisy.accuracy, noisy.overconfidence).map_err(anyhow::Error::msg)?;
+            (Arc::new(reasoner), None)
+        }
+        ReasonerKind::Openai => {
+            let openai = config.openai.clone().context("`agent.openai` is required")?;
+            let fallback = match openai.on_unavailable {
+                config::OnUnavailable::Rules => Some(rules()?),
+                config::OnUnavailable::Escalate => None,
+            };
+            (Arc::new(reasoner::openai::OpenAi::new(openai).map_err(anyhow::Error::msg)?), fallback)
         }
     };
     let redactor = redact::Redactor::new(&config.redact_patterns).map_err(anyhow::Error::msg)?;
@@ -54,19 +70,43 @@ pub async fn serve(
     let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token).map_err(anyhow::Error::msg)?;
     let budget = context::Budget {
         max_items: config.max_snapshot_items,
+        max_tokens: config.max_snapshot_tokens,
         change_lookback_ms: i64::try_from(config.change_lookback_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
     };
-    let agent = Arc::new(service::Agent::new(
-        audit,
-        governor,
-        catalog,
-        config.targets.clone(),
+    let settings = service::Settings {
         reasoner,
+        fallback,
         redactor,
         budget,
-        i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-        config.max_diagnoses_per_incident,
-    ));
+        group_window_ms: i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        max_diagnoses: config.max_diagnoses_per_incident,
+        max_model_calls: config.max_model_calls_per_incident,
+    };
+    let agent = Arc::new(service::Agent::new(audit, governor, catalog, config.targets.clone(), settings));
+    // The log is the agent's memory: rebuild incidents from it before taking
+    // signals. Until then the agent answers, but refuses signals as unavailable.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_not_serving::<grpc::AgentServer<grpc::Service>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let recovering = Arc::clone(&agent);
+    tokio::spawn(async move {
+        let mut attempt = 0u32;
+        loop {
+            match recovering.recover().await {
+                Ok(count) => {
+                    info!(incidents = count, "state rebuilt from the audit log");
+                    health.set_serving::<grpc::AgentServer<grpc::Service>>().await;
+                    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                    return;
+                }
+                Err(error) => {
+                    attempt += 1;
+                    tracing::warn!(%error, attempt, "cannot read the audit log to rebuild state; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -82,7 +122,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), "agent listening");
     let grpc = tonic::transport::Server::builder()
-        .add_service(arf_proto::server::health::<grpc::AgentServer<grpc::Service>>().await)
+        .add_service(health_service)
         .add_service(arf_proto::server::reflection()?)
         .add_service(grpc::AgentServer::new(grpc::Service::new(agent)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
@@ -99,6 +139,8 @@ impl Config {
         match self.reasoner {
             ReasonerKind::Scripted => "scripted",
             ReasonerKind::Rules => "rules",
+            ReasonerKind::Openai => "openai",
+            ReasonerKind::Noisy => "noisy",
         }
     }
 }

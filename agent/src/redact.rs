@@ -22,7 +22,7 @@ impl std::fmt::Debug for Redactor {
 }
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"),
+    ("private_key", r"-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY( BLOCK)?-----|$)"),
     ("aws_access_key", r"\b(AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
     ("aws_secret", r"(?i)aws_?secret_?access_?key\s*[:=]\s*\S+"),
     ("github_token", r"\b(ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b|\bgithub_pat_[A-Za-z0-9_]{40,}\b"),
@@ -30,8 +30,13 @@ const BUILTIN: &[(&str, &str)] = &[
     ("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
     ("jwt", r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\b"),
     ("bearer", r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
-    ("url_credentials", r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"),
-    ("password_assignment", r#"(?i)\b(password|passwd|pwd|secret|token|api_?key|apikey|access_?key|client_?secret)\s*[:=]\s*("[^"]*"|'[^']*'|[^\s,;&]+)"#),
+    ("basic_auth", r"(?i)authorization:\s*basic\s+[A-Za-z0-9+/]{8,}={0,2}"),
+    ("gitlab_token", r"\bglpat-[A-Za-z0-9_-]{20,}\b"),
+    ("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b"),
+    ("sendgrid_key", r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}\b"),
+    ("twilio_key", r"\bSK[0-9a-fA-F]{32}\b"),
+    ("url_credentials", r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]*:[^/\s@]+@"),
+    ("password_assignment", r#"(?i)\b(password|passwd|pwd|secret|token|api_?key|apikey|access_?key|client_?secret|account_?key|shared_?access_?key|private_?key)\s*[:=]\s*("[^"]*"|'[^']*'|[^\s,;&]+)"#),
     ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
     ("stripe_key", r"\b(sk|rk)_(live|test)_[0-9A-Za-z]{16,}\b"),
 ];
@@ -64,6 +69,16 @@ impl Redactor {
             };
         }
         redact_high_entropy(&out)
+    }
+
+    /// Redacts a signal's free text, labels and annotations (its identity fields stay).
+    pub fn signal(&self, mut signal: arf_core::signal::Signal) -> arf_core::signal::Signal {
+        signal.title = self.text(&signal.title);
+        signal.description = self.text(&signal.description);
+        for value in signal.labels.values_mut().chain(signal.annotations.values_mut()) {
+            *value = self.text(value);
+        }
+        signal
     }
 
     /// Redacts every string (and object key) in a JSON value.

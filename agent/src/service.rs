@@ -20,8 +20,18 @@ use crate::grpc::governor::GovernorLink;
 use crate::ground;
 use crate::incident::{Incident, IncidentState, Incidents, Placement};
 use crate::prompt;
-use crate::reasoner::{DiagnosisRequest, Reasoner};
+use crate::reasoner::{Attempt, DiagnosisRequest, Reasoner, ReasonerError};
 use crate::redact::Redactor;
+
+/// Why signals were not accepted. Either way none of them was, and the caller may retry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    #[error("the agent is still rebuilding its state from the audit log; retry shortly")]
+    Recovering,
+    #[error("signals were not accepted because they could not be logged: {0}")]
+    Audit(#[from] AuditError),
+}
 
 /// Where one accepted signal went.
 #[derive(Debug, Clone)]
@@ -40,40 +50,84 @@ pub struct Agent {
     catalog: Catalog,
     inventory: Inventory,
     reasoner: Arc<dyn Reasoner>,
+    /// Used when the reasoner cannot be reached, if configured.
+    fallback: Option<Arc<dyn Reasoner>>,
     redactor: Redactor,
     budget: Budget,
     max_diagnoses: u32,
+    max_model_calls: u32,
+    /// Set once the state has been rebuilt from the log.
+    ready: std::sync::atomic::AtomicBool,
+}
+
+/// The agent's bounds and reasoners, as configured.
+pub struct Settings {
+    pub reasoner: Arc<dyn Reasoner>,
+    pub fallback: Option<Arc<dyn Reasoner>>,
+    pub redactor: Redactor,
+    pub budget: Budget,
+    pub group_window_ms: i64,
+    pub max_diagnoses: u32,
+    pub max_model_calls: u32,
 }
 
 impl Agent {
-    #[expect(clippy::too_many_arguments, reason = "one constructor wiring the agent's parts")]
-    pub fn new(
-        audit: AuditClient,
-        governor: GovernorLink,
-        catalog: Catalog,
-        inventory: Inventory,
-        reasoner: Arc<dyn Reasoner>,
-        redactor: Redactor,
-        budget: Budget,
-        group_window_ms: i64,
-        max_diagnoses: u32,
-    ) -> Self {
+    pub fn new(audit: AuditClient, governor: GovernorLink, catalog: Catalog, inventory: Inventory, settings: Settings) -> Self {
         Self {
-            incidents: Mutex::new(Incidents::new(group_window_ms)),
+            incidents: Mutex::new(Incidents::new(settings.group_window_ms)),
             audit,
             governor,
             catalog,
             inventory,
-            reasoner,
-            redactor,
-            budget,
-            max_diagnoses,
+            reasoner: settings.reasoner,
+            fallback: settings.fallback,
+            redactor: settings.redactor,
+            budget: settings.budget,
+            max_diagnoses: settings.max_diagnoses,
+            max_model_calls: settings.max_model_calls,
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Rebuilds the incidents from the log after a restart, and resumes the
+    /// diagnoses that never finished, so no accepted signal is forgotten.
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, AuditError> {
+        let records = self.audit.read_range(1, 0).await?;
+        let unfinished = {
+            let mut incidents = self.incidents.lock().await;
+            incidents.restore(&records)
+        };
+        let count = self.incidents.lock().await.by_id.len();
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        for incident_id in unfinished {
+            info!(%incident_id, "resuming an unfinished diagnosis");
+            let agent = Arc::clone(self);
+            let span = info_span!("diagnose", %incident_id);
+            tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+        }
+        Ok(count)
+    }
+
+    /// Counts one model call against the incident's bound; false when the bound is reached.
+    async fn take_model_call(&self, incident_id: &str) -> bool {
+        let mut incidents = self.incidents.lock().await;
+        match incidents.by_id.get_mut(incident_id) {
+            Some(incident) if incident.model_calls < self.max_model_calls => {
+                incident.model_calls += 1;
+                true
+            }
+            _ => false,
         }
     }
 
     /// Accepts validated signals. They are in the log before this returns; if the
     /// log cannot take them, none is accepted and the caller must retry.
-    pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>) -> Result<Vec<Accepted>, AuditError> {
+    pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>) -> Result<Vec<Accepted>, IngestError> {
+        if !self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(IngestError::Recovering);
+        }
+        // Secrets never reach the log, the snapshot or the prompt: redact on the way in.
+        let signals: Vec<Signal> = signals.into_iter().map(|s| self.redactor.signal(s)).collect();
         let now = arf_core::time::now_ms();
         let mut guard = self.incidents.lock().await;
         let mut next = guard.clone();
@@ -117,7 +171,7 @@ impl Agent {
             entries.push(Entry::new(incident_id, RecordKind::Signal, json!({"signal": signal, "duplicate": duplicate})));
             placements.push(placement);
         }
-        let records = self.audit.append(entries).await?;
+        let records = self.audit.append(entries).await.map_err(IngestError::Audit)?;
         *guard = next;
         drop(guard);
 
@@ -187,15 +241,28 @@ impl Agent {
     }
 
     async fn diagnose(&self, incident_id: &str) {
+        // Incident memory: what happened in similar past incidents, from the log.
+        let similar: Vec<Incident> = {
+            let incidents = self.incidents.lock().await;
+            let Some(incident) = incidents.by_id.get(incident_id) else { return };
+            context::similar(incident, &incidents, 3).into_iter().cloned().collect()
+        };
+        let mut past = Vec::with_capacity(similar.len());
+        for other in &similar {
+            match self.audit.read_incident(&other.id).await {
+                Ok(trail) => past.push(context::past_outcome(other, &trail)),
+                Err(error) => warn!(%incident_id, past = %other.id, %error, "cannot read a past incident's trail"),
+            }
+        }
         let prepared = {
             let mut incidents = self.incidents.lock().await;
             let Some(incident) = incidents.by_id.get(incident_id).cloned() else { return };
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
-                self.escalate(incident_id, "the incident reached its bound on model calls").await;
+                self.escalate(incident_id, "the incident reached its bound on diagnoses").await;
                 return;
             }
-            let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget);
+            let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget, &past);
             if let Some(stored) = incidents.by_id.get_mut(incident_id) {
                 stored.diagnoses += 1;
                 stored.state = IncidentState::Diagnosing;
@@ -224,48 +291,87 @@ impl Agent {
             }
         };
         tracing::debug!(system = %prompt.system, user = %prompt.user, "prompt");
-        let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &targets, pathways: &pathways };
         let base = json!({
-            "reasoner": self.reasoner.name(),
             "prompt_id": prompt.id,
             "prompt_hash": prompt.hash,
             "snapshot_hash": snapshot_hash,
         });
-        let completion = match self.reasoner.diagnose(&request).await {
-            Ok(completion) => completion,
-            Err(error) => {
-                let mut payload = base.clone();
-                merge(&mut payload, json!({"status": "failed", "error": error.to_string()}));
-                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
-                    error!(%incident_id, %error, "cannot log the failed diagnosis");
-                }
-                self.escalate(incident_id, &format!("diagnosis failed: {error}")).await;
+        let mut reasoner = Arc::clone(&self.reasoner);
+        let mut fallback = self.fallback.clone();
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let (grounded, mut payload) = loop {
+            if !self.take_model_call(incident_id).await {
+                self.escalate(incident_id, &format!("the incident reached its bound of {} model calls", self.max_model_calls)).await;
                 return;
             }
-        };
-        tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
-        let mut payload = base;
-        merge(
-            &mut payload,
-            json!({
-                "model": completion.model,
-                "prompt_tokens": completion.prompt_tokens,
-                "completion_tokens": completion.completion_tokens,
-                "latency_ms": completion.latency_ms,
-                "completion": completion.text,
-            }),
-        );
-        let grounded = match ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets) {
-            Ok(grounded) => grounded,
-            Err(refusal) => {
-                merge(&mut payload, json!({"status": "refused", "reasons": refusal.reasons}));
-                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
-                    error!(%incident_id, %error, "cannot log the refused diagnosis");
+            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &targets, pathways: &pathways, repairs: &attempts };
+            let mut payload = base.clone();
+            merge(&mut payload, json!({"reasoner": reasoner.name(), "attempt": attempts.len() + 1}));
+            let completion = match reasoner.diagnose(&request).await {
+                Ok(completion) => completion,
+                Err(error) => {
+                    merge(&mut payload, json!({"status": "failed", "error": error.to_string()}));
+                    let next = match (&error, fallback.take()) {
+                        (ReasonerError::Unavailable(_), Some(next)) => {
+                            merge(&mut payload, json!({"fallback": next.name()}));
+                            Some(next)
+                        }
+                        _ => None,
+                    };
+                    if let Err(log_error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                        self.escalate(incident_id, &format!("cannot log the failed diagnosis: {log_error}")).await;
+                        return;
+                    }
+                    match next {
+                        Some(next) => {
+                            warn!(%incident_id, %error, fallback = next.name(), "reasoner unavailable; falling back");
+                            reasoner = next;
+                            attempts.clear();
+                            continue;
+                        }
+                        None => {
+                            self.escalate(incident_id, &format!("diagnosis failed: {error}")).await;
+                            return;
+                        }
+                    }
                 }
-                self.escalate(incident_id, &format!("the model's answer was refused: {refusal}")).await;
-                return;
+            };
+            tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
+            merge(
+                &mut payload,
+                json!({
+                    "model": completion.model,
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "latency_ms": completion.latency_ms,
+                    "json_mode": completion.json_mode,
+                    "completion": completion.text,
+                }),
+            );
+            let result = if completion.problems.is_empty() {
+                ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets)
+            } else {
+                Err(ground::Refusal { reasons: completion.problems.clone() })
+            };
+            match result {
+                Ok(grounded) => break (grounded, payload),
+                Err(refusal) => {
+                    merge(&mut payload, json!({"status": "refused", "reasons": refusal.reasons}));
+                    if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                        self.escalate(incident_id, &format!("cannot log the refused diagnosis: {error}")).await;
+                        return;
+                    }
+                    attempts.push(Attempt { completion: completion.text, reasons: refusal.reasons.clone() });
+                    let allowed = usize::try_from(reasoner.repairs()).unwrap_or(0);
+                    if attempts.len() > allowed {
+                        let after = if attempts.len() > 1 { format!(" after {} repairs", attempts.len() - 1) } else { String::new() };
+                        self.escalate(incident_id, &format!("the model's answer was refused{after}: {refusal}")).await;
+                        return;
+                    }
+                }
             }
         };
+        let reasoner_name = reasoner.name().to_owned();
         let Some((hypothesis, remediation)) = grounded.choice() else {
             merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses}));
             if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
@@ -286,7 +392,7 @@ impl Agent {
             remediation: remediation.clone(),
             service: incident.service.clone(),
             environment,
-            reasoner: self.reasoner.name().to_owned(),
+            reasoner: reasoner_name,
         };
         merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses, "proposal": proposal}));
         // Write-ahead: the proposal is in the log before the governor sees it.

@@ -13,6 +13,7 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::agent_client::AgentClient;
 
 struct Running {
+    audit_up: bool,
     agent: String,
     webhook: String,
     audit: Option<arf_audit::AuditClient>,
@@ -66,7 +67,11 @@ async fn start(audit_up: bool) -> Running {
         group_window_secs: 1800,
         change_lookback_secs: 7200,
         max_snapshot_items: 50,
+        max_snapshot_tokens: 6000,
         max_diagnoses_per_incident: 3,
+        max_model_calls_per_incident: 6,
+        openai: None,
+        noisy: None,
         redact_patterns: vec![],
         targets: BTreeMap::new(),
     };
@@ -79,28 +84,41 @@ async fn start(audit_up: bool) -> Running {
     tokio::spawn(arf_agent::serve(config, listener, webhook_listener, async move {
         let _ = stopped.await;
     }));
-    Running { agent, webhook, audit, _stops: stops, _dir: dir }
+    Running { audit_up, agent, webhook, audit, _stops: stops, _dir: dir }
 }
 
 fn signal(kind: &str, title: &str) -> pb::Signal {
     pb::Signal { kind: kind.into(), title: title.into(), service: "web".into(), environment: "staging".into(), ..Default::default() }
 }
 
-async fn client(addr: &str) -> AgentClient<tonic::transport::Channel> {
-    // The server task may still be binding its router; connecting retries until it answers.
-    for _ in 0..200 {
-        if let Ok(client) = AgentClient::connect(format!("http://{addr}")).await {
-            return client;
+/// A client, once the agent answers its health check (SERVING, or, with the log
+/// down, NOT_SERVING: it is up but cannot rebuild its state).
+async fn client(running: &Running) -> AgentClient<tonic::transport::Channel> {
+    let addr = &running.agent;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    let mut watch = loop {
+        if let Ok(stream) = health.watch(tonic_health::pb::HealthCheckRequest { service: String::new() }).await {
+            break stream.into_inner();
         }
         tokio::task::yield_now().await;
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = tokio::time::timeout_at(deadline, watch.message()).await.expect("agent never answered").unwrap().unwrap();
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        // Without an audit log the agent is up but never SERVING: any answer will do.
+        if status.status == serving || !running.audit_up {
+            return AgentClient::new(channel);
+        }
     }
-    panic!("agent at {addr} never answered");
 }
 
 #[tokio::test]
 async fn malformed_signals_name_the_field_and_lose_nothing_accepted() {
     let running = start(true).await;
-    let mut agent = client(&running.agent).await;
+    let mut agent = client(&running).await;
     let first = agent
         .submit_signals(pb::SubmitSignalsRequest { signals: vec![signal("alert", "HighErrorRate")] })
         .await
@@ -144,7 +162,7 @@ async fn malformed_signals_name_the_field_and_lose_nothing_accepted() {
 #[tokio::test]
 async fn webhook_answers_with_http_statuses_that_mean_something() {
     let running = start(true).await;
-    let _ = client(&running.agent).await;
+    let _ = client(&running).await;
     let http = reqwest::Client::new();
     let url = |format: &str| format!("http://{}/v1/webhooks/{format}", running.webhook);
     let sample = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/alertmanager/alertmanager-bot-firing.json"))
@@ -165,13 +183,13 @@ async fn webhook_answers_with_http_statuses_that_mean_something() {
 #[tokio::test]
 async fn with_the_log_down_nothing_is_accepted() {
     let running = start(false).await;
-    let mut agent = client(&running.agent).await;
+    let mut agent = client(&running).await;
     let error = agent
         .submit_signals(pb::SubmitSignalsRequest { signals: vec![signal("alert", "HighErrorRate")] })
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::Unavailable);
-    assert!(error.message().contains("could not be logged"), "{}", error.message());
+    assert!(error.message().contains("rebuilding its state from the audit log"), "{}", error.message());
     let incidents = agent.list_incidents(pb::ListIncidentsRequest {}).await.unwrap().into_inner().incidents;
     assert!(incidents.is_empty(), "a signal that was not logged was not accepted either");
 }

@@ -2,6 +2,9 @@
 
 mod client;
 mod demo;
+mod eval;
+mod governance;
+mod pathways;
 mod serve;
 mod setup;
 mod supervisor;
@@ -83,6 +86,15 @@ enum Command {
         /// Keep the demo's state here (a temporary directory otherwise).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Diagnose with a live OpenAI-compatible endpoint at this base URL (e.g. `http://127.0.0.1:11434/v1`).
+        #[arg(long, env = "ARF_LLM_BASE_URL")]
+        llm_base_url: Option<String>,
+        /// The model to ask, with `--llm-base-url`.
+        #[arg(long, env = "ARF_LLM_MODEL", requires = "llm_base_url")]
+        llm_model: Option<String>,
+        /// The environment variable that holds the endpoint's API key, if it needs one.
+        #[arg(long, env = "ARF_LLM_API_KEY_ENV", requires = "llm_base_url")]
+        llm_api_key_env: Option<String>,
     },
     /// Signals.
     Signal {
@@ -122,6 +134,31 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The pathway catalog.
+    Pathways {
+        #[command(subcommand)]
+        command: pathways::PathwaysCommand,
+    },
+    /// Policy bundles: test cases, reload, the input schema.
+    Policy {
+        #[command(subcommand)]
+        command: governance::PolicyCommand,
+    },
+    /// The guard rails: the global kill switch, rate limits and error budgets.
+    Autonomy {
+        #[command(subcommand)]
+        command: governance::AutonomyCommand,
+    },
+    /// Governor signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: governance::KeysCommand,
+    },
+    /// The evaluation harness: replays the incident corpus through real processes.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// The demo's target service (used by `arf demo`).
     #[command(hide = true)]
     DemoTarget {
@@ -130,6 +167,12 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Replays every incident of CORPUS through the real agent, governor and executor, and reports.
+    Run(eval::RunArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +248,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
         Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
-        Command::Demo { data_dir } => demo::run(data_dir).await,
+        Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env } => {
+            let reasoning = match llm_base_url {
+                Some(base_url) => setup::Reasoning::Openai {
+                    base_url,
+                    model: llm_model.unwrap_or_else(|| "gpt-4o-mini".to_owned()),
+                    api_key_env: llm_api_key_env,
+                },
+                None => setup::Reasoning::Scripted,
+            };
+            demo::run(data_dir, reasoning).await
+        }
+        Command::Eval { command: EvalCommand::Run(args) } => eval::run(args).await,
         Command::DemoTarget { repo, listen } => demo::target::run(&repo, listen).await.map(|()| ExitCode::SUCCESS),
         Command::Signal { command: SignalCommand::Send { file, format, service, environment, json } } => {
             client::send_signal(&endpoints, &file, format.as_deref(), service.as_deref(), environment.as_deref(), json).await
@@ -216,6 +270,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain { decision, json } => client::explain(&endpoints, &decision, json).await,
         Command::Approve { decision, comment } => client::approve(&endpoints, &decision, &comment).await,
         Command::Reject { decision, reason } => client::reject(&endpoints, &decision, &reason).await,
+        Command::Pathways { command } => pathways::run(command),
+        Command::Policy { command } => governance::policy(&endpoints, command).await,
+        Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
+        Command::Keys { command } => governance::keys(command),
         Command::Audit { command: AuditCommand::Verify { data_dir, json } } => {
             client::verify_audit(&endpoints, data_dir.as_deref(), json).await
         }

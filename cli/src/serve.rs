@@ -44,7 +44,7 @@ pub fn config_file(config: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<P
         Some(file) => Ok(file),
         None => {
             let layout = Layout::new(data_dir)?;
-            setup::prepare(&layout, Ports::default(), &setup::no_targets(), "scripted")
+            setup::prepare(&layout, Ports::default(), &setup::no_targets(), &setup::Reasoning::Rules)
         }
     }
 }

@@ -113,8 +113,31 @@ fn string(s: impl Into<String>) -> Value {
     Value::String(s.into())
 }
 
+/// Which reasoner a generated configuration uses.
+#[derive(Debug, Clone, Default)]
+pub enum Reasoning {
+    /// Answers written in advance (`examples/scripted/`).
+    #[default]
+    Scripted,
+    /// The deterministic runbook rules (`examples/runbooks/`).
+    Rules,
+    /// A live OpenAI-compatible endpoint, falling back to the runbook rules when it is down.
+    Openai { base_url: String, model: String, api_key_env: Option<String> },
+}
+
+impl Reasoning {
+    /// `scripted` or `rules`, by name.
+    pub fn named(name: &str) -> Result<Self> {
+        match name {
+            "scripted" => Ok(Self::Scripted),
+            "rules" => Ok(Self::Rules),
+            other => anyhow::bail!("unknown reasoner `{other}`; expected `scripted` or `rules`"),
+        }
+    }
+}
+
 /// The configuration `arf up` writes at first start.
-pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reasoner: &str) -> Result<String> {
+pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reasoning: &Reasoning) -> Result<String> {
     let examples = layout.examples();
     let mut audit = Table::new();
     audit.insert("listen".into(), string(ports.audit.to_string()));
@@ -130,7 +153,25 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     agent.insert("governor_addr".into(), string(ports.governor.to_string()));
     agent.insert("governor_token_file".into(), path(layout.identity_token("agent")));
     agent.insert("catalog_dir".into(), path(examples.join("pathways")));
-    agent.insert("reasoner".into(), string(reasoner));
+    match reasoning {
+        Reasoning::Scripted => {
+            agent.insert("reasoner".into(), string("scripted"));
+        }
+        Reasoning::Rules => {
+            agent.insert("reasoner".into(), string("rules"));
+        }
+        Reasoning::Openai { base_url, model, api_key_env } => {
+            agent.insert("reasoner".into(), string("openai"));
+            let mut openai = Table::new();
+            openai.insert("base_url".into(), string(base_url.clone()));
+            openai.insert("model".into(), string(model.clone()));
+            if let Some(name) = api_key_env {
+                openai.insert("api_key_env".into(), string(name.clone()));
+            }
+            openai.insert("on_unavailable".into(), string("rules"));
+            agent.insert("openai".into(), Value::Table(openai));
+        }
+    }
     agent.insert("scripted_dir".into(), path(examples.join("scripted")));
     agent.insert("runbooks_dir".into(), path(examples.join("runbooks")));
 
@@ -219,12 +260,12 @@ pub fn load(file: &Path) -> Result<Deployment> {
 
 /// Prepares a data directory: examples, secrets, and a configuration if there is none.
 /// Returns the configuration file to use.
-pub fn prepare(layout: &Layout, ports: Ports, targets: &Inventory, reasoner: &str) -> Result<PathBuf> {
+pub fn prepare(layout: &Layout, ports: Ports, targets: &Inventory, reasoning: &Reasoning) -> Result<PathBuf> {
     materialize_examples(layout)?;
     ensure_secrets(layout)?;
     let file = layout.config_file();
     if !file.exists() {
-        std::fs::write(&file, generate_config(layout, ports, targets, reasoner)?)
+        std::fs::write(&file, generate_config(layout, ports, targets, reasoning)?)
             .with_context(|| format!("cannot write `{}`", file.display()))?;
     }
     Ok(file)

@@ -25,6 +25,11 @@ pub enum Step {
         /// everything else is cleared.
         #[serde(default)]
         env_allow: Vec<String>,
+        /// Environment variables set for the command; values are templates and may
+        /// name the pathway's secrets (`{{secret.NAME}}`), the only place besides
+        /// HTTP headers where a secret may go.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
         #[serde(default)]
         cwd: Option<String>,
         #[serde(default)]
@@ -44,6 +49,156 @@ pub enum Step {
         #[serde(default)]
         timeout_secs: Option<u64>,
     },
+    /// A GitOps change to a repository, committed with the decision id as an
+    /// `ARF-Decision` trailer: structured edits, a revert of a named commit, or a
+    /// revert of the commit this decision made (the usual rollback).
+    /// Exactly one of `edits`, `revert` and `revert_decision` is given.
+    Git {
+        /// The working tree (a path template, usually `{{target.repo}}`).
+        repo: String,
+        /// The branch that must be checked out; the step refuses to act on any other.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        edits: Vec<Edit>,
+        /// A commit to revert (a template, usually `{{params.commit}}`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        revert: Option<String>,
+        /// Revert the commit whose `ARF-Decision` trailer names this decision.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        revert_decision: bool,
+        /// The commit's subject line (a template); a default names the pathway.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        /// A remote to push to; the step refuses to act when the remote branch has
+        /// moved away from the local one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push: Option<String>,
+        #[serde(default)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+/// One structured edit of a YAML, TOML or JSON file in a repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Edit {
+    /// The file, relative to the repository root; it must stay inside it.
+    pub file: String,
+    /// The file's format; by default it follows the extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<EditFormat>,
+    /// Where the value goes: keys separated by `.`, list indices as `[N]`
+    /// (`spec.template.spec.containers[0].image`).
+    pub path: String,
+    /// The new value, a template.
+    pub value: String,
+    /// How the rendered value is typed in the file.
+    #[serde(default, rename = "type")]
+    pub value_type: ValueType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EditFormat {
+    Yaml,
+    Toml,
+    Json,
+}
+
+impl EditFormat {
+    /// The format a file name implies.
+    pub fn from_file(file: &str) -> Option<Self> {
+        let ext = file.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase())?;
+        match ext.as_str() {
+            "yaml" | "yml" => Some(Self::Yaml),
+            "toml" => Some(Self::Toml),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// The type of an edited value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    #[default]
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+impl ValueType {
+    /// Parses a rendered value into a JSON value of this type.
+    pub fn parse(self, text: &str) -> Result<Value, String> {
+        let fail = || format!("`{text}` is not a {}", self.as_str());
+        match self {
+            Self::String => Ok(Value::String(text.to_owned())),
+            Self::Integer => text.trim().parse::<i64>().map(Value::from).map_err(|_| fail()),
+            Self::Number => text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(fail),
+            Self::Boolean => text.trim().parse::<bool>().map(Value::Bool).map_err(|_| fail()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Integer => "integer",
+            Self::Number => "number",
+            Self::Boolean => "boolean",
+        }
+    }
+}
+
+/// How a Prometheus probe compares each sample with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Comparison {
+    #[serde(rename = "<")]
+    Less,
+    #[serde(rename = "<=")]
+    LessOrEqual,
+    #[serde(rename = ">")]
+    Greater,
+    #[serde(rename = ">=")]
+    GreaterOrEqual,
+    #[serde(rename = "==")]
+    Equal,
+    #[serde(rename = "!=")]
+    NotEqual,
+}
+
+impl Comparison {
+    pub fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Self::Less => value < threshold,
+            Self::LessOrEqual => value <= threshold,
+            Self::Greater => value > threshold,
+            Self::GreaterOrEqual => value >= threshold,
+            #[expect(clippy::float_cmp, reason = "an exact comparison is what `==` asks for")]
+            Self::Equal => value == threshold,
+            #[expect(clippy::float_cmp, reason = "an exact comparison is what `!=` asks for")]
+            Self::NotEqual => value != threshold,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Less => "<",
+            Self::LessOrEqual => "<=",
+            Self::Greater => ">",
+            Self::GreaterOrEqual => ">=",
+            Self::Equal => "==",
+            Self::NotEqual => "!=",
+        }
+    }
 }
 
 fn default_method() -> String {
@@ -76,12 +231,28 @@ pub enum Probe {
         #[serde(default)]
         output_contains: Option<String>,
     },
+    /// A PromQL instant query through Prometheus' HTTP API; every sample of the
+    /// answer must satisfy `value <comparison> threshold`.
+    Prometheus {
+        name: String,
+        /// The Prometheus base URL (a template, usually `{{target.prometheus}}`).
+        url: String,
+        /// The PromQL expression (a template; parameters go in as they are, so
+        /// constrain them in the parameter schema).
+        query: String,
+        comparison: Comparison,
+        threshold: f64,
+        /// Whether an empty answer passes; by default it fails, since a query that
+        /// matches nothing proves nothing.
+        #[serde(default)]
+        pass_if_empty: bool,
+    },
 }
 
 impl Probe {
     pub fn name(&self) -> &str {
         match self {
-            Self::Http { name, .. } | Self::Command { name, .. } => name,
+            Self::Http { name, .. } | Self::Command { name, .. } | Self::Prometheus { name, .. } => name,
         }
     }
 }
@@ -140,6 +311,12 @@ pub struct Pathway {
     /// How to tell the rollback worked; when absent, the rollback's own steps succeeding is the check.
     #[serde(default)]
     pub rollback_verify: Option<Verification>,
+    /// The secrets this pathway's steps may read as `{{secret.NAME}}`, in HTTP
+    /// headers and command `env` only. The executor reads each from its own
+    /// environment (`ARF_SECRET_NAME`) or its secrets directory; a runner never
+    /// sees a secret its pathway does not name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -345,43 +522,166 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
         .and_then(Value::as_object)
         .map(|props| props.keys().cloned().collect())
         .unwrap_or_default();
-    let mut templates: Vec<(String, &str)> = Vec::new();
-    collect_templates("action", &p.action, &mut templates);
-    collect_templates("rollback", &p.rollback, &mut templates);
-    for (i, probe) in p.verify.probes.iter().enumerate() {
-        for t in probe_templates(probe) {
-            templates.push((format!("verify.probes[{i}]"), t));
+    for (i, secret) in p.secrets.iter().enumerate() {
+        let ok = !secret.is_empty()
+            && secret.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !p.secrets[..i].contains(secret);
+        if !ok {
+            return Err(invalid(file, p, "secrets", format!("`{secret}` must be a unique name of uppercase letters, digits and `_`")));
         }
     }
-    for (field, template) in templates {
-        for placeholder in placeholders(template) {
+    check_steps(file, p, "action", &p.action)?;
+    check_steps(file, p, "rollback", &p.rollback)?;
+    let mut templates: Vec<Template<'_>> = Vec::new();
+    collect_templates("action", &p.action, &mut templates);
+    collect_templates("rollback", &p.rollback, &mut templates);
+    for (field, verification) in
+        std::iter::once(("verify", &p.verify)).chain(p.rollback_verify.iter().map(|v| ("rollback_verify", v)))
+    {
+        for (i, probe) in verification.probes.iter().enumerate() {
+            for t in probe_templates(probe) {
+                templates.push(Template { field: format!("{field}.probes[{i}]"), text: t, secret_allowed: false });
+            }
+        }
+    }
+    for template in templates {
+        for placeholder in placeholders(template.text) {
             let known = match placeholder.split_once('.') {
                 Some(("params", name)) => declared.iter().any(|d| d == name),
                 Some(("target", _)) => true,
                 Some(("decision", "id")) => true,
+                Some(("secret", name)) => {
+                    if !template.secret_allowed {
+                        return Err(invalid(file, p, &template.field, format!(
+                            "placeholder `{{{{{placeholder}}}}}`: a secret may go only into an HTTP header or a command's `env`"
+                        )));
+                    }
+                    p.secrets.iter().any(|s| s == name)
+                }
                 _ => false,
             };
             if !known {
-                return Err(invalid(file, p, &field, format!("placeholder `{{{{{placeholder}}}}}` names nothing the pathway declares")));
+                return Err(invalid(file, p, &template.field, format!("placeholder `{{{{{placeholder}}}}}` names nothing the pathway declares")));
             }
         }
     }
     Ok(validator)
 }
 
-fn collect_templates<'a>(field: &str, steps: &'a [Step], out: &mut Vec<(String, &'a str)>) {
+/// Checks what serde cannot: the shape of `git` steps and their edits.
+fn check_steps(file: &Path, p: &Pathway, field: &str, steps: &[Step]) -> Result<(), CatalogError> {
     for (i, step) in steps.iter().enumerate() {
-        let name = format!("{field}[{i}]");
-        match step {
-            Step::Command { argv, cwd, .. } => {
-                out.extend(argv.iter().map(|a| (name.clone(), a.as_str())));
-                out.extend(cwd.iter().map(|c| (name.clone(), c.as_str())));
+        let field = format!("{field}[{i}]");
+        let Step::Git { repo, edits, revert, revert_decision, .. } = step else { continue };
+        if repo.trim().is_empty() {
+            return Err(invalid(file, p, &format!("{field}.repo"), "must name a repository"));
+        }
+        let n_changes = usize::from(!edits.is_empty()) + usize::from(revert.is_some()) + usize::from(*revert_decision);
+        if n_changes != 1 {
+            return Err(invalid(file, p, &field, "a `git` step needs exactly one of `edits`, `revert` and `revert_decision = true`"));
+        }
+        for (j, edit) in edits.iter().enumerate() {
+            let field = format!("{field}.edits[{j}]");
+            let escapes = edit.file.starts_with('/')
+                || edit.file.split(['/', '\\']).any(|part| part == "..")
+                || edit.file.contains("{{");
+            if edit.file.is_empty() || escapes {
+                return Err(invalid(file, p, &format!("{field}.file"), format!(
+                    "`{}` must be a fixed path inside the repository, without `..`", edit.file
+                )));
             }
-            Step::Http { url, headers, .. } => {
-                out.push((name.clone(), url.as_str()));
-                out.extend(headers.values().map(|h| (name.clone(), h.as_str())));
+            if edit.format.is_none() && EditFormat::from_file(&edit.file).is_none() {
+                return Err(invalid(file, p, &format!("{field}.format"), format!(
+                    "cannot tell the format of `{}` from its extension; set `format` to `yaml`, `toml` or `json`", edit.file
+                )));
+            }
+            if let Err(message) = parse_key_path(&edit.path) {
+                return Err(invalid(file, p, &format!("{field}.path"), message));
             }
         }
+    }
+    Ok(())
+}
+
+/// One segment of an edit's key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySegment {
+    Key(String),
+    Index(usize),
+}
+
+/// Parses `a.b[0].c` into its segments.
+pub fn parse_key_path(path: &str) -> Result<Vec<KeySegment>, String> {
+    let mut segments = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = match part.find('[') {
+            Some(at) => (&part[..at], &part[at..]),
+            None => (part, ""),
+        };
+        if key.is_empty() && (segments.is_empty() || rest.is_empty()) {
+            return Err(format!("`{path}` has an empty key"));
+        }
+        if !key.is_empty() {
+            segments.push(KeySegment::Key(key.to_owned()));
+        }
+        while !rest.is_empty() {
+            let Some(close) = rest.find(']') else { return Err(format!("`{path}` has an unclosed `[`")) };
+            let index = rest[1..close].parse::<usize>().map_err(|_| format!("`{path}` has a bad index `{}`", &rest[1..close]))?;
+            segments.push(KeySegment::Index(index));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(format!("`{path}` has text after `]`; separate keys with `.`"));
+            }
+        }
+    }
+    if segments.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(segments)
+}
+
+struct Template<'a> {
+    field: String,
+    text: &'a str,
+    secret_allowed: bool,
+}
+
+fn collect_templates<'a>(field: &str, steps: &'a [Step], out: &mut Vec<Template<'a>>) {
+    for (i, step) in steps.iter().enumerate() {
+        let name = format!("{field}[{i}]");
+        let mut push = |text: &'a str, secret_allowed: bool| out.push(Template { field: name.clone(), text, secret_allowed });
+        match step {
+            Step::Command { argv, env, cwd, .. } => {
+                argv.iter().for_each(|a| push(a, false));
+                cwd.iter().for_each(|c| push(c, false));
+                env.values().for_each(|v| push(v, true));
+            }
+            Step::Http { url, headers, body, .. } => {
+                push(url, false);
+                headers.values().for_each(|h| push(h, true));
+                if let Some(body) = body {
+                    json_strings(body, &mut |text| push(text, false));
+                }
+            }
+            Step::Git { repo, branch, edits, revert, message, push: remote, .. } => {
+                push(repo, false);
+                for text in [branch, revert, message, remote].into_iter().flatten() {
+                    push(text, false);
+                }
+                for edit in edits {
+                    push(&edit.value, false);
+                }
+            }
+        }
+    }
+}
+
+fn json_strings<'a>(value: &'a Value, f: &mut impl FnMut(&'a str)) {
+    match value {
+        Value::String(text) => f(text),
+        Value::Array(items) => items.iter().for_each(|v| json_strings(v, f)),
+        Value::Object(map) => map.values().for_each(|v| json_strings(v, f)),
+        _ => {}
     }
 }
 
@@ -389,6 +689,7 @@ fn probe_templates(probe: &Probe) -> Vec<&str> {
     match probe {
         Probe::Http { url, .. } => vec![url.as_str()],
         Probe::Command { argv, .. } => argv.iter().map(String::as_str).collect(),
+        Probe::Prometheus { url, query, .. } => vec![url.as_str(), query.as_str()],
     }
 }
 
@@ -425,6 +726,46 @@ rollback = [{ kind = "http", url = "{{target.url}}/start" }]
 window_ms = 1000
 probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
 "#;
+
+    #[test]
+    fn the_example_catalog_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pathways");
+        let catalog = Catalog::load_dir(&dir).unwrap();
+        for name in [
+            "revert_config_commit",
+            "restart_service",
+            "rollback_deployment",
+            "scale_deployment",
+            "pin_dependency",
+            "block_public_bucket",
+            "rotate_credential",
+            "isolate_workload",
+        ] {
+            assert!(catalog.get(name).is_some(), "{name} is missing from {catalog:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_and_git_steps_are_checked() {
+        let leaky = GOOD.replace("{{target.url}}/restart\" }]", "{{target.url}}/restart?t={{secret.TOKEN}}\" }]\nsecrets = [\"TOKEN\"]");
+        let err = load(&leaky).unwrap_err().to_string();
+        assert!(err.contains("a secret may go only into"), "{err}");
+        let undeclared = GOOD.replace("url = \"{{target.url}}/restart\"", "url = \"{{target.url}}/restart\", headers = { authorization = \"{{secret.TOKEN}}\" }");
+        let err = load(&undeclared).unwrap_err().to_string();
+        assert!(err.contains("secret.TOKEN"), "{err}");
+        let two_changes = GOOD.replace(
+            "rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]",
+            "rollback = [{ kind = \"git\", repo = \"{{target.repo}}\", revert_decision = true, revert = \"abc\" }]",
+        );
+        let err = load(&two_changes).unwrap_err().to_string();
+        assert!(err.contains("`rollback[0]`") && err.contains("exactly one of"), "{err}");
+        let escaping = GOOD.replace(
+            "rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]",
+            "rollback = [{ kind = \"git\", repo = \"r\", edits = [{ file = \"../x.yaml\", path = \"a\", value = \"1\" }] }]",
+        );
+        let err = load(&escaping).unwrap_err().to_string();
+        assert!(err.contains("`rollback[0].edits[0].file`"), "{err}");
+    }
 
     fn load(text: &str) -> Result<Catalog, CatalogError> {
         Catalog::from_sources(vec![(PathBuf::from("p.toml"), text.to_owned())])

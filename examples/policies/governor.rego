@@ -14,10 +14,10 @@
 # never assumed.
 #
 # The governor evaluates `data.arf.governor.decision`. Its input document
-# (`input.version == 1`) carries:
+# (`input.version == 2`; the JSON Schema is in docs/governance.md) carries:
 #   input.action       the pathway, target and parameters the model proposes
 #   input.pathway      the reviewed pathway metadata: base_risk, blast_radius,
-#                      irreversible, security_sensitive, target_kind
+#                      irreversible, security_sensitive, target_kind, rollback
 #   input.target       the reviewed target: name, kind, service, environment, tier,
 #                      security_sensitive (from the governor's inventory, not the model)
 #   input.environment  name, known (listed in the governor's config), sensitivity
@@ -25,11 +25,18 @@
 #   input.confidence   the hypothesis confidence in [0, 1]
 #   input.requester    identity and role of the caller (the agent)
 #   input.proposal     id, incident_id, snapshot_hash, reasoner
-#   input.autonomy     enabled: the global autonomy switch
-#   input.freeze_windows, input.outcome_stats  (empty for now)
+#   input.autonomy     enabled (the effective switch), global (the kill switch),
+#                      global_reason, rate_limit {limit, used, exceeded},
+#                      error_budget {limit, window_secs, failures, exhausted}
+#   input.freeze_windows  every configured change freeze, each with `active`
+#   input.outcome_stats   this pathway's runs, verified, rolled_back, failed on the service
 #
 # A rule that errors does not let an action through: the governor turns any
 # evaluation error into `deny` and shows the error to the on-call engineer.
+# The governor also enforces the kill switch, the rate limit, the error budget and
+# change freezes after this policy (only ever more strictly), so a policy that
+# forgot one could not loosen it; this policy states them so explanations say why.
+# Every rule here has cases in tests/*.cases.json: run `arf policy test examples/policies`.
 package arf.governor
 
 import rego.v1
@@ -48,6 +55,22 @@ autonomy_confidence := 0.6
 
 # The largest share of a target a pathway may touch.
 blast_radius_limit := 0.8
+
+# Distinct approvers by risk band, in production.
+approvers_by_band := {"low": 1, "medium": 1, "high": 2, "critical": 2}
+
+# Pathways each service tier allows at all; a tier not listed allows any pathway.
+# Critical services accept only well-understood, reversible remediations.
+tier_allowlist := {"critical": {"restart_service", "revert_config_commit", "rollback_deployment", "scale_out"}}
+
+# Service tiers whose actions may run on their own (critical services always wait for a person).
+autonomous_tiers := {"standard", "best_effort"}
+
+# Pathways and target kinds that touch identity, secrets or network exposure, even
+# when the catalog or inventory forgot to say so.
+security_pathways := {"rotate_credentials", "revoke_access_key", "update_iam_policy", "rotate_secret", "block_public_bucket", "update_network_policy", "open_firewall_port"}
+
+security_target_kinds := {"iam_role", "iam_user", "secret", "security_group", "network_policy", "firewall", "load_balancer"}
 
 # One finding, as every rule below reports it.
 finding(id, route, approvals, roles, reason) := {
@@ -78,6 +101,27 @@ findings contains finding(
 	input.pathway.blast_radius > blast_radius_limit
 }
 
+# Change freeze: while a freeze window is active, nothing runs except rollbacks
+# (undoing a change is how a freeze is kept, not broken).
+findings contains finding(
+	"change_freeze", "deny", 0, [],
+	sprintf("the change freeze `%v` is active (%v); only rollbacks run during a freeze, so nothing runs", [w.name, w.reason]),
+) if {
+	some w in input.freeze_windows
+	w.active
+	not input.pathway.rollback
+}
+
+# Pathway allowlists per service tier: a critical service accepts only the
+# pathways its tier lists.
+findings contains finding(
+	"tier_allowlist", "deny", 0, [],
+	sprintf("pathway `%v` is not allowed on %v-tier services, so nothing runs", [input.pathway.name, input.target.tier]),
+) if {
+	allowed := tier_allowlist[input.target.tier]
+	not input.pathway.name in allowed
+}
+
 # ---------------------------------------------------------------------------
 # Guard rails: when people must approve.
 
@@ -89,13 +133,61 @@ findings contains finding(
 	input.environment.name == "production"
 }
 
-# High-risk production changes need two different people.
+# High-risk production changes need two different people: the number of approvers
+# comes from the risk band.
 findings contains finding(
-	"production_high_risk", "approval", 2, oncall_approvers,
+	"production_high_risk", "approval", approvers_by_band[input.risk.band], oncall_approvers,
 	sprintf("the risk is %v in production, so two different people must approve", [input.risk.band]),
 ) if {
 	input.environment.name == "production"
-	input.risk.band in {"high", "critical"}
+	approvers_by_band[input.risk.band] > 1
+}
+
+# Critical risk anywhere needs two different people.
+findings contains finding(
+	"critical_risk", "approval", 2, oncall_approvers,
+	sprintf("the risk score %v is critical, so two different people must approve", [input.risk.score]),
+) if {
+	input.risk.band == "critical"
+	input.environment.name != "production"
+}
+
+# Critical services always wait for a person, wherever they run.
+findings contains finding(
+	"critical_tier", "approval", 1, oncall_approvers,
+	sprintf("service `%v` is critical-tier, so an on-call engineer must approve", [input.target.service]),
+) if {
+	input.target.tier == "critical"
+}
+
+# The global kill switch (`arf autonomy off`): nothing runs on its own.
+findings contains finding(
+	"autonomy_off", "approval", 1, oncall_approvers,
+	sprintf("the global autonomy switch is off (%v), so a person must approve", [switch_reason]),
+) if {
+	not input.autonomy.global
+}
+
+switch_reason := input.autonomy.global_reason if {
+	input.autonomy.global_reason != ""
+} else := "no reason given"
+
+# Rate limit: a service that had its quota of autonomous actions this hour gets
+# no more until an admin resets it; a burst of actions is itself a warning sign.
+findings contains finding(
+	"rate_limit", "approval", 1, oncall_approvers,
+	sprintf("service `%v` reached its limit of %v autonomous actions per hour, so autonomy is off for it until an admin resets it", [input.target.service, input.autonomy.rate_limit.limit]),
+) if {
+	input.autonomy.rate_limit.exceeded
+}
+
+# Error budget: a pathway that keeps failing verification on a service stops running
+# there on its own until an admin resets it.
+findings contains finding(
+	"error_budget", "approval", 1, oncall_approvers,
+	sprintf("pathway `%v` failed verification %v times on `%v` (budget %v), so autonomy is off for it until an admin resets it", [input.pathway.name, input.autonomy.error_budget.failures, input.target.service, input.autonomy.error_budget.limit]),
+) if {
+	input.autonomy.error_budget.exhausted
 }
 
 # Irreversible pathways cannot be undone, so two different people must agree.
@@ -116,13 +208,21 @@ findings contains finding(
 }
 
 security_subject := "the pathway and the target are" if {
-	input.pathway.security_sensitive
-	input.target.security_sensitive
+	pathway_security_sensitive
+	target_security_sensitive
 } else := "the pathway is" if {
-	input.pathway.security_sensitive
+	pathway_security_sensitive
 } else := "the target is" if {
-	input.target.security_sensitive
+	target_security_sensitive
 }
+
+pathway_security_sensitive if input.pathway.security_sensitive
+
+pathway_security_sensitive if input.pathway.name in security_pathways
+
+target_security_sensitive if input.target.security_sensitive
+
+target_security_sensitive if input.target.kind in security_target_kinds
 
 # An environment the governor's configuration does not know is treated as
 # sensitive: a person must look.
@@ -146,6 +246,7 @@ findings contains finding(
 	input.autonomy.enabled
 	input.environment.known
 	input.environment.name in autonomous_environments
+	input.target.tier in autonomous_tiers
 	not input.pathway.irreversible
 	input.risk.band in {"low", "medium"}
 	input.confidence >= autonomy_confidence

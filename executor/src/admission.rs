@@ -11,6 +11,7 @@ use arf_core::decision::DecisionBody;
 use arf_core::target::{Inventory, Target};
 
 use crate::plan::{self, Plan, PlanError};
+use crate::secrets::SecretSource;
 
 /// The audit writer identity whose `decision` records the executor accepts.
 pub const GOVERNOR_WRITER: &str = "governor";
@@ -83,6 +84,7 @@ pub struct Admitted<'a> {
 pub fn admit<'a>(
     catalog: &'a Catalog,
     inventory: &'a Inventory,
+    secrets: &SecretSource,
     body: &DecisionBody,
 ) -> Result<Admitted<'a>, AdmissionError> {
     let pathway = catalog.get(&body.pathway).ok_or_else(|| AdmissionError::UnknownPathway(body.pathway.clone()))?;
@@ -101,7 +103,10 @@ pub fn admit<'a>(
             expected: pathway.target_kind.clone(),
         });
     }
-    let plan = plan::plan(pathway, &body.target, target, body).map_err(AdmissionError::Plan)?;
+    let secret_values = secrets.resolve(&pathway.secrets).map_err(|message| {
+        AdmissionError::Plan(PlanError::Invalid { pathway: pathway.name.clone(), field: "secrets".to_owned(), message })
+    })?;
+    let plan = plan::plan(pathway, &body.target, target, body, &secret_values).map_err(AdmissionError::Plan)?;
     Ok(Admitted { pathway, target, plan })
 }
 
@@ -235,7 +240,7 @@ probes = [{ kind = "command", name = "active", argv = ["systemctl", "is-active",
         for (change, expected) in cases {
             let mut body = body();
             change(&mut body);
-            match (admit(&catalog, &inventory, &body), expected) {
+            match (admit(&catalog, &inventory, &SecretSource::default(), &body), expected) {
                 (Ok(admitted), None) => assert_eq!(admitted.plan.action.len(), 1),
                 (Err(err), Some(fragment)) => assert!(err.to_string().contains(fragment), "{err}"),
                 (other, expected) => panic!("expected {expected:?}, got {other:?}"),

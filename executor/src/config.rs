@@ -32,6 +32,10 @@ pub struct Config {
     /// How many actions may run at once across all targets; more wait their turn.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent: usize,
+    /// A directory of secret files (`<dir>/<NAME>`, readable by the executor's
+    /// user only); `ARF_SECRET_<NAME>` in the environment takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 pub fn default_listen() -> SocketAddr {

@@ -27,7 +27,9 @@ use crate::execution::{self, Course, ExecutionState, Outcome, Phase};
 use crate::plan::Plan;
 use crate::records::{self, StepsPhase};
 use crate::runner;
-use crate::store::{Claim, Store, StoreError};
+use crate::recovery::{self, Settle};
+use crate::secrets::{self, SecretSource};
+use crate::store::{Claim, Store, StoreError, StoredDecision};
 use crate::verify;
 
 /// Why an `Execute` was refused or did not complete.
@@ -72,6 +74,8 @@ pub struct Parts {
     pub audit: AuditClient,
     pub store: Store,
     pub max_concurrent: usize,
+    /// Where the secrets that pathways name are read from.
+    pub secrets: SecretSource,
 }
 
 pub struct Executor {
@@ -80,6 +84,7 @@ pub struct Executor {
     trusted_keys: Vec<TrustedKey>,
     audit: AuditClient,
     store: Store,
+    secrets: SecretSource,
     /// One lock per target, so that two actions never touch a target at once.
     target_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Bounds how many executions run at once; the rest queue.
@@ -97,6 +102,7 @@ impl Executor {
             trusted_keys: parts.trusted_keys,
             audit: parts.audit,
             store: parts.store,
+            secrets: parts.secrets,
             target_locks: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(parts.max_concurrent.max(1))),
             http,
@@ -162,10 +168,11 @@ impl Executor {
             .await
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         admission::check_record(record.as_ref(), signed.audit_seq, body, &sha256_hex(&signed.body))?;
-        let admitted = admission::admit(&self.catalog, &self.inventory, body)?;
+        let admitted = admission::admit(&self.catalog, &self.inventory, &self.secrets, body)?;
 
         let state = ExecutionState::claimed(body, now_ms);
-        if let Claim::Existing(previous) = self.store.claim(&state).await? {
+        let stored = StoredDecision { body: body.clone(), decision_seq: signed.audit_seq };
+        if let Claim::Existing(previous) = self.store.claim(&state, &stored).await? {
             info!(
                 outcome = previous.outcome.as_str(),
                 phase = previous.phase.as_str(),
@@ -175,6 +182,151 @@ impl Executor {
         }
         let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
         Ok(Executed { state, replayed: false })
+    }
+
+    /// Settles every execution that a previous run of this executor left without an
+    /// outcome (see [`crate::recovery`]). The targets' locks are taken before this
+    /// returns, so a new decision for such a target waits until it is settled; the
+    /// settling itself runs in one task per target, whose handles are returned.
+    pub fn recover(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        let mut by_target: HashMap<String, Vec<ExecutionState>> = HashMap::new();
+        for state in self.store.unfinished()? {
+            by_target.entry(state.target.clone()).or_default().push(state);
+        }
+        let mut tasks = Vec::new();
+        for (target, states) in by_target {
+            // Nothing else runs yet, so the lock is free.
+            let Ok(guard) = self.target_lock(&target).try_lock_owned() else {
+                error!(%target, "target is locked at start; its unfinished executions are left for the next start");
+                continue;
+            };
+            let this = Arc::clone(self);
+            tasks.push(tokio::spawn(async move {
+                let _guard = guard;
+                for state in states {
+                    let span = info_span!(
+                        "recover",
+                        decision_id = %state.decision_id,
+                        incident_id = %state.incident_id,
+                        pathway = %state.pathway,
+                        target = %state.target,
+                    );
+                    if let Err(error) = this.settle(state).instrument(span.clone()).await {
+                        span.in_scope(|| error!(%error, "cannot settle an execution cut off by a restart; it stays unfinished until the next start"));
+                    }
+                }
+            }));
+        }
+        Ok(tasks)
+    }
+
+    /// Settles, while the executor runs, the executions an audit outage cut off
+    /// (phase `interrupted`): once the log answers again, each is verified or rolled
+    /// back and gets its one outcome, exactly as after a restart. Without this an
+    /// outage in the middle of an action would leave it unaccounted until the next start.
+    pub fn spawn_settler(self: &Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let interrupted = match this.store.unfinished() {
+                    Ok(states) => states.into_iter().filter(|s| s.phase == Phase::Interrupted).collect::<Vec<_>>(),
+                    Err(error) => {
+                        warn!(%error, "cannot read the execution store to settle interrupted executions");
+                        continue;
+                    }
+                };
+                for state in interrupted {
+                    let lock = this.target_lock(&state.target);
+                    let _guard = lock.lock().await;
+                    let span = info_span!(
+                        "settle",
+                        decision_id = %state.decision_id,
+                        incident_id = %state.incident_id,
+                        pathway = %state.pathway,
+                        target = %state.target,
+                    );
+                    if let Err(error) = this.settle(state).instrument(span.clone()).await {
+                        span.in_scope(|| warn!(%error, "cannot settle an interrupted execution yet; retrying"));
+                    }
+                }
+            }
+        })
+    }
+
+    async fn settle(&self, mut state: ExecutionState) -> Result<(), ExecuteError> {
+        let interrupted_in = state.phase;
+        let Some(stored) = self.store.decision(&state.decision_id)? else {
+            if interrupted_in == Phase::Claimed {
+                self.store.release(&state.decision_id).await?;
+                info!("execution was only claimed when the executor stopped; claim released");
+            } else {
+                error!(phase = interrupted_in.as_str(), "execution was cut off but its decision was not kept; it needs a human");
+            }
+            return Ok(());
+        };
+        let body = stored.body;
+        let trail = self
+            .audit
+            .read_incident(&body.incident_id)
+            .await
+            .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
+        let logged = recovery::logged(&trail, &body.decision_id);
+        let course = recovery::settle(&logged);
+        warn!(phase = interrupted_in.as_str(), course = ?course, "settling an execution cut off by a restart");
+        match course {
+            Settle::Logged(outcome) => {
+                state.outcome = outcome;
+                state.phase = Phase::Finished;
+                state.detail = format!("settled after a restart: the log already holds the `{}` outcome", outcome.as_str());
+                state.updated_at_ms = now_ms();
+                self.store.save(&state).await?;
+            }
+            Settle::Release => {
+                self.store.release(&body.decision_id).await?;
+                info!("nothing was logged as started, so nothing ran; claim released");
+            }
+            Settle::Reverify | Settle::RollBackAgain => {
+                let plan = match admission::admit(&self.catalog, &self.inventory, &self.secrets, &body) {
+                    Ok(admitted) => admitted.plan,
+                    Err(error) => {
+                        // Without its plan there is nothing to verify or roll back with.
+                        let plan = Plan::empty();
+                        let detail = format!(
+                            "cut off while {}; cannot settle after the restart: {error}; the target is in an unknown state",
+                            interrupted_in.as_str()
+                        );
+                        self.finish(&body, &plan, state, Outcome::RollbackFailed, detail, Some(interrupted_in)).await?;
+                        return Ok(());
+                    }
+                };
+                let prefix = format!("cut off while {} and settled after a restart", interrupted_in.as_str());
+                let (outcome, detail) = if course == Settle::RollBackAgain {
+                    self.roll_back(&body, &plan, &mut state, format!("{prefix}: the rollback was under way")).await?
+                } else {
+                    self.advance(&mut state, Phase::Verifying, "verifying again after a restart").await;
+                    let report = verify::run(&plan.verify, &self.http).await;
+                    state.verification = report.last_results();
+                    let mut record = records::verification(&body, StepsPhase::Action, &report);
+                    record["recovered"] = Value::Bool(true);
+                    self.log(&mut state, &body, &plan, RecordKind::Verification, record, "a verification after a restart")
+                        .await?;
+                    match execution::after_action(true, Some(report.passed), plan.irreversible) {
+                        Course::Verified => (Outcome::Verified, format!("{prefix}: verification passed: {}", report.detail)),
+                        Course::Failed => (
+                            Outcome::Failed,
+                            format!("{prefix}: verification failed: {}; the pathway is irreversible", report.detail),
+                        ),
+                        Course::RollBack => {
+                            let why = format!("{prefix}: verification failed: {}", report.detail);
+                            self.roll_back(&body, &plan, &mut state, why).await?
+                        }
+                    }
+                };
+                self.finish(&body, &plan, state, outcome, detail, Some(interrupted_in)).await?;
+            }
+        }
+        Ok(())
     }
 
     fn target_lock(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -206,7 +358,7 @@ impl Executor {
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
         let started = records::execution_started(body, decision_seq, plan);
-        if let Err(source) = self.append(body, RecordKind::ExecutionStarted, started).await {
+        if let Err(source) = self.append(body, plan, RecordKind::ExecutionStarted, started).await {
             self.store.release(&body.decision_id).await?;
             return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
         }
@@ -215,14 +367,15 @@ impl Executor {
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
         let action = runner::run_steps(&plan.action, deadline, &self.http).await;
         let finished = records::execution_finished(body, StepsPhase::Action, &action);
-        self.log(&mut state, body, RecordKind::ExecutionFinished, finished, "the action").await?;
+        self.log(&mut state, body, plan, RecordKind::ExecutionFinished, finished, "the action").await?;
 
         let verification = if action.ok {
             self.advance(&mut state, Phase::Verifying, "verifying the action").await;
             let report = verify::run(&plan.verify, &self.http).await;
             state.verification = report.last_results();
             let record = records::verification(body, StepsPhase::Action, &report);
-            self.log(&mut state, body, RecordKind::Verification, record, "the action and its verification").await?;
+            self.log(&mut state, body, plan, RecordKind::Verification, record, "the action and its verification")
+                .await?;
             Some(report)
         } else {
             None
@@ -245,7 +398,7 @@ impl Executor {
                 }
                 Course::RollBack => self.roll_back(body, plan, &mut state, why).await?,
             };
-        self.finish(body, state, outcome, detail).await
+        self.finish(body, plan, state, outcome, detail, None).await
     }
 
     async fn roll_back(
@@ -256,12 +409,12 @@ impl Executor {
         why: String,
     ) -> Result<(Outcome, String), ExecuteError> {
         warn!(reason = %why, "rolling back");
-        self.log(state, body, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
+        self.log(state, body, plan, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
         self.advance(state, Phase::RollingBack, "rolling back").await;
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
         let steps = runner::run_steps(&plan.rollback, deadline, &self.http).await;
         let finished = records::execution_finished(body, StepsPhase::Rollback, &steps);
-        self.log(state, body, RecordKind::ExecutionFinished, finished, "the action and the rollback").await?;
+        self.log(state, body, plan, RecordKind::ExecutionFinished, finished, "the action and the rollback").await?;
 
         let verification = match (&plan.rollback_verify, steps.ok) {
             (Some(rollback_verify), true) => {
@@ -271,6 +424,7 @@ impl Executor {
                 self.log(
                     state,
                     body,
+                    plan,
                     RecordKind::Verification,
                     record,
                     "the action, the rollback and its verification",
@@ -297,12 +451,18 @@ impl Executor {
     async fn finish(
         &self,
         body: &DecisionBody,
+        plan: &Plan,
         mut state: ExecutionState,
         outcome: Outcome,
         detail: String,
+        recovered_from: Option<Phase>,
     ) -> Result<ExecutionState, ExecuteError> {
-        let record = records::outcome(body, outcome, &detail);
-        self.log(&mut state, body, RecordKind::Outcome, record, "everything but the `outcome` record").await?;
+        let detail = secrets::redact_text(&detail, &plan.secret_values);
+        let record = match recovered_from {
+            Some(phase) => records::recovered_outcome(body, outcome, &detail, phase.as_str()),
+            None => records::outcome(body, outcome, &detail),
+        };
+        self.log(&mut state, body, plan, RecordKind::Outcome, record, "everything but the `outcome` record").await?;
         match outcome {
             Outcome::Verified => info!(outcome = outcome.as_str(), %detail, "execution verified"),
             Outcome::RolledBack => warn!(outcome = outcome.as_str(), %detail, "execution rolled back"),
@@ -322,7 +482,9 @@ impl Executor {
         Ok(state)
     }
 
-    async fn append(&self, body: &DecisionBody, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
+    /// Appends a record, with every secret value the plan holds scrubbed from it.
+    async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
+        let payload = secrets::redact_json(payload, &plan.secret_values);
         self.audit.append_one(&body.incident_id, kind, payload).await.map(|_| ())
     }
 
@@ -333,11 +495,12 @@ impl Executor {
         &self,
         state: &mut ExecutionState,
         body: &DecisionBody,
+        plan: &Plan,
         kind: RecordKind,
         payload: Value,
         ran: &'static str,
     ) -> Result<(), ExecuteError> {
-        let Err(source) = self.append(body, kind, payload).await else { return Ok(()) };
+        let Err(source) = self.append(body, plan, kind, payload).await else { return Ok(()) };
         let record = kind.as_str();
         error!(error = %source, record, ran, "audit append failed after something ran; execution stopped");
         state.phase = Phase::Interrupted;

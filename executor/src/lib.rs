@@ -14,7 +14,9 @@ mod grpc;
 pub mod plan;
 pub mod probe;
 pub mod records;
+pub mod recovery;
 pub mod runner;
+pub mod secrets;
 pub mod store;
 pub mod verify;
 

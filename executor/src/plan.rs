@@ -13,10 +13,12 @@ use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
-use arf_core::catalog::{Pathway, Probe, Step, Verification};
+use arf_core::catalog::{Comparison, EditFormat, Pathway, Probe, Step, Verification};
 use arf_core::decision::DecisionBody;
 use arf_core::target::Target;
 use arf_core::template::{self, TemplateError, Values};
+
+use crate::runner::git::{GitChange, GitSpec, RenderedEdit};
 
 /// A step with every template filled in.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,7 +27,14 @@ pub enum RenderedStep {
     Command {
         argv: Vec<String>,
         env_allow: Vec<String>,
+        /// Set for the command; may hold secrets, which the records redact.
+        env: Vec<(String, String)>,
         cwd: Option<String>,
+        timeout_secs: u64,
+    },
+    Git {
+        #[serde(flatten)]
+        git: GitSpec,
         timeout_secs: u64,
     },
     Http {
@@ -44,12 +53,13 @@ pub enum RenderedStep {
 pub enum RenderedProbe {
     Http { name: String, url: String, expect_status: u16, body_contains: Option<String>, max_latency_ms: Option<u64> },
     Command { name: String, argv: Vec<String>, expect_exit: i32, output_contains: Option<String> },
+    Prometheus { name: String, url: String, query: String, comparison: Comparison, threshold: f64, pass_if_empty: bool },
 }
 
 impl RenderedProbe {
     pub fn name(&self) -> &str {
         match self {
-            Self::Http { name, .. } | Self::Command { name, .. } => name,
+            Self::Http { name, .. } | Self::Command { name, .. } | Self::Prometheus { name, .. } => name,
         }
     }
 }
@@ -74,6 +84,24 @@ pub struct Plan {
     /// The bound on the action, and separately on the rollback.
     pub timeout_secs: u64,
     pub irreversible: bool,
+    /// The values of the secrets the pathway names, to scrub from every record.
+    #[serde(skip)]
+    pub secret_values: Vec<String>,
+}
+
+impl Plan {
+    /// A plan that does nothing, for records about an execution whose plan is lost.
+    pub fn empty() -> Self {
+        Self {
+            action: Vec::new(),
+            verify: RenderedVerification { delay_ms: 0, window_ms: 0, interval_ms: 1, max_failures: 1, probes: Vec::new() },
+            rollback: Vec::new(),
+            rollback_verify: None,
+            timeout_secs: 0,
+            irreversible: false,
+            secret_values: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -85,9 +113,24 @@ pub enum PlanError {
     Invalid { pathway: String, field: String, message: String },
 }
 
-/// Renders `pathway` for the decision `body` against `target`.
-pub fn plan(pathway: &Pathway, target_name: &str, target: &Target, body: &DecisionBody) -> Result<Plan, PlanError> {
-    let renderer = Renderer::new(pathway, target_name, target, body);
+/// Renders `pathway` for the decision `body` against `target`, with the values of
+/// the secrets the pathway names.
+pub fn plan(
+    pathway: &Pathway,
+    target_name: &str,
+    target: &Target,
+    body: &DecisionBody,
+    secrets: &BTreeMap<String, String>,
+) -> Result<Plan, PlanError> {
+    let mut renderer = Renderer::new(pathway, target_name, target, body);
+    renderer.decision_id = body.decision_id.clone();
+    renderer.with_secrets = renderer.plain.clone();
+    for name in &pathway.secrets {
+        let Some(value) = secrets.get(name) else {
+            return Err(renderer.invalid("secrets", format!("secret `{name}` is not available")));
+        };
+        renderer.with_secrets.insert(format!("secret.{name}"), value.as_str());
+    }
     if pathway.timeout_secs == 0 {
         return Err(renderer.invalid("timeout_secs", "must be positive"));
     }
@@ -103,6 +146,7 @@ pub fn plan(pathway: &Pathway, target_name: &str, target: &Target, body: &Decisi
         rollback_verify,
         timeout_secs: pathway.timeout_secs,
         irreversible: pathway.irreversible,
+        secret_values: pathway.secrets.iter().filter_map(|name| secrets.get(name).cloned()).collect(),
     })
 }
 
@@ -143,12 +187,15 @@ struct Renderer<'a> {
     pathway: &'a Pathway,
     plain: Values,
     url: Values,
+    /// `plain` and the pathway's secrets: for HTTP headers and command `env` only.
+    with_secrets: Values,
+    decision_id: String,
 }
 
 impl<'a> Renderer<'a> {
     fn new(pathway: &'a Pathway, target_name: &str, target: &Target, body: &DecisionBody) -> Self {
         let (plain, url) = values(target_name, target, body);
-        Self { pathway, plain, url }
+        Self { pathway, plain, url, with_secrets: Values::default(), decision_id: String::new() }
     }
 
     fn template_error(&self, field: &str, source: TemplateError) -> PlanError {
@@ -161,6 +208,10 @@ impl<'a> Renderer<'a> {
 
     fn text(&self, field: &str, template: &str) -> Result<String, PlanError> {
         template::render(template, &self.plain, str::to_owned).map_err(|e| self.template_error(field, e))
+    }
+
+    fn secret_text(&self, field: &str, template: &str) -> Result<String, PlanError> {
+        template::render(template, &self.with_secrets, str::to_owned).map_err(|e| self.template_error(field, e))
     }
 
     fn url(&self, field: &str, template: &str) -> Result<String, PlanError> {
@@ -186,14 +237,19 @@ impl<'a> Renderer<'a> {
 
     fn step(&self, field: &str, step: &Step) -> Result<RenderedStep, PlanError> {
         let default_timeout = self.pathway.timeout_secs;
-        let (Step::Command { timeout_secs, .. } | Step::Http { timeout_secs, .. }) = step;
+        let (Step::Command { timeout_secs, .. } | Step::Http { timeout_secs, .. } | Step::Git { timeout_secs, .. }) =
+            step;
         if *timeout_secs == Some(0) {
             return Err(self.invalid(field, "`timeout_secs` must be positive"));
         }
         match step {
-            Step::Command { argv, env_allow, cwd, timeout_secs } => Ok(RenderedStep::Command {
+            Step::Command { argv, env_allow, env, cwd, timeout_secs } => Ok(RenderedStep::Command {
                 argv: self.argv(field, argv)?,
                 env_allow: env_allow.clone(),
+                env: env
+                    .iter()
+                    .map(|(name, value)| Ok((name.clone(), self.secret_text(field, value)?)))
+                    .collect::<Result<_, PlanError>>()?,
                 cwd: cwd.as_deref().map(|c| self.text(field, c)).transpose()?,
                 timeout_secs: timeout_secs.unwrap_or(default_timeout),
             }),
@@ -204,7 +260,7 @@ impl<'a> Renderer<'a> {
                 }
                 let mut rendered_headers = BTreeMap::new();
                 for (name, value) in headers {
-                    let value = self.text(field, value)?;
+                    let value = self.secret_text(field, value)?;
                     if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
                         return Err(self.invalid(field, format!("`{name}` is not a valid header name")));
                     }
@@ -219,6 +275,51 @@ impl<'a> Renderer<'a> {
                     headers: rendered_headers,
                     body: body.as_ref().map(|b| self.json(field, b)).transpose()?,
                     expect_status: *expect_status,
+                    timeout_secs: timeout_secs.unwrap_or(default_timeout),
+                })
+            }
+            Step::Git { repo, branch, edits, revert, revert_decision, message, push, timeout_secs } => {
+                let change = match (edits.as_slice(), revert, revert_decision) {
+                    (_, Some(commit), _) => GitChange::Revert { commit: self.text(field, commit)? },
+                    (_, None, true) => GitChange::RevertDecision,
+                    (edits, None, false) if !edits.is_empty() => GitChange::Edits {
+                        edits: edits
+                            .iter()
+                            .enumerate()
+                            .map(|(i, edit)| {
+                                let field = format!("{field}.edits[{i}]");
+                                let format = edit
+                                    .format
+                                    .or_else(|| EditFormat::from_file(&edit.file))
+                                    .ok_or_else(|| self.invalid(&field, "the file's format is unknown"))?;
+                                let path_segments = arf_core::catalog::parse_key_path(&edit.path)
+                                    .map_err(|m| self.invalid(&field, m))?;
+                                let text = self.text(&field, &edit.value)?;
+                                let value = edit.value_type.parse(&text).map_err(|m| self.invalid(&field, m))?;
+                                Ok(RenderedEdit { file: edit.file.clone(), format, path_segments, path: edit.path.clone(), value })
+                            })
+                            .collect::<Result<_, PlanError>>()?,
+                    },
+                    _ => return Err(self.invalid(field, "needs exactly one of `edits`, `revert` and `revert_decision`")),
+                };
+                let repo = self.text(field, repo)?;
+                if repo.is_empty() {
+                    return Err(self.invalid(field, "`repo` renders to nothing"));
+                }
+                let message = match message {
+                    Some(message) => self.text(field, message)?,
+                    None => format!("{}: {}", self.pathway.name, self.decision_id),
+                };
+                Ok(RenderedStep::Git {
+                    git: GitSpec {
+                        repo,
+                        branch: branch.as_deref().map(|b| self.text(field, b)).transpose()?,
+                        change,
+                        message: message.lines().next().unwrap_or_default().to_owned(),
+                        push: push.as_deref().map(|p| self.text(field, p)).transpose()?,
+                        decision_id: self.decision_id.clone(),
+                        pathway: self.pathway.name.clone(),
+                    },
                     timeout_secs: timeout_secs.unwrap_or(default_timeout),
                 })
             }
@@ -276,6 +377,16 @@ impl<'a> Renderer<'a> {
                 expect_exit: *expect_exit,
                 output_contains: output_contains.clone(),
             }),
+            Probe::Prometheus { name, url, query, comparison, threshold, pass_if_empty } => {
+                Ok(RenderedProbe::Prometheus {
+                    name: name.clone(),
+                    url: self.url(field, url)?,
+                    query: self.text(field, query)?,
+                    comparison: *comparison,
+                    threshold: *threshold,
+                    pass_if_empty: *pass_if_empty,
+                })
+            }
         }
     }
 }
@@ -344,7 +455,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
     #[test]
     fn renders_argv_urls_headers_and_bodies() {
         let plan =
-            plan(&pathway(PATHWAY), "web-prod", &target(), &body(json!({"name": "a b/c", "replicas": 3}))).unwrap();
+            plan(&pathway(PATHWAY), "web-prod", &target(), &body(json!({"name": "a b/c", "replicas": 3})), &BTreeMap::new()).unwrap();
         assert_eq!(
             plan.action[0],
             RenderedStep::Command {
@@ -356,6 +467,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
                     "--context=prod-1".into()
                 ],
                 env_allow: vec![],
+                env: vec![],
                 cwd: None,
                 timeout_secs: 5,
             }
@@ -416,7 +528,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
         ];
         for (from, to, parameters, expected) in cases {
             let text = PATHWAY.replace(from, to);
-            let err = plan(&pathway(&text), "web-prod", &target(), &body(parameters)).unwrap_err().to_string();
+            let err = plan(&pathway(&text), "web-prod", &target(), &body(parameters), &BTreeMap::new()).unwrap_err().to_string();
             assert!(err.contains(expected), "{from} -> {to}: {err}");
             assert!(err.starts_with("pathway `scale`"), "{err}");
         }

@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use arf_core::catalog::Comparison;
+
 use crate::execution::ProbeResult;
 use crate::plan::RenderedProbe;
 use crate::runner::command::{self, CommandSpec};
@@ -47,6 +49,7 @@ pub async fn run(probe: &RenderedProbe, client: &reqwest::Client) -> ProbeResult
             let spec = CommandSpec {
                 argv,
                 env_allow: &[],
+                env: &[],
                 cwd: None,
                 timeout: PROBE_TIMEOUT,
                 output_limit: PROBE_OUTPUT_LIMIT,
@@ -63,6 +66,80 @@ pub async fn run(probe: &RenderedProbe, client: &reqwest::Client) -> ProbeResult
                 ),
             };
             result(name, verdict, outcome.duration_ms)
+        }
+        RenderedProbe::Prometheus { name, url, query, comparison, threshold, pass_if_empty } => {
+            let started = tokio::time::Instant::now();
+            let verdict = prometheus_query(client, url, query).await.and_then(|answer| {
+                check_prometheus(&answer, query, *comparison, *threshold, *pass_if_empty)
+            });
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            result(name, verdict, latency_ms)
+        }
+    }
+}
+
+/// Sends a PromQL instant query and returns the JSON answer.
+async fn prometheus_query(client: &reqwest::Client, base: &str, query: &str) -> Result<serde_json::Value, String> {
+    let endpoint = format!("{}/api/v1/query", base.trim_end_matches('/'));
+    let response = client
+        .get(&endpoint)
+        .query(&[("query", query)])
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("cannot query Prometheus at `{endpoint}`: {e}"))?;
+    let status = response.status().as_u16();
+    let body = http::read_bounded(response, PROBE_OUTPUT_LIMIT).await;
+    let answer: serde_json::Value = serde_json::from_str(&body.text)
+        .map_err(|e| format!("Prometheus answered {status} with a body that is not JSON: {e}"))?;
+    if answer.get("status").and_then(serde_json::Value::as_str) != Some("success") {
+        let error = answer.get("error").and_then(serde_json::Value::as_str).unwrap_or("no error given");
+        return Err(format!("Prometheus refused the query (status {status}): {error}"));
+    }
+    Ok(answer)
+}
+
+/// Judges an instant query's answer: every sample must satisfy the comparison.
+pub fn check_prometheus(
+    answer: &serde_json::Value,
+    query: &str,
+    comparison: Comparison,
+    threshold: f64,
+    pass_if_empty: bool,
+) -> Result<String, String> {
+    let data = answer.get("data").ok_or("the answer has no `data`")?;
+    let value_of = |pair: &serde_json::Value| -> Option<f64> { pair.get(1)?.as_str()?.parse::<f64>().ok() };
+    let samples: Vec<(String, f64)> = match data.get("resultType").and_then(serde_json::Value::as_str) {
+        Some("vector") => data
+            .get("result")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("the vector answer has no `result`")?
+            .iter()
+            .map(|sample| {
+                let labels = sample.get("metric").map(serde_json::Value::to_string).unwrap_or_default();
+                value_of(sample.get("value").unwrap_or(&serde_json::Value::Null))
+                    .map(|v| (labels, v))
+                    .ok_or_else(|| format!("a sample of `{query}` has no numeric value"))
+            })
+            .collect::<Result<_, String>>()?,
+        Some("scalar") => {
+            vec![("scalar".to_owned(), value_of(data.get("result").unwrap_or(&serde_json::Value::Null)).ok_or("the scalar answer has no numeric value")?)]
+        }
+        other => return Err(format!("`{query}` answered a {}, not an instant vector or scalar", other.unwrap_or("nothing"))),
+    };
+    let op = comparison.as_str();
+    if samples.is_empty() {
+        return if pass_if_empty {
+            Ok(format!("`{query}` matched nothing, which passes"))
+        } else {
+            Err(format!("`{query}` matched nothing, so nothing shows `{op} {threshold}`"))
+        };
+    }
+    match samples.iter().find(|(_, value)| !comparison.holds(*value, threshold)) {
+        Some((labels, value)) => Err(format!("`{query}` is {value} for {labels}, not {op} {threshold}")),
+        None => {
+            let values: Vec<String> = samples.iter().map(|(_, v)| v.to_string()).collect();
+            Ok(format!("`{query}` = {} {op} {threshold}", values.join(", ")))
         }
     }
 }
@@ -137,6 +214,30 @@ mod tests {
         ];
         for ((status, body, latency, expect, contains, max), passed, fragment) in cases {
             let verdict = check_http(status, body, latency, expect, contains, max);
+            assert_eq!(verdict.is_ok(), passed, "{verdict:?}");
+            let text = verdict.unwrap_or_else(|e| e);
+            assert!(text.contains(fragment), "{text}");
+        }
+    }
+
+    #[test]
+    fn prometheus_verdicts() {
+        use serde_json::json;
+        let vector = |values: &[&str]| {
+            json!({"status": "success", "data": {"resultType": "vector", "result":
+                values.iter().map(|v| json!({"metric": {"job": "web"}, "value": [1.0, v]})).collect::<Vec<_>>()}})
+        };
+        let cases = [
+            (vector(&["0.01"]), Comparison::Less, 0.05, false, true, "= 0.01 < 0.05"),
+            (vector(&["0.01", "0.2"]), Comparison::Less, 0.05, false, false, "is 0.2"),
+            (vector(&[]), Comparison::Less, 0.05, false, false, "matched nothing"),
+            (vector(&[]), Comparison::Less, 0.05, true, true, "which passes"),
+            (vector(&["NaN"]), Comparison::GreaterOrEqual, 1.0, false, false, "is NaN"),
+            (json!({"status": "success", "data": {"resultType": "scalar", "result": [1.0, "3"]}}), Comparison::Equal, 3.0, false, true, "= 3"),
+            (json!({"status": "success", "data": {"resultType": "matrix", "result": []}}), Comparison::Equal, 3.0, false, false, "not an instant vector"),
+        ];
+        for (answer, comparison, threshold, pass_if_empty, passed, fragment) in cases {
+            let verdict = check_prometheus(&answer, "q", comparison, threshold, pass_if_empty);
             assert_eq!(verdict.is_ok(), passed, "{verdict:?}");
             let text = verdict.unwrap_or_else(|e| e);
             assert!(text.contains(fragment), "{text}");

@@ -84,6 +84,14 @@ pub fn rollback(body: &DecisionBody, reason: &str, plan: &Plan) -> Value {
     })
 }
 
+/// `outcome` after a restart: how an execution cut off by a crash was settled.
+pub fn recovered_outcome(body: &DecisionBody, outcome: Outcome, detail: &str, interrupted_in: &str) -> Value {
+    let mut record = self::outcome(body, outcome, detail);
+    record["recovered"] = json!(true);
+    record["interrupted_in"] = json!(interrupted_in);
+    record
+}
+
 /// `outcome`: how the execution ended.
 pub fn outcome(body: &DecisionBody, outcome: Outcome, detail: &str) -> Value {
     json!({
@@ -98,7 +106,7 @@ pub fn outcome(body: &DecisionBody, outcome: Outcome, detail: &str) -> Value {
 /// A rendered step as logged: everything, but credential-like header values.
 pub fn step(step: &RenderedStep) -> Value {
     match step {
-        RenderedStep::Command { .. } => serde_json::to_value(step).unwrap_or(Value::Null),
+        RenderedStep::Command { .. } | RenderedStep::Git { .. } => serde_json::to_value(step).unwrap_or(Value::Null),
         RenderedStep::Http { method, url, headers, body, expect_status, timeout_secs } => {
             let headers: serde_json::Map<String, Value> = headers
                 .iter()
@@ -142,6 +150,12 @@ fn step_result(result: &StepResult) -> Value {
             "error": outcome.status.as_ref().err(),
             "duration_ms": outcome.duration_ms,
             "body": captured(&outcome.body),
+        }),
+        StepReport::Git(outcome) => json!({
+            "kind": "git",
+            "commit": outcome.commit,
+            "detail": outcome.detail,
+            "commands": outcome.log,
         }),
         StepReport::NotStarted => json!({ "kind": "not_started" }),
     };

@@ -4,9 +4,20 @@
 
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use arf_core::decision::DecisionBody;
+
 use crate::execution::{ExecutionState, Phase};
+
+/// What a restarted executor needs to settle an execution it was running: the
+/// decision as it was admitted. Secrets are never stored; they are read again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredDecision {
+    pub body: DecisionBody,
+    pub decision_seq: u64,
+}
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -35,21 +46,40 @@ pub enum Claim {
 pub struct Store {
     db: sled::Db,
     executions: sled::Tree,
+    decisions: sled::Tree,
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        // sled releases its file lock from a background thread after the last handle
+        // is dropped, so an executor restarted in the same process may briefly find
+        // the lock held; wait a bounded while for it.
+        let mut attempts = 0;
+        let db = loop {
+            match sled::open(path) {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::Other && attempts < 40 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(source) => return Err(StoreError::Open { path: path.display().to_string(), source }),
+            }
+        };
         let executions = db.open_tree("executions")?;
-        Ok(Self { db, executions })
+        let decisions = db.open_tree("decisions")?;
+        Ok(Self { db, executions, decisions })
     }
 
-    /// Claims `state.decision_id` if nobody has, durably, before anything runs.
-    pub async fn claim(&self, state: &ExecutionState) -> Result<Claim, StoreError> {
+    /// Claims `state.decision_id` if nobody has, durably, before anything runs,
+    /// keeping `decision` beside it for recovery after a crash.
+    pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
         let bytes = encode(state)?;
         let swapped = self.executions.compare_and_swap(state.decision_id.as_bytes(), None::<&[u8]>, Some(bytes))?;
         match swapped {
             Ok(()) => {
+                let decision = serde_json::to_vec(decision)
+                    .map_err(|e| StoreError::Encode { decision_id: state.decision_id.clone(), message: e.to_string() })?;
+                self.decisions.insert(state.decision_id.as_bytes(), decision)?;
                 self.db.flush_async().await?;
                 Ok(Claim::Claimed)
             }
@@ -73,8 +103,20 @@ impl Store {
     /// Gives a claim back when nothing ran, so that a retry can run the decision.
     pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
         self.executions.remove(decision_id.as_bytes())?;
+        self.decisions.remove(decision_id.as_bytes())?;
         self.db.flush_async().await?;
         Ok(())
+    }
+
+    /// The decision kept with a claim, if any.
+    pub fn decision(&self, decision_id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        self.decisions
+            .get(decision_id.as_bytes())?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| StoreError::Corrupt { decision_id: decision_id.to_owned(), message: e.to_string() })
+            })
+            .transpose()
     }
 
     pub fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
@@ -111,6 +153,28 @@ mod tests {
     use super::*;
     use crate::execution::Outcome;
 
+    fn decision(id: &str) -> StoredDecision {
+        StoredDecision {
+            body: DecisionBody {
+                version: 1,
+                decision_id: id.into(),
+                incident_id: "inc-1".into(),
+                proposal_id: "p".into(),
+                snapshot_hash: "s".into(),
+                pathway: "restart".into(),
+                pathway_digest: "d".into(),
+                target: "web".into(),
+                parameters: serde_json::json!({}),
+                route: arf_core::decision::Route::Autonomous,
+                approvals: vec![],
+                risk_score: 0.1,
+                issued_at_ms: 0,
+                expires_at_ms: 1,
+            },
+            decision_seq: 7,
+        }
+    }
+
     fn state(id: &str) -> ExecutionState {
         ExecutionState {
             decision_id: id.into(),
@@ -132,21 +196,22 @@ mod tests {
         let path = dir.path().join("executions.sled");
         {
             let store = Store::open(&path).unwrap();
-            assert_eq!(store.claim(&state("dec-1")).await.unwrap(), Claim::Claimed);
+            assert_eq!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Claimed);
             let mut finished = state("dec-1");
             finished.outcome = Outcome::Verified;
             finished.phase = Phase::Finished;
             store.save(&finished).await.unwrap();
-            assert_eq!(store.claim(&state("dec-1")).await.unwrap(), Claim::Existing(finished));
-            assert_eq!(store.claim(&state("dec-2")).await.unwrap(), Claim::Claimed);
+            assert_eq!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Existing(finished));
+            assert_eq!(store.claim(&state("dec-2"), &decision("dec-2")).await.unwrap(), Claim::Claimed);
         }
         let store = Store::open(&path).unwrap();
         assert!(
-            matches!(store.claim(&state("dec-1")).await.unwrap(), Claim::Existing(s) if s.outcome == Outcome::Verified)
+            matches!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Existing(s) if s.outcome == Outcome::Verified)
         );
         assert_eq!(store.unfinished().unwrap(), vec![state("dec-2")]);
+        assert_eq!(store.decision("dec-2").unwrap(), Some(decision("dec-2")));
         store.release("dec-2").await.unwrap();
         assert_eq!(store.get("dec-2").unwrap(), None);
-        assert_eq!(store.claim(&state("dec-2")).await.unwrap(), Claim::Claimed);
+        assert_eq!(store.claim(&state("dec-2"), &decision("dec-2")).await.unwrap(), Claim::Claimed);
     }
 }

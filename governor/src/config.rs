@@ -45,6 +45,9 @@ pub struct Config {
     /// unknown: it scores as the most sensitive, and policy sees that it is unknown.
     #[serde(default = "default_environments")]
     pub environments: BTreeMap<String, f64>,
+    /// Rate limit, error budget, change freezes and rollback pathways.
+    #[serde(default)]
+    pub guard_rails: crate::guard::GuardRails,
 }
 
 /// One caller of the governor: a name, a role and the file holding its bearer token.
@@ -140,6 +143,7 @@ impl Config {
                 return Err(invalid(format!("targets.{name}.environment"), "must not be empty"));
             }
         }
+        self.guard_rails.validate().map_err(|(field, message)| invalid(field, message))?;
         self.load_identities()?;
         arf_core::catalog::Catalog::load_dir(&self.catalog_dir)?;
         crate::policy::Policies::load_dir(&self.policies_dir)?;

@@ -13,6 +13,7 @@ use arf_core::target::Inventory;
 use thiserror::Error;
 
 use crate::decision::Decision;
+use crate::guard::{self, GuardRails, GuardState};
 use crate::identity::Caller;
 use crate::policy::{self, Policies, PolicyInput};
 use crate::risk::{self, RiskInputs, RiskWeights};
@@ -25,8 +26,11 @@ pub struct Governance<'a> {
     pub environments: &'a BTreeMap<String, f64>,
     pub weights: &'a RiskWeights,
     pub policies: &'a Policies,
-    /// The global autonomy switch policy reads.
-    pub autonomy: bool,
+    /// What the guard rails remember: the kill switch, rates, error budgets, outcomes.
+    pub guard: &'a GuardState,
+    pub guard_rails: &'a GuardRails,
+    /// The configured freeze windows, parsed.
+    pub freezes: &'a [policy::FreezeWindow],
     pub decision_ttl_ms: i64,
 }
 
@@ -101,8 +105,9 @@ pub fn decide(
     now_ms: i64,
 ) -> Result<(Decision, PolicyInput), InvalidProposal> {
     check(proposal, governance)?;
-    let input = policy_input(governance, proposal, requester)?;
-    let outcome = governance.policies.evaluate(&input);
+    let (input, assessment) = policy_input(governance, proposal, requester, now_ms)?;
+    // Policy decides; the guard rails can only make its answer stricter.
+    let outcome = guard::backstop(governance.policies.evaluate(&input), &assessment);
     let route = outcome.route;
     let decision = Decision {
         decision_id,
@@ -127,16 +132,19 @@ pub fn decide(
         uncertainty: proposal.hypothesis.uncertainty.clone(),
         reasoner: proposal.reasoner.clone(),
         requester: requester.name.clone(),
+        guard_rails: guard::describe(&assessment, &input.target.service, &input.action.pathway),
     };
     Ok((decision, input))
 }
 
-/// Builds the versioned document policy reads, with the risk already scored.
+/// Builds the versioned document policy reads, with the risk already scored and
+/// the guard rails assessed at `now_ms`.
 pub fn policy_input(
     governance: &Governance<'_>,
     proposal: &Proposal,
     requester: &Caller,
-) -> Result<PolicyInput, InvalidProposal> {
+    now_ms: i64,
+) -> Result<(PolicyInput, guard::Assessment), InvalidProposal> {
     let pathway_name = &proposal.remediation.pathway;
     let pathway =
         governance.catalog.get(pathway_name).ok_or_else(|| InvalidProposal::UnknownPathway(pathway_name.clone()))?;
@@ -144,6 +152,14 @@ pub fn policy_input(
     let target =
         governance.targets.get(target_name).ok_or_else(|| InvalidProposal::UnknownTarget(target_name.clone()))?;
     let sensitivity = governance.environments.get(&target.environment).copied();
+    let assessment = guard::assess(
+        governance.guard,
+        governance.guard_rails,
+        governance.freezes,
+        &target.service,
+        pathway_name,
+        now_ms,
+    );
     let risk = risk::score(
         &RiskInputs {
             environment: target.environment.clone(),
@@ -151,7 +167,7 @@ pub fn policy_input(
             blast_radius: pathway.blast_radius,
             irreversible: pathway.irreversible,
             base_risk: pathway.base_risk,
-            success_rate: None,
+            success_rate: assessment.success_rate,
             confidence: proposal.hypothesis.confidence,
             minutes_since_last_change: None,
             pathway_security_sensitive: pathway.security_sensitive,
@@ -159,7 +175,7 @@ pub fn policy_input(
         },
         governance.weights,
     );
-    Ok(PolicyInput {
+    let input = PolicyInput {
         version: policy::INPUT_VERSION,
         action: policy::ActionInput {
             pathway: pathway_name.clone(),
@@ -173,6 +189,7 @@ pub fn policy_input(
             blast_radius: pathway.blast_radius,
             irreversible: pathway.irreversible,
             security_sensitive: pathway.security_sensitive,
+            rollback: assessment.is_rollback,
         },
         target: policy::TargetInput {
             name: target_name.clone(),
@@ -199,8 +216,9 @@ pub fn policy_input(
             snapshot_hash: proposal.snapshot_hash.clone(),
             reasoner: proposal.reasoner.clone(),
         },
-        autonomy: policy::AutonomyInput { enabled: governance.autonomy },
-        freeze_windows: Vec::new(),
-        outcome_stats: BTreeMap::new(),
-    })
+        autonomy: assessment.autonomy.clone(),
+        freeze_windows: assessment.freeze_windows.clone(),
+        outcome_stats: assessment.outcome_stats.clone(),
+    };
+    Ok((input, assessment))
 }

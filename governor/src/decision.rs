@@ -130,6 +130,9 @@ pub struct Decision {
     pub reasoner: String,
     /// The identity that asked for the decision.
     pub requester: String,
+    /// The guard rails at decision time, in words (see [`crate::guard::describe`]).
+    #[serde(default)]
+    pub guard_rails: Vec<String>,
 }
 
 impl Decision {

@@ -105,6 +105,14 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
     }
     writeln!(out)?;
 
+    if !d.guard_rails.is_empty() {
+        writeln!(out, "Guard rails at decision time:")?;
+        for line in &d.guard_rails {
+            writeln!(out, "  - {line}")?;
+        }
+        writeln!(out)?;
+    }
+
     write_rollback(out, &d.remediation.pathway, pathway, values)?;
     writeln!(out)?;
 
@@ -159,6 +167,15 @@ fn describe_step(step: &Step, values: &Values) -> String {
             format!("run `{}`", argv.iter().map(|a| fill(a)).collect::<Vec<_>>().join(" "))
         }
         Step::Http { method, url, expect_status, .. } => format!("{method} {} (expects {expect_status})", fill(url)),
+        Step::Git { repo, edits, revert, .. } => match (revert, edits.as_slice()) {
+            (Some(commit), _) => format!("revert commit {} in `{}` (git)", fill(commit), fill(repo)),
+            (None, []) => format!("revert this decision's commit in `{}` (git)", fill(repo)),
+            (None, edits) => {
+                let changes: Vec<String> =
+                    edits.iter().map(|e| format!("{}:{} = {}", e.file, e.path, fill(&e.value))).collect();
+                format!("commit {} in `{}` (git)", changes.join(", "), fill(repo))
+            }
+        },
     }
 }
 

@@ -12,8 +12,10 @@ pub mod decide;
 pub mod decision;
 pub mod explain;
 mod grpc;
+pub mod guard;
 pub mod identity;
 pub mod policy;
+pub mod policy_test;
 pub mod risk;
 
 pub use config::{Config, Identity};

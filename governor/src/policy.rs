@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use arf_core::decision::{Risk, Route};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
@@ -39,7 +40,11 @@ use thiserror::Error;
 use crate::identity::Role;
 
 /// The version of the input document; policies can check `input.version`.
-pub const INPUT_VERSION: u32 = 1;
+///
+/// Version 2 added `pathway.rollback`, the guard rails in `autonomy`
+/// (`global`, `global_reason`, `rate_limit`, `error_budget`; `enabled` became the
+/// effective switch), `freeze_windows[].active`, and filled `outcome_stats`.
+pub const INPUT_VERSION: u32 = 2;
 
 /// The rule every bundle must define.
 pub const DECISION_RULE: &str = "data.arf.governor.decision";
@@ -51,7 +56,7 @@ const EVALUATION_LIMIT: Duration = Duration::from_secs(2);
 
 /// The document policy reads as `input`. Its shape is part of the contract with
 /// policy authors: add fields, bump [`INPUT_VERSION`] when changing one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyInput {
     /// Always [`INPUT_VERSION`].
@@ -64,6 +69,7 @@ pub struct PolicyInput {
     pub target: TargetInput,
     /// The target's environment, as the governor's configuration knows it.
     pub environment: EnvironmentInput,
+    #[schemars(with = "RiskSchema")]
     pub risk: Risk,
     /// The hypothesis confidence, in [0, 1].
     pub confidence: f64,
@@ -72,13 +78,14 @@ pub struct PolicyInput {
     pub proposal: ProposalInput,
     /// The global autonomy switch: when off, nothing runs without a person.
     pub autonomy: AutonomyInput,
-    /// Change-freeze windows in force (none are configured yet).
+    /// Every configured change-freeze window, each saying whether it is active now.
     pub freeze_windows: Vec<FreezeWindow>,
-    /// Recent outcome statistics by pathway name (not collected yet).
+    /// Outcome statistics of the proposed pathway on the target's service, keyed by
+    /// pathway name (one entry).
     pub outcome_stats: BTreeMap<String, OutcomeStats>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionInput {
     pub pathway: String,
@@ -86,7 +93,7 @@ pub struct ActionInput {
     pub parameters: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathwayInput {
     pub name: String,
@@ -95,9 +102,13 @@ pub struct PathwayInput {
     pub blast_radius: f64,
     pub irreversible: bool,
     pub security_sensitive: bool,
+    /// The pathway undoes a change (configured in `guard_rails.rollback_pathways`);
+    /// rollbacks are exempt from change freezes.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInput {
     pub name: String,
@@ -108,7 +119,7 @@ pub struct TargetInput {
     pub security_sensitive: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentInput {
     pub name: String,
@@ -118,14 +129,14 @@ pub struct EnvironmentInput {
     pub sensitivity: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequesterInput {
     pub identity: String,
     pub role: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposalInput {
     pub id: String,
@@ -134,28 +145,106 @@ pub struct ProposalInput {
     pub reasoner: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutonomyInput {
+    /// The effective switch: true only when the global switch is on, the service is
+    /// under its rate limit and the pathway has error budget left on the service.
     pub enabled: bool,
+    /// The global kill switch (`arf autonomy on|off`).
+    #[serde(default = "yes")]
+    pub global: bool,
+    /// Why the global switch was last moved, as the admin said.
+    #[serde(default)]
+    pub global_reason: String,
+    #[serde(default)]
+    pub rate_limit: RateLimitInput,
+    #[serde(default)]
+    pub error_budget: ErrorBudgetInput,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+fn yes() -> bool {
+    true
+}
+
+/// Autonomous actions on the target's service in the last hour.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitInput {
+    /// Autonomous actions allowed per service per hour.
+    pub limit: u32,
+    /// Autonomous actions on this service in the last hour.
+    pub used: u32,
+    /// The limit was reached; autonomy stays off for the service until an admin resets it.
+    pub exceeded: bool,
+}
+
+/// Failed verifications of the proposed pathway on the target's service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBudgetInput {
+    /// Failures allowed within the window.
+    pub limit: u32,
+    pub window_secs: u64,
+    /// Failures within the window.
+    pub failures: u32,
+    /// The budget is used up; autonomy stays off for the pathway on the service until an admin resets it.
+    pub exhausted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeWindow {
     pub name: String,
     pub starts_at_ms: i64,
     pub ends_at_ms: i64,
     pub reason: String,
+    /// The decision's time lies inside the window.
+    #[serde(default)]
+    pub active: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeStats {
     pub runs: u64,
     pub verified: u64,
     pub rolled_back: u64,
     pub failed: u64,
+}
+
+/// The shape of [`Risk`] (an `arf-core` type), for the schema.
+#[derive(JsonSchema)]
+#[schemars(rename = "Risk")]
+#[expect(dead_code, reason = "only its schema is used")]
+struct RiskSchema {
+    /// The weighted score in [0, 1].
+    score: f64,
+    /// `low` below 0.25, `medium` below 0.5, `high` below 0.75, `critical` from 0.75.
+    band: String,
+    /// Each factor's value, weight (its share) and contribution.
+    factors: Vec<RiskFactorSchema>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "RiskFactor")]
+#[expect(dead_code, reason = "only its schema is used")]
+struct RiskFactorSchema {
+    name: String,
+    value: f64,
+    weight: f64,
+    contribution: f64,
+    detail: String,
+}
+
+/// The JSON Schema of the input document, generated from [`PolicyInput`].
+pub fn input_schema() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(PolicyInput)).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut schema {
+        map.insert("$id".to_owned(), Value::String(format!("https://arf.dev/schemas/policy-input/v{INPUT_VERSION}.json")));
+        map.insert("title".to_owned(), Value::String(format!("ARF governor policy input, version {INPUT_VERSION}")));
+    }
+    schema
 }
 
 /// What policy decided, checked against the output contract.

@@ -66,7 +66,9 @@ fn decide(pathway: &str, target: &str, confidence: f64) -> Decision {
         environments: &environments,
         weights: &weights,
         policies: &policies,
-        autonomy: true,
+        guard: &Default::default(),
+        guard_rails: &Default::default(),
+        freezes: &[],
         decision_ttl_ms: 900_000,
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };

@@ -53,6 +53,7 @@ fn pending(approvals_required: u32, approver_roles: &[&str]) -> Decision {
         reasoner: "scripted".into(),
         // A person as requester, so that self-approval can be tried at all.
         requester: "erin".into(),
+        guard_rails: vec![],
     }
 }
 

@@ -1,4 +1,5 @@
-//! The default policy bundle in `examples/policies/`, case by case: input → route, rules and reasons.
+//! The default policy bundle's own cases (`examples/policies/tests/*.cases.json`), run
+//! as `arf policy test examples/policies` runs them: input → route, rules, reasons.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,86 +9,80 @@
 
 use std::path::PathBuf;
 
-use arf_governor::policy::{Policies, PolicyInput};
-use serde::Deserialize;
-use serde_json::Value;
+use arf_governor::policy::Policies;
+use arf_governor::policy_test;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Cases {
-    base: Value,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    /// Merged into `base`, object by object.
-    with: Value,
-    route: String,
-    rules_fired: Vec<String>,
-    reasons: Vec<String>,
-    approvals_required: u32,
-    approver_roles: Vec<String>,
-}
-
-fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Object(base), Value::Object(patch)) => {
-            for (key, value) in patch {
-                merge(base.entry(key.clone()).or_insert(Value::Null), value);
-            }
-        }
-        (base, patch) => *base = patch.clone(),
-    }
-}
-
-fn default_bundle() -> Policies {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
-    Policies::load_dir(&dir).unwrap_or_else(|e| panic!("the default bundle must load: {e}"))
-}
-
-fn check(policies: &Policies, base: &Value, case: &Case) -> Result<(), String> {
-    let mut document = base.clone();
-    merge(&mut document, &case.with);
-    let input: PolicyInput = serde_json::from_value(document).map_err(|e| format!("bad input: {e}"))?;
-    let outcome = policies.evaluate(&input);
-    let actual = (
-        outcome.route.as_str().to_owned(),
-        outcome.rules_fired.clone(),
-        outcome.reasons.clone(),
-        outcome.approvals_required,
-        outcome.approver_roles.clone(),
-        outcome.diagnostics.clone(),
-    );
-    let expected = (
-        case.route.clone(),
-        case.rules_fired.clone(),
-        case.reasons.clone(),
-        case.approvals_required,
-        case.approver_roles.clone(),
-        Vec::<String>::new(),
-    );
-    if actual == expected { Ok(()) } else { Err(format!("expected {expected:#?}\n   got {actual:#?}")) }
+fn default_policies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies")
 }
 
 #[test]
-fn default_policy_cases() {
-    let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/policy_cases.json"))
-        .unwrap();
-    let cases: Cases = serde_json::from_str(&text).unwrap();
-    let policies = default_bundle();
-    let failures: Vec<String> = cases
-        .cases
+fn the_default_bundle_passes_its_cases() {
+    let report = policy_test::run_dir(&default_policies()).unwrap();
+    let failures: Vec<String> = report
+        .results
         .iter()
-        .filter_map(|case| check(&policies, &cases.base, case).err().map(|e| format!("case `{}`: {e}", case.name)))
+        .filter_map(|r| r.failure.as_ref().map(|f| format!("{} / {}: {f}", r.file, r.name)))
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.cases.len(),
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), report.results.len(), failures.join("\n"));
+    assert!(report.results.len() >= 40, "the default bundle ships at least 40 cases, found {}", report.results.len());
+}
+
+#[test]
+fn every_rule_of_the_default_bundle_has_a_case() {
+    let report = policy_test::run_dir(&default_policies()).unwrap();
+    let text: String = std::fs::read_dir(default_policies().join("tests"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let rego = std::fs::read_to_string(default_policies().join("governor.rego")).unwrap();
+    // Every finding id the bundle can produce appears in some case's `rules_fired`.
+    let ids: Vec<&str> = rego
+        .split("finding(\n\t\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .chain(["no_rule_applies"])
+        .collect();
+    assert!(ids.len() >= 15, "{ids:?}");
+    for id in ids {
+        assert!(text.contains(&format!("\"{id}\"")), "rule `{id}` has no case");
+    }
+    assert!(report.failed() == 0);
+}
+
+/// A case that is wrong is reported as a failure, naming what differed.
+#[test]
+fn a_wrong_expectation_fails_and_says_what_differed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::copy(default_policies().join("tests/base.input.json"), tests.join("base.input.json")).unwrap();
+    std::fs::write(
+        tests.join("wrong.cases.json"),
+        r#"{ "cases": [
+            { "name": "right", "route": "autonomous", "rules_fired": ["low_risk_autonomy"] },
+            { "name": "wrong", "with": { "confidence": 0.1 }, "route": "autonomous", "rules_fired": [] }
+        ] }"#,
+    )
+    .unwrap();
+    let policies = Policies::load_dir(&default_policies()).unwrap();
+    let report = policy_test::run_cases(&policies, &tests).unwrap();
+    assert_eq!((report.passed(), report.failed()), (1, 1), "{report:#?}");
+    let failure = report.results[1].failure.as_deref().unwrap();
+    assert!(failure.contains("route: expected `autonomous`, got `deny`"), "{failure}");
+    assert!(failure.contains("confidence_floor"), "{failure}");
+}
+
+/// A case file with a field it does not know is refused, not half-read.
+#[test]
+fn a_case_file_with_an_unknown_field_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::copy(default_policies().join("tests/base.input.json"), tests.join("base.input.json")).unwrap();
+    std::fs::write(tests.join("typo.cases.json"), r#"{ "cases": [ { "name": "x", "route": "deny", "rules_fired": [], "rout": 1 } ] }"#)
+        .unwrap();
+    let policies = Policies::load_dir(&default_policies()).unwrap();
+    let error = policy_test::run_cases(&policies, &tests).unwrap_err().to_string();
+    assert!(error.contains("typo.cases.json") && error.contains("unknown field `rout`"), "{error}");
 }

@@ -41,8 +41,8 @@ fn data(name: &str) -> String {
 }
 
 fn base_input() -> PolicyInput {
-    let cases: serde_json::Value = serde_json::from_str(&data("policy_cases.json")).unwrap();
-    serde_json::from_value(cases["base"].clone()).unwrap()
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies/tests/base.input.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn check(case: &Case, input: &PolicyInput) -> Result<(), String> {

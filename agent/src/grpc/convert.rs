@@ -48,6 +48,7 @@ pub fn incident(incident: &Incident) -> pb::Incident {
         snapshot_hash: incident.snapshot_hash.clone(),
         decision_ids: incident.decision_ids.clone(),
         reason: incident.reason.clone(),
+        model_calls: incident.model_calls,
     }
 }
 

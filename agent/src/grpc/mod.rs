@@ -29,12 +29,12 @@ pub fn invalid(error: &InvalidSignal) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
-pub fn audit_down(error: &arf_audit::AuditError) -> Status {
-    Status::unavailable(format!("signals were not accepted because they could not be logged: {error}"))
+pub fn not_accepted(error: &crate::service::IngestError) -> Status {
+    Status::unavailable(error.to_string())
 }
 
 async fn accept(agent: &Arc<Agent>, signals: Vec<arf_core::signal::Signal>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
-    let accepted = agent.ingest(signals).await.map_err(|e| audit_down(&e))?;
+    let accepted = agent.ingest(signals).await.map_err(|e| not_accepted(&e))?;
     Ok(Response::new(pb::SubmitSignalsResponse { accepted: accepted.into_iter().map(convert::accepted).collect() }))
 }
 

@@ -4,6 +4,8 @@
 //! should hold a [`arf_core::diagnosis::Diagnosis`]. Whatever it returns is
 //! untrusted and goes through [`crate::ground`] before anyone acts on it.
 
+pub mod noisy;
+pub mod openai;
 pub mod rules;
 pub mod scripted;
 
@@ -15,6 +17,13 @@ use arf_core::diagnosis::Snapshot;
 
 use crate::prompt::Prompt;
 
+/// An earlier answer that was refused, and why: sent back to the model for repair.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub completion: String,
+    pub reasons: Vec<String>,
+}
+
 /// What a reasoner is given.
 #[derive(Debug)]
 pub struct DiagnosisRequest<'a> {
@@ -23,6 +32,8 @@ pub struct DiagnosisRequest<'a> {
     /// Target names offered to the model.
     pub targets: &'a [String],
     pub pathways: &'a [Value],
+    /// Earlier refused answers in this diagnosis, oldest first.
+    pub repairs: &'a [Attempt],
 }
 
 /// What a reasoner answered, with what the log needs to reproduce it.
@@ -33,6 +44,10 @@ pub struct Completion {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub latency_ms: u64,
+    /// Problems found before grounding (schema violations); non-empty means refused.
+    pub problems: Vec<String>,
+    /// The answer was asked for in JSON mode, not with a JSON Schema.
+    pub json_mode: bool,
 }
 
 #[derive(Debug, Error)]
@@ -46,11 +61,18 @@ pub enum ReasonerError {
     Unavailable(String),
     #[error("cannot build the answer: {0}")]
     Template(String),
+    #[error("the model refused to answer: {0}")]
+    Refused(String),
 }
 
 pub trait Reasoner: Send + Sync {
     /// `scripted`, `rules`, `openai`, ...
     fn name(&self) -> &str;
+    /// How many refused answers may be sent back for repair; 0 for reasoners that
+    /// would answer the same again.
+    fn repairs(&self) -> u32 {
+        0
+    }
     fn diagnose<'a>(&'a self, request: &'a DiagnosisRequest<'a>) -> BoxFuture<'a, Result<Completion, ReasonerError>>;
 }
 

@@ -81,6 +81,8 @@ impl Reasoner for Scripted {
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                problems: Vec::new(),
+                json_mode: false,
             })
         })
     }

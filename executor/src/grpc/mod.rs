@@ -65,25 +65,29 @@ pub async fn serve(
         audit,
         store,
         max_concurrent: config.max_concurrent,
+        secrets: crate::secrets::SecretSource { dir: config.secrets_dir.clone() },
     })?);
-    // Recovery of executions cut off by a crash comes later; until then they are
-    // at least named loudly, and never run again.
-    for state in executor.unfinished()? {
-        warn!(
-            decision_id = %state.decision_id,
-            incident_id = %state.incident_id,
-            pathway = %state.pathway,
-            phase = state.phase.as_str(),
-            "execution never reached an outcome; it will not be run again"
-        );
+    // Executions cut off by a crash are settled (verified again, rolled back when
+    // the target is unhealthy) while the server answers; their targets stay locked
+    // until then, and none is run again.
+    let n_unfinished = executor.unfinished()?.len();
+    if n_unfinished > 0 {
+        warn!(n_unfinished, "executions never reached an outcome; settling them");
     }
+    executor.recover()?;
+    // And those an audit outage cuts off while it runs are settled once the log is back.
+    let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(ExecutorServer::new(Service { executor }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .context("executor server failed")
+        .context("executor server failed");
+    // The settler holds the executor (and its store): stop it so the store closes.
+    settler.abort();
+    let _ = settler.await;
+    served
 }

@@ -25,6 +25,8 @@ pub struct CommandSpec<'a> {
     pub argv: &'a [String],
     /// Names passed through from the executor's environment; everything else is cleared.
     pub env_allow: &'a [String],
+    /// Variables set for the command, after the allowed ones (secrets go here).
+    pub env: &'a [(String, String)],
     pub cwd: Option<&'a str>,
     pub timeout: Duration,
     pub output_limit: usize,
@@ -103,6 +105,7 @@ pub async fn run(spec: &CommandSpec<'_>) -> CommandOutcome {
         .args(args)
         .env_clear()
         .envs(allowed_env(spec.env_allow))
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -257,7 +260,7 @@ mod tests {
 
     async fn run_argv(args: &[&str], timeout: Duration, limit: usize) -> CommandOutcome {
         let argv = argv(args);
-        run(&CommandSpec { argv: &argv, env_allow: &[], cwd: None, timeout, output_limit: limit }).await
+        run(&CommandSpec { argv: &argv, env_allow: &[], env: &[], cwd: None, timeout, output_limit: limit }).await
     }
 
     #[tokio::test]

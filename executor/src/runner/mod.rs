@@ -2,6 +2,8 @@
 //! within one deadline.
 
 pub mod command;
+pub mod edit;
+pub mod git;
 pub mod http;
 
 use std::time::Duration;
@@ -30,6 +32,7 @@ pub struct StepResult {
 pub enum StepReport {
     Command(CommandOutcome),
     Http(HttpOutcome),
+    Git(git::GitOutcome),
     /// The deadline passed before the step could start.
     NotStarted,
 }
@@ -82,10 +85,11 @@ pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, clie
         };
     }
     match step {
-        RenderedStep::Command { argv, env_allow, cwd, timeout_secs } => {
+        RenderedStep::Command { argv, env_allow, env, cwd, timeout_secs } => {
             let spec = CommandSpec {
                 argv,
                 env_allow,
+                env,
                 cwd: cwd.as_deref(),
                 timeout: Duration::from_secs(*timeout_secs).min(remaining),
                 output_limit: command::OUTPUT_LIMIT,
@@ -117,6 +121,11 @@ pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, clie
                 Err(error) => (false, error.clone()),
             };
             StepResult { index, ok, detail, report: StepReport::Http(outcome) }
+        }
+        RenderedStep::Git { git: spec, timeout_secs } => {
+            let deadline = deadline.min(Instant::now() + Duration::from_secs(*timeout_secs));
+            let outcome = git::run(spec, deadline).await;
+            StepResult { index, ok: outcome.ok, detail: format!("git: {}", outcome.detail), report: StepReport::Git(outcome) }
         }
     }
 }

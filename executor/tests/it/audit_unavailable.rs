@@ -51,7 +51,7 @@ async fn nothing_runs_without_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_lost_midway_stops_the_execution_and_a_retry_does_not_run_it_again() {
+async fn a_log_lost_midway_stops_the_execution_until_the_log_returns_and_it_is_settled_once() {
     let dir = tempfile::tempdir().unwrap();
     let (entered_tx, mut entered) = mpsc::channel(4);
     let (gate, url) = start_gate(entered_tx).await;
@@ -80,11 +80,18 @@ async fn a_log_lost_midway_stops_the_execution_and_a_retry_does_not_run_it_again
     assert_eq!(stored.outcome, "running");
     assert!(stored.detail.starts_with("interrupted after the action ran"), "{}", stored.detail);
 
-    // The log comes back; the same decision is retried and answered, not run again.
+    // The log comes back: the executor settles the execution by itself (it verifies
+    // again, and would roll back an unhealthy target), logging its one outcome,
+    // without running the action again.
     h.start_audit().await;
+    let outcome = h.wait_for_kind(&body.incident_id, "outcome").await;
+    assert_eq!(outcome.payload["outcome"], "verified");
+    assert_eq!(outcome.payload["recovered"], true);
     let retry = h.execute(signed).await.unwrap();
-    assert!(retry.replayed);
-    assert_eq!(retry.outcome, "running");
+    assert!(retry.replayed, "a retry answers with the execution, not a second run");
+    assert_eq!(retry.outcome, "verified");
     assert_eq!(gate.calls.load(Ordering::SeqCst), 1);
-    assert_eq!(h.kinds(&body.incident_id).await, vec!["decision", "execution_started"]);
+    let kinds = h.kinds(&body.incident_id).await;
+    assert_eq!(kinds.iter().filter(|k| **k == "outcome").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "execution_started").count(), 1, "{kinds:?}");
 }

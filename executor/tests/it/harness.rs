@@ -36,11 +36,12 @@ pub struct Setup {
     pub targets: Inventory,
     pub max_concurrent: usize,
     pub audit: Audit,
+    pub secrets_dir: Option<PathBuf>,
 }
 
 impl Setup {
     pub fn new(pathways: Vec<Pathway>, targets: Inventory) -> Self {
-        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running }
+        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None }
     }
 }
 
@@ -145,6 +146,7 @@ impl Harness {
             trusted_keys: vec![arf_core::keys::public_path(&dir.join("governor.key"))],
             targets: setup.targets,
             max_concurrent: setup.max_concurrent,
+            secrets_dir: setup.secrets_dir.clone(),
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
@@ -173,6 +175,17 @@ impl Harness {
         let (server, client) = spawn_executor(self.executor_config.clone()).await;
         self.executor_server = Some(server);
         self.executor = client;
+    }
+
+    /// Stops the in-process executor, for a test that runs it as its own process.
+    pub async fn stop_executor(&mut self) {
+        if let Some(server) = self.executor_server.take() {
+            server.stop().await;
+        }
+    }
+
+    pub fn executor_config(&self) -> &arf_executor::Config {
+        &self.executor_config
     }
 
     /// Stops the audit log; the executor keeps its address.
@@ -235,6 +248,19 @@ impl Harness {
         self.governor.read_incident(incident_id).await.unwrap()
     }
 
+    /// Follows the log until the incident has a record of `kind`, and returns it.
+    pub async fn wait_for_kind(&self, incident_id: &str, kind: &str) -> Record {
+        use futures::StreamExt;
+        let mut tail = self.governor.tail(1).await.unwrap();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let record = tokio::time::timeout_at(deadline, tail.next()).await.expect("timed out following the log").unwrap().unwrap();
+            if record.incident_id == incident_id && record.kind.as_str() == kind {
+                return record;
+            }
+        }
+    }
+
     /// The kinds of the incident's records, oldest first.
     pub async fn kinds(&self, incident_id: &str) -> Vec<&'static str> {
         self.trail(incident_id).await.iter().map(|r| r.kind.as_str()).collect()
@@ -292,7 +318,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// A command step.
 pub fn command(argv: &[&str]) -> Step {
-    Step::Command { argv: strings(argv), env_allow: vec![], cwd: None, timeout_secs: None }
+    Step::Command { argv: strings(argv), env_allow: vec![], env: BTreeMap::new(), cwd: None, timeout_secs: None }
 }
 
 /// A command probe.
@@ -321,6 +347,7 @@ pub fn pathway(name: &str, action: Vec<Step>, probes: Vec<Probe>, rollback: Vec<
         verify: verification(probes),
         rollback,
         rollback_verify: None,
+        secrets: vec![],
     }
 }
 

@@ -7,9 +7,13 @@ mod harness;
 
 mod audit_unavailable;
 mod bounded_output;
+mod gitops;
+mod prometheus;
+mod recovery;
 mod http_target;
 mod rejects_bad_decisions;
 mod rolls_back;
+mod secrets;
 mod runs_once;
 mod serializes_targets;
 mod timeout_kills_group;

@@ -26,6 +26,7 @@ async fn a_timeout_kills_the_whole_process_group() {
             .map(str::to_owned)
             .to_vec(),
         env_allow: vec![],
+        env: Default::default(),
         cwd: None,
         timeout_secs: Some(1),
     };

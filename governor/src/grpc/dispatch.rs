@@ -122,10 +122,17 @@ impl Shared {
     /// Records a dispatch outcome: in memory first, then in the log (best effort:
     /// the executor logs its own outcome, this is the governor's view of it).
     pub(crate) async fn finish(&self, decision_id: &str, incident_id: &str, state: State, detail: String) {
+        let mut subject = None;
         if let Some(entry) = self.entry(decision_id).await {
             let mut decision = entry.lock().await;
             decision.state = state;
             decision.detail.clone_from(&detail);
+            subject = Some((decision.service.clone(), decision.remediation.pathway.clone()));
+        }
+        // Feedback: what the executor reports feeds the statistics, the risk history
+        // factor and the error budget.
+        if let Some((service, pathway)) = subject {
+            self.record_outcome(incident_id, decision_id, &service, &pathway, state.as_str()).await;
         }
         let payload = json!({ "decision_id": decision_id, "state": state.as_str(), "detail": detail });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {

@@ -6,9 +6,11 @@
 
 pub(crate) mod convert;
 mod dispatch;
+mod guard;
 mod status;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,8 +34,9 @@ use arf_proto::v1::governor_server::{Governor, GovernorServer};
 use crate::config::Config;
 use crate::decide::{self, Governance};
 use crate::decision::{self, Approval, Decision, Progress, State, Verdict};
+use crate::guard::{GuardRails, GuardState};
 use crate::identity::Caller;
-use crate::policy::{Policies, PolicyInput};
+use crate::policy::{FreezeWindow, Policies, PolicyInput};
 use crate::risk::RiskWeights;
 
 /// The governor's clock, in Unix milliseconds. Tests pass a clock they control.
@@ -48,7 +51,18 @@ pub(crate) struct Shared {
     targets: Inventory,
     environments: BTreeMap<String, f64>,
     weights: RiskWeights,
-    policies: Policies,
+    /// The bundle serving now; a reload swaps it whole, or not at all.
+    policies: std::sync::RwLock<Arc<Policies>>,
+    policies_dir: PathBuf,
+    guard_rails: GuardRails,
+    freezes: Vec<FreezeWindow>,
+    /// The guard rails' memory; saved to `guard_path` after every change. Never
+    /// held across an `.await`.
+    guard: std::sync::Mutex<GuardState>,
+    guard_path: PathBuf,
+    /// Decisions are made one at a time, so that two cannot both take the last
+    /// autonomous action a service's rate limit allows.
+    deciding: Mutex<()>,
     decision_ttl_ms: i64,
     audit: AuditClient,
     executor: ExecutorClient<Channel>,
@@ -62,6 +76,11 @@ impl Shared {
         let callers = config.load_identities()?;
         let catalog = Catalog::load_dir(&config.catalog_dir)?;
         let policies = Policies::load_dir(&config.policies_dir)?;
+        let freezes = config.guard_rails.freezes().map_err(|(field, message)| {
+            anyhow::anyhow!("`governor.{field}`: {message}")
+        })?;
+        let guard_path = crate::guard::state_path(&config.data_dir);
+        let guard = crate::guard::load(&guard_path)?;
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
         let audit = AuditClient::connect(&config.audit_addr, Some(audit_token))?;
         let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
@@ -72,7 +91,13 @@ impl Shared {
             targets: config.targets.clone(),
             environments: config.environments.clone(),
             weights: config.risk.clone(),
-            policies,
+            policies: std::sync::RwLock::new(Arc::new(policies)),
+            policies_dir: config.policies_dir.clone(),
+            guard_rails: config.guard_rails.clone(),
+            freezes,
+            guard: std::sync::Mutex::new(guard),
+            guard_path,
+            deciding: Mutex::new(()),
             decision_ttl_ms: i64::try_from(config.decision_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             audit,
             executor,
@@ -82,15 +107,16 @@ impl Shared {
         })
     }
 
-    fn governance(&self) -> Governance<'_> {
+    fn governance<'a>(&'a self, policies: &'a Policies, guard: &'a GuardState) -> Governance<'a> {
         Governance {
             catalog: &self.catalog,
             targets: &self.targets,
             environments: &self.environments,
             weights: &self.weights,
-            policies: &self.policies,
-            // The global autonomy switch; always on until rate limits and error budgets exist.
-            autonomy: true,
+            policies,
+            guard,
+            guard_rails: &self.guard_rails,
+            freezes: &self.freezes,
             decision_ttl_ms: self.decision_ttl_ms,
         }
     }
@@ -250,14 +276,25 @@ impl Governor for Service {
             tracing::Span::current().record("decision_id", decision_id.as_str());
             // Policy evaluation is CPU work bounded by the engine's time limit; it runs
             // off the async workers so a slow policy cannot stall other calls.
+            let deciding = self.shared.deciding.lock().await;
+            let policies = self.shared.current_policies();
+            let guard = self.shared.guard_snapshot();
             let shared = Arc::clone(&self.shared);
             let span = tracing::Span::current();
             let decided = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| decide::decide(&shared.governance(), &proposal, &caller, decision_id, now))
+                span.in_scope(|| {
+                    decide::decide(&shared.governance(&policies, &guard), &proposal, &caller, decision_id, now)
+                })
             })
             .await
             .map_err(|_| Status::internal("the decision could not be computed; nothing was decided"))?;
             let (decision, input) = decided.map_err(status::invalid_proposal)?;
+            // Counted before the decision is logged: a run that then fails to happen
+            // only makes the rate limit stricter.
+            let trip = (decision.route == Route::Autonomous)
+                .then(|| self.shared.note_autonomous(&decision.service, now))
+                .flatten();
+            drop(deciding);
             // Write-ahead: a decision that is not in the log was never made.
             self.shared
                 .audit
@@ -271,6 +308,9 @@ impl Governor for Service {
                 diagnostics = ?decision.policy.diagnostics,
                 "decision made"
             );
+            if let Some(trip) = trip {
+                self.shared.log_trip(&trip, &decision.incident_id, &decision.decision_id).await;
+            }
             let decision_id = decision.decision_id.clone();
             let autonomous = decision.route == Route::Autonomous;
             // Held locked from before it is visible until it is authorized, so the
@@ -434,6 +474,40 @@ impl Governor for Service {
         .instrument(span)
         .await
     }
+
+    async fn get_autonomy(
+        &self,
+        request: Request<pb::GetAutonomyRequest>,
+    ) -> Result<Response<pb::AutonomyStatus>, Status> {
+        self.shared.authenticate(&request)?;
+        Ok(Response::new(self.shared.autonomy_status(Vec::new())))
+    }
+
+    async fn set_autonomy(
+        &self,
+        request: Request<pb::SetAutonomyRequest>,
+    ) -> Result<Response<pb::AutonomyStatus>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        let request = request.into_inner();
+        self.shared.set_autonomy(&caller, request.enabled, &request.reason).await.map(Response::new)
+    }
+
+    async fn reset_autonomy(
+        &self,
+        request: Request<pb::ResetAutonomyRequest>,
+    ) -> Result<Response<pb::AutonomyStatus>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        let request = request.into_inner();
+        self.shared.reset_autonomy(&caller, &request.service, &request.pathway, &request.reason).await.map(Response::new)
+    }
+
+    async fn reload_policies(
+        &self,
+        request: Request<pb::ReloadPoliciesRequest>,
+    ) -> Result<Response<pb::ReloadPoliciesResponse>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        self.shared.reload_policies(Some(&caller)).await.map(|files| Response::new(pb::ReloadPoliciesResponse { files }))
+    }
 }
 
 /// Runs the governor on `listener` until `shutdown` resolves.
@@ -455,20 +529,22 @@ pub async fn serve_with_clock(
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
-    let shared = Shared::load(&config, clock)?;
+    let shared = Arc::new(Shared::load(&config, clock)?);
     let addr = listener.local_addr()?;
+    #[cfg(unix)]
+    guard::reload_on_sighup(Arc::clone(&shared))?;
     info!(
         %addr,
         pathways = shared.catalog.len(),
         targets = shared.targets.len(),
-        policies = shared.policies.files().len(),
+        policies = shared.current_policies().files().len(),
         key_id = %arf_core::decision::key_id(&shared.key.verifying_key()),
         "governor listening"
     );
     tonic::transport::Server::builder()
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(GovernorServer::new(Service { shared: Arc::new(shared) }))
+        .add_service(GovernorServer::new(Service { shared }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("governor server failed")

@@ -119,11 +119,21 @@ pub struct Setup {
     pub executor_addr: Option<String>,
     /// False: the governor's audit address is a closed port.
     pub audit: bool,
+    pub guard_rails: arf_governor::guard::GuardRails,
+    /// Guard-rail state saved by an earlier governor, found at start.
+    pub guard_state: Option<arf_governor::guard::GuardState>,
 }
 
 impl Default for Setup {
     fn default() -> Self {
-        Self { policies_dir: default_policies(), decision_ttl_secs: 900, executor_addr: None, audit: true }
+        Self {
+            policies_dir: default_policies(),
+            decision_ttl_secs: 900,
+            executor_addr: None,
+            audit: true,
+            guard_rails: Default::default(),
+            guard_state: None,
+        }
     }
 }
 
@@ -175,6 +185,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         targets: inventory(),
         risk: Default::default(),
         environments: arf_governor::config::default_environments(),
+        guard_rails: setup.guard_rails.clone(),
     };
     (config, tokens)
 }
@@ -205,6 +216,10 @@ impl Harness {
             config.executor_addr = closed_port().await;
         }
 
+        if let Some(state) = &setup.guard_state {
+            std::fs::create_dir_all(&config.data_dir).unwrap();
+            arf_governor::guard::save(&arf_governor::guard::state_path(&config.data_dir), state).unwrap();
+        }
         let clock = Arc::new(AtomicI64::new(arf_core::time::now_ms()));
         let reading = Arc::clone(&clock);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -290,6 +305,37 @@ impl Harness {
         let request = pb::ListDecisionsRequest { incident_id: incident_id.to_owned() };
         let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
         self.governor.clone().list_decisions(request).await.map(|r| r.into_inner().decisions)
+    }
+
+    pub async fn set_autonomy(&self, who: &str, enabled: bool, reason: &str) -> Result<pb::AutonomyStatus, tonic::Status> {
+        let request = pb::SetAutonomyRequest { enabled, reason: reason.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().set_autonomy(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn reset_autonomy(&self, who: &str, service: &str, pathway: &str) -> Result<pb::AutonomyStatus, tonic::Status> {
+        let request = pb::ResetAutonomyRequest {
+            service: service.to_owned(),
+            pathway: pathway.to_owned(),
+            reason: "checked the pathway by hand".to_owned(),
+        };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().reset_autonomy(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn autonomy(&self, who: &str) -> Result<pb::AutonomyStatus, tonic::Status> {
+        let request = arf_proto::server::with_bearer(tonic::Request::new(pb::GetAutonomyRequest {}), self.token(who));
+        self.governor.clone().get_autonomy(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn reload(&self, who: &str) -> Result<Vec<String>, tonic::Status> {
+        let request = arf_proto::server::with_bearer(tonic::Request::new(pb::ReloadPoliciesRequest {}), self.token(who));
+        self.governor.clone().reload_policies(request).await.map(|r| r.into_inner().files)
+    }
+
+    /// The governor-wide events (`decision` records of the `governance` incident) of one kind.
+    pub async fn governance_events(&self, event: &str) -> Vec<Record> {
+        self.records("governance", RecordKind::Decision).await.into_iter().filter(|r| r.payload["event"] == event).collect()
     }
 
     /// The incident's records of one kind.

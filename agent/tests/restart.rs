@@ -1,0 +1,67 @@
+//! The log is the agent's memory: a restarted agent rebuilds its incidents from
+//! the audit log, keeps grouping into them, and resumes a diagnosis that a crash
+//! interrupted, so no accepted signal is forgotten.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+mod support;
+
+use serde_json::json;
+
+use arf_agent::config::ReasonerKind;
+use arf_audit::{Entry, RecordKind};
+use arf_proto::v1 as pb;
+use support::{ModelServer, Reply};
+
+const VALID: &str = r#"{"hypotheses":[{"root_cause":"wedged workers","evidence":["{{signal_id}}"],"confidence":0.8,"uncertainty":"","expected_impact":"errors stop","remediations":[{"pathway":"restart_service","target":"checkout-staging","parameters_json":"{}","rationale":"r"}]}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_remembers_and_resumes() {
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let configure = |config: &mut arf_agent::config::Config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(&server.base_url));
+    };
+    let mut running = support::start(configure).await;
+    let _ = support::agent_client(&running.agent).await;
+    let first = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
+    support::wait_for_state(&running.audit, &first, &["escalated", "proposed"]).await;
+
+    // As if an agent accepted an alert about another service and died before diagnosing it.
+    let orphan_signal = json!({
+        "id": "sig-00000000000000aa", "source": "alertmanager", "kind": "alert", "status": "firing",
+        "title": "PaymentsDown", "description": "payments is down", "severity": "critical",
+        "service": "checkout", "environment": "production", "labels": {"alertname": "PaymentsDown"},
+        "annotations": {}, "observed_at_ms": 1, "fingerprint": "fp-orphan"
+    });
+    running
+        .audit
+        .append(vec![
+            Entry::new("inc-orphan", RecordKind::Incident, json!({"event": "opened", "title": "PaymentsDown", "service": "checkout", "environment": "production", "state": "open"})),
+            Entry::new("inc-orphan", RecordKind::Signal, json!({"signal": orphan_signal, "duplicate": false})),
+        ])
+        .await
+        .unwrap();
+
+    running.restart_agent(configure).await;
+    let mut agent = support::agent_client(&running.agent).await;
+    let remembered = agent.get_incident(pb::GetIncidentRequest { incident_id: first.clone() }).await.unwrap().into_inner();
+    assert_eq!(remembered.state, "escalated");
+    assert_eq!(remembered.signal_count, 1);
+    assert_eq!(remembered.model_calls, 1);
+
+    // The same alert again joins the remembered incident as a duplicate.
+    let again = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
+    assert_eq!(again, first);
+
+    // The interrupted diagnosis resumes.
+    let trail = support::wait_for_state(&running.audit, "inc-orphan", &["escalated", "proposed"]).await;
+    assert!(trail.iter().any(|r| r.kind == RecordKind::Diagnosis), "the orphaned incident was diagnosed after the restart");
+    let subjects: Vec<String> = server
+        .received()
+        .iter()
+        .map(|r| r.body["messages"][1]["content"].as_str().unwrap().lines().find(|l| l.starts_with("Incident")).unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(subjects.iter().filter(|s| s.contains(&first)).count(), 1, "the finished diagnosis did not run again: {subjects:?}");
+    assert!(subjects.iter().any(|s| s.contains("inc-orphan")), "the interrupted one resumed: {subjects:?}");
+}

@@ -1,0 +1,323 @@
+//! What the agent's integration tests share: a real audit log, an agent, and a
+//! scripted OpenAI-compatible server on loopback that speaks the real protocol.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test support fails loudly")]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use arf_agent::config::{Config, OpenAiConfig, ReasonerKind};
+use arf_core::target::{Inventory, Target};
+
+pub fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// How the scripted server answers one request.
+#[derive(Clone)]
+pub enum Reply {
+    /// A chat completion whose message content is this text.
+    Content(String),
+    /// A completion whose message is a refusal.
+    Refusal(String),
+    /// An HTTP error with an OpenAI error body and optional `Retry-After` seconds.
+    Error { status: u16, message: String, retry_after: Option<u64> },
+    /// Never answers (until the client gives up).
+    Hang,
+    /// Content with `{{signal_id}}` replaced by the first signal id in the prompt,
+    /// as a model that read the context would cite it.
+    Cite(String),
+}
+
+/// The first `sig-...` id in the request's messages.
+fn first_signal_id(body: &Value) -> String {
+    let text = body["messages"].to_string();
+    text.find("sig-")
+        .map(|at| text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect())
+        .unwrap_or_default()
+}
+
+/// One request the server received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub body: Value,
+    pub authorization: Option<String>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    /// Answer with this once the queue is empty.
+    otherwise: Option<Reply>,
+    received: Vec<Received>,
+}
+
+/// A scripted OpenAI-compatible server on loopback.
+#[derive(Clone)]
+pub struct ModelServer {
+    pub base_url: String,
+    script: Arc<Mutex<Script>>,
+}
+
+impl ModelServer {
+    pub async fn start(replies: Vec<Reply>, otherwise: Option<Reply>) -> Self {
+        let script = Arc::new(Mutex::new(Script { replies: replies.into(), otherwise, received: Vec::new() }));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(completions))
+            .with_state(Arc::clone(&script));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base_url, script }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.script.lock().unwrap().received.clone()
+    }
+}
+
+pub fn completion(content: &str, refusal: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 1_760_000_000,
+        "model": "scripted-model-1",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": if refusal.is_some() { Value::Null } else { Value::String(content.to_owned()) }, "refusal": refusal},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 812, "completion_tokens": 143, "total_tokens": 955}
+    })
+}
+
+async fn completions(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let cited = first_signal_id(&body);
+    let reply = {
+        let mut script = script.lock().unwrap();
+        script.received.push(Received {
+            body,
+            authorization: headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            at: Instant::now(),
+        });
+        script.replies.pop_front().or_else(|| script.otherwise.clone())
+    };
+    match reply {
+        Some(Reply::Content(text)) => (StatusCode::OK, axum::Json(completion(&text, None))).into_response(),
+        Some(Reply::Cite(text)) => (StatusCode::OK, axum::Json(completion(&text.replace("{{signal_id}}", &cited), None))).into_response(),
+        Some(Reply::Refusal(text)) => (StatusCode::OK, axum::Json(completion("", Some(&text)))).into_response(),
+        Some(Reply::Error { status, message, retry_after }) => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({"error": {"message": message, "type": if status == 429 { "rate_limit_error" } else { "server_error" }, "param": null, "code": null}})),
+            )
+                .into_response();
+            if let Some(seconds) = retry_after {
+                response.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
+            }
+            response
+        }
+        Some(Reply::Hang) | None => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+/// A running audit log and agent.
+pub struct Running {
+    pub agent: String,
+    pub webhook: String,
+    pub audit: arf_audit::AuditClient,
+    pub audit_addr: String,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    /// Stops this agent and starts another on the same audit log, as a restart would.
+    pub async fn restart_agent(&mut self, adjust: impl FnOnce(&mut Config)) {
+        if let Some(stop) = self.stops.pop() {
+            let _ = stop.send(());
+        }
+        let token_file = self.dir.path().join("agent.token");
+        let (agent, webhook, stop) = start_agent(&self.audit_addr, &token_file, adjust).await;
+        self.agent = agent;
+        self.webhook = webhook;
+        self.stops.push(stop);
+    }
+}
+
+pub async fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The demo's targets, for incidents about `checkout`.
+pub fn inventory() -> Inventory {
+    let target = |environment: &str| Target {
+        kind: "service".into(),
+        service: "checkout".into(),
+        environment: environment.into(),
+        tier: "standard".into(),
+        security_sensitive: false,
+        facts: BTreeMap::from([("url".to_owned(), "http://127.0.0.1:9".to_owned()), ("repo".to_owned(), "/nonexistent".to_owned())]),
+    };
+    BTreeMap::from([("checkout-staging".to_owned(), target("staging")), ("checkout-production".to_owned(), target("production"))])
+}
+
+pub fn openai(base_url: &str) -> OpenAiConfig {
+    OpenAiConfig {
+        base_url: base_url.to_owned(),
+        model: "scripted-model-1".to_owned(),
+        api_key_env: None,
+        provider: Default::default(),
+        api_version: None,
+        timeout_secs: 5,
+        max_retries: 2,
+        temperature: 0.0,
+        max_tokens: 1024,
+        max_repairs: 2,
+        structured_output: Default::default(),
+        on_unavailable: Default::default(),
+    }
+}
+
+/// Starts a real audit log and an agent configured by `adjust`.
+pub async fn start(adjust: impl FnOnce(&mut Config)) -> Running {
+    start_in(tempfile::tempdir().unwrap(), adjust).await
+}
+
+async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Running {
+    let token_file = dir.path().join("agent.token");
+    let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
+    let mut stops = Vec::new();
+    let audit_config = arf_audit::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("audit"),
+        writers: BTreeMap::from([("agent".to_owned(), token_file.clone())]),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let audit_addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    stops.push(stop);
+    tokio::spawn(arf_audit::serve(audit_config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let (agent, webhook, stop) = start_agent(&audit_addr, &token_file, adjust).await;
+    stops.push(stop);
+    let audit = arf_audit::AuditClient::connect(&audit_addr, Some(token)).unwrap();
+    Running { agent, webhook, audit, audit_addr, stops, dir }
+}
+
+/// Starts an agent against the audit log at `audit_addr`; returns its gRPC and webhook addresses.
+pub async fn start_agent(
+    audit_addr: &str,
+    token_file: &std::path::Path,
+    adjust: impl FnOnce(&mut Config),
+) -> (String, String, tokio::sync::oneshot::Sender<()>) {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        webhook_listen: "127.0.0.1:0".parse().unwrap(),
+        audit_addr: audit_addr.to_owned(),
+        audit_token_file: token_file.to_owned(),
+        governor_addr: closed_port().await,
+        governor_token_file: token_file.to_owned(),
+        catalog_dir: examples().join("pathways"),
+        reasoner: ReasonerKind::Scripted,
+        scripted_dir: Some(examples().join("scripted")),
+        runbooks_dir: Some(examples().join("runbooks")),
+        openai: None,
+        noisy: None,
+        group_window_secs: 1800,
+        change_lookback_secs: 7200,
+        max_snapshot_items: 50,
+        max_snapshot_tokens: 6000,
+        max_diagnoses_per_incident: 3,
+        max_model_calls_per_incident: 6,
+        redact_patterns: vec![],
+        targets: inventory(),
+    };
+    adjust(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let webhook_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = listener.local_addr().unwrap().to_string();
+    let webhook = webhook_listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(arf_agent::serve(config, listener, webhook_listener, async move {
+        let _ = stopped.await;
+    }));
+    (agent, webhook, stop)
+}
+
+/// Waits until the agent reports SERVING on the standard health check (it has
+/// rebuilt its state from the log), then returns a client.
+pub async fn agent_client(addr: &str) -> arf_proto::v1::agent_client::AgentClient<tonic::transport::Channel> {
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let mut health = HealthClient::new(channel.clone());
+    let request = || tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let mut watch = loop {
+        if let Ok(stream) = health.watch(request()).await {
+            break stream.into_inner();
+        }
+        tokio::task::yield_now().await;
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = tokio::time::timeout_at(deadline, watch.message()).await.expect("agent never became ready").unwrap().unwrap();
+        if status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            return arf_proto::v1::agent_client::AgentClient::new(channel);
+        }
+    }
+}
+
+/// Follows the audit log until an incident record reaches `state`, and returns the incident's trail.
+pub async fn wait_for_state(audit: &arf_audit::AuditClient, incident_id: &str, states: &[&str]) -> Vec<arf_audit::Record> {
+    use futures::StreamExt;
+    let mut tail = audit.tail(1).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, tail.next()).await.expect("timed out following the log").unwrap().unwrap();
+        if next.incident_id == incident_id
+            && next.kind == arf_audit::RecordKind::Incident
+            && next.payload["state"].as_str().is_some_and(|s| states.contains(&s))
+        {
+            return audit.read_incident(incident_id).await.unwrap();
+        }
+    }
+}
+
+/// Posts an Alertmanager alert about checkout, and returns the incident it opened.
+pub async fn fire(webhook: &str, alertname: &str, environment: &str, description: &str) -> String {
+    post_alert(webhook, "firing", alertname, environment, description).await
+}
+
+/// Posts the resolution of an alert, and returns the incident it belongs to.
+pub async fn resolve(webhook: &str, alertname: &str, environment: &str) -> String {
+    post_alert(webhook, "resolved", alertname, environment, "recovered").await
+}
+
+async fn post_alert(webhook: &str, status: &str, alertname: &str, environment: &str, description: &str) -> String {
+    let body = json!({
+        "version": "4", "status": status, "receiver": "arf", "groupKey": "{}", "groupLabels": {},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+        "alerts": [{"status": status,
+            "labels": {"alertname": alertname, "service": "checkout", "env": environment, "severity": "critical"},
+            "annotations": {"description": description}, "startsAt": "2026-11-22T03:00:00Z"}]
+    });
+    let response = reqwest::Client::new().post(format!("http://{webhook}/v1/webhooks/alertmanager")).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["accepted"][0]["incident_id"].as_str().unwrap().to_owned()
+}

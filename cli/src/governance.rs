@@ -1,0 +1,219 @@
+//! Governance commands: `arf policy test|reload|schema`, `arf autonomy on|off|status|reset`
+//! and `arf keys generate`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde_json::json;
+
+use arf_governor::policy_test;
+use arf_proto::v1 as pb;
+
+use crate::client::Endpoints;
+use crate::exit;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Runs a bundle's test cases (`DIR/tests/*.cases.json`), like `opa test`; exits 1 on any failure.
+    Test {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Asks the running governor to load its bundle again (admin); a bundle that does not load is refused.
+    Reload,
+    /// Prints the JSON Schema of the input document policies read.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AutonomyCommand {
+    /// Switches autonomy on everywhere (admin).
+    On {
+        #[arg(long)]
+        reason: String,
+    },
+    /// The kill switch: nothing runs without a person until autonomy is on again (admin).
+    Off {
+        #[arg(long)]
+        reason: String,
+    },
+    /// The kill switch, tripped guard rails, active freezes and outcome statistics.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switches autonomy back on for a service (or one pathway on it) after a rate limit or an error budget (admin).
+    Reset {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        pathway: Option<String>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generates an ed25519 signing key (mode 0600) with its `.pub` beside it, for a key rotation.
+    Generate { path: PathBuf },
+}
+
+pub fn keys(command: KeysCommand) -> Result<ExitCode> {
+    match command {
+        KeysCommand::Generate { path } => {
+            if path.exists() {
+                anyhow::bail!("`{}` exists already; a rotation needs a new file", path.display());
+            }
+            let key = arf_core::keys::load_or_generate(&path)
+                .with_context(|| format!("cannot generate a key at `{}`", path.display()))?;
+            println!("key id: {}", arf_core::decision::key_id(&key.verifying_key()));
+            println!("secret: {} (mode 0600; give it to the governor as `signing_key_file`)", path.display());
+            println!(
+                "public: {} (add it to the executor's `trusted_keys` first)",
+                arf_core::keys::public_path(&path).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status(error: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", error.message(), error.code())
+}
+
+pub async fn policy(endpoints: &Endpoints, command: PolicyCommand) -> Result<ExitCode> {
+    match command {
+        PolicyCommand::Test { dir, json } => test(&dir, json),
+        PolicyCommand::Reload => {
+            let request = endpoints.authed(pb::ReloadPoliciesRequest {})?;
+            let response = endpoints.governor()?.reload_policies(request).await.map_err(status)?.into_inner();
+            println!("policies reloaded; serving {} file(s):", response.files.len());
+            for file in response.files {
+                println!("  {file}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&arf_governor::policy::input_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn test(dir: &Path, as_json: bool) -> Result<ExitCode> {
+    let report = policy_test::run_dir(dir).with_context(|| format!("cannot test the policies in `{}`", dir.display()))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for result in &report.results {
+            match &result.failure {
+                None => println!("PASS  {} / {}", result.file, result.name),
+                Some(failure) => println!("FAIL  {} / {}\n      {failure}", result.file, result.name),
+            }
+        }
+        println!("{} passed, {} failed, {} cases", report.passed(), report.failed(), report.results.len());
+    }
+    Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(exit::FAILURE) })
+}
+
+pub async fn autonomy(endpoints: &Endpoints, command: AutonomyCommand) -> Result<ExitCode> {
+    let mut governor = endpoints.governor()?;
+    let (state, as_json) = match command {
+        AutonomyCommand::On { reason } => {
+            let request = endpoints.authed(pb::SetAutonomyRequest { enabled: true, reason })?;
+            (governor.set_autonomy(request).await.map_err(status)?.into_inner(), false)
+        }
+        AutonomyCommand::Off { reason } => {
+            let request = endpoints.authed(pb::SetAutonomyRequest { enabled: false, reason })?;
+            (governor.set_autonomy(request).await.map_err(status)?.into_inner(), false)
+        }
+        AutonomyCommand::Status { json } => {
+            let request = endpoints.authed(pb::GetAutonomyRequest {})?;
+            (governor.get_autonomy(request).await.map_err(status)?.into_inner(), json)
+        }
+        AutonomyCommand::Reset { service, pathway, reason } => {
+            let request = endpoints.authed(pb::ResetAutonomyRequest {
+                service,
+                pathway: pathway.unwrap_or_default(),
+                reason,
+            })?;
+            (governor.reset_autonomy(request).await.map_err(status)?.into_inner(), false)
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status_json(&state))?);
+    } else {
+        print_status(&state);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn trip_json(trip: &pb::GuardTrip) -> serde_json::Value {
+    json!({
+        "kind": trip.kind,
+        "service": trip.service,
+        "pathway": trip.pathway,
+        "since": arf_core::time::format_ms(trip.since_ms),
+        "reason": trip.reason,
+    })
+}
+
+fn status_json(state: &pb::AutonomyStatus) -> serde_json::Value {
+    json!({
+        "enabled": state.enabled,
+        "changed_by": state.changed_by,
+        "changed_at_ms": state.changed_at_ms,
+        "reason": state.reason,
+        "trips": state.trips.iter().map(trip_json).collect::<Vec<_>>(),
+        "cleared": state.cleared.iter().map(trip_json).collect::<Vec<_>>(),
+        "active_freezes": state.active_freezes,
+        "stats": state.stats.iter().map(|s| json!({
+            "service": s.service, "pathway": s.pathway, "runs": s.runs,
+            "verified": s.verified, "rolled_back": s.rolled_back, "failed": s.failed,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_status(state: &pb::AutonomyStatus) {
+    let switch = if state.enabled { "on" } else { "OFF" };
+    if state.changed_by.is_empty() {
+        println!("global autonomy: {switch}");
+    } else {
+        println!(
+            "global autonomy: {switch} (by {} at {}: {})",
+            state.changed_by,
+            arf_core::time::format_ms(state.changed_at_ms),
+            state.reason
+        );
+    }
+    for trip in &state.cleared {
+        println!("reset: {} on {}{}", trip.kind, trip.service, scope(&trip.pathway));
+    }
+    if state.trips.is_empty() {
+        println!("tripped guard rails: none");
+    } else {
+        println!("tripped guard rails (autonomy off until an admin resets them):");
+        for trip in &state.trips {
+            println!("  {} on {}{}: {}", trip.kind, trip.service, scope(&trip.pathway), trip.reason);
+        }
+    }
+    if state.active_freezes.is_empty() {
+        println!("change freezes active: none");
+    } else {
+        println!("change freezes active: {}", state.active_freezes.join(", "));
+    }
+    for s in &state.stats {
+        println!(
+            "  {} on {}: {} runs, {} verified, {} rolled back, {} failed",
+            s.pathway, s.service, s.runs, s.verified, s.rolled_back, s.failed
+        );
+    }
+}
+
+fn scope(pathway: &str) -> String {
+    if pathway.is_empty() { String::new() } else { format!(" / {pathway}") }
+}

@@ -1,0 +1,407 @@
+//! The simulated world: services whose state changes when pathways act on them.
+//!
+//! Each target of the eval inventory is one simulated resource (a service, a
+//! bucket, an IAM role) with the causes that currently break it. The eval
+//! pathways are ordinary `http` pathways that `POST {{target.url}}/act` with an
+//! action name and their parameters, and verify with `GET {{target.url}}/health`.
+//! An action removes a cause only when it is the remedy for that cause *and* its
+//! parameters name the right thing (the bad commit, the leaked credential), so a
+//! wrong remediation really fails verification and a right one really passes.
+//!
+//! Time is simulated: every action costs the minutes in [`action_minutes`], and
+//! the human constants in [`human`] price what people do, so MTTR is in simulated
+//! minutes and does not depend on how fast this machine is.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Documented constants for what people cost, in simulated minutes.
+pub mod human {
+    /// From a page to an on-call engineer reading the explanation and approving (first approver).
+    pub const APPROVAL_RESPONSE_MIN: f64 = 15.0;
+    /// Each further distinct approver.
+    pub const EXTRA_APPROVER_MIN: f64 = 10.0;
+    /// From an escalation (nothing proposed, denied, rejected, rolled back) to an engineer starting to work on it.
+    pub const ESCALATION_RESPONSE_MIN: f64 = 20.0;
+    /// Triage that concludes an alert was a false alarm.
+    pub const FALSE_ALARM_TRIAGE_MIN: f64 = 10.0;
+    /// Cleaning up after a harmful action (restore, forensics, customer comms).
+    pub const HARM_RECOVERY_MIN: f64 = 60.0;
+    /// The agent's context assembly and model call.
+    pub const DIAGNOSIS_MIN: f64 = 1.0;
+    /// A pathway's verification window.
+    pub const VERIFY_WINDOW_MIN: f64 = 5.0;
+}
+
+/// Why a simulated resource is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cause {
+    BadRelease,
+    BadConfig,
+    ConfigDrift,
+    MissingEnv,
+    MemoryLeak,
+    DiskFull,
+    CertExpired,
+    UpstreamOutage,
+    PublicBucket,
+    OverPermissiveIam,
+    VulnerableDependency,
+    LeakedSecret,
+    ShellInContainer,
+}
+
+impl Cause {
+    /// The action that removes this cause, and the fact its parameter must match
+    /// (`(parameter, fact)`), if any.
+    pub fn remedy(self) -> (&'static str, &'static [(&'static str, &'static str)]) {
+        match self {
+            Self::BadRelease | Self::MissingEnv => ("rollback_deployment", &[("revision", "good_revision")]),
+            Self::BadConfig => ("revert_config_commit", &[("commit", "bad_commit")]),
+            Self::ConfigDrift => ("reconcile_drift", &[]),
+            Self::MemoryLeak => ("restart_service", &[]),
+            Self::DiskFull => ("free_disk_space", &[]),
+            Self::CertExpired => ("renew_certificate", &[]),
+            Self::UpstreamOutage => ("failover_upstream", &[]),
+            Self::PublicBucket => ("block_public_bucket", &[]),
+            Self::OverPermissiveIam => ("restrict_iam_policy", &[("policy", "policy")]),
+            Self::VulnerableDependency => ("pin_dependency", &[("package", "package"), ("version", "fixed_version")]),
+            Self::LeakedSecret => ("rotate_credential", &[("credential", "credential")]),
+            Self::ShellInContainer => ("isolate_workload", &[("pod", "pod")]),
+        }
+    }
+}
+
+/// Simulated minutes an action takes, from the request to the change having landed.
+pub fn action_minutes(action: &str) -> f64 {
+    match action {
+        "restart_service" => 3.0,
+        "rollback_deployment" => 6.0,
+        "revert_config_commit" => 4.0,
+        "reconcile_drift" => 4.0,
+        "free_disk_space" => 5.0,
+        "renew_certificate" => 5.0,
+        "failover_upstream" => 2.0,
+        "block_public_bucket" | "restrict_iam_policy" | "isolate_workload" => 2.0,
+        "pin_dependency" => 12.0,
+        "rotate_credential" => 8.0,
+        "scale_out" => 4.0,
+        _ => 5.0,
+    }
+}
+
+/// How one simulated resource starts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(default)]
+    pub causes: BTreeSet<Cause>,
+    /// Facts that decide whether parameters are right: `good_revision`, `bad_commit`, ...
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+    /// Other targets this one needs healthy to be healthy itself.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Actions that make things worse here (the ground truth's harmful remediations).
+    #[serde(default)]
+    pub harmful: BTreeSet<String>,
+}
+
+/// One action the world saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub target: String,
+    pub action: String,
+    pub decision: String,
+    pub parameters: Value,
+    /// Causes it removed.
+    pub fixed: Vec<Cause>,
+    pub harmful: bool,
+    pub undone: bool,
+    pub minutes: f64,
+}
+
+#[derive(Debug, Clone)]
+struct Resource {
+    spec: ResourceSpec,
+    causes: BTreeSet<Cause>,
+    harmed: Vec<String>,
+    /// Chaos: health answers alternate between healthy and failing.
+    flapping: bool,
+    probes: u64,
+    /// Chaos: real milliseconds an action's answer is held back after it has landed.
+    slow_ms: u64,
+}
+
+/// The whole world: every resource and the actions applied to it.
+#[derive(Debug, Default)]
+pub struct World {
+    resources: BTreeMap<String, Resource>,
+    applied: Vec<Applied>,
+}
+
+/// What the harness reads back about one resource.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceState {
+    pub healthy: bool,
+    pub causes: Vec<Cause>,
+    pub harmed: Vec<String>,
+}
+
+impl World {
+    pub fn add(&mut self, target: &str, spec: ResourceSpec) {
+        let causes = spec.causes.clone();
+        self.resources.insert(target.to_owned(), Resource { spec, causes, harmed: Vec::new(), flapping: false, probes: 0, slow_ms: 0 });
+    }
+
+    pub fn set_flapping(&mut self, target: &str, flapping: bool) {
+        if let Some(resource) = self.resources.get_mut(target) {
+            resource.flapping = flapping;
+        }
+    }
+
+    /// Chaos: actions on `target` land at once but answer only after `ms` real
+    /// milliseconds, so a process can be killed while one is in flight.
+    pub fn set_slow(&mut self, target: &str, ms: u64) {
+        if let Some(resource) = self.resources.get_mut(target) {
+            resource.slow_ms = ms;
+        }
+    }
+
+    fn slow_ms(&self, target: &str) -> u64 {
+        self.resources.get(target).map_or(0, |r| r.slow_ms)
+    }
+
+    /// Whether a resource (and everything it depends on) is healthy, ignoring flapping.
+    pub fn healthy(&self, target: &str) -> bool {
+        self.healthy_at(target, 0)
+    }
+
+    fn healthy_at(&self, target: &str, depth: usize) -> bool {
+        let Some(resource) = self.resources.get(target) else { return false };
+        if depth > 8 {
+            return false;
+        }
+        resource.causes.is_empty()
+            && resource.harmed.is_empty()
+            && resource.spec.depends_on.iter().all(|d| self.healthy_at(d, depth + 1))
+    }
+
+    pub fn state(&self, target: &str) -> Option<ResourceState> {
+        let resource = self.resources.get(target)?;
+        Some(ResourceState {
+            healthy: self.healthy(target),
+            causes: resource.causes.iter().copied().collect(),
+            harmed: resource.harmed.clone(),
+        })
+    }
+
+    pub fn applied(&self) -> &[Applied] {
+        &self.applied
+    }
+
+    /// Applies `action` with `parameters` for `decision`: removes the causes it
+    /// remedies when its parameters are right, and records harm.
+    pub fn act(&mut self, target: &str, action: &str, decision: &str, parameters: Value) -> Option<Applied> {
+        let resource = self.resources.get_mut(target)?;
+        let mut fixed = Vec::new();
+        for cause in resource.causes.clone() {
+            let (remedy, checks) = cause.remedy();
+            let right = checks.iter().all(|(parameter, fact)| {
+                let given = parameters.get(*parameter).and_then(Value::as_str).unwrap_or_default();
+                let want = resource.spec.facts.get(*fact).map(String::as_str).unwrap_or_default();
+                !given.is_empty() && (given == want || (*fact == "bad_commit" && given.len() >= 7 && want.starts_with(given)))
+            });
+            if remedy == action && right {
+                resource.causes.remove(&cause);
+                fixed.push(cause);
+            }
+        }
+        let harmful = resource.spec.harmful.contains(action);
+        if harmful {
+            resource.harmed.push(action.to_owned());
+        }
+        let applied = Applied {
+            target: target.to_owned(),
+            action: action.to_owned(),
+            decision: decision.to_owned(),
+            parameters,
+            fixed,
+            harmful,
+            undone: false,
+            minutes: action_minutes(action),
+        };
+        self.applied.push(applied.clone());
+        Some(applied)
+    }
+
+    /// Undoes what `decision` did to `target` (a pathway's rollback). Harm done is
+    /// not undone: a restart that corrupted data stays in the record.
+    pub fn undo(&mut self, target: &str, decision: &str) -> bool {
+        let Some(resource) = self.resources.get_mut(target) else { return false };
+        let mut undone = false;
+        for applied in self.applied.iter_mut().rev().filter(|a| a.target == target && a.decision == decision && !a.undone) {
+            resource.causes.extend(applied.fixed.iter().copied());
+            applied.undone = true;
+            undone = true;
+        }
+        undone
+    }
+
+    /// A health probe: counts samples so flapping alternates.
+    fn probe(&mut self, target: &str) -> Option<(bool, Value)> {
+        let healthy = self.healthy(target);
+        let resource = self.resources.get_mut(target)?;
+        resource.probes += 1;
+        let flap_down = resource.flapping && resource.probes % 2 == 0;
+        let body = json!({
+            "target": target,
+            "healthy": healthy && !flap_down,
+            "causes": resource.causes,
+            "harmed": resource.harmed,
+            "flapping": resource.flapping,
+        });
+        Some((healthy && !flap_down, body))
+    }
+}
+
+/// A world shared between the HTTP server and the harness.
+pub type SharedWorld = Arc<Mutex<World>>;
+
+/// The simulator's HTTP API, one path prefix per target:
+/// `GET /t/{target}/health`, `POST /t/{target}/act`, `POST /t/{target}/undo`, and `GET /state`.
+pub fn router(world: SharedWorld) -> axum::Router {
+    axum::Router::new()
+        .route("/t/{target}/health", get(health))
+        .route("/t/{target}/act", post(act))
+        .route("/t/{target}/undo", post(undo))
+        .route("/state", get(state))
+        .with_state(world)
+}
+
+/// Serves the simulator on `listener` until the task is dropped.
+pub async fn serve(world: SharedWorld, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(world)).await
+}
+
+/// Binds loopback on an ephemeral port and serves the world in the background.
+pub async fn spawn(world: SharedWorld) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    Ok((addr, tokio::spawn(serve(world, listener))))
+}
+
+fn lock(world: &SharedWorld) -> std::sync::MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn health(State(world): State<SharedWorld>, Path(target): Path<String>) -> (StatusCode, Json<Value>) {
+    match lock(&world).probe(&target) {
+        Some((true, body)) => (StatusCode::OK, Json(body)),
+        Some((false, body)) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")}))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ActRequest {
+    action: String,
+    #[serde(default)]
+    decision: String,
+    #[serde(default)]
+    parameters: Value,
+}
+
+async fn act(State(world): State<SharedWorld>, Path(target): Path<String>, Json(request): Json<ActRequest>) -> (StatusCode, Json<Value>) {
+    let (applied, slow_ms) = {
+        let mut world = lock(&world);
+        (world.act(&target, &request.action, &request.decision, request.parameters), world.slow_ms(&target))
+    };
+    if slow_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(slow_ms)).await;
+    }
+    match applied {
+        Some(applied) => (StatusCode::OK, Json(json!({"applied": applied.action, "fixed": applied.fixed}))),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")}))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UndoRequest {
+    #[serde(default)]
+    decision: String,
+}
+
+async fn undo(State(world): State<SharedWorld>, Path(target): Path<String>, Json(request): Json<UndoRequest>) -> (StatusCode, Json<Value>) {
+    let mut world = lock(&world);
+    if world.state(&target).is_none() {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")})));
+    }
+    let undone = world.undo(&target, &request.decision);
+    (StatusCode::OK, Json(json!({"undone": undone})))
+}
+
+async fn state(State(world): State<SharedWorld>) -> Json<Value> {
+    let world = lock(&world);
+    let resources: BTreeMap<&String, Option<ResourceState>> = world.resources.keys().map(|t| (t, world.state(t))).collect();
+    Json(json!({"resources": resources, "applied": world.applied}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(causes: &[Cause], facts: &[(&str, &str)], harmful: &[&str]) -> World {
+        let mut world = World::default();
+        world.add(
+            "api",
+            ResourceSpec {
+                causes: causes.iter().copied().collect(),
+                facts: facts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                depends_on: vec![],
+                harmful: harmful.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        );
+        world
+    }
+
+    #[test]
+    fn the_right_remedy_with_the_right_parameters_fixes() {
+        let mut w = world(&[Cause::BadRelease], &[("good_revision", "41")], &[]);
+        w.act("api", "rollback_deployment", "d1", json!({"revision": "40"}));
+        assert!(!w.healthy("api"), "a rollback to the wrong revision must not fix");
+        w.act("api", "restart_service", "d2", json!({}));
+        assert!(!w.healthy("api"), "a restart does not fix a bad release");
+        w.act("api", "rollback_deployment", "d3", json!({"revision": "41"}));
+        assert!(w.healthy("api"));
+        assert!(w.undo("api", "d3"));
+        assert!(!w.healthy("api"), "undo restores the cause");
+    }
+
+    #[test]
+    fn harm_sticks_and_dependencies_propagate() {
+        let mut w = world(&[Cause::DiskFull], &[], &["restart_service"]);
+        w.add("web", ResourceSpec { causes: BTreeSet::new(), facts: BTreeMap::new(), depends_on: vec!["api".into()], harmful: BTreeSet::new() });
+        assert!(!w.healthy("web"));
+        w.act("api", "restart_service", "d1", json!({}));
+        w.act("api", "free_disk_space", "d2", json!({}));
+        assert!(!w.healthy("api"), "the harmful restart left damage");
+        assert!(w.applied().iter().any(|a| a.harmful));
+    }
+
+    #[test]
+    fn abbreviated_commits_match() {
+        let mut w = world(&[Cause::BadConfig], &[("bad_commit", "9f1c2ab44e0d")], &[]);
+        w.act("api", "revert_config_commit", "d1", json!({"commit": "9f1c2ab"}));
+        assert!(w.healthy("api"));
+    }
+}

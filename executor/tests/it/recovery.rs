@@ -1,0 +1,156 @@
+//! Crash recovery: the executor runs as its own process, is killed with SIGKILL
+//! in the middle of two actions, and is started again on the same data. The
+//! restarted executor verifies each target again, rolls back the unhealthy one,
+//! logs exactly one outcome per decision, and runs neither action twice.
+//!
+//! The child process is this test binary itself, re-run with an environment
+//! variable that makes `executor_child` serve instead of returning.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use arf_audit::RecordKind;
+use arf_proto::v1::executor_client::ExecutorClient;
+
+use crate::harness::{Harness, Setup, command, command_probe, gated_pathway, path_str, start_gate, target};
+
+const CHILD_ENV: &str = "ARF_TEST_EXECUTOR_CONFIG";
+const READY: &str = "ARF_TEST_EXECUTOR_LISTENING";
+
+/// In the child, serves the executor whose configuration (JSON) the environment names.
+#[test]
+fn executor_child() {
+    let Ok(file) = std::env::var(CHILD_ENV) else { return };
+    let config: arf_executor::Config = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        println!("{READY} {}", listener.local_addr().unwrap());
+        arf_executor::serve(config, listener, std::future::pending()).await.unwrap();
+    });
+}
+
+/// Starts the executor as a child process and connects to it once it listens.
+async fn spawn_child(config_file: &std::path::Path) -> (Child, ExecutorClient<tonic::transport::Channel>) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["recovery::executor_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, config_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = lines
+            .by_ref()
+            .map_while(Result::ok)
+            // libtest may have printed the test's name on the same line.
+            .find_map(|line| line.split_once(READY).map(|(_, a)| a.trim().to_owned()))
+            .expect("the child executor never said where it listens");
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        addr
+    })
+    .await
+    .unwrap();
+    let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
+    (child, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_settles_what_it_was_doing_without_running_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, mut entered) = mpsc::channel(8);
+    let (gate, url) = start_gate(entered_tx).await;
+    let mut p = gated_pathway();
+    p.verify.probes = vec![command_probe("healthy", &["test", "-e", "{{target.dir}}/healthy"])];
+    p.rollback = vec![command(&["touch", "{{target.dir}}/rolled_back"])];
+    let (healthy, sick) = (dir.path().join("healthy-target"), dir.path().join("sick-target"));
+    std::fs::create_dir_all(&healthy).unwrap();
+    std::fs::create_dir_all(&sick).unwrap();
+    std::fs::write(healthy.join("healthy"), "").unwrap();
+    let targets = [
+        ("healthy".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&healthy))])),
+        ("sick".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&sick))])),
+    ]
+    .into();
+    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
+    h.stop_executor().await;
+    let config_file = dir.path().join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let mut decisions = Vec::new();
+    for target in ["healthy", "sick"] {
+        let body = h.body("gated", target, json!({}));
+        let signed = h.decide(&body).await;
+        let mut client = client.clone();
+        // The call fails when the executor dies under it.
+        tokio::spawn(async move { client.execute(signed).await });
+        decisions.push((body, ()));
+    }
+    // Both actions are in flight: kill the executor where it stands.
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(30), entered.recv()).await.unwrap().unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 2);
+    for (body, ()) in &decisions {
+        let kinds = h.kinds(&body.incident_id).await;
+        assert_eq!(kinds, ["decision", "execution_started"], "{}", body.target);
+    }
+
+    // The restarted executor settles both; wait for their outcomes in the log.
+    let (_head, _) = h.governor.head().await.unwrap();
+    let mut tail = h.governor.tail(0).await.unwrap();
+    let (mut child, client) = spawn_child(&config_file).await;
+    let mut outcomes = 0;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while outcomes < 2 {
+            let record = tail.next().await.unwrap().unwrap();
+            if record.kind == RecordKind::Outcome {
+                outcomes += 1;
+            }
+        }
+    })
+    .await
+    .expect("the restarted executor did not settle both executions in time");
+
+    let expected = [
+        ("healthy", "verified", vec!["decision", "execution_started", "verification", "outcome"]),
+        (
+            "sick",
+            "rolled_back",
+            vec!["decision", "execution_started", "verification", "rollback", "execution_finished", "outcome"],
+        ),
+    ];
+    for ((body, ()), (target, outcome, kinds)) in decisions.iter().zip(expected) {
+        assert_eq!(body.target, target);
+        let trail = h.trail(&body.incident_id).await;
+        let got: Vec<&str> = trail.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(got, kinds, "{target}");
+        let outcomes: Vec<_> = trail.iter().filter(|r| r.kind == RecordKind::Outcome).collect();
+        assert_eq!(outcomes.len(), 1, "{target}");
+        assert_eq!(outcomes[0].payload["outcome"], json!(outcome), "{target}");
+        assert_eq!(outcomes[0].payload["recovered"], json!(true), "{target}");
+        assert_eq!(outcomes[0].payload["interrupted_in"], json!("acting"), "{target}");
+
+        // Asking again answers with the settled execution, without running anything.
+        let execution = client.clone().execute(h.decide(body).await).await.map(tonic::Response::into_inner);
+        let execution = execution.unwrap();
+        assert_eq!(execution.outcome, outcome, "{target}: {}", execution.detail);
+    }
+    assert!(sick.join("rolled_back").exists(), "the sick target was not rolled back");
+    assert!(!healthy.join("rolled_back").exists(), "the healthy target was rolled back");
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 2, "an action ran again");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,245 @@
+//! The service side of the guard rails and of policy reloads: admin checks, the
+//! audit records they write, saving the state, and SIGHUP.
+//!
+//! Governor-wide events (the kill switch, resets, tripped guard rails, reloads) are
+//! `decision` records of the pseudo-incident [`GOVERNANCE_INCIDENT`], each with an
+//! `event` field, so that one incident read shows every change to what may run alone.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tonic::Status;
+use tracing::{error, info, warn};
+
+use arf_audit::RecordKind;
+use arf_proto::v1 as pb;
+
+use crate::guard::{self, GuardState, Trip};
+use crate::identity::{Caller, Role};
+use crate::policy::Policies;
+
+use super::{Shared, status};
+
+/// The incident id under which governor-wide events are logged.
+pub const GOVERNANCE_INCIDENT: &str = "governance";
+
+fn require_admin(caller: &Caller, what: &str) -> Result<(), Status> {
+    if caller.role == Role::Admin {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "only an admin may {what}; `{}` has role `{}`",
+        caller.name, caller.role
+    )))
+}
+
+impl Shared {
+    pub(crate) fn current_policies(&self) -> Arc<Policies> {
+        Arc::clone(&self.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    pub(crate) fn guard_snapshot(&self) -> GuardState {
+        self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Changes the guard-rail state and saves it before the lock is released, so
+    /// the file always holds the latest state. A failed save is reported, and the
+    /// change stays in force in memory.
+    fn change<R>(&self, f: impl FnOnce(&mut GuardState) -> R) -> (R, Result<(), guard::StateError>) {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let result = f(&mut state);
+        let saved = guard::save(&self.guard_path, &state);
+        if let Err(error) = &saved {
+            error!(%error, "cannot save the guard-rail state; it will not survive a restart");
+        }
+        (result, saved)
+    }
+
+    pub(crate) fn note_autonomous(&self, service: &str, now_ms: i64) -> Option<Trip> {
+        self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
+    }
+
+    /// Folds an executor outcome into the statistics, and logs a tripped error budget.
+    pub(crate) async fn record_outcome(&self, incident_id: &str, decision_id: &str, service: &str, pathway: &str, outcome: &str) {
+        let now = (self.clock)();
+        let trip = self.change(|state| guard::record_outcome(state, &self.guard_rails, service, pathway, outcome, now)).0;
+        if let Some(trip) = trip {
+            self.log_trip(&trip, incident_id, decision_id).await;
+        }
+    }
+
+    /// Logs that a guard rail switched autonomy off; best effort, since the trip is
+    /// already in force (the safe direction).
+    pub(crate) async fn log_trip(&self, trip: &Trip, incident_id: &str, decision_id: &str) {
+        warn!(kind = trip.kind.as_str(), service = %trip.service, pathway = %trip.pathway, reason = %trip.reason, "guard rail tripped; autonomy is off until an admin resets it");
+        let payload = json!({
+            "event": format!("{}_tripped", trip.kind.as_str()),
+            "trip": trip,
+            "incident_id": incident_id,
+            "decision_id": decision_id,
+        });
+        if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload).await {
+            warn!(%error, "cannot log the tripped guard rail");
+        }
+    }
+
+    pub(crate) fn autonomy_status(&self, cleared: Vec<Trip>) -> pb::AutonomyStatus {
+        let now = (self.clock)();
+        let state = self.guard_snapshot();
+        let trip = |t: &Trip| pb::GuardTrip {
+            kind: t.kind.as_str().to_owned(),
+            service: t.service.clone(),
+            pathway: t.pathway.clone(),
+            since_ms: t.since_ms,
+            reason: t.reason.clone(),
+        };
+        let stats = state
+            .pathways
+            .iter()
+            .flat_map(|(service, pathways)| {
+                pathways.iter().map(move |(pathway, record)| pb::PathwayOutcomeStats {
+                    service: service.clone(),
+                    pathway: pathway.clone(),
+                    runs: record.stats.runs,
+                    verified: record.stats.verified,
+                    rolled_back: record.stats.rolled_back,
+                    failed: record.stats.failed,
+                })
+            })
+            .collect();
+        pb::AutonomyStatus {
+            enabled: state.autonomy.enabled,
+            changed_by: state.autonomy.changed_by.clone(),
+            changed_at_ms: state.autonomy.changed_at_ms,
+            reason: state.autonomy.reason.clone(),
+            trips: state.trips.iter().map(trip).collect(),
+            stats,
+            active_freezes: self
+                .freezes
+                .iter()
+                .filter(|w| w.starts_at_ms <= now && now < w.ends_at_ms)
+                .map(|w| w.name.clone())
+                .collect(),
+            cleared: cleared.iter().map(trip).collect(),
+        }
+    }
+
+    /// The kill switch: admin only, with a reason, logged before it takes effect.
+    pub(crate) async fn set_autonomy(&self, caller: &Caller, enabled: bool, reason: &str) -> Result<pb::AutonomyStatus, Status> {
+        let word = if enabled { "on" } else { "off" };
+        require_admin(caller, &format!("switch autonomy {word}"))?;
+        if reason.trim().is_empty() {
+            return Err(Status::invalid_argument(format!("`reason` must say why autonomy is switched {word}")));
+        }
+        let now = (self.clock)();
+        let payload = json!({
+            "event": "autonomy_switched",
+            "enabled": enabled,
+            "identity": caller.name,
+            "role": caller.role.as_str(),
+            "reason": reason.trim(),
+            "at_ms": now,
+        });
+        self.audit
+            .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
+            .await
+            .map_err(|e| status::audit_unavailable(&e, &format!("autonomy was not switched {word}")))?;
+        let ((), saved) = self.change(|state| guard::set_autonomy(state, enabled, &caller.name, reason.trim(), now));
+        info!(identity = %caller.name, enabled, "global autonomy switched");
+        saved.map_err(|e| Status::internal(format!("autonomy is {word}, but it was not saved and will not survive a restart: {e}")))?;
+        Ok(self.autonomy_status(Vec::new()))
+    }
+
+    /// Clears the rate limit and error budgets tripped for a service (or one of its
+    /// pathways): admin only, logged before it takes effect.
+    pub(crate) async fn reset_autonomy(
+        &self,
+        caller: &Caller,
+        service: &str,
+        pathway: &str,
+        reason: &str,
+    ) -> Result<pb::AutonomyStatus, Status> {
+        require_admin(caller, "reset a guard rail")?;
+        if service.trim().is_empty() {
+            return Err(Status::invalid_argument("`service` must not be empty"));
+        }
+        let pathway = Some(pathway.trim()).filter(|p| !p.is_empty());
+        let tripped: Vec<Trip> = self
+            .guard_snapshot()
+            .trips
+            .into_iter()
+            .filter(|t| t.service == service && pathway.is_none_or(|p| t.pathway.is_empty() || t.pathway == p))
+            .collect();
+        if tripped.is_empty() {
+            let scope = pathway.map_or_else(|| format!("service `{service}`"), |p| format!("pathway `{p}` on service `{service}`"));
+            return Err(Status::failed_precondition(format!("no guard rail is tripped for {scope}; nothing to reset")));
+        }
+        let now = (self.clock)();
+        let payload = json!({
+            "event": "autonomy_reset",
+            "service": service,
+            "pathway": pathway.unwrap_or_default(),
+            "identity": caller.name,
+            "role": caller.role.as_str(),
+            "reason": reason.trim(),
+            "at_ms": now,
+            "clearing": tripped,
+        });
+        self.audit
+            .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
+            .await
+            .map_err(|e| status::audit_unavailable(&e, "nothing was reset"))?;
+        let (cleared, saved) = self.change(|state| guard::reset(state, service, pathway));
+        info!(identity = %caller.name, %service, cleared = cleared.len(), "guard rails reset");
+        saved.map_err(|e| Status::internal(format!("reset, but not saved: {e}")))?;
+        Ok(self.autonomy_status(cleared))
+    }
+
+    /// Loads the bundle again. A bundle that does not load is refused, naming the
+    /// file, and the running one keeps serving. `caller` is `None` for SIGHUP.
+    pub(crate) async fn reload_policies(&self, caller: Option<&Caller>) -> Result<Vec<String>, Status> {
+        if let Some(caller) = caller {
+            require_admin(caller, "reload the policies")?;
+        }
+        let identity = caller.map_or_else(|| "SIGHUP".to_owned(), |c| c.name.clone());
+        let dir = self.policies_dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || Policies::load_dir(&dir))
+            .await
+            .map_err(|_| Status::internal("the policy bundle could not be loaded; the running one keeps serving"))?;
+        let policies = match loaded {
+            Ok(policies) => policies,
+            Err(error) => {
+                let message = format!("the new policy bundle was refused and the running one keeps serving: {error}");
+                warn!(%identity, %error, "policy reload refused");
+                let payload = json!({ "event": "policies_reload_refused", "identity": identity, "error": error.to_string() });
+                if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload).await {
+                    warn!(%error, "cannot log the refused reload");
+                }
+                return Err(Status::failed_precondition(message));
+            }
+        };
+        let files: Vec<String> = policies.files().iter().map(|f| f.display().to_string()).collect();
+        let payload = json!({ "event": "policies_reloaded", "identity": identity, "files": files });
+        self.audit
+            .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
+            .await
+            .map_err(|e| status::audit_unavailable(&e, "the new bundle was not loaded and the running one keeps serving"))?;
+        *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+        info!(%identity, files = files.len(), "policies reloaded");
+        Ok(files)
+    }
+}
+
+/// Reloads the policies whenever the process receives SIGHUP.
+#[cfg(unix)]
+pub(crate) fn reload_on_sighup(shared: Arc<Shared>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            // A refused bundle is logged inside; the running one keeps serving.
+            let _ = shared.reload_policies(None).await;
+        }
+    });
+    Ok(())
+}

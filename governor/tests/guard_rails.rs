@@ -1,0 +1,233 @@
+//! Guard rails over real gRPC: the kill switch, the rate limit, the error budget and
+//! change freezes switch autonomy off (or deny), show up in explanations and in the
+//! log, and only an admin switches autonomy back on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod common;
+
+use arf_governor::guard::{FreezeWindowConfig, GuardRails, GuardState};
+use arf_proto::v1 as pb;
+use arf_proto::v1::executor_server::{Executor, ExecutorServer};
+use common::{Harness, Setup, proposal, route};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tonic::{Code, Request, Response, Status};
+
+fn rules(decision: &pb::Decision) -> Vec<String> {
+    decision.policy.as_ref().unwrap().rules_fired.clone()
+}
+
+async fn staging(h: &Harness, incident: &str) -> pb::Decision {
+    h.evaluate(proposal(incident, "restart_service", "web-staging", 0.9)).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_kill_switch_stops_autonomous_runs_and_only_an_admin_moves_it() {
+    let h = Harness::start(Setup::default()).await;
+    assert_eq!(route(&staging(&h, "inc-k1").await), pb::Route::Autonomous);
+
+    let refused = h.set_autonomy("alice", false, "too many pages").await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("only an admin"), "{}", refused.message());
+    let refused = h.set_autonomy("dave", false, " ").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    let status = h.set_autonomy("dave", false, "incident review after a bad night").await.unwrap();
+    assert!(!status.enabled);
+    assert_eq!(status.changed_by, "dave");
+
+    let held = staging(&h, "inc-k2").await;
+    assert_eq!(route(&held), pb::Route::Approval);
+    assert_eq!(held.state, "pending");
+    assert_eq!(rules(&held), vec!["autonomy_off"]);
+    let text = h.explain("alice", &held.decision_id).await.unwrap().text;
+    assert!(text.contains("global autonomy switch: OFF (incident review after a bad night)"), "{text}");
+    assert!(text.contains("the global autonomy switch is off (incident review after a bad night)"), "{text}");
+
+    // The switch is logged with who moved it, and saved for the next start.
+    let switched = h.governance_events("autonomy_switched").await;
+    assert_eq!(switched.len(), 1);
+    assert_eq!(switched[0].payload["identity"], "dave");
+    assert_eq!(switched[0].payload["enabled"], false);
+    let saved = arf_governor::guard::load(&arf_governor::guard::state_path(&h.config.data_dir)).unwrap();
+    assert!(!saved.autonomy.enabled);
+
+    h.set_autonomy("dave", true, "review done").await.unwrap();
+    assert_eq!(route(&staging(&h, "inc-k3").await), pb::Route::Autonomous);
+}
+
+#[tokio::test]
+async fn a_kill_switch_saved_by_an_earlier_governor_holds_after_a_restart() {
+    let mut state = GuardState::default();
+    arf_governor::guard::set_autonomy(&mut state, false, "dave", "saved before the restart", 1);
+    let h = Harness::start(Setup { guard_state: Some(state), ..Setup::default() }).await;
+    let held = staging(&h, "inc-restart").await;
+    assert_eq!(route(&held), pb::Route::Approval);
+    assert_eq!(rules(&held), vec!["autonomy_off"]);
+    assert!(!h.autonomy("dash").await.unwrap().enabled);
+}
+
+#[tokio::test]
+async fn the_rate_limit_switches_autonomy_off_for_the_service_until_an_admin_resets_it() {
+    let rails = GuardRails { autonomous_per_service_per_hour: 2, ..GuardRails::default() };
+    let h = Harness::start(Setup { guard_rails: rails, ..Setup::default() }).await;
+    assert_eq!(route(&staging(&h, "inc-r1").await), pb::Route::Autonomous);
+    assert_eq!(route(&staging(&h, "inc-r2").await), pb::Route::Autonomous);
+
+    let third = staging(&h, "inc-r3").await;
+    assert_eq!(route(&third), pb::Route::Approval);
+    assert_eq!(rules(&third), vec!["rate_limit"]);
+    let text = h.explain("alice", &third.decision_id).await.unwrap().text;
+    assert!(text.contains("rate limit: 2 of 2 autonomous actions on service `web` in the last hour; limit reached"), "{text}");
+    assert_eq!(h.governance_events("rate_limit_tripped").await.len(), 1);
+
+    // Latched: an hour later it is still off, because nobody has looked yet.
+    h.advance_ms(2 * 3600 * 1000);
+    assert_eq!(route(&staging(&h, "inc-r4").await), pb::Route::Approval);
+
+    let refused = h.reset_autonomy("alice", "web", "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let status = h.reset_autonomy("dave", "web", "").await.unwrap();
+    assert_eq!(status.cleared.len(), 1);
+    assert_eq!(status.cleared[0].kind, "rate_limit");
+    assert!(status.trips.is_empty());
+    assert_eq!(h.governance_events("autonomy_reset").await.len(), 1);
+
+    assert_eq!(route(&staging(&h, "inc-r5").await), pb::Route::Autonomous);
+    let nothing = h.reset_autonomy("dave", "web", "").await.unwrap_err();
+    assert_eq!(nothing.code(), Code::FailedPrecondition, "{nothing:?}");
+}
+
+/// An executor that takes every decision and reports the same outcome.
+struct Reporting {
+    outcome: &'static str,
+}
+
+#[tonic::async_trait]
+impl Executor for Reporting {
+    async fn execute(&self, request: Request<pb::SignedDecision>) -> Result<Response<pb::Execution>, Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        Ok(Response::new(pb::Execution {
+            decision_id: body.decision_id,
+            pathway: body.pathway,
+            target: body.target,
+            outcome: self.outcome.to_owned(),
+            detail: "the health probe kept failing".to_owned(),
+            verification: vec![],
+            replayed: false,
+        }))
+    }
+
+    async fn get_execution(&self, _: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
+        Err(Status::unimplemented("not needed"))
+    }
+}
+
+async fn start_executor(outcome: &'static str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tonic::transport::Server::builder().add_service(ExecutorServer::new(Reporting { outcome })).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop)
+}
+
+#[tokio::test]
+async fn the_error_budget_switches_autonomy_off_for_the_pathway_until_an_admin_resets_it() {
+    let (executor, _stop) = start_executor("rolled_back").await;
+    let rails = GuardRails { error_budget_failures: 2, ..GuardRails::default() };
+    let h = Harness::start(Setup { guard_rails: rails, executor_addr: Some(executor), ..Setup::default() }).await;
+    let mut tail = h.audit.tail(1).await.unwrap();
+
+    for incident in ["inc-e1", "inc-e2"] {
+        let decision = staging(&h, incident).await;
+        assert_eq!(route(&decision), pb::Route::Autonomous);
+        // Wait until the governor has recorded this decision's outcome.
+        loop {
+            let record = tail.next().await.unwrap().unwrap();
+            if record.payload["decision_id"] == decision.decision_id.as_str() && record.payload["state"] == "rolled_back" {
+                break;
+            }
+        }
+    }
+    // The second failure used up the budget; the trip is logged right after the outcome.
+    loop {
+        let record = tail.next().await.unwrap().unwrap();
+        if record.payload["event"] == "error_budget_tripped" {
+            assert_eq!(record.payload["trip"]["pathway"], "restart_service");
+            assert_eq!(record.payload["trip"]["service"], "web");
+            break;
+        }
+    }
+
+    let held = staging(&h, "inc-e3").await;
+    assert_eq!(route(&held), pb::Route::Approval);
+    assert_eq!(rules(&held), vec!["error_budget"]);
+    // The failures also feed the risk history factor.
+    let history = held.risk.as_ref().unwrap().factors.iter().find(|f| f.name == "success_history").unwrap().clone();
+    assert_eq!(history.value, 1.0);
+    assert!(history.detail.contains("verified in 0% of past runs"), "{}", history.detail);
+    let text = h.explain("alice", &held.decision_id).await.unwrap().text;
+    assert!(text.contains("error budget: 2 of 2 failed verifications of `restart_service` on `web`"), "{text}");
+    assert!(text.contains("history of `restart_service` on `web`: 2 runs, 0 verified, 2 rolled back, 0 failed"), "{text}");
+
+    let status = h.autonomy("dash").await.unwrap();
+    assert_eq!(status.trips.len(), 1);
+    assert_eq!((status.stats[0].runs, status.stats[0].rolled_back), (2, 2));
+
+    assert_eq!(h.reset_autonomy("carol", "web", "restart_service").await.unwrap_err().code(), Code::PermissionDenied);
+    let status = h.reset_autonomy("dave", "web", "restart_service").await.unwrap();
+    assert_eq!(status.cleared[0].kind, "error_budget");
+    // Statistics are history: a reset clears the budget, not the record.
+    assert_eq!(status.stats[0].runs, 2);
+    assert_eq!(route(&staging(&h, "inc-e4").await), pb::Route::Autonomous);
+}
+
+#[tokio::test]
+async fn a_freeze_blocks_everything_except_rollbacks() {
+    let now = arf_core::time::now_ms();
+    let rails = GuardRails {
+        freeze_windows: vec![FreezeWindowConfig {
+            name: "year-end".to_owned(),
+            starts_at: arf_core::time::format_ms(now - 3600 * 1000),
+            ends_at: arf_core::time::format_ms(now + 3600 * 1000),
+            reason: "year-end close".to_owned(),
+        }],
+        // For this test, restarting counts as undoing a change.
+        rollback_pathways: vec!["restart_service".to_owned()],
+        ..GuardRails::default()
+    };
+    let h = Harness::start(Setup { guard_rails: rails, ..Setup::default() }).await;
+
+    let rollback = staging(&h, "inc-f1").await;
+    assert_eq!(route(&rollback), pb::Route::Autonomous);
+    let text = h.explain("alice", &rollback.decision_id).await.unwrap().text;
+    assert!(text.contains("change freeze: `year-end`"), "{text}");
+    assert!(text.contains("this pathway is a rollback, so it is exempt"), "{text}");
+
+    // Everything else is denied, even what people could otherwise approve.
+    let purge = h.evaluate(proposal("inc-f2", "purge_cache", "web-staging", 0.99)).await.unwrap();
+    assert_eq!(route(&purge), pb::Route::Deny);
+    assert_eq!(rules(&purge), vec!["change_freeze", "irreversible"]);
+    assert_eq!(purge.state, "denied");
+
+    // A rollback in production still needs its approval.
+    let production = h.evaluate(proposal("inc-f3", "restart_service", "web-prod", 0.9)).await.unwrap();
+    assert_eq!(route(&production), pb::Route::Approval);
+
+    assert_eq!(h.autonomy("dash").await.unwrap().active_freezes, vec!["year-end"]);
+
+    // When the freeze ends, ordinary routing resumes.
+    h.advance_ms(2 * 3600 * 1000);
+    let after = h.evaluate(proposal("inc-f4", "purge_cache", "web-staging", 0.99)).await.unwrap();
+    assert_eq!(route(&after), pb::Route::Approval);
+}
