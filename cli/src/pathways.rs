@@ -18,6 +18,8 @@ pub enum PathwaysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The JSON Schema of a pathway file.
+    Schema,
     /// One pathway in full.
     Show {
         name: String,
@@ -66,6 +68,10 @@ pub fn run(command: PathwaysCommand) -> Result<ExitCode> {
                 let reversible = if p.reversible() { "yes" } else { "IRREVERSIBLE" };
                 println!("{:<24} {:<10} {:>5.2} {:>6.2} {:<12} {description}", p.name, p.target_kind, p.base_risk, p.blast_radius, reversible);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        PathwaysCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&arf_core::catalog::pathway_schema())?);
             Ok(ExitCode::SUCCESS)
         }
         PathwaysCommand::Show { name, catalog, json } => {

@@ -15,7 +15,7 @@ use thiserror::Error;
 use crate::canonical;
 
 /// One step of an action or a rollback.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Runs a program with an argv template; never a shell string.
@@ -80,7 +80,7 @@ pub enum Step {
 }
 
 /// One structured edit of a YAML, TOML or JSON file in a repository.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Edit {
     /// The file, relative to the repository root; it must stay inside it.
@@ -98,7 +98,7 @@ pub struct Edit {
     pub value_type: ValueType,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EditFormat {
     Yaml,
@@ -120,7 +120,7 @@ impl EditFormat {
 }
 
 /// The type of an edited value.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     #[default]
@@ -159,7 +159,7 @@ impl ValueType {
 }
 
 /// How a Prometheus probe compares each sample with its threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Comparison {
     #[serde(rename = "<")]
     Less,
@@ -210,7 +210,7 @@ fn default_status() -> u16 {
 }
 
 /// A check of the target's health.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Probe {
     Http {
@@ -258,7 +258,7 @@ impl Probe {
 }
 
 /// How a pathway proves it worked: probes sampled over a window, like canary analysis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Verification {
     /// Wait this long after the action before the first sample.
@@ -283,7 +283,7 @@ fn default_max_failures() -> u32 {
 }
 
 /// A reviewed remediation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pathway {
     pub name: String,
@@ -377,6 +377,12 @@ struct Entry {
     file: PathBuf,
     digest: String,
     validator: jsonschema::Validator,
+}
+
+/// The JSON Schema of a pathway file (TOML maps onto it one to one), generated
+/// from these types; `docs/pathways.md` publishes it.
+pub fn pathway_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(Pathway)).unwrap_or(Value::Null)
 }
 
 /// A loaded, validated catalog.

@@ -130,7 +130,7 @@ async fn the_executor_receives_a_signed_decision_bound_to_its_record_and_the_out
 
     // Wait for the governor to log the outcome, then read it back.
     loop {
-        let record = tail.next().await.unwrap().unwrap();
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
         if record.payload["decision_id"] == decision.decision_id.as_str() && record.payload["state"] == "verified" {
             assert_eq!(record.payload["detail"], "health probe passed");
             break;

@@ -153,7 +153,7 @@ async fn the_error_budget_switches_autonomy_off_for_the_pathway_until_an_admin_r
         assert_eq!(route(&decision), pb::Route::Autonomous);
         // Wait until the governor has recorded this decision's outcome.
         loop {
-            let record = tail.next().await.unwrap().unwrap();
+            let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
             if record.payload["decision_id"] == decision.decision_id.as_str() && record.payload["state"] == "rolled_back" {
                 break;
             }
@@ -161,7 +161,7 @@ async fn the_error_budget_switches_autonomy_off_for_the_pathway_until_an_admin_r
     }
     // The second failure used up the budget; the trip is logged right after the outcome.
     loop {
-        let record = tail.next().await.unwrap().unwrap();
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
         if record.payload["event"] == "error_budget_tripped" {
             assert_eq!(record.payload["trip"]["pathway"], "restart_service");
             assert_eq!(record.payload["trip"]["service"], "web");

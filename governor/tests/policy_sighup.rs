@@ -29,7 +29,7 @@ async fn sighup_reloads_the_bundle() {
     let sent = std::process::Command::new("kill").args(["-HUP", &std::process::id().to_string()]).status().unwrap();
     assert!(sent.success());
     loop {
-        let record = tail.next().await.unwrap().unwrap();
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
         if record.payload["event"] == "policies_reloaded" {
             assert_eq!(record.payload["identity"], "SIGHUP");
             break;

@@ -115,7 +115,7 @@ async fn a_killed_executor_settles_what_it_was_doing_without_running_it_again() 
     let mut outcomes = 0;
     tokio::time::timeout(Duration::from_secs(60), async {
         while outcomes < 2 {
-            let record = tail.next().await.unwrap().unwrap();
+            let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
             if record.kind == RecordKind::Outcome {
                 outcomes += 1;
             }

@@ -129,14 +129,14 @@ impl Shared {
             decision.detail.clone_from(&detail);
             subject = Some((decision.service.clone(), decision.remediation.pathway.clone()));
         }
-        // Feedback: what the executor reports feeds the statistics, the risk history
-        // factor and the error budget.
-        if let Some((service, pathway)) = subject {
-            self.record_outcome(incident_id, decision_id, &service, &pathway, state.as_str()).await;
-        }
         let payload = json!({ "decision_id": decision_id, "state": state.as_str(), "detail": detail });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
             warn!(%decision_id, %error, "cannot log the dispatch outcome");
+        }
+        // Feedback, after the outcome is logged: what the executor reports feeds the
+        // statistics, the risk history factor and the error budget.
+        if let Some((service, pathway)) = subject {
+            self.record_outcome(incident_id, decision_id, &service, &pathway, state.as_str()).await;
         }
     }
 }

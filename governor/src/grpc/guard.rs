@@ -219,6 +219,9 @@ impl Shared {
             }
         };
         let files: Vec<String> = policies.files().iter().map(|f| f.display().to_string()).collect();
+        // Held while the reload is logged and swapped in, so it lands between two
+        // decisions, and any decision after the logged reload uses the new bundle.
+        let _deciding = self.deciding.lock().await;
         let payload = json!({ "event": "policies_reloaded", "identity": identity, "files": files });
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
