@@ -108,6 +108,11 @@ impl Agent {
         Ok(count)
     }
 
+    /// Whether the state has been rebuilt from the log since start.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Counts one model call against the incident's bound; false when the bound is reached.
     async fn take_model_call(&self, incident_id: &str) -> bool {
         let mut incidents = self.incidents.lock().await;

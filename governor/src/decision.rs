@@ -60,6 +60,26 @@ impl State {
         }
     }
 
+    /// The state a logged name stands for.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Approved,
+            Self::Authorized,
+            Self::Denied,
+            Self::Rejected,
+            Self::Expired,
+            Self::AuthorizationFailed,
+            Self::DispatchFailed,
+            Self::Verified,
+            Self::RolledBack,
+            Self::RollbackFailed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+
     /// The state an executor outcome puts a decision in; `None` for an outcome that is not final.
     pub fn from_outcome(outcome: &str) -> Option<Self> {
         match outcome {
@@ -305,4 +325,51 @@ pub fn record_rejection(decision: &mut Decision, rejection: Approval) {
     decision.detail = format!("rejected by `{}`: {}", rejection.identity, rejection.reason);
     decision.approvals.push(rejection);
     decision.state = State::Rejected;
+}
+
+/// Rebuilds decisions from the governor's own audit records, in log order, after
+/// a restart: each decision from the record that made it, then its approvals and
+/// every later change of state.
+pub fn restore(records: &[arf_audit::Record]) -> std::collections::BTreeMap<String, Decision> {
+    use arf_audit::RecordKind;
+    let mut decisions = std::collections::BTreeMap::new();
+    for record in records.iter().filter(|r| r.writer == "governor") {
+        let Some(id) = record.payload.get("decision_id").and_then(serde_json::Value::as_str) else { continue };
+        match record.kind {
+            RecordKind::Decision => {
+                let mut payload = record.payload.clone();
+                if let serde_json::Value::Object(map) = &mut payload {
+                    map.remove("policy_input");
+                }
+                if let Ok(decision) = serde_json::from_value::<Decision>(payload) {
+                    decisions.insert(id.to_owned(), decision);
+                } else if let Some(decision) = decisions.get_mut(id) {
+                    if let Some(state) = record.payload.get("state").and_then(serde_json::Value::as_str).and_then(State::parse) {
+                        decision.state = state;
+                    }
+                    if let Some(detail) = record.payload.get("detail").and_then(serde_json::Value::as_str) {
+                        detail.clone_into(&mut decision.detail);
+                    }
+                }
+            }
+            RecordKind::Approval => {
+                let Some(decision) = decisions.get_mut(id) else { continue };
+                let text = |key: &str| record.payload.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+                let verdict = if text("verdict") == "reject" { Verdict::Reject } else { Verdict::Approve };
+                let reason = if verdict == Verdict::Reject { text("reason") } else { text("comment") };
+                decision.approvals.push(Approval {
+                    identity: text("identity"),
+                    role: text("role"),
+                    at_ms: record.payload.get("at_ms").and_then(serde_json::Value::as_i64).unwrap_or(record.time_ms),
+                    verdict,
+                    reason,
+                });
+                if let Some(state) = record.payload.get("state").and_then(serde_json::Value::as_str).and_then(State::parse) {
+                    decision.state = state;
+                }
+            }
+            _ => {}
+        }
+    }
+    decisions
 }

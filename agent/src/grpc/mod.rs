@@ -23,6 +23,15 @@ impl Service {
     pub fn new(agent: Arc<Agent>) -> Self {
         Self { agent }
     }
+
+    /// Until the state is rebuilt from the log, "no such incident" would be a lie.
+    fn ready(&self) -> Result<(), Status> {
+        if self.agent.is_ready() {
+            Ok(())
+        } else {
+            Err(Status::unavailable("the agent is still rebuilding its state from the audit log; retry shortly"))
+        }
+    }
 }
 
 pub fn invalid(error: &InvalidSignal) -> Status {
@@ -73,11 +82,13 @@ impl AgentRpc for Service {
     }
 
     async fn list_incidents(&self, _request: Request<pb::ListIncidentsRequest>) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        self.ready()?;
         let incidents = self.agent.incidents().await;
         Ok(Response::new(pb::ListIncidentsResponse { incidents: incidents.iter().map(convert::incident).collect() }))
     }
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+        self.ready()?;
         let id = request.into_inner().incident_id;
         match self.agent.incident(&id).await {
             Some(incident) => Ok(Response::new(convert::incident(&incident))),

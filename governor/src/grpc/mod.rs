@@ -1,8 +1,8 @@
 //! The `Governor` gRPC service: authentication, write-ahead logging, oversight and dispatch.
 //!
-//! Decisions live in memory: pending decisions do not survive a governor restart
-//! (their trail does, in the audit log). A restarted governor knows none of them, so
-//! an approval for one is refused with `NotFound`, and nothing runs.
+//! Decisions live in memory and are rebuilt from the governor's own audit records
+//! at start: a pending decision can still be approved after a restart, and one
+//! authorized before it learns its outcome from the executor.
 
 pub(crate) mod convert;
 mod dispatch;
@@ -199,6 +199,74 @@ impl Shared {
         if let Err(error) = self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
             warn!(decision_id = %decision.decision_id, %error, "cannot log the expiry");
         }
+    }
+}
+
+/// Rebuilds the decisions of an earlier run from the log (retrying until the log
+/// answers), so pending decisions can still be approved after a restart and
+/// authorized ones learn their outcome from the executor.
+async fn restore(shared: Arc<Shared>) {
+    let records = loop {
+        match shared.audit.read_range(1, 0).await {
+            Ok(records) => break records,
+            Err(error) => {
+                warn!(%error, "cannot read the log to restore decisions yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let restored = decision::restore(&records);
+    let mut following = Vec::new();
+    {
+        let mut decisions = shared.decisions.write().await;
+        for (id, restored) in restored {
+            if decisions.contains_key(&id) {
+                continue;
+            }
+            let authorized = matches!(restored.state, State::Authorized | State::Approved);
+            let entry: Entry = Arc::new(Mutex::new(restored));
+            if authorized {
+                following.push((id.clone(), Arc::clone(&entry)));
+            }
+            decisions.insert(id, entry);
+        }
+        info!(decisions = decisions.len(), "decisions restored from the audit log");
+    }
+    for (decision_id, entry) in following {
+        tokio::spawn(follow_outcome(Arc::clone(&shared), decision_id, entry));
+    }
+}
+
+/// Asks the executor for the outcome of a decision authorized before a restart.
+async fn follow_outcome(shared: Arc<Shared>, decision_id: String, entry: Entry) {
+    let give_up = (shared.clock)() + 3_600_000;
+    loop {
+        let request = pb::GetExecutionRequest { decision_id: decision_id.clone() };
+        match shared.executor.clone().get_execution(request).await {
+            Ok(execution) => {
+                let execution = execution.into_inner();
+                if let Some(state) = State::from_outcome(&execution.outcome) {
+                    let mut decision = entry.lock().await;
+                    decision.state = state;
+                    decision.detail = execution.detail;
+                    info!(%decision_id, state = state.as_str(), "outcome of a decision from before the restart");
+                    return;
+                }
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                let mut decision = entry.lock().await;
+                if (shared.clock)() >= decision.expires_at_ms {
+                    decision.state = State::DispatchFailed;
+                    decision.detail = "authorized before a governor restart, and the executor never received it".to_owned();
+                    return;
+                }
+            }
+            Err(_) => {}
+        }
+        if (shared.clock)() > give_up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -530,6 +598,8 @@ pub async fn serve_with_clock(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let shared = Arc::new(Shared::load(&config, clock)?);
+    // Decisions live in memory; the log is their memory across restarts.
+    tokio::spawn(restore(Arc::clone(&shared)));
     let addr = listener.local_addr()?;
     #[cfg(unix)]
     guard::reload_on_sighup(Arc::clone(&shared))?;

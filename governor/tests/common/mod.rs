@@ -247,6 +247,27 @@ impl Harness {
         Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, _stop: stops }
     }
 
+    /// Stops the governor and starts another on the same configuration and log, as a restart would.
+    pub async fn restart_governor(&mut self) {
+        for stop in self._stop.drain(..) {
+            let _ = stop.send(());
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = stopper();
+        self._stop.push(stop);
+        let served = self.config.clone();
+        let reading = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            let clock: arf_governor::Clock = Arc::new(move || reading.load(Ordering::SeqCst));
+            if let Err(error) = arf_governor::serve_with_clock(served, listener, stopped, clock).await {
+                panic!("governor failed: {error:#}");
+            }
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        self.governor = GovernorClient::new(channel);
+    }
+
     /// Stops the audit log and waits until it has stopped.
     pub async fn stop_audit(&mut self) {
         let (stop, task) = self.audit_server.take().unwrap();
