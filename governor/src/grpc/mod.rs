@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     key: ed25519_dalek::SigningKey,
     clock: Clock,
     decisions: RwLock<BTreeMap<String, Entry>>,
+    /// Set once the decisions of earlier runs have been rebuilt from the log.
+    restored: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -104,6 +106,7 @@ impl Shared {
             key,
             clock,
             decisions: RwLock::new(BTreeMap::new()),
+            restored: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -206,15 +209,14 @@ impl Shared {
 /// answers), so pending decisions can still be approved after a restart and
 /// authorized ones learn their outcome from the executor.
 async fn restore(shared: Arc<Shared>) {
-    let records = loop {
-        match shared.audit.read_range(1, 0).await {
-            Ok(records) => break records,
-            Err(error) => {
-                warn!(%error, "cannot read the log to restore decisions yet; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    };
+    while let Err(error) = restore_once(&shared).await {
+        warn!(%error, "cannot read the log to restore decisions yet; retrying");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError> {
+    let records = shared.audit.read_range(1, 0).await?;
     let restored = decision::restore(&records);
     let mut following = Vec::new();
     {
@@ -231,10 +233,12 @@ async fn restore(shared: Arc<Shared>) {
             decisions.insert(id, entry);
         }
         info!(decisions = decisions.len(), "decisions restored from the audit log");
+        shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     for (decision_id, entry) in following {
-        tokio::spawn(follow_outcome(Arc::clone(&shared), decision_id, entry));
+        tokio::spawn(follow_outcome(Arc::clone(shared), decision_id, entry));
     }
+    Ok(())
 }
 
 /// Asks the executor for the outcome of a decision authorized before a restart.
@@ -302,7 +306,11 @@ pub struct Service {
 impl Service {
     async fn find(&self, decision_id: &str) -> Result<Entry, Status> {
         require_decision_id(decision_id)?;
-        self.shared.entry(decision_id).await.ok_or_else(|| status::not_found(decision_id))
+        match self.shared.entry(decision_id).await {
+            Some(entry) => Ok(entry),
+            None if !self.shared.restored.load(std::sync::atomic::Ordering::SeqCst) => Err(status::restoring(decision_id)),
+            None => Err(status::not_found(decision_id)),
+        }
     }
 
     /// Every decision matching `keep`, oldest first, with expiries brought up to date.
@@ -598,8 +606,12 @@ pub async fn serve_with_clock(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let shared = Arc::new(Shared::load(&config, clock)?);
-    // Decisions live in memory; the log is their memory across restarts.
-    tokio::spawn(restore(Arc::clone(&shared)));
+    // Decisions live in memory; the log is their memory across restarts. With the
+    // log up they are back before the first call; with it down, as soon as it answers.
+    let restored_now = matches!(tokio::time::timeout(Duration::from_secs(3), restore_once(&shared)).await, Ok(Ok(())));
+    if !restored_now {
+        tokio::spawn(restore(Arc::clone(&shared)));
+    }
     let addr = listener.local_addr()?;
     #[cfg(unix)]
     guard::reload_on_sighup(Arc::clone(&shared))?;

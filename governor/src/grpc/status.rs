@@ -28,5 +28,10 @@ pub fn audit_unavailable(error: &arf_audit::AuditError, consequence: &str) -> St
 }
 
 pub fn not_found(decision_id: &str) -> Status {
-    Status::not_found(format!("no decision `{decision_id}` (pending decisions do not survive a governor restart)"))
+    Status::not_found(format!("no decision `{decision_id}`"))
+}
+
+/// Until decisions are rebuilt from the log after a start, "no such decision" would be a guess.
+pub fn restoring(decision_id: &str) -> Status {
+    Status::unavailable(format!("no decision `{decision_id}` yet: the governor is still rebuilding its decisions from the audit log"))
 }
