@@ -27,6 +27,7 @@ use crate::execution::{self, Course, ExecutionState, Outcome, Phase};
 use crate::plan::Plan;
 use crate::records::{self, StepsPhase};
 use crate::runner;
+use crate::runner::processes::{self, Leftover, Ledger, Tracker};
 use crate::recovery::{self, Settle};
 use crate::secrets::{self, SecretSource};
 use crate::store::{Claim, Store, StoreError, StoredDecision};
@@ -66,6 +67,13 @@ pub struct Executed {
     pub replayed: bool,
 }
 
+/// How a settled execution was cut off: where, and what of it was still running.
+#[derive(Clone, Copy)]
+struct Recovered<'a> {
+    phase: Phase,
+    leftovers: &'a [Leftover],
+}
+
 /// What the executor is built from.
 pub struct Parts {
     pub catalog: Catalog,
@@ -76,6 +84,8 @@ pub struct Parts {
     pub max_concurrent: usize,
     /// Where the secrets that pathways name are read from.
     pub secrets: SecretSource,
+    /// Where the process groups of running steps are recorded (see [`Store::processes`]).
+    pub processes: Ledger,
 }
 
 pub struct Executor {
@@ -90,6 +100,8 @@ pub struct Executor {
     /// Bounds how many executions run at once; the rest queue.
     slots: Arc<Semaphore>,
     http: reqwest::Client,
+    /// The process groups that running steps started.
+    processes: Ledger,
 }
 
 impl Executor {
@@ -97,6 +109,7 @@ impl Executor {
         // Redirects are not followed: a step or probe talks to the URL it names.
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
         Ok(Self {
+            processes: parts.processes,
             catalog: parts.catalog,
             inventory: parts.inventory,
             trusted_keys: parts.trusted_keys,
@@ -188,7 +201,23 @@ impl Executor {
     /// outcome (see [`crate::recovery`]). The targets' locks are taken before this
     /// returns, so a new decision for such a target waits until it is settled; the
     /// settling itself runs in one task per target, whose handles are returned.
-    pub fn recover(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+    ///
+    /// First, whatever the stopped executor's steps left running is killed (see
+    /// [`processes`]): an action still running unsupervised could change a target
+    /// after it was verified again. This does not wait for the audit log, since it
+    /// only stops things; what was killed goes into the execution's recovered records.
+    pub async fn recover(self: &Arc<Self>) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+        let mut leftovers: HashMap<String, Vec<Leftover>> = HashMap::new();
+        for leftover in processes::sweep(&self.processes).await {
+            warn!(
+                decision_id = %leftover.owner,
+                program = %leftover.program,
+                pgid = ?leftover.pgid,
+                killed = ?leftover.killed,
+                "{}", leftover.detail
+            );
+            leftovers.entry(leftover.owner.clone()).or_default().push(leftover);
+        }
         let mut by_target: HashMap<String, Vec<ExecutionState>> = HashMap::new();
         for state in self.store.unfinished()? {
             by_target.entry(state.target.clone()).or_default().push(state);
@@ -201,9 +230,11 @@ impl Executor {
                 continue;
             };
             let this = Arc::clone(self);
+            let mut leftovers: Vec<(ExecutionState, Vec<Leftover>)> =
+                states.into_iter().map(|s| { let l = leftovers.remove(&s.decision_id).unwrap_or_default(); (s, l) }).collect();
             tasks.push(tokio::spawn(async move {
                 let _guard = guard;
-                for state in states {
+                for (state, leftovers) in leftovers.drain(..) {
                     let span = info_span!(
                         "recover",
                         decision_id = %state.decision_id,
@@ -211,7 +242,7 @@ impl Executor {
                         pathway = %state.pathway,
                         target = %state.target,
                     );
-                    if let Err(error) = this.settle(state).instrument(span.clone()).await {
+                    if let Err(error) = this.settle(state, &leftovers).instrument(span.clone()).await {
                         span.in_scope(|| error!(%error, "cannot settle an execution cut off by a restart; it stays unfinished until the next start"));
                     }
                 }
@@ -246,7 +277,7 @@ impl Executor {
                         pathway = %state.pathway,
                         target = %state.target,
                     );
-                    if let Err(error) = this.settle(state).instrument(span.clone()).await {
+                    if let Err(error) = this.settle(state, &[]).instrument(span.clone()).await {
                         span.in_scope(|| warn!(%error, "cannot settle an interrupted execution yet; retrying"));
                     }
                 }
@@ -254,7 +285,7 @@ impl Executor {
         })
     }
 
-    async fn settle(&self, mut state: ExecutionState) -> Result<(), ExecuteError> {
+    async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover]) -> Result<(), ExecuteError> {
         let interrupted_in = state.phase;
         let Some(stored) = self.store.decision(&state.decision_id)? else {
             if interrupted_in == Phase::Claimed {
@@ -296,11 +327,16 @@ impl Executor {
                             "cut off while {}; cannot settle after the restart: {error}; the target is in an unknown state",
                             interrupted_in.as_str()
                         );
-                        self.finish(&body, &plan, state, Outcome::RollbackFailed, detail, Some(interrupted_in)).await?;
+                        let recovered = Recovered { phase: interrupted_in, leftovers };
+                        self.finish(&body, &plan, state, Outcome::RollbackFailed, detail, Some(recovered)).await?;
                         return Ok(());
                     }
                 };
-                let prefix = format!("cut off while {} and settled after a restart", interrupted_in.as_str());
+                let mut prefix = format!("cut off while {} and settled after a restart", interrupted_in.as_str());
+                if !leftovers.is_empty() {
+                    let what: Vec<&str> = leftovers.iter().map(|l| l.detail.as_str()).collect();
+                    prefix.push_str(&format!(" (first, what it left running was stopped: {})", what.join("; ")));
+                }
                 let (outcome, detail) = if course == Settle::RollBackAgain {
                     self.roll_back(&body, &plan, &mut state, format!("{prefix}: the rollback was under way")).await?
                 } else {
@@ -309,6 +345,7 @@ impl Executor {
                     state.verification = report.last_results();
                     let mut record = records::verification(&body, StepsPhase::Action, &report);
                     record["recovered"] = Value::Bool(true);
+                    record["leftovers"] = serde_json::to_value(leftovers).unwrap_or(Value::Null);
                     self.log(&mut state, &body, &plan, RecordKind::Verification, record, "a verification after a restart")
                         .await?;
                     match execution::after_action(true, Some(report.passed), plan.irreversible) {
@@ -323,10 +360,15 @@ impl Executor {
                         }
                     }
                 };
-                self.finish(&body, &plan, state, outcome, detail, Some(interrupted_in)).await?;
+                self.finish(&body, &plan, state, outcome, detail, Some(Recovered { phase: interrupted_in, leftovers }))
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    fn tracker(&self, body: &DecisionBody) -> Tracker {
+        Tracker::new(&self.processes, &body.decision_id)
     }
 
     fn target_lock(&self, target: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -365,7 +407,7 @@ impl Executor {
         self.advance(&mut state, Phase::Acting, "running the action").await;
         info!(steps = plan.action.len(), "running the action");
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
-        let action = runner::run_steps(&plan.action, deadline, &self.http).await;
+        let action = runner::run_steps(&plan.action, deadline, &self.http, Some(&self.tracker(body))).await;
         let finished = records::execution_finished(body, StepsPhase::Action, &action);
         self.log(&mut state, body, plan, RecordKind::ExecutionFinished, finished, "the action").await?;
 
@@ -412,7 +454,7 @@ impl Executor {
         self.log(state, body, plan, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
         self.advance(state, Phase::RollingBack, "rolling back").await;
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
-        let steps = runner::run_steps(&plan.rollback, deadline, &self.http).await;
+        let steps = runner::run_steps(&plan.rollback, deadline, &self.http, Some(&self.tracker(body))).await;
         let finished = records::execution_finished(body, StepsPhase::Rollback, &steps);
         self.log(state, body, plan, RecordKind::ExecutionFinished, finished, "the action and the rollback").await?;
 
@@ -455,11 +497,15 @@ impl Executor {
         mut state: ExecutionState,
         outcome: Outcome,
         detail: String,
-        recovered_from: Option<Phase>,
+        recovered: Option<Recovered<'_>>,
     ) -> Result<ExecutionState, ExecuteError> {
         let detail = secrets::redact_text(&detail, &plan.secret_values);
-        let record = match recovered_from {
-            Some(phase) => records::recovered_outcome(body, outcome, &detail, phase.as_str()),
+        let record = match recovered {
+            Some(Recovered { phase, leftovers }) => {
+                let mut record = records::recovered_outcome(body, outcome, &detail, phase.as_str());
+                record["leftovers"] = serde_json::to_value(leftovers).unwrap_or(Value::Null);
+                record
+            }
             None => records::outcome(body, outcome, &detail),
         };
         self.log(&mut state, body, plan, RecordKind::Outcome, record, "everything but the `outcome` record").await?;

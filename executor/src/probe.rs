@@ -53,6 +53,8 @@ pub async fn run(probe: &RenderedProbe, client: &reqwest::Client) -> ProbeResult
                 cwd: None,
                 timeout: PROBE_TIMEOUT,
                 output_limit: PROBE_OUTPUT_LIMIT,
+                // Probes only look; one left running by a crash changes nothing.
+                tracker: None,
             };
             let outcome = command::run(&spec).await;
             let verdict = match outcome.exit_code() {

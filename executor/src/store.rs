@@ -119,6 +119,11 @@ impl Store {
             .transpose()
     }
 
+    /// The record of process groups that running steps started, in the same database.
+    pub fn processes(&self) -> Result<crate::runner::processes::Ledger, StoreError> {
+        Ok(crate::runner::processes::Ledger::open(&self.db)?)
+    }
+
     pub fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
         self.executions.get(decision_id.as_bytes())?.map(|bytes| decode(decision_id, &bytes)).transpose()
     }

@@ -55,6 +55,7 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("executions.sled"))?;
+    let processes = store.processes()?;
     let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(loaded.audit_token))?;
     let n_pathways = loaded.catalog.len();
     let n_targets = config.targets.len();
@@ -66,6 +67,7 @@ pub async fn serve(
         store,
         max_concurrent: config.max_concurrent,
         secrets: crate::secrets::SecretSource { dir: config.secrets_dir.clone() },
+        processes,
     })?);
     // Executions cut off by a crash are settled (verified again, rolled back when
     // the target is unhealthy) while the server answers; their targets stay locked
@@ -74,7 +76,7 @@ pub async fn serve(
     if n_unfinished > 0 {
         warn!(n_unfinished, "executions never reached an outcome; settling them");
     }
-    executor.recover()?;
+    executor.recover().await?;
     // And those an audit outage cuts off while it runs are settled once the log is back.
     let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
     let addr = listener.local_addr()?;

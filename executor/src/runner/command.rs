@@ -9,6 +9,8 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use super::processes::{Slot, Tracker};
+
 /// How much of each of stdout and stderr is kept; the rest is counted and discarded.
 pub const OUTPUT_LIMIT: usize = 64 * 1024;
 
@@ -30,6 +32,9 @@ pub struct CommandSpec<'a> {
     pub cwd: Option<&'a str>,
     pub timeout: Duration,
     pub output_limit: usize,
+    /// Records the command's process group durably while it runs, so that an
+    /// executor restarted after a crash can stop it (steps, not probes).
+    pub tracker: Option<&'a Tracker>,
 }
 
 /// The first bytes of a stream, and how many there were in all.
@@ -115,13 +120,40 @@ pub async fn run(spec: &CommandSpec<'_>) -> CommandOutcome {
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
+    // Fail closed: a command whose group could not be recorded could outlive a
+    // crash unseen, so it does not start, or is stopped at once.
+    let mut slot = match spec.tracker {
+        Some(tracker) => match tracker.ledger.starting(&tracker.owner, program).await {
+            Ok(slot) => Some((tracker, slot)),
+            Err(e) => return not_started(format!("cannot record `{program}` before starting it: {e}")),
+        },
+        None => None,
+    };
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return not_started(format!("cannot start `{program}`: {e}")),
+        Err(e) => {
+            if let Some((tracker, slot)) = &slot {
+                tracker.ledger.finished(slot);
+            }
+            return not_started(format!("cannot start `{program}`: {e}"));
+        }
     };
     // If this future is dropped midway (the executor shutting down), the guard
     // still kills the group.
-    let mut group = GroupGuard { pgid: child.id() };
+    let mut group = GroupGuard { pgid: child.id(), slot: None };
+    if let Some((tracker, mut recorded)) = slot.take() {
+        // No id only if the child is already reaped, which it cannot be yet.
+        let written = match child.id() {
+            Some(pgid) => tracker.ledger.started(&mut recorded, pgid).await,
+            None => Ok(()),
+        };
+        group.slot = Some((tracker, recorded));
+        if let Err(e) = written {
+            group.kill();
+            let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+            return not_started(format!("cannot record the process group of `{program}`, so it was stopped: {e}"));
+        }
+    }
     let mut stdout = tokio::spawn(read_bounded(child.stdout.take(), spec.output_limit));
     let mut stderr = tokio::spawn(read_bounded(child.stderr.take(), spec.output_limit));
 
@@ -214,12 +246,14 @@ pub async fn read_bounded<R: AsyncRead + Unpin>(reader: Option<R>, limit: usize)
     Captured { text: String::from_utf8_lossy(&kept).into_owned(), total_bytes: total, truncated }
 }
 
-/// Kills a process group when asked or when dropped, unless disarmed.
-struct GroupGuard {
+/// Kills a process group when asked or when dropped, unless disarmed, and
+/// forgets its record when dropped.
+struct GroupGuard<'a> {
     pgid: Option<u32>,
+    slot: Option<(&'a Tracker, Slot)>,
 }
 
-impl GroupGuard {
+impl GroupGuard<'_> {
     fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             kill_group(pgid);
@@ -231,9 +265,12 @@ impl GroupGuard {
     }
 }
 
-impl Drop for GroupGuard {
+impl Drop for GroupGuard<'_> {
     fn drop(&mut self) {
         self.kill();
+        if let Some((tracker, slot)) = self.slot.take() {
+            tracker.ledger.finished(&slot);
+        }
     }
 }
 
@@ -260,7 +297,7 @@ mod tests {
 
     async fn run_argv(args: &[&str], timeout: Duration, limit: usize) -> CommandOutcome {
         let argv = argv(args);
-        run(&CommandSpec { argv: &argv, env_allow: &[], env: &[], cwd: None, timeout, output_limit: limit }).await
+        run(&CommandSpec { argv: &argv, env_allow: &[], env: &[], cwd: None, timeout, output_limit: limit, tracker: None }).await
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use arf_core::catalog::{EditFormat, KeySegment};
 
 use super::command::{self, CommandSpec};
+use super::processes::Tracker;
 use super::edit;
 
 /// The trailer naming the decision that made a commit.
@@ -73,6 +74,7 @@ pub struct GitOutcome {
 struct Git<'a> {
     repo: &'a str,
     deadline: Instant,
+    tracker: Option<&'a Tracker>,
     log: Vec<String>,
 }
 
@@ -101,6 +103,7 @@ impl Git<'_> {
             cwd: None,
             timeout: remaining.min(Duration::from_secs(300)),
             output_limit: command::OUTPUT_LIMIT,
+            tracker: self.tracker,
         };
         let outcome = command::run(&spec).await;
         self.log.push(format!("git {}: {}", args.join(" "), outcome.describe()));
@@ -126,8 +129,8 @@ impl Git<'_> {
 }
 
 /// Runs one git step before `deadline`.
-pub async fn run(spec: &GitSpec, deadline: Instant) -> GitOutcome {
-    let mut git = Git { repo: &spec.repo, deadline, log: Vec::new() };
+pub async fn run(spec: &GitSpec, deadline: Instant, tracker: Option<&Tracker>) -> GitOutcome {
+    let mut git = Git { repo: &spec.repo, deadline, tracker, log: Vec::new() };
     let result = act(&mut git, spec).await;
     let (ok, detail, commit) = match result {
         Ok((detail, commit)) => (true, detail, commit),

@@ -5,6 +5,7 @@ pub mod command;
 pub mod edit;
 pub mod git;
 pub mod http;
+pub mod processes;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio::time::Instant;
 use crate::plan::RenderedStep;
 use command::{CommandOutcome, CommandSpec};
 use http::{HttpOutcome, HttpSpec};
+use processes::Tracker;
 
 /// How much of an HTTP response body is kept.
 pub const RESPONSE_LIMIT: usize = 64 * 1024;
@@ -58,10 +60,16 @@ impl StepsReport {
 }
 
 /// Runs `steps` in order until one fails or `deadline` passes.
-pub async fn run_steps(steps: &[RenderedStep], deadline: Instant, client: &reqwest::Client) -> StepsReport {
+/// Commands are recorded with `tracker` while they run (see [`processes`]).
+pub async fn run_steps(
+    steps: &[RenderedStep],
+    deadline: Instant,
+    client: &reqwest::Client,
+    tracker: Option<&Tracker>,
+) -> StepsReport {
     let mut results = Vec::with_capacity(steps.len());
     for (index, step) in steps.iter().enumerate() {
-        let result = run_step(index, step, deadline, client).await;
+        let result = run_step(index, step, deadline, client, tracker).await;
         let ok = result.ok;
         results.push(result);
         if !ok {
@@ -74,7 +82,13 @@ pub async fn run_steps(steps: &[RenderedStep], deadline: Instant, client: &reqwe
 }
 
 /// Runs one step, bounded by its own timeout and by what is left until `deadline`.
-pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, client: &reqwest::Client) -> StepResult {
+pub async fn run_step(
+    index: usize,
+    step: &RenderedStep,
+    deadline: Instant,
+    client: &reqwest::Client,
+    tracker: Option<&Tracker>,
+) -> StepResult {
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
         return StepResult {
@@ -93,6 +107,7 @@ pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, clie
                 cwd: cwd.as_deref(),
                 timeout: Duration::from_secs(*timeout_secs).min(remaining),
                 output_limit: command::OUTPUT_LIMIT,
+                tracker,
             };
             let outcome = command::run(&spec).await;
             let ok = outcome.exit_code() == Some(0);
@@ -124,7 +139,7 @@ pub async fn run_step(index: usize, step: &RenderedStep, deadline: Instant, clie
         }
         RenderedStep::Git { git: spec, timeout_secs } => {
             let deadline = deadline.min(Instant::now() + Duration::from_secs(*timeout_secs));
-            let outcome = git::run(spec, deadline).await;
+            let outcome = git::run(spec, deadline, tracker).await;
             StepResult { index, ok: outcome.ok, detail: format!("git: {}", outcome.detail), report: StepReport::Git(outcome) }
         }
     }

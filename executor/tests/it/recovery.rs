@@ -154,3 +154,90 @@ async fn a_killed_executor_settles_what_it_was_doing_without_running_it_again() 
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Whether `pid` is a live process (a zombie has finished).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned)))
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A SIGKILL of the executor leaves its action's processes running. Here the action
+/// is a shell that waits on a child and then breaks the target; were the restarted
+/// executor to verify the target while they still ran, it would find it healthy,
+/// report `verified`, and the target would break behind its back. It must stop them
+/// first, and say so in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_executor_stops_what_the_killed_one_left_running_before_verifying() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = dir.path().join("svc");
+    std::fs::create_dir_all(&svc).unwrap();
+    std::fs::write(svc.join("healthy"), "").unwrap();
+    let script = r#"echo $$ > "$1/shell.pid"; sleep 30 & echo $! > "$1/sleep.pid"; wait; rm "$1/healthy""#;
+    let p = crate::harness::pathway(
+        "slow_breaker",
+        vec![command(&["sh", "-c", script, "sh", "{{target.dir}}"])],
+        vec![command_probe("healthy", &["test", "-e", "{{target.dir}}/healthy"])],
+        vec![command(&["touch", "{{target.dir}}/rolled_back"])],
+    );
+    let targets = [("svc".to_owned(), target(&[("dir", path_str(&svc))]))].into();
+    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
+    h.stop_executor().await;
+    let config_file = dir.path().join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let body = h.body("slow_breaker", "svc", json!({}));
+    let signed = h.decide(&body).await;
+    let mut running = client.clone();
+    tokio::spawn(async move { running.execute(signed).await });
+    let (shell, sleep) = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let (Some(shell), Some(sleep)) = (read_pid(&svc.join("shell.pid")), read_pid(&svc.join("sleep.pid"))) {
+                break (shell, sleep);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the action never started");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(alive(shell) && alive(sleep), "the action must outlive the executor for this test to mean anything");
+
+    let mut tail = h.governor.tail(0).await.unwrap();
+    let (mut child, _client) = spawn_child(&config_file).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let record = tail.next().await.unwrap().unwrap();
+            if record.kind == RecordKind::Outcome {
+                break record;
+            }
+        }
+    })
+    .await
+    .expect("the restarted executor did not settle the execution");
+    // Both were gone before the outcome was logged, so the target cannot change after it.
+    assert!(!alive(shell), "the action's shell still runs");
+    assert!(!alive(sleep), "the action's child still runs");
+    assert!(svc.join("healthy").exists(), "the leftover action broke the target");
+    assert_eq!(outcome.payload["outcome"], json!("verified"), "{}", outcome.payload);
+    let leftovers = outcome.payload["leftovers"].as_array().unwrap();
+    assert_eq!(leftovers.len(), 1, "{}", outcome.payload);
+    assert_eq!(leftovers[0]["program"], json!("sh"));
+    assert_eq!(leftovers[0]["pgid"], json!(shell), "the shell leads its own group");
+    let killed: Vec<u64> = leftovers[0]["killed"].as_array().unwrap().iter().filter_map(serde_json::Value::as_u64).collect();
+    assert!(killed.contains(&u64::from(shell)) && killed.contains(&u64::from(sleep)), "{killed:?}");
+    assert!(outcome.payload["detail"].as_str().unwrap().contains("was still running"), "{}", outcome.payload);
+    let kinds = h.kinds(&body.incident_id).await;
+    assert_eq!(kinds, ["decision", "execution_started", "verification", "outcome"]);
+    let verification = &h.trail(&body.incident_id).await[2];
+    assert_eq!(verification.payload["leftovers"], outcome.payload["leftovers"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,327 @@
+//! The process groups that running steps have started, kept durably so that an
+//! executor restarted after a crash can stop what the crashed one left running
+//! before it checks the target again.
+//!
+//! Every command a step runs gets its own process group (see [`super::command`]).
+//! A SIGKILL of the executor kills neither the group nor anything in it: the
+//! action goes on, unsupervised, and could change the target after the restarted
+//! executor has verified it. So each command is written down twice, flushed each
+//! time: before it is spawned (what and for which decision) and right after (its
+//! group id, the leader's start time and the boot it belongs to). At start,
+//! [`sweep`] kills every process still in a recorded group.
+//!
+//! A group id is only trusted while it cannot have been reused: the leader must
+//! still be the process that was recorded (same start time, same boot), or, once
+//! the leader has exited, only members started after it are killed (Linux does
+//! not hand out a pid that is still some group's id). A process that left the
+//! group (`setsid`, a daemon) is not touched: leaving the group is how a step
+//! says a process should outlive it. The reading of `/proc` makes this Linux-only;
+//! elsewhere the sweep reports the recorded groups without killing anything.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How long the sweep waits for killed processes to be gone.
+const SWEEP_GRACE: Duration = Duration::from_secs(5);
+
+/// The durable record of started process groups.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// One command, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// The decision whose step started it.
+    pub owner: String,
+    pub program: String,
+    /// Unset until the command has been spawned.
+    #[serde(default)]
+    pub pgid: Option<u32>,
+    /// The group leader's start time, in clock ticks after boot.
+    #[serde(default)]
+    pub leader_start: Option<u64>,
+    #[serde(default)]
+    pub boot_id: Option<String>,
+}
+
+/// A recorded command, until it ends.
+#[derive(Debug)]
+pub struct Slot {
+    key: [u8; 8],
+    entry: Entry,
+}
+
+/// Who is running commands: the ledger and the decision they belong to.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub ledger: Ledger,
+    pub owner: String,
+}
+
+/// What the sweep found of one recorded command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Leftover {
+    pub owner: String,
+    pub program: String,
+    pub pgid: Option<u32>,
+    /// The pids that were still running and were killed.
+    pub killed: Vec<u32>,
+    pub detail: String,
+}
+
+impl Ledger {
+    pub fn open(db: &sled::Db) -> sled::Result<Self> {
+        Ok(Self { db: db.clone(), tree: db.open_tree("processes")? })
+    }
+
+    /// Records, durably, that `owner` is about to start `program`.
+    pub async fn starting(&self, owner: &str, program: &str) -> Result<Slot, String> {
+        let id = self.db.generate_id().map_err(|e| e.to_string())?;
+        let slot = Slot {
+            key: id.to_be_bytes(),
+            entry: Entry { owner: owner.to_owned(), program: program.to_owned(), pgid: None, leader_start: None, boot_id: None },
+        };
+        self.write(&slot).await?;
+        Ok(slot)
+    }
+
+    /// Records, durably, the group that the slot's command now leads.
+    pub async fn started(&self, slot: &mut Slot, pgid: u32) -> Result<(), String> {
+        slot.entry.pgid = Some(pgid);
+        slot.entry.leader_start = proc::start_time(pgid);
+        slot.entry.boot_id = proc::boot_id();
+        self.write(slot).await
+    }
+
+    /// Forgets a command that has ended. Not flushed: an entry that outlives its
+    /// command names a group that is gone (or not its own), which the sweep skips.
+    pub fn finished(&self, slot: &Slot) {
+        let _ = self.tree.remove(slot.key);
+    }
+
+    async fn write(&self, slot: &Slot) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&slot.entry).map_err(|e| e.to_string())?;
+        self.tree.insert(slot.key, bytes).map_err(|e| e.to_string())?;
+        self.db.flush_async().await.map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Every recorded command, with its key.
+    fn entries(&self) -> Vec<(sled::IVec, Result<Entry, String>)> {
+        self.tree
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, value)| (key, serde_json::from_slice(&value).map_err(|e| e.to_string())))
+            .collect()
+    }
+}
+
+impl Tracker {
+    pub fn new(ledger: &Ledger, owner: &str) -> Self {
+        Self { ledger: ledger.clone(), owner: owner.to_owned() }
+    }
+}
+
+/// Kills what is still running in every recorded group and forgets the records.
+/// Only what matters is returned: groups with processes that were killed, and
+/// commands whose start was recorded but whose group was not.
+pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
+    let boot = proc::boot_id();
+    let mut leftovers = Vec::new();
+    for (key, entry) in ledger.entries() {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::error!(%error, "an unreadable process record was dropped; a leftover command may still run");
+                let _ = ledger.tree.remove(key);
+                continue;
+            }
+        };
+        let leftover = match (entry.pgid, entry.leader_start) {
+            (None, _) => Some(Leftover {
+                owner: entry.owner.clone(),
+                program: entry.program.clone(),
+                pgid: None,
+                killed: Vec::new(),
+                detail: format!(
+                    "the executor stopped while starting `{}`; if it started, it was not recorded and was not stopped",
+                    entry.program
+                ),
+            }),
+            (Some(pgid), Some(leader_start)) if entry.boot_id == boot && boot.is_some() => {
+                let killed = kill_group(pgid, leader_start).await;
+                (!killed.is_empty()).then(|| Leftover {
+                    owner: entry.owner.clone(),
+                    program: entry.program.clone(),
+                    pgid: Some(pgid),
+                    detail: format!(
+                        "`{}` (process group {pgid}) was still running; killed {} process(es)",
+                        entry.program,
+                        killed.len()
+                    ),
+                    killed,
+                })
+            }
+            // Recorded on another boot, or where `/proc` could not be read: the group is gone.
+            (Some(_), _) => None,
+        };
+        if let Some(leftover) = leftover {
+            leftovers.push(leftover);
+        }
+        let _ = ledger.tree.remove(key);
+    }
+    let _ = ledger.db.flush_async().await;
+    leftovers
+}
+
+/// Kills the processes of group `pgid` that belong to the recorded leader, until
+/// none is left or the grace period passes; the pids killed.
+async fn kill_group(pgid: u32, leader_start: u64) -> Vec<u32> {
+    let mut killed = Vec::new();
+    let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
+    loop {
+        let members = proc::members(pgid, leader_start);
+        if members.is_empty() || tokio::time::Instant::now() >= give_up {
+            if !members.is_empty() {
+                tracing::error!(pgid, ?members, "leftover processes survived SIGKILL");
+            }
+            break;
+        }
+        for pid in members {
+            proc::kill(pid);
+            if !killed.contains(&pid) {
+                killed.push(pid);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed
+}
+
+#[cfg(target_os = "linux")]
+mod proc {
+    use std::fs;
+
+    /// The kernel's id of this boot.
+    pub fn boot_id() -> Option<String> {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned())
+    }
+
+    /// One process's state, group and start time, from `/proc/PID/stat`.
+    fn stat(pid: u32) -> Option<(char, u32, u64)> {
+        let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name is in parentheses and may hold spaces or parentheses;
+        // the fields after the last `)` are plain.
+        let rest = &text[text.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let state = fields.first()?.chars().next()?;
+        let pgrp = fields.get(2)?.parse().ok()?;
+        let start = fields.get(19)?.parse().ok()?;
+        Some((state, pgrp, start))
+    }
+
+    pub fn start_time(pid: u32) -> Option<u64> {
+        stat(pid).map(|(_, _, start)| start)
+    }
+
+    /// The live processes of group `pgid` that can only be the recorded group's.
+    pub fn members(pgid: u32, leader_start: u64) -> Vec<u32> {
+        let alive = |state: char| state != 'Z' && state != 'X';
+        match stat(pgid) {
+            // The leader is another process now: the id was reused, the group is gone.
+            Some((_, _, start)) if start != leader_start => return Vec::new(),
+            _ => {}
+        }
+        let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+        dir.filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| matches!(stat(pid), Some((state, group, start)) if group == pgid && alive(state) && start >= leader_start))
+            .collect()
+    }
+
+    #[expect(unsafe_code, reason = "std cannot signal an arbitrary pid; the call only sends a signal")]
+    pub fn kill(pid: u32) {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+        if pid <= 1 {
+            return;
+        }
+        // SAFETY: kill takes two integers and touches no memory; a process that is
+        // already gone makes it fail with ESRCH, which is what we wanted anyway.
+        let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod proc {
+    pub fn boot_id() -> Option<String> {
+        None
+    }
+    pub fn start_time(_pid: u32) -> Option<u64> {
+        None
+    }
+    pub fn members(_pgid: u32, _leader_start: u64) -> Vec<u32> {
+        Vec::new()
+    }
+    pub fn kill(_pid: u32) {}
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let me = std::process::id();
+        assert!(proc::start_time(me).is_some());
+        assert!(proc::boot_id().is_some_and(|b| !b.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn kills_a_recorded_group_and_spares_a_reused_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let ledger = Ledger::open(&db).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & sleep 60; wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        // Recorded first, so swept first: a record whose leader started at another
+        // time names a reused id, and must kill nothing.
+        let mut foreign = ledger.starting("d-0", "sh").await.unwrap();
+        ledger.started(&mut foreign, pgid).await.unwrap();
+        foreign.entry.leader_start = foreign.entry.leader_start.map(|s| s + 1);
+        ledger.write(&foreign).await.unwrap();
+        let mut slot = ledger.starting("d-1", "sh").await.unwrap();
+        ledger.started(&mut slot, pgid).await.unwrap();
+        let _never_spawned = ledger.starting("d-3", "git").await.unwrap();
+
+        // Wait until both sleeps are in the group.
+        for _ in 0..100 {
+            if proc::members(pgid, slot.entry.leader_start.unwrap()).len() >= 3 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut found = sweep(&ledger).await;
+        found.sort_by(|a, b| a.owner.cmp(&b.owner));
+        // Had `d-0` killed anything, it would be listed and `d-1` would have found nothing.
+        let owners: Vec<&str> = found.iter().map(|l| l.owner.as_str()).collect();
+        assert_eq!(owners, ["d-1", "d-3"], "{found:?}");
+        assert!(found[0].killed.len() >= 3, "{found:?}");
+        assert!(found[0].killed.contains(&pgid));
+        assert_eq!(found[1].pgid, None);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(proc::members(pgid, slot.entry.leader_start.unwrap()).is_empty());
+        assert!(ledger.entries().is_empty(), "the sweep forgets what it swept");
+    }
+}
