@@ -36,6 +36,74 @@ pub struct Config {
     /// user only); `ARF_SECRET_<NAME>` in the environment takes precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_dir: Option<PathBuf>,
+    /// TLS for the `http` runner and the `http` and `prometheus` probes.
+    #[serde(default, skip_serializing_if = "Tls::is_default")]
+    pub tls: Tls,
+}
+
+/// Which servers the executor's HTTP client trusts, and how it proves who it is.
+/// Certificates are always verified; there is no setting to turn that off.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM files of CA certificates (one or several per file) to trust, for
+    /// platform APIs behind an internal CA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<PathBuf>,
+    /// Trust only `ca_files`, not the built-in Mozilla (webpki) roots.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub only_ca_files: bool,
+    /// A PEM file holding a client certificate chain and its PKCS#8 private key,
+    /// for APIs that require mutual TLS. Keep it readable by the executor's user only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_identity_file: Option<PathBuf>,
+}
+
+impl Tls {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The HTTP client every step and probe uses: certificates verified against
+    /// these roots, redirects never followed (a step talks to the URL it names).
+    pub fn client(&self) -> Result<reqwest::Client, ConfigError> {
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        for path in &self.ca_files {
+            let pem = read(path, "ca_files")?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ConfigError::Tls { field: "ca_files", path: path.clone(), message: e.to_string() })?;
+            if certificates.is_empty() {
+                return Err(ConfigError::Tls {
+                    field: "ca_files",
+                    path: path.clone(),
+                    message: "holds no PEM certificate".to_owned(),
+                });
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if self.only_ca_files {
+            if self.ca_files.is_empty() {
+                return Err(ConfigError::NoCaFiles);
+            }
+            builder = builder.tls_built_in_root_certs(false);
+        }
+        if let Some(path) = &self.client_identity_file {
+            let pem = read(path, "client_identity_file")?;
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ConfigError::Tls {
+                field: "client_identity_file",
+                path: path.clone(),
+                message: format!("needs a PEM certificate chain and its private key: {e}"),
+            })?;
+            builder = builder.identity(identity);
+        }
+        builder.build().map_err(|e| ConfigError::HttpClient(e.to_string()))
+    }
+}
+
+fn read(path: &std::path::Path, field: &'static str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| ConfigError::Tls { field, path: path.to_owned(), message: e.to_string() })
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -68,6 +136,12 @@ pub enum ConfigError {
     Catalog(CatalogError),
     #[error("`executor.targets` has a target with an empty name")]
     EmptyTargetName,
+    #[error("`executor.tls.{field}`: `{}` {message}", path.display())]
+    Tls { field: &'static str, path: PathBuf, message: String },
+    #[error("`executor.tls.only_ca_files` is set but `executor.tls.ca_files` is empty, so no server could be trusted")]
+    NoCaFiles,
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
 }
 
 /// What the configuration names, loaded and checked.
@@ -75,6 +149,7 @@ pub(crate) struct Loaded {
     pub catalog: Catalog,
     pub trusted_keys: Vec<TrustedKey>,
     pub audit_token: String,
+    pub http: reqwest::Client,
 }
 
 impl Config {
@@ -105,7 +180,8 @@ impl Config {
             return Err(ConfigError::AuditAddr(self.audit_addr.clone()));
         }
         let catalog = Catalog::load_dir(&self.catalog_dir).map_err(ConfigError::Catalog)?;
-        Ok(Loaded { catalog, trusted_keys, audit_token })
+        let http = self.tls.client()?;
+        Ok(Loaded { catalog, trusted_keys, audit_token, http })
     }
 }
 

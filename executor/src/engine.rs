@@ -86,6 +86,8 @@ pub struct Parts {
     pub secrets: SecretSource,
     /// Where the process groups of running steps are recorded (see [`Store::processes`]).
     pub processes: Ledger,
+    /// The client for `http` steps and probes (see [`crate::config::Tls::client`]).
+    pub http: reqwest::Client,
 }
 
 pub struct Executor {
@@ -105,10 +107,8 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(parts: Parts) -> Result<Self, reqwest::Error> {
-        // Redirects are not followed: a step or probe talks to the URL it names.
-        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-        Ok(Self {
+    pub fn new(parts: Parts) -> Self {
+        Self {
             processes: parts.processes,
             catalog: parts.catalog,
             inventory: parts.inventory,
@@ -118,8 +118,8 @@ impl Executor {
             secrets: parts.secrets,
             target_locks: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(parts.max_concurrent.max(1))),
-            http,
-        })
+            http: parts.http,
+        }
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -407,7 +407,8 @@ impl Executor {
         self.advance(&mut state, Phase::Acting, "running the action").await;
         info!(steps = plan.action.len(), "running the action");
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
-        let action = runner::run_steps(&plan.action, deadline, &self.http, Some(&self.tracker(body))).await;
+        let mut action = runner::run_steps(&plan.action, deadline, &self.http, Some(&self.tracker(body))).await;
+        action.redact(&plan.secret_values);
         let finished = records::execution_finished(body, StepsPhase::Action, &action);
         self.log(&mut state, body, plan, RecordKind::ExecutionFinished, finished, "the action").await?;
 
@@ -454,7 +455,8 @@ impl Executor {
         self.log(state, body, plan, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
         self.advance(state, Phase::RollingBack, "rolling back").await;
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
-        let steps = runner::run_steps(&plan.rollback, deadline, &self.http, Some(&self.tracker(body))).await;
+        let mut steps = runner::run_steps(&plan.rollback, deadline, &self.http, Some(&self.tracker(body))).await;
+        steps.redact(&plan.secret_values);
         let finished = records::execution_finished(body, StepsPhase::Rollback, &steps);
         self.log(state, body, plan, RecordKind::ExecutionFinished, finished, "the action and the rollback").await?;
 

@@ -68,7 +68,8 @@ pub async fn serve(
         max_concurrent: config.max_concurrent,
         secrets: crate::secrets::SecretSource { dir: config.secrets_dir.clone() },
         processes,
-    })?);
+        http: loaded.http,
+    }));
     // Executions cut off by a crash are settled (verified again, rolled back when
     // the target is unhealthy) while the server answers; their targets stay locked
     // until then, and none is run again.

@@ -192,12 +192,20 @@ pub async fn run(spec: &CommandSpec<'_>) -> CommandOutcome {
     }
 }
 
+/// Names never passed through, whatever a step allows: the executor's secrets
+/// reach a step only through the pathway that names them.
+pub const NEVER_PASSED_PREFIX: &str = "ARF_SECRET_";
+
+fn passable(name: &str) -> bool {
+    !name.starts_with(NEVER_PASSED_PREFIX)
+}
+
 /// The variables to pass through: the allowed names that are set.
 fn allowed_env(env_allow: &[String]) -> Vec<(String, OsString)> {
     ALWAYS_ALLOWED
         .iter()
         .map(|name| (*name).to_owned())
-        .chain(env_allow.iter().cloned())
+        .chain(env_allow.iter().filter(|name| passable(name)).cloned())
         .filter_map(|name| std::env::var_os(&name).map(|value| (name, value)))
         .collect()
 }
@@ -330,6 +338,12 @@ mod tests {
         let outcome = run_argv(&["env"], Duration::from_secs(10), 4096).await;
         let names: Vec<&str> = outcome.stdout.text.lines().filter_map(|l| l.split_once('=')).map(|(n, _)| n).collect();
         assert!(names.iter().all(|n| *n == "PATH" || *n == "PWD"), "{names:?}");
+    }
+
+    #[test]
+    fn the_executors_secrets_are_never_passed_through() {
+        assert!(!passable("ARF_SECRET_DB_PASSWORD"));
+        assert!(passable("KUBECONFIG"));
     }
 
     #[tokio::test]

@@ -56,10 +56,23 @@ fn describe(error: &reqwest::Error, spec: &HttpSpec<'_>) -> String {
     if error.is_timeout() {
         format!("`{} {}` timed out after {} ms", spec.method, spec.url, spec.timeout.as_millis())
     } else if error.is_connect() {
-        format!("cannot connect to `{}`", spec.url)
+        // The cause matters here: a refused connection and a certificate the
+        // executor does not trust call for different fixes.
+        format!("cannot connect to `{}`: {}", spec.url, root_cause(error))
     } else {
-        format!("`{} {}` failed: {error}", spec.method, spec.url)
+        format!("`{} {}` failed: {}", spec.method, spec.url, root_cause(error))
     }
+}
+
+/// The innermost error, which names the cause ("invalid peer certificate:
+/// UnknownIssuer", "Connection refused") where the outer ones only say "error
+/// sending request".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Reads a response body, keeping the first `limit` bytes and counting the rest.

@@ -50,6 +50,39 @@ pub struct StepsReport {
 }
 
 impl StepsReport {
+    /// Scrubs every secret value out of what the steps said (details, output,
+    /// response bodies, git logs), so that nothing downstream (tracing, the audit
+    /// log, the caller) can repeat a secret a failing step printed.
+    pub fn redact(&mut self, secrets: &[String]) {
+        if secrets.is_empty() {
+            return;
+        }
+        let scrub = |text: &mut String| *text = crate::secrets::redact_text(text, secrets);
+        for step in &mut self.steps {
+            scrub(&mut step.detail);
+            match &mut step.report {
+                StepReport::Command(outcome) => {
+                    scrub(&mut outcome.stdout.text);
+                    scrub(&mut outcome.stderr.text);
+                    if let command::Exit::NotStarted { error } = &mut outcome.exit {
+                        scrub(error);
+                    }
+                }
+                StepReport::Http(outcome) => {
+                    scrub(&mut outcome.body.text);
+                    if let Err(error) = &mut outcome.status {
+                        scrub(error);
+                    }
+                }
+                StepReport::Git(outcome) => {
+                    scrub(&mut outcome.detail);
+                    outcome.log.iter_mut().for_each(scrub);
+                }
+                StepReport::NotStarted => {}
+            }
+        }
+    }
+
     /// One line on how it went: the failing step's detail, or a count.
     pub fn summary(&self) -> String {
         match self.steps.iter().find(|s| !s.ok) {
@@ -142,5 +175,28 @@ pub async fn run_step(
             let outcome = git::run(spec, deadline, tracker).await;
             StepResult { index, ok: outcome.ok, detail: format!("git: {}", outcome.detail), report: StepReport::Git(outcome) }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_report_is_scrubbed_of_secrets_a_failing_step_printed() {
+        let step = RenderedStep::Command {
+            argv: vec!["sh".into(), "-c".into(), "echo token=$T; echo \"denied for $T\" >&2; exit 1".into()],
+            env_allow: vec![],
+            env: vec![("T".into(), "s3cr3t-value".into())],
+            cwd: None,
+            timeout_secs: 10,
+        };
+        let client = reqwest::Client::new();
+        let mut report = run_steps(&[step], Instant::now() + Duration::from_secs(10), &client, None).await;
+        assert!(report.summary().contains("s3cr3t-value"), "the step must print the secret for this test to mean anything");
+        report.redact(&["s3cr3t-value".to_owned()]);
+        let everything = serde_json::to_string(&report).unwrap() + &report.summary();
+        assert!(!everything.contains("s3cr3t-value"), "{everything}");
+        assert!(report.summary().contains("denied for [redacted]"), "{}", report.summary());
     }
 }

@@ -37,11 +37,12 @@ pub struct Setup {
     pub max_concurrent: usize,
     pub audit: Audit,
     pub secrets_dir: Option<PathBuf>,
+    pub tls: arf_executor::config::Tls,
 }
 
 impl Setup {
     pub fn new(pathways: Vec<Pathway>, targets: Inventory) -> Self {
-        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None }
+        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None, tls: Default::default() }
     }
 }
 
@@ -147,6 +148,7 @@ impl Harness {
             targets: setup.targets,
             max_concurrent: setup.max_concurrent,
             secrets_dir: setup.secrets_dir.clone(),
+            tls: setup.tls.clone(),
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;

@@ -17,3 +17,4 @@ mod secrets;
 mod runs_once;
 mod serializes_targets;
 mod timeout_kills_group;
+mod tls;
