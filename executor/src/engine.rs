@@ -67,6 +67,39 @@ pub struct Executed {
     pub replayed: bool,
 }
 
+/// How long a restarted executor waits before it tries again to settle an
+/// execution (times the attempt, up to five).
+const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+
+/// Why an execution is being settled rather than run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The executor stopped (a crash, a SIGKILL) while it ran.
+    Restart,
+    /// The audit log stopped answering while it ran.
+    AuditOutage,
+    /// The log shows it started, but the execution store had no trace of it.
+    LostStore,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Restart => "restart",
+            Self::AuditOutage => "audit_outage",
+            Self::LostStore => "lost_store",
+        }
+    }
+
+    fn after(self) -> &'static str {
+        match self {
+            Self::Restart => "after a restart",
+            Self::AuditOutage => "once the audit log answered again",
+            Self::LostStore => "from the audit log",
+        }
+    }
+}
+
 /// How a settled execution was cut off: where, and what of it was still running.
 #[derive(Clone, Copy)]
 struct Recovered<'a> {
@@ -193,6 +226,26 @@ impl Executor {
             );
             return Ok(Executed { state: previous, replayed: true });
         }
+        // The store is this executor's memory; the log is everyone's. If the log
+        // shows this decision started, an executor whose store is gone (a new
+        // disk, a restored backup) ran it: it is settled, never run again.
+        let trail = match self.audit.read_incident(&body.incident_id).await {
+            Ok(trail) => trail,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        if recovery::logged(&trail, &body.decision_id).started {
+            let _target = self.target_lock(&body.target).lock_owned().await;
+            warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
+            let mut unknown = state;
+            unknown.phase = Phase::Interrupted;
+            self.store.save(&unknown).await?;
+            self.settle(unknown.clone(), &[], Cause::LostStore).await?;
+            let settled = self.store.get(&body.decision_id)?.unwrap_or(unknown);
+            return Ok(Executed { state: settled, replayed: true });
+        }
         let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
         Ok(Executed { state, replayed: false })
     }
@@ -242,8 +295,14 @@ impl Executor {
                         pathway = %state.pathway,
                         target = %state.target,
                     );
-                    if let Err(error) = this.settle(state, &leftovers).instrument(span.clone()).await {
-                        span.in_scope(|| error!(%error, "cannot settle an execution cut off by a restart; it stays unfinished until the next start"));
+                    // The target stays locked until its execution is settled: a new
+                    // decision must not act on a target in an unknown state. An audit
+                    // outage only delays this; it is retried until it succeeds.
+                    let mut attempt: u32 = 0;
+                    while let Err(error) = this.settle(state.clone(), &leftovers, Cause::Restart).instrument(span.clone()).await {
+                        attempt += 1;
+                        span.in_scope(|| warn!(%error, attempt, "cannot settle an execution cut off by a restart yet; its target stays locked; retrying"));
+                        tokio::time::sleep(RECOVERY_RETRY.saturating_mul(attempt.min(5))).await;
                     }
                 }
             }));
@@ -277,7 +336,7 @@ impl Executor {
                         pathway = %state.pathway,
                         target = %state.target,
                     );
-                    if let Err(error) = this.settle(state, &[]).instrument(span.clone()).await {
+                    if let Err(error) = this.settle(state, &[], Cause::AuditOutage).instrument(span.clone()).await {
                         span.in_scope(|| warn!(%error, "cannot settle an interrupted execution yet; retrying"));
                     }
                 }
@@ -285,7 +344,7 @@ impl Executor {
         })
     }
 
-    async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover]) -> Result<(), ExecuteError> {
+    async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover], cause: Cause) -> Result<(), ExecuteError> {
         let interrupted_in = state.phase;
         let Some(stored) = self.store.decision(&state.decision_id)? else {
             if interrupted_in == Phase::Claimed {
@@ -304,12 +363,12 @@ impl Executor {
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         let logged = recovery::logged(&trail, &body.decision_id);
         let course = recovery::settle(&logged);
-        warn!(phase = interrupted_in.as_str(), course = ?course, "settling an execution cut off by a restart");
+        warn!(phase = interrupted_in.as_str(), course = ?course, cause = cause.as_str(), "settling an unfinished execution");
         match course {
             Settle::Logged(outcome) => {
                 state.outcome = outcome;
                 state.phase = Phase::Finished;
-                state.detail = format!("settled after a restart: the log already holds the `{}` outcome", outcome.as_str());
+                state.detail = format!("settled {}: the log already holds the `{}` outcome", cause.after(), outcome.as_str());
                 state.updated_at_ms = now_ms();
                 self.store.save(&state).await?;
             }
@@ -332,7 +391,10 @@ impl Executor {
                         return Ok(());
                     }
                 };
-                let mut prefix = format!("cut off while {} and settled after a restart", interrupted_in.as_str());
+                let mut prefix = match cause {
+                    Cause::LostStore => format!("already started by an executor whose store no longer holds it; settled {} instead of running it again", cause.after()),
+                    _ => format!("cut off while {} and settled {}", interrupted_in.as_str(), cause.after()),
+                };
                 if !leftovers.is_empty() {
                     let what: Vec<&str> = leftovers.iter().map(|l| l.detail.as_str()).collect();
                     prefix.push_str(&format!(" (first, what it left running was stopped: {})", what.join("; ")));

@@ -36,8 +36,28 @@ fn executor_child() {
     });
 }
 
+/// A child executor, killed when dropped so that a failing test leaves no process behind.
+struct ChildExecutor(Child);
+
+impl ChildExecutor {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()
+    }
+
+    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for ChildExecutor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the executor as a child process and connects to it once it listens.
-async fn spawn_child(config_file: &std::path::Path) -> (Child, ExecutorClient<tonic::transport::Channel>) {
+async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<tonic::transport::Channel>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["recovery::executor_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, config_file)
@@ -61,7 +81,7 @@ async fn spawn_child(config_file: &std::path::Path) -> (Child, ExecutorClient<to
     .await
     .unwrap();
     let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
-    (child, client)
+    (ChildExecutor(child), client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +258,117 @@ async fn a_restarted_executor_stops_what_the_killed_one_left_running_before_veri
     assert_eq!(kinds, ["decision", "execution_started", "verification", "outcome"]);
     let verification = &h.trail(&body.incident_id).await[2];
     assert_eq!(verification.payload["leftovers"], outcome.payload["leftovers"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Waits for the next `outcome` record in `tail`.
+async fn next_outcome(tail: &mut (impl futures::Stream<Item = Result<arf_audit::Record, arf_audit::AuditError>> + Unpin)) -> arf_audit::Record {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let record = tail.next().await.unwrap().unwrap();
+            if record.kind == RecordKind::Outcome {
+                break record;
+            }
+        }
+    })
+    .await
+    .expect("no outcome was logged in time")
+}
+
+/// The gate target and a "sick" target directory (no `healthy` file), with the
+/// gated pathway checking that file and a quick pathway on the same target.
+fn sick_setup(dir: &std::path::Path, url: &str) -> (Setup, std::path::PathBuf) {
+    let mut gated = gated_pathway();
+    gated.verify.probes = vec![command_probe("healthy", &["test", "-e", "{{target.dir}}/healthy"])];
+    gated.rollback = vec![command(&["touch", "{{target.dir}}/rolled_back"])];
+    let quick = crate::harness::pathway("quick", vec![command(&["true"])], vec![command_probe("ok", &["true"])], vec![command(&["true"])]);
+    let sick = dir.join("sick-target");
+    std::fs::create_dir_all(&sick).unwrap();
+    let targets = [("sick".to_owned(), target(&[("url", url), ("dir", path_str(&sick))]))].into();
+    (Setup::new(vec![gated, quick], targets), sick)
+}
+
+/// A restart while the audit log is down cannot settle anything at first. The
+/// target must stay locked, and the execution must be settled as soon as the
+/// log is back, without waiting for another restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_an_audit_outage_settles_once_the_log_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, mut entered) = mpsc::channel(8);
+    let (gate, url) = start_gate(entered_tx).await;
+    let (setup, sick) = sick_setup(dir.path(), &url);
+    let mut h = Harness::start(dir.path(), setup).await;
+    h.stop_executor().await;
+    let config_file = dir.path().join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let first = h.body("gated", "sick", json!({}));
+    let signed = h.decide(&first).await;
+    let mut running = client.clone();
+    tokio::spawn(async move { running.execute(signed).await });
+    tokio::time::timeout(Duration::from_secs(30), entered.recv()).await.unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    h.stop_audit().await;
+    let (mut child, client) = spawn_child(&config_file).await;
+    // Let it fail to settle a few times while the log is down.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!sick.join("rolled_back").exists(), "it rolled back without being able to log it");
+    h.start_audit().await;
+
+    let mut tail = h.governor.tail(0).await.unwrap();
+    let outcome = next_outcome(&mut tail).await;
+    assert_eq!(outcome.payload["decision_id"], json!(first.decision_id));
+    assert_eq!(outcome.payload["outcome"], json!("rolled_back"), "{}", outcome.payload);
+    assert!(sick.join("rolled_back").exists());
+
+    // The target is free again, and a new decision for it runs after the settled one.
+    let second = h.body("quick", "sick", json!({}));
+    let execution = client.clone().execute(h.decide(&second).await).await.unwrap().into_inner();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1, "the cut-off action ran again");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The execution store is this executor's memory, the audit log everyone's. An
+/// executor that lost its store (a new disk) and is sent a decision the log shows
+/// as started must not run it again: it settles it from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_that_lost_its_store_settles_from_the_log_instead_of_running_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, mut entered) = mpsc::channel(8);
+    let (gate, url) = start_gate(entered_tx).await;
+    let (setup, sick) = sick_setup(dir.path(), &url);
+    let mut h = Harness::start(dir.path(), setup).await;
+    h.stop_executor().await;
+    let config_file = dir.path().join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+
+    // Cut off mid-action, then the store is lost.
+    let (mut child, client) = spawn_child(&config_file).await;
+    let cut_off = h.body("gated", "sick", json!({}));
+    let signed = h.decide(&cut_off).await;
+    let mut running = client.clone();
+    let again = signed.clone();
+    tokio::spawn(async move { running.execute(signed).await });
+    tokio::time::timeout(Duration::from_secs(30), entered.recv()).await.unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&h.executor_config().data_dir).unwrap();
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let execution = client.clone().execute(again).await.unwrap().into_inner();
+    assert!(execution.replayed, "{execution:?}");
+    assert_eq!(execution.outcome, "rolled_back", "{}", execution.detail);
+    assert!(execution.detail.contains("instead of running it again"), "{}", execution.detail);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1, "the action ran a second time");
+    assert!(sick.join("rolled_back").exists());
+    let kinds = h.kinds(&cut_off.incident_id).await;
+    assert_eq!(kinds, ["decision", "execution_started", "verification", "rollback", "execution_finished", "outcome"]);
     child.kill().unwrap();
     child.wait().unwrap();
 }
