@@ -230,10 +230,10 @@ impl Config {
                 if !(openai.base_url.starts_with("http://") || openai.base_url.starts_with("https://")) {
                     return Err(format!("`agent.openai.base_url` must be an http(s) URL, got `{}`", openai.base_url));
                 }
-                if let Some(name) = &openai.api_key_env {
-                    if std::env::var(name).map(|v| v.is_empty()).unwrap_or(true) {
-                        return Err(format!("`agent.openai.api_key_env` names `{name}`, which is not set"));
-                    }
+                if let Some(name) = &openai.api_key_env
+                    && std::env::var(name).map(|v| v.is_empty()).unwrap_or(true)
+                {
+                    return Err(format!("`agent.openai.api_key_env` names `{name}`, which is not set"));
                 }
                 if openai.provider == Provider::Azure && openai.api_version.is_none() {
                     return Err("`agent.openai.api_version` is required for Azure".to_owned());

@@ -140,7 +140,7 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
         .filter(|other| other.id != incident.id && other.opened_at_ms <= incident.opened_at_ms)
         .filter(|other| (other.service == incident.service && other.environment == incident.environment) || other.title == incident.title)
         .collect();
-    similar.sort_by(|a, b| b.opened_at_ms.cmp(&a.opened_at_ms));
+    similar.sort_by_key(|s| std::cmp::Reverse(s.opened_at_ms));
     similar.truncate(limit);
     similar
 }

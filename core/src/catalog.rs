@@ -50,9 +50,9 @@ pub enum Step {
         timeout_secs: Option<u64>,
     },
     /// A GitOps change to a repository, committed with the decision id as an
-    /// `ARF-Decision` trailer: structured edits, a revert of a named commit, or a
-    /// revert of the commit this decision made (the usual rollback).
-    /// Exactly one of `edits`, `revert` and `revert_decision` is given.
+    /// `ARF-Decision` trailer: structured edits, a templated patch, a revert of a
+    /// named commit, or a revert of the commit this decision made (the usual rollback).
+    /// Exactly one of `edits`, `patch`, `revert` and `revert_decision` is given.
     Git {
         /// The working tree (a path template, usually `{{target.repo}}`).
         repo: String,
@@ -61,6 +61,12 @@ pub enum Step {
         branch: Option<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         edits: Vec<Edit>,
+        /// A unified diff to apply with `git apply --index` (a template). Placeholders
+        /// may go only on a hunk's context, added or removed lines, and a value
+        /// substituted into it must be one line, so the files it touches and the
+        /// shape of its hunks are fixed when the pathway is reviewed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        patch: Option<String>,
         /// A commit to revert (a template, usually `{{params.commit}}`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         revert: Option<String>,
@@ -574,17 +580,25 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
     Ok(validator)
 }
 
-/// Checks what serde cannot: the shape of `git` steps and their edits.
+/// Checks what serde cannot: the shape of `git` steps, their edits and patches.
 fn check_steps(file: &Path, p: &Pathway, field: &str, steps: &[Step]) -> Result<(), CatalogError> {
     for (i, step) in steps.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        let Step::Git { repo, edits, revert, revert_decision, .. } = step else { continue };
+        let Step::Git { repo, edits, patch, revert, revert_decision, .. } = step else { continue };
         if repo.trim().is_empty() {
             return Err(invalid(file, p, &format!("{field}.repo"), "must name a repository"));
         }
-        let n_changes = usize::from(!edits.is_empty()) + usize::from(revert.is_some()) + usize::from(*revert_decision);
+        let n_changes = usize::from(!edits.is_empty())
+            + usize::from(patch.is_some())
+            + usize::from(revert.is_some())
+            + usize::from(*revert_decision);
         if n_changes != 1 {
-            return Err(invalid(file, p, &field, "a `git` step needs exactly one of `edits`, `revert` and `revert_decision = true`"));
+            return Err(invalid(file, p, &field, "a `git` step needs exactly one of `edits`, `patch`, `revert` and `revert_decision = true`"));
+        }
+        if let Some(patch) = patch
+            && let Err(message) = check_patch(patch)
+        {
+            return Err(invalid(file, p, &format!("{field}.patch"), message));
         }
         for (j, edit) in edits.iter().enumerate() {
             let field = format!("{field}.edits[{j}]");
@@ -607,6 +621,65 @@ fn check_steps(file: &Path, p: &Pathway, field: &str, steps: &[Step]) -> Result<
         }
     }
     Ok(())
+}
+
+/// Checks a patch template: a unified diff whose file names are fixed, inside the
+/// repository, and free of placeholders, which may go only on a hunk's lines.
+fn check_patch(patch: &str) -> Result<(), String> {
+    if patch.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if !patch.lines().any(|l| l.starts_with("--- ") || l.starts_with("diff --git ")) {
+        return Err("is not a unified diff: it has no `--- ` or `diff --git ` line".to_owned());
+    }
+    // Lines left in the current hunk, old side and new side: a removed line `-- x`
+    // reads `--- x`, so only the counts tell it from a file header.
+    let (mut old, mut new) = (0_u64, 0_u64);
+    for (n, line) in patch.lines().enumerate() {
+        let at = |message: String| format!("line {}: {message}", n + 1);
+        if old > 0 || new > 0 {
+            match line.chars().next() {
+                Some(' ') | None => (old, new) = (old.saturating_sub(1), new.saturating_sub(1)),
+                Some('-') => old = old.saturating_sub(1),
+                Some('+') => new = new.saturating_sub(1),
+                Some('\\') => {}
+                Some(_) => return Err(at("the hunk ends before its header's line counts say".to_owned())),
+            }
+            continue;
+        }
+        if line.contains("{{") {
+            return Err(at("a placeholder may go only on a hunk's context, added or removed lines, so that the files a patch touches are fixed when it is reviewed".to_owned()));
+        }
+        if line.starts_with("@@") {
+            (old, new) = line
+                .strip_prefix("@@ -")
+                .and_then(hunk_counts)
+                .ok_or_else(|| at(format!("`{line}` is not a hunk header")))?;
+        } else if let Some(name) = line.strip_prefix("--- ").or_else(|| line.strip_prefix("+++ ")) {
+            let name = name.split('\t').next().unwrap_or("").trim();
+            let relative = name.strip_prefix("a/").or_else(|| name.strip_prefix("b/")).unwrap_or(name);
+            if name != "/dev/null" && (relative.starts_with('/') || relative.split(['/', '\\']).any(|part| part == "..")) {
+                return Err(at(format!("`{name}` must be a path inside the repository, without `..`")));
+            }
+        }
+    }
+    if old > 0 || new > 0 {
+        return Err("the last hunk is shorter than its header's line counts say".to_owned());
+    }
+    Ok(())
+}
+
+/// The old and new line counts of a hunk header after its `@@ -`: `1,3 +1,4 @@`.
+fn hunk_counts(rest: &str) -> Option<(u64, u64)> {
+    let (ranges, _) = rest.split_once(" @@")?;
+    let (old, new) = ranges.split_once(" +")?;
+    let count = |range: &str| -> Option<u64> {
+        match range.split_once(',') {
+            Some((start, count)) => start.parse::<u64>().ok().and(count.parse().ok()),
+            None => range.parse::<u64>().ok().map(|_| 1),
+        }
+    };
+    Some((count(old)?, count(new)?))
 }
 
 /// One segment of an edit's key path.
@@ -669,9 +742,9 @@ fn collect_templates<'a>(field: &str, steps: &'a [Step], out: &mut Vec<Template<
                     json_strings(body, &mut |text| push(text, false));
                 }
             }
-            Step::Git { repo, branch, edits, revert, message, push: remote, .. } => {
+            Step::Git { repo, branch, edits, patch, revert, message, push: remote, .. } => {
                 push(repo, false);
-                for text in [branch, revert, message, remote].into_iter().flatten() {
+                for text in [branch, patch, revert, message, remote].into_iter().flatten() {
                     push(text, false);
                 }
                 for edit in edits {
@@ -771,6 +844,40 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
         );
         let err = load(&escaping).unwrap_err().to_string();
         assert!(err.contains("`rollback[0].edits[0].file`"), "{err}");
+    }
+
+    #[test]
+    fn patches_are_checked() {
+        // (the patch, the error it gets at load, if any)
+        let cases = [
+            ("--- a/app.yaml\n+++ b/app.yaml\n@@ -1 +1 @@\n-mode: bad\n+mode: {{params.mode}}\n", None),
+            ("--- a/q.sql\n+++ b/q.sql\n@@ -1,2 +1,1 @@\n--- {{params.mode}}\n select 1;\n", None),
+            ("", Some("`rollback[0].patch`: must not be empty")),
+            ("mode: good\n", Some("is not a unified diff")),
+            ("--- a/app.yaml\n+++ b/{{params.mode}}\n@@ -1 +1 @@\n-a\n+b\n", Some("line 2: a placeholder may go only on a hunk's")),
+            ("--- a/app.yaml\n+++ b/app.yaml\n@@ -1 +1 @@ {{params.mode}}\n-a\n+b\n", Some("line 3: a placeholder")),
+            ("--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", Some("line 1: `a/../etc/passwd` must be a path inside")),
+            ("--- /dev/null\n+++ /etc/cron.d/x\n@@ -0,0 +1 @@\n+b\n", Some("line 2: `/etc/cron.d/x` must be a path inside")),
+            ("--- a/app.yaml\n+++ b/app.yaml\n@@ -1,2 +1,2 @@\n-a\n+b\n", Some("the last hunk is shorter")),
+            ("--- a/app.yaml\n+++ b/app.yaml\n@@ one @@\n-a\n+b\n", Some("line 3: `@@ one @@` is not a hunk header")),
+        ];
+        for (patch, expected) in cases {
+            let step = format!("rollback = [{{ kind = \"git\", repo = \"{{{{target.repo}}}}\", patch = {} }}]", toml::Value::from(patch));
+            let text = GOOD
+                .replace("rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]", &step)
+                .replace("reason = { type = \"string\", maxLength = 200 }", "mode = { type = \"string\" }");
+            match (load(&text), expected) {
+                (Ok(_), None) => {}
+                (Err(err), Some(expected)) => assert!(err.to_string().contains(expected), "{patch:?}: {err}"),
+                (result, expected) => panic!("{patch:?}: expected {expected:?}, got {result:?}"),
+            }
+        }
+        let both = GOOD.replace(
+            "rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]",
+            "rollback = [{ kind = \"git\", repo = \"r\", revert_decision = true, patch = \"--- a/x\" }]",
+        );
+        let err = load(&both).unwrap_err().to_string();
+        assert!(err.contains("exactly one of `edits`, `patch`, `revert`"), "{err}");
     }
 
     fn load(text: &str) -> Result<Catalog, CatalogError> {

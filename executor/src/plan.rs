@@ -278,11 +278,12 @@ impl<'a> Renderer<'a> {
                     timeout_secs: timeout_secs.unwrap_or(default_timeout),
                 })
             }
-            Step::Git { repo, branch, edits, revert, revert_decision, message, push, timeout_secs } => {
-                let change = match (edits.as_slice(), revert, revert_decision) {
-                    (_, Some(commit), _) => GitChange::Revert { commit: self.text(field, commit)? },
-                    (_, None, true) => GitChange::RevertDecision,
-                    (edits, None, false) if !edits.is_empty() => GitChange::Edits {
+            Step::Git { repo, branch, edits, patch, revert, revert_decision, message, push, timeout_secs } => {
+                let change = match (edits.as_slice(), patch, revert, revert_decision) {
+                    ([], None, Some(commit), false) => GitChange::Revert { commit: self.text(field, commit)? },
+                    ([], None, None, true) => GitChange::RevertDecision,
+                    ([], Some(patch), None, false) => GitChange::Patch { patch: self.patch(&format!("{field}.patch"), patch)? },
+                    (edits, None, None, false) if !edits.is_empty() => GitChange::Edits {
                         edits: edits
                             .iter()
                             .enumerate()
@@ -300,7 +301,9 @@ impl<'a> Renderer<'a> {
                             })
                             .collect::<Result<_, PlanError>>()?,
                     },
-                    _ => return Err(self.invalid(field, "needs exactly one of `edits`, `revert` and `revert_decision`")),
+                    _ => {
+                        return Err(self.invalid(field, "needs exactly one of `edits`, `patch`, `revert` and `revert_decision`"));
+                    }
                 };
                 let repo = self.text(field, repo)?;
                 if repo.is_empty() {
@@ -324,6 +327,23 @@ impl<'a> Renderer<'a> {
                 })
             }
         }
+    }
+
+    /// Renders a patch template. A substituted value must be one line, so that it
+    /// can change what a hunk's line says but never add a line, a hunk or a file.
+    fn patch(&self, field: &str, template: &str) -> Result<String, PlanError> {
+        let multi_line = std::cell::Cell::new(false);
+        let text = template::render(template, &self.plain, |value| {
+            if value.contains(['\n', '\r']) {
+                multi_line.set(true);
+            }
+            value.to_owned()
+        })
+        .map_err(|e| self.template_error(field, e))?;
+        if multi_line.get() {
+            return Err(self.invalid(field, "a value substituted into a patch must be one line"));
+        }
+        Ok(text)
     }
 
     /// Renders every string inside a JSON value; keys stay as written.
@@ -531,6 +551,24 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
             let err = plan(&pathway(&text), "web-prod", &target(), &body(parameters), &BTreeMap::new()).unwrap_err().to_string();
             assert!(err.contains(expected), "{from} -> {to}: {err}");
             assert!(err.starts_with("pathway `scale`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_patch_takes_one_line_values_only() {
+        let text = PATHWAY.replace(
+            "rollback = [{ kind = \"command\", argv = [\"kubectl\", \"rollout\", \"undo\", \"{{params.name}}\"] }]",
+            "rollback = [{ kind = \"git\", repo = \"/r\", patch = \"--- a/x\\n+++ b/x\\n@@ -1 +1 @@\\n-a\\n+{{params.note}}\\n\" }]",
+        );
+        let render = |note: &str| {
+            plan(&pathway(&text), "web-prod", &target(), &body(json!({"name": "x", "replicas": 1, "note": note})), &BTreeMap::new())
+        };
+        let rendered = render("b").unwrap();
+        let RenderedStep::Git { git, .. } = &rendered.rollback[0] else { panic!("not a git step") };
+        assert_eq!(git.change, GitChange::Patch { patch: "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n".into() });
+        for note in ["b\n+++ b/y", "b\r"] {
+            let err = render(note).unwrap_err().to_string();
+            assert!(err.contains("`rollback[0].patch`: a value substituted into a patch must be one line"), "{err}");
         }
     }
 

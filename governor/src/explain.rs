@@ -167,16 +167,40 @@ fn describe_step(step: &Step, values: &Values) -> String {
             format!("run `{}`", argv.iter().map(|a| fill(a)).collect::<Vec<_>>().join(" "))
         }
         Step::Http { method, url, expect_status, .. } => format!("{method} {} (expects {expect_status})", fill(url)),
-        Step::Git { repo, edits, revert, .. } => match (revert, edits.as_slice()) {
-            (Some(commit), _) => format!("revert commit {} in `{}` (git)", fill(commit), fill(repo)),
-            (None, []) => format!("revert this decision's commit in `{}` (git)", fill(repo)),
-            (None, edits) => {
+        Step::Git { repo, edits, patch, revert, .. } => match (revert, patch, edits.as_slice()) {
+            (Some(commit), _, _) => format!("revert commit {} in `{}` (git)", fill(commit), fill(repo)),
+            (None, Some(patch), _) => {
+                format!("commit a patch to {} in `{}` (git)", patch_files(patch).join(", "), fill(repo))
+            }
+            (None, None, []) => format!("revert this decision's commit in `{}` (git)", fill(repo)),
+            (None, None, edits) => {
                 let changes: Vec<String> =
                     edits.iter().map(|e| format!("{}:{} = {}", e.file, e.path, fill(&e.value))).collect();
                 format!("commit {} in `{}` (git)", changes.join(", "), fill(repo))
             }
         },
     }
+}
+
+/// The files a unified diff changes: each `--- old` line directly followed by
+/// `+++ new` is a file header (a removed line `-- x` reads `--- x` but is not
+/// followed by `+++`); a deletion, `+++ /dev/null`, is named by its old name.
+fn patch_files(patch: &str) -> Vec<String> {
+    let strip = |name: &str| {
+        let name = name.split('\t').next().unwrap_or("").trim();
+        name.strip_prefix("a/").or_else(|| name.strip_prefix("b/")).unwrap_or(name).to_owned()
+    };
+    let lines: Vec<&str> = patch.lines().collect();
+    let mut files = Vec::new();
+    for pair in lines.windows(2) {
+        let (Some(old), Some(new)) = (pair[0].strip_prefix("--- "), pair[1].strip_prefix("+++ ")) else { continue };
+        let (old, new) = (strip(old), strip(new));
+        let file = if new == "/dev/null" { old } else { new };
+        if !files.contains(&file) {
+            files.push(file);
+        }
+    }
+    files.into_iter().map(|f| format!("`{f}`")).collect()
 }
 
 fn next_step(d: &Decision) -> String {
@@ -231,4 +255,15 @@ fn or_unknown(text: &str) -> &str {
 
 fn or_none(text: &str) -> &str {
     if text.trim().is_empty() { "none given" } else { text.trim() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::patch_files;
+
+    #[test]
+    fn a_patch_is_described_by_the_files_it_changes() {
+        let patch = "--- a/deploy/app.yaml\n+++ b/deploy/app.yaml\n@@ -1,2 +1,1 @@\n--- a removed comment\n-image: web:1.2.0\n+image: web:{{params.version}}\n--- a/old.conf\n+++ /dev/null\n@@ -1 +0,0 @@\n-x\n--- /dev/null\n+++ b/new.conf\n@@ -0,0 +1 @@\n+y\n";
+        assert_eq!(patch_files(patch), ["`deploy/app.yaml`", "`old.conf`", "`new.conf`"]);
+    }
 }

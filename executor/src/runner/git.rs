@@ -1,5 +1,5 @@
-//! The GitOps runner: a structured edit or a revert, committed to a real working
-//! tree with the decision id as an `ARF-Decision` trailer, optionally pushed.
+//! The GitOps runner: structured edits, a templated patch or a revert, committed to
+//! a real working tree with the decision id as an `ARF-Decision` trailer, optionally pushed.
 //!
 //! Every git invocation goes through [`command::run`] (argv only, a cleared
 //! environment, a timeout that kills the process group). The runner refuses to
@@ -7,9 +7,15 @@
 //! or when the remote branch has moved away from the local one. It is idempotent
 //! per decision: a commit that already carries the decision's trailer is not made
 //! again, and a rollback finds the commit to revert by its trailer, never by
-//! position, and does nothing when that commit was never made or is already reverted.
+//! position, and does nothing when that commit was never made and the tree is clean.
+//!
+//! A step is all or nothing. When it fails after it began to change the tree and
+//! before its commit is in place (and pushed, when it pushes), it puts the tree back
+//! exactly as it found it: a hard reset to the commit it started from, which it may
+//! do because it started on a clean tree, and the removal of the files and
+//! directories its patch created, and of nothing else.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,13 +25,17 @@ use tokio::time::Instant;
 use arf_core::catalog::{EditFormat, KeySegment};
 
 use super::command::{self, CommandSpec};
-use super::processes::Tracker;
 use super::edit;
+use super::processes::Tracker;
 
 /// The trailer naming the decision that made a commit.
 pub const DECISION_TRAILER: &str = "ARF-Decision";
 /// The trailer naming the decision a rollback commit undoes.
 pub const ROLLBACK_TRAILER: &str = "ARF-Rollback";
+
+/// How long restoring the tree after a failure may take, even when the failure
+/// was the step's own timeout: a tree left half-changed is worse than a late step.
+const RESTORE_GRACE: Duration = Duration::from_secs(30);
 
 /// One rendered edit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -43,6 +53,8 @@ pub struct RenderedEdit {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum GitChange {
     Edits { edits: Vec<RenderedEdit> },
+    /// A unified diff, applied with `git apply --index`.
+    Patch { patch: String },
     Revert { commit: String },
     RevertDecision,
 }
@@ -110,7 +122,7 @@ impl Git<'_> {
         if outcome.exit_code() == Some(0) {
             Ok(outcome.stdout.text)
         } else {
-            let why = outcome.stderr.text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+            let why = reason(&outcome.stderr.text);
             Err(format!("`git {}` {}{}{}", args.join(" "), outcome.describe(), if why.is_empty() { "" } else { ": " }, why))
         }
     }
@@ -125,6 +137,63 @@ impl Git<'_> {
             let commit = fields.next()?.trim();
             fields.any(|v| v.trim() == value).then(|| commit.to_owned()).filter(|c| !c.is_empty())
         }))
+    }
+
+    /// The first line `git status --porcelain` prints, if the tree is dirty.
+    async fn dirt(&mut self) -> Result<Option<String>, String> {
+        let status = self.run(&["status", "--porcelain"]).await?;
+        Ok(status.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned))
+    }
+
+    /// Gives the commands that clean up after a failure their own short bound.
+    fn extend_for_cleanup(&mut self) {
+        self.deadline = self.deadline.max(Instant::now() + RESTORE_GRACE);
+    }
+}
+
+/// Why git failed: its last line of stderr, after what a remote said and the refs
+/// it rejected, which is where a push's reason is.
+fn reason(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let mut picked: Vec<&str> =
+        lines.iter().copied().filter(|l| l.starts_with("remote: ") || l.starts_with("! [")).take(5).collect();
+    if let Some(last) = lines.last()
+        && !picked.contains(last)
+    {
+        picked.push(last);
+    }
+    picked.join("; ")
+}
+
+/// What a failed step must undo: set once it starts to change the tree.
+struct Undo {
+    /// The commit the step started from, on a clean tree.
+    head: String,
+    touched: bool,
+    /// Files and directories that did not exist before the step, which it may create.
+    created_files: Vec<PathBuf>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Undo {
+    /// Notes that the step may create `relative`, if it does not exist yet, and any
+    /// of its missing parent directories.
+    fn note_new(&mut self, repo: &str, relative: &str) {
+        let root = Path::new(repo);
+        let path = root.join(relative);
+        if path.symlink_metadata().is_ok() {
+            return;
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir
+            && d != root
+            && d.starts_with(root)
+            && d.symlink_metadata().is_err()
+        {
+            self.created_dirs.push(d.to_owned());
+            dir = d.parent();
+        }
+        self.created_files.push(path);
     }
 }
 
@@ -141,9 +210,18 @@ pub async fn run(spec: &GitSpec, deadline: Instant, tracker: Option<&Tracker>) -
 
 async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String>), String> {
     // A rollback of an action that never committed has nothing to undo, even when
-    // the tree is in a state the action refused.
+    // the tree is in a state the action refused, but only when the tree is clean:
+    // changes without a commit are what an action cut off halfway (a crash) leaves,
+    // and no one can tell from here whose they are.
     if spec.change == GitChange::RevertDecision && git.find_trailer(DECISION_TRAILER, &spec.decision_id).await?.is_none() {
-        return Ok((format!("no commit carries `{DECISION_TRAILER}: {}`; nothing to revert", spec.decision_id), None));
+        if let Some(first) = git.dirt().await? {
+            return Err(format!(
+                "no commit carries `{DECISION_TRAILER}: {}`, but the working tree of `{}` is dirty (`{first}`): \
+                 an action cut off before its commit may have left changes; a human must look",
+                spec.decision_id, spec.repo
+            ));
+        }
+        return Ok((format!("no commit carries `{DECISION_TRAILER}: {}` and the working tree is clean; nothing to revert", spec.decision_id), None));
     }
     let branch = git.run(&["rev-parse", "--abbrev-ref", "HEAD"]).await?.trim().to_owned();
     if let Some(expected) = &spec.branch
@@ -154,9 +232,7 @@ async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String
     if branch == "HEAD" {
         return Err(format!("refusing to act: `{}` has a detached HEAD", spec.repo));
     }
-    let dirty = git.run(&["status", "--porcelain"]).await?;
-    if !dirty.trim().is_empty() {
-        let first = dirty.lines().next().unwrap_or("").trim();
+    if let Some(first) = git.dirt().await? {
         return Err(format!("refusing to act: the working tree of `{}` is dirty (`{first}`)", spec.repo));
     }
     let head = git.run(&["rev-parse", "HEAD"]).await?.trim().to_owned();
@@ -179,30 +255,64 @@ async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String
         return Ok((format!("already committed as {commit}; nothing to do"), Some(commit)));
     }
 
+    let mut undo = Undo { head: head.clone(), touched: false, created_files: Vec::new(), created_dirs: Vec::new() };
+    match change(git, spec, &branch, &mut undo).await {
+        Err(why) if undo.touched => {
+            git.extend_for_cleanup();
+            Err(match restore(git, &undo).await {
+                Ok(()) => format!("{why}; the working tree was restored to {head}"),
+                Err(failure) => {
+                    format!("{why}; restoring the working tree to {head} failed, so it needs a human: {failure}")
+                }
+            })
+        }
+        result => result,
+    }
+}
+
+/// Makes the change, commits it and pushes it; `undo` learns what to put back.
+async fn change(
+    git: &mut Git<'_>,
+    spec: &GitSpec,
+    branch: &str,
+    undo: &mut Undo,
+) -> Result<(String, Option<String>), String> {
     let subject = match &spec.change {
         GitChange::Edits { edits } => {
-            let mut changed = Vec::new();
+            let mut changed: Vec<&str> = Vec::new();
             for e in edits {
-                changed.push(edit_file(&spec.repo, e)?);
+                check_editable(git, &spec.repo, &e.file).await?;
+                undo.touched = true;
+                edit_file(&spec.repo, e)?;
+                changed.push(&e.file);
             }
-            git.run(&[&["add", "--"][..], &changed.iter().map(String::as_str).collect::<Vec<_>>()].concat()).await?;
+            git.run(&[&["add", "--"][..], &changed[..]].concat()).await?;
             if git.run(&["diff", "--cached", "--quiet"]).await.is_ok() {
                 return Ok(("every value is already in place; nothing committed".to_owned(), None));
             }
             spec.message.clone()
         }
+        GitChange::Patch { patch } => {
+            apply_patch(git, spec, patch, undo).await?;
+            if git.run(&["diff", "--cached", "--quiet"]).await.is_ok() {
+                return Ok(("the patch changes nothing; nothing committed".to_owned(), None));
+            }
+            spec.message.clone()
+        }
         GitChange::Revert { commit } => {
             let full = git.run(&["rev-parse", "--verify", &format!("{commit}^{{commit}}")]).await?.trim().to_owned();
+            undo.touched = true;
             revert(git, &full).await?;
             format!("{} (revert {full})", spec.message)
         }
         GitChange::RevertDecision => {
             let Some(commit) = git.find_trailer(DECISION_TRAILER, &spec.decision_id).await? else {
-                return Ok((format!("no commit carries `{DECISION_TRAILER}: {}`; nothing to revert", spec.decision_id), None));
+                return Err(format!("no commit carries `{DECISION_TRAILER}: {}` any more", spec.decision_id));
             };
             if git.run(&["merge-base", "--is-ancestor", &commit, "HEAD"]).await.is_err() {
                 return Err(format!("refusing to act: commit {commit} of this decision is not on `{branch}`"));
             }
+            undo.touched = true;
             revert(git, &commit).await?;
             format!("Revert {commit}: roll back decision {}", spec.decision_id)
         }
@@ -216,22 +326,44 @@ async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String
     );
     git.run(&["commit", "--quiet", "--no-verify", "-m", &message]).await?;
     let commit = git.run(&["rev-parse", "HEAD"]).await?.trim().to_owned();
-    if let Some(remote) = &spec.push {
-        let refspec = format!("HEAD:refs/heads/{branch}");
-        if let Err(why) = git.run(&["push", "--quiet", remote, &refspec]).await {
-            // Undo the local commit so that a failed push leaves nothing behind.
-            let _ = git.run(&["reset", "--quiet", "--keep", &head]).await;
-            return Err(why);
-        }
+    let Some(remote) = &spec.push else {
+        return Ok((format!("committed {commit} on `{branch}`"), Some(commit)));
+    };
+    let refspec = format!("HEAD:refs/heads/{branch}");
+    if let Err(why) = git.run(&["push", "--quiet", remote, &refspec]).await {
+        // A push can fail after the remote took it (a timeout, say), so look
+        // before undoing the commit: undoing a pushed commit would hide it from
+        // the rollback, which finds what to revert by its trailer.
+        git.extend_for_cleanup();
+        return match remote_has(git, remote, branch, &commit).await {
+            Ok(true) => Ok((
+                format!("committed {commit} on `{branch}` and pushed to `{remote}`, which has it although the push reported: {why}"),
+                Some(commit),
+            )),
+            Ok(false) => Err(format!("the push was refused: {why}")),
+            Err(unknown) => {
+                // Keep the commit: the rollback finds it, and refuses to act if the remote disagrees.
+                undo.touched = false;
+                Err(format!(
+                    "the push failed and whether `{remote}` has commit {commit} is unknown ({unknown}), so it stays on `{branch}`: {why}"
+                ))
+            }
+        };
     }
-    let pushed = spec.push.as_deref().map(|r| format!(" and pushed to `{r}`")).unwrap_or_default();
-    Ok((format!("committed {commit} on `{branch}`{pushed}"), Some(commit)))
+    Ok((format!("committed {commit} on `{branch}` and pushed to `{remote}`"), Some(commit)))
+}
+
+/// Whether `remote`'s `branch` contains `commit`.
+async fn remote_has(git: &mut Git<'_>, remote: &str, branch: &str, commit: &str) -> Result<bool, String> {
+    git.run(&["fetch", "--quiet", remote, branch]).await?;
+    let base = git.run(&["merge-base", commit, "FETCH_HEAD"]).await?;
+    Ok(base.trim() == commit)
 }
 
 fn trailer_key(change: &GitChange) -> &'static str {
     match change {
         GitChange::RevertDecision => ROLLBACK_TRAILER,
-        GitChange::Edits { .. } | GitChange::Revert { .. } => DECISION_TRAILER,
+        GitChange::Edits { .. } | GitChange::Patch { .. } | GitChange::Revert { .. } => DECISION_TRAILER,
     }
 }
 
@@ -244,16 +376,119 @@ async fn revert(git: &mut Git<'_>, commit: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies one edit to its file; returns the file's path for `git add`.
-fn edit_file(repo: &str, e: &RenderedEdit) -> Result<String, String> {
-    let relative = Path::new(&e.file);
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("`{}` is not a path inside the repository", e.file));
+/// Puts the tree back as the step found it: the commit it started from, without
+/// the files and directories the step created.
+async fn restore(git: &mut Git<'_>, undo: &Undo) -> Result<(), String> {
+    git.run(&["reset", "--quiet", "--hard", &undo.head]).await?;
+    for file in &undo.created_files {
+        match std::fs::remove_file(file) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(format!("cannot remove `{}`: {err}", file.display())),
+        }
     }
-    let path = Path::new(repo).join(relative);
+    // Deepest first, and only while empty: a directory someone else filled meanwhile stays.
+    let mut dirs: Vec<&PathBuf> = undo.created_dirs.iter().collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    dirs.dedup();
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    match git.dirt().await? {
+        Some(first) => Err(format!("the working tree is still dirty (`{first}`)")),
+        None => Ok(()),
+    }
+}
+
+/// Applies `patch` to the tree and the index, after checking that all of it applies.
+async fn apply_patch(git: &mut Git<'_>, spec: &GitSpec, patch: &str, undo: &mut Undo) -> Result<(), String> {
+    // Git reads a patch from a file (commands get a null stdin); the repository's
+    // own git directory holds it, outside the working tree and private to its owner.
+    let git_dir = git.run(&["rev-parse", "--absolute-git-dir"]).await?.trim().to_owned();
+    let name: String =
+        spec.decision_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    let file = Path::new(&git_dir).join(format!("arf-{name}.patch"));
+    let mut text = patch.to_owned();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    std::fs::write(&file, text).map_err(|err| format!("cannot write the patch to `{}`: {err}", file.display()))?;
+    let result = apply_patch_file(git, &spec.repo, &file.to_string_lossy(), undo).await;
+    let _ = std::fs::remove_file(&file);
+    result
+}
+
+async fn apply_patch_file(git: &mut Git<'_>, repo: &str, file: &str, undo: &mut Undo) -> Result<(), String> {
+    let refuse = |why: String| format!("the patch does not apply, so nothing was changed: {why}");
+    git.run(&["apply", "--check", "--index", file]).await.map_err(refuse)?;
+    let listed = git.run(&["apply", "--numstat", "-z", file]).await?;
+    for path in numstat_paths(&listed) {
+        undo.note_new(repo, path);
+    }
+    undo.touched = true;
+    git.run(&["apply", "--index", file]).await.map_err(|why| format!("the patch failed to apply: {why}"))?;
+    Ok(())
+}
+
+/// The paths `git apply --numstat -z` lists: `added TAB deleted TAB path NUL`, or
+/// for a rename or copy `added TAB deleted TAB NUL from NUL to NUL`.
+fn numstat_paths(listed: &str) -> Vec<&str> {
+    let mut paths = Vec::new();
+    let mut fields = listed.split('\0');
+    while let Some(record) = fields.next() {
+        if record.trim().is_empty() {
+            continue;
+        }
+        match record.splitn(3, '\t').nth(2) {
+            Some(path) if !path.is_empty() => paths.push(path),
+            _ => paths.extend(fields.next().into_iter().chain(fields.next())),
+        }
+    }
+    paths
+}
+
+/// Refuses to edit a file git does not track (a reset could not put it back) or
+/// one reached through a symbolic link (the write could land outside the tree).
+async fn check_editable(git: &mut Git<'_>, repo: &str, file: &str) -> Result<(), String> {
+    let relative = Path::new(file);
+    if file.is_empty() || relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("`{file}` is not a path inside the repository"));
+    }
+    let mut path = PathBuf::from(repo);
+    for component in relative.components() {
+        path.push(component);
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!("refusing to edit `{file}`: `{}` is a symbolic link", path.display()));
+        }
+    }
+    if git.run(&["cat-file", "-e", &format!("HEAD:{file}")]).await.is_err() {
+        return Err(format!("refusing to edit `{file}`: git does not track it"));
+    }
+    Ok(())
+}
+
+/// Applies one edit to its file.
+fn edit_file(repo: &str, e: &RenderedEdit) -> Result<(), String> {
+    let path = Path::new(repo).join(&e.file);
     let text = std::fs::read_to_string(&path).map_err(|err| format!("cannot read `{}`: {err}", e.file))?;
     let edited = edit::apply(e.format, &text, &e.path_segments, &e.value)
         .map_err(|err| format!("cannot set `{}` in `{}`: {err}", e.path, e.file))?;
-    std::fs::write(&path, edited).map_err(|err| format!("cannot write `{}`: {err}", e.file))?;
-    Ok(e.file.clone())
+    std::fs::write(&path, edited).map_err(|err| format!("cannot write `{}`: {err}", e.file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numstat_lists_plain_paths_and_both_sides_of_a_rename() {
+        let cases: [(&str, &[&str]); 3] = [
+            ("1\t0\tapp.yaml\0", &["app.yaml"]),
+            ("0\t0\tb.yaml\x001\t0\td/e/n.txt\0", &["b.yaml", "d/e/n.txt"]),
+            ("2\t1\t\0old.yaml\0new.yaml\0", &["old.yaml", "new.yaml"]),
+        ];
+        for (listed, expected) in cases {
+            assert_eq!(numstat_paths(listed), expected, "{listed:?}");
+        }
+    }
 }
