@@ -358,8 +358,8 @@ pub enum CatalogError {
     ReadDir { path: PathBuf, source: std::io::Error },
     #[error("cannot read pathway file `{path}`: {source}")]
     ReadFile { path: PathBuf, source: std::io::Error },
-    #[error("`{file}`: {message}")]
-    Parse { file: PathBuf, message: String },
+    #[error("`{file}`: {}{message}", pathway.as_ref().map(|p| format!("pathway `{p}`: ")).unwrap_or_default())]
+    Parse { file: PathBuf, pathway: Option<String>, message: String },
     #[error("`{file}`: pathway `{pathway}`: field `{field}`: {message}")]
     Invalid { file: PathBuf, pathway: String, field: String, message: String },
     #[error("pathway `{pathway}` is defined twice, in `{first}` and `{second}`")]
@@ -428,8 +428,15 @@ impl Catalog {
     pub fn from_sources(sources: Vec<(PathBuf, String)>) -> Result<Self, CatalogError> {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for (file, text) in sources {
-            let pathway: Pathway =
-                toml::from_str(&text).map_err(|e| CatalogError::Parse { file: file.clone(), message: e.to_string() })?;
+            let pathway: Pathway = toml::from_str(&text).map_err(|e| CatalogError::Parse {
+                file: file.clone(),
+                // The error names the line and the field; the pathway's name, when
+                // the file has one, says which entry of the catalog is wrong.
+                pathway: toml::from_str::<toml::Table>(&text)
+                    .ok()
+                    .and_then(|t| t.get("name").and_then(toml::Value::as_str).map(str::to_owned)),
+                message: e.to_string().trim().to_owned(),
+            })?;
             let validator = validate(&file, &pathway)?;
             if let Some(existing) = entries.get(&pathway.name) {
                 return Err(CatalogError::Duplicate {
@@ -514,8 +521,18 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
     if p.verify.probes.is_empty() {
         return Err(invalid(file, p, "verify.probes", "needs at least one probe: every pathway proves its result"));
     }
-    if p.verify.window_ms == 0 || p.verify.interval_ms == 0 {
-        return Err(invalid(file, p, "verify", "`window_ms` and `interval_ms` must be positive"));
+    check_verification(file, p, "verify", &p.verify)?;
+    if let Some(rollback_verify) = &p.rollback_verify {
+        if p.rollback.is_empty() {
+            return Err(invalid(file, p, "rollback_verify", "verifies a rollback, but the pathway declares none"));
+        }
+        if rollback_verify.probes.is_empty() {
+            return Err(invalid(file, p, "rollback_verify.probes", "needs at least one probe"));
+        }
+        check_verification(file, p, "rollback_verify", rollback_verify)?;
+    }
+    if p.timeout_secs == 0 {
+        return Err(invalid(file, p, "timeout_secs", "must be positive"));
     }
     if p.rollback.is_empty() && !p.irreversible {
         return Err(invalid(file, p, "rollback", "declare a rollback, or set `irreversible = true`"));
@@ -580,10 +597,71 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
     Ok(validator)
 }
 
-/// Checks what serde cannot: the shape of `git` steps, their edits and patches.
+/// The methods an `http` step may use.
+const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Where the executor's own secrets live in its environment; `env_allow` may not reach them.
+const SECRET_ENV_PREFIX: &str = "ARF_SECRET_";
+
+fn check_verification(file: &Path, p: &Pathway, field: &str, v: &Verification) -> Result<(), CatalogError> {
+    if v.window_ms == 0 || v.interval_ms == 0 {
+        return Err(invalid(file, p, field, "`window_ms` and `interval_ms` must be positive"));
+    }
+    if v.max_failures == 0 {
+        return Err(invalid(file, p, &format!("{field}.max_failures"), "must be at least 1"));
+    }
+    for (i, probe) in v.probes.iter().enumerate() {
+        if let Probe::Http { url, .. } | Probe::Prometheus { url, .. } = probe {
+            check_url(file, p, &format!("{field}.probes[{i}].url"), url)?;
+        }
+    }
+    Ok(())
+}
+
+/// A URL template must be http(s): literally, or through a placeholder at its start
+/// (a target's `url` fact), whose value is checked when the step is rendered.
+fn check_url(file: &Path, p: &Pathway, field: &str, url: &str) -> Result<(), CatalogError> {
+    let url = url.trim_start();
+    if url.starts_with("{{") || url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(invalid(file, p, field, format!("`{url}` must be an http:// or https:// URL, or start with a placeholder such as `{{{{target.url}}}}`")))
+    }
+}
+
+/// Checks what serde cannot: timeouts, methods, URLs and environments of steps,
+/// and the shape of `git` steps, their edits and patches.
 fn check_steps(file: &Path, p: &Pathway, field: &str, steps: &[Step]) -> Result<(), CatalogError> {
     for (i, step) in steps.iter().enumerate() {
         let field = format!("{field}[{i}]");
+        let (Step::Command { timeout_secs, .. } | Step::Http { timeout_secs, .. } | Step::Git { timeout_secs, .. }) = step;
+        if *timeout_secs == Some(0) {
+            return Err(invalid(file, p, &format!("{field}.timeout_secs"), "must be positive"));
+        }
+        if let Step::Http { method, url, .. } = step {
+            if !HTTP_METHODS.contains(&method.to_ascii_uppercase().as_str()) {
+                return Err(invalid(file, p, &format!("{field}.method"), format!("`{method}` is not one of {}", HTTP_METHODS.join(", "))));
+            }
+            check_url(file, p, &format!("{field}.url"), url)?;
+        }
+        if let Step::Command { argv, env_allow, .. } = step {
+            if argv.is_empty() || argv[0].trim().is_empty() {
+                return Err(invalid(file, p, &format!("{field}.argv"), "must name a program"));
+            }
+            for name in env_allow {
+                let well_formed = !name.is_empty()
+                    && !name.starts_with(|c: char| c.is_ascii_digit())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if !well_formed {
+                    return Err(invalid(file, p, &format!("{field}.env_allow"), format!("`{name}` is not an environment variable name")));
+                }
+                if name.starts_with(SECRET_ENV_PREFIX) {
+                    return Err(invalid(file, p, &format!("{field}.env_allow"), format!(
+                        "`{name}` is one of the executor's secrets; name it in `secrets` and pass it with `env = {{ NAME = \"{{{{secret.NAME}}}}\" }}` instead"
+                    )));
+                }
+            }
+        }
         let Step::Git { repo, edits, patch, revert, revert_decision, .. } = step else { continue };
         if repo.trim().is_empty() {
             return Err(invalid(file, p, &format!("{field}.repo"), "must name a repository"));
@@ -908,5 +986,43 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
 
         let bad_risk = GOOD.replace("base_risk = 0.2", "base_risk = 2.0");
         assert!(load(&bad_risk).unwrap_err().to_string().contains("base_risk"));
+    }
+
+    /// What used to be found only when a decision arrived is refused at load, with
+    /// the file, the pathway and the field named.
+    #[test]
+    fn steps_probes_and_timeouts_are_checked_at_load() {
+        let action = "action = [{ kind = \"http\", url = \"{{target.url}}/restart\" }]";
+        let rollback = "rollback = [{ kind = \"http\", url = \"{{target.url}}/start\" }]";
+        let cases = [
+            (GOOD.replace("blast_radius = 0.5", "blast_radius = 0.5\ntimeout_secs = 0"), "field `timeout_secs`: must be positive"),
+            (GOOD.replace(action, "action = [{ kind = \"http\", method = \"FETCH\", url = \"{{target.url}}/restart\" }]"), "field `action[0].method`: `FETCH` is not one of GET"),
+            (GOOD.replace(action, "action = [{ kind = \"http\", url = \"ftp://host/{{target.url}}\" }]"), "field `action[0].url`: `ftp://host/{{target.url}}` must be an http:// or https:// URL"),
+            (GOOD.replace(action, "action = [{ kind = \"http\", url = \"{{target.url}}/restart\", timeout_secs = 0 }]"), "field `action[0].timeout_secs`: must be positive"),
+            (GOOD.replace(action, "action = [{ kind = \"command\", argv = [] }]"), "field `action[0].argv`: must name a program"),
+            (GOOD.replace(action, "action = [{ kind = \"command\", argv = [\"true\"], env_allow = [\"ARF_SECRET_DB\"] }]"), "field `action[0].env_allow`: `ARF_SECRET_DB` is one of the executor's secrets"),
+            (GOOD.replace(action, "action = [{ kind = \"command\", argv = [\"true\"], env_allow = [\"A-B\"] }]"), "`A-B` is not an environment variable name"),
+            (GOOD.replace("window_ms = 1000", "window_ms = 1000\nmax_failures = 0"), "field `verify.max_failures`: must be at least 1"),
+            (GOOD.replace("url = \"{{target.url}}/health\"", "url = \"health\""), "field `verify.probes[0].url`"),
+            (format!("{GOOD}[rollback_verify]\nwindow_ms = 0\nprobes = [{{ kind = \"http\", name = \"up\", url = \"{{{{target.url}}}}/up\" }}]\n"), "field `rollback_verify`: `window_ms` and `interval_ms` must be positive"),
+            (format!("{GOOD}[rollback_verify]\nwindow_ms = 10\nprobes = []\n"), "field `rollback_verify.probes`: needs at least one probe"),
+            (
+                format!("{}irreversible = true\n[rollback_verify]\nwindow_ms = 10\nprobes = [{{ kind = \"http\", name = \"up\", url = \"{{{{target.url}}}}/up\" }}]\n", GOOD.replace(rollback, "").replace("[verify]", "").replace("window_ms = 1000\nprobes", "verify = { window_ms = 1000, probes").replace("/health\" }]", "/health\" }] }")),
+                "field `rollback_verify`: verifies a rollback, but the pathway declares none",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = load(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains("`p.toml`") && err.contains("pathway `restart_service`"), "{err}");
+            assert!(err.contains(expected), "expected `{expected}` in: {err}");
+        }
+    }
+
+    #[test]
+    fn a_file_serde_refuses_still_names_its_pathway() {
+        let err = load(&GOOD.replace("target_kind = \"service\"", "target_kind = \"service\"\nblast = 1")).unwrap_err().to_string();
+        assert!(err.contains("`p.toml`: pathway `restart_service`:") && err.contains("unknown field `blast`"), "{err}");
+        let err = load("name = [").unwrap_err().to_string();
+        assert!(err.starts_with("`p.toml`: ") && !err.contains("pathway `"), "{err}");
     }
 }

@@ -27,14 +27,15 @@
 #   input.proposal     id, incident_id, snapshot_hash, reasoner
 #   input.autonomy     enabled (the effective switch), global (the kill switch),
 #                      global_reason, rate_limit {limit, used, exceeded},
-#                      error_budget {limit, window_secs, failures, exhausted}
+#                      error_budget {limit, window_secs, failures, exhausted},
+#                      quarantine {active, reason}
 #   input.freeze_windows  every configured change freeze, each with `active`
 #   input.outcome_stats   this pathway's runs, verified, rolled_back, failed on the service
 #
 # A rule that errors does not let an action through: the governor turns any
 # evaluation error into `deny` and shows the error to the on-call engineer.
-# The governor also enforces the kill switch, the rate limit, the error budget and
-# change freezes after this policy (only ever more strictly), so a policy that
+# The governor also enforces the kill switch, the rate limit, the error budget, the
+# quarantine of a service whose rollback failed, and change freezes after this policy (only ever more strictly), so a policy that
 # forgot one could not loosen it; this policy states them so explanations say why.
 # Every rule here has cases in tests/*.cases.json: run `arf policy test examples/policies`.
 package arf.governor
@@ -188,6 +189,15 @@ findings contains finding(
 	sprintf("pathway `%v` failed verification %v times on `%v` (budget %v), so autonomy is off for it until an admin resets it", [input.pathway.name, input.autonomy.error_budget.failures, input.target.service, input.autonomy.error_budget.limit]),
 ) if {
 	input.autonomy.error_budget.exhausted
+}
+
+# Quarantine: a rollback failed on the service, so nobody knows its state. Nothing
+# runs on it without a person until an admin resets the quarantine.
+findings contains finding(
+	"quarantine", "approval", 1, oncall_approvers,
+	sprintf("service `%v` is quarantined (%v), so a person must approve anything that runs on it", [input.target.service, input.autonomy.quarantine.reason]),
+) if {
+	input.autonomy.quarantine.active
 }
 
 # Irreversible pathways cannot be undone, so two different people must agree.

@@ -549,7 +549,10 @@ impl Executor {
             Some(report) => {
                 format!("rollback ran ({}) but its verification failed: {}", steps.summary(), report.detail)
             }
-            None => format!("rolled back ({})", steps.summary()),
+            None => format!(
+                "rolled back ({}); the pathway declares no `rollback_verify`, so only the rollback steps' success was checked",
+                steps.summary()
+            ),
         };
         Ok((outcome, format!("{why}; {rollback}")))
     }

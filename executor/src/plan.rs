@@ -183,6 +183,13 @@ pub fn values(target_name: &str, target: &Target, body: &DecisionBody) -> (Value
     (plain, url)
 }
 
+/// The parameter a template names when it is nothing but `{{params.NAME}}`.
+fn whole_parameter(template: &str) -> Option<&str> {
+    let inner = template.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let name = inner.strip_prefix("params.")?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(name)
+}
+
 struct Renderer<'a> {
     pathway: &'a Pathway,
     plain: Values,
@@ -190,12 +197,15 @@ struct Renderer<'a> {
     /// `plain` and the pathway's secrets: for HTTP headers and command `env` only.
     with_secrets: Values,
     decision_id: String,
+    /// The decision's parameters as JSON, for a body value that is one placeholder.
+    params: serde_json::Map<String, Value>,
 }
 
 impl<'a> Renderer<'a> {
     fn new(pathway: &'a Pathway, target_name: &str, target: &Target, body: &DecisionBody) -> Self {
         let (plain, url) = values(target_name, target, body);
-        Self { pathway, plain, url, with_secrets: Values::default(), decision_id: String::new() }
+        let params = body.parameters.as_object().cloned().unwrap_or_default();
+        Self { pathway, plain, url, with_secrets: Values::default(), decision_id: String::new(), params }
     }
 
     fn template_error(&self, field: &str, source: TemplateError) -> PlanError {
@@ -346,10 +356,15 @@ impl<'a> Renderer<'a> {
         Ok(text)
     }
 
-    /// Renders every string inside a JSON value; keys stay as written.
+    /// Renders every string inside a JSON value; keys stay as written. A string that
+    /// is exactly one parameter placeholder takes the parameter's JSON value, so
+    /// `replicas = "{{params.replicas}}"` sends the number the schema validated.
     fn json(&self, field: &str, value: &Value) -> Result<Value, PlanError> {
         Ok(match value {
-            Value::String(text) => Value::String(self.text(field, text)?),
+            Value::String(text) => match whole_parameter(text).and_then(|name| self.params.get(name)) {
+                Some(typed) => typed.clone(),
+                None => Value::String(self.text(field, text)?),
+            },
             Value::Array(items) => Value::Array(items.iter().map(|v| self.json(field, v)).collect::<Result<_, _>>()?),
             Value::Object(map) => Value::Object(
                 map.iter().map(|(k, v)| Ok((k.clone(), self.json(field, v)?))).collect::<Result<_, PlanError>>()?,
@@ -498,7 +513,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
                 method: "PUT".into(),
                 url: "http://127.0.0.1:9/api/scale/a%20b%2Fc?by=dec-1".into(),
                 headers: [("x-reason".to_owned(), "a b/c".to_owned())].into(),
-                body: Some(json!({"replicas": "3", "nested": ["web", 3]})),
+                body: Some(json!({"replicas": 3, "nested": ["web", 3]})),
                 expect_status: 200,
                 timeout_secs: 30,
             }

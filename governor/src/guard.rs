@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::policy::{AutonomyInput, ErrorBudgetInput, FreezeWindow, OutcomeStats, PolicyOutcome, RateLimitInput};
+use crate::policy::{AutonomyInput, ErrorBudgetInput, FreezeWindow, OutcomeStats, PolicyOutcome, QuarantineInput, RateLimitInput};
 
 /// How the guard rails are configured (`[governor.guard_rails]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +172,8 @@ pub struct PathwayRecord {
 pub enum TripKind {
     RateLimit,
     ErrorBudget,
+    /// A rollback failed: the service is quarantined (all its pathways).
+    RollbackFailed,
 }
 
 impl TripKind {
@@ -179,6 +181,7 @@ impl TripKind {
         match self {
             Self::RateLimit => "rate_limit",
             Self::ErrorBudget => "error_budget",
+            Self::RollbackFailed => "rollback_failed",
         }
     }
 }
@@ -229,6 +232,7 @@ pub fn assess(
         .map_or(0, |runs| runs.iter().filter(|&&at| at > now_ms.saturating_sub(HOUR_MS)).count());
     let rate_trip = state.trips.iter().find(|t| t.kind == TripKind::RateLimit && t.covers(service, pathway));
     let budget_trip = state.trips.iter().find(|t| t.kind == TripKind::ErrorBudget && t.covers(service, pathway));
+    let quarantine_trip = state.trips.iter().find(|t| t.kind == TripKind::RollbackFailed && t.covers(service, pathway));
     let record = state.pathways.get(service).and_then(|p| p.get(pathway)).cloned().unwrap_or_default();
     let window_start = now_ms.saturating_sub(rails.window_ms());
     let failures = record.recent_failures.iter().filter(|&&at| at > window_start).count();
@@ -243,13 +247,16 @@ pub fn assess(
         failures: u32::try_from(failures).unwrap_or(u32::MAX),
         exhausted: budget_trip.is_some(),
     };
+    let quarantine =
+        QuarantineInput { active: quarantine_trip.is_some(), reason: quarantine_trip.map(|t| t.reason.clone()).unwrap_or_default() };
     let global = state.autonomy.enabled;
     let autonomy = AutonomyInput {
-        enabled: global && !rate_limit.exceeded && !error_budget.exhausted,
+        enabled: global && !rate_limit.exceeded && !error_budget.exhausted && !quarantine.active,
         global,
         global_reason: state.autonomy.reason.clone(),
         rate_limit,
         error_budget,
+        quarantine,
     };
     let freeze_windows = freezes
         .iter()
@@ -311,6 +318,9 @@ pub fn autonomy_off_because(autonomy: &AutonomyInput) -> String {
     if autonomy.error_budget.exhausted {
         why.push("the pathway used up its error budget on this service".to_owned());
     }
+    if autonomy.quarantine.active {
+        why.push(format!("the service is quarantined: {}", autonomy.quarantine.reason));
+    }
     if why.is_empty() { "no guard rail is tripped".to_owned() } else { why.join("; ") }
 }
 
@@ -344,9 +354,42 @@ pub fn is_failure(outcome: &str) -> bool {
     matches!(outcome, "rolled_back" | "rollback_failed" | "failed")
 }
 
-/// Folds an executor outcome into the statistics; returns the trip when it used up
-/// the error budget. Outcomes that are not final are ignored.
+/// Folds an executor outcome into the statistics; returns the trips it caused: a
+/// used-up error budget, and, for `rollback_failed`, the quarantine of the whole
+/// service (its state is one nobody verified, so no pathway runs on it without a
+/// person until an admin resets it). Outcomes that are not final are ignored.
 pub fn record_outcome(
+    state: &mut GuardState,
+    rails: &GuardRails,
+    service: &str,
+    pathway: &str,
+    outcome: &str,
+    now_ms: i64,
+) -> Vec<Trip> {
+    let mut trips = Vec::new();
+    let quarantined = state.trips.iter().any(|t| t.kind == TripKind::RollbackFailed && t.service == service);
+    if outcome == "rollback_failed" && !quarantined {
+        let trip = Trip {
+            kind: TripKind::RollbackFailed,
+            service: service.to_owned(),
+            pathway: String::new(),
+            since_ms: now_ms,
+            reason: format!(
+                "the rollback of pathway `{pathway}` on service `{service}` failed at {}, so nobody knows the service's state; a person must look, then an admin resets the quarantine",
+                arf_core::time::format_ms(now_ms)
+            ),
+        };
+        state.trips.push(trip.clone());
+        trips.push(trip);
+    }
+    if let Some(trip) = count_outcome(state, rails, service, pathway, outcome, now_ms) {
+        trips.push(trip);
+    }
+    trips
+}
+
+/// Counts an outcome in the pathway's statistics; the trip when it used up the error budget.
+fn count_outcome(
     state: &mut GuardState,
     rails: &GuardRails,
     service: &str,
@@ -405,6 +448,7 @@ pub fn reset(state: &mut GuardState, service: &str, pathway: Option<&str>) -> Ve
                     record.recent_failures.clear();
                 }
             }
+            TripKind::RollbackFailed => {}
         }
     }
     cleared

@@ -149,7 +149,8 @@ pub struct ProposalInput {
 #[serde(deny_unknown_fields)]
 pub struct AutonomyInput {
     /// The effective switch: true only when the global switch is on, the service is
-    /// under its rate limit and the pathway has error budget left on the service.
+    /// under its rate limit and not quarantined, and the pathway has error budget
+    /// left on the service.
     pub enabled: bool,
     /// The global kill switch (`arf autonomy on|off`).
     #[serde(default = "yes")]
@@ -161,6 +162,8 @@ pub struct AutonomyInput {
     pub rate_limit: RateLimitInput,
     #[serde(default)]
     pub error_budget: ErrorBudgetInput,
+    #[serde(default)]
+    pub quarantine: QuarantineInput,
 }
 
 fn yes() -> bool {
@@ -177,6 +180,17 @@ pub struct RateLimitInput {
     pub used: u32,
     /// The limit was reached; autonomy stays off for the service until an admin resets it.
     pub exceeded: bool,
+}
+
+/// A rollback failed on the target's service: its state is one nobody verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineInput {
+    /// Nothing runs on the service without a person until an admin resets it.
+    pub active: bool,
+    /// Which rollback failed, and when.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Failed verifications of the proposed pathway on the target's service.

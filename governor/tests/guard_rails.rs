@@ -193,6 +193,38 @@ async fn the_error_budget_switches_autonomy_off_for_the_pathway_until_an_admin_r
 }
 
 #[tokio::test]
+async fn a_failed_rollback_quarantines_the_service_until_an_admin_resets_it() {
+    let (executor, _stop) = start_executor("rollback_failed").await;
+    let h = Harness::start(Setup { executor_addr: Some(executor), ..Setup::default() }).await;
+    let mut tail = h.audit.tail(1).await.unwrap();
+
+    let decision = staging(&h, "inc-q1").await;
+    assert_eq!(route(&decision), pb::Route::Autonomous);
+    // One failed rollback is enough: the quarantine is logged right after the outcome.
+    let trip = loop {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
+        if record.payload["event"] == "rollback_failed_tripped" {
+            break record;
+        }
+    };
+    assert_eq!(trip.payload["decision_id"], decision.decision_id.as_str());
+    assert_eq!(trip.payload["trip"]["service"], "web");
+    assert_eq!(trip.payload["trip"]["pathway"], "", "the whole service is quarantined");
+
+    // Well within the error budget, yet nothing runs on the service without a person.
+    let held = staging(&h, "inc-q2").await;
+    assert_eq!(route(&held), pb::Route::Approval);
+    assert_eq!(rules(&held), vec!["quarantine"]);
+    let text = h.explain("alice", &held.decision_id).await.unwrap().text;
+    assert!(text.contains("service `web` is quarantined (the rollback of pathway `restart_service` on service `web` failed"), "{text}");
+
+    assert_eq!(h.reset_autonomy("carol", "web", "").await.unwrap_err().code(), Code::PermissionDenied);
+    let status = h.reset_autonomy("dave", "web", "").await.unwrap();
+    assert_eq!(status.cleared[0].kind, "rollback_failed");
+    assert_eq!(route(&staging(&h, "inc-q3").await), pb::Route::Autonomous);
+}
+
+#[tokio::test]
 async fn a_freeze_blocks_everything_except_rollbacks() {
     let now = arf_core::time::now_ms();
     let rails = GuardRails {

@@ -155,7 +155,7 @@ async fn the_http_runner_renders_sends_and_rolls_back() {
     assert_eq!(request.headers["authorization"], format!("Bearer {token}"));
     assert_eq!(request.headers["x-decision"], body.decision_id);
     assert_eq!(request.headers["content-type"], "application/json");
-    assert_eq!(request.body, json!({ "replicas": "3", "by": "arf", "meta": { "decision": body.decision_id } }));
+    assert_eq!(request.body, json!({ "replicas": 3, "by": "arf", "meta": { "decision": body.decision_id } }));
     // The log shows the request, but not the credential.
     let trail = h.trail(&body.incident_id).await;
     let started = trail.iter().find(|r| r.kind == RecordKind::ExecutionStarted).unwrap();

@@ -59,11 +59,15 @@ impl Shared {
         self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
     }
 
-    /// Folds an executor outcome into the statistics, and logs a tripped error budget.
+    /// Folds an executor outcome into the statistics, and logs what it tripped (an
+    /// error budget, a quarantine after a failed rollback).
     pub(crate) async fn record_outcome(&self, incident_id: &str, decision_id: &str, service: &str, pathway: &str, outcome: &str) {
         let now = (self.clock)();
-        let trip = self.change(|state| guard::record_outcome(state, &self.guard_rails, service, pathway, outcome, now)).0;
-        if let Some(trip) = trip {
+        let trips = self.change(|state| guard::record_outcome(state, &self.guard_rails, service, pathway, outcome, now)).0;
+        for trip in trips {
+            if trip.kind == guard::TripKind::RollbackFailed {
+                error!(service = %trip.service, %decision_id, "ROLLBACK FAILED: service quarantined; nothing runs on it without a person until an admin resets it");
+            }
             self.log_trip(&trip, incident_id, decision_id).await;
         }
     }
