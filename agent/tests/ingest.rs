@@ -40,6 +40,7 @@ async fn start(audit_up: bool) -> Running {
         let config = arf_audit::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().join("audit"),
+            writer_kinds: BTreeMap::new(),
             writers: BTreeMap::from([("agent".to_owned(), token_file.clone())]),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -24,6 +24,7 @@ async fn start() -> Running {
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("audit"),
+        writer_kinds: BTreeMap::new(),
         writers: BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,4 +104,60 @@ async fn bad_appends_are_refused_with_the_field_named() {
     assert!(matches!(error.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{error:?}");
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
     assert_eq!(client.head().await.unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn a_restricted_writer_appends_only_its_own_kinds_and_a_refused_batch_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent_token = arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
+    let executor_token = arf_core::keys::load_or_generate_token(&dir.path().join("executor.token")).unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("audit"),
+        writers: BTreeMap::from([
+            ("agent".to_owned(), dir.path().join("agent.token")),
+            ("executor".to_owned(), dir.path().join("executor.token")),
+        ]),
+        writer_kinds: BTreeMap::from([("agent".to_owned(), vec!["signal".to_owned(), "incident".to_owned()])]),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(arf_audit::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let agent = AuditClient::connect(&addr, Some(agent_token)).unwrap();
+    let executor = AuditClient::connect(&addr, Some(executor_token)).unwrap();
+
+    agent.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
+    let forged = agent.append_one("inc-1", RecordKind::ExecutionStarted, json!({"decision_id": "d-1"})).await.unwrap_err();
+    assert!(matches!(forged, AuditError::Refused(_)), "{forged}");
+    assert!(forged.to_string().contains("writer `agent` may not append `execution_started` records"), "{forged}");
+    // A batch with one forbidden kind is refused whole.
+    let batch = vec![
+        Entry { incident_id: "inc-1".into(), kind: RecordKind::Signal, payload: json!({"n": 2}) },
+        Entry { incident_id: "inc-1".into(), kind: RecordKind::Outcome, payload: json!({"outcome": "verified"}) },
+    ];
+    let refused = agent.append(batch).await.unwrap_err();
+    assert!(refused.to_string().contains("`entries[1]`"), "{refused}");
+    assert_eq!(agent.head().await.unwrap().0, 1, "refused appends leave no record");
+    // A writer without a list appends any kind.
+    executor.append_one("inc-1", RecordKind::ExecutionStarted, json!({"decision_id": "d-1"})).await.unwrap();
+    assert_eq!(executor.head().await.unwrap().0, 2);
+}
+
+#[test]
+fn writer_kinds_must_name_known_writers_and_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
+    let config = |kinds: BTreeMap<String, Vec<String>>| Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("audit"),
+        writers: BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]),
+        writer_kinds: kinds,
+    };
+    let unknown_writer = config(BTreeMap::from([("agnet".to_owned(), vec!["signal".to_owned()])])).validate().unwrap_err();
+    assert!(unknown_writer.contains("`audit.writer_kinds.agnet` names a writer"), "{unknown_writer}");
+    let unknown_kind = config(BTreeMap::from([("agent".to_owned(), vec!["signals".to_owned()])])).validate().unwrap_err();
+    assert!(unknown_kind.contains("unknown record kind `signals`"), "{unknown_kind}");
 }

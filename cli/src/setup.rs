@@ -17,6 +17,13 @@ mod embedded {
 /// Writer identities of the audit log, one per process that appends.
 pub const WRITERS: [&str; 3] = ["agent", "governor", "executor"];
 
+/// The record kinds each writer may append.
+pub const WRITER_KINDS: [(&str, &[&str]); 3] = [
+    ("agent", &["signal", "incident", "snapshot", "diagnosis"]),
+    ("governor", &["decision", "approval"]),
+    ("executor", &["execution_started", "execution_finished", "verification", "rollback", "outcome"]),
+];
+
 /// The people (and processes) the governor knows by default: name, role.
 pub const IDENTITIES: [(&str, &str); 5] =
     [("agent", "agent"), ("alice", "oncall"), ("bob", "oncall"), ("sam", "security"), ("admin", "admin")];
@@ -144,6 +151,16 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     audit.insert("data_dir".into(), path(layout.data_dir.join("audit")));
     let writers: Table = WRITERS.iter().map(|w| ((*w).to_owned(), path(layout.writer_token(w)))).collect();
     audit.insert("writers".into(), Value::Table(writers));
+    // Each process appends only its own kinds of record: a compromised agent cannot
+    // forge a decision, and nothing but the executor can claim an execution started.
+    let kinds: Table = WRITER_KINDS
+        .iter()
+        .map(|(writer, kinds)| {
+            let list: toml::value::Array = kinds.iter().map(|k| string((*k).to_owned())).collect();
+            ((*writer).to_owned(), Value::Array(list))
+        })
+        .collect();
+    audit.insert("writer_kinds".into(), Value::Table(kinds));
 
     let mut agent = Table::new();
     agent.insert("listen".into(), string(ports.agent.to_string()));

@@ -362,7 +362,7 @@ impl Executor {
             .await
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         let logged = recovery::logged(&trail, &body.decision_id);
-        let course = recovery::settle(&logged);
+        let course = recovery::settle(&logged, interrupted_in);
         warn!(phase = interrupted_in.as_str(), course = ?course, cause = cause.as_str(), "settling an unfinished execution");
         match course {
             Settle::Logged(outcome) => {
@@ -598,7 +598,17 @@ impl Executor {
     /// Appends a record, with every secret value the plan holds scrubbed from it.
     async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
         let payload = secrets::redact_json(payload, &plan.secret_values);
-        self.audit.append_one(&body.incident_id, kind, payload).await.map(|_| ())
+        let record = self.audit.append_one(&body.incident_id, kind, payload).await?;
+        if record.writer != recovery::EXECUTOR_WRITER {
+            // Recovery reads only the records of the writer `executor`; under another
+            // name it would find none of its own, and verify rather than trust them.
+            error!(
+                writer = %record.writer,
+                "the audit log knows this executor as `{}`, not `{}`: name its token `{}` in `audit.writers`, or recovery after a crash cannot read what it logged",
+                record.writer, recovery::EXECUTOR_WRITER, recovery::EXECUTOR_WRITER
+            );
+        }
+        Ok(())
     }
 
     /// Appends a record after something ran. If the append fails, the execution

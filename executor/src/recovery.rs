@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use arf_audit::{Record, RecordKind};
 
-use crate::execution::Outcome;
+use crate::execution::{Outcome, Phase};
 
 /// What the log holds about one decision's execution.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,11 +22,16 @@ pub struct Logged {
     pub outcome: Option<Outcome>,
 }
 
-/// Reads the records of `decision_id` out of its incident's trail.
+/// The audit writer identity whose records are the executor's own.
+pub const EXECUTOR_WRITER: &str = "executor";
+
+/// Reads the executor's records of `decision_id` out of its incident's trail. A
+/// record another writer appended (the agent, say, fed hostile input) never counts:
+/// it could otherwise stop a decision from running by claiming it had started.
 pub fn logged(trail: &[Record], decision_id: &str) -> Logged {
     let mut logged = Logged::default();
     for record in trail {
-        if record.payload.get("decision_id").and_then(Value::as_str) != Some(decision_id) {
+        if record.writer != EXECUTOR_WRITER || record.payload.get("decision_id").and_then(Value::as_str) != Some(decision_id) {
             continue;
         }
         match record.kind {
@@ -60,10 +65,14 @@ pub enum Settle {
     RollBackAgain,
 }
 
-pub fn settle(logged: &Logged) -> Settle {
+/// `phase` is where the store says the execution stood. Only a mere claim is
+/// released: a store that says the action was under way while the log shows no
+/// start means the two disagree (a misnamed writer, a damaged log), and then the
+/// target is verified, never acted on again.
+pub fn settle(logged: &Logged, phase: Phase) -> Settle {
     match logged {
         Logged { outcome: Some(outcome), .. } => Settle::Logged(*outcome),
-        Logged { started: false, .. } => Settle::Release,
+        Logged { started: false, .. } if phase == Phase::Claimed => Settle::Release,
         Logged { rollback: true, .. } => Settle::RollBackAgain,
         Logged { .. } => Settle::Reverify,
     }
@@ -73,17 +82,40 @@ pub fn settle(logged: &Logged) -> Settle {
 mod tests {
     use super::*;
 
+    fn record(writer: &str, kind: RecordKind, decision_id: &str) -> Record {
+        Record {
+            seq: 1,
+            time_ms: 0,
+            writer: writer.to_owned(),
+            incident_id: "inc".to_owned(),
+            kind,
+            payload: serde_json::json!({ "decision_id": decision_id, "outcome": "verified" }),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_executors_own_records_count() {
+        let forged = [record("agent", RecordKind::ExecutionStarted, "d-1"), record("governor", RecordKind::Outcome, "d-1")];
+        assert_eq!(logged(&forged, "d-1"), Logged::default());
+        let own = [record("executor", RecordKind::ExecutionStarted, "d-1"), record("executor", RecordKind::Outcome, "d-2")];
+        assert_eq!(logged(&own, "d-1"), Logged { started: true, rollback: false, outcome: None });
+    }
+
     #[test]
     fn settles_by_what_was_logged() {
         let cases = [
-            ((false, false, None), Settle::Release),
-            ((true, false, None), Settle::Reverify),
-            ((true, true, None), Settle::RollBackAgain),
-            ((true, true, Some(Outcome::RolledBack)), Settle::Logged(Outcome::RolledBack)),
-            ((true, false, Some(Outcome::Verified)), Settle::Logged(Outcome::Verified)),
+            ((false, false, None), Phase::Claimed, Settle::Release),
+            ((false, false, None), Phase::Acting, Settle::Reverify),
+            ((false, false, None), Phase::Interrupted, Settle::Reverify),
+            ((true, false, None), Phase::Acting, Settle::Reverify),
+            ((true, true, None), Phase::RollingBack, Settle::RollBackAgain),
+            ((true, true, Some(Outcome::RolledBack)), Phase::VerifyingRollback, Settle::Logged(Outcome::RolledBack)),
+            ((true, false, Some(Outcome::Verified)), Phase::Verifying, Settle::Logged(Outcome::Verified)),
         ];
-        for ((started, rollback, outcome), expected) in cases {
-            assert_eq!(settle(&Logged { started, rollback, outcome }), expected, "{started} {rollback} {outcome:?}");
+        for ((started, rollback, outcome), phase, expected) in cases {
+            assert_eq!(settle(&Logged { started, rollback, outcome }, phase), expected, "{started} {rollback} {outcome:?} {phase:?}");
         }
     }
 }

@@ -205,6 +205,7 @@ async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> R
     let audit_config = arf_audit::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("audit"),
+        writer_kinds: BTreeMap::new(),
         writers: BTreeMap::from([("agent".to_owned(), token_file.clone())]),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

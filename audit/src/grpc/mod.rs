@@ -2,7 +2,7 @@
 
 pub(crate) mod convert;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::audit_log_server::{AuditLog, AuditLogServer};
 
 use crate::config::Config;
+use crate::record::RecordKind;
 use crate::store::{Store, StoreError};
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
@@ -25,11 +26,26 @@ type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> +
 pub struct Service {
     store: Arc<Store>,
     writers: BTreeMap<String, String>,
+    /// The kinds a writer may append, for writers that are restricted.
+    kinds: BTreeMap<String, BTreeSet<RecordKind>>,
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, writers: BTreeMap<String, String>) -> Self {
-        Self { store, writers }
+    pub fn new(store: Arc<Store>, writers: BTreeMap<String, String>, kinds: BTreeMap<String, BTreeSet<RecordKind>>) -> Self {
+        Self { store, writers, kinds }
+    }
+
+    /// Refuses a batch holding a kind its writer may not append; nothing of it is kept.
+    fn check_kinds(&self, writer: &str, entries: &[crate::record::Entry]) -> Result<(), Status> {
+        let Some(allowed) = self.kinds.get(writer) else { return Ok(()) };
+        match entries.iter().enumerate().find(|(_, e)| !allowed.contains(&e.kind)) {
+            None => Ok(()),
+            Some((i, entry)) => Err(Status::permission_denied(format!(
+                "`entries[{i}]`: writer `{writer}` may not append `{}` records (it may append {})",
+                entry.kind.as_str(),
+                allowed.iter().map(|k| format!("`{}`", k.as_str())).collect::<Vec<_>>().join(", ")
+            ))),
+        }
     }
 
     fn writer<T>(&self, request: &Request<T>) -> Result<String, Status> {
@@ -54,6 +70,7 @@ impl AuditLog for Service {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let writer = self.writer(&request)?;
         let entries = convert::entries(request.into_inner())?;
+        self.check_kinds(&writer, &entries)?;
         let records = self
             .store
             .append(&writer, entries, arf_core::time::now_ms())
@@ -151,6 +168,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let kinds = config.kinds_by_writer().map_err(anyhow::Error::msg)?;
     let store = Arc::new(Store::open(&config.data_dir.join("audit.sled"))?);
     let mut writers = BTreeMap::new();
     for (identity, path) in &config.writers {
@@ -167,7 +185,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(AuditLogServer::new(Service::new(store, writers)))
+        .add_service(AuditLogServer::new(Service::new(store, writers, kinds)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .context("audit server failed")

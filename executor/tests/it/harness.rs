@@ -117,6 +117,7 @@ impl Harness {
         let audit_config = arf_audit::Config {
             listen: audit_addr,
             data_dir: dir.join("audit"),
+            writer_kinds: BTreeMap::new(),
             writers: BTreeMap::from([
                 ("governor".to_owned(), governor_token.clone()),
                 ("executor".to_owned(), executor_token.clone()),

@@ -203,6 +203,7 @@ impl Harness {
             let audit_config = arf_audit::Config {
                 listen: audit_listener.local_addr().unwrap(),
                 data_dir: dir.path().join("audit"),
+                writer_kinds: BTreeMap::new(),
                 writers: BTreeMap::from([("governor".to_owned(), config.audit_token_file.clone())]),
             };
             let (stop, stopped) = stopper();
