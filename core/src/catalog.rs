@@ -274,7 +274,8 @@ pub struct Verification {
     pub window_ms: u64,
     #[serde(default = "default_interval")]
     pub interval_ms: u64,
-    /// Stop early and fail once this many samples have failed.
+    /// Stop early and fail once this many samples have failed. Fewer are
+    /// tolerated, unless the last sample is one of them.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
     pub probes: Vec<Probe>,

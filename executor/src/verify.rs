@@ -1,5 +1,7 @@
 //! Verification: every probe sampled at a fixed interval over a window, like
-//! canary analysis, failing early once too many samples have failed.
+//! canary analysis, failing early once too many samples have failed. Failures
+//! under the limit are tolerated on the way, but not at the end: the last sample
+//! is the state the target is left in, so it must pass.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -56,6 +58,11 @@ pub fn failed_early(failures: u32, max_failures: u32) -> bool {
     failures >= max_failures.max(1)
 }
 
+/// The verdict: fewer failures than the limit, and a last sample that passed.
+pub fn verdict(failures: u32, max_failures: u32, ended_failing: bool) -> bool {
+    !failed_early(failures, max_failures) && !ended_failing
+}
+
 /// Runs the verification and returns its verdict.
 pub async fn run(verification: &RenderedVerification, client: &reqwest::Client) -> VerificationReport {
     tokio::time::sleep(Duration::from_millis(verification.delay_ms)).await;
@@ -85,12 +92,23 @@ pub async fn run(verification: &RenderedVerification, client: &reqwest::Client) 
             break;
         }
     }
-    let passed = !failed_early(failed_samples.len() as u32, verification.max_failures);
-    let detail = describe(passed, samples, &failed_samples, verification.max_failures);
+    let ended_failing = last_sample.as_ref().is_some_and(|s| !s.passed);
+    let passed = verdict(failed_samples.len() as u32, verification.max_failures, ended_failing);
+    let detail = describe(passed, samples, &failed_samples, verification.max_failures, ended_failing);
     VerificationReport { passed, samples, failed_samples, last_sample, probes, detail }
 }
 
-fn describe(passed: bool, samples: u32, failed_samples: &[Sample], max_failures: u32) -> String {
+fn describe(passed: bool, samples: u32, failed_samples: &[Sample], max_failures: u32, ended_failing: bool) -> String {
+    if ended_failing && !failed_early(failed_samples.len() as u32, max_failures) {
+        let last = failed_samples
+            .last()
+            .and_then(|s| s.results.iter().find(|r| !r.passed))
+            .map_or_else(|| "no detail".to_owned(), |r| format!("probe `{}`: {}", r.probe, r.detail));
+        return format!(
+            "{} of {samples} sample(s) failed, under the limit of {max_failures}, but the last one failed, so the target was left unhealthy: {last}",
+            failed_samples.len()
+        );
+    }
     let first_failure = failed_samples
         .first()
         .and_then(|s| s.results.iter().find(|r| !r.passed))
@@ -137,5 +155,13 @@ mod tests {
         assert!(failed_early(2, 2));
         // A limit of zero would pass everything; it means one.
         assert!(failed_early(1, 0));
+    }
+
+    #[test]
+    fn the_last_sample_decides_under_the_limit() {
+        assert!(verdict(0, 2, false));
+        assert!(verdict(1, 2, false), "an early failure under the limit is tolerated");
+        assert!(!verdict(1, 2, true), "but not one the target is left in");
+        assert!(!verdict(2, 2, false));
     }
 }

@@ -125,6 +125,22 @@ fn cases() -> Vec<Case> {
         kinds: &["decision", "execution_started", "execution_finished", "verification", "outcome"],
         detail: "3 sample(s), 1 failed",
     });
+    // Under the limit, but failing at the end: the target is left unhealthy, so
+    // it is rolled back. The probe passes twice, then fails.
+    let fading = command_probe(
+        "fading",
+        &["sh", "-c", "n=$(cat \"$1\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$1\"; test $n -lt 3", "sh", "{{target.dir}}/{{decision.id}}.samples"],
+    );
+    let mut p = pathway("fails_at_the_end", vec![touch(APPLIED)], vec![fading], vec![touch(ROLLED_BACK)]);
+    p.verify.window_ms = 20;
+    p.verify.interval_ms = 10;
+    p.verify.max_failures = 2;
+    cases.push(Case {
+        pathway: p,
+        outcome: "rolled_back",
+        kinds: &["decision", "execution_started", "execution_finished", "verification", "rollback", "execution_finished", "outcome"],
+        detail: "but the last one failed, so the target was left unhealthy",
+    });
     cases
 }
 
