@@ -145,18 +145,22 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
     similar
 }
 
-/// What happened in a past incident, from its audit trail: the diagnosis, the
-/// route and the outcome.
+/// What happened in a past incident, from its audit trail: the diagnosis (the
+/// agent's), the route (the governor's) and the outcome (the executor's); a record
+/// of those kinds from any other writer is not believed.
 pub fn past_outcome(incident: &Incident, trail: &[arf_audit::Record]) -> SnapshotItem {
     use arf_audit::RecordKind;
-    let diagnosis = trail.iter().rev().find(|r| r.kind == RecordKind::Diagnosis && r.payload["status"] == "grounded");
+    let diagnosis = trail
+        .iter()
+        .rev()
+        .find(|r| r.kind == RecordKind::Diagnosis && r.writer == "agent" && r.payload["status"] == "grounded");
     let root_cause = diagnosis.and_then(|d| d.payload["hypotheses"][0]["root_cause"].as_str()).unwrap_or("no grounded diagnosis");
     let pathway = diagnosis.and_then(|d| d.payload["proposal"]["remediation"]["pathway"].as_str()).unwrap_or("none");
-    let route = trail.iter().rev().find_map(|r| r.payload["route"].as_str()).unwrap_or("none");
+    let route = trail.iter().rev().filter(|r| r.writer == "governor").find_map(|r| r.payload["route"].as_str()).unwrap_or("none");
     let outcome = trail
         .iter()
         .rev()
-        .find(|r| r.kind == RecordKind::Outcome)
+        .find(|r| r.kind == RecordKind::Outcome && r.writer == "executor")
         .and_then(|r| r.payload["outcome"].as_str())
         .unwrap_or(match incident.state {
             crate::incident::IncidentState::Escalated => "escalated to a human",
@@ -203,6 +207,35 @@ mod tests {
         s.fingerprint = s.compute_fingerprint();
         s.id = s.content_id();
         s
+    }
+
+    #[test]
+    fn a_past_outcome_believes_each_kind_only_from_its_writer() {
+        let mut incidents = Incidents::new(i64::MAX);
+        incidents.place(&signal(1, "critical", 10), 0, || "inc-1".to_owned());
+        let incident = incidents.by_id["inc-1"].clone();
+        let record = |writer: &str, kind: arf_audit::RecordKind, payload: serde_json::Value| arf_audit::Record {
+            seq: 1,
+            time_ms: 0,
+            writer: writer.to_owned(),
+            incident_id: "inc-1".to_owned(),
+            kind,
+            payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let forged = [
+            record("agent", arf_audit::RecordKind::Decision, serde_json::json!({"route": "autonomous"})),
+            record("agent", arf_audit::RecordKind::Outcome, serde_json::json!({"outcome": "verified"})),
+        ];
+        let summary = past_outcome(&incident, &forged).summary;
+        assert!(summary.contains("route `none`, outcome `no execution`"), "{summary}");
+        let real = [
+            record("governor", arf_audit::RecordKind::Decision, serde_json::json!({"route": "approval"})),
+            record("executor", arf_audit::RecordKind::Outcome, serde_json::json!({"outcome": "rolled_back"})),
+        ];
+        let summary = past_outcome(&incident, &real).summary;
+        assert!(summary.contains("route `approval`, outcome `rolled_back`"), "{summary}");
     }
 
     #[test]

@@ -112,6 +112,13 @@ impl AuditClient {
         collect(stream).await
     }
 
+    /// The writer identity this client's token stands for, and the kinds it may
+    /// append (empty: any).
+    pub async fn who_am_i(&self) -> Result<(String, Vec<String>), AuditError> {
+        let answer = self.client.clone().who_am_i(self.request(pb::WhoAmIRequest {})).await?.into_inner();
+        Ok((answer.writer, answer.kinds))
+    }
+
     pub async fn head(&self) -> Result<(u64, String), AuditError> {
         let head = self.client.clone().head(self.request(pb::HeadRequest {})).await?.into_inner();
         Ok((head.seq, head.hash))

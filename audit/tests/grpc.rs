@@ -129,6 +129,8 @@ async fn a_restricted_writer_appends_only_its_own_kinds_and_a_refused_batch_leav
     let agent = AuditClient::connect(&addr, Some(agent_token)).unwrap();
     let executor = AuditClient::connect(&addr, Some(executor_token)).unwrap();
 
+    assert_eq!(agent.who_am_i().await.unwrap(), ("agent".to_owned(), vec!["signal".to_owned(), "incident".to_owned()]));
+    assert_eq!(executor.who_am_i().await.unwrap(), ("executor".to_owned(), vec![]), "no list: any kind");
     agent.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
     let forged = agent.append_one("inc-1", RecordKind::ExecutionStarted, json!({"decision_id": "d-1"})).await.unwrap_err();
     assert!(matches!(forged, AuditError::Refused(_)), "{forged}");

@@ -45,7 +45,9 @@ pub enum AutonomyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Switches autonomy back on for a service (or one pathway on it) after a rate limit or an error budget (admin).
+    /// Switches autonomy back on after a guard rail tripped (admin): `--service` alone
+    /// lifts everything on the service (rate limit, quarantine after a failed
+    /// rollback, error budgets); with `--pathway` only that pathway's error budget.
     Reset {
         #[arg(long)]
         service: String,

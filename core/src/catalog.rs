@@ -633,8 +633,20 @@ fn check_url(file: &Path, p: &Pathway, field: &str, url: &str) -> Result<(), Cat
 /// Checks what serde cannot: timeouts, methods, URLs and environments of steps,
 /// and the shape of `git` steps, their edits and patches.
 fn check_steps(file: &Path, p: &Pathway, field: &str, steps: &[Step]) -> Result<(), CatalogError> {
+    let mut git_repos: Vec<(&str, String)> = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let field = format!("{field}[{i}]");
+        // A decision's commit is found by its trailer, one per repository: a second
+        // git step on the same repository would find the first one's commit and do
+        // nothing, and a rollback would revert only one of them.
+        if let Step::Git { repo, .. } = step {
+            if let Some((_, first)) = git_repos.iter().find(|(r, _)| r.trim() == repo.trim()) {
+                return Err(invalid(file, p, &field, format!(
+                    "a second `git` step on `{repo}` (the first is `{first}`): put all of a pathway's changes to one repository in one step"
+                )));
+            }
+            git_repos.push((repo.as_str(), field.clone()));
+        }
         let (Step::Command { timeout_secs, .. } | Step::Http { timeout_secs, .. } | Step::Git { timeout_secs, .. }) = step;
         if *timeout_secs == Some(0) {
             return Err(invalid(file, p, &format!("{field}.timeout_secs"), "must be positive"));
@@ -1004,6 +1016,10 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
             (GOOD.replace(action, "action = [{ kind = \"command\", argv = [\"true\"], env_allow = [\"ARF_SECRET_DB\"] }]"), "field `action[0].env_allow`: `ARF_SECRET_DB` is one of the executor's secrets"),
             (GOOD.replace(action, "action = [{ kind = \"command\", argv = [\"true\"], env_allow = [\"A-B\"] }]"), "`A-B` is not an environment variable name"),
             (GOOD.replace("window_ms = 1000", "window_ms = 1000\nmax_failures = 0"), "field `verify.max_failures`: must be at least 1"),
+            (
+                GOOD.replace(action, "action = [{ kind = \"git\", repo = \"{{target.repo}}\", revert = \"abc1234\" }, { kind = \"git\", repo = \"{{target.repo}}\", revert = \"def5678\" }]"),
+                "field `action[1]`: a second `git` step on `{{target.repo}}` (the first is `action[0]`)",
+            ),
             (GOOD.replace("url = \"{{target.url}}/health\"", "url = \"health\""), "field `verify.probes[0].url`"),
             (format!("{GOOD}[rollback_verify]\nwindow_ms = 0\nprobes = [{{ kind = \"http\", name = \"up\", url = \"{{{{target.url}}}}/up\" }}]\n"), "field `rollback_verify`: `window_ms` and `interval_ms` must be positive"),
             (format!("{GOOD}[rollback_verify]\nwindow_ms = 10\nprobes = []\n"), "field `rollback_verify.probes`: needs at least one probe"),

@@ -57,6 +57,14 @@ pub enum ExecuteError {
     Task(String),
     #[error("the executor is shutting down")]
     ShuttingDown,
+    #[error(
+        "target `{target}` has an earlier execution (decision `{earlier}`) that was cut off and cannot be settled yet, so decision `{decision_id}` did not run: {reason}"
+    )]
+    TargetUnsettled { decision_id: String, target: String, earlier: String, reason: String },
+    #[error(
+        "the audit log knows this executor as `{writer}`{kinds}, but it must be `{expected}` with the execution record kinds: recovery after a crash reads back only `{expected}`'s records, so nothing runs until `audit.writers` names this executor's token `{expected}`"
+    )]
+    WrongWriter { writer: String, kinds: String, expected: &'static str },
 }
 
 /// An execution as the caller sees it.
@@ -137,12 +145,15 @@ pub struct Executor {
     http: reqwest::Client,
     /// The process groups that running steps started.
     processes: Ledger,
+    /// Set once the audit log has confirmed it knows this executor as `executor`.
+    writer_checked: tokio::sync::OnceCell<()>,
 }
 
 impl Executor {
     pub fn new(parts: Parts) -> Self {
         Self {
             processes: parts.processes,
+            writer_checked: tokio::sync::OnceCell::new(),
             catalog: parts.catalog,
             inventory: parts.inventory,
             trusted_keys: parts.trusted_keys,
@@ -214,6 +225,12 @@ impl Executor {
             .await
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         admission::check_record(record.as_ref(), signed.audit_seq, body, &sha256_hex(&signed.body))?;
+        self.check_writer().await.map_err(|error| match error {
+            ExecuteError::AuditUnavailable { source, .. } => {
+                ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source }
+            }
+            other => other,
+        })?;
         let admitted = admission::admit(&self.catalog, &self.inventory, &self.secrets, body)?;
 
         let state = ExecutionState::claimed(body, now_ms);
@@ -238,6 +255,7 @@ impl Executor {
         };
         if recovery::logged(&trail, &body.decision_id).started {
             let _target = self.target_lock(&body.target).lock_owned().await;
+            let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
             warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
             let mut unknown = state;
             unknown.phase = Phase::Interrupted;
@@ -248,6 +266,44 @@ impl Executor {
         }
         let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
         Ok(Executed { state, replayed: false })
+    }
+
+    /// Fails closed unless the audit log knows this executor's token as the writer
+    /// `executor`, allowed to append the execution record kinds: recovery and the
+    /// lost-store check read back only that writer's records, so under another name
+    /// a crash could make an action run twice. Checked once; a refusal is not cached.
+    pub async fn check_writer(&self) -> Result<(), ExecuteError> {
+        self.writer_checked
+            .get_or_try_init(|| async {
+                let (writer, kinds) = match self.audit.who_am_i().await {
+                    Ok(answer) => answer,
+                    // The log answered, and does not take this token: as permanent as a wrong name.
+                    Err(AuditError::Refused(why)) => {
+                        return Err(ExecuteError::WrongWriter {
+                            writer: format!("nobody ({why})"),
+                            kinds: String::new(),
+                            expected: recovery::EXECUTOR_WRITER,
+                        });
+                    }
+                    Err(source) => return Err(ExecuteError::AuditUnavailable { decision_id: String::new(), source }),
+                };
+                let needed = [
+                    RecordKind::ExecutionStarted,
+                    RecordKind::ExecutionFinished,
+                    RecordKind::Verification,
+                    RecordKind::Rollback,
+                    RecordKind::Outcome,
+                ];
+                let kinds_ok = kinds.is_empty() || needed.iter().all(|k| kinds.iter().any(|have| have == k.as_str()));
+                if writer == recovery::EXECUTOR_WRITER && kinds_ok {
+                    Ok(())
+                } else {
+                    let kinds = if kinds.is_empty() { String::new() } else { format!(" (may append {})", kinds.join(", ")) };
+                    Err(ExecuteError::WrongWriter { writer, kinds, expected: recovery::EXECUTOR_WRITER })
+                }
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Settles every execution that a previous run of this executor left without an
@@ -299,7 +355,12 @@ impl Executor {
                     // decision must not act on a target in an unknown state. An audit
                     // outage only delays this; it is retried until it succeeds.
                     let mut attempt: u32 = 0;
-                    while let Err(error) = this.settle(state.clone(), &leftovers, Cause::Restart).instrument(span.clone()).await {
+                    loop {
+                        // Recovery counts against the bound on concurrent actions too.
+                        let Ok(slot) = Arc::clone(&this.slots).acquire_owned().await else { return };
+                        let settled = this.settle(state.clone(), &leftovers, Cause::Restart).instrument(span.clone()).await;
+                        drop(slot);
+                        let Err(error) = settled else { break };
                         attempt += 1;
                         span.in_scope(|| warn!(%error, attempt, "cannot settle an execution cut off by a restart yet; its target stays locked; retrying"));
                         tokio::time::sleep(RECOVERY_RETRY.saturating_mul(attempt.min(5))).await;
@@ -327,8 +388,20 @@ impl Executor {
                     }
                 };
                 for state in interrupted {
-                    let lock = this.target_lock(&state.target);
-                    let _guard = lock.lock().await;
+                    // A locked target is being worked on (a restart's recovery, or a
+                    // new decision, which settles it first): skip it this round, so
+                    // that one stuck target does not hold up the others.
+                    let Ok(_guard) = this.target_lock(&state.target).try_lock_owned() else { continue };
+                    // Re-read under the lock: whoever held it may have settled it.
+                    let state = match this.store.get(&state.decision_id) {
+                        Ok(Some(current)) if current.phase == Phase::Interrupted => current,
+                        Ok(_) => continue,
+                        Err(error) => {
+                            warn!(%error, "cannot read the execution store to settle an interrupted execution");
+                            continue;
+                        }
+                    };
+                    let Ok(_slot) = Arc::clone(&this.slots).acquire_owned().await else { return };
                     let span = info_span!(
                         "settle",
                         decision_id = %state.decision_id,
@@ -344,6 +417,36 @@ impl Executor {
         })
     }
 
+    /// Settles, before `body` acts, any earlier execution on its target that was cut
+    /// off (an audit outage stopped it midway) and is not settled yet. The caller
+    /// holds the target's lock, so such an execution is not running: acting on top
+    /// of it would act on a target in an unknown state, and let its later rollback
+    /// undo this decision's work. Executions merely claimed are queued behind the
+    /// lock, not cut off, and are left alone. If one cannot be settled yet, this
+    /// decision gives its claim back and does not run.
+    async fn settle_backlog(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
+        let backlog: Vec<ExecutionState> = self
+            .store
+            .unfinished()?
+            .into_iter()
+            .filter(|s| s.target == body.target && s.decision_id != body.decision_id && s.phase != Phase::Claimed)
+            .collect();
+        for earlier in backlog {
+            let earlier_id = earlier.decision_id.clone();
+            warn!(earlier = %earlier_id, "settling an earlier execution on this target that was cut off, before acting");
+            if let Err(error) = self.settle(earlier, &[], Cause::AuditOutage).await {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::TargetUnsettled {
+                    decision_id: body.decision_id.clone(),
+                    target: body.target.clone(),
+                    earlier: earlier_id,
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover], cause: Cause) -> Result<(), ExecuteError> {
         let interrupted_in = state.phase;
         let Some(stored) = self.store.decision(&state.decision_id)? else {
@@ -351,7 +454,18 @@ impl Executor {
                 self.store.release(&state.decision_id).await?;
                 info!("execution was only claimed when the executor stopped; claim released");
             } else {
-                error!(phase = interrupted_in.as_str(), "execution was cut off but its decision was not kept; it needs a human");
+                // Without the decision there is no plan to verify or roll back with,
+                // nor an incident to log to: say so once, and stop trying.
+                error!(phase = interrupted_in.as_str(), "ROLLBACK FAILED: execution was cut off but its decision was not kept; the target needs a human");
+                state.outcome = Outcome::RollbackFailed;
+                state.phase = Phase::Finished;
+                state.detail = format!(
+                    "cut off while {} and its decision was not kept, so it cannot be verified or rolled back: target `{}` needs a human",
+                    interrupted_in.as_str(),
+                    state.target
+                );
+                state.updated_at_ms = now_ms();
+                self.store.save(&state).await?;
             }
             return Ok(());
         };
@@ -410,7 +524,7 @@ impl Executor {
                     record["leftovers"] = serde_json::to_value(leftovers).unwrap_or(Value::Null);
                     self.log(&mut state, &body, &plan, RecordKind::Verification, record, "a verification after a restart")
                         .await?;
-                    match execution::after_action(true, Some(report.passed), plan.irreversible) {
+                    match execution::after_action(true, Some(report.passed), plan.irreversible, false) {
                         Course::Verified => (Outcome::Verified, format!("{prefix}: verification passed: {}", report.detail)),
                         Course::Failed => (
                             Outcome::Failed,
@@ -458,6 +572,7 @@ impl Executor {
                 expired_at: arf_core::time::format_ms(body.expires_at_ms),
             });
         }
+        self.settle_backlog(body).await?;
 
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
@@ -495,9 +610,14 @@ impl Executor {
             }
             None => format!("action failed: {}", action.summary()),
         };
-        let (outcome, detail) =
-            match execution::after_action(action.ok, verification.as_ref().map(|r| r.passed), plan.irreversible) {
+        let changed_nothing = action.changed_nothing();
+        let course =
+            execution::after_action(action.ok, verification.as_ref().map(|r| r.passed), plan.irreversible, changed_nothing);
+        let (outcome, detail) = match course {
                 Course::Verified => (Outcome::Verified, why),
+                Course::Failed if changed_nothing => {
+                    (Outcome::Failed, format!("{why}; it failed before changing anything, so there is nothing to roll back"))
+                }
                 Course::Failed => {
                     (Outcome::Failed, format!("{why}; the pathway is irreversible, so there is nothing to roll back"))
                 }
@@ -598,17 +718,7 @@ impl Executor {
     /// Appends a record, with every secret value the plan holds scrubbed from it.
     async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
         let payload = secrets::redact_json(payload, &plan.secret_values);
-        let record = self.audit.append_one(&body.incident_id, kind, payload).await?;
-        if record.writer != recovery::EXECUTOR_WRITER {
-            // Recovery reads only the records of the writer `executor`; under another
-            // name it would find none of its own, and verify rather than trust them.
-            error!(
-                writer = %record.writer,
-                "the audit log knows this executor as `{}`, not `{}`: name its token `{}` in `audit.writers`, or recovery after a crash cannot read what it logged",
-                record.writer, recovery::EXECUTOR_WRITER, recovery::EXECUTOR_WRITER
-            );
-        }
-        Ok(())
+        self.audit.append_one(&body.incident_id, kind, payload).await.map(|_| ())
     }
 
     /// Appends a record after something ran. If the append fails, the execution

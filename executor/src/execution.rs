@@ -120,10 +120,12 @@ pub enum Course {
 }
 
 /// Decides the course after the action. `verification_passed` is `None` when the
-/// action failed and verification was not attempted.
-pub fn after_action(action_ok: bool, verification_passed: Option<bool>, irreversible: bool) -> Course {
+/// action failed and verification was not attempted; `changed_nothing` when it
+/// failed before it changed anything, so there is nothing to roll back.
+pub fn after_action(action_ok: bool, verification_passed: Option<bool>, irreversible: bool, changed_nothing: bool) -> Course {
     match (action_ok, verification_passed) {
         (true, Some(true)) => Course::Verified,
+        (false, _) if changed_nothing => Course::Failed,
         _ if irreversible => Course::Failed,
         _ => Course::RollBack,
     }
@@ -146,22 +148,26 @@ mod tests {
     #[test]
     fn course_after_action() {
         use Course::*;
-        // (action ok, verification passed, irreversible) -> course
+        // (action ok, verification passed, irreversible, changed nothing) -> course
         let cases = [
-            ((true, Some(true), false), Verified),
-            ((true, Some(true), true), Verified),
-            ((true, Some(false), false), RollBack),
-            ((true, Some(false), true), Failed),
-            ((false, None, false), RollBack),
-            ((false, None, true), Failed),
+            ((true, Some(true), false, false), Verified),
+            ((true, Some(true), true, false), Verified),
+            ((true, Some(false), false, false), RollBack),
+            ((true, Some(false), true, false), Failed),
+            ((false, None, false, false), RollBack),
+            ((false, None, true, false), Failed),
             // A verification result after a failed action changes nothing.
-            ((false, Some(true), false), RollBack),
+            ((false, Some(true), false, false), RollBack),
+            // An action refused before it changed anything has nothing to undo.
+            ((false, None, false, true), Failed),
+            // "Changed nothing" says nothing about an action that succeeded.
+            ((true, Some(false), false, true), RollBack),
         ];
-        for ((action_ok, passed, irreversible), expected) in cases {
+        for ((action_ok, passed, irreversible, changed_nothing), expected) in cases {
             assert_eq!(
-                after_action(action_ok, passed, irreversible),
+                after_action(action_ok, passed, irreversible, changed_nothing),
                 expected,
-                "{action_ok} {passed:?} {irreversible}"
+                "{action_ok} {passed:?} {irreversible} {changed_nothing}"
             );
         }
     }

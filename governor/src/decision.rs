@@ -80,6 +80,11 @@ impl State {
         .find(|state| state.as_str() == text)
     }
 
+    /// Whether nothing more happens to a decision in this state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved | Self::Authorized)
+    }
+
     /// The state an executor outcome puts a decision in; `None` for an outcome that is not final.
     pub fn from_outcome(outcome: &str) -> Option<Self> {
         match outcome {

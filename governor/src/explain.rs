@@ -230,9 +230,10 @@ fn next_step(d: &Decision) -> String {
             )
         }
         State::Approved => "approved; it runs as soon as the authorization is logged and signed".to_owned(),
-        State::Authorized => {
+        State::Authorized if d.detail.trim().is_empty() => {
             format!("runs now: the signed decision is on its way to the executor (valid until {expiry})")
         }
+        State::Authorized => format!("authorized; the executor has not reported an outcome yet: {}.", d.detail.trim()),
         State::Denied => "denied: nothing will run. Escalate to a person if action is still needed.".to_owned(),
         State::Rejected => "rejected: nothing will run.".to_owned(),
         State::Expired => format!("expired at {expiry} without enough approvals: nothing will run."),

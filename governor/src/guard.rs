@@ -129,6 +129,11 @@ pub struct GuardState {
     pub pathways: BTreeMap<String, BTreeMap<String, PathwayRecord>>,
     /// Latched guard rails: autonomy stays off for these until an admin resets them.
     pub trips: Vec<Trip>,
+    /// Decision id → the outcome counted for it, for each decision whose outcome is
+    /// counted in `pathways` but not yet known to be in the log. The governor learns
+    /// such an outcome again after a restart; this keeps it from counting twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unlogged_outcomes: BTreeMap<String, String>,
 }
 
 impl Default for GuardState {
@@ -144,6 +149,7 @@ impl Default for GuardState {
             autonomous_runs: BTreeMap::new(),
             pathways: BTreeMap::new(),
             trips: Vec::new(),
+            unlogged_outcomes: BTreeMap::new(),
         }
     }
 }
@@ -186,14 +192,14 @@ impl TripKind {
     }
 }
 
-/// A guard rail that switched autonomy off for a service (rate limit) or for one
-/// pathway on one service (error budget).
+/// A guard rail that switched autonomy off for a service (rate limit, quarantine) or
+/// for one pathway on one service (error budget).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trip {
     pub kind: TripKind,
     pub service: String,
-    /// Empty for a rate limit, which covers every pathway of the service.
+    /// Empty for a rate limit or a quarantine, which cover every pathway of the service.
     pub pathway: String,
     pub since_ms: i64,
     pub reason: String,
@@ -202,6 +208,15 @@ pub struct Trip {
 impl Trip {
     fn covers(&self, service: &str, pathway: &str) -> bool {
         self.service == service && (self.pathway.is_empty() || self.pathway == pathway)
+    }
+
+    /// Whether a reset of `service` lifts this trip: a reset of the whole service
+    /// (`pathway` is `None`) lifts all of its trips; a reset of one pathway lifts only
+    /// that pathway's error budget. A trip that covers every pathway (the rate limit,
+    /// the quarantine) is about the whole service, so only a reset of the whole
+    /// service lifts it: a reset must never reach further than what it names.
+    pub fn lifted_by(&self, service: &str, pathway: Option<&str>) -> bool {
+        self.service == service && pathway.is_none_or(|p| !self.pathway.is_empty() && self.pathway == p)
     }
 }
 
@@ -354,38 +369,81 @@ pub fn is_failure(outcome: &str) -> bool {
     matches!(outcome, "rolled_back" | "rollback_failed" | "failed")
 }
 
-/// Folds an executor outcome into the statistics; returns the trips it caused: a
-/// used-up error budget, and, for `rollback_failed`, the quarantine of the whole
-/// service (its state is one nobody verified, so no pathway runs on it without a
-/// person until an admin resets it). Outcomes that are not final are ignored.
+/// A final executor outcome, which the statistics count.
+pub fn is_outcome(outcome: &str) -> bool {
+    matches!(outcome, "verified" | "rolled_back" | "rollback_failed" | "failed")
+}
+
+/// Folds the outcome of decision `decision_id` into the statistics, once per
+/// decision; returns the trips it caused: a used-up error budget, and, for
+/// `rollback_failed`, the quarantine of the whole service (its state is one nobody
+/// verified, so no pathway runs on it without a person until an admin resets it).
+///
+/// Outcomes that are not final are ignored. The decision is remembered in
+/// `unlogged_outcomes` until [`outcome_logged`]: the same outcome again counts and
+/// trips nothing, and a different one (the real outcome of an execution first
+/// counted as a failure because it was overdue) is not counted again, but a
+/// `rollback_failed` still quarantines the service.
 pub fn record_outcome(
     state: &mut GuardState,
     rails: &GuardRails,
+    decision_id: &str,
     service: &str,
     pathway: &str,
     outcome: &str,
     now_ms: i64,
 ) -> Vec<Trip> {
-    let mut trips = Vec::new();
-    let quarantined = state.trips.iter().any(|t| t.kind == TripKind::RollbackFailed && t.service == service);
-    if outcome == "rollback_failed" && !quarantined {
-        let trip = Trip {
-            kind: TripKind::RollbackFailed,
-            service: service.to_owned(),
-            pathway: String::new(),
-            since_ms: now_ms,
-            reason: format!(
-                "the rollback of pathway `{pathway}` on service `{service}` failed at {}, so nobody knows the service's state; a person must look, then an admin resets the quarantine",
-                arf_core::time::format_ms(now_ms)
-            ),
-        };
-        state.trips.push(trip.clone());
-        trips.push(trip);
+    if !is_outcome(outcome) {
+        return Vec::new();
     }
-    if let Some(trip) = count_outcome(state, rails, service, pathway, outcome, now_ms) {
-        trips.push(trip);
+    let counted = state.unlogged_outcomes.insert(decision_id.to_owned(), outcome.to_owned());
+    if counted.as_deref() == Some(outcome) {
+        return Vec::new();
+    }
+    let mut trips = Vec::new();
+    if outcome == "rollback_failed" {
+        trips.extend(quarantine(state, service, pathway, now_ms));
+    }
+    if counted.is_none() {
+        trips.extend(count_outcome(state, rails, service, pathway, outcome, now_ms));
     }
     trips
+}
+
+/// Forgets that `decision_id`'s outcome was counted, once its record is in the log:
+/// from then on a restart rebuilds the decision as settled and never asks for its
+/// outcome again. True when there was something to forget.
+pub fn outcome_logged(state: &mut GuardState, decision_id: &str) -> bool {
+    state.unlogged_outcomes.remove(decision_id).is_some()
+}
+
+/// Forgets the counted outcomes that the log turns out to hold (`is_logged`), as
+/// when the governor stopped between logging an outcome and [`outcome_logged`].
+/// True when there was something to forget.
+pub fn forget_logged_outcomes(state: &mut GuardState, is_logged: impl Fn(&str) -> bool) -> bool {
+    let before = state.unlogged_outcomes.len();
+    state.unlogged_outcomes.retain(|decision_id, _| !is_logged(decision_id));
+    state.unlogged_outcomes.len() != before
+}
+
+/// Quarantines `service` after a failed rollback of `pathway`, unless it already is.
+fn quarantine(state: &mut GuardState, service: &str, pathway: &str, now_ms: i64) -> Option<Trip> {
+    let quarantined = state.trips.iter().any(|t| t.kind == TripKind::RollbackFailed && t.service == service);
+    if quarantined {
+        return None;
+    }
+    let trip = Trip {
+        kind: TripKind::RollbackFailed,
+        service: service.to_owned(),
+        pathway: String::new(),
+        since_ms: now_ms,
+        reason: format!(
+            "the rollback of pathway `{pathway}` on service `{service}` failed at {}, so nobody knows the service's state; a person must look, then an admin resets the quarantine",
+            arf_core::time::format_ms(now_ms)
+        ),
+    };
+    state.trips.push(trip.clone());
+    Some(trip)
 }
 
 /// Counts an outcome in the pathway's statistics; the trip when it used up the error budget.
@@ -431,12 +489,12 @@ fn count_outcome(
     None
 }
 
-/// Clears the trips for `service` (all of them, or one pathway's), with the counts
-/// that caused them, so autonomy starts afresh. Returns what was cleared.
+/// Clears the trips for `service` (all of them, or only one pathway's error budget;
+/// see [`Trip::lifted_by`]), with the counts that caused them, so autonomy starts
+/// afresh. Returns what was cleared.
 pub fn reset(state: &mut GuardState, service: &str, pathway: Option<&str>) -> Vec<Trip> {
-    let (cleared, kept): (Vec<Trip>, Vec<Trip>) = std::mem::take(&mut state.trips)
-        .into_iter()
-        .partition(|t| t.service == service && pathway.is_none_or(|p| t.pathway.is_empty() || t.pathway == p));
+    let (cleared, kept): (Vec<Trip>, Vec<Trip>) =
+        std::mem::take(&mut state.trips).into_iter().partition(|t| t.lifted_by(service, pathway));
     state.trips = kept;
     for trip in &cleared {
         match trip.kind {
@@ -552,4 +610,150 @@ pub fn describe(assessment: &Assessment, service: &str, pathway: &str) -> Vec<St
         ));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TripKind::{ErrorBudget, RateLimit, RollbackFailed};
+
+    fn trip(kind: TripKind, service: &str, pathway: &str) -> Trip {
+        Trip { kind, service: service.to_owned(), pathway: pathway.to_owned(), since_ms: 1, reason: String::new() }
+    }
+
+    /// `web` has its rate limit, its quarantine and two error budgets tripped; `api` one error budget.
+    fn tripped() -> GuardState {
+        GuardState {
+            trips: vec![
+                trip(RateLimit, "web", ""),
+                trip(RollbackFailed, "web", ""),
+                trip(ErrorBudget, "web", "restart_service"),
+                trip(ErrorBudget, "web", "purge_cache"),
+                trip(ErrorBudget, "api", "restart_service"),
+            ],
+            ..GuardState::default()
+        }
+    }
+
+    fn check_reset(service: &str, pathway: Option<&str>, expected: &[(TripKind, &str)]) {
+        let mut state = tripped();
+        let cleared: Vec<(TripKind, String)> =
+            reset(&mut state, service, pathway).into_iter().map(|t| (t.kind, t.pathway)).collect();
+        let expected: Vec<(TripKind, String)> = expected.iter().map(|(k, p)| (*k, (*p).to_owned())).collect();
+        assert_eq!(cleared, expected, "reset of `{service}` {pathway:?}");
+        assert_eq!(state.trips.len(), tripped().trips.len() - cleared.len(), "reset of `{service}` {pathway:?}");
+    }
+
+    #[test]
+    fn a_reset_clears_no_more_than_it_names() {
+        check_reset("web", Some("restart_service"), &[(ErrorBudget, "restart_service")]);
+        check_reset("web", Some("rollback_deployment"), &[]);
+        check_reset("web", Some(""), &[]);
+        check_reset(
+            "web",
+            None,
+            &[(RateLimit, ""), (RollbackFailed, ""), (ErrorBudget, "restart_service"), (ErrorBudget, "purge_cache")],
+        );
+        check_reset("api", Some("restart_service"), &[(ErrorBudget, "restart_service")]);
+        check_reset("db", None, &[]);
+    }
+
+    #[test]
+    fn a_pathway_reset_leaves_the_service_wide_guard_rails_in_force() {
+        let rails = GuardRails::default();
+        let mut state = tripped();
+        reset(&mut state, "web", Some("restart_service"));
+        let autonomy = assess(&state, &rails, &[], "web", "restart_service", 10).autonomy;
+        assert!(!autonomy.enabled);
+        assert!(!autonomy.error_budget.exhausted);
+        assert!(autonomy.quarantine.active, "{autonomy:?}");
+        assert!(autonomy.rate_limit.exceeded, "{autonomy:?}");
+        reset(&mut state, "web", None);
+        assert!(assess(&state, &rails, &[], "web", "restart_service", 10).autonomy.enabled);
+    }
+
+    enum Step {
+        /// Decision, outcome: what a follower of the decision reports.
+        Report(&'static str, &'static str),
+        /// The decision's outcome is in the log.
+        Logged(&'static str),
+        /// An admin resets the service.
+        Reset,
+    }
+    use Step::{Logged, Report, Reset};
+
+    /// Feeds `steps` for `restart_service` on `web`, then checks the statistics
+    /// (runs, verified, rolled back, failed), the trips in force and the decisions
+    /// still remembered as counted.
+    fn check_outcomes(steps: &[Step], stats: (u64, u64, u64, u64), trips: &[TripKind], unlogged: &[&str]) {
+        let rails = GuardRails::default();
+        let mut state = GuardState::default();
+        for (now, step) in (1..).zip(steps) {
+            match step {
+                Report(decision_id, outcome) => {
+                    record_outcome(&mut state, &rails, decision_id, "web", "restart_service", outcome, now);
+                }
+                Logged(decision_id) => {
+                    outcome_logged(&mut state, decision_id);
+                }
+                Reset => {
+                    reset(&mut state, "web", None);
+                }
+            }
+        }
+        let record = state.pathways.get("web").and_then(|p| p.get("restart_service")).cloned().unwrap_or_default();
+        let got = (record.stats.runs, record.stats.verified, record.stats.rolled_back, record.stats.failed);
+        assert_eq!(got, stats, "statistics");
+        assert_eq!(state.trips.iter().map(|t| t.kind).collect::<Vec<_>>(), trips, "trips");
+        assert_eq!(state.unlogged_outcomes.keys().map(String::as_str).collect::<Vec<_>>(), unlogged, "unlogged");
+    }
+
+    #[test]
+    fn an_outcome_counts_once_per_decision() {
+        check_outcomes(&[Report("d1", "verified"), Logged("d1"), Report("d2", "verified")], (2, 2, 0, 0), &[], &["d2"]);
+        // Learned twice (two followers, or again after a restart): counted once.
+        check_outcomes(&[Report("d1", "rolled_back"), Report("d1", "rolled_back")], (1, 0, 1, 0), &[], &["d1"]);
+        check_outcomes(&[Report("d1", "failed"), Report("d1", "failed"), Report("d1", "failed")], (1, 0, 0, 1), &[], &["d1"]);
+        check_outcomes(
+            &[Report("d1", "failed"), Report("d2", "failed"), Report("d3", "failed")],
+            (3, 0, 0, 3),
+            &[ErrorBudget],
+            &["d1", "d2", "d3"],
+        );
+        // Not final: nothing to count, nothing to remember.
+        check_outcomes(&[Report("d1", "running"), Report("d1", "dispatch_failed")], (0, 0, 0, 0), &[], &[]);
+    }
+
+    #[test]
+    fn a_failed_rollback_quarantines_once_even_when_learned_late() {
+        check_outcomes(&[Report("d1", "rollback_failed")], (1, 0, 1, 0), &[RollbackFailed], &["d1"]);
+        check_outcomes(&[Report("d1", "rollback_failed"), Report("d1", "rollback_failed")], (1, 0, 1, 0), &[RollbackFailed], &["d1"]);
+        // An overdue execution counted as a failure, whose rollback then failed: not
+        // counted again, but the service is quarantined.
+        check_outcomes(&[Report("d1", "failed"), Report("d1", "rollback_failed")], (1, 0, 0, 1), &[RollbackFailed], &["d1"]);
+        // The same report again after an admin lifted the quarantine does not bring it back.
+        check_outcomes(&[Report("d1", "rollback_failed"), Reset, Report("d1", "rollback_failed")], (1, 0, 1, 0), &[], &["d1"]);
+    }
+
+    #[test]
+    fn counted_outcomes_the_log_holds_are_forgotten() {
+        let rails = GuardRails::default();
+        let mut state = GuardState::default();
+        for decision_id in ["d1", "d2"] {
+            record_outcome(&mut state, &rails, decision_id, "web", "restart_service", "verified", 1);
+        }
+        assert!(forget_logged_outcomes(&mut state, |id| id == "d1"));
+        assert!(!forget_logged_outcomes(&mut state, |id| id == "d1"));
+        assert_eq!(state.unlogged_outcomes.keys().collect::<Vec<_>>(), ["d2"]);
+        assert!(outcome_logged(&mut state, "d2"));
+        assert!(!outcome_logged(&mut state, "d2"));
+    }
+
+    #[test]
+    fn a_state_file_without_unlogged_outcomes_still_loads_and_none_are_written() {
+        let text = serde_json::to_string(&GuardState::default()).unwrap_or_default();
+        assert!(!text.contains("unlogged_outcomes"), "{text}");
+        let state: Result<GuardState, _> = serde_json::from_str(&text);
+        assert_eq!(state.ok(), Some(GuardState::default()));
+    }
 }

@@ -10,6 +10,9 @@
 
 mod common;
 
+use std::sync::Arc;
+
+use arf_audit::Record;
 use arf_governor::guard::{FreezeWindowConfig, GuardRails, GuardState};
 use arf_proto::v1 as pb;
 use arf_proto::v1::executor_server::{Executor, ExecutorServer};
@@ -92,6 +95,11 @@ async fn the_rate_limit_switches_autonomy_off_for_the_service_until_an_admin_res
 
     let refused = h.reset_autonomy("alice", "web", "").await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // The limit is the service's: resetting one pathway does not lift it.
+    let refused = h.reset_autonomy("dave", "web", "restart_service").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("the service-wide `rate_limit` is lifted only by a reset of the whole service"), "{}", refused.message());
+    assert_eq!(route(&staging(&h, "inc-r4b").await), pb::Route::Approval);
     let status = h.reset_autonomy("dave", "web", "").await.unwrap();
     assert_eq!(status.cleared.len(), 1);
     assert_eq!(status.cleared[0].kind, "rate_limit");
@@ -103,42 +111,76 @@ async fn the_rate_limit_switches_autonomy_off_for_the_service_until_an_admin_res
     assert_eq!(nothing.code(), Code::FailedPrecondition, "{nothing:?}");
 }
 
-/// An executor that takes every decision and reports the same outcome.
+/// What a scripted executor answers `GetExecution` with; the test changes it.
+type Later = Arc<std::sync::Mutex<&'static str>>;
+
+/// An executor that takes every decision with the outcome `taken`, and answers
+/// `GetExecution` with whatever `later` holds at the time.
 struct Reporting {
-    outcome: &'static str,
+    taken: &'static str,
+    later: Later,
+}
+
+fn execution(decision_id: String, outcome: &str) -> pb::Execution {
+    pb::Execution {
+        decision_id,
+        pathway: "restart_service".to_owned(),
+        target: "web-staging".to_owned(),
+        outcome: outcome.to_owned(),
+        detail: "the health probe kept failing".to_owned(),
+        verification: vec![],
+        replayed: false,
+    }
 }
 
 #[tonic::async_trait]
 impl Executor for Reporting {
     async fn execute(&self, request: Request<pb::SignedDecision>) -> Result<Response<pb::Execution>, Status> {
         let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
-        Ok(Response::new(pb::Execution {
-            decision_id: body.decision_id,
-            pathway: body.pathway,
-            target: body.target,
-            outcome: self.outcome.to_owned(),
-            detail: "the health probe kept failing".to_owned(),
-            verification: vec![],
-            replayed: false,
-        }))
+        Ok(Response::new(execution(body.decision_id, self.taken)))
     }
 
-    async fn get_execution(&self, _: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
-        Err(Status::unimplemented("not needed"))
+    async fn get_execution(&self, request: Request<pb::GetExecutionRequest>) -> Result<Response<pb::Execution>, Status> {
+        let outcome = *self.later.lock().unwrap();
+        Ok(Response::new(execution(request.into_inner().decision_id, outcome)))
     }
 }
 
-async fn start_executor(outcome: &'static str) -> (String, tokio::sync::oneshot::Sender<()>) {
+async fn start_scripted(taken: &'static str, later: &'static str) -> (String, Later, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tonic::transport::Server::builder().add_service(ExecutorServer::new(Reporting { outcome })).serve_with_incoming_shutdown(
+    let later = Arc::new(std::sync::Mutex::new(later));
+    let executor = Reporting { taken, later: Arc::clone(&later) };
+    tokio::spawn(tonic::transport::Server::builder().add_service(ExecutorServer::new(executor)).serve_with_incoming_shutdown(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         async move {
             let _ = stopped.await;
         },
     ));
+    (address, later, stop)
+}
+
+async fn start_executor(outcome: &'static str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (address, _, stop) = start_scripted(outcome, outcome).await;
     (address, stop)
+}
+
+/// Follows the log until a record satisfies `wanted`.
+async fn wait_for_record(tail: &mut (impl futures::Stream<Item = Result<Record, arf_audit::AuditError>> + Unpin), wanted: impl Fn(&Record) -> bool) -> Record {
+    loop {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
+        if wanted(&record) {
+            break record;
+        }
+    }
+}
+
+/// (runs, verified, rolled back, failed) of `restart_service` on `web`.
+async fn stats(h: &Harness) -> (u64, u64, u64, u64) {
+    let status = h.autonomy("dash").await.unwrap();
+    let stats = status.stats.iter().find(|s| s.service == "web" && s.pathway == "restart_service").unwrap();
+    (stats.runs, stats.verified, stats.rolled_back, stats.failed)
 }
 
 #[tokio::test]
@@ -219,9 +261,85 @@ async fn a_failed_rollback_quarantines_the_service_until_an_admin_resets_it() {
     assert!(text.contains("service `web` is quarantined (the rollback of pathway `restart_service` on service `web` failed"), "{text}");
 
     assert_eq!(h.reset_autonomy("carol", "web", "").await.unwrap_err().code(), Code::PermissionDenied);
+    // Resetting one pathway does not lift the quarantine of the whole service.
+    let refused = h.reset_autonomy("dave", "web", "restart_service").await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("the service-wide `rollback_failed` is lifted only by a reset of the whole service"), "{}", refused.message());
+    assert_eq!(rules(&staging(&h, "inc-q2b").await), vec!["quarantine"]);
     let status = h.reset_autonomy("dave", "web", "").await.unwrap();
     assert_eq!(status.cleared[0].kind, "rollback_failed");
     assert_eq!(route(&staging(&h, "inc-q3").await), pb::Route::Autonomous);
+}
+
+#[tokio::test]
+async fn a_failed_rollback_learned_after_a_restart_quarantines_the_service_and_counts_once() {
+    // The first governor dispatches, and stops while the executor is still running.
+    let (running, _, _stop_running) = start_scripted("running", "running").await;
+    let mut h = Harness::start(Setup { executor_addr: Some(running), ..Setup::default() }).await;
+    let decision = staging(&h, "inc-qr1").await;
+    assert_eq!(decision.state, "authorized");
+
+    // The next governor finds the decision authorized in the log and asks an
+    // executor that has finished it.
+    let (finished, _, _stop_finished) = start_scripted("running", "rollback_failed").await;
+    h.config.executor_addr = finished;
+    let audit = h.audit.clone();
+    let mut tail = audit.tail(1).await.unwrap();
+    h.restart_governor().await;
+    let trip = wait_for_record(&mut tail, |r| r.payload["event"] == "rollback_failed_tripped").await;
+    assert_eq!(trip.payload["decision_id"], decision.decision_id.as_str());
+    assert_eq!(trip.payload["trip"]["pathway"], "", "the whole service is quarantined");
+    assert_eq!(h.decision_records("inc-qr1", &decision.decision_id, "rollback_failed").await.len(), 1);
+    assert_eq!(rules(&staging(&h, "inc-qr2").await), vec!["quarantine"]);
+    assert_eq!(stats(&h).await, (1, 0, 1, 0));
+
+    // The outcome is in the log now, so a third governor rebuilds the decision as
+    // settled and neither asks for it nor counts it again.
+    h.restart_governor().await;
+    let settled = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match h.get("alice", &decision.decision_id).await {
+                Ok(found) => break found,
+                Err(status) => assert!(matches!(status.code(), Code::NotFound | Code::Unavailable), "{status:?}"),
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the decision is restored");
+    assert_eq!(settled.state, "rollback_failed");
+    assert_eq!(stats(&h).await, (1, 0, 1, 0));
+    let saved = arf_governor::guard::load(&arf_governor::guard::state_path(&h.config.data_dir)).unwrap();
+    assert!(saved.unlogged_outcomes.is_empty(), "{:?}", saved.unlogged_outcomes);
+}
+
+#[tokio::test]
+async fn an_outcome_reported_after_the_governor_stopped_waiting_still_reaches_the_guard_rails() {
+    let (executor, later, _stop) = start_scripted("running", "running").await;
+    let h = Harness::start(Setup { executor_addr: Some(executor), ..Setup::default() }).await;
+    let mut tail = h.audit.tail(1).await.unwrap();
+    let decision = staging(&h, "inc-late").await;
+
+    // An hour after the decision expired the executor still says it is running: the
+    // governor counts a failure, once, and keeps asking.
+    h.advance_ms((900 + 3600) * 1000 + 1);
+    let overdue = wait_for_record(&mut tail, |r| r.payload["event"] == "outcome_overdue").await;
+    assert_eq!(overdue.payload["decision_id"], decision.decision_id.as_str());
+    assert_eq!(stats(&h).await, (1, 0, 0, 1));
+    let waiting = h.get("alice", &decision.decision_id).await.unwrap();
+    assert_eq!(waiting.state, "authorized");
+    let text = h.explain("alice", &decision.decision_id).await.unwrap().text;
+    assert!(text.contains("the executor has not reported an outcome yet: the executor took the decision but had reported no outcome by"), "{text}");
+    assert!(text.contains("counted as a failure until it does"), "{text}");
+
+    // Then the executor reports that the rollback failed: the service is
+    // quarantined, and the execution is not counted a second time.
+    *later.lock().unwrap() = "rollback_failed";
+    let trip = wait_for_record(&mut tail, |r| r.payload["event"] == "rollback_failed_tripped").await;
+    assert_eq!(trip.payload["decision_id"], decision.decision_id.as_str());
+    assert_eq!(h.get("alice", &decision.decision_id).await.unwrap().state, "rollback_failed");
+    assert_eq!(stats(&h).await, (1, 0, 0, 1));
+    assert_eq!(rules(&staging(&h, "inc-late2").await), vec!["quarantine"]);
 }
 
 #[tokio::test]

@@ -79,6 +79,12 @@ impl AuditLog for Service {
         Ok(Response::new(pb::AppendResponse { records: records.iter().map(convert::record).collect() }))
     }
 
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let writer = self.writer(&request)?;
+        let kinds = self.kinds.get(&writer).map(|k| k.iter().map(|k| k.as_str().to_owned()).collect()).unwrap_or_default();
+        Ok(Response::new(pb::WhoAmIResponse { writer, kinds }))
+    }
+
     async fn get(&self, request: Request<pb::GetRecordRequest>) -> Result<Response<pb::AuditRecord>, Status> {
         let seq = request.into_inner().seq;
         match self.store.get(seq).map_err(store_status)? {

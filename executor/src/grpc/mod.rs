@@ -70,6 +70,13 @@ pub async fn serve(
         processes,
         http: loaded.http,
     }));
+    // A misnamed writer is refused before anything else: recovery depends on it.
+    // With the log down, the check waits for the first decision (which needs the log anyway).
+    match executor.check_writer().await {
+        Err(error @ crate::engine::ExecuteError::WrongWriter { .. }) => return Err(anyhow::anyhow!(error)),
+        Err(error) => warn!(%error, "cannot ask the audit log who this executor is yet; checking before the first action"),
+        Ok(()) => {}
+    }
     // Executions cut off by a crash are settled (verified again, rolled back when
     // the target is unhealthy) while the server answers; their targets stay locked
     // until then, and none is run again.

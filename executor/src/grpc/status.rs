@@ -37,7 +37,8 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::Interrupted { source: AuditError::Unavailable(_), .. } => Status::unavailable(message),
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
         ExecuteError::Store(_) => Status::internal(message),
-        ExecuteError::ShuttingDown => Status::unavailable(message),
+        ExecuteError::ShuttingDown | ExecuteError::TargetUnsettled { .. } => Status::unavailable(message),
+        ExecuteError::WrongWriter { .. } => Status::failed_precondition(message),
     }
 }
 

@@ -81,6 +81,9 @@ pub struct GitOutcome {
     pub commit: Option<String>,
     /// Each git command run, with how it ended.
     pub log: Vec<String>,
+    /// False only when the step failed before touching the working tree (a
+    /// refusal, a failed check): then there is nothing to undo.
+    pub changed: bool,
 }
 
 struct Git<'a> {
@@ -88,6 +91,8 @@ struct Git<'a> {
     deadline: Instant,
     tracker: Option<&'a Tracker>,
     log: Vec<String>,
+    /// The step wrote to the working tree (even if it then restored it).
+    touched: bool,
 }
 
 impl Git<'_> {
@@ -199,13 +204,13 @@ impl Undo {
 
 /// Runs one git step before `deadline`.
 pub async fn run(spec: &GitSpec, deadline: Instant, tracker: Option<&Tracker>) -> GitOutcome {
-    let mut git = Git { repo: &spec.repo, deadline, tracker, log: Vec::new() };
+    let mut git = Git { repo: &spec.repo, deadline, tracker, log: Vec::new(), touched: false };
     let result = act(&mut git, spec).await;
     let (ok, detail, commit) = match result {
         Ok((detail, commit)) => (true, detail, commit),
         Err(detail) => (false, detail, None),
     };
-    GitOutcome { ok, detail, commit, log: git.log }
+    GitOutcome { ok, detail, commit, log: git.log, changed: ok || git.touched }
 }
 
 async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String>), String> {
@@ -258,6 +263,7 @@ async fn act(git: &mut Git<'_>, spec: &GitSpec) -> Result<(String, Option<String
     let mut undo = Undo { head: head.clone(), touched: false, created_files: Vec::new(), created_dirs: Vec::new() };
     match change(git, spec, &branch, &mut undo).await {
         Err(why) if undo.touched => {
+            git.touched = true;
             git.extend_for_cleanup();
             Err(match restore(git, &undo).await {
                 Ok(()) => format!("{why}; the working tree was restored to {head}"),

@@ -26,15 +26,18 @@ pub struct HttpOutcome {
     pub status: Result<u16, String>,
     pub body: Captured,
     pub duration_ms: u64,
+    /// False when the request certainly never reached the server (no connection,
+    /// or a TLS handshake that failed): then the server changed nothing.
+    pub sent: bool,
 }
 
 /// Sends the request; never fails, but reports what went wrong in `status`.
 pub async fn send(client: &reqwest::Client, spec: &HttpSpec<'_>) -> HttpOutcome {
     let started = Instant::now();
-    let outcome = |status, body| HttpOutcome { status, body, duration_ms: elapsed_ms(started) };
+    let outcome = |status, body, sent| HttpOutcome { status, body, duration_ms: elapsed_ms(started), sent };
     let method = match reqwest::Method::from_bytes(spec.method.as_bytes()) {
         Ok(method) => method,
-        Err(_) => return outcome(Err(format!("`{}` is not an HTTP method", spec.method)), Captured::default()),
+        Err(_) => return outcome(Err(format!("`{}` is not an HTTP method", spec.method)), Captured::default(), false),
     };
     let mut request = client.request(method, spec.url).timeout(spec.timeout);
     for (name, value) in spec.headers {
@@ -45,11 +48,11 @@ pub async fn send(client: &reqwest::Client, spec: &HttpSpec<'_>) -> HttpOutcome 
     }
     let response = match request.send().await {
         Ok(response) => response,
-        Err(e) => return outcome(Err(describe(&e, spec)), Captured::default()),
+        Err(e) => return outcome(Err(describe(&e, spec)), Captured::default(), !e.is_connect()),
     };
     let status = response.status().as_u16();
     let body = read_bounded(response, spec.body_limit).await;
-    outcome(Ok(status), body)
+    outcome(Ok(status), body, true)
 }
 
 fn describe(error: &reqwest::Error, spec: &HttpSpec<'_>) -> String {

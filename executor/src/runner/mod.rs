@@ -83,6 +83,22 @@ impl StepsReport {
         }
     }
 
+    /// Whether the steps failed without changing anything: the first step failed,
+    /// and certainly before it acted (a program that could not start, a request
+    /// that never reached its server, a git step that refused or failed its
+    /// checks, a step the deadline stopped from starting).
+    pub fn changed_nothing(&self) -> bool {
+        match self.steps.first() {
+            Some(first) if !first.ok && self.steps.len() == 1 => match &first.report {
+                StepReport::Command(outcome) => matches!(outcome.exit, command::Exit::NotStarted { .. }),
+                StepReport::Http(outcome) => !outcome.sent,
+                StepReport::Git(outcome) => !outcome.changed,
+                StepReport::NotStarted => true,
+            },
+            _ => false,
+        }
+    }
+
     /// One line on how it went: the failing step's detail, or a count.
     pub fn summary(&self) -> String {
         match self.steps.iter().find(|s| !s.ok) {

@@ -12,11 +12,14 @@
 //!
 //! A group id is only trusted while it cannot have been reused: the leader must
 //! still be the process that was recorded (same start time, same boot), or, once
-//! the leader has exited, only members started after it are killed (Linux does
-//! not hand out a pid that is still some group's id). A process that left the
-//! group (`setsid`, a daemon) is not touched: leaving the group is how a step
-//! says a process should outlive it. The reading of `/proc` makes this Linux-only;
-//! elsewhere the sweep reports the recorded groups without killing anything.
+//! the leader has exited, only members started after it, in the session it was
+//! started in, are killed. Linux does not hand out a pid that is still some group's
+//! id; and a group that reused the id after ours was gone would have been started
+//! by some other process, in its own session. A process that left the group
+//! (`setsid`, a daemon) is not touched: leaving the group is how a step says a
+//! process should outlive it. The reading of `/proc` makes this Linux-only;
+//! elsewhere nothing can be checked, so the sweep kills nothing and forgets the
+//! records (a recorded start without a group is still reported).
 
 use std::time::Duration;
 
@@ -45,6 +48,9 @@ pub struct Entry {
     /// The group leader's start time, in clock ticks after boot.
     #[serde(default)]
     pub leader_start: Option<u64>,
+    /// The session the leader was started in.
+    #[serde(default)]
+    pub session: Option<u32>,
     #[serde(default)]
     pub boot_id: Option<String>,
 }
@@ -84,7 +90,14 @@ impl Ledger {
         let id = self.db.generate_id().map_err(|e| e.to_string())?;
         let slot = Slot {
             key: id.to_be_bytes(),
-            entry: Entry { owner: owner.to_owned(), program: program.to_owned(), pgid: None, leader_start: None, boot_id: None },
+            entry: Entry {
+                owner: owner.to_owned(),
+                program: program.to_owned(),
+                pgid: None,
+                leader_start: None,
+                session: None,
+                boot_id: None,
+            },
         };
         self.write(&slot).await?;
         Ok(slot)
@@ -93,7 +106,9 @@ impl Ledger {
     /// Records, durably, the group that the slot's command now leads.
     pub async fn started(&self, slot: &mut Slot, pgid: u32) -> Result<(), String> {
         slot.entry.pgid = Some(pgid);
-        slot.entry.leader_start = proc::start_time(pgid);
+        let leader = proc::identity(pgid);
+        slot.entry.leader_start = leader.map(|(start, _)| start);
+        slot.entry.session = leader.map(|(_, session)| session);
         slot.entry.boot_id = proc::boot_id();
         self.write(slot).await
     }
@@ -142,7 +157,7 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
                 continue;
             }
         };
-        let leftover = match (entry.pgid, entry.leader_start) {
+        let leftover = match (entry.pgid, entry.leader_start.zip(entry.session)) {
             (None, _) => Some(Leftover {
                 owner: entry.owner.clone(),
                 program: entry.program.clone(),
@@ -153,8 +168,8 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
                     entry.program
                 ),
             }),
-            (Some(pgid), Some(leader_start)) if entry.boot_id == boot && boot.is_some() => {
-                let killed = kill_group(pgid, leader_start).await;
+            (Some(pgid), Some((leader_start, session))) if entry.boot_id == boot && boot.is_some() => {
+                let killed = kill_group(pgid, leader_start, session).await;
                 (!killed.is_empty()).then(|| Leftover {
                     owner: entry.owner.clone(),
                     program: entry.program.clone(),
@@ -181,11 +196,11 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
 
 /// Kills the processes of group `pgid` that belong to the recorded leader, until
 /// none is left or the grace period passes; the pids killed.
-async fn kill_group(pgid: u32, leader_start: u64) -> Vec<u32> {
+async fn kill_group(pgid: u32, leader_start: u64, session: u32) -> Vec<u32> {
     let mut killed = Vec::new();
     let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
     loop {
-        let members = proc::members(pgid, leader_start);
+        let members = proc::members(pgid, leader_start, session);
         if members.is_empty() || tokio::time::Instant::now() >= give_up {
             if !members.is_empty() {
                 tracing::error!(pgid, ?members, "leftover processes survived SIGKILL");
@@ -212,8 +227,8 @@ mod proc {
         fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned())
     }
 
-    /// One process's state, group and start time, from `/proc/PID/stat`.
-    fn stat(pid: u32) -> Option<(char, u32, u64)> {
+    /// One process's state, group, session and start time, from `/proc/PID/stat`.
+    fn stat(pid: u32) -> Option<(char, u32, u32, u64)> {
         let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name is in parentheses and may hold spaces or parentheses;
         // the fields after the last `)` are plain.
@@ -221,26 +236,31 @@ mod proc {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let state = fields.first()?.chars().next()?;
         let pgrp = fields.get(2)?.parse().ok()?;
+        let session = fields.get(3)?.parse().ok()?;
         let start = fields.get(19)?.parse().ok()?;
-        Some((state, pgrp, start))
+        Some((state, pgrp, session, start))
     }
 
-    pub fn start_time(pid: u32) -> Option<u64> {
-        stat(pid).map(|(_, _, start)| start)
+    /// A process's start time and session: what tells it from a later one with its pid.
+    pub fn identity(pid: u32) -> Option<(u64, u32)> {
+        stat(pid).map(|(_, _, session, start)| (start, session))
     }
 
     /// The live processes of group `pgid` that can only be the recorded group's.
-    pub fn members(pgid: u32, leader_start: u64) -> Vec<u32> {
+    pub fn members(pgid: u32, leader_start: u64, leader_session: u32) -> Vec<u32> {
         let alive = |state: char| state != 'Z' && state != 'X';
         match stat(pgid) {
             // The leader is another process now: the id was reused, the group is gone.
-            Some((_, _, start)) if start != leader_start => return Vec::new(),
+            Some((_, _, session, start)) if start != leader_start || session != leader_session => return Vec::new(),
             _ => {}
         }
         let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
         dir.filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|&pid| matches!(stat(pid), Some((state, group, start)) if group == pgid && alive(state) && start >= leader_start))
+            .filter(|&pid| {
+                matches!(stat(pid), Some((state, group, session, start))
+                    if group == pgid && session == leader_session && alive(state) && start >= leader_start)
+            })
             .collect()
     }
 
@@ -261,10 +281,10 @@ mod proc {
     pub fn boot_id() -> Option<String> {
         None
     }
-    pub fn start_time(_pid: u32) -> Option<u64> {
+    pub fn identity(_pid: u32) -> Option<(u64, u32)> {
         None
     }
-    pub fn members(_pgid: u32, _leader_start: u64) -> Vec<u32> {
+    pub fn members(_pgid: u32, _leader_start: u64, _leader_session: u32) -> Vec<u32> {
         Vec::new()
     }
     pub fn kill(_pid: u32) {}
@@ -279,7 +299,7 @@ mod tests {
     #[test]
     fn reads_this_process() {
         let me = std::process::id();
-        assert!(proc::start_time(me).is_some());
+        assert!(proc::identity(me).is_some());
         assert!(proc::boot_id().is_some_and(|b| !b.is_empty()));
     }
 
@@ -300,20 +320,25 @@ mod tests {
         ledger.started(&mut foreign, pgid).await.unwrap();
         foreign.entry.leader_start = foreign.entry.leader_start.map(|s| s + 1);
         ledger.write(&foreign).await.unwrap();
+        // Nor one whose leader was started in another session.
+        let mut elsewhere = ledger.starting("d-0b", "sh").await.unwrap();
+        ledger.started(&mut elsewhere, pgid).await.unwrap();
+        elsewhere.entry.session = elsewhere.entry.session.map(|s| s + 1);
+        ledger.write(&elsewhere).await.unwrap();
         let mut slot = ledger.starting("d-1", "sh").await.unwrap();
         ledger.started(&mut slot, pgid).await.unwrap();
         let _never_spawned = ledger.starting("d-3", "git").await.unwrap();
 
         // Wait until both sleeps are in the group.
         for _ in 0..100 {
-            if proc::members(pgid, slot.entry.leader_start.unwrap()).len() >= 3 {
+            if proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session.unwrap()).len() >= 3 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let mut found = sweep(&ledger).await;
         found.sort_by(|a, b| a.owner.cmp(&b.owner));
-        // Had `d-0` killed anything, it would be listed and `d-1` would have found nothing.
+        // Had `d-0` or `d-0b` killed anything, it would be listed and `d-1` would have found nothing.
         let owners: Vec<&str> = found.iter().map(|l| l.owner.as_str()).collect();
         assert_eq!(owners, ["d-1", "d-3"], "{found:?}");
         assert!(found[0].killed.len() >= 3, "{found:?}");
@@ -321,7 +346,7 @@ mod tests {
         assert_eq!(found[1].pgid, None);
         let status = child.wait().unwrap();
         assert!(!status.success());
-        assert!(proc::members(pgid, slot.entry.leader_start.unwrap()).is_empty());
+        assert!(proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session.unwrap()).is_empty());
         assert!(ledger.entries().is_empty(), "the sweep forgets what it swept");
     }
 }

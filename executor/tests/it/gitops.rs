@@ -162,16 +162,13 @@ async fn a_dirty_working_tree_is_refused() {
 
     let body = h.body("revert_config", "web", json!({"commit": bad}));
     let execution = h.execute(h.decide(&body).await).await.unwrap();
-    // Nothing was committed, but the tree holds changes no commit explains, which
-    // is what an action cut off halfway leaves: the rollback does not call that done.
-    assert_eq!(execution.outcome, "rollback_failed", "{}", execution.detail);
+    // The refusal changed nothing, so there is nothing to roll back: `failed`, with
+    // the reason, and no rollback that would trip over the hand edit.
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
     assert!(execution.detail.contains("action failed: step 0 failed: git: refusing to act: the working tree"), "{}", execution.detail);
-    assert!(
-        execution.detail.contains(&format!("rollback failed: step 0 failed: git: no commit carries `ARF-Decision: {}`, but the working tree", body.decision_id)),
-        "{}",
-        execution.detail
-    );
-    assert!(execution.detail.contains("is dirty (`M app.yaml`)") && execution.detail.contains("a human must look"), "{}", execution.detail);
+    assert!(execution.detail.contains("is dirty (`M app.yaml`)"), "{}", execution.detail);
+    assert!(execution.detail.contains("it failed before changing anything, so there is nothing to roll back"), "{}", execution.detail);
+    assert_eq!(h.kinds(&body.incident_id).await, ["decision", "execution_started", "execution_finished", "outcome"]);
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(std::fs::read_to_string(repo.join("app.yaml")).unwrap(), "mode: hand-edited\n");
 
@@ -296,15 +293,14 @@ async fn a_templated_patch_is_committed_with_its_decision_and_reverted_by_it() {
     assert_clean(&repo);
 
     // A patch is all or nothing: its first file would apply, its second does not,
-    // so nothing changes and the rollback finds nothing to revert on a clean tree.
+    // so nothing changes, and with nothing to undo, no rollback runs.
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let body = h.body("half_patch", "web", json!({}));
     let execution = h.execute(h.decide(&body).await).await.unwrap();
-    assert_eq!(execution.outcome, "rolled_back", "{}", execution.detail);
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
     assert!(execution.detail.contains("git: the patch does not apply, so nothing was changed: `git apply --check --index"), "{}", execution.detail);
     assert!(execution.detail.contains("app.yaml: patch does not apply"), "{}", execution.detail);
-    let (_, rollback) = details(&h, &body.incident_id).await;
-    assert!(rollback.ends_with("and the working tree is clean; nothing to revert"), "{rollback}");
+    assert!(execution.detail.ends_with("it failed before changing anything, so there is nothing to roll back"), "{}", execution.detail);
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(std::fs::read_to_string(repo.join("web.yaml")).unwrap(), MANIFEST);
     assert_clean(&repo);
@@ -450,14 +446,13 @@ async fn a_remote_that_moved_is_refused_before_anything_is_committed() {
 
     let body = h.body("pushed_edit", "web", json!({"replicas": "6"}));
     let execution = h.execute(h.decide(&body).await).await.unwrap();
-    assert_eq!(execution.outcome, "rolled_back", "{}", execution.detail);
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
     assert!(
         execution.detail.contains(&format!("refusing to act: branch `main` moved: `origin` is at {theirs}, the working tree at {head}")),
         "{}",
         execution.detail
     );
-    let (_, rollback) = details(&h, &body.incident_id).await;
-    assert!(rollback.ends_with("nothing to revert"), "{rollback}");
+    assert!(execution.detail.contains("it failed before changing anything"), "{}", execution.detail);
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
     assert_eq!(git(&remote, &["rev-parse", "main"]), theirs);
     assert_eq!(std::fs::read_to_string(repo.join("web.yaml")).unwrap(), MANIFEST);
@@ -490,4 +485,29 @@ async fn a_refused_push_undoes_the_local_commit() {
     assert_eq!(git(&repo, &["log", "--all", "--format=%H", &format!("--grep=ARF-Decision: {}", body.decision_id)]), "");
     assert_eq!(std::fs::read_to_string(repo.join("web.yaml")).unwrap(), MANIFEST);
     assert_clean(&repo);
+}
+
+/// An action that changed the tree without committing (here a command that edits
+/// a file and fails, as an action cut off before its commit would) leaves changes
+/// no commit explains. The rollback finds no commit of the decision; on a dirty
+/// tree it does not call that done: `rollback_failed`, and a human looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_that_finds_no_commit_but_a_dirty_tree_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _bad) = repository(dir.path());
+    let targets = [("web".to_owned(), target(&[("repo", path_str(&repo))]))].into();
+    let scribble = crate::harness::command(&["sh", "-c", "echo 'mode: half-done' > \"$1/app.yaml\"; exit 1", "sh", "{{target.repo}}"]);
+    let p = pathway("scribble", vec![scribble], vec![unhealthy()], vec![undo()]);
+    let h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
+
+    let body = h.body("scribble", "web", json!({}));
+    let execution = h.execute(h.decide(&body).await).await.unwrap();
+    assert_eq!(execution.outcome, "rollback_failed", "{}", execution.detail);
+    assert!(
+        execution.detail.contains(&format!("rollback failed: step 0 failed: git: no commit carries `ARF-Decision: {}`, but the working tree", body.decision_id)),
+        "{}",
+        execution.detail
+    );
+    assert!(execution.detail.contains("is dirty (`M app.yaml`)") && execution.detail.contains("a human must look"), "{}", execution.detail);
+    assert_eq!(std::fs::read_to_string(repo.join("app.yaml")).unwrap(), "mode: half-done\n", "the rollback must not guess");
 }

@@ -25,8 +25,6 @@ use arf_proto::v1::executor_client::ExecutorClient;
 pub enum Audit {
     /// Running, and the executor's token may append.
     Running,
-    /// Running, but the executor's token is not a writer's: reads work, appends are refused.
-    ReadOnly,
     /// Nothing listens at the address the executor is given.
     Unreachable,
 }
@@ -109,7 +107,6 @@ impl Harness {
         };
         let governor_token = token("governor");
         let executor_token = token("executor");
-        let stranger_token = token("stranger");
         let key = arf_core::keys::load_or_generate(&dir.join("governor.key")).unwrap();
 
         let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -129,7 +126,7 @@ impl Harness {
                 drop(audit_listener);
                 None
             }
-            Audit::Running | Audit::ReadOnly => Some(spawn_audit(audit_config.clone(), audit_listener)),
+            Audit::Running => Some(spawn_audit(audit_config.clone(), audit_listener)),
         };
 
         let catalog_dir = dir.join("catalog");
@@ -143,7 +140,7 @@ impl Harness {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.join("executor"),
             audit_addr: audit_addr.to_string(),
-            audit_token_file: if setup.audit == Audit::ReadOnly { stranger_token } else { executor_token.clone() },
+            audit_token_file: executor_token.clone(),
             catalog_dir,
             trusted_keys: vec![arf_core::keys::public_path(&dir.join("governor.key"))],
             targets: setup.targets,

@@ -1,7 +1,11 @@
-//! Sending signed decisions to the executor, and recording what it reports.
+//! Sending signed decisions to the executor, following them to their outcome, and
+//! feeding that outcome back into the guard rails.
 //!
 //! `Execute` is idempotent per decision id, so while the executor is unreachable
-//! the same signed decision is retried with backoff until it expires.
+//! the same signed decision is retried with backoff until it expires. A decision is
+//! settled only on the executor's word: an outcome, a refusal, or, once the decision
+//! has expired, the executor saying it never received it. Until then the governor
+//! keeps asking, and after a restart it asks again ([`follow`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +22,11 @@ use crate::grpc::Shared;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often to ask for an outcome that is overdue.
+const OVERDUE_BACKOFF: Duration = Duration::from_secs(60);
 
-/// After the executor took a decision, how long to keep asking for its outcome.
+/// After a decision expired, how long an execution may run before its outcome is
+/// overdue and it counts as a failure.
 const OUTCOME_PATIENCE_MS: i64 = 60 * 60 * 1000;
 
 /// Errors worth another try: the executor is down, restarting or overloaded.
@@ -32,7 +39,18 @@ fn wait_for(now_ms: i64, deadline_ms: i64, backoff: Duration) -> Duration {
     backoff.min(Duration::from_millis(left))
 }
 
-/// Dispatches one signed decision and records its outcome in the decision.
+/// What came of sending the decision.
+enum Sent {
+    /// The executor took it and said how the execution stands.
+    Taken(pb::Execution),
+    /// The executor refused it, so nothing ran.
+    Refused(String),
+    /// The executor could not be reached before the decision expired. An attempt may
+    /// still have reached it, so only the executor can say whether anything ran.
+    Unreached(String),
+}
+
+/// Dispatches one signed decision and follows it to its outcome.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     decision_id: String,
@@ -40,32 +58,35 @@ pub(crate) async fn run(
     signed: pb::SignedDecision,
     expires_at_ms: i64,
 ) {
-    let (state, detail) = execute(&shared, &decision_id, signed, expires_at_ms).await;
-    info!(%decision_id, state = state.as_str(), %detail, "dispatch finished");
-    shared.finish(&decision_id, &incident_id, state, detail).await;
+    match send(&shared, &decision_id, signed, expires_at_ms).await {
+        Sent::Taken(execution) => {
+            follow(shared, decision_id, incident_id, expires_at_ms, Some(execution), String::new()).await;
+        }
+        Sent::Refused(detail) => {
+            info!(%decision_id, %detail, "the executor refused the decision");
+            shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+        }
+        Sent::Unreached(detail) => {
+            warn!(%decision_id, %detail, "the executor was not reached before expiry; asking whether it ran");
+            shared.note(&decision_id, &detail).await;
+            follow(shared, decision_id, incident_id, expires_at_ms, None, detail).await;
+        }
+    }
 }
 
-async fn execute(
-    shared: &Shared,
-    decision_id: &str,
-    signed: pb::SignedDecision,
-    expires_at_ms: i64,
-) -> (State, String) {
+async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, expires_at_ms: i64) -> Sent {
     let mut backoff = FIRST_BACKOFF;
     let mut last_error = String::new();
-    let execution = loop {
+    loop {
         let now = (shared.clock)();
         if now >= expires_at_ms {
-            return (
-                State::DispatchFailed,
-                format!(
-                    "the executor could not be reached before the decision expired at {}: {last_error}",
-                    arf_core::time::format_ms(expires_at_ms)
-                ),
-            );
+            return Sent::Unreached(format!(
+                "the executor could not be reached before the decision expired at {}: {last_error}",
+                arf_core::time::format_ms(expires_at_ms)
+            ));
         }
         match shared.executor.clone().execute(signed.clone()).await {
-            Ok(response) => break response.into_inner(),
+            Ok(response) => return Sent::Taken(response.into_inner()),
             Err(status) if retryable(status.code()) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "executor unreachable; retrying");
                 last_error = format!("{:?}: {}", status.code(), status.message());
@@ -73,70 +94,139 @@ async fn execute(
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(status) => {
-                return (
-                    State::DispatchFailed,
-                    format!("the executor refused the decision ({:?}): {}", status.code(), status.message()),
-                );
+                return Sent::Refused(format!(
+                    "the executor refused the decision ({:?}): {}",
+                    status.code(),
+                    status.message()
+                ));
             }
         }
-    };
-    follow(shared, decision_id, execution, expires_at_ms).await
+    }
 }
 
-/// Waits for a final outcome when the executor answered while still running.
-async fn follow(
-    shared: &Shared,
-    decision_id: &str,
-    mut execution: pb::Execution,
+/// Asks the executor about a dispatched decision until it settles, then records the
+/// outcome with [`Shared::finish`]: right after dispatch, and after a restart for the
+/// decisions the log shows authorized but not settled.
+///
+/// `execution` is what the executor last said, if it said anything; `known` is what
+/// the governor knew before asking, for the record if the executor never got it.
+/// An execution still running an hour after its decision expired is counted as a
+/// failure, once ([`Shared::overdue`]), and followed on, so that its real outcome, a
+/// failed rollback above all, still reaches the guard rails.
+pub(crate) async fn follow(
+    shared: Arc<Shared>,
+    decision_id: String,
+    incident_id: String,
     expires_at_ms: i64,
-) -> (State, String) {
-    let give_up_at = expires_at_ms.saturating_add(OUTCOME_PATIENCE_MS);
+    mut execution: Option<pb::Execution>,
+    known: String,
+) {
+    let overdue_at = expires_at_ms.saturating_add(OUTCOME_PATIENCE_MS);
+    let mut overdue = false;
     let mut backoff = FIRST_BACKOFF;
     loop {
-        if let Some(state) = State::from_outcome(&execution.outcome) {
-            return (state, execution.detail);
+        if let Some(execution) = &execution {
+            if let Some(state) = State::from_outcome(&execution.outcome) {
+                info!(%decision_id, state = state.as_str(), "the executor reported an outcome");
+                shared.finish(&decision_id, &incident_id, state, execution.detail.clone()).await;
+                return;
+            }
+            if execution.outcome != "running" {
+                let detail =
+                    format!("the executor reported unknown outcome `{}`: {}", execution.outcome, execution.detail);
+                shared.finish(&decision_id, &incident_id, State::Failed, detail).await;
+                return;
+            }
+            if !overdue && (shared.clock)() >= overdue_at {
+                overdue = true;
+                shared.overdue(&decision_id, &incident_id).await;
+            }
         }
-        if execution.outcome != "running" {
-            return (
-                State::Failed,
-                format!("the executor reported unknown outcome `{}`: {}", execution.outcome, execution.detail),
-            );
-        }
-        let now = (shared.clock)();
-        if now >= give_up_at {
-            return (State::Failed, "the executor took the decision but never reported an outcome".to_owned());
-        }
-        tokio::time::sleep(wait_for(now, give_up_at, backoff)).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        let request = pb::GetExecutionRequest { decision_id: decision_id.to_owned() };
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(if overdue { OVERDUE_BACKOFF } else { MAX_BACKOFF });
+        let request = pb::GetExecutionRequest { decision_id: decision_id.clone() };
         match shared.executor.clone().get_execution(request).await {
-            Ok(response) => execution = response.into_inner(),
+            Ok(response) => execution = Some(response.into_inner()),
+            // The executor starts nothing after expiry, so a decision it has no record
+            // of once expired never ran and never will. One it reported on before is
+            // still its own, whatever it says now.
+            Err(status) if status.code() == Code::NotFound && execution.is_none() && (shared.clock)() >= expires_at_ms => {
+                let detail = format!(
+                    "{known}; the executor has no record of the decision, which expired at {}, so nothing ran",
+                    arf_core::time::format_ms(expires_at_ms)
+                );
+                shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+                return;
+            }
             Err(status) => {
-                warn!(%decision_id, code = ?status.code(), error = status.message(), "cannot read the execution; retrying")
+                warn!(%decision_id, code = ?status.code(), error = status.message(), "cannot read the execution; retrying");
             }
         }
     }
 }
 
 impl Shared {
-    /// Records a dispatch outcome: in memory first, then in the log (best effort:
-    /// the executor logs its own outcome, this is the governor's view of it).
+    /// Settles a dispatched decision with what the executor reported, once: the
+    /// outcome feeds the guard rails (statistics, error budget, quarantine), then it
+    /// is logged, then the guard rails it tripped. A decision already settled stays
+    /// as it is, so two followers of one decision cannot count it twice.
     pub(crate) async fn finish(&self, decision_id: &str, incident_id: &str, state: State, detail: String) {
-        let mut subject = None;
+        let Some(entry) = self.entry(decision_id).await else {
+            warn!(%decision_id, state = state.as_str(), "an outcome for a decision the governor does not hold; ignored");
+            return;
+        };
+        let mut decision = entry.lock().await;
+        if decision.state.is_final() {
+            info!(%decision_id, state = decision.state.as_str(), reported = state.as_str(), "decision already settled; report ignored");
+            return;
+        }
+        // Counted before it is logged: if the governor stops in between, the log still
+        // shows the decision authorized, the next governor asks the executor again,
+        // and the guard state remembers that this outcome was counted.
+        let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, state.as_str());
+        decision.state = state;
+        decision.detail.clone_from(&detail);
+        let payload = json!({ "decision_id": decision_id, "state": state.as_str(), "detail": detail });
+        match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
+            Ok(_) => self.forget_outcomes(|guard| crate::guard::outcome_logged(guard, decision_id)),
+            Err(error) => warn!(%decision_id, %error, "cannot log the dispatch outcome; the next governor asks for it again"),
+        }
+        drop(decision);
+        self.log_trips(&trips, incident_id, decision_id).await;
+    }
+
+    /// Counts an execution whose outcome is overdue as a failure, once: its target is
+    /// in a state nobody has verified. The decision stays authorized, so it is still
+    /// followed (after a restart too) until the executor reports.
+    pub(crate) async fn overdue(&self, decision_id: &str, incident_id: &str) {
+        let Some(entry) = self.entry(decision_id).await else { return };
+        let mut decision = entry.lock().await;
+        if decision.state.is_final() {
+            return;
+        }
+        let detail = format!(
+            "the executor took the decision but had reported no outcome by {}; counted as a failure until it does",
+            arf_core::time::format_ms((self.clock)())
+        );
+        warn!(%decision_id, "outcome overdue; counted as a failure, still asking");
+        let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, "failed");
+        decision.detail.clone_from(&detail);
+        // No `state`: the decision is not settled, and a restart must follow it again.
+        let payload = json!({ "decision_id": decision_id, "event": "outcome_overdue", "detail": detail });
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
+            warn!(%decision_id, %error, "cannot log the overdue outcome");
+        }
+        drop(decision);
+        self.log_trips(&trips, incident_id, decision_id).await;
+    }
+
+    /// Says in a decision that is not settled what the governor knows while it waits.
+    pub(crate) async fn note(&self, decision_id: &str, detail: &str) {
         if let Some(entry) = self.entry(decision_id).await {
             let mut decision = entry.lock().await;
-            decision.state = state;
-            decision.detail.clone_from(&detail);
-            subject = Some((decision.service.clone(), decision.remediation.pathway.clone()));
-        }
-        let payload = json!({ "decision_id": decision_id, "state": state.as_str(), "detail": detail });
-        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
-            warn!(%decision_id, %error, "cannot log the dispatch outcome");
-        }
-        // Feedback, after the outcome is logged: what the executor reports feeds the
-        // statistics, the risk history factor and the error budget.
-        if let Some((service, pathway)) = subject {
-            self.record_outcome(incident_id, decision_id, &service, &pathway, state.as_str()).await;
+            if !decision.state.is_final() {
+                detail.clone_into(&mut decision.detail);
+            }
         }
     }
 }

@@ -59,16 +59,32 @@ impl Shared {
         self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
     }
 
-    /// Folds an executor outcome into the statistics, and logs what it tripped (an
-    /// error budget, a quarantine after a failed rollback).
-    pub(crate) async fn record_outcome(&self, incident_id: &str, decision_id: &str, service: &str, pathway: &str, outcome: &str) {
+    /// Folds the outcome of a dispatched decision into the statistics, once per
+    /// decision (see [`guard::record_outcome`]), and saves it; returns what it tripped
+    /// (an error budget, a quarantine after a failed rollback), for [`Self::log_trips`].
+    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, outcome: &str) -> Vec<Trip> {
         let now = (self.clock)();
-        let trips = self.change(|state| guard::record_outcome(state, &self.guard_rails, service, pathway, outcome, now)).0;
+        self.change(|state| guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, outcome, now)).0
+    }
+
+    /// Forgets counted outcomes whose records are in the log, saving only when
+    /// something was forgotten.
+    pub(crate) fn forget_outcomes(&self, forget: impl FnOnce(&mut GuardState) -> bool) {
+        let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if forget(&mut state)
+            && let Err(error) = guard::save(&self.guard_path, &state)
+        {
+            error!(%error, "cannot save the guard-rail state; it will not survive a restart");
+        }
+    }
+
+    /// Logs the guard rails an outcome tripped, after the outcome itself.
+    pub(crate) async fn log_trips(&self, trips: &[Trip], incident_id: &str, decision_id: &str) {
         for trip in trips {
             if trip.kind == guard::TripKind::RollbackFailed {
                 error!(service = %trip.service, %decision_id, "ROLLBACK FAILED: service quarantined; nothing runs on it without a person until an admin resets it");
             }
-            self.log_trip(&trip, incident_id, decision_id).await;
+            self.log_trip(trip, incident_id, decision_id).await;
         }
     }
 
@@ -154,8 +170,9 @@ impl Shared {
         Ok(self.autonomy_status(Vec::new()))
     }
 
-    /// Clears the rate limit and error budgets tripped for a service (or one of its
-    /// pathways): admin only, logged before it takes effect.
+    /// Clears what is tripped for a service: everything, or with a pathway only that
+    /// pathway's error budget (see [`Trip::lifted_by`]). Admin only, logged before it
+    /// takes effect.
     pub(crate) async fn reset_autonomy(
         &self,
         caller: &Caller,
@@ -168,15 +185,23 @@ impl Shared {
             return Err(Status::invalid_argument("`service` must not be empty"));
         }
         let pathway = Some(pathway.trim()).filter(|p| !p.is_empty());
-        let tripped: Vec<Trip> = self
-            .guard_snapshot()
-            .trips
-            .into_iter()
-            .filter(|t| t.service == service && pathway.is_none_or(|p| t.pathway.is_empty() || t.pathway == p))
-            .collect();
+        let trips = self.guard_snapshot().trips;
+        let tripped: Vec<Trip> = trips.iter().filter(|t| t.lifted_by(service, pathway)).cloned().collect();
         if tripped.is_empty() {
-            let scope = pathway.map_or_else(|| format!("service `{service}`"), |p| format!("pathway `{p}` on service `{service}`"));
-            return Err(Status::failed_precondition(format!("no guard rail is tripped for {scope}; nothing to reset")));
+            let service_wide: Vec<String> = trips
+                .iter()
+                .filter(|t| t.service == service && t.pathway.is_empty())
+                .map(|t| format!("`{}`", t.kind.as_str()))
+                .collect();
+            let message = match pathway {
+                Some(p) if !service_wide.is_empty() => format!(
+                    "pathway `{p}` on service `{service}` has no guard rail of its own tripped; the service-wide {} is lifted only by a reset of the whole service (no pathway)",
+                    service_wide.join(" and ")
+                ),
+                Some(p) => format!("no guard rail is tripped for pathway `{p}` on service `{service}`; nothing to reset"),
+                None => format!("no guard rail is tripped for service `{service}`; nothing to reset"),
+            };
+            return Err(Status::failed_precondition(message));
         }
         let now = (self.clock)();
         let payload = json!({

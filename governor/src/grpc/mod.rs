@@ -218,6 +218,11 @@ async fn restore(shared: Arc<Shared>) {
 async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError> {
     let records = shared.audit.read_range(1, 0).await?;
     let restored = decision::restore(&records);
+    // An outcome the log holds is never asked for again, so the guard rails need
+    // not remember that they counted it.
+    shared.forget_outcomes(|guard| {
+        crate::guard::forget_logged_outcomes(guard, |id| restored.get(id).is_some_and(|d| d.state.is_final()))
+    });
     let mut following = Vec::new();
     {
         let mut decisions = shared.decisions.write().await;
@@ -225,53 +230,21 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
             if decisions.contains_key(&id) {
                 continue;
             }
-            let authorized = matches!(restored.state, State::Authorized | State::Approved);
-            let entry: Entry = Arc::new(Mutex::new(restored));
-            if authorized {
-                following.push((id.clone(), Arc::clone(&entry)));
+            if matches!(restored.state, State::Authorized | State::Approved) {
+                following.push((id.clone(), restored.incident_id.clone(), restored.expires_at_ms));
             }
-            decisions.insert(id, entry);
+            decisions.insert(id, Arc::new(Mutex::new(restored)));
         }
         info!(decisions = decisions.len(), "decisions restored from the audit log");
         shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    for (decision_id, entry) in following {
-        tokio::spawn(follow_outcome(Arc::clone(shared), decision_id, entry));
+    // Followed like a fresh dispatch, so an outcome learned now feeds the guard
+    // rails (statistics, error budget, quarantine) exactly as it would have then.
+    for (decision_id, incident_id, expires_at_ms) in following {
+        let known = "the governor restarted before it learned the outcome".to_owned();
+        tokio::spawn(dispatch::follow(Arc::clone(shared), decision_id, incident_id, expires_at_ms, None, known));
     }
     Ok(())
-}
-
-/// Asks the executor for the outcome of a decision authorized before a restart.
-async fn follow_outcome(shared: Arc<Shared>, decision_id: String, entry: Entry) {
-    let give_up = (shared.clock)() + 3_600_000;
-    loop {
-        let request = pb::GetExecutionRequest { decision_id: decision_id.clone() };
-        match shared.executor.clone().get_execution(request).await {
-            Ok(execution) => {
-                let execution = execution.into_inner();
-                if let Some(state) = State::from_outcome(&execution.outcome) {
-                    let mut decision = entry.lock().await;
-                    decision.state = state;
-                    decision.detail = execution.detail;
-                    info!(%decision_id, state = state.as_str(), "outcome of a decision from before the restart");
-                    return;
-                }
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {
-                let mut decision = entry.lock().await;
-                if (shared.clock)() >= decision.expires_at_ms {
-                    decision.state = State::DispatchFailed;
-                    decision.detail = "authorized before a governor restart, and the executor never received it".to_owned();
-                    return;
-                }
-            }
-            Err(_) => {}
-        }
-        if (shared.clock)() > give_up {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
 
 fn executor_client(address: &str) -> anyhow::Result<ExecutorClient<Channel>> {
