@@ -94,4 +94,34 @@ mod tests {
         let err = source.resolve(&["ARF_TEST_NOWHERE".to_owned()]).unwrap_err();
         assert!(err.contains("`ARF_SECRET_ARF_TEST_NOWHERE`"), "{err}");
     }
+
+    const CHILD: &str = "ARF_TEST_SECRETS_CHILD_DIR";
+
+    /// Run as a child process (see below) with secrets in its environment, which a
+    /// test cannot safely set in its own, multi-threaded process.
+    #[test]
+    fn child_reads_the_environment_first() {
+        let Some(dir) = std::env::var_os(CHILD) else { return };
+        let source = SecretSource { dir: Some(dir.into()) };
+        let values = source.resolve(&["BOTH".to_owned(), "FILE".to_owned()]).unwrap();
+        assert_eq!(values["BOTH"], "from-env", "the environment takes precedence over the file");
+        assert_eq!(values["FILE"], "from-file");
+        let err = source.resolve(&["EMPTY".to_owned()]).unwrap_err();
+        assert!(err.contains("secret `EMPTY` is not set"), "an empty value counts as missing: {err}");
+    }
+
+    #[test]
+    fn the_environment_takes_precedence_over_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("BOTH"), "from-file\n").unwrap();
+        std::fs::write(dir.path().join("FILE"), "from-file\n").unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["secrets::tests::child_reads_the_environment_first", "--exact", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .env("ARF_SECRET_BOTH", "from-env")
+            .env("ARF_SECRET_EMPTY", "")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child's checks failed");
+    }
 }

@@ -340,6 +340,24 @@ mod tests {
         assert!(names.iter().all(|n| *n == "PATH" || *n == "PWD"), "{names:?}");
     }
 
+    #[tokio::test]
+    async fn runs_in_its_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = argv(&["pwd"]);
+        let cwd = dir.path().canonicalize().unwrap();
+        let spec = CommandSpec {
+            argv: &argv,
+            env_allow: &[],
+            env: &[],
+            cwd: cwd.to_str(),
+            timeout: Duration::from_secs(10),
+            output_limit: 4096,
+            tracker: None,
+        };
+        let outcome = run(&spec).await;
+        assert_eq!(outcome.stdout.text.trim(), cwd.to_str().unwrap());
+    }
+
     #[test]
     fn the_executors_secrets_are_never_passed_through() {
         assert!(!passable("ARF_SECRET_DB_PASSWORD"));
