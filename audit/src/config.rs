@@ -51,6 +51,11 @@ impl Config {
             if !self.writers.contains_key(identity) {
                 return Err(format!("`audit.writer_kinds.{identity}` names a writer that `audit.writers` does not have"));
             }
+            if kinds.is_empty() {
+                return Err(format!(
+                    "`audit.writer_kinds.{identity}` is empty, which would let it append nothing; remove the entry to let it append any kind"
+                ));
+            }
             let parsed = kinds
                 .iter()
                 .map(|k| {

@@ -65,6 +65,10 @@ pub enum ExecuteError {
         "the audit log knows this executor as `{writer}`{kinds}, but it must be `{expected}` with the execution record kinds: recovery after a crash reads back only `{expected}`'s records, so nothing runs until `audit.writers` names this executor's token `{expected}`"
     )]
     WrongWriter { writer: String, kinds: String, expected: &'static str },
+    #[error(
+        "decision `{decision_id}` was issued at {issued_at}, before a rollback on target `{target}` failed at {failed_at} (decision `{failed}`): the target needs a human, and the governor must decide again knowing that, so nothing ran"
+    )]
+    TargetNeedsHuman { decision_id: String, target: String, failed: String, issued_at: String, failed_at: String },
 }
 
 /// An execution as the caller sees it.
@@ -425,23 +429,41 @@ impl Executor {
     /// lock, not cut off, and are left alone. If one cannot be settled yet, this
     /// decision gives its claim back and does not run.
     async fn settle_backlog(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
-        let backlog: Vec<ExecutionState> = self
-            .store
-            .unfinished()?
-            .into_iter()
-            .filter(|s| s.target == body.target && s.decision_id != body.decision_id && s.phase != Phase::Claimed)
-            .collect();
+        let refuse = |earlier: String, reason: String| ExecuteError::TargetUnsettled {
+            decision_id: body.decision_id.clone(),
+            target: body.target.clone(),
+            earlier,
+            reason,
+        };
+        let backlog: Vec<ExecutionState> = match self.store.unfinished() {
+            Ok(states) => states
+                .into_iter()
+                .filter(|s| s.target == body.target && s.decision_id != body.decision_id && s.phase != Phase::Claimed)
+                .collect(),
+            Err(error) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(error.into());
+            }
+        };
         for earlier in backlog {
             let earlier_id = earlier.decision_id.clone();
             warn!(earlier = %earlier_id, "settling an earlier execution on this target that was cut off, before acting");
-            if let Err(error) = self.settle(earlier, &[], Cause::AuditOutage).await {
+            let settled = self.settle(earlier, &[], Cause::AuditOutage).await;
+            let failure = match settled {
+                Err(error) => Some(error.to_string()),
+                // Settled, but into a failed rollback: the target needs a human, not
+                // another action (the governor had no chance to quarantine it yet).
+                Ok(()) => match self.store.get(&earlier_id) {
+                    Ok(Some(state)) if state.outcome == Outcome::RollbackFailed => {
+                        Some(format!("it ended `rollback_failed`, so the target needs a human: {}", state.detail))
+                    }
+                    Ok(_) => None,
+                    Err(error) => Some(error.to_string()),
+                },
+            };
+            if let Some(reason) = failure {
                 self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::TargetUnsettled {
-                    decision_id: body.decision_id.clone(),
-                    target: body.target.clone(),
-                    earlier: earlier_id,
-                    reason: error.to_string(),
-                });
+                return Err(refuse(earlier_id, reason));
             }
         }
         Ok(())
@@ -573,6 +595,34 @@ impl Executor {
             });
         }
         self.settle_backlog(body).await?;
+        // A rollback on this target that failed after this decision was issued: the
+        // governor decided without knowing that the target needs a human (it would
+        // have quarantined the service). Later decisions were made knowing it.
+        let failed = match self.store.latest_failed_rollback(&body.target) {
+            Ok(failed) => failed.filter(|f| f.updated_at_ms >= body.issued_at_ms),
+            Err(error) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(error.into());
+            }
+        };
+        if let Some(failed) = failed {
+            self.store.release(&body.decision_id).await?;
+            return Err(ExecuteError::TargetNeedsHuman {
+                decision_id: body.decision_id.clone(),
+                target: body.target.clone(),
+                failed: failed.decision_id,
+                issued_at: arf_core::time::format_ms(body.issued_at_ms),
+                failed_at: arf_core::time::format_ms(failed.updated_at_ms),
+            });
+        }
+        // Settling can take a verification window and a rollback: check expiry again.
+        if now_ms() >= body.expires_at_ms {
+            self.store.release(&body.decision_id).await?;
+            return Err(ExecuteError::ExpiredWhileQueued {
+                decision_id: body.decision_id.clone(),
+                expired_at: arf_core::time::format_ms(body.expires_at_ms),
+            });
+        }
 
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
@@ -718,7 +768,20 @@ impl Executor {
     /// Appends a record, with every secret value the plan holds scrubbed from it.
     async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
         let payload = secrets::redact_json(payload, &plan.secret_values);
-        self.audit.append_one(&body.incident_id, kind, payload).await.map(|_| ())
+        let record = self.audit.append_one(&body.incident_id, kind, payload).await?;
+        // `check_writer` said `executor` once; should the log's configuration change
+        // under a running executor, stop at the first record rather than log what
+        // recovery could not read back.
+        if record.writer == recovery::EXECUTOR_WRITER {
+            Ok(())
+        } else {
+            Err(AuditError::Refused(format!(
+                "the audit log recorded this executor's `{}` record as writer `{}`, not `{}`; recovery could not read it back",
+                kind.as_str(),
+                record.writer,
+                recovery::EXECUTOR_WRITER
+            )))
+        }
     }
 
     /// Appends a record after something ran. If the append fails, the execution

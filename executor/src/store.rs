@@ -128,6 +128,22 @@ impl Store {
         self.executions.get(decision_id.as_bytes())?.map(|bytes| decode(decision_id, &bytes)).transpose()
     }
 
+    /// The most recent execution on `target` that ended `rollback_failed`.
+    pub fn latest_failed_rollback(&self, target: &str) -> Result<Option<ExecutionState>, StoreError> {
+        let mut latest: Option<ExecutionState> = None;
+        for item in self.executions.iter() {
+            let (key, value) = item?;
+            let state = decode(&String::from_utf8_lossy(&key), &value)?;
+            if state.target == target
+                && state.outcome == crate::execution::Outcome::RollbackFailed
+                && latest.as_ref().is_none_or(|l| state.updated_at_ms > l.updated_at_ms)
+            {
+                latest = Some(state);
+            }
+        }
+        Ok(latest)
+    }
+
     /// Executions that never reached their outcome: in flight, or cut off by a
     /// crash or an audit failure.
     pub fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {

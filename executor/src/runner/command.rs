@@ -64,6 +64,11 @@ pub enum Exit {
     NotStarted {
         error: String,
     },
+    /// The program started, but how it ended is unknown (it could not be waited
+    /// for), or it was stopped at once because it could not be recorded.
+    Lost {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -88,7 +93,7 @@ impl CommandOutcome {
             Exit::Code { code } => format!("exited with status {code}"),
             Exit::Signal { signal } => format!("killed by signal {signal}"),
             Exit::TimedOut { after_ms } => format!("timed out after {after_ms} ms; its process group was killed"),
-            Exit::NotStarted { error } => error.clone(),
+            Exit::NotStarted { error } | Exit::Lost { error } => error.clone(),
         }
     }
 }
@@ -151,7 +156,12 @@ pub async fn run(spec: &CommandSpec<'_>) -> CommandOutcome {
         if let Err(e) = written {
             group.kill();
             let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-            return not_started(format!("cannot record the process group of `{program}`, so it was stopped: {e}"));
+            return CommandOutcome {
+                exit: Exit::Lost { error: format!("cannot record the process group of `{program}`, so it was stopped: {e}") },
+                stdout: Captured::default(),
+                stderr: Captured::default(),
+                duration_ms: elapsed_ms(started),
+            };
         }
     }
     let mut stdout = tokio::spawn(read_bounded(child.stdout.take(), spec.output_limit));
@@ -172,7 +182,7 @@ pub async fn run(spec: &CommandSpec<'_>) -> CommandOutcome {
             group.disarm();
             let exit = match status {
                 Ok(status) => exit_of(status),
-                Err(e) => Exit::NotStarted { error: format!("cannot wait for `{program}`: {e}") },
+                Err(e) => Exit::Lost { error: format!("cannot wait for `{program}`: {e}") },
             };
             CommandOutcome { exit, stdout: out, stderr: err, duration_ms: elapsed_ms(started) }
         }

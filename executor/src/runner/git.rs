@@ -348,8 +348,10 @@ async fn change(
             )),
             Ok(false) => Err(format!("the push was refused: {why}")),
             Err(unknown) => {
-                // Keep the commit: the rollback finds it, and refuses to act if the remote disagrees.
+                // Keep the commit: the rollback finds it, and refuses to act if the remote
+                // disagrees. The step changed the branch, so it must be rolled back.
                 undo.touched = false;
+                git.touched = true;
                 Err(format!(
                     "the push failed and whether `{remote}` has commit {commit} is unknown ({unknown}), so it stays on `{branch}`: {why}"
                 ))

@@ -64,7 +64,7 @@ impl StepsReport {
                 StepReport::Command(outcome) => {
                     scrub(&mut outcome.stdout.text);
                     scrub(&mut outcome.stderr.text);
-                    if let command::Exit::NotStarted { error } = &mut outcome.exit {
+                    if let command::Exit::NotStarted { error } | command::Exit::Lost { error } = &mut outcome.exit {
                         scrub(error);
                     }
                 }

@@ -157,7 +157,7 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
                 continue;
             }
         };
-        let leftover = match (entry.pgid, entry.leader_start.zip(entry.session)) {
+        let leftover = match (entry.pgid, entry.leader_start) {
             (None, _) => Some(Leftover {
                 owner: entry.owner.clone(),
                 program: entry.program.clone(),
@@ -168,8 +168,8 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
                     entry.program
                 ),
             }),
-            (Some(pgid), Some((leader_start, session))) if entry.boot_id == boot && boot.is_some() => {
-                let killed = kill_group(pgid, leader_start, session).await;
+            (Some(pgid), Some(leader_start)) if entry.boot_id == boot && boot.is_some() => {
+                let killed = kill_group(pgid, leader_start, entry.session).await;
                 (!killed.is_empty()).then(|| Leftover {
                     owner: entry.owner.clone(),
                     program: entry.program.clone(),
@@ -196,7 +196,7 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
 
 /// Kills the processes of group `pgid` that belong to the recorded leader, until
 /// none is left or the grace period passes; the pids killed.
-async fn kill_group(pgid: u32, leader_start: u64, session: u32) -> Vec<u32> {
+async fn kill_group(pgid: u32, leader_start: u64, session: Option<u32>) -> Vec<u32> {
     let mut killed = Vec::new();
     let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
     loop {
@@ -247,11 +247,13 @@ mod proc {
     }
 
     /// The live processes of group `pgid` that can only be the recorded group's.
-    pub fn members(pgid: u32, leader_start: u64, leader_session: u32) -> Vec<u32> {
+    /// `leader_session` is unknown only for records an older executor wrote.
+    pub fn members(pgid: u32, leader_start: u64, leader_session: Option<u32>) -> Vec<u32> {
         let alive = |state: char| state != 'Z' && state != 'X';
+        let same_session = |session: u32| leader_session.is_none_or(|s| s == session);
         match stat(pgid) {
             // The leader is another process now: the id was reused, the group is gone.
-            Some((_, _, session, start)) if start != leader_start || session != leader_session => return Vec::new(),
+            Some((_, _, session, start)) if start != leader_start || !same_session(session) => return Vec::new(),
             _ => {}
         }
         let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
@@ -259,7 +261,7 @@ mod proc {
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| {
                 matches!(stat(pid), Some((state, group, session, start))
-                    if group == pgid && session == leader_session && alive(state) && start >= leader_start)
+                    if group == pgid && same_session(session) && alive(state) && start >= leader_start)
             })
             .collect()
     }
@@ -284,7 +286,7 @@ mod proc {
     pub fn identity(_pid: u32) -> Option<(u64, u32)> {
         None
     }
-    pub fn members(_pgid: u32, _leader_start: u64, _leader_session: u32) -> Vec<u32> {
+    pub fn members(_pgid: u32, _leader_start: u64, _leader_session: Option<u32>) -> Vec<u32> {
         Vec::new()
     }
     pub fn kill(_pid: u32) {}
@@ -331,7 +333,7 @@ mod tests {
 
         // Wait until both sleeps are in the group.
         for _ in 0..100 {
-            if proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session.unwrap()).len() >= 3 {
+            if proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session).len() >= 3 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -346,7 +348,7 @@ mod tests {
         assert_eq!(found[1].pgid, None);
         let status = child.wait().unwrap();
         assert!(!status.success());
-        assert!(proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session.unwrap()).is_empty());
+        assert!(proc::members(pgid, slot.entry.leader_start.unwrap(), slot.entry.session).is_empty());
         assert!(ledger.entries().is_empty(), "the sweep forgets what it swept");
     }
 }

@@ -203,3 +203,33 @@ async fn a_failed_verification_reports_its_probes() {
     let rollback = trail.iter().find(|r| r.kind == RecordKind::Rollback).unwrap();
     assert!(rollback.payload["reason"].as_str().unwrap().contains("probe `healthy`"), "{}", rollback.payload);
 }
+
+/// A failed rollback leaves the target needing a human. A decision the governor
+/// issued before that failure was made without knowing it, so the executor does not
+/// run it; one issued after (the governor knew, and a person approved) runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_issued_before_a_failed_rollback_on_its_target_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let touch = |path: &str| command(&["touch", path]);
+    let stuck = pathway("stuck", vec![touch(APPLIED)], vec![failing_probe()], vec![command(&["false"])]);
+    let fix = pathway("fix", vec![touch(APPLIED)], vec![command_probe("ok", &["true"])], vec![touch(ROLLED_BACK)]);
+    let targets = [("web".to_owned(), target(&[("dir", path_str(dir.path()))]))].into();
+    let h = Harness::start(dir.path(), Setup::new(vec![stuck, fix], targets)).await;
+
+    let early = h.body("fix", "web", json!({}));
+    let failed = h.body("stuck", "web", json!({}));
+    let execution = h.execute(h.decide(&failed).await).await.unwrap();
+    assert_eq!(execution.outcome, "rollback_failed", "{}", execution.detail);
+
+    let refused = h.execute(h.decide(&early).await).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{}", refused.message());
+    assert!(refused.message().contains("before a rollback on target `web` failed"), "{}", refused.message());
+    assert!(!h.dir.join(format!("{}.applied", early.decision_id)).exists(), "the stale decision ran");
+    assert_eq!(h.kinds(&early.incident_id).await, ["decision"]);
+
+    // Issued after the failure, with it known: it runs.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let later = h.body("fix", "web", json!({}));
+    let execution = h.execute(h.decide(&later).await).await.unwrap();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+}

@@ -45,8 +45,8 @@ enum Sent {
     Taken(pb::Execution),
     /// The executor refused it, so nothing ran.
     Refused(String),
-    /// The executor could not be reached before the decision expired. An attempt may
-    /// still have reached it, so only the executor can say whether anything ran.
+    /// The executor could not be reached before the decision expired, or failed
+    /// while handling it. An attempt may have run it, so only the executor can say.
     Unreached(String),
 }
 
@@ -67,7 +67,7 @@ pub(crate) async fn run(
             shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
         }
         Sent::Unreached(detail) => {
-            warn!(%decision_id, %detail, "the executor was not reached before expiry; asking whether it ran");
+            warn!(%decision_id, %detail, "whether the decision ran is unknown; asking the executor");
             shared.note(&decision_id, &detail).await;
             follow(shared, decision_id, incident_id, expires_at_ms, None, detail).await;
         }
@@ -92,6 +92,15 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
                 last_error = format!("{:?}: {}", status.code(), status.message());
                 tokio::time::sleep(wait_for(now, expires_at_ms, backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            // An internal error can come after the action ran (the executor's store
+            // or log failed midway): only the executor can say how it stands.
+            Err(status) if status.code() == Code::Internal => {
+                warn!(%decision_id, error = status.message(), "the executor failed while handling the decision; following it");
+                return Sent::Unreached(format!(
+                    "the executor failed while handling the decision ({}); following it to its outcome",
+                    status.message()
+                ));
             }
             Err(status) => {
                 return Sent::Refused(format!(
