@@ -392,6 +392,25 @@ pub fn pathway_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(Pathway)).unwrap_or(Value::Null)
 }
 
+/// Parses one pathway file. The error names the line and the field; the
+/// pathway's name, when the file has one, says which entry of the catalog is wrong.
+fn parse(file: &Path, text: &str) -> Result<Pathway, CatalogError> {
+    let yaml = file.extension().is_some_and(|ext| ext == "yaml" || ext == "yml");
+    let parsed = if yaml {
+        serde_norway::from_str::<Pathway>(text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str::<Pathway>(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|message| {
+        let name = if yaml {
+            serde_norway::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+        } else {
+            toml::from_str::<toml::Table>(text).ok().and_then(|t| t.get("name").and_then(toml::Value::as_str).map(str::to_owned))
+        };
+        CatalogError::Parse { file: file.to_owned(), pathway: name, message: message.trim().to_owned() }
+    })
+}
+
 /// A loaded, validated catalog.
 pub struct Catalog {
     entries: BTreeMap<String, Entry>,
@@ -410,7 +429,7 @@ impl Catalog {
         let mut files: Vec<PathBuf> = read
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
+            .filter(|p| p.extension().is_some_and(|ext| ext == "toml" || ext == "yaml" || ext == "yml"))
             .collect();
         files.sort();
         let mut sources = Vec::with_capacity(files.len());
@@ -425,19 +444,12 @@ impl Catalog {
         Self::from_sources(sources)
     }
 
-    /// Builds a catalog from `(file name, TOML text)` pairs.
+    /// Builds a catalog from `(file name, text)` pairs: YAML for a `.yaml` or `.yml`
+    /// file, TOML otherwise. Both map onto the same types and the same schema.
     pub fn from_sources(sources: Vec<(PathBuf, String)>) -> Result<Self, CatalogError> {
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         for (file, text) in sources {
-            let pathway: Pathway = toml::from_str(&text).map_err(|e| CatalogError::Parse {
-                file: file.clone(),
-                // The error names the line and the field; the pathway's name, when
-                // the file has one, says which entry of the catalog is wrong.
-                pathway: toml::from_str::<toml::Table>(&text)
-                    .ok()
-                    .and_then(|t| t.get("name").and_then(toml::Value::as_str).map(str::to_owned)),
-                message: e.to_string().trim().to_owned(),
-            })?;
+            let pathway = parse(&file, &text)?;
             let validator = validate(&file, &pathway)?;
             if let Some(existing) = entries.get(&pathway.name) {
                 return Err(CatalogError::Duplicate {
@@ -1033,6 +1045,22 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
             assert!(err.contains("`p.toml`") && err.contains("pathway `restart_service`"), "{err}");
             assert!(err.contains(expected), "expected `{expected}` in: {err}");
         }
+    }
+
+    /// A pathway may be written in YAML as well as TOML: the same types, the same
+    /// checks, the same digest.
+    #[test]
+    fn a_yaml_pathway_loads_like_its_toml_twin() {
+        let toml_pathway = load(GOOD).unwrap().get("restart_service").unwrap().clone();
+        let yaml = serde_norway::to_string(&toml_pathway).unwrap();
+        let catalog = Catalog::from_sources(vec![(PathBuf::from("p.yaml"), yaml.clone())]).unwrap();
+        assert_eq!(catalog.get("restart_service"), Some(&toml_pathway));
+        assert_eq!(catalog.digest("restart_service"), Some(toml_pathway.digest().as_str()));
+
+        let err = Catalog::from_sources(vec![(PathBuf::from("p.yml"), yaml.replace("target_kind:", "target_kinds:"))]).unwrap_err().to_string();
+        assert!(err.starts_with("`p.yml`: pathway `restart_service`:") && err.contains("target_kinds"), "{err}");
+        let err = Catalog::from_sources(vec![(PathBuf::from("p.yaml"), yaml.replace("base_risk: 0.2", "base_risk: 2.0"))]).unwrap_err().to_string();
+        assert!(err.contains("field `base_risk`"), "{err}");
     }
 
     #[test]
