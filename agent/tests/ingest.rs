@@ -37,12 +37,7 @@ async fn start(audit_up: bool) -> Running {
     let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
     let mut stops = Vec::new();
     let (audit_addr, audit) = if audit_up {
-        let config = arf_audit::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            data_dir: dir.path().join("audit"),
-            writer_kinds: BTreeMap::new(),
-            writers: BTreeMap::from([("agent".to_owned(), token_file.clone())]),
-        };
+        let config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), token_file.clone())]));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

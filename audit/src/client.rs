@@ -14,6 +14,7 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::audit_log_client::AuditLogClient;
 
 use crate::grpc::convert;
+use crate::merkle::Hash;
 use crate::record::{Entry, Record, RecordKind};
 
 #[derive(Debug, Error)]
@@ -124,6 +125,35 @@ impl AuditClient {
         Ok((head.seq, head.hash))
     }
 
+    /// The latest signed checkpoint as the log sends it (`None` before the first).
+    /// It proves nothing until checked against a pinned key ([`crate::witness`]).
+    pub async fn checkpoint(&self) -> Result<Option<String>, AuditError> {
+        match self.client.clone().get_checkpoint(self.request(pb::GetCheckpointRequest {})).await {
+            Ok(response) => Ok(Some(response.into_inner().note)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    /// Asks the log to sign a checkpoint of itself now (writers only).
+    pub async fn sign_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        match self.client.clone().sign_checkpoint(self.request(pb::SignCheckpointRequest {})).await {
+            Ok(response) => Ok(Some(response.into_inner().note)),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(status.into()),
+        }
+    }
+
+    pub async fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<Vec<Hash>, AuditError> {
+        let request = self.request(pb::InclusionProofRequest { seq, tree_size });
+        hashes(self.client.clone().inclusion_proof(request).await?.into_inner())
+    }
+
+    pub async fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, AuditError> {
+        let request = self.request(pb::ConsistencyProofRequest { old_size, new_size });
+        hashes(self.client.clone().consistency_proof(request).await?.into_inner())
+    }
+
     /// Follows the log from `from`, forever.
     pub async fn tail(&self, from: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
         let stream = self.client.clone().tail(self.request(pb::TailRequest { from_seq: from })).await?.into_inner();
@@ -132,6 +162,14 @@ impl AuditClient {
             Err(status) => Err(status.into()),
         }))
     }
+}
+
+fn hashes(proof: pb::ProofResponse) -> Result<Vec<Hash>, AuditError> {
+    proof
+        .hashes
+        .into_iter()
+        .map(|h| Hash::try_from(h.as_slice()).map_err(|_| AuditError::Malformed("a proof hash is not 32 bytes".to_owned())))
+        .collect()
 }
 
 async fn collect(mut stream: tonic::Streaming<pb::AuditRecord>) -> Result<Vec<Record>, AuditError> {

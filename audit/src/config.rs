@@ -13,16 +13,46 @@ use crate::record::RecordKind;
 pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where the sled database lives.
+    /// Where the log's files live (`records.log`, `checkpoint`); made 0700.
     pub data_dir: PathBuf,
     /// Writer identity → file holding its bearer token. Only these may append, and
     /// the identity recorded is the one whose token was presented.
     pub writers: BTreeMap<String, PathBuf>,
+    /// Reader identity → file holding its bearer token. Readers (people, an
+    /// `auditor`) may read the log but not append; writers may read too. Nobody
+    /// else may read it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub readers: BTreeMap<String, PathBuf>,
     /// Writer identity → the record kinds it may append (`"signal"`, `"outcome"`, ...).
     /// A writer listed here appends nothing else, so a compromised agent cannot
     /// forge a decision or an outcome; a writer not listed may append any kind.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub writer_kinds: BTreeMap<String, Vec<String>>,
+    /// The ed25519 key checkpoints are signed with (hex, mode 0600, public key
+    /// beside it as `.pub`); generated at first start. Default `data_dir/checkpoint.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_key: Option<PathBuf>,
+    /// The log's name in its checkpoints; witnesses check it.
+    #[serde(default = "default_origin")]
+    pub checkpoint_origin: String,
+    /// Sign a checkpoint at least once this many records have been appended.
+    #[serde(default = "default_every_records")]
+    pub checkpoint_every_records: u64,
+    /// ... and at least this often while the log grows, and at shutdown.
+    #[serde(default = "default_every_secs")]
+    pub checkpoint_every_secs: u64,
+}
+
+pub fn default_origin() -> String {
+    "arf-audit-log".to_owned()
+}
+
+fn default_every_records() -> u64 {
+    1000
+}
+
+fn default_every_secs() -> u64 {
+    10
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -30,18 +60,52 @@ pub fn default_listen() -> SocketAddr {
 }
 
 impl Config {
+    /// A log in `data_dir` for these writers, with no kind limits and default checkpointing.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf, writers: BTreeMap<String, PathBuf>) -> Self {
+        Self {
+            listen,
+            data_dir,
+            writers,
+            readers: BTreeMap::new(),
+            writer_kinds: BTreeMap::new(),
+            checkpoint_key: None,
+            checkpoint_origin: default_origin(),
+            checkpoint_every_records: default_every_records(),
+            checkpoint_every_secs: default_every_secs(),
+        }
+    }
+
     /// Checks what can be checked before a port is bound.
     pub fn validate(&self) -> Result<(), String> {
         if self.writers.is_empty() {
             return Err("`audit.writers` must name at least one writer".to_owned());
         }
+        if self.checkpoint_origin.is_empty() || self.checkpoint_origin.contains(['\n', ' ', '+']) {
+            return Err("`audit.checkpoint_origin` must be one word without spaces or `+`".to_owned());
+        }
+        if self.checkpoint_every_records == 0 || self.checkpoint_every_secs == 0 {
+            return Err("`audit.checkpoint_every_records` and `audit.checkpoint_every_secs` must be at least 1".to_owned());
+        }
         for (identity, path) in &self.writers {
             if identity.is_empty() {
                 return Err("`audit.writers` has an empty identity".to_owned());
             }
+            if identity == crate::store::LOG_WRITER {
+                return Err(format!("`audit.writers.{identity}`: `{identity}` is the log's own identity, for its checkpoints"));
+            }
             arf_core::keys::load_token(path).map_err(|e| format!("`audit.writers.{identity}`: {e}"))?;
         }
+        for (identity, path) in &self.readers {
+            if identity.is_empty() || identity == crate::store::LOG_WRITER {
+                return Err(format!("`audit.readers` has an invalid identity `{identity}`"));
+            }
+            arf_core::keys::load_token(path).map_err(|e| format!("`audit.readers.{identity}`: {e}"))?;
+        }
         self.kinds_by_writer().map(|_| ())
+    }
+
+    pub fn checkpoint_key_path(&self) -> PathBuf {
+        self.checkpoint_key.clone().unwrap_or_else(|| self.data_dir.join("checkpoint.key"))
     }
 
     /// `writer_kinds`, checked: every writer named is configured, every kind exists.

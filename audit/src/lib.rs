@@ -1,14 +1,20 @@
 //! The append-only, hash-chained audit log that connects ARF's processes.
 //!
-//! [`store`] is the sled-backed log itself, [`record`] the record format and chain
-//! verification, [`grpc`] the service, and [`client`] what the other processes use
-//! to append before they act.
+//! [`store`] is the log on disk (checksummed frames in one file, fsynced with group
+//! commit; [`frame`] is its format), [`record`] the record format and chain
+//! verification, [`merkle`] the RFC 6962 tree over the records and its proofs,
+//! [`checkpoint`] the signed checkpoints, [`grpc`] the service, and [`client`] what
+//! the other processes use to append before they act.
 
+pub mod checkpoint;
 pub mod client;
 pub mod config;
+pub mod frame;
 pub mod grpc;
+pub mod merkle;
 pub mod record;
 pub mod store;
+pub mod witness;
 
 pub use client::{AuditClient, AuditError};
 pub use config::Config;

@@ -93,19 +93,34 @@ pub struct Record {
     pub hash: String,
 }
 
+/// Every field of a record but `hash`, borrowed, with the fields in the bytewise
+/// order of their names: serialized directly, it is the canonical JSON of those
+/// fields (the payload is a `Value`, whose objects are sorted maps), without the
+/// deep copies of building a `Value` first.
+#[derive(Serialize)]
+struct Unsigned<'a> {
+    incident_id: &'a str,
+    kind: RecordKind,
+    payload: &'a Value,
+    prev_hash: &'a str,
+    seq: u64,
+    time_ms: i64,
+    writer: &'a str,
+}
+
 impl Record {
     /// The hash over every field but `hash`, in canonical JSON.
     pub fn compute_hash(&self) -> String {
-        let unsigned = serde_json::json!({
-            "seq": self.seq,
-            "time_ms": self.time_ms,
-            "writer": self.writer,
-            "incident_id": self.incident_id,
-            "kind": self.kind,
-            "payload": self.payload,
-            "prev_hash": self.prev_hash,
-        });
-        canonical::to_vec(&unsigned).map(|b| canonical::sha256_hex(&b)).unwrap_or_default()
+        let unsigned = Unsigned {
+            incident_id: &self.incident_id,
+            kind: self.kind,
+            payload: &self.payload,
+            prev_hash: &self.prev_hash,
+            seq: self.seq,
+            time_ms: self.time_ms,
+            writer: &self.writer,
+        };
+        serde_json::to_vec(&unsigned).map(|b| canonical::sha256_hex(&b)).unwrap_or_default()
     }
 
     /// Builds the next record of a chain whose head is `(prev_seq, prev_hash)`.
@@ -202,6 +217,21 @@ mod tests {
 
     fn check(records: Vec<Record>) -> Result<ChainSummary, ChainError> {
         verify_chain(records.into_iter().enumerate().map(|(i, r)| Ok((i as u64 + 1, r))))
+    }
+
+    /// The borrowed encoding is byte for byte the canonical JSON the hash was defined
+    /// over, so logs written before it still verify.
+    #[test]
+    fn the_hash_is_over_the_canonical_json_of_every_other_field() {
+        let record = &chain(3)[2];
+        let mut fields = serde_json::to_value(record).unwrap();
+        fields.as_object_mut().unwrap().remove("hash");
+        let expected = canonical::sha256_hex(&canonical::to_vec(&fields).unwrap());
+        assert_eq!(record.compute_hash(), expected);
+        let nested = Record::seal(0, GENESIS_HASH, 1, "agent", Entry::new("i", RecordKind::Signal, json!({"z": {"b": 1, "a": [2, {"d": 3, "c": 4}]}, "a": "x"})));
+        let mut fields = serde_json::to_value(&nested).unwrap();
+        fields.as_object_mut().unwrap().remove("hash");
+        assert_eq!(nested.hash, canonical::sha256_hex(&canonical::to_vec(&fields).unwrap()));
     }
 
     #[test]

@@ -1,209 +1,907 @@
-//! The log on disk: one sled tree, appended under a lock, flushed before it answers.
+//! The log on disk: an append-only file of checksummed frames (`frame.rs`), written
+//! by one thread that seals and writes appends in groups while a second syncs them,
+//! and answered only once fdatasync has returned.
 //!
-//! Keys: `r` + big-endian seq → the record as JSON; `i` + incident id + `\0` +
-//! big-endian seq → empty (the per-incident index). A record and its index entry
-//! go in one atomic batch.
+//! Files in the store's directory (0700; files 0600):
+//! - `records.log`: the source of truth, every record in order.
+//! - `checkpoint`: the latest signed checkpoint, also logged as a `checkpoint` record;
+//!   a log found shorter than it, or disagreeing with it, does not open.
+//! - `torn-<offset>.bin`: the bytes of an incomplete final write set aside at open.
+//!
+//! The index (sequence → offset, incident → sequences) and the Merkle tree are
+//! rebuilt in memory at open by a scan that checks every frame's checksum, every
+//! link and hash of the chain, and every checkpoint record against the tree. Damage
+//! anywhere stops the open with its offset and record; nothing is ever discarded
+//! except an incomplete final frame, which is kept aside and reported.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use ed25519_dalek::SigningKey;
+use serde_json::json;
 use thiserror::Error;
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
 
-use crate::record::{ChainError, ChainSummary, Entry, GENESIS_HASH, Record, verify_chain};
+use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::frame::{self, Next};
+use crate::merkle::{self, Hash, Tree};
+use crate::record::{Entry, GENESIS_HASH, Record, RecordKind};
 
-const RECORD_PREFIX: u8 = b'r';
-const INDEX_PREFIX: u8 = b'i';
 /// The most entries one append may carry.
 pub const MAX_BATCH: usize = 10_000;
 /// The largest payload one record may carry, in bytes of canonical JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// The writer identity of records the log writes itself (checkpoints).
+pub const LOG_WRITER: &str = "audit";
+pub const LOG_FILE: &str = "records.log";
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+/// How many appends one group commit takes at most.
+const MAX_GROUP: usize = 1024;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("cannot open the log at `{path}`: {source}")]
-    Open { path: String, source: sled::Error },
+    Open { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the audit log `{path}` is damaged at byte {offset} (record {seq}): {reason}; nothing was discarded and the log will not open until an operator has looked (docs/audit.md)"
+    )]
+    Damaged { path: PathBuf, offset: u64, seq: u64, reason: String },
+    #[error("the audit log `{path}` does not agree with its last checkpoint: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("`{0}` holds a log in the old sled format, which this version does not read; move it away to start a new log")]
+    OldFormat(PathBuf),
     #[error("storage error: {0}")]
-    Storage(#[from] sled::Error),
-    #[error("record {seq} cannot be decoded: {message}")]
-    Corrupt { seq: u64, message: String },
+    Io(#[from] std::io::Error),
+    #[error("the log stopped accepting appends after a failed write or sync: {0}")]
+    Failed(String),
+    #[error("record {seq} cannot be read: {reason}")]
+    Corrupt { seq: u64, reason: String },
     #[error("invalid append: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Proof(#[from] merkle::ProofError),
 }
 
-struct Head {
-    seq: u64,
-    hash: String,
+/// How the log signs its checkpoints.
+#[derive(Clone)]
+pub struct Signer {
+    pub origin: String,
+    pub key: SigningKey,
+    /// Sign a checkpoint once this many records have been appended since the last.
+    pub every_records: u64,
+}
+
+impl Signer {
+    pub fn verifier(&self) -> NoteVerifier {
+        NoteVerifier::new(self.origin.clone(), self.key.verifying_key())
+    }
+}
+
+/// The latest signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+}
+
+/// What the scan at open found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub records: u64,
+    /// Bytes of an incomplete final write, set aside in the file named here.
+    pub torn: Option<(u64, PathBuf)>,
+}
+
+#[derive(Default)]
+struct Index {
+    offsets: Vec<u64>,
+    incidents: HashMap<String, Vec<u64>>,
+    head_hash: String,
+    tree: Tree,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
+impl Index {
+    fn size(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    fn add(&mut self, offset: u64, record: &Record) -> Result<(), String> {
+        let leaf = leaf_of(record)?;
+        self.offsets.push(offset);
+        if !record.incident_id.is_empty() {
+            self.incidents.entry(record.incident_id.clone()).or_default().push(record.seq);
+        }
+        self.head_hash.clone_from(&record.hash);
+        self.tree.push(leaf);
+        Ok(())
+    }
+}
+
+/// The Merkle leaf of a record: its 32-byte hash, leaf-hashed.
+pub fn leaf_of(record: &Record) -> Result<Hash, String> {
+    let bytes = hex::decode(&record.hash).map_err(|_| "its hash is not hex".to_owned())?;
+    Ok(merkle::leaf_hash(&bytes))
+}
+
+enum Request {
+    Append { writer: String, entries: Vec<Entry>, now_ms: i64, reply: oneshot::Sender<Result<Vec<Record>, StoreError>> },
+    Checkpoint { now_ms: i64, reply: oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>> },
+}
+
+struct Shared {
+    path: PathBuf,
+    reader: File,
+    index: RwLock<Index>,
+    /// Records known to be on stable storage.
+    durable: AtomicU64,
+    /// Completed fsyncs of the log file.
+    syncs: AtomicU64,
+    failed: RwLock<Option<String>>,
+    appended: broadcast::Sender<Record>,
 }
 
 /// The audit log.
 pub struct Store {
-    db: sled::Db,
-    head: Mutex<Head>,
-    appended: broadcast::Sender<Record>,
+    shared: Arc<Shared>,
+    /// `None` only while dropping, so that the writer sees the channel close.
+    requests: Option<mpsc::UnboundedSender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+    report: OpenReport,
+    verifier: Option<NoteVerifier>,
 }
 
-fn record_key(seq: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = RECORD_PREFIX;
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
+impl Drop for Store {
+    /// Waits for the writer to finish what it was given and release the file's lock,
+    /// so the log can be opened again at once.
+    fn drop(&mut self) {
+        self.requests.take();
+        // The writer drains what it was given, then hangs up on the syncer, which
+        // syncs and answers the rest; the file (and its lock) closes with the last.
+        for thread in [self.writer.take(), self.syncer.take()].into_iter().flatten() {
+            let _ = thread.join();
+        }
+    }
 }
 
-fn index_key(incident_id: &str, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(incident_id.len() + 10);
-    key.push(INDEX_PREFIX);
-    key.extend_from_slice(incident_id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
+fn stopped() -> StoreError {
+    StoreError::Failed("the log's writer has stopped".to_owned())
 }
 
-fn seq_of_key(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+fn create_dir(path: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    tighten(path, 0o700)
 }
 
-fn decode(seq: u64, bytes: &[u8]) -> Result<Record, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { seq, message: e.to_string() })
+/// Narrows a path's mode to `mode` when it is looser (an older version made 0755/0644).
+fn tighten(path: &Path, mode: u32) -> Result<(), StoreError> {
+    let meta = fs::metadata(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    }
+    Ok(())
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(|source| StoreError::Open { path: path.to_owned(), source })
+}
+
+/// Writes `bytes` to `path` atomically and durably (temporary file, fsync, rename, fsync of the directory).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+/// An incomplete final frame: its offset, its length, and what was incomplete.
+pub type Torn = (u64, u64, String);
+
+/// An append waiting for the writer: who, what, when, and where to answer.
+type Pending = (String, Vec<Entry>, i64, oneshot::Sender<Result<Vec<Record>, StoreError>>);
+
+/// One record as the scan met it.
+pub struct Scanned {
+    pub offset: u64,
+    pub record: Record,
+}
+
+/// Reads `records.log` from the start, checking frames, numbering, links, hashes and
+/// (when `verifier` is given) every checkpoint record's signature and root.
+/// `visit` sees each record once it has checked out. A torn final frame ends the
+/// scan and is returned with its offset and length.
+pub fn scan(
+    path: &Path,
+    verifier: Option<&NoteVerifier>,
+    mut visit: impl FnMut(&Scanned, &Tree) -> Result<(), String>,
+) -> Result<(Tree, Option<Torn>), StoreError> {
+    let damaged = |offset: u64, seq: u64, reason: String| StoreError::Damaged { path: path.to_owned(), offset, seq, reason };
+    let file = File::open(path).map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; frame::MAGIC.len()];
+    let got = frame::fill(&mut reader, &mut magic)?;
+    let mut tree = Tree::new();
+    if got == 0 {
+        return Ok((tree, None));
+    }
+    if &magic != frame::MAGIC {
+        return Err(damaged(0, 1, "the file does not start with the log's magic line".to_owned()));
+    }
+    let mut offset = frame::MAGIC.len() as u64;
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    loop {
+        let seq = tree.size() + 1;
+        match frame::next(&mut reader)? {
+            Next::End => return Ok((tree, None)),
+            Next::Torn { len, reason } => return Ok((tree, Some((offset, len, reason)))),
+            Next::Damaged(reason) => return Err(damaged(offset, seq, reason)),
+            Next::Frame { body, len } => {
+                let record = frame::decode(&body).map_err(|reason| damaged(offset, seq, reason))?;
+                if record.seq != seq {
+                    return Err(damaged(offset, seq, format!("expected record {seq} here, found record {}", record.seq)));
+                }
+                if record.prev_hash != prev_hash {
+                    return Err(damaged(offset, seq, "its link to the previous record does not match that record's hash".to_owned()));
+                }
+                if record.compute_hash() != record.hash {
+                    return Err(damaged(offset, seq, "its contents do not match its hash (changed after it was written)".to_owned()));
+                }
+                if record.kind == RecordKind::Checkpoint {
+                    check_checkpoint_record(&record, &tree, verifier).map_err(|reason| damaged(offset, seq, reason))?;
+                }
+                let scanned = Scanned { offset, record };
+                visit(&scanned, &tree).map_err(|reason| damaged(offset, seq, reason))?;
+                let leaf = leaf_of(&scanned.record).map_err(|reason| damaged(offset, seq, reason))?;
+                tree.push(leaf);
+                prev_hash = scanned.record.hash;
+                offset += len;
+            }
+        }
+    }
+}
+
+/// A `checkpoint` record must be the log's own, signed, and name the root of
+/// exactly the records before it.
+fn check_checkpoint_record(record: &Record, tree: &Tree, verifier: Option<&NoteVerifier>) -> Result<(), String> {
+    if record.writer != LOG_WRITER {
+        return Err(format!("a checkpoint record written by `{}`, not by the log", record.writer));
+    }
+    let note = record.payload.get("note").and_then(|n| n.as_str()).ok_or("a checkpoint record without its note")?;
+    let Some(verifier) = verifier else { return Ok(()) };
+    let checkpoint = verifier.verify(note).map_err(|e| format!("checkpoint record: {e}"))?;
+    if checkpoint.size != tree.size() {
+        return Err(format!("checkpoint for size {} logged after record {}", checkpoint.size, tree.size()));
+    }
+    let root = tree.root(checkpoint.size).map_err(|e| e.to_string())?;
+    if root != checkpoint.root {
+        return Err(format!(
+            "the records before it no longer hash to the root its signed checkpoint names (size {}): history was rewritten",
+            checkpoint.size
+        ));
+    }
+    Ok(())
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
-        let head = match db.scan_prefix([RECORD_PREFIX]).next_back() {
-            Some(item) => {
-                let (key, value) = item?;
-                let seq = seq_of_key(&key).unwrap_or(0);
-                let record = decode(seq, &value)?;
-                Head { seq: record.seq, hash: record.hash }
+    /// Opens (or creates) the log in `dir`; see the module docs for what is checked.
+    pub fn open(dir: &Path, signer: Option<Signer>) -> Result<Self, StoreError> {
+        if dir.join("db").exists() && dir.join("conf").exists() && !dir.join(LOG_FILE).exists() {
+            return Err(StoreError::OldFormat(dir.to_owned()));
+        }
+        create_dir(dir)?;
+        let path = dir.join(LOG_FILE);
+        let new_file = !path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        tighten(&path, 0o600)?;
+        file.try_lock().map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: std::io::Error::other(format!("another process holds the log open ({e})")),
+        })?;
+        if file.metadata()?.len() == 0 {
+            file.write_all(frame::MAGIC)?;
+            file.sync_all()?;
+            if new_file {
+                sync_dir(dir)?;
             }
-            None => Head { seq: 0, hash: GENESIS_HASH.to_owned() },
-        };
+        }
+        let verifier = signer.as_ref().map(Signer::verifier);
+        let mut index = Index { head_hash: GENESIS_HASH.to_owned(), ..Index::default() };
+        let (tree, torn) = scan(&path, verifier.as_ref(), |scanned, _| {
+            index.offsets.push(scanned.offset);
+            if !scanned.record.incident_id.is_empty() {
+                index.incidents.entry(scanned.record.incident_id.clone()).or_default().push(scanned.record.seq);
+            }
+            index.head_hash.clone_from(&scanned.record.hash);
+            Ok(())
+        })?;
+        index.tree = tree;
+        let mut report = OpenReport { records: index.size(), torn: None };
+        if let Some((offset, len, reason)) = torn {
+            let aside = dir.join(format!("torn-{offset}.bin"));
+            let mut bytes = vec![0u8; len as usize];
+            file.read_exact_at(&mut bytes, offset)?;
+            write_durably(dir, &format!("torn-{offset}.bin"), &bytes)?;
+            file.set_len(offset)?;
+            file.sync_all()?;
+            error!(
+                offset,
+                len,
+                %reason,
+                kept = %aside.display(),
+                "the log ended in an incomplete write, which was never acknowledged; its bytes were set aside and the log continues before them"
+            );
+            report.torn = Some((len, aside));
+        }
+        index.checkpoint = load_checkpoint_file(dir, &path, verifier.as_ref(), &index.tree)?;
         let (appended, _) = broadcast::channel(4096);
-        Ok(Self { db, head: Mutex::new(head), appended })
+        let reader = File::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        let size = index.size();
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            reader,
+            index: RwLock::new(index),
+            durable: AtomicU64::new(size),
+            syncs: AtomicU64::new(0),
+            failed: RwLock::new(None),
+            appended,
+        });
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let (writer, syncer) = Writer::new(Arc::clone(&shared), file, dir.to_owned(), signer)?;
+        let syncer = std::thread::Builder::new().name("audit-log-syncer".to_owned()).spawn(move || syncer.run())?;
+        let writer = std::thread::Builder::new().name("audit-log-writer".to_owned()).spawn(move || writer.run(receiver))?;
+        info!(records = size, path = %path.display(), "audit log opened and verified");
+        Ok(Self { shared, requests: Some(requests), writer: Some(writer), syncer: Some(syncer), report, verifier })
     }
 
-    /// Appends entries atomically and in order, and returns once they are on disk.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// The key checkpoints are checked against, when the log signs them.
+    pub fn verifier(&self) -> Option<&NoteVerifier> {
+        self.verifier.as_ref()
+    }
+
+    /// Appends entries atomically and in order, and answers once they are on stable
+    /// storage. Appends that arrive while a sync is in flight share the next one.
     pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
-        if entries.is_empty() {
-            return Err(StoreError::Invalid("an append needs at least one entry".to_owned()));
+        if writer == LOG_WRITER {
+            return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
         }
-        if entries.len() > MAX_BATCH {
-            return Err(StoreError::Invalid(format!("an append carries at most {MAX_BATCH} entries, got {}", entries.len())));
-        }
-        let mut head = self.head.lock().await;
-        let mut batch = sled::Batch::default();
-        let mut records = Vec::with_capacity(entries.len());
-        let (mut seq, mut hash) = (head.seq, head.hash.clone());
-        for entry in entries {
-            let record = Record::seal(seq, &hash, now_ms, writer, entry);
-            let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            if bytes.len() > MAX_PAYLOAD_BYTES {
-                return Err(StoreError::Invalid(format!(
-                    "record of kind `{}` is {} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
-                    record.kind.as_str(),
-                    bytes.len()
-                )));
-            }
-            batch.insert(&record_key(record.seq), bytes);
-            if !record.incident_id.is_empty() {
-                batch.insert(index_key(&record.incident_id, record.seq), &[] as &[u8]);
-            }
-            seq = record.seq;
-            hash.clone_from(&record.hash);
-            records.push(record);
-        }
-        self.db.apply_batch(batch)?;
-        // Durable before acknowledged: the flush is the group commit of the batch.
-        self.db.flush_async().await?;
-        head.seq = seq;
-        head.hash = hash;
-        drop(head);
-        for record in &records {
-            // Nobody tailing is fine: the send error only means no receivers.
-            let _ = self.appended.send(record.clone());
-        }
-        Ok(records)
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Append { writer: writer.to_owned(), entries, now_ms, reply })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Signs a checkpoint of the log as it is now and logs it, unless nothing but
+    /// the last checkpoint was appended since. Returns the latest checkpoint.
+    pub async fn checkpoint(&self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Checkpoint { now_ms, reply })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.requests.as_ref().ok_or_else(stopped)?.send(request).map_err(|_| stopped())
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.index().checkpoint.clone()
+    }
+
+    fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index half-updated: the
+        // writer updates it only with operations that do not panic.
+        self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get(&self, seq: u64) -> Result<Option<Record>, StoreError> {
-        self.db.get(record_key(seq))?.map(|bytes| decode(seq, &bytes)).transpose()
+        let offset = {
+            let index = self.index();
+            match seq.checked_sub(1).and_then(|i| index.offsets.get(i as usize)) {
+                Some(offset) => *offset,
+                None => return Ok(None),
+            }
+        };
+        self.read_at(seq, offset).map(Some)
     }
 
-    /// Records with `from <= seq < to`.
+    fn read_at(&self, seq: u64, offset: u64) -> Result<Record, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt { seq, reason };
+        let mut header = [0u8; frame::HEADER_LEN];
+        self.shared.reader.read_exact_at(&mut header, offset)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let mut bytes = header.to_vec();
+        bytes.resize(frame::HEADER_LEN + len.min(frame::MAX_BODY) as usize, 0);
+        self.shared.reader.read_exact_at(&mut bytes[frame::HEADER_LEN..], offset + frame::HEADER_LEN as u64)?;
+        match frame::next(&mut bytes.as_slice())? {
+            Next::Frame { body, .. } => {
+                let record = frame::decode(&body).map_err(corrupt)?;
+                if record.seq != seq {
+                    return Err(corrupt(format!("the frame holds record {}", record.seq)));
+                }
+                Ok(record)
+            }
+            other => {
+                error!(seq, offset, ?other, "a record of the log changed on disk after it was verified");
+                Err(corrupt(format!("changed on disk after the log opened: {other:?}")))
+            }
+        }
+    }
+
+    /// Records with `from <= seq < to`, read one at a time.
     pub fn range(&self, from: u64, to: Option<u64>) -> impl Iterator<Item = Result<Record, StoreError>> + '_ {
-        let end = to.map_or_else(|| record_key(u64::MAX).to_vec(), |to| record_key(to).to_vec());
-        self.db.range(record_key(from.max(1)).to_vec()..end).map(|item| {
-            let (key, value) = item?;
-            decode(seq_of_key(&key).unwrap_or(0), &value)
+        let end = to.unwrap_or(u64::MAX).min(self.head_seq().saturating_add(1));
+        (from.max(1)..end.max(from.max(1))).map(move |seq| {
+            self.get(seq)?.ok_or_else(|| StoreError::Corrupt { seq, reason: "missing from the index".to_owned() })
         })
     }
 
     pub fn by_incident(&self, incident_id: &str) -> Result<Vec<Record>, StoreError> {
-        let mut prefix = vec![INDEX_PREFIX];
-        prefix.extend_from_slice(incident_id.as_bytes());
-        prefix.push(0);
-        let mut out = Vec::new();
-        for item in self.db.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            // A longer incident id sharing this prefix cannot match: the `\0` ends it.
-            if key.len() != prefix.len() + 8 {
-                continue;
-            }
-            let Some(seq) = seq_of_key(&key) else { continue };
-            if let Some(record) = self.get(seq)? {
-                out.push(record);
-            }
-        }
-        Ok(out)
+        let seqs = self.index().incidents.get(incident_id).cloned().unwrap_or_default();
+        seqs.into_iter().filter_map(|seq| self.get(seq).transpose()).collect()
+    }
+
+    fn head_seq(&self) -> u64 {
+        self.index().size()
     }
 
     pub async fn head(&self) -> (u64, String) {
-        let head = self.head.lock().await;
-        (head.seq, head.hash.clone())
+        let index = self.index();
+        (index.size(), index.head_hash.clone())
+    }
+
+    /// The Merkle root over the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        Ok(self.index().tree.root(size)?)
+    }
+
+    /// Proof that record `seq` is in the tree of the first `size` records.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        if seq == 0 {
+            return Err(StoreError::Invalid("records are numbered from 1".to_owned()));
+        }
+        Ok(self.index().tree.inclusion_proof(seq - 1, size)?)
+    }
+
+    /// Proof that the tree of the first `old` records is a prefix of the tree of the first `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        Ok(self.index().tree.consistency_proof(old, new)?)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Record> {
-        self.appended.subscribe()
+        self.shared.appended.subscribe()
     }
 
-    /// Verifies the whole chain as stored.
-    pub fn verify(&self) -> Result<ChainSummary, ChainError> {
-        verify_tree(&self.db)
+    /// The highest sequence number known to be on stable storage.
+    pub fn durable_seq(&self) -> u64 {
+        self.shared.durable.load(Ordering::Acquire)
     }
 
-    /// The raw database, for tests that tamper with it.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
+    /// How many fsyncs of the log file appends have cost since it opened.
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Acquire)
+    }
+
+    /// Why the log stopped accepting appends, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Re-reads the whole file from disk and checks it as at open.
+    pub fn verify(&self) -> Result<u64, StoreError> {
+        let (tree, _) = scan(&self.shared.path, self.verifier.as_ref(), |_, _| Ok(()))?;
+        Ok(tree.size())
     }
 }
 
-/// Verifies the chain in a sled database, reading raw entries so that nothing the
-/// store would normally correct for is hidden.
-pub fn verify_tree(db: &sled::Db) -> Result<ChainSummary, ChainError> {
-    let items = db.scan_prefix([RECORD_PREFIX]).enumerate().map(|(i, item)| {
-        let position = i as u64 + 1;
-        let (key, value) = item.map_err(|e| ChainError { seq: position, reason: format!("storage error: {e}") })?;
-        let filed_at = seq_of_key(&key).unwrap_or(0);
-        let record: Record = serde_json::from_slice(&value)
-            .map_err(|e| ChainError { seq: filed_at, reason: format!("cannot be decoded: {e}") })?;
-        Ok((filed_at, record))
-    });
-    verify_chain(items)
+/// Reads the `checkpoint` file, and refuses a log that is shorter than it or
+/// whose tree disagrees with it.
+fn load_checkpoint_file(
+    dir: &Path,
+    log: &Path,
+    verifier: Option<&NoteVerifier>,
+    tree: &Tree,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let note = match fs::read_to_string(&path) {
+        Ok(note) => note,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StoreError::Open { path, source }),
+    };
+    let Some(verifier) = verifier else { return Ok(None) };
+    let bad = |reason: String| StoreError::Checkpoint { path: log.to_owned(), reason };
+    let checkpoint = verifier.verify(&note).map_err(|e| bad(format!("`{}`: {e}", path.display())))?;
+    if checkpoint.size > tree.size() {
+        return Err(bad(format!(
+            "the last checkpoint covers {} records but the log holds {}: records were lost or removed",
+            checkpoint.size,
+            tree.size()
+        )));
+    }
+    if tree.root(checkpoint.size)? != checkpoint.root {
+        return Err(bad(format!("the first {} records no longer hash to the checkpoint's root: history was rewritten", checkpoint.size)));
+    }
+    Ok(Some(SignedCheckpoint { checkpoint, note }))
 }
 
-/// Opens the log at `path` read-only in spirit and verifies it; for `arf audit verify --data-dir`.
-pub fn verify_path(path: &Path) -> Result<ChainSummary, VerifyPathError> {
-    let db = sled::open(path).map_err(|source| VerifyPathError::Open { path: path.display().to_string(), source })?;
-    Ok(verify_tree(&db)?)
+/// The thread that seals and writes the log. It never waits for a sync: it hands
+/// each written group to the [`Syncer`] and goes on sealing the next, so the CPU
+/// work of a group overlaps the previous group's fdatasync (pipelined group commit).
+struct Writer {
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    dir: PathBuf,
+    signer: Option<Signer>,
+    /// The head as sealed, ahead of the index until the syncer publishes.
+    seq: u64,
+    hash: String,
+    /// Where the next write lands.
+    end: u64,
+    to_syncer: std::sync::mpsc::Sender<ToSyncer>,
 }
 
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum VerifyPathError {
-    #[error("cannot open the log at `{path}` (is the audit service still running on it?): {source}")]
-    Open { path: String, source: sled::Error },
-    #[error(transparent)]
-    Chain(#[from] ChainError),
+/// An append sealed against the running head, waiting for the group's sync.
+struct Sealed {
+    records: Vec<Record>,
+    /// Each record's frame length in the file.
+    lens: Vec<u64>,
+    reply: oneshot::Sender<Result<Vec<Record>, StoreError>>,
+}
+
+enum ToSyncer {
+    /// Written at `start`, to be synced, published and answered.
+    Written { start: u64, sealed: Vec<Sealed> },
+    /// Answered once everything sent before it is published.
+    Barrier(std::sync::mpsc::Sender<()>),
+}
+
+fn fail(shared: &Shared, reason: &str) {
+    error!(%reason, "the audit log stops accepting appends; restart it once the disk is healthy");
+    let mut failed = shared.failed.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    failed.get_or_insert_with(|| reason.to_owned());
+}
+
+fn failure(shared: &Shared) -> Option<String> {
+    shared.failed.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+impl Writer {
+    fn new(shared: Arc<Shared>, file: File, dir: PathBuf, signer: Option<Signer>) -> std::io::Result<(Self, Syncer)> {
+        let file = Arc::new(file);
+        let end = file.metadata()?.len();
+        let (seq, hash) = {
+            let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (index.size(), index.head_hash.clone())
+        };
+        let (to_syncer, from_writer) = std::sync::mpsc::channel();
+        let syncer = Syncer { shared: Arc::clone(&shared), file: Arc::clone(&file), from_writer };
+        Ok((Self { shared, file, dir, signer, seq, hash, end, to_syncer }, syncer))
+    }
+
+    fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match receiver.try_recv() {
+                    Ok(request) => group.push(request),
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            let mut checkpoints = Vec::new();
+            for request in group {
+                match request {
+                    Request::Append { writer, entries, now_ms, reply } => appends.push((writer, entries, now_ms, reply)),
+                    Request::Checkpoint { now_ms, reply } => checkpoints.push((now_ms, reply)),
+                }
+            }
+            if !appends.is_empty() {
+                self.write(appends);
+            }
+            let due = self.signer.as_ref().is_some_and(|s| {
+                let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let since = self.seq - index.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size);
+                since >= s.every_records
+            });
+            if due || !checkpoints.is_empty() {
+                let now_ms = checkpoints.first().map_or_else(arf_core::time::now_ms, |(t, _)| *t);
+                let result = self.sign_checkpoint(now_ms);
+                if let Err(error) = &result {
+                    error!(%error, "could not sign a checkpoint of the audit log");
+                }
+                for (_, reply) in checkpoints {
+                    let answer = match &result {
+                        Ok(latest) => Ok(latest.clone()),
+                        Err(e) => Err(StoreError::Failed(e.to_string())),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+        }
+        // Everything handed over is synced and answered before the file is closed.
+        self.barrier();
+    }
+
+    /// Seals every append of the group against the running head and writes them
+    /// with one write; the syncer syncs, publishes and answers.
+    fn write(&mut self, appends: Vec<Pending>) {
+        if let Some(reason) = failure(&self.shared) {
+            for (_, _, _, reply) in appends {
+                let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+            }
+            return;
+        }
+        let (mut seq, mut hash) = (self.seq, self.hash.clone());
+        let mut buffer = Vec::new();
+        let mut sealed: Vec<Sealed> = Vec::new();
+        for (writer, entries, now_ms, reply) in appends {
+            let mut local = Vec::new();
+            match seal(&writer, entries, now_ms, seq, &hash, &mut local) {
+                Ok((records, lens)) => {
+                    buffer.extend_from_slice(&local);
+                    if let Some(last) = records.last() {
+                        seq = last.seq;
+                        hash.clone_from(&last.hash);
+                    }
+                    sealed.push(Sealed { records, lens, reply });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+        if sealed.is_empty() {
+            return;
+        }
+        match (&*self.file).write_all(&buffer) {
+            Ok(()) => {
+                let start = self.end;
+                self.end += buffer.len() as u64;
+                (self.seq, self.hash) = (seq, hash);
+                if let Err(std::sync::mpsc::SendError(ToSyncer::Written { sealed, .. })) =
+                    self.to_syncer.send(ToSyncer::Written { start, sealed })
+                {
+                    fail(&self.shared, "the log's syncer has stopped");
+                    for s in sealed {
+                        let _ = s.reply.send(Err(StoreError::Failed("the log's syncer has stopped".to_owned())));
+                    }
+                }
+            }
+            Err(error) => {
+                let reason = format!("writing `{}` failed: {error}", self.shared.path.display());
+                fail(&self.shared, &reason);
+                for s in sealed {
+                    let _ = s.reply.send(Err(StoreError::Failed(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Waits until everything written so far is synced and published.
+    fn barrier(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.to_syncer.send(ToSyncer::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    fn sign_checkpoint(&mut self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let Some(signer) = self.signer.clone() else { return Ok(None) };
+        // A checkpoint covers only what is durable: let the syncer catch up first.
+        self.barrier();
+        if let Some(reason) = failure(&self.shared) {
+            return Err(StoreError::Failed(reason));
+        }
+        let (size, root, latest) = {
+            let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (index.size(), index.tree.root(index.size())?, index.checkpoint.clone())
+        };
+        if size == 0 {
+            return Ok(None);
+        }
+        // A checkpoint record grows the log by one; checkpointing only that would never end.
+        if let Some(latest) = latest.as_ref().filter(|l| size <= l.checkpoint.size + 1) {
+            return Ok(Some(latest.clone()));
+        }
+        let checkpoint = Checkpoint { origin: signer.origin.clone(), size, root };
+        let note = checkpoint.sign(&signer.key);
+        let payload = json!({"origin": checkpoint.origin, "size": size, "root_hash": checkpoint.root_hex(), "note": note});
+        let (tx, _rx) = oneshot::channel();
+        let entry = Entry::new("", RecordKind::Checkpoint, payload);
+        self.write(vec![(LOG_WRITER.to_owned(), vec![entry], now_ms, tx)]);
+        self.barrier();
+        if let Some(reason) = failure(&self.shared) {
+            return Err(StoreError::Failed(reason));
+        }
+        write_durably(&self.dir, CHECKPOINT_FILE, note.as_bytes())?;
+        let signed = SignedCheckpoint { checkpoint, note };
+        self.shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner).checkpoint = Some(signed.clone());
+        info!(size, root = %signed.checkpoint.root_hex(), "checkpoint signed");
+        Ok(Some(signed))
+    }
+}
+
+/// The thread that makes written groups durable: it takes every group written
+/// since its last sync, fdatasyncs once, and only then publishes and answers them.
+struct Syncer {
+    shared: Arc<Shared>,
+    file: Arc<File>,
+    from_writer: std::sync::mpsc::Receiver<ToSyncer>,
+}
+
+impl Syncer {
+    fn run(self) {
+        while let Ok(first) = self.from_writer.recv() {
+            let mut batch = vec![first];
+            batch.extend(self.from_writer.try_iter());
+            let synced = if batch.iter().any(|m| matches!(m, ToSyncer::Written { .. })) {
+                match failure(&self.shared) {
+                    Some(reason) => Err(reason),
+                    None => self.file.sync_data().map_err(|e| format!("syncing `{}` failed: {e}", self.shared.path.display())),
+                }
+            } else {
+                Ok(())
+            };
+            match &synced {
+                Ok(()) => {
+                    self.shared.syncs.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(reason) => fail(&self.shared, reason),
+            }
+            for message in batch {
+                match (message, &synced) {
+                    (ToSyncer::Written { start, sealed }, Ok(())) => self.publish(start, sealed),
+                    (ToSyncer::Written { sealed, .. }, Err(reason)) => {
+                        for s in sealed {
+                            let _ = s.reply.send(Err(StoreError::Failed(reason.clone())));
+                        }
+                    }
+                    (ToSyncer::Barrier(done), _) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&self, start: u64, sealed: Vec<Sealed>) {
+        let mut offset = start;
+        {
+            let mut index = self.shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for s in &sealed {
+                for (record, len) in s.records.iter().zip(&s.lens) {
+                    // Sealed records always carry a hex hash, so `add` cannot fail here.
+                    if let Err(reason) = index.add(offset, record) {
+                        error!(seq = record.seq, %reason, "record sealed with a bad hash");
+                    }
+                    offset += len;
+                }
+            }
+            self.shared.durable.store(index.size(), Ordering::Release);
+        }
+        for s in sealed {
+            for record in &s.records {
+                let _ = self.shared.appended.send(record.clone());
+            }
+            let _ = s.reply.send(Ok(s.records));
+        }
+    }
+}
+
+/// Seals one append's entries after `(seq, hash)`, encoding their frames into `out`.
+fn seal(
+    writer: &str,
+    entries: Vec<Entry>,
+    now_ms: i64,
+    seq: u64,
+    hash: &str,
+    out: &mut Vec<u8>,
+) -> Result<(Vec<Record>, Vec<u64>), StoreError> {
+    if entries.is_empty() {
+        return Err(StoreError::Invalid("an append needs at least one entry".to_owned()));
+    }
+    if entries.len() > MAX_BATCH {
+        return Err(StoreError::Invalid(format!("an append carries at most {MAX_BATCH} entries, got {}", entries.len())));
+    }
+    let (mut seq, mut hash) = (seq, hash.to_owned());
+    let mut records = Vec::with_capacity(entries.len());
+    let mut lens = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if entry.kind == RecordKind::Checkpoint && writer != LOG_WRITER {
+            return Err(StoreError::Invalid("`checkpoint` records are written by the log itself".to_owned()));
+        }
+        let record = Record::seal(seq, &hash, now_ms, writer, entry);
+        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if bytes.len() > MAX_PAYLOAD_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "record of kind `{}` is {} bytes, over the limit of {MAX_PAYLOAD_BYTES}",
+                record.kind.as_str(),
+                bytes.len()
+            )));
+        }
+        frame::encode(&bytes, out);
+        lens.push((frame::HEADER_LEN + bytes.len()) as u64);
+        seq = record.seq;
+        hash.clone_from(&record.hash);
+        records.push(record);
+    }
+    Ok((records, lens))
+}
+
+/// What `verify_dir` found: the records, the tree's root, and the latest checkpoint.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub records: u64,
+    pub head_hash: String,
+    pub root: Hash,
+    pub checkpoints: u64,
+    pub latest_checkpoint: Option<Checkpoint>,
+    /// An incomplete final write (never acknowledged), left for the service to set aside.
+    pub torn: Option<(u64, u64)>,
+    /// The tree over every record, to check witnesses' checkpoints against.
+    pub tree: Tree,
+}
+
+/// Verifies a log directory offline: every frame, link, hash and checkpoint record,
+/// and the `checkpoint` file. Works while the service runs (it only reads).
+pub fn verify_dir(dir: &Path, verifier: Option<&NoteVerifier>) -> Result<Verified, StoreError> {
+    let path = dir.join(LOG_FILE);
+    if !path.exists() {
+        if dir.join("db").exists() {
+            return Err(StoreError::OldFormat(dir.to_owned()));
+        }
+        return Err(StoreError::Open { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
+    }
+    let mut head_hash = GENESIS_HASH.to_owned();
+    let mut checkpoints = 0;
+    let mut latest = None;
+    let (tree, torn) = scan(&path, verifier, |scanned, _| {
+        head_hash.clone_from(&scanned.record.hash);
+        if scanned.record.kind == RecordKind::Checkpoint {
+            checkpoints += 1;
+            if let Some(v) = verifier {
+                let note = scanned.record.payload.get("note").and_then(|n| n.as_str()).unwrap_or_default();
+                latest = v.verify(note).ok();
+            }
+        }
+        Ok(())
+    })?;
+    let file_checkpoint = load_checkpoint_file(dir, &path, verifier, &tree)?;
+    if let Some(file) = file_checkpoint.filter(|f| latest.as_ref().is_none_or(|l| l.size < f.checkpoint.size)) {
+        latest = Some(file.checkpoint);
+    }
+    if torn.is_some() {
+        warn!("the log ends in an incomplete write that was never acknowledged");
+    }
+    Ok(Verified {
+        records: tree.size(),
+        head_hash,
+        root: tree.root(tree.size())?,
+        checkpoints,
+        latest_checkpoint: latest,
+        torn: torn.map(|(offset, len, _)| (offset, len)),
+        tree,
+    })
 }

@@ -21,12 +21,7 @@ struct Running {
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let agent_token = arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("audit"),
-        writer_kinds: BTreeMap::new(),
-        writers: BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]),
-    };
+    let config = Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -34,6 +29,17 @@ async fn start() -> Running {
         let _ = stopped.await;
     }));
     Running { addr, agent_token, _stop: stop, _dir: dir }
+}
+
+/// Serves `config` on a loopback port until the returned sender is dropped.
+async fn serve(config: Config) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(arf_audit::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
 }
 
 #[tokio::test]
@@ -111,21 +117,11 @@ async fn a_restricted_writer_appends_only_its_own_kinds_and_a_refused_batch_leav
     let dir = tempfile::tempdir().unwrap();
     let agent_token = arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
     let executor_token = arf_core::keys::load_or_generate_token(&dir.path().join("executor.token")).unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("audit"),
-        writers: BTreeMap::from([
+    let config = Config { writer_kinds: BTreeMap::from([("agent".to_owned(), vec!["signal".to_owned(), "incident".to_owned()])]), ..Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([
             ("agent".to_owned(), dir.path().join("agent.token")),
             ("executor".to_owned(), dir.path().join("executor.token")),
-        ]),
-        writer_kinds: BTreeMap::from([("agent".to_owned(), vec!["signal".to_owned(), "incident".to_owned()])]),
-    };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(arf_audit::serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
+        ])) };
+    let (addr, _stop) = serve(config).await;
     let agent = AuditClient::connect(&addr, Some(agent_token)).unwrap();
     let executor = AuditClient::connect(&addr, Some(executor_token)).unwrap();
 
@@ -152,14 +148,68 @@ async fn a_restricted_writer_appends_only_its_own_kinds_and_a_refused_batch_leav
 fn writer_kinds_must_name_known_writers_and_kinds() {
     let dir = tempfile::tempdir().unwrap();
     arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
-    let config = |kinds: BTreeMap<String, Vec<String>>| Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("audit"),
-        writers: BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]),
-        writer_kinds: kinds,
-    };
+    let config = |kinds: BTreeMap<String, Vec<String>>| Config { writer_kinds: kinds, ..Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))])) };
     let unknown_writer = config(BTreeMap::from([("agnet".to_owned(), vec!["signal".to_owned()])])).validate().unwrap_err();
     assert!(unknown_writer.contains("`audit.writer_kinds.agnet` names a writer"), "{unknown_writer}");
     let unknown_kind = config(BTreeMap::from([("agent".to_owned(), vec!["signals".to_owned()])])).validate().unwrap_err();
     assert!(unknown_kind.contains("unknown record kind `signals`"), "{unknown_kind}");
+}
+
+/// Every read needs the token of a reader or a writer; a reader reads and appends nothing.
+#[tokio::test]
+async fn reading_the_log_needs_a_known_reader_and_a_reader_cannot_write() {
+    use arf_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let agent_token = arf_core::keys::load_or_generate_token(&dir.path().join("agent.token")).unwrap();
+    let auditor_token = arf_core::keys::load_or_generate_token(&dir.path().join("auditor.token")).unwrap();
+    let writers = BTreeMap::from([("agent".to_owned(), dir.path().join("agent.token"))]);
+    let config = Config {
+        readers: BTreeMap::from([("auditor".to_owned(), dir.path().join("auditor.token"))]),
+        ..Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), writers)
+    };
+    let (addr, _stop) = serve(config).await;
+    let agent = AuditClient::connect(&addr, Some(agent_token)).unwrap();
+    agent.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
+    agent.append_one("inc-1", RecordKind::Signal, json!({"n": 2})).await.unwrap();
+    agent.sign_checkpoint().await.unwrap().unwrap();
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+    let raw = arf_proto::v1::audit_log_client::AuditLogClient::new(channel);
+    // Each read RPC, called with the given token (or none); the code it answered.
+    async fn reads(raw: &arf_proto::v1::audit_log_client::AuditLogClient<tonic::transport::Channel>, token: Option<&str>) -> Vec<(&'static str, tonic::Code)> {
+        fn req<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+            let request = tonic::Request::new(message);
+            match token {
+                Some(token) => arf_proto::server::with_bearer(request, token),
+                None => request,
+            }
+        }
+        fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
+            result.err().map_or(tonic::Code::Ok, |s| s.code())
+        }
+        let mut c = raw.clone();
+        vec![
+            ("Get", code(c.get(req(pb::GetRecordRequest { seq: 1 }, token)).await)),
+            ("ReadRange", code(c.read_range(req(pb::ReadRangeRequest { from_seq: 1, to_seq: 0 }, token)).await)),
+            ("ReadIncident", code(c.read_incident(req(pb::ReadIncidentRequest { incident_id: "inc-1".into() }, token)).await)),
+            ("Tail", code(c.tail(req(pb::TailRequest { from_seq: 1 }, token)).await)),
+            ("Head", code(c.head(req(pb::HeadRequest {}, token)).await)),
+            ("GetCheckpoint", code(c.get_checkpoint(req(pb::GetCheckpointRequest {}, token)).await)),
+            ("InclusionProof", code(c.inclusion_proof(req(pb::InclusionProofRequest { seq: 1, tree_size: 2 }, token)).await)),
+            ("ConsistencyProof", code(c.consistency_proof(req(pb::ConsistencyProofRequest { old_size: 1, new_size: 2 }, token)).await)),
+        ]
+    }
+    for (method, code) in reads(&raw, None).await {
+        assert_eq!(code, tonic::Code::Unauthenticated, "{method} without a token");
+    }
+    for (method, code) in reads(&raw, Some(&"f".repeat(64))).await {
+        assert_eq!(code, tonic::Code::Unauthenticated, "{method} with an unknown token");
+    }
+    for (method, code) in reads(&raw, Some(&auditor_token)).await {
+        assert_eq!(code, tonic::Code::Ok, "{method} as the auditor");
+    }
+    let auditor = AuditClient::connect(&addr, Some(auditor_token)).unwrap();
+    assert!(matches!(auditor.append_one("inc-1", RecordKind::Signal, json!({})).await, Err(AuditError::Refused(_))));
+    assert!(matches!(auditor.sign_checkpoint().await, Err(AuditError::Refused(_))));
+    assert_eq!(auditor.read_incident("inc-1").await.unwrap().len(), 2);
 }

@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tonic::transport::{Channel, Endpoint};
 
-use arf_audit::record::verify_chain;
 use arf_proto::v1 as pb;
 use arf_proto::v1::agent_client::AgentClient;
 use arf_proto::v1::governor_client::GovernorClient;
@@ -43,8 +42,9 @@ impl Endpoints {
         Ok(GovernorClient::new(channel(&self.governor)?))
     }
 
+    /// The audit log, read with your token (the log refuses anonymous reads).
     pub fn audit(&self) -> Result<arf_audit::AuditClient> {
-        Ok(arf_audit::AuditClient::connect(&self.audit, None)?)
+        Ok(arf_audit::AuditClient::connect(&self.audit, Some(self.token()?))?)
     }
 
     fn token(&self) -> Result<String> {
@@ -54,7 +54,7 @@ impl Endpoints {
         if let Some(file) = &self.token_file {
             return Ok(arf_core::keys::load_token(file)?);
         }
-        bail!("the governor needs to know who you are: set `ARF_TOKEN`, or `--token-file FILE` (a local `arf up` writes tokens under `.arf/secrets/`)")
+        bail!("ARF needs to know who you are: set `ARF_TOKEN`, or `--token-file FILE` (a local `arf up` writes tokens under `.arf/secrets/`)")
     }
 
     /// A request carrying the caller's token.
@@ -289,44 +289,4 @@ pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Resu
     let d = endpoints.governor()?.reject(request).await.map_err(status)?.into_inner();
     println!("decision {} is now {}", d.decision_id, d.state);
     Ok(ExitCode::SUCCESS)
-}
-
-/// `arf audit verify`: offline against a data directory, or online, recomputing
-/// every hash client-side so the service is not trusted to check itself.
-pub async fn verify_audit(endpoints: &Endpoints, data_dir: Option<&Path>, as_json: bool) -> Result<ExitCode> {
-    let result = match data_dir {
-        Some(dir) => {
-            let candidates = [dir.join("audit").join("audit.sled"), dir.join("audit.sled"), dir.to_path_buf()];
-            let Some(db) = candidates.iter().find(|p| p.join("conf").exists() || p.join("db").exists()) else {
-                bail!("no audit log under `{}`", dir.display());
-            };
-            match arf_audit::store::verify_path(db) {
-                Ok(summary) => Ok(summary),
-                Err(arf_audit::store::VerifyPathError::Chain(error)) => Err(error),
-                Err(other) => return Err(other.into()),
-            }
-        }
-        None => {
-            let records = endpoints.audit()?.read_range(1, 0).await?;
-            verify_chain(records.into_iter().enumerate().map(|(i, r)| Ok((i as u64 + 1, r))))
-        }
-    };
-    match result {
-        Ok(summary) => {
-            if as_json {
-                println!("{}", json!({"intact": true, "records": summary.records, "head_hash": summary.head_hash}));
-            } else {
-                println!("audit chain intact: {} records, head {}", summary.records, summary.head_hash);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(error) => {
-            if as_json {
-                println!("{}", json!({"intact": false, "first_bad_record": error.seq, "reason": error.reason}));
-            } else {
-                eprintln!("audit chain broken: first bad record is {}: {}", error.seq, error.reason);
-            }
-            Ok(ExitCode::from(exit::FAILURE))
-        }
-    }
 }

@@ -1,7 +1,8 @@
 //! `arf`: runs ARF's services, its demo, and the commands people and tooling use.
 
+mod audit;
 mod client;
-mod demo;
+pub(crate) mod demo;
 mod eval;
 mod governance;
 mod pathways;
@@ -132,7 +133,7 @@ enum Command {
     /// The audit log.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: audit::AuditCommand,
     },
     /// The pathway catalog.
     Pathways {
@@ -207,18 +208,6 @@ enum IncidentCommand {
     },
 }
 
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Walks the chain; exit 0 when intact, 1 with the first bad record otherwise.
-    Verify {
-        /// Verify the store in this data directory directly (the audit service must be stopped).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -274,8 +263,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => governance::policy(&endpoints, command).await,
         Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
-        Command::Audit { command: AuditCommand::Verify { data_dir, json } } => {
-            client::verify_audit(&endpoints, data_dir.as_deref(), json).await
-        }
+        Command::Audit { command } => audit::run(&endpoints, command).await,
     }
 }

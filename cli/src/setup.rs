@@ -28,6 +28,10 @@ pub const WRITER_KINDS: [(&str, &[&str]); 3] = [
 pub const IDENTITIES: [(&str, &str); 5] =
     [("agent", "agent"), ("alice", "oncall"), ("bob", "oncall"), ("sam", "security"), ("admin", "admin")];
 
+/// Who may read the audit log besides its writers: the people, and an `auditor`
+/// whose token reads the log and nothing else.
+pub const AUDIT_READERS: [&str; 5] = ["alice", "bob", "sam", "admin", "auditor"];
+
 /// Paths under one data directory.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -60,6 +64,11 @@ impl Layout {
 
     pub fn signing_key(&self) -> PathBuf {
         self.data_dir.join("keys").join("governor.key")
+    }
+
+    /// The key the audit log signs its checkpoints with; governor and executor pin its `.pub`.
+    pub fn checkpoint_key(&self) -> PathBuf {
+        self.data_dir.join("keys").join("audit-checkpoint.key")
     }
 
     pub fn logs(&self) -> PathBuf {
@@ -108,7 +117,11 @@ pub fn ensure_secrets(layout: &Layout) -> Result<()> {
     for (name, _) in IDENTITIES {
         arf_core::keys::load_or_generate_token(&layout.identity_token(name))?;
     }
+    for name in AUDIT_READERS {
+        arf_core::keys::load_or_generate_token(&layout.identity_token(name))?;
+    }
     arf_core::keys::load_or_generate(&layout.signing_key())?;
+    arf_core::keys::load_or_generate(&layout.checkpoint_key())?;
     Ok(())
 }
 
@@ -151,6 +164,8 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     audit.insert("data_dir".into(), path(layout.data_dir.join("audit")));
     let writers: Table = WRITERS.iter().map(|w| ((*w).to_owned(), path(layout.writer_token(w)))).collect();
     audit.insert("writers".into(), Value::Table(writers));
+    let readers: Table = AUDIT_READERS.iter().map(|r| ((*r).to_owned(), path(layout.identity_token(r)))).collect();
+    audit.insert("readers".into(), Value::Table(readers));
     // Each process appends only its own kinds of record: a compromised agent cannot
     // forge a decision, and nothing but the executor can claim an execution started.
     let kinds: Table = WRITER_KINDS
@@ -161,6 +176,7 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
         })
         .collect();
     audit.insert("writer_kinds".into(), Value::Table(kinds));
+    audit.insert("checkpoint_key".into(), path(layout.checkpoint_key()));
 
     let mut agent = Table::new();
     agent.insert("listen".into(), string(ports.agent.to_string()));
@@ -201,6 +217,7 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     governor.insert("policies_dir".into(), path(examples.join("policies")));
     governor.insert("catalog_dir".into(), path(examples.join("pathways")));
     governor.insert("signing_key_file".into(), path(layout.signing_key()));
+    governor.insert("audit_checkpoint_key".into(), path(arf_core::keys::public_path(&layout.checkpoint_key())));
     let identities: Vec<Value> = IDENTITIES
         .iter()
         .map(|(name, role)| {
@@ -219,6 +236,7 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     executor.insert("audit_addr".into(), string(ports.audit.to_string()));
     executor.insert("audit_token_file".into(), path(layout.writer_token("executor")));
     executor.insert("catalog_dir".into(), path(examples.join("pathways")));
+    executor.insert("audit_checkpoint_key".into(), path(arf_core::keys::public_path(&layout.checkpoint_key())));
     executor.insert(
         "trusted_keys".into(),
         Value::Array(vec![path(arf_core::keys::public_path(&layout.signing_key()))]),

@@ -39,6 +39,15 @@ pub struct Config {
     /// TLS for the `http` runner and the `http` and `prometheus` probes.
     #[serde(default, skip_serializing_if = "Tls::is_default")]
     pub tls: Tls,
+    /// The audit log's public checkpoint key (hex `.pub`). When set, the executor
+    /// is a witness of the log: before each action it has the log sign a checkpoint,
+    /// keeps it in `data_dir/witness/checkpoint`, and refuses to act on a log that
+    /// does not prove it extends the last one it saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_checkpoint_key: Option<PathBuf>,
+    /// The log's origin in its checkpoints.
+    #[serde(default = "arf_audit::config::default_origin")]
+    pub audit_checkpoint_origin: String,
 }
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.

@@ -65,6 +65,8 @@ pub enum ExecuteError {
         "the audit log knows this executor as `{writer}`{kinds}, but it must be `{expected}` with the execution record kinds: recovery after a crash reads back only `{expected}`'s records, so nothing runs until `audit.writers` names this executor's token `{expected}`"
     )]
     WrongWriter { writer: String, kinds: String, expected: &'static str },
+    #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
+    LogNotWitnessed { decision_id: String, source: arf_audit::witness::WitnessError },
     #[error(
         "decision `{decision_id}` was issued at {issued_at}, before a rollback on target `{target}` failed at {failed_at} (decision `{failed}`): the target needs a human, and the governor must decide again knowing that, so nothing ran"
     )]
@@ -133,6 +135,8 @@ pub struct Parts {
     pub processes: Ledger,
     /// The client for `http` steps and probes (see [`crate::config::Tls::client`]).
     pub http: reqwest::Client,
+    /// This executor's witness of the log, when the log's key is configured.
+    pub witness: Option<arf_audit::witness::Witness>,
 }
 
 pub struct Executor {
@@ -151,6 +155,7 @@ pub struct Executor {
     processes: Ledger,
     /// Set once the audit log has confirmed it knows this executor as `executor`.
     writer_checked: tokio::sync::OnceCell<()>,
+    witness: Option<arf_audit::witness::Witness>,
 }
 
 impl Executor {
@@ -167,6 +172,7 @@ impl Executor {
             target_locks: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(parts.max_concurrent.max(1))),
             http: parts.http,
+            witness: parts.witness,
         }
     }
 
@@ -235,6 +241,7 @@ impl Executor {
             }
             other => other,
         })?;
+        self.witness_log(&body.decision_id).await?;
         let admitted = admission::admit(&self.catalog, &self.inventory, &self.secrets, body)?;
 
         let state = ExecutionState::claimed(body, now_ms);
@@ -270,6 +277,27 @@ impl Executor {
         }
         let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
         Ok(Executed { state, replayed: false })
+    }
+
+    /// As the log's witness: has it sign a checkpoint now, covering the decision's
+    /// record, and refuses to act unless that checkpoint extends the last one this
+    /// executor saw. A refusal is logged as an error: the log was rolled back,
+    /// truncated or rewritten, and someone must look.
+    async fn witness_log(&self, decision_id: &str) -> Result<(), ExecuteError> {
+        let Some(witness) = &self.witness else { return Ok(()) };
+        match witness.check_fresh(&self.audit).await {
+            Ok(seen) => {
+                tracing::debug!(size = seen.checkpoint.size, "log checkpoint witnessed");
+                Ok(())
+            }
+            Err(arf_audit::witness::WitnessError::Unavailable(source)) => {
+                Err(ExecuteError::AuditUnavailable { decision_id: decision_id.to_owned(), source })
+            }
+            Err(source) => {
+                tracing::error!(%decision_id, error = %source, "AUDIT LOG REFUSED BY WITNESS: nothing will run until an operator has checked the log");
+                Err(ExecuteError::LogNotWitnessed { decision_id: decision_id.to_owned(), source })
+            }
+        }
     }
 
     /// Fails closed unless the audit log knows this executor's token as the writer

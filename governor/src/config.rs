@@ -48,6 +48,15 @@ pub struct Config {
     /// Rate limit, error budget, change freezes and rollback pathways.
     #[serde(default)]
     pub guard_rails: crate::guard::GuardRails,
+    /// The audit log's public checkpoint key (hex `.pub`). When set, the governor is
+    /// a witness of the log: before it authorizes a decision it has the log sign a
+    /// checkpoint, keeps it in `data_dir/witness/checkpoint`, and authorizes nothing
+    /// on a log that does not prove it extends the last one it saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_checkpoint_key: Option<PathBuf>,
+    /// The log's origin in its checkpoints.
+    #[serde(default = "arf_audit::config::default_origin")]
+    pub audit_checkpoint_origin: String,
 }
 
 /// One caller of the governor: a name, a role and the file holding its bearer token.

@@ -140,3 +140,32 @@ async fn the_executor_receives_a_signed_decision_bound_to_its_record_and_the_out
     let explanation = h.explain("alice", &decision.decision_id).await.unwrap();
     assert!(explanation.text.contains("done: the executor ran it and verification passed"), "{}", explanation.text);
 }
+
+/// The governor is a witness of the log: once it has seen a checkpoint, it
+/// authorizes nothing on a log that cannot prove it extends that checkpoint.
+#[tokio::test]
+async fn nothing_is_authorized_on_a_log_behind_the_governors_checkpoint() {
+    let mut h = Harness::start(Setup::default()).await;
+    let first = h.evaluate(proposal("inc-first", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(first.state, "authorized");
+    let state = h.config.data_dir.join("witness").join("checkpoint");
+    let note = std::fs::read_to_string(&state).unwrap();
+    let key = arf_core::keys::load_signing(&h.dir.path().join("audit-checkpoint.key")).unwrap();
+    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key.verifying_key());
+    assert!(verifier.verify(&note).unwrap().size >= 1, "the governor keeps a checkpoint covering the decision it authorized");
+
+    // The governor once saw a much longer log, signed by the log's own key: the log
+    // it now talks to was rolled back (restored from an old copy, say).
+    let longer = arf_audit::checkpoint::Checkpoint { origin: "arf-audit-log".into(), size: 1000, root: [9; 32] };
+    std::fs::write(&state, longer.sign(&key)).unwrap();
+    h.restart_governor().await;
+
+    let refused = h.evaluate(proposal("inc-second", "restart_service", "web-staging", 0.9)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("rolled back or truncated"), "{}", refused.message());
+    let authorized = h.audit.read_incident("inc-second").await.unwrap();
+    assert!(
+        authorized.iter().all(|r| r.payload["state"] != "authorized"),
+        "nothing was authorized: {authorized:#?}"
+    );
+}

@@ -202,12 +202,7 @@ async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> R
     let token_file = dir.path().join("agent.token");
     let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
     let mut stops = Vec::new();
-    let audit_config = arf_audit::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("audit"),
-        writer_kinds: BTreeMap::new(),
-        writers: BTreeMap::from([("agent".to_owned(), token_file.clone())]),
-    };
+    let audit_config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), token_file.clone())]));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let audit_addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

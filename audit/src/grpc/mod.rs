@@ -5,34 +5,55 @@ pub(crate) mod convert;
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use futures::Stream;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use arf_proto::v1 as pb;
 use arf_proto::v1::audit_log_server::{AuditLog, AuditLogServer};
 
 use crate::config::Config;
 use crate::record::RecordKind;
-use crate::store::{Store, StoreError};
+use crate::store::{Signer, SignedCheckpoint, Store, StoreError};
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 
-/// The service: the store, and the token hash → writer identity map.
+/// The service: the store, and the token hash → identity maps.
 pub struct Service {
     store: Arc<Store>,
     writers: BTreeMap<String, String>,
+    /// Token hash → reader identity; writers may read too.
+    readers: BTreeMap<String, String>,
     /// The kinds a writer may append, for writers that are restricted.
     kinds: BTreeMap<String, BTreeSet<RecordKind>>,
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, writers: BTreeMap<String, String>, kinds: BTreeMap<String, BTreeSet<RecordKind>>) -> Self {
-        Self { store, writers, kinds }
+    pub fn new(
+        store: Arc<Store>,
+        writers: BTreeMap<String, String>,
+        readers: BTreeMap<String, String>,
+        kinds: BTreeMap<String, BTreeSet<RecordKind>>,
+    ) -> Self {
+        Self { store, writers, readers, kinds }
+    }
+
+    /// Every read needs the token of a writer or a reader: the log holds what every
+    /// process did and why, which is not for whoever can reach the port.
+    fn reader<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let token = arf_proto::server::bearer(request)
+            .ok_or_else(|| Status::unauthenticated("reading the log needs a reader's or writer's token (`authorization: Bearer ...`)"))?;
+        let hash = arf_core::keys::token_hash(token);
+        self.writers
+            .get(&hash)
+            .or_else(|| self.readers.get(&hash))
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("the token presented is not a reader's or a writer's"))
     }
 
     /// Refuses a batch holding a kind its writer may not append; nothing of it is kept.
@@ -61,8 +82,24 @@ impl Service {
 fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::Invalid(message) => Status::invalid_argument(message),
+        StoreError::Proof(error) => Status::out_of_range(error.to_string()),
+        StoreError::Failed(message) => Status::unavailable(message),
+        StoreError::Corrupt { .. } => Status::data_loss(error.to_string()),
         other => Status::internal(other.to_string()),
     }
+}
+
+fn checkpoint_response(signed: Option<SignedCheckpoint>) -> Result<Response<pb::CheckpointResponse>, Status> {
+    let signed = signed.ok_or_else(|| Status::not_found("the log has signed no checkpoint yet"))?;
+    Ok(Response::new(pb::CheckpointResponse {
+        size: signed.checkpoint.size,
+        root_hash: signed.checkpoint.root_hex(),
+        note: signed.note,
+    }))
+}
+
+fn proof_response(hashes: Vec<crate::merkle::Hash>) -> Response<pb::ProofResponse> {
+    Response::new(pb::ProofResponse { hashes: hashes.into_iter().map(|h| h.to_vec()).collect() })
 }
 
 #[tonic::async_trait]
@@ -86,6 +123,7 @@ impl AuditLog for Service {
     }
 
     async fn get(&self, request: Request<pb::GetRecordRequest>) -> Result<Response<pb::AuditRecord>, Status> {
+        self.reader(&request)?;
         let seq = request.into_inner().seq;
         match self.store.get(seq).map_err(store_status)? {
             Some(record) => Ok(Response::new(convert::record(&record))),
@@ -96,6 +134,7 @@ impl AuditLog for Service {
     type ReadRangeStream = RecordStream;
 
     async fn read_range(&self, request: Request<pb::ReadRangeRequest>) -> Result<Response<RecordStream>, Status> {
+        self.reader(&request)?;
         let request = request.into_inner();
         let to = (request.to_seq != 0).then_some(request.to_seq);
         let records: Vec<Result<pb::AuditRecord, Status>> = self
@@ -109,6 +148,7 @@ impl AuditLog for Service {
     type ReadIncidentStream = RecordStream;
 
     async fn read_incident(&self, request: Request<pb::ReadIncidentRequest>) -> Result<Response<RecordStream>, Status> {
+        self.reader(&request)?;
         let incident_id = request.into_inner().incident_id;
         if incident_id.is_empty() {
             return Err(Status::invalid_argument("`incident_id` must not be empty"));
@@ -121,6 +161,7 @@ impl AuditLog for Service {
     type TailStream = RecordStream;
 
     async fn tail(&self, request: Request<pb::TailRequest>) -> Result<Response<RecordStream>, Status> {
+        self.reader(&request)?;
         let from = request.into_inner().from_seq.max(1);
         // Subscribe before reading the backlog so nothing appended in between is missed;
         // duplicates from the overlap are dropped by sequence number.
@@ -161,9 +202,36 @@ impl AuditLog for Service {
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
-    async fn head(&self, _request: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
+    async fn head(&self, request: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
+        self.reader(&request)?;
         let (seq, hash) = self.store.head().await;
         Ok(Response::new(pb::HeadResponse { seq, hash }))
+    }
+
+    async fn get_checkpoint(&self, request: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::CheckpointResponse>, Status> {
+        self.reader(&request)?;
+        checkpoint_response(self.store.latest_checkpoint())
+    }
+
+    async fn sign_checkpoint(&self, request: Request<pb::SignCheckpointRequest>) -> Result<Response<pb::CheckpointResponse>, Status> {
+        // Signing costs a record and a sync, so only writers may ask for one.
+        self.writer(&request)?;
+        checkpoint_response(self.store.checkpoint(arf_core::time::now_ms()).await.map_err(store_status)?)
+    }
+
+    async fn inclusion_proof(&self, request: Request<pb::InclusionProofRequest>) -> Result<Response<pb::ProofResponse>, Status> {
+        self.reader(&request)?;
+        let request = request.into_inner();
+        Ok(proof_response(self.store.inclusion_proof(request.seq, request.tree_size).map_err(store_status)?))
+    }
+
+    async fn consistency_proof(
+        &self,
+        request: Request<pb::ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ProofResponse>, Status> {
+        self.reader(&request)?;
+        let request = request.into_inner();
+        Ok(proof_response(self.store.consistency_proof(request.old_size, request.new_size).map_err(store_status)?))
     }
 }
 
@@ -175,24 +243,53 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     let kinds = config.kinds_by_writer().map_err(anyhow::Error::msg)?;
-    let store = Arc::new(Store::open(&config.data_dir.join("audit.sled"))?);
-    let mut writers = BTreeMap::new();
-    for (identity, path) in &config.writers {
-        let token = arf_core::keys::load_token(path)?;
-        writers.insert(arf_core::keys::token_hash(&token), identity.clone());
+    let key_path = config.checkpoint_key_path();
+    let key = arf_core::keys::load_or_generate(&key_path)
+        .with_context(|| format!("the checkpoint key `{}`", key_path.display()))?;
+    let signer = Signer { origin: config.checkpoint_origin.clone(), key, every_records: config.checkpoint_every_records };
+    // A damaged log does not serve: the error names the file, the offset and the record.
+    let store = Arc::new(Store::open(&config.data_dir, Some(signer))?);
+    if let Some((len, aside)) = &store.open_report().torn {
+        warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
     }
-    match store.verify() {
-        Ok(summary) => info!(records = summary.records, head = %summary.head_hash, "audit chain verified at start"),
-        // The log still serves, so the break can be inspected and reported, but it says so loudly.
-        Err(error) => warn!(%error, "audit chain is broken"),
-    }
+    let by_token = |identities: &BTreeMap<String, std::path::PathBuf>| -> anyhow::Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for (identity, path) in identities {
+            let token = arf_core::keys::load_token(path)?;
+            out.insert(arf_core::keys::token_hash(&token), identity.clone());
+        }
+        Ok(out)
+    };
+    let (writers, readers) = (by_token(&config.writers)?, by_token(&config.readers)?);
     let addr = listener.local_addr()?;
-    info!(%addr, "audit log listening");
-    tonic::transport::Server::builder()
+    info!(%addr, records = store.open_report().records, "audit log listening");
+    let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
+    let served = tonic::transport::Server::builder()
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(AuditLogServer::new(Service::new(store, writers, kinds)))
+        .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, readers, kinds)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .context("audit server failed")
+        .context("audit server failed");
+    ticker.abort();
+    // The last checkpoint covers everything appended before the service stopped.
+    match store.checkpoint(arf_core::time::now_ms()).await {
+        Ok(Some(latest)) => info!(size = latest.checkpoint.size, root = %latest.checkpoint.root_hex(), "checkpoint at shutdown"),
+        Ok(None) => {}
+        Err(error) => error!(%error, "could not sign a checkpoint at shutdown"),
+    }
+    served
+}
+
+/// Signs a checkpoint every `period` while the log grows (the store skips it when nothing changed).
+async fn checkpoint_periodically(store: Arc<Store>, period: Duration) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if let Err(error) = store.checkpoint(arf_core::time::now_ms()).await {
+            error!(%error, "could not sign a checkpoint of the audit log");
+        }
+    }
 }

@@ -57,6 +57,18 @@ pub async fn serve(
     let store = Store::open(&config.data_dir.join("executions.sled"))?;
     let processes = store.processes()?;
     let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(loaded.audit_token))?;
+    let witness = match &config.audit_checkpoint_key {
+        Some(key) => {
+            let key = arf_core::keys::load_trusted(key).with_context(|| format!("`executor.audit_checkpoint_key` `{}`", key.display()))?.key;
+            let verifier = arf_audit::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
+            let path = config.data_dir.join("witness").join("checkpoint");
+            Some(arf_audit::witness::Witness::open(&path, verifier).with_context(|| "the executor's witness state")?)
+        }
+        None => {
+            warn!("`executor.audit_checkpoint_key` is not set: this executor does not witness the log's checkpoints");
+            None
+        }
+    };
     let n_pathways = loaded.catalog.len();
     let n_targets = config.targets.len();
     let executor = Arc::new(Executor::new(Parts {
@@ -69,6 +81,7 @@ pub async fn serve(
         secrets: crate::secrets::SecretSource { dir: config.secrets_dir.clone() },
         processes,
         http: loaded.http,
+        witness,
     }));
     // A misnamed writer is refused before anything else: recovery depends on it.
     // With the log down, the check waits for the first decision (which needs the log anyway).

@@ -38,7 +38,9 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
         ExecuteError::Store(_) => Status::internal(message),
         ExecuteError::ShuttingDown | ExecuteError::TargetUnsettled { .. } => Status::unavailable(message),
-        ExecuteError::WrongWriter { .. } | ExecuteError::TargetNeedsHuman { .. } => Status::failed_precondition(message),
+        ExecuteError::WrongWriter { .. } | ExecuteError::TargetNeedsHuman { .. } | ExecuteError::LogNotWitnessed { .. } => {
+            Status::failed_precondition(message)
+        }
     }
 }
 

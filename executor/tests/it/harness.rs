@@ -111,14 +111,15 @@ impl Harness {
 
         let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap();
+        let checkpoint_key = dir.join("audit-checkpoint.key");
+        arf_core::keys::load_or_generate(&checkpoint_key).unwrap();
+        let writers = BTreeMap::from([
+            ("governor".to_owned(), governor_token.clone()),
+            ("executor".to_owned(), executor_token.clone()),
+        ]);
         let audit_config = arf_audit::Config {
-            listen: audit_addr,
-            data_dir: dir.join("audit"),
-            writer_kinds: BTreeMap::new(),
-            writers: BTreeMap::from([
-                ("governor".to_owned(), governor_token.clone()),
-                ("executor".to_owned(), executor_token.clone()),
-            ]),
+            checkpoint_key: Some(checkpoint_key.clone()),
+            ..arf_audit::Config::new(audit_addr, dir.join("audit"), writers)
         };
         let audit = match setup.audit {
             Audit::Unreachable => {
@@ -147,6 +148,9 @@ impl Harness {
             max_concurrent: setup.max_concurrent,
             secrets_dir: setup.secrets_dir.clone(),
             tls: setup.tls.clone(),
+            // Every test runs the executor as a witness of the log.
+            audit_checkpoint_key: Some(arf_core::keys::public_path(&checkpoint_key)),
+            audit_checkpoint_origin: arf_audit::config::default_origin(),
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
@@ -327,6 +331,18 @@ pub fn command_probe(name: &str, argv: &[&str]) -> Probe {
 }
 
 /// A short verification window: samples at 0 and 1 ms, failing at the first failure.
+/// Appends the decision id to the target's `file`, and checks it is there. The file
+/// path and the decision id are positional arguments to a fixed script, never
+/// spliced into it.
+pub fn append_line_pathway() -> Pathway {
+    pathway(
+        "append_line",
+        vec![command(&["sh", "-c", "echo \"$2\" >> \"$1\"", "sh", "{{target.file}}", "{{decision.id}}"])],
+        vec![command_probe("written", &["grep", "-q", "{{decision.id}}", "{{target.file}}"])],
+        vec![command(&["true"])],
+    )
+}
+
 pub fn verification(probes: Vec<Probe>) -> Verification {
     Verification { delay_ms: 0, window_ms: 1, interval_ms: 1, max_failures: 1, probes }
 }

@@ -18,3 +18,4 @@ mod runs_once;
 mod serializes_targets;
 mod timeout_kills_group;
 mod tls;
+mod witnesses_the_log;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Harness, Setup, command, command_probe, path_str, pathway, target};
+use crate::harness::{Harness, Setup, append_line_pathway, path_str, target};
 
 fn lines(h: &Harness) -> Vec<String> {
     std::fs::read_to_string(h.dir.join("ran")).unwrap_or_default().lines().map(str::to_owned).collect()
@@ -13,14 +13,7 @@ fn lines(h: &Harness) -> Vec<String> {
 async fn a_decision_runs_once() {
     let dir = tempfile::tempdir().unwrap();
     let ran = dir.path().join("ran");
-    let append_line = pathway(
-        "append_line",
-        // The file path and the decision id are positional arguments to a fixed script,
-        // never spliced into it.
-        vec![command(&["sh", "-c", "echo \"$2\" >> \"$1\"", "sh", "{{target.file}}", "{{decision.id}}"])],
-        vec![command_probe("written", &["grep", "-q", "{{decision.id}}", "{{target.file}}"])],
-        vec![command(&["true"])],
-    );
+    let append_line = append_line_pathway();
     let targets = [("web".to_owned(), target(&[("file", path_str(&ran))]))].into();
     let mut h = Harness::start(dir.path(), Setup::new(vec![append_line], targets)).await;
 

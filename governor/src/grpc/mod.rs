@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     decisions: RwLock<BTreeMap<String, Entry>>,
     /// Set once the decisions of earlier runs have been rebuilt from the log.
     restored: std::sync::atomic::AtomicBool,
+    /// The governor's witness of the log, when the log's key is configured.
+    witness: Option<arf_audit::witness::Witness>,
 }
 
 impl Shared {
@@ -87,7 +89,21 @@ impl Shared {
         let audit = AuditClient::connect(&config.audit_addr, Some(audit_token))?;
         let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
         let executor = executor_client(&config.executor_addr)?;
+        let witness = match &config.audit_checkpoint_key {
+            Some(path) => {
+                let key = arf_core::keys::load_trusted(path)
+                    .map_err(|e| anyhow::anyhow!("`governor.audit_checkpoint_key`: {e}"))?
+                    .key;
+                let verifier = arf_audit::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
+                Some(arf_audit::witness::Witness::open(&config.data_dir.join("witness").join("checkpoint"), verifier)?)
+            }
+            None => {
+                tracing::warn!("`governor.audit_checkpoint_key` is not set: this governor does not witness the log's checkpoints");
+                None
+            }
+        };
         Ok(Self {
+            witness,
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -159,6 +175,21 @@ impl Shared {
             Ok(bytes) => bytes,
             Err(error) => return Err(Status::internal(fail(decision, format!("cannot encode the decision: {error}")))),
         };
+        if let Some(witness) = &self.witness {
+            match witness.check_fresh(&self.audit).await {
+                Ok(_) => {}
+                Err(arf_audit::witness::WitnessError::Unavailable(error)) => {
+                    let status = status::audit_unavailable(&error, "the decision was not authorized and nothing will run");
+                    fail(decision, status.message().to_owned());
+                    return Err(status);
+                }
+                Err(error) => {
+                    tracing::error!(decision_id = %decision.decision_id, %error, "AUDIT LOG REFUSED BY WITNESS: nothing is authorized until an operator has checked the log");
+                    let detail = fail(decision, format!("the audit log failed the governor's witness check, so nothing was authorized: {error}"));
+                    return Err(Status::failed_precondition(detail));
+                }
+            }
+        }
         let payload = json!({
             "decision_id": decision.decision_id,
             "state": State::Authorized.as_str(),

@@ -141,7 +141,7 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub governor: GovernorClient<Channel>,
-    /// Reads the log (reads need no writer token).
+    /// Reads the log, with the governor's writer token.
     pub audit: AuditClient,
     pub tokens: BTreeMap<String, String>,
     pub clock: Arc<AtomicI64>,
@@ -171,6 +171,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: path });
     }
     write_token(&dir.join("governor-audit.token"), "governor");
+    arf_core::keys::load_or_generate(&dir.join("audit-checkpoint.key")).unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("governor"),
@@ -186,6 +187,9 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         risk: Default::default(),
         environments: arf_governor::config::default_environments(),
         guard_rails: setup.guard_rails.clone(),
+        // Every test runs the governor as a witness of the log.
+        audit_checkpoint_key: Some(arf_core::keys::public_path(&dir.join("audit-checkpoint.key"))),
+        audit_checkpoint_origin: arf_audit::config::default_origin(),
     };
     (config, tokens)
 }
@@ -200,11 +204,10 @@ impl Harness {
         let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap().to_string();
         if setup.audit {
+            let writers = BTreeMap::from([("governor".to_owned(), config.audit_token_file.clone())]);
             let audit_config = arf_audit::Config {
-                listen: audit_listener.local_addr().unwrap(),
-                data_dir: dir.path().join("audit"),
-                writer_kinds: BTreeMap::new(),
-                writers: BTreeMap::from([("governor".to_owned(), config.audit_token_file.clone())]),
+                checkpoint_key: Some(dir.path().join("audit-checkpoint.key")),
+                ..arf_audit::Config::new(audit_listener.local_addr().unwrap(), dir.path().join("audit"), writers)
             };
             let (stop, stopped) = stopper();
             audit_server = Some((stop, tokio::spawn(arf_audit::serve(audit_config, audit_listener, stopped))));
@@ -244,7 +247,7 @@ impl Harness {
             tonic_health::pb::health_check_response::ServingStatus::Serving as i32
         );
 
-        let audit = AuditClient::connect(&audit_addr, None).unwrap();
+        let audit = AuditClient::connect(&audit_addr, Some(arf_core::keys::load_token(&config.audit_token_file).unwrap())).unwrap();
         Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, _stop: stops }
     }
 

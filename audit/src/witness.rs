@@ -1,0 +1,157 @@
+//! A witness of the log: a process that keeps the latest checkpoint it has seen,
+//! durably, and accepts a newer one only with a consistency proof that it extends
+//! the old. A log that was rolled back, truncated or rewritten under a checkpoint a
+//! witness holds cannot show it a history that verifies.
+//!
+//! The governor and the executor each run one before they act; `arf audit witness`
+//! keeps one in a folder an operator can copy elsewhere.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+use tokio::sync::Mutex;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
+use crate::client::{AuditClient, AuditError};
+use crate::merkle::{self, ProofError};
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum WitnessError {
+    #[error("cannot reach the audit log to check its checkpoint: {0}")]
+    Unavailable(#[from] AuditError),
+    #[error("the log's checkpoint does not verify against the pinned key: {0}")]
+    BadCheckpoint(#[from] CheckpointError),
+    #[error("the log's checkpoint covers {theirs} records, fewer than the {ours} this witness already saw: the log was rolled back or truncated")]
+    RolledBack { ours: u64, theirs: u64 },
+    #[error("the log's checkpoint at size {size} has another root than the one this witness saw at that size: the log shows two histories")]
+    Forked { size: u64 },
+    #[error("the log cannot prove its checkpoint at size {new} extends the one at size {old} this witness saw: {source}")]
+    Inconsistent { old: u64, new: u64, source: ProofError },
+    #[error("the log has no signed checkpoint, but this witness saw one at size {0}")]
+    Missing(u64),
+    #[error("cannot keep the witness state in `{path}`: {source}")]
+    State { path: PathBuf, source: std::io::Error },
+}
+
+/// The latest checkpoint a witness has accepted.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+}
+
+/// Checks `new_note` against what a witness saw (`old`), fetching a consistency
+/// proof from `prove` when the log grew. Returns the checkpoint to keep.
+pub async fn advance<F, Fut>(verifier: &NoteVerifier, old: Option<&Seen>, new_note: &str, prove: F) -> Result<Seen, WitnessError>
+where
+    F: FnOnce(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<merkle::Hash>, AuditError>>,
+{
+    let new = verifier.verify(new_note)?;
+    let Some(old) = old else { return Ok(Seen { checkpoint: new, note: new_note.to_owned() }) };
+    let (ours, theirs) = (&old.checkpoint, &new);
+    if theirs.size < ours.size {
+        return Err(WitnessError::RolledBack { ours: ours.size, theirs: theirs.size });
+    }
+    if theirs.size == ours.size {
+        if theirs.root != ours.root {
+            return Err(WitnessError::Forked { size: ours.size });
+        }
+        return Ok(old.clone());
+    }
+    let proof = prove(ours.size, theirs.size).await?;
+    merkle::verify_consistency(ours.size, theirs.size, &ours.root, &theirs.root, &proof)
+        .map_err(|source| WitnessError::Inconsistent { old: ours.size, new: theirs.size, source })?;
+    Ok(Seen { checkpoint: new, note: new_note.to_owned() })
+}
+
+/// A witness that keeps its state in one file (fsynced before it is relied on).
+pub struct Witness {
+    path: PathBuf,
+    verifier: NoteVerifier,
+    seen: Mutex<Option<Seen>>,
+}
+
+impl Witness {
+    /// Opens the state in `path`, refusing a stored checkpoint the key did not sign.
+    pub fn open(path: &Path, verifier: NoteVerifier) -> Result<Self, WitnessError> {
+        let seen = match fs::read_to_string(path) {
+            Ok(note) => {
+                let checkpoint = verifier.verify(&note)?;
+                Some(Seen { checkpoint, note })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(WitnessError::State { path: path.to_owned(), source }),
+        };
+        Ok(Self { path: path.to_owned(), verifier, seen: Mutex::new(seen) })
+    }
+
+    pub async fn seen(&self) -> Option<Seen> {
+        self.seen.lock().await.clone()
+    }
+
+    pub fn verifier(&self) -> &NoteVerifier {
+        &self.verifier
+    }
+
+    /// Has the log sign a checkpoint of everything it holds now (one record and one
+    /// sync), and accepts it only if it extends the one this witness holds. Call it
+    /// before acting on what was read from the log: the new checkpoint covers it, so
+    /// any later rollback of it is caught too. Needs a writer's token.
+    pub async fn check_fresh(&self, log: &AuditClient) -> Result<Seen, WitnessError> {
+        let mut seen = self.seen.lock().await;
+        let note = match log.sign_checkpoint().await? {
+            Some(note) => note,
+            None => match seen.as_ref() {
+                Some(old) => return Err(WitnessError::Missing(old.checkpoint.size)),
+                None => return Err(WitnessError::Missing(0)),
+            },
+        };
+        self.accept(&mut seen, log, &note).await
+    }
+
+    async fn accept(&self, seen: &mut Option<Seen>, log: &AuditClient, note: &str) -> Result<Seen, WitnessError> {
+        let next = advance(&self.verifier, seen.as_ref(), note, |old, new| log.consistency_proof(old, new)).await?;
+        if seen.as_ref().is_none_or(|old| old.checkpoint.size != next.checkpoint.size) {
+            write_state(&self.path, &next.note)?;
+        }
+        *seen = Some(next.clone());
+        Ok(next)
+    }
+
+    /// Fetches the log's latest checkpoint and accepts it only if it extends the one
+    /// this witness holds.
+    pub async fn check(&self, log: &AuditClient) -> Result<Seen, WitnessError> {
+        let mut seen = self.seen.lock().await;
+        let note = match log.checkpoint().await? {
+            Some(note) => note,
+            None => match seen.as_ref() {
+                Some(old) => return Err(WitnessError::Missing(old.checkpoint.size)),
+                // A log that has not yet signed anything: ask it to, so there is something to hold.
+                None => match log.sign_checkpoint().await? {
+                    Some(note) => note,
+                    None => return Err(WitnessError::Missing(0)),
+                },
+            },
+        };
+        self.accept(&mut seen, log, &note).await
+    }
+}
+
+/// Writes the state file durably: a temporary file, fsync, rename, fsync of the folder.
+fn write_state(path: &Path, note: &str) -> Result<(), WitnessError> {
+    let error = |source| WitnessError::State { path: path.to_owned(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(error)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(error)?;
+    file.write_all(note.as_bytes()).and_then(|()| file.sync_all()).map_err(error)?;
+    fs::rename(&tmp, path).map_err(error)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(error)
+}

@@ -1,0 +1,363 @@
+//! `arf audit`: verify the log offline or online, print its checkpoint, and prove
+//! inclusion and consistency, recomputing everything client-side so the service is
+//! never trusted to check itself.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::json;
+
+use arf_audit::checkpoint::{Checkpoint, NoteVerifier};
+use arf_audit::merkle::{self, Tree};
+use arf_audit::record::{ChainError, verify_chain};
+use arf_audit::store::{self, StoreError};
+
+use crate::client::Endpoints;
+use crate::exit;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Checks the log: every frame, link and hash, the Merkle tree, every signed
+    /// checkpoint, and the witnesses' checkpoints; exit 0 when intact, 1 naming the
+    /// first damage otherwise.
+    Verify {
+        /// Read the log's files in this data directory (or the log's own directory)
+        /// instead of asking the service; works while the service runs.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The log's public checkpoint key (hex, `.pub`); default: the deployment's.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The log's origin in its checkpoints.
+        #[arg(long, default_value = "arf-audit-log")]
+        origin: String,
+        /// A witness folder whose `checkpoint` the log must extend (repeatable); the
+        /// governor's and executor's witness state in `--data-dir` is checked too.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The latest signed checkpoint, checked against the log's key.
+    Checkpoint {
+        #[command(flatten)]
+        key: LogKey,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An inclusion proof of record SEQ in the latest checkpoint, verified here.
+    Prove {
+        seq: u64,
+        #[command(flatten)]
+        key: LogKey,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A consistency proof between the trees of OLD and NEW records, verified here
+    /// against roots recomputed from the records themselves.
+    Consistency {
+        old: u64,
+        new: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which key the log's checkpoints are checked against.
+#[derive(Debug, clap::Args)]
+pub struct LogKey {
+    /// The log's public checkpoint key (hex, `.pub`); default: the one under `--data-dir`.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The log's origin in its checkpoints.
+    #[arg(long, default_value = "arf-audit-log")]
+    origin: String,
+    /// The data directory whose `keys/` holds the log's key.
+    #[arg(long, default_value = ".arf")]
+    data_dir: PathBuf,
+}
+
+impl LogKey {
+    fn verifier(&self) -> Result<NoteVerifier> {
+        verifier(self.key.as_deref(), Some(&self.data_dir), &self.origin)
+    }
+}
+
+pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { data_dir, key, origin, witness, json } => {
+            verify(endpoints, data_dir.as_deref(), key.as_deref(), &origin, &witness, json).await
+        }
+        AuditCommand::Checkpoint { key, json } => {
+            let verifier = key.verifier()?;
+            let (checkpoint, note) = latest(endpoints, &verifier).await?;
+            if json {
+                println!("{}", json!({"origin": checkpoint.origin, "size": checkpoint.size, "root_hash": checkpoint.root_hex(), "note": note}));
+            } else {
+                print!("{note}");
+                println!("(signature verified with {})", verifier.encode());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prove { seq, key, json } => {
+            let verifier = key.verifier()?;
+            let (checkpoint, _) = latest(endpoints, &verifier).await?;
+            let log = endpoints.audit()?;
+            let record = log.get(seq).await?.with_context(|| format!("the log has no record `{seq}`"))?;
+            if record.compute_hash() != record.hash {
+                bail!("record {seq} as served does not match its own hash");
+            }
+            let proof = log.inclusion_proof(seq, checkpoint.size).await?;
+            let leaf = store::leaf_of(&record).map_err(anyhow::Error::msg)?;
+            merkle::verify_inclusion(seq - 1, checkpoint.size, &leaf, &proof, &checkpoint.root)
+                .with_context(|| format!("the log's inclusion proof of record {seq} does not verify"))?;
+            let hashes: Vec<String> = proof.iter().map(hex::encode).collect();
+            if json {
+                println!("{}", json!({"seq": seq, "record_hash": record.hash, "tree_size": checkpoint.size, "root_hash": checkpoint.root_hex(), "proof": hashes}));
+            } else {
+                println!("record {seq} ({}) is in the signed tree of {} records, root {}", record.hash, checkpoint.size, checkpoint.root_hex());
+                for hash in hashes {
+                    println!("  {hash}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Consistency { old, new, json } => {
+            let log = endpoints.audit()?;
+            let records = log.read_range(1, new + 1).await?;
+            let tree = tree_of(&records)?;
+            if tree.size() < new {
+                bail!("the log holds {} records, fewer than {new}", tree.size());
+            }
+            let proof = log.consistency_proof(old, new).await?;
+            let (old_root, new_root) = (tree.root(old)?, tree.root(new)?);
+            merkle::verify_consistency(old, new, &old_root, &new_root, &proof)
+                .with_context(|| format!("the log's consistency proof from {old} to {new} does not verify"))?;
+            let hashes: Vec<String> = proof.iter().map(hex::encode).collect();
+            if json {
+                println!("{}", json!({"old_size": old, "new_size": new, "old_root": hex::encode(old_root), "new_root": hex::encode(new_root), "proof": hashes}));
+            } else {
+                println!("the tree of {old} records (root {}) is a prefix of the tree of {new} (root {})", hex::encode(old_root), hex::encode(new_root));
+                for hash in hashes {
+                    println!("  {hash}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The log's checkpoint verifier: `--key`, else the deployment's key under `data_dir`.
+fn verifier(key: Option<&Path>, data_dir: Option<&Path>, origin: &str) -> Result<NoteVerifier> {
+    let path = match (key, data_dir) {
+        (Some(key), _) => key.to_owned(),
+        (None, Some(dir)) => {
+            let candidates = [
+                dir.join("keys").join("audit-checkpoint.key.pub"),
+                dir.join("audit").join("checkpoint.key.pub"),
+                dir.join("checkpoint.key.pub"),
+            ];
+            candidates.into_iter().find(|p| p.exists()).with_context(|| {
+                format!("no checkpoint key under `{}`; pass `--key` with the log's public key", dir.display())
+            })?
+        }
+        (None, None) => bail!("pass `--key` with the log's public checkpoint key"),
+    };
+    let key = arf_core::keys::load_trusted(&path).with_context(|| format!("the checkpoint key `{}`", path.display()))?.key;
+    Ok(NoteVerifier::new(origin, key))
+}
+
+async fn latest(endpoints: &Endpoints, verifier: &NoteVerifier) -> Result<(Checkpoint, String)> {
+    let note = endpoints.audit()?.checkpoint().await?.context("the log has signed no checkpoint yet")?;
+    let checkpoint = verifier.verify(&note).context("the log's checkpoint does not verify")?;
+    Ok((checkpoint, note))
+}
+
+fn tree_of(records: &[arf_audit::Record]) -> Result<Tree> {
+    let mut tree = Tree::new();
+    for record in records {
+        tree.push(store::leaf_of(record).map_err(anyhow::Error::msg)?);
+    }
+    Ok(tree)
+}
+
+/// One damage found, named for the reader.
+struct Damage {
+    seq: u64,
+    reason: String,
+}
+
+async fn verify(
+    endpoints: &Endpoints,
+    data_dir: Option<&Path>,
+    key: Option<&Path>,
+    origin: &str,
+    witnesses: &[PathBuf],
+    as_json: bool,
+) -> Result<ExitCode> {
+    // Online, the key is looked for in the deployment's default data directory.
+    let key_dir = data_dir.unwrap_or(Path::new(".arf"));
+    let verifier = match verifier(key, Some(key_dir), origin) {
+        Ok(v) => Some(v),
+        Err(_) if key.is_none() => None,
+        Err(e) => return Err(e),
+    };
+    let mut witness_files: Vec<PathBuf> = witnesses.iter().map(|w| w.join("checkpoint")).collect();
+    let outcome = match data_dir {
+        Some(dir) => {
+            let log_dir = [dir.join("audit"), dir.to_path_buf()]
+                .into_iter()
+                .find(|p| p.join(store::LOG_FILE).exists() || p.join("db").exists())
+                .with_context(|| format!("no audit log under `{}`", dir.display()))?;
+            for role in ["governor", "executor"] {
+                let state = dir.join(role).join("witness").join("checkpoint");
+                if state.exists() {
+                    witness_files.push(state);
+                }
+            }
+            match store::verify_dir(&log_dir, verifier.as_ref()) {
+                Ok(verified) => Ok((verified.records, verified.head_hash, verified.checkpoints, verified.latest_checkpoint, verified.tree)),
+                Err(StoreError::Damaged { seq, offset, reason, .. }) => {
+                    Err(Damage { seq, reason: format!("{reason} (byte {offset} of `{}`)", log_dir.join(store::LOG_FILE).display()) })
+                }
+                Err(StoreError::Checkpoint { reason, .. }) => Err(Damage { seq: 0, reason }),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        None => {
+            let records = endpoints.audit()?.read_range(1, 0).await?;
+            match verify_chain(records.iter().cloned().enumerate().map(|(i, r)| Ok((i as u64 + 1, r)))) {
+                Ok(summary) => {
+                    let tree = tree_of(&records)?;
+                    let checkpoints = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Checkpoint).count() as u64;
+                    match check_logged_checkpoints(&records, &tree, verifier.as_ref()) {
+                        Ok(latest) => Ok((summary.records, summary.head_hash, checkpoints, latest, tree)),
+                        Err(damage) => Err(damage),
+                    }
+                }
+                Err(ChainError { seq, reason }) => Err(Damage { seq, reason }),
+            }
+        }
+    };
+    let outcome = outcome.and_then(|(records, head, checkpoints, latest, tree)| {
+        let witnessed = check_witnesses(&witness_files, &tree, verifier.as_ref())?;
+        Ok((records, head, checkpoints, latest, witnessed))
+    });
+    match outcome {
+        Ok((records, head, checkpoints, latest, witnessed)) => {
+            if as_json {
+                println!(
+                    "{}",
+                    json!({"intact": true, "records": records, "head_hash": head, "checkpoints": checkpoints,
+                           "latest_checkpoint": latest.as_ref().map(|c| json!({"size": c.size, "root_hash": c.root_hex()})),
+                           "witnesses": witnessed, "signatures_checked": verifier.is_some()})
+                );
+            } else {
+                println!("audit chain intact: {records} records, head {head}");
+                match (&verifier, latest) {
+                    (Some(_), Some(c)) => println!(
+                        "{checkpoints} signed checkpoints verified; the latest covers {} of {records} records, root {}",
+                        c.size,
+                        c.root_hex()
+                    ),
+                    (Some(_), None) => println!("no signed checkpoint yet"),
+                    (None, _) => println!("checkpoint signatures not checked: no key found (pass `--key`)"),
+                }
+                if witnessed > 0 {
+                    println!("{witnessed} witness checkpoints are consistent with the log");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(Damage { seq, reason }) => {
+            if as_json {
+                println!("{}", json!({"intact": false, "first_bad_record": seq, "reason": reason}));
+            } else if seq == 0 {
+                eprintln!("audit log damaged: {reason}");
+            } else {
+                eprintln!("audit chain broken: first bad record is {seq}: {reason}");
+            }
+            Ok(ExitCode::from(exit::FAILURE))
+        }
+    }
+}
+
+/// Online: every `checkpoint` record must be signed and name the root of the records before it.
+fn check_logged_checkpoints(
+    records: &[arf_audit::Record],
+    tree: &Tree,
+    verifier: Option<&NoteVerifier>,
+) -> Result<Option<Checkpoint>, Damage> {
+    let Some(verifier) = verifier else { return Ok(None) };
+    let mut latest = None;
+    for record in records.iter().filter(|r| r.kind == arf_audit::RecordKind::Checkpoint) {
+        let bad = |reason: String| Damage { seq: record.seq, reason };
+        let note = record.payload.get("note").and_then(|n| n.as_str()).ok_or_else(|| bad("a checkpoint without its note".to_owned()))?;
+        let checkpoint = verifier.verify(note).map_err(|e| bad(e.to_string()))?;
+        let root = tree.root(checkpoint.size).map_err(|e| bad(e.to_string()))?;
+        if checkpoint.size + 1 != record.seq || root != checkpoint.root {
+            return Err(bad(format!("its signed root for size {} does not match the records before it", checkpoint.size)));
+        }
+        latest = Some(checkpoint);
+    }
+    Ok(latest)
+}
+
+/// Each witness's checkpoint must be signed by the log and a prefix of it.
+fn check_witnesses(files: &[PathBuf], tree: &Tree, verifier: Option<&NoteVerifier>) -> Result<usize, Damage> {
+    let mut checked = 0;
+    for file in files {
+        let bad = |reason: String| Damage { seq: 0, reason: format!("witness `{}`: {reason}", file.display()) };
+        let note = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
+        let Some(verifier) = verifier else { return Err(bad("no key to check its signature (pass `--key`)".to_owned())) };
+        let checkpoint = verifier.verify(&note).map_err(|e| bad(e.to_string()))?;
+        if checkpoint.size > tree.size() {
+            return Err(bad(format!(
+                "it saw {} records, but the log holds {}: the log was truncated or rolled back",
+                checkpoint.size,
+                tree.size()
+            )));
+        }
+        if tree.root(checkpoint.size).map_err(|e| bad(e.to_string()))? != checkpoint.root {
+            return Err(bad(format!("the log's first {} records no longer hash to the root it saw: history was rewritten", checkpoint.size)));
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+/// The demo's last step, once its services have stopped: `arf audit verify
+/// --data-dir` in-process, with the signed checkpoints and both witnesses.
+pub fn demo_verify(data_dir: &Path, checks: &mut crate::demo::Checks) -> Result<()> {
+    let verifier = verifier(None, Some(data_dir), &arf_audit::config::default_origin())?;
+    let witnesses: Vec<PathBuf> = ["governor", "executor"]
+        .iter()
+        .map(|role| data_dir.join(role).join("witness").join("checkpoint"))
+        .filter(|p| p.exists())
+        .collect();
+    checks.expect(witnesses.len() == 2, "the governor and the executor each keep the log's checkpoint as witnesses");
+    match store::verify_dir(&data_dir.join("audit"), Some(&verifier)) {
+        Ok(verified) => {
+            let latest = verified.latest_checkpoint.clone();
+            checks.expect(
+                latest.as_ref().is_some_and(|c| c.size + 1 == verified.records),
+                "the log signed a checkpoint of everything at shutdown",
+            );
+            match check_witnesses(&witnesses, &verified.tree, Some(&verifier)) {
+                Ok(n) => checks.expect(n == witnesses.len(), "the witnesses' checkpoints are prefixes of the log"),
+                Err(Damage { reason, .. }) => checks.expect(false, &format!("the witnesses agree with the log: {reason}")),
+            }
+            checks.expect(verified.checkpoints > 0, "every signed checkpoint in the log verifies against the records before it");
+            if let Some(c) = latest {
+                println!("  → latest checkpoint, signed by the log ({}):", verifier.encode());
+                for line in c.body().lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+        Err(error) => checks.expect(false, &format!("the log verifies against its checkpoints: {error}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! The executor is a witness of the log: before each action it has the log sign a
+//! checkpoint and keeps it, and it refuses to act on a log that cannot prove it
+//! extends what it saw, such as one restored from an older copy or cut short.
+
+use serde_json::json;
+
+use crate::harness::{Harness, Setup, append_line_pathway, path_str, target};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_refuses_a_log_rolled_back_behind_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let append_line = append_line_pathway();
+    let targets = [("web".to_owned(), target(&[("file", path_str(&ran))]))].into();
+    let mut h = Harness::start(dir.path(), Setup::new(vec![append_line], targets)).await;
+
+    for _ in 0..2 {
+        let signed = h.decide(&h.body("append_line", "web", json!({}))).await;
+        let done = h.execute(signed).await.unwrap();
+        assert_eq!(done.outcome, "verified", "{}", done.detail);
+    }
+    // Before the second action it witnessed a checkpoint covering the first one's records.
+    let state = dir.path().join("executor").join("witness").join("checkpoint");
+    let witnessed: usize = std::fs::read_to_string(&state).unwrap().lines().nth(1).unwrap().parse().unwrap();
+    assert!(witnessed >= 5, "the executor's checkpoint covers the first execution ({witnessed} records)");
+
+    // Someone restores the log from a copy taken during the first action (every frame
+    // and link of what is left is sound) and removes the log's own checkpoint file.
+    h.stop_audit().await;
+    let log = dir.path().join("audit").join(arf_audit::store::LOG_FILE);
+    let mut records = arf_audit::frame::read_records(&log).unwrap();
+    records.truncate(witnessed - 3);
+    arf_audit::frame::write_records(&log, &records).unwrap();
+    std::fs::remove_file(dir.path().join("audit").join("checkpoint")).unwrap();
+    h.start_audit().await;
+
+    let body = h.body("append_line", "web", json!({}));
+    let second = h.decide(&body).await;
+    let refused = h.execute(second).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("rolled back or truncated"), "{}", refused.message());
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    assert!(!lines.contains(&body.decision_id), "nothing ran on the rolled-back log");
+    assert!(h.kinds(&body.incident_id).await.iter().all(|k| *k != "execution_started"));
+}
