@@ -6,6 +6,7 @@
 //! [`checkpoint`] the signed checkpoints, [`grpc`] the service, and [`client`] what
 //! the other processes use to append before they act.
 
+pub mod bundle;
 pub mod checkpoint;
 pub mod client;
 pub mod config;

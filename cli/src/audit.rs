@@ -55,6 +55,33 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Writes an incident's evidence bundle: its records, an inclusion proof of each,
+    /// and a signed checkpoint covering them, verified before it is written.
+    Export {
+        incident: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        key: LogKey,
+        /// How long to wait for the log to sign a checkpoint covering the incident's
+        /// last record (it signs one every `checkpoint_every_secs` while it grows).
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Verifies an evidence bundle offline, with only the log's public key.
+    VerifyBundle {
+        file: PathBuf,
+        /// The log's public checkpoint key: a hex `.pub` file, or a note verifier
+        /// key `name+id+base64` (as `arf audit checkpoint` prints it).
+        #[arg(long)]
+        key: String,
+        #[arg(long, default_value = "arf-audit-log")]
+        origin: String,
+        /// `text`: a summary; `json`; `change-record`: a change-control record
+        /// (SOC 2 CC8.1 / ISO 27001 A.8.32) of who proposed, approved, ran and verified what.
+        #[arg(long, value_enum, default_value_t = BundleFormat::Text)]
+        format: BundleFormat,
+    },
     /// A consistency proof between the trees of OLD and NEW records, verified here
     /// against roots recomputed from the records themselves.
     Consistency {
@@ -63,6 +90,13 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BundleFormat {
+    Text,
+    Json,
+    ChangeRecord,
 }
 
 /// Which key the log's checkpoints are checked against.
@@ -123,6 +157,16 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { incident, out, key, wait_secs } => {
+            crate::evidence::export(endpoints, &incident, &out, &key.verifier()?, wait_secs).await
+        }
+        AuditCommand::VerifyBundle { file, key, origin, format } => {
+            let verifier = match NoteVerifier::parse(&key) {
+                Ok(verifier) => verifier,
+                Err(_) => verifier(Some(Path::new(&key)), None, &origin)?,
+            };
+            crate::evidence::verify_bundle(&file, &verifier, format)
         }
         AuditCommand::Consistency { old, new, json } => {
             let log = endpoints.audit()?;

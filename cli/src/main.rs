@@ -4,6 +4,7 @@ mod audit;
 mod client;
 pub(crate) mod demo;
 mod eval;
+mod evidence;
 mod governance;
 mod pathways;
 mod serve;

@@ -62,3 +62,62 @@ fn a_log_cut_short_and_resealed_is_caught_by_the_witnesses() {
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(stderr.contains("witness") && stderr.contains("truncated or rolled back"), "{stderr}");
 }
+
+/// An auditor's view: after the demo, `arf up` serves its log again; the production
+/// incident's evidence is exported with the auditor's token, verified offline with
+/// only the log's public key, read as a change record, and refused once edited.
+#[test]
+fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let demo = arf(&["demo", "--data-dir", data]);
+    assert!(demo.status.success(), "{}", String::from_utf8_lossy(&demo.stdout));
+    let log = Path::new(data).join("audit").join(arf_audit::store::LOG_FILE);
+    let records = arf_audit::frame::read_records(&log).unwrap();
+    let approved = records.iter().find(|r| r.kind == arf_audit::RecordKind::Approval).unwrap();
+    let incident = approved.incident_id.clone();
+
+    let config: toml::Table = std::fs::read_to_string(Path::new(data).join("arf.toml")).unwrap().parse().unwrap();
+    let audit_addr = config["audit"]["listen"].as_str().unwrap().to_owned();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["up", "--data-dir", data])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = up.stdout.take().unwrap();
+    let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok).any(|l| l.starts_with("Press Ctrl-C"));
+    assert!(ready, "arf up started");
+
+    let bundle = dir.path().join("evidence.json");
+    let auditor = Path::new(data).join("secrets").join("auditor.token");
+    let key = Path::new(data).join("keys").join("audit-checkpoint.key.pub");
+    let anonymous = arf(&["audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr]);
+    assert!(!anonymous.status.success(), "exporting needs a reader's token");
+    let export = arf(&[
+        "audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr,
+        "--token-file", auditor.to_str().unwrap(),
+    ]);
+    let _ = up.kill();
+    let _ = up.wait();
+    assert!(export.status.success(), "{}{}", String::from_utf8_lossy(&export.stdout), String::from_utf8_lossy(&export.stderr));
+
+    // Offline: the services are gone, and only the public key is needed.
+    let verify = arf(&["audit", "verify-bundle", bundle.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("bundle verified"));
+    let record = arf(&["audit", "verify-bundle", bundle.to_str().unwrap(), "--key", key.to_str().unwrap(), "--format", "change-record"]);
+    let text = String::from_utf8_lossy(&record.stdout);
+    assert!(record.status.success(), "{}", String::from_utf8_lossy(&record.stderr));
+    for expected in ["# Change record: incident", "approve by `alice` (oncall)", "route `approval`", "verification passed", "outcome `verified`"] {
+        assert!(text.contains(expected), "`{expected}` missing from:\n{text}");
+    }
+
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&bundle, bytes).unwrap();
+    let edited = arf(&["audit", "verify-bundle", bundle.to_str().unwrap(), "--key", key.to_str().unwrap()]);
+    assert_eq!(edited.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&edited.stderr).contains("bundle does not verify"));
+}

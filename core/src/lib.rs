@@ -12,4 +12,5 @@ pub mod keys;
 pub mod signal;
 pub mod target;
 pub mod template;
+pub mod text;
 pub mod time;
