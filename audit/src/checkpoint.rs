@@ -23,6 +23,8 @@ use thiserror::Error;
 use crate::merkle::Hash;
 
 const ALG_ED25519: u8 = 0x01;
+/// The key type of a C2SP `tlog-cosignature/v1` witness key.
+const ALG_COSIGNATURE_V1: u8 = 0x04;
 const SIGNATURE_PREFIX: &str = "\u{2014} ";
 
 /// What a checkpoint says: the log, how many records, and the root over them.
@@ -147,6 +149,53 @@ impl NoteVerifier {
     }
 }
 
+/// The four-byte key id of a witness's cosignature key.
+pub fn cosignature_key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update(b"\n");
+    hasher.update([ALG_COSIGNATURE_V1]);
+    hasher.update(key.as_bytes());
+    let digest = hasher.finalize();
+    [digest[0], digest[1], digest[2], digest[3]]
+}
+
+fn cosigned_message(checkpoint: &Checkpoint, time_secs: u64) -> String {
+    format!("cosignature/v1\ntime {time_secs}\n{}", checkpoint.body())
+}
+
+/// Adds a witness's cosignature (C2SP `tlog-cosignature/v1`: the witness signs
+/// `cosignature/v1`, the time, and the checkpoint body) to a signed note.
+pub fn cosign(note: &str, checkpoint: &Checkpoint, name: &str, key: &SigningKey, time_secs: u64) -> String {
+    let signature = key.sign(cosigned_message(checkpoint, time_secs).as_bytes());
+    let mut blob = cosignature_key_id(name, &key.verifying_key()).to_vec();
+    blob.extend_from_slice(&time_secs.to_be_bytes());
+    blob.extend_from_slice(&signature.to_bytes());
+    format!("{}{SIGNATURE_PREFIX}{name} {}\n", note, STANDARD.encode(blob))
+}
+
+/// Finds and checks a witness's cosignature on a note whose checkpoint is
+/// `checkpoint`; returns the time the witness signed it.
+pub fn verify_cosignature(note: &str, checkpoint: &Checkpoint, name: &str, key: &VerifyingKey) -> Result<u64, CheckpointError> {
+    let wanted = cosignature_key_id(name, key);
+    let signatures = note.split_once("\n\n").map_or("", |(_, s)| s);
+    for line in signatures.lines() {
+        let Some((line_name, blob)) = line.strip_prefix(SIGNATURE_PREFIX).and_then(|rest| rest.split_once(' ')) else { continue };
+        let Ok(blob) = STANDARD.decode(blob) else { continue };
+        if line_name != name || blob.len() != 4 + 8 + 64 || blob[..4] != wanted {
+            continue;
+        }
+        let mut time = [0u8; 8];
+        time.copy_from_slice(&blob[4..12]);
+        let time_secs = u64::from_be_bytes(time);
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&blob[12..]) else { continue };
+        if key.verify(cosigned_message(checkpoint, time_secs).as_bytes(), &signature).is_ok() {
+            return Ok(time_secs);
+        }
+    }
+    Err(CheckpointError::NotSigned(name.to_owned()))
+}
+
 fn parse_body(body: &str) -> Result<Checkpoint, CheckpointError> {
     let lines: Vec<&str> = body.split_terminator('\n').collect();
     let [origin, size, root, ..] = lines.as_slice() else {
@@ -187,6 +236,19 @@ mod tests {
         assert!(other_key.verify(&note).is_err());
         let other_origin = NoteVerifier::new("elsewhere", key(1).verifying_key());
         assert!(matches!(other_origin.verify(&note), Err(CheckpointError::WrongOrigin { .. })));
+    }
+
+    #[test]
+    fn a_cosignature_verifies_and_the_log_signature_still_does() {
+        let checkpoint = Checkpoint { origin: "arf-audit-log".into(), size: 7, root: [3; 32] };
+        let note = checkpoint.sign(&key(1));
+        let cosigned = cosign(&note, &checkpoint, "offsite", &key(9), 1_764_000_000);
+        assert_eq!(verify_cosignature(&cosigned, &checkpoint, "offsite", &key(9).verifying_key()), Ok(1_764_000_000));
+        let log = NoteVerifier::new("arf-audit-log", key(1).verifying_key());
+        assert_eq!(log.verify(&cosigned).unwrap(), checkpoint, "an added cosignature leaves the log's signature valid");
+        let other = Checkpoint { size: 8, ..checkpoint.clone() };
+        assert!(verify_cosignature(&cosigned, &other, "offsite", &key(9).verifying_key()).is_err());
+        assert!(verify_cosignature(&note, &checkpoint, "offsite", &key(9).verifying_key()).is_err());
     }
 
     #[test]

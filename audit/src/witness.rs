@@ -142,8 +142,8 @@ impl Witness {
     }
 }
 
-/// Writes the state file durably: a temporary file, fsync, rename, fsync of the folder.
-fn write_state(path: &Path, note: &str) -> Result<(), WitnessError> {
+/// Writes a witness's state file durably: a temporary file, fsync, rename, fsync of the folder.
+pub fn write_state(path: &Path, note: &str) -> Result<(), WitnessError> {
     let error = |source| WitnessError::State { path: path.to_owned(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(error)?;

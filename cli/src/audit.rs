@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
 
-use arf_audit::checkpoint::{Checkpoint, NoteVerifier};
+use arf_audit::checkpoint::{self, Checkpoint, NoteVerifier};
+use arf_audit::witness;
 use arf_audit::merkle::{self, Tree};
 use arf_audit::record::{ChainError, verify_chain};
 use arf_audit::store::{self, StoreError};
@@ -81,6 +82,24 @@ pub enum AuditCommand {
         /// (SOC 2 CC8.1 / ISO 27001 A.8.32) of who proposed, approved, ran and verified what.
         #[arg(long, value_enum, default_value_t = BundleFormat::Text)]
         format: BundleFormat,
+    },
+    /// Keeps a witness of the log in a folder (ideally a git repository pushed to
+    /// another host): accepts each newer checkpoint only with a consistency proof,
+    /// cosigns it with the folder's own key (C2SP tlog-cosignature), and commits it
+    /// when the folder is a git repository. Exit 2 when the log fails the check.
+    Witness {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        key: LogKey,
+        /// The witness's name in its cosignatures.
+        #[arg(long, default_value = "arf-witness")]
+        name: String,
+        /// Check once and exit, instead of every `--interval-secs`.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 10)]
+        interval_secs: u64,
     },
     /// A consistency proof between the trees of OLD and NEW records, verified here
     /// against roots recomputed from the records themselves.
@@ -167,6 +186,9 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
                 Err(_) => verifier(Some(Path::new(&key)), None, &origin)?,
             };
             crate::evidence::verify_bundle(&file, &verifier, format)
+        }
+        AuditCommand::Witness { dir, key, name, once, interval_secs } => {
+            witness_folder(endpoints, &dir, &key.verifier()?, &name, once, interval_secs).await
         }
         AuditCommand::Consistency { old, new, json } => {
             let log = endpoints.audit()?;
@@ -349,6 +371,61 @@ fn check_logged_checkpoints(
     Ok(latest)
 }
 
+/// `arf audit witness`: one check, or one every `interval_secs`, of the log against the folder.
+async fn witness_folder(endpoints: &Endpoints, dir: &Path, verifier: &NoteVerifier, name: &str, once: bool, interval_secs: u64) -> Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let key = arf_core::keys::load_or_generate(&dir.join("witness.key"))?;
+    std::fs::write(dir.join("witness.name"), name)?;
+    let state = dir.join("checkpoint");
+    let log = endpoints.audit()?;
+    loop {
+        let old = match std::fs::read_to_string(&state) {
+            Ok(note) => Some(witness::Seen { checkpoint: verifier.verify(&note).context("the folder's checkpoint")?, note }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", state.display())),
+        };
+        let refused = |reason: String| {
+            eprintln!("WITNESS REFUSES THE LOG: {reason}");
+            Ok(ExitCode::from(exit::DENIED))
+        };
+        match log.checkpoint().await? {
+            None if old.is_some() => return refused("the log has no checkpoint, but this witness holds one".to_owned()),
+            None => println!("the log has signed no checkpoint yet"),
+            Some(note) => match witness::advance(verifier, old.as_ref(), &note, |o, n| log.consistency_proof(o, n)).await {
+                Err(error) => return refused(error.to_string()),
+                Ok(seen) if old.as_ref().is_some_and(|o| o.checkpoint.size == seen.checkpoint.size) => {
+                    println!("checkpoint of {} records unchanged", seen.checkpoint.size);
+                }
+                Ok(seen) => {
+                    let now = u64::try_from(arf_core::time::now_ms() / 1000).unwrap_or(0);
+                    let cosigned = checkpoint::cosign(&seen.note, &seen.checkpoint, name, &key, now);
+                    witness::write_state(&state, &cosigned)?;
+                    let message = format!("witness: {} at {} records, root {}", seen.checkpoint.origin, seen.checkpoint.size, seen.checkpoint.root_hex());
+                    if dir.join(".git").exists() {
+                        commit(dir, &message)?;
+                    }
+                    println!("{message}: consistent with the last checkpoint, cosigned as `{name}`");
+                }
+            },
+        }
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(interval_secs.max(1))).await;
+    }
+}
+
+/// Commits the folder's checkpoint, so its history can be pushed elsewhere.
+fn commit(dir: &Path, message: &str) -> Result<()> {
+    for args in [&["add", "checkpoint", "witness.name", "witness.key.pub"][..], &["commit", "-q", "-m", message][..]] {
+        let status = std::process::Command::new("git").arg("-C").arg(dir).args(args).status().context("cannot run git")?;
+        if !status.success() {
+            bail!("`git {}` failed in `{}`", args.join(" "), dir.display());
+        }
+    }
+    Ok(())
+}
+
 /// Each witness's checkpoint must be signed by the log and a prefix of it.
 fn check_witnesses(files: &[PathBuf], tree: &Tree, verifier: Option<&NoteVerifier>) -> Result<usize, Damage> {
     let mut checked = 0;
@@ -357,6 +434,11 @@ fn check_witnesses(files: &[PathBuf], tree: &Tree, verifier: Option<&NoteVerifie
         let note = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
         let Some(verifier) = verifier else { return Err(bad("no key to check its signature (pass `--key`)".to_owned())) };
         let checkpoint = verifier.verify(&note).map_err(|e| bad(e.to_string()))?;
+        // A folder kept by `arf audit witness` cosigned what it accepted: check that too.
+        let folder = file.parent().unwrap_or(Path::new("."));
+        if let (Ok(name), Ok(key)) = (std::fs::read_to_string(folder.join("witness.name")), arf_core::keys::load_trusted(&folder.join("witness.key.pub"))) {
+            checkpoint::verify_cosignature(&note, &checkpoint, name.trim(), &key.key).map_err(|e| bad(format!("its cosignature: {e}")))?;
+        }
         if checkpoint.size > tree.size() {
             return Err(bad(format!(
                 "it saw {} records, but the log holds {}: the log was truncated or rolled back",

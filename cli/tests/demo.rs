@@ -98,9 +98,35 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
         "audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr,
         "--token-file", auditor.to_str().unwrap(),
     ]);
+    // An external witness folder, a git repository an operator would push elsewhere.
+    let folder = dir.path().join("witness");
+    std::fs::create_dir_all(&folder).unwrap();
+    assert!(Command::new("git").args(["init", "-q"]).current_dir(&folder).status().unwrap().success());
+    for (k, v) in [("user.name", "witness"), ("user.email", "witness@example.invalid")] {
+        assert!(Command::new("git").args(["config", k, v]).current_dir(&folder).status().unwrap().success());
+    }
+    let witnessed = arf(&[
+        "audit", "witness", "--dir", folder.to_str().unwrap(), "--once", "--data-dir", data, "--audit", &audit_addr,
+        "--token-file", auditor.to_str().unwrap(),
+    ]);
     let _ = up.kill();
     let _ = up.wait();
     assert!(export.status.success(), "{}{}", String::from_utf8_lossy(&export.stdout), String::from_utf8_lossy(&export.stderr));
+    assert!(witnessed.status.success(), "{}{}", String::from_utf8_lossy(&witnessed.stdout), String::from_utf8_lossy(&witnessed.stderr));
+    let history = Command::new("git").args(["log", "--oneline"]).current_dir(&folder).output().unwrap();
+    assert!(String::from_utf8_lossy(&history.stdout).contains("witness: arf-audit-log at"), "the checkpoint is committed");
+    let verify = arf(&["audit", "verify", "--data-dir", data, "--witness", folder.to_str().unwrap()]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("3 witness checkpoints are consistent"));
+    // A cosignature that does not verify fails the folder.
+    let state = folder.join("checkpoint");
+    let note = std::fs::read_to_string(&state).unwrap();
+    let (body, last) = note.trim_end().rsplit_once('\n').unwrap();
+    let forged_line = last.replacen(|c: char| c.is_ascii_alphabetic(), "A", 1).replacen('A', "B", 1);
+    std::fs::write(&state, format!("{body}\n{forged_line}\n")).unwrap();
+    let verify = arf(&["audit", "verify", "--data-dir", data, "--witness", folder.to_str().unwrap()]);
+    assert_eq!(verify.status.code(), Some(1), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(String::from_utf8_lossy(&verify.stderr).contains("cosignature"));
 
     // Offline: the services are gone, and only the public key is needed.
     let verify = arf(&["audit", "verify-bundle", bundle.to_str().unwrap(), "--key", key.to_str().unwrap()]);
