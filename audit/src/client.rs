@@ -46,6 +46,9 @@ impl From<tonic::Status> for AuditError {
 pub struct AuditClient {
     client: AuditLogClient<Channel>,
     token: Option<String>,
+    /// The highest sequence number the log has acknowledged to this client (and its
+    /// clones): a checkpoint that does not reach it does not cover what we wrote.
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl AuditClient {
@@ -56,7 +59,7 @@ impl AuditClient {
             .map_err(|_| AuditError::Address(address.to_owned()))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10));
-        Ok(Self { client: AuditLogClient::new(endpoint.connect_lazy()), token })
+        Ok(Self { client: AuditLogClient::new(endpoint.connect_lazy()), token, acknowledged: Default::default() })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -78,12 +81,21 @@ impl AuditClient {
             })
             .collect();
         let response = self.client.clone().append(self.request(pb::AppendRequest { entries })).await?;
-        response
+        let records: Vec<Record> = response
             .into_inner()
             .records
             .into_iter()
             .map(|r| convert::from_pb(r).map_err(AuditError::Malformed))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        if let Some(last) = records.iter().map(|r| r.seq).max() {
+            self.acknowledged.fetch_max(last, std::sync::atomic::Ordering::AcqRel);
+        }
+        Ok(records)
+    }
+
+    /// The highest sequence number the log has acknowledged to this client.
+    pub fn acknowledged_seq(&self) -> u64 {
+        self.acknowledged.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Appends one entry.

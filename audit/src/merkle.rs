@@ -68,6 +68,11 @@ impl Tree {
         self.levels.first().map_or(0, |l| l.len() as u64)
     }
 
+    /// Leaf `index` (0-based), as pushed.
+    pub fn leaf(&self, index: u64) -> Option<Hash> {
+        self.levels.first()?.get(usize::try_from(index).ok()?).copied()
+    }
+
     /// Appends a leaf (already leaf-hashed) and every subtree it completes.
     pub fn push(&mut self, leaf: Hash) {
         let mut level = 0;

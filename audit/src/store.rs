@@ -61,6 +61,10 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("the log stopped accepting appends after a failed write or sync: {0}")]
     Failed(String),
+    /// The write or sync of this append failed part way: its records may or may not
+    /// be found in the log after a restart, so the caller must not assume either.
+    #[error("the append's write or sync failed, so it may or may not be in the log: {0}")]
+    Indeterminate(String),
     #[error("record {seq} cannot be read: {reason}")]
     Corrupt { seq: u64, reason: String },
     #[error("invalid append: {0}")]
@@ -326,6 +330,7 @@ impl Store {
             }
         }
         let verifier = signer.as_ref().map(Signer::verifier);
+        let note = read_checkpoint_file(dir)?;
         let mut index = Index { head_hash: GENESIS_HASH.to_owned(), ..Index::default() };
         let (tree, torn) = scan(&path, verifier.as_ref(), |scanned, _| {
             index.offsets.push(scanned.offset);
@@ -337,11 +342,10 @@ impl Store {
         })?;
         index.tree = tree;
         let mut report = OpenReport { records: index.size(), torn: None };
+        // Checked before anything on disk changes: a log that will not open is left as found.
+        index.checkpoint = check_checkpoint_file(note, &path, verifier.as_ref(), &index.tree)?;
         if let Some((offset, len, reason)) = torn {
-            let aside = dir.join(format!("torn-{offset}.bin"));
-            let mut bytes = vec![0u8; len as usize];
-            file.read_exact_at(&mut bytes, offset)?;
-            write_durably(dir, &format!("torn-{offset}.bin"), &bytes)?;
+            let aside = set_aside(dir, &file, offset, len)?;
             file.set_len(offset)?;
             file.sync_all()?;
             error!(
@@ -353,7 +357,6 @@ impl Store {
             );
             report.torn = Some((len, aside));
         }
-        index.checkpoint = load_checkpoint_file(dir, &path, verifier.as_ref(), &index.tree)?;
         let (appended, _) = broadcast::channel(4096);
         let reader = File::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         let size = index.size();
@@ -428,26 +431,33 @@ impl Store {
     }
 
     fn read_at(&self, seq: u64, offset: u64) -> Result<Record, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { seq, reason };
+        let corrupt = |reason: String| {
+            error!(seq, offset, %reason, "a record of the log no longer reads as it was verified");
+            StoreError::Corrupt { seq, reason }
+        };
         let mut header = [0u8; frame::HEADER_LEN];
-        self.shared.reader.read_exact_at(&mut header, offset)?;
+        self.shared.reader.read_exact_at(&mut header, offset).map_err(|e| corrupt(e.to_string()))?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let mut bytes = header.to_vec();
         bytes.resize(frame::HEADER_LEN + len.min(frame::MAX_BODY) as usize, 0);
-        self.shared.reader.read_exact_at(&mut bytes[frame::HEADER_LEN..], offset + frame::HEADER_LEN as u64)?;
-        match frame::next(&mut bytes.as_slice())? {
-            Next::Frame { body, .. } => {
-                let record = frame::decode(&body).map_err(corrupt)?;
-                if record.seq != seq {
-                    return Err(corrupt(format!("the frame holds record {}", record.seq)));
-                }
-                Ok(record)
-            }
-            other => {
-                error!(seq, offset, ?other, "a record of the log changed on disk after it was verified");
-                Err(corrupt(format!("changed on disk after the log opened: {other:?}")))
-            }
+        self.shared
+            .reader
+            .read_exact_at(&mut bytes[frame::HEADER_LEN..], offset + frame::HEADER_LEN as u64)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let record = match frame::next(&mut bytes.as_slice()).map_err(|e| corrupt(e.to_string()))? {
+            Next::Frame { body, .. } => frame::decode(&body).map_err(corrupt)?,
+            other => return Err(corrupt(format!("changed on disk after the log opened: {other:?}"))),
+        };
+        if record.seq != seq {
+            return Err(corrupt(format!("the frame holds record {}", record.seq)));
         }
+        // A frame's checksum anyone can recompute; the tree built at open is the check.
+        let leaf = leaf_of(&record).map_err(&corrupt)?;
+        let expected = self.index().tree.leaf(seq - 1);
+        if record.compute_hash() != record.hash || Some(leaf) != expected {
+            return Err(corrupt("changed on disk after the log opened: it no longer matches the verified tree".to_owned()));
+        }
+        Ok(record)
     }
 
     /// Records with `from <= seq < to`, read one at a time.
@@ -459,8 +469,12 @@ impl Store {
     }
 
     pub fn by_incident(&self, incident_id: &str) -> Result<Vec<Record>, StoreError> {
-        let seqs = self.index().incidents.get(incident_id).cloned().unwrap_or_default();
-        seqs.into_iter().filter_map(|seq| self.get(seq).transpose()).collect()
+        self.incident_seqs(incident_id).into_iter().filter_map(|seq| self.get(seq).transpose()).collect()
+    }
+
+    /// The sequence numbers of an incident's records, in order.
+    pub fn incident_seqs(&self, incident_id: &str) -> Vec<u64> {
+        self.index().incidents.get(incident_id).cloned().unwrap_or_default()
     }
 
     fn head_seq(&self) -> u64 {
@@ -516,23 +530,33 @@ impl Store {
     }
 }
 
-/// Reads the `checkpoint` file, and refuses a log that is shorter than it or
-/// whose tree disagrees with it.
-fn load_checkpoint_file(
-    dir: &Path,
+/// The `checkpoint` file's note, if there is one. Read it before the log: a running
+/// service may sign a newer one while the log is being read.
+fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, StoreError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    match fs::read_to_string(&path) {
+        Ok(note) => Ok(Some(note)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Open { path, source }),
+    }
+}
+
+/// Refuses a log that is shorter than the `checkpoint` file says, or whose tree
+/// disagrees with it. Without a key the note's signature cannot be checked, but
+/// its size and root still are.
+fn check_checkpoint_file(
+    note: Option<String>,
     log: &Path,
     verifier: Option<&NoteVerifier>,
     tree: &Tree,
 ) -> Result<Option<SignedCheckpoint>, StoreError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let note = match fs::read_to_string(&path) {
-        Ok(note) => note,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StoreError::Open { path, source }),
-    };
-    let Some(verifier) = verifier else { return Ok(None) };
+    let Some(note) = note else { return Ok(None) };
     let bad = |reason: String| StoreError::Checkpoint { path: log.to_owned(), reason };
-    let checkpoint = verifier.verify(&note).map_err(|e| bad(format!("`{}`: {e}", path.display())))?;
+    let checkpoint = match verifier {
+        Some(verifier) => verifier.verify(&note),
+        None => Checkpoint::parse_unverified(&note),
+    }
+    .map_err(|e| bad(format!("the `{CHECKPOINT_FILE}` file: {e}")))?;
     if checkpoint.size > tree.size() {
         return Err(bad(format!(
             "the last checkpoint covers {} records but the log holds {}: records were lost or removed",
@@ -543,7 +567,29 @@ fn load_checkpoint_file(
     if tree.root(checkpoint.size)? != checkpoint.root {
         return Err(bad(format!("the first {} records no longer hash to the checkpoint's root: history was rewritten", checkpoint.size)));
     }
-    Ok(Some(SignedCheckpoint { checkpoint, note }))
+    Ok(verifier.map(|_| SignedCheckpoint { checkpoint, note }))
+}
+
+/// Moves the `len` bytes at `offset` of the log into a new `torn-OFFSET[-N].bin`
+/// (never over an earlier one), durably, streaming rather than reading them whole.
+fn set_aside(dir: &Path, log: &File, offset: u64, len: u64) -> Result<PathBuf, StoreError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut n = 0;
+    let (path, mut out) = loop {
+        let name = if n == 0 { format!("torn-{offset}.bin") } else { format!("torn-{offset}-{n}.bin") };
+        let path = dir.join(name);
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+            Ok(file) => break (path, file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(source) => return Err(StoreError::Open { path, source }),
+        }
+    };
+    let mut source = log.try_clone()?;
+    source.seek(SeekFrom::Start(offset))?;
+    std::io::copy(&mut source.take(len), &mut out)?;
+    out.sync_all()?;
+    sync_dir(dir)?;
+    Ok(path)
 }
 
 /// The thread that seals and writes the log. It never waits for a sync: it hands
@@ -693,7 +739,7 @@ impl Writer {
                 let reason = format!("writing `{}` failed: {error}", self.shared.path.display());
                 fail(&self.shared, &reason);
                 for s in sealed {
-                    let _ = s.reply.send(Err(StoreError::Failed(reason.clone())));
+                    let _ = s.reply.send(Err(StoreError::Indeterminate(reason.clone())));
                 }
             }
         }
@@ -775,7 +821,7 @@ impl Syncer {
                     (ToSyncer::Written { start, sealed }, Ok(())) => self.publish(start, sealed),
                     (ToSyncer::Written { sealed, .. }, Err(reason)) => {
                         for s in sealed {
-                            let _ = s.reply.send(Err(StoreError::Failed(reason.clone())));
+                            let _ = s.reply.send(Err(StoreError::Indeterminate(reason.clone())));
                         }
                     }
                     (ToSyncer::Barrier(done), _) => {
@@ -841,6 +887,21 @@ fn seal(
                 bytes.len()
             )));
         }
+        // What is written must read back as the record it hashes to, or the log would
+        // refuse to open on it later: a payload nested too deeply to decode, or a
+        // value that does not survive a round trip, is refused now, not discovered then.
+        match frame::decode(&bytes) {
+            Ok(back) if back == record && back.compute_hash() == record.hash => {}
+            Ok(_) => {
+                return Err(StoreError::Invalid(format!(
+                    "a `{}` record's payload does not read back as written (a number that does not round-trip?)",
+                    record.kind.as_str()
+                )));
+            }
+            Err(reason) => {
+                return Err(StoreError::Invalid(format!("a `{}` record cannot be read back: {reason}", record.kind.as_str())));
+            }
+        }
         frame::encode(&bytes, out);
         lens.push((frame::HEADER_LEN + bytes.len()) as u64);
         seq = record.seq;
@@ -874,6 +935,7 @@ pub fn verify_dir(dir: &Path, verifier: Option<&NoteVerifier>) -> Result<Verifie
         }
         return Err(StoreError::Open { path, source: std::io::Error::from(std::io::ErrorKind::NotFound) });
     }
+    let note = read_checkpoint_file(dir)?;
     let mut head_hash = GENESIS_HASH.to_owned();
     let mut checkpoints = 0;
     let mut latest = None;
@@ -888,7 +950,7 @@ pub fn verify_dir(dir: &Path, verifier: Option<&NoteVerifier>) -> Result<Verifie
         }
         Ok(())
     })?;
-    let file_checkpoint = load_checkpoint_file(dir, &path, verifier, &tree)?;
+    let file_checkpoint = check_checkpoint_file(note, &path, verifier, &tree)?;
     if let Some(file) = file_checkpoint.filter(|f| latest.as_ref().is_none_or(|l| l.size < f.checkpoint.size)) {
         latest = Some(file.checkpoint);
     }

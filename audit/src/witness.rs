@@ -22,7 +22,11 @@ use crate::merkle::{self, ProofError};
 #[non_exhaustive]
 pub enum WitnessError {
     #[error("cannot reach the audit log to check its checkpoint: {0}")]
-    Unavailable(#[from] AuditError),
+    Unavailable(AuditError),
+    #[error("the audit log answered the witness with an error: {0}")]
+    LogRefused(AuditError),
+    #[error("the log's newest checkpoint covers {size} records, not the {needed} this process relies on: it does not vouch for them")]
+    Uncovered { size: u64, needed: u64 },
     #[error("the log's checkpoint does not verify against the pinned key: {0}")]
     BadCheckpoint(#[from] CheckpointError),
     #[error("the log's checkpoint covers {theirs} records, fewer than the {ours} this witness already saw: the log was rolled back or truncated")]
@@ -35,6 +39,17 @@ pub enum WitnessError {
     Missing(u64),
     #[error("cannot keep the witness state in `{path}`: {source}")]
     State { path: PathBuf, source: std::io::Error },
+}
+
+impl From<AuditError> for WitnessError {
+    /// Only a log that cannot be reached is `Unavailable` (retry); a log that answers
+    /// with a refusal or garbage fails the witness check like a bad checkpoint.
+    fn from(error: AuditError) -> Self {
+        match error {
+            AuditError::Unavailable(_) => Self::Unavailable(error),
+            other => Self::LogRefused(other),
+        }
+    }
 }
 
 /// The latest checkpoint a witness has accepted.
@@ -99,10 +114,12 @@ impl Witness {
     }
 
     /// Has the log sign a checkpoint of everything it holds now (one record and one
-    /// sync), and accepts it only if it extends the one this witness holds. Call it
-    /// before acting on what was read from the log: the new checkpoint covers it, so
-    /// any later rollback of it is caught too. Needs a writer's token.
-    pub async fn check_fresh(&self, log: &AuditClient) -> Result<Seen, WitnessError> {
+    /// sync), and accepts it only if it extends the one this witness holds and
+    /// covers at least `needed` records and everything the log acknowledged to `log`.
+    /// Call it before acting on what was read from the log: the new checkpoint
+    /// covers it, so any later rollback of it is caught too. Needs a writer's token.
+    pub async fn check_fresh(&self, log: &AuditClient, needed: u64) -> Result<Seen, WitnessError> {
+        let needed = needed.max(log.acknowledged_seq());
         let mut seen = self.seen.lock().await;
         let note = match log.sign_checkpoint().await? {
             Some(note) => note,
@@ -111,7 +128,11 @@ impl Witness {
                 None => return Err(WitnessError::Missing(0)),
             },
         };
-        self.accept(&mut seen, log, &note).await
+        let next = self.accept(&mut seen, log, &note).await?;
+        if next.checkpoint.size < needed {
+            return Err(WitnessError::Uncovered { size: next.checkpoint.size, needed });
+        }
+        Ok(next)
     }
 
     async fn accept(&self, seen: &mut Option<Seen>, log: &AuditClient, note: &str) -> Result<Seen, WitnessError> {

@@ -213,3 +213,22 @@ async fn reading_the_log_needs_a_known_reader_and_a_reader_cannot_write() {
     assert!(matches!(auditor.sign_checkpoint().await, Err(AuditError::Refused(_))));
     assert_eq!(auditor.read_incident("inc-1").await.unwrap().len(), 2);
 }
+
+/// A witness accepts a checkpoint only if it covers what the caller relies on: the
+/// records the log acknowledged to it, and any sequence number it names.
+#[tokio::test]
+async fn a_witness_refuses_a_checkpoint_that_does_not_cover_what_it_relies_on() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    client.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
+    client.append_one("inc-1", RecordKind::Signal, json!({"n": 2})).await.unwrap();
+    assert_eq!(client.acknowledged_seq(), 2);
+    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
+    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let state = log._dir.path().join("witness").join("checkpoint");
+    let witness = arf_audit::witness::Witness::open(&state, verifier).unwrap();
+    let seen = witness.check_fresh(&client, 0).await.unwrap();
+    assert!(seen.checkpoint.size >= 2, "covers both acknowledged records");
+    let short = witness.check_fresh(&client, 100).await.unwrap_err();
+    assert!(matches!(short, arf_audit::witness::WitnessError::Uncovered { needed: 100, .. }), "{short}");
+}

@@ -38,6 +38,10 @@ pub enum AuditCommand {
         /// governor's and executor's witness state in `--data-dir` is checked too.
         #[arg(long)]
         witness: Vec<PathBuf>,
+        /// Check without the log's key: the chain, and the sizes and roots that
+        /// checkpoints state, but no signature. Without it, a missing key is an error.
+        #[arg(long)]
+        unsigned: bool,
         #[arg(long)]
         json: bool,
     },
@@ -140,8 +144,14 @@ impl LogKey {
 
 pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data_dir, key, origin, witness, json } => {
-            verify(endpoints, data_dir.as_deref(), key.as_deref(), &origin, &witness, json).await
+        AuditCommand::Verify { data_dir, key, origin, witness, unsigned, json } => {
+            let key_dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(".arf"));
+            let verifier = if unsigned {
+                None
+            } else {
+                Some(verifier(key.as_deref(), Some(&key_dir), &origin).context("pass `--unsigned` to check without signatures")?)
+            };
+            verify(endpoints, data_dir.as_deref(), verifier.as_ref(), &witness, json).await
         }
         AuditCommand::Checkpoint { key, json } => {
             let verifier = key.verifier()?;
@@ -155,12 +165,15 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prove { seq, key, json } => {
+            if seq == 0 {
+                bail!("records are numbered from 1");
+            }
             let verifier = key.verifier()?;
             let (checkpoint, _) = latest(endpoints, &verifier).await?;
             let log = endpoints.audit()?;
             let record = log.get(seq).await?.with_context(|| format!("the log has no record `{seq}`"))?;
-            if record.compute_hash() != record.hash {
-                bail!("record {seq} as served does not match its own hash");
+            if record.seq != seq || record.compute_hash() != record.hash {
+                bail!("the log served a record that is not record {seq} or does not match its own hash");
             }
             let proof = log.inclusion_proof(seq, checkpoint.size).await?;
             let leaf = store::leaf_of(&record).map_err(anyhow::Error::msg)?;
@@ -192,7 +205,10 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
         }
         AuditCommand::Consistency { old, new, json } => {
             let log = endpoints.audit()?;
-            let records = log.read_range(1, new + 1).await?;
+            if old > new {
+                bail!("the old size {old} is larger than the new size {new}");
+            }
+            let records = log.read_range(1, new.saturating_add(1)).await?;
             let tree = tree_of(&records)?;
             if tree.size() < new {
                 bail!("the log holds {} records, fewer than {new}", tree.size());
@@ -258,33 +274,36 @@ struct Damage {
 async fn verify(
     endpoints: &Endpoints,
     data_dir: Option<&Path>,
-    key: Option<&Path>,
-    origin: &str,
+    verifier: Option<&NoteVerifier>,
     witnesses: &[PathBuf],
     as_json: bool,
 ) -> Result<ExitCode> {
-    // Online, the key is looked for in the deployment's default data directory.
-    let key_dir = data_dir.unwrap_or(Path::new(".arf"));
-    let verifier = match verifier(key, Some(key_dir), origin) {
-        Ok(v) => Some(v),
-        Err(_) if key.is_none() => None,
-        Err(e) => return Err(e),
-    };
     let mut witness_files: Vec<PathBuf> = witnesses.iter().map(|w| w.join("checkpoint")).collect();
+    if let Some(dir) = data_dir {
+        for role in ["governor", "executor"] {
+            let state = dir.join(role).join("witness").join("checkpoint");
+            if state.exists() {
+                witness_files.push(state);
+            }
+        }
+    }
+    // Read before the log: a running service may sign newer checkpoints meanwhile,
+    // which would make an older log read look truncated.
+    let witness_notes: Vec<(PathBuf, std::io::Result<String>)> =
+        witness_files.into_iter().map(|f| (f.clone(), std::fs::read_to_string(&f))).collect();
     let outcome = match data_dir {
         Some(dir) => {
             let log_dir = [dir.join("audit"), dir.to_path_buf()]
                 .into_iter()
                 .find(|p| p.join(store::LOG_FILE).exists() || p.join("db").exists())
                 .with_context(|| format!("no audit log under `{}`", dir.display()))?;
-            for role in ["governor", "executor"] {
-                let state = dir.join(role).join("witness").join("checkpoint");
-                if state.exists() {
-                    witness_files.push(state);
+            match store::verify_dir(&log_dir, verifier) {
+                Ok(verified) => {
+                    if let Some((offset, len)) = verified.torn {
+                        eprintln!("note: the log ends in an incomplete write of {len} bytes at byte {offset}, never acknowledged; the service sets it aside when it next opens the log");
+                    }
+                    Ok((verified.records, verified.head_hash, verified.checkpoints, verified.latest_checkpoint, verified.tree))
                 }
-            }
-            match store::verify_dir(&log_dir, verifier.as_ref()) {
-                Ok(verified) => Ok((verified.records, verified.head_hash, verified.checkpoints, verified.latest_checkpoint, verified.tree)),
                 Err(StoreError::Damaged { seq, offset, reason, .. }) => {
                     Err(Damage { seq, reason: format!("{reason} (byte {offset} of `{}`)", log_dir.join(store::LOG_FILE).display()) })
                 }
@@ -298,7 +317,7 @@ async fn verify(
                 Ok(summary) => {
                     let tree = tree_of(&records)?;
                     let checkpoints = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Checkpoint).count() as u64;
-                    match check_logged_checkpoints(&records, &tree, verifier.as_ref()) {
+                    match check_logged_checkpoints(&records, &tree, verifier) {
                         Ok(latest) => Ok((summary.records, summary.head_hash, checkpoints, latest, tree)),
                         Err(damage) => Err(damage),
                     }
@@ -308,7 +327,7 @@ async fn verify(
         }
     };
     let outcome = outcome.and_then(|(records, head, checkpoints, latest, tree)| {
-        let witnessed = check_witnesses(&witness_files, &tree, verifier.as_ref())?;
+        let witnessed = check_witnesses(&witness_notes, &tree, verifier)?;
         Ok((records, head, checkpoints, latest, witnessed))
     });
     match outcome {
@@ -329,7 +348,7 @@ async fn verify(
                         c.root_hex()
                     ),
                     (Some(_), None) => println!("no signed checkpoint yet"),
-                    (None, _) => println!("checkpoint signatures not checked: no key found (pass `--key`)"),
+                    (None, _) => println!("checkpoint signatures not checked (`--unsigned`)"),
                 }
                 if witnessed > 0 {
                     println!("{witnessed} witness checkpoints are consistent with the log");
@@ -427,17 +446,20 @@ fn commit(dir: &Path, message: &str) -> Result<()> {
 }
 
 /// Each witness's checkpoint must be signed by the log and a prefix of it.
-fn check_witnesses(files: &[PathBuf], tree: &Tree, verifier: Option<&NoteVerifier>) -> Result<usize, Damage> {
+fn check_witnesses(notes: &[(PathBuf, std::io::Result<String>)], tree: &Tree, verifier: Option<&NoteVerifier>) -> Result<usize, Damage> {
     let mut checked = 0;
-    for file in files {
+    for (file, note) in notes {
         let bad = |reason: String| Damage { seq: 0, reason: format!("witness `{}`: {reason}", file.display()) };
-        let note = std::fs::read_to_string(file).map_err(|e| bad(e.to_string()))?;
-        let Some(verifier) = verifier else { return Err(bad("no key to check its signature (pass `--key`)".to_owned())) };
-        let checkpoint = verifier.verify(&note).map_err(|e| bad(e.to_string()))?;
+        let note = note.as_ref().map_err(|e| bad(e.to_string()))?;
+        let checkpoint = match verifier {
+            Some(verifier) => verifier.verify(note),
+            None => Checkpoint::parse_unverified(note),
+        }
+        .map_err(|e| bad(e.to_string()))?;
         // A folder kept by `arf audit witness` cosigned what it accepted: check that too.
         let folder = file.parent().unwrap_or(Path::new("."));
         if let (Ok(name), Ok(key)) = (std::fs::read_to_string(folder.join("witness.name")), arf_core::keys::load_trusted(&folder.join("witness.key.pub"))) {
-            checkpoint::verify_cosignature(&note, &checkpoint, name.trim(), &key.key).map_err(|e| bad(format!("its cosignature: {e}")))?;
+            checkpoint::verify_cosignature(note, &checkpoint, name.trim(), &key.key).map_err(|e| bad(format!("its cosignature: {e}")))?;
         }
         if checkpoint.size > tree.size() {
             return Err(bad(format!(
@@ -471,7 +493,8 @@ pub fn demo_verify(data_dir: &Path, checks: &mut crate::demo::Checks) -> Result<
                 latest.as_ref().is_some_and(|c| c.size + 1 == verified.records),
                 "the log signed a checkpoint of everything at shutdown",
             );
-            match check_witnesses(&witnesses, &verified.tree, Some(&verifier)) {
+            let notes: Vec<(PathBuf, std::io::Result<String>)> = witnesses.iter().map(|f| (f.clone(), std::fs::read_to_string(f))).collect();
+            match check_witnesses(&notes, &verified.tree, Some(&verifier)) {
                 Ok(n) => checks.expect(n == witnesses.len(), "the witnesses' checkpoints are prefixes of the log"),
                 Err(Damage { reason, .. }) => checks.expect(false, &format!("the witnesses agree with the log: {reason}")),
             }

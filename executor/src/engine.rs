@@ -241,7 +241,7 @@ impl Executor {
             }
             other => other,
         })?;
-        self.witness_log(&body.decision_id).await?;
+        self.witness_log(&body.decision_id, signed.audit_seq).await?;
         let admitted = admission::admit(&self.catalog, &self.inventory, &self.secrets, body)?;
 
         let state = ExecutionState::claimed(body, now_ms);
@@ -279,13 +279,13 @@ impl Executor {
         Ok(Executed { state, replayed: false })
     }
 
-    /// As the log's witness: has it sign a checkpoint now, covering the decision's
-    /// record, and refuses to act unless that checkpoint extends the last one this
-    /// executor saw. A refusal is logged as an error: the log was rolled back,
+    /// As the log's witness: has it sign a checkpoint now, which must cover the
+    /// decision's `authorized` record, and refuses to act unless that checkpoint
+    /// extends the last one this executor saw. A refusal is logged as an error: the log was rolled back,
     /// truncated or rewritten, and someone must look.
-    async fn witness_log(&self, decision_id: &str) -> Result<(), ExecuteError> {
+    async fn witness_log(&self, decision_id: &str, decision_seq: u64) -> Result<(), ExecuteError> {
         let Some(witness) = &self.witness else { return Ok(()) };
-        match witness.check_fresh(&self.audit).await {
+        match witness.check_fresh(&self.audit, decision_seq).await {
             Ok(seen) => {
                 tracing::debug!(size = seen.checkpoint.size, "log checkpoint witnessed");
                 Ok(())

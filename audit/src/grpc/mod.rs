@@ -84,6 +84,8 @@ fn store_status(error: StoreError) -> Status {
         StoreError::Invalid(message) => Status::invalid_argument(message),
         StoreError::Proof(error) => Status::out_of_range(error.to_string()),
         StoreError::Failed(message) => Status::unavailable(message),
+        // Callers treat `Unknown` as the log being unavailable: they do not act.
+        error @ StoreError::Indeterminate(_) => Status::unknown(error.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(error.to_string()),
         other => Status::internal(other.to_string()),
     }
@@ -136,13 +138,9 @@ impl AuditLog for Service {
     async fn read_range(&self, request: Request<pb::ReadRangeRequest>) -> Result<Response<RecordStream>, Status> {
         self.reader(&request)?;
         let request = request.into_inner();
-        let to = (request.to_seq != 0).then_some(request.to_seq);
-        let records: Vec<Result<pb::AuditRecord, Status>> = self
-            .store
-            .range(request.from_seq, to)
-            .map(|r| r.map(|r| convert::record(&r)).map_err(store_status))
-            .collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(records))))
+        let (from, head) = (request.from_seq.max(1), self.store.head().await.0);
+        let to = if request.to_seq == 0 { head + 1 } else { request.to_seq.min(head + 1) };
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..to.max(from)), None)))
     }
 
     type ReadIncidentStream = RecordStream;
@@ -153,9 +151,8 @@ impl AuditLog for Service {
         if incident_id.is_empty() {
             return Err(Status::invalid_argument("`incident_id` must not be empty"));
         }
-        let records = self.store.by_incident(&incident_id).map_err(store_status)?;
-        let items: Vec<Result<pb::AuditRecord, Status>> = records.iter().map(|r| Ok(convert::record(r))).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let seqs = self.store.incident_seqs(&incident_id);
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::List(seqs), None)))
     }
 
     type TailStream = RecordStream;
@@ -165,41 +162,9 @@ impl AuditLog for Service {
         let from = request.into_inner().from_seq.max(1);
         // Subscribe before reading the backlog so nothing appended in between is missed;
         // duplicates from the overlap are dropped by sequence number.
-        let mut live = self.store.subscribe();
-        let backlog: Vec<pb::AuditRecord> = self
-            .store
-            .range(from, None)
-            .map(|r| r.map(|r| convert::record(&r)))
-            .collect::<Result<_, _>>()
-            .map_err(store_status)?;
-        let mut next = backlog.last().map_or(from, |r| r.seq + 1);
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            for record in backlog {
-                if tx.send(Ok(record)).await.is_err() {
-                    return;
-                }
-            }
-            loop {
-                match live.recv().await {
-                    Ok(record) if record.seq >= next => {
-                        next = record.seq + 1;
-                        if tx.send(Ok(convert::record(&record))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        let _ = tx
-                            .send(Err(Status::data_loss(format!("tail fell {n} records behind; resume from `{next}`"))))
-                            .await;
-                        return;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        let live = self.store.subscribe();
+        let head = self.store.head().await.0;
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..(head + 1).max(from)), Some(live))))
     }
 
     async fn head(&self, request: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
@@ -233,6 +198,64 @@ impl AuditLog for Service {
         let request = request.into_inner();
         Ok(proof_response(self.store.consistency_proof(request.old_size, request.new_size).map_err(store_status)?))
     }
+}
+
+/// Which records a stream sends: a range, or a list of sequence numbers.
+enum SeqRange {
+    Range(std::ops::Range<u64>),
+    List(Vec<u64>),
+}
+
+impl SeqRange {
+    fn into_iter(self) -> Box<dyn Iterator<Item = u64> + Send> {
+        match self {
+            Self::Range(range) => Box::new(range),
+            Self::List(list) => Box::new(list.into_iter()),
+        }
+    }
+}
+
+/// Streams records one at a time through a bounded channel, so a reader asking for
+/// the whole log holds at most the channel's worth in memory; then, for a tail,
+/// follows new records as they are appended.
+fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::broadcast::Receiver<crate::record::Record>>) -> RecordStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut next = match &seqs {
+            SeqRange::Range(range) => range.start,
+            SeqRange::List(_) => 1,
+        };
+        for seq in seqs.into_iter() {
+            let item = match store.get(seq) {
+                Ok(Some(record)) => Ok(convert::record(&record)),
+                Ok(None) => Err(Status::data_loss(format!("record `{seq}` is missing from the index"))),
+                Err(error) => Err(store_status(error)),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+            next = seq + 1;
+        }
+        let Some(mut live) = live else { return };
+        loop {
+            match live.recv().await {
+                Ok(record) if record.seq >= next => {
+                    next = record.seq + 1;
+                    if tx.send(Ok(convert::record(&record))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let _ = tx.send(Err(Status::data_loss(format!("tail fell {n} records behind; resume from `{next}`")))).await;
+                    return;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// Runs the audit service on `listener` until `shutdown` resolves.

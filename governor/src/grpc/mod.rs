@@ -176,7 +176,9 @@ impl Shared {
             Err(error) => return Err(Status::internal(fail(decision, format!("cannot encode the decision: {error}")))),
         };
         if let Some(witness) = &self.witness {
-            match witness.check_fresh(&self.audit).await {
+            // The checkpoint must cover everything the log acknowledged to this
+            // governor, its record of this decision included.
+            match witness.check_fresh(&self.audit, 0).await {
                 Ok(_) => {}
                 Err(arf_audit::witness::WitnessError::Unavailable(error)) => {
                     let status = status::audit_unavailable(&error, "the decision was not authorized and nothing will run");
