@@ -42,6 +42,12 @@ fn the_demo_passes_and_its_log_verifies_until_tampered_with() {
     assert_eq!(verify.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(stderr.contains("first bad record is 5"), "{stderr}");
+
+    // The service itself refuses to serve the damaged log, naming the byte and the record.
+    let serve = arf(&["serve", "audit", "--data-dir", data]);
+    assert!(!serve.status.success());
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(stderr.contains("is damaged at byte") && stderr.contains("(record 5)"), "{stderr}");
 }
 
 #[test]
