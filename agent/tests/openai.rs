@@ -93,7 +93,7 @@ async fn a_valid_completion_is_grounded_and_proposed() {
             assert_eq!(diagnosis["model"], "scripted-model-1");
             assert_eq!(diagnosis["prompt_tokens"], 812);
             assert_eq!(diagnosis["completion_tokens"], 143);
-            assert_eq!(diagnosis["prompt_id"], "diagnosis@v1");
+            assert_eq!(diagnosis["prompt_id"], arf_agent::prompt::PROMPT_ID);
             assert_eq!(diagnosis["prompt_hash"].as_str().unwrap().len(), 64);
             assert!(diagnosis["latency_ms"].is_u64());
             assert_eq!(diagnosis["proposal"]["remediation"]["pathway"], "restart_service");

@@ -157,10 +157,10 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
             let verifier = key.verifier()?;
             let (checkpoint, note) = latest(endpoints, &verifier).await?;
             if json {
-                println!("{}", json!({"origin": checkpoint.origin, "size": checkpoint.size, "root_hash": checkpoint.root_hex(), "note": note}));
+                say!("{}", json!({"origin": checkpoint.origin, "size": checkpoint.size, "root_hash": checkpoint.root_hex(), "note": note}));
             } else {
-                print!("{note}");
-                println!("(signature verified with {})", verifier.encode());
+                print!("{}", arf_core::text::printable(&note, true));
+                say!("(signature verified with {})", verifier.encode());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -181,11 +181,11 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
                 .with_context(|| format!("the log's inclusion proof of record {seq} does not verify"))?;
             let hashes: Vec<String> = proof.iter().map(hex::encode).collect();
             if json {
-                println!("{}", json!({"seq": seq, "record_hash": record.hash, "tree_size": checkpoint.size, "root_hash": checkpoint.root_hex(), "proof": hashes}));
+                say!("{}", json!({"seq": seq, "record_hash": record.hash, "tree_size": checkpoint.size, "root_hash": checkpoint.root_hex(), "proof": hashes}));
             } else {
-                println!("record {seq} ({}) is in the signed tree of {} records, root {}", record.hash, checkpoint.size, checkpoint.root_hex());
+                say!("record {seq} ({}) is in the signed tree of {} records, root {}", record.hash, checkpoint.size, checkpoint.root_hex());
                 for hash in hashes {
-                    println!("  {hash}");
+                    say!("  {hash}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -219,11 +219,11 @@ pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCod
                 .with_context(|| format!("the log's consistency proof from {old} to {new} does not verify"))?;
             let hashes: Vec<String> = proof.iter().map(hex::encode).collect();
             if json {
-                println!("{}", json!({"old_size": old, "new_size": new, "old_root": hex::encode(old_root), "new_root": hex::encode(new_root), "proof": hashes}));
+                say!("{}", json!({"old_size": old, "new_size": new, "old_root": hex::encode(old_root), "new_root": hex::encode(new_root), "proof": hashes}));
             } else {
-                println!("the tree of {old} records (root {}) is a prefix of the tree of {new} (root {})", hex::encode(old_root), hex::encode(new_root));
+                say!("the tree of {old} records (root {}) is a prefix of the tree of {new} (root {})", hex::encode(old_root), hex::encode(new_root));
                 for hash in hashes {
-                    println!("  {hash}");
+                    say!("  {hash}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -300,7 +300,7 @@ async fn verify(
             match store::verify_dir(&log_dir, verifier) {
                 Ok(verified) => {
                     if let Some((offset, len)) = verified.torn {
-                        eprintln!("note: the log ends in an incomplete write of {len} bytes at byte {offset}, never acknowledged; the service sets it aside when it next opens the log");
+                        warn_user!("note: the log ends in an incomplete write of {len} bytes at byte {offset}, never acknowledged; the service sets it aside when it next opens the log");
                     }
                     Ok((verified.records, verified.head_hash, verified.checkpoints, verified.latest_checkpoint, verified.tree))
                 }
@@ -333,36 +333,36 @@ async fn verify(
     match outcome {
         Ok((records, head, checkpoints, latest, witnessed)) => {
             if as_json {
-                println!(
+                say!(
                     "{}",
                     json!({"intact": true, "records": records, "head_hash": head, "checkpoints": checkpoints,
                            "latest_checkpoint": latest.as_ref().map(|c| json!({"size": c.size, "root_hash": c.root_hex()})),
                            "witnesses": witnessed, "signatures_checked": verifier.is_some()})
                 );
             } else {
-                println!("audit chain intact: {records} records, head {head}");
+                say!("audit chain intact: {records} records, head {head}");
                 match (&verifier, latest) {
-                    (Some(_), Some(c)) => println!(
+                    (Some(_), Some(c)) => say!(
                         "{checkpoints} signed checkpoints verified; the latest covers {} of {records} records, root {}",
                         c.size,
                         c.root_hex()
                     ),
-                    (Some(_), None) => println!("no signed checkpoint yet"),
-                    (None, _) => println!("checkpoint signatures not checked (`--unsigned`)"),
+                    (Some(_), None) => say!("no signed checkpoint yet"),
+                    (None, _) => say!("checkpoint signatures not checked (`--unsigned`)"),
                 }
                 if witnessed > 0 {
-                    println!("{witnessed} witness checkpoints are consistent with the log");
+                    say!("{witnessed} witness checkpoints are consistent with the log");
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(Damage { seq, reason }) => {
             if as_json {
-                println!("{}", json!({"intact": false, "first_bad_record": seq, "reason": reason}));
+                say!("{}", json!({"intact": false, "first_bad_record": seq, "reason": reason}));
             } else if seq == 0 {
-                eprintln!("audit log damaged: {reason}");
+                warn_user!("audit log damaged: {reason}");
             } else {
-                eprintln!("audit chain broken: first bad record is {seq}: {reason}");
+                warn_user!("audit chain broken: first bad record is {seq}: {reason}");
             }
             Ok(ExitCode::from(exit::FAILURE))
         }
@@ -404,16 +404,16 @@ async fn witness_folder(endpoints: &Endpoints, dir: &Path, verifier: &NoteVerifi
             Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", state.display())),
         };
         let refused = |reason: String| {
-            eprintln!("WITNESS REFUSES THE LOG: {reason}");
+            warn_user!("WITNESS REFUSES THE LOG: {reason}");
             Ok(ExitCode::from(exit::DENIED))
         };
         match log.checkpoint().await? {
             None if old.is_some() => return refused("the log has no checkpoint, but this witness holds one".to_owned()),
-            None => println!("the log has signed no checkpoint yet"),
+            None => say!("the log has signed no checkpoint yet"),
             Some(note) => match witness::advance(verifier, old.as_ref(), &note, |o, n| log.consistency_proof(o, n)).await {
                 Err(error) => return refused(error.to_string()),
                 Ok(seen) if old.as_ref().is_some_and(|o| o.checkpoint.size == seen.checkpoint.size) => {
-                    println!("checkpoint of {} records unchanged", seen.checkpoint.size);
+                    say!("checkpoint of {} records unchanged", seen.checkpoint.size);
                 }
                 Ok(seen) => {
                     let now = u64::try_from(arf_core::time::now_ms() / 1000).unwrap_or(0);
@@ -423,7 +423,7 @@ async fn witness_folder(endpoints: &Endpoints, dir: &Path, verifier: &NoteVerifi
                     if dir.join(".git").exists() {
                         commit(dir, &message)?;
                     }
-                    println!("{message}: consistent with the last checkpoint, cosigned as `{name}`");
+                    say!("{message}: consistent with the last checkpoint, cosigned as `{name}`");
                 }
             },
         }
@@ -500,9 +500,9 @@ pub fn demo_verify(data_dir: &Path, checks: &mut crate::demo::Checks) -> Result<
             }
             checks.expect(verified.checkpoints > 0, "every signed checkpoint in the log verifies against the records before it");
             if let Some(c) = latest {
-                println!("  → latest checkpoint, signed by the log ({}):", verifier.encode());
+                say!("  → latest checkpoint, signed by the log ({}):", verifier.encode());
                 for line in c.body().lines() {
-                    println!("      {line}");
+                    say!("      {line}");
                 }
             }
         }

@@ -83,12 +83,12 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
             .iter()
             .map(|a| json!({"signal_id": a.signal_id, "fingerprint": a.fingerprint, "incident_id": a.incident_id, "duplicate": a.duplicate, "audit_seq": a.audit_seq}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"format": format, "accepted": accepted}))?);
+        say!("{}", serde_json::to_string_pretty(&json!({"format": format, "accepted": accepted}))?);
     } else {
-        println!("{} signal(s) accepted as `{format}`", response.accepted.len());
+        say!("{} signal(s) accepted as `{format}`", response.accepted.len());
         for a in &response.accepted {
             let incident = if a.incident_id.is_empty() { "(change: context only)".to_owned() } else { a.incident_id.clone() };
-            println!("  {}  incident {}  audit #{}{}", a.signal_id, incident, a.audit_seq, if a.duplicate { "  (duplicate)" } else { "" });
+            say!("  {}  incident {}  audit #{}{}", a.signal_id, incident, a.audit_seq, if a.duplicate { "  (duplicate)" } else { "" });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -103,12 +103,12 @@ pub fn incident_json(i: &pb::Incident) -> Value {
 pub async fn list_incidents(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
     let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(status)?.into_inner().incidents;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
+        say!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<30} {:<10} {:<12} {:<12} {:>7}  TITLE", "ID", "STATE", "SERVICE", "ENVIRONMENT", "SIGNALS");
+    say!("{:<30} {:<10} {:<12} {:<12} {:>7}  TITLE", "ID", "STATE", "SERVICE", "ENVIRONMENT", "SIGNALS");
     for i in &incidents {
-        println!("{:<30} {:<10} {:<12} {:<12} {:>7}  {}", i.id, i.state, i.service, i.environment, i.signal_count, i.title);
+        say!("{:<30} {:<10} {:<12} {:<12} {:>7}  {}", i.id, i.state, i.service, i.environment, i.signal_count, i.title);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -188,18 +188,18 @@ pub async fn show_incident(endpoints: &Endpoints, id: &str, as_json: bool) -> Re
     }
     if as_json {
         let trail: Vec<Value> = trail.iter().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"incident": incident.as_ref().map(incident_json), "trail": trail}))?);
+        say!("{}", serde_json::to_string_pretty(&json!({"incident": incident.as_ref().map(incident_json), "trail": trail}))?);
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(i) = &incident {
-        println!("incident {}: {} ({}/{}) is {}", i.id, i.title, i.service, i.environment, i.state);
+        say!("incident {}: {} ({}/{}) is {}", i.id, i.title, i.service, i.environment, i.state);
         if !i.reason.is_empty() {
-            println!("  {}", i.reason);
+            say!("  {}", i.reason);
         }
     }
-    println!("trail ({} records):", trail.len());
+    say!("trail ({} records):", trail.len());
     for record in &trail {
-        println!("  {}", describe(record));
+        say!("  {}", describe(record));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -229,20 +229,20 @@ pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
     let request = endpoints.authed(pb::ListPendingRequest {})?;
     let decisions = endpoints.governor()?.list_pending(request).await.map_err(status)?.into_inner().decisions;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&decisions.iter().map(decision_json).collect::<Vec<_>>())?);
+        say!("{}", serde_json::to_string_pretty(&decisions.iter().map(decision_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
     }
     if decisions.is_empty() {
-        println!("nothing is waiting for you");
+        say!("nothing is waiting for you");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} EXPIRES", "DECISION", "ROUTE", "PATHWAY", "TARGET", "RISK", "APPROVALS");
+    say!("{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} EXPIRES", "DECISION", "ROUTE", "PATHWAY", "TARGET", "RISK", "APPROVALS");
     for d in &decisions {
         let remediation = d.remediation.clone().unwrap_or_default();
         let risk = d.risk.as_ref().map(|r| format!("{:.2}", r.score)).unwrap_or_default();
         let needed = d.policy.as_ref().map_or(0, |p| p.approvals_required);
         let have = d.approvals.iter().filter(|a| a.verdict == "approve").count();
-        println!(
+        say!(
             "{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} {}",
             d.decision_id,
             route_name(d.route),
@@ -261,9 +261,9 @@ pub async fn explain(endpoints: &Endpoints, decision: &str, as_json: bool) -> Re
     let explanation = endpoints.governor()?.explain(request).await.map_err(status)?.into_inner();
     if as_json {
         let decision = explanation.decision.as_ref().map(decision_json);
-        println!("{}", serde_json::to_string_pretty(&json!({"decision": decision, "text": explanation.text}))?);
+        say!("{}", serde_json::to_string_pretty(&json!({"decision": decision, "text": explanation.text}))?);
     } else {
-        println!("{}", explanation.text);
+        say!("{}", explanation.text);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -273,11 +273,11 @@ pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Re
     match endpoints.governor()?.approve(request).await {
         Ok(response) => {
             let d = response.into_inner();
-            println!("decision {} is now {}", d.decision_id, d.state);
+            say!("decision {} is now {}", d.decision_id, d.state);
             Ok(ExitCode::SUCCESS)
         }
         Err(error) if matches!(error.code(), tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition) => {
-            eprintln!("refused: {}", error.message());
+            warn_user!("refused: {}", error.message());
             Ok(ExitCode::from(exit::DENIED))
         }
         Err(error) => Err(status(error)),
@@ -287,6 +287,6 @@ pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Re
 pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Result<ExitCode> {
     let request = endpoints.authed(pb::RejectRequest { decision_id: decision.to_owned(), reason: reason.to_owned() })?;
     let d = endpoints.governor()?.reject(request).await.map_err(status)?.into_inner();
-    println!("decision {} is now {}", d.decision_id, d.state);
+    say!("decision {} is now {}", d.decision_id, d.state);
     Ok(ExitCode::SUCCESS)
 }

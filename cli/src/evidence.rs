@@ -46,7 +46,7 @@ pub async fn export(endpoints: &Endpoints, incident: &str, out: &Path, verifier:
     // Nothing leaves that would not verify.
     bundle::verify(&bytes, verifier).context("the bundle the log's answers make does not verify")?;
     std::fs::write(out, &bytes).with_context(|| format!("cannot write `{}`", out.display()))?;
-    println!(
+    say!(
         "wrote {}: {} records of incident {incident}, proven in the signed tree of {} records (root {})",
         out.display(),
         bundle.records.len(),
@@ -61,18 +61,18 @@ pub fn verify_bundle(file: &Path, verifier: &NoteVerifier, format: BundleFormat)
     let verified = match bundle::verify(&bytes, verifier) {
         Ok(verified) => verified,
         Err(error) => {
-            eprintln!("bundle does not verify: {error}");
+            warn_user!("bundle does not verify: {error}");
             return Ok(ExitCode::from(exit::FAILURE));
         }
     };
     let (bundle, checkpoint) = (&verified.bundle, &verified.checkpoint);
     match format {
-        BundleFormat::Json => println!(
+        BundleFormat::Json => say!(
             "{}",
             json!({"verified": true, "incident_id": bundle.incident_id, "records": bundle.records.len(),
                    "checkpoint": {"origin": checkpoint.origin, "size": checkpoint.size, "root_hash": checkpoint.root_hex()}})
         ),
-        BundleFormat::Text => println!(
+        BundleFormat::Text => say!(
             "bundle verified: {} records of incident {}, each proven in the tree of {} records signed by `{}` (root {})",
             bundle.records.len(),
             printable(&bundle.incident_id, false),
@@ -80,7 +80,7 @@ pub fn verify_bundle(file: &Path, verifier: &NoteVerifier, format: BundleFormat)
             printable(&checkpoint.origin, false),
             checkpoint.root_hex()
         ),
-        BundleFormat::ChangeRecord => print!("{}", change_record(bundle, &verified.checkpoint)),
+        BundleFormat::ChangeRecord => print!("{}", printable(&change_record(bundle, &verified.checkpoint), true)),
     }
     Ok(ExitCode::SUCCESS)
 }

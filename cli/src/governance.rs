@@ -72,9 +72,9 @@ pub fn keys(command: KeysCommand) -> Result<ExitCode> {
             }
             let key = arf_core::keys::load_or_generate(&path)
                 .with_context(|| format!("cannot generate a key at `{}`", path.display()))?;
-            println!("key id: {}", arf_core::decision::key_id(&key.verifying_key()));
-            println!("secret: {} (mode 0600; give it to the governor as `signing_key_file`)", path.display());
-            println!(
+            say!("key id: {}", arf_core::decision::key_id(&key.verifying_key()));
+            say!("secret: {} (mode 0600; give it to the governor as `signing_key_file`)", path.display());
+            say!(
                 "public: {} (add it to the executor's `trusted_keys` first)",
                 arf_core::keys::public_path(&path).display()
             );
@@ -93,14 +93,14 @@ pub async fn policy(endpoints: &Endpoints, command: PolicyCommand) -> Result<Exi
         PolicyCommand::Reload => {
             let request = endpoints.authed(pb::ReloadPoliciesRequest {})?;
             let response = endpoints.governor()?.reload_policies(request).await.map_err(status)?.into_inner();
-            println!("policies reloaded; serving {} file(s):", response.files.len());
+            say!("policies reloaded; serving {} file(s):", response.files.len());
             for file in response.files {
-                println!("  {file}");
+                say!("  {file}");
             }
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&arf_governor::policy::input_schema())?);
+            say!("{}", serde_json::to_string_pretty(&arf_governor::policy::input_schema())?);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -109,15 +109,15 @@ pub async fn policy(endpoints: &Endpoints, command: PolicyCommand) -> Result<Exi
 fn test(dir: &Path, as_json: bool) -> Result<ExitCode> {
     let report = policy_test::run_dir(dir).with_context(|| format!("cannot test the policies in `{}`", dir.display()))?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for result in &report.results {
             match &result.failure {
-                None => println!("PASS  {} / {}", result.file, result.name),
-                Some(failure) => println!("FAIL  {} / {}\n      {failure}", result.file, result.name),
+                None => say!("PASS  {} / {}", result.file, result.name),
+                Some(failure) => say!("FAIL  {} / {}\n      {failure}", result.file, result.name),
             }
         }
-        println!("{} passed, {} failed, {} cases", report.passed(), report.failed(), report.results.len());
+        say!("{} passed, {} failed, {} cases", report.passed(), report.failed(), report.results.len());
     }
     Ok(if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::from(exit::FAILURE) })
 }
@@ -147,7 +147,7 @@ pub async fn autonomy(endpoints: &Endpoints, command: AutonomyCommand) -> Result
         }
     };
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&state))?);
+        say!("{}", serde_json::to_string_pretty(&status_json(&state))?);
     } else {
         print_status(&state);
     }
@@ -183,9 +183,9 @@ fn status_json(state: &pb::AutonomyStatus) -> serde_json::Value {
 fn print_status(state: &pb::AutonomyStatus) {
     let switch = if state.enabled { "on" } else { "OFF" };
     if state.changed_by.is_empty() {
-        println!("global autonomy: {switch}");
+        say!("global autonomy: {switch}");
     } else {
-        println!(
+        say!(
             "global autonomy: {switch} (by {} at {}: {})",
             state.changed_by,
             arf_core::time::format_ms(state.changed_at_ms),
@@ -193,23 +193,23 @@ fn print_status(state: &pb::AutonomyStatus) {
         );
     }
     for trip in &state.cleared {
-        println!("reset: {} on {}{}", trip.kind, trip.service, scope(&trip.pathway));
+        say!("reset: {} on {}{}", trip.kind, trip.service, scope(&trip.pathway));
     }
     if state.trips.is_empty() {
-        println!("tripped guard rails: none");
+        say!("tripped guard rails: none");
     } else {
-        println!("tripped guard rails (autonomy off until an admin resets them):");
+        say!("tripped guard rails (autonomy off until an admin resets them):");
         for trip in &state.trips {
-            println!("  {} on {}{}: {}", trip.kind, trip.service, scope(&trip.pathway), trip.reason);
+            say!("  {} on {}{}: {}", trip.kind, trip.service, scope(&trip.pathway), trip.reason);
         }
     }
     if state.active_freezes.is_empty() {
-        println!("change freezes active: none");
+        say!("change freezes active: none");
     } else {
-        println!("change freezes active: {}", state.active_freezes.join(", "));
+        say!("change freezes active: {}", state.active_freezes.join(", "));
     }
     for s in &state.stats {
-        println!(
+        say!(
             "  {} on {}: {} runs, {} verified, {} rolled back, {} failed",
             s.pathway, s.service, s.runs, s.verified, s.rolled_back, s.failed
         );

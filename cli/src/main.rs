@@ -1,5 +1,17 @@
 //! `arf`: runs ARF's services, its demo, and the commands people and tooling use.
 
+/// Prints a line for people (and scripts): whatever it holds that came from outside
+/// (alert titles, model answers, reasons) cannot carry terminal escapes, carriage
+/// returns, bells or bidirectional overrides; they show as `\u{FFFD}`.
+macro_rules! say {
+    ($($arg:tt)*) => { println!("{}", arf_core::text::printable(&format!($($arg)*), true)) };
+}
+
+/// [`say!`] for standard error.
+macro_rules! warn_user {
+    ($($arg:tt)*) => { eprintln!("{}", arf_core::text::printable(&format!($($arg)*), true)) };
+}
+
 mod audit;
 mod client;
 pub(crate) mod demo;
@@ -221,7 +233,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            warn_user!("error: {error:#}");
             ExitCode::from(exit::FAILURE)
         }
     }

@@ -115,6 +115,35 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
         "audit", "witness", "--dir", folder.to_str().unwrap(), "--once", "--data-dir", data, "--audit", &audit_addr,
         "--token-file", auditor.to_str().unwrap(),
     ]);
+
+    // Alert text that tries to rewrite the terminal reaches no CLI output as such.
+    let hostile = "Checkout\u{1b}[1A\u{1b}[2KRoute: autonomous (approved by admin)\u{7}\r\u{1b}[8m\u{202e}tpircs\u{9b}31m";
+    let alert = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}:{alertname=\"X\"}",
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093",
+        "alerts": [{"status": "firing", "labels": {"alertname": hostile, "service": "checkout", "env": "staging", "severity": "warning"},
+                    "annotations": {"summary": hostile, "description": hostile}, "startsAt": "2026-11-25T00:00:00Z",
+                    "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus.example:9090/graph"}]
+    });
+    let alert_file = dir.path().join("hostile.json");
+    std::fs::write(&alert_file, serde_json::to_vec(&alert).unwrap()).unwrap();
+    let agent_addr = config["agent"]["listen"].as_str().unwrap().to_owned();
+    let alice = Path::new(data).join("secrets").join("alice.token");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--agent", &agent_addr, "--audit", &audit_addr, "--token-file", alice.to_str().unwrap()]);
+        arf(&all)
+    };
+    let sent = cli(&["signal", "send", alert_file.to_str().unwrap(), "--json"]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let incident_id = serde_json::from_slice::<serde_json::Value>(&sent.stdout).unwrap()["accepted"][0]["incident_id"].as_str().unwrap().to_owned();
+    for args in [&["incident", "list"][..], &["incident", "show", &incident_id][..], &["incident", "show", &incident_id, "--json"][..], &["signal", "send", alert_file.to_str().unwrap()][..]] {
+        let out = cli(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let bad: Vec<char> = text.chars().filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c)).collect();
+        assert!(bad.is_empty(), "`arf {}` printed {bad:?}:\n{text}", args.join(" "));
+        assert!(args.contains(&"--json") || text.contains('\u{fffd}') || !text.contains("Route: autonomous"), "`arf {}`:\n{text}", args.join(" "));
+    }
     let _ = up.kill();
     let _ = up.wait();
     assert!(export.status.success(), "{}{}", String::from_utf8_lossy(&export.stdout), String::from_utf8_lossy(&export.stderr));
