@@ -207,6 +207,7 @@ fn default_max_model_calls() -> u32 {
 
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
+        arf_core::target::check_inventory(&self.targets)?;
         match self.reasoner {
             ReasonerKind::Scripted if self.scripted_dir.is_none() => {
                 return Err("`agent.scripted_dir` is required when `agent.reasoner = \"scripted\"`".to_owned());

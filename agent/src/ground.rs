@@ -86,7 +86,7 @@ pub fn ground(
                 continue;
             };
             if !offered.contains(remediation.target.as_str()) {
-                reasons.push(format!("`{at}.target`: `{}` is not a target offered for this incident", remediation.target));
+                reasons.push(format!("`{at}.target`: `{}` is not a target offered for this incident: it is neither one of the incident's services nor a declared dependency of one", remediation.target));
             } else if let Some(target) = inventory.get(&remediation.target).filter(|t| t.kind != pathway.target_kind) {
                 reasons.push(format!(
                     "`{at}.target`: pathway `{}` acts on a `{}`, and `{}` is a `{}`",
@@ -150,6 +150,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
                 tier: "standard".into(),
                 security_sensitive: false,
                 facts: Default::default(),
+                depends_on: Vec::new(),
             },
         )]
         .into();

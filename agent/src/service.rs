@@ -233,13 +233,20 @@ impl Agent {
         self.set_state(incident_id, IncidentState::Escalated, reason, None).await;
     }
 
-    /// Targets offered for an incident: those in its environment, its own service first.
+    /// Targets offered for an incident: only those in its scope, its own service's
+    /// (in its environment) first, then their declared dependencies. An action on
+    /// anything else has no incident to answer for, so the model never sees it.
     fn offered_targets(&self, incident: &Incident) -> Vec<String> {
+        let services = std::collections::BTreeSet::from([incident.service.clone()]);
+        let environments = std::collections::BTreeSet::from([incident.environment.clone()]);
         let mut targets: Vec<(bool, String)> = self
             .inventory
-            .iter()
-            .filter(|(_, t)| t.environment == incident.environment)
-            .map(|(name, t)| (t.service != incident.service, name.clone()))
+            .keys()
+            .filter_map(|name| match arf_core::target::relation(&self.inventory, &services, &environments, name) {
+                arf_core::target::Relation::IncidentService => Some((false, name.clone())),
+                arf_core::target::Relation::Dependency { .. } => Some((true, name.clone())),
+                arf_core::target::Relation::OutOfScope => None,
+            })
             .collect();
         targets.sort();
         targets.into_iter().map(|(_, name)| name).collect()
@@ -285,7 +292,12 @@ impl Agent {
         let targets = self.offered_targets(&incident);
         let target_offers: Vec<Value> = targets
             .iter()
-            .filter_map(|name| self.inventory.get(name).map(|t| json!({"name": name, "kind": t.kind, "service": t.service, "environment": t.environment})))
+            .filter_map(|name| {
+                self.inventory.get(name).map(|t| {
+                    let relation = if t.service == incident.service { "incident_service" } else { "dependency" };
+                    json!({"name": name, "kind": t.kind, "service": t.service, "environment": t.environment, "relation": relation})
+                })
+            })
             .collect();
         let pathways: Vec<Value> = self.catalog.pathways().map(arf_core::catalog::Pathway::offer).collect();
         let prompt = match prompt::render(&snapshot, &pathways, &target_offers) {

@@ -410,6 +410,8 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
                     tier: target.tier.clone(),
                     security_sensitive: target.security_sensitive,
                     facts,
+                    // What the world says a target needs is what the inventory declares.
+                    depends_on: target.world.depends_on.clone(),
                 },
             );
         }

@@ -14,12 +14,17 @@
 # never assumed.
 #
 # The governor evaluates `data.arf.governor.decision`. Its input document
-# (`input.version == 2`; the JSON Schema is in docs/governance.md) carries:
+# (`input.version == 3`; the JSON Schema is in docs/governance.md) carries:
 #   input.action       the pathway, target and parameters the model proposes
+#   input.incident     what the incident is about, from the agent's logged signals
+#                      (never from the caller): id, services, environments,
+#                      signal_kinds, signals
 #   input.pathway      the reviewed pathway metadata: base_risk, blast_radius,
 #                      irreversible, security_sensitive, target_kind, rollback
 #   input.target       the reviewed target: name, kind, service, environment, tier,
-#                      security_sensitive (from the governor's inventory, not the model)
+#                      security_sensitive (from the governor's inventory, not the model),
+#                      relation to the incident (incident_service, dependency,
+#                      out_of_scope) and, for a dependency, dependency_of
 #   input.environment  name, known (listed in the governor's config), sensitivity
 #   input.risk         score in [0, 1], band (low, medium, high, critical), factors
 #   input.confidence   the hypothesis confidence in [0, 1]
@@ -85,6 +90,17 @@ finding(id, route, approvals, roles, reason) := {
 # ---------------------------------------------------------------------------
 # Guard rails: denials. These stop an action, whatever else is true.
 
+# Scope: an action belongs to its incident. A target that is neither one of the
+# incident's services, in one of its environments, nor a declared dependency of one
+# gives the incident no authority over it: nothing runs, whoever approves. (An alert
+# for `checkout` cannot restart `payments`, and a staging alert cannot touch production.)
+findings contains finding(
+	"out_of_scope", "deny", 0, [],
+	sprintf("target `%v` (service `%v` in %v) is outside incident %v, which is about %v in %v, so nothing runs", [input.target.name, input.target.service, input.target.environment, input.incident.id, concat(", ", input.incident.services), concat(", ", input.incident.environments)]),
+) if {
+	input.target.relation == "out_of_scope"
+}
+
 # Confidence floor: a hypothesis the model itself doubts is never acted on.
 findings contains finding(
 	"confidence_floor", "deny", 0, [],
@@ -125,6 +141,15 @@ findings contains finding(
 
 # ---------------------------------------------------------------------------
 # Guard rails: when people must approve.
+
+# A declared dependency (the database behind the alerting API) may well be the cause,
+# but acting on it reaches past the service that alerted: a person approves.
+findings contains finding(
+	"dependency_target", "approval", 1, oncall_approvers,
+	sprintf("target `%v` is a dependency of %v, not the alerting service itself, so an on-call engineer must approve", [input.target.name, concat(", ", input.target.dependency_of)]),
+) if {
+	input.target.relation == "dependency"
+}
 
 # Production changes need an on-call engineer (or an admin) to approve.
 findings contains finding(

@@ -142,6 +142,7 @@ probes = [{ kind = "command", name = "active", argv = ["systemctl", "is-active",
             tier: "standard".into(),
             security_sensitive: false,
             facts: facts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            depends_on: Vec::new(),
         };
         [
             ("web".to_owned(), target("service", &[("unit", "web.service")])),

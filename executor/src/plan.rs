@@ -465,6 +465,7 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
                 ("context".to_owned(), "prod-1".to_owned()),
             ]
             .into(),
+            depends_on: Vec::new(),
         }
     }
 

@@ -30,6 +30,7 @@ fn target(environment: &str, tier: &str) -> Target {
         tier: tier.to_owned(),
         security_sensitive: false,
         facts: BTreeMap::from([("url".to_owned(), "http://127.0.0.1:9".to_owned())]),
+        depends_on: Vec::new(),
     }
 }
 
@@ -106,6 +107,12 @@ fn governance(f: &Fixture) -> Governance<'_> {
     }
 }
 
+/// The incident of an alert from the target's own service: its usual scope.
+fn scope_of(fixture: &Fixture, target: &str) -> arf_governor::backing::IncidentScope {
+    let own = &fixture.targets[target];
+    arf_governor::backing::IncidentScope::single("inc-1", &own.service, &own.environment)
+}
+
 fn bench(c: &mut Criterion) {
     let fixture = fixture();
     let governance = governance(&fixture);
@@ -113,8 +120,9 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
     for (name, target, confidence) in CASES {
         let proposal = proposal(target, confidence);
+        let scope = scope_of(&fixture, target);
         group.bench_function(name, |b| {
-            b.iter(|| decide::decide(&governance, black_box(&proposal), &agent, "dec-1".to_owned(), 1_000).unwrap())
+            b.iter(|| decide::decide(&governance, black_box(&proposal), &scope, &agent, "dec-1".to_owned(), 1_000).unwrap())
         });
     }
     group.finish();
@@ -129,13 +137,14 @@ fn percentiles() {
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
     for (name, target, confidence) in CASES {
         let proposal = proposal(target, confidence);
+        let scope = scope_of(&fixture, target);
         for _ in 0..1_000 {
-            black_box(decide::decide(&governance, &proposal, &agent, "dec-1".to_owned(), 1_000).unwrap());
+            black_box(decide::decide(&governance, &proposal, &scope, &agent, "dec-1".to_owned(), 1_000).unwrap());
         }
         let mut times: Vec<std::time::Duration> = (0..CALLS)
             .map(|_| {
                 let start = std::time::Instant::now();
-                black_box(decide::decide(&governance, black_box(&proposal), &agent, "dec-1".to_owned(), 1_000).unwrap());
+                black_box(decide::decide(&governance, black_box(&proposal), &scope, &agent, "dec-1".to_owned(), 1_000).unwrap());
                 start.elapsed()
             })
             .collect();

@@ -57,6 +57,14 @@ pub struct Config {
     /// The log's origin in its checkpoints.
     #[serde(default = "arf_audit::config::default_origin")]
     pub audit_checkpoint_origin: String,
+    /// The audit writer identity of the agent: only its records (signals, snapshots,
+    /// diagnoses) back a proposal.
+    #[serde(default = "default_agent_writer")]
+    pub agent_writer: String,
+}
+
+pub fn default_agent_writer() -> String {
+    "agent".to_owned()
 }
 
 /// One caller of the governor: a name, a role and the file holding its bearer token.
@@ -115,6 +123,7 @@ impl Config {
     /// Checks everything that can be checked before a port is bound: the fields,
     /// the token files, the signing key if it exists, the catalog and the policy bundle.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        arf_core::target::check_inventory(&self.targets).map_err(|e| invalid("targets", e))?;
         if self.audit_addr.trim().is_empty() {
             return Err(invalid("audit_addr", "must not be empty"));
         }

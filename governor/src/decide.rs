@@ -12,6 +12,7 @@ use arf_core::diagnosis::Proposal;
 use arf_core::target::Inventory;
 use thiserror::Error;
 
+use crate::backing::IncidentScope;
 use crate::decision::Decision;
 use crate::guard::{self, GuardRails, GuardState};
 use crate::identity::Caller;
@@ -100,14 +101,16 @@ pub fn check(proposal: &Proposal, governance: &Governance<'_>) -> Result<(), Inv
 pub fn decide(
     governance: &Governance<'_>,
     proposal: &Proposal,
+    scope: &IncidentScope,
     requester: &Caller,
     decision_id: String,
     now_ms: i64,
 ) -> Result<(Decision, PolicyInput), InvalidProposal> {
     check(proposal, governance)?;
-    let (input, assessment) = policy_input(governance, proposal, requester, now_ms)?;
-    // Policy decides; the guard rails can only make its answer stricter.
-    let outcome = guard::backstop(governance.policies.evaluate(&input), &assessment);
+    let (input, assessment) = policy_input(governance, proposal, scope, requester, now_ms)?;
+    // Policy decides; the guard rails can only make its answer stricter, and so can
+    // scope: whatever a bundle says, an incident gives no authority outside itself.
+    let outcome = scope_backstop(guard::backstop(governance.policies.evaluate(&input), &assessment), &input);
     let route = outcome.route;
     let decision = Decision {
         decision_id,
@@ -133,8 +136,32 @@ pub fn decide(
         reasoner: proposal.reasoner.clone(),
         requester: requester.name.clone(),
         guard_rails: guard::describe(&assessment, &input.target.service, &input.action.pathway),
+        incident_services: input.incident.services.clone(),
+        relation: input.target.relation.clone(),
     };
     Ok((decision, input))
+}
+
+/// The rule the governor adds when it denies an out-of-scope target that policy let through.
+pub const BACKSTOP_SCOPE: &str = "governor_out_of_scope";
+
+/// Denies an action on a target outside the incident's scope, whatever the policy
+/// bundle answered (the default bundle denies it itself; a bundle cannot loosen it).
+pub fn scope_backstop(mut outcome: crate::policy::PolicyOutcome, input: &PolicyInput) -> crate::policy::PolicyOutcome {
+    if input.target.relation == arf_core::target::Relation::OutOfScope.as_str() && outcome.route != arf_core::decision::Route::Deny {
+        outcome.route = arf_core::decision::Route::Deny;
+        outcome.approvals_required = 0;
+        outcome.approver_roles.clear();
+        outcome.rules_fired.push(BACKSTOP_SCOPE.to_owned());
+        outcome.reasons.push(format!(
+            "the governor enforces scope: target `{}` is neither one of incident {}'s services ({}) in its environments ({}) nor a declared dependency of one, so nothing runs",
+            input.target.name,
+            input.incident.id,
+            input.incident.services.join(", "),
+            input.incident.environments.join(", ")
+        ));
+    }
+    outcome
 }
 
 /// Builds the versioned document policy reads, with the risk already scored and
@@ -142,6 +169,7 @@ pub fn decide(
 pub fn policy_input(
     governance: &Governance<'_>,
     proposal: &Proposal,
+    scope: &IncidentScope,
     requester: &Caller,
     now_ms: i64,
 ) -> Result<(PolicyInput, guard::Assessment), InvalidProposal> {
@@ -175,12 +203,20 @@ pub fn policy_input(
         },
         governance.weights,
     );
+    let relation = arf_core::target::relation(governance.targets, &scope.services, &scope.environments, target_name);
     let input = PolicyInput {
         version: policy::INPUT_VERSION,
         action: policy::ActionInput {
             pathway: pathway_name.clone(),
             target: target_name.clone(),
             parameters: proposal.remediation.parameters.clone(),
+        },
+        incident: policy::IncidentInput {
+            id: scope.incident_id.clone(),
+            services: scope.services.iter().cloned().collect(),
+            environments: scope.environments.iter().cloned().collect(),
+            signal_kinds: scope.signal_kinds.iter().cloned().collect(),
+            signals: scope.signals,
         },
         pathway: policy::PathwayInput {
             name: pathway.name.clone(),
@@ -198,6 +234,11 @@ pub fn policy_input(
             environment: target.environment.clone(),
             tier: target.tier.clone(),
             security_sensitive: target.security_sensitive,
+            relation: relation.as_str().to_owned(),
+            dependency_of: match &relation {
+                arf_core::target::Relation::Dependency { of } => of.clone(),
+                _ => Vec::new(),
+            },
         },
         environment: policy::EnvironmentInput {
             name: target.environment.clone(),

@@ -158,6 +158,12 @@ pub struct Decision {
     /// The guard rails at decision time, in words (see [`crate::guard::describe`]).
     #[serde(default)]
     pub guard_rails: Vec<String>,
+    /// The services of the incident's signals, as the log holds them.
+    #[serde(default)]
+    pub incident_services: Vec<String>,
+    /// The target's place in the incident (`incident_service`, `dependency`, `out_of_scope`).
+    #[serde(default)]
+    pub relation: String,
 }
 
 impl Decision {

@@ -53,6 +53,15 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
         or_unknown(&d.service),
         or_unknown(&d.environment)
     )?;
+    if !d.incident_services.is_empty() {
+        let relation = match d.relation.as_str() {
+            "incident_service" => "the alerting service itself",
+            "dependency" => "a declared dependency of the alerting service",
+            "out_of_scope" => "OUTSIDE the incident's scope",
+            _ => "of unknown relation to the incident",
+        };
+        writeln!(out, "  Alerting service: {}; the target is {relation}", d.incident_services.join(", "))?;
+    }
     if let Some(p) = pathway {
         writeln!(out, "  What it does: {}", p.description.trim())?;
     }

@@ -8,6 +8,7 @@
 //! callers, writes ahead to the audit log, signs and dispatches.
 
 pub mod config;
+pub mod backing;
 pub mod decide;
 pub mod decision;
 pub mod explain;

@@ -44,7 +44,9 @@ use crate::identity::Role;
 /// Version 2 added `pathway.rollback`, the guard rails in `autonomy`
 /// (`global`, `global_reason`, `rate_limit`, `error_budget`; `enabled` became the
 /// effective switch), `freeze_windows[].active`, and filled `outcome_stats`.
-pub const INPUT_VERSION: u32 = 2;
+/// Version 3 added `incident` (what the log's signals say the incident is about)
+/// and `target.relation` / `target.dependency_of` (the target's place in it).
+pub const INPUT_VERSION: u32 = 3;
 
 /// The rule every bundle must define.
 pub const DECISION_RULE: &str = "data.arf.governor.decision";
@@ -63,6 +65,10 @@ pub struct PolicyInput {
     pub version: u32,
     /// What the model proposes to do.
     pub action: ActionInput,
+    /// The incident the proposal answers, as the agent's logged signals describe it
+    /// (read from the audit log, never from the caller).
+    #[serde(default)]
+    pub incident: IncidentInput,
     /// The pathway's reviewed metadata, from the governor's catalog.
     pub pathway: PathwayInput,
     /// The target's reviewed facts, from the governor's inventory.
@@ -108,6 +114,20 @@ pub struct PathwayInput {
     pub rollback: bool,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentInput {
+    pub id: String,
+    /// The services of the incident's signals.
+    pub services: Vec<String>,
+    /// The environments of the incident's signals.
+    pub environments: Vec<String>,
+    /// The kinds of the incident's signals (`alert`, `finding`, `change`, ...).
+    pub signal_kinds: Vec<String>,
+    /// How many signals the incident has.
+    pub signals: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetInput {
@@ -117,6 +137,18 @@ pub struct TargetInput {
     pub environment: String,
     pub tier: String,
     pub security_sensitive: bool,
+    /// The target's place in the incident: `incident_service` (one of its services,
+    /// in one of its environments), `dependency` (a declared `depends_on` of such a
+    /// target), or `out_of_scope`.
+    #[serde(default = "out_of_scope")]
+    pub relation: String,
+    /// For a `dependency`: the incident's targets that depend on it.
+    #[serde(default)]
+    pub dependency_of: Vec<String>,
+}
+
+fn out_of_scope() -> String {
+    "out_of_scope".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

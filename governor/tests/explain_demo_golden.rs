@@ -37,6 +37,7 @@ fn inventory() -> Inventory {
             ("url".to_owned(), format!("http://127.0.0.1:{port}")),
             ("repo".to_owned(), format!("/var/lib/arf-demo/targets/checkout-{environment}")),
         ]),
+        depends_on: Vec::new(),
     };
     BTreeMap::from([
         ("checkout-staging".to_owned(), target("staging", "standard", 41001)),
@@ -90,7 +91,8 @@ fn decide(target: &str, environment: &str) -> (Decision, Catalog, Inventory) {
         decision_ttl_ms: 900_000,
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
-    let (decision, _) = decide::decide(&governance, &proposal(target, environment), &agent, format!("dec-demo-{environment}"), NOW_MS).unwrap();
+    let scope = arf_governor::backing::IncidentScope::single("inc-demo", "checkout", environment);
+    let (decision, _) = decide::decide(&governance, &proposal(target, environment), &scope, &agent, format!("dec-demo-{environment}"), NOW_MS).unwrap();
     (decision, catalog, targets)
 }
 

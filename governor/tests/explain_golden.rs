@@ -72,8 +72,10 @@ fn decide(pathway: &str, target: &str, confidence: f64) -> Decision {
         decision_ttl_ms: 900_000,
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
+    let own = &targets[target];
+    let scope = arf_governor::backing::IncidentScope::single("inc-0001", &own.service, &own.environment);
     let (decision, _) =
-        decide::decide(&governance, &proposal(pathway, target, confidence), &agent, "dec-0001".to_owned(), NOW_MS)
+        decide::decide(&governance, &proposal(pathway, target, confidence), &scope, &agent, "dec-0001".to_owned(), NOW_MS)
             .unwrap();
     decision
 }

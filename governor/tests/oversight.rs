@@ -54,6 +54,8 @@ fn pending(approvals_required: u32, approver_roles: &[&str]) -> Decision {
         // A person as requester, so that self-approval can be tried at all.
         requester: "erin".into(),
         guard_rails: vec![],
+        incident_services: vec!["web".into()],
+        relation: "incident_service".into(),
     }
 }
 

@@ -172,6 +172,7 @@ pub fn inventory() -> Inventory {
         tier: "standard".into(),
         security_sensitive: false,
         facts: BTreeMap::from([("url".to_owned(), "http://127.0.0.1:9".to_owned()), ("repo".to_owned(), "/nonexistent".to_owned())]),
+        depends_on: Vec::new(),
     };
     BTreeMap::from([("checkout-staging".to_owned(), target("staging")), ("checkout-production".to_owned(), target("production"))])
 }

@@ -447,7 +447,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
         .map(|t| {
             let facts: BTreeMap<String, String> = [("url".to_owned(), t.url.clone()), ("repo".to_owned(), t.repo.display().to_string())].into();
             let tier = if t.environment == "production" { "critical" } else { "standard" };
-            (t.name.clone(), Target { kind: "service".into(), service: "checkout".into(), environment: t.environment.clone(), tier: tier.into(), security_sensitive: false, facts })
+            (t.name.clone(), Target { kind: "service".into(), service: "checkout".into(), environment: t.environment.clone(), tier: tier.into(), security_sensitive: false, facts, depends_on: Vec::new() })
         })
         .collect();
     let ports = Ports { audit: free_port()?, agent: free_port()?, webhook: free_port()?, governor: free_port()?, executor: free_port()? };

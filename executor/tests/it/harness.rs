@@ -89,6 +89,7 @@ pub fn target(facts: &[(&str, &str)]) -> Target {
         tier: "standard".into(),
         security_sensitive: false,
         facts: facts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        depends_on: Vec::new(),
     }
 }
 

@@ -26,11 +26,13 @@ use tracing::{Instrument, field, info, info_span, warn};
 use arf_audit::{AuditClient, RecordKind};
 use arf_core::catalog::Catalog;
 use arf_core::decision::Route;
+use arf_core::diagnosis::Proposal;
 use arf_core::target::Inventory;
 use arf_proto::v1 as pb;
 use arf_proto::v1::executor_client::ExecutorClient;
 use arf_proto::v1::governor_server::{Governor, GovernorServer};
 
+use crate::backing::IncidentScope;
 use crate::config::Config;
 use crate::decide::{self, Governance};
 use crate::decision::{self, Approval, Decision, Progress, State, Verdict};
@@ -73,6 +75,8 @@ pub(crate) struct Shared {
     restored: std::sync::atomic::AtomicBool,
     /// The governor's witness of the log, when the log's key is configured.
     witness: Option<arf_audit::witness::Witness>,
+    /// The writer identity whose records back proposals (the agent's).
+    agent_writer: String,
 }
 
 impl Shared {
@@ -104,6 +108,7 @@ impl Shared {
         };
         Ok(Self {
             witness,
+            agent_writer: config.agent_writer.clone(),
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -156,6 +161,34 @@ impl Shared {
 
     async fn entries(&self) -> Vec<Entry> {
         self.decisions.read().await.values().cloned().collect()
+    }
+
+    /// Reads the incident's trail and checks that it backs the proposal (see
+    /// [`crate::backing`]). A proposal without backing is refused, and the refusal
+    /// is logged; a log that cannot be read means nothing is decided.
+    async fn backing(&self, proposal: &Proposal) -> Result<IncidentScope, Status> {
+        let records = self
+            .audit
+            .read_incident(&proposal.incident_id)
+            .await
+            .map_err(|e| status::audit_unreadable(&e, "the proposal's backing cannot be checked and no decision was made"))?;
+        match crate::backing::backing(&records, proposal, &self.agent_writer) {
+            Ok(scope) => Ok(scope),
+            Err(unbacked) => {
+                warn!(incident_id = %proposal.incident_id, proposal_id = %proposal.id, reason = %unbacked, "proposal refused: the log does not back it");
+                let payload = json!({
+                    "event": "proposal_refused",
+                    "proposal_id": proposal.id,
+                    "target": proposal.remediation.target,
+                    "pathway": proposal.remediation.pathway,
+                    "reason": unbacked.to_string(),
+                });
+                if let Err(error) = self.audit.append_one(&proposal.incident_id, RecordKind::Decision, payload).await {
+                    warn!(%error, "cannot log the refusal of an unbacked proposal");
+                }
+                Err(Status::failed_precondition(format!("refused: {unbacked}; nothing was decided")))
+            }
+        }
     }
 
     /// Signs an approved decision, logs the authorization at the sequence number the
@@ -353,6 +386,10 @@ impl Governor for Service {
             decision_id = field::Empty,
         );
         async move {
+            // Malformed input is named before anything else is read or written.
+            decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
+                .map_err(status::invalid_proposal)?;
+            let scope = self.shared.backing(&proposal).await?;
             let now = (self.shared.clock)();
             let decision_id = arf_core::canonical::random_id("dec");
             tracing::Span::current().record("decision_id", decision_id.as_str());
@@ -365,7 +402,7 @@ impl Governor for Service {
             let span = tracing::Span::current();
             let decided = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
-                    decide::decide(&shared.governance(&policies, &guard), &proposal, &caller, decision_id, now)
+                    decide::decide(&shared.governance(&policies, &guard), &proposal, &scope, &caller, decision_id, now)
                 })
             })
             .await

@@ -27,6 +27,14 @@ pub fn audit_unavailable(error: &arf_audit::AuditError, consequence: &str) -> St
     Status::unavailable(format!("cannot write ahead to the audit log, so {consequence}: {error}"))
 }
 
+/// The log could not be read, so what depends on reading it did not happen.
+pub fn audit_unreadable(error: &arf_audit::AuditError, consequence: &str) -> Status {
+    match error {
+        arf_audit::AuditError::Unavailable(_) => Status::unavailable(format!("cannot read the audit log, so {consequence}: {error}")),
+        _ => Status::failed_precondition(format!("the audit log refused a read, so {consequence}: {error}")),
+    }
+}
+
 pub fn not_found(decision_id: &str) -> Status {
     Status::not_found(format!("no decision `{decision_id}`"))
 }

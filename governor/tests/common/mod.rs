@@ -80,12 +80,16 @@ pub fn target(environment: &str, security_sensitive: bool) -> Target {
         tier: "standard".to_owned(),
         security_sensitive,
         facts: BTreeMap::from([("url".to_owned(), "http://127.0.0.1:9".to_owned())]),
+        depends_on: Vec::new(),
     }
 }
 
 pub fn inventory() -> Inventory {
     BTreeMap::from([
-        ("web-staging".to_owned(), target("staging", false)),
+        // The web service depends on its database; payments is another service.
+        ("web-staging".to_owned(), Target { depends_on: vec!["web-db-staging".to_owned()], ..target("staging", false) }),
+        ("web-db-staging".to_owned(), Target { service: "web-db".to_owned(), ..target("staging", false) }),
+        ("payments-staging".to_owned(), Target { service: "payments".to_owned(), ..target("staging", false) }),
         ("web-prod".to_owned(), target("production", false)),
         ("vault-staging".to_owned(), target("staging", true)),
         ("web-qa".to_owned(), target("qa", false)),
@@ -171,6 +175,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: path });
     }
     write_token(&dir.join("governor-audit.token"), "governor");
+    write_token(&dir.join("agent-audit.token"), "agent");
     arf_core::keys::load_or_generate(&dir.join("audit-checkpoint.key")).unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -190,6 +195,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         // Every test runs the governor as a witness of the log.
         audit_checkpoint_key: Some(arf_core::keys::public_path(&dir.join("audit-checkpoint.key"))),
         audit_checkpoint_origin: arf_audit::config::default_origin(),
+        agent_writer: arf_governor::config::default_agent_writer(),
     };
     (config, tokens)
 }
@@ -204,7 +210,10 @@ impl Harness {
         let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap().to_string();
         if setup.audit {
-            let writers = BTreeMap::from([("governor".to_owned(), config.audit_token_file.clone())]);
+            let writers = BTreeMap::from([
+                ("governor".to_owned(), config.audit_token_file.clone()),
+                ("agent".to_owned(), dir.path().join("agent-audit.token")),
+            ]);
             let audit_config = arf_audit::Config {
                 checkpoint_key: Some(dir.path().join("audit-checkpoint.key")),
                 ..arf_audit::Config::new(audit_listener.local_addr().unwrap(), dir.path().join("audit"), writers)
@@ -291,7 +300,55 @@ impl Harness {
         self.evaluate_as("agent", proposal).await
     }
 
+    /// Appends, as the agent, what backs `proposal` in the log: a signal of the
+    /// target's own service and environment, the snapshot and the diagnosis.
+    pub async fn back(&self, proposal: &pb::Proposal) {
+        let target = proposal.remediation.as_ref().map(|r| r.target.clone()).unwrap_or_default();
+        let (service, environment) = match self.config.targets.get(&target) {
+            Some(t) => (t.service.clone(), t.environment.clone()),
+            None => (proposal.service.clone(), proposal.environment.clone()),
+        };
+        self.back_for(proposal, &service, &environment).await;
+    }
+
+    /// [`Harness::back`] for an incident whose signal came from `service` in `environment`.
+    pub async fn back_for(&self, proposal: &pb::Proposal, service: &str, environment: &str) {
+        let agent = AuditClient::connect(&self.config.audit_addr, Some(arf_core::keys::load_token(&self.dir.path().join("agent-audit.token")).unwrap())).unwrap();
+        let remediation = |r: &pb::Remediation| {
+            let parameters = serde_json::from_str::<serde_json::Value>(&r.parameters_json).unwrap_or(serde_json::json!({}));
+            serde_json::json!({"pathway": r.pathway, "target": r.target, "parameters": parameters, "rationale": r.rationale})
+        };
+        // A malformed proposal is for the governor to refuse, naming its field.
+        let (Some(h), Some(proposed)) = (proposal.hypothesis.clone(), proposal.remediation.as_ref()) else { return };
+        let logged = serde_json::json!({
+            "id": proposal.id, "incident_id": proposal.incident_id, "snapshot_hash": proposal.snapshot_hash,
+            "hypothesis": {"id": h.id, "root_cause": h.root_cause, "evidence": h.evidence, "confidence": h.confidence,
+                           "uncertainty": h.uncertainty, "expected_impact": h.expected_impact,
+                           "remediations": h.remediations.iter().map(remediation).collect::<Vec<_>>()},
+            "remediation": remediation(proposed),
+            "service": proposal.service, "environment": proposal.environment, "reasoner": proposal.reasoner,
+        });
+        let incident = &proposal.incident_id;
+        let entries = vec![
+            arf_audit::Entry::new(incident, RecordKind::Signal, serde_json::json!({"signal": {"service": service, "environment": environment, "kind": "alert"}})),
+            arf_audit::Entry::new(incident, RecordKind::Snapshot, serde_json::json!({"hash": proposal.snapshot_hash})),
+            arf_audit::Entry::new(incident, RecordKind::Diagnosis, serde_json::json!({"status": "grounded", "proposal": logged})),
+        ];
+        agent.append(entries).await.unwrap();
+    }
+
+    /// Evaluates a proposal that nothing in the log backs.
+    pub async fn evaluate_unbacked(&self, who: &str, proposal: pb::Proposal) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::EvaluateRequest { proposal: Some(proposal) };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().evaluate(request).await.map(tonic::Response::into_inner)
+    }
+
+    /// Backs the proposal in the log as the agent would, then evaluates it.
     pub async fn evaluate_as(&self, who: &str, proposal: pb::Proposal) -> Result<pb::Decision, tonic::Status> {
+        if self.audit_server.is_some() {
+            self.back(&proposal).await;
+        }
         let request = pb::EvaluateRequest { proposal: Some(proposal) };
         let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
         self.governor.clone().evaluate(request).await.map(tonic::Response::into_inner)
