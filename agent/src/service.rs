@@ -100,10 +100,22 @@ impl Agent {
         let count = self.incidents.lock().await.by_id.len();
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         for incident_id in unfinished {
-            info!(%incident_id, "resuming an unfinished diagnosis");
             let agent = Arc::clone(self);
-            let span = info_span!("diagnose", %incident_id);
-            tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+            // A proposal already logged goes to the governor as it was (the governor
+            // answers a proposal it holds with its decision); diagnosing again could
+            // propose something else for the same incident.
+            match logged_unanswered_proposal(&records, &incident_id, "agent") {
+                Some(proposal) => {
+                    info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
+                    let span = info_span!("propose", %incident_id);
+                    tokio::spawn(async move { agent.propose(&incident_id, proposal).await }.instrument(span));
+                }
+                None => {
+                    info!(%incident_id, "resuming an unfinished diagnosis");
+                    let span = info_span!("diagnose", %incident_id);
+                    tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+                }
+            }
         }
         Ok(count)
     }
@@ -417,13 +429,36 @@ impl Agent {
             self.escalate(incident_id, &format!("cannot log the diagnosis, so nothing was proposed: {error}")).await;
             return;
         }
+        self.propose(incident_id, proposal).await;
+    }
+
+    /// Sends a logged proposal to the governor and logs its answer. The `proposed`
+    /// record is what tells a restarted agent the proposal was answered, so its
+    /// append is retried (about half a minute) before the incident is escalated.
+    async fn propose(&self, incident_id: &str, proposal: Proposal) {
         match self.governor.evaluate(&proposal).await {
             Ok(decision) => {
                 info!(%incident_id, decision_id = %decision.decision_id, route = %decision.route, "proposal evaluated");
                 let payload = json!({"event": "proposed", "state": "proposed", "proposal_id": proposal.id,
                                      "decision_id": decision.decision_id, "route": decision.route});
-                if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
-                    error!(%incident_id, %error, "cannot log the proposal's decision");
+                let mut backoff = std::time::Duration::from_millis(100);
+                let mut logged = false;
+                for _ in 0..10 {
+                    match self.audit.append_one(incident_id, RecordKind::Incident, payload.clone()).await {
+                        Ok(_) => {
+                            logged = true;
+                            break;
+                        }
+                        Err(error) => {
+                            warn!(%incident_id, %error, "cannot log the proposal's decision yet; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                        }
+                    }
+                }
+                if !logged {
+                    self.escalate(incident_id, &format!("the governor made decision `{}`, but the log would not take it", decision.decision_id)).await;
+                    return;
                 }
                 let reason = format!("governor routed decision `{}` as `{}`", decision.decision_id, decision.route);
                 self.set_state(incident_id, IncidentState::Proposed, &reason, Some(&decision.decision_id)).await;
@@ -433,6 +468,19 @@ impl Agent {
             }
         }
     }
+}
+
+/// The last grounded proposal of an incident that the agent logged and that no
+/// `proposed` record answers: a crash (or an audit outage) came between the two.
+fn logged_unanswered_proposal(records: &[arf_audit::Record], incident_id: &str, agent_writer: &str) -> Option<Proposal> {
+    let own = || records.iter().filter(|r| r.writer == agent_writer && r.incident_id == incident_id);
+    let proposal: Proposal = own()
+        .filter(|r| r.kind == RecordKind::Diagnosis)
+        .filter_map(|r| r.payload.get("proposal"))
+        .next_back()
+        .and_then(|p| serde_json::from_value(p.clone()).ok())?;
+    let answered = own().any(|r| r.kind == RecordKind::Incident && r.payload.get("proposal_id").and_then(Value::as_str) == Some(proposal.id.as_str()));
+    (!answered).then_some(proposal)
 }
 
 fn merge(into: &mut Value, more: Value) {

@@ -65,3 +65,49 @@ async fn a_restarted_agent_remembers_and_resumes() {
     assert_eq!(subjects.iter().filter(|s| s.contains(&first)).count(), 1, "the finished diagnosis did not run again: {subjects:?}");
     assert!(subjects.iter().any(|s| s.contains("inc-orphan")), "the interrupted one resumed: {subjects:?}");
 }
+
+/// A crash between logging a proposal and logging the governor's answer: the
+/// restarted agent sends the logged proposal again (the governor answers a proposal
+/// it holds with its decision) instead of diagnosing anew, which could propose
+/// something else for the same incident.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resends_a_logged_proposal_instead_of_diagnosing_again() {
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let configure = |config: &mut arf_agent::config::Config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(&server.base_url));
+    };
+    let mut running = support::start(configure).await;
+    let _ = support::agent_client(&running.agent).await;
+    let signal = json!({
+        "id": "sig-00000000000000bb", "source": "alertmanager", "kind": "alert", "status": "firing",
+        "title": "CheckoutDown", "description": "down", "severity": "critical",
+        "service": "checkout", "environment": "staging", "labels": {"alertname": "CheckoutDown"},
+        "annotations": {}, "observed_at_ms": 1, "fingerprint": "fp-cut"
+    });
+    let proposal = json!({
+        "id": "prop-cut", "incident_id": "inc-cut", "snapshot_hash": "snap-cut",
+        "hypothesis": {"id": "h1", "root_cause": "wedged", "evidence": ["sig-00000000000000bb"], "confidence": 0.8,
+                       "uncertainty": "", "expected_impact": "", "remediations": []},
+        "remediation": {"pathway": "restart_service", "target": "checkout-staging", "parameters": {}, "rationale": "r"},
+        "service": "checkout", "environment": "staging", "reasoner": "openai"
+    });
+    running
+        .audit
+        .append(vec![
+            Entry::new("inc-cut", RecordKind::Incident, json!({"event": "opened", "title": "CheckoutDown", "service": "checkout", "environment": "staging", "state": "open"})),
+            Entry::new("inc-cut", RecordKind::Signal, json!({"signal": signal, "duplicate": false})),
+            Entry::new("inc-cut", RecordKind::Snapshot, json!({"hash": "snap-cut"})),
+            Entry::new("inc-cut", RecordKind::Diagnosis, json!({"status": "grounded", "proposal": proposal})),
+        ])
+        .await
+        .unwrap();
+    let calls_before = server.received().len();
+    running.restart_agent(configure).await;
+    // The test's governor is unreachable, so the resent proposal ends escalated.
+    let trail = support::wait_for_state(&running.audit, "inc-cut", &["escalated", "proposed"]).await;
+    let escalated = trail.iter().rev().find(|r| r.kind == RecordKind::Incident).unwrap();
+    assert!(escalated.payload["reason"].as_str().unwrap().contains("the governor did not take the proposal"), "{escalated:?}");
+    assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).count(), 1, "no new diagnosis");
+    assert_eq!(server.received().len(), calls_before, "the model was not asked again");
+}

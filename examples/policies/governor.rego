@@ -15,7 +15,9 @@
 #
 # The governor evaluates `data.arf.governor.decision`. Its input document
 # (`input.version == 3`; the JSON Schema is in docs/governance.md) carries:
-#   input.action       the pathway, target and parameters the model proposes
+#   input.action       the pathway, target and parameters the model proposes, and
+#                      earlier_attempts at the same action in this incident
+#                      ({decision_id, state}; only ones that did not succeed)
 #   input.incident     what the incident is about, from the agent's logged signals
 #                      (never from the caller): id, services, environments,
 #                      signal_kinds, signals
@@ -141,6 +143,16 @@ findings contains finding(
 
 # ---------------------------------------------------------------------------
 # Guard rails: when people must approve.
+
+# A second attempt: the same action already failed or was rolled back in this
+# incident. Trying again may be right (a transient failure), but a person decides.
+findings contains finding(
+	"repeat_attempt", "approval", 1, oncall_approvers,
+	sprintf("this action already ran in this incident and ended `%v` (decision %v), so an on-call engineer must approve another attempt", [a.state, a.decision_id]),
+) if {
+	some a in input.action.earlier_attempts
+	a.state in {"rolled_back", "failed", "rollback_failed"}
+}
 
 # A declared dependency (the database behind the alerting API) may well be the cause,
 # but acting on it reaches past the service that alerted: a person approves.

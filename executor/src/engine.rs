@@ -65,6 +65,10 @@ pub enum ExecuteError {
         "the audit log knows this executor as `{writer}`{kinds}, but it must be `{expected}` with the execution record kinds: recovery after a crash reads back only `{expected}`'s records, so nothing runs until `audit.writers` names this executor's token `{expected}`"
     )]
     WrongWriter { writer: String, kinds: String, expected: &'static str },
+    #[error(
+        "decision `{decision_id}` asks for an action this incident already started under decision `{earlier}`, which did not fail: one action runs once, so nothing ran"
+    )]
+    SameActionStarted { decision_id: String, earlier: String },
     #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
     LogNotWitnessed { decision_id: String, source: arf_audit::witness::WitnessError },
     #[error(
@@ -650,6 +654,21 @@ impl Executor {
                 decision_id: body.decision_id.clone(),
                 expired_at: arf_core::time::format_ms(body.expires_at_ms),
             });
+        }
+
+        // One action runs once per incident, whatever decision asks for it: checked
+        // under the target's lock, so two decisions for it cannot both pass.
+        let trail = match self.audit.read_incident(&body.incident_id).await {
+            Ok(trail) => trail,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        if let Some(earlier) = recovery::same_action_started(&trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
+            self.store.release(&body.decision_id).await?;
+            warn!(%earlier, "the same action of this incident already started under another decision and did not fail; refusing to run it again");
+            return Err(ExecuteError::SameActionStarted { decision_id: body.decision_id.clone(), earlier });
         }
 
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,

@@ -46,6 +46,27 @@ pub fn logged(trail: &[Record], decision_id: &str) -> Logged {
     logged
 }
 
+/// Another decision of the same incident for the same action (pathway, target and
+/// parameters) that the log shows started and that did not end in a failure: it
+/// is running, its outcome is unknown, or it verified. Running the action again
+/// under a new decision id would be running it twice.
+pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value) -> Option<String> {
+    trail
+        .iter()
+        .filter(|r| r.writer == EXECUTOR_WRITER && r.kind == RecordKind::ExecutionStarted)
+        .filter(|r| r.payload.get("decision_id").and_then(Value::as_str).is_some_and(|id| id != decision_id))
+        .filter(|r| {
+            r.payload.get("pathway").and_then(Value::as_str) == Some(pathway)
+                && r.payload.get("target").and_then(Value::as_str) == Some(target)
+                && r.payload.get("parameters") == Some(parameters)
+        })
+        .filter_map(|r| r.payload.get("decision_id").and_then(Value::as_str))
+        .find(|earlier| {
+            !matches!(logged(trail, earlier).outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed))
+        })
+        .map(str::to_owned)
+}
+
 fn parse_outcome(text: &str) -> Option<Outcome> {
     [Outcome::Verified, Outcome::RolledBack, Outcome::RollbackFailed, Outcome::Failed]
         .into_iter()
@@ -101,6 +122,29 @@ mod tests {
         assert_eq!(logged(&forged, "d-1"), Logged::default());
         let own = [record("executor", RecordKind::ExecutionStarted, "d-1"), record("executor", RecordKind::Outcome, "d-2")];
         assert_eq!(logged(&own, "d-1"), Logged { started: true, rollback: false, outcome: None });
+    }
+
+    #[test]
+    fn the_same_action_blocks_a_new_decision_until_it_failed() {
+        let started = |writer: &str, id: &str, target: &str| Record {
+            kind: RecordKind::ExecutionStarted,
+            payload: serde_json::json!({"decision_id": id, "pathway": "restart", "target": target, "parameters": {"a": 1}}),
+            ..record(writer, RecordKind::ExecutionStarted, id)
+        };
+        let outcome = |id: &str, outcome: &str| Record {
+            payload: serde_json::json!({"decision_id": id, "outcome": outcome}),
+            ..record("executor", RecordKind::Outcome, id)
+        };
+        let params = serde_json::json!({"a": 1});
+        let check = |trail: &[Record]| same_action_started(trail, "d-new", "restart", "web", &params);
+        assert_eq!(check(&[started("executor", "d-1", "web")]), Some("d-1".to_owned()), "running or unknown");
+        assert_eq!(check(&[started("executor", "d-1", "web"), outcome("d-1", "verified")]), Some("d-1".to_owned()));
+        for failed in ["rolled_back", "rollback_failed", "failed"] {
+            assert_eq!(check(&[started("executor", "d-1", "web"), outcome("d-1", failed)]), None, "{failed}");
+        }
+        assert_eq!(check(&[started("executor", "d-1", "db")]), None, "another target");
+        assert_eq!(check(&[started("agent", "d-1", "web")]), None, "another writer's record");
+        assert_eq!(check(&[started("executor", "d-new", "web")]), None, "its own start");
     }
 
     #[test]

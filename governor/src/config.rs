@@ -61,6 +61,15 @@ pub struct Config {
     /// diagnoses) back a proposal.
     #[serde(default = "default_agent_writer")]
     pub agent_writer: String,
+    /// After a crash, an autonomous decision that was approved but never authorized
+    /// is authorized when the governor comes back within this many seconds of the
+    /// decision, and expires unrun after that: nothing acts alone long after the fact.
+    #[serde(default = "default_settle_secs")]
+    pub settle_secs: u64,
+}
+
+pub fn default_settle_secs() -> u64 {
+    60
 }
 
 pub fn default_agent_writer() -> String {

@@ -108,6 +108,34 @@ pub fn decide(
 ) -> Result<(Decision, PolicyInput), InvalidProposal> {
     check(proposal, governance)?;
     let (input, assessment) = policy_input(governance, proposal, scope, requester, now_ms)?;
+    decide_with(governance, proposal, input, assessment, requester, decision_id, now_ms)
+}
+
+/// [`decide`], knowing the earlier attempts at the same action.
+pub fn decide_again(
+    governance: &Governance<'_>,
+    proposal: &Proposal,
+    scope: &IncidentScope,
+    earlier_attempts: Vec<policy::EarlierAttempt>,
+    requester: &Caller,
+    decision_id: String,
+    now_ms: i64,
+) -> Result<(Decision, PolicyInput), InvalidProposal> {
+    check(proposal, governance)?;
+    let (mut input, assessment) = policy_input(governance, proposal, scope, requester, now_ms)?;
+    input.action.earlier_attempts = earlier_attempts;
+    decide_with(governance, proposal, input, assessment, requester, decision_id, now_ms)
+}
+
+fn decide_with(
+    governance: &Governance<'_>,
+    proposal: &Proposal,
+    input: PolicyInput,
+    assessment: guard::Assessment,
+    requester: &Caller,
+    decision_id: String,
+    now_ms: i64,
+) -> Result<(Decision, PolicyInput), InvalidProposal> {
     // Policy decides; the guard rails can only make its answer stricter, and so can
     // scope: whatever a bundle says, an incident gives no authority outside itself.
     let outcome = scope_backstop(guard::backstop(governance.policies.evaluate(&input), &assessment), &input);
@@ -210,6 +238,7 @@ pub fn policy_input(
             pathway: pathway_name.clone(),
             target: target_name.clone(),
             parameters: proposal.remediation.parameters.clone(),
+            earlier_attempts: Vec::new(),
         },
         incident: policy::IncidentInput {
             id: scope.incident_id.clone(),

@@ -80,6 +80,13 @@ impl State {
         .find(|state| state.as_str() == text)
     }
 
+    /// Whether a decision in this state stands in the way of a new decision for the
+    /// same action: it is live (waiting, approved, authorized) or it succeeded. Only
+    /// an action that was refused, expired, failed or rolled back may be decided again.
+    pub fn holds_action(self) -> bool {
+        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified)
+    }
+
     /// Whether nothing more happens to a decision in this state.
     pub fn is_final(self) -> bool {
         !matches!(self, Self::Pending | Self::Approved | Self::Authorized)
@@ -166,7 +173,18 @@ pub struct Decision {
     pub relation: String,
 }
 
+/// The action a decision or proposal is about: one per incident, pathway, target and
+/// (canonical) parameters, whatever decision or proposal id carries it.
+pub fn action_key(incident_id: &str, remediation: &Remediation) -> String {
+    let parameters = arf_core::canonical::to_string(&remediation.parameters).unwrap_or_default();
+    arf_core::canonical::to_string(&[incident_id, &remediation.pathway, &remediation.target, &parameters]).unwrap_or_default()
+}
+
 impl Decision {
+    pub fn action_key(&self) -> String {
+        action_key(&self.incident_id, &self.remediation)
+    }
+
     /// The state a fresh decision starts in, from its route.
     pub fn initial_state(route: Route) -> State {
         match route {

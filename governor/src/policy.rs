@@ -44,8 +44,9 @@ use crate::identity::Role;
 /// Version 2 added `pathway.rollback`, the guard rails in `autonomy`
 /// (`global`, `global_reason`, `rate_limit`, `error_budget`; `enabled` became the
 /// effective switch), `freeze_windows[].active`, and filled `outcome_stats`.
-/// Version 3 added `incident` (what the log's signals say the incident is about)
-/// and `target.relation` / `target.dependency_of` (the target's place in it).
+/// Version 3 added `incident` (what the log's signals say the incident is about),
+/// `target.relation` / `target.dependency_of` (the target's place in it) and
+/// `action.earlier_attempts`.
 pub const INPUT_VERSION: u32 = 3;
 
 /// The rule every bundle must define.
@@ -97,6 +98,19 @@ pub struct ActionInput {
     pub pathway: String,
     pub target: String,
     pub parameters: Value,
+    /// Earlier decisions of this incident for the same action (pathway, target and
+    /// parameters), oldest first. Only attempts that were refused, expired, failed or
+    /// rolled back appear: a live or verified one is answered instead of deciding again.
+    #[serde(default)]
+    pub earlier_attempts: Vec<EarlierAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierAttempt {
+    pub decision_id: String,
+    /// Its final state: `rolled_back`, `failed`, `rollback_failed`, `denied`, `rejected`, `expired`, ...
+    pub state: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

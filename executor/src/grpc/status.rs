@@ -38,7 +38,10 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
         ExecuteError::Store(_) => Status::internal(message),
         ExecuteError::ShuttingDown | ExecuteError::TargetUnsettled { .. } => Status::unavailable(message),
-        ExecuteError::WrongWriter { .. } | ExecuteError::TargetNeedsHuman { .. } | ExecuteError::LogNotWitnessed { .. } => {
+        ExecuteError::WrongWriter { .. }
+        | ExecuteError::TargetNeedsHuman { .. }
+        | ExecuteError::LogNotWitnessed { .. }
+        | ExecuteError::SameActionStarted { .. } => {
             Status::failed_precondition(message)
         }
     }

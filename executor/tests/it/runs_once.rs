@@ -54,3 +54,36 @@ async fn a_decision_runs_once() {
         assert_eq!(kinds.iter().filter(|k| **k == "execution_started").count(), 1, "{kinds:?}");
     }
 }
+
+/// One action of one incident runs once, whatever decision asks for it: a second
+/// decision for the same pathway, target and parameters is refused while the first
+/// has not failed, even sent at the same time; once it rolled back, a new one may run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_action_under_a_new_decision_id_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let targets = [("web".to_owned(), target(&[("file", path_str(&ran))]))].into();
+    let h = Harness::start(dir.path(), Setup::new(vec![append_line_pathway()], targets)).await;
+
+    let first = h.body("append_line", "web", json!({}));
+    let again = |body: &arf_core::decision::DecisionBody| {
+        let mut copy = body.clone();
+        copy.decision_id = arf_core::canonical::random_id("dec");
+        copy
+    };
+    let (second, third) = (again(&first), again(&first));
+    let (a, b) = (h.decide(&first).await, h.decide(&second).await);
+    let (a, b) = tokio::join!(h.execute(a), h.execute(b));
+    let results = [a, b];
+    let ran_ok = results.iter().filter(|r| r.as_ref().is_ok_and(|e| e.outcome == "verified")).count();
+    let refused: Vec<&tonic::Status> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!((ran_ok, refused.len()), (1, 1), "{results:?}");
+    assert_eq!(refused[0].code(), tonic::Code::FailedPrecondition);
+    assert!(refused[0].message().contains("already started under decision"), "{}", refused[0].message());
+    // After it verified, a third decision for it is refused too.
+    let third = h.decide(&third).await;
+    assert!(h.execute(third).await.unwrap_err().message().contains("already started"));
+    assert_eq!(lines(&h).len(), 1, "the action ran once");
+    let started = h.kinds(&first.incident_id).await.iter().filter(|k| **k == "execution_started").count();
+    assert_eq!(started, 1);
+}

@@ -73,10 +73,14 @@ pub(crate) struct Shared {
     decisions: RwLock<BTreeMap<String, Entry>>,
     /// Set once the decisions of earlier runs have been rebuilt from the log.
     restored: std::sync::atomic::AtomicBool,
+    /// Action key ([`decision::action_key`]) → the decisions made for it, oldest first.
+    actions: Mutex<BTreeMap<String, Vec<String>>>,
     /// The governor's witness of the log, when the log's key is configured.
     witness: Option<arf_audit::witness::Witness>,
     /// The writer identity whose records back proposals (the agent's).
     agent_writer: String,
+    /// How long an autonomous decision may wait to run, after a crash, before it expires.
+    settle_ms: i64,
 }
 
 impl Shared {
@@ -109,6 +113,7 @@ impl Shared {
         Ok(Self {
             witness,
             agent_writer: config.agent_writer.clone(),
+            settle_ms: i64::try_from(config.settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -128,6 +133,7 @@ impl Shared {
             clock,
             decisions: RwLock::new(BTreeMap::new()),
             restored: std::sync::atomic::AtomicBool::new(false),
+            actions: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -161,6 +167,33 @@ impl Shared {
 
     async fn entries(&self) -> Vec<Entry> {
         self.decisions.read().await.values().cloned().collect()
+    }
+
+    /// Holds a new decision, and files it under its action.
+    async fn insert(&self, decision_id: String, key: String, entry: Arc<Mutex<Decision>>) {
+        self.actions.lock().await.entry(key).or_default().push(decision_id.clone());
+        self.decisions.write().await.insert(decision_id, entry);
+    }
+
+    /// The decision that holds the action (live or verified), if any; otherwise the
+    /// earlier attempts at it, for policy to see.
+    async fn attempts(&self, key: &str) -> (Option<Decision>, Vec<crate::policy::EarlierAttempt>) {
+        let ids = self.actions.lock().await.get(key).cloned().unwrap_or_default();
+        let mut decisions = Vec::new();
+        for id in ids {
+            if let Some(entry) = self.entry(&id).await {
+                decisions.push(entry.lock().await.clone());
+            }
+        }
+        decisions.sort_by_key(|d| d.issued_at_ms);
+        if let Some(holding) = decisions.iter().find(|d| d.state.holds_action()) {
+            return (Some(holding.clone()), Vec::new());
+        }
+        let earlier = decisions
+            .into_iter()
+            .map(|d| crate::policy::EarlierAttempt { decision_id: d.decision_id, state: d.state.as_str().to_owned() })
+            .collect();
+        (None, earlier)
     }
 
     /// Reads the incident's trail and checks that it backs the proposal (see
@@ -289,26 +322,74 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
     shared.forget_outcomes(|guard| {
         crate::guard::forget_logged_outcomes(guard, |id| restored.get(id).is_some_and(|d| d.state.is_final()))
     });
-    let mut following = Vec::new();
+    // What an authorization signed: its body and the sequence number of its record.
+    let authorized: BTreeMap<String, (Value, u64)> = records
+        .iter()
+        .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == State::Authorized.as_str())
+        .filter_map(|r| Some((r.payload["decision_id"].as_str()?.to_owned(), (r.payload.get("body")?.clone(), r.seq))))
+        .collect();
+    let mut unfinished = Vec::new();
     {
         let mut decisions = shared.decisions.write().await;
         for (id, restored) in restored {
             if decisions.contains_key(&id) {
                 continue;
             }
-            if matches!(restored.state, State::Authorized | State::Approved) {
-                following.push((id.clone(), restored.incident_id.clone(), restored.expires_at_ms));
+            shared.actions.lock().await.entry(restored.action_key()).or_default().push(id.clone());
+            let entry = Arc::new(Mutex::new(restored));
+            if matches!(entry.lock().await.state, State::Authorized | State::Approved) {
+                unfinished.push((id.clone(), Arc::clone(&entry)));
             }
-            decisions.insert(id, Arc::new(Mutex::new(restored)));
+            decisions.insert(id, entry);
         }
         info!(decisions = decisions.len(), "decisions restored from the audit log");
         shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    // Followed like a fresh dispatch, so an outcome learned now feeds the guard
-    // rails (statistics, error budget, quarantine) exactly as it would have then.
-    for (decision_id, incident_id, expires_at_ms) in following {
-        let known = "the governor restarted before it learned the outcome".to_owned();
-        tokio::spawn(dispatch::follow(Arc::clone(shared), decision_id, incident_id, expires_at_ms, None, known));
+    // A decision a crash cut off goes on from where the log says it stopped, at
+    // once, rather than waiting for its expiry: approved ones are authorized (or,
+    // past the bound for acting alone, expire), authorized ones are sent again
+    // (`Execute` is idempotent per decision id) and followed to their outcome.
+    for (decision_id, entry) in unfinished {
+        let mut decision = entry.lock_owned().await;
+        let now = (shared.clock)();
+        let incident_id = decision.incident_id.clone();
+        let expires_at_ms = decision.expires_at_ms;
+        match decision.state {
+            State::Approved => {
+                let too_late = decision.route == Route::Autonomous && now.saturating_sub(decision.issued_at_ms) > shared.settle_ms;
+                if now >= expires_at_ms || too_late {
+                    decision.state = State::Expired;
+                    decision.detail = format!(
+                        "the governor stopped before it authorized this decision and restarted {} s after it was made, past the {} s an action may wait to run on its own; nothing ran",
+                        now.saturating_sub(decision.issued_at_ms) / 1000,
+                        shared.settle_ms / 1000
+                    );
+                    shared.log_expiry(&decision).await;
+                    warn!(%decision_id, "an approved decision the crash cut off expired unrun");
+                } else if let Err(status) = shared.authorize(&mut decision).await {
+                    warn!(%decision_id, error = status.message(), "could not authorize a decision the crash cut off");
+                }
+            }
+            State::Authorized => {
+                let signed = authorized.get(&decision_id).and_then(|(body, seq)| {
+                    let body: arf_core::decision::DecisionBody = serde_json::from_value(body.clone()).ok()?;
+                    arf_core::decision::sign(&body, &shared.key, *seq).ok()
+                });
+                drop(decision);
+                match signed {
+                    Some(signed) if now < expires_at_ms => {
+                        tokio::spawn(dispatch::run(Arc::clone(shared), decision_id, incident_id, convert::signed(&signed), expires_at_ms));
+                    }
+                    _ => {
+                        // Followed like a fresh dispatch, so an outcome learned now feeds the guard
+                        // rails (statistics, error budget, quarantine) exactly as it would have then.
+                        let known = "the governor restarted before it learned the outcome".to_owned();
+                        tokio::spawn(dispatch::follow(Arc::clone(shared), decision_id, incident_id, expires_at_ms, None, known));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -390,19 +471,29 @@ impl Governor for Service {
             decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
                 .map_err(status::invalid_proposal)?;
             let scope = self.shared.backing(&proposal).await?;
+            // Decisions are made one at a time, and an action is decided at most once
+            // while a decision for it is live or has succeeded: held from the look-up
+            // until the new decision is in place, so two proposals cannot both pass.
+            let deciding = self.shared.deciding.lock().await;
+            let key = decision::action_key(&proposal.incident_id, &proposal.remediation);
+            let (holding, earlier_attempts) = self.shared.attempts(&key).await;
+            if let Some(existing) = holding {
+                drop(deciding);
+                info!(decision_id = %existing.decision_id, state = existing.state.as_str(), "the action is already decided; answering with that decision");
+                return Ok(Response::new(convert::decision(&existing)));
+            }
             let now = (self.shared.clock)();
             let decision_id = arf_core::canonical::random_id("dec");
             tracing::Span::current().record("decision_id", decision_id.as_str());
             // Policy evaluation is CPU work bounded by the engine's time limit; it runs
             // off the async workers so a slow policy cannot stall other calls.
-            let deciding = self.shared.deciding.lock().await;
             let policies = self.shared.current_policies();
             let guard = self.shared.guard_snapshot();
             let shared = Arc::clone(&self.shared);
             let span = tracing::Span::current();
             let decided = tokio::task::spawn_blocking(move || {
                 span.in_scope(|| {
-                    decide::decide(&shared.governance(&policies, &guard), &proposal, &scope, &caller, decision_id, now)
+                    decide::decide_again(&shared.governance(&policies, &guard), &proposal, &scope, earlier_attempts, &caller, decision_id, now)
                 })
             })
             .await
@@ -413,7 +504,6 @@ impl Governor for Service {
             let trip = (decision.route == Route::Autonomous)
                 .then(|| self.shared.note_autonomous(&decision.service, now))
                 .flatten();
-            drop(deciding);
             // Write-ahead: a decision that is not in the log was never made.
             self.shared
                 .audit
@@ -436,7 +526,8 @@ impl Governor for Service {
             // dispatch task can only record an outcome once the decision is in place.
             let entry = Arc::new(Mutex::new(decision));
             let mut decision = Arc::clone(&entry).lock_owned().await;
-            self.shared.decisions.write().await.insert(decision_id, entry);
+            self.shared.insert(decision_id, key, entry).await;
+            drop(deciding);
             if autonomous {
                 self.shared.authorize(&mut decision).await?;
             }

@@ -196,6 +196,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         audit_checkpoint_key: Some(arf_core::keys::public_path(&dir.join("audit-checkpoint.key"))),
         audit_checkpoint_origin: arf_audit::config::default_origin(),
         agent_writer: arf_governor::config::default_agent_writer(),
+        settle_secs: arf_governor::config::default_settle_secs(),
     };
     (config, tokens)
 }

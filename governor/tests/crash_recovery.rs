@@ -1,0 +1,61 @@
+//! Decisions a crash cut off go on from where the log says they stopped, at once:
+//! an approved decision that was never authorized is authorized when the governor
+//! comes back, unless it would run alone too long after it was made.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod common;
+
+use arf_audit::RecordKind;
+use common::{Harness, Setup, proposal};
+use futures::StreamExt;
+
+/// Writes the log a governor killed between `decision` and `authorized` leaves: a
+/// copy of a real autonomous decision's first record, as a new decision made `age_ms` ago.
+async fn cut_off_after_deciding(h: &Harness, decision_id: &str, incident_id: &str, age_ms: i64) {
+    let template = h.evaluate(proposal(&format!("{incident_id}-template"), "restart_service", "web-staging", 0.9)).await.unwrap();
+    let first = h.decision_records(&format!("{incident_id}-template"), &template.decision_id, "approved").await.remove(0);
+    let mut payload = first.payload.clone();
+    let now = h.clock.load(std::sync::atomic::Ordering::SeqCst);
+    payload["decision_id"] = decision_id.into();
+    payload["incident_id"] = incident_id.into();
+    payload["issued_at_ms"] = (now - age_ms).into();
+    payload["expires_at_ms"] = (now - age_ms + 900_000).into();
+    h.audit.append_one(incident_id, RecordKind::Decision, payload).await.unwrap();
+}
+
+async fn wait_for_state(h: &Harness, decision_id: &str, state: &str) -> serde_json::Value {
+    let mut tail = h.audit.tail(1).await.unwrap();
+    loop {
+        let record = tokio::time::timeout(std::time::Duration::from_secs(30), tail.next()).await.expect("timed out following the log").unwrap().unwrap();
+        if record.payload["decision_id"] == decision_id && record.payload["state"] == state {
+            return record.payload;
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_approved_decision_left_unauthorized_is_authorized_when_the_governor_returns() {
+    let mut h = Harness::start(Setup::default()).await;
+    cut_off_after_deciding(&h, "dec-cut", "inc-cut", 5_000).await;
+    h.restart_governor().await;
+    let authorized = wait_for_state(&h, "dec-cut", "authorized").await;
+    assert_eq!(authorized["body"]["decision_id"], "dec-cut");
+    assert_eq!(h.get("alice", "dec-cut").await.unwrap().state, "authorized");
+}
+
+#[tokio::test]
+async fn an_approved_decision_found_too_late_expires_unrun() {
+    let mut h = Harness::start(Setup::default()).await;
+    // Made two minutes before the governor came back: past the 60 s an action may wait to run alone.
+    cut_off_after_deciding(&h, "dec-late", "inc-late", 120_000).await;
+    h.restart_governor().await;
+    let expired = wait_for_state(&h, "dec-late", "expired").await;
+    assert!(expired["detail"].as_str().unwrap().contains("nothing ran"), "{expired}");
+    let trail = h.audit.read_incident("inc-late").await.unwrap();
+    assert!(trail.iter().all(|r| r.payload["state"] != "authorized"));
+}

@@ -1,0 +1,64 @@
+//! One action per incident is decided at most once while a decision for it is live
+//! or has succeeded: a repeated or re-diagnosed proposal gets the existing decision.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod common;
+
+use common::{Harness, Setup, proposal};
+
+#[tokio::test]
+async fn a_repeated_or_rediagnosed_proposal_gets_the_existing_decision() {
+    let mut h = Harness::start(Setup::default()).await;
+    let first = proposal("inc-once", "restart_service", "web-prod", 0.9);
+    let decided = h.evaluate(first.clone()).await.unwrap();
+    assert_eq!(decided.state, "pending");
+    // The same proposal again (a retried call), and a re-diagnosis after an agent
+    // restart: a new proposal id for the same action.
+    assert_eq!(h.evaluate(first.clone()).await.unwrap().decision_id, decided.decision_id);
+    let mut rediagnosed = first.clone();
+    rediagnosed.id = "prop-again".to_owned();
+    assert_eq!(h.evaluate(rediagnosed.clone()).await.unwrap().decision_id, decided.decision_id);
+    // Still so after a governor restart: the index is rebuilt from the log.
+    h.restart_governor().await;
+    assert_eq!(h.evaluate(rediagnosed.clone()).await.unwrap().decision_id, decided.decision_id);
+    assert_eq!(h.decisions("alice", "inc-once").await.unwrap().len(), 1, "one decision for one action");
+    // Another action of the same incident is its own decision.
+    let mut other = first.clone();
+    other.id = "prop-other".to_owned();
+    other.remediation.as_mut().unwrap().parameters_json = r#"{"reason":"another"}"#.to_owned();
+    other.hypothesis.as_mut().unwrap().remediations[0].parameters_json = r#"{"reason":"another"}"#.to_owned();
+    assert_ne!(h.evaluate(other).await.unwrap().decision_id, decided.decision_id);
+
+    // Once a person rejects it, the action may be decided again, and policy sees the earlier attempt.
+    h.reject("alice", &decided.decision_id, "not now").await.unwrap();
+    let mut third = first.clone();
+    third.id = "prop-third".to_owned();
+    let again = h.evaluate(third).await.unwrap();
+    assert_ne!(again.decision_id, decided.decision_id);
+    let records = h.audit.read_incident("inc-once").await.unwrap();
+    let made = records.iter().find(|r| r.payload["decision_id"] == again.decision_id.as_str() && r.payload.get("policy_input").is_some()).unwrap();
+    assert_eq!(
+        made.payload["policy_input"]["action"]["earlier_attempts"],
+        serde_json::json!([{"decision_id": decided.decision_id, "state": "rejected"}])
+    );
+}
+
+#[tokio::test]
+async fn concurrent_proposals_for_one_action_make_one_decision() {
+    let h = Harness::start(Setup::default()).await;
+    let mut proposals = Vec::new();
+    for i in 0..8 {
+        let mut p = proposal("inc-race", "restart_service", "web-prod", 0.9);
+        p.id = format!("prop-{i}");
+        h.back(&p).await;
+        proposals.push(p);
+    }
+    let answers = futures::future::join_all(proposals.into_iter().map(|p| h.evaluate_unbacked("agent", p))).await;
+    let ids: std::collections::BTreeSet<String> = answers.into_iter().map(|a| a.unwrap().decision_id).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
