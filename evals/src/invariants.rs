@@ -24,7 +24,7 @@ pub struct AcceptedSignal {
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// A short name: `chain`, `authorized`, `write_ahead`, `once`, `outcome`, `signal_logged`.
+    /// A short name: `chain`, `authorized`, `write_ahead`, `once`, `once_per_action`, `outcome`, `signal_logged`.
     pub invariant: &'static str,
     pub detail: String,
 }
@@ -80,6 +80,36 @@ pub fn check(
     }
     for ((decision_id, target), n) in acts.iter().filter(|(_, n)| **n > 1) {
         violations.push(violation("once", format!("the world saw decision `{decision_id}` act on `{target}` {n} times")));
+    }
+
+    // One action of one incident (pathway, target, parameters) runs at most once,
+    // whatever decisions ask for it, unless an earlier run failed or rolled back.
+    let outcome_of = |decision_id: &str| {
+        records
+            .iter()
+            .find(|r| r.kind == RecordKind::Outcome && text(&r.payload, "decision_id") == decision_id)
+            .map(|r| text(&r.payload, "outcome").to_owned())
+    };
+    let mut by_action: BTreeMap<(String, String, String, String), Vec<&str>> = BTreeMap::new();
+    for record in &started {
+        let parameters = record.payload.get("parameters").map(Value::to_string).unwrap_or_default();
+        let key = (record.incident_id.clone(), text(&record.payload, "pathway").to_owned(), text(&record.payload, "target").to_owned(), parameters);
+        by_action.entry(key).or_default().push(text(&record.payload, "decision_id"));
+    }
+    for ((incident, pathway, target, _), decisions) in &by_action {
+        let mut distinct: Vec<&str> = decisions.clone();
+        distinct.dedup();
+        // Every run but the last must have failed for a later one to be allowed.
+        let held = distinct[..distinct.len().saturating_sub(1)]
+            .iter()
+            .filter(|d| !matches!(outcome_of(d).as_deref(), Some("rolled_back" | "failed" | "rollback_failed")))
+            .count();
+        if held > 0 {
+            violations.push(violation(
+                "once_per_action",
+                format!("incident `{incident}` ran `{pathway}` on `{target}` under {} decisions ({}) while an earlier run had not failed", distinct.len(), distinct.join(", ")),
+            ));
+        }
     }
 
     // Write-ahead: every action the world saw had its intent logged first.
@@ -200,6 +230,18 @@ mod tests {
         entries.push(entries[4].clone());
         applied.push(act("dec-1"));
         check_names(&seal(entries), &applied, &accepted, &digests, &["once", "once", "outcome"]);
+
+        // The same action under a second decision while the first verified; allowed after a rollback.
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        let mut again = entries[3].clone();
+        again.2["decision_id"] = json!("dec-2");
+        entries.push(again.clone());
+        let found = check(&seal(entries.clone()), &applied, &accepted, &digests, false);
+        assert!(found.iter().any(|v| v.invariant == "once_per_action"), "{found:#?}");
+        entries[4].2["outcome"] = json!("rolled_back");
+        let found = check(&seal(entries), &applied, &accepted, &digests, false);
+        assert!(!found.iter().any(|v| v.invariant == "once_per_action"), "{found:#?}");
 
         // An execution with no outcome once the plane is quiet (but fine while in flight).
         let (records, applied, accepted, digests) = trail();
