@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
 pub use config::Config;
@@ -116,6 +115,10 @@ pub async fn serve(
     let mut http_stop = stop_rx.clone();
     let mut grpc_stop = stop_rx;
     let webhook_addr = webhook_listener.local_addr()?;
+    // Nagle off on every accepted connection, as on the gRPC servers (`arf_proto::server::incoming`).
+    let webhook_listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http = axum::serve(webhook_listener, http::router(Arc::clone(&agent))).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     });
@@ -125,7 +128,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(arf_proto::server::reflection()?)
         .add_service(grpc::AgentServer::new(grpc::Service::new(agent)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         });
     let (http, grpc) = tokio::join!(http, grpc);

@@ -232,3 +232,32 @@ async fn a_witness_refuses_a_checkpoint_that_does_not_cover_what_it_relies_on() 
     let short = witness.check_fresh(&client, 100).await.unwrap_err();
     assert!(matches!(short, arf_audit::witness::WitnessError::Uncovered { needed: 100, .. }), "{short}");
 }
+
+/// Every server sets `TCP_NODELAY` on the connections it accepts: a response of a
+/// few kilobytes does not wait for the client's delayed ACK (about 40 ms). Measured
+/// as a ratio to a trivial call on the same connection, not as a wall-clock limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_larger_response_is_not_held_back_by_nagle() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    let record = client.append_one("inc-1", RecordKind::Signal, json!({"text": "x".repeat(4000)})).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", log.addr)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let mut trivial = Vec::new();
+    let mut larger = Vec::new();
+    for _ in 0..25 {
+        let started = std::time::Instant::now();
+        health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
+        trivial.push(started.elapsed());
+        let started = std::time::Instant::now();
+        assert_eq!(client.get(record.seq).await.unwrap().unwrap().seq, record.seq);
+        larger.push(started.elapsed());
+    }
+    let (trivial, larger) = (median(trivial), median(larger));
+    let ratio = larger.as_secs_f64() / trivial.as_secs_f64().max(1e-6);
+    assert!(ratio < 20.0, "a 4 kB read took {larger:?} against {trivial:?} for a health check ({ratio:.0}x): Nagle is back");
+}

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::Stream;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
@@ -291,7 +290,7 @@ pub async fn serve(
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, readers, kinds)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
         .await
         .context("audit server failed");
     ticker.abort();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -106,7 +105,7 @@ pub async fn serve(
         .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(ExecutorServer::new(Service { executor }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
         .await
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.

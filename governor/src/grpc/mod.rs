@@ -18,7 +18,6 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, RwLock};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field, info, info_span, warn};
@@ -761,7 +760,7 @@ pub async fn serve_with_clock(
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(GovernorServer::new(Service { shared }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
         .await
         .context("governor server failed")
 }
