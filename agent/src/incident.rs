@@ -57,7 +57,28 @@ pub struct Incident {
     pub diagnoses: u32,
     /// How many reasoner calls (repairs included) this incident has had.
     pub model_calls: u32,
+    /// What kind of signals it groups: `alert` (alerts and events), `finding` or `detection`.
+    pub family: String,
 }
+
+/// The family a signal groups by: an alert never joins a scanner's finding, nor a
+/// finding a runtime detection, even for the same service.
+pub fn family(kind: SignalKind) -> &'static str {
+    match kind {
+        SignalKind::Finding => "finding",
+        SignalKind::Detection => "detection",
+        SignalKind::Alert | SignalKind::Event | SignalKind::Change => "alert",
+    }
+}
+
+/// What an alert is, whatever replica or instance sent it: its `alertname` (or rule),
+/// else its title.
+fn identity(signal: &Signal) -> &str {
+    signal.labels.get("alertname").map_or(signal.title.as_str(), String::as_str)
+}
+
+/// What an incident is open for: environment, service and signal family.
+type Key = (String, String, String);
 
 impl Incident {
     fn all_resolved(&self) -> bool {
@@ -88,7 +109,7 @@ impl Placement {
 #[derive(Debug, Clone)]
 pub struct Incidents {
     pub by_id: BTreeMap<String, Incident>,
-    open_by_key: HashMap<(String, String), String>,
+    open_by_key: HashMap<Key, String>,
     pub changes: VecDeque<Signal>,
     window_ms: i64,
 }
@@ -109,11 +130,16 @@ impl Incidents {
             }
             return Placement::Change;
         }
-        let key = (signal.environment.clone(), signal.service.clone());
+        let key = (signal.environment.clone(), signal.service.clone(), family(signal.kind).to_owned());
         if let Some(id) = self.open_by_key.get(&key).cloned() {
             if let Some(incident) = self.by_id.get_mut(&id) {
                 let fresh = now_ms - incident.opened_at_ms <= self.window_ms;
-                if fresh && incident.state != IncidentState::Resolved {
+                // An escalated incident keeps its own alerts (firing again, resolving,
+                // or the same alert from another replica) but takes no other: a new
+                // alert there would never be diagnosed.
+                let known = incident.signals.contains_key(&signal.fingerprint)
+                    || incident.signals.values().any(|s| identity(s) == identity(signal));
+                if fresh && incident.state != IncidentState::Resolved && (incident.state != IncidentState::Escalated || known) {
                     let duplicate = incident
                         .signals
                         .get(&signal.fingerprint)
@@ -151,6 +177,7 @@ impl Incidents {
             reason: String::new(),
             diagnoses: 0,
             model_calls: 0,
+            family: key.2.clone(),
         };
         if incident.state != IncidentState::Resolved {
             self.open_by_key.insert(key, id.clone());
@@ -185,9 +212,11 @@ impl Incidents {
                             reason: String::new(),
                             diagnoses: 0,
                             model_calls: 0,
+                            family: record.payload["family"].as_str().unwrap_or("alert").to_owned(),
                         },
                     );
-                    self.open_by_key.insert((text("environment"), text("service")), id);
+                    let family = record.payload["family"].as_str().unwrap_or("alert").to_owned();
+                    self.open_by_key.insert((text("environment"), text("service"), family), id);
                 }
                 RecordKind::Incident => {
                     if let Some(incident) = self.by_id.get_mut(&id) {
@@ -203,7 +232,7 @@ impl Incidents {
                         }
                         incident.updated_at_ms = record.time_ms;
                         if incident.state == IncidentState::Resolved {
-                            self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone()));
+                            self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone(), incident.family.clone()));
                         }
                     }
                 }
@@ -305,6 +334,37 @@ mod tests {
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Resolved);
         let again = incidents.place(&signal("Down", "web", SignalStatus::Firing), 20, || "inc-2".into());
         assert_eq!(again, Placement::Opened { incident_id: "inc-2".into() });
+    }
+
+    #[test]
+    fn an_escalated_incident_keeps_its_alerts_but_takes_no_new_one() {
+        let mut incidents = Incidents::new(60_000);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Escalated;
+        let again = incidents.place(&signal("Down", "web", SignalStatus::Firing), 10, || "inc-x".into());
+        assert_eq!(again, Placement::Joined { incident_id: "inc-1".into(), duplicate: true });
+        let unrelated = incidents.place(&signal("HighMemoryLoad", "web", SignalStatus::Firing), 20, || "inc-2".into());
+        assert_eq!(unrelated, Placement::Opened { incident_id: "inc-2".into() }, "a new alert gets its own diagnosis");
+        let next = incidents.place(&signal("BigAlert", "web", SignalStatus::Firing), 30, || "inc-x".into());
+        assert_eq!(next, Placement::Joined { incident_id: "inc-2".into(), duplicate: false });
+        // Once escalated, the same alert from another replica still joins it.
+        incidents.by_id.get_mut("inc-2").unwrap().state = IncidentState::Escalated;
+        let mut replica = signal("HighMemoryLoad", "web", SignalStatus::Firing);
+        replica.labels.insert("pod".into(), "web-7".into());
+        replica.fingerprint = replica.compute_fingerprint();
+        let joined = incidents.place(&replica, 40, || "inc-x".into());
+        assert_eq!(joined, Placement::Joined { incident_id: "inc-2".into(), duplicate: false }, "the same alert from another replica");
+    }
+
+    #[test]
+    fn alerts_and_findings_of_one_service_are_separate_incidents() {
+        let mut incidents = Incidents::new(60_000);
+        let mut finding = signal("CVE-2019-1549", "web", SignalStatus::Firing);
+        finding.kind = SignalKind::Finding;
+        finding.fingerprint = finding.compute_fingerprint();
+        incidents.place(&finding, 0, || "inc-1".into());
+        let alert = incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 10, || "inc-2".into());
+        assert_eq!(alert, Placement::Opened { incident_id: "inc-2".into() });
     }
 
     #[test]

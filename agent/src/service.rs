@@ -160,7 +160,7 @@ impl Agent {
                         entries.push(Entry::new(
                             incident_id.clone(),
                             RecordKind::Incident,
-                            json!({"event": "opened", "title": incident.title, "service": incident.service,
+                            json!({"event": "opened", "title": incident.title, "service": incident.service, "family": incident.family,
                                    "environment": incident.environment, "state": incident.state, "first_signal": signal.id}),
                         ));
                         if incident.state == IncidentState::Open {
