@@ -29,7 +29,9 @@
 #                      out_of_scope) and, for a dependency, dependency_of
 #   input.environment  name, known (listed in the governor's config), sensitivity
 #   input.risk         score in [0, 1], band (low, medium, high, critical), factors
-#   input.confidence   the hypothesis confidence in [0, 1]
+#   input.confidence   the hypothesis confidence in [0, 1], as the model stated it
+#   input.calibration  model, confidence (calibrated by the model's record on this
+#                      pathway), runs, verified, prior_cap, prior_weight
 #   input.requester    identity and role of the caller (the agent)
 #   input.proposal     id, incident_id, snapshot_hash, reasoner
 #   input.autonomy     enabled (the effective switch), global (the kill switch),
@@ -58,7 +60,9 @@ autonomous_environments := {"staging", "development"}
 # The lowest hypothesis confidence the governor acts on at all.
 confidence_floor := 0.3
 
-# The lowest hypothesis confidence for an action to run without a person.
+# The lowest *calibrated* confidence for an action to run without a person: the
+# model's stated confidence weighed by its record on the pathway (a model with no
+# record is trusted at most 0.7, whatever it says; see docs/governance.md).
 autonomy_confidence := 0.6
 
 # The largest share of a target a pathway may touch.
@@ -288,7 +292,7 @@ findings contains finding(
 # Every other guard rail above still applies: any of them makes it stricter.
 findings contains finding(
 	"low_risk_autonomy", "autonomous", 0, [],
-	sprintf("a reversible, %v-risk action in %v with confidence %v may run on its own", [input.risk.band, input.environment.name, input.confidence]),
+	sprintf("a reversible, %v-risk action in %v with calibrated confidence %v may run on its own", [input.risk.band, input.environment.name, input.calibration.confidence]),
 ) if {
 	input.autonomy.enabled
 	input.environment.known
@@ -296,7 +300,7 @@ findings contains finding(
 	input.target.tier in autonomous_tiers
 	not input.pathway.irreversible
 	input.risk.band in {"low", "medium"}
-	input.confidence >= autonomy_confidence
+	input.calibration.confidence >= autonomy_confidence
 }
 
 # ---------------------------------------------------------------------------

@@ -70,6 +70,7 @@ struct Fixture {
     weights: RiskWeights,
     guard: GuardState,
     rails: GuardRails,
+    calibration: arf_governor::calibration::Prior,
 }
 
 const CASES: [(&str, &str, f64); 2] =
@@ -90,6 +91,7 @@ fn fixture() -> Fixture {
         weights: RiskWeights::default(),
         guard: GuardState::default(),
         rails: GuardRails::default(),
+        calibration: Default::default(),
     }
 }
 
@@ -104,6 +106,7 @@ fn governance(f: &Fixture) -> Governance<'_> {
         guard_rails: &f.rails,
         freezes: &[],
         decision_ttl_ms: 900_000,
+        calibration: &f.calibration,
     }
 }
 

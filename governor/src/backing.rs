@@ -24,6 +24,9 @@ pub struct IncidentScope {
     pub environments: BTreeSet<String>,
     pub signal_kinds: BTreeSet<String>,
     pub signals: u64,
+    /// The model of the logged diagnosis that holds the proposal.
+    #[serde(default)]
+    pub model: String,
 }
 
 impl IncidentScope {
@@ -35,6 +38,7 @@ impl IncidentScope {
             environments: BTreeSet::from([environment.to_owned()]),
             signal_kinds: BTreeSet::from(["alert".to_owned()]),
             signals: 1,
+            model: String::new(),
         }
     }
 }
@@ -64,6 +68,7 @@ pub fn backing(records: &[Record], proposal: &Proposal, agent_writer: &str) -> R
         environments: BTreeSet::new(),
         signal_kinds: BTreeSet::new(),
         signals: 0,
+        model: String::new(),
     };
     for record in trusted().filter(|r| r.kind == RecordKind::Signal) {
         let signal = &record.payload["signal"];
@@ -82,11 +87,14 @@ pub fn backing(records: &[Record], proposal: &Proposal, agent_writer: &str) -> R
     if !snapshot_logged {
         return Err(Unbacked::NoSnapshot { incident: incident.clone(), hash: proposal.snapshot_hash.clone() });
     }
-    let logged = trusted()
+    let diagnosis = trusted()
         .filter(|r| r.kind == RecordKind::Diagnosis)
-        .filter_map(|r| r.payload.get("proposal"))
-        .rfind(|p| p.get("id").and_then(serde_json::Value::as_str) == Some(proposal.id.as_str()))
+        .rfind(|r| r.payload.pointer("/proposal/id").and_then(serde_json::Value::as_str) == Some(proposal.id.as_str()))
         .ok_or_else(|| Unbacked::NoDiagnosis { incident: incident.clone(), proposal: proposal.id.clone() })?;
+    let logged = &diagnosis.payload["proposal"];
+    // The reasoner and model that answered, for calibrating what it states.
+    let model = diagnosis.payload.get("model").and_then(serde_json::Value::as_str).unwrap_or_default();
+    scope.model = format!("{}:{}", proposal.reasoner, model.trim_start_matches(&format!("{}:", proposal.reasoner)));
     let logged: Proposal = serde_json::from_value(logged.clone())
         .map_err(|_| Unbacked::Differs { proposal: proposal.id.clone(), field: "proposal" })?;
     let differs = |field| Err(Unbacked::Differs { proposal: proposal.id.clone(), field });

@@ -66,6 +66,9 @@ pub struct Config {
     /// decision, and expires unrun after that: nothing acts alone long after the fact.
     #[serde(default = "default_settle_secs")]
     pub settle_secs: u64,
+    /// How a model's stated confidence is calibrated by its record (`docs/governance.md`).
+    #[serde(default)]
+    pub calibration: crate::calibration::Prior,
 }
 
 pub fn default_settle_secs() -> u64 {
@@ -133,6 +136,7 @@ impl Config {
     /// the token files, the signing key if it exists, the catalog and the policy bundle.
     pub fn validate(&self) -> Result<(), ConfigError> {
         arf_core::target::check_inventory(&self.targets).map_err(|e| invalid("targets", e))?;
+        self.calibration.validate().map_err(|e| invalid("calibration", e))?;
         if self.audit_addr.trim().is_empty() {
             return Err(invalid("audit_addr", "must not be empty"));
         }

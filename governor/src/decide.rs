@@ -33,6 +33,8 @@ pub struct Governance<'a> {
     /// The configured freeze windows, parsed.
     pub freezes: &'a [policy::FreezeWindow],
     pub decision_ttl_ms: i64,
+    /// The prior that calibrates a model's stated confidence.
+    pub calibration: &'a crate::calibration::Prior,
 }
 
 /// Why a proposal was refused before it was judged. Each names the proposal field.
@@ -166,6 +168,8 @@ fn decide_with(
         guard_rails: guard::describe(&assessment, &input.target.service, &input.action.pathway),
         incident_services: input.incident.services.clone(),
         relation: input.target.relation.clone(),
+        model: input.calibration.model.clone(),
+        calibrated_confidence: input.calibration.confidence,
     };
     Ok((decision, input))
 }
@@ -276,6 +280,17 @@ pub fn policy_input(
         },
         risk,
         confidence: proposal.hypothesis.confidence,
+        calibration: {
+            let record = governance.guard.models.get(&scope.model).and_then(|m| m.get(pathway_name)).cloned().unwrap_or_default();
+            policy::CalibrationInput {
+                model: scope.model.clone(),
+                confidence: crate::calibration::calibrate(proposal.hypothesis.confidence, &record, governance.calibration),
+                runs: record.runs,
+                verified: record.verified,
+                prior_cap: governance.calibration.prior_cap,
+                prior_weight: governance.calibration.prior_weight,
+            }
+        },
         requester: policy::RequesterInput {
             identity: requester.name.clone(),
             role: requester.role.as_str().to_owned(),

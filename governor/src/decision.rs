@@ -171,6 +171,12 @@ pub struct Decision {
     /// The target's place in the incident (`incident_service`, `dependency`, `out_of_scope`).
     #[serde(default)]
     pub relation: String,
+    /// The model whose proposal this is (from the agent's logged diagnosis).
+    #[serde(default)]
+    pub model: String,
+    /// The model's confidence, calibrated by its record on the pathway (`crate::calibration`).
+    #[serde(default)]
+    pub calibrated_confidence: f64,
 }
 
 /// The action a decision or proposal is about: one per incident, pathway, target and

@@ -71,7 +71,18 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
     }
     writeln!(out)?;
 
-    writeln!(out, "Root cause (confidence {:.2}, from the {} reasoner):", d.confidence, or_unknown(&d.reasoner))?;
+    if d.model.is_empty() {
+        writeln!(out, "Root cause (confidence {:.2}, from the {} reasoner):", d.confidence, or_unknown(&d.reasoner))?;
+    } else {
+        writeln!(
+            out,
+            "Root cause (confidence {:.2} as stated, {:.2} calibrated by `{}`'s record on this pathway; from the {} reasoner):",
+            d.confidence,
+            d.calibrated_confidence,
+            d.model,
+            or_unknown(&d.reasoner)
+        )?;
+    }
     writeln!(out, "  {}", or_none(&d.root_cause))?;
     if d.evidence.is_empty() {
         writeln!(out, "  Evidence: none cited")?;

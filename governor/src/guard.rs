@@ -134,6 +134,10 @@ pub struct GuardState {
     /// such an outcome again after a restart; this keeps it from counting twice.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unlogged_outcomes: BTreeMap<String, String>,
+    /// Model → pathway → outcome statistics of the decisions its proposals led to,
+    /// for calibrating its confidence (`crate::calibration`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, BTreeMap<String, OutcomeStats>>,
 }
 
 impl Default for GuardState {
@@ -150,6 +154,7 @@ impl Default for GuardState {
             pathways: BTreeMap::new(),
             trips: Vec::new(),
             unlogged_outcomes: BTreeMap::new(),
+            models: BTreeMap::new(),
         }
     }
 }
@@ -384,12 +389,14 @@ pub fn is_outcome(outcome: &str) -> bool {
 /// trips nothing, and a different one (the real outcome of an execution first
 /// counted as a failure because it was overdue) is not counted again, but a
 /// `rollback_failed` still quarantines the service.
+#[expect(clippy::too_many_arguments, reason = "one outcome, and everything it is counted under")]
 pub fn record_outcome(
     state: &mut GuardState,
     rails: &GuardRails,
     decision_id: &str,
     service: &str,
     pathway: &str,
+    model: &str,
     outcome: &str,
     now_ms: i64,
 ) -> Vec<Trip> {
@@ -406,6 +413,15 @@ pub fn record_outcome(
     }
     if counted.is_none() {
         trips.extend(count_outcome(state, rails, service, pathway, outcome, now_ms));
+        if !model.is_empty() {
+            let stats = state.models.entry(model.to_owned()).or_default().entry(pathway.to_owned()).or_default();
+            stats.runs += 1;
+            match outcome {
+                "verified" => stats.verified += 1,
+                "rolled_back" | "rollback_failed" => stats.rolled_back += 1,
+                _ => stats.failed += 1,
+            }
+        }
     }
     trips
 }
@@ -691,7 +707,7 @@ mod tests {
         for (now, step) in (1..).zip(steps) {
             match step {
                 Report(decision_id, outcome) => {
-                    record_outcome(&mut state, &rails, decision_id, "web", "restart_service", outcome, now);
+                    record_outcome(&mut state, &rails, decision_id, "web", "restart_service", "model-a", outcome, now);
                 }
                 Logged(decision_id) => {
                     outcome_logged(&mut state, decision_id);
@@ -740,7 +756,7 @@ mod tests {
         let rails = GuardRails::default();
         let mut state = GuardState::default();
         for decision_id in ["d1", "d2"] {
-            record_outcome(&mut state, &rails, decision_id, "web", "restart_service", "verified", 1);
+            record_outcome(&mut state, &rails, decision_id, "web", "restart_service", "model-a", "verified", 1);
         }
         assert!(forget_logged_outcomes(&mut state, |id| id == "d1"));
         assert!(!forget_logged_outcomes(&mut state, |id| id == "d1"));

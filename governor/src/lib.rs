@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod backing;
+pub mod calibration;
 pub mod decide;
 pub mod decision;
 pub mod explain;

@@ -45,8 +45,8 @@ use crate::identity::Role;
 /// (`global`, `global_reason`, `rate_limit`, `error_budget`; `enabled` became the
 /// effective switch), `freeze_windows[].active`, and filled `outcome_stats`.
 /// Version 3 added `incident` (what the log's signals say the incident is about),
-/// `target.relation` / `target.dependency_of` (the target's place in it) and
-/// `action.earlier_attempts`.
+/// `target.relation` / `target.dependency_of` (the target's place in it),
+/// `action.earlier_attempts` and `calibration`.
 pub const INPUT_VERSION: u32 = 3;
 
 /// The rule every bundle must define.
@@ -78,8 +78,12 @@ pub struct PolicyInput {
     pub environment: EnvironmentInput,
     #[schemars(with = "RiskSchema")]
     pub risk: Risk,
-    /// The hypothesis confidence, in [0, 1].
+    /// The hypothesis confidence, in [0, 1], as the model stated it.
     pub confidence: f64,
+    /// The stated confidence calibrated by the model's record on this pathway
+    /// (`governor/src/calibration.rs`); the default autonomy floor reads this.
+    #[serde(default)]
+    pub calibration: CalibrationInput,
     /// Who asked.
     pub requester: RequesterInput,
     pub proposal: ProposalInput,
@@ -126,6 +130,21 @@ pub struct PathwayInput {
     /// rollbacks are exempt from change freezes.
     #[serde(default)]
     pub rollback: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationInput {
+    /// `reasoner:model` of the proposal, from the agent's logged diagnosis.
+    pub model: String,
+    /// The calibrated confidence, in [0, 1].
+    pub confidence: f64,
+    /// The model's decided outcomes on this pathway that the calibration counted.
+    pub runs: u64,
+    pub verified: u64,
+    /// The prior: the most a model without history is trusted, and its weight in runs.
+    pub prior_cap: f64,
+    pub prior_weight: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -89,6 +89,7 @@ fn decide(target: &str, environment: &str) -> (Decision, Catalog, Inventory) {
         guard_rails: &Default::default(),
         freezes: &[],
         decision_ttl_ms: 900_000,
+        calibration: &Default::default(),
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
     let scope = arf_governor::backing::IncidentScope::single("inc-demo", "checkout", environment);

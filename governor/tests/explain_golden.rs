@@ -70,6 +70,7 @@ fn decide(pathway: &str, target: &str, confidence: f64) -> Decision {
         guard_rails: &Default::default(),
         freezes: &[],
         decision_ttl_ms: 900_000,
+        calibration: &Default::default(),
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
     let own = &targets[target];

@@ -381,3 +381,36 @@ async fn a_freeze_blocks_everything_except_rollbacks() {
     let after = h.evaluate(proposal("inc-f4", "purge_cache", "web-staging", 0.99)).await.unwrap();
     assert_eq!(route(&after), pb::Route::Approval);
 }
+
+/// A model's stated confidence is weighed by its record: after one of its
+/// proposals on a pathway rolled back, the same model saying 1.0 no longer gets
+/// autonomy there, while another model (no record) still does.
+#[tokio::test]
+async fn a_model_whose_actions_rolled_back_is_trusted_less_whatever_it_states() {
+    let (executor, _stop) = start_executor("rolled_back").await;
+    // An error budget too large to trip: only calibration is at work here.
+    let rails = GuardRails { error_budget_failures: 100, ..GuardRails::default() };
+    let h = Harness::start(Setup { guard_rails: rails, executor_addr: Some(executor), ..Setup::default() }).await;
+    let mut tail = h.audit.tail(1).await.unwrap();
+    let propose = |incident: &str, confidence: f64| proposal(incident, "restart_service", "web-staging", confidence);
+    let first = propose("inc-c1", 0.9);
+    h.back_as_model(&first, "web", "staging", "overconfident-7b").await;
+    let decision = h.evaluate_unbacked("agent", first).await.unwrap();
+    assert_eq!(route(&decision), pb::Route::Autonomous, "no record yet: trusted up to the prior, 0.7");
+    let id = decision.decision_id.clone();
+    wait_for_record(&mut tail, |r| r.payload["decision_id"] == id.as_str() && r.payload["state"] == "rolled_back").await;
+    let p = propose("inc-c2", 1.0);
+    h.back_as_model(&p, "web", "staging", "overconfident-7b").await;
+    let held = h.evaluate_unbacked("agent", p).await.unwrap();
+    assert_eq!(route(&held), pb::Route::Approval, "{:?}", rules(&held));
+    let record = h.decision_records("inc-c2", &held.decision_id, "pending").await.remove(0);
+    let calibration = &record.payload["policy_input"]["calibration"];
+    assert_eq!((calibration["runs"].as_u64(), calibration["verified"].as_u64()), (Some(1), Some(0)), "{calibration}");
+    assert!((calibration["confidence"].as_f64().unwrap() - 3.5 / 6.0).abs() < 1e-9, "(5 x 0.7 + 0) / (5 + 1): {calibration}");
+    let text = h.explain("alice", &held.decision_id).await.unwrap().text;
+    assert!(text.contains("confidence 1.00 as stated, 0.58 calibrated by `scripted:overconfident-7b`"), "{text}");
+    // Another model, with no record, is trusted up to the prior.
+    let p = propose("inc-c4", 1.0);
+    h.back_as_model(&p, "web", "staging", "fresh-7b").await;
+    assert_eq!(route(&h.evaluate_unbacked("agent", p).await.unwrap()), pb::Route::Autonomous);
+}

@@ -56,6 +56,8 @@ fn pending(approvals_required: u32, approver_roles: &[&str]) -> Decision {
         guard_rails: vec![],
         incident_services: vec!["web".into()],
         relation: "incident_service".into(),
+        model: "scripted:test".into(),
+        calibrated_confidence: 0.7,
     }
 }
 

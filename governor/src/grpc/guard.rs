@@ -62,9 +62,9 @@ impl Shared {
     /// Folds the outcome of a dispatched decision into the statistics, once per
     /// decision (see [`guard::record_outcome`]), and saves it; returns what it tripped
     /// (an error budget, a quarantine after a failed rollback), for [`Self::log_trips`].
-    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, outcome: &str) -> Vec<Trip> {
+    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, model: &str, outcome: &str) -> Vec<Trip> {
         let now = (self.clock)();
-        self.change(|state| guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, outcome, now)).0
+        self.change(|state| guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, model, outcome, now)).0
     }
 
     /// Forgets counted outcomes whose records are in the log, saving only when

@@ -80,6 +80,7 @@ pub(crate) struct Shared {
     agent_writer: String,
     /// How long an autonomous decision may wait to run, after a crash, before it expires.
     settle_ms: i64,
+    calibration: crate::calibration::Prior,
 }
 
 impl Shared {
@@ -113,6 +114,7 @@ impl Shared {
             witness,
             agent_writer: config.agent_writer.clone(),
             settle_ms: i64::try_from(config.settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            calibration: config.calibration.clone(),
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -147,6 +149,7 @@ impl Shared {
             guard_rails: &self.guard_rails,
             freezes: &self.freezes,
             decision_ttl_ms: self.decision_ttl_ms,
+            calibration: &self.calibration,
         }
     }
 

@@ -197,6 +197,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         audit_checkpoint_origin: arf_audit::config::default_origin(),
         agent_writer: arf_governor::config::default_agent_writer(),
         settle_secs: arf_governor::config::default_settle_secs(),
+        calibration: Default::default(),
     };
     (config, tokens)
 }
@@ -312,8 +313,15 @@ impl Harness {
         self.back_for(proposal, &service, &environment).await;
     }
 
-    /// [`Harness::back`] for an incident whose signal came from `service` in `environment`.
+    /// [`Harness::back`] for an incident whose signal came from `service` in
+    /// `environment`. Each incident's diagnosis names its own model, so no test's
+    /// outcomes calibrate another's confidence unless it asks ([`Harness::back_as_model`]).
     pub async fn back_for(&self, proposal: &pb::Proposal, service: &str, environment: &str) {
+        self.back_as_model(proposal, service, environment, &format!("model-of-{}", proposal.incident_id)).await;
+    }
+
+    /// [`Harness::back_for`], the diagnosis answered by `model`.
+    pub async fn back_as_model(&self, proposal: &pb::Proposal, service: &str, environment: &str, model: &str) {
         let agent = AuditClient::connect(&self.config.audit_addr, Some(arf_core::keys::load_token(&self.dir.path().join("agent-audit.token")).unwrap())).unwrap();
         let remediation = |r: &pb::Remediation| {
             let parameters = serde_json::from_str::<serde_json::Value>(&r.parameters_json).unwrap_or(serde_json::json!({}));
@@ -333,7 +341,7 @@ impl Harness {
         let entries = vec![
             arf_audit::Entry::new(incident, RecordKind::Signal, serde_json::json!({"signal": {"service": service, "environment": environment, "kind": "alert"}})),
             arf_audit::Entry::new(incident, RecordKind::Snapshot, serde_json::json!({"hash": proposal.snapshot_hash})),
-            arf_audit::Entry::new(incident, RecordKind::Diagnosis, serde_json::json!({"status": "grounded", "proposal": logged})),
+            arf_audit::Entry::new(incident, RecordKind::Diagnosis, serde_json::json!({"status": "grounded", "model": model, "proposal": logged})),
         ];
         agent.append(entries).await.unwrap();
     }
