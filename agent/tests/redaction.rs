@@ -1,4 +1,4 @@
-//! The redaction corpus: 36 distinct secret forms, planted in every signal
+//! The redaction corpus: 40 distinct secret forms, and one in a label key, planted in every signal
 //! format, reach neither the model (the request bodies the scripted server
 //! receives) nor the audit log.
 
@@ -49,7 +49,15 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ("api key assignment", "api_key: \"ak-7Xk2Wz9Lv4Np8Tb3\"", "ak-7Xk2Wz9Lv4Np8Tb3"),
     ("client secret assignment", "client_secret=cs-Lv4Np8Tb3RcY6dF1", "cs-Lv4Np8Tb3RcY6dF1"),
     ("unlabelled high-entropy key", "X9fK2mQ7vL4pW8zR3tB6nY1cH5jD0sG2aE7uV4kM9", "X9fK2mQ7vL4pW8zR3tB6nY1cH5jD0sG2aE7uV4kM9"),
+    // The forms a review found getting through (issue 13).
+    ("json-quoted password", r#"{"password": "Hx7-quoted-pw-Q2"}"#, "Hx7-quoted-pw-Q2"),
+    ("x-api-key header", "x-api-key: 9f86d081884c7d659a2feaa0c55ad015", "9f86d081884c7d659a2feaa0c55ad015"),
+    ("password with an ampersand", "password=Tr0ub&dorUniq3", "dorUniq3"),
+    ("azure sas signature", "https://acct.blob.core.windows.net/c?sv=2022-11-02&sig=Qm7Xk2Wz9Lv4Np8Tb3RcY6dF%3D", "Qm7Xk2Wz9Lv4Np8Tb3RcY6dF"),
 ];
+
+/// A secret in a label's key, not its value: every field is redacted, keys included.
+const IN_A_LABEL_KEY: &str = "ASIAW9TR3KD7PLQ2XMVN";
 
 /// Every secret, joined into one block of text, as a careless log line would carry them.
 fn planted() -> String {
@@ -61,7 +69,7 @@ fn payloads() -> Vec<(&'static str, serde_json::Value)> {
     let text = planted();
     vec![
         ("alertmanager", json!({"version": "4", "status": "firing", "alerts": [{"status": "firing",
-            "labels": {"alertname": "LeakyAlert", "service": "svc-alertmanager", "env": "staging"},
+            "labels": {"alertname": "LeakyAlert", "service": "svc-alertmanager", "env": "staging", format!("k-{IN_A_LABEL_KEY}"): "1"},
             "annotations": {"description": text}}]})),
         ("generic", json!({"kind": "alert", "title": "LeakyAlert", "service": "svc-generic", "environment": "staging",
             "description": text, "labels": {"dsn": CORPUS[19].1}})),
@@ -133,6 +141,11 @@ async fn no_secret_reaches_the_model_or_the_log() {
         }
         if log.contains(core) {
             leaks.push(format!("{name} reached the audit log"));
+        }
+    }
+    for (place, text) in [("the model", &prompts), ("the audit log", &log)] {
+        if text.contains(IN_A_LABEL_KEY) {
+            leaks.push(format!("a secret in a label key reached {place}"));
         }
     }
     assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));
