@@ -809,6 +809,27 @@ fn diagnosis_in_flight(records: &[Record]) -> Option<String> {
         .map(|(id, _)| id.to_owned())
 }
 
+/// A decision just authorized whose incident the agent has not yet marked `proposed`
+/// (else any authorized decision with no outcome yet): the moment a log outage once
+/// made one alert run twice.
+fn just_authorized(records: &[Record]) -> Option<(String, String)> {
+    let ended: BTreeSet<&str> = records.iter().filter(|r| r.kind == RecordKind::Outcome).map(|r| payload_str(r, "decision_id")).collect();
+    let proposed: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Incident && payload_str(r, "event") == "proposed")
+        .map(|r| r.incident_id.as_str())
+        .collect();
+    let authorized: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Decision && payload_str(r, "state") == "authorized" && !ended.contains(payload_str(r, "decision_id")))
+        .collect();
+    authorized
+        .iter()
+        .find(|r| !proposed.contains(r.incident_id.as_str()))
+        .or(authorized.first())
+        .map(|r| (payload_str(r, "decision_id").to_owned(), r.incident_id.clone()))
+}
+
 /// A decision waiting for people: routed to approval or acknowledgment, not yet authorized or ended.
 fn decision_pending(records: &[Record]) -> Option<String> {
     let settled: BTreeSet<&str> = records
@@ -876,6 +897,29 @@ async fn inject_faults(
     let mut faults = Vec::new();
     let mut notes = Vec::new();
     let wait = Duration::from_secs(15);
+
+    // 0. The log, SIGKILLed right after a decision was authorized (before the agent
+    //    could log `proposed`, when the moment is caught), down 0.3 s; then the agent
+    //    SIGKILLed and restarted, so it finds its proposal unanswered in the log. Once,
+    //    this ran one alert's action twice; `once_per_action` checks it does not.
+    let found = context.wait_for(wait, just_authorized).await;
+    let at_ms = context.elapsed_ms();
+    match kill_and_restart(supervisor, Role::Audit, Duration::from_millis(300), context).await {
+        Ok(audit_ms) => match kill_and_restart(supervisor, Role::Agent, Duration::ZERO, context).await {
+            Ok(agent_ms) => {
+                let violations = context.check().await;
+                let detail = match &found {
+                    Some((decision, incident)) => format!(
+                        "audit SIGKILLed right after decision `{decision}` of `{incident}` was authorized, down 0.3 s; then the agent SIGKILLed and restarted"
+                    ),
+                    None => "audit SIGKILLed with no fresh authorization seen, down 0.3 s; then the agent SIGKILLed and restarted".to_owned(),
+                };
+                faults.push(Fault { name: "log outage after authorization, agent restart".into(), detail, at_ms, recovered_ms: audit_ms + agent_ms, violations });
+            }
+            Err(error) => notes.push(format!("agent restart failed: {error:#}")),
+        },
+        Err(error) => notes.push(format!("audit restart failed: {error:#}")),
+    }
 
     // 1. The executor, SIGKILLed while an action is in flight (the slowed target's).
     if let Some(slow) = &targets.slow {

@@ -66,7 +66,7 @@ fn chaos_kills_every_process_and_finds_no_violation() {
     let (report, stdout) = arf(&args, out.path());
     let chaos = &report["chaos"];
     let names: Vec<&str> = chaos["faults"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    for fault in ["executor SIGKILL", "governor SIGKILL", "agent SIGKILL", "audit log unreachable", "model hang / garbage / 500"] {
+    for fault in ["log outage after authorization, agent restart", "executor SIGKILL", "governor SIGKILL", "agent SIGKILL", "audit log unreachable", "model hang / garbage / 500"] {
         assert!(names.contains(&fault), "{names:?}");
     }
     assert!(chaos["faults"].as_array().unwrap().iter().all(|f| f["violations"].as_array().unwrap().is_empty()), "{stdout}");
