@@ -30,19 +30,24 @@ async fn staging(h: &Harness, incident: &str) -> pb::Decision {
 }
 
 #[tokio::test]
-async fn the_kill_switch_stops_autonomous_runs_and_only_an_admin_moves_it() {
+async fn the_kill_switch_is_on_calls_to_pull_and_only_an_admin_turns_autonomy_back_on() {
     let h = Harness::start(Setup::default()).await;
     assert_eq!(route(&staging(&h, "inc-k1").await), pb::Route::Autonomous);
 
-    let refused = h.set_autonomy("alice", false, "too many pages").await.unwrap_err();
+    // Tooling reads; it does not stop the plane.
+    let refused = h.set_autonomy("dash", false, "a dashboard thinks so").await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert!(refused.message().contains("only an admin"), "{}", refused.message());
-    let refused = h.set_autonomy("dave", false, " ").await.unwrap_err();
+    let refused = h.set_autonomy("alice", false, " ").await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
 
-    let status = h.set_autonomy("dave", false, "incident review after a bad night").await.unwrap();
+    // The engineer on call sees ARF misbehave at 3 a.m. and pulls the switch.
+    let status = h.set_autonomy("alice", false, "incident review after a bad night").await.unwrap();
     assert!(!status.enabled);
-    assert_eq!(status.changed_by, "dave");
+    assert_eq!(status.changed_by, "alice");
+    // But cannot hand autonomy back.
+    let refused = h.set_autonomy("alice", true, "looks fine now").await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("only an admin may switch autonomy on"), "{}", refused.message());
 
     let held = staging(&h, "inc-k2").await;
     assert_eq!(route(&held), pb::Route::Approval);
@@ -55,7 +60,8 @@ async fn the_kill_switch_stops_autonomous_runs_and_only_an_admin_moves_it() {
     // The switch is logged with who moved it, and saved for the next start.
     let switched = h.governance_events("autonomy_switched").await;
     assert_eq!(switched.len(), 1);
-    assert_eq!(switched[0].payload["identity"], "dave");
+    assert_eq!(switched[0].payload["identity"], "alice");
+    assert_eq!(switched[0].payload["role"], "oncall");
     assert_eq!(switched[0].payload["enabled"], false);
     let saved = arf_governor::guard::load(&arf_governor::guard::state_path(&h.config.data_dir)).unwrap();
     assert!(!saved.autonomy.enabled);

@@ -147,7 +147,16 @@ impl Shared {
     /// The kill switch: admin only, with a reason, logged before it takes effect.
     pub(crate) async fn set_autonomy(&self, caller: &Caller, enabled: bool, reason: &str) -> Result<pb::AutonomyStatus, Status> {
         let word = if enabled { "on" } else { "off" };
-        require_admin(caller, &format!("switch autonomy {word}"))?;
+        // Whoever is on call may pull the kill switch at 3 a.m. (stopping is always
+        // the safe direction); only an admin hands autonomy back.
+        if enabled {
+            require_admin(caller, "switch autonomy on")?;
+        } else if !matches!(caller.role, Role::Oncall | Role::Security | Role::Admin) {
+            return Err(Status::permission_denied(format!(
+                "only a person on call, on the security team or an admin may switch autonomy off; `{}` has role `{}`",
+                caller.name, caller.role
+            )));
+        }
         if reason.trim().is_empty() {
             return Err(Status::invalid_argument(format!("`reason` must say why autonomy is switched {word}")));
         }
