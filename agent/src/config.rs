@@ -127,6 +127,11 @@ pub struct Config {
     #[serde(default = "default_governor_addr")]
     pub governor_addr: String,
     pub governor_token_file: PathBuf,
+    /// How long a proposal is offered again while the governor is unreachable or
+    /// still rebuilding (it answers a repeated proposal with its decision), before
+    /// the incident is escalated.
+    #[serde(default = "default_governor_retry_secs")]
+    pub governor_retry_secs: u64,
     pub catalog_dir: PathBuf,
     pub reasoner: ReasonerKind,
     /// Scripted responses, for `reasoner = "scripted"`.
@@ -175,6 +180,10 @@ pub fn default_webhook_listen() -> SocketAddr {
 
 fn default_audit_addr() -> String {
     "127.0.0.1:7400".to_owned()
+}
+
+fn default_governor_retry_secs() -> u64 {
+    30
 }
 
 fn default_governor_addr() -> String {

@@ -66,7 +66,7 @@ pub async fn serve(
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
     let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(audit_token))?;
     let governor_token = arf_core::keys::load_token(&config.governor_token_file)?;
-    let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token).map_err(anyhow::Error::msg)?;
+    let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token, std::time::Duration::from_secs(config.governor_retry_secs)).map_err(anyhow::Error::msg)?;
     let budget = context::Budget {
         max_items: config.max_snapshot_items,
         max_tokens: config.max_snapshot_tokens,

@@ -56,6 +56,7 @@ async fn start(audit_up: bool) -> Running {
         audit_token_file: token_file.clone(),
         governor_addr: closed_port().await,
         governor_token_file: token_file,
+        governor_retry_secs: 0,
         catalog_dir: examples().join("pathways"),
         reasoner: ReasonerKind::Scripted,
         scripted_dir: Some(examples().join("scripted")),

@@ -55,6 +55,7 @@ fn base_config() -> arf_agent::config::Config {
         audit_token_file: token.clone(),
         governor_addr: "127.0.0.1:1".into(),
         governor_token_file: token,
+        governor_retry_secs: 0,
         catalog_dir: support::examples().join("pathways"),
         reasoner: ReasonerKind::Scripted,
         scripted_dir: None,

@@ -50,8 +50,15 @@ pub fn check_inventory(inventory: &Inventory) -> Result<(), String> {
             if dependency == name {
                 return Err(format!("`targets.{name}.depends_on` names the target itself"));
             }
-            if !inventory.contains_key(dependency) {
+            let Some(depended) = inventory.get(dependency) else {
                 return Err(format!("`targets.{name}.depends_on` names `{dependency}`, which is not in the inventory"));
+            };
+            // An incident in one environment never reaches into another through a dependency.
+            if depended.environment != target.environment {
+                return Err(format!(
+                    "`targets.{name}.depends_on` names `{dependency}` in environment `{}`, but `{name}` is in `{}`: a dependency is in the same environment",
+                    depended.environment, target.environment
+                ));
             }
         }
     }
@@ -96,7 +103,7 @@ pub fn relation(inventory: &Inventory, services: &BTreeSet<String>, environments
     }
     let of: Vec<String> = inventory
         .iter()
-        .filter(|(_, t)| own(t) && t.depends_on.iter().any(|d| d == name))
+        .filter(|(_, t)| own(t) && t.environment == target.environment && t.depends_on.iter().any(|d| d == name))
         .map(|(n, _)| n.clone())
         .collect();
     if of.is_empty() { Relation::OutOfScope } else { Relation::Dependency { of } }
@@ -143,5 +150,11 @@ mod tests {
         let mut broken = inventory.clone();
         broken.insert("x".into(), target("x", "production", &["missing"]));
         assert!(check_inventory(&broken).unwrap_err().contains("`missing`"));
+        // A dependency in another environment is refused, and gives no scope even if declared.
+        let mut across = inventory.clone();
+        across.insert("api-stag".into(), target("orders-api", "staging", &["orders-db-prod"]));
+        assert!(check_inventory(&across).unwrap_err().contains("same environment"));
+        let staging = BTreeSet::from(["staging".to_owned()]);
+        assert_eq!(relation(&across, &services, &staging, "orders-db-prod"), Relation::OutOfScope);
     }
 }

@@ -81,10 +81,12 @@ impl State {
     }
 
     /// Whether a decision in this state stands in the way of a new decision for the
-    /// same action: it is live (waiting, approved, authorized) or it succeeded. Only
-    /// an action that was refused, expired, failed or rolled back may be decided again.
+    /// same action: it is live (waiting, approved, authorized), it succeeded, or
+    /// policy or a person said no (a repeat does not get to ask again). Only an action
+    /// whose attempt failed, rolled back, expired unrun or never reached the executor
+    /// may be decided again.
     pub fn holds_action(self) -> bool {
-        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified)
+        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected)
     }
 
     /// Whether nothing more happens to a decision in this state.

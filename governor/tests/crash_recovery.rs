@@ -59,3 +59,14 @@ async fn an_approved_decision_found_too_late_expires_unrun() {
     let trail = h.audit.read_incident("inc-late").await.unwrap();
     assert!(trail.iter().all(|r| r.payload["state"] != "authorized"));
 }
+
+#[tokio::test]
+async fn an_approved_decision_is_not_authorized_at_restart_once_the_kill_switch_is_off() {
+    let mut h = Harness::start(Setup::default()).await;
+    cut_off_after_deciding(&h, "dec-held", "inc-held", 5_000).await;
+    // Someone on call pulled the kill switch while the governor was down (saved state).
+    h.set_autonomy("alice", false, "paging storm").await.unwrap();
+    h.restart_governor().await;
+    let expired = wait_for_state(&h, "dec-held", "expired").await;
+    assert!(expired["detail"].as_str().unwrap().contains("guard rails no longer let it run alone"), "{expired}");
+}

@@ -34,17 +34,31 @@ async fn a_repeated_or_rediagnosed_proposal_gets_the_existing_decision() {
     other.hypothesis.as_mut().unwrap().remediations[0].parameters_json = r#"{"reason":"another"}"#.to_owned();
     assert_ne!(h.evaluate(other).await.unwrap().decision_id, decided.decision_id);
 
-    // Once a person rejects it, the action may be decided again, and policy sees the earlier attempt.
+    // A person's no stands: the action is not decided again on a repeat.
     h.reject("alice", &decided.decision_id, "not now").await.unwrap();
     let mut third = first.clone();
     third.id = "prop-third".to_owned();
-    let again = h.evaluate(third).await.unwrap();
-    assert_ne!(again.decision_id, decided.decision_id);
-    let records = h.audit.read_incident("inc-once").await.unwrap();
-    let made = records.iter().find(|r| r.payload["decision_id"] == again.decision_id.as_str() && r.payload.get("policy_input").is_some()).unwrap();
+    let answered = h.evaluate(third).await.unwrap();
+    assert_eq!((answered.decision_id.as_str(), answered.state.as_str()), (decided.decision_id.as_str(), "rejected"));
+}
+
+#[tokio::test]
+async fn an_action_whose_decision_expired_unrun_is_decided_again_and_policy_sees_it() {
+    let h = Harness::start(Setup::default()).await;
+    let first = proposal("inc-expire", "restart_service", "web-prod", 0.9);
+    let decided = h.evaluate(first.clone()).await.unwrap();
+    assert_eq!(decided.state, "pending");
+    h.advance_ms(16 * 60 * 1000);
+    assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "expired");
+    let mut again = first.clone();
+    again.id = "prop-again".to_owned();
+    let second = h.evaluate(again).await.unwrap();
+    assert_ne!(second.decision_id, decided.decision_id);
+    let records = h.audit.read_incident("inc-expire").await.unwrap();
+    let made = records.iter().find(|r| r.payload["decision_id"] == second.decision_id.as_str() && r.payload.get("policy_input").is_some()).unwrap();
     assert_eq!(
         made.payload["policy_input"]["action"]["earlier_attempts"],
-        serde_json::json!([{"decision_id": decided.decision_id, "state": "rejected"}])
+        serde_json::json!([{"decision_id": decided.decision_id, "state": "expired"}])
     );
 }
 

@@ -20,28 +20,41 @@ pub struct Evaluated {
 pub struct GovernorLink {
     client: GovernorClient<Channel>,
     token: String,
+    retry_for: Duration,
 }
 
 impl GovernorLink {
-    pub fn connect(address: &str, token: String) -> Result<Self, String> {
+    pub fn connect(address: &str, token: String, retry_for: Duration) -> Result<Self, String> {
         let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|_| format!("governor address `{address}` is invalid"))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15));
-        Ok(Self { client: GovernorClient::new(endpoint.connect_lazy()), token })
+        Ok(Self { client: GovernorClient::new(endpoint.connect_lazy()), token, retry_for })
     }
 
+    /// Offers the proposal, again while the governor is unreachable or rebuilding,
+    /// for up to the configured time: it answers a proposal it already decided with
+    /// that decision, so offering it twice never decides it twice.
     pub async fn evaluate(&self, proposal: &Proposal) -> Result<Evaluated, String> {
-        let request = pb::EvaluateRequest { proposal: Some(super::convert::proposal_to_pb(proposal)) };
-        let request = arf_proto::server::with_bearer(tonic::Request::new(request), &self.token);
-        let decision = self
-            .client
-            .clone()
-            .evaluate(request)
-            .await
-            .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
-            .into_inner();
+        let deadline = std::time::Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(200);
+        let decision = loop {
+            let request = pb::EvaluateRequest { proposal: Some(super::convert::proposal_to_pb(proposal)) };
+            let request = arf_proto::server::with_bearer(tonic::Request::new(request), &self.token);
+            match self.client.clone().evaluate(request).await {
+                Ok(response) => break response.into_inner(),
+                Err(status)
+                    if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
+                        && std::time::Instant::now() + backoff < deadline =>
+                {
+                    tracing::warn!(code = ?status.code(), error = status.message(), "the governor cannot take the proposal yet; offering it again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(status) => return Err(format!("{:?}: {}", status.code(), status.message())),
+            }
+        };
         let route = match pb::Route::try_from(decision.route) {
             Ok(pb::Route::Autonomous) => "autonomous",
             Ok(pb::Route::Acknowledge) => "acknowledge",

@@ -230,6 +230,8 @@ pub async fn start_agent(
         audit_token_file: token_file.to_owned(),
         governor_addr: closed_port().await,
         governor_token_file: token_file.to_owned(),
+        // The test's governor is unreachable: escalate at once rather than offer again.
+        governor_retry_secs: 0,
         catalog_dir: examples().join("pathways"),
         reasoner: ReasonerKind::Scripted,
         scripted_dir: Some(examples().join("scripted")),

@@ -330,27 +330,42 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
         .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == State::Authorized.as_str())
         .filter_map(|r| Some((r.payload["decision_id"].as_str()?.to_owned(), (r.payload.get("body")?.clone(), r.seq))))
         .collect();
-    let mut unfinished = Vec::new();
     {
         let mut decisions = shared.decisions.write().await;
+        let mut actions = shared.actions.lock().await;
         for (id, restored) in restored {
             if decisions.contains_key(&id) {
                 continue;
             }
-            shared.actions.lock().await.entry(restored.action_key()).or_default().push(id.clone());
-            let entry = Arc::new(Mutex::new(restored));
-            if matches!(entry.lock().await.state, State::Authorized | State::Approved) {
-                unfinished.push((id.clone(), Arc::clone(&entry)));
-            }
-            decisions.insert(id, entry);
+            actions.entry(restored.action_key()).or_default().push(id.clone());
+            decisions.insert(id, Arc::new(Mutex::new(restored)));
         }
         info!(decisions = decisions.len(), "decisions restored from the audit log");
-        shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    // A decision a crash cut off goes on from where the log says it stopped, at
-    // once, rather than waiting for its expiry: approved ones are authorized (or,
-    // past the bound for acting alone, expire), authorized ones are sent again
-    // (`Execute` is idempotent per decision id) and followed to their outcome.
+    // Resumed on its own task: the start-up timeout around this function must not
+    // cut a resumption off halfway. Every decision held in a state a crash can cut
+    // off is resumed, not only those just read, so a retry misses none.
+    let unfinished: Vec<(String, Arc<Mutex<Decision>>)> = {
+        let decisions = shared.decisions.read().await;
+        let mut out = Vec::new();
+        for (id, entry) in decisions.iter() {
+            if matches!(entry.lock().await.state, State::Authorized | State::Approved) {
+                out.push((id.clone(), Arc::clone(entry)));
+            }
+        }
+        out
+    };
+    shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::spawn(resume(Arc::clone(shared), unfinished, authorized));
+    Ok(())
+}
+
+/// Continues decisions a crash cut off from where the log says they stopped, at
+/// once, rather than waiting for their expiry: approved ones are authorized (or,
+/// past the bound for acting alone, or against guard rails that now say no, expire
+/// unrun), authorized ones are sent again (`Execute` is idempotent per decision id)
+/// and followed to their outcome.
+async fn resume(shared: Arc<Shared>, unfinished: Vec<(String, Arc<Mutex<Decision>>)>, authorized: BTreeMap<String, (Value, u64)>) {
     for (decision_id, entry) in unfinished {
         let mut decision = entry.lock_owned().await;
         let now = (shared.clock)();
@@ -358,14 +373,32 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
         let expires_at_ms = decision.expires_at_ms;
         match decision.state {
             State::Approved => {
-                let too_late = decision.route == Route::Autonomous && now.saturating_sub(decision.issued_at_ms) > shared.settle_ms;
-                if now >= expires_at_ms || too_late {
+                let autonomous = decision.route == Route::Autonomous;
+                let too_late = autonomous && now.saturating_sub(decision.issued_at_ms) > shared.settle_ms;
+                // What was allowed alone before the crash may not be now: the kill
+                // switch, a quarantine, a rate limit or a freeze are asked again.
+                let guard = shared.guard_snapshot();
+                let assessment = crate::guard::assess(
+                    &guard,
+                    &shared.guard_rails,
+                    &shared.freezes,
+                    &decision.service,
+                    &decision.remediation.pathway,
+                    now,
+                );
+                let withheld = autonomous && !assessment.autonomy.enabled;
+                let frozen = assessment.freeze_windows.iter().any(|w| w.active) && !assessment.is_rollback;
+                if now >= expires_at_ms || too_late || withheld || frozen {
                     decision.state = State::Expired;
-                    decision.detail = format!(
-                        "the governor stopped before it authorized this decision and restarted {} s after it was made, past the {} s an action may wait to run on its own; nothing ran",
-                        now.saturating_sub(decision.issued_at_ms) / 1000,
-                        shared.settle_ms / 1000
-                    );
+                    decision.detail = if withheld || frozen {
+                        "the governor stopped before it authorized this decision, and when it came back the guard rails no longer let it run alone; nothing ran".to_owned()
+                    } else {
+                        format!(
+                            "the governor stopped before it authorized this decision and restarted {} s after it was made, past the {} s an action may wait to run on its own; nothing ran",
+                            now.saturating_sub(decision.issued_at_ms) / 1000,
+                            shared.settle_ms / 1000
+                        )
+                    };
                     shared.log_expiry(&decision).await;
                     warn!(%decision_id, "an approved decision the crash cut off expired unrun");
                 } else if let Err(status) = shared.authorize(&mut decision).await {
@@ -380,20 +413,19 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
                 drop(decision);
                 match signed {
                     Some(signed) if now < expires_at_ms => {
-                        tokio::spawn(dispatch::run(Arc::clone(shared), decision_id, incident_id, convert::signed(&signed), expires_at_ms));
+                        tokio::spawn(dispatch::run(Arc::clone(&shared), decision_id, incident_id, convert::signed(&signed), expires_at_ms));
                     }
                     _ => {
                         // Followed like a fresh dispatch, so an outcome learned now feeds the guard
                         // rails (statistics, error budget, quarantine) exactly as it would have then.
                         let known = "the governor restarted before it learned the outcome".to_owned();
-                        tokio::spawn(dispatch::follow(Arc::clone(shared), decision_id, incident_id, expires_at_ms, None, known));
+                        tokio::spawn(dispatch::follow(Arc::clone(&shared), decision_id, incident_id, expires_at_ms, None, known));
                     }
                 }
             }
             _ => {}
         }
     }
-    Ok(())
 }
 
 fn executor_client(address: &str) -> anyhow::Result<ExecutorClient<Channel>> {
@@ -469,6 +501,11 @@ impl Governor for Service {
             decision_id = field::Empty,
         );
         async move {
+            // Until the decisions of earlier runs are back, which actions already have
+            // one is unknown: deciding now could decide one twice.
+            if !self.shared.restored.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Status::unavailable("the governor is still rebuilding its decisions from the audit log; nothing was decided, retry"));
+            }
             // Malformed input is named before anything else is read or written.
             decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
                 .map_err(status::invalid_proposal)?;
