@@ -403,6 +403,12 @@ pub fn restore(records: &[arf_audit::Record]) -> std::collections::BTreeMap<Stri
                 });
                 if let Some(state) = record.payload.get("state").and_then(serde_json::Value::as_str).and_then(State::parse) {
                     decision.state = state;
+                } else if verdict == Verdict::Reject && decision.state == State::Pending {
+                    decision.state = State::Rejected;
+                } else if decision.state == State::Pending && decision.approvals_given() >= decision.approvals_required() {
+                    // The last approval it needed is logged; a crash came before the
+                    // authorization. It comes back approved, and is resumed.
+                    decision.state = State::Approved;
                 }
             }
             _ => {}

@@ -70,3 +70,20 @@ async fn an_approved_decision_is_not_authorized_at_restart_once_the_kill_switch_
     let expired = wait_for_state(&h, "dec-held", "expired").await;
     assert!(expired["detail"].as_str().unwrap().contains("guard rails no longer let it run alone"), "{expired}");
 }
+
+#[tokio::test]
+async fn a_decision_whose_last_approval_was_logged_before_a_crash_is_authorized_at_restart() {
+    let mut h = Harness::start(Setup::default()).await;
+    let pending = h.evaluate(proposal("inc-approved", "restart_service", "web-prod", 0.9)).await.unwrap();
+    assert_eq!(pending.state, "pending");
+    // The log a governor killed between logging alice's approval and the authorization leaves.
+    let approval = serde_json::json!({
+        "decision_id": pending.decision_id, "identity": "alice", "role": "oncall", "verdict": "approve",
+        "comment": "checked", "approvals_given": 1, "approvals_required": 1,
+        "at_ms": h.clock.load(std::sync::atomic::Ordering::SeqCst),
+    });
+    h.audit.append_one("inc-approved", RecordKind::Approval, approval).await.unwrap();
+    h.restart_governor().await;
+    let authorized = wait_for_state(&h, &pending.decision_id, "authorized").await;
+    assert_eq!(authorized["approvals"][0]["identity"], "alice");
+}
