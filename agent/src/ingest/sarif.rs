@@ -67,14 +67,23 @@ pub fn parse(body: &[u8], defaults: &Defaults) -> Result<Vec<Signal>, InvalidSig
             if let Some(help) = rule.and_then(|r| text(r, "helpUri")) {
                 annotations.insert("help_uri".to_owned(), help.to_owned());
             }
-            let fingerprint = result
+            // The tool's own fingerprint is not trusted to tell results apart (Semgrep
+            // OSS writes `"matchBasedId/v1": "requires login"` on every one): the
+            // location is part of a finding's identity, so two hits of one rule in
+            // one file stay two findings.
+            let column = location.and_then(|l| l.get("region")).and_then(|r| r.get("startColumn")).and_then(Value::as_u64);
+            let tool_fingerprint = result
                 .get("partialFingerprints")
                 .or_else(|| result.get("fingerprints"))
                 .and_then(Value::as_object)
                 .and_then(|f| f.values().next())
                 .and_then(Value::as_str)
-                .map(|f| format!("{tool}:{rule_id}:{file}:{f}"))
                 .unwrap_or_default();
+            let fingerprint = format!(
+                "{tool}:{rule_id}:{file}:{}:{}:{tool_fingerprint}",
+                line.map(|l| l.to_string()).unwrap_or_default(),
+                column.map(|c| c.to_string()).unwrap_or_default()
+            );
             let signal = Signal {
                 id: String::new(),
                 source: format!("sarif:{}", tool.to_ascii_lowercase()),
