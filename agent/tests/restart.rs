@@ -15,14 +15,19 @@ use support::{ModelServer, Reply};
 
 const VALID: &str = r#"{"hypotheses":[{"root_cause":"wedged workers","evidence":["{{signal_id}}"],"confidence":0.8,"uncertainty":"","expected_impact":"errors stop","remediations":[{"pathway":"restart_service","target":"checkout-staging","parameters_json":"{}","rationale":"r"}]}]}"#;
 
+/// The agent's configuration: the `openai` reasoner, pointed at the scripted model on loopback.
+fn use_model(base_url: &str) -> impl Fn(&mut arf_agent::config::Config) + '_ {
+    move |config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(base_url));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_remembers_and_resumes() {
     let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
-    let configure = |config: &mut arf_agent::config::Config| {
-        config.reasoner = ReasonerKind::Openai;
-        config.openai = Some(support::openai(&server.base_url));
-    };
-    let mut running = support::start(configure).await;
+    let configure = use_model(&server.base_url);
+    let mut running = support::start(&configure).await;
     let _ = support::agent_client(&running.agent).await;
     let first = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
     support::wait_for_state(&running.audit, &first, &["escalated", "proposed"]).await;
@@ -43,7 +48,7 @@ async fn a_restarted_agent_remembers_and_resumes() {
         .await
         .unwrap();
 
-    running.restart_agent(configure).await;
+    running.restart_agent(&configure).await;
     let mut agent = support::agent_client(&running.agent).await;
     let remembered = agent.get_incident(pb::GetIncidentRequest { incident_id: first.clone() }).await.unwrap().into_inner();
     assert_eq!(remembered.state, "escalated");
@@ -73,11 +78,8 @@ async fn a_restarted_agent_remembers_and_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_agent_resends_a_logged_proposal_instead_of_diagnosing_again() {
     let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
-    let configure = |config: &mut arf_agent::config::Config| {
-        config.reasoner = ReasonerKind::Openai;
-        config.openai = Some(support::openai(&server.base_url));
-    };
-    let mut running = support::start(configure).await;
+    let configure = use_model(&server.base_url);
+    let mut running = support::start(&configure).await;
     let _ = support::agent_client(&running.agent).await;
     let signal = json!({
         "id": "sig-00000000000000bb", "source": "alertmanager", "kind": "alert", "status": "firing",
@@ -103,7 +105,7 @@ async fn a_restarted_agent_resends_a_logged_proposal_instead_of_diagnosing_again
         .await
         .unwrap();
     let calls_before = server.received().len();
-    running.restart_agent(configure).await;
+    running.restart_agent(&configure).await;
     // The test's governor is unreachable, so the resent proposal ends escalated.
     let trail = support::wait_for_state(&running.audit, "inc-cut", &["escalated", "proposed"]).await;
     let escalated = trail.iter().rev().find(|r| r.kind == RecordKind::Incident).unwrap();

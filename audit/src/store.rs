@@ -203,13 +203,18 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|source| StoreError::Open { path: path.to_owned(), source })
 }
 
-/// Writes `bytes` to `path` atomically and durably (temporary file, fsync, rename, fsync of the directory).
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
+/// Writes `bytes` to `path` atomically and durably, mode 0600: a temporary file,
+/// fsync, rename, fsync of the directory (creating the directory if needed).
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
+    fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
 
@@ -781,7 +786,7 @@ impl Writer {
         if let Some(reason) = failure(&self.shared) {
             return Err(StoreError::Failed(reason));
         }
-        write_durably(&self.dir, CHECKPOINT_FILE, note.as_bytes())?;
+        write_durably(&self.dir.join(CHECKPOINT_FILE), note.as_bytes())?;
         let signed = SignedCheckpoint { checkpoint, note };
         self.shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner).checkpoint = Some(signed.clone());
         info!(size, root = %signed.checkpoint.root_hex(), "checkpoint signed");

@@ -7,8 +7,6 @@
 //! keeps one in a folder an operator can copy elsewhere.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -165,14 +163,5 @@ impl Witness {
 
 /// Writes a witness's state file durably: a temporary file, fsync, rename, fsync of the folder.
 pub fn write_state(path: &Path, note: &str) -> Result<(), WitnessError> {
-    let error = |source| WitnessError::State { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(error)?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(error)?;
-    file.write_all(note.as_bytes()).and_then(|()| file.sync_all()).map_err(error)?;
-    fs::rename(&tmp, path).map_err(error)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(error)
+    crate::store::write_durably(path, note.as_bytes()).map_err(|source| WitnessError::State { path: path.to_owned(), source })
 }
