@@ -439,6 +439,7 @@ impl Agent {
         match self.governor.evaluate(&proposal).await {
             Ok(decision) => {
                 info!(%incident_id, decision_id = %decision.decision_id, route = %decision.route, "proposal evaluated");
+                arf_core::crash::point("agent.decision_received");
                 let payload = json!({"event": "proposed", "state": "proposed", "proposal_id": proposal.id,
                                      "decision_id": decision.decision_id, "route": decision.route});
                 let mut backoff = std::time::Duration::from_millis(100);

@@ -80,6 +80,11 @@ impl Role {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Writes a data directory (configuration, tokens, keys, the bundled examples) without starting anything; keeps what exists.
+    Init {
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+    },
     /// Runs the four services as separate child processes in the foreground; Ctrl-C stops them.
     Up {
         #[arg(long)]
@@ -248,6 +253,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         token_file: cli.token_file,
     };
     match cli.command {
+        Command::Init { data_dir } => {
+            let file = serve::config_file(None, &data_dir)?;
+            say!("configuration: {}", file.display());
+            say!("Edit it (`[targets]` above all), then `arf up --data-dir {}`.", data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
         Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
         Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env } => {

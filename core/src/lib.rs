@@ -6,6 +6,7 @@
 
 pub mod canonical;
 pub mod catalog;
+pub mod crash;
 pub mod decision;
 pub mod diagnosis;
 pub mod keys;

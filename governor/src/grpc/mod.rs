@@ -276,6 +276,7 @@ impl Shared {
                 return Err(status);
             }
         };
+        arf_core::crash::point("governor.authorized_logged");
         let signed = match arf_core::decision::sign(&body, &self.key, record.seq) {
             Ok(signed) => signed,
             Err(error) => return Err(Status::internal(fail(decision, format!("cannot sign the decision: {error}")))),
@@ -549,6 +550,7 @@ impl Governor for Service {
                 .append_one(&decision.incident_id, RecordKind::Decision, decision_payload(&decision, &input))
                 .await
                 .map_err(|e| status::audit_unavailable(&e, "no decision was made"))?;
+            arf_core::crash::point("governor.decision_logged");
             info!(
                 route = decision.route.as_str(),
                 risk = decision.risk.score,
