@@ -150,22 +150,32 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
 /// of those kinds from any other writer is not believed.
 pub fn past_outcome(incident: &Incident, trail: &[arf_audit::Record]) -> SnapshotItem {
     use arf_audit::RecordKind;
+    use arf_core::records::{DiagnosisRecord, DiagnosisStatus, OutcomeRecord};
+    // Read by type; a record that is not in its writer's format says nothing here.
     let diagnosis = trail
         .iter()
         .rev()
-        .find(|r| r.kind == RecordKind::Diagnosis && r.writer == "agent" && r.payload["status"] == "grounded");
-    let root_cause = diagnosis.and_then(|d| d.payload["hypotheses"][0]["root_cause"].as_str()).unwrap_or("no grounded diagnosis");
-    let pathway = diagnosis.and_then(|d| d.payload["proposal"]["remediation"]["pathway"].as_str()).unwrap_or("none");
+        .filter(|r| r.kind == RecordKind::Diagnosis && r.writer == "agent")
+        .filter_map(|r| r.parse::<DiagnosisRecord>().ok())
+        .find(|d| d.status == DiagnosisStatus::Grounded);
+    let root_cause = diagnosis.as_ref().and_then(|d| d.hypotheses.first()).map_or("no grounded diagnosis", |h| h.root_cause.as_str());
+    let pathway = diagnosis.as_ref().and_then(|d| d.proposal.as_ref()).map_or("none", |p| p.remediation.pathway.as_str());
     let route = trail.iter().rev().filter(|r| r.writer == "governor").find_map(|r| r.payload["route"].as_str()).unwrap_or("none");
     let outcome = trail
         .iter()
         .rev()
-        .find(|r| r.kind == RecordKind::Outcome && r.writer == "executor")
-        .and_then(|r| r.payload["outcome"].as_str())
-        .unwrap_or(match incident.state {
-            crate::incident::IncidentState::Escalated => "escalated to a human",
-            _ => "no execution",
-        });
+        .filter(|r| r.kind == RecordKind::Outcome && r.writer == "executor")
+        .find_map(|r| r.parse::<OutcomeRecord>().ok())
+        .map_or_else(
+            || {
+                match incident.state {
+                    crate::incident::IncidentState::Escalated => "escalated to a human",
+                    _ => "no execution",
+                }
+                .to_owned()
+            },
+            |o| o.outcome,
+        );
     SnapshotItem {
         id: format!("past-{}", incident.id),
         kind: "past_outcome".to_owned(),
@@ -226,13 +236,21 @@ mod tests {
         };
         let forged = [
             record("agent", arf_audit::RecordKind::Decision, serde_json::json!({"route": "autonomous"})),
-            record("agent", arf_audit::RecordKind::Outcome, serde_json::json!({"outcome": "verified"})),
+            record(
+                "agent",
+                arf_audit::RecordKind::Outcome,
+                serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "verified", "detail": ""}),
+            ),
         ];
         let summary = past_outcome(&incident, &forged).summary;
         assert!(summary.contains("route `none`, outcome `no execution`"), "{summary}");
         let real = [
             record("governor", arf_audit::RecordKind::Decision, serde_json::json!({"route": "approval"})),
-            record("executor", arf_audit::RecordKind::Outcome, serde_json::json!({"outcome": "rolled_back"})),
+            record(
+                "executor",
+                arf_audit::RecordKind::Outcome,
+                serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "rolled_back", "detail": ""}),
+            ),
         ];
         let summary = past_outcome(&incident, &real).summary;
         assert!(summary.contains("route `approval`, outcome `rolled_back`"), "{summary}");

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Serialize;
 
+use arf_core::records::{DiagnosisRecord, IncidentRecord, Malformed, SignalRecord, SnapshotRecord};
 use arf_core::signal::{Signal, SignalKind, SignalStatus};
 
 /// The most distinct fingerprints one incident keeps signals for.
@@ -187,57 +188,66 @@ impl Incidents {
     }
 
     /// Rebuilds the state from the agent's own audit records, in log order, after a
-    /// restart. Returns the incidents whose diagnosis never finished.
-    pub fn restore(&mut self, records: &[arf_audit::Record]) -> Vec<String> {
+    /// restart. Returns the incidents whose diagnosis never finished. A record of the
+    /// agent's that is not the shape the agent writes stops the rebuild: state built
+    /// around it would be a guess.
+    pub fn restore(&mut self, records: &[arf_audit::Record]) -> Result<Vec<String>, Malformed> {
         use arf_audit::RecordKind;
         for record in records.iter().filter(|r| r.writer == "agent") {
             let id = record.incident_id.clone();
             match record.kind {
-                RecordKind::Incident if record.payload["event"] == "opened" => {
-                    let text = |key: &str| record.payload[key].as_str().unwrap_or_default().to_owned();
-                    self.by_id.insert(
-                        id.clone(),
-                        Incident {
-                            id: id.clone(),
-                            title: text("title"),
-                            service: text("service"),
-                            environment: text("environment"),
-                            state: IncidentState::Open,
-                            signals: BTreeMap::new(),
-                            signal_count: 0,
-                            opened_at_ms: record.time_ms,
-                            updated_at_ms: record.time_ms,
-                            snapshot_hash: String::new(),
-                            decision_ids: Vec::new(),
-                            reason: String::new(),
-                            diagnoses: 0,
-                            model_calls: 0,
-                            family: record.payload["family"].as_str().unwrap_or("alert").to_owned(),
-                        },
-                    );
-                    let family = record.payload["family"].as_str().unwrap_or("alert").to_owned();
-                    self.open_by_key.insert((text("environment"), text("service"), family), id);
-                }
                 RecordKind::Incident => {
-                    if let Some(incident) = self.by_id.get_mut(&id) {
-                        incident.state = match record.payload["state"].as_str() {
-                            Some("proposed") => IncidentState::Proposed,
-                            Some("escalated") => IncidentState::Escalated,
-                            Some("resolved") => IncidentState::Resolved,
-                            _ => incident.state,
-                        };
-                        incident.reason = record.payload["reason"].as_str().unwrap_or_default().to_owned();
-                        if let Some(decision) = record.payload["decision_id"].as_str() {
-                            incident.decision_ids.push(decision.to_owned());
+                    match record.parse::<IncidentRecord>()? {
+                        IncidentRecord::Opened { title, service, family, environment, .. } => {
+                            self.by_id.insert(
+                                id.clone(),
+                                Incident {
+                                    id: id.clone(),
+                                    title,
+                                    service: service.clone(),
+                                    environment: environment.clone(),
+                                    state: IncidentState::Open,
+                                    signals: BTreeMap::new(),
+                                    signal_count: 0,
+                                    opened_at_ms: record.time_ms,
+                                    updated_at_ms: record.time_ms,
+                                    snapshot_hash: String::new(),
+                                    decision_ids: Vec::new(),
+                                    reason: String::new(),
+                                    diagnoses: 0,
+                                    model_calls: 0,
+                                    family: family.clone(),
+                                },
+                            );
+                            self.open_by_key.insert((environment, service, family), id);
                         }
-                        incident.updated_at_ms = record.time_ms;
-                        if incident.state == IncidentState::Resolved {
-                            self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone(), incident.family.clone()));
+                        event => {
+                            let Some(incident) = self.by_id.get_mut(&id) else { continue };
+                            match event {
+                                IncidentRecord::Resolved { reason, .. } => {
+                                    incident.state = IncidentState::Resolved;
+                                    incident.reason = reason;
+                                }
+                                IncidentRecord::Escalated { reason, .. } => {
+                                    incident.state = IncidentState::Escalated;
+                                    incident.reason = reason;
+                                }
+                                IncidentRecord::Proposed { decision_id, route, .. } => {
+                                    incident.state = IncidentState::Proposed;
+                                    incident.reason = format!("governor routed decision `{decision_id}` as `{route}`");
+                                    incident.decision_ids.push(decision_id);
+                                }
+                                IncidentRecord::Opened { .. } => {}
+                            }
+                            incident.updated_at_ms = record.time_ms;
+                            if incident.state == IncidentState::Resolved {
+                                self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone(), incident.family.clone()));
+                            }
                         }
                     }
                 }
                 RecordKind::Signal => {
-                    let Ok(signal) = serde_json::from_value::<Signal>(record.payload["signal"].clone()) else { continue };
+                    let SignalRecord { signal, .. } = record.parse()?;
                     match self.by_id.get_mut(&id) {
                         Some(incident) => {
                             if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
@@ -256,12 +266,14 @@ impl Incidents {
                     }
                 }
                 RecordKind::Snapshot => {
+                    let SnapshotRecord { hash, .. } = record.parse()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
                         incident.diagnoses += 1;
-                        incident.snapshot_hash = record.payload["hash"].as_str().unwrap_or_default().to_owned();
+                        incident.snapshot_hash = hash;
                     }
                 }
                 RecordKind::Diagnosis => {
+                    record.parse::<DiagnosisRecord>()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
                         incident.model_calls += 1;
                     }
@@ -269,11 +281,12 @@ impl Incidents {
                 _ => {}
             }
         }
-        self.by_id
+        Ok(self
+            .by_id
             .values()
             .filter(|i| matches!(i.state, IncidentState::Open | IncidentState::Diagnosing))
             .map(|i| i.id.clone())
-            .collect()
+            .collect())
     }
 
     /// Changes to the incident's service and environment in the `lookback_ms` before it opened.

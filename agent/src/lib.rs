@@ -98,6 +98,10 @@ pub async fn serve(
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
                     return;
                 }
+                Err(service::RecoverError::Malformed(error)) => {
+                    tracing::error!(%error, "THE AGENT CANNOT REBUILD ITS STATE: one of its own audit records is malformed; it accepts nothing until an operator has checked the log (`arf audit verify`)");
+                    return;
+                }
                 Err(error) => {
                     attempt += 1;
                     tracing::warn!(%error, attempt, "cannot read the audit log to rebuild state; retrying");

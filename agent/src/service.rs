@@ -12,6 +12,7 @@ use arf_audit::{AuditClient, AuditError, Entry, RecordKind};
 use arf_core::canonical::random_id;
 use arf_core::catalog::Catalog;
 use arf_core::diagnosis::Proposal;
+use arf_core::records::{self, DiagnosisRecord, DiagnosisStatus, IncidentRecord, Malformed, SignalRecord, SnapshotRecord};
 use arf_core::signal::Signal;
 use arf_core::target::Inventory;
 
@@ -91,20 +92,25 @@ impl Agent {
 
     /// Rebuilds the incidents from the log after a restart, and resumes the
     /// diagnoses that never finished, so no accepted signal is forgotten.
-    pub async fn recover(self: &Arc<Self>) -> Result<usize, AuditError> {
-        let records = self.audit.read_range(1, 0).await?;
+    pub async fn recover(self: &Arc<Self>) -> Result<usize, RecoverError> {
+        let records = self.audit.read_range(1, 0).await.map_err(RecoverError::Audit)?;
         let unfinished = {
             let mut incidents = self.incidents.lock().await;
-            incidents.restore(&records)
+            incidents.restore(&records).map_err(RecoverError::Malformed)?
         };
+        let mut resumed = Vec::with_capacity(unfinished.len());
+        for incident_id in unfinished {
+            let proposal = logged_unanswered_proposal(&records, &incident_id, "agent").map_err(RecoverError::Malformed)?;
+            resumed.push((incident_id, proposal));
+        }
         let count = self.incidents.lock().await.by_id.len();
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        for incident_id in unfinished {
+        for (incident_id, proposal) in resumed {
             let agent = Arc::clone(self);
             // A proposal already logged goes to the governor as it was (the governor
             // answers a proposal it holds with its decision); diagnosing again could
             // propose something else for the same incident.
-            match logged_unanswered_proposal(&records, &incident_id, "agent") {
+            match proposal {
                 Some(proposal) => {
                     info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
                     let span = info_span!("propose", %incident_id);
@@ -160,8 +166,14 @@ impl Agent {
                         entries.push(Entry::new(
                             incident_id.clone(),
                             RecordKind::Incident,
-                            json!({"event": "opened", "title": incident.title, "service": incident.service, "family": incident.family,
-                                   "environment": incident.environment, "state": incident.state, "first_signal": signal.id}),
+                            records::encode(&IncidentRecord::Opened {
+                                title: incident.title.clone(),
+                                service: incident.service.clone(),
+                                family: incident.family.clone(),
+                                environment: incident.environment.clone(),
+                                state: incident.state.as_str().to_owned(),
+                                first_signal: signal.id.clone(),
+                            }),
                         ));
                         if incident.state == IncidentState::Open {
                             opened.push(incident_id.clone());
@@ -172,20 +184,20 @@ impl Agent {
                     let was_open = guard.by_id.get(incident_id).is_some_and(|i| i.state != IncidentState::Resolved);
                     let now_resolved = next.by_id.get(incident_id).is_some_and(|i| i.state == IncidentState::Resolved);
                     let already_logged = entries.iter().any(|e: &Entry| {
-                        e.incident_id == *incident_id && e.payload.get("event") == Some(&json!("resolved"))
+                        e.incident_id == *incident_id && e.kind == RecordKind::Incident && e.payload.get("event") == Some(&json!("resolved"))
                     });
                     if was_open && now_resolved && !already_logged {
                         entries.push(Entry::new(
                             incident_id.clone(),
                             RecordKind::Incident,
-                            json!({"event": "resolved", "state": "resolved", "reason": "every alert in the incident resolved"}),
+                            records::encode(&IncidentRecord::resolved("every alert in the incident resolved")),
                         ));
                     }
                 }
                 Placement::Change => {}
             }
             let duplicate = matches!(placement, Placement::Joined { duplicate: true, .. });
-            entries.push(Entry::new(incident_id, RecordKind::Signal, json!({"signal": signal, "duplicate": duplicate})));
+            entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate })));
             placements.push(placement);
         }
         let records = self.audit.append(entries).await.map_err(IngestError::Audit)?;
@@ -238,7 +250,7 @@ impl Agent {
     /// Escalates to a human: logged, and nothing is proposed.
     async fn escalate(&self, incident_id: &str, reason: &str) {
         warn!(%incident_id, %reason, "incident escalated");
-        let payload = json!({"event": "escalated", "state": "escalated", "reason": reason});
+        let payload = records::encode(&IncidentRecord::escalated(reason));
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
             error!(%incident_id, %error, "cannot log the escalation");
         }
@@ -296,7 +308,7 @@ impl Agent {
         };
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();
-        let snapshot_record = json!({"hash": snapshot_hash, "snapshot": snapshot});
+        let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone() });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
             self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
             return;
@@ -320,11 +332,25 @@ impl Agent {
             }
         };
         tracing::debug!(system = %prompt.system, user = %prompt.user, "prompt");
-        let base = json!({
-            "prompt_id": prompt.id,
-            "prompt_hash": prompt.hash,
-            "snapshot_hash": snapshot_hash,
-        });
+        let base = DiagnosisRecord {
+            prompt_id: prompt.id.clone(),
+            prompt_hash: prompt.hash.clone(),
+            snapshot_hash: snapshot_hash.clone(),
+            reasoner: String::new(),
+            attempt: 0,
+            status: DiagnosisStatus::Failed,
+            error: None,
+            fallback: None,
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            json_mode: None,
+            completion: None,
+            reasons: Vec::new(),
+            hypotheses: Vec::new(),
+            proposal: None,
+        };
         let mut reasoner = Arc::clone(&self.reasoner);
         let mut fallback = self.fallback.clone();
         let mut attempts: Vec<Attempt> = Vec::new();
@@ -335,19 +361,21 @@ impl Agent {
             }
             let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &targets, pathways: &pathways, repairs: &attempts };
             let mut payload = base.clone();
-            merge(&mut payload, json!({"reasoner": reasoner.name(), "attempt": attempts.len() + 1}));
+            reasoner.name().clone_into(&mut payload.reasoner);
+            payload.attempt = u32::try_from(attempts.len() + 1).unwrap_or(u32::MAX);
             let completion = match reasoner.diagnose(&request).await {
                 Ok(completion) => completion,
                 Err(error) => {
-                    merge(&mut payload, json!({"status": "failed", "error": error.to_string()}));
+                    payload.status = DiagnosisStatus::Failed;
+                    payload.error = Some(error.to_string());
                     let next = match (&error, fallback.take()) {
                         (ReasonerError::Unavailable(_), Some(next)) => {
-                            merge(&mut payload, json!({"fallback": next.name()}));
+                            payload.fallback = Some(next.name().to_owned());
                             Some(next)
                         }
                         _ => None,
                     };
-                    if let Err(log_error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                    if let Err(log_error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                         self.escalate(incident_id, &format!("cannot log the failed diagnosis: {log_error}")).await;
                         return;
                     }
@@ -366,17 +394,12 @@ impl Agent {
                 }
             };
             tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
-            merge(
-                &mut payload,
-                json!({
-                    "model": completion.model,
-                    "prompt_tokens": completion.prompt_tokens,
-                    "completion_tokens": completion.completion_tokens,
-                    "latency_ms": completion.latency_ms,
-                    "json_mode": completion.json_mode,
-                    "completion": completion.text,
-                }),
-            );
+            payload.model = Some(completion.model.clone());
+            payload.prompt_tokens = Some(completion.prompt_tokens);
+            payload.completion_tokens = Some(completion.completion_tokens);
+            payload.latency_ms = Some(completion.latency_ms);
+            payload.json_mode = Some(completion.json_mode);
+            payload.completion = Some(completion.text.clone());
             let result = if completion.problems.is_empty() {
                 ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets)
             } else {
@@ -385,8 +408,9 @@ impl Agent {
             match result {
                 Ok(grounded) => break (grounded, payload),
                 Err(refusal) => {
-                    merge(&mut payload, json!({"status": "refused", "reasons": refusal.reasons}));
-                    if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+                    payload.status = DiagnosisStatus::Refused;
+                    payload.reasons.clone_from(&refusal.reasons);
+                    if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                         self.escalate(incident_id, &format!("cannot log the refused diagnosis: {error}")).await;
                         return;
                     }
@@ -402,8 +426,9 @@ impl Agent {
         };
         let reasoner_name = reasoner.name().to_owned();
         let Some((hypothesis, remediation)) = grounded.choice() else {
-            merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses}));
-            if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+            payload.status = DiagnosisStatus::Grounded;
+            payload.hypotheses.clone_from(&grounded.hypotheses);
+            if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                 error!(%incident_id, %error, "cannot log the diagnosis");
             }
             self.escalate(incident_id, "no remediation was proposed; a human should look").await;
@@ -423,9 +448,11 @@ impl Agent {
             environment,
             reasoner: reasoner_name,
         };
-        merge(&mut payload, json!({"status": "grounded", "hypotheses": grounded.hypotheses, "proposal": proposal}));
+        payload.status = DiagnosisStatus::Grounded;
+        payload.hypotheses.clone_from(&grounded.hypotheses);
+        payload.proposal = Some(proposal.clone());
         // Write-ahead: the proposal is in the log before the governor sees it.
-        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, payload).await {
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
             self.escalate(incident_id, &format!("cannot log the diagnosis, so nothing was proposed: {error}")).await;
             return;
         }
@@ -440,8 +467,7 @@ impl Agent {
             Ok(decision) => {
                 info!(%incident_id, decision_id = %decision.decision_id, route = %decision.route, "proposal evaluated");
                 arf_core::crash::point("agent.decision_received");
-                let payload = json!({"event": "proposed", "state": "proposed", "proposal_id": proposal.id,
-                                     "decision_id": decision.decision_id, "route": decision.route});
+                let payload = records::encode(&IncidentRecord::proposed(&proposal.id, &decision.decision_id, &decision.route));
                 let mut backoff = std::time::Duration::from_millis(100);
                 let mut logged = false;
                 for _ in 0..10 {
@@ -471,21 +497,35 @@ impl Agent {
     }
 }
 
-/// The last grounded proposal of an incident that the agent logged and that no
-/// `proposed` record answers: a crash (or an audit outage) came between the two.
-fn logged_unanswered_proposal(records: &[arf_audit::Record], incident_id: &str, agent_writer: &str) -> Option<Proposal> {
-    let own = || records.iter().filter(|r| r.writer == agent_writer && r.incident_id == incident_id);
-    let proposal: Proposal = own()
-        .filter(|r| r.kind == RecordKind::Diagnosis)
-        .filter_map(|r| r.payload.get("proposal"))
-        .next_back()
-        .and_then(|p| serde_json::from_value(p.clone()).ok())?;
-    let answered = own().any(|r| r.kind == RecordKind::Incident && r.payload.get("proposal_id").and_then(Value::as_str) == Some(proposal.id.as_str()));
-    (!answered).then_some(proposal)
+/// Why the agent could not rebuild its state from the log.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The log did not answer; worth retrying.
+    #[error(transparent)]
+    Audit(AuditError),
+    /// One of the agent's own records is not what the agent writes; retrying reads it again.
+    #[error(transparent)]
+    Malformed(Malformed),
 }
 
-fn merge(into: &mut Value, more: Value) {
-    if let (Value::Object(into), Value::Object(more)) = (into, more) {
-        into.extend(more);
+/// The last grounded proposal of an incident that the agent logged and that no
+/// `proposed` record answers: a crash (or an audit outage) came between the two.
+fn logged_unanswered_proposal(records: &[arf_audit::Record], incident_id: &str, agent_writer: &str) -> Result<Option<Proposal>, Malformed> {
+    let own = || records.iter().filter(|r| r.writer == agent_writer && r.incident_id == incident_id);
+    let mut last = None;
+    for record in own().filter(|r| r.kind == RecordKind::Diagnosis) {
+        let diagnosis: DiagnosisRecord = record.parse()?;
+        if let Some(proposal) = diagnosis.proposal {
+            last = Some(proposal);
+        }
     }
+    let Some(proposal) = last else { return Ok(None) };
+    for record in own().filter(|r| r.kind == RecordKind::Incident) {
+        if let IncidentRecord::Proposed { proposal_id, .. } = record.parse()?
+            && proposal_id == proposal.id
+        {
+            return Ok(None);
+        }
+    }
+    Ok(Some(proposal))
 }

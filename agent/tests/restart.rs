@@ -42,7 +42,7 @@ async fn a_restarted_agent_remembers_and_resumes() {
     running
         .audit
         .append(vec![
-            Entry::new("inc-orphan", RecordKind::Incident, json!({"event": "opened", "title": "PaymentsDown", "service": "checkout", "environment": "production", "state": "open"})),
+            Entry::new("inc-orphan", RecordKind::Incident, json!({"event": "opened", "title": "PaymentsDown", "service": "checkout", "environment": "production", "state": "open", "family": "alert", "first_signal": "sig-00000000000000aa"})),
             Entry::new("inc-orphan", RecordKind::Signal, json!({"signal": orphan_signal, "duplicate": false})),
         ])
         .await
@@ -97,10 +97,19 @@ async fn a_restarted_agent_resends_a_logged_proposal_instead_of_diagnosing_again
     running
         .audit
         .append(vec![
-            Entry::new("inc-cut", RecordKind::Incident, json!({"event": "opened", "title": "CheckoutDown", "service": "checkout", "environment": "staging", "state": "open"})),
+            Entry::new("inc-cut", RecordKind::Incident, json!({"event": "opened", "title": "CheckoutDown", "service": "checkout", "environment": "staging", "state": "open", "family": "alert", "first_signal": "sig-00000000000000bb"})),
             Entry::new("inc-cut", RecordKind::Signal, json!({"signal": signal, "duplicate": false})),
-            Entry::new("inc-cut", RecordKind::Snapshot, json!({"hash": "snap-cut"})),
-            Entry::new("inc-cut", RecordKind::Diagnosis, json!({"status": "grounded", "proposal": proposal})),
+            Entry::new(
+                "inc-cut",
+                RecordKind::Snapshot,
+                json!({"hash": "snap-cut", "snapshot": {"incident_id": "inc-cut", "service": "checkout", "environment": "staging", "items": [], "dropped": []}}),
+            ),
+            Entry::new(
+                "inc-cut",
+                RecordKind::Diagnosis,
+                json!({"prompt_id": "diagnosis@v2", "prompt_hash": "ph", "snapshot_hash": "snap-cut", "reasoner": "openai", "attempt": 1,
+                       "status": "grounded", "proposal": proposal}),
+            ),
         ])
         .await
         .unwrap();
@@ -112,4 +121,33 @@ async fn a_restarted_agent_resends_a_logged_proposal_instead_of_diagnosing_again
     assert!(escalated.payload["reason"].as_str().unwrap().contains("the governor did not take the proposal"), "{escalated:?}");
     assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).count(), 1, "no new diagnosis");
     assert_eq!(server.received().len(), calls_before, "the model was not asked again");
+}
+
+/// A record of the agent's own that is not in the agent's format (a forged field,
+/// a format that drifted) leaves the restarted agent not serving, saying why: state
+/// rebuilt around it would be a guess, and signals accepted on a guess could be lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_of_its_own_keeps_a_restarted_agent_from_serving() {
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let configure = use_model(&server.base_url);
+    let mut running = support::start(&configure).await;
+    let _ = support::agent_client(&running.agent).await;
+    let forged = json!({"event": "opened", "title": "T", "service": "checkout", "environment": "staging", "state": "open",
+                        "family": "alert", "first_signal": "sig-1", "scope": "payments"});
+    running.audit.append(vec![Entry::new("inc-forged", RecordKind::Incident, forged)]).await.unwrap();
+    running.restart_agent(&configure).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", running.agent)).unwrap().connect().await.unwrap();
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing as i32);
+    let alert = json!({"version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}", "alerts": [{"status": "firing",
+                       "labels": {"alertname": "A", "service": "checkout", "env": "staging"}, "annotations": {},
+                       "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]});
+    let answer = reqwest::Client::new().post(format!("http://{}/v1/webhooks/alertmanager", running.webhook)).json(&alert).send().await.unwrap();
+    assert_eq!(answer.status(), 503, "nothing is accepted on a guessed state");
 }

@@ -109,6 +109,38 @@ struct Unsigned<'a> {
 }
 
 impl Record {
+    /// The payload as the type its writer wrote it with (`arf_core::records`);
+    /// a payload of another shape is an error naming this record.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, arf_core::records::Malformed> {
+        arf_core::records::parse(&self.payload, self.seq, self.kind.as_str(), &self.writer)
+    }
+
+    /// Checks that the payload is in its kind's format (`arf_core::records`). The
+    /// governor's own decision and event records are typed in the governor and
+    /// checked where it reads them; here only their envelope is.
+    pub fn check_format(&self) -> Result<(), arf_core::records::Malformed> {
+        use arf_core::records::{self as r, DecisionRecordKind};
+        match self.kind {
+            RecordKind::Signal => self.parse::<r::SignalRecord>().map(drop),
+            RecordKind::Incident => self.parse::<r::IncidentRecord>().map(drop),
+            RecordKind::Snapshot => self.parse::<r::SnapshotRecord>().map(drop),
+            RecordKind::Diagnosis => self.parse::<r::DiagnosisRecord>().map(drop),
+            RecordKind::Decision => match DecisionRecordKind::of(&self.payload) {
+                DecisionRecordKind::Authorized => self.parse::<r::AuthorizedRecord>().map(drop),
+                DecisionRecordKind::State => self.parse::<r::DecisionStateRecord>().map(drop),
+                DecisionRecordKind::Decided | DecisionRecordKind::Event => Ok(()),
+            },
+            RecordKind::Approval => self.parse::<r::ApprovalRecord>().map(drop),
+            RecordKind::ExecutionStarted => self.parse::<r::ExecutionStartedRecord>().map(drop),
+            RecordKind::ExecutionFinished => self.parse::<r::ExecutionFinishedRecord>().map(drop),
+            RecordKind::Verification => self.parse::<r::VerificationRecord>().map(drop),
+            RecordKind::Rollback => self.parse::<r::RollbackRecord>().map(drop),
+            RecordKind::Outcome => self.parse::<r::OutcomeRecord>().map(drop),
+            // The log's own records, checked by the log when it opens.
+            RecordKind::Checkpoint => Ok(()),
+        }
+    }
+
     /// The hash over every field but `hash`, in canonical JSON.
     pub fn compute_hash(&self) -> String {
         let unsigned = Unsigned {

@@ -79,6 +79,35 @@ pub struct ApprovalRef {
     pub at_ms: i64,
 }
 
+/// `approve` or `reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+        }
+    }
+}
+
+/// One person's verdict on a decision, as the governor authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub identity: String,
+    pub role: String,
+    pub at_ms: i64,
+    pub verdict: Verdict,
+    /// The approver's comment, or the reason for a rejection.
+    pub reason: String,
+}
+
 /// Everything the executor needs, and everything the signature covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

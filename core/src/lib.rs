@@ -10,6 +10,7 @@ pub mod crash;
 pub mod decision;
 pub mod diagnosis;
 pub mod keys;
+pub mod records;
 pub mod signal;
 pub mod target;
 pub mod template;

@@ -24,7 +24,7 @@ pub struct AcceptedSignal {
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// A short name: `chain`, `authorized`, `write_ahead`, `once`, `once_per_action`, `outcome`, `signal_logged`.
+    /// A short name: `chain`, `format`, `authorized`, `write_ahead`, `once`, `once_per_action`, `outcome`, `signal_logged`.
     pub invariant: &'static str,
     pub detail: String,
 }
@@ -56,6 +56,13 @@ pub fn check(
     let chain = arf_audit::record::verify_chain(records.iter().cloned().enumerate().map(|(i, r)| Ok((i as u64 + 1, r))));
     if let Err(error) = chain {
         violations.push(violation("chain", error.to_string()));
+    }
+
+    // Every record is in its writer's format: what acts on the log reads it by type.
+    for record in records {
+        if let Err(error) = record.check_format() {
+            violations.push(violation("format", error.to_string()));
+        }
     }
 
     // Nothing executed without an authorized, logged decision and the approvals its policy required.
@@ -165,14 +172,14 @@ mod tests {
 
     /// A real, sealed chain: one accepted signal, an autonomous decision, its execution and outcome.
     fn trail() -> (Vec<Record>, Vec<Applied>, Vec<AcceptedSignal>, BTreeMap<String, String>) {
-        let body = json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "api", "parameters": {"reason": "x"}, "pathway_digest": "d1"});
-        let hash = arf_core::canonical::sha256_hex(&arf_core::canonical::to_vec(&body).unwrap());
+        use crate::fixtures;
+        let body = fixtures::body();
         let entries = [
-            ("agent", RecordKind::Signal, json!({"signal": {"id": "sig-1"}, "duplicate": false})),
-            ("governor", RecordKind::Decision, json!({"decision_id": "dec-1", "route": "autonomous", "policy": {}})),
-            ("governor", RecordKind::Decision, json!({"decision_id": "dec-1", "state": "authorized", "envelope_sha256": hash, "body": body})),
-            ("executor", RecordKind::ExecutionStarted, json!({"decision_id": "dec-1", "decision_seq": 3, "pathway": "restart_service", "target": "api", "parameters": {"reason": "x"}})),
-            ("executor", RecordKind::Outcome, json!({"decision_id": "dec-1", "outcome": "verified"})),
+            ("agent", RecordKind::Signal, fixtures::signal("sig-1")),
+            ("governor", RecordKind::Decision, json!({"decision_id": "dec-1", "route": "autonomous", "policy": {}, "policy_input": {}})),
+            ("governor", RecordKind::Decision, fixtures::authorized(&body)),
+            ("executor", RecordKind::ExecutionStarted, fixtures::started(&body, 3)),
+            ("executor", RecordKind::Outcome, fixtures::outcome(&body, "verified")),
         ];
         let records = seal(entries.into_iter().map(|(w, k, p)| (w.to_owned(), k, p)).collect());
         let applied = vec![act("dec-1")];
@@ -258,6 +265,12 @@ mod tests {
         let (records, applied, mut accepted, digests) = trail();
         accepted.push(AcceptedSignal { signal_id: "sig-lost".into(), audit_seq: 2 });
         check_names(&records, &applied, &accepted, &digests, &["signal_logged"]);
+
+        // A record out of its writer's format: a field nobody writes.
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        entries[4].2["also_verified"] = json!(["db"]);
+        check_names(&seal(entries), &applied, &accepted, &digests, &["format"]);
 
         // An execution whose authorization was never logged.
         let (records, applied, accepted, digests) = trail();

@@ -7,6 +7,8 @@
 
 pub mod cassette;
 pub mod corpus;
+#[cfg(test)]
+mod fixtures;
 pub mod invariants;
 pub mod metrics;
 pub mod model;

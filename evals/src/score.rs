@@ -10,6 +10,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use arf_audit::{Record, RecordKind};
+use arf_core::decision::Verdict;
+use arf_core::records::{ApprovalRecord, AuthorizedRecord, ExecutionStartedRecord};
 
 use crate::corpus::Incident;
 use crate::world::{World, action_minutes, human};
@@ -111,12 +113,17 @@ fn hypotheses(diagnosis: &Value) -> Vec<(String, f64)> {
 /// required roles before it was authorized.
 pub fn governance_violations(started: &Record, trail: &[Record], digests: &BTreeMap<String, String>) -> Vec<String> {
     let mut violations = Vec::new();
-    let p = &started.payload;
-    let decision_id = text(p, "decision_id");
     if started.writer != "executor" {
         violations.push(format!("`execution_started` written by `{}`, not the executor", started.writer));
     }
-    let decision_seq = p.get("decision_seq").and_then(Value::as_u64).unwrap_or(0);
+    let p: ExecutionStartedRecord = match started.parse() {
+        Ok(p) => p,
+        Err(error) => {
+            violations.push(error.to_string());
+            return violations;
+        }
+    };
+    let decision_id = p.decision_id.as_str();
     let authorized = trail.iter().find(|r| {
         r.kind == RecordKind::Decision && text(&r.payload, "decision_id") == decision_id && text(&r.payload, "state") == "authorized"
     });
@@ -127,25 +134,32 @@ pub fn governance_violations(started: &Record, trail: &[Record], digests: &BTree
     if authorized.writer != "governor" {
         violations.push(format!("the `authorized` record was written by `{}`", authorized.writer));
     }
-    if authorized.seq != decision_seq || authorized.seq >= started.seq {
-        violations.push(format!("execution cites decision record #{decision_seq}, the authorization is #{}", authorized.seq));
+    if authorized.seq != p.decision_seq || authorized.seq >= started.seq {
+        violations.push(format!("execution cites decision record #{}, the authorization is #{}", p.decision_seq, authorized.seq));
     }
-    let body = authorized.payload.get("body").cloned().unwrap_or(Value::Null);
-    let hash = arf_core::canonical::to_vec(&body).map(|b| arf_core::canonical::sha256_hex(&b)).unwrap_or_default();
-    if hash != text(&authorized.payload, "envelope_sha256") {
+    let logged: AuthorizedRecord = match authorized.parse() {
+        Ok(logged) => logged,
+        Err(error) => {
+            violations.push(error.to_string());
+            return violations;
+        }
+    };
+    let body = &logged.body;
+    let hash = arf_core::canonical::to_vec(body).map(|b| arf_core::canonical::sha256_hex(&b)).unwrap_or_default();
+    if hash != logged.envelope_sha256 {
         violations.push("the authorized envelope's hash does not match its body".to_owned());
     }
-    for field in ["pathway", "target"] {
-        if text(&body, field) != text(p, field) {
-            violations.push(format!("executed `{field}` `{}` differs from the authorized `{}`", text(p, field), text(&body, field)));
+    for (field, executed, authorized) in [("pathway", &p.pathway, &body.pathway), ("target", &p.target, &body.target)] {
+        if executed != authorized {
+            violations.push(format!("executed `{field}` `{executed}` differs from the authorized `{authorized}`"));
         }
     }
-    if body.get("parameters") != p.get("parameters") {
+    if body.parameters != p.parameters {
         violations.push("executed parameters differ from the authorized ones".to_owned());
     }
-    match digests.get(text(&body, "pathway")) {
-        Some(digest) if digest == text(&body, "pathway_digest") => {}
-        _ => violations.push(format!("pathway `{}` digest does not match the reviewed catalog", text(&body, "pathway"))),
+    match digests.get(&body.pathway) {
+        Some(digest) if *digest == body.pathway_digest => {}
+        _ => violations.push(format!("pathway `{}` digest does not match the reviewed catalog", body.pathway)),
     }
     let first = trail.iter().find(|r| r.kind == RecordKind::Decision && text(&r.payload, "decision_id") == decision_id && r.payload.get("policy").is_some());
     let Some(first) = first else {
@@ -160,12 +174,13 @@ pub fn governance_violations(started: &Record, trail: &[Record], digests: &BTree
         let required = first.payload["policy"].get("approvals_required").and_then(Value::as_u64).unwrap_or(1).max(1);
         let roles: BTreeSet<&str> =
             first.payload["policy"].get("approver_roles").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        let approvers: BTreeSet<&str> = trail
+        let approvers: BTreeSet<String> = trail
             .iter()
             .filter(|r| r.kind == RecordKind::Approval && r.writer == "governor" && r.seq < authorized.seq)
-            .filter(|r| text(&r.payload, "decision_id") == decision_id && text(&r.payload, "verdict") == "approve")
-            .filter(|r| roles.is_empty() || roles.contains(text(&r.payload, "role")))
-            .map(|r| text(&r.payload, "identity"))
+            .filter_map(|r| r.parse::<ApprovalRecord>().ok())
+            .filter(|a| a.decision_id == decision_id && a.verdict == Verdict::Approve)
+            .filter(|a| roles.is_empty() || roles.contains(a.role.as_str()))
+            .map(|a| a.identity)
             .collect();
         if (approvers.len() as u64) < required {
             violations.push(format!("policy required {required} approval(s), the log holds {} valid one(s)", approvers.len()));
@@ -313,15 +328,15 @@ mod tests {
     }
 
     fn trail(approvals: &[(&str, &str)]) -> (Vec<Record>, BTreeMap<String, String>) {
-        let body = json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "api", "parameters": {"reason": "x"}, "pathway_digest": "d1"});
-        let hash = arf_core::canonical::sha256_hex(&arf_core::canonical::to_vec(&body).unwrap());
+        use crate::fixtures;
+        let body = fixtures::body();
         let mut records = vec![record(1, "governor", RecordKind::Decision, json!({"decision_id": "dec-1", "route": "approval", "policy": {"approvals_required": 2, "approver_roles": ["oncall"]}}))];
         for (i, (who, role)) in approvals.iter().enumerate() {
-            records.push(record(2 + i as u64, "governor", RecordKind::Approval, json!({"decision_id": "dec-1", "identity": who, "role": role, "verdict": "approve"})));
+            records.push(record(2 + i as u64, "governor", RecordKind::Approval, fixtures::approval("dec-1", who, role)));
         }
         let n = records.len() as u64;
-        records.push(record(n + 1, "governor", RecordKind::Decision, json!({"decision_id": "dec-1", "state": "authorized", "envelope_sha256": hash, "body": body})));
-        records.push(record(n + 2, "executor", RecordKind::ExecutionStarted, json!({"decision_id": "dec-1", "decision_seq": n + 1, "pathway": "restart_service", "target": "api", "parameters": {"reason": "x"}})));
+        records.push(record(n + 1, "governor", RecordKind::Decision, fixtures::authorized(&body)));
+        records.push(record(n + 2, "executor", RecordKind::ExecutionStarted, fixtures::started(&body, n + 1)));
         (records, BTreeMap::from([("restart_service".to_owned(), "d1".to_owned())]))
     }
 

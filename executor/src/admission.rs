@@ -2,12 +2,12 @@
 //! it is logged by the governor exactly as signed, and its pathway and target are
 //! the ones this executor knows. Pure: the audit record is fetched by the caller.
 
-use serde_json::Value;
 use thiserror::Error;
 
 use arf_audit::{Record, RecordKind};
 use arf_core::catalog::{Catalog, ParameterError, Pathway};
 use arf_core::decision::DecisionBody;
+use arf_core::records::AuthorizedRecord;
 use arf_core::target::{Inventory, Target};
 
 use crate::plan::{self, Plan, PlanError};
@@ -29,6 +29,8 @@ pub enum AdmissionError {
     NotTheGovernor { decision_id: String, seq: u64, writer: String },
     #[error("decision `{decision_id}` does not match audit record `{seq}`: `{field}` differs")]
     RecordMismatch { decision_id: String, seq: u64, field: &'static str },
+    #[error("decision `{decision_id}`: audit record `{seq}` is not an authorization as the governor writes it: {reason}")]
+    RecordMalformed { decision_id: String, seq: u64, reason: String },
     #[error("pathway `{0}` is not in this executor's catalog")]
     UnknownPathway(String),
     #[error("pathway `{0}` changed since the governor judged it: its digest differs from the signed `pathway_digest`")]
@@ -62,12 +64,18 @@ pub fn check_record(
     if record.writer != GOVERNOR_WRITER {
         return Err(AdmissionError::NotTheGovernor { decision_id: decision_id(), seq, writer: record.writer.clone() });
     }
-    let field = |name: &str| record.payload.get(name).and_then(Value::as_str);
-    if field("decision_id") != Some(body.decision_id.as_str()) {
+    let logged: AuthorizedRecord =
+        record.parse().map_err(|source| AdmissionError::RecordMalformed { decision_id: decision_id(), seq, reason: source.to_string() })?;
+    if logged.decision_id != body.decision_id {
         return Err(AdmissionError::RecordMismatch { decision_id: decision_id(), seq, field: "decision_id" });
     }
-    if field("envelope_sha256") != Some(envelope_sha256) {
+    if logged.envelope_sha256 != envelope_sha256 {
         return Err(AdmissionError::RecordMismatch { decision_id: decision_id(), seq, field: "envelope_sha256" });
+    }
+    // The hash covers the body; comparing it too names what differs if a governor
+    // ever logged one body and signed another.
+    if logged.body != *body {
+        return Err(AdmissionError::RecordMismatch { decision_id: decision_id(), seq, field: "body" });
     }
     Ok(())
 }
@@ -113,6 +121,7 @@ pub fn admit<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
     use std::path::PathBuf;
 
@@ -177,33 +186,34 @@ probes = [{ kind = "command", name = "active", argv = ["systemctl", "is-active",
 
     #[test]
     fn records() {
-        let good = json!({"decision_id": "dec-1", "envelope_sha256": "abc"});
+        let authorized = |decision_id: &str, sha: &str| {
+            let mut body = body();
+            decision_id.clone_into(&mut body.decision_id);
+            arf_core::records::encode(&AuthorizedRecord {
+                decision_id: decision_id.to_owned(),
+                state: "authorized".into(),
+                envelope_sha256: sha.to_owned(),
+                body,
+                route: "autonomous".into(),
+                approvals: Vec::new(),
+            })
+        };
+        let good = authorized("dec-1", "abc");
+        let mut other_body = good.clone();
+        other_body["body"]["target"] = json!("db");
+        let mut smuggled = good.clone();
+        smuggled["extra_targets"] = json!(["db"]);
         // (record, expected error fragment; None means admitted)
         let cases = [
             (Some(record(RecordKind::Decision, "governor", good.clone())), None),
             (None, Some("there is no record `7`")),
             (Some(record(RecordKind::Approval, "governor", good.clone())), Some("record `7` is of kind `approval`")),
             (Some(record(RecordKind::Decision, "agent", good.clone())), Some("written by `agent`")),
-            (
-                Some(record(
-                    RecordKind::Decision,
-                    "governor",
-                    json!({"decision_id": "dec-2", "envelope_sha256": "abc"}),
-                )),
-                Some("`decision_id` differs"),
-            ),
-            (
-                Some(record(
-                    RecordKind::Decision,
-                    "governor",
-                    json!({"decision_id": "dec-1", "envelope_sha256": "abd"}),
-                )),
-                Some("`envelope_sha256` differs"),
-            ),
-            (
-                Some(record(RecordKind::Decision, "governor", json!({"decision_id": "dec-1"}))),
-                Some("`envelope_sha256` differs"),
-            ),
+            (Some(record(RecordKind::Decision, "governor", authorized("dec-2", "abc"))), Some("`decision_id` differs")),
+            (Some(record(RecordKind::Decision, "governor", authorized("dec-1", "abd"))), Some("`envelope_sha256` differs")),
+            (Some(record(RecordKind::Decision, "governor", other_body)), Some("`body` differs")),
+            (Some(record(RecordKind::Decision, "governor", json!({"decision_id": "dec-1"}))), Some("not an authorization as the governor writes it")),
+            (Some(record(RecordKind::Decision, "governor", smuggled)), Some("extra_targets")),
         ];
         for (record, expected) in cases {
             let result = check_record(record.as_ref(), 7, &body(), "abc");

@@ -69,6 +69,8 @@ pub enum ExecuteError {
         "decision `{decision_id}` asks for an action this incident already started under decision `{earlier}`, which did not fail: one action runs once, so nothing ran"
     )]
     SameActionStarted { decision_id: String, earlier: String },
+    #[error("the audit log holds an executor record that is not in the executor's format, so what ran is unknown and decision `{decision_id}` did not run: {source}")]
+    Malformed { decision_id: String, source: arf_core::records::Malformed },
     #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
     LogNotWitnessed { decision_id: String, source: arf_audit::witness::WitnessError },
     #[error(
@@ -268,7 +270,14 @@ impl Executor {
                 return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
             }
         };
-        if recovery::logged(&trail, &body.decision_id).started {
+        let logged = match recovery::logged(&trail, &body.decision_id) {
+            Ok(logged) => logged,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        if logged.started {
             let _target = self.target_lock(&body.target).lock_owned().await;
             let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
             warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
@@ -529,7 +538,8 @@ impl Executor {
             .read_incident(&body.incident_id)
             .await
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
-        let logged = recovery::logged(&trail, &body.decision_id);
+        let logged = recovery::logged(&trail, &body.decision_id)
+            .map_err(|source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source })?;
         let course = recovery::settle(&logged, interrupted_in);
         warn!(phase = interrupted_in.as_str(), course = ?course, cause = cause.as_str(), "settling an unfinished execution");
         match course {
@@ -573,9 +583,7 @@ impl Executor {
                     self.advance(&mut state, Phase::Verifying, "verifying again after a restart").await;
                     let report = verify::run(&plan.verify, &self.http).await;
                     state.verification = report.last_results();
-                    let mut record = records::verification(&body, StepsPhase::Action, &report);
-                    record["recovered"] = Value::Bool(true);
-                    record["leftovers"] = serde_json::to_value(leftovers).unwrap_or(Value::Null);
+                    let record = records::recovered_verification(&body, &report, leftovers.iter().map(arf_core::records::encode).collect());
                     self.log(&mut state, &body, &plan, RecordKind::Verification, record, "a verification after a restart")
                         .await?;
                     match execution::after_action(true, Some(report.passed), plan.irreversible, false) {
@@ -665,7 +673,14 @@ impl Executor {
                 return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
             }
         };
-        if let Some(earlier) = recovery::same_action_started(&trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
+        let same = match recovery::same_action_started(&trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
+            Ok(same) => same,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        if let Some(earlier) = same {
             self.store.release(&body.decision_id).await?;
             warn!(%earlier, "the same action of this incident already started under another decision and did not fail; refusing to run it again");
             return Err(ExecuteError::SameActionStarted { decision_id: body.decision_id.clone(), earlier });
@@ -786,9 +801,7 @@ impl Executor {
         let detail = secrets::redact_text(&detail, &plan.secret_values);
         let record = match recovered {
             Some(Recovered { phase, leftovers }) => {
-                let mut record = records::recovered_outcome(body, outcome, &detail, phase.as_str());
-                record["leftovers"] = serde_json::to_value(leftovers).unwrap_or(Value::Null);
-                record
+                records::recovered_outcome(body, outcome, &detail, phase.as_str(), leftovers.iter().map(arf_core::records::encode).collect())
             }
             None => records::outcome(body, outcome, &detail),
         };

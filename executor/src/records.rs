@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 
 use arf_core::decision::DecisionBody;
+use arf_core::records::{ExecutionFinishedRecord, ExecutionStartedRecord, OutcomeRecord, RollbackRecord, VerificationRecord};
 
 use crate::execution::Outcome;
 use crate::plan::{Plan, RenderedStep};
@@ -36,71 +37,93 @@ impl StepsPhase {
 
 /// `execution_started`: the intent, written before the first step runs.
 pub fn execution_started(body: &DecisionBody, decision_seq: u64, plan: &Plan) -> Value {
-    json!({
-        "decision_id": body.decision_id,
-        "decision_seq": decision_seq,
-        "pathway": body.pathway,
-        "pathway_digest": body.pathway_digest,
-        "target": body.target,
-        "parameters": body.parameters,
-        "timeout_secs": plan.timeout_secs,
-        "steps": plan.action.iter().map(step).collect::<Vec<_>>(),
+    arf_core::records::encode(&ExecutionStartedRecord {
+        decision_id: body.decision_id.clone(),
+        decision_seq,
+        pathway: body.pathway.clone(),
+        pathway_digest: body.pathway_digest.clone(),
+        target: body.target.clone(),
+        parameters: body.parameters.clone(),
+        timeout_secs: plan.timeout_secs,
+        steps: plan.action.iter().map(step).collect(),
     })
 }
 
 /// `execution_finished`: what the action's (or the rollback's) steps did.
 pub fn execution_finished(body: &DecisionBody, phase: StepsPhase, report: &StepsReport) -> Value {
-    json!({
-        "decision_id": body.decision_id,
-        "phase": phase.as_str(),
-        "ok": report.ok,
-        "summary": report.summary(),
-        "steps": report.steps.iter().map(step_result).collect::<Vec<_>>(),
-        "skipped_steps": report.skipped,
+    arf_core::records::encode(&ExecutionFinishedRecord {
+        decision_id: body.decision_id.clone(),
+        phase: phase.as_str().to_owned(),
+        ok: report.ok,
+        summary: report.summary(),
+        steps: report.steps.iter().map(step_result).collect(),
+        skipped_steps: u64::try_from(report.skipped).unwrap_or(u64::MAX),
     })
 }
 
 /// `verification`: the verdict of the probes over the window.
 pub fn verification(body: &DecisionBody, phase: StepsPhase, report: &VerificationReport) -> Value {
-    json!({
-        "decision_id": body.decision_id,
-        "phase": phase.as_str(),
-        "passed": report.passed,
-        "detail": report.detail,
-        "samples": report.samples,
-        "probes": report.probes,
-        "failed_samples": report.failed_samples,
-        "last_sample": report.last_sample,
-    })
+    arf_core::records::encode(&verification_record(body, phase, report))
+}
+
+/// `verification` by a restarted executor, with what the crashed one left running.
+pub fn recovered_verification(body: &DecisionBody, report: &VerificationReport, leftovers: Vec<Value>) -> Value {
+    let mut record = verification_record(body, StepsPhase::Action, report);
+    record.recovered = true;
+    record.leftovers = leftovers;
+    arf_core::records::encode(&record)
+}
+
+fn verification_record(body: &DecisionBody, phase: StepsPhase, report: &VerificationReport) -> VerificationRecord {
+    VerificationRecord {
+        decision_id: body.decision_id.clone(),
+        phase: phase.as_str().to_owned(),
+        passed: report.passed,
+        detail: report.detail.clone(),
+        samples: u64::from(report.samples),
+        probes: arf_core::records::encode(&report.probes),
+        failed_samples: report.failed_samples.iter().map(arf_core::records::encode).collect(),
+        last_sample: report.last_sample.as_ref().map(arf_core::records::encode),
+        recovered: false,
+        leftovers: Vec::new(),
+    }
 }
 
 /// `rollback`: the intent to roll back, written before the first rollback step runs.
 pub fn rollback(body: &DecisionBody, reason: &str, plan: &Plan) -> Value {
-    json!({
-        "decision_id": body.decision_id,
-        "reason": reason,
-        "timeout_secs": plan.timeout_secs,
-        "steps": plan.rollback.iter().map(step).collect::<Vec<_>>(),
+    arf_core::records::encode(&RollbackRecord {
+        decision_id: body.decision_id.clone(),
+        reason: reason.to_owned(),
+        timeout_secs: plan.timeout_secs,
+        steps: plan.rollback.iter().map(step).collect(),
     })
 }
 
 /// `outcome` after a restart: how an execution cut off by a crash was settled.
-pub fn recovered_outcome(body: &DecisionBody, outcome: Outcome, detail: &str, interrupted_in: &str) -> Value {
-    let mut record = self::outcome(body, outcome, detail);
-    record["recovered"] = json!(true);
-    record["interrupted_in"] = json!(interrupted_in);
-    record
+pub fn recovered_outcome(body: &DecisionBody, outcome: Outcome, detail: &str, interrupted_in: &str, leftovers: Vec<Value>) -> Value {
+    let mut record = outcome_record(body, outcome, detail);
+    record.recovered = true;
+    record.interrupted_in = Some(interrupted_in.to_owned());
+    record.leftovers = leftovers;
+    arf_core::records::encode(&record)
 }
 
 /// `outcome`: how the execution ended.
 pub fn outcome(body: &DecisionBody, outcome: Outcome, detail: &str) -> Value {
-    json!({
-        "decision_id": body.decision_id,
-        "pathway": body.pathway,
-        "target": body.target,
-        "outcome": outcome.as_str(),
-        "detail": detail,
-    })
+    arf_core::records::encode(&outcome_record(body, outcome, detail))
+}
+
+fn outcome_record(body: &DecisionBody, outcome: Outcome, detail: &str) -> OutcomeRecord {
+    OutcomeRecord {
+        decision_id: body.decision_id.clone(),
+        pathway: body.pathway.clone(),
+        target: body.target.clone(),
+        outcome: outcome.as_str().to_owned(),
+        detail: detail.to_owned(),
+        recovered: false,
+        interrupted_in: None,
+        leftovers: Vec::new(),
+    }
 }
 
 /// A rendered step as logged: everything, but credential-like header values.

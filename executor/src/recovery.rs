@@ -11,6 +11,7 @@
 use serde_json::Value;
 
 use arf_audit::{Record, RecordKind};
+use arf_core::records::{ExecutionStartedRecord, Malformed, OutcomeRecord, RollbackRecord};
 
 use crate::execution::{Outcome, Phase};
 
@@ -27,44 +28,46 @@ pub const EXECUTOR_WRITER: &str = "executor";
 
 /// Reads the executor's records of `decision_id` out of its incident's trail. A
 /// record another writer appended (the agent, say, fed hostile input) never counts:
-/// it could otherwise stop a decision from running by claiming it had started.
-pub fn logged(trail: &[Record], decision_id: &str) -> Logged {
+/// it could otherwise stop a decision from running by claiming it had started. An
+/// executor record not in the executor's format is an error: what ran is then
+/// unknown, and nothing may run on a guess.
+pub fn logged(trail: &[Record], decision_id: &str) -> Result<Logged, Malformed> {
     let mut logged = Logged::default();
-    for record in trail {
-        if record.writer != EXECUTOR_WRITER || record.payload.get("decision_id").and_then(Value::as_str) != Some(decision_id) {
-            continue;
-        }
+    for record in trail.iter().filter(|r| r.writer == EXECUTOR_WRITER) {
         match record.kind {
-            RecordKind::ExecutionStarted => logged.started = true,
-            RecordKind::Rollback => logged.rollback = true,
+            RecordKind::ExecutionStarted => {
+                let started: ExecutionStartedRecord = record.parse()?;
+                logged.started |= started.decision_id == decision_id;
+            }
+            RecordKind::Rollback => {
+                let rollback: RollbackRecord = record.parse()?;
+                logged.rollback |= rollback.decision_id == decision_id;
+            }
             RecordKind::Outcome => {
-                logged.outcome = record.payload.get("outcome").and_then(Value::as_str).and_then(parse_outcome);
+                let outcome: OutcomeRecord = record.parse()?;
+                if outcome.decision_id == decision_id {
+                    logged.outcome = parse_outcome(&outcome.outcome);
+                }
             }
             _ => {}
         }
     }
-    logged
+    Ok(logged)
 }
 
 /// Another decision of the same incident for the same action (pathway, target and
 /// parameters) that the log shows started and that did not end in a failure: it
 /// is running, its outcome is unknown, or it verified. Running the action again
 /// under a new decision id would be running it twice.
-pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value) -> Option<String> {
-    trail
-        .iter()
-        .filter(|r| r.writer == EXECUTOR_WRITER && r.kind == RecordKind::ExecutionStarted)
-        .filter(|r| r.payload.get("decision_id").and_then(Value::as_str).is_some_and(|id| id != decision_id))
-        .filter(|r| {
-            r.payload.get("pathway").and_then(Value::as_str) == Some(pathway)
-                && r.payload.get("target").and_then(Value::as_str) == Some(target)
-                && r.payload.get("parameters") == Some(parameters)
-        })
-        .filter_map(|r| r.payload.get("decision_id").and_then(Value::as_str))
-        .find(|earlier| {
-            !matches!(logged(trail, earlier).outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed))
-        })
-        .map(str::to_owned)
+pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value) -> Result<Option<String>, Malformed> {
+    for record in trail.iter().filter(|r| r.writer == EXECUTOR_WRITER && r.kind == RecordKind::ExecutionStarted) {
+        let started: ExecutionStartedRecord = record.parse()?;
+        let same = started.decision_id != decision_id && started.pathway == pathway && started.target == target && started.parameters == *parameters;
+        if same && !matches!(logged(trail, &started.decision_id)?.outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed)) {
+            return Ok(Some(started.decision_id));
+        }
+    }
+    Ok(None)
 }
 
 fn parse_outcome(text: &str) -> Option<Outcome> {
@@ -103,44 +106,73 @@ pub fn settle(logged: &Logged, phase: Phase) -> Settle {
 mod tests {
     use super::*;
 
-    fn record(writer: &str, kind: RecordKind, decision_id: &str) -> Record {
+    fn record(writer: &str, kind: RecordKind, payload: serde_json::Value) -> Record {
         Record {
             seq: 1,
             time_ms: 0,
             writer: writer.to_owned(),
             incident_id: "inc".to_owned(),
             kind,
-            payload: serde_json::json!({ "decision_id": decision_id, "outcome": "verified" }),
+            payload,
             prev_hash: String::new(),
             hash: String::new(),
         }
     }
 
+    fn started(writer: &str, id: &str, target: &str) -> Record {
+        let payload = arf_core::records::encode(&ExecutionStartedRecord {
+            decision_id: id.to_owned(),
+            decision_seq: 1,
+            pathway: "restart".to_owned(),
+            pathway_digest: "sha256:x".to_owned(),
+            target: target.to_owned(),
+            parameters: serde_json::json!({"a": 1}),
+            timeout_secs: 30,
+            steps: Vec::new(),
+        });
+        record(writer, RecordKind::ExecutionStarted, payload)
+    }
+
+    fn outcome(writer: &str, id: &str, outcome: &str) -> Record {
+        let payload = arf_core::records::encode(&OutcomeRecord {
+            decision_id: id.to_owned(),
+            pathway: "restart".to_owned(),
+            target: "web".to_owned(),
+            outcome: outcome.to_owned(),
+            detail: String::new(),
+            recovered: false,
+            interrupted_in: None,
+            leftovers: Vec::new(),
+        });
+        record(writer, RecordKind::Outcome, payload)
+    }
+
     #[test]
     fn only_the_executors_own_records_count() {
-        let forged = [record("agent", RecordKind::ExecutionStarted, "d-1"), record("governor", RecordKind::Outcome, "d-1")];
-        assert_eq!(logged(&forged, "d-1"), Logged::default());
-        let own = [record("executor", RecordKind::ExecutionStarted, "d-1"), record("executor", RecordKind::Outcome, "d-2")];
-        assert_eq!(logged(&own, "d-1"), Logged { started: true, rollback: false, outcome: None });
+        let forged = [started("agent", "d-1", "web"), outcome("governor", "d-1", "verified")];
+        assert_eq!(logged(&forged, "d-1").unwrap(), Logged::default());
+        let own = [started("executor", "d-1", "web"), outcome("executor", "d-2", "verified")];
+        assert_eq!(logged(&own, "d-1").unwrap(), Logged { started: true, rollback: false, outcome: None });
+    }
+
+    #[test]
+    fn an_executor_record_not_in_the_executors_format_is_an_error_not_a_guess() {
+        let mut odd = outcome("executor", "d-1", "verified");
+        odd.payload["smuggled"] = serde_json::json!(true);
+        let error = logged(&[started("executor", "d-1", "web"), odd], "d-1").unwrap_err().to_string();
+        assert!(error.contains("`outcome` by `executor`") && error.contains("smuggled"), "{error}");
+        let missing = record("executor", RecordKind::ExecutionStarted, serde_json::json!({"decision_id": "d-1"}));
+        assert!(same_action_started(&[missing], "d-new", "restart", "web", &serde_json::json!({"a": 1})).is_err());
     }
 
     #[test]
     fn the_same_action_blocks_a_new_decision_until_it_failed() {
-        let started = |writer: &str, id: &str, target: &str| Record {
-            kind: RecordKind::ExecutionStarted,
-            payload: serde_json::json!({"decision_id": id, "pathway": "restart", "target": target, "parameters": {"a": 1}}),
-            ..record(writer, RecordKind::ExecutionStarted, id)
-        };
-        let outcome = |id: &str, outcome: &str| Record {
-            payload: serde_json::json!({"decision_id": id, "outcome": outcome}),
-            ..record("executor", RecordKind::Outcome, id)
-        };
         let params = serde_json::json!({"a": 1});
-        let check = |trail: &[Record]| same_action_started(trail, "d-new", "restart", "web", &params);
+        let check = |trail: &[Record]| same_action_started(trail, "d-new", "restart", "web", &params).unwrap();
         assert_eq!(check(&[started("executor", "d-1", "web")]), Some("d-1".to_owned()), "running or unknown");
-        assert_eq!(check(&[started("executor", "d-1", "web"), outcome("d-1", "verified")]), Some("d-1".to_owned()));
+        assert_eq!(check(&[started("executor", "d-1", "web"), outcome("executor", "d-1", "verified")]), Some("d-1".to_owned()));
         for failed in ["rolled_back", "rollback_failed", "failed"] {
-            assert_eq!(check(&[started("executor", "d-1", "web"), outcome("d-1", failed)]), None, "{failed}");
+            assert_eq!(check(&[started("executor", "d-1", "web"), outcome("executor", "d-1", failed)]), None, "{failed}");
         }
         assert_eq!(check(&[started("executor", "d-1", "db")]), None, "another target");
         assert_eq!(check(&[started("agent", "d-1", "web")]), None, "another writer's record");

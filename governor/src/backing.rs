@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use arf_audit::{Record, RecordKind};
 use arf_core::diagnosis::Proposal;
+use arf_core::records::{self, DiagnosisRecord, SignalRecord, SnapshotRecord};
 
 /// What the log says an incident is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,8 @@ pub enum Unbacked {
     NoSnapshot { incident: String, hash: String },
     #[error("the audit log holds no diagnosis of incident `{incident}` with proposal `{proposal}` written by the agent")]
     NoDiagnosis { incident: String, proposal: String },
+    #[error("the agent's records of the incident are not what the agent writes, so they back nothing: {0}")]
+    Malformed(String),
     #[error("proposal `{proposal}` differs from the one the agent logged in its diagnosis (`{field}`)")]
     Differs { proposal: String, field: &'static str },
 }
@@ -70,33 +73,42 @@ pub fn backing(records: &[Record], proposal: &Proposal, agent_writer: &str) -> R
         signals: 0,
         model: String::new(),
     };
+    let malformed = |error: records::Malformed| Unbacked::Malformed(error.to_string());
     for record in trusted().filter(|r| r.kind == RecordKind::Signal) {
-        let signal = &record.payload["signal"];
-        let text = |key: &str| signal.get(key).and_then(serde_json::Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned);
-        scope.services.extend(text("service"));
-        scope.environments.extend(text("environment"));
-        scope.signal_kinds.extend(text("kind"));
+        let SignalRecord { signal, .. } = record.parse().map_err(malformed)?;
+        let add = |set: &mut BTreeSet<String>, value: &str| {
+            if !value.is_empty() {
+                set.insert(value.to_owned());
+            }
+        };
+        add(&mut scope.services, &signal.service);
+        add(&mut scope.environments, &signal.environment);
+        add(&mut scope.signal_kinds, signal.kind.as_str());
         scope.signals += 1;
     }
     if scope.signals == 0 || scope.services.is_empty() {
         return Err(Unbacked::NoSignals(incident.clone()));
     }
-    let snapshot_logged = trusted()
-        .filter(|r| r.kind == RecordKind::Snapshot)
-        .any(|r| r.payload.get("hash").and_then(serde_json::Value::as_str) == Some(proposal.snapshot_hash.as_str()));
+    let mut snapshot_logged = false;
+    for record in trusted().filter(|r| r.kind == RecordKind::Snapshot) {
+        let snapshot: SnapshotRecord = record.parse().map_err(malformed)?;
+        snapshot_logged |= snapshot.hash == proposal.snapshot_hash;
+    }
     if !snapshot_logged {
         return Err(Unbacked::NoSnapshot { incident: incident.clone(), hash: proposal.snapshot_hash.clone() });
     }
-    let diagnosis = trusted()
-        .filter(|r| r.kind == RecordKind::Diagnosis)
-        .rfind(|r| r.payload.pointer("/proposal/id").and_then(serde_json::Value::as_str) == Some(proposal.id.as_str()))
-        .ok_or_else(|| Unbacked::NoDiagnosis { incident: incident.clone(), proposal: proposal.id.clone() })?;
-    let logged = &diagnosis.payload["proposal"];
+    let mut diagnosis = None;
+    for record in trusted().filter(|r| r.kind == RecordKind::Diagnosis) {
+        let parsed: DiagnosisRecord = record.parse().map_err(malformed)?;
+        if parsed.proposal.as_ref().is_some_and(|p| p.id == proposal.id) {
+            diagnosis = Some(parsed);
+        }
+    }
+    let diagnosis = diagnosis.ok_or_else(|| Unbacked::NoDiagnosis { incident: incident.clone(), proposal: proposal.id.clone() })?;
     // The reasoner and model that answered, for calibrating what it states.
-    let model = diagnosis.payload.get("model").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let model = diagnosis.model.unwrap_or_default();
     scope.model = format!("{}:{}", proposal.reasoner, model.trim_start_matches(&format!("{}:", proposal.reasoner)));
-    let logged: Proposal = serde_json::from_value(logged.clone())
-        .map_err(|_| Unbacked::Differs { proposal: proposal.id.clone(), field: "proposal" })?;
+    let Some(logged) = diagnosis.proposal else { return Err(Unbacked::NoDiagnosis { incident: incident.clone(), proposal: proposal.id.clone() }) };
     let differs = |field| Err(Unbacked::Differs { proposal: proposal.id.clone(), field });
     if logged.snapshot_hash != proposal.snapshot_hash {
         return differs("snapshot_hash");
@@ -149,18 +161,82 @@ mod tests {
         }
     }
 
-    fn trail(writer: &str) -> Vec<Record> {
-        let entries = [
-            (RecordKind::Signal, json!({"signal": {"service": "web", "environment": "staging", "kind": "alert"}})),
-            (RecordKind::Snapshot, json!({"hash": "snap"})),
-            (RecordKind::Diagnosis, json!({"proposal": proposal()})),
-        ];
+    fn signal() -> arf_core::signal::Signal {
+        arf_core::signal::Signal {
+            id: "sig-1".into(),
+            source: "alertmanager".into(),
+            kind: arf_core::signal::SignalKind::Alert,
+            status: arf_core::signal::SignalStatus::Firing,
+            title: "5xx".into(),
+            description: String::new(),
+            severity: "critical".into(),
+            service: "web".into(),
+            environment: "staging".into(),
+            labels: std::collections::BTreeMap::new(),
+            annotations: std::collections::BTreeMap::new(),
+            observed_at_ms: 0,
+            fingerprint: "fp".into(),
+        }
+    }
+
+    fn diagnosis() -> DiagnosisRecord {
+        DiagnosisRecord {
+            prompt_id: "diagnosis@v2".into(),
+            prompt_hash: "ph".into(),
+            snapshot_hash: "snap".into(),
+            reasoner: "scripted".into(),
+            attempt: 1,
+            status: records::DiagnosisStatus::Grounded,
+            error: None,
+            fallback: None,
+            model: Some("scripted".into()),
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            json_mode: None,
+            completion: None,
+            reasons: Vec::new(),
+            hypotheses: vec![proposal().hypothesis],
+            proposal: Some(proposal()),
+        }
+    }
+
+    fn seal(writer: &str, entries: Vec<(RecordKind, serde_json::Value)>) -> Vec<Record> {
         let mut out: Vec<Record> = Vec::new();
         for (kind, payload) in entries {
             let (seq, hash) = out.last().map_or((0, GENESIS_HASH.to_owned()), |r| (r.seq, r.hash.clone()));
             out.push(Record::seal(seq, &hash, 0, writer, Entry::new("inc-1", kind, payload)));
         }
         out
+    }
+
+    fn entries() -> Vec<(RecordKind, serde_json::Value)> {
+        let snapshot = arf_core::diagnosis::Snapshot {
+            incident_id: "inc-1".into(),
+            service: "web".into(),
+            environment: "staging".into(),
+            items: Vec::new(),
+            dropped: Vec::new(),
+        };
+        vec![
+            (RecordKind::Signal, records::encode(&SignalRecord { signal: signal(), duplicate: false })),
+            (RecordKind::Snapshot, records::encode(&SnapshotRecord { hash: "snap".into(), snapshot })),
+            (RecordKind::Diagnosis, records::encode(&diagnosis())),
+        ]
+    }
+
+    fn trail(writer: &str) -> Vec<Record> {
+        seal(writer, entries())
+    }
+
+    #[test]
+    fn an_agent_record_not_in_the_agents_format_backs_nothing() {
+        for index in 0..3 {
+            let mut entries = entries();
+            entries[index].1["smuggled"] = json!("scope: payments");
+            let refused = backing(&seal("agent", entries), &proposal(), "agent");
+            assert!(matches!(&refused, Err(Unbacked::Malformed(reason)) if reason.contains("smuggled")), "{refused:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Everything here is pure, with time passed in.
 
 use arf_core::decision::{ApprovalRef, DecisionBody, ENVELOPE_VERSION, Risk, Route};
+use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, DecisionRecordKind, DecisionStateRecord, Malformed};
 use arf_core::diagnosis::Remediation;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -106,34 +107,7 @@ impl State {
     }
 }
 
-/// `approve` or `reject`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Approve,
-    Reject,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Approve => "approve",
-            Self::Reject => "reject",
-        }
-    }
-}
-
-/// One person's verdict on a decision, as the governor authenticated them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Approval {
-    pub identity: String,
-    pub role: String,
-    pub at_ms: i64,
-    pub verdict: Verdict,
-    /// The approver's comment, or the reason for a rejection.
-    pub reason: String,
-}
+pub use arf_core::decision::{Approval, Verdict};
 
 /// A decision and everything needed to explain it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -366,44 +340,66 @@ pub fn record_rejection(decision: &mut Decision, rejection: Approval) {
 
 /// Rebuilds decisions from the governor's own audit records, in log order, after
 /// a restart: each decision from the record that made it, then its approvals and
-/// every later change of state.
-pub fn restore(records: &[arf_audit::Record]) -> std::collections::BTreeMap<String, Decision> {
+/// every later change of state. Each record is read as the type the governor wrote
+/// it with; one that is not is an error, since decisions rebuilt around it would
+/// be a guess.
+pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeMap<String, Decision>, Malformed> {
     use arf_audit::RecordKind;
     let mut decisions = std::collections::BTreeMap::new();
     for record in records.iter().filter(|r| r.writer == "governor") {
-        let Some(id) = record.payload.get("decision_id").and_then(serde_json::Value::as_str) else { continue };
         match record.kind {
-            RecordKind::Decision => {
-                let mut payload = record.payload.clone();
-                if let serde_json::Value::Object(map) = &mut payload {
-                    map.remove("policy_input");
-                }
-                if let Ok(decision) = serde_json::from_value::<Decision>(payload) {
-                    decisions.insert(id.to_owned(), decision);
-                } else if let Some(decision) = decisions.get_mut(id) {
-                    if let Some(state) = record.payload.get("state").and_then(serde_json::Value::as_str).and_then(State::parse) {
-                        decision.state = state;
+            RecordKind::Decision => match DecisionRecordKind::of(&record.payload) {
+                DecisionRecordKind::Decided => {
+                    let mut payload = record.payload.clone();
+                    if let serde_json::Value::Object(map) = &mut payload {
+                        map.remove("policy_input");
                     }
-                    if let Some(detail) = record.payload.get("detail").and_then(serde_json::Value::as_str) {
-                        detail.clone_into(&mut decision.detail);
+                    let decision: Decision = records::parse(&payload, record.seq, record.kind.as_str(), &record.writer)?;
+                    decisions.insert(decision.decision_id.clone(), decision);
+                }
+                DecisionRecordKind::Authorized => {
+                    let logged: AuthorizedRecord = record.parse()?;
+                    if let Some(decision) = decisions.get_mut(&logged.decision_id) {
+                        decision.state = State::Authorized;
                     }
                 }
-            }
+                DecisionRecordKind::State => {
+                    let logged: DecisionStateRecord = record.parse()?;
+                    if let Some(decision) = decisions.get_mut(&logged.decision_id) {
+                        if let Some(state) = State::parse(&logged.state) {
+                            decision.state = state;
+                        }
+                        decision.detail = logged.detail;
+                    }
+                }
+                DecisionRecordKind::Event => {
+                    // What the governor learned while a decision waited (an overdue
+                    // outcome) changes what it says, not where the decision stands.
+                    if record.payload.get("event").and_then(serde_json::Value::as_str) == Some("outcome_overdue") {
+                        let logged: OutcomeOverdue = record.parse()?;
+                        if let Some(decision) = decisions.get_mut(&logged.decision_id) {
+                            decision.detail = logged.detail;
+                        }
+                    }
+                }
+            },
             RecordKind::Approval => {
-                let Some(decision) = decisions.get_mut(id) else { continue };
-                let text = |key: &str| record.payload.get(key).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
-                let verdict = if text("verdict") == "reject" { Verdict::Reject } else { Verdict::Approve };
-                let reason = if verdict == Verdict::Reject { text("reason") } else { text("comment") };
+                let logged: ApprovalRecord = record.parse()?;
+                let Some(decision) = decisions.get_mut(&logged.decision_id) else { continue };
+                let reason = match logged.verdict {
+                    Verdict::Reject => logged.reason.unwrap_or_default(),
+                    Verdict::Approve => logged.comment.unwrap_or_default(),
+                };
                 decision.approvals.push(Approval {
-                    identity: text("identity"),
-                    role: text("role"),
-                    at_ms: record.payload.get("at_ms").and_then(serde_json::Value::as_i64).unwrap_or(record.time_ms),
-                    verdict,
+                    identity: logged.identity,
+                    role: logged.role,
+                    at_ms: logged.at_ms,
+                    verdict: logged.verdict,
                     reason,
                 });
-                if let Some(state) = record.payload.get("state").and_then(serde_json::Value::as_str).and_then(State::parse) {
+                if let Some(state) = logged.state.as_deref().and_then(State::parse) {
                     decision.state = state;
-                } else if verdict == Verdict::Reject && decision.state == State::Pending {
+                } else if logged.verdict == Verdict::Reject && decision.state == State::Pending {
                     decision.state = State::Rejected;
                 } else if decision.state == State::Pending && decision.approvals_given() >= decision.approvals_required() {
                     // The last approval it needed is logged; a crash came before the
@@ -414,5 +410,16 @@ pub fn restore(records: &[arf_audit::Record]) -> std::collections::BTreeMap<Stri
             _ => {}
         }
     }
-    decisions
+    Ok(decisions)
+}
+
+/// `decision` with event `outcome_overdue`: the executor took the decision and
+/// has not reported its outcome long after it expired.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeOverdue {
+    pub decision_id: String,
+    /// Always `outcome_overdue`.
+    pub event: String,
+    pub detail: String,
 }

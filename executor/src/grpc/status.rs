@@ -24,7 +24,8 @@ pub fn execute(error: ExecuteError) -> Status {
             AdmissionError::NotLogged { .. }
             | AdmissionError::NotADecisionRecord { .. }
             | AdmissionError::NotTheGovernor { .. }
-            | AdmissionError::RecordMismatch { .. } => Status::permission_denied(message),
+            | AdmissionError::RecordMismatch { .. }
+            | AdmissionError::RecordMalformed { .. } => Status::permission_denied(message),
             AdmissionError::Parameters(_) => Status::invalid_argument(message),
             AdmissionError::UnknownPathway(_)
             | AdmissionError::PathwayChanged(_)
@@ -41,6 +42,7 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::WrongWriter { .. }
         | ExecuteError::TargetNeedsHuman { .. }
         | ExecuteError::LogNotWitnessed { .. }
+        | ExecuteError::Malformed { .. }
         | ExecuteError::SameActionStarted { .. } => {
             Status::failed_precondition(message)
         }

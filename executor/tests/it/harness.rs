@@ -275,12 +275,13 @@ impl Harness {
 /// What the governor logs for a decision: at least its id and the hash of the exact envelope bytes.
 pub fn decision_record(body: &DecisionBody) -> Value {
     let bytes = arf_core::canonical::to_vec(body).unwrap();
-    json!({
-        "decision_id": body.decision_id,
-        "envelope_sha256": arf_core::canonical::sha256_hex(&bytes),
-        "pathway": body.pathway,
-        "target": body.target,
-        "route": body.route,
+    arf_core::records::encode(&arf_core::records::AuthorizedRecord {
+        decision_id: body.decision_id.clone(),
+        state: "authorized".to_owned(),
+        envelope_sha256: arf_core::canonical::sha256_hex(&bytes),
+        body: body.clone(),
+        route: body.route.as_str().to_owned(),
+        approvals: Vec::new(),
     })
 }
 

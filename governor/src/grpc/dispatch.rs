@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tonic::Code;
 use tracing::{info, warn};
 
 use arf_audit::RecordKind;
+use arf_core::records::{self, DecisionStateRecord};
 use arf_proto::v1 as pb;
 
 use crate::decision::State;
@@ -195,7 +195,7 @@ impl Shared {
         let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, state.as_str());
         decision.state = state;
         decision.detail.clone_from(&detail);
-        let payload = json!({ "decision_id": decision_id, "state": state.as_str(), "detail": detail });
+        let payload = records::encode(&DecisionStateRecord { decision_id: decision_id.to_owned(), state: state.as_str().to_owned(), detail });
         match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
             Ok(_) => self.forget_outcomes(|guard| crate::guard::outcome_logged(guard, decision_id)),
             Err(error) => warn!(%decision_id, %error, "cannot log the dispatch outcome; the next governor asks for it again"),
@@ -221,7 +221,8 @@ impl Shared {
         let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, "failed");
         decision.detail.clone_from(&detail);
         // No `state`: the decision is not settled, and a restart must follow it again.
-        let payload = json!({ "decision_id": decision_id, "event": "outcome_overdue", "detail": detail });
+        let overdue = crate::decision::OutcomeOverdue { decision_id: decision_id.to_owned(), event: "outcome_overdue".to_owned(), detail };
+        let payload = records::encode(&overdue);
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
             warn!(%decision_id, %error, "cannot log the overdue outcome");
         }

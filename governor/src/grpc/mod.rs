@@ -26,6 +26,7 @@ use arf_audit::{AuditClient, RecordKind};
 use arf_core::catalog::Catalog;
 use arf_core::decision::Route;
 use arf_core::diagnosis::Proposal;
+use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, DecisionStateRecord};
 use arf_core::target::Inventory;
 use arf_proto::v1 as pb;
 use arf_proto::v1::executor_client::ExecutorClient;
@@ -260,13 +261,13 @@ impl Shared {
                 }
             }
         }
-        let payload = json!({
-            "decision_id": decision.decision_id,
-            "state": State::Authorized.as_str(),
-            "envelope_sha256": arf_core::canonical::sha256_hex(&bytes),
-            "body": body,
-            "route": decision.route,
-            "approvals": decision.approvals,
+        let payload = records::encode(&AuthorizedRecord {
+            decision_id: decision.decision_id.clone(),
+            state: State::Authorized.as_str().to_owned(),
+            envelope_sha256: arf_core::canonical::sha256_hex(&bytes),
+            body: body.clone(),
+            route: decision.route.as_str().to_owned(),
+            approvals: decision.approvals.clone(),
         });
         let record = match self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
             Ok(record) => record,
@@ -296,10 +297,10 @@ impl Shared {
 
     /// Logs that a pending decision expired, once; best effort, since nothing acts on it.
     async fn log_expiry(&self, decision: &Decision) {
-        let payload = json!({
-            "decision_id": decision.decision_id,
-            "state": decision.state.as_str(),
-            "detail": decision.detail,
+        let payload = records::encode(&DecisionStateRecord {
+            decision_id: decision.decision_id.clone(),
+            state: decision.state.as_str().to_owned(),
+            detail: decision.detail.clone(),
         });
         if let Err(error) = self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
             warn!(decision_id = %decision.decision_id, %error, "cannot log the expiry");
@@ -311,26 +312,48 @@ impl Shared {
 /// answers), so pending decisions can still be approved after a restart and
 /// authorized ones learn their outcome from the executor.
 async fn restore(shared: Arc<Shared>) {
-    while let Err(error) = restore_once(&shared).await {
-        warn!(%error, "cannot read the log to restore decisions yet; retrying");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    loop {
+        match restore_once(&shared).await {
+            Ok(()) => return,
+            Err(RestoreError::Audit(error)) => {
+                warn!(%error, "cannot read the log to restore decisions yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(RestoreError::Malformed(error)) => {
+                // Reading it again reads the same record: nothing is decided until an
+                // operator has looked, and every `Evaluate` answers `Unavailable`.
+                tracing::error!(%error, "THE GOVERNOR CANNOT REBUILD ITS DECISIONS: one of its own audit records is malformed; it decides nothing until an operator has checked the log (`arf audit verify`)");
+                return;
+            }
+        }
     }
 }
 
-async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError> {
+/// Why decisions could not be rebuilt from the log.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error(transparent)]
+    Audit(#[from] arf_audit::AuditError),
+    #[error(transparent)]
+    Malformed(#[from] records::Malformed),
+}
+
+async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     let records = shared.audit.read_range(1, 0).await?;
-    let restored = decision::restore(&records);
+    let restored = decision::restore(&records)?;
     // An outcome the log holds is never asked for again, so the guard rails need
     // not remember that they counted it.
     shared.forget_outcomes(|guard| {
         crate::guard::forget_logged_outcomes(guard, |id| restored.get(id).is_some_and(|d| d.state.is_final()))
     });
     // What an authorization signed: its body and the sequence number of its record.
-    let authorized: BTreeMap<String, (Value, u64)> = records
-        .iter()
-        .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == State::Authorized.as_str())
-        .filter_map(|r| Some((r.payload["decision_id"].as_str()?.to_owned(), (r.payload.get("body")?.clone(), r.seq))))
-        .collect();
+    let mut authorized: BTreeMap<String, (arf_core::decision::DecisionBody, u64)> = BTreeMap::new();
+    for record in records.iter().filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision) {
+        if record.payload.get("state").and_then(Value::as_str) == Some(State::Authorized.as_str()) {
+            let logged: AuthorizedRecord = record.parse()?;
+            authorized.insert(logged.decision_id, (logged.body, record.seq));
+        }
+    }
     {
         let mut decisions = shared.decisions.write().await;
         let mut actions = shared.actions.lock().await;
@@ -366,7 +389,11 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), arf_audit::AuditError>
 /// past the bound for acting alone, or against guard rails that now say no, expire
 /// unrun), authorized ones are sent again (`Execute` is idempotent per decision id)
 /// and followed to their outcome.
-async fn resume(shared: Arc<Shared>, unfinished: Vec<(String, Arc<Mutex<Decision>>)>, authorized: BTreeMap<String, (Value, u64)>) {
+async fn resume(
+    shared: Arc<Shared>,
+    unfinished: Vec<(String, Arc<Mutex<Decision>>)>,
+    authorized: BTreeMap<String, (arf_core::decision::DecisionBody, u64)>,
+) {
     for (decision_id, entry) in unfinished {
         let mut decision = entry.lock_owned().await;
         let now = (shared.clock)();
@@ -407,10 +434,7 @@ async fn resume(shared: Arc<Shared>, unfinished: Vec<(String, Arc<Mutex<Decision
                 }
             }
             State::Authorized => {
-                let signed = authorized.get(&decision_id).and_then(|(body, seq)| {
-                    let body: arf_core::decision::DecisionBody = serde_json::from_value(body.clone()).ok()?;
-                    arf_core::decision::sign(&body, &shared.key, *seq).ok()
-                });
+                let signed = authorized.get(&decision_id).and_then(|(body, seq)| arf_core::decision::sign(body, &shared.key, *seq).ok());
                 drop(decision);
                 match signed {
                     Some(signed) if now < expires_at_ms => {
@@ -644,15 +668,17 @@ impl Governor for Service {
                 verdict: Verdict::Approve,
                 reason: request.comment.clone(),
             };
-            let payload = json!({
-                "decision_id": decision.decision_id,
-                "identity": approval.identity,
-                "role": approval.role,
-                "verdict": approval.verdict,
-                "comment": approval.reason,
-                "at_ms": approval.at_ms,
-                "approvals_given": decision.approvals_given() + 1,
-                "approvals_required": decision.approvals_required(),
+            let payload = records::encode(&ApprovalRecord {
+                decision_id: decision.decision_id.clone(),
+                identity: approval.identity.clone(),
+                role: approval.role.clone(),
+                verdict: approval.verdict,
+                at_ms: approval.at_ms,
+                comment: Some(approval.reason.clone()),
+                reason: None,
+                approvals_given: Some(decision.approvals_given() + 1),
+                approvals_required: Some(decision.approvals_required()),
+                state: None,
             });
             // Write-ahead: an approval counts only once it is in the log.
             self.shared
@@ -704,14 +730,17 @@ impl Governor for Service {
                 verdict: Verdict::Reject,
                 reason: request.reason.trim().to_owned(),
             };
-            let payload = json!({
-                "decision_id": decision.decision_id,
-                "identity": rejection.identity,
-                "role": rejection.role,
-                "verdict": rejection.verdict,
-                "reason": rejection.reason,
-                "at_ms": rejection.at_ms,
-                "state": State::Rejected.as_str(),
+            let payload = records::encode(&ApprovalRecord {
+                decision_id: decision.decision_id.clone(),
+                identity: rejection.identity.clone(),
+                role: rejection.role.clone(),
+                verdict: rejection.verdict,
+                at_ms: rejection.at_ms,
+                comment: None,
+                reason: Some(rejection.reason.clone()),
+                approvals_given: None,
+                approvals_required: None,
+                state: Some(State::Rejected.as_str().to_owned()),
             });
             self.shared
                 .audit

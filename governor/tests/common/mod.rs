@@ -338,10 +338,21 @@ impl Harness {
             "service": proposal.service, "environment": proposal.environment, "reasoner": proposal.reasoner,
         });
         let incident = &proposal.incident_id;
+        // Written in the agent's own formats (`arf_core::records`): the governor reads them by type.
+        let signal = serde_json::json!({
+            "id": format!("sig-{incident}"), "source": "alertmanager", "kind": "alert", "status": "firing",
+            "title": "alert", "description": "", "severity": "critical", "service": service, "environment": environment,
+            "labels": {}, "annotations": {}, "observed_at_ms": 0, "fingerprint": format!("fp-{incident}"),
+        });
+        let snapshot = serde_json::json!({"incident_id": incident, "service": service, "environment": environment, "items": [], "dropped": []});
+        let diagnosis = serde_json::json!({
+            "prompt_id": "diagnosis@v2", "prompt_hash": "ph", "snapshot_hash": proposal.snapshot_hash, "reasoner": proposal.reasoner,
+            "attempt": 1, "status": "grounded", "model": model, "proposal": logged,
+        });
         let entries = vec![
-            arf_audit::Entry::new(incident, RecordKind::Signal, serde_json::json!({"signal": {"service": service, "environment": environment, "kind": "alert"}})),
-            arf_audit::Entry::new(incident, RecordKind::Snapshot, serde_json::json!({"hash": proposal.snapshot_hash})),
-            arf_audit::Entry::new(incident, RecordKind::Diagnosis, serde_json::json!({"status": "grounded", "model": model, "proposal": logged})),
+            arf_audit::Entry::new(incident, RecordKind::Signal, serde_json::json!({"signal": signal, "duplicate": false})),
+            arf_audit::Entry::new(incident, RecordKind::Snapshot, serde_json::json!({"hash": proposal.snapshot_hash, "snapshot": snapshot})),
+            arf_audit::Entry::new(incident, RecordKind::Diagnosis, diagnosis),
         ];
         agent.append(entries).await.unwrap();
     }

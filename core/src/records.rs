@@ -1,0 +1,350 @@
+//! The payloads of audit records, written and read by the same types.
+//!
+//! Every process that writes a record builds it as one of these structs, and every
+//! process that acts on a record parses it back into the same struct, with unknown
+//! fields refused: a record that has drifted from its writer's format, or was
+//! forged with extra or missing fields, is an error that names the record, never
+//! a quietly defaulted field. The JSON shapes are the log's format; a change here
+//! is a change of the log format.
+//!
+//! Who writes what: the agent `signal`, `incident`, `snapshot` and `diagnosis`
+//! records; the governor `decision` and `approval` records; the executor
+//! `execution_started`, `execution_finished`, `verification`, `rollback` and
+//! `outcome` records. The audit log enforces each writer's kinds.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::decision::{Approval, DecisionBody};
+use crate::diagnosis::{Hypothesis, Proposal, Snapshot};
+use crate::signal::Signal;
+
+/// A record payload that is not what its kind says it is.
+#[derive(Debug, Error)]
+#[error("record {seq} (`{kind}` by `{writer}`) is not a well-formed `{kind}` record: {source}")]
+pub struct Malformed {
+    pub seq: u64,
+    pub kind: String,
+    pub writer: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Parses `payload` as `T`, naming the record on failure.
+pub fn parse<T: DeserializeOwned>(payload: &Value, seq: u64, kind: &str, writer: &str) -> Result<T, Malformed> {
+    T::deserialize(payload).map_err(|source| Malformed { seq, kind: kind.to_owned(), writer: writer.to_owned(), source })
+}
+
+/// Encodes a payload. The types here hold only strings, numbers, maps and
+/// sequences, so encoding cannot fail; `Null` would be refused by the log.
+pub fn encode<T: Serialize>(payload: &T) -> Value {
+    serde_json::to_value(payload).unwrap_or(Value::Null)
+}
+
+// ---------------------------------------------------------------- the agent
+
+/// `signal`: one accepted signal, in ARF's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRecord {
+    pub signal: Signal,
+    /// The same condition was already in the incident (a repeat notification).
+    pub duplicate: bool,
+}
+
+/// `incident`: a change in an incident's life, by event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum IncidentRecord {
+    /// A signal opened the incident.
+    Opened {
+        title: String,
+        service: String,
+        /// The kind of signal that groups into it (`alert`, `finding`, …).
+        family: String,
+        environment: String,
+        /// `open`, or `resolved` when it opened with an already resolved alert.
+        state: String,
+        first_signal: String,
+    },
+    /// Every alert in it resolved.
+    Resolved { state: String, reason: String },
+    /// A person must look: nothing more will be done on its own.
+    Escalated { state: String, reason: String },
+    /// The governor answered the proposal `proposal_id` with `decision_id`.
+    Proposed { state: String, proposal_id: String, decision_id: String, route: String },
+}
+
+impl IncidentRecord {
+    pub fn resolved(reason: &str) -> Self {
+        Self::Resolved { state: "resolved".to_owned(), reason: reason.to_owned() }
+    }
+
+    pub fn escalated(reason: &str) -> Self {
+        Self::Escalated { state: "escalated".to_owned(), reason: reason.to_owned() }
+    }
+
+    pub fn proposed(proposal_id: &str, decision_id: &str, route: &str) -> Self {
+        Self::Proposed {
+            state: "proposed".to_owned(),
+            proposal_id: proposal_id.to_owned(),
+            decision_id: decision_id.to_owned(),
+            route: route.to_owned(),
+        }
+    }
+}
+
+/// `snapshot`: what the model was shown, and its hash (what proposals cite).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRecord {
+    pub hash: String,
+    pub snapshot: Snapshot,
+}
+
+/// How one diagnosis attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosisStatus {
+    /// The reasoner gave no answer (`error`, and `fallback` if another takes over).
+    Failed,
+    /// The answer was refused (`reasons`); it may be repaired.
+    Refused,
+    /// The answer was grounded; `proposal` is what goes to the governor, if any.
+    Grounded,
+}
+
+/// `diagnosis`: one attempt of one reasoner at one incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagnosisRecord {
+    pub prompt_id: String,
+    pub prompt_hash: String,
+    pub snapshot_hash: String,
+    pub reasoner: String,
+    /// 1 for the first answer, then one more per repair.
+    pub attempt: u32,
+    pub status: DiagnosisStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// What the reasoner answered, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_mode: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypotheses: Vec<Hypothesis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proposal: Option<Proposal>,
+}
+
+// ------------------------------------------------------------- the governor
+
+/// `decision` with state `authorized`: the envelope the executor may run, logged
+/// before it is signed; the executor checks the envelope's hash against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizedRecord {
+    pub decision_id: String,
+    /// Always `authorized`.
+    pub state: String,
+    pub envelope_sha256: String,
+    pub body: DecisionBody,
+    pub route: String,
+    pub approvals: Vec<Approval>,
+}
+
+/// Which of its `decision` records the governor wrote, told apart by their fields:
+/// the record that made a decision carries the document policy saw
+/// (`policy_input`); events (guard rails, refusals, overdue outcomes, the kill
+/// switch) an `event`; an authorization its `state`; the rest are later states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecisionRecordKind {
+    /// The decision as made, with `policy_input` (the governor's own type).
+    Decided,
+    /// An [`AuthorizedRecord`].
+    Authorized,
+    /// Something the governor did or learned, named by `event`.
+    Event,
+    /// A [`DecisionStateRecord`].
+    State,
+}
+
+impl DecisionRecordKind {
+    pub fn of(payload: &Value) -> Self {
+        if payload.get("policy_input").is_some() {
+            Self::Decided
+        } else if payload.get("event").is_some() {
+            Self::Event
+        } else if payload.get("state").and_then(Value::as_str) == Some("authorized") {
+            Self::Authorized
+        } else {
+            Self::State
+        }
+    }
+}
+
+/// `decision`: a later state of a decision (expired, settled by its outcome,
+/// failed to dispatch, …) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionStateRecord {
+    pub decision_id: String,
+    pub state: String,
+    pub detail: String,
+}
+
+/// `approval`: one person's verdict, as the governor authenticated them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRecord {
+    pub decision_id: String,
+    pub identity: String,
+    pub role: String,
+    /// `approve` or `reject`.
+    pub verdict: crate::decision::Verdict,
+    pub at_ms: i64,
+    /// An approval's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// A rejection's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_given: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<u32>,
+    /// The state the verdict put the decision in (`rejected`), when it changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+// ------------------------------------------------------------- the executor
+
+/// `execution_started`: the intent, written before the first step runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionStartedRecord {
+    pub decision_id: String,
+    /// The sequence number of the `authorized` record the envelope pointed at.
+    pub decision_seq: u64,
+    pub pathway: String,
+    pub pathway_digest: String,
+    pub target: String,
+    pub parameters: Value,
+    pub timeout_secs: u64,
+    /// The rendered steps, as logged (credential-like header values hidden).
+    pub steps: Vec<Value>,
+}
+
+/// `execution_finished`: what the action's (or the rollback's) steps did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionFinishedRecord {
+    pub decision_id: String,
+    /// `action` or `rollback`.
+    pub phase: String,
+    pub ok: bool,
+    pub summary: String,
+    /// Each step's result, as logged (output cut to a bound).
+    pub steps: Vec<Value>,
+    pub skipped_steps: u64,
+}
+
+/// `verification`: the verdict of the probes over the verification window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationRecord {
+    pub decision_id: String,
+    /// `action` or `rollback`.
+    pub phase: String,
+    pub passed: bool,
+    pub detail: String,
+    pub samples: u64,
+    /// Per probe, how its samples went.
+    pub probes: Value,
+    pub failed_samples: Vec<Value>,
+    pub last_sample: Option<Value>,
+    /// A verification by a restarted executor, of an execution a crash cut off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
+    /// What the crashed executor's steps left running, stopped before verifying.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<Value>,
+}
+
+/// `rollback`: the intent to roll back, written before the first rollback step runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRecord {
+    pub decision_id: String,
+    pub reason: String,
+    pub timeout_secs: u64,
+    pub steps: Vec<Value>,
+}
+
+/// `outcome`: how an execution ended, written last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeRecord {
+    pub decision_id: String,
+    pub pathway: String,
+    pub target: String,
+    /// `verified`, `rolled_back`, `rollback_failed` or `failed`.
+    pub outcome: String,
+    pub detail: String,
+    /// Settled by a restarted executor, after a crash cut the execution off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
+    /// What the crash cut off, when `recovered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted_in: Option<String>,
+    /// What the crashed executor's steps left running, stopped before settling.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leftovers: Vec<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_unknown_field_is_refused_and_the_record_named() {
+        let payload = json!({"signal": {}, "duplicate": false, "smuggled": true});
+        let error = parse::<SignalRecord>(&payload, 17, "signal", "agent").unwrap_err().to_string();
+        assert!(error.starts_with("record 17 (`signal` by `agent`) is not a well-formed `signal` record"), "{error}");
+    }
+
+    #[test]
+    fn incident_events_round_trip_and_refuse_strangers() {
+        for record in [IncidentRecord::resolved("done"), IncidentRecord::escalated("look"), IncidentRecord::proposed("p", "d", "autonomous")] {
+            let value = encode(&record);
+            assert_eq!(parse::<IncidentRecord>(&value, 1, "incident", "agent").unwrap(), record);
+        }
+        let extra = json!({"event": "resolved", "state": "resolved", "reason": "x", "decision_id": "dec-forged"});
+        assert!(parse::<IncidentRecord>(&extra, 1, "incident", "agent").is_err());
+        let unknown = json!({"event": "reopened", "state": "open", "reason": "x"});
+        assert!(parse::<IncidentRecord>(&unknown, 1, "incident", "agent").is_err());
+    }
+
+    #[test]
+    fn an_outcome_missing_a_field_is_refused() {
+        let payload = json!({"decision_id": "d", "pathway": "p", "target": "t", "outcome": "verified"});
+        assert!(parse::<OutcomeRecord>(&payload, 3, "outcome", "executor").is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Records for the unit tests, in their writers' formats (`arf_core::records`).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use arf_core::decision::{DecisionBody, Route};
+use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, ExecutionStartedRecord, OutcomeRecord, SignalRecord};
+
+/// The body of decision `dec-1`: `restart_service` on `api`, digest `d1`.
+pub fn body() -> DecisionBody {
+    DecisionBody {
+        version: 1,
+        decision_id: "dec-1".into(),
+        incident_id: "inc-1".into(),
+        proposal_id: "prop-1".into(),
+        snapshot_hash: "snap".into(),
+        pathway: "restart_service".into(),
+        pathway_digest: "d1".into(),
+        target: "api".into(),
+        parameters: json!({"reason": "x"}),
+        route: Route::Autonomous,
+        approvals: Vec::new(),
+        risk_score: 0.1,
+        issued_at_ms: 0,
+        expires_at_ms: 1,
+    }
+}
+
+pub fn authorized(body: &DecisionBody) -> Value {
+    let hash = arf_core::canonical::sha256_hex(&arf_core::canonical::to_vec(body).unwrap_or_default());
+    records::encode(&AuthorizedRecord {
+        decision_id: body.decision_id.clone(),
+        state: "authorized".into(),
+        envelope_sha256: hash,
+        body: body.clone(),
+        route: body.route.as_str().into(),
+        approvals: Vec::new(),
+    })
+}
+
+pub fn started(body: &DecisionBody, decision_seq: u64) -> Value {
+    records::encode(&ExecutionStartedRecord {
+        decision_id: body.decision_id.clone(),
+        decision_seq,
+        pathway: body.pathway.clone(),
+        pathway_digest: body.pathway_digest.clone(),
+        target: body.target.clone(),
+        parameters: body.parameters.clone(),
+        timeout_secs: 30,
+        steps: Vec::new(),
+    })
+}
+
+pub fn outcome(body: &DecisionBody, outcome: &str) -> Value {
+    records::encode(&OutcomeRecord {
+        decision_id: body.decision_id.clone(),
+        pathway: body.pathway.clone(),
+        target: body.target.clone(),
+        outcome: outcome.into(),
+        detail: String::new(),
+        recovered: false,
+        interrupted_in: None,
+        leftovers: Vec::new(),
+    })
+}
+
+pub fn approval(decision_id: &str, identity: &str, role: &str) -> Value {
+    records::encode(&ApprovalRecord {
+        decision_id: decision_id.into(),
+        identity: identity.into(),
+        role: role.into(),
+        verdict: arf_core::decision::Verdict::Approve,
+        at_ms: 0,
+        comment: Some(String::new()),
+        reason: None,
+        approvals_given: None,
+        approvals_required: None,
+        state: None,
+    })
+}
+
+pub fn signal(id: &str) -> Value {
+    let signal = arf_core::signal::Signal {
+        id: id.into(),
+        source: "alertmanager".into(),
+        kind: arf_core::signal::SignalKind::Alert,
+        status: arf_core::signal::SignalStatus::Firing,
+        title: "api down".into(),
+        description: String::new(),
+        severity: "critical".into(),
+        service: "api".into(),
+        environment: "staging".into(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        observed_at_ms: 0,
+        fingerprint: "fp".into(),
+    };
+    records::encode(&SignalRecord { signal, duplicate: false })
+}
