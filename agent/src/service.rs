@@ -332,25 +332,7 @@ impl Agent {
             }
         };
         tracing::debug!(system = %prompt.system, user = %prompt.user, "prompt");
-        let base = DiagnosisRecord {
-            prompt_id: prompt.id.clone(),
-            prompt_hash: prompt.hash.clone(),
-            snapshot_hash: snapshot_hash.clone(),
-            reasoner: String::new(),
-            attempt: 0,
-            status: DiagnosisStatus::Failed,
-            error: None,
-            fallback: None,
-            model: None,
-            prompt_tokens: None,
-            completion_tokens: None,
-            latency_ms: None,
-            json_mode: None,
-            completion: None,
-            reasons: Vec::new(),
-            hypotheses: Vec::new(),
-            proposal: None,
-        };
+        let base = DiagnosisRecord::attempt(&prompt.id, &prompt.hash, &snapshot_hash, "");
         let mut reasoner = Arc::clone(&self.reasoner);
         let mut fallback = self.fallback.clone();
         let mut attempts: Vec<Attempt> = Vec::new();

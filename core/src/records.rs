@@ -152,6 +152,32 @@ pub struct DiagnosisRecord {
     pub proposal: Option<Proposal>,
 }
 
+impl DiagnosisRecord {
+    /// A first attempt of `reasoner` at the snapshot `snapshot_hash`, with nothing
+    /// answered yet (status `failed` until an answer says otherwise).
+    pub fn attempt(prompt_id: &str, prompt_hash: &str, snapshot_hash: &str, reasoner: &str) -> Self {
+        Self {
+            prompt_id: prompt_id.to_owned(),
+            prompt_hash: prompt_hash.to_owned(),
+            snapshot_hash: snapshot_hash.to_owned(),
+            reasoner: reasoner.to_owned(),
+            attempt: 1,
+            status: DiagnosisStatus::Failed,
+            error: None,
+            fallback: None,
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            latency_ms: None,
+            json_mode: None,
+            completion: None,
+            reasons: Vec::new(),
+            hypotheses: Vec::new(),
+            proposal: None,
+        }
+    }
+}
+
 // ------------------------------------------------------------- the governor
 
 /// `decision` with state `authorized`: the envelope the executor may run, logged

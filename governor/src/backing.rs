@@ -181,23 +181,11 @@ mod tests {
 
     fn diagnosis() -> DiagnosisRecord {
         DiagnosisRecord {
-            prompt_id: "diagnosis@v2".into(),
-            prompt_hash: "ph".into(),
-            snapshot_hash: "snap".into(),
-            reasoner: "scripted".into(),
-            attempt: 1,
             status: records::DiagnosisStatus::Grounded,
-            error: None,
-            fallback: None,
             model: Some("scripted".into()),
-            prompt_tokens: None,
-            completion_tokens: None,
-            latency_ms: None,
-            json_mode: None,
-            completion: None,
-            reasons: Vec::new(),
             hypotheses: vec![proposal().hypothesis],
             proposal: Some(proposal()),
+            ..DiagnosisRecord::attempt("diagnosis@v2", "ph", "snap", "scripted")
         }
     }
 
