@@ -168,4 +168,14 @@ async fn nothing_is_authorized_on_a_log_behind_the_governors_checkpoint() {
         authorized.iter().all(|r| r.payload["state"] != "authorized"),
         "nothing was authorized: {authorized:#?}"
     );
+    // The refusal is in the log, so a restarted governor does not authorize what
+    // this one refused, and the trail says why nothing ran.
+    let failed = authorized.iter().find(|r| r.payload["state"] == "authorization_failed").expect("the failure is logged");
+    assert!(failed.payload["detail"].as_str().unwrap().contains("witness check"), "{failed:?}");
+    let decision_id = failed.payload["decision_id"].as_str().unwrap().to_owned();
+    h.restart_governor().await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(h.get("alice", &decision_id).await.unwrap().state, "authorization_failed");
+    let after = h.audit.read_incident("inc-second").await.unwrap();
+    assert!(after.iter().all(|r| r.payload["state"] != "authorized"), "not resumed after the restart: {after:#?}");
 }

@@ -228,8 +228,18 @@ impl Shared {
     }
 
     /// Signs an approved decision, logs the authorization at the sequence number the
-    /// executor will check, and starts the dispatch. On failure nothing runs.
+    /// executor will check, and starts the dispatch. On failure nothing runs, and the
+    /// failure is logged (when the log takes it), so a restarted governor does not
+    /// authorize what this one refused and the trail says why nothing ran.
     async fn authorize(self: &Arc<Self>, decision: &mut Decision) -> Result<(), Status> {
+        let result = self.sign_and_dispatch(decision).await;
+        if result.is_err() && decision.state == State::AuthorizationFailed {
+            self.log_state(decision).await;
+        }
+        result
+    }
+
+    async fn sign_and_dispatch(self: &Arc<Self>, decision: &mut Decision) -> Result<(), Status> {
         let fail = |decision: &mut Decision, detail: String| {
             decision.state = State::AuthorizationFailed;
             decision.detail.clone_from(&detail);
@@ -295,15 +305,16 @@ impl Shared {
         Ok(())
     }
 
-    /// Logs that a pending decision expired, once; best effort, since nothing acts on it.
-    async fn log_expiry(&self, decision: &Decision) {
+    /// Logs a decision's new state and why (expired, failed to authorize); best
+    /// effort, since nothing acts on it.
+    async fn log_state(&self, decision: &Decision) {
         let payload = records::encode(&DecisionStateRecord {
             decision_id: decision.decision_id.clone(),
             state: decision.state.as_str().to_owned(),
             detail: decision.detail.clone(),
         });
         if let Err(error) = self.audit.append_one(&decision.incident_id, RecordKind::Decision, payload).await {
-            warn!(decision_id = %decision.decision_id, %error, "cannot log the expiry");
+            warn!(decision_id = %decision.decision_id, state = decision.state.as_str(), %error, "cannot log the decision's state");
         }
     }
 }
@@ -427,7 +438,7 @@ async fn resume(
                             shared.settle_ms / 1000
                         )
                     };
-                    shared.log_expiry(&decision).await;
+                    shared.log_state(&decision).await;
                     warn!(%decision_id, "an approved decision the crash cut off expired unrun");
                 } else if let Err(status) = shared.authorize(&mut decision).await {
                     warn!(%decision_id, error = status.message(), "could not authorize a decision the crash cut off");
@@ -657,7 +668,7 @@ impl Governor for Service {
             let now = (self.shared.clock)();
             if let Err(error) = decision::check_approval(&decision, &caller, now) {
                 if decision.expire_if_due(now) {
-                    self.shared.log_expiry(&decision).await;
+                    self.shared.log_state(&decision).await;
                 }
                 return Err(status::oversight(error));
             }
@@ -719,7 +730,7 @@ impl Governor for Service {
             let now = (self.shared.clock)();
             if let Err(error) = decision::check_rejection(&decision, &caller, &request.reason, now) {
                 if decision.expire_if_due(now) {
-                    self.shared.log_expiry(&decision).await;
+                    self.shared.log_state(&decision).await;
                 }
                 return Err(status::oversight(error));
             }
