@@ -81,6 +81,25 @@ fn identity(signal: &Signal) -> &str {
 /// What an incident is open for: environment, service and signal family.
 type Key = (String, String, String);
 
+fn key(signal: &Signal) -> Key {
+    (signal.environment.clone(), signal.service.clone(), family(signal.kind).to_owned())
+}
+
+/// Changes, and informational events, are context: they open no incident.
+fn is_context(signal: &Signal) -> bool {
+    signal.kind == SignalKind::Change || (signal.kind == SignalKind::Event && signal.severity == "info")
+}
+
+/// One signal's place in a plan ([`Incidents::plan`]).
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub placement: Placement,
+    /// The signal resolves its incident (its last firing alert resolved).
+    pub resolves: bool,
+    /// The incident the signal opens, as it will be.
+    pub opened: Option<Incident>,
+}
+
 impl Incident {
     fn all_resolved(&self) -> bool {
         self.signals.values().all(|s| s.status == SignalStatus::Resolved)
@@ -122,69 +141,124 @@ impl Incidents {
 
     /// Places one signal; `new_id` names an incident if one must be opened.
     pub fn place(&mut self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
+        let placement = self.decide(signal, now_ms, new_id);
+        self.apply(signal, &placement, now_ms);
+        placement
+    }
+
+    /// Where `signal` goes, without placing it.
+    fn decide(&self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
         // Changes, and informational events, are context: they open no incident.
-        let context = signal.kind == SignalKind::Change || (signal.kind == SignalKind::Event && signal.severity == "info");
-        if context {
-            self.changes.push_back(signal.clone());
-            while self.changes.len() > MAX_CHANGES {
-                self.changes.pop_front();
-            }
+        if is_context(signal) {
             return Placement::Change;
         }
-        let key = (signal.environment.clone(), signal.service.clone(), family(signal.kind).to_owned());
-        if let Some(id) = self.open_by_key.get(&key).cloned() {
-            if let Some(incident) = self.by_id.get_mut(&id) {
-                let fresh = now_ms - incident.opened_at_ms <= self.window_ms;
-                // An escalated incident keeps its own alerts (firing again, resolving,
-                // or the same alert from another replica) but takes no other: a new
-                // alert there would never be diagnosed.
-                let known = incident.signals.contains_key(&signal.fingerprint)
-                    || incident.signals.values().any(|s| identity(s) == identity(signal));
-                if fresh && incident.state != IncidentState::Resolved && (incident.state != IncidentState::Escalated || known) {
-                    let duplicate = incident
-                        .signals
-                        .get(&signal.fingerprint)
-                        .is_some_and(|s| s.status == signal.status);
-                    if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
-                        incident.signals.insert(signal.fingerprint.clone(), signal.clone());
-                    }
-                    incident.signal_count = incident.signal_count.saturating_add(1);
-                    incident.updated_at_ms = now_ms;
-                    if incident.all_resolved() {
-                        incident.state = IncidentState::Resolved;
-                        incident.reason = "every alert in the incident resolved".to_owned();
-                        self.open_by_key.remove(&key);
-                    }
-                    return Placement::Joined { incident_id: id, duplicate };
+        let key = key(signal);
+        if let Some(incident) = self.open_by_key.get(&key).and_then(|id| self.by_id.get(id)) {
+            let fresh = now_ms - incident.opened_at_ms <= self.window_ms;
+            // An escalated incident keeps its own alerts (firing again, resolving,
+            // or the same alert from another replica) but takes no other: a new
+            // alert there would never be diagnosed.
+            let known = incident.signals.contains_key(&signal.fingerprint)
+                || incident.signals.values().any(|s| identity(s) == identity(signal));
+            if fresh && incident.state != IncidentState::Resolved && (incident.state != IncidentState::Escalated || known) {
+                let duplicate = incident.signals.get(&signal.fingerprint).is_some_and(|s| s.status == signal.status);
+                return Placement::Joined { incident_id: incident.id.clone(), duplicate };
+            }
+        }
+        Placement::Opened { incident_id: new_id() }
+    }
+
+    /// Places `signal` where `placement` says, as decided earlier (and logged):
+    /// applying a logged placement never decides again.
+    pub fn apply(&mut self, signal: &Signal, placement: &Placement, now_ms: i64) {
+        match placement {
+            Placement::Change => {
+                self.changes.push_back(signal.clone());
+                while self.changes.len() > MAX_CHANGES {
+                    self.changes.pop_front();
                 }
             }
-            self.open_by_key.remove(&key);
+            Placement::Joined { incident_id, .. } => {
+                let Some(incident) = self.by_id.get_mut(incident_id) else { return };
+                if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
+                    incident.signals.insert(signal.fingerprint.clone(), signal.clone());
+                }
+                incident.signal_count = incident.signal_count.saturating_add(1);
+                incident.updated_at_ms = now_ms;
+                if incident.all_resolved() && incident.state != IncidentState::Resolved {
+                    incident.state = IncidentState::Resolved;
+                    incident.reason = "every alert in the incident resolved".to_owned();
+                    let key = (incident.environment.clone(), incident.service.clone(), incident.family.clone());
+                    if self.open_by_key.get(&key) == Some(incident_id) {
+                        self.open_by_key.remove(&key);
+                    }
+                }
+            }
+            Placement::Opened { incident_id } => {
+                let key = key(signal);
+                let mut signals = BTreeMap::new();
+                signals.insert(signal.fingerprint.clone(), signal.clone());
+                let incident = Incident {
+                    id: incident_id.clone(),
+                    title: signal.title.clone(),
+                    service: signal.service.clone(),
+                    environment: signal.environment.clone(),
+                    state: if signal.status == SignalStatus::Resolved { IncidentState::Resolved } else { IncidentState::Open },
+                    signals,
+                    signal_count: 1,
+                    opened_at_ms: now_ms,
+                    updated_at_ms: now_ms,
+                    snapshot_hash: String::new(),
+                    decision_ids: Vec::new(),
+                    reason: String::new(),
+                    diagnoses: 0,
+                    model_calls: 0,
+                    family: key.2.clone(),
+                };
+                if incident.state == IncidentState::Resolved {
+                    self.open_by_key.remove(&key);
+                } else {
+                    self.open_by_key.insert(key, incident_id.clone());
+                }
+                self.by_id.insert(incident_id.clone(), incident);
+            }
         }
-        let id = new_id();
-        let mut signals = BTreeMap::new();
-        signals.insert(signal.fingerprint.clone(), signal.clone());
-        let incident = Incident {
-            id: id.clone(),
-            title: signal.title.clone(),
-            service: signal.service.clone(),
-            environment: signal.environment.clone(),
-            state: if signal.status == SignalStatus::Resolved { IncidentState::Resolved } else { IncidentState::Open },
-            signals,
-            signal_count: 1,
-            opened_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            snapshot_hash: String::new(),
-            decision_ids: Vec::new(),
-            reason: String::new(),
-            diagnoses: 0,
-            model_calls: 0,
-            family: key.2.clone(),
-        };
-        if incident.state != IncidentState::Resolved {
-            self.open_by_key.insert(key, id.clone());
+    }
+
+    /// Plans where each of `signals` goes, in order, as if placed one after another,
+    /// without changing anything: the plan is logged first and applied ([`Incidents::apply`])
+    /// only once the log has it. Only the incidents the signals touch are copied.
+    pub fn plan(&self, signals: &[Signal], now_ms: i64, mut new_id: impl FnMut() -> String) -> Vec<Planned> {
+        let mut scratch = Incidents::new(self.window_ms);
+        let mut copied: std::collections::HashSet<Key> = std::collections::HashSet::new();
+        let mut resolved: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut planned = Vec::with_capacity(signals.len());
+        for signal in signals {
+            if !is_context(signal)
+                && copied.insert(key(signal))
+                && let Some(incident) = self.open_by_key.get(&key(signal)).and_then(|id| self.by_id.get(id))
+            {
+                scratch.open_by_key.insert(key(signal), incident.id.clone());
+                scratch.by_id.insert(incident.id.clone(), incident.clone());
+            }
+            let placement = scratch.place(signal, now_ms, &mut new_id);
+            // An incident that was not resolved before this plan and is now: its
+            // resolution is logged once, with the signal that resolved it.
+            let resolves = match &placement {
+                Placement::Joined { incident_id, .. } => {
+                    self.by_id.get(incident_id).is_some_and(|i| i.state != IncidentState::Resolved)
+                        && scratch.by_id.get(incident_id).is_some_and(|i| i.state == IncidentState::Resolved)
+                        && resolved.insert(incident_id.clone())
+                }
+                _ => false,
+            };
+            let opened = match &placement {
+                Placement::Opened { incident_id } => scratch.by_id.get(incident_id).cloned(),
+                _ => None,
+            };
+            planned.push(Planned { placement, resolves, opened });
         }
-        self.by_id.insert(id.clone(), incident);
-        Placement::Opened { incident_id: id }
+        planned
     }
 
     /// Rebuilds the state from the agent's own audit records, in log order, after a

@@ -32,6 +32,8 @@ pub enum IngestError {
     Recovering,
     #[error("signals were not accepted because they could not be logged: {0}")]
     Audit(#[from] AuditError),
+    #[error("the agent is stopping; nothing was accepted")]
+    Stopping,
 }
 
 /// Where one accepted signal went.
@@ -59,6 +61,40 @@ pub struct Agent {
     max_model_calls: u32,
     /// Set once the state has been rebuilt from the log.
     ready: std::sync::atomic::AtomicBool,
+    /// The queue of the task that places and logs signals, started by the first request.
+    batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<Pending>>,
+}
+
+/// How many requests may wait for the batcher before senders wait too.
+const BATCHER_QUEUE: usize = 1024;
+/// The most signals one batch carries into one append (a single request may carry more).
+const BATCH_SIGNALS: usize = 512;
+
+/// One ingest request waiting for the batcher.
+struct Pending {
+    signals: Vec<Signal>,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Accepted>, IngestError>>,
+}
+
+/// Takes every request that is waiting (up to [`BATCH_SIGNALS`]), and ingests them
+/// as one batch; while the log writes it, the next requests queue up. Ends when the
+/// agent is dropped.
+async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut count = first.signals.len();
+        let mut batch = vec![first];
+        while count < BATCH_SIGNALS {
+            match queue.try_recv() {
+                Ok(next) => {
+                    count += next.signals.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let Some(agent) = agent.upgrade() else { return };
+        agent.ingest_batch(batch).await;
+    }
 }
 
 /// The agent's bounds and reasoners, as configured.
@@ -87,6 +123,7 @@ impl Agent {
             max_diagnoses: settings.max_diagnoses,
             max_model_calls: settings.max_model_calls,
             ready: std::sync::atomic::AtomicBool::new(false),
+            batcher: std::sync::OnceLock::new(),
         }
     }
 
@@ -145,84 +182,112 @@ impl Agent {
 
     /// Accepts validated signals. They are in the log before this returns; if the
     /// log cannot take them, none is accepted and the caller must retry.
+    ///
+    /// Requests are placed by one task, the batcher, so grouping sees them in one
+    /// order; what concurrent requests send while the log is writing one batch goes
+    /// into the next, in one append (the log's group commit does the rest). No lock
+    /// is held while the log writes, and nothing is cloned but the incidents a batch
+    /// touches.
     pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>) -> Result<Vec<Accepted>, IngestError> {
         if !self.ready.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(IngestError::Recovering);
         }
         // Secrets never reach the log, the snapshot or the prompt: redact on the way in.
         let signals: Vec<Signal> = signals.into_iter().map(|s| self.redactor.signal(s)).collect();
-        let now = arf_core::time::now_ms();
-        let mut guard = self.incidents.lock().await;
-        let mut next = guard.clone();
-        let mut entries = Vec::with_capacity(signals.len() + 1);
-        let mut placements = Vec::with_capacity(signals.len());
-        let mut opened = Vec::new();
-        for signal in &signals {
-            let placement = next.place(signal, now, || random_id("inc"));
-            let incident_id = placement.incident_id().to_owned();
-            match &placement {
-                Placement::Opened { incident_id } => {
-                    if let Some(incident) = next.by_id.get(incident_id) {
-                        entries.push(Entry::new(
-                            incident_id.clone(),
-                            RecordKind::Incident,
-                            records::encode(&IncidentRecord::Opened {
-                                title: incident.title.clone(),
-                                service: incident.service.clone(),
-                                family: incident.family.clone(),
-                                environment: incident.environment.clone(),
-                                state: incident.state.as_str().to_owned(),
-                                first_signal: signal.id.clone(),
-                            }),
-                        ));
-                        if incident.state == IncidentState::Open {
-                            opened.push(incident_id.clone());
-                        }
-                    }
-                }
-                Placement::Joined { incident_id, .. } => {
-                    let was_open = guard.by_id.get(incident_id).is_some_and(|i| i.state != IncidentState::Resolved);
-                    let now_resolved = next.by_id.get(incident_id).is_some_and(|i| i.state == IncidentState::Resolved);
-                    let already_logged = entries.iter().any(|e: &Entry| {
-                        e.incident_id == *incident_id && e.kind == RecordKind::Incident && e.payload.get("event") == Some(&json!("resolved"))
-                    });
-                    if was_open && now_resolved && !already_logged {
-                        entries.push(Entry::new(
-                            incident_id.clone(),
-                            RecordKind::Incident,
-                            records::encode(&IncidentRecord::resolved("every alert in the incident resolved")),
-                        ));
-                    }
-                }
-                Placement::Change => {}
-            }
-            let duplicate = matches!(placement, Placement::Joined { duplicate: true, .. });
-            entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate })));
-            placements.push(placement);
-        }
-        let records = self.audit.append(entries).await.map_err(IngestError::Audit)?;
-        *guard = next;
-        drop(guard);
-
-        let signal_seqs = records.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.seq);
-        let accepted = signals
-            .iter()
-            .zip(placements)
-            .zip(signal_seqs)
-            .map(|((signal, placement), audit_seq)| Accepted {
-                signal_id: signal.id.clone(),
-                fingerprint: signal.fingerprint.clone(),
-                incident_id: placement.incident_id().to_owned(),
-                duplicate: matches!(placement, Placement::Joined { duplicate: true, .. }),
-                audit_seq,
+        let batcher = self
+            .batcher
+            .get_or_init(|| {
+                let (sender, receiver) = tokio::sync::mpsc::channel(BATCHER_QUEUE);
+                tokio::spawn(batcher(Arc::downgrade(self), receiver).instrument(info_span!("ingest")));
+                sender
             })
-            .collect();
-        for incident_id in opened {
+            .clone();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        batcher.send(Pending { signals, reply }).await.map_err(|_| IngestError::Stopping)?;
+        answer.await.map_err(|_| IngestError::Stopping)?
+    }
+
+    /// Places, logs and applies one batch of requests, then answers each.
+    async fn ingest_batch(self: &Arc<Self>, batch: Vec<Pending>) {
+        let now = arf_core::time::now_ms();
+        let signals: Vec<&Signal> = batch.iter().flat_map(|p| p.signals.iter()).collect();
+        let owned: Vec<Signal> = signals.iter().map(|s| (*s).clone()).collect();
+        if owned.is_empty() {
+            for pending in batch {
+                let _ = pending.reply.send(Ok(Vec::new()));
+            }
+            return;
+        }
+        // Only the plan is made under the lock: CPU work on the incidents touched.
+        let planned = self.incidents.lock().await.plan(&owned, now, || random_id("inc"));
+        let mut entries = Vec::with_capacity(owned.len() + 1);
+        for (signal, plan) in owned.iter().zip(&planned) {
+            let incident_id = plan.placement.incident_id().to_owned();
+            if let Some(incident) = &plan.opened {
+                entries.push(Entry::new(
+                    incident_id.clone(),
+                    RecordKind::Incident,
+                    records::encode(&IncidentRecord::Opened {
+                        title: incident.title.clone(),
+                        service: incident.service.clone(),
+                        family: incident.family.clone(),
+                        environment: incident.environment.clone(),
+                        state: incident.state.as_str().to_owned(),
+                        first_signal: signal.id.clone(),
+                    }),
+                ));
+            }
+            if plan.resolves {
+                entries.push(Entry::new(
+                    incident_id.clone(),
+                    RecordKind::Incident,
+                    records::encode(&IncidentRecord::resolved("every alert in the incident resolved")),
+                ));
+            }
+            let duplicate = matches!(plan.placement, Placement::Joined { duplicate: true, .. });
+            entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate })));
+        }
+        let logged = match self.audit.append(entries).await {
+            Ok(logged) => logged,
+            Err(error) => {
+                // Nothing was applied, so nothing is lost: every request is told to retry.
+                for pending in batch {
+                    let _ = pending.reply.send(Err(IngestError::Audit(error.clone())));
+                }
+                return;
+            }
+        };
+        // In the log: applied exactly as logged, never decided again.
+        {
+            let mut incidents = self.incidents.lock().await;
+            for (signal, plan) in owned.iter().zip(&planned) {
+                incidents.apply(signal, &plan.placement, now);
+            }
+        }
+        let mut seqs = logged.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.seq);
+        let mut plans = planned.iter();
+        for pending in batch {
+            let accepted: Vec<Accepted> = pending
+                .signals
+                .iter()
+                .zip(plans.by_ref())
+                .zip(seqs.by_ref())
+                .map(|((signal, plan), audit_seq)| Accepted {
+                    signal_id: signal.id.clone(),
+                    fingerprint: signal.fingerprint.clone(),
+                    incident_id: plan.placement.incident_id().to_owned(),
+                    duplicate: matches!(plan.placement, Placement::Joined { duplicate: true, .. }),
+                    audit_seq,
+                })
+                .collect();
+            let _ = pending.reply.send(Ok(accepted));
+        }
+        for incident in planned.iter().filter_map(|p| p.opened.as_ref()).filter(|i| i.state == IncidentState::Open) {
             let agent = Arc::clone(self);
+            let incident_id = incident.id.clone();
             let span = info_span!("diagnose", %incident_id);
             tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
         }
-        Ok(accepted)
     }
 
     pub async fn incidents(&self) -> Vec<Incident> {

@@ -66,3 +66,68 @@ async fn ten_thousand_alerts_make_one_incident_and_lose_none() {
     assert_eq!(incident.signal_count, 10_000);
     assert_eq!(incident.fingerprints.len(), 10);
 }
+
+/// The storm from many connections at once: 64 concurrent senders, 40 alerts each,
+/// about four services. Concurrent requests share appends, and still every answer
+/// is exact: each signal is in the log at the sequence number it was told, each
+/// service's alerts make one incident, and repeats are duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_share_appends_and_every_answer_is_exact() {
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let running = support::start(|config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(&server.base_url));
+    })
+    .await;
+    let agent = support::agent_client(&running.agent).await;
+    let services = ["checkout", "payments", "search", "cart"];
+    let senders: Vec<_> = (0..64)
+        .map(|sender| {
+            let mut agent = agent.clone();
+            let service = services[sender % services.len()];
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for i in 0..40 {
+                    let signal = pb::Signal {
+                        kind: "alert".into(),
+                        title: format!("{service}HighErrorRate"),
+                        description: format!("sample {i}"),
+                        severity: "critical".into(),
+                        service: service.into(),
+                        environment: "staging".into(),
+                        labels: [("alertname".to_owned(), format!("{service}HighErrorRate")), ("pod".to_owned(), format!("{service}-{sender}"))].into(),
+                        ..Default::default()
+                    };
+                    let response = agent.submit_signals(pb::SubmitSignalsRequest { signals: vec![signal] }).await.unwrap().into_inner();
+                    answers.push((service, response.accepted.into_iter().next().unwrap()));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for sender in senders {
+        answers.extend(sender.await.unwrap());
+    }
+    assert_eq!(answers.len(), 64 * 40);
+    let log = running.audit.read_range(1, 0).await.unwrap();
+    let by_seq: std::collections::BTreeMap<u64, &arf_audit::Record> = log.iter().map(|r| (r.seq, r)).collect();
+    let mut incident_of: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> = Default::default();
+    for (service, accepted) in &answers {
+        let record = by_seq[&accepted.audit_seq];
+        assert_eq!(record.kind, RecordKind::Signal);
+        assert_eq!(record.payload["signal"]["id"], accepted.signal_id.as_str(), "the answer's sequence number holds that very signal");
+        assert_eq!(record.incident_id, accepted.incident_id);
+        incident_of.entry(service).or_default().insert(accepted.incident_id.clone());
+    }
+    for (service, incidents) in &incident_of {
+        assert_eq!(incidents.len(), 1, "{service}'s alerts make one incident: {incidents:?}");
+    }
+    let distinct: std::collections::BTreeSet<_> = incident_of.values().flatten().collect();
+    assert_eq!(distinct.len(), services.len(), "one incident per service");
+    // 16 senders per service, each its own pod: the first of each is new, its other 39 repeat it.
+    let duplicates = answers.iter().filter(|(_, a)| a.duplicate).count();
+    assert_eq!(duplicates, 64 * 39);
+    let opened = log.iter().filter(|r| r.kind == RecordKind::Incident && r.payload["event"] == "opened").count();
+    assert_eq!(opened, services.len(), "each incident opened once");
+}

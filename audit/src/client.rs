@@ -17,7 +17,7 @@ use crate::grpc::convert;
 use crate::merkle::Hash;
 use crate::record::{Entry, Record, RecordKind};
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 #[non_exhaustive]
 pub enum AuditError {
     #[error("audit log address `{0}` is invalid")]
