@@ -1,0 +1,155 @@
+//! Alert ingest side by side with its anchor, Prometheus Alertmanager, in one run:
+//! the same load (16 keep-alive HTTP connections, one alert per request, 4,000
+//! requests after 400 of warm-up) against ARF's Alertmanager webhook (the agent,
+//! with a real audit log that syncs every batch before answering) and against
+//! Alertmanager's own `POST /api/v2/alerts`. Alerts come from 50 services, each
+//! from its own pod, so most are new fingerprints in 50 incidents.
+//!
+//! `cargo bench -p arf-agent --bench ingest`. Alertmanager is looked up on `PATH`
+//! as `prometheus-alertmanager` (Debian: `apt-get install prometheus-alertmanager`)
+//! or `alertmanager`; without it only ARF is measured, and the run says so.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark stops at the first surprise")]
+
+// The tests' helpers (the module allows what the benchmark leaves unused).
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const CONNECTIONS: usize = 16;
+const WARMUP: usize = 400;
+const REQUESTS: usize = 4_000;
+
+struct Measured {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Sends `count` requests over `CONNECTIONS` concurrent keep-alive connections, the
+/// body of request `i` made by `body(i)`; every answer must be a 2xx.
+async fn load(url: &str, first: usize, count: usize, body: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> Measured {
+    let next = Arc::new(AtomicUsize::new(first));
+    let end = first + count;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let (url, next, body) = (url.to_owned(), Arc::clone(&next), Arc::clone(&body));
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= end {
+                        return latencies;
+                    }
+                    let sent = Instant::now();
+                    let response = client.post(&url).json(&body(i)).send().await.unwrap();
+                    assert!(response.status().is_success(), "{url}: {}", response.status());
+                    let _ = response.bytes().await.unwrap();
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(count);
+    for worker in workers {
+        latencies.extend(worker.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+    Measured { rate: count as f64 / elapsed.as_secs_f64(), p50_ms: at(0.50), p99_ms: at(0.99) }
+}
+
+fn labels(i: usize) -> Value {
+    json!({"alertname": "HighErrorRate", "service": format!("svc-{}", i % 50), "env": "staging", "severity": "critical", "pod": format!("pod-{i}")})
+}
+
+/// Alertmanager's webhook payload (version 4) carrying one alert, as ARF receives it.
+fn webhook_body(i: usize) -> Value {
+    json!({
+        "version": "4", "status": "firing", "receiver": "arf", "groupKey": format!("{{}}:{{pod=\"pod-{i}\"}}"),
+        "groupLabels": {}, "commonLabels": labels(i), "commonAnnotations": {"summary": "5xx above 5%"},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{"status": "firing", "labels": labels(i), "annotations": {"summary": "5xx above 5%"},
+                    "startsAt": "2026-11-26T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus:9090/graph"}]
+    })
+}
+
+/// The same alert as Prometheus posts it to Alertmanager's API.
+fn api_body(i: usize) -> Value {
+    json!([{"labels": labels(i), "annotations": {"summary": "5xx above 5%"}, "startsAt": "2026-11-26T03:00:00Z",
+            "generatorURL": "http://prometheus:9090/graph"}])
+}
+
+fn find_alertmanager() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["prometheus-alertmanager", "alertmanager"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Alertmanager on a free loopback port with a receiver that sends nothing; killed on drop.
+async fn start_alertmanager(binary: &std::path::Path, dir: &std::path::Path) -> (tokio::process::Child, String) {
+    std::fs::write(dir.join("alertmanager.yml"), "route:\n  receiver: none\nreceivers:\n  - name: none\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = tokio::process::Command::new(binary)
+        .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if reqwest::get(format!("{base}/-/ready")).await.is_ok_and(|r| r.status().is_success()) {
+            return (child, base);
+        }
+        assert!(Instant::now() < deadline, "Alertmanager did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        println!("ingest: {CONNECTIONS} connections, one alert per request, {REQUESTS} requests after {WARMUP} of warm-up\n");
+        println!("{:<40} {:>10} {:>9} {:>9}", "", "alerts/s", "p50 ms", "p99 ms");
+        let mut rows: Vec<(String, Measured)> = Vec::new();
+
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(binary) = find_alertmanager() {
+            let (child, base) = start_alertmanager(&binary, dir.path()).await;
+            let url = format!("{base}/api/v2/alerts");
+            let body: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(api_body);
+            load(&url, 0, WARMUP, Arc::clone(&body)).await;
+            rows.push(("Alertmanager POST /api/v2/alerts".to_owned(), load(&url, WARMUP, REQUESTS, body).await));
+            drop(child);
+        } else {
+            println!("(Alertmanager not found on PATH: `apt-get install prometheus-alertmanager` to measure it side by side)");
+        }
+
+        // The agent's reasoner is the scripted one and its governor is unreachable, so
+        // each of the 50 incidents is diagnosed once and escalated, off the ingest path.
+        let running = support::start(|_| {}).await;
+        let _ = support::agent_client(&running.agent).await;
+        let url = format!("http://{}/v1/webhooks/alertmanager", running.webhook);
+        let body: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(webhook_body);
+        load(&url, 0, WARMUP, Arc::clone(&body)).await;
+        rows.push(("ARF agent webhook (synced to the log)".to_owned(), load(&url, WARMUP, REQUESTS, body).await));
+
+        for (name, m) in &rows {
+            println!("{name:<40} {:>10.0} {:>9.1} {:>9.1}", m.rate, m.p50_ms, m.p99_ms);
+        }
+    });
+}
