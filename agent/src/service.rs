@@ -447,6 +447,7 @@ impl Agent {
             payload.latency_ms = Some(completion.latency_ms);
             payload.json_mode = Some(completion.json_mode);
             payload.completion = Some(completion.text.clone());
+            payload.injected_mistake.clone_from(&completion.injected_mistake);
             let result = if completion.problems.is_empty() {
                 ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets)
             } else {

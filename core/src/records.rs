@@ -144,6 +144,10 @@ pub struct DiagnosisRecord {
     pub json_mode: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion: Option<String>,
+    /// The `noisy` reasoner's deliberate mistake, for the evaluation harness only:
+    /// nothing in the control plane reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_mistake: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -171,6 +175,7 @@ impl DiagnosisRecord {
             latency_ms: None,
             json_mode: None,
             completion: None,
+            injected_mistake: None,
             reasons: Vec::new(),
             hypotheses: Vec::new(),
             proposal: None,

@@ -40,7 +40,7 @@ pub struct SweepPoint {
     /// The synthetic model's `accuracy` parameter: the share of answers it leaves as scripted.
     pub accuracy: f64,
     pub reasoner: String,
-    /// Incidents where the synthetic model injected a mistake (from the `model` field of its diagnoses).
+    /// Incidents where the synthetic model injected a mistake (the `injected_mistake` of its diagnoses).
     pub injected_mistakes: usize,
     pub top1_accuracy: f64,
     pub harmful_actions_executed: usize,
@@ -66,7 +66,7 @@ pub fn sweep_point(accuracy: f64, run: &Run) -> SweepPoint {
     SweepPoint {
         accuracy,
         reasoner: m.reasoner.clone(),
-        injected_mistakes: run.outcomes.iter().filter(|o| o.model.starts_with("noisy:") && !o.model.ends_with(":none")).count(),
+        injected_mistakes: run.outcomes.iter().filter(|o| !o.injected_mistake.is_empty() && o.injected_mistake != "none").count(),
         top1_accuracy: m.top1_accuracy,
         harmful_actions_executed: m.harmful_actions_executed,
         executed_actions: m.executed_actions,

@@ -47,8 +47,10 @@ pub struct Outcome {
     pub top1: bool,
     pub top3: bool,
     pub confidence: Option<f64>,
-    /// The `model` of the first diagnosis (for `noisy`, it names the mistake it made).
+    /// The `model` of the first diagnosis.
     pub model: String,
+    /// The mistake the `noisy` reasoner made on purpose in its first diagnosis (`none` for none).
+    pub injected_mistake: String,
     pub root_cause: String,
     pub proposed: Vec<String>,
     pub routes: Vec<String>,
@@ -294,6 +296,7 @@ pub fn score(
         top3,
         confidence,
         model: diagnoses.iter().map(|d| text(&d.payload, "model")).find(|m| !m.is_empty()).unwrap_or_default().to_owned(),
+        injected_mistake: diagnoses.iter().map(|d| text(&d.payload, "injected_mistake")).find(|m| !m.is_empty()).unwrap_or_default().to_owned(),
         root_cause,
         proposed,
         routes,

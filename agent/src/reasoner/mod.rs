@@ -48,6 +48,10 @@ pub struct Completion {
     pub problems: Vec<String>,
     /// The answer was asked for in JSON mode, not with a JSON Schema.
     pub json_mode: bool,
+    /// The `noisy` reasoner's ground truth: the mistake it made on purpose, for the
+    /// evaluation harness. Kept out of `model`, which the governor calibrates by: a
+    /// model name that said which answers were wrong would leak the truth to policy.
+    pub injected_mistake: Option<String>,
 }
 
 #[derive(Debug, Error)]

@@ -134,7 +134,8 @@ impl Reasoner for Noisy {
             let Ok(mut answer) = serde_json::from_str::<Value>(&completion.text) else { return Ok(completion) };
             let mistake = self.perturb(&mut answer, &mut rng, request);
             completion.text = answer.to_string();
-            completion.model = format!("noisy:{}:{}:{}:{mistake}", self.seed, self.accuracy, completion.model);
+            completion.model = format!("noisy:{}:{}:{}", self.seed, self.accuracy, completion.model);
+            completion.injected_mistake = Some(mistake.to_string());
             Ok(completion)
         })
     }
@@ -176,16 +177,22 @@ mod tests {
         let prompt = Prompt { id: String::new(), hash: String::new(), system: String::new(), user: String::new() };
         let pathways = vec![serde_json::json!({"name": "revert"}), serde_json::json!({"name": "restart"})];
         let mut out = Vec::new();
+        let mut models = std::collections::BTreeSet::new();
         for n in 0..200 {
             let snapshot = snapshot(&format!("incident {n}"));
             let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &pathways, repairs: &[] };
-            out.push(noisy.diagnose(&request).await.unwrap().model);
+            let completion = noisy.diagnose(&request).await.unwrap();
+            models.insert(completion.model);
+            out.push(completion.injected_mistake.unwrap());
         }
+        // One model name whatever the mistake: the governor calibrates by it, so it
+        // must not say which answers were wrong.
+        assert_eq!(models.len(), 1, "{models:?}");
         out
     }
 
     fn mistakes(models: &[String]) -> usize {
-        models.iter().filter(|m| !m.ends_with(":none")).count()
+        models.iter().filter(|m| *m != "none").count()
     }
 
     #[tokio::test]

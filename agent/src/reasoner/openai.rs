@@ -284,6 +284,7 @@ impl OpenAi {
             latency_ms,
             problems,
             json_mode,
+            injected_mistake: None,
         })
     }
 }

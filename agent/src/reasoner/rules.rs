@@ -118,6 +118,7 @@ impl Reasoner for Rules {
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 problems: Vec::new(),
                 json_mode: false,
+                injected_mistake: None,
             })
         })
     }

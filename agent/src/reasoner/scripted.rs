@@ -83,6 +83,7 @@ impl Reasoner for Scripted {
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 problems: Vec::new(),
                 json_mode: false,
+                injected_mistake: None,
             })
         })
     }
