@@ -420,3 +420,32 @@ async fn a_model_whose_actions_rolled_back_is_trusted_less_whatever_it_states() 
     h.back_as_model(&p, "web", "staging", "fresh-7b").await;
     assert_eq!(route(&h.evaluate_unbacked("agent", p).await.unwrap()), pb::Route::Autonomous);
 }
+
+/// An outcome learned while the log is down is logged once the log is back, by
+/// the same governor: the settled state is retried until it lands, not left for a
+/// restart to find.
+#[tokio::test]
+async fn an_outcome_learned_while_the_log_is_down_is_logged_when_it_returns() {
+    let (executor, later, _stop) = start_scripted("running", "running").await;
+    let mut h = Harness::start(Setup { executor_addr: Some(executor), ..Setup::default() }).await;
+    let decision = staging(&h, "inc-outage").await;
+    assert_eq!(decision.state, "authorized");
+    h.stop_audit().await;
+    *later.lock().unwrap() = "verified";
+    // The governor learns the outcome and cannot log it; then the log returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while h.get("alice", &decision.decision_id).await.unwrap().state != "verified" {
+        assert!(std::time::Instant::now() < deadline, "the governor never learned the outcome");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    h.start_audit().await;
+    let logged = loop {
+        let trail = h.audit.read_incident("inc-outage").await.unwrap_or_default();
+        if let Some(record) = trail.into_iter().find(|r| r.payload["decision_id"] == decision.decision_id.as_str() && r.payload["state"] == "verified") {
+            break record;
+        }
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(30), "the outcome never reached the log");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(logged.writer, "governor");
+}

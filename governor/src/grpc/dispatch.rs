@@ -195,12 +195,25 @@ impl Shared {
         let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, state.as_str());
         decision.state = state;
         decision.detail.clone_from(&detail);
-        let payload = records::encode(&DecisionStateRecord { decision_id: decision_id.to_owned(), state: state.as_str().to_owned(), detail });
-        match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
-            Ok(_) => self.forget_outcomes(|guard| crate::guard::outcome_logged(guard, decision_id)),
-            Err(error) => warn!(%decision_id, %error, "cannot log the dispatch outcome; the next governor asks for it again"),
-        }
         drop(decision);
+        // Retried until the log takes it (the decision's lock is not held meanwhile,
+        // so it can still be read): a settled decision the log does not show settled
+        // would be followed again by the next governor.
+        let payload = records::encode(&DecisionStateRecord { decision_id: decision_id.to_owned(), state: state.as_str().to_owned(), detail });
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            match self.audit.append_one(incident_id, RecordKind::Decision, payload.clone()).await {
+                Ok(_) => {
+                    self.forget_outcomes(|guard| crate::guard::outcome_logged(guard, decision_id));
+                    break;
+                }
+                Err(error) => {
+                    warn!(%decision_id, %error, "cannot log the decision's outcome yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
         self.log_trips(&trips, incident_id, decision_id).await;
     }
 

@@ -150,6 +150,8 @@ pub struct Harness {
     pub tokens: BTreeMap<String, String>,
     pub clock: Arc<AtomicI64>,
     audit_server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    /// How the audit log was started, to start it again on the same address and files.
+    audit_config: Option<arf_audit::Config>,
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -208,6 +210,7 @@ impl Harness {
         let (mut config, tokens) = prepare(&setup, dir.path());
         let mut stops = Vec::new();
         let mut audit_server = None;
+        let mut audit_started = None;
 
         let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap().to_string();
@@ -221,6 +224,7 @@ impl Harness {
                 ..arf_audit::Config::new(audit_listener.local_addr().unwrap(), dir.path().join("audit"), writers)
             };
             let (stop, stopped) = stopper();
+            audit_started = Some(audit_config.clone());
             audit_server = Some((stop, tokio::spawn(arf_audit::serve(audit_config, audit_listener, stopped))));
             config.audit_addr = audit_addr.clone();
         } else {
@@ -259,7 +263,7 @@ impl Harness {
         );
 
         let audit = AuditClient::connect(&audit_addr, Some(arf_core::keys::load_token(&config.audit_token_file).unwrap())).unwrap();
-        Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, _stop: stops }
+        Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, audit_config: audit_started, _stop: stops }
     }
 
     /// Stops the governor and starts another on the same configuration and log, as a restart would.
@@ -288,6 +292,14 @@ impl Harness {
         let (stop, task) = self.audit_server.take().unwrap();
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// Starts the audit log again, on the address and files it had.
+    pub async fn start_audit(&mut self) {
+        let config = self.audit_config.clone().unwrap();
+        let listener = TcpListener::bind(&self.config.audit_addr).await.unwrap();
+        let (stop, stopped) = stopper();
+        self.audit_server = Some((stop, tokio::spawn(arf_audit::serve(config, listener, stopped))));
     }
 
     pub fn token(&self, name: &str) -> &str {
