@@ -266,8 +266,29 @@ impl Incidents {
     /// agent's that is not the shape the agent writes stops the rebuild: state built
     /// around it would be a guess.
     pub fn restore(&mut self, records: &[arf_audit::Record]) -> Result<Vec<String>, Malformed> {
+        for record in records {
+            self.restore_one(record)?;
+        }
+        Ok(self.unfinished())
+    }
+
+    /// The incidents whose diagnosis never finished.
+    pub fn unfinished(&self) -> Vec<String> {
+        self.by_id
+            .values()
+            .filter(|i| matches!(i.state, IncidentState::Open | IncidentState::Diagnosing))
+            .map(|i| i.id.clone())
+            .collect()
+    }
+
+    /// Folds one record, in log order, into the state ([`Incidents::restore`]); so a
+    /// restart can stream the log rather than hold it.
+    pub fn restore_one(&mut self, record: &arf_audit::Record) -> Result<(), Malformed> {
         use arf_audit::RecordKind;
-        for record in records.iter().filter(|r| r.writer == "agent") {
+        if record.writer != "agent" {
+            return Ok(());
+        }
+        {
             let id = record.incident_id.clone();
             match record.kind {
                 RecordKind::Incident => {
@@ -296,7 +317,7 @@ impl Incidents {
                             self.open_by_key.insert((environment, service, family), id);
                         }
                         event => {
-                            let Some(incident) = self.by_id.get_mut(&id) else { continue };
+                            let Some(incident) = self.by_id.get_mut(&id) else { return Ok(()) };
                             match event {
                                 IncidentRecord::Resolved { reason, .. } => {
                                     incident.state = IncidentState::Resolved;
@@ -355,12 +376,7 @@ impl Incidents {
                 _ => {}
             }
         }
-        Ok(self
-            .by_id
-            .values()
-            .filter(|i| matches!(i.state, IncidentState::Open | IncidentState::Diagnosing))
-            .map(|i| i.id.clone())
-            .collect())
+        Ok(())
     }
 
     /// Changes to the incident's service and environment in the `lookback_ms` before it opened.

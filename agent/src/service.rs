@@ -130,16 +130,23 @@ impl Agent {
     /// Rebuilds the incidents from the log after a restart, and resumes the
     /// diagnoses that never finished, so no accepted signal is forgotten.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, RecoverError> {
-        let records = self.audit.read_range(1, 0).await.map_err(RecoverError::Audit)?;
+        use futures::StreamExt;
+        // The log is folded record by record as it streams in, never held whole.
+        let mut stream = std::pin::pin!(self.audit.stream_range(1, 0).await.map_err(RecoverError::Audit)?);
+        let mut proposals = Proposals::default();
         let unfinished = {
             let mut incidents = self.incidents.lock().await;
-            incidents.restore(&records).map_err(RecoverError::Malformed)?
+            while let Some(record) = stream.next().await {
+                let record = record.map_err(RecoverError::Audit)?;
+                incidents.restore_one(&record).map_err(RecoverError::Malformed)?;
+                proposals.add(&record, "agent").map_err(RecoverError::Malformed)?;
+            }
+            incidents.unfinished()
         };
-        let mut resumed = Vec::with_capacity(unfinished.len());
-        for incident_id in unfinished {
-            let proposal = logged_unanswered_proposal(&records, &incident_id, "agent").map_err(RecoverError::Malformed)?;
-            resumed.push((incident_id, proposal));
-        }
+        let resumed: Vec<(String, Option<Proposal>)> = unfinished.into_iter().map(|id| {
+            let proposal = proposals.unanswered(&id);
+            (id, proposal)
+        }).collect();
         let count = self.incidents.lock().await.by_id.len();
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         for (incident_id, proposal) in resumed {
@@ -556,24 +563,40 @@ pub enum RecoverError {
     Malformed(Malformed),
 }
 
-/// The last grounded proposal of an incident that the agent logged and that no
-/// `proposed` record answers: a crash (or an audit outage) came between the two.
-fn logged_unanswered_proposal(records: &[arf_audit::Record], incident_id: &str, agent_writer: &str) -> Result<Option<Proposal>, Malformed> {
-    let own = || records.iter().filter(|r| r.writer == agent_writer && r.incident_id == incident_id);
-    let mut last = None;
-    for record in own().filter(|r| r.kind == RecordKind::Diagnosis) {
-        let diagnosis: DiagnosisRecord = record.parse()?;
-        if let Some(proposal) = diagnosis.proposal {
-            last = Some(proposal);
+/// Per incident, the last grounded proposal the agent logged and whether a
+/// `proposed` record answers it, folded from the log at a restart: an unanswered
+/// one means a crash (or an audit outage) came between the two.
+#[derive(Default)]
+struct Proposals {
+    last: std::collections::HashMap<String, (Proposal, bool)>,
+}
+
+impl Proposals {
+    fn add(&mut self, record: &arf_audit::Record, agent_writer: &str) -> Result<(), Malformed> {
+        if record.writer != agent_writer {
+            return Ok(());
         }
-    }
-    let Some(proposal) = last else { return Ok(None) };
-    for record in own().filter(|r| r.kind == RecordKind::Incident) {
-        if let IncidentRecord::Proposed { proposal_id, .. } = record.parse()?
-            && proposal_id == proposal.id
-        {
-            return Ok(None);
+        match record.kind {
+            RecordKind::Diagnosis => {
+                let diagnosis: DiagnosisRecord = record.parse()?;
+                if let Some(proposal) = diagnosis.proposal {
+                    self.last.insert(record.incident_id.clone(), (proposal, false));
+                }
+            }
+            RecordKind::Incident => {
+                if let IncidentRecord::Proposed { proposal_id, .. } = record.parse()?
+                    && let Some((proposal, answered)) = self.last.get_mut(&record.incident_id)
+                    && proposal.id == proposal_id
+                {
+                    *answered = true;
+                }
+            }
+            _ => {}
         }
+        Ok(())
     }
-    Ok(Some(proposal))
+
+    fn unanswered(&self, incident_id: &str) -> Option<Proposal> {
+        self.last.get(incident_id).filter(|(_, answered)| !answered).map(|(proposal, _)| proposal.clone())
+    }
 }

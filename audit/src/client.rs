@@ -125,6 +125,17 @@ impl AuditClient {
         collect(stream).await
     }
 
+    /// Records with `from <= seq < to` (`to = 0`: to the end), as they arrive: a
+    /// reader that folds them one at a time never holds the whole range.
+    pub async fn stream_range(&self, from: u64, to: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
+        let request = self.request(pb::ReadRangeRequest { from_seq: from, to_seq: to });
+        let stream = self.client.clone().read_range(request).await?.into_inner();
+        Ok(stream.map(|item| match item {
+            Ok(record) => convert::from_pb(record).map_err(AuditError::Malformed),
+            Err(status) => Err(status.into()),
+        }))
+    }
+
     /// The writer identity this client's token stands for, and the kinds it may
     /// append (empty: any).
     pub async fn who_am_i(&self) -> Result<(String, Vec<String>), AuditError> {

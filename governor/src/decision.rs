@@ -344,9 +344,30 @@ pub fn record_rejection(decision: &mut Decision, rejection: Approval) {
 /// it with; one that is not is an error, since decisions rebuilt around it would
 /// be a guess.
 pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeMap<String, Decision>, Malformed> {
-    use arf_audit::RecordKind;
-    let mut decisions = std::collections::BTreeMap::new();
-    for record in records.iter().filter(|r| r.writer == "governor") {
+    let mut restored = Restored::default();
+    for record in records {
+        restored.add(record)?;
+    }
+    Ok(restored.decisions)
+}
+
+/// Decisions rebuilt from the log one record at a time ([`restore`]), so a restart
+/// can stream the log rather than hold it; with what each authorization signed.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub decisions: std::collections::BTreeMap<String, Decision>,
+    /// Per decision, the body its authorization signed and that record's sequence number.
+    pub authorized: std::collections::BTreeMap<String, (DecisionBody, u64)>,
+}
+
+impl Restored {
+    /// Folds one record, in log order.
+    pub fn add(&mut self, record: &arf_audit::Record) -> Result<(), Malformed> {
+        use arf_audit::RecordKind;
+        if record.writer != "governor" {
+            return Ok(());
+        }
+        let decisions = &mut self.decisions;
         match record.kind {
             RecordKind::Decision => match DecisionRecordKind::of(&record.payload) {
                 DecisionRecordKind::Decided => {
@@ -362,6 +383,7 @@ pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeM
                     if let Some(decision) = decisions.get_mut(&logged.decision_id) {
                         decision.state = State::Authorized;
                     }
+                    self.authorized.insert(logged.decision_id, (logged.body, record.seq));
                 }
                 DecisionRecordKind::State => {
                     let logged: DecisionStateRecord = record.parse()?;
@@ -385,7 +407,7 @@ pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeM
             },
             RecordKind::Approval => {
                 let logged: ApprovalRecord = record.parse()?;
-                let Some(decision) = decisions.get_mut(&logged.decision_id) else { continue };
+                let Some(decision) = decisions.get_mut(&logged.decision_id) else { return Ok(()) };
                 let reason = match logged.verdict {
                     Verdict::Reject => logged.reason.unwrap_or_default(),
                     Verdict::Approve => logged.comment.unwrap_or_default(),
@@ -409,8 +431,8 @@ pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeM
             }
             _ => {}
         }
+        Ok(())
     }
-    Ok(decisions)
 }
 
 /// `decision` with event `outcome_overdue`: the executor took the decision and

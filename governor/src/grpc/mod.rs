@@ -350,21 +350,19 @@ enum RestoreError {
 }
 
 async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
-    let records = shared.audit.read_range(1, 0).await?;
-    let restored = decision::restore(&records)?;
+    use futures::StreamExt;
+    // Folded record by record as the log streams in, never held whole.
+    let mut stream = std::pin::pin!(shared.audit.stream_range(1, 0).await?);
+    let mut folded = decision::Restored::default();
+    while let Some(record) = stream.next().await {
+        folded.add(&record?)?;
+    }
+    let decision::Restored { decisions: restored, authorized } = folded;
     // An outcome the log holds is never asked for again, so the guard rails need
     // not remember that they counted it.
     shared.forget_outcomes(|guard| {
         crate::guard::forget_logged_outcomes(guard, |id| restored.get(id).is_some_and(|d| d.state.is_final()))
     });
-    // What an authorization signed: its body and the sequence number of its record.
-    let mut authorized: BTreeMap<String, (arf_core::decision::DecisionBody, u64)> = BTreeMap::new();
-    for record in records.iter().filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision) {
-        if record.payload.get("state").and_then(Value::as_str) == Some(State::Authorized.as_str()) {
-            let logged: AuthorizedRecord = record.parse()?;
-            authorized.insert(logged.decision_id, (logged.body, record.seq));
-        }
-    }
     {
         let mut decisions = shared.decisions.write().await;
         let mut actions = shared.actions.lock().await;
