@@ -188,6 +188,26 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The commands that run services or drive them (and their children) for long:
+    /// they handle a closed pipe themselves and must not die of one.
+    fn is_long_running(&self) -> bool {
+        matches!(self, Self::Up { .. } | Self::Serve { .. } | Self::Demo { .. } | Self::Eval { .. } | Self::DemoTarget { .. })
+    }
+}
+
+/// A command whose output is piped into `head` stops quietly when the reader goes
+/// away, as Unix tools do, rather than panicking on the failed write: SIGPIPE gets
+/// its default action back (Rust ignores it), for the short commands only.
+#[expect(unsafe_code, reason = "restoring SIGPIPE's default action needs libc::signal")]
+fn quiet_broken_pipe() {
+    // SAFETY: called first thing in `main`, before any thread is started; it only
+    // changes the disposition of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
     /// Replays every incident of CORPUS through the real agent, governor and executor, and reports.
@@ -228,6 +248,9 @@ enum IncidentCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.is_long_running() {
+        quiet_broken_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -28,6 +28,21 @@ impl Supervisor {
     /// and waits until each answers its health check.
     pub async fn start(config_file: &Path, logs: Option<&Path>) -> Result<Self> {
         let deployment = setup::load(config_file)?;
+        // Every address is checked before anything starts: a service that cannot bind
+        // would die after start-up, and a health check answered by whatever already
+        // listens there (another ARF, say) would pass for it.
+        let addresses = [
+            ("audit", deployment.audit.listen),
+            ("governor", deployment.governor.listen),
+            ("executor", deployment.executor.listen),
+            ("agent", deployment.agent.listen),
+            ("agent webhook", deployment.agent.webhook_listen),
+        ];
+        for (what, addr) in addresses {
+            if let Err(error) = std::net::TcpListener::bind(addr) {
+                bail!("the {what} address {addr} is not free ({error}): is ARF already running? Nothing was started");
+            }
+        }
         let exe = std::env::current_exe().context("cannot find the `arf` executable")?;
         let mut supervisor = Self { services: Vec::new() };
         for role in Role::ALL {

@@ -72,3 +72,28 @@ fn up_runs_four_healthy_processes_on_the_default_ports() {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.contains(") Z ")).unwrap_or(true)
 }
+
+/// A second `arf up` whose ports are taken says so and starts nothing, rather
+/// than reporting "ARF is up" from health checks the first instance answered.
+#[test]
+fn up_on_a_taken_port_names_it_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(init.status.success());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let config = dir.path().join("arf.toml");
+    // Every other address is free and its own, so the test that uses the default
+    // ports can run beside this one.
+    let mut text = std::fs::read_to_string(&config).unwrap().replace("\"127.0.0.1:7402\"", &format!("\"{addr}\""));
+    for port in [7400, 7401, 7403, 7480] {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        text = text.replace(&format!("\"127.0.0.1:{port}\""), &format!("\"{free}\""));
+    }
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_arf")).arg("up").arg("--config").arg(&config).arg("--data-dir").arg(dir.path()).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(!output.status.success(), "{stdout}");
+    assert!(!stdout.contains("ARF is up"), "{stdout}");
+    assert!(stderr.contains(&format!("the governor address {addr} is not free")) && stderr.contains("Nothing was started"), "{stderr}");
+}
