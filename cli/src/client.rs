@@ -67,6 +67,35 @@ fn status(error: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", error.message(), error.code())
 }
 
+/// A failed call to a service: when the service could not be reached, the error
+/// names where it was looked for and how to point the CLI elsewhere.
+fn failed(error: tonic::Status, service: &str, address: &str, option: &str) -> anyhow::Error {
+    if error.code() == tonic::Code::Unavailable && error.message().contains("connect") {
+        return anyhow::anyhow!(
+            "cannot reach the {service} at {address} ({}): is it running? Point `{option}` at it",
+            error.message()
+        );
+    }
+    status(error)
+}
+
+impl Endpoints {
+    /// Maps a failed call to the agent ([`failed`]).
+    pub fn agent_failed(&self) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+        |error| failed(error, "agent", &self.agent, "--agent` or `ARF_AGENT")
+    }
+
+    /// Maps a failed call to the governor ([`failed`]).
+    pub fn governor_failed(&self) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
+        |error| failed(error, "governor", &self.governor, "--governor` or `ARF_GOVERNOR")
+    }
+
+    /// Names the audit log's address in a failed read.
+    pub fn audit_failed(&self) -> impl Fn(arf_audit::AuditError) -> anyhow::Error + '_ {
+        |error| anyhow::anyhow!("the audit log at {} (`--audit` or `ARF_AUDIT`): {error}", self.audit)
+    }
+}
+
 pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str>, service: Option<&str>, environment: Option<&str>, as_json: bool) -> Result<ExitCode> {
     let body = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
     let format = match format {
@@ -76,7 +105,7 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
             .to_owned(),
     };
     let request = pb::SubmitWebhookRequest { format: format.clone(), body, service: service.unwrap_or_default().to_owned(), environment: environment.unwrap_or_default().to_owned() };
-    let response = endpoints.agent()?.submit_webhook(request).await.map_err(status)?.into_inner();
+    let response = endpoints.agent()?.submit_webhook(request).await.map_err(endpoints.agent_failed())?.into_inner();
     if as_json {
         let accepted: Vec<Value> = response
             .accepted
@@ -101,7 +130,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
 }
 
 pub async fn list_incidents(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
-    let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(status)?.into_inner().incidents;
+    let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(endpoints.agent_failed())?.into_inner().incidents;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
@@ -182,7 +211,7 @@ pub async fn show_incident(endpoints: &Endpoints, id: &str, as_json: bool) -> Re
         .await
         .map(|r| r.into_inner())
         .ok();
-    let trail = endpoints.audit()?.read_incident(id).await?;
+    let trail = endpoints.audit()?.read_incident(id).await.map_err(endpoints.audit_failed())?;
     if incident.is_none() && trail.is_empty() {
         bail!("no incident `{id}`");
     }
@@ -227,7 +256,7 @@ pub fn decision_json(d: &pb::Decision) -> Value {
 
 pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
     let request = endpoints.authed(pb::ListPendingRequest {})?;
-    let decisions = endpoints.governor()?.list_pending(request).await.map_err(status)?.into_inner().decisions;
+    let decisions = endpoints.governor()?.list_pending(request).await.map_err(endpoints.governor_failed())?.into_inner().decisions;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&decisions.iter().map(decision_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
@@ -258,7 +287,7 @@ pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
 
 pub async fn explain(endpoints: &Endpoints, decision: &str, as_json: bool) -> Result<ExitCode> {
     let request = endpoints.authed(pb::GetDecisionRequest { decision_id: decision.to_owned() })?;
-    let explanation = endpoints.governor()?.explain(request).await.map_err(status)?.into_inner();
+    let explanation = endpoints.governor()?.explain(request).await.map_err(endpoints.governor_failed())?.into_inner();
     if as_json {
         let decision = explanation.decision.as_ref().map(decision_json);
         say!("{}", serde_json::to_string_pretty(&json!({"decision": decision, "text": explanation.text}))?);
@@ -280,13 +309,13 @@ pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Re
             warn_user!("refused: {}", error.message());
             Ok(ExitCode::from(exit::DENIED))
         }
-        Err(error) => Err(status(error)),
+        Err(error) => Err(endpoints.governor_failed()(error)),
     }
 }
 
 pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Result<ExitCode> {
     let request = endpoints.authed(pb::RejectRequest { decision_id: decision.to_owned(), reason: reason.to_owned() })?;
-    let d = endpoints.governor()?.reject(request).await.map_err(status)?.into_inner();
+    let d = endpoints.governor()?.reject(request).await.map_err(endpoints.governor_failed())?.into_inner();
     say!("decision {} is now {}", d.decision_id, d.state);
     Ok(ExitCode::SUCCESS)
 }

@@ -83,16 +83,12 @@ pub fn keys(command: KeysCommand) -> Result<ExitCode> {
     }
 }
 
-fn status(error: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", error.message(), error.code())
-}
-
 pub async fn policy(endpoints: &Endpoints, command: PolicyCommand) -> Result<ExitCode> {
     match command {
         PolicyCommand::Test { dir, json } => test(&dir, json),
         PolicyCommand::Reload => {
             let request = endpoints.authed(pb::ReloadPoliciesRequest {})?;
-            let response = endpoints.governor()?.reload_policies(request).await.map_err(status)?.into_inner();
+            let response = endpoints.governor()?.reload_policies(request).await.map_err(endpoints.governor_failed())?.into_inner();
             say!("policies reloaded; serving {} file(s):", response.files.len());
             for file in response.files {
                 say!("  {file}");
@@ -127,15 +123,15 @@ pub async fn autonomy(endpoints: &Endpoints, command: AutonomyCommand) -> Result
     let (state, as_json) = match command {
         AutonomyCommand::On { reason } => {
             let request = endpoints.authed(pb::SetAutonomyRequest { enabled: true, reason })?;
-            (governor.set_autonomy(request).await.map_err(status)?.into_inner(), false)
+            (governor.set_autonomy(request).await.map_err(endpoints.governor_failed())?.into_inner(), false)
         }
         AutonomyCommand::Off { reason } => {
             let request = endpoints.authed(pb::SetAutonomyRequest { enabled: false, reason })?;
-            (governor.set_autonomy(request).await.map_err(status)?.into_inner(), false)
+            (governor.set_autonomy(request).await.map_err(endpoints.governor_failed())?.into_inner(), false)
         }
         AutonomyCommand::Status { json } => {
             let request = endpoints.authed(pb::GetAutonomyRequest {})?;
-            (governor.get_autonomy(request).await.map_err(status)?.into_inner(), json)
+            (governor.get_autonomy(request).await.map_err(endpoints.governor_failed())?.into_inner(), json)
         }
         AutonomyCommand::Reset { service, pathway, reason } => {
             let request = endpoints.authed(pb::ResetAutonomyRequest {
@@ -143,7 +139,7 @@ pub async fn autonomy(endpoints: &Endpoints, command: AutonomyCommand) -> Result
                 pathway: pathway.unwrap_or_default(),
                 reason,
             })?;
-            (governor.reset_autonomy(request).await.map_err(status)?.into_inner(), false)
+            (governor.reset_autonomy(request).await.map_err(endpoints.governor_failed())?.into_inner(), false)
         }
     };
     if as_json {
