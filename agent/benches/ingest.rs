@@ -39,7 +39,10 @@ async fn load(url: &str, first: usize, count: usize, body: Arc<dyn Fn(usize) -> 
     let started = Instant::now();
     let workers: Vec<_> = (0..CONNECTIONS)
         .map(|_| {
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            // Both ends get the same header; the agent authenticates it, Alertmanager ignores it.
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", support::TOKEN).parse().unwrap());
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).default_headers(headers).build().unwrap();
             let (url, next, body) = (url.to_owned(), Arc::clone(&next), Arc::clone(&body));
             tokio::spawn(async move {
                 let mut latencies = Vec::new();

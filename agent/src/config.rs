@@ -168,6 +168,29 @@ pub struct Config {
     pub redact_patterns: Vec<String>,
     #[serde(default)]
     pub targets: Inventory,
+    /// Who may call the agent, over gRPC and on the webhook endpoint, and as what:
+    /// signal sources (`source`), tooling and people send signals; tooling, people
+    /// and auditors read incidents. With none, every call is refused.
+    #[serde(default)]
+    pub identities: Vec<arf_core::identity::Identity>,
+    /// Webhook senders that sign each body with a shared secret instead of sending a token.
+    #[serde(default)]
+    pub webhook_hmac: Vec<HmacSource>,
+}
+
+/// A signing sender, with its secret.
+pub type Signer = (arf_core::identity::Caller, Vec<u8>);
+
+/// A webhook sender that signs: `X-Hub-Signature-256: sha256=HEX`, the HMAC-SHA256
+/// under the secret of `TIMESTAMP.BODY`, with `X-ARF-Timestamp: TIMESTAMP` (Unix
+/// seconds). A signature is accepted once, within five minutes of its timestamp.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacSource {
+    /// The identity signals from it are accepted as (role `source`).
+    pub name: String,
+    /// The file holding the shared secret (at least 32 characters).
+    pub secret_file: PathBuf,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -265,6 +288,23 @@ impl Config {
         }
         arf_core::keys::load_token(&self.audit_token_file).map_err(|e| format!("`agent.audit_token_file`: {e}"))?;
         arf_core::keys::load_token(&self.governor_token_file).map_err(|e| format!("`agent.governor_token_file`: {e}"))?;
+        self.callers()?;
         Ok(())
+    }
+
+    /// Who may call the agent: the configured identities, and each HMAC sender as a `source`.
+    pub fn callers(&self) -> Result<(arf_core::identity::Identities, Vec<Signer>), String> {
+        let identities = arf_core::identity::Identities::load(&self.identities, "agent.identities").map_err(|e| e.to_string())?;
+        let mut signers = Vec::new();
+        for (i, source) in self.webhook_hmac.iter().enumerate() {
+            if source.name.trim().is_empty() || identities.callers().any(|c| c.name == source.name) {
+                return Err(format!("`agent.webhook_hmac[{i}].name`: must be a name no other identity has"));
+            }
+            let secret = arf_core::keys::load_token(&source.secret_file)
+                .map_err(|e| format!("`agent.webhook_hmac[{i}].secret_file`: {e}"))?;
+            let caller = arf_core::identity::Caller { name: source.name.clone(), role: arf_core::identity::Role::Source };
+            signers.push((caller, secret.into_bytes()));
+        }
+        Ok((identities, signers))
     }
 }

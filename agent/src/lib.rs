@@ -62,6 +62,11 @@ pub async fn serve(
             (Arc::new(reasoner::openai::OpenAi::new(openai).map_err(anyhow::Error::msg)?), fallback)
         }
     };
+    let (identities, signers) = config.callers().map_err(anyhow::Error::msg)?;
+    if identities.is_empty() && signers.is_empty() {
+        tracing::warn!("`agent.identities` is empty: every call to the agent and every webhook is refused");
+    }
+    let webhook_auth = Arc::new(http::auth::WebhookAuth::new(identities.clone(), signers));
     let redactor = redact::Redactor::new(&config.redact_patterns).map_err(anyhow::Error::msg)?;
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
     let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(audit_token))?;
@@ -123,12 +128,13 @@ pub async fn serve(
     let webhook_listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
         let _ = tcp.set_nodelay(true);
     });
-    let http = axum::serve(webhook_listener, http::router(Arc::clone(&agent))).with_graceful_shutdown(async move {
+    let http = axum::serve(webhook_listener, http::router(Arc::clone(&agent), webhook_auth)).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
     });
     let addr = listener.local_addr()?;
     info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), "agent listening");
     let grpc = tonic::transport::Server::builder()
+        .layer(arf_proto::auth::Authenticator::new("the agent", identities).layer())
         .add_service(health_service)
         .add_service(arf_proto::server::reflection()?)
         .add_service(grpc::AgentServer::new(grpc::Service::new(agent)))

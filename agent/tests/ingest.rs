@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -10,7 +12,6 @@ use tokio::net::TcpListener;
 
 use arf_agent::config::{Config, ReasonerKind};
 use arf_proto::v1 as pb;
-use arf_proto::v1::agent_client::AgentClient;
 
 struct Running {
     audit_up: bool,
@@ -71,6 +72,8 @@ async fn start(audit_up: bool) -> Running {
         noisy: None,
         redact_patterns: vec![],
         targets: BTreeMap::new(),
+        identities: support::identities(),
+        webhook_hmac: vec![],
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -90,7 +93,7 @@ fn signal(kind: &str, title: &str) -> pb::Signal {
 
 /// A client, once the agent answers its health check (SERVING, or, with the log
 /// down, NOT_SERVING: it is up but cannot rebuild its state).
-async fn client(running: &Running) -> AgentClient<tonic::transport::Channel> {
+async fn client(running: &Running) -> support::AgentClient {
     let addr = &running.agent;
     use tonic_health::pb::health_client::HealthClient;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
@@ -107,7 +110,7 @@ async fn client(running: &Running) -> AgentClient<tonic::transport::Channel> {
         let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
         // Without an audit log the agent is up but never SERVING: any answer will do.
         if status.status == serving || !running.audit_up {
-            return AgentClient::new(channel);
+            return support::authed(channel);
         }
     }
 }
@@ -160,7 +163,7 @@ async fn malformed_signals_name_the_field_and_lose_nothing_accepted() {
 async fn webhook_answers_with_http_statuses_that_mean_something() {
     let running = start(true).await;
     let _ = client(&running).await;
-    let http = reqwest::Client::new();
+    let http = support::http();
     let url = |format: &str| format!("http://{}/v1/webhooks/{format}", running.webhook);
     let sample = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/alertmanager/alertmanager-bot-firing.json"))
         .unwrap_or_else(|_| br#"{"status":"firing","alerts":[{"labels":{"alertname":"Fire"}}]}"#.to_vec());

@@ -70,5 +70,7 @@ fn base_config() -> arf_agent::config::Config {
         max_model_calls_per_incident: 6,
         redact_patterns: vec![],
         targets: support::inventory(),
+        identities: support::identities(),
+        webhook_hmac: vec![],
     }
 }

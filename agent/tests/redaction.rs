@@ -103,7 +103,7 @@ async fn no_secret_reaches_the_model_or_the_log() {
     })
     .await;
     let _ = support::agent_client(&running.agent).await;
-    let http = reqwest::Client::new();
+    let http = support::http();
     let mut incidents = Vec::new();
     for (format, payload) in payloads() {
         let service = format!("svc-{format}");

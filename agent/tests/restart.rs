@@ -148,6 +148,6 @@ async fn a_malformed_record_of_its_own_keeps_a_restarted_agent_from_serving() {
     let alert = json!({"version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}", "alerts": [{"status": "firing",
                        "labels": {"alertname": "A", "service": "checkout", "env": "staging"}, "annotations": {},
                        "startsAt": "2026-11-26T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z"}]});
-    let answer = reqwest::Client::new().post(format!("http://{}/v1/webhooks/alertmanager", running.webhook)).json(&alert).send().await.unwrap();
+    let answer = support::http().post(format!("http://{}/v1/webhooks/alertmanager", running.webhook)).json(&alert).send().await.unwrap();
     assert_eq!(answer.status(), 503, "nothing is accepted on a guessed state");
 }

@@ -23,6 +23,10 @@ pub struct Config {
     /// else may read it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub readers: BTreeMap<String, PathBuf>,
+    /// The deployment's identities (`[[identities]]`): those whose role may read
+    /// (people, tooling, auditors, the services) read the log too. A signal source does not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<arf_core::identity::Identity>,
     /// Writer identity → the record kinds it may append (`"signal"`, `"outcome"`, ...).
     /// A writer listed here appends nothing else, so a compromised agent cannot
     /// forge a decision or an outcome; a writer not listed may append any kind.
@@ -67,6 +71,7 @@ impl Config {
             data_dir,
             writers,
             readers: BTreeMap::new(),
+            identities: Vec::new(),
             writer_kinds: BTreeMap::new(),
             checkpoint_key: None,
             checkpoint_origin: default_origin(),

@@ -51,7 +51,7 @@ async fn writer_identity_comes_from_the_token() {
 
     let anonymous = AuditClient::connect(&log.addr, None).unwrap();
     let error = anonymous.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap_err();
-    assert!(error.to_string().contains("writer token"), "{error}");
+    assert!(error.to_string().contains("needs credentials"), "{error}");
 
     let forged = AuditClient::connect(&log.addr, Some("f".repeat(64))).unwrap();
     let error = forged.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap_err();

@@ -34,8 +34,10 @@ pub fn channel(address: &str) -> Result<Channel> {
 }
 
 impl Endpoints {
-    pub fn agent(&self) -> Result<AgentClient<Channel>> {
-        Ok(AgentClient::new(channel(&self.agent)?).max_decoding_message_size(64 * 1024 * 1024))
+    /// The agent, called with your token (it refuses anonymous calls).
+    pub fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
+        let bearer = arf_proto::server::Bearer::new(Some(&self.token()?));
+        Ok(AgentClient::with_interceptor(channel(&self.agent)?, bearer).max_decoding_message_size(64 * 1024 * 1024))
     }
 
     pub fn governor(&self) -> Result<GovernorClient<Channel>> {

@@ -461,7 +461,8 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         token_file: None,
     };
     let mut people = Vec::new();
-    for (name, role) in setup::IDENTITIES.iter().filter(|(name, _)| *name != "agent") {
+    let is_person = |role: &str| arf_core::identity::Role::parse(role).is_some_and(arf_core::identity::Role::is_human);
+    for (name, role) in setup::IDENTITIES.iter().filter(|(_, role)| is_person(role)) {
         people.push(((*name).to_owned(), (*role).to_owned(), token(name)?));
     }
     let human = Human {
@@ -471,7 +472,10 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         limit: spec.limit,
     };
     let webhook = format!("http://{}", ports.webhook);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    // The client that posts the corpus's signals, as the deployment's `alertmanager` source.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("alertmanager")?).parse()?);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build()?;
     println!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({PARALLEL} at a time)", started.elapsed().as_secs_f64(), incidents.len());
 
     let shared = Shared::default();

@@ -22,6 +22,7 @@ mod pathways;
 mod serve;
 mod setup;
 mod supervisor;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,11 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+    },
+    /// Identities: who may call the services, and as what.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
     },
     /// Runs one service.
     Serve {
@@ -233,6 +239,23 @@ enum SignalCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Adds an identity to the configuration and prints its token, once: only its SHA-256 is kept. Restart the services to use it.
+    Create {
+        /// The identity's name, as approvals and the audit log will show it.
+        name: String,
+        /// What it may do.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(arf_core::identity::Role::ALL.map(arf_core::identity::Role::as_str)))]
+        role: String,
+        /// The configuration file (default: the one in `--data-dir`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum IncidentCommand {
     List {
         #[arg(long)]
@@ -283,6 +306,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
+        Command::Token { command: TokenCommand::Create { name, role, config, data_dir } } => {
+            let file = serve::config_file(config, &data_dir)?;
+            let token = token::create(&file, &name, &role)?;
+            eprintln!("identity `{name}` ({role}) added to {}; restart the services to use it.", file.display());
+            eprintln!("Its token follows, shown this once (only its SHA-256 is kept):");
+            say!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
         Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env } => {
             let reasoning = match llm_base_url {

@@ -24,9 +24,18 @@ pub const WRITER_KINDS: [(&str, &[&str]); 3] = [
     ("executor", &["execution_started", "execution_finished", "verification", "rollback", "outcome"]),
 ];
 
-/// The people (and processes) the governor knows by default: name, role.
-pub const IDENTITIES: [(&str, &str); 5] =
-    [("agent", "agent"), ("alice", "oncall"), ("bob", "oncall"), ("sam", "security"), ("admin", "admin")];
+/// The identities a generated deployment knows (`[[identities]]`, read by the
+/// agent, governor and executor): the processes that call each other, the people,
+/// and one signal source for webhooks. Name, role.
+pub const IDENTITIES: [(&str, &str); 7] = [
+    ("agent", "agent"),
+    ("governor", "governor"),
+    ("alice", "oncall"),
+    ("bob", "oncall"),
+    ("sam", "security"),
+    ("admin", "admin"),
+    ("alertmanager", "source"),
+];
 
 /// Who may read the audit log besides its writers: the people, and an `auditor`
 /// whose token reads the log and nothing else.
@@ -214,6 +223,7 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     governor.insert("audit_addr".into(), string(ports.audit.to_string()));
     governor.insert("audit_token_file".into(), path(layout.writer_token("governor")));
     governor.insert("executor_addr".into(), string(ports.executor.to_string()));
+    governor.insert("executor_token_file".into(), path(layout.identity_token("governor")));
     governor.insert("policies_dir".into(), path(examples.join("policies")));
     governor.insert("catalog_dir".into(), path(examples.join("pathways")));
     governor.insert("signing_key_file".into(), path(layout.signing_key()));
@@ -228,7 +238,6 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
             Value::Table(t)
         })
         .collect();
-    governor.insert("identities".into(), Value::Array(identities));
 
     let mut executor = Table::new();
     executor.insert("listen".into(), string(ports.executor.to_string()));
@@ -247,13 +256,15 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     root.insert("agent".into(), Value::Table(agent));
     root.insert("governor".into(), Value::Table(governor));
     root.insert("executor".into(), Value::Table(executor));
+    root.insert("identities".into(), Value::Array(identities));
     let targets = Value::try_from(targets).context("cannot encode the target inventory")?;
     root.insert("targets".into(), targets);
     let body = toml::to_string_pretty(&root).context("cannot encode the configuration")?;
     Ok(format!(
         "# ARF configuration, written by `arf` at first start; edit freely.\n\
          # Each section configures one process; `[targets]` is the reviewed target\n\
-         # inventory that the agent, governor and executor all read.\n\n{body}"
+         # inventory, and `[[identities]]` who may call the services and as what,\n\
+         # both read by the agent, governor and executor (`arf token create` adds one).\n\n{body}"
     ))
 }
 
@@ -265,14 +276,19 @@ pub struct Deployment {
     pub executor: arf_executor::Config,
 }
 
-fn section<T: serde::de::DeserializeOwned>(root: &Table, name: &str, with_targets: bool) -> Result<T> {
+/// The top-level keys a process's section inherits when it does not set its own.
+const SHARED: [&str; 2] = ["targets", "identities"];
+
+fn section<T: serde::de::DeserializeOwned>(root: &Table, name: &str, inherits: &[&str]) -> Result<T> {
     let mut table = root
         .get(name)
         .and_then(Value::as_table)
         .cloned()
         .with_context(|| format!("the configuration has no `[{name}]` section"))?;
-    if let Some(targets) = root.get("targets").filter(|_| with_targets && !table.contains_key("targets")) {
-        table.insert("targets".into(), targets.clone());
+    for key in inherits {
+        if let Some(value) = root.get(*key).filter(|_| !table.contains_key(*key)) {
+            table.insert((*key).to_owned(), value.clone());
+        }
     }
     Value::Table(table).try_into().with_context(|| format!("in section `[{name}]`"))
 }
@@ -281,15 +297,15 @@ fn section<T: serde::de::DeserializeOwned>(root: &Table, name: &str, with_target
 pub fn load(file: &Path) -> Result<Deployment> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read configuration `{}`", file.display()))?;
     let root: Table = toml::from_str(&text).with_context(|| format!("`{}` is not valid TOML", file.display()))?;
-    let known = ["audit", "agent", "governor", "executor", "targets"];
+    let known = ["audit", "agent", "governor", "executor", "targets", "identities"];
     if let Some(unknown) = root.keys().find(|k| !known.contains(&k.as_str())) {
         anyhow::bail!("`{}`: unknown section `{unknown}`; expected one of {}", file.display(), known.join(", "));
     }
     Ok(Deployment {
-        audit: section(&root, "audit", false)?,
-        agent: section(&root, "agent", true)?,
-        governor: section(&root, "governor", true)?,
-        executor: section(&root, "executor", true)?,
+        audit: section(&root, "audit", &["identities"])?,
+        agent: section(&root, "agent", &SHARED)?,
+        governor: section(&root, "governor", &SHARED)?,
+        executor: section(&root, "executor", &SHARED)?,
     })
 }
 

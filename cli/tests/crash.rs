@@ -10,17 +10,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
 
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::Stdio;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arf_audit::{AuditClient, Record, RecordKind};
-use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use arf_audit::{Record, RecordKind};
 
 /// How long a decision may take to settle after the crash, with no human needed:
 /// the governor's `settle_secs` (60 s by default), as docs/governance.md promises.
@@ -44,178 +40,6 @@ async fn counting_target() -> (String, Arc<AtomicU64>) {
     (url, restarts)
 }
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
-struct Plane {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    ports: [(&'static str, SocketAddr); 4],
-    webhook: SocketAddr,
-    children: Vec<(&'static str, Child)>,
-}
-
-const SCRIPT: &str = r#"
-[[response]]
-name = "wedged-worker"
-match = { alertname = "WorkerWedged" }
-completion = '''
-{"hypotheses": [{
-  "root_cause": "The worker process is wedged: its queue stopped draining with no recent change.",
-  "evidence": ["{{ signals[0].id }}"],
-  "confidence": 0.95,
-  "uncertainty": "No change in the window; a restart is the usual fix.",
-  "expected_impact": "The queue drains within a minute of the restart.",
-  "remediations": [{"pathway": "restart_service", "target": "{{ target }}", "parameters": {"reason": "wedged worker"}}]
-}]}
-'''
-"#;
-
-impl Plane {
-    /// `arf init`, then the configuration pointed at free ports, the counting target
-    /// and a scripted model that proposes restarting it.
-    async fn prepare(target_url: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let init = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
-        assert!(init.status.success(), "arf init: {}", String::from_utf8_lossy(&init.stderr));
-        let config = dir.path().join("arf.toml");
-        assert!(config.exists(), "arf init writes {}", config.display());
-        let scripted = dir.path().join("crash-scripted");
-        std::fs::create_dir_all(&scripted).unwrap();
-        std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
-
-        let ports = [("audit", free_port()), ("governor", free_port()), ("executor", free_port()), ("agent", free_port())];
-        let webhook = free_port();
-        let addr = |role: &str| ports.iter().find(|(r, _)| *r == role).unwrap().1.to_string();
-        let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-        let mut set = |section: &str, key: &str, value: toml::Value| {
-            root.get_mut(section).unwrap().as_table_mut().unwrap().insert(key.into(), value);
-        };
-        set("audit", "listen", addr("audit").into());
-        set("agent", "listen", addr("agent").into());
-        set("agent", "webhook_listen", webhook.to_string().into());
-        set("agent", "audit_addr", addr("audit").into());
-        set("agent", "governor_addr", addr("governor").into());
-        set("agent", "reasoner", "scripted".into());
-        set("agent", "scripted_dir", scripted.display().to_string().into());
-        set("governor", "listen", addr("governor").into());
-        set("governor", "audit_addr", addr("audit").into());
-        set("governor", "executor_addr", addr("executor").into());
-        set("executor", "listen", addr("executor").into());
-        set("executor", "audit_addr", addr("audit").into());
-        let target: toml::Table = toml::from_str(&format!(
-            "service = \"worker\"\nenvironment = \"staging\"\nkind = \"service\"\n[facts]\nurl = \"{target_url}\"\n"
-        ))
-        .unwrap();
-        root.insert("targets".into(), toml::Value::Table([("worker-staging".to_owned(), toml::Value::Table(target))].into_iter().collect()));
-        std::fs::write(&config, toml::to_string(&root).unwrap()).unwrap();
-        Self { dir, config, ports, webhook, children: Vec::new() }
-    }
-
-    fn addr(&self, role: &str) -> SocketAddr {
-        self.ports.iter().find(|(r, _)| *r == role).unwrap().1
-    }
-
-    /// Starts `role`, with the crash point `crash_at` armed if given, and waits for its health check.
-    async fn start(&mut self, role: &'static str, crash_at: Option<&str>) {
-        let logs = self.dir.path().join("logs");
-        std::fs::create_dir_all(&logs).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{role}.log"))).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_arf"));
-        command
-            .args(["serve", role, "--config"])
-            .arg(&self.config)
-            .env_remove(arf_core::crash::ENV)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true);
-        if let Some(point) = crash_at {
-            command.env(arf_core::crash::ENV, point);
-        }
-        let child = command.spawn().unwrap();
-        self.children.retain(|(r, _)| *r != role);
-        self.children.push((role, child));
-        let addr = self.addr(role);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !serving(addr).await {
-            assert!(Instant::now() < deadline, "{role} did not become healthy; log:\n{}", self.log(role));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn start_all(&mut self, crash_role: &str, crash_at: &str) {
-        for role in ["audit", "governor", "executor", "agent"] {
-            self.start(role, (role == crash_role).then_some(crash_at)).await;
-        }
-    }
-
-    /// Waits for `role` to die at its crash point, and checks it was a SIGKILL.
-    async fn wait_killed(&mut self, role: &str) {
-        let child = &mut self.children.iter_mut().find(|(r, _)| *r == role).unwrap().1;
-        let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("the crash point was never reached").unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{role} died by SIGKILL at its crash point: {status:?}");
-    }
-
-    fn log(&self, role: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join("logs").join(format!("{role}.log"))).unwrap_or_default()
-    }
-
-    fn auditor(&self) -> AuditClient {
-        let token = std::fs::read_to_string(self.dir.path().join("secrets").join("auditor.token")).unwrap();
-        AuditClient::connect(&self.addr("audit").to_string(), Some(token.trim().to_owned())).unwrap()
-    }
-
-    /// Posts a firing Alertmanager alert and returns its incident.
-    async fn fire(&self) -> String {
-        let labels = json!({"alertname": "WorkerWedged", "service": "worker", "env": "staging", "severity": "critical"});
-        let body = json!({
-            "version": "4", "groupKey": "{}:{alertname=\"WorkerWedged\"}", "status": "firing", "receiver": "arf",
-            "groupLabels": {"alertname": "WorkerWedged"}, "commonLabels": labels, "commonAnnotations": {"summary": "worker queue stalled"},
-            "externalURL": "http://alertmanager.example:9093",
-            "alerts": [{"status": "firing", "labels": labels, "annotations": {"summary": "worker queue stalled"},
-                        "startsAt": arf_core::time::format_ms(arf_core::time::now_ms() - 60_000), "endsAt": "0001-01-01T00:00:00Z",
-                        "generatorURL": "http://prometheus.example:9090/graph"}]
-        });
-        let url = format!("http://{}/v1/webhooks/alertmanager", self.webhook);
-        let response = reqwest::Client::new().post(&url).json(&body).send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let accepted: Value = response.json().await.unwrap();
-        accepted["accepted"][0]["incident_id"].as_str().unwrap().to_owned()
-    }
-
-    /// Follows the incident's trail until `done` holds, within `limit`.
-    async fn trail_until(&self, incident: &str, limit: Duration, what: &str, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-        let audit = self.auditor();
-        let deadline = Instant::now() + limit;
-        loop {
-            let trail = audit.read_incident(incident).await.unwrap_or_default();
-            if done(&trail) {
-                return trail;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} did not happen within {limit:?}; trail:\n{}\ngovernor log:\n{}\nagent log:\n{}",
-                summary(&trail),
-                self.log("governor"),
-                self.log("agent")
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-async fn serving(addr: SocketAddr) -> bool {
-    use tonic_health::pb::health_client::HealthClient;
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await else { return false };
-    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
-    HealthClient::new(channel).check(request).await.map(|r| r.into_inner().status == 1).unwrap_or(false)
-}
-
-fn summary(trail: &[Record]) -> String {
-    trail.iter().map(|r| format!("  {} {} {:?} {}\n", r.seq, r.writer, r.kind, r.payload.get("state").or(r.payload.get("event")).unwrap_or(&Value::Null))).collect()
-}
 
 /// The governor's decisions in the trail: their ids, in order of first record.
 fn decision_ids(trail: &[Record]) -> Vec<String> {
@@ -239,13 +63,13 @@ fn agent_logged_proposed(trail: &[Record]) -> bool {
 /// One alert, one crash at `crash_at` in `role`, one restart: one decision, one execution.
 async fn one_alert_one_execution(role: &'static str, crash_at: &str, logged_before_the_crash: &str) {
     let (url, restarts) = counting_target().await;
-    let mut plane = Plane::prepare(&url).await;
+    let mut plane = support::Plane::prepare(&url).await;
     plane.start_all(role, crash_at).await;
     let incident = plane.fire().await;
     plane.wait_killed(role).await;
     // What the crash cut off is in the log, and nothing after it.
     let before = plane.trail_until(&incident, Duration::from_secs(5), "the step before the crash", |t| has_state(t, logged_before_the_crash)).await;
-    assert_eq!(decision_ids(&before).len(), 1, "{}", summary(&before));
+    assert_eq!(decision_ids(&before).len(), 1, "{}", support::summary(&before));
     let restarted = Instant::now();
     plane.start(role, None).await;
     let trail = plane
@@ -256,10 +80,10 @@ async fn one_alert_one_execution(role: &'static str, crash_at: &str, logged_befo
     // do anything wrong before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let trail = plane.auditor().read_incident(&incident).await.unwrap_or(trail);
-    assert_eq!(decision_ids(&trail), decision_ids(&before), "one decision for one alert, the one made before the crash:\n{}", summary(&trail));
-    assert_eq!(restarts.load(Ordering::SeqCst), 1, "the target was restarted exactly once:\n{}", summary(&trail));
+    assert_eq!(decision_ids(&trail), decision_ids(&before), "one decision for one alert, the one made before the crash:\n{}", support::summary(&trail));
+    assert_eq!(restarts.load(Ordering::SeqCst), 1, "the target was restarted exactly once:\n{}", support::summary(&trail));
     let started = trail.iter().filter(|r| r.kind == RecordKind::ExecutionStarted).count();
-    assert_eq!(started, 1, "one execution started:\n{}", summary(&trail));
+    assert_eq!(started, 1, "one execution started:\n{}", support::summary(&trail));
     assert!(settled_in <= SETTLE_BOUND, "settled {settled_in:?} after the restart");
     eprintln!("{role} SIGKILLed at `{crash_at}`: settled {settled_in:?} after the restart, one decision, one execution");
 }

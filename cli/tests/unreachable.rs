@@ -10,7 +10,7 @@ fn an_unreachable_service_is_named_with_its_address() {
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let cases = [
-        (vec!["--agent", closed.as_str(), "incident", "list"], "cannot reach the agent at", "--agent"),
+        (vec!["--agent", closed.as_str(), "--token", "t", "incident", "list"], "cannot reach the agent at", "--agent"),
         (vec!["--governor", closed.as_str(), "--token", "t", "pending"], "cannot reach the governor at", "--governor"),
     ];
     for (args, what, option) in cases {

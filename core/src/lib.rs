@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod crash;
 pub mod decision;
 pub mod diagnosis;
+pub mod identity;
 pub mod keys;
 pub mod records;
 pub mod signal;

@@ -48,6 +48,11 @@ pub struct Config {
     /// The log's origin in its checkpoints.
     #[serde(default = "arf_audit::config::default_origin")]
     pub audit_checkpoint_origin: String,
+    /// Who may call the executor: the governor (role `governor`) asks it to act;
+    /// people, tooling and auditors may look up executions. With none, every call
+    /// is refused.
+    #[serde(default)]
+    pub identities: Vec<arf_core::identity::Identity>,
 }
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.
@@ -151,6 +156,8 @@ pub enum ConfigError {
     NoCaFiles,
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(String),
+    #[error("{0}")]
+    Identities(#[from] arf_core::identity::IdentityError),
 }
 
 /// What the configuration names, loaded and checked.
@@ -159,6 +166,7 @@ pub(crate) struct Loaded {
     pub trusted_keys: Vec<TrustedKey>,
     pub audit_token: String,
     pub http: reqwest::Client,
+    pub identities: arf_core::identity::Identities,
 }
 
 impl Config {
@@ -190,7 +198,8 @@ impl Config {
         }
         let catalog = Catalog::load_dir(&self.catalog_dir).map_err(ConfigError::Catalog)?;
         let http = self.tls.client()?;
-        Ok(Loaded { catalog, trusted_keys, audit_token, http })
+        let identities = arf_core::identity::Identities::load(&self.identities, "executor.identities")?;
+        Ok(Loaded { catalog, trusted_keys, audit_token, http, identities })
     }
 }
 

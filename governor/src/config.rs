@@ -1,13 +1,12 @@
 //! The governor's configuration, and the checks it passes before any port is bound.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::identity::Role;
 use crate::risk::RiskWeights;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +22,10 @@ pub struct Config {
     pub audit_token_file: PathBuf,
     #[serde(default = "default_executor_addr")]
     pub executor_addr: String,
+    /// The bearer token the governor presents to the executor (an identity of role
+    /// `governor` in `executor.identities`). Without it the executor refuses to act.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_token_file: Option<PathBuf>,
     /// The Rego bundle: every `*.rego` file in this directory.
     pub policies_dir: PathBuf,
     /// The governor's own copy of the pathway catalog; it signs the digest of the
@@ -79,16 +82,9 @@ pub fn default_agent_writer() -> String {
     "agent".to_owned()
 }
 
-/// One caller of the governor: a name, a role and the file holding its bearer token.
-/// The token is read at start and only its hash is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    pub name: String,
-    /// `agent`, `oncall`, `security`, `admin` or `tooling`.
-    pub role: String,
-    pub token_file: PathBuf,
-}
+/// One caller of the governor: a name, a role and its token (hashed in the
+/// configuration, or read from a file at start and hashed).
+pub use arf_core::identity::Identity;
 
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7402))
@@ -150,6 +146,9 @@ impl Config {
             ));
         }
         arf_core::keys::load_token(&self.audit_token_file).map_err(|e| invalid("audit_token_file", e.to_string()))?;
+        if let Some(file) = &self.executor_token_file {
+            arf_core::keys::load_token(file).map_err(|e| invalid("executor_token_file", e.to_string()))?;
+        }
         if self.signing_key_file.exists() {
             arf_core::keys::load_signing(&self.signing_key_file)
                 .map_err(|e| invalid("signing_key_file", e.to_string()))?;
@@ -181,43 +180,14 @@ impl Config {
         Ok(())
     }
 
-    /// Reads every identity's token and returns token hash → (name, role).
-    pub(crate) fn load_identities(&self) -> Result<BTreeMap<String, crate::identity::Caller>, ConfigError> {
+    /// Reads every identity's token: token hash → caller.
+    pub(crate) fn load_identities(&self) -> Result<arf_core::identity::Identities, ConfigError> {
         if self.identities.is_empty() {
             return Err(invalid(
                 "identities",
                 "must name at least one identity (the agent, and the people who approve)",
             ));
         }
-        let mut names = BTreeSet::new();
-        let mut by_token = BTreeMap::new();
-        for (i, identity) in self.identities.iter().enumerate() {
-            let field = format!("identities[{i}]");
-            if identity.name.trim().is_empty() {
-                return Err(invalid(format!("{field}.name"), "must not be empty"));
-            }
-            if !names.insert(identity.name.as_str()) {
-                return Err(invalid(format!("{field}.name"), format!("identity `{}` is listed twice", identity.name)));
-            }
-            let role = Role::parse(&identity.role).ok_or_else(|| {
-                invalid(
-                    format!("{field}.role"),
-                    format!(
-                        "unknown role `{}`; expected one of `agent`, `oncall`, `security`, `admin`, `tooling`",
-                        identity.role
-                    ),
-                )
-            })?;
-            let token = arf_core::keys::load_token(&identity.token_file)
-                .map_err(|e| invalid(format!("{field}.token_file"), e.to_string()))?;
-            let caller = crate::identity::Caller { name: identity.name.clone(), role };
-            if let Some(other) = by_token.insert(arf_core::keys::token_hash(&token), caller) {
-                return Err(invalid(
-                    format!("{field}.token_file"),
-                    format!("identities `{}` and `{}` share a token", other.name, identity.name),
-                ));
-            }
-        }
-        Ok(by_token)
+        arf_core::identity::Identities::load(&self.identities, "identities").map_err(|e| invalid(e.field, e.message))
     }
 }

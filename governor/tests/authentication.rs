@@ -28,7 +28,7 @@ async fn calls_without_a_known_token_are_refused() {
     };
     let anonymous = evaluate(None).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
-    assert!(anonymous.message().contains("needs a token"), "{}", anonymous.message());
+    assert!(anonymous.message().contains("needs credentials"), "{}", anonymous.message());
     let stranger = evaluate(Some("not-a-token-anybody-was-given-0123456789")).await.unwrap_err();
     assert_eq!(stranger.code(), Code::Unauthenticated);
 

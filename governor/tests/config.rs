@@ -84,7 +84,7 @@ fn validate_refuses_bad_configs_naming_the_field() {
     check(
         "missing token file",
         |c, dir| {
-            c.identities.push(Identity { name: "zed".into(), role: "oncall".into(), token_file: dir.join("nope") })
+            c.identities.push(Identity { name: "zed".into(), role: "oncall".into(), token_file: Some(dir.join("nope")), token_sha256: None })
         },
         &["`governor.identities[6].token_file`", "nope"],
     );
@@ -92,7 +92,7 @@ fn validate_refuses_bad_configs_naming_the_field() {
         "short token",
         |c, dir| {
             std::fs::write(dir.join("short.token"), "abc").unwrap();
-            c.identities[0].token_file = dir.join("short.token");
+            c.identities[0].token_file = Some(dir.join("short.token"));
         },
         &["`governor.identities[0].token_file`"],
     );

@@ -10,3 +10,4 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/arf_descriptor.bin"));
 
 pub mod server;
+pub mod auth;

@@ -55,3 +55,32 @@ pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Req
     }
     request
 }
+
+/// A client interceptor that sends `authorization: Bearer TOKEN` on every call.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// `None` sends no credentials (the server then refuses the call, naming why).
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.and_then(|t| format!("Bearer {t}").parse().ok()))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Bearer([token])" } else { "Bearer(none)" })
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that sends a bearer token on every call.
+pub type Authenticated = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;

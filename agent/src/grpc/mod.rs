@@ -47,9 +47,22 @@ async fn accept(agent: &Arc<Agent>, signals: Vec<arf_core::signal::Signal>) -> R
     Ok(Response::new(pb::SubmitSignalsResponse { accepted: accepted.into_iter().map(convert::accepted).collect() }))
 }
 
+/// The caller, when its role may send signals.
+fn sender<T>(request: &Request<T>) -> Result<(), Status> {
+    let caller = arf_proto::auth::caller(request)?;
+    arf_proto::auth::require(caller, caller.role.may_submit_signals(), "send signals")
+}
+
+/// The caller, when its role may read incidents.
+fn reader<T>(request: &Request<T>) -> Result<(), Status> {
+    let caller = arf_proto::auth::caller(request)?;
+    arf_proto::auth::require(caller, caller.role.may_read(), "read incidents")
+}
+
 #[tonic::async_trait]
 impl AgentRpc for Service {
     async fn submit_signals(&self, request: Request<pb::SubmitSignalsRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+        sender(&request)?;
         let signals = request.into_inner().signals;
         if signals.is_empty() {
             return Err(Status::invalid_argument("`signals` must not be empty"));
@@ -72,6 +85,7 @@ impl AgentRpc for Service {
     }
 
     async fn submit_webhook(&self, request: Request<pb::SubmitWebhookRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+        sender(&request)?;
         let request = request.into_inner();
         let defaults = ingest::Defaults { now_ms: arf_core::time::now_ms(), service: request.service, environment: request.environment };
         let signals = ingest::parse(&request.format, &request.body, &defaults).map_err(|e| invalid(&e))?;
@@ -81,13 +95,15 @@ impl AgentRpc for Service {
         accept(&self.agent, signals).await
     }
 
-    async fn list_incidents(&self, _request: Request<pb::ListIncidentsRequest>) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+    async fn list_incidents(&self, request: Request<pb::ListIncidentsRequest>) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        reader(&request)?;
         self.ready()?;
         let incidents = self.agent.incidents().await;
         Ok(Response::new(pb::ListIncidentsResponse { incidents: incidents.iter().map(convert::incident).collect() }))
     }
 
     async fn get_incident(&self, request: Request<pb::GetIncidentRequest>) -> Result<Response<pb::Incident>, Status> {
+        reader(&request)?;
         self.ready()?;
         let id = request.into_inner().incident_id;
         match self.agent.incident(&id).await {

@@ -246,6 +246,8 @@ pub async fn start_agent(
         max_model_calls_per_incident: 6,
         redact_patterns: vec![],
         targets: inventory(),
+        identities: identities(),
+        webhook_hmac: vec![],
     };
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,9 +261,37 @@ pub async fn start_agent(
     (agent, webhook, stop)
 }
 
+/// The token the tests call the agent with (identity `tests`, role `tooling`). A
+/// test value, configured only by its hash.
+pub const TOKEN: &str = "arf-test-tooling-token-not-a-secret-0123456789";
+
+/// The identities the test agent knows: `tests`, who may send signals and read incidents.
+pub fn identities() -> Vec<arf_core::identity::Identity> {
+    vec![arf_core::identity::Identity {
+        name: "tests".into(),
+        role: "tooling".into(),
+        token_file: None,
+        token_sha256: Some(arf_core::keys::token_hash(TOKEN)),
+    }]
+}
+
+/// An HTTP client that sends `TOKEN` with every request, as a configured sender does.
+pub fn http() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// A gRPC client of the agent on `channel`, calling with `TOKEN`.
+pub fn authed(channel: tonic::transport::Channel) -> AgentClient {
+    arf_proto::v1::agent_client::AgentClient::with_interceptor(channel, arf_proto::server::Bearer::new(Some(TOKEN)))
+}
+
+pub type AgentClient = arf_proto::v1::agent_client::AgentClient<arf_proto::server::Authenticated>;
+
 /// Waits until the agent reports SERVING on the standard health check (it has
 /// rebuilt its state from the log), then returns a client.
-pub async fn agent_client(addr: &str) -> arf_proto::v1::agent_client::AgentClient<tonic::transport::Channel> {
+pub async fn agent_client(addr: &str) -> AgentClient {
     use tonic_health::pb::health_client::HealthClient;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
     let mut health = HealthClient::new(channel.clone());
@@ -276,7 +306,7 @@ pub async fn agent_client(addr: &str) -> arf_proto::v1::agent_client::AgentClien
     loop {
         let status = tokio::time::timeout_at(deadline, watch.message()).await.expect("agent never became ready").unwrap().unwrap();
         if status.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            return arf_proto::v1::agent_client::AgentClient::new(channel);
+            return authed(channel);
         }
     }
 }
@@ -315,7 +345,7 @@ async fn post_alert(webhook: &str, status: &str, alertname: &str, environment: &
             "labels": {"alertname": alertname, "service": "checkout", "env": environment, "severity": "critical"},
             "annotations": {"description": description}, "startsAt": "2026-11-22T03:00:00Z"}]
     });
-    let response = reqwest::Client::new().post(format!("http://{webhook}/v1/webhooks/alertmanager")).json(&body).send().await.unwrap();
+    let response = http().post(format!("http://{webhook}/v1/webhooks/alertmanager")).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     body["accepted"][0]["incident_id"].as_str().unwrap().to_owned()

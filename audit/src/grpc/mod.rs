@@ -22,37 +22,25 @@ use crate::store::{Signer, SignedCheckpoint, Store, StoreError};
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 
-/// The service: the store, and the token hash → identity maps.
+/// The service: the store, who may append, and what.
 pub struct Service {
     store: Arc<Store>,
-    writers: BTreeMap<String, String>,
-    /// Token hash → reader identity; writers may read too.
-    readers: BTreeMap<String, String>,
+    /// The writer identities; the authentication layer names every caller.
+    writers: BTreeSet<String>,
     /// The kinds a writer may append, for writers that are restricted.
     kinds: BTreeMap<String, BTreeSet<RecordKind>>,
 }
 
 impl Service {
-    pub fn new(
-        store: Arc<Store>,
-        writers: BTreeMap<String, String>,
-        readers: BTreeMap<String, String>,
-        kinds: BTreeMap<String, BTreeSet<RecordKind>>,
-    ) -> Self {
-        Self { store, writers, readers, kinds }
+    pub fn new(store: Arc<Store>, writers: BTreeSet<String>, kinds: BTreeMap<String, BTreeSet<RecordKind>>) -> Self {
+        Self { store, writers, kinds }
     }
 
-    /// Every read needs the token of a writer or a reader: the log holds what every
-    /// process did and why, which is not for whoever can reach the port.
+    /// Every read needs the token of a writer or a reader (the layer refuses
+    /// anyone else): the log holds what every process did and why, which is not
+    /// for whoever can reach the port.
     fn reader<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let token = arf_proto::server::bearer(request)
-            .ok_or_else(|| Status::unauthenticated("reading the log needs a reader's or writer's token (`authorization: Bearer ...`)"))?;
-        let hash = arf_core::keys::token_hash(token);
-        self.writers
-            .get(&hash)
-            .or_else(|| self.readers.get(&hash))
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("the token presented is not a reader's or a writer's"))
+        Ok(arf_proto::auth::caller(request)?.name.clone())
     }
 
     /// Refuses a batch holding a kind its writer may not append; nothing of it is kept.
@@ -69,13 +57,35 @@ impl Service {
     }
 
     fn writer<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let token = arf_proto::server::bearer(request)
-            .ok_or_else(|| Status::unauthenticated("appending needs a writer token (`authorization: Bearer ...`)"))?;
-        self.writers
-            .get(&arf_core::keys::token_hash(token))
-            .cloned()
-            .ok_or_else(|| Status::permission_denied("the token presented is not a writer's"))
+        let caller = arf_proto::auth::caller(request)?;
+        if self.writers.contains(&caller.name) {
+            Ok(caller.name.clone())
+        } else {
+            Err(Status::permission_denied(format!("{caller} is not a writer of the log: the token presented is not a writer's")))
+        }
     }
+}
+
+/// Who may call the log: each writer (its role is the service it names, when it
+/// names one) and each reader (an `auditor`, whatever their role elsewhere).
+fn identities(config: &Config) -> anyhow::Result<arf_core::identity::Identities> {
+    use arf_core::identity::{Caller, Role};
+    let mut identities = arf_core::identity::Identities::load(&config.identities, "audit.identities").map_err(anyhow::Error::msg)?;
+    // The services read with their writer tokens; of the rest, whoever may read.
+    identities.retain(|caller| caller.role.may_read() && !caller.role.is_service());
+    // Appending is granted by name: no reader may carry a writer's name.
+    let readers = identities.callers().map(|c| &c.name).chain(config.readers.keys());
+    if let Some(name) = readers.into_iter().find(|name| config.writers.contains_key(*name)) {
+        anyhow::bail!("`{name}` is both a writer of the audit log and a reader: give the reader another name");
+    }
+    for (names, is_writer) in [(&config.readers, false), (&config.writers, true)] {
+        for (name, path) in names {
+            let token = arf_core::keys::load_token(path)?;
+            let role = if is_writer { Role::parse(name).filter(|r| r.is_service()).unwrap_or(Role::Tooling) } else { Role::Auditor };
+            identities.insert(arf_core::keys::token_hash(&token), Caller { name: name.clone(), role });
+        }
+    }
+    Ok(identities)
 }
 
 fn store_status(error: StoreError) -> Status {
@@ -274,22 +284,16 @@ pub async fn serve(
     if let Some((len, aside)) = &store.open_report().torn {
         warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
     }
-    let by_token = |identities: &BTreeMap<String, std::path::PathBuf>| -> anyhow::Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
-        for (identity, path) in identities {
-            let token = arf_core::keys::load_token(path)?;
-            out.insert(arf_core::keys::token_hash(&token), identity.clone());
-        }
-        Ok(out)
-    };
-    let (writers, readers) = (by_token(&config.writers)?, by_token(&config.readers)?);
+    let authenticator = arf_proto::auth::Authenticator::new("the audit log", identities(&config)?);
+    let writers = config.writers.keys().cloned().collect();
     let addr = listener.local_addr()?;
     info!(%addr, records = store.open_report().records, "audit log listening");
     let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
     let served = tonic::transport::Server::builder()
+        .layer(authenticator.layer())
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, readers, kinds)))
+        .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, kinds)))
         .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
         .await
         .context("audit server failed");

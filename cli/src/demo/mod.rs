@@ -118,8 +118,17 @@ async fn http_status(url: &str) -> Option<u16> {
 }
 
 async fn post(url: &str, body: &Value) -> Result<(u16, Value)> {
+    post_as(url, body, None).await
+}
+
+/// [`post`] with `Authorization: Bearer TOKEN`, as Alertmanager's `http_config` sends it.
+async fn post_as(url: &str, body: &Value, token: Option<&str>) -> Result<(u16, Value)> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
-    let response = client.post(url).json(body).send().await.with_context(|| format!("cannot reach `{url}`"))?;
+    let mut request = client.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach `{url}`"))?;
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, body))
@@ -167,6 +176,8 @@ fn alert(alertname: &str, environment: &str, status: &str, description: &str) ->
 struct Demo {
     endpoints: Endpoints,
     webhook: String,
+    /// The token Alertmanager sends with its webhooks (identity `alertmanager`, role `source`).
+    webhook_token: String,
     checks: Checks,
     /// A live model answers; its answers are not known in advance.
     live: bool,
@@ -223,7 +234,7 @@ impl Demo {
 
     async fn fire(&mut self, alertname: &str, environment: &str, description: &str) -> Result<String> {
         let url = format!("{}/v1/webhooks/alertmanager", self.webhook);
-        let (status, body) = post(&url, &alert(alertname, environment, "firing", description)).await?;
+        let (status, body) = post_as(&url, &alert(alertname, environment, "firing", description), Some(&self.webhook_token)).await?;
         if status != 200 {
             bail!("the agent refused the alert: {status} {body}");
         }
@@ -234,7 +245,7 @@ impl Demo {
 
     async fn resolve(&mut self, alertname: &str, environment: &str, incident_id: &str) -> Result<()> {
         let url = format!("{}/v1/webhooks/alertmanager", self.webhook);
-        post(&url, &alert(alertname, environment, "resolved", "checkout recovered")).await?;
+        post_as(&url, &alert(alertname, environment, "resolved", "checkout recovered"), Some(&self.webhook_token)).await?;
         let resolved = wait_for("the incident to resolve", || async {
             self.incident(incident_id).await.filter(|i| i.state == "resolved")
         })
@@ -468,6 +479,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
             token_file: None,
         },
         webhook: format!("http://{}", ports.webhook),
+        webhook_token: token("alertmanager")?,
         checks: Checks::default(),
         live,
     };

@@ -24,6 +24,10 @@ pub struct Service {
 #[tonic::async_trait]
 impl ExecutorService for Service {
     async fn execute(&self, request: Request<pb::SignedDecision>) -> Result<Response<pb::Execution>, Status> {
+        // The governor's signature is the authority to act; this check only keeps
+        // everyone else from making the executor verify their bytes.
+        let caller = arf_proto::auth::caller(&request)?;
+        arf_proto::auth::require(caller, caller.role == arf_core::identity::Role::Governor, "ask the executor to act")?;
         let signed = convert::signed_decision(request.into_inner());
         let executed = self.executor.execute(signed, arf_core::time::now_ms()).await.map_err(status::execute)?;
         Ok(Response::new(convert::execution(&executed.state, executed.replayed)))
@@ -33,6 +37,8 @@ impl ExecutorService for Service {
         &self,
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::Execution>, Status> {
+        let caller = arf_proto::auth::caller(&request)?;
+        arf_proto::auth::require(caller, caller.role.may_read(), "look up executions")?;
         let decision_id = request.into_inner().decision_id;
         if decision_id.is_empty() {
             return Err(Status::invalid_argument("`decision_id` must not be empty"));
@@ -68,6 +74,10 @@ pub async fn serve(
             None
         }
     };
+    if loaded.identities.is_empty() {
+        warn!("`executor.identities` is empty: every call to the executor is refused, the governor's too");
+    }
+    let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone());
     let n_pathways = loaded.catalog.len();
     let n_targets = config.targets.len();
     let executor = Arc::new(Executor::new(Parts {
@@ -102,6 +112,7 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
     let served = tonic::transport::Server::builder()
+        .layer(authenticator.layer())
         .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(ExecutorServer::new(Service { executor }))

@@ -148,7 +148,7 @@ async fn an_executor_the_log_does_not_know_as_executor_refuses_to_start() {
     arf_core::keys::load_or_generate_token(&stranger).unwrap();
     for (token, expected) in [
         (dir.path().join("governor.token"), "the audit log knows this executor as `governor`"),
-        (stranger, "the token presented is not a writer's"),
+        (stranger, "belongs to no identity the audit log knows"),
     ] {
         let mut config = h.executor_config().clone();
         config.audit_token_file = token;

@@ -18,6 +18,7 @@ use arf_core::catalog::{Catalog, Pathway, Probe, Step, Verification};
 use arf_core::decision::{DecisionBody, ENVELOPE_VERSION, Route, SignedDecision};
 use arf_core::target::{Inventory, Target};
 use arf_proto::v1 as pb;
+use arf_proto::server::Authenticated;
 use arf_proto::v1::executor_client::ExecutorClient;
 
 /// How the executor reaches the audit log.
@@ -72,7 +73,7 @@ pub struct Harness {
     pub governor: AuditClient,
     /// Appends as the executor (with the executor's own token).
     pub as_executor: AuditClient,
-    pub executor: ExecutorClient<Channel>,
+    pub executor: ExecutorClient<Authenticated>,
     pub audit_addr: SocketAddr,
     audit_config: arf_audit::Config,
     executor_config: arf_executor::Config,
@@ -152,6 +153,13 @@ impl Harness {
             // Every test runs the executor as a witness of the log.
             audit_checkpoint_key: Some(arf_core::keys::public_path(&checkpoint_key)),
             audit_checkpoint_origin: arf_audit::config::default_origin(),
+            // The governor calls with its token; the tests call as the governor.
+            identities: vec![arf_core::identity::Identity {
+                name: "governor".into(),
+                role: "governor".into(),
+                token_file: Some(governor_token.clone()),
+                token_sha256: None,
+            }],
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
@@ -305,17 +313,30 @@ fn spawn_audit(config: arf_audit::Config, listener: TcpListener) -> Server {
 
 /// Starts the executor on a fresh port and connects to it. The listener is bound
 /// before the server starts, so connecting is the readiness check.
-async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient<Channel>) {
+async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient<Authenticated>) {
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let token = config_token(&config);
     let server = Server::spawn(|stopped| async move {
         arf_executor::serve(config, listener, async move {
             let _ = stopped.await;
         })
         .await
     });
-    let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
+    let client = executor_client(&addr.to_string(), &token).await;
     (server, client)
+}
+
+/// The governor's token, as the executor's configuration names it.
+pub fn config_token(config: &arf_executor::Config) -> String {
+    let file = config.identities[0].token_file.as_ref().unwrap();
+    arf_core::keys::load_token(file).unwrap()
+}
+
+/// A client of the executor at `addr` that calls as the governor (with `token`).
+pub async fn executor_client(addr: &str, token: &str) -> ExecutorClient<Authenticated> {
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    ExecutorClient::with_interceptor(channel, arf_proto::server::Bearer::new(Some(token)))
 }
 
 fn strings(items: &[&str]) -> Vec<String> {

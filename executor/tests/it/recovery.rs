@@ -57,7 +57,7 @@ impl Drop for ChildExecutor {
 }
 
 /// Starts the executor as a child process and connects to it once it listens.
-async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<tonic::transport::Channel>) {
+async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<arf_proto::server::Authenticated>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["recovery::executor_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, config_file)
@@ -80,7 +80,8 @@ async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorC
     })
     .await
     .unwrap();
-    let client = ExecutorClient::connect(format!("http://{addr}")).await.unwrap();
+    let config: arf_executor::Config = serde_json::from_slice(&std::fs::read(config_file).unwrap()).unwrap();
+    let client = crate::harness::executor_client(&addr, &crate::harness::config_token(&config)).await;
     (ChildExecutor(child), client)
 }
 

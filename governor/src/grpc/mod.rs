@@ -18,7 +18,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, RwLock};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field, info, info_span, warn};
 
@@ -48,7 +48,8 @@ type Entry = Arc<Mutex<Decision>>;
 
 /// Everything the handlers and the dispatch tasks share.
 pub(crate) struct Shared {
-    callers: BTreeMap<String, Caller>,
+    /// Who may call the governor; the authentication layer holds its own copy.
+    callers: arf_core::identity::Identities,
     catalog: Catalog,
     targets: Inventory,
     environments: BTreeMap<String, f64>,
@@ -67,7 +68,7 @@ pub(crate) struct Shared {
     deciding: Mutex<()>,
     decision_ttl_ms: i64,
     audit: AuditClient,
-    executor: ExecutorClient<Channel>,
+    executor: ExecutorClient<arf_proto::server::Authenticated>,
     key: ed25519_dalek::SigningKey,
     clock: Clock,
     decisions: RwLock<BTreeMap<String, Entry>>,
@@ -97,7 +98,11 @@ impl Shared {
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
         let audit = AuditClient::connect(&config.audit_addr, Some(audit_token))?;
         let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
-        let executor = executor_client(&config.executor_addr)?;
+        let executor_token = match &config.executor_token_file {
+            Some(file) => Some(arf_core::keys::load_token(file).map_err(|e| anyhow::anyhow!("`governor.executor_token_file`: {e}"))?),
+            None => None,
+        };
+        let executor = executor_client(&config.executor_addr, executor_token.as_deref())?;
         let witness = match &config.audit_checkpoint_key {
             Some(path) => {
                 let key = arf_core::keys::load_trusted(path)
@@ -154,14 +159,16 @@ impl Shared {
         }
     }
 
+    /// The caller the authentication layer named.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
-        let token = arf_proto::server::bearer(request).ok_or_else(|| {
-            Status::unauthenticated("calling the governor needs a token (`authorization: Bearer ...`)")
-        })?;
-        self.callers
-            .get(&arf_core::keys::token_hash(token))
-            .cloned()
-            .ok_or_else(|| Status::unauthenticated("the token presented belongs to no configured identity"))
+        arf_proto::auth::caller(request).cloned()
+    }
+
+    /// The caller, when its role may read decisions (a signal source may not).
+    fn reader<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let caller = self.authenticate(request)?;
+        arf_proto::auth::require(&caller, caller.role.may_read(), "read decisions")?;
+        Ok(caller)
     }
 
     async fn entry(&self, decision_id: &str) -> Option<Entry> {
@@ -462,12 +469,12 @@ async fn resume(
     }
 }
 
-fn executor_client(address: &str) -> anyhow::Result<ExecutorClient<Channel>> {
+fn executor_client(address: &str, token: Option<&str>) -> anyhow::Result<ExecutorClient<arf_proto::server::Authenticated>> {
     let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
     let endpoint = Endpoint::from_shared(uri)
         .with_context(|| format!("`governor.executor_addr`: address `{address}` is invalid"))?
         .connect_timeout(Duration::from_secs(2));
-    Ok(ExecutorClient::new(endpoint.connect_lazy()))
+    Ok(ExecutorClient::with_interceptor(endpoint.connect_lazy(), arf_proto::server::Bearer::new(token)))
 }
 
 /// The first record of a decision: the decision itself and the exact document policy saw.
@@ -615,7 +622,7 @@ impl Governor for Service {
         &self,
         request: Request<pb::ListPendingRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
-        self.shared.authenticate(&request)?;
+        self.shared.reader(&request)?;
         let decisions = self.list(|d| d.state == State::Pending).await;
         Ok(Response::new(pb::ListDecisionsResponse { decisions }))
     }
@@ -624,14 +631,14 @@ impl Governor for Service {
         &self,
         request: Request<pb::ListDecisionsRequest>,
     ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
-        self.shared.authenticate(&request)?;
+        self.shared.reader(&request)?;
         let incident_id = request.into_inner().incident_id;
         let decisions = self.list(|d| incident_id.is_empty() || d.incident_id == incident_id).await;
         Ok(Response::new(pb::ListDecisionsResponse { decisions }))
     }
 
     async fn get_decision(&self, request: Request<pb::GetDecisionRequest>) -> Result<Response<pb::Decision>, Status> {
-        self.shared.authenticate(&request)?;
+        self.shared.reader(&request)?;
         let entry = self.find(&request.into_inner().decision_id).await?;
         let mut decision = entry.lock().await;
         decision.expire_if_due((self.shared.clock)());
@@ -639,7 +646,7 @@ impl Governor for Service {
     }
 
     async fn explain(&self, request: Request<pb::GetDecisionRequest>) -> Result<Response<pb::Explanation>, Status> {
-        self.shared.authenticate(&request)?;
+        self.shared.reader(&request)?;
         let entry = self.find(&request.into_inner().decision_id).await?;
         let mut decision = entry.lock().await;
         decision.expire_if_due((self.shared.clock)());
@@ -768,7 +775,7 @@ impl Governor for Service {
         &self,
         request: Request<pb::GetAutonomyRequest>,
     ) -> Result<Response<pb::AutonomyStatus>, Status> {
-        self.shared.authenticate(&request)?;
+        self.shared.reader(&request)?;
         Ok(Response::new(self.shared.autonomy_status(Vec::new())))
     }
 
@@ -836,7 +843,9 @@ pub async fn serve_with_clock(
         key_id = %arf_core::decision::key_id(&shared.key.verifying_key()),
         "governor listening"
     );
+    let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone());
     tonic::transport::Server::builder()
+        .layer(authenticator.layer())
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
         .add_service(GovernorServer::new(Service { shared }))

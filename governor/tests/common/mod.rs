@@ -174,7 +174,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
     for (name, role) in IDENTITIES {
         let path = dir.join(format!("{name}.token"));
         tokens.insert((*name).to_owned(), write_token(&path, name));
-        identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: path });
+        identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: Some(path), token_sha256: None });
     }
     write_token(&dir.join("governor-audit.token"), "governor");
     write_token(&dir.join("agent-audit.token"), "agent");
@@ -185,6 +185,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         audit_addr: arf_governor::config::default_audit_addr(),
         audit_token_file: dir.join("governor-audit.token"),
         executor_addr: setup.executor_addr.clone().unwrap_or_else(arf_governor::config::default_executor_addr),
+        executor_token_file: None,
         policies_dir: setup.policies_dir.clone(),
         catalog_dir,
         signing_key_file: dir.join("keys/governor.key"),

@@ -1,6 +1,7 @@
 //! Webhook ingest over HTTP: `POST /v1/webhooks/{format}`.
 //!
-//! Answers 200 with what was accepted, 400 with the field that is wrong, 404 for
+//! Every request is authenticated first (`auth`): 401 without credentials the
+//! agent knows, 403 for an identity that may not send signals. Then it answers 200 with what was accepted, 400 with the field that is wrong, 404 for
 //! an unknown format, 413 for an oversized body, and 503 when the signals could
 //! not be logged (retry: nothing was accepted).
 
@@ -17,11 +18,15 @@ use serde_json::json;
 use crate::ingest::{self, InvalidSignal};
 use crate::service::Agent;
 
-pub fn router(agent: Arc<Agent>) -> Router {
+pub mod auth;
+
+pub fn router(agent: Arc<Agent>, auth: Arc<auth::WebhookAuth>) -> Router {
     Router::new()
         .route("/v1/webhooks/{format}", post(webhook))
         .layer(DefaultBodyLimit::max(ingest::MAX_BODY_BYTES))
         .with_state(agent)
+        // Outermost, so that every path (unknown ones too) needs credentials.
+        .layer(axum::middleware::from_fn_with_state(auth, auth::authenticate))
 }
 
 fn error(status: StatusCode, message: String) -> Response {

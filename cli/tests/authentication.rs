@@ -1,0 +1,207 @@
+//! Authenticated everything, over real processes made by `arf init`: every gRPC
+//! method that reflection lists on every port, and every webhook path, refuses a
+//! call without credentials or with a token nobody issued; and each role may do
+//! what it is for and nothing else.
+//!
+//! The methods are not listed here: they come from each server's reflection, so a
+//! method added later is checked without anyone remembering to add it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+mod support;
+
+use prost::Message;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use arf_proto::v1 as pb;
+
+const SERVICES: [(&str, &str); 4] =
+    [("audit", "arf.v1.AuditLog"), ("governor", "arf.v1.Governor"), ("executor", "arf.v1.Executor"), ("agent", "arf.v1.Agent")];
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+async fn reflect(client: &mut ServerReflectionClient<Channel>, request: MessageRequest) -> MessageResponse {
+    let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+    let mut answers = client.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    answers.message().await.unwrap().unwrap().message_response.unwrap()
+}
+
+/// Every method (`/package.Service/Method`) of every service the server's reflection lists.
+async fn reflected_methods(channel: Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
+    let MessageResponse::ListServicesResponse(list) = reflect(&mut client, MessageRequest::ListServices(String::new())).await else {
+        panic!("reflection did not list services")
+    };
+    let mut methods = Vec::new();
+    for service in list.service {
+        let MessageResponse::FileDescriptorResponse(files) = reflect(&mut client, MessageRequest::FileContainingSymbol(service.name.clone())).await
+        else {
+            panic!("no descriptor for {}", service.name)
+        };
+        for bytes in files.file_descriptor_proto {
+            let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+            for declared in &file.service {
+                let full = format!("{}.{}", file.package(), declared.name());
+                if full == service.name {
+                    methods.extend(declared.method.iter().map(|m| format!("/{full}/{}", m.name())));
+                }
+            }
+        }
+    }
+    methods.sort();
+    methods.dedup();
+    methods
+}
+
+/// Calls `path` with an empty message and the given `authorization` value; returns the refusal.
+async fn call(channel: Channel, path: &str, authorization: Option<&str>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(());
+    if let Some(value) = authorization {
+        request.metadata_mut().insert("authorization", value.parse().unwrap());
+    }
+    let uri = tonic::codegen::http::uri::PathAndQuery::try_from(path).unwrap();
+    match grpc.unary::<(), (), _>(request, uri, tonic_prost::ProstCodec::default()).await {
+        Ok(_) => panic!("{path} answered a call without valid credentials"),
+        Err(status) => status,
+    }
+}
+
+async fn started() -> support::Plane {
+    let mut plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    for role in ["audit", "governor", "executor", "agent"] {
+        plane.start(role, None).await;
+    }
+    plane
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refuses_a_call_without_credentials() {
+    let plane = started().await;
+    let mut checked = std::collections::BTreeSet::new();
+    for (role, service) in SERVICES {
+        let channel = channel(plane.addr(role)).await;
+        let methods = reflected_methods(channel.clone()).await;
+        assert!(methods.iter().any(|m| m.starts_with(&format!("/{service}/"))), "{role} lists {service}: {methods:?}");
+        for path in methods.iter().filter(|m| !arf_proto::auth::is_open(m)) {
+            let refused = call(channel.clone(), path, None).await;
+            assert_eq!(refused.code(), Code::Unauthenticated, "{role} {path}: {refused:?}");
+            assert!(refused.message().contains("needs credentials"), "{role} {path}: {}", refused.message());
+            let refused = call(channel.clone(), path, Some(&format!("Bearer {}", "0".repeat(64)))).await;
+            assert_eq!(refused.code(), Code::Unauthenticated, "{role} {path}: {refused:?}");
+            assert!(refused.message().contains("belongs to no identity"), "{role} {path}: {}", refused.message());
+            let refused = call(channel.clone(), path, Some("Basic YWxpY2U6eA==")).await;
+            assert_eq!(refused.code(), Code::Unauthenticated, "{role} {path}: {refused:?}");
+            checked.insert(path.clone());
+        }
+        // Health stays open: probes cannot send tokens, and it carries no data.
+        assert!(support::serving(plane.addr(role)).await, "{role} answers an anonymous health check");
+    }
+    // The four services have 28 methods today; reflection must not list fewer.
+    assert!(checked.len() >= 28, "only {} methods were checked: {checked:?}", checked.len());
+
+    let http = reqwest::Client::new();
+    let paths = arf_agent::ingest::FORMATS.iter().map(|f| format!("/v1/webhooks/{f}")).chain(["/v1/webhooks/no-such-format".to_owned(), "/".to_owned()]);
+    for path in paths {
+        let url = format!("http://{}{path}", plane.webhook);
+        for authorization in [None, Some(format!("Bearer {}", "0".repeat(64))), Some("Basic YWxlcnRtYW5hZ2VyOng=".to_owned())] {
+            let mut request = http.post(&url).body("{}");
+            if let Some(value) = &authorization {
+                request = request.header("authorization", value);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "POST {path} with {authorization:?}");
+            assert!(response.headers().contains_key("www-authenticate"), "POST {path}");
+        }
+        assert_eq!(http.get(&url).send().await.unwrap().status(), 401, "GET {path}");
+    }
+}
+
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    arf_proto::server::with_bearer(tonic::Request::new(message), token)
+}
+
+fn alert(alertname: &str) -> serde_json::Value {
+    serde_json::json!({"version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}", "alerts": [{"status": "firing",
+        "labels": {"alertname": alertname, "service": "worker", "env": "staging", "severity": "warning"},
+        "annotations": {"summary": "queue slow"}, "startsAt": arf_core::time::format_ms(arf_core::time::now_ms())}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_may_do_what_it_is_for_and_nothing_else() {
+    let mut plane = started().await;
+    let (source, alice, admin) = (plane.token("alertmanager"), plane.token("alice"), plane.token("admin"));
+    let webhook = format!("http://{}/v1/webhooks/alertmanager", plane.webhook);
+    let http = reqwest::Client::new();
+
+    // A signal source sends, with a bearer token or basic auth as Alertmanager's `http_config` does.
+    let sent = http.post(&webhook).bearer_auth(&source).json(&alert("QueueSlow")).send().await.unwrap();
+    assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+    let sent = http.post(&webhook).basic_auth("alertmanager", Some(&source)).json(&alert("QueueSlow")).send().await.unwrap();
+    assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+    // …and does nothing else: it reads no incident, decision or execution.
+    let mut agent = pb::agent_client::AgentClient::new(channel(plane.addr("agent")).await);
+    let refused = agent.list_incidents(bearer(pb::ListIncidentsRequest {}, &source)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("`alertmanager` (source) may not read incidents"), "{}", refused.message());
+    let mut governor = pb::governor_client::GovernorClient::new(channel(plane.addr("governor")).await);
+    let refused = governor.list_pending(bearer(pb::ListPendingRequest {}, &source)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let mut executor = pb::executor_client::ExecutorClient::new(channel(plane.addr("executor")).await);
+    let lookup = || pb::GetExecutionRequest { decision_id: "dec-none".into() };
+    assert_eq!(executor.get_execution(bearer(lookup(), &source)).await.unwrap_err().code(), Code::PermissionDenied);
+
+    // A person reads incidents and executions, sends signals, and cannot make the executor act.
+    let incidents = agent.list_incidents(bearer(pb::ListIncidentsRequest {}, &alice)).await.unwrap().into_inner().incidents;
+    assert_eq!(incidents.len(), 1, "one incident from the two alerts");
+    assert_eq!(executor.get_execution(bearer(lookup(), &alice)).await.unwrap_err().code(), Code::NotFound, "alice may look executions up");
+    let refused = executor.execute(bearer(pb::SignedDecision::default(), &alice)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("may not ask the executor to act"), "{}", refused.message());
+    // Only the agent proposes.
+    let refused = governor.evaluate(bearer(pb::EvaluateRequest::default(), &admin)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // The kill switch belongs to whoever is on call; switching autonomy back on is an admin's.
+    let off = |enabled: bool| pb::SetAutonomyRequest { enabled, reason: "ARF restarted the wrong thing twice".into() };
+    let status = governor.set_autonomy(bearer(off(false), &alice)).await.unwrap().into_inner();
+    assert!(!status.enabled, "alice (oncall) switched autonomy off");
+    let refused = governor.set_autonomy(bearer(off(true), &alice)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let status = governor.set_autonomy(bearer(off(true), &admin)).await.unwrap().into_inner();
+    assert!(status.enabled, "the admin switched it back on");
+    let switches: Vec<_> = plane
+        .auditor()
+        .read_range(1, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.payload["event"] == "autonomy_switched")
+        .map(|r| (r.payload["identity"].as_str().unwrap().to_owned(), r.payload["enabled"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(switches, [("alice".to_owned(), false), ("admin".to_owned(), true)], "who switched, in the log");
+
+    // `arf token create`: a new identity, printed once, stored hashed, usable after a restart.
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["token", "create", "carol", "--role", "oncall", "--config"])
+        .arg(&plane.config)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let carol = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert_eq!(carol.len(), 64, "the token, alone on stdout");
+    let config = std::fs::read_to_string(&plane.config).unwrap();
+    assert!(!config.contains(&carol) && config.contains(&arf_core::keys::token_hash(&carol)), "only the hash is kept");
+    plane.stop("agent").await;
+    plane.start("agent", None).await;
+    let mut agent = pb::agent_client::AgentClient::new(channel(plane.addr("agent")).await);
+    assert_eq!(agent.list_incidents(bearer(pb::ListIncidentsRequest {}, &carol)).await.unwrap().into_inner().incidents.len(), 1);
+}
