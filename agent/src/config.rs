@@ -176,6 +176,13 @@ pub struct Config {
     /// Webhook senders that sign each body with a shared secret instead of sending a token.
     #[serde(default)]
     pub webhook_hmac: Vec<HmacSource>,
+    /// Mutual TLS: the CA of every peer, and this service's certificate and key. The
+    /// webhook port serves HTTPS with the same certificate (senders need not present one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<arf_core::tls::TlsFiles>,
+    /// Plain text instead, confined to loopback addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_loopback_only: bool,
 }
 
 /// A signing sender, with its secret.
@@ -289,7 +296,14 @@ impl Config {
         arf_core::keys::load_token(&self.audit_token_file).map_err(|e| format!("`agent.audit_token_file`: {e}"))?;
         arf_core::keys::load_token(&self.governor_token_file).map_err(|e| format!("`agent.governor_token_file`: {e}"))?;
         self.callers()?;
+        self.transport()?;
         Ok(())
+    }
+
+    /// Mutual TLS, or plain text on loopback when the configuration asks for it.
+    pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
+        let peers = [self.audit_addr.as_str(), self.governor_addr.as_str()];
+        arf_core::tls::transport("agent", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen, self.webhook_listen], &peers)
     }
 
     /// Who may call the agent: the configured identities, and each HMAC sender as a `source`.

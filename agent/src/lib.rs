@@ -69,9 +69,11 @@ pub async fn serve(
     let webhook_auth = Arc::new(http::auth::WebhookAuth::new(identities.clone(), signers));
     let redactor = redact::Redactor::new(&config.redact_patterns).map_err(anyhow::Error::msg)?;
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
-    let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(audit_token))?;
+    let transport = config.transport().map_err(anyhow::Error::msg)?;
+    let tls = arf_proto::tls::Loaded::load(&transport)?;
+    let audit = arf_audit::AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
     let governor_token = arf_core::keys::load_token(&config.governor_token_file)?;
-    let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token, std::time::Duration::from_secs(config.governor_retry_secs)).map_err(anyhow::Error::msg)?;
+    let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token, std::time::Duration::from_secs(config.governor_retry_secs), &tls.dial(arf_core::identity::Role::Governor)).map_err(anyhow::Error::msg)?;
     let budget = context::Budget {
         max_items: config.max_snapshot_items,
         max_tokens: config.max_snapshot_tokens,
@@ -124,23 +126,35 @@ pub async fn serve(
     let mut http_stop = stop_rx.clone();
     let mut grpc_stop = stop_rx;
     let webhook_addr = webhook_listener.local_addr()?;
-    // Nagle off on every accepted connection, as on the gRPC servers (`arf_proto::server::incoming`).
-    let webhook_listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = axum::serve(webhook_listener, http::router(Arc::clone(&agent), webhook_auth)).with_graceful_shutdown(async move {
+    let router = http::router(Arc::clone(&agent), webhook_auth);
+    let http_stopped = async move {
         let _ = http_stop.wait_for(|stop| *stop).await;
-    });
+    };
+    let webhook_tls = match &transport {
+        arf_core::tls::Transport::Tls(files) => Some(Arc::new(arf_proto::tls::ServerTls::webhook(files)?)),
+        arf_core::tls::Transport::PlainLoopback => None,
+    };
+    let http = async move {
+        match webhook_tls {
+            Some(tls) => axum::serve(http::TlsListener::new(webhook_listener, tls)?, router).with_graceful_shutdown(http_stopped).await,
+            None => {
+                // Nagle off on every accepted connection, as on the gRPC servers (`arf_proto::server::incoming`).
+                let listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, router).with_graceful_shutdown(http_stopped).await
+            }
+        }
+    };
     let addr = listener.local_addr()?;
-    info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), "agent listening");
-    let grpc = tonic::transport::Server::builder()
-        .layer(arf_proto::auth::Authenticator::new("the agent", identities).layer())
+    info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), tls = tls.server.is_some(), "agent listening");
+    let router = arf_proto::server::builder(arf_proto::auth::Authenticator::new("the agent", identities, tls.server.is_some()))
         .add_service(health_service)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(grpc::AgentServer::new(grpc::Service::new(agent)))
-        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), async move {
-            let _ = grpc_stop.wait_for(|stop| *stop).await;
-        });
+        .add_service(grpc::AgentServer::new(grpc::Service::new(agent)));
+    let grpc = arf_proto::server::serve(router, listener, tls.server, async move {
+        let _ = grpc_stop.wait_for(|stop| *stop).await;
+    });
     let (http, grpc) = tokio::join!(http, grpc);
     http.context("agent webhook server failed")?;
     grpc.context("agent gRPC server failed")?;

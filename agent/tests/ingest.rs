@@ -74,6 +74,8 @@ async fn start(audit_up: bool) -> Running {
         targets: BTreeMap::new(),
         identities: support::identities(),
         webhook_hmac: vec![],
+        mtls: None,
+        insecure_loopback_only: true,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

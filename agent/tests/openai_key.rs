@@ -72,5 +72,7 @@ fn base_config() -> arf_agent::config::Config {
         targets: support::inventory(),
         identities: support::identities(),
         webhook_hmac: vec![],
+        mtls: None,
+        insecure_loopback_only: true,
     }
 }

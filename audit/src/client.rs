@@ -52,14 +52,19 @@ pub struct AuditClient {
 }
 
 impl AuditClient {
-    /// Connects lazily: the first call fails with `Unavailable` if the log is down.
+    /// Connects lazily, in plain text: the first call fails with `Unavailable` if the log is down.
     pub fn connect(address: &str, token: Option<String>) -> Result<Self, AuditError> {
+        Self::connect_dial(address, token, &arf_proto::tls::Dial::Plain)
+    }
+
+    /// Connects lazily as `dial` says (mutual TLS to the `audit` service, or plain text).
+    pub fn connect_dial(address: &str, token: Option<String>, dial: &arf_proto::tls::Dial) -> Result<Self, AuditError> {
         let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|_| AuditError::Address(address.to_owned()))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(10));
-        Ok(Self { client: AuditLogClient::new(endpoint.connect_lazy()), token, acknowledged: Default::default() })
+        Ok(Self { client: AuditLogClient::new(dial.channel(endpoint)), token, acknowledged: Default::default() })
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {

@@ -27,6 +27,12 @@ pub struct Config {
     /// (people, tooling, auditors, the services) read the log too. A signal source does not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identities: Vec<arf_core::identity::Identity>,
+    /// Mutual TLS: the CA of every peer, and this service's certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<arf_core::tls::TlsFiles>,
+    /// Plain text instead, confined to loopback addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_loopback_only: bool,
     /// Writer identity → the record kinds it may append (`"signal"`, `"outcome"`, ...).
     /// A writer listed here appends nothing else, so a compromised agent cannot
     /// forge a decision or an outcome; a writer not listed may append any kind.
@@ -64,6 +70,11 @@ pub fn default_listen() -> SocketAddr {
 }
 
 impl Config {
+    /// Mutual TLS, or plain text on loopback when the configuration asks for it.
+    pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
+        arf_core::tls::transport("audit", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &[])
+    }
+
     /// A log in `data_dir` for these writers, with no kind limits and default checkpointing.
     pub fn new(listen: SocketAddr, data_dir: PathBuf, writers: BTreeMap<String, PathBuf>) -> Self {
         Self {
@@ -72,6 +83,9 @@ impl Config {
             writers,
             readers: BTreeMap::new(),
             identities: Vec::new(),
+            mtls: None,
+            // For tests and embedding on one machine; `arf init` writes mutual TLS.
+            insecure_loopback_only: true,
             writer_kinds: BTreeMap::new(),
             checkpoint_key: None,
             checkpoint_origin: default_origin(),
@@ -82,6 +96,7 @@ impl Config {
 
     /// Checks what can be checked before a port is bound.
     pub fn validate(&self) -> Result<(), String> {
+        self.transport()?;
         if self.writers.is_empty() {
             return Err("`audit.writers` must name at least one writer".to_owned());
         }

@@ -22,31 +22,50 @@ pub struct Endpoints {
     pub audit: String,
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Your client certificate, for a deployment on mutual TLS.
+    pub tls: Option<std::sync::Arc<arf_proto::tls::ClientTls>>,
 }
 
-pub fn channel(address: &str) -> Result<Channel> {
+/// The client certificate in `dir` (`ca.pem`, `client.pem`, `client.key`); without
+/// `dir`, the one in `.arf/certs` if there is one, else none (plain text).
+pub fn client_tls(dir: Option<&Path>) -> Result<Option<std::sync::Arc<arf_proto::tls::ClientTls>>> {
+    let default = Path::new(".arf/certs");
+    let dir = match dir {
+        Some(dir) => dir,
+        None if default.join("client.pem").exists() => default,
+        None => return Ok(None),
+    };
+    let files = arf_core::tls::TlsFiles::in_dir(dir, "client");
+    Ok(Some(arf_proto::tls::ClientTls::load(&files).with_context(|| format!("the client certificate in `{}` (`--tls-dir`)", dir.display()))?))
+}
+
+fn endpoint(address: &str) -> Result<Endpoint> {
     let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
     Ok(Endpoint::from_shared(uri)
         .with_context(|| format!("`{address}` is not a valid address"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .connect_lazy())
+        .timeout(Duration::from_secs(30)))
 }
 
 impl Endpoints {
+    fn dial(&self, role: arf_core::identity::Role) -> arf_proto::tls::Dial {
+        arf_proto::tls::Dial::to(self.tls.as_ref(), role)
+    }
+
     /// The agent, called with your token (it refuses anonymous calls).
     pub fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
         let bearer = arf_proto::server::Bearer::new(Some(&self.token()?));
-        Ok(AgentClient::with_interceptor(channel(&self.agent)?, bearer).max_decoding_message_size(64 * 1024 * 1024))
+        let channel = self.dial(arf_core::identity::Role::Agent).channel(endpoint(&self.agent)?);
+        Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
     }
 
     pub fn governor(&self) -> Result<GovernorClient<Channel>> {
-        Ok(GovernorClient::new(channel(&self.governor)?))
+        Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor).channel(endpoint(&self.governor)?)))
     }
 
     /// The audit log, read with your token (the log refuses anonymous reads).
     pub fn audit(&self) -> Result<arf_audit::AuditClient> {
-        Ok(arf_audit::AuditClient::connect(&self.audit, Some(self.token()?))?)
+        Ok(arf_audit::AuditClient::connect_dial(&self.audit, Some(self.token()?), &self.dial(arf_core::identity::Role::Audit))?)
     }
 
     fn token(&self) -> Result<String> {

@@ -459,6 +459,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         audit: ports.audit.to_string(),
         token: Some(token("alice")?),
         token_file: None,
+        tls: Some(layout.client_tls()?),
     };
     let mut people = Vec::new();
     let is_person = |role: &str| arf_core::identity::Role::parse(role).is_some_and(arf_core::identity::Role::is_human);
@@ -471,11 +472,12 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         reading: if spec.chaos { Duration::from_millis(1500) } else { Duration::ZERO },
         limit: spec.limit,
     };
-    let webhook = format!("http://{}", ports.webhook);
+    let webhook = format!("https://{}", ports.webhook);
     // The client that posts the corpus's signals, as the deployment's `alertmanager` source.
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("alertmanager")?).parse()?);
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).build()?;
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(layout.tls("client").ca_file)?)?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).add_root_certificate(ca).build()?;
     println!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({PARALLEL} at a time)", started.elapsed().as_secs_f64(), incidents.len());
 
     let shared = Shared::default();

@@ -13,6 +13,7 @@ macro_rules! warn_user {
 }
 
 mod audit;
+mod certs;
 mod client;
 pub(crate) mod demo;
 mod eval;
@@ -56,6 +57,10 @@ struct Cli {
     /// A file holding your bearer token for the governor.
     #[arg(long, global = true, env = "ARF_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// The directory with the deployment's `ca.pem` and your client certificate
+    /// (`client.pem`, `client.key`), for mutual TLS; `.arf/certs` when it exists.
+    #[arg(long, global = true, env = "ARF_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +82,16 @@ impl Role {
             Self::Executor => "executor",
         }
     }
+
+    /// The identity of the service in this role.
+    pub fn identity(self) -> arf_core::identity::Role {
+        match self {
+            Self::Audit => arf_core::identity::Role::Audit,
+            Self::Agent => arf_core::identity::Role::Agent,
+            Self::Governor => arf_core::identity::Role::Governor,
+            Self::Executor => arf_core::identity::Role::Executor,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +107,11 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+    },
+    /// Certificates for mutual TLS between the services.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// Identities: who may call the services, and as what.
     Token {
@@ -239,6 +259,21 @@ enum SignalCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Makes a CA and one certificate per service (`ROLE.arf.internal`) and for the CLI (`client`); keeps what exists.
+    Init {
+        /// Where to write them (default: `certs/` in `--data-dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+        /// A host name or address the services are reached at, added to their certificates (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum TokenCommand {
     /// Adds an identity to the configuration and prints its token, once: only its SHA-256 is kept. Restart the services to use it.
     Create {
@@ -297,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         audit: cli.audit,
         token: cli.token,
         token_file: cli.token_file,
+        tls: client::client_tls(cli.tls_dir.as_deref())?,
     };
     match cli.command {
         Command::Init { data_dir } => {
@@ -306,6 +342,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
+        Command::Certs { command: CertsCommand::Init { dir, data_dir, hosts } } => {
+            let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
+            let written = certs::init(&dir, &hosts)?;
+            say!("{}: {}", dir.display(), if written.is_empty() { "nothing missing".to_owned() } else { format!("wrote {}", written.join(", ")) });
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token { command: TokenCommand::Create { name, role, config, data_dir } } => {
             let file = serve::config_file(config, &data_dir)?;
             let token = token::create(&file, &name, &role)?;

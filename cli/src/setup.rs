@@ -84,6 +84,31 @@ impl Layout {
         self.data_dir.join("logs")
     }
 
+    /// The CA and the certificates for mutual TLS (`arf certs init`).
+    pub fn certs(&self) -> PathBuf {
+        self.data_dir.join("certs")
+    }
+
+    /// The certificate files of `name` (a service's role, or `client`).
+    pub fn tls(&self, name: &str) -> arf_core::tls::TlsFiles {
+        arf_core::tls::TlsFiles::in_dir(&self.certs(), name)
+    }
+
+    /// The CLI's client certificate here, for the demo and the evaluation harness.
+    pub fn client_tls(&self) -> Result<std::sync::Arc<arf_proto::tls::ClientTls>> {
+        Ok(arf_proto::tls::ClientTls::load(&self.tls("client"))?)
+    }
+
+}
+
+/// An HTTPS client for the agent's webhook port, trusting the deployment's CA
+/// (what Alertmanager's `tls_config.ca_file` does).
+pub fn webhook_client(layout: &Layout) -> Result<reqwest::Client> {
+    let ca = std::fs::read(layout.tls("client").ca_file).context("the deployment's CA certificate")?;
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .build()?)
 }
 
 /// Where each service listens.
@@ -131,6 +156,7 @@ pub fn ensure_secrets(layout: &Layout) -> Result<()> {
     }
     arf_core::keys::load_or_generate(&layout.signing_key())?;
     arf_core::keys::load_or_generate(&layout.checkpoint_key())?;
+    crate::certs::init(&layout.certs(), &[])?;
     Ok(())
 }
 
@@ -251,6 +277,15 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
         Value::Array(vec![path(arf_core::keys::public_path(&layout.signing_key()))]),
     );
 
+    // Mutual TLS between the services, each with its own certificate (`arf certs init`).
+    for (section, role) in [(&mut audit, "audit"), (&mut agent, "agent"), (&mut governor, "governor"), (&mut executor, "executor")] {
+        let files = layout.tls(role);
+        let mut mtls = Table::new();
+        mtls.insert("ca_file".into(), path(files.ca_file));
+        mtls.insert("cert_file".into(), path(files.cert_file));
+        mtls.insert("key_file".into(), path(files.key_file));
+        section.insert("mtls".into(), Value::Table(mtls));
+    }
     let mut root = Table::new();
     root.insert("audit".into(), Value::Table(audit));
     root.insert("agent".into(), Value::Table(agent));

@@ -16,6 +16,8 @@ pub struct Service {
     pub role: Role,
     pub addr: SocketAddr,
     pub child: Child,
+    /// How its health is checked: over mutual TLS with its own certificate when it has one.
+    pub dial: arf_proto::tls::Dial,
 }
 
 /// The children, stopped (SIGTERM, then SIGKILL) when dropped or asked.
@@ -46,12 +48,14 @@ impl Supervisor {
         let exe = std::env::current_exe().context("cannot find the `arf` executable")?;
         let mut supervisor = Self { services: Vec::new() };
         for role in Role::ALL {
-            let addr = match role {
-                Role::Audit => deployment.audit.listen,
-                Role::Agent => deployment.agent.listen,
-                Role::Governor => deployment.governor.listen,
-                Role::Executor => deployment.executor.listen,
+            let (addr, mtls) = match role {
+                Role::Audit => (deployment.audit.listen, &deployment.audit.mtls),
+                Role::Agent => (deployment.agent.listen, &deployment.agent.mtls),
+                Role::Governor => (deployment.governor.listen, &deployment.governor.mtls),
+                Role::Executor => (deployment.executor.listen, &deployment.executor.mtls),
             };
+            let tls = mtls.as_ref().map(arf_proto::tls::ClientTls::load).transpose()?;
+            let dial = arf_proto::tls::Dial::to(tls.as_ref(), role.identity());
             let mut command = Command::new(&exe);
             command.arg("serve").arg(role.as_str()).arg("--config").arg(config_file).stdin(Stdio::null()).kill_on_drop(true);
             if let Some(dir) = logs {
@@ -60,7 +64,7 @@ impl Supervisor {
                 command.stdout(log.try_clone()?).stderr(log);
             }
             let child = command.spawn().with_context(|| format!("cannot start the {} service", role.as_str()))?;
-            supervisor.services.push(Service { role, addr, child });
+            supervisor.services.push(Service { role, addr, child, dial });
             // Each service waits for its own readiness before the next starts, so
             // the ones that depend on it find it up.
             let started = Instant::now();
@@ -113,7 +117,7 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
         if let Some(status) = service.child.try_wait()? {
             bail!("the {} service exited during start-up ({status}); see its log", service.role.as_str());
         }
-        if health(service.addr).await {
+        if health(service.addr, &service.dial).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -124,10 +128,10 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
 }
 
 /// Whether the service at `addr` answers the standard health check with SERVING.
-pub async fn health(addr: SocketAddr) -> bool {
+pub async fn health(addr: SocketAddr, dial: &arf_proto::tls::Dial) -> bool {
     use tonic_health::pb::health_client::HealthClient;
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return false };
-    let Ok(channel) = endpoint.connect_timeout(Duration::from_millis(500)).connect().await else { return false };
+    let channel = dial.channel(endpoint.connect_timeout(Duration::from_millis(500)).timeout(Duration::from_secs(2)));
     let mut client = HealthClient::new(channel);
     let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
     matches!(

@@ -23,10 +23,6 @@ use arf_proto::v1 as pb;
 const SERVICES: [(&str, &str); 4] =
     [("audit", "arf.v1.AuditLog"), ("governor", "arf.v1.Governor"), ("executor", "arf.v1.Executor"), ("agent", "arf.v1.Agent")];
 
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-}
-
 async fn reflect(client: &mut ServerReflectionClient<Channel>, request: MessageRequest) -> MessageResponse {
     let request = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
     let mut answers = client.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
@@ -88,7 +84,7 @@ async fn every_endpoint_refuses_a_call_without_credentials() {
     let plane = started().await;
     let mut checked = std::collections::BTreeSet::new();
     for (role, service) in SERVICES {
-        let channel = channel(plane.addr(role)).await;
+        let channel = plane.channel(role);
         let methods = reflected_methods(channel.clone()).await;
         assert!(methods.iter().any(|m| m.starts_with(&format!("/{service}/"))), "{role} lists {service}: {methods:?}");
         for path in methods.iter().filter(|m| !arf_proto::auth::is_open(m)) {
@@ -102,16 +98,16 @@ async fn every_endpoint_refuses_a_call_without_credentials() {
             assert_eq!(refused.code(), Code::Unauthenticated, "{role} {path}: {refused:?}");
             checked.insert(path.clone());
         }
-        // Health stays open: probes cannot send tokens, and it carries no data.
-        assert!(support::serving(plane.addr(role)).await, "{role} answers an anonymous health check");
+        // Health stays open to any client of the deployment: it carries no data.
+        assert!(support::serving_tls(plane.addr(role), &plane.dial(role)).await, "{role} answers a health check without a token");
     }
     // The four services have 28 methods today; reflection must not list fewer.
     assert!(checked.len() >= 28, "only {} methods were checked: {checked:?}", checked.len());
 
-    let http = reqwest::Client::new();
+    let http = plane.webhook_client();
     let paths = arf_agent::ingest::FORMATS.iter().map(|f| format!("/v1/webhooks/{f}")).chain(["/v1/webhooks/no-such-format".to_owned(), "/".to_owned()]);
     for path in paths {
-        let url = format!("http://{}{path}", plane.webhook);
+        let url = format!("https://{}{path}", plane.webhook);
         for authorization in [None, Some(format!("Bearer {}", "0".repeat(64))), Some("Basic YWxlcnRtYW5hZ2VyOng=".to_owned())] {
             let mut request = http.post(&url).body("{}");
             if let Some(value) = &authorization {
@@ -139,8 +135,8 @@ fn alert(alertname: &str) -> serde_json::Value {
 async fn each_role_may_do_what_it_is_for_and_nothing_else() {
     let mut plane = started().await;
     let (source, alice, admin) = (plane.token("alertmanager"), plane.token("alice"), plane.token("admin"));
-    let webhook = format!("http://{}/v1/webhooks/alertmanager", plane.webhook);
-    let http = reqwest::Client::new();
+    let webhook = format!("https://{}/v1/webhooks/alertmanager", plane.webhook);
+    let http = plane.webhook_client();
 
     // A signal source sends, with a bearer token or basic auth as Alertmanager's `http_config` does.
     let sent = http.post(&webhook).bearer_auth(&source).json(&alert("QueueSlow")).send().await.unwrap();
@@ -148,14 +144,14 @@ async fn each_role_may_do_what_it_is_for_and_nothing_else() {
     let sent = http.post(&webhook).basic_auth("alertmanager", Some(&source)).json(&alert("QueueSlow")).send().await.unwrap();
     assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
     // …and does nothing else: it reads no incident, decision or execution.
-    let mut agent = pb::agent_client::AgentClient::new(channel(plane.addr("agent")).await);
+    let mut agent = pb::agent_client::AgentClient::new(plane.channel("agent"));
     let refused = agent.list_incidents(bearer(pb::ListIncidentsRequest {}, &source)).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("`alertmanager` (source) may not read incidents"), "{}", refused.message());
-    let mut governor = pb::governor_client::GovernorClient::new(channel(plane.addr("governor")).await);
+    let mut governor = pb::governor_client::GovernorClient::new(plane.channel("governor"));
     let refused = governor.list_pending(bearer(pb::ListPendingRequest {}, &source)).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    let mut executor = pb::executor_client::ExecutorClient::new(channel(plane.addr("executor")).await);
+    let mut executor = pb::executor_client::ExecutorClient::new(plane.channel("executor"));
     let lookup = || pb::GetExecutionRequest { decision_id: "dec-none".into() };
     assert_eq!(executor.get_execution(bearer(lookup(), &source)).await.unwrap_err().code(), Code::PermissionDenied);
 
@@ -202,6 +198,113 @@ async fn each_role_may_do_what_it_is_for_and_nothing_else() {
     assert!(!config.contains(&carol) && config.contains(&arf_core::keys::token_hash(&carol)), "only the hash is kept");
     plane.stop("agent").await;
     plane.start("agent", None).await;
-    let mut agent = pb::agent_client::AgentClient::new(channel(plane.addr("agent")).await);
+    let mut agent = pb::agent_client::AgentClient::new(plane.channel("agent"));
     assert_eq!(agent.list_incidents(bearer(pb::ListIncidentsRequest {}, &carol)).await.unwrap().into_inner().incidents.len(), 1);
+}
+
+/// The error chain of a failed call, flattened: tonic puts the TLS alert in the sources.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+async fn health(plane: &support::Plane, role: &str, dial: &arf_proto::tls::Dial) -> Result<(), String> {
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", plane.addr(role))).unwrap().timeout(std::time::Duration::from_secs(5));
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    HealthClient::new(dial.channel(endpoint)).check(request).await.map(|_| ()).map_err(|status| chain(&status))
+}
+
+/// A TLS client that trusts the deployment's CA but presents no certificate: the
+/// handshake's answer, or the first read after it, carries the server's alert.
+async fn without_certificate(plane: &support::Plane, role: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(plane.certs().join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(plane.addr(role)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(arf_core::tls::service_name(arf_core::identity::Role::parse(role).unwrap())).unwrap();
+    let mut stream = match tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await {
+        Ok(stream) => stream,
+        Err(error) => return error.to_string(),
+    };
+    let _ = stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    let mut buffer = [0u8; 64];
+    match stream.read(&mut buffer).await {
+        Ok(n) => panic!("{role} answered {n} bytes to a client without a certificate"),
+        Err(error) => error.to_string(),
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_port_refuses_a_peer_the_deployment_did_not_certify() {
+    let plane = started().await;
+    // Another deployment's CA and certificates, made the same way.
+    let other = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).args(["certs", "init", "--dir"]).arg(other.path()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let foreign = arf_core::tls::TlsFiles {
+        ca_file: plane.certs().join("ca.pem"),
+        cert_file: other.path().join("client.pem"),
+        key_file: other.path().join("client.key"),
+    };
+    let foreign = arf_proto::tls::ClientTls::load(&foreign).unwrap();
+    for role in ["audit", "governor", "executor", "agent"] {
+        let identity = arf_core::identity::Role::parse(role).unwrap();
+        // Plain text to a TLS port goes nowhere.
+        let plain = health(&plane, role, &arf_proto::tls::Dial::Plain).await.unwrap_err();
+        assert!(!plain.is_empty(), "{role}");
+        // No client certificate: the server's alert says so.
+        let refused = without_certificate(&plane, role).await;
+        assert!(refused.contains("CertificateRequired"), "{role}: {refused}");
+        // A certificate from another CA: under TLS 1.3 the client learns only that the
+        // connection closed; the server's log (checked below) names the reason.
+        assert!(health(&plane, role, &arf_proto::tls::Dial::to(Some(&foreign), identity)).await.is_err(), "{role}");
+        // A server that is not the service the client meant to reach.
+        let wrong = if role == "audit" { arf_core::identity::Role::Agent } else { arf_core::identity::Role::Audit };
+        let refused = health(&plane, role, &plane_dial(&plane, wrong)).await.unwrap_err();
+        assert!(refused.contains("NotValidForName") || refused.contains("not valid for"), "{role}: {refused}");
+        // The server names what it refused in its log (written once the handshake task ends).
+        let reasons = ["peer sent no certificates", "invalid peer certificate"];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !reasons.iter().all(|r| plane.log(role).contains(r)) {
+            assert!(std::time::Instant::now() < deadline, "{role} log lacks {reasons:?}:\n{}", plane.log(role));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // A certificate of the wrong role: the agent's own certificate asking the executor to act.
+    let agent_files = arf_core::tls::TlsFiles::in_dir(&plane.certs(), "agent");
+    let as_agent = arf_proto::tls::ClientTls::load(&agent_files).unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", plane.addr("executor"))).unwrap();
+    let channel = arf_proto::tls::Dial::to(Some(&as_agent), arf_core::identity::Role::Executor).channel(endpoint);
+    let refused = pb::executor_client::ExecutorClient::new(channel).execute(pb::SignedDecision::default()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("`agent` (agent) may not ask the executor to act"), "{}", refused.message());
+
+    // A service's token is worth nothing without its certificate.
+    let mut governor = pb::governor_client::GovernorClient::new(plane.channel("governor"));
+    let refused = governor.evaluate(bearer(pb::EvaluateRequest::default(), &plane.token("agent"))).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("is a service"), "{}", refused.message());
+}
+
+/// The CLI's certificate, but expecting `role` at the other end.
+fn plane_dial(plane: &support::Plane, role: arf_core::identity::Role) -> arf_proto::tls::Dial {
+    let tls = arf_proto::tls::ClientTls::load(&arf_core::tls::TlsFiles::in_dir(&plane.certs(), "client")).unwrap();
+    arf_proto::tls::Dial::to(Some(&tls), role)
 }

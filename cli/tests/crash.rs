@@ -12,8 +12,7 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arf_audit::{Record, RecordKind};
@@ -21,25 +20,6 @@ use arf_audit::{Record, RecordKind};
 /// How long a decision may take to settle after the crash, with no human needed:
 /// the governor's `settle_secs` (60 s by default), as docs/governance.md promises.
 const SETTLE_BOUND: Duration = Duration::from_secs(60);
-
-/// A target that counts the restarts it is asked for: the one true count of executions.
-async fn counting_target() -> (String, Arc<AtomicU64>) {
-    use axum::routing::{get, post};
-    let restarts = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&restarts);
-    let app = axum::Router::new().route("/health", get(|| async { "ok" })).route(
-        "/-/restart",
-        post(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async { "restarted" }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, restarts)
-}
-
 
 /// The governor's decisions in the trail: their ids, in order of first record.
 fn decision_ids(trail: &[Record]) -> Vec<String> {
@@ -62,7 +42,7 @@ fn agent_logged_proposed(trail: &[Record]) -> bool {
 
 /// One alert, one crash at `crash_at` in `role`, one restart: one decision, one execution.
 async fn one_alert_one_execution(role: &'static str, crash_at: &str, logged_before_the_crash: &str) {
-    let (url, restarts) = counting_target().await;
+    let (url, restarts) = support::counting_target("127.0.0.1").await;
     let mut plane = support::Plane::prepare(&url).await;
     plane.start_all(role, crash_at).await;
     let incident = plane.fire().await;

@@ -98,11 +98,13 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
     let bundle = dir.path().join("evidence.json");
     let auditor = Path::new(data).join("secrets").join("auditor.token");
     let key = Path::new(data).join("keys").join("audit-checkpoint.key.pub");
-    let anonymous = arf(&["audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr]);
+    let certs = Path::new(data).join("certs");
+    let certs = certs.to_str().unwrap();
+    let anonymous = arf(&["audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr, "--tls-dir", certs]);
     assert!(!anonymous.status.success(), "exporting needs a reader's token");
     let export = arf(&[
         "audit", "export", &incident, "--out", bundle.to_str().unwrap(), "--data-dir", data, "--audit", &audit_addr,
-        "--token-file", auditor.to_str().unwrap(),
+        "--token-file", auditor.to_str().unwrap(), "--tls-dir", certs,
     ]);
     // An external witness folder, a git repository an operator would push elsewhere.
     let folder = dir.path().join("witness");
@@ -113,7 +115,7 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
     }
     let witnessed = arf(&[
         "audit", "witness", "--dir", folder.to_str().unwrap(), "--once", "--data-dir", data, "--audit", &audit_addr,
-        "--token-file", auditor.to_str().unwrap(),
+        "--token-file", auditor.to_str().unwrap(), "--tls-dir", certs,
     ]);
 
     // Alert text that tries to rewrite the terminal reaches no CLI output as such.
@@ -131,7 +133,7 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
     let alice = Path::new(data).join("secrets").join("alice.token");
     let cli = |args: &[&str]| {
         let mut all = args.to_vec();
-        all.extend(["--agent", &agent_addr, "--audit", &audit_addr, "--token-file", alice.to_str().unwrap()]);
+        all.extend(["--agent", &agent_addr, "--audit", &audit_addr, "--token-file", alice.to_str().unwrap(), "--tls-dir", certs]);
         arf(&all)
     };
     let sent = cli(&["signal", "send", alert_file.to_str().unwrap(), "--json"]);

@@ -7,13 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-async fn serving(addr: &str) -> bool {
-    use tonic_health::pb::health_client::HealthClient;
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await else { return false };
-    let mut client = HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
-    client.check(request).await.map(|r| r.into_inner().status == 1).unwrap_or(false)
-}
+mod support;
 
 #[test]
 fn up_runs_four_healthy_processes_on_the_default_ports() {
@@ -50,7 +44,9 @@ fn up_runs_four_healthy_processes_on_the_default_ports() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for (role, addr, pid) in &services {
-        assert!(runtime.block_on(serving(addr)), "{role} on {addr} answers the health check");
+        // Over mutual TLS, with the certificate `arf up` made for the CLI.
+        let dial = support::client_dial(&dir.path().join("certs"), role);
+        assert!(runtime.block_on(support::serving_tls(addr.parse().unwrap(), &dial)), "{role} on {addr} answers the health check");
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         assert!(cmdline.contains(&format!("serve {role}")), "{cmdline}");

@@ -51,7 +51,8 @@ pub fn load_or_generate(path: &Path) -> Result<ed25519_dalek::SigningKey, KeyErr
     Ok(key)
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
+/// Writes a new file readable by its owner only (0600), synced; refuses to overwrite.
+pub fn write_private(path: &Path, text: &str) -> Result<(), KeyError> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

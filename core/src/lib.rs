@@ -17,3 +17,4 @@ pub mod target;
 pub mod template;
 pub mod text;
 pub mod time;
+pub mod tls;

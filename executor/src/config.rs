@@ -53,6 +53,13 @@ pub struct Config {
     /// is refused.
     #[serde(default)]
     pub identities: Vec<arf_core::identity::Identity>,
+    /// Mutual TLS with the other services: the CA of every peer, and this service's
+    /// certificate and key. (`tls` is for the targets the pathways call.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<arf_core::tls::TlsFiles>,
+    /// Plain text instead, confined to loopback addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_loopback_only: bool,
 }
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.
@@ -158,6 +165,8 @@ pub enum ConfigError {
     HttpClient(String),
     #[error("{0}")]
     Identities(#[from] arf_core::identity::IdentityError),
+    #[error("{0}")]
+    Transport(String),
 }
 
 /// What the configuration names, loaded and checked.
@@ -167,6 +176,7 @@ pub(crate) struct Loaded {
     pub audit_token: String,
     pub http: reqwest::Client,
     pub identities: arf_core::identity::Identities,
+    pub transport: arf_core::tls::Transport,
 }
 
 impl Config {
@@ -199,7 +209,9 @@ impl Config {
         let catalog = Catalog::load_dir(&self.catalog_dir).map_err(ConfigError::Catalog)?;
         let http = self.tls.client()?;
         let identities = arf_core::identity::Identities::load(&self.identities, "executor.identities")?;
-        Ok(Loaded { catalog, trusted_keys, audit_token, http, identities })
+        let transport = arf_core::tls::transport("executor", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &[&self.audit_addr])
+            .map_err(ConfigError::Transport)?;
+        Ok(Loaded { catalog, trusted_keys, audit_token, http, identities, transport })
     }
 }
 

@@ -72,6 +72,12 @@ pub struct Config {
     /// How a model's stated confidence is calibrated by its record (`docs/governance.md`).
     #[serde(default)]
     pub calibration: crate::calibration::Prior,
+    /// Mutual TLS: the CA of every peer, and this service's certificate and key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<arf_core::tls::TlsFiles>,
+    /// Plain text instead, confined to loopback addresses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_loopback_only: bool,
 }
 
 pub fn default_settle_secs() -> u64 {
@@ -121,6 +127,8 @@ pub enum ConfigError {
     Catalog(#[from] arf_core::catalog::CatalogError),
     #[error("`governor.policies_dir`: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("{0}")]
+    Transport(String),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -130,7 +138,15 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 impl Config {
     /// Checks everything that can be checked before a port is bound: the fields,
     /// the token files, the signing key if it exists, the catalog and the policy bundle.
+    /// Mutual TLS, or plain text on loopback when the configuration asks for it.
+    pub fn transport(&self) -> Result<arf_core::tls::Transport, ConfigError> {
+        let peers = [self.audit_addr.as_str(), self.executor_addr.as_str()];
+        arf_core::tls::transport("governor", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &peers)
+            .map_err(ConfigError::Transport)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.transport()?;
         arf_core::target::check_inventory(&self.targets).map_err(|e| invalid("targets", e))?;
         self.calibration.validate().map_err(|e| invalid("calibration", e))?;
         if self.audit_addr.trim().is_empty() {

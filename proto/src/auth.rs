@@ -32,15 +32,41 @@ pub struct Authenticator {
     /// The service's name in error messages: `the agent`.
     service: &'static str,
     identities: Arc<Identities>,
+    /// Calls arrive over mutual TLS: services are named by their certificates.
+    tls: bool,
 }
 
 impl Authenticator {
-    pub fn new(service: &'static str, identities: Identities) -> Self {
-        Self { service, identities: Arc::new(identities) }
+    /// `tls`: the server accepts only mutual-TLS connections ([`crate::tls`]).
+    pub fn new(service: &'static str, identities: Identities, tls: bool) -> Self {
+        Self { service, identities: Arc::new(identities), tls }
     }
 
-    /// The caller the request's credentials name, or why there is none.
-    pub fn identify(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
+    /// The caller a request names: under mutual TLS, a service by its certificate,
+    /// and anyone else (people, tooling, sources, on a client certificate of the
+    /// deployment) by a token; a token that names a service is refused there, so a
+    /// stolen service token is worth nothing without that service's key.
+    pub fn identify(&self, headers: &http::HeaderMap, extensions: &http::Extensions) -> Result<Caller, Status> {
+        if !self.tls {
+            return self.by_token(headers);
+        }
+        type Info = tonic::transport::server::TlsConnectInfo<tonic::transport::server::TcpConnectInfo>;
+        let certificates = extensions.get::<Info>().and_then(Info::peer_certs).filter(|c| !c.is_empty()).ok_or_else(|| {
+            Status::unauthenticated(format!("{} takes calls over mutual TLS only, and this one has no client certificate", self.service))
+        })?;
+        if let Some(role) = crate::tls::peer_role(&certificates) {
+            return Ok(Caller { name: role.as_str().to_owned(), role });
+        }
+        let caller = self.by_token(headers)?;
+        if caller.role.is_service() {
+            return Err(Status::unauthenticated(format!(
+                "{caller} is a service: under mutual TLS a service is named by its certificate, never by a token"
+            )));
+        }
+        Ok(caller)
+    }
+
+    fn by_token(&self, headers: &http::HeaderMap) -> Result<Caller, Status> {
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(Status::unauthenticated(format!(
                 "{} needs credentials: send `authorization: Bearer TOKEN` (`arf token create` makes one)",
@@ -104,7 +130,7 @@ where
         if is_open(request.uri().path()) {
             return Either::Left(self.inner.call(request));
         }
-        match self.authenticator.identify(request.headers()) {
+        match self.authenticator.identify(request.headers(), request.extensions()) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))

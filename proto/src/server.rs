@@ -84,3 +84,25 @@ impl tonic::service::Interceptor for Bearer {
 
 /// A channel that sends a bearer token on every call.
 pub type Authenticated = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A server's routes behind the authentication layer.
+pub type Router = tonic::transport::server::Router<tower::layer::util::Stack<crate::auth::AuthLayer, tower::layer::util::Identity>>;
+
+/// A server builder whose every request goes through `authenticator` first.
+pub fn builder(authenticator: crate::auth::Authenticator) -> tonic::transport::Server<tower::layer::util::Stack<crate::auth::AuthLayer, tower::layer::util::Identity>> {
+    tonic::transport::Server::builder().layer(authenticator.layer())
+}
+
+/// Serves `router` on `listener` until `shutdown`: over mutual TLS with `tls`,
+/// plain text (loopback only, checked by the configuration) without.
+pub async fn serve(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown).await,
+        None => router.serve_with_incoming_shutdown(incoming(listener), shutdown).await,
+    }
+}

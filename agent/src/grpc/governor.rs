@@ -24,13 +24,13 @@ pub struct GovernorLink {
 }
 
 impl GovernorLink {
-    pub fn connect(address: &str, token: String, retry_for: Duration) -> Result<Self, String> {
+    pub fn connect(address: &str, token: String, retry_for: Duration, dial: &arf_proto::tls::Dial) -> Result<Self, String> {
         let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|_| format!("governor address `{address}` is invalid"))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15));
-        Ok(Self { client: GovernorClient::new(endpoint.connect_lazy()), token, retry_for })
+        Ok(Self { client: GovernorClient::new(dial.channel(endpoint)), token, retry_for })
     }
 
     /// Offers the proposal, again while the governor is unreachable or rebuilding,

@@ -248,6 +248,8 @@ pub async fn start_agent(
         targets: inventory(),
         identities: identities(),
         webhook_hmac: vec![],
+        mtls: None,
+        insecure_loopback_only: true,
     };
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

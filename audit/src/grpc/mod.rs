@@ -284,17 +284,17 @@ pub async fn serve(
     if let Some((len, aside)) = &store.open_report().torn {
         warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
     }
-    let authenticator = arf_proto::auth::Authenticator::new("the audit log", identities(&config)?);
+    let tls = arf_proto::tls::Loaded::load(&config.transport().map_err(anyhow::Error::msg)?)?;
+    let authenticator = arf_proto::auth::Authenticator::new("the audit log", identities(&config)?, tls.server.is_some());
     let writers = config.writers.keys().cloned().collect();
     let addr = listener.local_addr()?;
     info!(%addr, records = store.open_report().records, "audit log listening");
     let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
-    let served = tonic::transport::Server::builder()
-        .layer(authenticator.layer())
+    let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, kinds)))
-        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
+        .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, kinds)));
+    let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("audit server failed");
     ticker.abort();

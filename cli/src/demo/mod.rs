@@ -118,12 +118,12 @@ async fn http_status(url: &str) -> Option<u16> {
 }
 
 async fn post(url: &str, body: &Value) -> Result<(u16, Value)> {
-    post_as(url, body, None).await
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    post_as(&client, url, body, None).await
 }
 
-/// [`post`] with `Authorization: Bearer TOKEN`, as Alertmanager's `http_config` sends it.
-async fn post_as(url: &str, body: &Value, token: Option<&str>) -> Result<(u16, Value)> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+/// [`post`] with `client` and `Authorization: Bearer TOKEN`, as Alertmanager's `http_config` sends it.
+async fn post_as(client: &reqwest::Client, url: &str, body: &Value, token: Option<&str>) -> Result<(u16, Value)> {
     let mut request = client.post(url).json(body);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -178,6 +178,8 @@ struct Demo {
     webhook: String,
     /// The token Alertmanager sends with its webhooks (identity `alertmanager`, role `source`).
     webhook_token: String,
+    /// An HTTPS client that trusts the deployment's CA, as Alertmanager's `tls_config.ca_file` would.
+    webhook_client: reqwest::Client,
     checks: Checks,
     /// A live model answers; its answers are not known in advance.
     live: bool,
@@ -234,7 +236,7 @@ impl Demo {
 
     async fn fire(&mut self, alertname: &str, environment: &str, description: &str) -> Result<String> {
         let url = format!("{}/v1/webhooks/alertmanager", self.webhook);
-        let (status, body) = post_as(&url, &alert(alertname, environment, "firing", description), Some(&self.webhook_token)).await?;
+        let (status, body) = post_as(&self.webhook_client, &url, &alert(alertname, environment, "firing", description), Some(&self.webhook_token)).await?;
         if status != 200 {
             bail!("the agent refused the alert: {status} {body}");
         }
@@ -245,7 +247,7 @@ impl Demo {
 
     async fn resolve(&mut self, alertname: &str, environment: &str, incident_id: &str) -> Result<()> {
         let url = format!("{}/v1/webhooks/alertmanager", self.webhook);
-        post_as(&url, &alert(alertname, environment, "resolved", "checkout recovered"), Some(&self.webhook_token)).await?;
+        post_as(&self.webhook_client, &url, &alert(alertname, environment, "resolved", "checkout recovered"), Some(&self.webhook_token)).await?;
         let resolved = wait_for("the incident to resolve", || async {
             self.incident(incident_id).await.filter(|i| i.state == "resolved")
         })
@@ -477,9 +479,11 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
             audit: ports.audit.to_string(),
             token: Some(token("alice")?),
             token_file: None,
+            tls: Some(layout.client_tls()?),
         },
-        webhook: format!("http://{}", ports.webhook),
+        webhook: format!("https://{}", ports.webhook),
         webhook_token: token("alertmanager")?,
+        webhook_client: setup::webhook_client(&layout)?,
         checks: Checks::default(),
         live,
     };

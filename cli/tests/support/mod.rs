@@ -23,6 +23,17 @@ pub struct Plane {
     ports: [(&'static str, SocketAddr); 4],
     pub webhook: SocketAddr,
     children: Vec<(&'static str, Child)>,
+    /// The network namespace each role runs in, if not this one.
+    namespaces: Vec<(&'static str, String)>,
+}
+
+/// Where the services listen, what their certificates name, and which network
+/// namespace each runs in (none: this one).
+pub struct Placement {
+    pub ports: [(&'static str, SocketAddr); 4],
+    pub webhook: SocketAddr,
+    pub hosts: Vec<String>,
+    pub namespaces: Vec<(&'static str, String)>,
 }
 
 const SCRIPT: &str = r#"
@@ -42,10 +53,27 @@ completion = '''
 "#;
 
 impl Plane {
-    /// `arf init`, then the configuration pointed at free ports, the counting target
-    /// and a scripted model that proposes restarting it.
+    /// `arf init`, then the configuration pointed at free loopback ports, the
+    /// counting target and a scripted model that proposes restarting it.
     pub async fn prepare(target_url: &str) -> Self {
+        let ports = [("audit", free_port()), ("governor", free_port()), ("executor", free_port()), ("agent", free_port())];
+        Self::prepare_at(target_url, Placement { ports, webhook: free_port(), hosts: Vec::new(), namespaces: Vec::new() }).await
+    }
+
+    /// [`Plane::prepare`] with the services where `placement` puts them.
+    pub async fn prepare_at(target_url: &str, placement: Placement) -> Self {
+        let Placement { ports, webhook, hosts, namespaces } = placement;
         let dir = tempfile::tempdir().unwrap();
+        if !hosts.is_empty() {
+            // The certificates first, naming the addresses the services are reached at.
+            let mut certs = std::process::Command::new(env!("CARGO_BIN_EXE_arf"));
+            certs.args(["certs", "init", "--data-dir"]).arg(dir.path());
+            for host in &hosts {
+                certs.args(["--host", host]);
+            }
+            let made = certs.output().unwrap();
+            assert!(made.status.success(), "arf certs init: {}", String::from_utf8_lossy(&made.stderr));
+        }
         let init = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
         assert!(init.status.success(), "arf init: {}", String::from_utf8_lossy(&init.stderr));
         let config = dir.path().join("arf.toml");
@@ -54,8 +82,6 @@ impl Plane {
         std::fs::create_dir_all(&scripted).unwrap();
         std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
 
-        let ports = [("audit", free_port()), ("governor", free_port()), ("executor", free_port()), ("agent", free_port())];
-        let webhook = free_port();
         let addr = |role: &str| ports.iter().find(|(r, _)| *r == role).unwrap().1.to_string();
         let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
         let mut set = |section: &str, key: &str, value: toml::Value| {
@@ -79,7 +105,7 @@ impl Plane {
         .unwrap();
         root.insert("targets".into(), toml::Value::Table([("worker-staging".to_owned(), toml::Value::Table(target))].into_iter().collect()));
         std::fs::write(&config, toml::to_string(&root).unwrap()).unwrap();
-        Self { dir, config, ports, webhook, children: Vec::new() }
+        Self { dir, config, ports, webhook, children: Vec::new(), namespaces }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
@@ -91,7 +117,15 @@ impl Plane {
         let logs = self.dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{role}.log"))).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_arf"));
+        let mut command = match self.namespaces.iter().find(|(r, _)| *r == role) {
+            Some((_, namespace)) => {
+                // `ip netns exec` enters the namespace and then execs `arf`: the child is `arf` itself.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace.as_str(), env!("CARGO_BIN_EXE_arf")]);
+                command
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_arf")),
+        };
         command
             .args(["serve", role, "--config"])
             .arg(&self.config)
@@ -108,7 +142,7 @@ impl Plane {
         self.children.push((role, child));
         let addr = self.addr(role);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !serving(addr).await {
+        while !serving_tls(addr, &self.dial(role)).await {
             assert!(Instant::now() < deadline, "{role} did not become healthy; log:\n{}", self.log(role));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -144,9 +178,31 @@ impl Plane {
         std::fs::read_to_string(self.dir.path().join("secrets").join(format!("{name}.token"))).unwrap().trim().to_owned()
     }
 
+    /// The deployment's certificates (`arf init` made them).
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// How a client with the CLI's certificate (`client.pem`) reaches `role`.
+    pub fn dial(&self, role: &str) -> arf_proto::tls::Dial {
+        client_dial(&self.certs(), role)
+    }
+
+    /// A channel to `role` over mutual TLS, with the CLI's certificate.
+    pub fn channel(&self, role: &str) -> tonic::transport::Channel {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(role))).unwrap();
+        self.dial(role).channel(endpoint)
+    }
+
+    /// An HTTPS client for the webhook port that trusts the deployment's CA.
+    pub fn webhook_client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.certs().join("ca.pem")).unwrap()).unwrap();
+        reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+    }
+
     pub fn auditor(&self) -> AuditClient {
         let token = std::fs::read_to_string(self.dir.path().join("secrets").join("auditor.token")).unwrap();
-        AuditClient::connect(&self.addr("audit").to_string(), Some(token.trim().to_owned())).unwrap()
+        AuditClient::connect_dial(&self.addr("audit").to_string(), Some(token.trim().to_owned()), &self.dial("audit")).unwrap()
     }
 
     /// Posts a firing Alertmanager alert and returns its incident.
@@ -160,8 +216,8 @@ impl Plane {
                         "startsAt": arf_core::time::format_ms(arf_core::time::now_ms() - 60_000), "endsAt": "0001-01-01T00:00:00Z",
                         "generatorURL": "http://prometheus.example:9090/graph"}]
         });
-        let url = format!("http://{}/v1/webhooks/alertmanager", self.webhook);
-        let response = reqwest::Client::new().post(&url).bearer_auth(self.token("alertmanager")).json(&body).send().await.unwrap();
+        let url = format!("https://{}/v1/webhooks/alertmanager", self.webhook);
+        let response = self.webhook_client().post(&url).bearer_auth(self.token("alertmanager")).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let accepted: Value = response.json().await.unwrap();
         accepted["accepted"][0]["incident_id"].as_str().unwrap().to_owned()
@@ -188,15 +244,42 @@ impl Plane {
     }
 }
 
-pub async fn serving(addr: SocketAddr) -> bool {
+/// How a client with the certificate `client.pem` in `certs` reaches `role`.
+pub fn client_dial(certs: &std::path::Path, role: &str) -> arf_proto::tls::Dial {
+    let tls = arf_proto::tls::ClientTls::load(&arf_core::tls::TlsFiles::in_dir(certs, "client")).unwrap();
+    arf_proto::tls::Dial::to(Some(&tls), arf_core::identity::Role::parse(role).unwrap())
+}
+
+/// Whether the service at `addr` answers its health check SERVING, reached as `dial` says.
+pub async fn serving_tls(addr: SocketAddr, dial: &arf_proto::tls::Dial) -> bool {
     use tonic_health::pb::health_client::HealthClient;
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await else { return false };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().timeout(Duration::from_secs(2));
     let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
-    HealthClient::new(channel).check(request).await.map(|r| r.into_inner().status == 1).unwrap_or(false)
+    HealthClient::new(dial.channel(endpoint)).check(request).await.map(|r| r.into_inner().status == 1).unwrap_or(false)
 }
 
 
 /// One line per record: seq, writer, kind and state or event.
 pub fn summary(trail: &[Record]) -> String {
     trail.iter().map(|r| format!("  {} {} {:?} {}\n", r.seq, r.writer, r.kind, r.payload.get("state").or(r.payload.get("event")).unwrap_or(&Value::Null))).collect()
+}
+
+/// A target that counts the restarts it is asked for (the one true count of
+/// executions), listening on `host`.
+pub async fn counting_target(host: &str) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use axum::routing::{get, post};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let restarts = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&restarts);
+    let app = axum::Router::new().route("/health", get(|| async { "ok" })).route(
+        "/-/restart",
+        post(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { "restarted" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((host, 0)).await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, restarts)
 }

@@ -61,7 +61,8 @@ pub async fn serve(
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let store = Store::open(&config.data_dir.join("executions.sled"))?;
     let processes = store.processes()?;
-    let audit = arf_audit::AuditClient::connect(&config.audit_addr, Some(loaded.audit_token))?;
+    let tls = arf_proto::tls::Loaded::load(&loaded.transport)?;
+    let audit = arf_audit::AuditClient::connect_dial(&config.audit_addr, Some(loaded.audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
     let witness = match &config.audit_checkpoint_key {
         Some(key) => {
             let key = arf_core::keys::load_trusted(key).with_context(|| format!("`executor.audit_checkpoint_key` `{}`", key.display()))?.key;
@@ -77,7 +78,7 @@ pub async fn serve(
     if loaded.identities.is_empty() {
         warn!("`executor.identities` is empty: every call to the executor is refused, the governor's too");
     }
-    let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone());
+    let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone(), tls.server.is_some());
     let n_pathways = loaded.catalog.len();
     let n_targets = config.targets.len();
     let executor = Arc::new(Executor::new(Parts {
@@ -111,12 +112,11 @@ pub async fn serve(
     let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
-    let served = tonic::transport::Server::builder()
-        .layer(authenticator.layer())
+    let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(ExecutorServer::new(Service { executor }))
-        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
+        .add_service(ExecutorServer::new(Service { executor }));
+    let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.

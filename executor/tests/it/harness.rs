@@ -160,6 +160,8 @@ impl Harness {
                 token_file: Some(governor_token.clone()),
                 token_sha256: None,
             }],
+            mtls: None,
+            insecure_loopback_only: true,
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;

@@ -86,7 +86,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn load(config: &Config, clock: Clock) -> anyhow::Result<Self> {
+    fn load(config: &Config, clock: Clock, tls: &arf_proto::tls::Loaded) -> anyhow::Result<Self> {
         let callers = config.load_identities()?;
         let catalog = Catalog::load_dir(&config.catalog_dir)?;
         let policies = Policies::load_dir(&config.policies_dir)?;
@@ -96,13 +96,13 @@ impl Shared {
         let guard_path = crate::guard::state_path(&config.data_dir);
         let guard = crate::guard::load(&guard_path)?;
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
-        let audit = AuditClient::connect(&config.audit_addr, Some(audit_token))?;
+        let audit = AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
         let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
         let executor_token = match &config.executor_token_file {
             Some(file) => Some(arf_core::keys::load_token(file).map_err(|e| anyhow::anyhow!("`governor.executor_token_file`: {e}"))?),
             None => None,
         };
-        let executor = executor_client(&config.executor_addr, executor_token.as_deref())?;
+        let executor = executor_client(&config.executor_addr, executor_token.as_deref(), &tls.dial(arf_core::identity::Role::Executor))?;
         let witness = match &config.audit_checkpoint_key {
             Some(path) => {
                 let key = arf_core::keys::load_trusted(path)
@@ -469,12 +469,12 @@ async fn resume(
     }
 }
 
-fn executor_client(address: &str, token: Option<&str>) -> anyhow::Result<ExecutorClient<arf_proto::server::Authenticated>> {
+fn executor_client(address: &str, token: Option<&str>, dial: &arf_proto::tls::Dial) -> anyhow::Result<ExecutorClient<arf_proto::server::Authenticated>> {
     let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
     let endpoint = Endpoint::from_shared(uri)
         .with_context(|| format!("`governor.executor_addr`: address `{address}` is invalid"))?
         .connect_timeout(Duration::from_secs(2));
-    Ok(ExecutorClient::with_interceptor(endpoint.connect_lazy(), arf_proto::server::Bearer::new(token)))
+    Ok(ExecutorClient::with_interceptor(dial.channel(endpoint), arf_proto::server::Bearer::new(token)))
 }
 
 /// The first record of a decision: the decision itself and the exact document policy saw.
@@ -825,7 +825,8 @@ pub async fn serve_with_clock(
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
-    let shared = Arc::new(Shared::load(&config, clock)?);
+    let tls = arf_proto::tls::Loaded::load(&config.transport()?)?;
+    let shared = Arc::new(Shared::load(&config, clock, &tls)?);
     // Decisions live in memory; the log is their memory across restarts. With the
     // log up they are back before the first call; with it down, as soon as it answers.
     let restored_now = matches!(tokio::time::timeout(Duration::from_secs(3), restore_once(&shared)).await, Ok(Ok(())));
@@ -843,13 +844,12 @@ pub async fn serve_with_clock(
         key_id = %arf_core::decision::key_id(&shared.key.verifying_key()),
         "governor listening"
     );
-    let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone());
-    tonic::transport::Server::builder()
-        .layer(authenticator.layer())
+    let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
+    let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
         .add_service(arf_proto::server::reflection()?)
-        .add_service(GovernorServer::new(Service { shared }))
-        .serve_with_incoming_shutdown(arf_proto::server::incoming(listener), shutdown)
+        .add_service(GovernorServer::new(Service { shared }));
+    arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("governor server failed")
 }

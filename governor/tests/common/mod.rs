@@ -186,6 +186,8 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         audit_token_file: dir.join("governor-audit.token"),
         executor_addr: setup.executor_addr.clone().unwrap_or_else(arf_governor::config::default_executor_addr),
         executor_token_file: None,
+        mtls: None,
+        insecure_loopback_only: true,
         policies_dir: setup.policies_dir.clone(),
         catalog_dir,
         signing_key_file: dir.join("keys/governor.key"),

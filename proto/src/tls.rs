@@ -1,0 +1,292 @@
+//! Mutual TLS for ARF's servers and clients (rustls with ring).
+//!
+//! Servers accept only clients with a certificate from the deployment's CA
+//! ([`ServerTls`], [`accept`]); the authentication layer then takes the caller's
+//! role from the certificate's name ([`peer_role`]). Clients present their own
+//! certificate and check that the server's names the role they meant to reach
+//! ([`Dial`]). Certificate, key and CA files are read again when they change, so
+//! rotated certificates take effect on the next connection without a restart.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arf_core::identity::Role;
+use arf_core::tls::TlsFiles;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::{Channel, Endpoint};
+
+/// Why TLS material could not be loaded; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("`{path}`: {message}")]
+    File { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn file_error(path: &Path, message: impl std::fmt::Display) -> TlsError {
+    TlsError::File { path: path.display().to_string(), message: message.to_string() }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, format!("no usable PEM private key ({e})")))
+}
+
+fn roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(path)? {
+        roots.add(cert).map_err(|e| file_error(path, format!("not a usable CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// The files' modification times: a change in any of them means reloading.
+fn stamps(files: &TlsFiles) -> [Option<SystemTime>; 3] {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    [modified(&files.ca_file), modified(&files.cert_file), modified(&files.key_file)]
+}
+
+/// A configuration built from files, rebuilt when they change.
+struct Reloading<C> {
+    files: TlsFiles,
+    build: fn(&TlsFiles) -> Result<C, TlsError>,
+    current: Mutex<(Arc<C>, [Option<SystemTime>; 3])>,
+}
+
+impl<C> Reloading<C> {
+    fn load(files: &TlsFiles, build: fn(&TlsFiles) -> Result<C, TlsError>) -> Result<Self, TlsError> {
+        let stamped = stamps(files);
+        let config = build(files)?;
+        Ok(Self { files: files.clone(), build, current: Mutex::new((Arc::new(config), stamped)) })
+    }
+
+    /// The configuration, rebuilt first if a file changed. A change that does not
+    /// load (a half-written file) keeps the last good one and says so.
+    fn current(&self) -> Arc<C> {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = stamps(&self.files);
+        if now != current.1 {
+            match (self.build)(&self.files) {
+                Ok(config) => {
+                    tracing::info!(cert = %self.files.cert_file.display(), "TLS certificate files changed; using the new ones");
+                    *current = (Arc::new(config), now);
+                }
+                Err(error) => tracing::error!(%error, "TLS certificate files changed but do not load; keeping the previous ones"),
+            }
+        }
+        Arc::clone(&current.0)
+    }
+}
+
+fn server_config(files: &TlsFiles, client_auth: bool, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if client_auth {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&files.ca_file)?, provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(certificates(&files.cert_file)?, private_key(&files.key_file)?)
+        .map_err(|e| file_error(&files.key_file, format!("does not match `{}`: {e}", files.cert_file.display())))?;
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
+/// A server's TLS: its certificate, and (for gRPC) the CA its clients' certificates must come from.
+pub struct ServerTls(Reloading<rustls::ServerConfig>);
+
+impl ServerTls {
+    /// For a gRPC server: HTTP/2, and a client certificate from the CA required.
+    pub fn grpc(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self(Reloading::load(files, |f| server_config(f, true, b"h2"))?))
+    }
+
+    /// For the webhook port: HTTP/1.1, server certificate only (senders authenticate
+    /// with tokens or signatures, and many cannot present a certificate).
+    pub fn webhook(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Self(Reloading::load(files, |f| server_config(f, false, b"http/1.1"))?))
+    }
+}
+
+/// A connection that finished its TLS handshake, and where it came from.
+pub type Accepted = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
+
+/// Accepts connections on `listener` and completes their handshakes (each within
+/// 10 s, off the accept loop); a handshake that fails is logged with the peer and
+/// the reason (no certificate, unknown CA, …) and dropped. Stops when the receiver
+/// is dropped, which releases the port.
+pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::Receiver<Accepted> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.0.current());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send((stream, peer)).await;
+                    }
+                    Ok(Err(error)) => tracing::warn!(%peer, %error, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake took longer than 10 s; dropped"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// [`accept`] as the stream of connections a tonic server takes.
+pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::ReceiverStream::new(accept(listener, tls)).map(|(stream, _)| Ok(stream))
+}
+
+/// The service a peer's certificate names (`agent.arf.internal` → agent), if any.
+/// The certificate has already been verified against the CA by the handshake.
+pub fn peer_role(certificates: &[CertificateDer<'_>]) -> Option<Role> {
+    let parsed = rustls::server::ParsedCertificate::try_from(certificates.first()?).ok()?;
+    Role::ALL.into_iter().filter(|r| r.is_service()).find(|role| {
+        ServerName::try_from(arf_core::tls::service_name(*role))
+            .is_ok_and(|name| rustls::client::verify_server_name(&parsed, &name).is_ok())
+    })
+}
+
+fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(&files.ca_file)?)
+        .with_client_auth_cert(certificates(&files.cert_file)?, private_key(&files.key_file)?)
+        .map_err(|e| file_error(&files.key_file, format!("does not match `{}`: {e}", files.cert_file.display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A client's TLS: the CA it trusts and the certificate it presents.
+pub struct ClientTls(Reloading<rustls::ClientConfig>);
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls").field("cert_file", &self.0.files.cert_file).finish()
+    }
+}
+
+impl ClientTls {
+    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, TlsError> {
+        Ok(Arc::new(Self(Reloading::load(files, client_config)?)))
+    }
+}
+
+/// How a client reaches one service.
+#[derive(Clone)]
+pub enum Dial {
+    /// Plain text (configured with `insecure_loopback_only`).
+    Plain,
+    /// Mutual TLS, with the server's certificate required to name `role`.
+    Tls { tls: Arc<ClientTls>, role: Role },
+}
+
+impl std::fmt::Debug for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain => f.write_str("Plain"),
+            Self::Tls { role, .. } => write!(f, "Tls({role})"),
+        }
+    }
+}
+
+impl Dial {
+    /// Mutual TLS to `role`, or plain text without `tls`.
+    pub fn to(tls: Option<&Arc<ClientTls>>, role: Role) -> Self {
+        match tls {
+            Some(tls) => Self::Tls { tls: Arc::clone(tls), role },
+            None => Self::Plain,
+        }
+    }
+
+    /// A lazily connecting channel to `endpoint` (whose URI is `http://HOST:PORT`).
+    pub fn channel(&self, endpoint: Endpoint) -> Channel {
+        match self {
+            Self::Plain => endpoint.connect_lazy(),
+            Self::Tls { tls, role } => {
+                let (tls, name) = (Arc::clone(tls), arf_core::tls::service_name(*role));
+                let connector = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+                    let (tls, name) = (Arc::clone(&tls), name.clone());
+                    async move {
+                        let host = uri.host().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in the address"))?;
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        let port = uri.port_u16().unwrap_or(443);
+                        let tcp = TcpStream::connect((host, port)).await?;
+                        let _ = tcp.set_nodelay(true);
+                        let server_name = ServerName::try_from(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                        let stream = tokio_rustls::TlsConnector::from(tls.0.current()).connect(server_name, tcp).await?;
+                        Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                });
+                endpoint.connect_with_connector_lazy(connector)
+            }
+        }
+    }
+}
+
+/// A service's TLS, loaded from its configured transport: the server side and the
+/// client side share the service's certificate. Both `None` for plain text.
+#[derive(Default)]
+pub struct Loaded {
+    pub server: Option<Arc<ServerTls>>,
+    pub client: Option<Arc<ClientTls>>,
+}
+
+impl Loaded {
+    pub fn load(transport: &arf_core::tls::Transport) -> Result<Self, TlsError> {
+        match transport {
+            arf_core::tls::Transport::Tls(files) => {
+                Ok(Self { server: Some(Arc::new(ServerTls::grpc(files)?)), client: Some(ClientTls::load(files)?) })
+            }
+            arf_core::tls::Transport::PlainLoopback => Ok(Self::default()),
+        }
+    }
+
+    /// How this service reaches `role`.
+    pub fn dial(&self, role: Role) -> Dial {
+        Dial::to(self.client.as_ref(), role)
+    }
+}
