@@ -166,6 +166,10 @@ pub struct Config {
     /// Extra redaction patterns (regular expressions).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
+    /// More redaction rules, in the format of `agent/src/redact/rules.toml` (a
+    /// subset of gitleaks': a gitleaks configuration's rules load as they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redact_rules_file: Option<PathBuf>,
     #[serde(default)]
     pub targets: Inventory,
     /// Who may call the agent, over gRPC and on the webhook endpoint, and as what:

@@ -67,7 +67,7 @@ pub async fn serve(
         tracing::warn!("`agent.identities` is empty: every call to the agent and every webhook is refused");
     }
     let webhook_auth = Arc::new(http::auth::WebhookAuth::new(identities.clone(), signers));
-    let redactor = redact::Redactor::new(&config.redact_patterns).map_err(anyhow::Error::msg)?;
+    let redactor = redact::Redactor::with_rules(&config.redact_patterns, config.redact_rules_file.as_deref()).map_err(anyhow::Error::msg)?;
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
     let transport = config.transport().map_err(anyhow::Error::msg)?;
     let tls = arf_proto::tls::Loaded::load(&transport)?;

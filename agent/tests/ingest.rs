@@ -71,6 +71,7 @@ async fn start(audit_up: bool) -> Running {
         openai: None,
         noisy: None,
         redact_patterns: vec![],
+        redact_rules_file: None,
         targets: BTreeMap::new(),
         identities: support::identities(),
         webhook_hmac: vec![],

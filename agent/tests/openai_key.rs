@@ -69,6 +69,7 @@ fn base_config() -> arf_agent::config::Config {
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
         redact_patterns: vec![],
+        redact_rules_file: None,
         targets: support::inventory(),
         identities: support::identities(),
         webhook_hmac: vec![],

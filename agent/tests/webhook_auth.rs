@@ -10,8 +10,11 @@ use arf_agent::config::HmacSource;
 
 const SECRET: &str = "a-test-secret-for-signing-webhooks-not-a-real-one";
 
+const PATH: &str = "/v1/webhooks/generic";
+
 fn signed(secret: &str, timestamp: i64, body: &str) -> [(&'static str, String); 2] {
-    let mac = arf_core::keys::hmac_sha256(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes());
+    let content = arf_agent::http::auth::signed_content(&timestamp.to_string(), PATH, body.as_bytes());
+    let mac = arf_core::keys::hmac_sha256(secret.as_bytes(), &content);
     [("x-hub-signature-256", format!("sha256={}", hex::encode(mac))), ("x-arf-timestamp", timestamp.to_string())]
 }
 
@@ -25,7 +28,7 @@ async fn a_signed_webhook_is_accepted_once_and_nothing_forged_is_logged() {
     })
     .await;
     let _ = support::agent_client(&running.agent).await;
-    let url = format!("http://{}/v1/webhooks/generic", running.webhook);
+    let url = format!("http://{}{PATH}", running.webhook);
     let body = r#"{"kind": "alert", "title": "SignedAlert", "service": "checkout", "environment": "staging", "severity": "warning"}"#;
     let now = arf_core::time::now_ms() / 1000;
     let http = reqwest::Client::new();

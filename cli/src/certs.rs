@@ -48,6 +48,12 @@ fn ca(dir: &Path) -> Result<Issuer<'static, KeyPair>> {
 /// Makes what is missing in `dir`; returns the files written. `extra_names` (host
 /// names and addresses the services are reached at) go into every service's certificate.
 pub fn init(dir: &Path, extra_names: &[String]) -> Result<Vec<String>> {
+    for name in extra_names {
+        let lower = name.to_ascii_lowercase();
+        if name.contains('*') || lower == arf_core::tls::DOMAIN || lower.ends_with(&format!(".{}", arf_core::tls::DOMAIN)) || name.trim().is_empty() {
+            anyhow::bail!("`--host {name}`: a host name or address, without wildcards and not under `{}`, which names the services", arf_core::tls::DOMAIN);
+        }
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     #[cfg(unix)]
     {

@@ -14,8 +14,8 @@ use arf_proto::v1::governor_client::GovernorClient;
 
 use crate::exit;
 
-/// Where the services are, and who the caller is.
-#[derive(Debug, Clone)]
+/// Where the services are, and who the caller is. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Endpoints {
     pub agent: String,
     pub governor: String,
@@ -24,6 +24,17 @@ pub struct Endpoints {
     pub token_file: Option<PathBuf>,
     /// Your client certificate, for a deployment on mutual TLS.
     pub tls: Option<std::sync::Arc<arf_proto::tls::ClientTls>>,
+}
+
+impl std::fmt::Debug for Endpoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoints")
+            .field("agent", &self.agent)
+            .field("governor", &self.governor)
+            .field("audit", &self.audit)
+            .field("token_file", &self.token_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The client certificate in `dir` (`ca.pem`, `client.pem`, `client.key`); without
@@ -48,24 +59,32 @@ fn endpoint(address: &str) -> Result<Endpoint> {
 }
 
 impl Endpoints {
-    fn dial(&self, role: arf_core::identity::Role) -> arf_proto::tls::Dial {
-        arf_proto::tls::Dial::to(self.tls.as_ref(), role)
+    /// Mutual TLS to `role` at `address` with your client certificate; plain text
+    /// only to this machine, so a token never crosses a network in clear text.
+    fn dial(&self, role: arf_core::identity::Role, address: &str) -> Result<arf_proto::tls::Dial> {
+        if self.tls.is_none() && !arf_core::tls::is_loopback_address(address) {
+            bail!(
+                "refusing to send your token to the {role} at `{address}` in clear text: give the deployment's certificates with `--tls-dir DIR` (or `ARF_TLS_DIR`)"
+            );
+        }
+        Ok(arf_proto::tls::Dial::to(self.tls.as_ref(), role))
     }
 
     /// The agent, called with your token (it refuses anonymous calls).
     pub fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
         let bearer = arf_proto::server::Bearer::new(Some(&self.token()?));
-        let channel = self.dial(arf_core::identity::Role::Agent).channel(endpoint(&self.agent)?);
+        let channel = self.dial(arf_core::identity::Role::Agent, &self.agent)?.channel(endpoint(&self.agent)?);
         Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
     }
 
     pub fn governor(&self) -> Result<GovernorClient<Channel>> {
-        Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor).channel(endpoint(&self.governor)?)))
+        Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor, &self.governor)?.channel(endpoint(&self.governor)?)))
     }
 
     /// The audit log, read with your token (the log refuses anonymous reads).
     pub fn audit(&self) -> Result<arf_audit::AuditClient> {
-        Ok(arf_audit::AuditClient::connect_dial(&self.audit, Some(self.token()?), &self.dial(arf_core::identity::Role::Audit))?)
+        let dial = self.dial(arf_core::identity::Role::Audit, &self.audit)?;
+        Ok(arf_audit::AuditClient::connect_dial(&self.audit, Some(self.token()?), &dial)?)
     }
 
     fn token(&self) -> Result<String> {

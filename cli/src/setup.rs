@@ -311,37 +311,15 @@ pub struct Deployment {
     pub executor: arf_executor::Config,
 }
 
-/// The top-level keys a process's section inherits when it does not set its own.
-const SHARED: [&str; 2] = ["targets", "identities"];
-
-fn section<T: serde::de::DeserializeOwned>(root: &Table, name: &str, inherits: &[&str]) -> Result<T> {
-    let mut table = root
-        .get(name)
-        .and_then(Value::as_table)
-        .cloned()
-        .with_context(|| format!("the configuration has no `[{name}]` section"))?;
-    for key in inherits {
-        if let Some(value) = root.get(*key).filter(|_| !table.contains_key(*key)) {
-            table.insert((*key).to_owned(), value.clone());
-        }
-    }
-    Value::Table(table).try_into().with_context(|| format!("in section `[{name}]`"))
-}
-
 /// Reads a configuration file. Unknown keys are errors, named with their section.
 pub fn load(file: &Path) -> Result<Deployment> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read configuration `{}`", file.display()))?;
-    let root: Table = toml::from_str(&text).with_context(|| format!("`{}` is not valid TOML", file.display()))?;
-    let known = ["audit", "agent", "governor", "executor", "targets", "identities"];
-    if let Some(unknown) = root.keys().find(|k| !known.contains(&k.as_str())) {
-        anyhow::bail!("`{}`: unknown section `{unknown}`; expected one of {}", file.display(), known.join(", "));
-    }
-    Ok(Deployment {
-        audit: section(&root, "audit", &["identities"])?,
-        agent: section(&root, "agent", &SHARED)?,
-        governor: section(&root, "governor", &SHARED)?,
-        executor: section(&root, "executor", &SHARED)?,
-    })
+    let root = arf_core::deployment::parse(&text, file).map_err(anyhow::Error::msg)?;
+    Ok(Deployment { audit: part(&root, "audit")?, agent: part(&root, "agent")?, governor: part(&root, "governor")?, executor: part(&root, "executor")? })
+}
+
+fn part<T: serde::de::DeserializeOwned>(root: &Table, name: &str) -> Result<T> {
+    arf_core::deployment::section(root, name).map_err(anyhow::Error::msg)
 }
 
 /// Prepares a data directory: examples, secrets, and a configuration if there is none.

@@ -15,6 +15,9 @@ pub fn create(config: &Path, name: &str, role: &str) -> Result<String> {
     if name.trim().is_empty() || name.trim() != name || name.chars().any(char::is_control) {
         bail!("the name must be non-empty, without surrounding spaces or control characters");
     }
+    if let Some(service) = Role::parse(name).filter(|r| r.is_service() && r.as_str() != role) {
+        bail!("`{name}` is the name of the {service} service (its certificate's); pick another name");
+    }
     let text = std::fs::read_to_string(config).with_context(|| format!("cannot read configuration `{}`", config.display()))?;
     let mut document: toml_edit::DocumentMut = text.parse().with_context(|| format!("`{}` is not valid TOML", config.display()))?;
     let identities = document

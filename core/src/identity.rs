@@ -199,6 +199,10 @@ impl Identities {
             }
             let role = Role::parse(&identity.role)
                 .ok_or_else(|| invalid("role", format!("unknown role `{}`; expected one of {}", identity.role, Role::expected())))?;
+            // A service's name is the name its certificate gives it: nobody else may carry it.
+            if let Some(service) = Role::parse(&identity.name).filter(|r| r.is_service() && *r != role) {
+                return Err(invalid("name", format!("`{}` is the name of the {service} service; only an identity of role `{service}` may carry it", identity.name)));
+            }
             let source = if identity.token_file.is_some() { "token_file" } else { "token_sha256" };
             let hash = match (&identity.token_file, &identity.token_sha256) {
                 (Some(file), None) => {
@@ -283,6 +287,7 @@ mod tests {
             (vec![identity("a", "wizard", &hash)], "identities[0].role"),
             (vec![identity("", "oncall", &hash)], "identities[0].name"),
             (vec![identity("a\x1b[2K", "oncall", &hash)], "identities[0].name"),
+            (vec![identity("executor", "oncall", &hash)], "identities[0].name"),
             (vec![identity("a", "oncall", "abc")], "identities[0].token_sha256"),
             (vec![identity("a", "oncall", &hash), identity("a", "admin", &new_token().unwrap().1)], "identities[1].name"),
             (vec![identity("a", "oncall", &hash), identity("b", "admin", &hash)], "identities[1].token_sha256"),

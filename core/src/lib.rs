@@ -8,6 +8,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod crash;
 pub mod decision;
+pub mod deployment;
 pub mod diagnosis;
 pub mod identity;
 pub mod keys;

@@ -80,15 +80,22 @@ pub fn transport(section: &str, tls: Option<&TlsFiles>, insecure_loopback_only: 
     }
 }
 
-/// Whether `address` (`host:port`, optionally with an `http://` scheme) names this machine.
+/// Whether `address` (`host:port`, optionally with an `http://` scheme) names this
+/// machine: a loopback IP literal, or exactly `localhost`, with a port and nothing
+/// else (no user info: `localhost:7400@elsewhere` names `elsewhere`).
 pub fn is_loopback_address(address: &str) -> bool {
     let rest = address.strip_prefix("http://").or_else(|| address.strip_prefix("https://")).unwrap_or(address);
-    let host_port = rest.split('/').next().unwrap_or(rest);
+    let host_port = rest.strip_suffix('/').unwrap_or(rest);
+    if host_port.contains(['@', '/', '?', '#']) {
+        return false;
+    }
     if let Ok(addr) = host_port.parse::<SocketAddr>() {
         return addr.ip().is_loopback();
     }
-    let host = host_port.rsplit_once(':').map_or(host_port, |(host, _)| host);
-    host.eq_ignore_ascii_case("localhost")
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => host.eq_ignore_ascii_case("localhost") && port.parse::<u16>().is_ok(),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +113,9 @@ mod tests {
         assert!(transport("agent", None, true, &[public], &[]).unwrap_err().contains("`10.0.0.5:7401` is not a loopback address"));
         assert!(transport("agent", None, true, &[local], &["db.example:7400"]).unwrap_err().contains("clear text"));
         assert_eq!(transport("agent", None, true, &[local], &["127.0.0.1:7400", "http://[::1]:7402", "localhost:7403"]), Ok(Transport::PlainLoopback));
+        for elsewhere in ["localhost:7400@evil.example", "localhost.evil.example:7400", "127.0.0.1.nip.io:7400", "0.0.0.0:7400", "[::ffff:127.0.0.1]:7400", "http://127.0.0.1:7400/x@evil.example", "localhost"] {
+            assert!(!is_loopback_address(elsewhere), "{elsewhere}");
+        }
     }
 
     #[test]

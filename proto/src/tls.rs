@@ -133,6 +133,9 @@ impl ServerTls {
     }
 }
 
+/// How many TLS handshakes a server runs at once.
+pub const MAX_HANDSHAKES: usize = 256;
+
 /// A connection that finished its TLS handshake, and where it came from.
 pub type Accepted = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
 
@@ -142,8 +145,12 @@ pub type Accepted = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
 /// is dropped, which releases the port.
 pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::Receiver<Accepted> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // At most this many handshakes at once: idle connections that never finish one
+    // wait in the kernel's backlog instead of taking every file descriptor.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else { return };
             let accepted = tokio::select! {
                 () = tx.closed() => return,
                 accepted = listener.accept() => accepted,
@@ -160,6 +167,7 @@ pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.0.current());
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send((stream, peer)).await;
@@ -179,14 +187,20 @@ pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> impl tokio_stream
     tokio_stream::wrappers::ReceiverStream::new(accept(listener, tls)).map(|(stream, _)| Ok(stream))
 }
 
-/// The service a peer's certificate names (`agent.arf.internal` → agent), if any.
-/// The certificate has already been verified against the CA by the handshake.
+/// The service a peer's certificate names (`agent.arf.internal` → agent), if it
+/// names exactly one: a certificate valid for two services' names (two SANs, or a
+/// wildcard such as `*.arf.internal`) names none. The certificate has already been
+/// verified against the CA by the handshake.
 pub fn peer_role(certificates: &[CertificateDer<'_>]) -> Option<Role> {
     let parsed = rustls::server::ParsedCertificate::try_from(certificates.first()?).ok()?;
-    Role::ALL.into_iter().filter(|r| r.is_service()).find(|role| {
+    let mut named = Role::ALL.into_iter().filter(|r| r.is_service()).filter(|role| {
         ServerName::try_from(arf_core::tls::service_name(*role))
             .is_ok_and(|name| rustls::client::verify_server_name(&parsed, &name).is_ok())
-    })
+    });
+    match (named.next(), named.next()) {
+        (Some(role), None) => Some(role),
+        _ => None,
+    }
 }
 
 fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {

@@ -84,3 +84,19 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     std::fs::copy(&foreign.key_file, &client_files.key_file).unwrap();
     assert!(!healthy(addr, &Dial::to(Some(&client), Role::Executor)).await, "the client now presents the foreign certificate");
 }
+
+/// A certificate that two services' names fit (two SANs, or a wildcard) names no service.
+#[test]
+fn a_certificate_valid_for_two_services_names_none() {
+    let ca = new_ca();
+    let cert = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names).unwrap();
+        params.signed_by(&key, &ca.0).unwrap().der().clone()
+    };
+    let name = |role| arf_core::tls::service_name(role);
+    assert_eq!(arf_proto::tls::peer_role(&[cert(vec![name(Role::Agent)])]), Some(Role::Agent));
+    assert_eq!(arf_proto::tls::peer_role(&[cert(vec![name(Role::Agent), name(Role::Governor)])]), None);
+    assert_eq!(arf_proto::tls::peer_role(&[cert(vec!["*.arf.internal".to_owned()])]), None);
+    assert_eq!(arf_proto::tls::peer_role(&[cert(vec!["client.arf.internal".to_owned(), "localhost".to_owned()])]), None);
+}

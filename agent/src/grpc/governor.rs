@@ -16,11 +16,18 @@ pub struct Evaluated {
     pub route: String,
 }
 
-#[derive(Debug, Clone)]
+/// Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct GovernorLink {
     client: GovernorClient<Channel>,
     token: String,
     retry_for: Duration,
+}
+
+impl std::fmt::Debug for GovernorLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GovernorLink").field("retry_for", &self.retry_for).finish_non_exhaustive()
+    }
 }
 
 impl GovernorLink {

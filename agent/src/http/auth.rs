@@ -6,8 +6,9 @@
 //!   the user name must be the identity's name and the password its token.
 //! - `X-Hub-Signature-256: sha256=HEX` with `X-ARF-Timestamp: SECONDS`: senders
 //!   that sign with a shared secret (`agent.webhook_hmac`). The HMAC-SHA256 covers
-//!   `SECONDS.BODY`, so the timestamp cannot be changed; a signature is accepted
-//!   within [`SIGNATURE_WINDOW_SECS`] of its timestamp and only once.
+//!   `SECONDS.PATH_AND_QUERY.BODY` (`1764129600./v1/webhooks/generic?service=web.{...}`),
+//!   so neither the time, the format nor the attribution can be changed; a signature
+//!   is accepted within [`SIGNATURE_WINDOW_SECS`] of its timestamp and only once.
 //!
 //! Every path on the webhook port goes through this, unknown ones included.
 
@@ -88,13 +89,15 @@ impl WebhookAuth {
                 .cloned()
                 .ok_or_else(|| unauthorized("the basic credentials name no identity the agent knows"))?
         } else {
-            return Err(unauthorized(format!("unsupported authorization scheme `{scheme}`; use `Bearer` or `Basic`")));
+            // The scheme is not echoed: a bare `Authorization: TOKEN` would send the token back.
+            return Err(unauthorized("unsupported authorization scheme; use `Bearer` or `Basic`"));
         };
         Ok(caller)
     }
 
-    /// The signer of a signed body, checked for freshness and replay.
-    fn by_signature(&self, headers: &HeaderMap, body: &[u8], now_secs: i64) -> Result<Caller, Refused> {
+    /// The signature and timestamp of a signed request, checked for form and
+    /// freshness before its body is read.
+    fn signed_headers(headers: &HeaderMap, now_secs: i64) -> Result<([u8; 32], String), Refused> {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let signature = text(SIGNATURE_HEADER)
             .and_then(|v| v.strip_prefix("sha256="))
@@ -104,16 +107,19 @@ impl WebhookAuth {
         let timestamp_text = text(TIMESTAMP_HEADER)
             .ok_or_else(|| unauthorized("a signed webhook needs `X-ARF-Timestamp` (Unix seconds), which the signature covers"))?;
         let timestamp: i64 = timestamp_text.parse().map_err(|_| unauthorized("`X-ARF-Timestamp` is not Unix seconds"))?;
-        if (now_secs - timestamp).abs() > SIGNATURE_WINDOW_SECS {
+        if now_secs.abs_diff(timestamp) > SIGNATURE_WINDOW_SECS.unsigned_abs() {
             return Err(unauthorized(format!(
-                "`X-ARF-Timestamp` is {} s from the agent's clock; signed webhooks are accepted within {SIGNATURE_WINDOW_SECS} s",
-                now_secs - timestamp
+                "`X-ARF-Timestamp` {timestamp} is more than {SIGNATURE_WINDOW_SECS} s from the agent's clock ({now_secs})"
             )));
         }
-        let mut signed = Vec::with_capacity(timestamp_text.len() + 1 + body.len());
-        signed.extend_from_slice(timestamp_text.as_bytes());
-        signed.push(b'.');
-        signed.extend_from_slice(body);
+        Ok((signature, timestamp_text.to_owned()))
+    }
+
+    /// The signer of a signed request (`path_and_query` as sent), checked for freshness and replay.
+    fn by_signature(&self, headers: &HeaderMap, path_and_query: &str, body: &[u8], now_secs: i64) -> Result<Caller, Refused> {
+        let (signature, timestamp_text) = Self::signed_headers(headers, now_secs)?;
+        let timestamp: i64 = timestamp_text.parse().unwrap_or_default();
+        let signed = signed_content(&timestamp_text, path_and_query, body);
         let caller = self
             .signers
             .iter()
@@ -122,7 +128,7 @@ impl WebhookAuth {
             .ok_or_else(|| unauthorized("the signature matches no configured sender's secret"))?;
         let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if seen.len() >= MAX_REMEMBERED {
-            seen.retain(|_, at| (now_secs - *at).abs() <= SIGNATURE_WINDOW_SECS);
+            seen.retain(|_, at| now_secs.abs_diff(*at) <= SIGNATURE_WINDOW_SECS.unsigned_abs());
         }
         if seen.len() >= MAX_REMEMBERED {
             return Err(Refused {
@@ -135,6 +141,17 @@ impl WebhookAuth {
         }
         Ok(caller)
     }
+}
+
+/// What a sender signs: `TIMESTAMP.PATH_AND_QUERY.BODY`.
+pub fn signed_content(timestamp: &str, path_and_query: &str, body: &[u8]) -> Vec<u8> {
+    let mut signed = Vec::with_capacity(timestamp.len() + path_and_query.len() + 2 + body.len());
+    signed.extend_from_slice(timestamp.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(path_and_query.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(body);
+    signed
 }
 
 fn refusal(refused: Refused) -> Response {
@@ -151,6 +168,11 @@ fn refusal(refused: Refused) -> Response {
 pub async fn authenticate(State(auth): State<Arc<WebhookAuth>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let (caller, body) = if WebhookAuth::is_signed(&parts.headers) {
+        let now_secs = arf_core::time::now_ms().div_euclid(1000);
+        // The form and freshness first: a stale or malformed request is not read.
+        if let Err(refused) = WebhookAuth::signed_headers(&parts.headers, now_secs) {
+            return refusal(refused);
+        }
         let bytes = match axum::body::to_bytes(body, crate::ingest::MAX_BODY_BYTES).await {
             Ok(bytes) => bytes,
             Err(_) => {
@@ -160,7 +182,8 @@ pub async fn authenticate(State(auth): State<Arc<WebhookAuth>>, request: Request
                 });
             }
         };
-        match auth.by_signature(&parts.headers, &bytes, arf_core::time::now_ms().div_euclid(1000)) {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        match auth.by_signature(&parts.headers, path_and_query, &bytes, now_secs) {
             Ok(caller) => (caller, Body::from(bytes)),
             Err(refused) => return refusal(refused),
         }
@@ -197,9 +220,10 @@ mod tests {
         pairs.iter().map(|(k, v)| (header::HeaderName::from_static(k), v.parse().unwrap())).collect()
     }
 
+    const PATH: &str = "/v1/webhooks/generic?service=web";
+
     fn sign(timestamp: i64, body: &[u8]) -> HeaderMap {
-        let mut signed = format!("{timestamp}.").into_bytes();
-        signed.extend_from_slice(body);
+        let signed = signed_content(&timestamp.to_string(), PATH, body);
         let mac = arf_core::keys::hmac_sha256(b"0123456789abcdef0123456789abcdef", &signed);
         headers(&[(SIGNATURE_HEADER, format!("sha256={}", hex::encode(mac))), (TIMESTAMP_HEADER, timestamp.to_string())])
     }
@@ -213,11 +237,12 @@ mod tests {
         for (value, why) in [
             (format!("Basic {}", basic("someone-else", &token)), "basic credentials name no identity"),
             (format!("Bearer {}x", token), "belongs to no identity"),
-            ("Digest abc".to_owned(), "unsupported authorization scheme"),
+            (format!("Token{token}"), "unsupported authorization scheme"),
             ("Basic !!!".to_owned(), "not base64"),
         ] {
             let refused = auth.by_header(&headers(&[("authorization", value)])).unwrap_err();
             assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+            assert!(!refused.message.contains(&token), "the token is not echoed: {}", refused.message);
             assert!(refused.message.contains(why), "{}", refused.message);
         }
         assert!(auth.by_header(&HeaderMap::new()).unwrap_err().message.contains("need credentials"));
@@ -228,19 +253,28 @@ mod tests {
         let (auth, _) = auth();
         let now = 1_800_000_000;
         let body = br#"{"title":"x"}"#;
-        assert_eq!(auth.by_signature(&sign(now - 10, body), body, now).unwrap().name, "ci");
-        let replay = auth.by_signature(&sign(now - 10, body), body, now).unwrap_err();
+        assert_eq!(auth.by_signature(&sign(now - 10, body), PATH, body, now).unwrap().name, "ci");
+        let replay = auth.by_signature(&sign(now - 10, body), PATH, body, now).unwrap_err();
         assert!(replay.message.contains("replay"), "{}", replay.message);
-        let changed = auth.by_signature(&sign(now - 5, body), br#"{"title":"y"}"#, now).unwrap_err();
+        let changed = auth.by_signature(&sign(now - 5, body), PATH, br#"{"title":"y"}"#, now).unwrap_err();
         assert!(changed.message.contains("matches no configured sender"), "{}", changed.message);
         // The timestamp is signed: moving it forward breaks the signature.
         let mut moved = sign(now - 4, body);
         moved.insert(TIMESTAMP_HEADER, (now - 3).to_string().parse().unwrap());
-        assert!(auth.by_signature(&moved, body, now).unwrap_err().message.contains("matches no configured sender"));
-        let stale = auth.by_signature(&sign(now - SIGNATURE_WINDOW_SECS - 1, body), body, now).unwrap_err();
-        assert!(stale.message.contains("accepted within"), "{}", stale.message);
+        assert!(auth.by_signature(&moved, PATH, body, now).unwrap_err().message.contains("matches no configured sender"));
+        let stale = auth.by_signature(&sign(now - SIGNATURE_WINDOW_SECS - 1, body), PATH, body, now).unwrap_err();
+        assert!(stale.message.contains("more than 300 s"), "{}", stale.message);
+        // Another path (format or attribution) under the same signature is refused.
+        let elsewhere = auth.by_signature(&sign(now - 6, body), "/v1/webhooks/generic?service=payments", body, now).unwrap_err();
+        assert!(elsewhere.message.contains("matches no configured sender"), "{}", elsewhere.message);
+        // Timestamps at the ends of i64 are refused, not overflowed.
+        for extreme in [i64::MIN, i64::MAX, i64::MIN + now] {
+            let mut headers = sign(now, body);
+            headers.insert(TIMESTAMP_HEADER, extreme.to_string().parse().unwrap());
+            assert!(auth.by_signature(&headers, PATH, body, now).unwrap_err().message.contains("more than 300 s"));
+        }
         let mut unsigned_time = sign(now, body);
         unsigned_time.remove(TIMESTAMP_HEADER);
-        assert!(auth.by_signature(&unsigned_time, body, now).unwrap_err().message.contains("X-ARF-Timestamp"));
+        assert!(auth.by_signature(&unsigned_time, PATH, body, now).unwrap_err().message.contains("X-ARF-Timestamp"));
     }
 }

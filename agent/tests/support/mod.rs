@@ -245,6 +245,7 @@ pub async fn start_agent(
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
         redact_patterns: vec![],
+        redact_rules_file: None,
         targets: inventory(),
         identities: identities(),
         webhook_hmac: vec![],
@@ -351,4 +352,32 @@ async fn post_alert(webhook: &str, status: &str, alertname: &str, environment: &
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     body["accepted"][0]["incident_id"].as_str().unwrap().to_owned()
+}
+
+/// The redaction corpus (`agent/tests/corpus/redaction.toml`).
+pub mod corpus {
+    #[derive(Debug, serde::Deserialize)]
+    pub struct Secret {
+        pub name: String,
+        pub text: String,
+        pub core: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    pub struct Lookalike {
+        pub text: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    pub struct Corpus {
+        #[serde(rename = "secret")]
+        pub secrets: Vec<Secret>,
+        #[serde(rename = "lookalike")]
+        pub lookalikes: Vec<Lookalike>,
+    }
+
+    pub fn load() -> Corpus {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/redaction.toml");
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
 }

@@ -1,0 +1,426 @@
+//! Redaction: secrets are replaced with a marker before anything is logged,
+//! reaches a prompt or is shown.
+//!
+//! The rules are data (`rules.toml`, in a subset of gitleaks' format), extended from
+//! configuration with more rules (`agent.redact_rules_file`) or bare patterns
+//! (`agent.redact_patterns`): provider token formats, secret-named keys and their
+//! values, credentials in URLs and headers, private key blocks, and, for tokens of
+//! no known format, long strings that look random (letters and digits, high
+//! entropy). What an engineer needs survives: CVE and GHSA ids, image digests and
+//! commit hashes, package and pod names, Kubernetes reasons.
+
+use std::ops::Range;
+use std::path::Path;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What replaces a secret.
+pub const MARKER: &str = "[REDACTED]";
+
+/// The built-in rules.
+const BUILTIN: &str = include_str!("rules.toml");
+
+/// A rules file: `[[rules]]`, and optionally `[entropy]` and `[allowlist]`. Fields
+/// of gitleaks' format that ARF does not use are ignored, so its files load.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RulesFile {
+    #[serde(default)]
+    entropy: Option<EntropySettings>,
+    #[serde(default)]
+    allowlist: Option<Allowlist>,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EntropySettings {
+    min_length: usize,
+    min_bits_per_char: f64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Allowlist {
+    #[serde(default)]
+    regexes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleSpec {
+    id: String,
+    /// Rules without a regex (gitleaks' path-only rules) match nothing here.
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    secret_group: usize,
+    #[serde(default)]
+    keywords: Vec<String>,
+    /// The least Shannon entropy (bits per character) the secret must have.
+    #[serde(default)]
+    entropy: Option<f64>,
+    #[serde(default)]
+    until_next_parameter: bool,
+}
+
+struct Rule {
+    id: String,
+    regex: Regex,
+    secret_group: usize,
+    keywords: Vec<String>,
+    entropy: Option<f64>,
+    until_next_parameter: bool,
+}
+
+pub struct Redactor {
+    rules: Vec<Rule>,
+    allowlist: Vec<Regex>,
+    entropy: EntropySettings,
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redactor").field("rules", &self.rules.len()).finish()
+    }
+}
+
+impl Redactor {
+    /// The built-in rules plus `extra` (bare regular expressions from config).
+    pub fn new(extra: &[String]) -> Result<Self, String> {
+        Self::with_rules(extra, None)
+    }
+
+    /// The built-in rules, the rules of `rules_file` (gitleaks' format), and `extra`.
+    pub fn with_rules(extra: &[String], rules_file: Option<&Path>) -> Result<Self, String> {
+        let builtin: RulesFile = toml::from_str(BUILTIN).map_err(|e| format!("the built-in redaction rules: {e}"))?;
+        let mut redactor = Self {
+            rules: Vec::new(),
+            allowlist: Vec::new(),
+            entropy: builtin.entropy.unwrap_or(EntropySettings { min_length: 24, min_bits_per_char: 4.0 }),
+        };
+        redactor.add(builtin, "the built-in redaction rules")?;
+        if let Some(path) = rules_file {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("`agent.redact_rules_file` `{}`: {e}", path.display()))?;
+            let file: RulesFile = toml::from_str(&text).map_err(|e| format!("`agent.redact_rules_file` `{}`: {e}", path.display()))?;
+            redactor.add(file, &format!("`{}`", path.display()))?;
+        }
+        for (i, pattern) in extra.iter().enumerate() {
+            let regex = Regex::new(pattern).map_err(|e| format!("`agent.redact_patterns[{i}]` `{pattern}`: {e}"))?;
+            redactor.rules.push(Rule { id: format!("config-{i}"), regex, secret_group: 0, keywords: Vec::new(), entropy: None, until_next_parameter: false });
+        }
+        Ok(redactor)
+    }
+
+    fn add(&mut self, file: RulesFile, from: &str) -> Result<(), String> {
+        if let Some(entropy) = file.entropy {
+            self.entropy = entropy;
+        }
+        for pattern in file.allowlist.unwrap_or_default().regexes {
+            self.allowlist.push(Regex::new(&pattern).map_err(|e| format!("{from}: allowlist `{pattern}`: {e}"))?);
+        }
+        for spec in file.rules {
+            let Some(pattern) = spec.regex else { continue };
+            let regex = Regex::new(&pattern).map_err(|e| format!("{from}: rule `{}`: {e}", spec.id))?;
+            if spec.secret_group > regex.captures_len() - 1 {
+                return Err(format!("{from}: rule `{}`: `secretGroup = {}` but the regex has {} groups", spec.id, spec.secret_group, regex.captures_len() - 1));
+            }
+            let keywords = spec.keywords.iter().map(|k| k.to_lowercase()).collect();
+            self.rules.push(Rule {
+                id: spec.id,
+                regex,
+                secret_group: spec.secret_group,
+                keywords,
+                entropy: spec.entropy,
+                until_next_parameter: spec.until_next_parameter,
+            });
+        }
+        Ok(())
+    }
+
+    /// The ids of the rules, in the order they run.
+    pub fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.id.as_str())
+    }
+
+    /// Redacts one string.
+    pub fn text(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for rule in &self.rules {
+            if !rule.keywords.is_empty() {
+                let lower = out.to_lowercase();
+                if !rule.keywords.iter().any(|k| lower.contains(k.as_str())) {
+                    continue;
+                }
+            }
+            if rule.regex.is_match(&out) {
+                out = rule.apply(&out);
+            }
+        }
+        self.redact_high_entropy(&out)
+    }
+
+    /// Redacts every field of a signal that came from outside: free text, labels
+    /// and annotations with their keys, service, environment, severity, source,
+    /// id and fingerprint. Names that hold no secret are left as they are, so
+    /// grouping and scope are unchanged for them.
+    pub fn signal(&self, mut signal: arf_core::signal::Signal) -> arf_core::signal::Signal {
+        for field in [
+            &mut signal.title,
+            &mut signal.description,
+            &mut signal.service,
+            &mut signal.environment,
+            &mut signal.severity,
+            &mut signal.source,
+            &mut signal.id,
+            &mut signal.fingerprint,
+        ] {
+            *field = self.text(field);
+        }
+        for map in [&mut signal.labels, &mut signal.annotations] {
+            *map = std::mem::take(map).into_iter().map(|(k, v)| (self.text(&k), self.text(&v))).collect();
+        }
+        signal
+    }
+
+    /// Redacts every string (and object key) in a JSON value.
+    pub fn value(&self, value: &Value) -> Value {
+        match value {
+            Value::String(s) => Value::String(self.text(s)),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.text(k), self.value(v))).collect()),
+            other => other.clone(),
+        }
+    }
+
+    /// Replaces long tokens whose characters look random, outside the allowlisted
+    /// spans. Hex up to 64 digits (commit and content hashes) and lowercase names
+    /// with dashes (pods, packages) are evidence and stay.
+    fn redact_high_entropy(&self, text: &str) -> String {
+        let allowed: Vec<Range<usize>> = self.allowlist.iter().flat_map(|r| r.find_iter(text).map(|m| m.range())).collect();
+        let mut out = String::with_capacity(text.len());
+        let mut start = 0;
+        // `=` ends a token: `name=value` is two, and base64 padding stays behind a redacted key.
+        let is_token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '_' | '-');
+        let flush = |range: Range<usize>, out: &mut String| {
+            let token = &text[range.clone()];
+            let inside_allowed = allowed.iter().any(|a| a.start <= range.start && range.end <= a.end);
+            if !inside_allowed && looks_random(token, self.entropy) {
+                out.push_str(MARKER);
+            } else {
+                out.push_str(token);
+            }
+        };
+        for (i, c) in text.char_indices() {
+            if !is_token_char(c) {
+                flush(start..i, &mut out);
+                out.push(c);
+                start = i + c.len_utf8();
+            }
+        }
+        flush(start..text.len(), &mut out);
+        out
+    }
+}
+
+impl Rule {
+    /// Replaces the secret group of every match, keeping the rest of the match.
+    fn apply(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for caps in self.regex.captures_iter(text) {
+            let Some(secret) = caps.get(self.secret_group) else { continue };
+            let mut end = secret.end();
+            let mut value = secret.as_str();
+            if self.until_next_parameter && !value.starts_with(['"', '\'']) && let Some(at) = next_parameter(value) {
+                value = &value[..at];
+                end = secret.start() + at;
+            }
+            if self.entropy.is_some_and(|min| entropy(value.trim_matches(['"', '\''])) < min) {
+                continue;
+            }
+            if secret.start() < last {
+                continue;
+            }
+            out.push_str(&text[last..secret.start()]);
+            // A quoted value keeps its quotes: `"password": "[REDACTED]"`, and
+            // `\"[REDACTED]\"` inside JSON text.
+            match ["\\\"", "\"", "'"].into_iter().find(|q| value.len() >= 2 * q.len() && value.starts_with(q) && value.ends_with(q)) {
+                Some(quote) => {
+                    out.push_str(quote);
+                    out.push_str(MARKER);
+                    out.push_str(quote);
+                }
+                None => out.push_str(MARKER),
+            }
+            last = end;
+        }
+        out.push_str(&text[last..]);
+        // The parameters after a value cut at `&name=` go through this rule again.
+        if self.until_next_parameter && last < text.len() && self.regex.is_match(&text[last..]) && out.len() != text.len() {
+            let (done, rest) = out.split_at(out.len() - (text.len() - last));
+            return format!("{done}{}", self.apply(rest));
+        }
+        out
+    }
+}
+
+/// Where a query-string value ends: before the next `&name=`.
+fn next_parameter(value: &str) -> Option<usize> {
+    value.match_indices('&').map(|(i, _)| i).find(|&i| {
+        let rest = &value[i + 1..];
+        let name_len = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')).count();
+        name_len > 0 && rest[name_len..].starts_with('=')
+    })
+}
+
+fn looks_random(token: &str, settings: EntropySettings) -> bool {
+    if token.len() < settings.min_length {
+        return false;
+    }
+    // Kubernetes object and package names (`payments-api-7d9f8c6b5d-x2k9q`) and
+    // paths are lowercase words, digits and separators: evidence, not keys.
+    if token.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.' | '+' | '/')) && token.contains(['-', '_', '/']) {
+        return false;
+    }
+    let is_hex = token.chars().all(|c| c.is_ascii_hexdigit());
+    if is_hex && token.len() <= 64 {
+        // Commit hashes and content hashes: evidence, not secrets.
+        return false;
+    }
+    let has_digit = token.chars().any(|c| c.is_ascii_digit());
+    let has_upper = token.chars().any(|c| c.is_ascii_uppercase());
+    let has_lower = token.chars().any(|c| c.is_ascii_lowercase());
+    if !(has_digit && has_lower && (has_upper || token.len() >= 32)) {
+        return false;
+    }
+    entropy(token) >= settings.min_bits_per_char
+}
+
+fn entropy(token: &str) -> f64 {
+    if token.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for b in token.bytes() {
+        counts[usize::from(b)] += 1;
+    }
+    let n = token.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_known_secret_forms() {
+        let r = Redactor::new(&[]).unwrap();
+        let secrets = [
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "xoxb-123456789012-abcdefghijkl",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "hunter2hunter2",
+        ];
+        let text = format!(
+            "key {} token {} slack {} jwt {} url postgres://admin:{}@db:5432/x -----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+            secrets[0], secrets[1], secrets[2], secrets[3], secrets[4]
+        );
+        let out = r.text(&text);
+        for secret in secrets {
+            assert!(!out.contains(secret), "{secret} leaked in {out}");
+        }
+        assert!(!out.contains("MIIB"));
+    }
+
+    /// The forms that got through before, each kept from the model.
+    #[test]
+    fn removes_the_forms_that_leaked() {
+        let r = Redactor::new(&[]).unwrap();
+        let cases = [
+            (r#"{"password": "Hx7-quoted-pw"}"#, "Hx7-quoted-pw", r#"{"password": "[REDACTED]"}"#),
+            ("x-api-key: 9f86d081884c7d659a2feaa0c55ad015", "9f86d081884c7d659a2feaa0c55ad015", "x-api-key: [REDACTED]"),
+            ("password=Tr0ub&dorUniq3", "dorUniq3", "password=[REDACTED]"),
+            ("jdbc:x?password=Jd-s3cr3t&user=app", "Jd-s3cr3t", "jdbc:x?password=[REDACTED]&user=app"),
+            ("https://acct.blob.core.windows.net/c?sv=2022-11-02&se=2026-12-01&sig=Qm7Xk2Wz9%2BLv4Np8Tb3Rc%3D", "Qm7Xk2Wz9", "https://acct.blob.core.windows.net/c?sv=2022-11-02&se=2026-12-01&sig=[REDACTED]"),
+        ];
+        for (text, secret, expected) in cases {
+            let out = r.text(text);
+            assert!(!out.contains(secret), "{secret} leaked in {out}");
+            assert_eq!(out, expected);
+        }
+    }
+
+    /// What an on-call engineer needs survives.
+    #[test]
+    fn keeps_what_looks_like_a_secret_but_is_evidence() {
+        let r = Redactor::new(&[]).unwrap();
+        for text in [
+            "BackOff: Back-off restarting failed container payments-api-deployment-7d9f8c6b5d-x2k9q",
+            "CVE-2019-1549 in openssl-1.1.1c.tar.gz (libssl1.1_1.1.1d-0+deb10u2)",
+            "image registry.example/checkout@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "config commit 3f2a9c1d4e5b6a7980123456789abcdef0123456 broke checkout",
+            "signal_count=12 token_budget exceeded in pod checkout-7d9f8c6b5d-x2k9q",
+        ] {
+            assert_eq!(r.text(text), text);
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_signal_is_redacted() {
+        let r = Redactor::new(&[]).unwrap();
+        let key = "AKIAZ7QK3MW9XR2TLPVB";
+        let mut signal = arf_core::signal::Signal {
+            id: format!("sig-{key}"),
+            kind: arf_core::signal::SignalKind::Alert,
+            source: format!("https://user:{key}@example"),
+            status: arf_core::signal::SignalStatus::Firing,
+            title: key.into(),
+            description: key.into(),
+            severity: key.into(),
+            service: key.into(),
+            environment: key.into(),
+            labels: [(key.to_owned(), key.to_owned())].into(),
+            annotations: [(key.to_owned(), key.to_owned())].into(),
+            observed_at_ms: 0,
+            fingerprint: key.into(),
+        };
+        signal = r.signal(signal);
+        let all = serde_json::to_string(&signal).unwrap();
+        assert!(!all.contains(key), "{all}");
+    }
+
+    #[test]
+    fn keeps_commit_hashes_and_plain_words() {
+        let r = Redactor::new(&[]).unwrap();
+        let text = "config commit 3f2a9c1d4e5b6a7980123456789abcdef0123456 broke checkout";
+        assert_eq!(r.text(text), text);
+    }
+
+    /// A gitleaks-format rules file adds rules; fields ARF does not use are ignored.
+    #[test]
+    fn a_gitleaks_rules_file_adds_its_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gitleaks.toml");
+        let rules = "title = \"in-house rules\"\n\
+            [[rules]]\nid = \"acme-token\"\ndescription = \"ACME internal token\"\n\
+            regex = '''acme_(?:live|test)_([a-z0-9]{12})'''\nsecretGroup = 1\nkeywords = [\"acme_\"]\ntags = [\"internal\"]\n\
+            [[rules]]\nid = \"path-only\"\npath = '''\\.pem$'''\n";
+        std::fs::write(&file, rules).unwrap();
+        let r = Redactor::with_rules(&[], Some(&file)).unwrap();
+        assert!(r.rule_ids().any(|id| id == "acme-token"));
+        assert_eq!(r.text("got acme_live_abcdef123456 back"), "got acme_live_[REDACTED] back");
+        std::fs::write(&file, "[[rules]]\nid = \"bad\"\nregex = '''(unclosed'''\n").unwrap();
+        assert!(Redactor::with_rules(&[], Some(&file)).unwrap_err().contains("rule `bad`"));
+    }
+}

@@ -1,0 +1,128 @@
+//! The `main` of each service's own binary (`arf-audit`, `arf-agent`,
+//! `arf-governor`, `arf-executor`): read its section of the deployment file, log
+//! to stderr, serve until SIGINT or SIGTERM. Each binary links only its own
+//! service's crate; `arf serve ROLE` does the same from the one `arf` binary.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit status for a configuration that does not load or validate (as `arf` uses).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Why a service stopped with an error.
+#[derive(Debug)]
+pub enum Failure {
+    /// The configuration is wrong: exit 64.
+    Config(String),
+    /// It failed while starting or serving: exit 1.
+    Run(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self::Run(error.into())
+    }
+}
+
+fn usage(role: &str) -> String {
+    format!(
+        "arf-{role} {}: the ARF {role} service on its own\n\n\
+         usage: arf-{role} --config FILE\n\n  \
+         --config FILE  the deployment file (`arf init` writes one); its `[{role}]` section, \
+         with the shared `[targets]` and `[[identities]]`. Also `ARF_CONFIG`.\n  \
+         RUST_LOG       the log filter (default `info`)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Runs `serve` with the `role` section of the file named by `--config FILE`.
+pub fn main<C, F, Fut>(role: &'static str, serve: F) -> ExitCode
+where
+    C: serde::de::DeserializeOwned,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = Result<(), Failure>>,
+{
+    let mut args = std::env::args().skip(1);
+    let mut file = std::env::var_os("ARF_CONFIG").map(PathBuf::from);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => file = args.next().map(PathBuf::from),
+            "--help" | "-h" => {
+                println!("{}", usage(role));
+                return ExitCode::SUCCESS;
+            }
+            "--version" => {
+                println!("arf-{role} {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("error: unexpected argument `{other}`\n\n{}", usage(role));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let Some(file) = file else {
+        eprintln!("error: `--config FILE` is required\n\n{}", usage(role));
+        return ExitCode::from(2);
+    };
+    let config: C = match arf_core::deployment::load_section(&file, role) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: bad configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    tracing::info!(role, pid = std::process::id(), config = %file.display(), "starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => {
+            tracing::info!(role, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Config(error)) => {
+            eprintln!("error: bad configuration in `{}`: {error}", file.display());
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(Failure::Run(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves when the process is asked to stop (SIGINT or SIGTERM).
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::Run(format!("cannot listen on `{addr}`: {e}").into()))
+}
