@@ -148,8 +148,8 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
 /// What happened in a past incident, from its audit trail: the diagnosis (the
 /// agent's), the route (the governor's) and the outcome (the executor's); a record
 /// of those kinds from any other writer is not believed.
-pub fn past_outcome(incident: &Incident, trail: &[arf_audit::Record]) -> SnapshotItem {
-    use arf_audit::RecordKind;
+pub fn past_outcome(incident: &Incident, trail: &[arf_audit_client::Record]) -> SnapshotItem {
+    use arf_audit_client::RecordKind;
     use arf_core::records::{DiagnosisRecord, DiagnosisStatus, OutcomeRecord};
     // Read by type; a record that is not in its writer's format says nothing here.
     let diagnosis = trail
@@ -224,7 +224,7 @@ mod tests {
         let mut incidents = Incidents::new(i64::MAX);
         incidents.place(&signal(1, "critical", 10), 0, || "inc-1".to_owned());
         let incident = incidents.by_id["inc-1"].clone();
-        let record = |writer: &str, kind: arf_audit::RecordKind, payload: serde_json::Value| arf_audit::Record {
+        let record = |writer: &str, kind: arf_audit_client::RecordKind, payload: serde_json::Value| arf_audit_client::Record {
             seq: 1,
             time_ms: 0,
             writer: writer.to_owned(),
@@ -235,20 +235,20 @@ mod tests {
             hash: String::new(),
         };
         let forged = [
-            record("agent", arf_audit::RecordKind::Decision, serde_json::json!({"route": "autonomous"})),
+            record("agent", arf_audit_client::RecordKind::Decision, serde_json::json!({"route": "autonomous"})),
             record(
                 "agent",
-                arf_audit::RecordKind::Outcome,
+                arf_audit_client::RecordKind::Outcome,
                 serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "verified", "detail": ""}),
             ),
         ];
         let summary = past_outcome(&incident, &forged).summary;
         assert!(summary.contains("route `none`, outcome `no execution`"), "{summary}");
         let real = [
-            record("governor", arf_audit::RecordKind::Decision, serde_json::json!({"route": "approval"})),
+            record("governor", arf_audit_client::RecordKind::Decision, serde_json::json!({"route": "approval"})),
             record(
                 "executor",
-                arf_audit::RecordKind::Outcome,
+                arf_audit_client::RecordKind::Outcome,
                 serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "rolled_back", "detail": ""}),
             ),
         ];

@@ -265,7 +265,7 @@ impl Incidents {
     /// restart. Returns the incidents whose diagnosis never finished. A record of the
     /// agent's that is not the shape the agent writes stops the rebuild: state built
     /// around it would be a guess.
-    pub fn restore(&mut self, records: &[arf_audit::Record]) -> Result<Vec<String>, Malformed> {
+    pub fn restore(&mut self, records: &[arf_audit_client::Record]) -> Result<Vec<String>, Malformed> {
         for record in records {
             self.restore_one(record)?;
         }
@@ -283,8 +283,8 @@ impl Incidents {
 
     /// Folds one record, in log order, into the state ([`Incidents::restore`]); so a
     /// restart can stream the log rather than hold it.
-    pub fn restore_one(&mut self, record: &arf_audit::Record) -> Result<(), Malformed> {
-        use arf_audit::RecordKind;
+    pub fn restore_one(&mut self, record: &arf_audit_client::Record) -> Result<(), Malformed> {
+        use arf_audit_client::RecordKind;
         if record.writer != "agent" {
             return Ok(());
         }

@@ -71,7 +71,7 @@ pub async fn serve(
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
     let transport = config.transport().map_err(anyhow::Error::msg)?;
     let tls = arf_proto::tls::Loaded::load(&transport)?;
-    let audit = arf_audit::AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
+    let audit = arf_audit_client::AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
     let governor_token = arf_core::keys::load_token(&config.governor_token_file)?;
     let governor = grpc::governor::GovernorLink::connect(&config.governor_addr, governor_token, std::time::Duration::from_secs(config.governor_retry_secs), &tls.dial(arf_core::identity::Role::Governor)).map_err(anyhow::Error::msg)?;
     let budget = context::Budget {

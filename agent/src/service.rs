@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use arf_audit::{AuditClient, AuditError, Entry, RecordKind};
+use arf_audit_client::{AuditClient, AuditError, Entry, RecordKind};
 use arf_core::canonical::random_id;
 use arf_core::catalog::Catalog;
 use arf_core::diagnosis::Proposal;
@@ -572,7 +572,7 @@ struct Proposals {
 }
 
 impl Proposals {
-    fn add(&mut self, record: &arf_audit::Record, agent_writer: &str) -> Result<(), Malformed> {
+    fn add(&mut self, record: &arf_audit_client::Record, agent_writer: &str) -> Result<(), Malformed> {
         if record.writer != agent_writer {
             return Ok(());
         }

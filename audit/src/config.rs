@@ -53,9 +53,7 @@ pub struct Config {
     pub checkpoint_every_secs: u64,
 }
 
-pub fn default_origin() -> String {
-    "arf-audit-log".to_owned()
-}
+pub use arf_audit_client::checkpoint::default_origin;
 
 fn default_every_records() -> u64 {
     1000

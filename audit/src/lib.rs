@@ -7,15 +7,14 @@
 //! the other processes use to append before they act.
 
 pub mod bundle;
-pub mod checkpoint;
-pub mod client;
 pub mod config;
 pub mod frame;
 pub mod grpc;
-pub mod merkle;
-pub mod record;
 pub mod store;
-pub mod witness;
+
+// What writers and readers link on their own (`arf-audit-client`), re-exported so
+// the log and its tools name one set of types.
+pub use arf_audit_client::{checkpoint, client, merkle, record, witness};
 
 pub use client::{AuditClient, AuditError};
 pub use config::Config;

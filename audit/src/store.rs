@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use arf_audit_client::witness::write_durably;
+
 use ed25519_dalek::SigningKey;
 use serde_json::json;
 use thiserror::Error;
@@ -201,21 +203,6 @@ fn tighten(path: &Path, mode: u32) -> Result<(), StoreError> {
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|source| StoreError::Open { path: path.to_owned(), source })
-}
-
-/// Writes `bytes` to `path` atomically and durably, mode 0600: a temporary file,
-/// fsync, rename, fsync of the directory (creating the directory if needed).
-pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
 }
 
 /// An incomplete final frame: its offset, its length, and what was incomplete.

@@ -18,6 +18,19 @@ pub struct Service {
     pub child: Child,
     /// How its health is checked: over mutual TLS with its own certificate when it has one.
     pub dial: arf_proto::tls::Dial,
+    /// Where its output goes, when not to the terminal.
+    pub log: Option<PathBuf>,
+}
+
+impl Service {
+    /// The last lines of its log, to show why it stopped.
+    pub fn log_tail(&self) -> String {
+        let Some(path) = &self.log else { return String::new() };
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+        format!("; the end of its log ({}):\n{tail}", path.display())
+    }
 }
 
 /// The children, stopped (SIGTERM, then SIGKILL) when dropped or asked.
@@ -58,13 +71,14 @@ impl Supervisor {
             let dial = arf_proto::tls::Dial::to(tls.as_ref(), role.identity());
             let mut command = Command::new(&exe);
             command.arg("serve").arg(role.as_str()).arg("--config").arg(config_file).stdin(Stdio::null()).kill_on_drop(true);
-            if let Some(dir) = logs {
-                std::fs::create_dir_all(dir)?;
-                let log = std::fs::File::create(dir.join(format!("{}.log", role.as_str())))?;
-                command.stdout(log.try_clone()?).stderr(log);
+            let log = logs.map(|dir| dir.join(format!("{}.log", role.as_str())));
+            if let Some(path) = &log {
+                std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+                let file = std::fs::File::create(path)?;
+                command.stdout(file.try_clone()?).stderr(file);
             }
             let child = command.spawn().with_context(|| format!("cannot start the {} service", role.as_str()))?;
-            supervisor.services.push(Service { role, addr, child, dial });
+            supervisor.services.push(Service { role, addr, child, dial, log });
             // Each service waits for its own readiness before the next starts, so
             // the ones that depend on it find it up.
             let started = Instant::now();
@@ -115,7 +129,7 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = service.child.try_wait()? {
-            bail!("the {} service exited during start-up ({status}); see its log", service.role.as_str());
+            bail!("the {} service exited during start-up ({status}){}", service.role.as_str(), service.log_tail());
         }
         if health(service.addr, &service.dial).await {
             return Ok(());

@@ -1,5 +1,5 @@
-//! Four services on four network stacks: each runs in its own Linux network
-//! namespace with its own address, joined by a bridge (no loopback shortcut), and
+//! Four services on four network stacks: each runs as its own binary
+//! (`arf-audit`, `arf-agent`, …) in its own Linux network namespace with its own address, joined by a bridge (no loopback shortcut), and
 //! they talk over mutual TLS. One alert goes in over HTTPS; the incident ends in
 //! exactly one verified restart of the target, which lives on the host side.
 //!
@@ -80,6 +80,8 @@ async fn an_incident_flows_between_four_network_namespaces_over_mutual_tls() {
         webhook: at("agent", 7480),
         hosts: ROLES.iter().map(|r| network.address(r).to_owned()).collect(),
         namespaces: network.namespaces.clone(),
+        // Each service as it would be deployed: its own binary, on its own network stack.
+        own_binaries: true,
     };
     let mut plane = support::Plane::prepare_at(&target_url, placement).await;
     let config = std::fs::read_to_string(&plane.config).unwrap();

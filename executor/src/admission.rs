@@ -4,7 +4,7 @@
 
 use thiserror::Error;
 
-use arf_audit::{Record, RecordKind};
+use arf_audit_client::{Record, RecordKind};
 use arf_core::catalog::{Catalog, ParameterError, Pathway};
 use arf_core::decision::DecisionBody;
 use arf_core::records::AuthorizedRecord;
@@ -181,7 +181,7 @@ probes = [{ kind = "command", name = "active", argv = ["systemctl", "is-active",
     }
 
     fn record(kind: RecordKind, writer: &str, payload: Value) -> Record {
-        Record::seal(6, arf_audit::record::GENESIS_HASH, 0, writer, arf_audit::Entry::new("inc-1", kind, payload))
+        Record::seal(6, arf_audit_client::record::GENESIS_HASH, 0, writer, arf_audit_client::Entry::new("inc-1", kind, payload))
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_checkpoint_key: Option<PathBuf>,
     /// The log's origin in its checkpoints.
-    #[serde(default = "arf_audit::config::default_origin")]
+    #[serde(default = "arf_audit_client::checkpoint::default_origin")]
     pub audit_checkpoint_origin: String,
     /// Who may call the executor: the governor (role `governor`) asks it to act;
     /// people, tooling and auditors may look up executions. With none, every call

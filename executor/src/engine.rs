@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use arf_audit::{AuditClient, AuditError, RecordKind};
+use arf_audit_client::{AuditClient, AuditError, RecordKind};
 use arf_core::canonical::sha256_hex;
 use arf_core::catalog::Catalog;
 use arf_core::decision::{self, DecisionBody, EnvelopeError, SignedDecision, TrustedKey};
@@ -72,7 +72,7 @@ pub enum ExecuteError {
     #[error("the audit log holds an executor record that is not in the executor's format, so what ran is unknown and decision `{decision_id}` did not run: {source}")]
     Malformed { decision_id: String, source: arf_core::records::Malformed },
     #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
-    LogNotWitnessed { decision_id: String, source: arf_audit::witness::WitnessError },
+    LogNotWitnessed { decision_id: String, source: arf_audit_client::witness::WitnessError },
     #[error(
         "decision `{decision_id}` was issued at {issued_at}, before a rollback on target `{target}` failed at {failed_at} (decision `{failed}`): the target needs a human, and the governor must decide again knowing that, so nothing ran"
     )]
@@ -142,7 +142,7 @@ pub struct Parts {
     /// The client for `http` steps and probes (see [`crate::config::Tls::client`]).
     pub http: reqwest::Client,
     /// This executor's witness of the log, when the log's key is configured.
-    pub witness: Option<arf_audit::witness::Witness>,
+    pub witness: Option<arf_audit_client::witness::Witness>,
 }
 
 pub struct Executor {
@@ -161,7 +161,7 @@ pub struct Executor {
     processes: Ledger,
     /// Set once the audit log has confirmed it knows this executor as `executor`.
     writer_checked: tokio::sync::OnceCell<()>,
-    witness: Option<arf_audit::witness::Witness>,
+    witness: Option<arf_audit_client::witness::Witness>,
 }
 
 impl Executor {
@@ -303,7 +303,7 @@ impl Executor {
                 tracing::debug!(size = seen.checkpoint.size, "log checkpoint witnessed");
                 Ok(())
             }
-            Err(arf_audit::witness::WitnessError::Unavailable(source)) => {
+            Err(arf_audit_client::witness::WitnessError::Unavailable(source)) => {
                 Err(ExecuteError::AuditUnavailable { decision_id: decision_id.to_owned(), source })
             }
             Err(source) => {

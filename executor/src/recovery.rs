@@ -10,7 +10,7 @@
 
 use serde_json::Value;
 
-use arf_audit::{Record, RecordKind};
+use arf_audit_client::{Record, RecordKind};
 use arf_core::records::{ExecutionStartedRecord, Malformed, OutcomeRecord, RollbackRecord};
 
 use crate::execution::{Outcome, Phase};

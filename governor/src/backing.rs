@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use arf_audit::{Record, RecordKind};
+use arf_audit_client::{Record, RecordKind};
 use arf_core::diagnosis::Proposal;
 use arf_core::records::{self, DiagnosisRecord, SignalRecord, SnapshotRecord};
 
@@ -129,8 +129,8 @@ pub fn backing(records: &[Record], proposal: &Proposal, agent_writer: &str) -> R
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
-    use arf_audit::Entry;
-    use arf_audit::record::GENESIS_HASH;
+    use arf_audit_client::Entry;
+    use arf_audit_client::record::GENESIS_HASH;
     use arf_core::diagnosis::{Hypothesis, Remediation};
     use serde_json::json;
 

@@ -58,7 +58,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_checkpoint_key: Option<PathBuf>,
     /// The log's origin in its checkpoints.
-    #[serde(default = "arf_audit::config::default_origin")]
+    #[serde(default = "arf_audit_client::checkpoint::default_origin")]
     pub audit_checkpoint_origin: String,
     /// The audit writer identity of the agent: only its records (signals, snapshots,
     /// diagnoses) back a proposal.

@@ -343,7 +343,7 @@ pub fn record_rejection(decision: &mut Decision, rejection: Approval) {
 /// every later change of state. Each record is read as the type the governor wrote
 /// it with; one that is not is an error, since decisions rebuilt around it would
 /// be a guess.
-pub fn restore(records: &[arf_audit::Record]) -> Result<std::collections::BTreeMap<String, Decision>, Malformed> {
+pub fn restore(records: &[arf_audit_client::Record]) -> Result<std::collections::BTreeMap<String, Decision>, Malformed> {
     let mut restored = Restored::default();
     for record in records {
         restored.add(record)?;
@@ -362,8 +362,8 @@ pub struct Restored {
 
 impl Restored {
     /// Folds one record, in log order.
-    pub fn add(&mut self, record: &arf_audit::Record) -> Result<(), Malformed> {
-        use arf_audit::RecordKind;
+    pub fn add(&mut self, record: &arf_audit_client::Record) -> Result<(), Malformed> {
+        use arf_audit_client::RecordKind;
         if record.writer != "governor" {
             return Ok(());
         }

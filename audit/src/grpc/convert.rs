@@ -33,19 +33,3 @@ pub fn record(record: &Record) -> pb::AuditRecord {
         hash: record.hash.clone(),
     }
 }
-
-/// The inverse of [`record`], for clients that verify what they read.
-pub fn from_pb(record: pb::AuditRecord) -> Result<Record, String> {
-    let kind = RecordKind::parse(&record.kind).ok_or_else(|| format!("unknown record kind `{}`", record.kind))?;
-    let payload = serde_json::from_str(&record.payload_json).map_err(|e| format!("record {} payload: {e}", record.seq))?;
-    Ok(Record {
-        seq: record.seq,
-        time_ms: record.time_ms,
-        writer: record.writer,
-        incident_id: record.incident_id,
-        kind,
-        payload,
-        prev_hash: record.prev_hash,
-        hash: record.hash,
-    })
-}

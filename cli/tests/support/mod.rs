@@ -25,6 +25,7 @@ pub struct Plane {
     children: Vec<(&'static str, Child)>,
     /// The network namespace each role runs in, if not this one.
     namespaces: Vec<(&'static str, String)>,
+    own_binaries: bool,
 }
 
 /// Where the services listen, what their certificates name, and which network
@@ -34,6 +35,8 @@ pub struct Placement {
     pub webhook: SocketAddr,
     pub hosts: Vec<String>,
     pub namespaces: Vec<(&'static str, String)>,
+    /// Run each service's own binary (`arf-agent --config F`) instead of `arf serve agent --config F`.
+    pub own_binaries: bool,
 }
 
 const SCRIPT: &str = r#"
@@ -57,12 +60,12 @@ impl Plane {
     /// counting target and a scripted model that proposes restarting it.
     pub async fn prepare(target_url: &str) -> Self {
         let ports = [("audit", free_port()), ("governor", free_port()), ("executor", free_port()), ("agent", free_port())];
-        Self::prepare_at(target_url, Placement { ports, webhook: free_port(), hosts: Vec::new(), namespaces: Vec::new() }).await
+        Self::prepare_at(target_url, Placement { ports, webhook: free_port(), hosts: Vec::new(), namespaces: Vec::new(), own_binaries: false }).await
     }
 
     /// [`Plane::prepare`] with the services where `placement` puts them.
     pub async fn prepare_at(target_url: &str, placement: Placement) -> Self {
-        let Placement { ports, webhook, hosts, namespaces } = placement;
+        let Placement { ports, webhook, hosts, namespaces, own_binaries } = placement;
         let dir = tempfile::tempdir().unwrap();
         if !hosts.is_empty() {
             // The certificates first, naming the addresses the services are reached at.
@@ -105,7 +108,7 @@ impl Plane {
         .unwrap();
         root.insert("targets".into(), toml::Value::Table([("worker-staging".to_owned(), toml::Value::Table(target))].into_iter().collect()));
         std::fs::write(&config, toml::to_string(&root).unwrap()).unwrap();
-        Self { dir, config, ports, webhook, children: Vec::new(), namespaces }
+        Self { dir, config, ports, webhook, children: Vec::new(), namespaces, own_binaries }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
@@ -117,17 +120,27 @@ impl Plane {
         let logs = self.dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{role}.log"))).unwrap();
+        let program = if self.own_binaries {
+            let own = std::path::Path::new(env!("CARGO_BIN_EXE_arf")).with_file_name(format!("arf-{role}"));
+            assert!(own.exists(), "{} is built by `cargo test --workspace`", own.display());
+            own
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_arf"))
+        };
         let mut command = match self.namespaces.iter().find(|(r, _)| *r == role) {
             Some((_, namespace)) => {
-                // `ip netns exec` enters the namespace and then execs `arf`: the child is `arf` itself.
+                // `ip netns exec` enters the namespace and then execs the program: the child is the service itself.
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", namespace.as_str(), env!("CARGO_BIN_EXE_arf")]);
+                command.args(["netns", "exec", namespace.as_str()]).arg(&program);
                 command
             }
-            None => Command::new(env!("CARGO_BIN_EXE_arf")),
+            None => Command::new(&program),
         };
+        if !self.own_binaries {
+            command.args(["serve", role]);
+        }
         command
-            .args(["serve", role, "--config"])
+            .arg("--config")
             .arg(&self.config)
             .env_remove(arf_core::crash::ENV)
             .stdin(Stdio::null())

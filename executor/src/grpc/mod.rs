@@ -62,13 +62,13 @@ pub async fn serve(
     let store = Store::open(&config.data_dir.join("executions.sled"))?;
     let processes = store.processes()?;
     let tls = arf_proto::tls::Loaded::load(&loaded.transport)?;
-    let audit = arf_audit::AuditClient::connect_dial(&config.audit_addr, Some(loaded.audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
+    let audit = arf_audit_client::AuditClient::connect_dial(&config.audit_addr, Some(loaded.audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
     let witness = match &config.audit_checkpoint_key {
         Some(key) => {
             let key = arf_core::keys::load_trusted(key).with_context(|| format!("`executor.audit_checkpoint_key` `{}`", key.display()))?.key;
-            let verifier = arf_audit::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
+            let verifier = arf_audit_client::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
             let path = config.data_dir.join("witness").join("checkpoint");
-            Some(arf_audit::witness::Witness::open(&path, verifier).with_context(|| "the executor's witness state")?)
+            Some(arf_audit_client::witness::Witness::open(&path, verifier).with_context(|| "the executor's witness state")?)
         }
         None => {
             warn!("`executor.audit_checkpoint_key` is not set: this executor does not witness the log's checkpoints");

@@ -2,7 +2,7 @@
 
 use tonic::Status;
 
-use arf_audit::AuditError;
+use arf_audit_client::AuditError;
 use arf_core::decision::EnvelopeError;
 
 use crate::admission::AdmissionError;

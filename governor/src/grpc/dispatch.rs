@@ -13,7 +13,7 @@ use std::time::Duration;
 use tonic::Code;
 use tracing::{info, warn};
 
-use arf_audit::RecordKind;
+use arf_audit_client::RecordKind;
 use arf_core::records::{self, DecisionStateRecord};
 use arf_proto::v1 as pb;
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use tonic::Status;
 use tracing::{error, info, warn};
 
-use arf_audit::RecordKind;
+use arf_audit_client::RecordKind;
 use arf_proto::v1 as pb;
 
 use crate::guard::{self, GuardState, Trip};

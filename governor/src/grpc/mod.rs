@@ -22,7 +22,7 @@ use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field, info, info_span, warn};
 
-use arf_audit::{AuditClient, RecordKind};
+use arf_audit_client::{AuditClient, RecordKind};
 use arf_core::catalog::Catalog;
 use arf_core::decision::Route;
 use arf_core::diagnosis::Proposal;
@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     /// Action key ([`decision::action_key`]) → the decisions made for it, oldest first.
     actions: Mutex<BTreeMap<String, Vec<String>>>,
     /// The governor's witness of the log, when the log's key is configured.
-    witness: Option<arf_audit::witness::Witness>,
+    witness: Option<arf_audit_client::witness::Witness>,
     /// The writer identity whose records back proposals (the agent's).
     agent_writer: String,
     /// How long an autonomous decision may wait to run, after a crash, before it expires.
@@ -108,8 +108,8 @@ impl Shared {
                 let key = arf_core::keys::load_trusted(path)
                     .map_err(|e| anyhow::anyhow!("`governor.audit_checkpoint_key`: {e}"))?
                     .key;
-                let verifier = arf_audit::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
-                Some(arf_audit::witness::Witness::open(&config.data_dir.join("witness").join("checkpoint"), verifier)?)
+                let verifier = arf_audit_client::checkpoint::NoteVerifier::new(config.audit_checkpoint_origin.clone(), key);
+                Some(arf_audit_client::witness::Witness::open(&config.data_dir.join("witness").join("checkpoint"), verifier)?)
             }
             None => {
                 tracing::warn!("`governor.audit_checkpoint_key` is not set: this governor does not witness the log's checkpoints");
@@ -266,7 +266,7 @@ impl Shared {
             // governor, its record of this decision included.
             match witness.check_fresh(&self.audit, 0).await {
                 Ok(_) => {}
-                Err(arf_audit::witness::WitnessError::Unavailable(error)) => {
+                Err(arf_audit_client::witness::WitnessError::Unavailable(error)) => {
                     let status = status::audit_unavailable(&error, "the decision was not authorized and nothing will run");
                     fail(decision, status.message().to_owned());
                     return Err(status);
@@ -351,7 +351,7 @@ async fn restore(shared: Arc<Shared>) {
 #[derive(Debug, thiserror::Error)]
 enum RestoreError {
     #[error(transparent)]
-    Audit(#[from] arf_audit::AuditError),
+    Audit(#[from] arf_audit_client::AuditError),
     #[error(transparent)]
     Malformed(#[from] records::Malformed),
 }

@@ -23,14 +23,14 @@ pub fn oversight(error: OversightError) -> Status {
 }
 
 /// The log could not be written, so nothing was done: fail closed.
-pub fn audit_unavailable(error: &arf_audit::AuditError, consequence: &str) -> Status {
+pub fn audit_unavailable(error: &arf_audit_client::AuditError, consequence: &str) -> Status {
     Status::unavailable(format!("cannot write ahead to the audit log, so {consequence}: {error}"))
 }
 
 /// The log could not be read, so what depends on reading it did not happen.
-pub fn audit_unreadable(error: &arf_audit::AuditError, consequence: &str) -> Status {
+pub fn audit_unreadable(error: &arf_audit_client::AuditError, consequence: &str) -> Status {
     match error {
-        arf_audit::AuditError::Unavailable(_) => Status::unavailable(format!("cannot read the audit log, so {consequence}: {error}")),
+        arf_audit_client::AuditError::Unavailable(_) => Status::unavailable(format!("cannot read the audit log, so {consequence}: {error}")),
         _ => Status::failed_precondition(format!("the audit log refused a read, so {consequence}: {error}")),
     }
 }

@@ -22,6 +22,11 @@ use thiserror::Error;
 
 use crate::merkle::Hash;
 
+/// The log's default origin (the first line of its checkpoints).
+pub fn default_origin() -> String {
+    "arf-audit-log".to_owned()
+}
+
 const ALG_ED25519: u8 = 0x01;
 /// The key type of a C2SP `tlog-cosignature/v1` witness key.
 const ALG_COSIGNATURE_V1: u8 = 0x04;

@@ -13,7 +13,6 @@ use tonic::transport::{Channel, Endpoint};
 use arf_proto::v1 as pb;
 use arf_proto::v1::audit_log_client::AuditLogClient;
 
-use crate::grpc::convert;
 use crate::merkle::Hash;
 use crate::record::{Entry, Record, RecordKind};
 
@@ -96,7 +95,7 @@ impl AuditClient {
             .into_inner()
             .records
             .into_iter()
-            .map(|r| convert::from_pb(r).map_err(AuditError::Malformed))
+            .map(|r| from_pb(r).map_err(AuditError::Malformed))
             .collect::<Result<_, _>>()?;
         if let Some(last) = records.iter().map(|r| r.seq).max() {
             self.acknowledged.fetch_max(last, std::sync::atomic::Ordering::AcqRel);
@@ -117,7 +116,7 @@ impl AuditClient {
 
     pub async fn get(&self, seq: u64) -> Result<Option<Record>, AuditError> {
         match self.client.clone().get(self.request(pb::GetRecordRequest { seq })).await {
-            Ok(response) => convert::from_pb(response.into_inner()).map(Some).map_err(AuditError::Malformed),
+            Ok(response) => from_pb(response.into_inner()).map(Some).map_err(AuditError::Malformed),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
         }
@@ -142,7 +141,7 @@ impl AuditClient {
         let request = self.request(pb::ReadRangeRequest { from_seq: from, to_seq: to });
         let stream = self.client.clone().read_range(request).await?.into_inner();
         Ok(stream.map(|item| match item {
-            Ok(record) => convert::from_pb(record).map_err(AuditError::Malformed),
+            Ok(record) => from_pb(record).map_err(AuditError::Malformed),
             Err(status) => Err(status.into()),
         }))
     }
@@ -192,7 +191,7 @@ impl AuditClient {
     pub async fn tail(&self, from: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
         let stream = self.client.clone().tail(self.request(pb::TailRequest { from_seq: from })).await?.into_inner();
         Ok(stream.map(|item| match item {
-            Ok(record) => convert::from_pb(record).map_err(AuditError::Malformed),
+            Ok(record) => from_pb(record).map_err(AuditError::Malformed),
             Err(status) => Err(status.into()),
         }))
     }
@@ -209,7 +208,23 @@ fn hashes(proof: pb::ProofResponse) -> Result<Vec<Hash>, AuditError> {
 async fn collect(mut stream: tonic::Streaming<pb::AuditRecord>) -> Result<Vec<Record>, AuditError> {
     let mut out = Vec::new();
     while let Some(item) = stream.next().await {
-        out.push(convert::from_pb(item?).map_err(AuditError::Malformed)?);
+        out.push(from_pb(item?).map_err(AuditError::Malformed)?);
     }
     Ok(out)
+}
+
+/// A record as the service sent it, for clients that verify what they read.
+pub fn from_pb(record: pb::AuditRecord) -> Result<Record, String> {
+    let kind = RecordKind::parse(&record.kind).ok_or_else(|| format!("unknown record kind `{}`", record.kind))?;
+    let payload = serde_json::from_str(&record.payload_json).map_err(|e| format!("record {} payload: {e}", record.seq))?;
+    Ok(Record {
+        seq: record.seq,
+        time_ms: record.time_ms,
+        writer: record.writer,
+        incident_id: record.incident_id,
+        kind,
+        payload,
+        prev_hash: record.prev_hash,
+        hash: record.hash,
+    })
 }

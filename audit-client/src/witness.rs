@@ -7,6 +7,8 @@
 //! keeps one in a folder an operator can copy elsewhere.
 
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -163,5 +165,22 @@ impl Witness {
 
 /// Writes a witness's state file durably: a temporary file, fsync, rename, fsync of the folder.
 pub fn write_state(path: &Path, note: &str) -> Result<(), WitnessError> {
-    crate::store::write_durably(path, note.as_bytes()).map_err(|source| WitnessError::State { path: path.to_owned(), source })
+    write_durably(path, note.as_bytes()).map_err(|source| WitnessError::State { path: path.to_owned(), source })
 }
+
+/// Writes `bytes` to `path` atomically and durably, mode 0600: a temporary file,
+/// fsync, rename, fsync of the directory (creating the directory if needed).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+
