@@ -1,7 +1,8 @@
 //! Redaction: secrets are replaced with a marker before anything is logged,
 //! reaches a prompt or is shown.
 //!
-//! The rules are data (`rules.toml`, in a subset of gitleaks' format), extended from
+//! The rules are data: ARF's own (`rules.toml`, in a subset of gitleaks' format),
+//! then the maintained rule set of the `nosecrets-rules` crate, extended from
 //! configuration with more rules (`agent.redact_rules_file`) or bare patterns
 //! (`agent.redact_patterns`): provider token formats, secret-named keys and their
 //! values, credentials in URLs and headers, private key blocks, and, for tokens of
@@ -73,6 +74,8 @@ struct Rule {
     keywords: Vec<String>,
     entropy: Option<f64>,
     until_next_parameter: bool,
+    /// Secrets this rule leaves alone (placeholders such as `changeme`, `your-key-here`).
+    allow: Vec<Regex>,
 }
 
 pub struct Redactor {
@@ -102,6 +105,7 @@ impl Redactor {
             entropy: builtin.entropy.unwrap_or(EntropySettings { min_length: 24, min_bits_per_char: 4.0 }),
         };
         redactor.add(builtin, "the built-in redaction rules")?;
+        redactor.add_registry_rules()?;
         if let Some(path) = rules_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("`agent.redact_rules_file` `{}`: {e}", path.display()))?;
             let file: RulesFile = toml::from_str(&text).map_err(|e| format!("`agent.redact_rules_file` `{}`: {e}", path.display()))?;
@@ -109,7 +113,15 @@ impl Redactor {
         }
         for (i, pattern) in extra.iter().enumerate() {
             let regex = Regex::new(pattern).map_err(|e| format!("`agent.redact_patterns[{i}]` `{pattern}`: {e}"))?;
-            redactor.rules.push(Rule { id: format!("config-{i}"), regex, secret_group: 0, keywords: Vec::new(), entropy: None, until_next_parameter: false });
+            redactor.rules.push(Rule {
+                id: format!("config-{i}"),
+                regex,
+                secret_group: 0,
+                keywords: Vec::new(),
+                entropy: None,
+                until_next_parameter: false,
+                allow: Vec::new(),
+            });
         }
         Ok(redactor)
     }
@@ -135,6 +147,40 @@ impl Redactor {
                 keywords,
                 entropy: spec.entropy,
                 until_next_parameter: spec.until_next_parameter,
+                allow: Vec::new(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The rule set of the `nosecrets-rules` crate, a maintained secret scanner's,
+    /// after ARF's own: ARF's rules see whole contexts first (a private key block, a
+    /// URL's user info), and these add the provider formats ARF's file lacks. Each
+    /// keeps its own allow list of placeholders.
+    fn add_registry_rules(&mut self) -> Result<(), String> {
+        let rules = nosecrets_rules::load_builtin_rules().map_err(|e| format!("the `nosecrets-rules` rule set: {e}"))?;
+        for rule in rules {
+            let regex = Regex::new(&rule.pattern).map_err(|e| format!("`nosecrets-rules` rule `{}`: {e}", rule.id))?;
+            // Their default group is 1; a pattern without groups means the whole match.
+            let secret_group = if rule.capture < regex.captures_len() { rule.capture } else { 0 };
+            let allow = rule
+                .allow
+                .map(|a| {
+                    // `patterns` are regular expressions; `values` are exact placeholders.
+                    let exact = a.values.iter().map(|v| format!("^{}$", regex::escape(v)));
+                    a.patterns.iter().cloned().chain(exact).map(|p| Regex::new(&p)).collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|e| format!("`nosecrets-rules` rule `{}`: allow pattern: {e}", rule.id))?
+                .unwrap_or_default();
+            self.rules.push(Rule {
+                id: format!("nosecrets:{}", rule.id),
+                regex,
+                secret_group,
+                keywords: rule.keywords.iter().map(|k| k.to_lowercase()).collect(),
+                entropy: None,
+                until_next_parameter: false,
+                allow,
             });
         }
         Ok(())
@@ -239,6 +285,9 @@ impl Rule {
                 end = secret.start() + at;
             }
             if self.entropy.is_some_and(|min| entropy(value.trim_matches(['"', '\''])) < min) {
+                continue;
+            }
+            if self.allow.iter().any(|a| a.is_match(value)) {
                 continue;
             }
             if secret.start() < last {

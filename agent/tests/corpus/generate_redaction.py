@@ -114,6 +114,9 @@ v = mixed(16); add('jdbc password parameter', f'jdbc:postgresql://db:5432/app?us
 v = mixed(16); add('ado.net connection string', f'Server=sql.internal;Database=app;User Id=sa;Password={v};', v)
 v = mixed(44); add('unlabelled high-entropy key', f'key material {v} leaked in log', v)
 v = mixed(32); add('unlabelled high-entropy key in json', json.dumps({"k": v}), v)
+# Formats ARF's own rules lack, covered by the nosecrets-rules set.
+k = 'v1.0-' + r(HEX, 24) + '-' + r(HEX, 146); add('cloudflare origin ca key', k, k[5:60])
+k = 'M' + r(A, 25) + '.' + r(URLSAFE, 6) + '.' + r(URLSAFE, 38); add('discord bot token', k)
 
 lookalikes = [
  'CVE-2019-1549 in openssl-1.1.1c.tar.gz (libssl1.1_1.1.1d-0+deb10u2)',
