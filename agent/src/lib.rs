@@ -150,7 +150,8 @@ pub async fn serve(
     info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), tls = tls.server.is_some(), "agent listening");
     let router = arf_proto::server::builder(arf_proto::auth::Authenticator::new("the agent", identities, tls.server.is_some()))
         .add_service(health_service)
-        .add_service(arf_proto::server::reflection()?)
+        .add_service(arf_proto::server::reflection::<grpc::AgentServer<grpc::Service>>()?)
+        .add_service(arf_proto::server::reflection_v1alpha::<grpc::AgentServer<grpc::Service>>()?)
         .add_service(grpc::AgentServer::new(grpc::Service::new(agent)));
     let grpc = arf_proto::server::serve(router, listener, tls.server, async move {
         let _ = grpc_stop.wait_for(|stop| *stop).await;

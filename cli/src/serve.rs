@@ -13,9 +13,7 @@ use crate::{Role, exit};
 pub use arf_proto::service::shutdown_signal;
 
 fn init_tracing(role: Role) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
-    tracing::info!(role = role.as_str(), pid = std::process::id(), "starting");
+    arf_proto::service::init_tracing(role.as_str());
 }
 
 /// The configuration file to use: the one given, or the data directory's (written at first start).

@@ -56,6 +56,24 @@ async fn reflected_methods(channel: Channel) -> Vec<String> {
     methods
 }
 
+/// The services reflection v1alpha lists (what grpcurl before 1.8.8 asks), sorted.
+async fn v1alpha_services(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha as alpha;
+    let mut client = alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(alpha::server_reflection_request::MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = client.server_reflection_info(tokio_stream::iter(vec![request])).await.unwrap().into_inner();
+    let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) = answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha did not list services")
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
 /// Calls `path` with an empty message and the given `authorization` value; returns the refusal.
 async fn call(channel: Channel, path: &str, authorization: Option<&str>) -> tonic::Status {
     let mut grpc = tonic::client::Grpc::new(channel);
@@ -87,6 +105,9 @@ async fn every_endpoint_refuses_a_call_without_credentials() {
         let channel = plane.channel(role);
         let methods = reflected_methods(channel.clone()).await;
         assert!(methods.iter().any(|m| m.starts_with(&format!("/{service}/"))), "{role} lists {service}: {methods:?}");
+        let others: Vec<_> = methods.iter().filter(|m| m.starts_with("/arf.v1.") && !m.starts_with(&format!("/{service}/"))).collect();
+        assert!(others.is_empty(), "{role}'s port lists only its own service, not {others:?}");
+        assert_eq!(v1alpha_services(channel.clone()).await, [service, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"], "{role}");
         for path in methods.iter().filter(|m| !arf_proto::auth::is_open(m)) {
             let refused = call(channel.clone(), path, None).await;
             assert_eq!(refused.code(), Code::Unauthenticated, "{role} {path}: {refused:?}");
@@ -101,7 +122,7 @@ async fn every_endpoint_refuses_a_call_without_credentials() {
         // Health stays open to any client of the deployment: it carries no data.
         assert!(support::serving_tls(plane.addr(role), &plane.dial(role)).await, "{role} answers a health check without a token");
     }
-    // The four services have 28 methods today; reflection must not list fewer.
+    // The four services have 28 methods; reflection must not list fewer.
     assert!(checked.len() >= 28, "only {} methods were checked: {checked:?}", checked.len());
 
     let http = plane.webhook_client();

@@ -10,15 +10,29 @@ pub async fn health<S: NamedService>() -> tonic_health::pb::health_server::Healt
     service
 }
 
-/// Server reflection (v1) over ARF's protos and the health proto.
-pub fn reflection() -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
-    tonic_reflection::server::Error,
-> {
+fn reflection_builder<S: NamedService>() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+        .with_service_name(S::NAME)
+        .with_service_name("grpc.health.v1.Health")
+}
+
+/// Server reflection (v1), listing what this port serves: `S`, health and reflection.
+pub fn reflection<S: NamedService>() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    reflection_builder::<S>().with_service_name("grpc.reflection.v1.ServerReflection").build_v1()
+}
+
+/// Server reflection v1alpha, which grpcurl before 1.8.8 and Python's
+/// `grpc_reflection.v1alpha` client ask for; the same listing as [`reflection`].
+pub fn reflection_v1alpha<S: NamedService>() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    reflection_builder::<S>().with_service_name("grpc.reflection.v1alpha.ServerReflection").build_v1alpha()
 }
 
 /// The connections a server accepts on `listener`, each with `TCP_NODELAY` set.

@@ -73,9 +73,8 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
-    tracing::info!(role, pid = std::process::id(), config = %file.display(), "starting");
+    init_tracing(role);
+    tracing::info!(config = %file.display(), "configuration read");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -97,6 +96,22 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr: text, coloured only on a terminal (a log file or a pipe gets no
+/// escape codes), or one JSON object per line with `ARF_LOG_FORMAT=json` for a log
+/// pipeline. `RUST_LOG` filters (default `info`).
+pub fn init_tracing(role: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let json = std::env::var("ARF_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(false).try_init()
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
+    tracing::info!(role, pid = std::process::id(), "starting");
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).

@@ -292,7 +292,8 @@ pub async fn serve(
     let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
     let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
-        .add_service(arf_proto::server::reflection()?)
+        .add_service(arf_proto::server::reflection::<AuditLogServer<Service>>()?)
+        .add_service(arf_proto::server::reflection_v1alpha::<AuditLogServer<Service>>()?)
         .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, kinds)));
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await

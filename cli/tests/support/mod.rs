@@ -26,6 +26,8 @@ pub struct Plane {
     /// The network namespace each role runs in, if not this one.
     namespaces: Vec<(&'static str, String)>,
     own_binaries: bool,
+    /// Environment variables every service started from now on gets.
+    pub env: Vec<(String, String)>,
 }
 
 /// Where the services listen, what their certificates name, and which network
@@ -108,7 +110,7 @@ impl Plane {
         .unwrap();
         root.insert("targets".into(), toml::Value::Table([("worker-staging".to_owned(), toml::Value::Table(target))].into_iter().collect()));
         std::fs::write(&config, toml::to_string(&root).unwrap()).unwrap();
-        Self { dir, config, ports, webhook, children: Vec::new(), namespaces, own_binaries }
+        Self { dir, config, ports, webhook, children: Vec::new(), namespaces, own_binaries, env: Vec::new() }
     }
 
     pub fn addr(&self, role: &str) -> SocketAddr {
@@ -143,6 +145,7 @@ impl Plane {
             .arg("--config")
             .arg(&self.config)
             .env_remove(arf_core::crash::ENV)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -114,7 +114,8 @@ pub async fn serve(
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
     let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
-        .add_service(arf_proto::server::reflection()?)
+        .add_service(arf_proto::server::reflection::<ExecutorServer<Service>>()?)
+        .add_service(arf_proto::server::reflection_v1alpha::<ExecutorServer<Service>>()?)
         .add_service(ExecutorServer::new(Service { executor }));
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await

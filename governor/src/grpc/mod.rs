@@ -847,7 +847,8 @@ pub async fn serve_with_clock(
     let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
     let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
-        .add_service(arf_proto::server::reflection()?)
+        .add_service(arf_proto::server::reflection::<GovernorServer<Service>>()?)
+        .add_service(arf_proto::server::reflection_v1alpha::<GovernorServer<Service>>()?)
         .add_service(GovernorServer::new(Service { shared }));
     arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
