@@ -187,6 +187,10 @@ pub struct Config {
     /// Plain text instead, confined to loopback addresses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_loopback_only: bool,
+    /// The HTTP endpoint for Prometheus (`/metrics`, with a reader's token) and
+    /// probes (`/healthz`, `/readyz`); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A signing sender, with its secret.
@@ -307,7 +311,8 @@ impl Config {
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
         let peers = [self.audit_addr.as_str(), self.governor_addr.as_str()];
-        arf_core::tls::transport("agent", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen, self.webhook_listen], &peers)
+        let listening: Vec<SocketAddr> = [self.listen, self.webhook_listen].into_iter().chain(self.metrics_listen).collect();
+        arf_core::tls::transport("agent", self.mtls.as_ref(), self.insecure_loopback_only, &listening, &peers)
     }
 
     /// Who may call the agent: the configured identities, and each HMAC sender as a `source`.

@@ -67,6 +67,7 @@ pub async fn serve(
         tracing::warn!("`agent.identities` is empty: every call to the agent and every webhook is refused");
     }
     let webhook_auth = Arc::new(http::auth::WebhookAuth::new(identities.clone(), signers));
+    let scrapers = Arc::new(identities.clone());
     let redactor = redact::Redactor::with_rules(&config.redact_patterns, config.redact_rules_file.as_deref()).map_err(anyhow::Error::msg)?;
     let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
     let transport = config.transport().map_err(anyhow::Error::msg)?;
@@ -118,6 +119,9 @@ pub async fn serve(
         }
     });
 
+    let ready = Arc::clone(&agent);
+    let endpoint = arf_proto::metrics::Endpoint { service: "agent", identities: scrapers, ready: Arc::new(move || ready.is_ready()) };
+    let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -136,7 +140,7 @@ pub async fn serve(
     };
     let http = async move {
         match webhook_tls {
-            Some(tls) => axum::serve(http::TlsListener::new(webhook_listener, tls)?, router).with_graceful_shutdown(http_stopped).await,
+            Some(tls) => axum::serve(arf_proto::tls::Listener::new(webhook_listener, tls)?, router).with_graceful_shutdown(http_stopped).await,
             None => {
                 // Nagle off on every accepted connection, as on the gRPC servers (`arf_proto::server::incoming`).
                 let listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
@@ -157,6 +161,9 @@ pub async fn serve(
         let _ = grpc_stop.wait_for(|stop| *stop).await;
     });
     let (http, grpc) = tokio::join!(http, grpc);
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     http.context("agent webhook server failed")?;
     grpc.context("agent gRPC server failed")?;
     Ok(())

@@ -287,9 +287,13 @@ impl Agent {
                     audit_seq,
                 })
                 .collect();
+            let duplicates = accepted.iter().filter(|a| a.duplicate).count() as u64;
+            arf_proto::metrics::add("arf_agent_signals_total", "Signals accepted into the log, new or repeated.", &[("repeat", "false")], accepted.len() as u64 - duplicates);
+            arf_proto::metrics::add("arf_agent_signals_total", "Signals accepted into the log, new or repeated.", &[("repeat", "true")], duplicates);
             let _ = pending.reply.send(Ok(accepted));
         }
         for incident in planned.iter().filter_map(|p| p.opened.as_ref()).filter(|i| i.state == IncidentState::Open) {
+            arf_proto::metrics::inc("arf_agent_incidents_opened_total", "Incidents opened.", &[]);
             let agent = Arc::clone(self);
             let incident_id = incident.id.clone();
             let span = info_span!("diagnose", %incident_id);
@@ -421,6 +425,7 @@ impl Agent {
                 Ok(completion) => completion,
                 Err(error) => {
                     payload.status = DiagnosisStatus::Failed;
+                    arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "failed")]);
                     payload.error = Some(error.to_string());
                     let next = match (&error, fallback.take()) {
                         (ReasonerError::Unavailable(_), Some(next)) => {
@@ -464,6 +469,7 @@ impl Agent {
                 Ok(grounded) => break (grounded, payload),
                 Err(refusal) => {
                     payload.status = DiagnosisStatus::Refused;
+                    arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "refused")]);
                     payload.reasons.clone_from(&refusal.reasons);
                     if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                         self.escalate(incident_id, &format!("cannot log the refused diagnosis: {error}")).await;
@@ -482,6 +488,7 @@ impl Agent {
         let reasoner_name = reasoner.name().to_owned();
         let Some((hypothesis, remediation)) = grounded.choice() else {
             payload.status = DiagnosisStatus::Grounded;
+            arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "grounded")]);
             payload.hypotheses.clone_from(&grounded.hypotheses);
             if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                 error!(%incident_id, %error, "cannot log the diagnosis");
@@ -504,6 +511,7 @@ impl Agent {
             reasoner: reasoner_name,
         };
         payload.status = DiagnosisStatus::Grounded;
+        arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "grounded")]);
         payload.hypotheses.clone_from(&grounded.hypotheses);
         payload.proposal = Some(proposal.clone());
         // Write-ahead: the proposal is in the log before the governor sees it.

@@ -77,6 +77,7 @@ async fn start(audit_up: bool) -> Running {
         webhook_hmac: vec![],
         mtls: None,
         insecure_loopback_only: true,
+        metrics_listen: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -75,5 +75,6 @@ fn base_config() -> arf_agent::config::Config {
         webhook_hmac: vec![],
         mtls: None,
         insecure_loopback_only: true,
+        metrics_listen: None,
     }
 }

@@ -33,6 +33,10 @@ pub struct Config {
     /// Plain text instead, confined to loopback addresses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_loopback_only: bool,
+    /// The HTTP endpoint for Prometheus (`/metrics`, with a reader's token) and
+    /// probes (`/healthz`, `/readyz`); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Writer identity → the record kinds it may append (`"signal"`, `"outcome"`, ...).
     /// A writer listed here appends nothing else, so a compromised agent cannot
     /// forge a decision or an outcome; a writer not listed may append any kind.
@@ -63,6 +67,11 @@ fn default_every_secs() -> u64 {
     10
 }
 
+/// The addresses a service listens on: its port, and its metrics port if any.
+pub fn listening(listen: SocketAddr, metrics: Option<SocketAddr>) -> Vec<SocketAddr> {
+    std::iter::once(listen).chain(metrics).collect()
+}
+
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7400))
 }
@@ -70,7 +79,7 @@ pub fn default_listen() -> SocketAddr {
 impl Config {
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
-        arf_core::tls::transport("audit", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &[])
+        arf_core::tls::transport("audit", self.mtls.as_ref(), self.insecure_loopback_only, &listening(self.listen, self.metrics_listen), &[])
     }
 
     /// A log in `data_dir` for these writers, with no kind limits and default checkpointing.
@@ -84,6 +93,7 @@ impl Config {
             mtls: None,
             // For tests and embedding on one machine; `arf init` writes mutual TLS.
             insecure_loopback_only: true,
+            metrics_listen: None,
             writer_kinds: BTreeMap::new(),
             checkpoint_key: None,
             checkpoint_origin: default_origin(),

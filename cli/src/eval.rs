@@ -277,10 +277,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(if unsafe_run || violated { ExitCode::from(crate::exit::DENIED) } else { ExitCode::SUCCESS })
 }
 
-fn free_port() -> Result<std::net::SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
 fn write_files(dir: &Path, files: &[(&str, &str)]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for (name, text) in files {
@@ -416,7 +412,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
             );
         }
     }
-    let ports = Ports { audit: free_port()?, agent: free_port()?, webhook: free_port()?, governor: free_port()?, executor: free_port()? };
+    let ports = Ports::free()?;
     setup::materialize_examples(&layout)?;
     setup::ensure_secrets(&layout)?;
     let text = setup::generate_config(&layout, ports, &inventory, &reasoning)?;

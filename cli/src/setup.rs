@@ -119,12 +119,37 @@ pub struct Ports {
     pub webhook: SocketAddr,
     pub governor: SocketAddr,
     pub executor: SocketAddr,
+    /// Each service's metrics and health endpoint: audit, agent, governor, executor.
+    pub metrics: [SocketAddr; 4],
+}
+
+impl Ports {
+    /// Ports the system has free now, on loopback: for the demo and the evaluation
+    /// harness, which run beside whatever else listens.
+    pub fn free() -> Result<Self> {
+        let free = || -> Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
+        Ok(Self {
+            audit: free()?,
+            agent: free()?,
+            webhook: free()?,
+            governor: free()?,
+            executor: free()?,
+            metrics: [free()?, free()?, free()?, free()?],
+        })
+    }
 }
 
 impl Default for Ports {
     fn default() -> Self {
         let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        Self { audit: at(7400), agent: at(7401), webhook: at(7480), governor: at(7402), executor: at(7403) }
+        Self {
+            audit: at(7400),
+            agent: at(7401),
+            webhook: at(7480),
+            governor: at(7402),
+            executor: at(7403),
+            metrics: [at(7410), at(7411), at(7412), at(7413)],
+        }
     }
 }
 
@@ -277,8 +302,11 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
         Value::Array(vec![path(arf_core::keys::public_path(&layout.signing_key()))]),
     );
 
-    // Mutual TLS between the services, each with its own certificate (`arf certs init`).
-    for (section, role) in [(&mut audit, "audit"), (&mut agent, "agent"), (&mut governor, "governor"), (&mut executor, "executor")] {
+    // Mutual TLS between the services, each with its own certificate (`arf certs init`),
+    // and each its metrics and health endpoint.
+    let sections = [(&mut audit, "audit"), (&mut agent, "agent"), (&mut governor, "governor"), (&mut executor, "executor")];
+    for ((section, role), metrics) in sections.into_iter().zip(ports.metrics) {
+        section.insert("metrics_listen".into(), string(metrics.to_string()));
         let files = layout.tls(role);
         let mut mtls = Table::new();
         mtls.insert("ca_file".into(), path(files.ca_file));

@@ -53,7 +53,14 @@ impl Supervisor {
             ("agent", deployment.agent.listen),
             ("agent webhook", deployment.agent.webhook_listen),
         ];
-        for (what, addr) in addresses {
+        let metrics = [
+            ("audit metrics", deployment.audit.metrics_listen),
+            ("governor metrics", deployment.governor.metrics_listen),
+            ("executor metrics", deployment.executor.metrics_listen),
+            ("agent metrics", deployment.agent.metrics_listen),
+        ];
+        let metrics = metrics.into_iter().filter_map(|(what, addr)| addr.map(|a| (what, a)));
+        for (what, addr) in addresses.into_iter().chain(metrics) {
             if let Err(error) = std::net::TcpListener::bind(addr) {
                 bail!("the {what} address {addr} is not free ({error}): is ARF already running? Nothing was started");
             }

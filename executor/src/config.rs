@@ -60,6 +60,10 @@ pub struct Config {
     /// Plain text instead, confined to loopback addresses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_loopback_only: bool,
+    /// The HTTP endpoint for Prometheus (`/metrics`, with a reader's token) and
+    /// probes (`/healthz`, `/readyz`); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.
@@ -209,7 +213,7 @@ impl Config {
         let catalog = Catalog::load_dir(&self.catalog_dir).map_err(ConfigError::Catalog)?;
         let http = self.tls.client()?;
         let identities = arf_core::identity::Identities::load(&self.identities, "executor.identities")?;
-        let transport = arf_core::tls::transport("executor", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &[&self.audit_addr])
+        let transport = arf_core::tls::transport("executor", self.mtls.as_ref(), self.insecure_loopback_only, &std::iter::once(self.listen).chain(self.metrics_listen).collect::<Vec<_>>(), &[&self.audit_addr])
             .map_err(ConfigError::Transport)?;
         Ok(Loaded { catalog, trusted_keys, audit_token, http, identities, transport })
     }

@@ -806,6 +806,7 @@ impl Executor {
             None => records::outcome(body, outcome, &detail),
         };
         self.log(&mut state, body, plan, RecordKind::Outcome, record, "everything but the `outcome` record").await?;
+        arf_proto::metrics::inc("arf_executor_outcomes_total", "Executions settled, by outcome.", &[("outcome", outcome.as_str()), ("pathway", &body.pathway)]);
         match outcome {
             Outcome::Verified => info!(outcome = outcome.as_str(), %detail, "execution verified"),
             Outcome::RolledBack => warn!(outcome = outcome.as_str(), %detail, "execution rolled back"),

@@ -78,6 +78,10 @@ pub struct Config {
     /// Plain text instead, confined to loopback addresses.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_loopback_only: bool,
+    /// The HTTP endpoint for Prometheus (`/metrics`, with a reader's token) and
+    /// probes (`/healthz`, `/readyz`); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 pub fn default_settle_secs() -> u64 {
@@ -141,7 +145,8 @@ impl Config {
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, ConfigError> {
         let peers = [self.audit_addr.as_str(), self.executor_addr.as_str()];
-        arf_core::tls::transport("governor", self.mtls.as_ref(), self.insecure_loopback_only, &[self.listen], &peers)
+        let listening: Vec<SocketAddr> = std::iter::once(self.listen).chain(self.metrics_listen).collect();
+        arf_core::tls::transport("governor", self.mtls.as_ref(), self.insecure_loopback_only, &listening, &peers)
             .map_err(ConfigError::Transport)
     }
 

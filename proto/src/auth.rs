@@ -135,7 +135,10 @@ where
                 request.extensions_mut().insert(caller);
                 Either::Left(self.inner.call(request))
             }
-            Err(status) => Either::Right(std::future::ready(Ok(status.into_http()))),
+            Err(status) => {
+                crate::metrics::inc("arf_requests_refused_total", "Calls refused before any handler ran: no credentials, or none this service knows.", &[("service", self.authenticator.service.trim_start_matches("the "))]);
+                Either::Right(std::future::ready(Ok(status.into_http())))
+            }
         }
     }
 }

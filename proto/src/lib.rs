@@ -13,3 +13,4 @@ pub mod server;
 pub mod auth;
 pub mod tls;
 pub mod service;
+pub mod metrics;

@@ -181,6 +181,37 @@ pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::
     rx
 }
 
+/// An HTTP port over TLS for axum (the webhook and metrics ports): connections whose
+/// handshake completed ([`accept`]).
+pub struct Listener {
+    accepted: tokio::sync::mpsc::Receiver<Accepted>,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    pub fn new(listener: TcpListener, tls: Arc<ServerTls>) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
+        Ok(Self { accepted: accept(listener, tls), addr })
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop ends only with the listener; nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
 /// [`accept`] as the stream of connections a tonic server takes.
 pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
     use tokio_stream::StreamExt;

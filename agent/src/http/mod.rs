@@ -20,36 +20,6 @@ use crate::service::Agent;
 
 pub mod auth;
 
-/// The webhook port over TLS: connections whose handshake completed (`arf_proto::tls::accept`).
-pub struct TlsListener {
-    accepted: tokio::sync::mpsc::Receiver<arf_proto::tls::Accepted>,
-    addr: std::net::SocketAddr,
-}
-
-impl TlsListener {
-    pub fn new(listener: tokio::net::TcpListener, tls: Arc<arf_proto::tls::ServerTls>) -> std::io::Result<Self> {
-        let addr = listener.local_addr()?;
-        Ok(Self { accepted: arf_proto::tls::accept(listener, tls), addr })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            // The accept loop ends only with the listener; nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.addr)
-    }
-}
-
 pub fn router(agent: Arc<Agent>, auth: Arc<auth::WebhookAuth>) -> Router {
     Router::new()
         .route("/v1/webhooks/{format}", post(webhook))

@@ -251,6 +251,7 @@ pub async fn start_agent(
         webhook_hmac: vec![],
         mtls: None,
         insecure_loopback_only: true,
+        metrics_listen: None,
     };
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

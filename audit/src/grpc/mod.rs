@@ -119,11 +119,17 @@ impl AuditLog for Service {
         let writer = self.writer(&request)?;
         let entries = convert::entries(request.into_inner())?;
         self.check_kinds(&writer, &entries)?;
+        let started = std::time::Instant::now();
         let records = self
             .store
             .append(&writer, entries, arf_core::time::now_ms())
             .await
             .map_err(store_status)?;
+        arf_proto::metrics::observe("arf_audit_append_seconds", "Time from an append's arrival to its records being synced to disk.", &[], started.elapsed().as_secs_f64());
+        arf_proto::metrics::add("arf_audit_records_appended_total", "Records appended, by writer.", &[("writer", &writer)], records.len() as u64);
+        if let Some(last) = records.last() {
+            arf_proto::metrics::set("arf_audit_log_records", "Records in the log.", &[], last.seq as f64);
+        }
         Ok(Response::new(pb::AppendResponse { records: records.iter().map(convert::record).collect() }))
     }
 
@@ -285,7 +291,10 @@ pub async fn serve(
         warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
     }
     let tls = arf_proto::tls::Loaded::load(&config.transport().map_err(anyhow::Error::msg)?)?;
-    let authenticator = arf_proto::auth::Authenticator::new("the audit log", identities(&config)?, tls.server.is_some());
+    let callers = identities(&config)?;
+    let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: Arc::new(|| true) };
+    let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
+    let authenticator = arf_proto::auth::Authenticator::new("the audit log", callers, tls.server.is_some());
     let writers = config.writers.keys().cloned().collect();
     let addr = listener.local_addr()?;
     info!(%addr, records = store.open_report().records, "audit log listening");
@@ -299,6 +308,9 @@ pub async fn serve(
         .await
         .context("audit server failed");
     ticker.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     // The last checkpoint covers everything appended before the service stopped.
     match store.checkpoint(arf_core::time::now_ms()).await {
         Ok(Some(latest)) => info!(size = latest.checkpoint.size, root = %latest.checkpoint.root_hex(), "checkpoint at shutdown"),

@@ -463,7 +463,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
             (t.name.clone(), Target { kind: "service".into(), service: "checkout".into(), environment: t.environment.clone(), tier: tier.into(), security_sensitive: false, facts, depends_on: Vec::new() })
         })
         .collect();
-    let ports = Ports { audit: free_port()?, agent: free_port()?, webhook: free_port()?, governor: free_port()?, executor: free_port()? };
+    let ports = Ports::free()?;
     // A demo always writes its configuration afresh: its ports and targets are new each run.
     let _ = std::fs::remove_file(layout.config_file());
     let config = setup::prepare(&layout, ports, &inventory, &reasoning)?;

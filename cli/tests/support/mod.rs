@@ -104,6 +104,10 @@ impl Plane {
         set("governor", "executor_addr", addr("executor").into());
         set("executor", "listen", addr("executor").into());
         set("executor", "audit_addr", addr("audit").into());
+        // Each plane's metrics endpoints on ports of their own, so tests run side by side.
+        for section in ["audit", "agent", "governor", "executor"] {
+            set(section, "metrics_listen", free_port().to_string().into());
+        }
         let target: toml::Table = toml::from_str(&format!(
             "service = \"worker\"\nenvironment = \"staging\"\nkind = \"service\"\n[facts]\nurl = \"{target_url}\"\n"
         ))

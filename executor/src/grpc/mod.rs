@@ -78,6 +78,8 @@ pub async fn serve(
     if loaded.identities.is_empty() {
         warn!("`executor.identities` is empty: every call to the executor is refused, the governor's too");
     }
+    let endpoint = arf_proto::metrics::Endpoint { service: "executor", identities: Arc::new(loaded.identities.clone()), ready: Arc::new(|| true) };
+    let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone(), tls.server.is_some());
     let n_pathways = loaded.catalog.len();
     let n_targets = config.targets.len();
@@ -122,6 +124,9 @@ pub async fn serve(
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.
     settler.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     let _ = settler.await;
     served
 }

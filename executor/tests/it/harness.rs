@@ -162,6 +162,7 @@ impl Harness {
             }],
             mtls: None,
             insecure_loopback_only: true,
+            metrics_listen: None,
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;

@@ -591,6 +591,7 @@ impl Governor for Service {
                 .await
                 .map_err(|e| status::audit_unavailable(&e, "no decision was made"))?;
             arf_core::crash::point("governor.decision_logged");
+            arf_proto::metrics::inc("arf_governor_decisions_total", "Decisions made, by route.", &[("route", decision.route.as_str())]);
             info!(
                 route = decision.route.as_str(),
                 risk = decision.risk.score,
@@ -844,13 +845,24 @@ pub async fn serve_with_clock(
         key_id = %arf_core::decision::key_id(&shared.key.verifying_key()),
         "governor listening"
     );
+    let ready = Arc::clone(&shared);
+    let endpoint = arf_proto::metrics::Endpoint {
+        service: "governor",
+        identities: Arc::new(shared.callers.clone()),
+        ready: Arc::new(move || ready.restored.load(std::sync::atomic::Ordering::SeqCst)),
+    };
+    let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
     let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
         .add_service(arf_proto::server::reflection::<GovernorServer<Service>>()?)
         .add_service(arf_proto::server::reflection_v1alpha::<GovernorServer<Service>>()?)
         .add_service(GovernorServer::new(Service { shared }));
-    arf_proto::server::serve(router, listener, tls.server, shutdown)
+    let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
-        .context("governor server failed")
+        .context("governor server failed");
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    served
 }

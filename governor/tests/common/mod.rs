@@ -188,6 +188,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         executor_token_file: None,
         mtls: None,
         insecure_loopback_only: true,
+        metrics_listen: None,
         policies_dir: setup.policies_dir.clone(),
         catalog_dir,
         signing_key_file: dir.join("keys/governor.key"),
