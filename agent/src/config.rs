@@ -206,6 +206,9 @@ pub struct HmacSource {
     pub name: String,
     /// The file holding the shared secret (at least 32 characters).
     pub secret_file: PathBuf,
+    /// The services whose signals it may send (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -306,6 +309,13 @@ impl Config {
         self.callers()?;
         self.transport()?;
         Ok(())
+    }
+
+    /// The senders limited to some services: identity name → the services it may send signals about.
+    pub fn sender_scopes(&self) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+        let identities = self.identities.iter().map(|i| (&i.name, &i.services));
+        let signers = self.webhook_hmac.iter().map(|s| (&s.name, &s.services));
+        identities.chain(signers).filter(|(_, services)| !services.is_empty()).map(|(name, services)| (name.clone(), services.iter().cloned().collect())).collect()
     }
 
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.

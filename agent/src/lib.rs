@@ -84,6 +84,7 @@ pub async fn serve(
         reasoner,
         fallback,
         redactor,
+        scopes: config.sender_scopes(),
         budget,
         group_window_ms: i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         max_diagnoses: config.max_diagnoses_per_incident,
@@ -139,16 +140,13 @@ pub async fn serve(
         arf_core::tls::Transport::PlainLoopback => None,
     };
     let http = async move {
-        match webhook_tls {
-            Some(tls) => axum::serve(arf_proto::tls::Listener::new(webhook_listener, tls)?, router).with_graceful_shutdown(http_stopped).await,
-            None => {
-                // Nagle off on every accepted connection, as on the gRPC servers (`arf_proto::server::incoming`).
-                let listener = axum::serve::ListenerExt::tap_io(webhook_listener, |tcp: &mut tokio::net::TcpStream| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                axum::serve(listener, router).with_graceful_shutdown(http_stopped).await
-            }
-        }
+        // Over TLS with the agent's certificate, or plain text on loopback; either way
+        // with a deadline for headers and a bound on connections (`arf_proto::http`).
+        let incoming = match webhook_tls {
+            Some(tls) => arf_proto::http::Incoming::Tls(arf_proto::tls::Listener::new(webhook_listener, tls)?),
+            None => arf_proto::http::Incoming::Plain(webhook_listener),
+        };
+        arf_proto::http::serve(incoming, router, arf_proto::http::Limits::default(), http_stopped).await
     };
     let addr = listener.local_addr()?;
     info!(%addr, %webhook_addr, reasoner = config.reasoner_name(), tls = tls.server.is_some(), "agent listening");

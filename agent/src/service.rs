@@ -34,6 +34,8 @@ pub enum IngestError {
     Audit(#[from] AuditError),
     #[error("the agent is stopping; nothing was accepted")]
     Stopping,
+    #[error("`{sender}` may send signals about {allowed} only, and signals[{index}] is about `{service}`; nothing was accepted")]
+    OutOfScope { sender: String, index: usize, service: String, allowed: String },
 }
 
 /// Where one accepted signal went.
@@ -56,6 +58,8 @@ pub struct Agent {
     /// Used when the reasoner cannot be reached, if configured.
     fallback: Option<Arc<dyn Reasoner>>,
     redactor: Redactor,
+    /// Senders limited to some services: name → the services it may send signals about.
+    scopes: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     budget: Budget,
     max_diagnoses: u32,
     max_model_calls: u32,
@@ -73,6 +77,8 @@ const BATCH_SIGNALS: usize = 512;
 /// One ingest request waiting for the batcher.
 struct Pending {
     signals: Vec<Signal>,
+    /// Who sent them, as the log records it.
+    sender: String,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Accepted>, IngestError>>,
 }
 
@@ -102,6 +108,7 @@ pub struct Settings {
     pub reasoner: Arc<dyn Reasoner>,
     pub fallback: Option<Arc<dyn Reasoner>>,
     pub redactor: Redactor,
+    pub scopes: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     pub budget: Budget,
     pub group_window_ms: i64,
     pub max_diagnoses: u32,
@@ -119,6 +126,7 @@ impl Agent {
             reasoner: settings.reasoner,
             fallback: settings.fallback,
             redactor: settings.redactor,
+            scopes: settings.scopes,
             budget: settings.budget,
             max_diagnoses: settings.max_diagnoses,
             max_model_calls: settings.max_model_calls,
@@ -195,12 +203,23 @@ impl Agent {
     /// into the next, in one append (the log's group commit does the rest). No lock
     /// is held while the log writes, and nothing is cloned but the incidents a batch
     /// touches.
-    pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>) -> Result<Vec<Accepted>, IngestError> {
+    pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>, sender: &str) -> Result<Vec<Accepted>, IngestError> {
         if !self.ready.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(IngestError::Recovering);
         }
         // Secrets never reach the log, the snapshot or the prompt: redact on the way in.
         let signals: Vec<Signal> = signals.into_iter().map(|s| self.redactor.signal(s)).collect();
+        // A sender limited to some services sends about those, or nothing is accepted.
+        if let Some(allowed) = self.scopes.get(sender)
+            && let Some((index, signal)) = signals.iter().enumerate().find(|(_, s)| !allowed.contains(&s.service))
+        {
+            return Err(IngestError::OutOfScope {
+                sender: sender.to_owned(),
+                index,
+                service: signal.service.clone(),
+                allowed: allowed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
+            });
+        }
         let batcher = self
             .batcher
             .get_or_init(|| {
@@ -210,7 +229,7 @@ impl Agent {
             })
             .clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        batcher.send(Pending { signals, reply }).await.map_err(|_| IngestError::Stopping)?;
+        batcher.send(Pending { signals, sender: sender.to_owned(), reply }).await.map_err(|_| IngestError::Stopping)?;
         answer.await.map_err(|_| IngestError::Stopping)?
     }
 
@@ -218,6 +237,7 @@ impl Agent {
     async fn ingest_batch(self: &Arc<Self>, batch: Vec<Pending>) {
         let now = arf_core::time::now_ms();
         let signals: Vec<&Signal> = batch.iter().flat_map(|p| p.signals.iter()).collect();
+        let senders: Vec<&str> = batch.iter().flat_map(|p| p.signals.iter().map(|_| p.sender.as_str())).collect();
         let owned: Vec<Signal> = signals.iter().map(|s| (*s).clone()).collect();
         if owned.is_empty() {
             for pending in batch {
@@ -228,7 +248,7 @@ impl Agent {
         // Only the plan is made under the lock: CPU work on the incidents touched.
         let planned = self.incidents.lock().await.plan(&owned, now, || random_id("inc"));
         let mut entries = Vec::with_capacity(owned.len() + 1);
-        for (signal, plan) in owned.iter().zip(&planned) {
+        for ((signal, plan), sender) in owned.iter().zip(&planned).zip(&senders) {
             let incident_id = plan.placement.incident_id().to_owned();
             if let Some(incident) = &plan.opened {
                 entries.push(Entry::new(
@@ -252,7 +272,7 @@ impl Agent {
                 ));
             }
             let duplicate = matches!(plan.placement, Placement::Joined { duplicate: true, .. });
-            entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate })));
+            entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate, sender: Some((*sender).to_owned()) })));
         }
         let logged = match self.audit.append(entries).await {
             Ok(logged) => logged,

@@ -282,6 +282,9 @@ enum TokenCommand {
         /// What it may do.
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(arf_core::identity::Role::ALL.map(arf_core::identity::Role::as_str)))]
         role: String,
+        /// For a sender of signals: a service whose signals it may send (repeatable; any when none).
+        #[arg(long = "service")]
+        services: Vec<String>,
         /// The configuration file (default: the one in `--data-dir`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -348,9 +351,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("{}: {}", dir.display(), if written.is_empty() { "nothing missing".to_owned() } else { format!("wrote {}", written.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::Create { name, role, config, data_dir } } => {
+        Command::Token { command: TokenCommand::Create { name, role, services, config, data_dir } } => {
             let file = serve::config_file(config, &data_dir)?;
-            let token = token::create(&file, &name, &role)?;
+            let token = token::create(&file, &name, &role, &services)?;
             eprintln!("identity `{name}` ({role}) added to {}; restart the services to use it.", file.display());
             eprintln!("Its token follows, shown this once (only its SHA-256 is kept):");
             say!("{token}");

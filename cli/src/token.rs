@@ -8,7 +8,7 @@ use arf_core::identity::Role;
 /// Adds `[[identities]]` `{ name, role, token_sha256 }` to the configuration file and
 /// returns the token, which exists nowhere else afterwards. The file is replaced
 /// atomically, keeping its comments and its mode, and only when the result still loads.
-pub fn create(config: &Path, name: &str, role: &str) -> Result<String> {
+pub fn create(config: &Path, name: &str, role: &str, services: &[String]) -> Result<String> {
     if Role::parse(role).is_none() {
         bail!("unknown role `{role}`; expected one of {}", Role::expected());
     }
@@ -33,6 +33,9 @@ pub fn create(config: &Path, name: &str, role: &str) -> Result<String> {
     table.insert("name", toml_edit::value(name));
     table.insert("role", toml_edit::value(role));
     table.insert("token_sha256", toml_edit::value(hash));
+    if !services.is_empty() {
+        table.insert("services", toml_edit::value(services.iter().collect::<toml_edit::Array>()));
+    }
     identities.push(table);
     let updated = document.to_string();
     let staged = config.with_extension("toml.new");

@@ -167,6 +167,11 @@ pub struct Identity {
     /// The hex SHA-256 of the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_sha256: Option<String>,
+    /// For a sender of signals: the services whose signals it may send (any when
+    /// empty). The agent refuses a signal about another service, so a stolen
+    /// source token cannot reach beyond what that source reports on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 /// Why a list of identities was refused; `field` names the entry (`identities[2].role`).
@@ -268,7 +273,7 @@ mod tests {
     use super::*;
 
     fn identity(name: &str, role: &str, hash: &str) -> Identity {
-        Identity { name: name.into(), role: role.into(), token_file: None, token_sha256: Some(hash.into()) }
+        Identity { name: name.into(), role: role.into(), token_file: None, token_sha256: Some(hash.into()), services: Vec::new() }
     }
 
     #[test]
@@ -292,7 +297,7 @@ mod tests {
             (vec![identity("a", "oncall", &hash), identity("a", "admin", &new_token().unwrap().1)], "identities[1].name"),
             (vec![identity("a", "oncall", &hash), identity("b", "admin", &hash)], "identities[1].token_sha256"),
             (
-                vec![Identity { name: "a".into(), role: "oncall".into(), token_file: None, token_sha256: None }],
+                vec![Identity { name: "a".into(), role: "oncall".into(), token_file: None, token_sha256: None, services: Vec::new() }],
                 "identities[0].token_file",
             ),
         ];

@@ -52,6 +52,9 @@ pub struct SignalRecord {
     pub signal: Signal,
     /// The same condition was already in the incident (a repeat notification).
     pub duplicate: bool,
+    /// The identity that sent it (absent in records written before senders were logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 /// `incident`: a change in an incident's life, by event.

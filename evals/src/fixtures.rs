@@ -96,5 +96,5 @@ pub fn signal(id: &str) -> Value {
         observed_at_ms: 0,
         fingerprint: "fp".into(),
     };
-    records::encode(&SignalRecord { signal, duplicate: false })
+    records::encode(&SignalRecord { signal, duplicate: false, sender: None })
 }

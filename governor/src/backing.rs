@@ -207,7 +207,7 @@ mod tests {
             dropped: Vec::new(),
         };
         vec![
-            (RecordKind::Signal, records::encode(&SignalRecord { signal: signal(), duplicate: false })),
+            (RecordKind::Signal, records::encode(&SignalRecord { signal: signal(), duplicate: false, sender: None })),
             (RecordKind::Snapshot, records::encode(&SnapshotRecord { hash: "snap".into(), snapshot })),
             (RecordKind::Diagnosis, records::encode(&diagnosis())),
         ]

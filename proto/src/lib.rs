@@ -14,3 +14,4 @@ pub mod auth;
 pub mod tls;
 pub mod service;
 pub mod metrics;
+pub mod http;

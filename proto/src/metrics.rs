@@ -188,11 +188,11 @@ pub async fn serve(
     endpoint: Endpoint,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(endpoint);
-    match tls {
-        Some(tls) => axum::serve(crate::tls::Listener::new(listener, tls)?, app).with_graceful_shutdown(shutdown).await,
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await,
-    }
+    let incoming = match tls {
+        Some(tls) => crate::http::Incoming::Tls(crate::tls::Listener::new(listener, tls)?),
+        None => crate::http::Incoming::Plain(listener),
+    };
+    crate::http::serve(incoming, router(endpoint), crate::http::Limits::default(), shutdown).await
 }
 
 /// Binds `addr` (when configured) and serves the endpoint in the background, over

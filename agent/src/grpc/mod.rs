@@ -39,18 +39,22 @@ pub fn invalid(error: &InvalidSignal) -> Status {
 }
 
 pub fn not_accepted(error: &crate::service::IngestError) -> Status {
-    Status::unavailable(error.to_string())
+    match error {
+        crate::service::IngestError::OutOfScope { .. } => Status::permission_denied(error.to_string()),
+        _ => Status::unavailable(error.to_string()),
+    }
 }
 
-async fn accept(agent: &Arc<Agent>, signals: Vec<arf_core::signal::Signal>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
-    let accepted = agent.ingest(signals).await.map_err(|e| not_accepted(&e))?;
+async fn accept(agent: &Arc<Agent>, signals: Vec<arf_core::signal::Signal>, sender: &str) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
+    let accepted = agent.ingest(signals, sender).await.map_err(|e| not_accepted(&e))?;
     Ok(Response::new(pb::SubmitSignalsResponse { accepted: accepted.into_iter().map(convert::accepted).collect() }))
 }
 
-/// The caller, when its role may send signals.
-fn sender<T>(request: &Request<T>) -> Result<(), Status> {
+/// The caller's name, when its role may send signals.
+fn sender<T>(request: &Request<T>) -> Result<String, Status> {
     let caller = arf_proto::auth::caller(request)?;
-    arf_proto::auth::require(caller, caller.role.may_submit_signals(), "send signals")
+    arf_proto::auth::require(caller, caller.role.may_submit_signals(), "send signals")?;
+    Ok(caller.name.clone())
 }
 
 /// The caller, when its role may read incidents.
@@ -62,7 +66,7 @@ fn reader<T>(request: &Request<T>) -> Result<(), Status> {
 #[tonic::async_trait]
 impl AgentRpc for Service {
     async fn submit_signals(&self, request: Request<pb::SubmitSignalsRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
-        sender(&request)?;
+        let sender = sender(&request)?;
         let signals = request.into_inner().signals;
         if signals.is_empty() {
             return Err(Status::invalid_argument("`signals` must not be empty"));
@@ -81,18 +85,18 @@ impl AgentRpc for Service {
             .map(|(i, s)| ingest::generic::build(convert::generic_signal(s), &format!("signals[{i}]"), now))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid(&e))?;
-        accept(&self.agent, signals).await
+        accept(&self.agent, signals, &sender).await
     }
 
     async fn submit_webhook(&self, request: Request<pb::SubmitWebhookRequest>) -> Result<Response<pb::SubmitSignalsResponse>, Status> {
-        sender(&request)?;
+        let sender = sender(&request)?;
         let request = request.into_inner();
         let defaults = ingest::Defaults { now_ms: arf_core::time::now_ms(), service: request.service, environment: request.environment };
         let signals = ingest::parse(&request.format, &request.body, &defaults).map_err(|e| invalid(&e))?;
         if signals.is_empty() {
             return Ok(Response::new(pb::SubmitSignalsResponse { accepted: vec![] }));
         }
-        accept(&self.agent, signals).await
+        accept(&self.agent, signals, &sender).await
     }
 
     async fn list_incidents(&self, request: Request<pb::ListIncidentsRequest>) -> Result<Response<pb::ListIncidentsResponse>, Status> {

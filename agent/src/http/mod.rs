@@ -1,7 +1,8 @@
 //! Webhook ingest over HTTP: `POST /v1/webhooks/{format}`.
 //!
 //! Every request is authenticated first (`auth`): 401 without credentials the
-//! agent knows, 403 for an identity that may not send signals. Then it answers 200 with what was accepted, 400 with the field that is wrong, 404 for
+//! agent knows, 403 for an identity that may not send signals (or not about a
+//! service it is limited away from). Then it answers 200 with what was accepted, 400 with the field that is wrong, 404 for
 //! an unknown format, 413 for an oversized body, and 503 when the signals could
 //! not be logged (retry: nothing was accepted).
 
@@ -45,6 +46,7 @@ struct Attribution {
 
 async fn webhook(
     State(agent): State<Arc<Agent>>,
+    axum::Extension(caller): axum::Extension<arf_core::identity::Caller>,
     Path(format): Path<String>,
     Query(attribution): Query<Attribution>,
     body: Bytes,
@@ -59,7 +61,7 @@ async fn webhook(
     if signals.is_empty() {
         return (StatusCode::OK, Json(json!({"accepted": []}))).into_response();
     }
-    match agent.ingest(signals).await {
+    match agent.ingest(signals, &caller.name).await {
         Ok(accepted) => {
             let accepted: Vec<_> = accepted
                 .into_iter()
@@ -68,6 +70,7 @@ async fn webhook(
                 .collect();
             (StatusCode::OK, Json(json!({"accepted": accepted}))).into_response()
         }
+        Err(e @ crate::service::IngestError::OutOfScope { .. }) => error(StatusCode::FORBIDDEN, e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

@@ -276,6 +276,7 @@ pub fn identities() -> Vec<arf_core::identity::Identity> {
         role: "tooling".into(),
         token_file: None,
         token_sha256: Some(arf_core::keys::token_hash(TOKEN)),
+        services: Vec::new(),
     }]
 }
 

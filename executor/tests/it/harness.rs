@@ -159,6 +159,7 @@ impl Harness {
                 role: "governor".into(),
                 token_file: Some(governor_token.clone()),
                 token_sha256: None,
+                services: Vec::new(),
             }],
             mtls: None,
             insecure_loopback_only: true,
