@@ -12,7 +12,6 @@ use arf_proto::v1 as pb;
 use arf_proto::v1::agent_client::AgentClient;
 use arf_proto::v1::governor_client::GovernorClient;
 
-use crate::exit;
 
 /// Where the services are, and who the caller is. Its `Debug` leaves the token out.
 #[derive(Clone)]
@@ -107,10 +106,27 @@ fn status(error: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", error.message(), error.code())
 }
 
-/// A failed call to a service: when the service could not be reached, the error
-/// names where it was looked for and how to point the CLI elsewhere.
+/// A service refused the call: its answer names why (the caller's role, policy, an
+/// approval that does not count). `arf` exits 2 for it, whatever the command.
+#[derive(Debug, thiserror::Error)]
+#[error("refused by the {service}: {message}")]
+pub struct Refused {
+    pub service: String,
+    pub message: String,
+}
+
+/// Whether `error` is a refusal (not a failure to reach or to do).
+pub fn is_refusal(code: tonic::Code) -> bool {
+    matches!(code, tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition | tonic::Code::Unauthenticated)
+}
+
+/// A failed call to a service: a refusal is [`Refused`]; when the service could not
+/// be reached, the error names where it was looked for and how to point the CLI elsewhere.
 fn failed(error: tonic::Status, service: &str, address: &str, option: &str) -> anyhow::Error {
-    if error.code() == tonic::Code::Unavailable && error.message().contains("connect") {
+    if is_refusal(error.code()) {
+        return anyhow::Error::new(Refused { service: service.to_owned(), message: error.message().to_owned() });
+    }
+    if error.code() == tonic::Code::Unavailable && error.message().to_lowercase().contains("connect") {
         return anyhow::anyhow!(
             "cannot reach the {service} at {address} ({}): is it running? Point `{option}` at it",
             error.message()
@@ -132,7 +148,13 @@ impl Endpoints {
 
     /// Names the audit log's address in a failed read.
     pub fn audit_failed(&self) -> impl Fn(arf_audit::AuditError) -> anyhow::Error + '_ {
-        |error| anyhow::anyhow!("the audit log at {} (`--audit` or `ARF_AUDIT`): {error}", self.audit)
+        |error| match &error {
+            // The log refused who is asking: a refusal, like any service's.
+            arf_audit::AuditError::Refused(message) if message.starts_with("Unauthenticated") || message.starts_with("PermissionDenied") => {
+                anyhow::Error::new(Refused { service: "audit log".to_owned(), message: message.clone() })
+            }
+            _ => anyhow::anyhow!("the audit log at {} (`--audit` or `ARF_AUDIT`): {error}", self.audit),
+        }
     }
 }
 
@@ -344,10 +366,6 @@ pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Re
             let d = response.into_inner();
             say!("decision {} is now {}", d.decision_id, d.state);
             Ok(ExitCode::SUCCESS)
-        }
-        Err(error) if matches!(error.code(), tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition) => {
-            warn_user!("refused: {}", error.message());
-            Ok(ExitCode::from(exit::DENIED))
         }
         Err(error) => Err(endpoints.governor_failed()(error)),
     }

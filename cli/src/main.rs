@@ -14,6 +14,7 @@ macro_rules! warn_user {
 
 mod audit;
 mod certs;
+mod discover;
 mod client;
 pub(crate) mod demo;
 mod eval;
@@ -30,7 +31,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Exit codes that mean something: 0 ok, 1 failure, 2 denied or verification failed, 64 bad configuration.
+/// Exit codes that mean something: 0 ok, 1 failure, 2 refused (a service refused
+/// the call, or a witness refused the log; `arf eval run`: an unsafe run), 64 a
+/// usage or configuration error.
 pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const DENIED: u8 = 2;
@@ -42,15 +45,15 @@ pub mod exit {
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// The agent's gRPC address.
-    #[arg(long, global = true, env = "ARF_AGENT", default_value = "127.0.0.1:7401")]
-    agent: String,
-    /// The governor's gRPC address.
-    #[arg(long, global = true, env = "ARF_GOVERNOR", default_value = "127.0.0.1:7402")]
-    governor: String,
-    /// The audit log's gRPC address.
-    #[arg(long, global = true, env = "ARF_AUDIT", default_value = "127.0.0.1:7400")]
-    audit: String,
+    /// The agent's gRPC address (default: the deployment's, from `ARF_CONFIG` or `.arf/arf.toml`, else 127.0.0.1:7401).
+    #[arg(long, global = true, env = "ARF_AGENT")]
+    agent: Option<String>,
+    /// The governor's gRPC address (default: the deployment's, else 127.0.0.1:7402).
+    #[arg(long, global = true, env = "ARF_GOVERNOR")]
+    governor: Option<String>,
+    /// The audit log's gRPC address (default: the deployment's, else 127.0.0.1:7400).
+    #[arg(long, global = true, env = "ARF_AUDIT")]
+    audit: Option<String>,
     /// Your bearer token for the governor.
     #[arg(long, global = true, env = "ARF_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -308,7 +311,18 @@ enum IncidentCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and version were asked for; anything else is a usage error (64,
+            // never 2, which means a refusal).
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(exit::CONFIG),
+            };
+        }
+    };
     if !cli.command.is_long_running() {
         quiet_broken_pipe();
     }
@@ -321,21 +335,34 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
-        Err(error) => {
-            warn_user!("error: {error:#}");
-            ExitCode::from(exit::FAILURE)
-        }
+        Err(error) => match error.downcast_ref::<client::Refused>() {
+            Some(refused) => {
+                warn_user!("{refused}");
+                ExitCode::from(exit::DENIED)
+            }
+            None => {
+                warn_user!("error: {error:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        },
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Commands that run services read their own configuration; the rest find the
+    // deployment they talk to (`discover`).
+    let talks = !cli.command.is_long_running() && !matches!(cli.command, Command::Init { .. } | Command::Certs { .. } | Command::Token { .. } | Command::Keys { .. });
+    let deployment = if talks { discover::find()? } else { None };
+    let from = |given: Option<String>, found: fn(&discover::Deployment) -> &String, default: &str| {
+        given.or_else(|| deployment.as_ref().map(|d| found(d).clone())).unwrap_or_else(|| default.to_owned())
+    };
     let endpoints = client::Endpoints {
-        agent: cli.agent,
-        governor: cli.governor,
-        audit: cli.audit,
+        agent: from(cli.agent, |d| &d.agent, "127.0.0.1:7401"),
+        governor: from(cli.governor, |d| &d.governor, "127.0.0.1:7402"),
+        audit: from(cli.audit, |d| &d.audit, "127.0.0.1:7400"),
         token: cli.token,
         token_file: cli.token_file,
-        tls: client::client_tls(cli.tls_dir.as_deref())?,
+        tls: client::client_tls(cli.tls_dir.or_else(|| deployment.as_ref().and_then(|d| d.tls_dir.clone())).as_deref())?,
     };
     match cli.command {
         Command::Init { data_dir } => {
@@ -382,7 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Explain { decision, json } => client::explain(&endpoints, &decision, json).await,
         Command::Approve { decision, comment } => client::approve(&endpoints, &decision, &comment).await,
         Command::Reject { decision, reason } => client::reject(&endpoints, &decision, &reason).await,
-        Command::Pathways { command } => pathways::run(command),
+        Command::Pathways { command } => pathways::run(command, deployment.map(|d| d.catalog)),
         Command::Policy { command } => governance::policy(&endpoints, command).await,
         Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),

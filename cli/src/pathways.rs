@@ -1,6 +1,6 @@
 //! `arf pathways list` and `arf pathways show NAME`: the catalog the executor runs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -30,15 +30,13 @@ pub enum PathwaysCommand {
     },
 }
 
-fn catalog_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        let deployed = Path::new(".arf/config/pathways");
-        if deployed.is_dir() { deployed.to_owned() } else { PathBuf::from("examples/pathways") }
-    })
+/// The catalog: the one given, else the deployment's executor's, else the bundled examples.
+fn catalog_dir(given: Option<PathBuf>, deployed: Option<PathBuf>) -> PathBuf {
+    given.or(deployed).unwrap_or_else(|| PathBuf::from("examples/pathways"))
 }
 
-fn load(given: Option<PathBuf>) -> Result<Catalog> {
-    let dir = catalog_dir(given);
+fn load(given: Option<PathBuf>, deployed: Option<PathBuf>) -> Result<Catalog> {
+    let dir = catalog_dir(given, deployed);
     Catalog::load_dir(&dir).with_context(|| format!("cannot load the catalog in `{}`", dir.display()))
 }
 
@@ -50,10 +48,10 @@ fn summary(p: &Pathway, digest: &str) -> serde_json::Value {
     })
 }
 
-pub fn run(command: PathwaysCommand) -> Result<ExitCode> {
+pub fn run(command: PathwaysCommand, deployed: Option<PathBuf>) -> Result<ExitCode> {
     match command {
         PathwaysCommand::List { catalog, json } => {
-            let catalog = load(catalog)?;
+            let catalog = load(catalog, deployed)?;
             if json {
                 let all: Vec<_> = catalog.pathways().map(|p| summary(p, catalog.digest(&p.name).unwrap_or_default())).collect();
                 println!("{}", serde_json::to_string_pretty(&all)?);
@@ -75,7 +73,7 @@ pub fn run(command: PathwaysCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PathwaysCommand::Show { name, catalog, json } => {
-            let catalog = load(catalog)?;
+            let catalog = load(catalog, deployed)?;
             let Some(pathway) = catalog.get(&name) else {
                 eprintln!("error: unknown pathway `{name}`; `arf pathways list` shows the catalog");
                 return Ok(ExitCode::from(crate::exit::FAILURE));

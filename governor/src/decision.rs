@@ -262,10 +262,17 @@ pub enum Progress {
     Approved,
 }
 
-fn check_open(decision: &Decision, caller: &Caller, now_ms: i64) -> Result<(), OversightError> {
-    if !caller.role.is_human() {
-        return Err(OversightError::NotHuman { identity: caller.name.clone(), role: caller.role.as_str().to_owned() });
+/// Only people approve or reject: processes never may.
+pub fn check_person(caller: &Caller) -> Result<(), OversightError> {
+    if caller.role.is_human() {
+        Ok(())
+    } else {
+        Err(OversightError::NotHuman { identity: caller.name.clone(), role: caller.role.as_str().to_owned() })
     }
+}
+
+fn check_open(decision: &Decision, caller: &Caller, now_ms: i64) -> Result<(), OversightError> {
+    check_person(caller)?;
     if decision.state != State::Pending {
         return Err(OversightError::NotPending {
             decision_id: decision.decision_id.clone(),

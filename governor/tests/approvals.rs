@@ -31,10 +31,10 @@ async fn production_waits_for_one_oncall_approval_then_runs() {
     let explanation = h.explain("alice", &id).await.unwrap();
     assert!(explanation.text.contains("waits for 1 more approval from role admin or oncall"), "{}", explanation.text);
 
-    // The proposer cannot approve its own decision, nor can a dashboard.
+    // The proposer cannot approve its own decision (it is not a person), nor can a dashboard.
     let own = h.approve("agent", &id).await.unwrap_err();
     assert_eq!(own.code(), Code::PermissionDenied);
-    assert!(own.message().contains("`agent` asked for decision"), "{}", own.message());
+    assert!(own.message().contains("only people may approve or reject; `agent` has role `agent`"), "{}", own.message());
     let tooling = h.approve("dash", &id).await.unwrap_err();
     assert_eq!(tooling.code(), Code::PermissionDenied);
     assert!(tooling.message().contains("only people may approve"), "{}", tooling.message());

@@ -659,6 +659,7 @@ impl Governor for Service {
 
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Result<Response<pb::Decision>, Status> {
         let caller = self.shared.authenticate(&request)?;
+        decision::check_person(&caller).map_err(status::oversight)?;
         let request = request.into_inner();
         let entry = self.find(&request.decision_id).await?;
         // The decision stays locked until the approval is logged and counted, so two
@@ -720,6 +721,8 @@ impl Governor for Service {
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Result<Response<pb::Decision>, Status> {
         let caller = self.shared.authenticate(&request)?;
+        // Who may not decide is told so before learning whether the decision exists.
+        decision::check_person(&caller).map_err(status::oversight)?;
         let request = request.into_inner();
         if request.reason.trim().is_empty() {
             return Err(status::oversight(decision::OversightError::MissingReason));
