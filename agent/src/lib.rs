@@ -121,7 +121,7 @@ pub async fn serve(
     });
 
     let ready = Arc::clone(&agent);
-    let endpoint = arf_proto::metrics::Endpoint { service: "agent", identities: scrapers, ready: Arc::new(move || ready.is_ready()) };
+    let endpoint = arf_proto::metrics::Endpoint { service: "agent", identities: scrapers, ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), move || ready.is_ready()) };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -70,6 +70,14 @@ async fn prometheus_scrapes_every_service_over_tls_with_a_token() {
     assert_eq!(https.get(format!("https://{agent_metrics}/metrics")).bearer_auth(plane.token("alertmanager")).send().await.unwrap().status(), 403, "a signal source reads no metrics");
     assert_eq!(https.get(format!("https://{agent_metrics}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(https.get(format!("https://{agent_metrics}/readyz")).send().await.unwrap().status(), 200);
+    // A rotated key that does not load: the last good one still serves, and the
+    // agent reports itself not ready until the files load again.
+    let key = plane.certs().join("agent.key");
+    let good = std::fs::read(&key).unwrap();
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\ncut off").unwrap();
+    assert_eq!(https.get(format!("https://{agent_metrics}/readyz")).send().await.unwrap().status(), 503);
+    std::fs::write(&key, &good).unwrap();
+    assert_eq!(https.get(format!("https://{agent_metrics}/readyz")).send().await.unwrap().status(), 200);
 
     let targets: Vec<String> = ["audit", "agent", "governor", "executor"].iter().map(|r| format!("'{}'", metrics_addr(&plane, r))).collect();
     let dir = tempfile::tempdir().unwrap();

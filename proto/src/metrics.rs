@@ -134,6 +134,15 @@ pub fn render() -> String {
     out
 }
 
+/// Readiness that also needs the server's certificate files in step ([`crate::tls::ServerTls::in_step`]).
+pub fn ready_with_tls(tls: Option<Arc<crate::tls::ServerTls>>, ready: impl Fn() -> bool + Send + Sync + 'static) -> Arc<dyn Fn() -> bool + Send + Sync> {
+    Arc::new(move || {
+        let in_step = tls.as_ref().is_none_or(|t| t.in_step());
+        set("arf_tls_files_in_step", "1 when the certificate files on disk are the ones served; 0 while a change does not load.", &[], if in_step { 1.0 } else { 0.0 });
+        in_step && ready()
+    })
+}
+
 /// What the endpoint needs: who may scrape, and whether the service is ready.
 #[derive(Clone)]
 pub struct Endpoint {

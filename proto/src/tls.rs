@@ -96,6 +96,14 @@ impl<C> Reloading<C> {
         }
         Arc::clone(&current.0)
     }
+
+    /// Whether the files on disk are the ones in use (reloading them first if they
+    /// changed): false while a change does not load and the last good ones serve.
+    fn in_step(&self) -> bool {
+        let _ = self.current();
+        let current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        stamps(&self.files) == current.1
+    }
 }
 
 fn server_config(files: &TlsFiles, client_auth: bool, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
@@ -124,6 +132,12 @@ impl ServerTls {
     /// For a gRPC server: HTTP/2, and a client certificate from the CA required.
     pub fn grpc(files: &TlsFiles) -> Result<Self, TlsError> {
         Ok(Self(Reloading::load(files, |f| server_config(f, true, b"h2"))?))
+    }
+
+    /// Whether the certificate files on disk are the ones served: a rotation that
+    /// does not load makes the service not ready (`/readyz`), not silently stale.
+    pub fn in_step(&self) -> bool {
+        self.0.in_step()
     }
 
     /// For the webhook port: HTTP/1.1, server certificate only (senders authenticate

@@ -60,7 +60,8 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     let authenticator = arf_proto::auth::Authenticator::new("the test server", arf_core::identity::Identities::default(), true);
     let router = arf_proto::server::builder(authenticator).add_service(health);
-    tokio::spawn(arf_proto::server::serve(router, listener, Some(server_tls), std::future::pending()));
+    tokio::spawn(arf_proto::server::serve(router, listener, Some(Arc::clone(&server_tls)), std::future::pending()));
+    assert!(server_tls.in_step());
 
     let client = ClientTls::load(&client_files).unwrap();
     let to_governor = Dial::to(Some(&client), Role::Governor);
@@ -72,9 +73,15 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     assert!(!healthy(addr, &to_governor).await, "the new certificate is served at once");
     assert!(healthy(addr, &Dial::to(Some(&client), Role::Executor)).await, "and it is the executor's");
 
-    // A half-written key keeps the last good certificate in service.
+    assert!(server_tls.in_step());
+
+    // A half-written key keeps the last good certificate in service, and says so:
+    // the files are not in step (the service reports not ready) until they load.
     std::fs::write(&server_files.key_file, "-----BEGIN PRIVATE KEY-----\ntruncated").unwrap();
     assert!(healthy(addr, &Dial::to(Some(&client), Role::Executor)).await, "the last good certificate stays");
+    assert!(!server_tls.in_step(), "a change that does not load is visible");
+    issue(&ca, dir.path(), "server", Role::Executor);
+    assert!(server_tls.in_step(), "and in step again once the files load");
 
     // The client side reloads too: its certificate replaced by one from another CA is refused.
     let other = new_ca();

@@ -292,7 +292,7 @@ pub async fn serve(
     }
     let tls = arf_proto::tls::Loaded::load(&config.transport().map_err(anyhow::Error::msg)?)?;
     let callers = identities(&config)?;
-    let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: Arc::new(|| true) };
+    let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), || true) };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the audit log", callers, tls.server.is_some());
     let writers = config.writers.keys().cloned().collect();

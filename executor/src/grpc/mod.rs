@@ -78,7 +78,7 @@ pub async fn serve(
     if loaded.identities.is_empty() {
         warn!("`executor.identities` is empty: every call to the executor is refused, the governor's too");
     }
-    let endpoint = arf_proto::metrics::Endpoint { service: "executor", identities: Arc::new(loaded.identities.clone()), ready: Arc::new(|| true) };
+    let endpoint = arf_proto::metrics::Endpoint { service: "executor", identities: Arc::new(loaded.identities.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), || true) };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone(), tls.server.is_some());
     let n_pathways = loaded.catalog.len();

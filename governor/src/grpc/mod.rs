@@ -852,7 +852,7 @@ pub async fn serve_with_clock(
     let endpoint = arf_proto::metrics::Endpoint {
         service: "governor",
         identities: Arc::new(shared.callers.clone()),
-        ready: Arc::new(move || ready.restored.load(std::sync::atomic::Ordering::SeqCst)),
+        ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), move || ready.restored.load(std::sync::atomic::Ordering::SeqCst)),
     };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
