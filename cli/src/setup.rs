@@ -119,23 +119,19 @@ pub struct Ports {
     pub webhook: SocketAddr,
     pub governor: SocketAddr,
     pub executor: SocketAddr,
-    /// Each service's metrics and health endpoint: audit, agent, governor, executor.
-    pub metrics: [SocketAddr; 4],
+    /// Each service's metrics and health endpoint: audit, agent, governor, executor
+    /// (none for the demo and the evaluation harness, which do not need them).
+    pub metrics: Option<[SocketAddr; 4]>,
 }
 
 impl Ports {
     /// Ports the system has free now, on loopback: for the demo and the evaluation
-    /// harness, which run beside whatever else listens.
+    /// harness, which run beside whatever else listens. No metrics endpoints: every
+    /// port picked this way can be taken by someone else before the service binds
+    /// it, so they pick no more than they use.
     pub fn free() -> Result<Self> {
         let free = || -> Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
-        Ok(Self {
-            audit: free()?,
-            agent: free()?,
-            webhook: free()?,
-            governor: free()?,
-            executor: free()?,
-            metrics: [free()?, free()?, free()?, free()?],
-        })
+        Ok(Self { audit: free()?, agent: free()?, webhook: free()?, governor: free()?, executor: free()?, metrics: None })
     }
 }
 
@@ -148,7 +144,7 @@ impl Default for Ports {
             webhook: at(7480),
             governor: at(7402),
             executor: at(7403),
-            metrics: [at(7410), at(7411), at(7412), at(7413)],
+            metrics: Some([at(7410), at(7411), at(7412), at(7413)]),
         }
     }
 }
@@ -305,8 +301,10 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     // Mutual TLS between the services, each with its own certificate (`arf certs init`),
     // and each its metrics and health endpoint.
     let sections = [(&mut audit, "audit"), (&mut agent, "agent"), (&mut governor, "governor"), (&mut executor, "executor")];
-    for ((section, role), metrics) in sections.into_iter().zip(ports.metrics) {
-        section.insert("metrics_listen".into(), string(metrics.to_string()));
+    for (i, (section, role)) in sections.into_iter().enumerate() {
+        if let Some(metrics) = ports.metrics {
+            section.insert("metrics_listen".into(), string(metrics[i].to_string()));
+        }
         let files = layout.tls(role);
         let mut mtls = Table::new();
         mtls.insert("ca_file".into(), path(files.ca_file));

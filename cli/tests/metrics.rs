@@ -51,6 +51,7 @@ async fn wait_for(base: &str, expr: &str, done: impl Fn(&[Value]) -> bool) -> Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_every_service_over_tls_with_a_token() {
     let mut plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    plane.enable_metrics();
     let created = Command::new(env!("CARGO_BIN_EXE_arf"))
         .args(["token", "create", "prometheus", "--role", "tooling", "--config"])
         .arg(&plane.config)

@@ -60,10 +60,10 @@ pub enum Transport {
 /// `peers`) must then be a loopback address. `section` names the section in errors.
 pub fn transport(section: &str, tls: Option<&TlsFiles>, insecure_loopback_only: bool, listen: &[SocketAddr], peers: &[&str]) -> Result<Transport, String> {
     match (tls, insecure_loopback_only) {
-        (Some(_), true) => Err(format!("`{section}.tls` and `{section}.insecure_loopback_only` are both set: choose one")),
+        (Some(_), true) => Err(format!("`{section}.mtls` and `{section}.insecure_loopback_only` are both set: choose one")),
         (Some(files), false) => Ok(Transport::Tls(files.clone())),
         (None, false) => Err(format!(
-            "`{section}.tls` is not set: services talk over mutual TLS (`arf certs init` makes a CA and certificates); \
+            "`{section}.mtls` is not set: services talk over mutual TLS (`arf certs init` makes a CA and certificates); \
              plain text needs `{section}.insecure_loopback_only = true`, and then only on loopback"
         )),
         (None, true) => {
@@ -108,7 +108,8 @@ mod tests {
         let public: SocketAddr = "10.0.0.5:7401".parse().unwrap();
         let files = TlsFiles::in_dir(std::path::Path::new("/c"), "agent");
         assert_eq!(transport("agent", Some(&files), false, &[public], &["10.0.0.6:7400"]), Ok(Transport::Tls(files.clone())));
-        assert!(transport("agent", None, false, &[local], &[]).unwrap_err().contains("insecure_loopback_only = true"));
+        let missing = transport("agent", None, false, &[local], &[]).unwrap_err();
+        assert!(missing.contains("`agent.mtls` is not set") && missing.contains("insecure_loopback_only = true"), "{missing}");
         assert!(transport("agent", Some(&files), true, &[local], &[]).unwrap_err().contains("choose one"));
         assert!(transport("agent", None, true, &[public], &[]).unwrap_err().contains("`10.0.0.5:7401` is not a loopback address"));
         assert!(transport("agent", None, true, &[local], &["db.example:7400"]).unwrap_err().contains("clear text"));

@@ -104,9 +104,10 @@ impl Plane {
         set("governor", "executor_addr", addr("executor").into());
         set("executor", "listen", addr("executor").into());
         set("executor", "audit_addr", addr("audit").into());
-        // Each plane's metrics endpoints on ports of their own, so tests run side by side.
+        // No metrics endpoints unless a test asks (`enable_metrics`): each port picked
+        // free here may be taken by another test before the service binds it.
         for section in ["audit", "agent", "governor", "executor"] {
-            set(section, "metrics_listen", free_port().to_string().into());
+            root.get_mut(section).unwrap().as_table_mut().unwrap().remove("metrics_listen");
         }
         let target: toml::Table = toml::from_str(&format!(
             "service = \"worker\"\nenvironment = \"staging\"\nkind = \"service\"\n[facts]\nurl = \"{target_url}\"\n"
@@ -166,6 +167,15 @@ impl Plane {
             assert!(Instant::now() < deadline, "{role} did not become healthy; log:\n{}", self.log(role));
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Gives each service a metrics endpoint on a free port (before the services start).
+    pub fn enable_metrics(&self) {
+        let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        for section in ["audit", "agent", "governor", "executor"] {
+            root.get_mut(section).unwrap().as_table_mut().unwrap().insert("metrics_listen".into(), free_port().to_string().into());
+        }
+        std::fs::write(&self.config, toml::to_string(&root).unwrap()).unwrap();
     }
 
     /// Stops `role` (SIGKILL) and waits until it has exited, so its ports are free.
