@@ -149,6 +149,12 @@ pub struct Config {
     /// Signals about one service join its open incident for this long.
     #[serde(default = "default_group_window")]
     pub group_window_secs: u64,
+    /// How long a new incident gathers signals before its diagnosis takes the
+    /// snapshot (Alertmanager's `group_wait`). 0, the default, diagnoses at once:
+    /// what arrived in the same request or ingest batch is gathered all the same,
+    /// and Alertmanager has already waited its own `group_wait`.
+    #[serde(default)]
+    pub group_wait_secs: u64,
     /// Changes this long before an incident opened are context for it.
     #[serde(default = "default_change_lookback")]
     pub change_lookback_secs: u64,

@@ -1,8 +1,19 @@
 //! Grouping signals into incidents: pure state, time passed in.
 //!
-//! Firing alerts, findings and detections about one service in one environment
-//! join that service's open incident while it is younger than the grouping
-//! window; a repeat of a fingerprint already in the incident is a duplicate.
+//! The rule, in order, for a firing alert, finding or detection about one service
+//! in one environment and family (alerts, findings, detections):
+//! 1. It joins the newest incident of that key, younger than the grouping window
+//!    and not resolved, that already holds it: the same fingerprint, or the same
+//!    alert (`alertname`, else title) from another replica or instance. A repeat of
+//!    a fingerprint with the same status is a duplicate.
+//! 2. Otherwise it joins the newest such incident whose diagnosis has not yet taken
+//!    its snapshot (state `open`): it arrived with the alerts that opened it, so the
+//!    diagnosis sees it. The diagnosis waits for signals being logged into its
+//!    incident before it takes the snapshot ([`Incident::in_flight`]).
+//! 3. Otherwise it opens a new incident, with a diagnosis of its own. An alert is
+//!    never absorbed by an incident whose diagnosis cannot see it: not by one being
+//!    diagnosed, proposed, escalated or resolved.
+//!
 //! Change events open no incident: they are context for the incidents they precede.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -60,6 +71,10 @@ pub struct Incident {
     pub model_calls: u32,
     /// What kind of signals it groups: `alert` (alerts and events), `finding` or `detection`.
     pub family: String,
+    /// Signals planned into this incident whose batch is not yet logged and
+    /// applied: its diagnosis waits for them before it takes the snapshot.
+    #[serde(skip)]
+    pub in_flight: u32,
 }
 
 /// The family a signal groups by: an alert never joins a scanner's finding, nor a
@@ -104,6 +119,12 @@ impl Incident {
     fn all_resolved(&self) -> bool {
         self.signals.values().all(|s| s.status == SignalStatus::Resolved)
     }
+
+    /// Whether the incident already holds this signal: its fingerprint, or the
+    /// same alert from another replica or instance.
+    fn holds(&self, signal: &Signal) -> bool {
+        self.signals.contains_key(&signal.fingerprint) || self.signals.values().any(|s| identity(s) == identity(signal))
+    }
 }
 
 /// Where one signal went.
@@ -129,7 +150,8 @@ impl Placement {
 #[derive(Debug, Clone)]
 pub struct Incidents {
     pub by_id: BTreeMap<String, Incident>,
-    open_by_key: HashMap<Key, String>,
+    /// The incidents of each key that may still take signals, oldest first.
+    open_by_key: HashMap<Key, Vec<String>>,
     pub changes: VecDeque<Signal>,
     window_ms: i64,
 }
@@ -139,33 +161,69 @@ impl Incidents {
         Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), window_ms }
     }
 
-    /// Places one signal; `new_id` names an incident if one must be opened.
-    pub fn place(&mut self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
-        let placement = self.decide(signal, now_ms, new_id);
-        self.apply(signal, &placement, now_ms);
-        placement
+    /// Places one signal, as a batch of its own; `new_id` names an incident if one
+    /// must be opened.
+    pub fn place(&mut self, signal: &Signal, now_ms: i64, new_id: impl FnMut() -> String) -> Placement {
+        self.place_batch(std::slice::from_ref(signal), now_ms, new_id).pop().unwrap_or(Placement::Change)
     }
 
-    /// Where `signal` goes, without placing it.
+    /// Plans and applies one batch of signals, as the agent's ingest does once the
+    /// log holds them.
+    pub fn place_batch(&mut self, signals: &[Signal], now_ms: i64, new_id: impl FnMut() -> String) -> Vec<Placement> {
+        let planned = self.plan(signals, now_ms, new_id);
+        for (signal, plan) in signals.iter().zip(&planned) {
+            self.apply(signal, &plan.placement, now_ms);
+        }
+        planned.into_iter().map(|p| p.placement).collect()
+    }
+
+    /// The incidents of `key` that may still take signals: younger than the window
+    /// and not resolved, newest first.
+    fn candidates<'a>(&'a self, key: &Key, now_ms: i64) -> impl Iterator<Item = &'a Incident> + 'a {
+        let window_ms = self.window_ms;
+        self.open_by_key
+            .get(key)
+            .into_iter()
+            .flat_map(|ids| ids.iter().rev())
+            .filter_map(|id| self.by_id.get(id))
+            .filter(move |i| now_ms - i.opened_at_ms <= window_ms && i.state != IncidentState::Resolved)
+    }
+
+    /// Where `signal` goes, without placing it (the rule is in the module's documentation).
     fn decide(&self, signal: &Signal, now_ms: i64, new_id: impl FnOnce() -> String) -> Placement {
-        // Changes, and informational events, are context: they open no incident.
         if is_context(signal) {
             return Placement::Change;
         }
         let key = key(signal);
-        if let Some(incident) = self.open_by_key.get(&key).and_then(|id| self.by_id.get(id)) {
-            let fresh = now_ms - incident.opened_at_ms <= self.window_ms;
-            // An escalated incident keeps its own alerts (firing again, resolving,
-            // or the same alert from another replica) but takes no other: a new
-            // alert there would never be diagnosed.
-            let known = incident.signals.contains_key(&signal.fingerprint)
-                || incident.signals.values().any(|s| identity(s) == identity(signal));
-            if fresh && incident.state != IncidentState::Resolved && (incident.state != IncidentState::Escalated || known) {
+        let target = self.candidates(&key, now_ms).find(|i| i.holds(signal)).or_else(|| self.candidates(&key, now_ms).find(|i| i.state == IncidentState::Open));
+        match target {
+            Some(incident) => {
                 let duplicate = incident.signals.get(&signal.fingerprint).is_some_and(|s| s.status == signal.status);
-                return Placement::Joined { incident_id: incident.id.clone(), duplicate };
+                Placement::Joined { incident_id: incident.id.clone(), duplicate }
+            }
+            None => Placement::Opened { incident_id: new_id() },
+        }
+    }
+
+    /// Forgets, for grouping, the incidents of `key` that can take no more signals.
+    fn prune(&mut self, key: &Key, now_ms: i64) {
+        let Some(ids) = self.open_by_key.get_mut(key) else { return };
+        ids.retain(|id| self.by_id.get(id).is_some_and(|i| now_ms - i.opened_at_ms <= self.window_ms && i.state != IncidentState::Resolved));
+        if ids.is_empty() {
+            self.open_by_key.remove(key);
+        }
+    }
+
+    /// Holds (`true`) or releases the incidents a plan places signals into, so no
+    /// diagnosis takes its snapshot between the plan and its application.
+    pub fn hold(&mut self, planned: &[Planned], hold: bool) {
+        for plan in planned {
+            if let Placement::Joined { incident_id, .. } = &plan.placement
+                && let Some(incident) = self.by_id.get_mut(incident_id)
+            {
+                incident.in_flight = if hold { incident.in_flight.saturating_add(1) } else { incident.in_flight.saturating_sub(1) };
             }
         }
-        Placement::Opened { incident_id: new_id() }
     }
 
     /// Places `signal` where `placement` says, as decided earlier (and logged):
@@ -189,9 +247,7 @@ impl Incidents {
                     incident.state = IncidentState::Resolved;
                     incident.reason = "every alert in the incident resolved".to_owned();
                     let key = (incident.environment.clone(), incident.service.clone(), incident.family.clone());
-                    if self.open_by_key.get(&key) == Some(incident_id) {
-                        self.open_by_key.remove(&key);
-                    }
+                    self.prune(&key, now_ms);
                 }
             }
             Placement::Opened { incident_id } => {
@@ -214,13 +270,14 @@ impl Incidents {
                     diagnoses: 0,
                     model_calls: 0,
                     family: key.2.clone(),
+                    in_flight: 0,
                 };
-                if incident.state == IncidentState::Resolved {
-                    self.open_by_key.remove(&key);
-                } else {
-                    self.open_by_key.insert(key, incident_id.clone());
-                }
+                let resolved = incident.state == IncidentState::Resolved;
                 self.by_id.insert(incident_id.clone(), incident);
+                if !resolved {
+                    self.open_by_key.entry(key.clone()).or_default().push(incident_id.clone());
+                }
+                self.prune(&key, now_ms);
             }
         }
     }
@@ -234,14 +291,17 @@ impl Incidents {
         let mut resolved: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut planned = Vec::with_capacity(signals.len());
         for signal in signals {
-            if !is_context(signal)
-                && copied.insert(key(signal))
-                && let Some(incident) = self.open_by_key.get(&key(signal)).and_then(|id| self.by_id.get(id))
-            {
-                scratch.open_by_key.insert(key(signal), incident.id.clone());
-                scratch.by_id.insert(incident.id.clone(), incident.clone());
+            if !is_context(signal) && copied.insert(key(signal)) {
+                let key = key(signal);
+                for incident in self.candidates(&key, now_ms) {
+                    scratch.by_id.insert(incident.id.clone(), incident.clone());
+                }
+                let mut ids: Vec<String> = self.candidates(&key, now_ms).map(|i| i.id.clone()).collect();
+                ids.reverse();
+                scratch.open_by_key.insert(key, ids);
             }
-            let placement = scratch.place(signal, now_ms, &mut new_id);
+            let placement = scratch.decide(signal, now_ms, &mut new_id);
+            scratch.apply(signal, &placement, now_ms);
             // An incident that was not resolved before this plan and is now: its
             // resolution is logged once, with the signal that resolved it.
             let resolves = match &placement {
@@ -312,9 +372,12 @@ impl Incidents {
                                     diagnoses: 0,
                                     model_calls: 0,
                                     family: family.clone(),
+                                    in_flight: 0,
                                 },
                             );
-                            self.open_by_key.insert((environment, service, family), id);
+                            let key = (environment, service, family);
+                            self.open_by_key.entry(key.clone()).or_default().push(id);
+                            self.prune(&key, record.time_ms);
                         }
                         event => {
                             let Some(incident) = self.by_id.get_mut(&id) else { return Ok(()) };
@@ -336,7 +399,8 @@ impl Incidents {
                             }
                             incident.updated_at_ms = record.time_ms;
                             if incident.state == IncidentState::Resolved {
-                                self.open_by_key.remove(&(incident.environment.clone(), incident.service.clone(), incident.family.clone()));
+                                let key = (incident.environment.clone(), incident.service.clone(), incident.family.clone());
+                                self.prune(&key, record.time_ms);
                             }
                         }
                     }
@@ -457,6 +521,52 @@ mod tests {
         replica.fingerprint = replica.compute_fingerprint();
         let joined = incidents.place(&replica, 40, || "inc-x".into());
         assert_eq!(joined, Placement::Joined { incident_id: "inc-2".into(), duplicate: false }, "the same alert from another replica");
+    }
+
+    #[test]
+    fn an_incident_past_its_snapshot_takes_only_its_own_alerts() {
+        for state in [IncidentState::Diagnosing, IncidentState::Proposed] {
+            let mut incidents = Incidents::new(60_000);
+            incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 0, || "inc-1".into());
+            incidents.by_id.get_mut("inc-1").unwrap().state = state;
+            let repeat = incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 10, || "inc-x".into());
+            assert_eq!(repeat, Placement::Joined { incident_id: "inc-1".into(), duplicate: true }, "{state:?}");
+            let unrelated = incidents.place(&signal("HighMemoryLoad", "web", SignalStatus::Firing), 20, || "inc-2".into());
+            assert_eq!(unrelated, Placement::Opened { incident_id: "inc-2".into() }, "{state:?}: its diagnosis would never see it");
+            // Each alert keeps going to the incident that holds it, whichever is newer.
+            let old = incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 30, || "inc-x".into());
+            assert_eq!(old.incident_id(), "inc-1", "{state:?}");
+            let new = incidents.place(&signal("HighMemoryLoad", "web", SignalStatus::Firing), 40, || "inc-x".into());
+            assert_eq!(new.incident_id(), "inc-2", "{state:?}");
+            // The first resolves; the second still groups its own alerts.
+            incidents.place(&signal("HighErrorRate", "web", SignalStatus::Resolved), 50, || "inc-x".into());
+            assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Resolved);
+            let again = incidents.place(&signal("HighMemoryLoad", "web", SignalStatus::Firing), 60, || "inc-x".into());
+            assert_eq!(again.incident_id(), "inc-2", "{state:?}");
+        }
+    }
+
+    #[test]
+    fn one_batch_opens_one_incident_for_the_alerts_it_brings() {
+        let mut incidents = Incidents::new(60_000);
+        let batch = [signal("HighErrorRate", "web", SignalStatus::Firing), signal("HighLatency", "web", SignalStatus::Firing), signal("Down", "api", SignalStatus::Firing)];
+        let mut n = 0;
+        let placed = incidents.place_batch(&batch, 0, || { n += 1; format!("inc-{n}") });
+        assert_eq!(placed[0], Placement::Opened { incident_id: "inc-1".into() });
+        assert_eq!(placed[1], Placement::Joined { incident_id: "inc-1".into(), duplicate: false });
+        assert_eq!(placed[2], Placement::Opened { incident_id: "inc-2".into() });
+    }
+
+    #[test]
+    fn a_plan_holds_the_incidents_it_joins_until_released() {
+        let mut incidents = Incidents::new(60_000);
+        incidents.place(&signal("HighErrorRate", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        let planned = incidents.plan(&[signal("HighLatency", "web", SignalStatus::Firing)], 10, || "inc-x".into());
+        assert_eq!(planned[0].placement, Placement::Joined { incident_id: "inc-1".into(), duplicate: false }, "the snapshot is not taken yet");
+        incidents.hold(&planned, true);
+        assert_eq!(incidents.by_id["inc-1"].in_flight, 1, "a diagnosis waits for it");
+        incidents.hold(&planned, false);
+        assert_eq!(incidents.by_id["inc-1"].in_flight, 0);
     }
 
     #[test]

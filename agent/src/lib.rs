@@ -87,6 +87,7 @@ pub async fn serve(
         scopes: config.sender_scopes(),
         budget,
         group_window_ms: i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        group_wait: std::time::Duration::from_secs(config.group_wait_secs),
         max_diagnoses: config.max_diagnoses_per_incident,
         max_model_calls: config.max_model_calls_per_incident,
     };

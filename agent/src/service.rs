@@ -67,6 +67,11 @@ pub struct Agent {
     ready: std::sync::atomic::AtomicBool,
     /// The queue of the task that places and logs signals, started by the first request.
     batcher: std::sync::OnceLock<tokio::sync::mpsc::Sender<Pending>>,
+    /// Woken whenever a batch of signals is applied or given up: a diagnosis
+    /// waiting for signals in flight into its incident looks again.
+    settled: tokio::sync::Notify,
+    /// How long a new incident gathers signals before its snapshot.
+    group_wait: std::time::Duration,
 }
 
 /// How many requests may wait for the batcher before senders wait too.
@@ -111,6 +116,7 @@ pub struct Settings {
     pub scopes: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
     pub budget: Budget,
     pub group_window_ms: i64,
+    pub group_wait: std::time::Duration,
     pub max_diagnoses: u32,
     pub max_model_calls: u32,
 }
@@ -132,6 +138,8 @@ impl Agent {
             max_model_calls: settings.max_model_calls,
             ready: std::sync::atomic::AtomicBool::new(false),
             batcher: std::sync::OnceLock::new(),
+            settled: tokio::sync::Notify::new(),
+            group_wait: settings.group_wait,
         }
     }
 
@@ -246,7 +254,12 @@ impl Agent {
             return;
         }
         // Only the plan is made under the lock: CPU work on the incidents touched.
-        let planned = self.incidents.lock().await.plan(&owned, now, || random_id("inc"));
+        let planned = {
+            let mut incidents = self.incidents.lock().await;
+            let planned = incidents.plan(&owned, now, || random_id("inc"));
+            incidents.hold(&planned, true);
+            planned
+        };
         let mut entries = Vec::with_capacity(owned.len() + 1);
         for ((signal, plan), sender) in owned.iter().zip(&planned).zip(&senders) {
             let incident_id = plan.placement.incident_id().to_owned();
@@ -278,6 +291,8 @@ impl Agent {
             Ok(logged) => logged,
             Err(error) => {
                 // Nothing was applied, so nothing is lost: every request is told to retry.
+                self.incidents.lock().await.hold(&planned, false);
+                self.settled.notify_waiters();
                 for pending in batch {
                     let _ = pending.reply.send(Err(IngestError::Audit(error.clone())));
                 }
@@ -290,7 +305,9 @@ impl Agent {
             for (signal, plan) in owned.iter().zip(&planned) {
                 incidents.apply(signal, &plan.placement, now);
             }
+            incidents.hold(&planned, false);
         }
+        self.settled.notify_waiters();
         let mut seqs = logged.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.seq);
         let mut plans = planned.iter();
         for pending in batch {
@@ -373,6 +390,15 @@ impl Agent {
     }
 
     async fn diagnose(&self, incident_id: &str) {
+        // A new incident gathers what arrives within `group_wait` of its opening.
+        if !self.group_wait.is_zero() {
+            let opened_at_ms = self.incidents.lock().await.by_id.get(incident_id).map(|i| i.opened_at_ms);
+            if let Some(opened_at_ms) = opened_at_ms {
+                let waited = u64::try_from(arf_core::time::now_ms().saturating_sub(opened_at_ms)).unwrap_or(0);
+                let wait = self.group_wait.saturating_sub(std::time::Duration::from_millis(waited));
+                tokio::time::sleep(wait).await;
+            }
+        }
         // Incident memory: what happened in similar past incidents, from the log.
         let similar: Vec<Incident> = {
             let incidents = self.incidents.lock().await;
@@ -386,9 +412,19 @@ impl Agent {
                 Err(error) => warn!(%incident_id, past = %other.id, %error, "cannot read a past incident's trail"),
             }
         }
-        let prepared = {
+        let prepared = loop {
             let mut incidents = self.incidents.lock().await;
             let Some(incident) = incidents.by_id.get(incident_id).cloned() else { return };
+            // Signals planned into this incident but not yet logged would miss the
+            // snapshot: wait until their batch is applied (or given up).
+            if incident.in_flight > 0 {
+                let settled = self.settled.notified();
+                let mut settled = std::pin::pin!(settled);
+                settled.as_mut().enable();
+                drop(incidents);
+                settled.await;
+                continue;
+            }
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
                 self.escalate(incident_id, "the incident reached its bound on diagnoses").await;
@@ -400,7 +436,7 @@ impl Agent {
                 stored.state = IncidentState::Diagnosing;
                 stored.snapshot_hash = snapshot.hash();
             }
-            (incident, snapshot)
+            break (incident, snapshot);
         };
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();

@@ -63,6 +63,7 @@ async fn start(audit_up: bool) -> Running {
         scripted_dir: Some(examples().join("scripted")),
         runbooks_dir: None,
         group_window_secs: 1800,
+        group_wait_secs: 0,
         change_lookback_secs: 7200,
         max_snapshot_items: 50,
         max_snapshot_tokens: 6000,

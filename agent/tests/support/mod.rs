@@ -239,6 +239,7 @@ pub async fn start_agent(
         openai: None,
         noisy: None,
         group_window_secs: 1800,
+        group_wait_secs: 0,
         change_lookback_secs: 7200,
         max_snapshot_items: 50,
         max_snapshot_tokens: 6000,
