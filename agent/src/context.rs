@@ -150,7 +150,7 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
 /// of those kinds from any other writer is not believed.
 pub fn past_outcome(incident: &Incident, trail: &[arf_audit_client::Record]) -> SnapshotItem {
     use arf_audit_client::RecordKind;
-    use arf_core::records::{DiagnosisRecord, DiagnosisStatus, OutcomeRecord};
+    use arf_core::records::{DecidedRecord, DecisionRecordKind, DiagnosisRecord, DiagnosisStatus, OutcomeRecord};
     // Read by type; a record that is not in its writer's format says nothing here.
     let diagnosis = trail
         .iter()
@@ -160,7 +160,12 @@ pub fn past_outcome(incident: &Incident, trail: &[arf_audit_client::Record]) -> 
         .find(|d| d.status == DiagnosisStatus::Grounded);
     let root_cause = diagnosis.as_ref().and_then(|d| d.hypotheses.first()).map_or("no grounded diagnosis", |h| h.root_cause.as_str());
     let pathway = diagnosis.as_ref().and_then(|d| d.proposal.as_ref()).map_or("none", |p| p.remediation.pathway.as_str());
-    let route = trail.iter().rev().filter(|r| r.writer == "governor").find_map(|r| r.payload["route"].as_str()).unwrap_or("none");
+    let route = trail
+        .iter()
+        .rev()
+        .filter(|r| r.kind == RecordKind::Decision && r.writer == "governor" && DecisionRecordKind::of(&r.payload) == DecisionRecordKind::Decided)
+        .find_map(|r| r.parse::<DecidedRecord>().ok())
+        .map_or("none", |d| d.decision.route.as_str());
     let outcome = trail
         .iter()
         .rev()
@@ -242,10 +247,15 @@ mod tests {
                 serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "verified", "detail": ""}),
             ),
         ];
+        // The same decision as made, once by the agent (not believed) and once by the governor.
+        let mut body = arf_core::fixtures::body();
+        body.route = arf_core::decision::Route::Approval;
+        let decided = arf_core::records::encode(&arf_core::fixtures::decided(&body, arf_core::decision::Route::Approval, 1, &[]));
+        let forged = [record("agent", arf_audit_client::RecordKind::Decision, decided.clone()), forged[1].clone()];
         let summary = past_outcome(&incident, &forged).summary;
         assert!(summary.contains("route `none`, outcome `no execution`"), "{summary}");
         let real = [
-            record("governor", arf_audit_client::RecordKind::Decision, serde_json::json!({"route": "approval"})),
+            record("governor", arf_audit_client::RecordKind::Decision, decided),
             record(
                 "executor",
                 arf_audit_client::RecordKind::Outcome,

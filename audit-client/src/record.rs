@@ -115,9 +115,9 @@ impl Record {
         arf_core::records::parse(&self.payload, self.seq, self.kind.as_str(), &self.writer)
     }
 
-    /// Checks that the payload is in its kind's format (`arf_core::records`). The
-    /// governor's own decision and event records are typed in the governor and
-    /// checked where it reads them; here only their envelope is.
+    /// Checks that the payload is in its kind's format (`arf_core::records`). A
+    /// decision's `policy_input` is the governor's policy contract, checked where
+    /// the governor reads it; here it must be an object.
     pub fn check_format(&self) -> Result<(), arf_core::records::Malformed> {
         use arf_core::records::{self as r, DecisionRecordKind};
         match self.kind {
@@ -128,7 +128,8 @@ impl Record {
             RecordKind::Decision => match DecisionRecordKind::of(&self.payload) {
                 DecisionRecordKind::Authorized => self.parse::<r::AuthorizedRecord>().map(drop),
                 DecisionRecordKind::State => self.parse::<r::DecisionStateRecord>().map(drop),
-                DecisionRecordKind::Decided | DecisionRecordKind::Event => Ok(()),
+                DecisionRecordKind::Decided => self.parse::<r::DecidedRecord>().map(drop),
+                DecisionRecordKind::Event => self.parse::<r::GovernanceEvent>().map(drop),
             },
             RecordKind::Approval => self.parse::<r::ApprovalRecord>().map(drop),
             RecordKind::ExecutionStarted => self.parse::<r::ExecutionStartedRecord>().map(drop),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::canonical;
+use crate::diagnosis::Remediation;
 
 /// Where the governor routes a proposal. Not `non_exhaustive`: a new route must
 /// break every `match` that decides what runs.
@@ -212,6 +213,300 @@ pub fn verify(signed: &SignedDecision, trusted: &[TrustedKey], now_ms: i64) -> R
         });
     }
     Ok(body)
+}
+
+// ------------------------------------------------------------- decisions as the governor logs them
+
+/// Where a decision stands. Not `non_exhaustive`: every state must be handled
+/// wherever states are shown or acted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Waiting for acknowledgment or approvals.
+    Pending,
+    /// Allowed (by policy alone, or with enough approvals), not yet signed.
+    Approved,
+    /// Signed, logged and being dispatched to the executor.
+    Authorized,
+    /// Policy said no; nothing runs, ever.
+    Denied,
+    /// A person said no; nothing runs.
+    Rejected,
+    /// Not enough approvals before the decision expired; nothing runs.
+    Expired,
+    /// Allowed, but the authorization could not be logged; nothing runs.
+    AuthorizationFailed,
+    /// The executor could not be reached before expiry, or refused the decision.
+    DispatchFailed,
+    /// The executor ran it and verification passed.
+    Verified,
+    /// Verification failed and the rollback worked.
+    RolledBack,
+    /// Verification failed and so did the rollback.
+    RollbackFailed,
+    /// The action itself failed.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Authorized => "authorized",
+            Self::Denied => "denied",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::AuthorizationFailed => "authorization_failed",
+            Self::DispatchFailed => "dispatch_failed",
+            Self::Verified => "verified",
+            Self::RolledBack => "rolled_back",
+            Self::RollbackFailed => "rollback_failed",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The state a logged name stands for.
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Approved,
+            Self::Authorized,
+            Self::Denied,
+            Self::Rejected,
+            Self::Expired,
+            Self::AuthorizationFailed,
+            Self::DispatchFailed,
+            Self::Verified,
+            Self::RolledBack,
+            Self::RollbackFailed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+
+    /// Whether a decision in this state stands in the way of a new decision for the
+    /// same action: it is live (waiting, approved, authorized), it succeeded, or
+    /// policy or a person said no (a repeat does not get to ask again). Only an action
+    /// whose attempt failed, rolled back, expired unrun or never reached the executor
+    /// may be decided again.
+    pub fn holds_action(self) -> bool {
+        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected)
+    }
+
+    /// Whether nothing more happens to a decision in this state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::Approved | Self::Authorized)
+    }
+
+    /// The state an executor outcome puts a decision in; `None` for an outcome that is not final.
+    pub fn from_outcome(outcome: &str) -> Option<Self> {
+        match outcome {
+            "verified" => Some(Self::Verified),
+            "rolled_back" => Some(Self::RolledBack),
+            "rollback_failed" => Some(Self::RollbackFailed),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What policy decided, checked against the output contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOutcome {
+    pub route: Route,
+    pub reasons: Vec<String>,
+    pub rules_fired: Vec<String>,
+    pub approvals_required: u32,
+    pub approver_roles: Vec<String>,
+    /// Evaluation errors; when there are any, the route is `deny`.
+    pub diagnostics: Vec<String>,
+}
+
+impl PolicyOutcome {
+    /// The outcome when policy cannot be evaluated or answers nonsense.
+    pub fn error(diagnostic: impl Into<String>) -> Self {
+        Self {
+            route: Route::Deny,
+            reasons: vec!["the policy could not be evaluated, so the governor denies the action".to_owned()],
+            rules_fired: Vec::new(),
+            approvals_required: 0,
+            approver_roles: Vec::new(),
+            diagnostics: vec![diagnostic.into()],
+        }
+    }
+}
+
+/// A decision and everything needed to explain it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    pub decision_id: String,
+    pub incident_id: String,
+    pub proposal_id: String,
+    pub snapshot_hash: String,
+    pub remediation: Remediation,
+    /// The target's service and environment, from the inventory.
+    pub service: String,
+    pub environment: String,
+    pub route: Route,
+    pub risk: Risk,
+    pub policy: PolicyOutcome,
+    pub state: State,
+    /// What happened last, in words (a dispatch error, the executor's detail).
+    pub detail: String,
+    pub approvals: Vec<Approval>,
+    pub issued_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub confidence: f64,
+    pub root_cause: String,
+    pub evidence: Vec<String>,
+    pub expected_impact: String,
+    pub uncertainty: String,
+    pub reasoner: String,
+    /// The identity that asked for the decision.
+    pub requester: String,
+    /// The guard rails at decision time, in words (see [`crate::guard::describe`]).
+    #[serde(default)]
+    pub guard_rails: Vec<String>,
+    /// The services of the incident's signals, as the log holds them.
+    #[serde(default)]
+    pub incident_services: Vec<String>,
+    /// The target's place in the incident (`incident_service`, `dependency`, `out_of_scope`).
+    #[serde(default)]
+    pub relation: String,
+    /// The model whose proposal this is (from the agent's logged diagnosis).
+    #[serde(default)]
+    pub model: String,
+    /// The model's confidence, calibrated by its record on the pathway (`crate::calibration`).
+    #[serde(default)]
+    pub calibrated_confidence: f64,
+}
+
+/// The action a decision or proposal is about: one per incident, pathway, target and
+/// (canonical) parameters, whatever decision or proposal id carries it.
+pub fn action_key(incident_id: &str, remediation: &Remediation) -> String {
+    let parameters = crate::canonical::to_string(&remediation.parameters).unwrap_or_default();
+    crate::canonical::to_string(&[incident_id, &remediation.pathway, &remediation.target, &parameters]).unwrap_or_default()
+}
+
+impl Decision {
+    pub fn action_key(&self) -> String {
+        action_key(&self.incident_id, &self.remediation)
+    }
+
+    /// The state a fresh decision starts in, from its route.
+    pub fn initial_state(route: Route) -> State {
+        match route {
+            Route::Autonomous => State::Approved,
+            Route::Acknowledge | Route::Approval => State::Pending,
+            Route::Deny => State::Denied,
+        }
+    }
+
+    /// How many distinct approvals the decision needs in all (acknowledge: one).
+    pub fn approvals_required(&self) -> u32 {
+        match self.route {
+            Route::Autonomous | Route::Deny => 0,
+            Route::Acknowledge | Route::Approval => self.policy.approvals_required.max(1),
+        }
+    }
+
+    /// Distinct approvals so far.
+    pub fn approvals_given(&self) -> u32 {
+        let count = self.approvals.iter().filter(|a| a.verdict == Verdict::Approve).count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        now_ms >= self.expires_at_ms
+    }
+
+    /// Marks a pending decision expired once its time has passed; true when it changed.
+    pub fn expire_if_due(&mut self, now_ms: i64) -> bool {
+        if self.state == State::Pending && self.is_expired(now_ms) {
+            self.state = State::Expired;
+            self.detail =
+                format!("expired at {} without enough approvals", crate::time::format_ms(self.expires_at_ms));
+            return true;
+        }
+        false
+    }
+
+    /// The envelope body the executor acts on.
+    pub fn body(&self, pathway_digest: &str) -> DecisionBody {
+        DecisionBody {
+            version: ENVELOPE_VERSION,
+            decision_id: self.decision_id.clone(),
+            incident_id: self.incident_id.clone(),
+            proposal_id: self.proposal_id.clone(),
+            snapshot_hash: self.snapshot_hash.clone(),
+            pathway: self.remediation.pathway.clone(),
+            pathway_digest: pathway_digest.to_owned(),
+            target: self.remediation.target.clone(),
+            parameters: self.remediation.parameters.clone(),
+            route: self.route,
+            approvals: self
+                .approvals
+                .iter()
+                .filter(|a| a.verdict == Verdict::Approve)
+                .map(|a| ApprovalRef { identity: a.identity.clone(), role: a.role.clone(), at_ms: a.at_ms })
+                .collect(),
+            risk_score: self.risk.score,
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+/// Which guard rail latched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TripKind {
+    RateLimit,
+    ErrorBudget,
+    /// A rollback failed: the service is quarantined (all its pathways).
+    RollbackFailed,
+}
+
+impl TripKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateLimit => "rate_limit",
+            Self::ErrorBudget => "error_budget",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
+}
+
+/// A guard rail that switched autonomy off for a service (rate limit, quarantine) or
+/// for one pathway on one service (error budget).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Trip {
+    pub kind: TripKind,
+    pub service: String,
+    /// Empty for a rate limit or a quarantine, which cover every pathway of the service.
+    pub pathway: String,
+    pub since_ms: i64,
+    pub reason: String,
+}
+
+impl Trip {
+    pub fn covers(&self, service: &str, pathway: &str) -> bool {
+        self.service == service && (self.pathway.is_empty() || self.pathway == pathway)
+    }
+
+    /// Whether a reset of `service` lifts this trip: a reset of the whole service
+    /// (`pathway` is `None`) lifts all of its trips; a reset of one pathway lifts only
+    /// that pathway's error budget. A trip that covers every pathway (the rate limit,
+    /// the quarantine) is about the whole service, so only a reset of the whole
+    /// service lifts it: a reset must never reach further than what it names.
+    pub fn lifted_by(&self, service: &str, pathway: Option<&str>) -> bool {
+        self.service == service && pathway.is_none_or(|p| !self.pathway.is_empty() && self.pathway == p)
+    }
 }
 
 #[cfg(test)]

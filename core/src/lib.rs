@@ -8,6 +8,8 @@ pub mod canonical;
 pub mod catalog;
 pub mod crash;
 pub mod decision;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod deployment;
 pub mod diagnosis;
 pub mod identity;

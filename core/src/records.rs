@@ -232,6 +232,78 @@ impl DecisionRecordKind {
     }
 }
 
+/// `decision` as made: the decision and the exact document policy saw. The
+/// governor alone reads `policy_input` as its policy contract (`PolicyInput`);
+/// here it is kept as written. The decision's own fields are checked strictly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecidedRecord {
+    pub decision: crate::decision::Decision,
+    pub policy_input: Value,
+}
+
+impl Serialize for DecidedRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = match serde_json::to_value(&self.decision).map_err(serde::ser::Error::custom)? {
+            Value::Object(map) => map,
+            _ => return Err(serde::ser::Error::custom("a decision serializes to an object")),
+        };
+        map.insert("policy_input".to_owned(), self.policy_input.clone());
+        map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for DecidedRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut map = serde_json::Map::deserialize(deserializer)?;
+        let policy_input = map.remove("policy_input").ok_or_else(|| D::Error::missing_field("policy_input"))?;
+        if !policy_input.is_object() {
+            return Err(D::Error::custom("`policy_input` is not an object"));
+        }
+        let decision = crate::decision::Decision::deserialize(Value::Object(map)).map_err(D::Error::custom)?;
+        Ok(Self { decision, policy_input })
+    }
+}
+
+/// `decision` with an `event`: something the governor did or learned that is not
+/// a decision's state: a refused proposal, a guard rail tripping, the kill switch,
+/// a reset, a policy reload, an overdue outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GovernanceEvent {
+    /// A proposal the log does not back; nothing was decided.
+    ProposalRefused { proposal_id: String, target: String, pathway: String, reason: String },
+    /// A rate limit switched autonomy off for a service.
+    RateLimitTripped { trip: crate::decision::Trip, incident_id: String, decision_id: String },
+    /// An error budget switched autonomy off for a pathway on a service.
+    ErrorBudgetTripped { trip: crate::decision::Trip, incident_id: String, decision_id: String },
+    /// A failed rollback quarantined a service.
+    RollbackFailedTripped { trip: crate::decision::Trip, incident_id: String, decision_id: String },
+    /// The kill switch, by whom and why.
+    AutonomySwitched { enabled: bool, identity: String, role: String, reason: String, at_ms: i64 },
+    /// An admin cleared tripped guard rails.
+    AutonomyReset { service: String, pathway: String, identity: String, role: String, reason: String, at_ms: i64, clearing: Vec<crate::decision::Trip> },
+    /// A policy bundle that did not load; the running one kept serving.
+    PoliciesReloadRefused { identity: String, error: String },
+    /// A policy bundle loaded; decisions after this record use it.
+    PoliciesReloaded { identity: String, files: Vec<String> },
+    /// The executor took the decision and has not reported its outcome long after
+    /// it expired: counted as a failure until it does.
+    OutcomeOverdue { decision_id: String, detail: String },
+}
+
+impl GovernanceEvent {
+    /// The event a guard rail's trip is logged as.
+    pub fn tripped(trip: crate::decision::Trip, incident_id: &str, decision_id: &str) -> Self {
+        let (incident_id, decision_id) = (incident_id.to_owned(), decision_id.to_owned());
+        match trip.kind {
+            crate::decision::TripKind::RateLimit => Self::RateLimitTripped { trip, incident_id, decision_id },
+            crate::decision::TripKind::ErrorBudget => Self::ErrorBudgetTripped { trip, incident_id, decision_id },
+            crate::decision::TripKind::RollbackFailed => Self::RollbackFailedTripped { trip, incident_id, decision_id },
+        }
+    }
+}
+
 /// `decision`: a later state of a decision (expired, settled by its outcome,
 /// failed to dispatch, …) and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +446,31 @@ mod tests {
         assert!(parse::<IncidentRecord>(&extra, 1, "incident", "agent").is_err());
         let unknown = json!({"event": "reopened", "state": "open", "reason": "x"});
         assert!(parse::<IncidentRecord>(&unknown, 1, "incident", "agent").is_err());
+    }
+
+    #[test]
+    fn governance_events_round_trip_and_refuse_strangers() {
+        let trip = crate::decision::Trip {
+            kind: crate::decision::TripKind::RollbackFailed,
+            service: "web".into(),
+            pathway: String::new(),
+            since_ms: 5,
+            reason: "rollback failed".into(),
+        };
+        let event = GovernanceEvent::tripped(trip.clone(), "inc-1", "dec-1");
+        let value = encode(&event);
+        assert_eq!(value["event"], "rollback_failed_tripped", "the name operators grep for");
+        assert_eq!(parse::<GovernanceEvent>(&value, 1, "decision", "governor").unwrap(), event);
+        let switched = GovernanceEvent::AutonomySwitched { enabled: false, identity: "alice".into(), role: "oncall".into(), reason: "3 a.m.".into(), at_ms: 1 };
+        assert_eq!(parse::<GovernanceEvent>(&encode(&switched), 1, "decision", "governor").unwrap(), switched);
+        let mut extra = encode(&switched);
+        extra["enabled_for"] = json!("everyone");
+        assert!(parse::<GovernanceEvent>(&extra, 1, "decision", "governor").is_err());
+        let unknown = json!({"event": "autonomy_granted", "identity": "mallory"});
+        assert!(parse::<GovernanceEvent>(&unknown, 1, "decision", "governor").is_err());
+        let mut bad_trip = encode(&GovernanceEvent::tripped(trip, "inc-1", "dec-1"));
+        bad_trip["trip"]["scope"] = json!("all");
+        assert!(parse::<GovernanceEvent>(&bad_trip, 1, "decision", "governor").is_err());
     }
 
     #[test]

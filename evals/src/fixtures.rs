@@ -2,29 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use arf_core::decision::{DecisionBody, Route};
 use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, ExecutionStartedRecord, OutcomeRecord, SignalRecord};
 
-/// The body of decision `dec-1`: `restart_service` on `api`, digest `d1`.
+/// The body of decision `dec-1` ([`arf_core::fixtures::body`]).
 pub fn body() -> DecisionBody {
-    DecisionBody {
-        version: 1,
-        decision_id: "dec-1".into(),
-        incident_id: "inc-1".into(),
-        proposal_id: "prop-1".into(),
-        snapshot_hash: "snap".into(),
-        pathway: "restart_service".into(),
-        pathway_digest: "d1".into(),
-        target: "api".into(),
-        parameters: json!({"reason": "x"}),
-        route: Route::Autonomous,
-        approvals: Vec::new(),
-        risk_score: 0.1,
-        issued_at_ms: 0,
-        expires_at_ms: 1,
-    }
+    arf_core::fixtures::body()
+}
+
+/// The record that made the decision of `body` ([`arf_core::fixtures::decided`]).
+pub fn decided(body: &DecisionBody, route: Route, approvals_required: u32, approver_roles: &[&str]) -> Value {
+    records::encode(&arf_core::fixtures::decided(body, route, approvals_required, approver_roles))
 }
 
 pub fn authorized(body: &DecisionBody) -> Value {

@@ -176,7 +176,7 @@ mod tests {
         let body = fixtures::body();
         let entries = [
             ("agent", RecordKind::Signal, fixtures::signal("sig-1")),
-            ("governor", RecordKind::Decision, json!({"decision_id": "dec-1", "route": "autonomous", "policy": {}, "policy_input": {}})),
+            ("governor", RecordKind::Decision, fixtures::decided(&body, arf_core::decision::Route::Autonomous, 0, &[])),
             ("governor", RecordKind::Decision, fixtures::authorized(&body)),
             ("executor", RecordKind::ExecutionStarted, fixtures::started(&body, 3)),
             ("executor", RecordKind::Outcome, fixtures::outcome(&body, "verified")),
@@ -270,6 +270,18 @@ mod tests {
         let (records, applied, accepted, digests) = trail();
         let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
         entries[4].2["also_verified"] = json!(["db"]);
+        check_names(&seal(entries), &applied, &accepted, &digests, &["format"]);
+
+        // The governor's records are typed too: a field smuggled into the decision
+        // as made, and a guard-rail event that is not in the governor's format.
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        entries[1].2["scope"] = json!("payments");
+        // Nothing that ran on it counts as authorized either.
+        check_names(&seal(entries), &applied, &accepted, &digests, &["format", "authorized"]);
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        entries.push(("governor".into(), RecordKind::Decision, json!({"event": "autonomy_switched", "enabled": true, "identity": "mallory"})));
         check_names(&seal(entries), &applied, &accepted, &digests, &["format"]);
 
         // An execution whose authorization was never logged.

@@ -177,53 +177,7 @@ pub struct PathwayRecord {
     pub recent_failures: Vec<i64>,
 }
 
-/// Which guard rail latched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TripKind {
-    RateLimit,
-    ErrorBudget,
-    /// A rollback failed: the service is quarantined (all its pathways).
-    RollbackFailed,
-}
-
-impl TripKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RateLimit => "rate_limit",
-            Self::ErrorBudget => "error_budget",
-            Self::RollbackFailed => "rollback_failed",
-        }
-    }
-}
-
-/// A guard rail that switched autonomy off for a service (rate limit, quarantine) or
-/// for one pathway on one service (error budget).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Trip {
-    pub kind: TripKind,
-    pub service: String,
-    /// Empty for a rate limit or a quarantine, which cover every pathway of the service.
-    pub pathway: String,
-    pub since_ms: i64,
-    pub reason: String,
-}
-
-impl Trip {
-    fn covers(&self, service: &str, pathway: &str) -> bool {
-        self.service == service && (self.pathway.is_empty() || self.pathway == pathway)
-    }
-
-    /// Whether a reset of `service` lifts this trip: a reset of the whole service
-    /// (`pathway` is `None`) lifts all of its trips; a reset of one pathway lifts only
-    /// that pathway's error budget. A trip that covers every pathway (the rate limit,
-    /// the quarantine) is about the whole service, so only a reset of the whole
-    /// service lifts it: a reset must never reach further than what it names.
-    pub fn lifted_by(&self, service: &str, pathway: Option<&str>) -> bool {
-        self.service == service && pathway.is_none_or(|p| !self.pathway.is_empty() && self.pathway == p)
-    }
-}
+pub use arf_core::decision::{Trip, TripKind};
 
 /// What the guard rails say about one proposed action, before policy runs.
 #[derive(Debug, Clone, PartialEq)]

@@ -326,32 +326,7 @@ pub fn input_schema() -> Value {
     schema
 }
 
-/// What policy decided, checked against the output contract.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyOutcome {
-    pub route: Route,
-    pub reasons: Vec<String>,
-    pub rules_fired: Vec<String>,
-    pub approvals_required: u32,
-    pub approver_roles: Vec<String>,
-    /// Evaluation errors; when there are any, the route is `deny`.
-    pub diagnostics: Vec<String>,
-}
-
-impl PolicyOutcome {
-    /// The outcome when policy cannot be evaluated or answers nonsense.
-    pub fn error(diagnostic: impl Into<String>) -> Self {
-        Self {
-            route: Route::Deny,
-            reasons: vec!["the policy could not be evaluated, so the governor denies the action".to_owned()],
-            rules_fired: Vec::new(),
-            approvals_required: 0,
-            approver_roles: Vec::new(),
-            diagnostics: vec![diagnostic.into()],
-        }
-    }
-}
+pub use arf_core::decision::PolicyOutcome;
 
 /// Why a policy bundle was refused at load.
 #[derive(Debug, Error)]

@@ -234,8 +234,7 @@ impl Shared {
         let trips = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, "failed");
         decision.detail.clone_from(&detail);
         // No `state`: the decision is not settled, and a restart must follow it again.
-        let overdue = crate::decision::OutcomeOverdue { decision_id: decision_id.to_owned(), event: "outcome_overdue".to_owned(), detail };
-        let payload = records::encode(&overdue);
+        let payload = records::encode(&records::GovernanceEvent::OutcomeOverdue { decision_id: decision_id.to_owned(), detail });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
             warn!(%decision_id, %error, "cannot log the overdue outcome");
         }

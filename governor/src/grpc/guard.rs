@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
+use arf_core::records::{self, GovernanceEvent};
 use tonic::Status;
 use tracing::{error, info, warn};
 
@@ -92,12 +92,7 @@ impl Shared {
     /// already in force (the safe direction).
     pub(crate) async fn log_trip(&self, trip: &Trip, incident_id: &str, decision_id: &str) {
         warn!(kind = trip.kind.as_str(), service = %trip.service, pathway = %trip.pathway, reason = %trip.reason, "guard rail tripped; autonomy is off until an admin resets it");
-        let payload = json!({
-            "event": format!("{}_tripped", trip.kind.as_str()),
-            "trip": trip,
-            "incident_id": incident_id,
-            "decision_id": decision_id,
-        });
+        let payload = records::encode(&GovernanceEvent::tripped(trip.clone(), incident_id, decision_id));
         if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload).await {
             warn!(%error, "cannot log the tripped guard rail");
         }
@@ -161,13 +156,12 @@ impl Shared {
             return Err(Status::invalid_argument(format!("`reason` must say why autonomy is switched {word}")));
         }
         let now = (self.clock)();
-        let payload = json!({
-            "event": "autonomy_switched",
-            "enabled": enabled,
-            "identity": caller.name,
-            "role": caller.role.as_str(),
-            "reason": reason.trim(),
-            "at_ms": now,
+        let payload = records::encode(&GovernanceEvent::AutonomySwitched {
+            enabled,
+            identity: caller.name.clone(),
+            role: caller.role.as_str().to_owned(),
+            reason: reason.trim().to_owned(),
+            at_ms: now,
         });
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
@@ -213,15 +207,14 @@ impl Shared {
             return Err(Status::failed_precondition(message));
         }
         let now = (self.clock)();
-        let payload = json!({
-            "event": "autonomy_reset",
-            "service": service,
-            "pathway": pathway.unwrap_or_default(),
-            "identity": caller.name,
-            "role": caller.role.as_str(),
-            "reason": reason.trim(),
-            "at_ms": now,
-            "clearing": tripped,
+        let payload = records::encode(&GovernanceEvent::AutonomyReset {
+            service: service.to_owned(),
+            pathway: pathway.unwrap_or_default().to_owned(),
+            identity: caller.name.clone(),
+            role: caller.role.as_str().to_owned(),
+            reason: reason.trim().to_owned(),
+            at_ms: now,
+            clearing: tripped,
         });
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
@@ -249,7 +242,7 @@ impl Shared {
             Err(error) => {
                 let message = format!("the new policy bundle was refused and the running one keeps serving: {error}");
                 warn!(%identity, %error, "policy reload refused");
-                let payload = json!({ "event": "policies_reload_refused", "identity": identity, "error": error.to_string() });
+                let payload = records::encode(&GovernanceEvent::PoliciesReloadRefused { identity: identity.clone(), error: error.to_string() });
                 if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload).await {
                     warn!(%error, "cannot log the refused reload");
                 }
@@ -260,7 +253,7 @@ impl Shared {
         // Held while the reload is logged and swapped in, so it lands between two
         // decisions, and any decision after the logged reload uses the new bundle.
         let _deciding = self.deciding.lock().await;
-        let payload = json!({ "event": "policies_reloaded", "identity": identity, "files": files });
+        let payload = records::encode(&GovernanceEvent::PoliciesReloaded { identity: identity.clone(), files: files.clone() });
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
             .await

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, RwLock};
 use tonic::transport::Endpoint;
@@ -26,7 +26,7 @@ use arf_audit_client::{AuditClient, RecordKind};
 use arf_core::catalog::Catalog;
 use arf_core::decision::Route;
 use arf_core::diagnosis::Proposal;
-use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, DecisionStateRecord};
+use arf_core::records::{self, ApprovalRecord, AuthorizedRecord, DecidedRecord, DecisionStateRecord, GovernanceEvent};
 use arf_core::target::Inventory;
 use arf_proto::v1 as pb;
 use arf_proto::v1::executor_client::ExecutorClient;
@@ -219,12 +219,11 @@ impl Shared {
             Ok(scope) => Ok(scope),
             Err(unbacked) => {
                 warn!(incident_id = %proposal.incident_id, proposal_id = %proposal.id, reason = %unbacked, "proposal refused: the log does not back it");
-                let payload = json!({
-                    "event": "proposal_refused",
-                    "proposal_id": proposal.id,
-                    "target": proposal.remediation.target,
-                    "pathway": proposal.remediation.pathway,
-                    "reason": unbacked.to_string(),
+                let payload = records::encode(&GovernanceEvent::ProposalRefused {
+                    proposal_id: proposal.id.clone(),
+                    target: proposal.remediation.target.clone(),
+                    pathway: proposal.remediation.pathway.clone(),
+                    reason: unbacked.to_string(),
                 });
                 if let Err(error) = self.audit.append_one(&proposal.incident_id, RecordKind::Decision, payload).await {
                     warn!(%error, "cannot log the refusal of an unbacked proposal");
@@ -479,11 +478,7 @@ fn executor_client(address: &str, token: Option<&str>, dial: &arf_proto::tls::Di
 
 /// The first record of a decision: the decision itself and the exact document policy saw.
 fn decision_payload(decision: &Decision, input: &PolicyInput) -> Value {
-    let mut payload = serde_json::to_value(decision).unwrap_or_else(|_| json!({ "decision_id": decision.decision_id }));
-    if let (Value::Object(map), Ok(input)) = (&mut payload, serde_json::to_value(input)) {
-        map.insert("policy_input".to_owned(), input);
-    }
-    payload
+    records::encode(&DecidedRecord { decision: decision.clone(), policy_input: serde_json::to_value(input).unwrap_or_default() })
 }
 
 fn require_decision_id(decision_id: &str) -> Result<(), Status> {
