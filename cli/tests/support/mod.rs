@@ -124,6 +124,28 @@ impl Plane {
 
     /// Starts `role`, with the crash point `crash_at` armed if given, and waits for its health check.
     pub async fn start(&mut self, role: &'static str, crash_at: Option<&str>) {
+        self.spawn(role, crash_at);
+        self.wait_serving(role, Duration::from_millis(100)).await;
+    }
+
+    /// Waits until `role` answers its health check SERVING, polling every `every`.
+    pub async fn wait_serving(&self, role: &str, every: Duration) {
+        let addr = self.addr(role);
+        let dial = self.dial(role);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !serving_tls(addr, &dial).await {
+            assert!(Instant::now() < deadline, "{role} did not become healthy; log:\n{}", self.log(role));
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The process id of `role`, while it runs.
+    pub fn pid(&self, role: &str) -> Option<u32> {
+        self.children.iter().find(|(r, _)| *r == role).and_then(|(_, child)| child.id())
+    }
+
+    /// Starts `role` without waiting for it.
+    pub fn spawn(&mut self, role: &'static str, crash_at: Option<&str>) {
         let logs = self.dir.path().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(logs.join(format!("{role}.log"))).unwrap();
@@ -161,12 +183,6 @@ impl Plane {
         let child = command.spawn().unwrap();
         self.children.retain(|(r, _)| *r != role);
         self.children.push((role, child));
-        let addr = self.addr(role);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !serving_tls(addr, &self.dial(role)).await {
-            assert!(Instant::now() < deadline, "{role} did not become healthy; log:\n{}", self.log(role));
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     /// Gives each service a metrics endpoint on a free port (before the services start).
