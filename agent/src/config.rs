@@ -155,6 +155,11 @@ pub struct Config {
     /// and Alertmanager has already waited its own `group_wait`.
     #[serde(default)]
     pub group_wait_secs: u64,
+    /// How long an incident that is done (resolved, escalated, or proposed and past
+    /// the grouping window) stays in memory after its last change. It is then read
+    /// from the log when asked for; incident memory keeps a summary of it.
+    #[serde(default = "default_retain_incidents")]
+    pub retain_incidents_secs: u64,
     /// Changes this long before an incident opened are context for it.
     #[serde(default = "default_change_lookback")]
     pub change_lookback_secs: u64,
@@ -239,6 +244,10 @@ fn default_governor_addr() -> String {
 
 fn default_group_window() -> u64 {
     1800
+}
+
+fn default_retain_incidents() -> u64 {
+    3600
 }
 
 fn default_change_lookback() -> u64 {

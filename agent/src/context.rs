@@ -6,7 +6,7 @@ use arf_core::diagnosis::{Snapshot, SnapshotItem};
 use arf_core::signal::{Signal, SignalStatus};
 use arf_core::target::Inventory;
 
-use crate::incident::{Incident, Incidents};
+use crate::incident::{Incident, Incidents, Summary};
 use crate::redact::Redactor;
 
 /// Bounds on a snapshot.
@@ -133,10 +133,10 @@ pub fn estimate_tokens(item: &SnapshotItem) -> usize {
 
 /// Past incidents like this one (same service and environment, or the same
 /// title), most recent first: the agent's incident memory.
-pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) -> Vec<&'a Incident> {
-    let mut similar: Vec<&Incident> = incidents
-        .by_id
-        .values()
+pub fn similar(incident: &Incident, incidents: &Incidents, limit: usize) -> Vec<Summary> {
+    let held = incidents.by_id.values().map(Summary::from);
+    let mut similar: Vec<Summary> = held
+        .chain(incidents.past.iter().cloned())
         .filter(|other| other.id != incident.id && other.opened_at_ms <= incident.opened_at_ms)
         .filter(|other| (other.service == incident.service && other.environment == incident.environment) || other.title == incident.title)
         .collect();
@@ -148,7 +148,7 @@ pub fn similar<'a>(incident: &Incident, incidents: &'a Incidents, limit: usize) 
 /// What happened in a past incident, from its audit trail: the diagnosis (the
 /// agent's), the route (the governor's) and the outcome (the executor's); a record
 /// of those kinds from any other writer is not believed.
-pub fn past_outcome(incident: &Incident, trail: &[arf_audit_client::Record]) -> SnapshotItem {
+pub fn past_outcome(incident: &Summary, trail: &[arf_audit_client::Record]) -> SnapshotItem {
     use arf_audit_client::RecordKind;
     use arf_core::records::{DecidedRecord, DecisionRecordKind, DiagnosisRecord, DiagnosisStatus, OutcomeRecord};
     // Read by type; a record that is not in its writer's format says nothing here.
@@ -252,7 +252,7 @@ mod tests {
         body.route = arf_core::decision::Route::Approval;
         let decided = arf_core::records::encode(&arf_core::fixtures::decided(&body, arf_core::decision::Route::Approval, 1, &[]));
         let forged = [record("agent", arf_audit_client::RecordKind::Decision, decided.clone()), forged[1].clone()];
-        let summary = past_outcome(&incident, &forged).summary;
+        let summary = past_outcome(&Summary::from(&incident), &forged).summary;
         assert!(summary.contains("route `none`, outcome `no execution`"), "{summary}");
         let real = [
             record("governor", arf_audit_client::RecordKind::Decision, decided),
@@ -262,7 +262,7 @@ mod tests {
                 serde_json::json!({"decision_id": "dec-1", "pathway": "restart_service", "target": "web", "outcome": "rolled_back", "detail": ""}),
             ),
         ];
-        let summary = past_outcome(&incident, &real).summary;
+        let summary = past_outcome(&Summary::from(&incident), &real).summary;
         assert!(summary.contains("route `approval`, outcome `rolled_back`"), "{summary}");
     }
 

@@ -27,6 +27,8 @@ use arf_core::signal::{Signal, SignalKind, SignalStatus};
 const MAX_SIGNALS_PER_INCIDENT: usize = 256;
 /// The most recent change events kept as context.
 const MAX_CHANGES: usize = 512;
+/// The most incidents that left memory that incident memory still remembers.
+const MAX_PAST: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +77,31 @@ pub struct Incident {
     /// applied: its diagnosis waits for them before it takes the snapshot.
     #[serde(skip)]
     pub in_flight: u32,
+}
+
+/// What incident memory keeps of an incident ([`Incidents::evict`]): enough to
+/// find similar past incidents, whose trail is then read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub id: String,
+    pub title: String,
+    pub service: String,
+    pub environment: String,
+    pub opened_at_ms: i64,
+    pub state: IncidentState,
+}
+
+impl From<&Incident> for Summary {
+    fn from(incident: &Incident) -> Self {
+        Self {
+            id: incident.id.clone(),
+            title: incident.title.clone(),
+            service: incident.service.clone(),
+            environment: incident.environment.clone(),
+            opened_at_ms: incident.opened_at_ms,
+            state: incident.state,
+        }
+    }
 }
 
 /// The family a signal groups by: an alert never joins a scanner's finding, nor a
@@ -153,12 +180,14 @@ pub struct Incidents {
     /// The incidents of each key that may still take signals, oldest first.
     open_by_key: HashMap<Key, Vec<String>>,
     pub changes: VecDeque<Signal>,
+    /// Incidents that left memory, newest last, at most [`MAX_PAST`].
+    pub past: VecDeque<Summary>,
     window_ms: i64,
 }
 
 impl Incidents {
     pub fn new(window_ms: i64) -> Self {
-        Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), window_ms }
+        Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), past: VecDeque::new(), window_ms }
     }
 
     /// Places one signal, as a batch of its own; `new_id` names an incident if one
@@ -212,6 +241,34 @@ impl Incidents {
         if ids.is_empty() {
             self.open_by_key.remove(key);
         }
+    }
+
+    /// Lets incidents that are done leave memory: resolved, escalated or proposed,
+    /// untouched for `retain_ms`, and (unless resolved) past the grouping window, so
+    /// no alert of theirs can still join them. Their trail stays in the log, where
+    /// [`Incidents::restore_one`] reads it back on demand; incident memory keeps a
+    /// [`Summary`]. Incidents still being diagnosed never leave. Returns how many left.
+    pub fn evict(&mut self, now_ms: i64, retain_ms: i64) -> usize {
+        let window_ms = self.window_ms;
+        let done: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|i| matches!(i.state, IncidentState::Resolved | IncidentState::Escalated | IncidentState::Proposed))
+            .filter(|i| i.in_flight == 0 && now_ms - i.updated_at_ms > retain_ms)
+            .filter(|i| i.state == IncidentState::Resolved || now_ms - i.opened_at_ms > window_ms)
+            .map(|i| i.id.clone())
+            .collect();
+        for id in &done {
+            if let Some(incident) = self.by_id.remove(id) {
+                let key = (incident.environment.clone(), incident.service.clone(), incident.family.clone());
+                self.prune(&key, now_ms);
+                self.past.push_back(Summary::from(&incident));
+            }
+        }
+        while self.past.len() > MAX_PAST {
+            self.past.pop_front();
+        }
+        done.len()
     }
 
     /// Holds (`true`) or releases the incidents a plan places signals into, so no
@@ -567,6 +624,27 @@ mod tests {
         assert_eq!(incidents.by_id["inc-1"].in_flight, 1, "a diagnosis waits for it");
         incidents.hold(&planned, false);
         assert_eq!(incidents.by_id["inc-1"].in_flight, 0);
+    }
+
+    #[test]
+    fn done_incidents_leave_memory_and_incident_memory_keeps_a_summary() {
+        let mut incidents = Incidents::new(1_000);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        incidents.place(&signal("Down", "web", SignalStatus::Resolved), 10, || "inc-x".into());
+        incidents.place(&signal("Slow", "api", SignalStatus::Firing), 20, || "inc-2".into());
+        incidents.by_id.get_mut("inc-2").unwrap().state = IncidentState::Escalated;
+        incidents.place(&signal("Busy", "db", SignalStatus::Firing), 30, || "inc-3".into());
+        incidents.by_id.get_mut("inc-3").unwrap().state = IncidentState::Diagnosing;
+        assert_eq!(incidents.evict(500, 100), 1, "the resolved one leaves once untouched for the retention");
+        assert!(!incidents.by_id.contains_key("inc-1"));
+        assert_eq!(incidents.past.back().map(|s| s.id.as_str()), Some("inc-1"));
+        // The escalated one stays while its alerts may still join it (the window).
+        let again = incidents.place(&signal("Slow", "api", SignalStatus::Firing), 600, || "inc-x".into());
+        assert_eq!(again.incident_id(), "inc-2");
+        assert_eq!(incidents.evict(1_100, 100), 1, "past the window and the retention, it leaves");
+        assert!(incidents.by_id.contains_key("inc-3"), "an incident being diagnosed never leaves");
+        let later = incidents.place(&signal("Slow", "api", SignalStatus::Firing), 1_200, || "inc-4".into());
+        assert_eq!(later, Placement::Opened { incident_id: "inc-4".into() });
     }
 
     #[test]

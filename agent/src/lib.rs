@@ -88,6 +88,7 @@ pub async fn serve(
         budget,
         group_window_ms: i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         group_wait: std::time::Duration::from_secs(config.group_wait_secs),
+        retain_ms: i64::try_from(config.retain_incidents_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         max_diagnoses: config.max_diagnoses_per_incident,
         max_model_calls: config.max_model_calls_per_incident,
     };
@@ -104,6 +105,7 @@ pub async fn serve(
             match recovering.recover().await {
                 Ok(count) => {
                     info!(incidents = count, "state rebuilt from the audit log");
+                    recovering.evict_periodically();
                     health.set_serving::<grpc::AgentServer<grpc::Service>>().await;
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
                     return;

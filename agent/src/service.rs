@@ -72,6 +72,8 @@ pub struct Agent {
     settled: tokio::sync::Notify,
     /// How long a new incident gathers signals before its snapshot.
     group_wait: std::time::Duration,
+    /// How long a done incident stays in memory.
+    retain_ms: i64,
 }
 
 /// How many requests may wait for the batcher before senders wait too.
@@ -117,6 +119,8 @@ pub struct Settings {
     pub budget: Budget,
     pub group_window_ms: i64,
     pub group_wait: std::time::Duration,
+    /// How long a done incident stays in memory ([`Incidents::evict`]).
+    pub retain_ms: i64,
     pub max_diagnoses: u32,
     pub max_model_calls: u32,
 }
@@ -140,6 +144,7 @@ impl Agent {
             batcher: std::sync::OnceLock::new(),
             settled: tokio::sync::Notify::new(),
             group_wait: settings.group_wait,
+            retain_ms: settings.retain_ms,
         }
     }
 
@@ -152,11 +157,19 @@ impl Agent {
         let mut proposals = Proposals::default();
         let unfinished = {
             let mut incidents = self.incidents.lock().await;
+            let mut folded = 0u64;
             while let Some(record) = stream.next().await {
                 let record = record.map_err(RecoverError::Audit)?;
                 incidents.restore_one(&record).map_err(RecoverError::Malformed)?;
                 proposals.add(&record, "agent").map_err(RecoverError::Malformed)?;
+                // What was done long before the log's end leaves memory as the log is
+                // read, so a rebuild holds no more than a running agent would.
+                folded += 1;
+                if folded.is_multiple_of(4096) {
+                    incidents.evict(record.time_ms, self.retain_ms);
+                }
             }
+            incidents.evict(arf_core::time::now_ms(), self.retain_ms);
             incidents.unfinished()
         };
         let resumed: Vec<(String, Option<Proposal>)> = unfinished.into_iter().map(|id| {
@@ -342,8 +355,37 @@ impl Agent {
         self.incidents.lock().await.by_id.values().cloned().collect()
     }
 
-    pub async fn incident(&self, id: &str) -> Option<Incident> {
-        self.incidents.lock().await.by_id.get(id).cloned()
+    /// The incident `id`: from memory, or, once it has left memory, rebuilt from
+    /// its trail in the log.
+    pub async fn incident(&self, id: &str) -> Result<Option<Incident>, arf_audit_client::AuditError> {
+        if let Some(incident) = self.incidents.lock().await.by_id.get(id).cloned() {
+            return Ok(Some(incident));
+        }
+        let trail = self.audit.read_incident(id).await?;
+        let mut rebuilt = Incidents::new(i64::MAX);
+        for record in &trail {
+            // A record of ours that is not in our format rebuilds nothing.
+            if rebuilt.restore_one(record).is_err() {
+                return Ok(None);
+            }
+        }
+        Ok(rebuilt.by_id.remove(id))
+    }
+
+    /// Lets done incidents leave memory, now and then, for as long as the agent lives.
+    pub fn evict_periodically(self: &Arc<Self>) {
+        let agent = Arc::downgrade(self);
+        let every = std::time::Duration::from_millis(u64::try_from(self.retain_ms / 4).unwrap_or(0).clamp(1_000, 60_000));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(agent) = agent.upgrade() else { return };
+                let left = agent.incidents.lock().await.evict(arf_core::time::now_ms(), agent.retain_ms);
+                if left > 0 {
+                    tracing::debug!(left, "done incidents left memory; their trails stay in the log");
+                }
+            }
+        });
     }
 
     async fn set_state(&self, incident_id: &str, state: IncidentState, reason: &str, decision_id: Option<&str>) {
@@ -400,10 +442,10 @@ impl Agent {
             }
         }
         // Incident memory: what happened in similar past incidents, from the log.
-        let similar: Vec<Incident> = {
+        let similar: Vec<crate::incident::Summary> = {
             let incidents = self.incidents.lock().await;
             let Some(incident) = incidents.by_id.get(incident_id) else { return };
-            context::similar(incident, &incidents, 3).into_iter().cloned().collect()
+            context::similar(incident, &incidents, 3)
         };
         let mut past = Vec::with_capacity(similar.len());
         for other in &similar {

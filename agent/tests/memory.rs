@@ -38,3 +38,52 @@ async fn a_recurrence_sees_the_past_incident() {
     assert!(prompt.contains("workers are wedged"), "with its root cause");
     assert!(!received[0].body["messages"][1]["content"].as_str().unwrap().contains("past-"), "the first had no past");
 }
+
+/// Done incidents leave memory (`retain_incidents_secs`), and nothing is lost: the
+/// incident is still read back whole from its trail in the log, a recurrence's
+/// diagnosis still sees it, and a restarted agent does not hold it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_done_incident_leaves_memory_and_is_read_back_from_the_log() {
+    use arf_proto::v1 as pb;
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let configure = |url: String| {
+        move |config: &mut arf_agent::config::Config| {
+            config.reasoner = ReasonerKind::Openai;
+            config.openai = Some(support::openai(&url));
+            config.retain_incidents_secs = 0;
+        }
+    };
+    let mut running = support::start(configure(server.base_url.clone())).await;
+    let mut agent = support::agent_client(&running.agent).await;
+    let first = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
+    support::wait_for_state(&running.audit, &first, &["escalated", "proposed"]).await;
+    assert_eq!(support::resolve(&running.webhook, "CheckoutHighErrorRate", "staging").await, first);
+
+    // It leaves memory: the list no longer holds it...
+    let held = |list: &pb::ListIncidentsResponse| list.incidents.iter().any(|i| i.id == first);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while held(&agent.list_incidents(pb::ListIncidentsRequest {}).await.unwrap().into_inner()) {
+        assert!(tokio::time::Instant::now() < deadline, "the resolved incident never left memory");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // ...but it is read back whole from the log.
+    let incident = agent.get_incident(pb::GetIncidentRequest { incident_id: first.clone() }).await.unwrap().into_inner();
+    assert_eq!((incident.state.as_str(), incident.signal_count, incident.fingerprints.len()), ("resolved", 2, 1));
+    let missing = agent.get_incident(pb::GetIncidentRequest { incident_id: "inc-never".into() }).await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // A recurrence's diagnosis still sees it (incident memory keeps a summary).
+    let second = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx again").await;
+    assert_ne!(second, first);
+    support::wait_for_state(&running.audit, &second, &["escalated", "proposed"]).await;
+    let received = server.received();
+    let prompt = received.last().unwrap().body["messages"][1]["content"].as_str().unwrap().to_owned();
+    assert!(prompt.contains(&format!("past-{first}")) && prompt.contains("workers are wedged"), "{prompt}");
+
+    // A restarted agent rebuilds without it, and still reads it from the log.
+    running.restart_agent(configure(server.base_url.clone())).await;
+    let mut agent = support::agent_client(&running.agent).await;
+    assert!(!held(&agent.list_incidents(pb::ListIncidentsRequest {}).await.unwrap().into_inner()));
+    let incident = agent.get_incident(pb::GetIncidentRequest { incident_id: first.clone() }).await.unwrap().into_inner();
+    assert_eq!(incident.state, "resolved");
+}

@@ -69,6 +69,11 @@ pub struct Config {
     /// decision, and expires unrun after that: nothing acts alone long after the fact.
     #[serde(default = "default_settle_secs")]
     pub settle_secs: u64,
+    /// How long a settled decision (executed, expired, denied, rejected, failed to
+    /// dispatch) stays in memory after it expired. It is then read back from the log
+    /// when asked for, and still holds its action against a repeat.
+    #[serde(default = "default_retain_decisions_secs")]
+    pub retain_decisions_secs: u64,
     /// How a model's stated confidence is calibrated by its record (`docs/governance.md`).
     #[serde(default)]
     pub calibration: crate::calibration::Prior,
@@ -86,6 +91,10 @@ pub struct Config {
 
 pub fn default_settle_secs() -> u64 {
     60
+}
+
+pub fn default_retain_decisions_secs() -> u64 {
+    3600
 }
 
 pub fn default_agent_writer() -> String {

@@ -152,6 +152,25 @@ pub struct Restored {
 }
 
 impl Restored {
+    /// Lets settled decisions that expired more than `retain_ms` before `now_ms`
+    /// go ([`crate::grpc`] reads them back from the log when asked); returns each
+    /// one's id and incident.
+    pub fn evict(&mut self, now_ms: i64, retain_ms: i64) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        self.decisions.retain(|id, decision| {
+            decision.expire_if_due(now_ms);
+            let keep = !decision.state.is_final() || now_ms - decision.expires_at_ms <= retain_ms;
+            if !keep {
+                gone.push((id.clone(), decision.incident_id.clone()));
+            }
+            keep
+        });
+        for (id, _) in &gone {
+            self.authorized.remove(id);
+        }
+        gone
+    }
+
     /// Folds one record, in log order.
     pub fn add(&mut self, record: &arf_audit_client::Record) -> Result<(), Malformed> {
         use arf_audit_client::RecordKind;

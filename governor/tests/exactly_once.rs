@@ -76,3 +76,35 @@ async fn concurrent_proposals_for_one_action_make_one_decision() {
     let ids: std::collections::BTreeSet<String> = answers.into_iter().map(|a| a.unwrap().decision_id).collect();
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
+
+/// Settled decisions leave memory (`retain_decisions_secs`), and nothing that
+/// depends on them is lost: the decision is read back from the log by its id,
+/// it still holds its action against a repeat (the log, not memory, says it was
+/// decided), and a restarted governor does not hold it either.
+#[tokio::test]
+async fn a_settled_decision_that_left_memory_still_holds_its_action() {
+    let mut h = Harness::start(Setup { retain_decisions_secs: 0, ..Setup::default() }).await;
+    let first = proposal("inc-gone", "restart_service", "web-prod", 0.9);
+    let decided = h.evaluate(first.clone()).await.unwrap();
+    assert_eq!(decided.state, "pending");
+    h.reject("alice", &decided.decision_id, "not this one").await.unwrap();
+    h.advance_ms(16 * 60 * 1000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !h.decisions("alice", "inc-gone").await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the settled decision never left memory");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let read_back = h.get("alice", &decided.decision_id).await.unwrap();
+    assert_eq!((read_back.decision_id.as_str(), read_back.state.as_str()), (decided.decision_id.as_str(), "rejected"));
+    // A repeat of the action is answered with the rejection, read from the log.
+    let mut again = first.clone();
+    again.id = "prop-again".to_owned();
+    let answered = h.evaluate(again.clone()).await.unwrap();
+    assert_eq!((answered.decision_id.as_str(), answered.state.as_str()), (decided.decision_id.as_str(), "rejected"));
+    // After a restart: not held, still read back, still holding its action.
+    h.restart_governor().await;
+    assert!(h.decisions("alice", "inc-gone").await.unwrap().is_empty());
+    assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "rejected");
+    again.id = "prop-third".to_owned();
+    assert_eq!(h.evaluate(again).await.unwrap().decision_id, decided.decision_id);
+}

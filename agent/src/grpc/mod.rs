@@ -111,8 +111,9 @@ impl AgentRpc for Service {
         self.ready()?;
         let id = request.into_inner().incident_id;
         match self.agent.incident(&id).await {
-            Some(incident) => Ok(Response::new(convert::incident(&incident))),
-            None => Err(Status::not_found(format!("no incident `{id}`"))),
+            Ok(Some(incident)) => Ok(Response::new(convert::incident(&incident))),
+            Ok(None) => Err(Status::not_found(format!("no incident `{id}`"))),
+            Err(error) => Err(Status::unavailable(format!("incident `{id}` is not in memory and the audit log cannot be read for it: {error}"))),
         }
     }
 }

@@ -83,6 +83,34 @@ pub(crate) struct Shared {
     /// How long an autonomous decision may wait to run, after a crash, before it expires.
     settle_ms: i64,
     calibration: crate::calibration::Prior,
+    /// How long a settled decision stays in memory after it expired.
+    retain_ms: i64,
+    /// Where the decisions that left memory are in the log.
+    evicted: std::sync::Mutex<Evicted>,
+}
+
+/// The incident of each decision that left memory, so it can be read back from the
+/// log by its id; the oldest are forgotten past [`Evicted::CAPACITY`] (their trail
+/// stays in the log, read by incident).
+#[derive(Debug, Default)]
+struct Evicted {
+    incident_of: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Evicted {
+    const CAPACITY: usize = 100_000;
+
+    fn insert(&mut self, decision_id: String, incident_id: String) {
+        if self.incident_of.insert(decision_id.clone(), incident_id).is_none() {
+            self.order.push_back(decision_id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.incident_of.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -121,6 +149,8 @@ impl Shared {
             agent_writer: config.agent_writer.clone(),
             settle_ms: i64::try_from(config.settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             calibration: config.calibration.clone(),
+            retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            evicted: std::sync::Mutex::new(Evicted::default()),
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -186,8 +216,10 @@ impl Shared {
     }
 
     /// The decision that holds the action (live or verified), if any; otherwise the
-    /// earlier attempts at it, for policy to see.
-    async fn attempts(&self, key: &str) -> (Option<Decision>, Vec<crate::policy::EarlierAttempt>) {
+    /// earlier attempts at it, for policy to see. Decisions held in memory, and those
+    /// of the incident's trail (`trail`) that have left memory: an action is held by
+    /// the log, not by what this process happens to remember.
+    async fn attempts(&self, key: &str, trail: &[arf_audit_client::Record]) -> Result<(Option<Decision>, Vec<crate::policy::EarlierAttempt>), Status> {
         let ids = self.actions.lock().await.get(key).cloned().unwrap_or_default();
         let mut decisions = Vec::new();
         for id in ids {
@@ -195,28 +227,90 @@ impl Shared {
                 decisions.push(entry.lock().await.clone());
             }
         }
+        let mut logged = decision::Restored::default();
+        for record in trail {
+            logged.add(record).map_err(|e| {
+                tracing::error!(error = %e, "one of the governor's own records of this incident is malformed; nothing is decided for it");
+                Status::failed_precondition(format!("the governor's own record of this incident is malformed, so whether the action was decided before is unknown; nothing was decided: {e}"))
+            })?;
+        }
+        let now = (self.clock)();
+        for (id, mut earlier) in logged.decisions {
+            if earlier.action_key() == key && !decisions.iter().any(|d| d.decision_id == id) {
+                earlier.expire_if_due(now);
+                decisions.push(earlier);
+            }
+        }
         decisions.sort_by_key(|d| d.issued_at_ms);
         if let Some(holding) = decisions.iter().find(|d| d.state.holds_action()) {
-            return (Some(holding.clone()), Vec::new());
+            return Ok((Some(holding.clone()), Vec::new()));
         }
         let earlier = decisions
             .into_iter()
             .map(|d| crate::policy::EarlierAttempt { decision_id: d.decision_id, state: d.state.as_str().to_owned() })
             .collect();
-        (None, earlier)
+        Ok((None, earlier))
+    }
+
+    /// Lets settled decisions that expired more than `retain_ms` ago leave memory.
+    /// Their trail stays in the log: [`Service::find`] reads one back by its id, and
+    /// [`Shared::attempts`] finds them in the incident's trail.
+    async fn evict(&self) -> usize {
+        let now = (self.clock)();
+        // No decision is made meanwhile, so the action index stays whole.
+        let _deciding = self.deciding.lock().await;
+        let mut decisions = self.decisions.write().await;
+        let mut actions = self.actions.lock().await;
+        let mut gone = Vec::new();
+        for (id, entry) in decisions.iter() {
+            // One in use (being dispatched, approved, read) is not settled for long.
+            let Ok(mut decision) = entry.try_lock() else { continue };
+            decision.expire_if_due(now);
+            if decision.state.is_final() && now - decision.expires_at_ms > self.retain_ms {
+                gone.push((id.clone(), decision.incident_id.clone(), decision.action_key()));
+            }
+        }
+        let mut evicted = self.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (id, incident_id, key) in &gone {
+            decisions.remove(id);
+            if let Some(ids) = actions.get_mut(key) {
+                ids.retain(|held| held != id);
+                if ids.is_empty() {
+                    actions.remove(key);
+                }
+            }
+            evicted.insert(id.clone(), incident_id.clone());
+        }
+        gone.len()
+    }
+
+    /// A decision that left memory, read back from its incident's trail.
+    async fn read_back(&self, decision_id: &str) -> Result<Option<Decision>, Status> {
+        let incident_id = self.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).incident_of.get(decision_id).cloned();
+        let Some(incident_id) = incident_id else { return Ok(None) };
+        let trail = self
+            .audit
+            .read_incident(&incident_id)
+            .await
+            .map_err(|e| status::audit_unreadable(&e, &format!("decision `{decision_id}` is no longer held in memory and cannot be read back")))?;
+        let mut logged = decision::Restored::default();
+        for record in &trail {
+            logged.add(record).map_err(|e| Status::internal(format!("decision `{decision_id}` cannot be read back: {e}")))?;
+        }
+        Ok(logged.decisions.remove(decision_id))
     }
 
     /// Reads the incident's trail and checks that it backs the proposal (see
     /// [`crate::backing`]). A proposal without backing is refused, and the refusal
     /// is logged; a log that cannot be read means nothing is decided.
-    async fn backing(&self, proposal: &Proposal) -> Result<IncidentScope, Status> {
+    async fn backing(&self, proposal: &Proposal) -> Result<(IncidentScope, Vec<arf_audit_client::Record>), Status> {
         let records = self
             .audit
             .read_incident(&proposal.incident_id)
             .await
             .map_err(|e| status::audit_unreadable(&e, "the proposal's backing cannot be checked and no decision was made"))?;
         match crate::backing::backing(&records, proposal, &self.agent_writer) {
-            Ok(scope) => Ok(scope),
+            Ok(scope) => Ok((scope, records)),
             Err(unbacked) => {
                 warn!(incident_id = %proposal.incident_id, proposal_id = %proposal.id, reason = %unbacked, "proposal refused: the log does not back it");
                 let payload = records::encode(&GovernanceEvent::ProposalRefused {
@@ -360,14 +454,24 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     // Folded record by record as the log streams in, never held whole.
     let mut stream = std::pin::pin!(shared.audit.stream_range(1, 0).await?);
     let mut folded = decision::Restored::default();
+    // Settled decisions long expired leave as the log is read, so a rebuild holds
+    // no more than a running governor would.
+    let mut evicted = std::collections::HashSet::new();
+    let mut count = 0u64;
     while let Some(record) = stream.next().await {
-        folded.add(&record?)?;
+        let record = record?;
+        folded.add(&record)?;
+        count += 1;
+        if count.is_multiple_of(4096) {
+            evicted.extend(remember_evicted(shared, folded.evict(record.time_ms, shared.retain_ms)));
+        }
     }
+    evicted.extend(remember_evicted(shared, folded.evict((shared.clock)(), shared.retain_ms)));
     let decision::Restored { decisions: restored, authorized } = folded;
     // An outcome the log holds is never asked for again, so the guard rails need
-    // not remember that they counted it.
+    // not remember that they counted it (a decision that left memory is settled).
     shared.forget_outcomes(|guard| {
-        crate::guard::forget_logged_outcomes(guard, |id| restored.get(id).is_some_and(|d| d.state.is_final()))
+        crate::guard::forget_logged_outcomes(guard, |id| evicted.contains(id) || restored.get(id).is_some_and(|d| d.state.is_final()))
     });
     {
         let mut decisions = shared.decisions.write().await;
@@ -395,8 +499,39 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
         out
     };
     shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
+    evict_periodically(shared);
     tokio::spawn(resume(Arc::clone(shared), unfinished, authorized));
     Ok(())
+}
+
+/// Notes where the decisions a rebuild let go are in the log; returns their ids.
+fn remember_evicted(shared: &Shared, gone: Vec<(String, String)>) -> Vec<String> {
+    let mut evicted = shared.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    gone.into_iter()
+        .map(|(id, incident_id)| {
+            evicted.insert(id.clone(), incident_id);
+            id
+        })
+        .collect()
+}
+
+/// Lets settled decisions leave memory now and then, for as long as the governor lives.
+fn evict_periodically(shared: &Arc<Shared>) {
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            let every = match shared.upgrade() {
+                Some(shared) => Duration::from_millis(u64::try_from(shared.retain_ms / 4).unwrap_or(0).clamp(1_000, 60_000)),
+                None => return,
+            };
+            tokio::time::sleep(every).await;
+            let Some(shared) = shared.upgrade() else { return };
+            let left = shared.evict().await;
+            if left > 0 {
+                tracing::debug!(left, "settled decisions left memory; their trails stay in the log");
+            }
+        }
+    });
 }
 
 /// Continues decisions a crash cut off from where the log says they stopped, at
@@ -499,7 +634,11 @@ impl Service {
         match self.shared.entry(decision_id).await {
             Some(entry) => Ok(entry),
             None if !self.shared.restored.load(std::sync::atomic::Ordering::SeqCst) => Err(status::restoring(decision_id)),
-            None => Err(status::not_found(decision_id)),
+            // Settled long ago: read back from the log, and not held again.
+            None => match self.shared.read_back(decision_id).await? {
+                Some(decision) => Ok(Arc::new(Mutex::new(decision))),
+                None => Err(status::not_found(decision_id)),
+            },
         }
     }
 
@@ -545,13 +684,13 @@ impl Governor for Service {
             // Malformed input is named before anything else is read or written.
             decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
                 .map_err(status::invalid_proposal)?;
-            let scope = self.shared.backing(&proposal).await?;
+            let (scope, trail) = self.shared.backing(&proposal).await?;
             // Decisions are made one at a time, and an action is decided at most once
             // while a decision for it is live or has succeeded: held from the look-up
             // until the new decision is in place, so two proposals cannot both pass.
             let deciding = self.shared.deciding.lock().await;
             let key = decision::action_key(&proposal.incident_id, &proposal.remediation);
-            let (holding, earlier_attempts) = self.shared.attempts(&key).await;
+            let (holding, earlier_attempts) = self.shared.attempts(&key, &trail).await?;
             if let Some(existing) = holding {
                 drop(deciding);
                 info!(decision_id = %existing.decision_id, state = existing.state.as_str(), "the action is already decided; answering with that decision");

@@ -126,6 +126,8 @@ pub struct Setup {
     pub guard_rails: arf_governor::guard::GuardRails,
     /// Guard-rail state saved by an earlier governor, found at start.
     pub guard_state: Option<arf_governor::guard::GuardState>,
+    /// How long settled decisions stay in memory.
+    pub retain_decisions_secs: u64,
 }
 
 impl Default for Setup {
@@ -137,6 +139,7 @@ impl Default for Setup {
             audit: true,
             guard_rails: Default::default(),
             guard_state: None,
+            retain_decisions_secs: arf_governor::config::default_retain_decisions_secs(),
         }
     }
 }
@@ -203,6 +206,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         audit_checkpoint_origin: arf_audit::config::default_origin(),
         agent_writer: arf_governor::config::default_agent_writer(),
         settle_secs: arf_governor::config::default_settle_secs(),
+        retain_decisions_secs: setup.retain_decisions_secs,
         calibration: Default::default(),
     };
     (config, tokens)
