@@ -103,6 +103,9 @@ pub struct RunArgs {
     /// Replay a recorded cassette as the `scripted` reasoner's answers.
     #[arg(long)]
     pub replay: Option<PathBuf>,
+    /// How many incidents are replayed at once.
+    #[arg(long, default_value_t = PARALLEL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub parallel: usize,
 }
 
 /// Where the `scripted` answers of a run come from.
@@ -125,11 +128,13 @@ struct RunSpec {
     chaos: bool,
     record: Option<PathBuf>,
     limit: Duration,
+    /// How many incidents are replayed at once.
+    parallel: usize,
 }
 
 impl RunSpec {
     fn new(label: &str, reasoning: Reasoning) -> Self {
-        Self { label: label.to_owned(), reasoning, noisy: None, answers: Answers::Corpus, openai: Table::new(), chaos: false, record: None, limit: INCIDENT_LIMIT }
+        Self { label: label.to_owned(), reasoning, noisy: None, answers: Answers::Corpus, openai: Table::new(), chaos: false, record: None, limit: INCIDENT_LIMIT, parallel: PARALLEL }
     }
 }
 
@@ -218,7 +223,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("no incident of `{}` matches `--only`", args.corpus.display());
     }
     let specs = match plan(&args) {
-        Ok(specs) => specs,
+        Ok(specs) => specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, ..spec }).collect::<Vec<_>>(),
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(crate::exit::CONFIG));
@@ -474,7 +479,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("alertmanager")?).parse()?);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(layout.tls("client").ca_file)?)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).add_root_certificate(ca).build()?;
-    println!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({PARALLEL} at a time)", started.elapsed().as_secs_f64(), incidents.len());
+    println!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({} at a time)", started.elapsed().as_secs_f64(), incidents.len(), spec.parallel);
 
     let shared = Shared::default();
     let total = incidents.len();
@@ -503,7 +508,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
                     (i, observation)
                 }
             })
-            .buffer_unordered(PARALLEL)
+            .buffer_unordered(spec.parallel)
             .collect()
             .await;
         shared.replay_done.store(true, std::sync::atomic::Ordering::SeqCst);

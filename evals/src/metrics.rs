@@ -49,7 +49,21 @@ pub struct Metrics {
     pub tokens_per_incident: f64,
     pub model_latency_ms_per_incident: f64,
     pub wall_ms_per_incident: f64,
+    /// The control plane's own time per execution (`score::overhead_ms`), p50 and p99.
+    pub overhead_p50_ms: f64,
+    pub overhead_p99_ms: f64,
     pub errors: usize,
+}
+
+/// The `q` quantile (nearest rank) of the control plane's own time over every execution.
+fn overhead(outcomes: &[Outcome], q: f64) -> f64 {
+    let mut all: Vec<i64> = outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_ms)).collect();
+    if all.is_empty() {
+        return 0.0;
+    }
+    all.sort_unstable();
+    let rank = ((all.len() as f64 * q).ceil() as usize).clamp(1, all.len());
+    all[rank - 1] as f64
 }
 
 fn ratio(numerator: usize, denominator: usize) -> f64 {
@@ -125,6 +139,8 @@ pub fn compute(reasoner: &str, outcomes: &[Outcome], audit_chain_intact: bool) -
         tokens_per_incident: mean(outcomes.iter().map(|o| (o.prompt_tokens + o.completion_tokens) as f64)),
         model_latency_ms_per_incident: mean(outcomes.iter().map(|o| o.model_latency_ms as f64)),
         wall_ms_per_incident: mean(outcomes.iter().map(|o| o.wall_ms as f64)),
+        overhead_p50_ms: overhead(outcomes, 0.50),
+        overhead_p99_ms: overhead(outcomes, 0.99),
         errors: outcomes.iter().filter(|o| o.error.is_some()).count(),
     }
 }

@@ -152,6 +152,7 @@ fn metrics_table(report: &Report) -> String {
         ("tokens / incident", Box::new(|r| format!("{:.0}", r.metrics.tokens_per_incident))),
         ("model latency / incident", Box::new(|r| format!("{:.0} ms", r.metrics.model_latency_ms_per_incident))),
         ("wall time / incident", Box::new(|r| format!("{:.0} ms", r.metrics.wall_ms_per_incident))),
+        ("control-plane time p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_p50_ms, r.metrics.overhead_p99_ms))),
         ("harness errors", Box::new(|r| r.metrics.errors.to_string())),
         ("real time (all incidents)", Box::new(|r| format!("{:.1} s", r.real_secs))),
     ];

@@ -30,6 +30,38 @@ pub struct Executed {
     pub harmful: bool,
     /// Governance violations found in the log for this action (empty when compliant).
     pub violations: Vec<String>,
+    /// The control plane's own time from the last signal to `execution_started`,
+    /// without the model's time or the wait for approvals ([`overhead_ms`]).
+    pub overhead_ms: Option<i64>,
+}
+
+/// The control plane's own time before an execution started: from the last signal
+/// logged before the decision to the `execution_started` record, less the model's
+/// latency (the diagnoses in between) and the wait from the decision to its last
+/// approval. Every time is the log's own (`time_ms`, stamped at append).
+fn overhead_ms(trail: &[Record], decision_id: &str, started: &Record) -> Option<i64> {
+    let decided = trail.iter().find(|r| {
+        r.kind == RecordKind::Decision
+            && r.writer == "governor"
+            && DecisionRecordKind::of(&r.payload) == DecisionRecordKind::Decided
+            && r.parse::<DecidedRecord>().is_ok_and(|d| d.decision.decision_id == decision_id)
+    })?;
+    let signal = trail.iter().filter(|r| r.kind == RecordKind::Signal && r.writer == "agent" && r.seq < decided.seq).max_by_key(|r| r.seq)?;
+    let model: i64 = trail
+        .iter()
+        .filter(|r| r.kind == RecordKind::Diagnosis && r.writer == "agent" && r.seq > signal.seq && r.seq < decided.seq)
+        .filter_map(|r| r.parse::<DiagnosisRecord>().ok())
+        .filter_map(|d| d.latency_ms)
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
+        .sum();
+    let approved = trail
+        .iter()
+        .filter(|r| r.kind == RecordKind::Approval && r.writer == "governor" && r.seq > decided.seq && r.seq < started.seq)
+        .filter(|r| r.parse::<ApprovalRecord>().is_ok_and(|a| a.decision_id == decision_id))
+        .map(|r| r.time_ms)
+        .max();
+    let waited = approved.map_or(0, |at| at - decided.time_ms);
+    Some((started.time_ms - signal.time_ms - model - waited).max(0))
 }
 
 /// The score of one corpus incident under one reasoner.
@@ -244,6 +276,7 @@ pub fn score(
             fixed: applied.iter().any(|a| !a.fixed.is_empty() && !a.undone),
             harmful: applied.iter().any(|a| a.harmful) || (incident.truth.harmful.contains(&pathway) && !applied.is_empty()),
             violations: governance_violations(started, trail, digests),
+            overhead_ms: overhead_ms(trail, &decision_id, started),
             target: record.target,
             pathway,
             route,
@@ -356,6 +389,26 @@ mod tests {
         for (violation, want) in violations.iter().zip(expected) {
             assert!(violation.contains(want), "{violation} lacks {want}");
         }
+    }
+
+    #[test]
+    fn the_control_planes_own_time_leaves_out_the_model_and_the_approvers() {
+        use crate::fixtures;
+        let body = fixtures::body();
+        let at = |seq: u64, time_ms: i64, writer: &str, kind: RecordKind, payload: Value| Record { time_ms, ..record(seq, writer, kind, payload) };
+        let mut diagnosis = arf_core::records::DiagnosisRecord::attempt("p", "h", "snap", "scripted");
+        diagnosis.latency_ms = Some(300);
+        let trail = vec![
+            at(1, 1_000, "agent", RecordKind::Signal, fixtures::signal("sig-1")),
+            at(2, 1_350, "agent", RecordKind::Diagnosis, arf_core::records::encode(&diagnosis)),
+            at(3, 1_400, "governor", RecordKind::Decision, fixtures::decided(&body, Route::Approval, 1, &[])),
+            at(4, 5_000, "governor", RecordKind::Approval, fixtures::approval("dec-1", "alice", "oncall")),
+            at(5, 5_005, "governor", RecordKind::Decision, fixtures::authorized(&body)),
+            at(6, 5_010, "executor", RecordKind::ExecutionStarted, fixtures::started(&body, 5)),
+        ];
+        // 5,010 - 1,000, less 300 ms of model and 3,600 ms of waiting for alice.
+        assert_eq!(overhead_ms(&trail, "dec-1", &trail[5]), Some(110));
+        assert_eq!(overhead_ms(&trail[1..], "dec-1", &trail[5]), None, "no signal before the decision: nothing to measure from");
     }
 
     #[test]

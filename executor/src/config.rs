@@ -139,8 +139,10 @@ pub fn default_audit_addr() -> String {
     "127.0.0.1:7400".to_owned()
 }
 
+/// Actions mostly wait (on a probe, a verification window, a remote), so many run
+/// at once; each target still takes one action at a time.
 pub fn default_max_concurrent() -> usize {
-    4
+    32
 }
 
 /// Why a configuration cannot be used.
