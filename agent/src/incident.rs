@@ -443,12 +443,18 @@ impl Incidents {
                                     incident.state = IncidentState::Resolved;
                                     incident.reason = reason;
                                 }
+                                // A resolution wins over what a diagnosis that was under way
+                                // logged after it, as it does in a running agent.
                                 IncidentRecord::Escalated { reason, .. } => {
-                                    incident.state = IncidentState::Escalated;
+                                    if incident.state != IncidentState::Resolved {
+                                        incident.state = IncidentState::Escalated;
+                                    }
                                     incident.reason = reason;
                                 }
                                 IncidentRecord::Proposed { decision_id, route, .. } => {
-                                    incident.state = IncidentState::Proposed;
+                                    if incident.state != IncidentState::Resolved {
+                                        incident.state = IncidentState::Proposed;
+                                    }
                                     incident.reason = format!("governor routed decision `{decision_id}` as `{route}`");
                                     incident.decision_ids.push(decision_id);
                                 }

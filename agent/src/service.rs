@@ -402,8 +402,18 @@ impl Agent {
         }
     }
 
-    /// Escalates to a human: logged, and nothing is proposed.
+    /// Whether every alert of the incident has resolved (or it is gone).
+    async fn resolved(&self, incident_id: &str) -> bool {
+        self.incidents.lock().await.by_id.get(incident_id).is_none_or(|i| i.state == IncidentState::Resolved)
+    }
+
+    /// Escalates to a human: logged, and nothing is proposed. An incident whose
+    /// alerts all resolved meanwhile needs no one, and is left resolved.
     async fn escalate(&self, incident_id: &str, reason: &str) {
+        if self.resolved(incident_id).await {
+            info!(%incident_id, %reason, "not escalated: every alert of the incident resolved meanwhile");
+            return;
+        }
         warn!(%incident_id, %reason, "incident escalated");
         let payload = records::encode(&IncidentRecord::escalated(reason));
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
@@ -466,6 +476,11 @@ impl Agent {
                 drop(incidents);
                 settled.await;
                 continue;
+            }
+            // Every alert resolved before the diagnosis began: nothing to diagnose.
+            if incident.state == IncidentState::Resolved {
+                info!(%incident_id, "not diagnosed: every alert of the incident resolved first");
+                return;
             }
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
@@ -611,6 +626,15 @@ impl Agent {
         payload.status = DiagnosisStatus::Grounded;
         arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "grounded")]);
         payload.hypotheses.clone_from(&grounded.hypotheses);
+        // Every alert resolved while the model was thinking: the diagnosis is logged,
+        // and nothing is proposed for a failure that is gone.
+        if self.resolved(incident_id).await {
+            if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
+                error!(%incident_id, %error, "cannot log the diagnosis");
+            }
+            info!(%incident_id, "nothing proposed: every alert of the incident resolved during its diagnosis");
+            return;
+        }
         payload.proposal = Some(proposal.clone());
         // Write-ahead: the proposal is in the log before the governor sees it.
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {

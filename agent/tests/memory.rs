@@ -87,3 +87,37 @@ async fn a_done_incident_leaves_memory_and_is_read_back_from_the_log() {
     let incident = agent.get_incident(pb::GetIncidentRequest { incident_id: first.clone() }).await.unwrap().into_inner();
     assert_eq!(incident.state, "resolved");
 }
+
+/// An incident whose alerts all resolve while the model is thinking stays
+/// resolved: its diagnosis is logged, nothing is proposed, no one is paged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_that_resolves_during_its_diagnosis_stays_resolved_and_nothing_is_proposed() {
+    use arf_proto::v1 as pb;
+    let server = ModelServer::start(vec![Reply::Late(std::time::Duration::from_millis(800), VALID.to_owned())], None).await;
+    let running = support::start(|config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(&server.base_url));
+    })
+    .await;
+    let mut agent = support::agent_client(&running.agent).await;
+    let id = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running.audit.read_incident(&id).await.unwrap().iter().any(|r| r.kind == RecordKind::Snapshot) {
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(support::resolve(&running.webhook, "CheckoutHighErrorRate", "staging").await, id);
+    // The model answers with a grounded proposal after the resolution.
+    while !running.audit.read_incident(&id).await.unwrap().iter().any(|r| r.kind == RecordKind::Diagnosis) {
+        assert!(tokio::time::Instant::now() < deadline, "no diagnosis");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let trail = running.audit.read_incident(&id).await.unwrap();
+    let events: Vec<&str> = trail.iter().filter(|r| r.kind == RecordKind::Incident).filter_map(|r| r.payload["event"].as_str()).collect();
+    assert_eq!(events, ["opened", "resolved"], "neither proposed nor escalated");
+    let diagnosis = trail.iter().find(|r| r.kind == RecordKind::Diagnosis).unwrap();
+    assert!(diagnosis.payload.get("proposal").is_none(), "{:?}", diagnosis.payload);
+    let incident = agent.get_incident(pb::GetIncidentRequest { incident_id: id }).await.unwrap().into_inner();
+    assert_eq!(incident.state, "resolved");
+}

@@ -7,12 +7,17 @@
 //!    concurrent HTTPS connections, 50 alerts per request as Alertmanager groups
 //!    them, from 50 services, each alert from its own pod. Measured: the time until
 //!    every alert is accepted (accepted means in the log), and the agent's peak RSS.
-//! 3. Every process killed (SIGKILL), then all four started at once on the log the
-//!    storm left. Measured: each one's time from spawn to SERVING on its health
-//!    check (the agent and governor serve only once they have rebuilt their state
-//!    from the log), and each one's RSS once all serve.
+//! 3. History: 5,000 incidents, one service each, each opened by an alert,
+//!    diagnosed and resolved, with done incidents leaving memory at once
+//!    (`agent.retain_incidents_secs = 0`). Measured: the agent's and governor's RSS
+//!    before and after, and how many incidents the agent still holds.
+//! 4. Every process killed (SIGKILL), then all four started at once on the log the
+//!    storm and the history left. Measured: each one's time from spawn to SERVING on
+//!    its health check (the agent and governor serve only once they have rebuilt
+//!    their state from the log), and each one's RSS once all serve.
 //!
-//! `cargo bench -p arf-cli --bench restart`. `ARF_BENCH_ALERTS` changes the count.
+//! `cargo bench -p arf-cli --bench restart`. `ARF_BENCH_ALERTS` and
+//! `ARF_BENCH_INCIDENTS` change the counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a benchmark stops at the first surprise")]
 
@@ -62,6 +67,29 @@ fn body(i: usize) -> Value {
            "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093", "truncatedAlerts": 0, "alerts": alerts})
 }
 
+/// An alert about a service of its own, `firing` or `resolved`: one incident of history.
+fn passing(i: usize, status: &str) -> Value {
+    let labels = json!({"alertname": "DiskAlmostFull", "service": format!("hist-{i}"), "env": "staging", "severity": "warning"});
+    json!({"version": "4", "status": status, "receiver": "arf", "groupKey": format!("{{}}:{{service=\"hist-{i}\"}}"),
+           "groupLabels": {}, "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093",
+           "alerts": [{"status": status, "labels": labels, "annotations": {"summary": "disk 91% full"},
+                       "startsAt": "2026-11-26T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus.example:9090/graph"}]})
+}
+
+/// How many incidents the agent holds in memory (`ListIncidents` lists those), by state.
+async fn incidents_held(plane: &support::Plane) -> String {
+    use arf_proto::v1::agent_client::AgentClient;
+    let token = plane.token("alice");
+    let mut agent = AgentClient::with_interceptor(plane.channel("agent"), arf_proto::server::Bearer::new(Some(token.as_str())));
+    let incidents = agent.list_incidents(arf_proto::v1::ListIncidentsRequest {}).await.unwrap().into_inner().incidents;
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    for incident in &incidents {
+        *states.entry(incident.state.clone()).or_default() += 1;
+    }
+    let states: Vec<String> = states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    format!("{} ({})", incidents.len(), states.join(", "))
+}
+
 /// Starts every role at once and measures each one's time to SERVING.
 async fn start_all(plane: &mut support::Plane) -> Vec<(&'static str, Duration)> {
     let started = Instant::now();
@@ -91,7 +119,12 @@ fn report(what: &str, plane: &support::Plane, times: &[(&str, Duration)]) {
 async fn main() {
     let alerts: usize = std::env::var("ARF_BENCH_ALERTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     let requests = alerts.div_ceil(PER_REQUEST);
+    let history: usize = std::env::var("ARF_BENCH_INCIDENTS").ok().and_then(|n| n.parse().ok()).unwrap_or(5_000);
     let mut plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    // Done incidents leave the agent's memory at once (the default keeps them an hour).
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    config["agent"].as_table_mut().unwrap().insert("retain_incidents_secs".into(), 0.into());
+    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
     let times = start_all(&mut plane).await;
     report("start on an empty log (anchor)", &plane, &times);
 
@@ -129,14 +162,48 @@ async fn main() {
         elapsed.as_secs_f64(),
         accepted as f64 / elapsed.as_secs_f64()
     );
-    // Let the diagnoses the storm opened settle, so the restart reads a quiet log.
+    // Let the diagnoses the storm opened settle.
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // History: incidents that come and go.
+    let before: Vec<(f64, f64)> = ["agent", "governor"].iter().map(|role| memory(plane.pid(role).unwrap())).collect();
+    let began = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let client = plane.webhook_client();
+            let (url, token, next) = (url.clone(), token.clone(), Arc::clone(&next));
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= history {
+                        return;
+                    }
+                    for status in ["firing", "resolved"] {
+                        let response = client.post(&url).bearer_auth(&token).json(&passing(i, status)).send().await.unwrap();
+                        assert!(response.status().is_success(), "{}", response.status());
+                    }
+                }
+            })
+        })
+        .collect();
+    futures::future::join_all(workers).await;
+    // The diagnoses finish, and done incidents leave memory (the agent looks every second).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let held = incidents_held(&plane).await;
+    println!("history: {history} incidents opened, diagnosed and resolved in {:.1} s; the agent holds {held} incidents", began.elapsed().as_secs_f64());
+    for (role, (rss, peak)) in ["agent", "governor"].iter().zip(before) {
+        let (now, now_peak) = memory(plane.pid(role).unwrap());
+        println!("  {role:<9} RSS {rss:>6.1} MB (peak {peak:>6.1}) before, {now:>6.1} MB (peak {now_peak:>6.1}) after");
+    }
     let (records, _) = plane.auditor().head().await.unwrap();
     for role in ROLES {
         plane.stop(role).await;
     }
     let times = start_all(&mut plane).await;
     report(&format!("restart on a {records}-record log (all four spawned at once, after SIGKILL)"), &plane, &times);
+    let held = incidents_held(&plane).await;
+    println!("  the restarted agent holds {held} incidents");
     for role in ROLES {
         plane.stop(role).await;
     }

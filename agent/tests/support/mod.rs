@@ -35,6 +35,8 @@ pub enum Reply {
     /// Content with `{{signal_id}}` replaced by the first signal id in the prompt,
     /// as a model that read the context would cite it.
     Cite(String),
+    /// [`Reply::Cite`], after thinking this long.
+    Late(Duration, String),
 }
 
 /// The first `sig-...` id in the request's messages.
@@ -115,6 +117,10 @@ async fn completions(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMa
     match reply {
         Some(Reply::Content(text)) => (StatusCode::OK, axum::Json(completion(&text, None))).into_response(),
         Some(Reply::Cite(text)) => (StatusCode::OK, axum::Json(completion(&text.replace("{{signal_id}}", &cited), None))).into_response(),
+        Some(Reply::Late(delay, text)) => {
+            tokio::time::sleep(delay).await;
+            (StatusCode::OK, axum::Json(completion(&text.replace("{{signal_id}}", &cited), None))).into_response()
+        }
         Some(Reply::Refusal(text)) => (StatusCode::OK, axum::Json(completion("", Some(&text)))).into_response(),
         Some(Reply::Error { status, message, retry_after }) => {
             let mut response = (
