@@ -147,6 +147,48 @@ impl Incident {
         self.signals.values().all(|s| s.status == SignalStatus::Resolved)
     }
 
+    /// A copy for planning ([`Incidents::plan`]): each signal reduced to what
+    /// placement reads (its status, and what names the alert), so a plan does not
+    /// copy up to [`MAX_SIGNALS_PER_INCIDENT`] whole signals per incident it touches.
+    fn for_planning(&self) -> Self {
+        let stub = |s: &Signal| {
+            let alertname: BTreeMap<String, String> = s.labels.get_key_value("alertname").map(|(k, v)| (k.clone(), v.clone())).into_iter().collect();
+            Signal {
+                id: String::new(),
+                source: String::new(),
+                kind: s.kind,
+                status: s.status,
+                title: if alertname.is_empty() { s.title.clone() } else { String::new() },
+                description: String::new(),
+                severity: String::new(),
+                service: String::new(),
+                environment: String::new(),
+                labels: alertname,
+                annotations: BTreeMap::new(),
+                observed_at_ms: 0,
+                fingerprint: String::new(),
+            }
+        };
+        Self {
+            id: self.id.clone(),
+            title: self.title.clone(),
+            service: self.service.clone(),
+            environment: self.environment.clone(),
+            state: self.state,
+            signals: self.signals.iter().map(|(fingerprint, s)| (fingerprint.clone(), stub(s))).collect(),
+            signal_count: self.signal_count,
+            opened_at_ms: self.opened_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            snapshot_hash: String::new(),
+            decision_ids: Vec::new(),
+            reason: String::new(),
+            diagnoses: self.diagnoses,
+            model_calls: self.model_calls,
+            family: self.family.clone(),
+            in_flight: self.in_flight,
+        }
+    }
+
     /// Whether the incident already holds this signal: its fingerprint, or the
     /// same alert from another replica or instance.
     fn holds(&self, signal: &Signal) -> bool {
@@ -351,7 +393,7 @@ impl Incidents {
             if !is_context(signal) && copied.insert(key(signal)) {
                 let key = key(signal);
                 for incident in self.candidates(&key, now_ms) {
-                    scratch.by_id.insert(incident.id.clone(), incident.clone());
+                    scratch.by_id.insert(incident.id.clone(), incident.for_planning());
                 }
                 let mut ids: Vec<String> = self.candidates(&key, now_ms).map(|i| i.id.clone()).collect();
                 ids.reverse();

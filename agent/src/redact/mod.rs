@@ -194,15 +194,22 @@ impl Redactor {
     /// Redacts one string.
     pub fn text(&self, text: &str) -> String {
         let mut out = text.to_owned();
+        // Lowercased once, and again only after a rule changed the text: the
+        // keywords of a few hundred rules are looked for in every field.
+        let mut lower: Option<String> = None;
         for rule in &self.rules {
             if !rule.keywords.is_empty() {
-                let lower = out.to_lowercase();
+                let lower = lower.get_or_insert_with(|| out.to_lowercase());
                 if !rule.keywords.iter().any(|k| lower.contains(k.as_str())) {
                     continue;
                 }
             }
             if rule.regex.is_match(&out) {
-                out = rule.apply(&out);
+                let applied = rule.apply(&out);
+                if applied != out {
+                    out = applied;
+                    lower = None;
+                }
             }
         }
         self.redact_high_entropy(&out)
