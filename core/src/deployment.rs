@@ -1,6 +1,7 @@
 //! The deployment file (`arf.toml`): one section per service, and the top-level
-//! keys the services share (`[targets]`, `[[identities]]`), which a section
-//! inherits unless it sets its own. `arf serve ROLE` and each service's own binary
+//! keys the services share (`[targets]`, `[[identities]]`; `[notify]` for the
+//! governor, which sends notifications), which a section inherits unless it sets
+//! its own. `arf serve ROLE` and each service's own binary
 //! (`arf-agent`, …) read it the same way.
 
 use std::path::Path;
@@ -9,13 +10,14 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 /// The sections a deployment file may have.
-pub const SECTIONS: [&str; 6] = ["audit", "agent", "governor", "executor", "targets", "identities"];
+pub const SECTIONS: [&str; 7] = ["audit", "agent", "governor", "executor", "targets", "identities", "notify"];
 
 /// The top-level keys each service's section inherits.
 pub fn inherited(section: &str) -> &'static [&'static str] {
     match section {
         "audit" => &["identities"],
-        "agent" | "governor" | "executor" => &["targets", "identities"],
+        "agent" | "executor" => &["targets", "identities"],
+        "governor" => &["targets", "identities", "notify"],
         _ => &[],
     }
 }
@@ -73,5 +75,11 @@ mod tests {
         assert!(section::<Agent>(&root, "governor").unwrap_err().contains("no `[governor]` section"));
         let typo = parse("[agent]\nlisten = \"x\"\nlisen = 1\n", file).unwrap();
         assert!(section::<Agent>(&typo, "agent").unwrap_err().contains("in section `[agent]`"));
+        // `[notify]` is the governor's alone: the agent does not take it (its
+        // section would refuse the unknown key), the governor does.
+        let notify = parse("[agent]\nlisten = \"x\"\n[governor]\nlisten = \"y\"\n[notify]\nconsole_url = \"https://arf.example\"\n", file).unwrap();
+        assert!(section::<Agent>(&notify, "agent").is_ok());
+        let governor: Table = section(&notify, "governor").unwrap();
+        assert_eq!(governor["notify"]["console_url"].as_str(), Some("https://arf.example"));
     }
 }

@@ -74,6 +74,10 @@ pub struct Config {
     /// when asked for, and still holds its action against a repeat.
     #[serde(default = "default_retain_decisions_secs")]
     pub retain_decisions_secs: u64,
+    /// Notifications (`[notify]` at the top of `arf.toml`, inherited): who is told
+    /// of what (`crate::notify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyConfig>,
     /// How a model's stated confidence is calibrated by its record (`docs/governance.md`).
     #[serde(default)]
     pub calibration: crate::calibration::Prior,
@@ -163,6 +167,9 @@ impl Config {
         self.transport()?;
         arf_core::target::check_inventory(&self.targets).map_err(|e| invalid("targets", e))?;
         self.calibration.validate().map_err(|e| invalid("calibration", e))?;
+        if let Some(notify) = &self.notify {
+            crate::notify::check(notify).map_err(|e| invalid("notify", e))?;
+        }
         if self.audit_addr.trim().is_empty() {
             return Err(invalid("audit_addr", "must not be empty"));
         }

@@ -16,6 +16,7 @@ pub mod explain;
 mod grpc;
 pub mod guard;
 pub mod identity;
+pub mod notify;
 pub mod policy;
 pub mod policy_test;
 pub mod risk;

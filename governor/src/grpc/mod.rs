@@ -971,6 +971,17 @@ pub async fn serve_with_clock(
     if !restored_now {
         tokio::spawn(restore(Arc::clone(&shared)));
     }
+    // Notifications follow the log on their own audit connection; nothing on the
+    // path of a decision waits for them.
+    let notifying = match &config.notify {
+        Some(notify) => {
+            let token = arf_core::keys::load_token(&config.audit_token_file)?;
+            let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
+            let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
+            crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers).map_err(|e| anyhow::anyhow!(e))?
+        }
+        None => Vec::new(),
+    };
     let addr = listener.local_addr()?;
     #[cfg(unix)]
     guard::reload_on_sighup(Arc::clone(&shared))?;
@@ -998,6 +1009,9 @@ pub async fn serve_with_clock(
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("governor server failed");
+    for task in notifying {
+        task.abort();
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }

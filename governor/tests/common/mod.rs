@@ -128,6 +128,8 @@ pub struct Setup {
     pub guard_state: Option<arf_governor::guard::GuardState>,
     /// How long settled decisions stay in memory.
     pub retain_decisions_secs: u64,
+    /// `[notify]`.
+    pub notify: Option<arf_governor::notify::NotifyConfig>,
 }
 
 impl Default for Setup {
@@ -140,6 +142,7 @@ impl Default for Setup {
             guard_rails: Default::default(),
             guard_state: None,
             retain_decisions_secs: arf_governor::config::default_retain_decisions_secs(),
+            notify: None,
         }
     }
 }
@@ -207,6 +210,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         agent_writer: arf_governor::config::default_agent_writer(),
         settle_secs: arf_governor::config::default_settle_secs(),
         retain_decisions_secs: setup.retain_decisions_secs,
+        notify: setup.notify.clone(),
         calibration: Default::default(),
     };
     (config, tokens)

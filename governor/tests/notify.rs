@@ -1,0 +1,209 @@
+//! Notifications over real HTTP: a governor following a real audit log tells
+//! loopback receivers shaped after Slack's incoming webhooks, PagerDuty's Events
+//! API v2 and a signed generic webhook, through an outage of every receiver and a
+//! restart of the governor, each event exactly once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly on anything unexpected")]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use arf_audit::RecordKind;
+use arf_governor::notify::{NotifyConfig, ReceiverConfig, ReceiverKind};
+use common::{Harness, Setup, proposal};
+
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdef012345";
+const HMAC_SECRET: &str = "webhook-secret-for-the-test-only";
+
+/// What the receivers answered 2xx to, and how many refusals are left to give.
+#[derive(Default)]
+struct Inbox {
+    accepted: Mutex<Vec<(String, HeaderMap, Value)>>,
+    outage: AtomicUsize,
+}
+
+async fn receive(State(inbox): State<Arc<Inbox>>, Path(kind): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> (StatusCode, String) {
+    // The outage: every receiver answers 503 until it is over.
+    if inbox.outage.load(Ordering::SeqCst) > 0 {
+        inbox.outage.fetch_sub(1, Ordering::SeqCst);
+        return (StatusCode::SERVICE_UNAVAILABLE, "down".into());
+    }
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    match kind.as_str() {
+        "slack" => check_slack(&value),
+        "pagerduty" => check_pagerduty(&value),
+        "hook" => check_signed(&headers, &body, &value),
+        other => panic!("no receiver `{other}`"),
+    }
+    inbox.accepted.lock().unwrap().push((kind.clone(), headers, value));
+    if kind == "pagerduty" {
+        (StatusCode::ACCEPTED, r#"{"status":"success","message":"Event processed"}"#.into())
+    } else {
+        (StatusCode::OK, "ok".into())
+    }
+}
+
+/// Slack's incoming webhooks: `text` (the notification's fallback) and Block Kit
+/// `blocks` of known types, text objects `plain_text` or `mrkdwn`, within Slack's
+/// limits (header 150 characters, section text 3,000, at most 10 fields).
+fn check_slack(message: &Value) {
+    assert!(message["text"].as_str().is_some_and(|t| !t.is_empty()), "{message}");
+    for block in message["blocks"].as_array().unwrap() {
+        let kind = block["type"].as_str().unwrap();
+        assert!(["header", "section", "context", "actions"].contains(&kind), "{block}");
+        let texts: Vec<&Value> = match kind {
+            "header" => vec![&block["text"]],
+            "section" if block.get("fields").is_some() => block["fields"].as_array().unwrap().iter().collect(),
+            "section" => vec![&block["text"]],
+            "context" => block["elements"].as_array().unwrap().iter().collect(),
+            _ => vec![],
+        };
+        assert!(texts.len() <= 10, "{block}");
+        for text in texts {
+            assert!(["plain_text", "mrkdwn"].contains(&text["type"].as_str().unwrap()), "{text}");
+            let limit = if kind == "header" { 150 } else { 3_000 };
+            assert!(text["text"].as_str().unwrap().chars().count() <= limit, "{text}");
+        }
+        if kind == "header" {
+            assert_eq!(block["text"]["type"], "plain_text", "Slack headers are plain text");
+        }
+    }
+}
+
+/// PagerDuty Events API v2: a routing key, `trigger` with a summary (≤ 1,024),
+/// a source and a known severity, or `resolve`; both with a dedup key (≤ 255).
+fn check_pagerduty(event: &Value) {
+    assert_eq!(event["routing_key"], ROUTING_KEY);
+    let dedup_key = event["dedup_key"].as_str().unwrap();
+    assert!(!dedup_key.is_empty() && dedup_key.len() <= 255);
+    match event["event_action"].as_str().unwrap() {
+        "trigger" => {
+            let payload = &event["payload"];
+            let summary = payload["summary"].as_str().unwrap();
+            assert!(!summary.is_empty() && summary.chars().count() <= 1_024);
+            assert!(!payload["source"].as_str().unwrap().is_empty());
+            assert!(["critical", "error", "warning", "info"].contains(&payload["severity"].as_str().unwrap()));
+        }
+        "resolve" => assert_eq!(event.as_object().unwrap().len(), 3, "{event}"),
+        other => panic!("event_action `{other}`"),
+    }
+}
+
+/// The generic webhook: signed over `TIMESTAMP.BODY` with the shared secret.
+fn check_signed(headers: &HeaderMap, body: &[u8], value: &Value) {
+    let timestamp = headers["x-arf-timestamp"].to_str().unwrap();
+    let mut message = format!("{timestamp}.").into_bytes();
+    message.extend_from_slice(body);
+    let expected = format!("sha256={}", hex::encode(arf_core::keys::hmac_sha256(HMAC_SECRET.as_bytes(), &message)));
+    assert_eq!(headers["x-arf-signature-256"].to_str().unwrap(), expected);
+    assert_eq!(headers["x-arf-event-id"].to_str().unwrap(), value["id"].as_str().unwrap());
+}
+
+async fn receivers(inbox: Arc<Inbox>) -> String {
+    let app = axum::Router::new().route("/{kind}", axum::routing::post(receive)).with_state(inbox);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// The event ids each receiver took, and the kinds among them.
+fn taken(inbox: &Inbox, receiver: &str) -> Vec<(String, String)> {
+    inbox
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(kind, _, _)| kind == receiver)
+        .map(|(_, headers, value)| match receiver {
+            "slack" => (value["text"].as_str().unwrap().to_owned(), String::new()),
+            "pagerduty" => (format!("{} {}", value["event_action"].as_str().unwrap(), value["dedup_key"].as_str().unwrap()), value["payload"]["class"].as_str().unwrap_or("resolve").to_owned()),
+            _ => (headers["x-arf-event-id"].to_str().unwrap().to_owned(), value["kind"].as_str().unwrap().to_owned()),
+        })
+        .collect()
+}
+
+async fn wait_for(inbox: &Inbox, what: &str, done: impl Fn(&Inbox) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !done(inbox) {
+        assert!(Instant::now() < deadline, "{what} never arrived; took: {:#?}", inbox.accepted.lock().unwrap().iter().map(|(k, _, v)| format!("{k}: {v}")).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_event_reaches_each_receiver_once_through_an_outage_and_a_restart() {
+    let inbox = Arc::new(Inbox { outage: AtomicUsize::new(6), ..Default::default() });
+    let base = receivers(Arc::clone(&inbox)).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = secrets.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let receiver = ReceiverConfig::new;
+    let notify = NotifyConfig {
+        console_url: Some("https://arf.example/console".into()),
+        receivers: vec![
+            ReceiverConfig { url_file: Some(write("slack.url", &format!("{base}/slack"))), ..receiver("oncall-slack", ReceiverKind::Slack) },
+            ReceiverConfig { url: Some(format!("{base}/pagerduty")), secret_file: Some(write("pd.key", ROUTING_KEY)), ..receiver("pagerduty", ReceiverKind::Pagerduty) },
+            ReceiverConfig { url: Some(format!("{base}/hook")), secret_file: Some(write("hook.secret", HMAC_SECRET)), ..receiver("hook", ReceiverKind::Webhook) },
+        ],
+    };
+    let mut h = Harness::start(Setup { notify: Some(notify), ..Setup::default() }).await;
+    // Let the notifier take its place in the log before anything happens.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A production decision waits for approval; autonomy is switched off; an
+    // incident is escalated by the agent, and then resolves.
+    let waiting = h.evaluate(proposal("inc-notify", "restart_service", "web-prod", 0.9)).await.unwrap();
+    assert_eq!(waiting.state, "pending");
+    h.set_autonomy("alice", false, "paging test: hands off").await.unwrap();
+    let agent = arf_audit::AuditClient::connect(&h.config.audit_addr, Some(arf_core::keys::load_token(&h.dir.path().join("agent-audit.token")).unwrap())).unwrap();
+    let opened = arf_core::records::IncidentRecord::Opened {
+        title: "Checkout <b>5xx</b> \u{1b}[2K".into(),
+        service: "web".into(),
+        family: "alert".into(),
+        environment: "production".into(),
+        state: "open".into(),
+        first_signal: "sig-1".into(),
+    };
+    for record in [opened, arf_core::records::IncidentRecord::escalated("no grounded diagnosis"), arf_core::records::IncidentRecord::resolved("every alert in the incident resolved")] {
+        agent.append_one("inc-escalated", RecordKind::Incident, arf_core::records::encode(&record)).await.unwrap();
+    }
+    for receiver in ["slack", "pagerduty", "hook"] {
+        wait_for(&inbox, receiver, |inbox| taken(inbox, receiver).len() >= 4).await;
+    }
+    // The generic webhook names each kind, in log order.
+    let kinds: Vec<String> = taken(&inbox, "hook").into_iter().map(|(_, kind)| kind).collect();
+    assert_eq!(kinds, ["decision_waiting", "autonomy_switched", "escalated", "resolved"]);
+    // PagerDuty: one dedup key per incident, triggered, then resolved.
+    let paged: Vec<String> = taken(&inbox, "pagerduty").into_iter().map(|(sent, _)| sent).collect();
+    assert_eq!(paged[0], "trigger arf-inc-notify");
+    assert!(paged[1].starts_with("trigger arf-") && paged[1].ends_with("-autonomy_switched"), "{paged:?}");
+    assert_eq!(paged[2..], ["trigger arf-inc-escalated", "resolve arf-inc-escalated"]);
+    // Slack: the alert's markup and escape bytes arrive as text.
+    let slack: Vec<String> = taken(&inbox, "slack").into_iter().map(|(text, _)| text).collect();
+    assert_eq!(slack[2], "[warning] Escalated to a person: Checkout &lt;b&gt;5xx&lt;/b&gt; \u{FFFD}[2K");
+    assert!(slack[0].starts_with("[warning] Waiting for approval: restart_service on web-prod"), "{slack:?}");
+
+    // The governor restarts: nothing is sent again, and what follows is sent once.
+    h.restart_governor().await;
+    h.set_autonomy("dave", true, "paging test: done").await.unwrap();
+    for receiver in ["slack", "pagerduty", "hook"] {
+        wait_for(&inbox, receiver, |inbox| taken(inbox, receiver).len() >= 5).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for receiver in ["slack", "pagerduty", "hook"] {
+        assert_eq!(taken(&inbox, receiver).len(), 5, "{receiver}: each event exactly once");
+    }
+    let ids: std::collections::BTreeSet<String> = taken(&inbox, "hook").into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 5);
+    assert_eq!(inbox.outage.load(Ordering::SeqCst), 0, "the outage happened");
+}
