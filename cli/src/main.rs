@@ -274,6 +274,19 @@ enum CertsCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
+    /// Issues certificates again with new keys (renewal, or a key that may have leaked); the services read them without a restart. Needs the CA's key.
+    Renew {
+        /// The certificates to issue again: `audit`, `agent`, `governor`, `executor`, `client`; all when none is named.
+        names: Vec<String>,
+        /// Where they are (default: `certs/` in `--data-dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = ".arf")]
+        data_dir: PathBuf,
+        /// A host name or address the services are reached at, as given to `init` (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +389,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
             let written = certs::init(&dir, &hosts)?;
             say!("{}: {}", dir.display(), if written.is_empty() { "nothing missing".to_owned() } else { format!("wrote {}", written.join(", ")) });
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs { command: CertsCommand::Renew { names, dir, data_dir, hosts } } => {
+            let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
+            let written = certs::renew(&dir, &names, &hosts)?;
+            say!("{}: issued again {}; running services read them on their next handshake", dir.display(), written.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command: TokenCommand::Create { name, role, services, config, data_dir } } => {

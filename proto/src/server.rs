@@ -104,7 +104,28 @@ pub type Router = tonic::transport::server::Router<tower::layer::util::Stack<cra
 
 /// A server builder whose every request goes through `authenticator` first.
 pub fn builder(authenticator: crate::auth::Authenticator) -> tonic::transport::Server<tower::layer::util::Stack<crate::auth::AuthLayer, tower::layer::util::Identity>> {
-    tonic::transport::Server::builder().layer(authenticator.layer())
+    builder_aged(authenticator, MAX_CONNECTION_AGE)
+}
+
+/// How long a connection lives before the server asks the client to reconnect
+/// (HTTP/2 GOAWAY; calls under way get [`MAX_CONNECTION_AGE_GRACE`] to finish).
+/// A reconnection is a new TLS handshake: a peer whose certificate is no longer
+/// trusted (a CA rotated away, a key replaced) is cut off within this time, not
+/// only when it happens to reconnect.
+pub const MAX_CONNECTION_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How long calls under way on a connection past its age may take to finish.
+pub const MAX_CONNECTION_AGE_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// [`builder`] with connections living `age` (and `age` again as grace, at most
+/// [`MAX_CONNECTION_AGE_GRACE`]).
+pub fn builder_aged(
+    authenticator: crate::auth::Authenticator,
+    age: std::time::Duration,
+) -> tonic::transport::Server<tower::layer::util::Stack<crate::auth::AuthLayer, tower::layer::util::Identity>> {
+    tonic::transport::Server::builder()
+        .max_connection_age(age)
+        .max_connection_age_grace(age.min(MAX_CONNECTION_AGE_GRACE))
+        .layer(authenticator.layer())
 }
 
 /// Serves `router` on `listener` until `shutdown`: over mutual TLS with `tls`,
