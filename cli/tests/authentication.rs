@@ -246,15 +246,7 @@ async fn health(plane: &support::Plane, role: &str, dial: &arf_proto::tls::Dial)
 /// handshake's answer, or the first read after it, carries the server's alert.
 async fn without_certificate(plane: &support::Plane, role: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(plane.certs().join("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = support::trusting_ca_only(&plane.certs());
     let tcp = tokio::net::TcpStream::connect(plane.addr(role)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(arf_core::tls::service_name(arf_core::identity::Role::parse(role).unwrap())).unwrap();
     let mut stream = match tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await {
@@ -269,7 +261,6 @@ async fn without_certificate(plane: &support::Plane, role: &str) -> String {
     }
 }
 
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_port_refuses_a_peer_the_deployment_did_not_certify() {

@@ -9,15 +9,7 @@ use rustls::pki_types::pem::PemObject;
 
 /// The certificate `role` serves now, from a fresh TLS handshake.
 async fn served(plane: &support::Plane, role: &str) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(plane.certs().join("ca.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = support::trusting_ca_only(&plane.certs());
     let tcp = tokio::net::TcpStream::connect(plane.addr(role)).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(arf_core::tls::service_name(arf_core::identity::Role::parse(role).unwrap())).unwrap();
     let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap();

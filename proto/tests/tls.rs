@@ -40,6 +40,19 @@ fn issue(ca: &Ca, dir: &Path, name: &str, role: Role) -> TlsFiles {
     files
 }
 
+/// A health service over mutual TLS with `files`, its connections living `age`.
+async fn serve_health(files: &TlsFiles, age: Duration) -> (std::net::SocketAddr, Arc<ServerTls>) {
+    let server_tls = Arc::new(ServerTls::grpc(files).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let authenticator = arf_proto::auth::Authenticator::new("the test server", arf_core::identity::Identities::default(), true);
+    let router = arf_proto::server::builder_aged(authenticator, age).add_service(health);
+    tokio::spawn(arf_proto::server::serve(router, listener, Some(Arc::clone(&server_tls)), std::future::pending()));
+    (addr, server_tls)
+}
+
 async fn healthy(addr: std::net::SocketAddr, dial: &Dial) -> bool {
     use tonic_health::pb::health_client::HealthClient;
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().timeout(Duration::from_secs(5));
@@ -53,14 +66,7 @@ async fn a_rotated_certificate_is_served_without_a_restart() {
     let ca = new_ca();
     let server_files = issue(&ca, dir.path(), "server", Role::Governor);
     let client_files = issue(&ca, dir.path(), "client", Role::Agent);
-    let server_tls = Arc::new(ServerTls::grpc(&server_files).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let authenticator = arf_proto::auth::Authenticator::new("the test server", arf_core::identity::Identities::default(), true);
-    let router = arf_proto::server::builder(authenticator).add_service(health);
-    tokio::spawn(arf_proto::server::serve(router, listener, Some(Arc::clone(&server_tls)), std::future::pending()));
+    let (addr, server_tls) = serve_health(&server_files, arf_proto::server::MAX_CONNECTION_AGE).await;
     assert!(server_tls.in_step());
 
     let client = ClientTls::load(&client_files).unwrap();
@@ -101,14 +107,7 @@ async fn an_open_connection_is_handshaken_again_after_its_age() {
     let ca = new_ca();
     let server_files = issue(&ca, dir.path(), "server", Role::Governor);
     let client_files = issue(&ca, dir.path(), "client", Role::Agent);
-    let server_tls = Arc::new(ServerTls::grpc(&server_files).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let authenticator = arf_proto::auth::Authenticator::new("the test server", arf_core::identity::Identities::default(), true);
-    let router = arf_proto::server::builder_aged(authenticator, Duration::from_secs(1)).add_service(health);
-    tokio::spawn(arf_proto::server::serve(router, listener, Some(Arc::clone(&server_tls)), std::future::pending()));
+    let (addr, _server_tls) = serve_health(&server_files, Duration::from_secs(1)).await;
 
     use tonic_health::pb::health_client::HealthClient;
     let client = ClientTls::load(&client_files).unwrap();

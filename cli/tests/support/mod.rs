@@ -290,6 +290,21 @@ impl Plane {
     }
 }
 
+/// A TLS client that trusts the deployment's CA (in `certs`) and presents no
+/// certificate of its own.
+pub fn trusting_ca_only(certs: &std::path::Path) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// How a client with the certificate `client.pem` in `certs` reaches `role`.
 pub fn client_dial(certs: &std::path::Path, role: &str) -> arf_proto::tls::Dial {
     let tls = arf_proto::tls::ClientTls::load(&arf_core::tls::TlsFiles::in_dir(certs, "client")).unwrap();
