@@ -206,9 +206,21 @@ pub async fn list_incidents(endpoints: &Endpoints, as_json: bool) -> Result<Exit
 
 /// One line describing an audit record, for trails.
 pub fn describe(record: &arf_audit::Record) -> String {
+    format!(
+        "#{:<5} {}  {:<9} {:<18} {}",
+        record.seq,
+        arf_core::time::format_ms(record.time_ms),
+        record.writer,
+        record.kind.as_str(),
+        detail(record)
+    )
+}
+
+/// What a record says, in one line (without its sequence, time, writer and kind).
+pub fn detail(record: &arf_audit::Record) -> String {
     let p = &record.payload;
     let s = |key: &str| p.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let detail = match record.kind {
+    match record.kind {
         arf_audit::RecordKind::Signal => {
             let signal = &p["signal"];
             format!(
@@ -255,15 +267,7 @@ pub fn describe(record: &arf_audit::Record) -> String {
             }
             parts.join(" ")
         }
-    };
-    format!(
-        "#{:<5} {}  {:<9} {:<18} {}",
-        record.seq,
-        arf_core::time::format_ms(record.time_ms),
-        record.writer,
-        record.kind.as_str(),
-        detail
-    )
+    }
 }
 
 pub async fn show_incident(endpoints: &Endpoints, id: &str, as_json: bool) -> Result<ExitCode> {

@@ -22,7 +22,7 @@ pub struct Deployment {
 
 /// An address to dial for a service listening on `listen`: the same port on
 /// loopback when it listens on every interface.
-fn dial(listen: SocketAddr) -> String {
+pub fn dial(listen: SocketAddr) -> String {
     if listen.ip().is_unspecified() {
         let loopback: std::net::IpAddr = if listen.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
         SocketAddr::new(loopback, listen.port()).to_string()

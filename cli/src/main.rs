@@ -14,6 +14,7 @@ macro_rules! warn_user {
 
 mod audit;
 mod certs;
+mod console;
 mod discover;
 mod client;
 pub(crate) mod demo;
@@ -110,6 +111,15 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+    },
+    /// The web console for the people on call: pending decisions with their explanation, approve and reject, incidents and their trail, the kill switch. Log in with your token.
+    Console {
+        /// Where to listen (loopback only: plain HTTP).
+        #[arg(long, default_value = "127.0.0.1:7490")]
+        listen: std::net::SocketAddr,
+        /// The deployment (default: `ARF_CONFIG`, else `.arf/arf.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Certificates for mutual TLS between the services.
     Certs {
@@ -221,7 +231,7 @@ impl Command {
     /// The commands that run services or drive them (and their children) for long:
     /// they handle a closed pipe themselves and must not die of one.
     fn is_long_running(&self) -> bool {
-        matches!(self, Self::Up { .. } | Self::Serve { .. } | Self::Demo { .. } | Self::Eval { .. } | Self::DemoTarget { .. })
+        matches!(self, Self::Up { .. } | Self::Serve { .. } | Self::Demo { .. } | Self::Eval { .. } | Self::DemoTarget { .. } | Self::Console { .. })
     }
 }
 
@@ -385,6 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
+        Command::Console { listen, config } => console::run(listen, config).await,
         Command::Certs { command: CertsCommand::Init { dir, data_dir, hosts } } => {
             let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
             let written = certs::init(&dir, &hosts)?;

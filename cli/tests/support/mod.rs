@@ -251,6 +251,43 @@ impl Plane {
         AuditClient::connect_dial(&self.addr("audit").to_string(), Some(token.trim().to_owned()), &self.dial("audit")).unwrap()
     }
 
+    /// Declares the worker in `environment` too, as target `name` at `url`
+    /// (before the services start).
+    pub fn add_worker(&self, name: &str, environment: &str, url: &str) {
+        let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        let target: toml::Table = toml::from_str(&format!("service = \"worker\"\nenvironment = \"{environment}\"\nkind = \"service\"\n[facts]\nurl = \"{url}\"\n")).unwrap();
+        config["targets"].as_table_mut().unwrap().insert(name.into(), toml::Value::Table(target));
+        std::fs::write(&self.config, toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Posts a firing Alertmanager alert named `alertname` about the worker in `environment`.
+    pub async fn fire_about(&self, alertname: &str, environment: &str) {
+        let labels = json!({"alertname": alertname, "service": "worker", "env": environment, "severity": "critical"});
+        let body = json!({
+            "version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}", "groupLabels": {}, "commonLabels": labels,
+            "commonAnnotations": {}, "externalURL": "http://alertmanager.example:9093",
+            "alerts": [{"status": "firing", "labels": labels, "annotations": {"summary": "worker queue stalled"}, "startsAt": "2026-11-26T03:00:00Z"}]
+        });
+        let url = format!("https://{}/v1/webhooks/alertmanager", self.webhook);
+        let response = self.webhook_client().post(&url).bearer_auth(self.token("alertmanager")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+
+    /// Starts `arf console` for this deployment on a free loopback port; returns
+    /// the process (killed on drop) and its base URL.
+    pub fn console(&self) -> (Child, String) {
+        let listen = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args(["console", "--listen", &listen.to_string(), "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        (child, format!("http://{listen}"))
+    }
+
     /// Posts a firing Alertmanager alert and returns its incident.
     pub async fn fire(&self) -> String {
         let labels = json!({"alertname": "WorkerWedged", "service": "worker", "env": "staging", "severity": "critical"});
