@@ -188,18 +188,61 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
 pub fn incident_json(i: &pb::Incident) -> Value {
     json!({"id": i.id, "title": i.title, "service": i.service, "environment": i.environment, "state": i.state,
            "signal_count": i.signal_count, "opened_at": arf_core::time::format_ms(i.opened_at_ms),
+           "updated_at": arf_core::time::format_ms(i.updated_at_ms),
            "snapshot_hash": i.snapshot_hash, "decision_ids": i.decision_ids, "reason": i.reason})
 }
 
-pub async fn list_incidents(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
+/// Which incidents `arf incident list` shows.
+#[derive(Debug, Default)]
+pub struct IncidentFilter {
+    pub state: Option<String>,
+    pub service: Option<String>,
+    pub environment: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl IncidentFilter {
+    /// The incidents that pass, newest first (ties by id), at most `limit`.
+    pub fn apply(&self, mut incidents: Vec<pb::Incident>) -> Vec<pb::Incident> {
+        let passes = |wanted: &Option<String>, value: &str| wanted.as_deref().is_none_or(|w| w == value);
+        incidents.retain(|i| passes(&self.state, &i.state) && passes(&self.service, &i.service) && passes(&self.environment, &i.environment));
+        incidents.sort_by(|a, b| b.opened_at_ms.cmp(&a.opened_at_ms).then_with(|| a.id.cmp(&b.id)));
+        incidents.truncate(self.limit.unwrap_or(usize::MAX));
+        incidents
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell (the last column,
+/// free text, is not padded).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let width = |column: usize| {
+        rows.iter().map(|row| row.get(column).map_or(0, |cell| cell.chars().count())).chain([header[column].chars().count()]).max().unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(column, cell)| if column + 1 == cells.len() { (*cell).to_owned() } else { format!("{cell:<width$}", width = widths[column]) })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    std::iter::once(line(header.to_vec())).chain(rows.iter().map(|row| line(row.iter().map(String::as_str).collect()))).collect()
+}
+
+pub async fn list_incidents(endpoints: &Endpoints, filter: &IncidentFilter, as_json: bool) -> Result<ExitCode> {
     let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(endpoints.agent_failed())?.into_inner().incidents;
+    let incidents = filter.apply(incidents);
     if as_json {
         say!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
     }
-    say!("{:<30} {:<10} {:<12} {:<12} {:>7}  TITLE", "ID", "STATE", "SERVICE", "ENVIRONMENT", "SIGNALS");
-    for i in &incidents {
-        say!("{:<30} {:<10} {:<12} {:<12} {:>7}  {}", i.id, i.state, i.service, i.environment, i.signal_count, i.title);
+    let rows: Vec<Vec<String>> = incidents
+        .iter()
+        .map(|i| vec![arf_core::time::format_ms_column(i.opened_at_ms), i.id.clone(), i.state.clone(), i.service.clone(), i.environment.clone(), i.signal_count.to_string(), i.title.clone()])
+        .collect();
+    for line in table(&["OPENED", "ID", "STATE", "SERVICE", "ENVIRONMENT", "SIGNALS", "TITLE"], &rows) {
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -331,22 +374,26 @@ pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
         say!("nothing is waiting for you");
         return Ok(ExitCode::SUCCESS);
     }
-    say!("{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} EXPIRES", "DECISION", "ROUTE", "PATHWAY", "TARGET", "RISK", "APPROVALS");
-    for d in &decisions {
-        let remediation = d.remediation.clone().unwrap_or_default();
-        let risk = d.risk.as_ref().map(|r| format!("{:.2}", r.score)).unwrap_or_default();
-        let needed = d.policy.as_ref().map_or(0, |p| p.approvals_required);
-        let have = d.approvals.iter().filter(|a| a.verdict == "approve").count();
-        say!(
-            "{:<30} {:<12} {:<22} {:<18} {:<7} {:<9} {}",
-            d.decision_id,
-            route_name(d.route),
-            remediation.pathway,
-            remediation.target,
-            risk,
-            format!("{have}/{needed}"),
-            arf_core::time::format_ms(d.expires_at_ms)
-        );
+    let rows: Vec<Vec<String>> = decisions
+        .iter()
+        .map(|d| {
+            let remediation = d.remediation.clone().unwrap_or_default();
+            let risk = d.risk.as_ref().map(|r| format!("{:.2}", r.score)).unwrap_or_default();
+            let needed = d.policy.as_ref().map_or(0, |p| p.approvals_required.max(1));
+            let have = d.approvals.iter().filter(|a| a.verdict == "approve").count();
+            vec![
+                d.decision_id.clone(),
+                route_name(d.route).to_owned(),
+                remediation.pathway,
+                remediation.target,
+                risk,
+                format!("{have}/{needed}"),
+                arf_core::time::format_ms_column(d.expires_at_ms),
+            ]
+        })
+        .collect();
+    for line in table(&["DECISION", "ROUTE", "PATHWAY", "TARGET", "RISK", "APPROVALS", "EXPIRES"], &rows) {
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -380,4 +427,31 @@ pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Resu
     let d = endpoints.governor()?.reject(request).await.map_err(endpoints.governor_failed())?.into_inner();
     say!("decision {} is now {}", d.decision_id, d.state);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(id: &str, state: &str, environment: &str, opened_at_ms: i64) -> pb::Incident {
+        pb::Incident { id: id.into(), state: state.into(), service: "web".into(), environment: environment.into(), opened_at_ms, ..Default::default() }
+    }
+
+    #[test]
+    fn the_list_is_newest_first_and_filtered() {
+        let all = vec![incident("inc-a", "resolved", "staging", 1), incident("inc-b", "escalated", "production", 3), incident("inc-c", "escalated", "staging", 2)];
+        let ids = |filter: IncidentFilter| filter.apply(all.clone()).into_iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(IncidentFilter::default()), ["inc-b", "inc-c", "inc-a"]);
+        assert_eq!(ids(IncidentFilter { state: Some("escalated".into()), ..Default::default() }), ["inc-b", "inc-c"]);
+        assert_eq!(ids(IncidentFilter { environment: Some("staging".into()), limit: Some(1), ..Default::default() }), ["inc-c"]);
+    }
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let rows = vec![vec!["a-very-long-service-name".to_owned(), "x".to_owned()], vec!["b".to_owned(), "y".to_owned()]];
+        let lines = table(&["SERVICE", "TITLE"], &rows);
+        let at = |line: &str| line.rfind("  ").unwrap() + 2;
+        assert_eq!(at(&lines[0]), at(&lines[1]));
+        assert_eq!(at(&lines[1]), at(&lines[2]));
+    }
 }

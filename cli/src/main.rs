@@ -321,7 +321,20 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum IncidentCommand {
+    /// Incidents the agent holds, newest first (done ones leave after `agent.retain_incidents_secs`; `show` still finds them).
     List {
+        /// Only incidents in this state: open, diagnosing, proposed, escalated or resolved.
+        #[arg(long, value_parser = ["open", "diagnosing", "proposed", "escalated", "resolved"])]
+        state: Option<String>,
+        /// Only incidents about this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only incidents in this environment.
+        #[arg(long)]
+        environment: Option<String>,
+        /// At most this many, newest first.
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -433,7 +446,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Signal { command: SignalCommand::Send { file, format, service, environment, json } } => {
             client::send_signal(&endpoints, &file, format.as_deref(), service.as_deref(), environment.as_deref(), json).await
         }
-        Command::Incident { command: IncidentCommand::List { json } } => client::list_incidents(&endpoints, json).await,
+        Command::Incident { command: IncidentCommand::List { state, service, environment, limit, json } } => {
+            let filter = client::IncidentFilter { state, service, environment, limit };
+            client::list_incidents(&endpoints, &filter, json).await
+        }
         Command::Incident { command: IncidentCommand::Show { id, json } } => client::show_incident(&endpoints, &id, json).await,
         Command::Pending { json } => client::pending(&endpoints, json).await,
         Command::Explain { decision, json } => client::explain(&endpoints, &decision, json).await,

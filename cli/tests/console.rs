@@ -143,6 +143,26 @@ async fn on_call_approves_from_the_console_and_sees_the_outcome() {
     let list = console.until(&bob, "/incidents", "&lt;script&gt;alert(1)&lt;/script&gt;").await;
     assert!(!list.contains("<script>") && !list.contains('\u{1b}'), "{list}");
 
+    // The CLI lists the same incidents, newest first, filtered, in aligned columns.
+    let list = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args(["incident", "list"])
+            .args(args)
+            .env("ARF_CONFIG", &plane.config)
+            .env("ARF_TOKEN", plane.token("bob"))
+            .output()
+            .unwrap()
+    };
+    let staging = list(&["--environment", "staging"]);
+    let text = String::from_utf8_lossy(&staging.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("OPENED") && lines.len() == 2, "{text}");
+    assert!(lines[1].contains("<script>alert(1)</script>\u{FFFD}[2K") && !text.contains("worker-production"), "{text}");
+    assert_eq!(lines[0].find("STATE"), lines[1].find("escalated"), "aligned columns: {text}");
+    let bogus = list(&["--state", "burning"]);
+    assert_eq!(bogus.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bogus.stderr).contains("possible values: open, diagnosing, proposed, escalated, resolved"));
+
     // The kill switch is offered to whoever is on call; logging out ends the session.
     let autonomy = console.until(&alice, "/autonomy", "Switch autonomy off").await;
     let csrf = after(&autonomy, "name=csrf value=\"");

@@ -23,9 +23,26 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| ms.to_string())
 }
 
+/// Formats Unix milliseconds in UTC at a fixed width, for columns:
+/// `2026-11-26 07:48:31.760Z`.
+pub fn format_ms_column(ms: i64) -> String {
+    const COLUMN: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z");
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(COLUMN).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_column_time_has_one_width() {
+        assert_eq!(format_ms_column(1_764_143_311_760), "2025-11-26 07:48:31.760Z");
+        assert_eq!(format_ms_column(1_764_143_311_000).len(), format_ms_column(1_764_143_311_761).len());
+    }
 
     #[test]
     fn round_trips_rfc3339() {

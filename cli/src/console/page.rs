@@ -31,7 +31,7 @@ pub fn esc(text: &str) -> String {
 }
 
 fn time(ms: i64) -> String {
-    esc(&arf_core::time::format_ms(ms))
+    esc(&arf_core::time::format_ms_column(ms))
 }
 
 fn document(title: &str, nav: &str, body: &str, refresh: bool) -> String {
