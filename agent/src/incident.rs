@@ -30,12 +30,31 @@ const MAX_CHANGES: usize = 512;
 /// The most incidents that left memory that incident memory still remembers.
 const MAX_PAST: usize = 10_000;
 
+/// Where an incident stands. States only move forward:
+///
+/// ```text
+/// open → diagnosing → proposed → waiting → acting → verified | rolled_back | failed
+///                                                 ↘ escalated (from any state before the last row)
+/// resolved: every alert of the incident resolved, from any state
+/// ```
+///
+/// The agent moves an incident to `diagnosing`, `proposed` and `escalated`
+/// itself; `waiting`, `acting` and the outcomes follow the governor's and the
+/// executor's records in the log ([`Incidents::follow`]), so the state an incident
+/// shows is the one the log holds, live and after a rebuild alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     Open,
     Diagnosing,
     Proposed,
+    /// Its decision waits for a person's acknowledgment or approval.
+    Waiting,
+    /// Its action is authorized or running.
+    Acting,
+    Verified,
+    RolledBack,
+    Failed,
     Escalated,
     Resolved,
 }
@@ -46,9 +65,33 @@ impl IncidentState {
             Self::Open => "open",
             Self::Diagnosing => "diagnosing",
             Self::Proposed => "proposed",
+            Self::Waiting => "waiting",
+            Self::Acting => "acting",
+            Self::Verified => "verified",
+            Self::RolledBack => "rolled_back",
+            Self::Failed => "failed",
             Self::Escalated => "escalated",
             Self::Resolved => "resolved",
         }
+    }
+
+    /// How far along the machine a state is: an incident moves only to a state of
+    /// a higher rank, except that a resolution wins from anywhere.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Open => 0,
+            Self::Diagnosing => 1,
+            Self::Proposed => 2,
+            Self::Waiting => 3,
+            Self::Acting => 4,
+            Self::Verified | Self::RolledBack | Self::Failed | Self::Escalated => 5,
+            Self::Resolved => 6,
+        }
+    }
+
+    /// Nothing more will happen to it but a person's look.
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Proposed | Self::Verified | Self::RolledBack | Self::Failed | Self::Escalated | Self::Resolved)
     }
 }
 
@@ -77,6 +120,12 @@ pub struct Incident {
     /// applied: its diagnosis waits for them before it takes the snapshot.
     #[serde(skip)]
     pub in_flight: u32,
+    /// The agent's own part is over: it logged the governor's answer to its
+    /// proposal, or escalated, or every alert resolved. Until then a restarted
+    /// agent resumes the incident (sends its logged proposal again, or diagnoses),
+    /// whatever the governor and the executor have logged since.
+    #[serde(skip)]
+    pub pipeline_done: bool,
 }
 
 /// What incident memory keeps of an incident ([`Incidents::evict`]): enough to
@@ -143,6 +192,16 @@ pub struct Planned {
 }
 
 impl Incident {
+    /// Moves the incident forward to `to` (never back; a resolution always);
+    /// true when it moved.
+    pub fn advance(&mut self, to: IncidentState) -> bool {
+        let forward = to.rank() > self.state.rank() || (to == IncidentState::Resolved && self.state != IncidentState::Resolved);
+        if forward {
+            self.state = to;
+        }
+        forward
+    }
+
     fn all_resolved(&self) -> bool {
         self.signals.values().all(|s| s.status == SignalStatus::Resolved)
     }
@@ -186,6 +245,7 @@ impl Incident {
             model_calls: self.model_calls,
             family: self.family.clone(),
             in_flight: self.in_flight,
+            pipeline_done: self.pipeline_done,
         }
     }
 
@@ -295,8 +355,8 @@ impl Incidents {
         let done: Vec<String> = self
             .by_id
             .values()
-            .filter(|i| matches!(i.state, IncidentState::Resolved | IncidentState::Escalated | IncidentState::Proposed))
-            .filter(|i| i.in_flight == 0 && now_ms - i.updated_at_ms > retain_ms)
+            .filter(|i| i.state.is_done())
+            .filter(|i| i.in_flight == 0 && (i.pipeline_done || i.state == IncidentState::Resolved) && now_ms - i.updated_at_ms > retain_ms)
             .filter(|i| i.state == IncidentState::Resolved || now_ms - i.opened_at_ms > window_ms)
             .map(|i| i.id.clone())
             .collect();
@@ -370,6 +430,7 @@ impl Incidents {
                     model_calls: 0,
                     family: key.2.clone(),
                     in_flight: 0,
+                    pipeline_done: false,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
                 self.by_id.insert(incident_id.clone(), incident);
@@ -431,11 +492,11 @@ impl Incidents {
         Ok(self.unfinished())
     }
 
-    /// The incidents whose diagnosis never finished.
+    /// The incidents whose diagnosis (or the logging of its answer) never finished.
     pub fn unfinished(&self) -> Vec<String> {
         self.by_id
             .values()
-            .filter(|i| matches!(i.state, IncidentState::Open | IncidentState::Diagnosing))
+            .filter(|i| !i.pipeline_done && i.state != IncidentState::Resolved)
             .map(|i| i.id.clone())
             .collect()
     }
@@ -445,6 +506,7 @@ impl Incidents {
     pub fn restore_one(&mut self, record: &arf_audit_client::Record) -> Result<(), Malformed> {
         use arf_audit_client::RecordKind;
         if record.writer != "agent" {
+            self.follow(record);
             return Ok(());
         }
         {
@@ -472,6 +534,7 @@ impl Incidents {
                                     model_calls: 0,
                                     family: family.clone(),
                                     in_flight: 0,
+                                    pipeline_done: false,
                                 },
                             );
                             let key = (environment, service, family);
@@ -488,17 +551,17 @@ impl Incidents {
                                 // A resolution wins over what a diagnosis that was under way
                                 // logged after it, as it does in a running agent.
                                 IncidentRecord::Escalated { reason, .. } => {
-                                    if incident.state != IncidentState::Resolved {
-                                        incident.state = IncidentState::Escalated;
-                                    }
+                                    incident.advance(IncidentState::Escalated);
+                                    incident.pipeline_done = true;
                                     incident.reason = reason;
                                 }
                                 IncidentRecord::Proposed { decision_id, route, .. } => {
-                                    if incident.state != IncidentState::Resolved {
-                                        incident.state = IncidentState::Proposed;
-                                    }
+                                    incident.advance(IncidentState::Proposed);
+                                    incident.pipeline_done = true;
                                     incident.reason = format!("governor routed decision `{decision_id}` as `{route}`");
-                                    incident.decision_ids.push(decision_id);
+                                    if !incident.decision_ids.contains(&decision_id) {
+                                        incident.decision_ids.push(decision_id);
+                                    }
                                 }
                                 IncidentRecord::Opened { .. } => {}
                             }
@@ -546,6 +609,69 @@ impl Incidents {
             }
         }
         Ok(())
+    }
+
+    /// Follows what the governor and the executor logged about an incident held
+    /// here: its decision waiting for a person, its action authorized or started,
+    /// its outcome, or its decision ending unrun. Each kind is believed only from
+    /// the writer that owns it; a record not in its writer's format moves nothing.
+    pub fn follow(&mut self, record: &arf_audit_client::Record) {
+        use arf_audit_client::RecordKind;
+        use arf_core::decision::Route;
+        use arf_core::records::{AuthorizedRecord, DecidedRecord, DecisionRecordKind, DecisionStateRecord, ExecutionStartedRecord, OutcomeRecord};
+        let Some(incident) = self.by_id.get_mut(&record.incident_id) else { return };
+        let (to, why) = match (record.writer.as_str(), record.kind) {
+            ("governor", RecordKind::Decision) => match DecisionRecordKind::of(&record.payload) {
+                DecisionRecordKind::Decided => match record.parse::<DecidedRecord>() {
+                    Ok(DecidedRecord { decision, .. }) => {
+                        if !incident.decision_ids.contains(&decision.decision_id) {
+                            incident.decision_ids.push(decision.decision_id.clone());
+                        }
+                        match decision.route {
+                            Route::Approval | Route::Acknowledge => (IncidentState::Waiting, format!("decision `{}` waits for a person", decision.decision_id)),
+                            Route::Autonomous | Route::Deny => return,
+                        }
+                    }
+                    Err(_) => return,
+                },
+                DecisionRecordKind::Authorized => match record.parse::<AuthorizedRecord>() {
+                    Ok(authorized) => (IncidentState::Acting, format!("decision `{}` authorized", authorized.decision_id)),
+                    Err(_) => return,
+                },
+                DecisionRecordKind::State => match record.parse::<DecisionStateRecord>() {
+                    // Only the incident's latest decision speaks for it.
+                    Ok(state) if incident.decision_ids.last() == Some(&state.decision_id) => match state.state.as_str() {
+                        "rejected" | "expired" | "dispatch_failed" | "authorization_failed" => {
+                            (IncidentState::Escalated, format!("decision `{}` ended `{}`: {}", state.decision_id, state.state, state.detail))
+                        }
+                        _ => return,
+                    },
+                    _ => return,
+                },
+                DecisionRecordKind::Event => return,
+            },
+            ("executor", RecordKind::ExecutionStarted) => match record.parse::<ExecutionStartedRecord>() {
+                Ok(started) => (IncidentState::Acting, format!("`{}` on `{}` started", started.pathway, started.target)),
+                Err(_) => return,
+            },
+            ("executor", RecordKind::Outcome) => match record.parse::<OutcomeRecord>() {
+                Ok(outcome) => {
+                    let to = match outcome.outcome.as_str() {
+                        "verified" => IncidentState::Verified,
+                        "rolled_back" => IncidentState::RolledBack,
+                        "failed" | "rollback_failed" => IncidentState::Failed,
+                        _ => return,
+                    };
+                    (to, format!("`{}` on `{}`: {}", outcome.pathway, outcome.target, outcome.outcome))
+                }
+                Err(_) => return,
+            },
+            _ => return,
+        };
+        if incident.advance(to) {
+            incident.reason = why;
+            incident.updated_at_ms = record.time_ms;
+        }
     }
 
     /// Changes to the incident's service and environment in the `lookback_ms` before it opened.
@@ -680,7 +806,9 @@ mod tests {
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         incidents.place(&signal("Down", "web", SignalStatus::Resolved), 10, || "inc-x".into());
         incidents.place(&signal("Slow", "api", SignalStatus::Firing), 20, || "inc-2".into());
-        incidents.by_id.get_mut("inc-2").unwrap().state = IncidentState::Escalated;
+        let escalated = incidents.by_id.get_mut("inc-2").unwrap();
+        escalated.state = IncidentState::Escalated;
+        escalated.pipeline_done = true;
         incidents.place(&signal("Busy", "db", SignalStatus::Firing), 30, || "inc-3".into());
         incidents.by_id.get_mut("inc-3").unwrap().state = IncidentState::Diagnosing;
         assert_eq!(incidents.evict(500, 100), 1, "the resolved one leaves once untouched for the retention");
@@ -693,6 +821,54 @@ mod tests {
         assert!(incidents.by_id.contains_key("inc-3"), "an incident being diagnosed never leaves");
         let later = incidents.place(&signal("Slow", "api", SignalStatus::Firing), 1_200, || "inc-4".into());
         assert_eq!(later, Placement::Opened { incident_id: "inc-4".into() });
+    }
+
+    #[test]
+    fn an_incident_follows_its_decision_and_outcome_forward_only() {
+        use arf_audit_client::RecordKind;
+        let mut incidents = Incidents::new(60_000);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Proposed;
+        let record = |seq: u64, writer: &str, kind: RecordKind, payload: serde_json::Value| arf_audit_client::Record {
+            seq,
+            time_ms: i64::try_from(seq).unwrap(),
+            writer: writer.into(),
+            incident_id: "inc-1".into(),
+            kind,
+            payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let mut body = arf_core::fixtures::body();
+        body.incident_id = "inc-1".into();
+        let decided = arf_core::records::encode(&arf_core::fixtures::decided(&body, arf_core::decision::Route::Approval, 1, &[]));
+        let state = |incidents: &Incidents| incidents.by_id["inc-1"].state;
+        // From another writer, nothing moves.
+        incidents.follow(&record(1, "agent", RecordKind::Decision, decided.clone()));
+        assert_eq!(state(&incidents), IncidentState::Proposed);
+        incidents.follow(&record(2, "governor", RecordKind::Decision, decided));
+        assert_eq!(state(&incidents), IncidentState::Waiting);
+        assert_eq!(incidents.by_id["inc-1"].decision_ids, ["dec-1"]);
+        let outcome = |outcome: &str| {
+            arf_core::records::encode(&arf_core::records::OutcomeRecord {
+                decision_id: "dec-1".into(),
+                pathway: "restart_service".into(),
+                target: "api".into(),
+                outcome: outcome.into(),
+                detail: String::new(),
+                recovered: false,
+                interrupted_in: None,
+                leftovers: Vec::new(),
+            })
+        };
+        incidents.follow(&record(3, "executor", RecordKind::Outcome, outcome("verified")));
+        assert_eq!(state(&incidents), IncidentState::Verified);
+        // Never backwards: a late `proposed` from the pipeline, or another outcome.
+        assert!(!incidents.by_id.get_mut("inc-1").unwrap().advance(IncidentState::Proposed));
+        incidents.follow(&record(4, "executor", RecordKind::Outcome, outcome("failed")));
+        assert_eq!(state(&incidents), IncidentState::Verified);
+        // A resolution wins from anywhere.
+        assert!(incidents.by_id.get_mut("inc-1").unwrap().advance(IncidentState::Resolved));
     }
 
     #[test]

@@ -154,12 +154,14 @@ impl Agent {
         use futures::StreamExt;
         // The log is folded record by record as it streams in, never held whole.
         let mut stream = std::pin::pin!(self.audit.stream_range(1, 0).await.map_err(RecoverError::Audit)?);
+        let mut last_seq = 0u64;
         let mut proposals = Proposals::default();
         let unfinished = {
             let mut incidents = self.incidents.lock().await;
             let mut folded = 0u64;
             while let Some(record) = stream.next().await {
                 let record = record.map_err(RecoverError::Audit)?;
+                last_seq = record.seq;
                 incidents.restore_one(&record).map_err(RecoverError::Malformed)?;
                 proposals.add(&record, "agent").map_err(RecoverError::Malformed)?;
                 // What was done long before the log's end leaves memory as the log is
@@ -177,6 +179,7 @@ impl Agent {
             (id, proposal)
         }).collect();
         let count = self.incidents.lock().await.by_id.len();
+        self.follow_from(last_seq + 1);
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         for (incident_id, proposal) in resumed {
             let agent = Arc::clone(self);
@@ -372,6 +375,37 @@ impl Agent {
         Ok(rebuilt.by_id.remove(id))
     }
 
+    /// Follows the log from `from` for as long as the agent lives, so each incident
+    /// shows what the governor and the executor logged about it (waiting, acting,
+    /// its outcome; [`Incidents::follow`]). The agent's own records are applied
+    /// where it writes them, and skipped here.
+    fn follow_from(self: &Arc<Self>, from: u64) {
+        use futures::StreamExt;
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut next = from;
+            loop {
+                let Some(audit) = agent.upgrade().map(|a| a.audit.clone()) else { return };
+                match audit.tail(next).await {
+                    Ok(stream) => {
+                        let mut stream = std::pin::pin!(stream);
+                        while let Some(record) = stream.next().await {
+                            let Ok(record) = record else { break };
+                            next = record.seq + 1;
+                            if record.writer == "agent" {
+                                continue;
+                            }
+                            let Some(agent) = agent.upgrade() else { return };
+                            agent.incidents.lock().await.follow(&record);
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "cannot follow the log yet; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
     /// Lets done incidents leave memory, now and then, for as long as the agent lives.
     pub fn evict_periodically(self: &Arc<Self>) {
         let agent = Arc::downgrade(self);
@@ -391,12 +425,17 @@ impl Agent {
     async fn set_state(&self, incident_id: &str, state: IncidentState, reason: &str, decision_id: Option<&str>) {
         let mut incidents = self.incidents.lock().await;
         if let Some(incident) = incidents.by_id.get_mut(incident_id) {
-            // A resolution that arrived meanwhile wins over the pipeline's view.
-            if incident.state != IncidentState::Resolved {
-                incident.state = state;
+            // Only forward: a resolution that arrived meanwhile wins over the
+            // pipeline's view, and so does an outcome the log already told.
+            if incident.advance(state) {
+                reason.clone_into(&mut incident.reason);
             }
-            incident.reason = reason.to_owned();
-            if let Some(id) = decision_id {
+            if matches!(state, IncidentState::Proposed | IncidentState::Escalated) {
+                incident.pipeline_done = true;
+            }
+            if let Some(id) = decision_id
+                && !incident.decision_ids.iter().any(|d| d == id)
+            {
                 incident.decision_ids.push(id.to_owned());
             }
         }

@@ -323,8 +323,8 @@ enum TokenCommand {
 enum IncidentCommand {
     /// Incidents the agent holds, newest first (done ones leave after `agent.retain_incidents_secs`; `show` still finds them).
     List {
-        /// Only incidents in this state: open, diagnosing, proposed, escalated or resolved.
-        #[arg(long, value_parser = ["open", "diagnosing", "proposed", "escalated", "resolved"])]
+        /// Only incidents in this state (the machine is in ARCHITECTURE.md).
+        #[arg(long, value_parser = ["open", "diagnosing", "proposed", "waiting", "acting", "verified", "rolled_back", "failed", "escalated", "resolved"])]
         state: Option<String>,
         /// Only incidents about this service.
         #[arg(long)]

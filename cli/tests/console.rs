@@ -134,7 +134,9 @@ async fn on_call_approves_from_the_console_and_sees_the_outcome() {
 
     // The incident's trail, each record proved in the log's signed checkpoint.
     let incident = after(&seen, "/incidents/");
-    let trail = console.until(&bob, &format!("/incidents/{incident}"), "execution_started").await;
+    // The incident itself shows what the log says: its action verified.
+    let trail = console.until(&bob, &format!("/incidents/{incident}"), "class=\"state verified\"").await;
+    assert!(trail.contains("execution_started"), "{trail}");
     assert!(trail.contains("<td class=ok>proved</td>"), "{trail}");
     assert!(!trail.contains("class=error"), "{trail}");
 
@@ -161,7 +163,7 @@ async fn on_call_approves_from_the_console_and_sees_the_outcome() {
     assert_eq!(lines[0].find("STATE"), lines[1].find("escalated"), "aligned columns: {text}");
     let bogus = list(&["--state", "burning"]);
     assert_eq!(bogus.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&bogus.stderr).contains("possible values: open, diagnosing, proposed, escalated, resolved"));
+    assert!(String::from_utf8_lossy(&bogus.stderr).contains("possible values: open, diagnosing, proposed, waiting, acting, verified, rolled_back, failed, escalated, resolved"));
 
     // The kill switch is offered to whoever is on call; logging out ends the session.
     let autonomy = console.until(&alice, "/autonomy", "Switch autonomy off").await;
