@@ -88,12 +88,21 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
     let mut up = Command::new(env!("CARGO_BIN_EXE_arf"))
         .args(["up", "--data-dir", data])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = up.stdout.take().unwrap();
     let ready = std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok).any(|l| l.starts_with("Press Ctrl-C"));
-    assert!(ready, "arf up started");
+    if !ready {
+        // It exited: say why (the ports of the demo's configuration may have been
+        // taken meanwhile by another test; see the notes on the port race).
+        let mut stderr = String::new();
+        let _ = std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut stderr);
+        panic!("arf up did not start:\n{stderr}");
+    }
+    // Its log is not read again: drained so the services never block on a full pipe.
+    let mut stderr = up.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 
     let bundle = dir.path().join("evidence.json");
     let auditor = Path::new(data).join("secrets").join("auditor.token");

@@ -430,6 +430,78 @@ impl Demo {
     }
 }
 
+/// A loopback receiver of the governor's signed webhook notifications, standing in
+/// for the on-call engineer's pager: the demo shows what people were told.
+struct Pager {
+    received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Pager {
+    /// Listens on loopback and adds it to the deployment's `[notify]` as a signed
+    /// webhook receiver (`governor/src/notify/`).
+    async fn start(layout: &Layout, config: &Path) -> Result<Self> {
+        use axum::http::{HeaderMap, StatusCode};
+        let (secret, _) = arf_core::identity::new_token()?;
+        let secret_file = layout.data_dir.join("secrets").join("demo-pager.secret");
+        arf_core::keys::write_private(&secret_file, &secret)?;
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&received);
+        let app = axum::Router::new().route(
+            "/pager",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| async move {
+                // Only what the governor signed is believed.
+                let timestamp = headers.get("x-arf-timestamp").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let mut message = format!("{timestamp}.").into_bytes();
+                message.extend_from_slice(&body);
+                let expected = format!("sha256={}", hex::encode(arf_core::keys::hmac_sha256(secret.as_bytes(), &message)));
+                if headers.get("x-arf-signature-256").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+                    return StatusCode::UNAUTHORIZED;
+                }
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let kind = event["kind"].as_str().unwrap_or_default().to_owned();
+                let summary = event["summary"].as_str().unwrap_or_default().to_owned();
+                if let Ok(mut all) = sink.lock() {
+                    all.push((kind, summary));
+                }
+                StatusCode::OK
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/pager", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(config)?)?;
+        let notify: toml::Table = toml::from_str(&format!(
+            "[[receivers]]\nname = \"demo-pager\"\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
+            secret_file.display()
+        ))?;
+        root.insert("notify".into(), toml::Value::Table(notify));
+        std::fs::write(config, toml::to_string(&root)?)?;
+        Ok(Self { received })
+    }
+
+    /// Prints what the pager received, once the production approval and the
+    /// escalation have arrived (or 20 s have passed).
+    async fn show(&self, checks: &mut Checks) {
+        println!("\n== What the on-call engineer was told (a signed webhook from the governor)");
+        let kinds = |received: &[(String, String)]| received.iter().map(|(kind, _)| kind.clone()).collect::<Vec<_>>();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let received = loop {
+            let received = self.received.lock().map(|r| r.clone()).unwrap_or_default();
+            let seen = kinds(&received);
+            if (seen.iter().any(|k| k == "decision_waiting") && seen.iter().any(|k| k == "escalated")) || tokio::time::Instant::now() > deadline {
+                break received;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        };
+        for (kind, summary) in &received {
+            println!("  {kind:<18} {}", arf_core::text::printable(summary, false));
+        }
+        let seen = kinds(&received);
+        checks.expect(seen.iter().any(|k| k == "decision_waiting"), "the production decision paged someone for approval");
+        checks.expect(seen.iter().any(|k| k == "escalated"), "the refused injection paged someone as an escalation");
+    }
+}
+
 pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Result<ExitCode> {
     let temporary = match &data_dir {
         Some(_) => None,
@@ -467,6 +539,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
     // A demo always writes its configuration afresh: its ports and targets are new each run.
     let _ = std::fs::remove_file(layout.config_file());
     let config = setup::prepare(&layout, ports, &inventory, &reasoning)?;
+    let pager = Pager::start(&layout, &config).await?;
     let mut supervisor = Supervisor::start(&config, Some(&layout.logs())).await?;
     for service in &supervisor.services {
         println!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
@@ -492,6 +565,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
         demo.scene_staging(&targets[0]).await?;
         demo.scene_production(&targets[1], &approvers).await?;
         demo.scene_injection(&targets[0]).await?;
+        pager.show(&mut demo.checks).await;
         demo.verify_chain().await
     }
     .await;
@@ -511,6 +585,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
     println!();
     if demo.checks.failed.is_empty() {
         println!("demo passed: {} checks, every step behaved as expected", demo.checks.passed);
+        println!("next: `arf up`, then `arf console` (http://127.0.0.1:7490/, log in with .arf/secrets/alice.token) shows decisions waiting, incidents and their trails in a browser");
         if data_dir.is_some() {
             println!("state kept in {}; try `arf audit verify --data-dir {}`", layout.data_dir.display(), layout.data_dir.display());
         }
