@@ -275,28 +275,35 @@ enum SignalCommand {
 enum CertsCommand {
     /// Makes a CA and one certificate per service (`ROLE.arf.internal`) and for the CLI (`client`); keeps what exists.
     Init {
-        /// Where to write them (default: `certs/` in `--data-dir`).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        #[arg(long, default_value = ".arf")]
-        data_dir: PathBuf,
-        /// A host name or address the services are reached at, added to their certificates (repeatable).
-        #[arg(long = "host")]
-        hosts: Vec<String>,
+        #[command(flatten)]
+        at: CertsAt,
     },
     /// Issues certificates again with new keys (renewal, or a key that may have leaked); the services read them without a restart. Needs the CA's key.
     Renew {
         /// The certificates to issue again: `audit`, `agent`, `governor`, `executor`, `client`; all when none is named.
         names: Vec<String>,
-        /// Where they are (default: `certs/` in `--data-dir`).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        #[arg(long, default_value = ".arf")]
-        data_dir: PathBuf,
-        /// A host name or address the services are reached at, as given to `init` (repeatable).
-        #[arg(long = "host")]
-        hosts: Vec<String>,
+        #[command(flatten)]
+        at: CertsAt,
     },
+}
+
+/// Where the certificates are, and the names the services are reached at.
+#[derive(Debug, clap::Args)]
+struct CertsAt {
+    /// The certificate directory (default: `certs/` in `--data-dir`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    #[arg(long, default_value = ".arf")]
+    data_dir: PathBuf,
+    /// A host name or address the services are reached at, in their certificates (repeatable; give `renew` the same as `init`).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+impl CertsAt {
+    fn dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| self.data_dir.join("certs"))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,15 +416,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
         Command::Console { listen, config } => console::run(listen, config).await,
-        Command::Certs { command: CertsCommand::Init { dir, data_dir, hosts } } => {
-            let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
-            let written = certs::init(&dir, &hosts)?;
+        Command::Certs { command: CertsCommand::Init { at } } => {
+            let dir = at.dir();
+            let written = certs::init(&dir, &at.hosts)?;
             say!("{}: {}", dir.display(), if written.is_empty() { "nothing missing".to_owned() } else { format!("wrote {}", written.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Certs { command: CertsCommand::Renew { names, dir, data_dir, hosts } } => {
-            let dir = dir.unwrap_or_else(|| data_dir.join("certs"));
-            let written = certs::renew(&dir, &names, &hosts)?;
+        Command::Certs { command: CertsCommand::Renew { names, at } } => {
+            let dir = at.dir();
+            let written = certs::renew(&dir, &names, &at.hosts)?;
             say!("{}: issued again {}; running services read them on their next handshake", dir.display(), written.join(", "));
             Ok(ExitCode::SUCCESS)
         }

@@ -157,8 +157,14 @@ async fn each_event_reaches_each_receiver_once_through_an_outage_and_a_restart()
         ],
     };
     let mut h = Harness::start(Setup { notify: Some(notify), ..Setup::default() }).await;
-    // Let the notifier take its place in the log before anything happens.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The notifier starts from the log's head at its first start: wait until it has
+    // saved that place (its cursor), so what happens next is after it.
+    let cursor = h.config.data_dir.join("notify").join("cursor");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cursor.exists() {
+        assert!(Instant::now() < deadline, "the notifier never took its place in the log");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // A production decision waits for approval; autonomy is switched off; an
     // incident is escalated by the agent, and then resolves.
