@@ -1,8 +1,9 @@
 //! Alert ingest side by side with its anchor, Prometheus Alertmanager, in one run:
-//! the same load (16 keep-alive HTTP connections, one alert per request, 4,000
-//! requests after 400 of warm-up) against ARF's Alertmanager webhook (the agent,
-//! with a real audit log that syncs every batch before answering) and against
-//! Alertmanager's own `POST /api/v2/alerts`. Alerts come from 50 services, each
+//! the same load (16 keep-alive HTTP connections, one alert per request) against
+//! ARF's Alertmanager webhook (the agent, with a real audit log that syncs every
+//! batch before answering) and against Alertmanager's own `POST /api/v2/alerts`,
+//! in 5 rounds of 10,000 requests at each end in turn (`ARF_BENCH_ROUNDS`), after
+//! 1,000 of warm-up; it prints each round and the medians. Alerts come from 50 services, each
 //! from its own pod, so most are new fingerprints in 50 incidents.
 //!
 //! `cargo bench -p arf-agent --bench ingest`. Alertmanager is looked up on `PATH`
@@ -15,6 +16,10 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+// The allocator the services run on.
+#[global_allocator]
+static ALLOCATOR: arf_proto::service::Allocator = arf_proto::service::ALLOCATOR;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,8 +27,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 const CONNECTIONS: usize = 16;
-const WARMUP: usize = 400;
-const REQUESTS: usize = 4_000;
+const WARMUP: usize = 1_000;
+const REQUESTS: usize = 10_000;
+const ROUNDS: usize = 5;
 
 struct Measured {
     rate: f64,
@@ -123,36 +129,78 @@ async fn start_alertmanager(binary: &std::path::Path, dir: &std::path::Path) -> 
     }
 }
 
+/// The median of `values` (sorted in place).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
 fn main() {
+    let rounds: usize = std::env::var("ARF_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        println!("ingest: {CONNECTIONS} connections, one alert per request, {REQUESTS} requests after {WARMUP} of warm-up\n");
-        println!("{:<40} {:>10} {:>9} {:>9}", "", "alerts/s", "p50 ms", "p99 ms");
-        let mut rows: Vec<(String, Measured)> = Vec::new();
-
+        println!("ingest: {CONNECTIONS} connections, one alert per request; {rounds} rounds of {REQUESTS} requests at each end in turn, after {WARMUP} of warm-up\n");
         let dir = tempfile::tempdir().unwrap();
-        if let Some(binary) = find_alertmanager() {
-            let (child, base) = start_alertmanager(&binary, dir.path()).await;
-            let url = format!("{base}/api/v2/alerts");
-            let body: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(api_body);
-            load(&url, 0, WARMUP, Arc::clone(&body)).await;
-            rows.push(("Alertmanager POST /api/v2/alerts".to_owned(), load(&url, WARMUP, REQUESTS, body).await));
-            drop(child);
-        } else {
-            println!("(Alertmanager not found on PATH: `apt-get install prometheus-alertmanager` to measure it side by side)");
-        }
+        let alertmanager = match find_alertmanager() {
+            Some(binary) => Some(start_alertmanager(&binary, dir.path()).await),
+            None => {
+                println!("(Alertmanager not found on PATH: `apt-get install prometheus-alertmanager` to measure it side by side)");
+                None
+            }
+        };
+        let api_url = alertmanager.as_ref().map(|(_, base)| format!("{base}/api/v2/alerts"));
+        let api: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(api_body);
 
         // The agent's reasoner is the scripted one and its governor is unreachable, so
         // each of the 50 incidents is diagnosed once and escalated, off the ingest path.
         let running = support::start(|_| {}).await;
         let _ = support::agent_client(&running.agent).await;
-        let url = format!("http://{}/v1/webhooks/alertmanager", running.webhook);
-        let body: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(webhook_body);
-        load(&url, 0, WARMUP, Arc::clone(&body)).await;
-        rows.push(("ARF agent webhook (synced to the log)".to_owned(), load(&url, WARMUP, REQUESTS, body).await));
+        let webhook_url = format!("http://{}/v1/webhooks/alertmanager", running.webhook);
+        let webhook: Arc<dyn Fn(usize) -> Value + Send + Sync> = Arc::new(webhook_body);
 
-        for (name, m) in &rows {
-            println!("{name:<40} {:>10.0} {:>9.1} {:>9.1}", m.rate, m.p50_ms, m.p99_ms);
+        if let Some(url) = &api_url {
+            load(url, 0, WARMUP, Arc::clone(&api)).await;
         }
+        load(&webhook_url, 0, WARMUP, Arc::clone(&webhook)).await;
+        println!("{:<7} {:>16} {:>8} {:>8} {:>16} {:>8} {:>8} {:>7}", "round", "Alertmanager/s", "p50 ms", "p99 ms", "ARF alerts/s", "p50 ms", "p99 ms", "ratio");
+        let (mut am_rates, mut am_p99s, mut arf_rates, mut arf_p99s, mut ratios) = (vec![], vec![], vec![], vec![], vec![]);
+        for round in 0..rounds {
+            let first = WARMUP + round * REQUESTS;
+            // The two ends take turns, so a slow spell of the machine falls on both.
+            let am = match &api_url {
+                Some(url) => Some(load(url, first, REQUESTS, Arc::clone(&api)).await),
+                None => None,
+            };
+            let arf = load(&webhook_url, first, REQUESTS, Arc::clone(&webhook)).await;
+            let (am_rate, am_p50, am_p99) = am.as_ref().map_or((f64::NAN, f64::NAN, f64::NAN), |m| (m.rate, m.p50_ms, m.p99_ms));
+            println!(
+                "{:<7} {:>16.0} {:>8.1} {:>8.1} {:>16.0} {:>8.1} {:>8.1} {:>7.2}",
+                round + 1,
+                am_rate,
+                am_p50,
+                am_p99,
+                arf.rate,
+                arf.p50_ms,
+                arf.p99_ms,
+                arf.rate / am_rate
+            );
+            am_rates.push(am_rate);
+            am_p99s.push(am_p99);
+            arf_rates.push(arf.rate);
+            arf_p99s.push(arf.p99_ms);
+            ratios.push(arf.rate / am_rate);
+        }
+        println!(
+            "{:<7} {:>16.0} {:>8} {:>8.1} {:>16.0} {:>8} {:>8.1} {:>7.2}",
+            "median",
+            median(&mut am_rates),
+            "",
+            median(&mut am_p99s),
+            median(&mut arf_rates),
+            "",
+            median(&mut arf_p99s),
+            median(&mut ratios)
+        );
+        drop(alertmanager);
     });
 }

@@ -103,7 +103,7 @@ pub struct Incident {
     pub environment: String,
     pub state: IncidentState,
     /// The latest signal of each fingerprint.
-    pub signals: BTreeMap<String, Signal>,
+    pub signals: Held,
     pub signal_count: u32,
     pub opened_at_ms: i64,
     pub updated_at_ms: i64,
@@ -126,6 +126,122 @@ pub struct Incident {
     /// whatever the governor and the executor have logged since.
     #[serde(skip)]
     pub pipeline_done: bool,
+}
+
+/// The latest signal of each fingerprint an incident holds (at most
+/// [`MAX_SIGNALS_PER_INCIDENT`]), with what grouping asks of them kept up to date
+/// as they change: how many still fire, and which alerts they are. So placing a
+/// signal looks things up rather than scanning every signal, and a plan copies
+/// only the fingerprints its batch names ([`Held::for_planning`]).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct Held {
+    signals: BTreeMap<String, Signal>,
+    /// How many fingerprints are held (a planning copy holds only some of them).
+    #[serde(skip)]
+    len: usize,
+    /// How many of them are not resolved.
+    #[serde(skip)]
+    firing: usize,
+    /// How many of them are each alert ([`identity`]).
+    #[serde(skip)]
+    identities: BTreeMap<String, usize>,
+}
+
+impl Held {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, fingerprint: &str) -> Option<&Signal> {
+        self.signals.get(fingerprint)
+    }
+
+    pub fn contains_key(&self, fingerprint: &str) -> bool {
+        self.signals.contains_key(fingerprint)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.signals.keys()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Signal> {
+        self.signals.values()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Signal)> {
+        self.signals.iter()
+    }
+
+    /// Keeps `signal` as the latest of its fingerprint; a new fingerprint only
+    /// while the incident holds fewer than [`MAX_SIGNALS_PER_INCIDENT`].
+    fn keep(&mut self, signal: Signal) {
+        if let Some(old) = self.signals.get(&signal.fingerprint) {
+            let (firing, identity) = (old.status != SignalStatus::Resolved, identity(old).to_owned());
+            self.uncount(firing, &identity);
+        } else if self.len < MAX_SIGNALS_PER_INCIDENT {
+            self.len += 1;
+        } else {
+            return;
+        }
+        self.firing += usize::from(signal.status != SignalStatus::Resolved);
+        *self.identities.entry(identity(&signal).to_owned()).or_default() += 1;
+        self.signals.insert(signal.fingerprint.clone(), signal);
+    }
+
+    fn uncount(&mut self, firing: bool, identity: &str) {
+        self.firing -= usize::from(firing);
+        if let Some(count) = self.identities.get_mut(identity) {
+            *count -= 1;
+            if *count == 0 {
+                self.identities.remove(identity);
+            }
+        }
+    }
+
+    /// Whether it holds this signal: its fingerprint, or the same alert from
+    /// another replica or instance.
+    fn holds(&self, signal: &Signal) -> bool {
+        self.signals.contains_key(&signal.fingerprint) || self.identities.contains_key(identity(signal))
+    }
+
+    fn all_resolved(&self) -> bool {
+        self.firing == 0
+    }
+
+    /// A copy for planning a batch whose signals have these fingerprints: those
+    /// of them held, each reduced to what placement reads (its status, and what
+    /// names the alert), and the counts of all.
+    fn for_planning(&self, fingerprints: &[&str]) -> Self {
+        let stub = |s: &Signal| {
+            let alertname: BTreeMap<String, String> = s.labels.get_key_value("alertname").map(|(k, v)| (k.clone(), v.clone())).into_iter().collect();
+            Signal {
+                id: String::new(),
+                source: String::new(),
+                kind: s.kind,
+                status: s.status,
+                title: if alertname.is_empty() { s.title.clone() } else { String::new() },
+                description: String::new(),
+                severity: String::new(),
+                service: String::new(),
+                environment: String::new(),
+                labels: alertname,
+                annotations: BTreeMap::new(),
+                observed_at_ms: 0,
+                fingerprint: s.fingerprint.clone(),
+            }
+        };
+        Self {
+            signals: fingerprints.iter().filter_map(|fp| self.signals.get_key_value(*fp)).map(|(fp, s)| (fp.clone(), stub(s))).collect(),
+            len: self.len,
+            firing: self.firing,
+            identities: self.identities.clone(),
+        }
+    }
 }
 
 /// What incident memory keeps of an incident ([`Incidents::evict`]): enough to
@@ -170,7 +286,14 @@ fn identity(signal: &Signal) -> &str {
 }
 
 /// What an incident is open for: environment, service and signal family.
-type Key = (String, String, String);
+/// What groups signals: environment, service and family. Signals of different keys
+/// never share an incident, so they can be placed independently.
+pub type Key = (String, String, String);
+
+/// The key a signal is grouped by; `None` for context, which opens no incident.
+pub fn grouping_key(signal: &Signal) -> Option<Key> {
+    (!is_context(signal)).then(|| key(signal))
+}
 
 fn key(signal: &Signal) -> Key {
     (signal.environment.clone(), signal.service.clone(), family(signal.kind).to_owned())
@@ -203,38 +326,19 @@ impl Incident {
     }
 
     fn all_resolved(&self) -> bool {
-        self.signals.values().all(|s| s.status == SignalStatus::Resolved)
+        self.signals.all_resolved()
     }
 
-    /// A copy for planning ([`Incidents::plan`]): each signal reduced to what
-    /// placement reads (its status, and what names the alert), so a plan does not
-    /// copy up to [`MAX_SIGNALS_PER_INCIDENT`] whole signals per incident it touches.
-    fn for_planning(&self) -> Self {
-        let stub = |s: &Signal| {
-            let alertname: BTreeMap<String, String> = s.labels.get_key_value("alertname").map(|(k, v)| (k.clone(), v.clone())).into_iter().collect();
-            Signal {
-                id: String::new(),
-                source: String::new(),
-                kind: s.kind,
-                status: s.status,
-                title: if alertname.is_empty() { s.title.clone() } else { String::new() },
-                description: String::new(),
-                severity: String::new(),
-                service: String::new(),
-                environment: String::new(),
-                labels: alertname,
-                annotations: BTreeMap::new(),
-                observed_at_ms: 0,
-                fingerprint: String::new(),
-            }
-        };
+    /// A copy for planning ([`Incidents::plan`]) a batch whose signals of this
+    /// incident's key have these fingerprints ([`Held::for_planning`]).
+    fn for_planning(&self, fingerprints: &[&str]) -> Self {
         Self {
             id: self.id.clone(),
             title: self.title.clone(),
             service: self.service.clone(),
             environment: self.environment.clone(),
             state: self.state,
-            signals: self.signals.iter().map(|(fingerprint, s)| (fingerprint.clone(), stub(s))).collect(),
+            signals: self.signals.for_planning(fingerprints),
             signal_count: self.signal_count,
             opened_at_ms: self.opened_at_ms,
             updated_at_ms: self.updated_at_ms,
@@ -252,7 +356,7 @@ impl Incident {
     /// Whether the incident already holds this signal: its fingerprint, or the
     /// same alert from another replica or instance.
     fn holds(&self, signal: &Signal) -> bool {
-        self.signals.contains_key(&signal.fingerprint) || self.signals.values().any(|s| identity(s) == identity(signal))
+        self.signals.holds(signal)
     }
 }
 
@@ -397,9 +501,7 @@ impl Incidents {
             }
             Placement::Joined { incident_id, .. } => {
                 let Some(incident) = self.by_id.get_mut(incident_id) else { return };
-                if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
-                    incident.signals.insert(signal.fingerprint.clone(), signal.clone());
-                }
+                incident.signals.keep(signal.clone());
                 incident.signal_count = incident.signal_count.saturating_add(1);
                 incident.updated_at_ms = now_ms;
                 if incident.all_resolved() && incident.state != IncidentState::Resolved {
@@ -411,8 +513,8 @@ impl Incidents {
             }
             Placement::Opened { incident_id } => {
                 let key = key(signal);
-                let mut signals = BTreeMap::new();
-                signals.insert(signal.fingerprint.clone(), signal.clone());
+                let mut signals = Held::default();
+                signals.keep(signal.clone());
                 let incident = Incident {
                     id: incident_id.clone(),
                     title: signal.title.clone(),
@@ -450,11 +552,16 @@ impl Incidents {
         let mut copied: std::collections::HashSet<Key> = std::collections::HashSet::new();
         let mut resolved: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut planned = Vec::with_capacity(signals.len());
+        let mut fingerprints: HashMap<Key, Vec<&str>> = HashMap::new();
+        for signal in signals.iter().filter(|s| !is_context(s)) {
+            fingerprints.entry(key(signal)).or_default().push(&signal.fingerprint);
+        }
         for signal in signals {
             if !is_context(signal) && copied.insert(key(signal)) {
                 let key = key(signal);
+                let named = fingerprints.get(&key).map_or(&[][..], Vec::as_slice);
                 for incident in self.candidates(&key, now_ms) {
-                    scratch.by_id.insert(incident.id.clone(), incident.for_planning());
+                    scratch.by_id.insert(incident.id.clone(), incident.for_planning(named));
                 }
                 let mut ids: Vec<String> = self.candidates(&key, now_ms).map(|i| i.id.clone()).collect();
                 ids.reverse();
@@ -523,7 +630,7 @@ impl Incidents {
                                     service: service.clone(),
                                     environment: environment.clone(),
                                     state: IncidentState::Open,
-                                    signals: BTreeMap::new(),
+                                    signals: Held::default(),
                                     signal_count: 0,
                                     opened_at_ms: record.time_ms,
                                     updated_at_ms: record.time_ms,
@@ -577,9 +684,7 @@ impl Incidents {
                     let SignalRecord { signal, .. } = record.parse()?;
                     match self.by_id.get_mut(&id) {
                         Some(incident) => {
-                            if incident.signals.len() < MAX_SIGNALS_PER_INCIDENT || incident.signals.contains_key(&signal.fingerprint) {
-                                incident.signals.insert(signal.fingerprint.clone(), signal);
-                            }
+                            incident.signals.keep(signal);
                             incident.signal_count = incident.signal_count.saturating_add(1);
                             incident.updated_at_ms = record.time_ms;
                         }
@@ -706,6 +811,49 @@ mod tests {
         };
         s.fingerprint = s.compute_fingerprint();
         s
+    }
+
+    /// What an incident keeps about its signals for grouping stays what its signals
+    /// say, through replacements, resolutions, changed identities and the cap; and
+    /// planning a batch from the reduced copy places as the whole state would.
+    #[test]
+    fn held_counts_stay_true_and_plans_match_placing_one_by_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut batched, mut single) = (Incidents::new(i64::MAX), Incidents::new(i64::MAX));
+        let (mut a, mut b) = (0, 0);
+        for round in 0..60 {
+            let batch: Vec<Signal> = (0..1 + next(12))
+                .map(|_| {
+                    let status = if next(3) == 0 { SignalStatus::Resolved } else { SignalStatus::Firing };
+                    let mut s = signal(["Errors", "Latency", "Memory"][next(3) as usize], "web", status);
+                    // Up to 400 instances: past the cap of 256 fingerprints.
+                    s.labels.insert("pod".into(), format!("web-{}", next(400)));
+                    s.fingerprint = s.compute_fingerprint();
+                    s
+                })
+                .collect();
+            let planned = batched.place_batch(&batch, round, || { a += 1; format!("inc-{a}") });
+            let one_by_one: Vec<Placement> = batch.iter().map(|s| single.place(s, round, || { b += 1; format!("inc-{b}") })).collect();
+            assert_eq!(planned, one_by_one, "round {round}");
+            for incident in batched.by_id.values() {
+                let held = &incident.signals;
+                assert_eq!(held.len(), held.signals.len());
+                assert!(held.len() <= MAX_SIGNALS_PER_INCIDENT);
+                assert_eq!(held.firing, held.values().filter(|s| s.status != SignalStatus::Resolved).count());
+                let mut identities: BTreeMap<String, usize> = BTreeMap::new();
+                for s in held.values() {
+                    *identities.entry(identity(s).to_owned()).or_default() += 1;
+                }
+                assert_eq!(held.identities, identities);
+            }
+        }
+        assert!(batched.by_id.values().any(|i| i.signals.len() == MAX_SIGNALS_PER_INCIDENT), "the cap was reached");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Agent {
 const BATCHER_QUEUE: usize = 1024;
 /// The most signals one batch carries into one append (a single request may carry more).
 const BATCH_SIGNALS: usize = 512;
+/// How many batches may be on their way into the log at once.
+const BATCHES_IN_FLIGHT: usize = 4;
 
 /// One ingest request waiting for the batcher.
 struct Pending {
@@ -87,27 +89,94 @@ struct Pending {
     /// Who sent them, as the log records it.
     sender: String,
     reply: tokio::sync::oneshot::Sender<Result<Vec<Accepted>, IngestError>>,
+    /// The grouping keys of its signals.
+    keys: std::collections::HashSet<crate::incident::Key>,
 }
 
-/// Takes every request that is waiting (up to [`BATCH_SIGNALS`]), and ingests them
-/// as one batch; while the log writes it, the next requests queue up. Ends when the
-/// agent is dropped.
+/// Places and logs requests in batches, several at once: a batch is planned from
+/// the state its incidents are in, so two batches in flight together never hold a
+/// grouping key in common (signals of different keys never share an incident, and
+/// their records commute in the log). A request whose key is in flight waits for
+/// that batch, and every later request of one of its keys waits behind it, so each
+/// key's signals are placed and logged in the order they came. While batches are
+/// in the log, the requests arriving go into the next ones. Ends when the agent is
+/// dropped.
 async fn batcher(agent: std::sync::Weak<Agent>, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
-    while let Some(first) = queue.recv().await {
-        let mut count = first.signals.len();
-        let mut batch = vec![first];
-        while count < BATCH_SIGNALS {
-            match queue.try_recv() {
-                Ok(next) => {
-                    count += next.signals.len();
-                    batch.push(next);
-                }
-                Err(_) => break,
-            }
+    use futures::StreamExt;
+    let mut waiting: std::collections::VecDeque<Pending> = std::collections::VecDeque::new();
+    let mut busy: std::collections::HashMap<crate::incident::Key, usize> = std::collections::HashMap::new();
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        while waiting.len() < BATCHER_QUEUE
+            && let Ok(next) = queue.try_recv()
+        {
+            waiting.push_back(next);
         }
-        let Some(agent) = agent.upgrade() else { return };
-        agent.ingest_batch(batch).await;
+        while running.len() < BATCHES_IN_FLIGHT {
+            let (batch, keys) = next_batch(&mut waiting, &busy);
+            if batch.is_empty() {
+                break;
+            }
+            let Some(agent) = agent.upgrade() else { return };
+            for key in &keys {
+                *busy.entry(key.clone()).or_default() += 1;
+            }
+            let task = tokio::spawn(async move { agent.ingest_batch(batch).await }.in_current_span());
+            running.push(async move {
+                // A batch that panicked has answered no one; its senders see the
+                // agent stopping. Its keys are free again either way.
+                let _ = task.await;
+                keys
+            });
+        }
+        if !open && waiting.is_empty() && running.is_empty() {
+            return;
+        }
+        tokio::select! {
+            next = queue.recv(), if open && waiting.len() < BATCHER_QUEUE => match next {
+                Some(next) => waiting.push_back(next),
+                None => open = false,
+            },
+            Some(keys) = running.next(), if !running.is_empty() => {
+                for key in keys {
+                    if let std::collections::hash_map::Entry::Occupied(mut entry) = busy.entry(key) {
+                        *entry.get_mut() -= 1;
+                        if *entry.get() == 0 {
+                            entry.remove();
+                        }
+                    }
+                }
+            },
+        }
     }
+}
+
+/// The next batch: waiting requests in order, up to [`BATCH_SIGNALS`], none with a
+/// key that a batch in flight holds or that an earlier request left waiting holds.
+/// Returns the batch and its keys.
+fn next_batch(
+    waiting: &mut std::collections::VecDeque<Pending>,
+    busy: &std::collections::HashMap<crate::incident::Key, usize>,
+) -> (Vec<Pending>, std::collections::HashSet<crate::incident::Key>) {
+    let mut batch = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    let mut blocked: std::collections::HashSet<crate::incident::Key> = std::collections::HashSet::new();
+    let mut count = 0;
+    let mut left = std::collections::VecDeque::with_capacity(waiting.len());
+    while let Some(pending) = waiting.pop_front() {
+        let free = count < BATCH_SIGNALS && pending.keys.iter().all(|k| !busy.contains_key(k) && !blocked.contains(k));
+        if free {
+            count += pending.signals.len();
+            keys.extend(pending.keys.iter().cloned());
+            batch.push(pending);
+        } else {
+            blocked.extend(pending.keys.iter().cloned());
+            left.push_back(pending);
+        }
+    }
+    *waiting = left;
+    (batch, keys)
 }
 
 /// The agent's bounds and reasoners, as configured.
@@ -222,11 +291,11 @@ impl Agent {
     /// Accepts validated signals. They are in the log before this returns; if the
     /// log cannot take them, none is accepted and the caller must retry.
     ///
-    /// Requests are placed by one task, the batcher, so grouping sees them in one
-    /// order; what concurrent requests send while the log is writing one batch goes
-    /// into the next, in one append (the log's group commit does the rest). No lock
-    /// is held while the log writes, and nothing is cloned but the incidents a batch
-    /// touches.
+    /// Requests are placed by the batcher, so grouping sees each key's signals in
+    /// one order; what concurrent requests send while the log is writing goes into
+    /// the next batches, each one append (the log's group commit does the rest). No
+    /// lock is held while the log writes, and nothing is cloned but the incidents a
+    /// batch touches.
     pub async fn ingest(self: &Arc<Self>, signals: Vec<Signal>, sender: &str) -> Result<Vec<Accepted>, IngestError> {
         if !self.ready.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(IngestError::Recovering);
@@ -253,7 +322,8 @@ impl Agent {
             })
             .clone();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        batcher.send(Pending { signals, sender: sender.to_owned(), reply }).await.map_err(|_| IngestError::Stopping)?;
+        let keys = signals.iter().filter_map(crate::incident::grouping_key).collect();
+        batcher.send(Pending { signals, sender: sender.to_owned(), reply, keys }).await.map_err(|_| IngestError::Stopping)?;
         answer.await.map_err(|_| IngestError::Stopping)?
     }
 
@@ -386,15 +456,13 @@ impl Agent {
             let mut next = from;
             loop {
                 let Some(audit) = agent.upgrade().map(|a| a.audit.clone()) else { return };
-                match audit.tail(next).await {
+                // Only what `Incidents::follow` reads: the log leaves out the signals.
+                match audit.tail_of(next, &["governor", "executor"], &[]).await {
                     Ok(stream) => {
                         let mut stream = std::pin::pin!(stream);
                         while let Some(record) = stream.next().await {
                             let Ok(record) = record else { break };
                             next = record.seq + 1;
-                            if record.writer == "agent" {
-                                continue;
-                            }
                             let Some(agent) = agent.upgrade() else { return };
                             agent.incidents.lock().await.follow(&record);
                         }

@@ -74,3 +74,38 @@ async fn an_alert_arriving_during_a_diagnosis_gets_a_diagnosis_of_its_own() {
         .collect();
     assert_eq!(signals, ["CheckoutHighErrorRate", "CheckoutHighErrorRate"]);
 }
+
+/// Requests arriving together are placed in batches that go into the log at
+/// once, yet no two batches in flight hold one service: replicas of one alert
+/// sent at the same moment, each in its own request, make one incident. (Were
+/// batches of one key planned side by side, each would open its own.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_one_alert_sent_at_once_make_one_incident() {
+    let running = support::start(|_| {}).await;
+    support::agent_client(&running.agent).await;
+    let url = format!("http://{}/v1/webhooks/alertmanager", running.webhook);
+    let sends: Vec<_> = (0..48)
+        .map(|pod| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let labels = serde_json::json!({"alertname": "CheckoutHighErrorRate", "service": "checkout", "env": "staging", "severity": "critical", "pod": format!("checkout-{pod}")});
+                let body = serde_json::json!({
+                    "version": "4", "status": "firing", "receiver": "arf", "groupKey": "{}", "groupLabels": {},
+                    "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am",
+                    "alerts": [{"status": "firing", "labels": labels, "annotations": {"description": "5xx"}, "startsAt": "2026-11-22T03:00:00Z"}]
+                });
+                let response = support::http().post(url).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body: serde_json::Value = response.json().await.unwrap();
+                body["accepted"][0]["incident_id"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut incidents = std::collections::BTreeSet::new();
+    for send in sends {
+        incidents.insert(send.await.unwrap());
+    }
+    assert_eq!(incidents.len(), 1, "one alert from 48 replicas opened {incidents:?}");
+    let trail = running.audit.read_incident(incidents.first().unwrap()).await.unwrap();
+    assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::Signal).count(), 48, "every replica's signal is in the incident's trail");
+}

@@ -189,7 +189,23 @@ impl AuditClient {
 
     /// Follows the log from `from`, forever.
     pub async fn tail(&self, from: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
-        let stream = self.client.clone().tail(self.request(pb::TailRequest { from_seq: from })).await?.into_inner();
+        self.tail_of(from, &[], &[]).await
+    }
+
+    /// [`AuditClient::tail`], only the records written by one of `writers` and of
+    /// one of `kinds` (either empty: any); the log leaves the others out.
+    pub async fn tail_of(
+        &self,
+        from: u64,
+        writers: &[&str],
+        kinds: &[RecordKind],
+    ) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
+        let request = pb::TailRequest {
+            from_seq: from,
+            writers: writers.iter().map(|w| (*w).to_owned()).collect(),
+            kinds: kinds.iter().map(|k| k.as_str().to_owned()).collect(),
+        };
+        let stream = self.client.clone().tail(self.request(request)).await?.into_inner();
         Ok(stream.map(|item| match item {
             Ok(record) => from_pb(record).map_err(AuditError::Malformed),
             Err(status) => Err(status.into()),

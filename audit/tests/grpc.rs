@@ -89,6 +89,53 @@ async fn reads_by_range_and_incident_and_tails() {
     assert_eq!(live.seq, 7);
 }
 
+/// A follower that reads a few kinds, or a few writers, is sent only those, from
+/// the backlog and live alike; a kind the log does not know is refused by name.
+#[tokio::test]
+async fn a_tail_carries_only_the_writers_and_kinds_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = |name: &str| arf_core::keys::load_or_generate_token(&dir.path().join(format!("{name}.token"))).unwrap();
+    let (agent_token, executor_token) = (token("agent"), token("executor"));
+    let writers = ["agent", "executor"].map(|w| (w.to_owned(), dir.path().join(format!("{w}.token"))));
+    let (addr, _stop) = serve(Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from(writers))).await;
+    let agent = AuditClient::connect(&addr, Some(agent_token.clone())).unwrap();
+    let executor = AuditClient::connect(&addr, Some(executor_token)).unwrap();
+    let append = |client: &AuditClient, kind| {
+        let client = client.clone();
+        async move { client.append_one("inc-1", kind, json!({})).await.unwrap().seq }
+    };
+    // The backlog: seqs 1..=4.
+    append(&agent, RecordKind::Signal).await;
+    append(&agent, RecordKind::Outcome).await;
+    append(&executor, RecordKind::Outcome).await;
+    append(&executor, RecordKind::ExecutionStarted).await;
+    let mut by_executor = std::pin::pin!(agent.tail_of(1, &["executor"], &[]).await.unwrap());
+    let mut outcomes = std::pin::pin!(agent.tail_of(1, &[], &[RecordKind::Outcome]).await.unwrap());
+    let mut both = std::pin::pin!(agent.tail_of(1, &["agent"], &[RecordKind::Signal, RecordKind::Outcome]).await.unwrap());
+    // Live: seqs 5..=7.
+    append(&agent, RecordKind::Signal).await;
+    append(&executor, RecordKind::Outcome).await;
+    append(&agent, RecordKind::Outcome).await;
+    async fn take(stream: &mut (impl futures::Stream<Item = Result<arf_audit::Record, AuditError>> + Unpin), n: usize) -> Vec<(u64, String)> {
+        let mut seen = Vec::new();
+        while seen.len() < n {
+            let record = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+            seen.push((record.seq, format!("{}:{}", record.writer, record.kind.as_str())));
+        }
+        seen
+    }
+    let pairs = |list: &[(u64, &str)]| list.iter().map(|(seq, what)| (*seq, (*what).to_owned())).collect::<Vec<_>>();
+    assert_eq!(take(&mut by_executor, 3).await, pairs(&[(3, "executor:outcome"), (4, "executor:execution_started"), (6, "executor:outcome")]));
+    assert_eq!(take(&mut outcomes, 4).await, pairs(&[(2, "agent:outcome"), (3, "executor:outcome"), (6, "executor:outcome"), (7, "agent:outcome")]));
+    assert_eq!(take(&mut both, 4).await, pairs(&[(1, "agent:signal"), (2, "agent:outcome"), (5, "agent:signal"), (7, "agent:outcome")]));
+
+    let mut raw = arf_proto::v1::audit_log_client::AuditLogClient::connect(format!("http://{addr}")).await.unwrap();
+    let request = arf_proto::v1::TailRequest { from_seq: 1, writers: vec![], kinds: vec!["signals".into()] };
+    let refused = raw.tail(arf_proto::server::with_bearer(tonic::Request::new(request), &agent_token)).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("`signals`"), "{refused:?}");
+}
+
 #[tokio::test]
 async fn bad_appends_are_refused_with_the_field_named() {
     let log = start().await;
@@ -192,7 +239,7 @@ async fn reading_the_log_needs_a_known_reader_and_a_reader_cannot_write() {
             ("Get", code(c.get(req(pb::GetRecordRequest { seq: 1 }, token)).await)),
             ("ReadRange", code(c.read_range(req(pb::ReadRangeRequest { from_seq: 1, to_seq: 0 }, token)).await)),
             ("ReadIncident", code(c.read_incident(req(pb::ReadIncidentRequest { incident_id: "inc-1".into() }, token)).await)),
-            ("Tail", code(c.tail(req(pb::TailRequest { from_seq: 1 }, token)).await)),
+            ("Tail", code(c.tail(req(pb::TailRequest { from_seq: 1, ..Default::default() }, token)).await)),
             ("Head", code(c.head(req(pb::HeadRequest {}, token)).await)),
             ("GetCheckpoint", code(c.get_checkpoint(req(pb::GetCheckpointRequest {}, token)).await)),
             ("InclusionProof", code(c.inclusion_proof(req(pb::InclusionProofRequest { seq: 1, tree_size: 2 }, token)).await)),

@@ -98,6 +98,9 @@ impl Role {
     }
 }
 
+#[global_allocator]
+static ALLOCATOR: arf_proto::service::Allocator = arf_proto::service::ALLOCATOR;
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Writes a data directory (configuration, tokens, keys, the bundled examples) without starting anything; keeps what exists.

@@ -134,6 +134,17 @@ impl Browser {
         self.open(&format!("{base}/login")).await;
         self.type_into("input[name=token]", token).await;
         self.click("form[action='/login'] button").await;
+        // The click only starts the form's POST: wait for the page it leads to (it
+        // has the log-out form), or the next navigation would cancel the log-in.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let source = self.source().await;
+            if source.contains("Log out") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "logging in never led past the form:\n{source}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

@@ -36,6 +36,14 @@ fn usage(role: &str) -> String {
     )
 }
 
+/// The allocator every ARF binary runs on (`#[global_allocator]` in each `main`):
+/// mimalloc, where glibc's malloc and free took a fifth of the CPU on the ingest
+/// path, measured in `docs/performance.md`.
+pub type Allocator = mimalloc::MiMalloc;
+
+/// The allocator, for `static ALLOCATOR: Allocator = ALLOCATOR;`.
+pub const ALLOCATOR: Allocator = mimalloc::MiMalloc;
+
 /// Runs `serve` with the `role` section of the file named by `--config FILE`.
 pub fn main<C, F, Fut>(role: &'static str, serve: F) -> ExitCode
 where

@@ -3,6 +3,9 @@
 
 use arf_proto::service::{self, Failure};
 
+#[global_allocator]
+static ALLOCATOR: service::Allocator = service::ALLOCATOR;
+
 fn main() -> std::process::ExitCode {
     service::main("agent", |config: arf_agent::Config| async move {
         config.validate().map_err(Failure::Config)?;

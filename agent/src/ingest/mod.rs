@@ -114,6 +114,25 @@ pub fn detect(body: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// How many bytes `signal` takes as JSON, counted without building the text.
+fn encoded_len(signal: &Signal) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, signal) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// Fills the derived fields and checks the bounds every signal must meet.
 pub fn finish(mut signal: Signal, field: &str) -> Result<Signal, InvalidSignal> {
     if signal.service.is_empty() {
@@ -141,7 +160,7 @@ pub fn finish(mut signal: Signal, field: &str) -> Result<Signal, InvalidSignal> 
             return Err(InvalidSignal::field(format!("{field}.{name}"), "longer than 1024 bytes"));
         }
     }
-    let size = serde_json::to_vec(&signal).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = encoded_len(&signal);
     if size > arf_core::signal::MAX_SIGNAL_BYTES {
         return Err(InvalidSignal::field(
             field,

@@ -10,9 +10,11 @@
 //! entropy). What an engineer needs survives: CVE and GHSA ids, image digests and
 //! commit hashes, package and pod names, Kubernetes reasons.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::path::Path;
 
+use aho_corasick::AhoCorasick;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -82,6 +84,56 @@ pub struct Redactor {
     rules: Vec<Rule>,
     allowlist: Vec<Regex>,
     entropy: EntropySettings,
+    /// Every rule's keywords, found in one pass over a field.
+    keywords: Keywords,
+}
+
+/// Which rules may match a text, by their keywords (gitleaks' prefilter: a rule
+/// with keywords runs only on a text holding one of them, in any case). One
+/// automaton over all the keywords of a few hundred rules, where looking for each
+/// keyword of each rule in turn took most of the ingest path's time.
+struct Keywords {
+    automaton: AhoCorasick,
+    /// For each keyword (the automaton's pattern id), the rules that have it.
+    rules_of: Vec<Vec<usize>>,
+    /// The rules that run on every text: those without keywords.
+    always: Vec<bool>,
+}
+
+impl Keywords {
+    fn new(rules: &[Rule]) -> Result<Self, String> {
+        let mut index: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for keyword in &rule.keywords {
+                index.entry(keyword.as_str()).or_default().push(i);
+            }
+        }
+        let automaton = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(index.keys())
+            .map_err(|e| format!("the redaction rules' keywords: {e}"))?;
+        Ok(Self { automaton, rules_of: index.into_values().collect(), always: rules.iter().map(|r| r.keywords.is_empty()).collect() })
+    }
+
+    /// For each rule, whether it may match `text`. Keywords are lowercase; ASCII
+    /// text is matched ignoring ASCII case, other text is lowercased first
+    /// (Unicode lowercasing can turn a non-ASCII letter into an ASCII one).
+    fn gate(&self, text: &str) -> Vec<bool> {
+        let mut open = self.always.clone();
+        let lowered;
+        let haystack = if text.is_ascii() {
+            text
+        } else {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        };
+        for found in self.automaton.find_overlapping_iter(haystack) {
+            for &rule in &self.rules_of[found.pattern().as_usize()] {
+                open[rule] = true;
+            }
+        }
+        open
+    }
 }
 
 impl std::fmt::Debug for Redactor {
@@ -103,6 +155,7 @@ impl Redactor {
             rules: Vec::new(),
             allowlist: Vec::new(),
             entropy: builtin.entropy.unwrap_or(EntropySettings { min_length: 24, min_bits_per_char: 4.0 }),
+            keywords: Keywords::new(&[])?,
         };
         redactor.add(builtin, "the built-in redaction rules")?;
         redactor.add_registry_rules()?;
@@ -123,6 +176,7 @@ impl Redactor {
                 allow: Vec::new(),
             });
         }
+        redactor.keywords = Keywords::new(&redactor.rules)?;
         Ok(redactor)
     }
 
@@ -193,26 +247,35 @@ impl Redactor {
 
     /// Redacts one string.
     pub fn text(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        // Lowercased once, and again only after a rule changed the text: the
-        // keywords of a few hundred rules are looked for in every field.
-        let mut lower: Option<String> = None;
-        for rule in &self.rules {
-            if !rule.keywords.is_empty() {
-                let lower = lower.get_or_insert_with(|| out.to_lowercase());
-                if !rule.keywords.iter().any(|k| lower.contains(k.as_str())) {
-                    continue;
-                }
-            }
-            if rule.regex.is_match(&out) {
+        self.redact(text).into_owned()
+    }
+
+    /// Redacts one string, borrowing it back when it holds nothing to redact (as
+    /// almost every field does).
+    fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        let mut open = self.keywords.gate(text);
+        for (i, rule) in self.rules.iter().enumerate() {
+            if open[i] && rule.regex.is_match(&out) {
                 let applied = rule.apply(&out);
-                if applied != out {
-                    out = applied;
-                    lower = None;
+                if applied != *out {
+                    // The next rules see the text as this one left it.
+                    open = self.keywords.gate(&applied);
+                    out = Cow::Owned(applied);
                 }
             }
         }
-        self.redact_high_entropy(&out)
+        match self.redact_high_entropy(&out) {
+            Some(changed) => Cow::Owned(changed),
+            None => out,
+        }
+    }
+
+    /// Redacts one field in place, leaving it untouched when it holds no secret.
+    fn redact_field(&self, field: &mut String) {
+        if let Cow::Owned(changed) = self.redact(field) {
+            *field = changed;
+        }
     }
 
     /// Redacts every field of a signal that came from outside: free text, labels
@@ -230,10 +293,16 @@ impl Redactor {
             &mut signal.id,
             &mut signal.fingerprint,
         ] {
-            *field = self.text(field);
+            self.redact_field(field);
         }
         for map in [&mut signal.labels, &mut signal.annotations] {
-            *map = std::mem::take(map).into_iter().map(|(k, v)| (self.text(&k), self.text(&v))).collect();
+            // Values in place; the map is rebuilt only when a key itself held a secret.
+            for value in map.values_mut() {
+                self.redact_field(value);
+            }
+            if map.keys().any(|k| matches!(self.redact(k), Cow::Owned(_))) {
+                *map = std::mem::take(map).into_iter().map(|(k, v)| (self.text(&k), v)).collect();
+            }
         }
         signal
     }
@@ -250,13 +319,17 @@ impl Redactor {
 
     /// Replaces long tokens whose characters look random, outside the allowlisted
     /// spans. Hex up to 64 digits (commit and content hashes) and lowercase names
-    /// with dashes (pods, packages) are evidence and stay.
-    fn redact_high_entropy(&self, text: &str) -> String {
+    /// with dashes (pods, packages) are evidence and stay. `None` when nothing is
+    /// replaced.
+    fn redact_high_entropy(&self, text: &str) -> Option<String> {
+        // `=` ends a token: `name=value` is two, and base64 padding stays behind a redacted key.
+        let is_token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '_' | '-');
+        if !text.split(|c: char| !is_token_char(c)).any(|token| looks_random(token, self.entropy)) {
+            return None;
+        }
         let allowed: Vec<Range<usize>> = self.allowlist.iter().flat_map(|r| r.find_iter(text).map(|m| m.range())).collect();
         let mut out = String::with_capacity(text.len());
         let mut start = 0;
-        // `=` ends a token: `name=value` is two, and base64 padding stays behind a redacted key.
-        let is_token_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '_' | '-');
         let flush = |range: Range<usize>, out: &mut String| {
             let token = &text[range.clone()];
             let inside_allowed = allowed.iter().any(|a| a.start <= range.start && range.end <= a.end);
@@ -274,7 +347,7 @@ impl Redactor {
             }
         }
         flush(start..text.len(), &mut out);
-        out
+        (out != text).then_some(out)
     }
 }
 

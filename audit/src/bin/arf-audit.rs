@@ -2,6 +2,9 @@
 
 use arf_proto::service::{self, Failure};
 
+#[global_allocator]
+static ALLOCATOR: service::Allocator = service::ALLOCATOR;
+
 fn main() -> std::process::ExitCode {
     service::main("audit", |config: arf_audit::Config| async move {
         config.validate().map_err(Failure::Config)?;

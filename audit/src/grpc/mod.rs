@@ -155,7 +155,7 @@ impl AuditLog for Service {
         let request = request.into_inner();
         let (from, head) = (request.from_seq.max(1), self.store.head().await.0);
         let to = if request.to_seq == 0 { head + 1 } else { request.to_seq.min(head + 1) };
-        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..to.max(from)), None)))
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..to.max(from)), None, Only::default())))
     }
 
     type ReadIncidentStream = RecordStream;
@@ -167,19 +167,21 @@ impl AuditLog for Service {
             return Err(Status::invalid_argument("`incident_id` must not be empty"));
         }
         let seqs = self.store.incident_seqs(&incident_id);
-        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::List(seqs), None)))
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::List(seqs), None, Only::default())))
     }
 
     type TailStream = RecordStream;
 
     async fn tail(&self, request: Request<pb::TailRequest>) -> Result<Response<RecordStream>, Status> {
         self.reader(&request)?;
-        let from = request.into_inner().from_seq.max(1);
+        let request = request.into_inner();
+        let from = request.from_seq.max(1);
+        let only = Only::new(request.writers, &request.kinds)?;
         // Subscribe before reading the backlog so nothing appended in between is missed;
         // duplicates from the overlap are dropped by sequence number.
         let live = self.store.subscribe();
         let head = self.store.head().await.0;
-        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..(head + 1).max(from)), Some(live))))
+        Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..(head + 1).max(from)), Some(live), only)))
     }
 
     async fn head(&self, request: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
@@ -233,7 +235,30 @@ impl SeqRange {
 /// Streams records one at a time through a bounded channel, so a reader asking for
 /// the whole log holds at most the channel's worth in memory; then, for a tail,
 /// follows new records as they are appended.
-fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::broadcast::Receiver<crate::record::Record>>) -> RecordStream {
+/// Which records a stream carries: by the writers and of the kinds named (all when
+/// none are). A follower that reads a few kinds is not sent, and does not decode,
+/// every signal of a storm.
+#[derive(Debug, Default)]
+struct Only {
+    writers: Vec<String>,
+    kinds: Vec<crate::record::RecordKind>,
+}
+
+impl Only {
+    fn new(writers: Vec<String>, kinds: &[String]) -> Result<Self, Status> {
+        let kinds = kinds
+            .iter()
+            .map(|k| crate::record::RecordKind::parse(k).ok_or_else(|| Status::invalid_argument(format!("`kinds`: no record kind `{k}`"))))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { writers, kinds })
+    }
+
+    fn admits(&self, record: &crate::record::Record) -> bool {
+        (self.writers.is_empty() || self.writers.contains(&record.writer)) && (self.kinds.is_empty() || self.kinds.contains(&record.kind))
+    }
+}
+
+fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::broadcast::Receiver<crate::record::Record>>, only: Only) -> RecordStream {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         let mut next = match &seqs {
@@ -242,6 +267,10 @@ fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::b
         };
         for seq in seqs.into_iter() {
             let item = match store.get(seq) {
+                Ok(Some(record)) if !only.admits(&record) => {
+                    next = seq + 1;
+                    continue;
+                }
                 Ok(Some(record)) => Ok(convert::record(&record)),
                 Ok(None) => Err(Status::data_loss(format!("record `{seq}` is missing from the index"))),
                 Err(error) => Err(store_status(error)),
@@ -257,7 +286,7 @@ fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::b
             match live.recv().await {
                 Ok(record) if record.seq >= next => {
                     next = record.seq + 1;
-                    if tx.send(Ok(convert::record(&record))).await.is_err() {
+                    if only.admits(&record) && tx.send(Ok(convert::record(&record))).await.is_err() {
                         return;
                     }
                 }

@@ -3,6 +3,9 @@
 
 use arf_proto::service::{self, Failure};
 
+#[global_allocator]
+static ALLOCATOR: service::Allocator = service::ALLOCATOR;
+
 fn main() -> std::process::ExitCode {
     service::main("governor", |config: arf_governor::Config| async move {
         config.validate().map_err(|e| Failure::Config(e.to_string()))?;

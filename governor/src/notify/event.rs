@@ -140,6 +140,10 @@ impl IncidentContext {
     }
 }
 
+/// The kinds of record that make events or give them context: the notifier asks
+/// the log for these only ([`events`] makes nothing of the others).
+pub const KINDS: [RecordKind; 3] = [RecordKind::Incident, RecordKind::Decision, RecordKind::Outcome];
+
 /// Whether `record` may make an event, and whether it needs its incident's context.
 pub fn needs_context(record: &Record, writers: &Writers) -> bool {
     match record.kind {
@@ -346,6 +350,13 @@ mod tests {
         assert_eq!(told(&record(11, "governor", RecordKind::Decision, decided(Route::Approval))), [EventKind::DecisionWaiting]);
         assert_eq!(told(&record(12, "governor", RecordKind::Decision, decided(Route::Acknowledge))), [EventKind::DecisionWaiting]);
         assert!(told(&record(13, "governor", RecordKind::Decision, decided(Route::Deny))).is_empty());
+        // The notifier reads only `KINDS` from the log: no other kind makes an event.
+        for kind in RecordKind::ALL.into_iter().filter(|k| !KINDS.contains(k)) {
+            for writer in ["agent", "governor", "executor"] {
+                assert!(told(&record(14, writer, kind, outcome("rollback_failed"))).is_empty(), "{kind:?} by {writer}");
+                assert!(told(&record(15, writer, kind, tripped(TripKind::RollbackFailed))).is_empty(), "{kind:?} by {writer}");
+            }
+        }
         // Ids are stable: the same record read again makes the same event.
         let again = events(&record(3, "executor", RecordKind::Outcome, outcome("rollback_failed")), &writers, Some(&context));
         assert_eq!(again[0].id, "000000000003-rollback_failed");

@@ -303,7 +303,7 @@ async fn follow_once(
             head
         }
     };
-    let mut stream = std::pin::pin!(audit.tail(cursor + 1).await.map_err(|e| e.to_string())?);
+    let mut stream = std::pin::pin!(audit.tail_of(cursor + 1, &[], &event::KINDS).await.map_err(|e| e.to_string())?);
     *unreadable_since = None;
     let mut since_saved = 0u32;
     while let Some(record) = stream.next().await {
