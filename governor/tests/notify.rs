@@ -213,3 +213,51 @@ async fn each_event_reaches_each_receiver_once_through_an_outage_and_a_restart()
     assert_eq!(ids.len(), 5);
     assert_eq!(inbox.outage.load(Ordering::SeqCst), 0, "the outage happened");
 }
+
+/// A witness refusing the log is what matters most and what the log cannot tell:
+/// the governor pages someone itself, once per spell of refusals, however many
+/// decisions it refuses meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_refusing_the_log_pages_someone_once() {
+    let inbox = Arc::new(Inbox::default());
+    let base = receivers(Arc::clone(&inbox)).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (hook_secret, routing_key) = (secrets.path().join("hook.secret"), secrets.path().join("pd.key"));
+    std::fs::write(&hook_secret, HMAC_SECRET).unwrap();
+    std::fs::write(&routing_key, ROUTING_KEY).unwrap();
+    let notify = NotifyConfig {
+        console_url: None,
+        receivers: vec![
+            ReceiverConfig { url: Some(format!("{base}/hook")), secret_file: Some(hook_secret), ..ReceiverConfig::new("hook", ReceiverKind::Webhook) },
+            ReceiverConfig { url: Some(format!("{base}/pagerduty")), secret_file: Some(routing_key), ..ReceiverConfig::new("pagerduty", ReceiverKind::Pagerduty) },
+        ],
+    };
+    let mut h = Harness::start(Setup { notify: Some(notify), ..Setup::default() }).await;
+    let first = h.evaluate(proposal("inc-before", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(first.state, "authorized");
+
+    // The governor once saw a longer log, signed by the log's own key: the log it
+    // now talks to was rolled back.
+    let key = arf_core::keys::load_signing(&h.dir.path().join("audit-checkpoint.key")).unwrap();
+    let longer = arf_audit::checkpoint::Checkpoint { origin: "arf-audit-log".into(), size: 1000, root: [9; 32] };
+    std::fs::write(h.config.data_dir.join("witness").join("checkpoint"), longer.sign(&key)).unwrap();
+    h.restart_governor().await;
+    for incident in ["inc-refused-1", "inc-refused-2"] {
+        let refused = h.evaluate(proposal(incident, "restart_service", "web-staging", 0.9)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+    }
+    for receiver in ["hook", "pagerduty"] {
+        wait_for(&inbox, receiver, |inbox| !taken(inbox, receiver).is_empty()).await;
+    }
+    let (_, _, page) = inbox.accepted.lock().unwrap().iter().find(|(kind, _, _)| kind == "pagerduty").cloned().unwrap();
+    assert_eq!((page["event_action"].as_str(), page["payload"]["severity"].as_str()), (Some("trigger"), Some("critical")), "{page}");
+    assert!(page["payload"]["summary"].as_str().unwrap().contains("failed the governor's witness check"), "{page}");
+    let (_, _, hook) = inbox.accepted.lock().unwrap().iter().find(|(kind, _, _)| kind == "hook").cloned().unwrap();
+    assert_eq!(hook["kind"], "witness_refused", "{hook}");
+    assert!(hook.to_string().contains("rolled back or truncated"), "the witness's reason is in the message: {hook}");
+    // The second refusal of the same spell pages no one again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for receiver in ["hook", "pagerduty"] {
+        assert_eq!(taken(&inbox, receiver).len(), 1, "{receiver}: one page per spell of refusals");
+    }
+}

@@ -62,6 +62,14 @@ pub fn bearer<T>(request: &tonic::Request<T>) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The metadata key a service marks a refusal with when the caller must act on
+/// its kind, not only report it.
+pub const REFUSAL: &str = "arf-refusal";
+
+/// [`REFUSAL`]: the executor's witness refused the audit log (rolled back,
+/// truncated or rewritten), so the governor pages someone.
+pub const LOG_NOT_WITNESSED: &str = "log-not-witnessed";
+
 /// Adds `authorization: Bearer TOKEN` to a request.
 pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
     if let Ok(value) = format!("Bearer {token}").parse() {

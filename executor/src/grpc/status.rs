@@ -39,9 +39,14 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
         ExecuteError::Store(_) => Status::internal(message),
         ExecuteError::ShuttingDown | ExecuteError::TargetUnsettled { .. } => Status::unavailable(message),
+        // The governor pages someone on this one: the log was rewritten.
+        ExecuteError::LogNotWitnessed { .. } => {
+            let mut status = Status::failed_precondition(message);
+            status.metadata_mut().insert(arf_proto::server::REFUSAL, tonic::metadata::MetadataValue::from_static(arf_proto::server::LOG_NOT_WITNESSED));
+            status
+        }
         ExecuteError::WrongWriter { .. }
         | ExecuteError::TargetNeedsHuman { .. }
-        | ExecuteError::LogNotWitnessed { .. }
         | ExecuteError::Malformed { .. }
         | ExecuteError::SameActionStarted { .. } => {
             Status::failed_precondition(message)

@@ -39,6 +39,8 @@ async fn the_executor_refuses_a_log_rolled_back_behind_its_checkpoint() {
     let refused = h.execute(second).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
     assert!(refused.message().contains("rolled back or truncated"), "{}", refused.message());
+    // Marked as a witness's refusal, on which the governor pages someone.
+    assert_eq!(refused.metadata().get(arf_proto::server::REFUSAL).map(|v| v.to_str().unwrap()), Some(arf_proto::server::LOG_NOT_WITNESSED));
     let lines = std::fs::read_to_string(&ran).unwrap();
     assert!(!lines.contains(&body.decision_id), "nothing ran on the rolled-back log");
     assert!(h.kinds(&body.incident_id).await.iter().all(|k| *k != "execution_started"));

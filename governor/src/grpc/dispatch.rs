@@ -86,7 +86,11 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
             ));
         }
         match shared.executor.clone().execute(signed.clone()).await {
-            Ok(response) => return Sent::Taken(response.into_inner()),
+            Ok(response) => {
+                // The executor witnessed the log before it took the decision.
+                shared.alarm.witness_accepted("executor");
+                return Sent::Taken(response.into_inner());
+            }
             Err(status) if retryable(status.code()) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "executor unreachable; retrying");
                 last_error = format!("{:?}: {}", status.code(), status.message());
@@ -103,6 +107,9 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
                 ));
             }
             Err(status) => {
+                if status.metadata().get(arf_proto::server::REFUSAL).is_some_and(|v| v == arf_proto::server::LOG_NOT_WITNESSED) {
+                    shared.alarm.witness_refused("executor", status.message(), decision_id, (shared.clock)());
+                }
                 return Sent::Refused(format!(
                     "the executor refused the decision ({:?}): {}",
                     status.code(),

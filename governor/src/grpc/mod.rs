@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     retain_ms: i64,
     /// Where the decisions that left memory are in the log.
     evicted: std::sync::Mutex<Evicted>,
+    /// Tells people what the log cannot: that a witness refused it.
+    alarm: crate::notify::Alarm,
 }
 
 /// The incident of each decision that left memory, so it can be read back from the
@@ -114,7 +116,7 @@ impl Evicted {
 }
 
 impl Shared {
-    fn load(config: &Config, clock: Clock, tls: &arf_proto::tls::Loaded) -> anyhow::Result<Self> {
+    fn load(config: &Config, clock: Clock, tls: &arf_proto::tls::Loaded, alarm: crate::notify::Alarm) -> anyhow::Result<Self> {
         let callers = config.load_identities()?;
         let catalog = Catalog::load_dir(&config.catalog_dir)?;
         let policies = Policies::load_dir(&config.policies_dir)?;
@@ -151,6 +153,7 @@ impl Shared {
             calibration: config.calibration.clone(),
             retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             evicted: std::sync::Mutex::new(Evicted::default()),
+            alarm,
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -358,7 +361,7 @@ impl Shared {
             // The checkpoint must cover everything the log acknowledged to this
             // governor, its record of this decision included.
             match witness.check_fresh(&self.audit, 0).await {
-                Ok(_) => {}
+                Ok(_) => self.alarm.witness_accepted("governor"),
                 Err(arf_audit_client::witness::WitnessError::Unavailable(error)) => {
                     let status = status::audit_unavailable(&error, "the decision was not authorized and nothing will run");
                     fail(decision, status.message().to_owned());
@@ -366,6 +369,7 @@ impl Shared {
                 }
                 Err(error) => {
                     tracing::error!(decision_id = %decision.decision_id, %error, "AUDIT LOG REFUSED BY WITNESS: nothing is authorized until an operator has checked the log");
+                    self.alarm.witness_refused("governor", &error.to_string(), &decision.decision_id, (self.clock)());
                     let detail = fail(decision, format!("the audit log failed the governor's witness check, so nothing was authorized: {error}"));
                     return Err(Status::failed_precondition(detail));
                 }
@@ -964,7 +968,8 @@ pub async fn serve_with_clock(
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let tls = arf_proto::tls::Loaded::load(&config.transport()?)?;
-    let shared = Arc::new(Shared::load(&config, clock, &tls)?);
+    let (alarm, alarms) = crate::notify::alarm();
+    let shared = Arc::new(Shared::load(&config, clock, &tls, alarm)?);
     // Decisions live in memory; the log is their memory across restarts. With the
     // log up they are back before the first call; with it down, as soon as it answers.
     let restored_now = matches!(tokio::time::timeout(Duration::from_secs(3), restore_once(&shared)).await, Ok(Ok(())));
@@ -978,7 +983,7 @@ pub async fn serve_with_clock(
             let token = arf_core::keys::load_token(&config.audit_token_file)?;
             let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
             let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
-            crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers).map_err(|e| anyhow::anyhow!(e))?
+            crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms).map_err(|e| anyhow::anyhow!(e))?
         }
         None => Vec::new(),
     };

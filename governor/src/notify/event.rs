@@ -28,12 +28,15 @@ pub enum EventKind {
     AutonomySwitched,
     /// The audit log cannot be read: damaged, down, or refusing.
     AuditUnavailable,
+    /// A witness (the governor or the executor) refused the log: it was rolled
+    /// back, truncated or rewritten since the witness last saw it.
+    WitnessRefused,
     /// An incident resolved, or its action verified: whoever was paged may stand down.
     Resolved,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         Self::DecisionWaiting,
         Self::Escalated,
         Self::ActionFailed,
@@ -42,6 +45,7 @@ impl EventKind {
         Self::GuardRailTripped,
         Self::AutonomySwitched,
         Self::AuditUnavailable,
+        Self::WitnessRefused,
         Self::Resolved,
     ];
 
@@ -55,6 +59,7 @@ impl EventKind {
             Self::GuardRailTripped => "guard_rail_tripped",
             Self::AutonomySwitched => "autonomy_switched",
             Self::AuditUnavailable => "audit_unavailable",
+            Self::WitnessRefused => "witness_refused",
             Self::Resolved => "resolved",
         }
     }
@@ -62,7 +67,7 @@ impl EventKind {
     /// How urgent the event is, in PagerDuty's words.
     pub fn severity(self) -> Severity {
         match self {
-            Self::RollbackFailed | Self::Quarantined | Self::AuditUnavailable => Severity::Critical,
+            Self::RollbackFailed | Self::Quarantined | Self::AuditUnavailable | Self::WitnessRefused => Severity::Critical,
             Self::ActionFailed => Severity::Error,
             Self::DecisionWaiting | Self::Escalated | Self::GuardRailTripped => Severity::Warning,
             Self::AutonomySwitched | Self::Resolved => Severity::Info,
@@ -296,6 +301,27 @@ pub fn audit_unavailable(since_ms: i64, error: &str) -> Event {
         environment: String::new(),
         summary: "The audit log cannot be read: nothing new is decided or run until it can".to_owned(),
         details: vec![("error".to_owned(), error.to_owned())],
+    }
+}
+
+/// A witness refused the log while `decision_id` was being authorized or run. Not
+/// read from the log (whose records are then not to be believed) but raised by the
+/// governor ([`super::Alarm`]), once per spell of refusals.
+pub fn witness_refused(witness: &str, error: &str, decision_id: &str, now_ms: i64) -> Event {
+    Event {
+        id: format!("witness-refused-{witness}-{now_ms}"),
+        kind: EventKind::WitnessRefused,
+        severity: EventKind::WitnessRefused.severity(),
+        at_ms: now_ms,
+        seq: 0,
+        incident_id: String::new(),
+        decision_id: decision_id.to_owned(),
+        service: String::new(),
+        environment: String::new(),
+        summary: format!(
+            "The audit log failed the {witness}'s witness check: it was rolled back, truncated or rewritten since the {witness} last saw it. Nothing is authorized or run until an operator has checked it (`arf audit verify`)"
+        ),
+        details: vec![("error".to_owned(), error.to_owned()), ("decision".to_owned(), decision_id.to_owned())],
     }
 }
 

@@ -198,10 +198,58 @@ pub fn check(config: &NotifyConfig) -> Result<(), String> {
     load(config).map(drop)
 }
 
-/// Starts following the log and delivering, when any receiver is configured.
-/// `dir` holds the cursor and the queues. The tasks run until they are aborted
-/// (the governor does so when it stops).
-pub fn spawn(config: &NotifyConfig, dir: &Path, audit: AuditClient, writers: Writers) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+/// How many raised events may wait for the queue to open.
+const ALARMS: usize = 64;
+
+/// Raises events that do not come from the log: a witness refusing it, when its
+/// records are not to be believed. Each is queued for the receivers that want it,
+/// like the events read from the log.
+#[derive(Debug, Clone)]
+pub struct Alarm {
+    queue: tokio::sync::mpsc::Sender<Event>,
+    /// The witnesses refusing the log now: each refusal is told once, until the
+    /// witness accepts the log again.
+    refusing: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// The other end of an [`Alarm`], handed to [`spawn`].
+pub struct Alarms(tokio::sync::mpsc::Receiver<Event>);
+
+/// A new alarm and its receiving end.
+pub fn alarm() -> (Alarm, Alarms) {
+    let (tx, rx) = tokio::sync::mpsc::channel(ALARMS);
+    (Alarm { queue: tx, refusing: Arc::default() }, Alarms(rx))
+}
+
+impl Alarm {
+    /// `witness` (`governor` or `executor`) refused the log while `decision_id`
+    /// was being authorized or run: told once, until [`Alarm::witness_accepted`].
+    pub fn witness_refused(&self, witness: &str, error: &str, decision_id: &str, now_ms: i64) {
+        if self.refusing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(witness.to_owned()) {
+            self.raise(event::witness_refused(witness, error, decision_id, now_ms));
+        }
+    }
+
+    /// `witness` accepted the log: a later refusal is told again.
+    pub fn witness_accepted(&self, witness: &str) {
+        self.refusing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(witness);
+    }
+
+    /// Queues `event`, without waiting; with no receiver configured, does nothing.
+    fn raise(&self, event: Event) {
+        match self.queue.try_send(event) {
+            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                error!(event = %event.id, "cannot raise the notification: too many are waiting for the queue");
+            }
+        }
+    }
+}
+
+/// Starts following the log and delivering, when any receiver is configured, and
+/// queues what `alarms` raises. `dir` holds the cursor and the queues. The tasks
+/// run until they are aborted (the governor does so when it stops).
+pub fn spawn(config: &NotifyConfig, dir: &Path, audit: AuditClient, writers: Writers, alarms: Alarms) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let receivers = load(config)?;
     let mut tasks = Vec::new();
     if receivers.is_empty() {
@@ -237,6 +285,7 @@ pub fn spawn(config: &NotifyConfig, dir: &Path, audit: AuditClient, writers: Wri
             running.spawn(deliver(receiver.clone(), Arc::clone(&outbox), client.clone(), console_url.clone(), wake));
         }
         info!(receivers = receivers.len(), "notifications: following the audit log");
+        running.spawn(raised(alarms, receivers.clone(), Arc::clone(&outbox), wakers.clone()));
         running.spawn(follow(audit, receivers.clone(), outbox, wakers, writers));
         while running.join_next().await.is_some() {}
     }));
@@ -253,6 +302,15 @@ fn route(event: &Event, receivers: &[Receiver], outbox: &outbox::Outbox, wakers:
         }
     }
     Ok(())
+}
+
+/// Queues each event raised, for as long as the governor runs.
+async fn raised(mut alarms: Alarms, receivers: Vec<Receiver>, outbox: Arc<outbox::Outbox>, wakers: HashMap<String, Arc<tokio::sync::Notify>>) {
+    while let Some(event) = alarms.0.recv().await {
+        if let Err(io) = route(&event, &receivers, &outbox, &wakers) {
+            error!(error = %io, event = %event.id, "cannot queue a raised notification");
+        }
+    }
 }
 
 /// Follows the log from the cursor for ever, turning records into queued events.

@@ -43,7 +43,7 @@ pub fn link(console_url: Option<&str>, event: &Event) -> Option<String> {
 /// holds ARF's own words and escaped values.
 pub fn slack(event: &Event, console_url: Option<&str>) -> Value {
     let icon = match event.kind {
-        EventKind::RollbackFailed | EventKind::Quarantined | EventKind::AuditUnavailable => ":rotating_light:",
+        EventKind::RollbackFailed | EventKind::Quarantined | EventKind::AuditUnavailable | EventKind::WitnessRefused => ":rotating_light:",
         EventKind::ActionFailed => ":x:",
         EventKind::Resolved => ":white_check_mark:",
         _ => ":warning:",
