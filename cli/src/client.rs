@@ -159,12 +159,13 @@ impl Endpoints {
 }
 
 pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str>, service: Option<&str>, environment: Option<&str>, as_json: bool) -> Result<ExitCode> {
-    let body = std::fs::read(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let body = read_signal_file(file)?;
     let format = match format {
         Some(format) => format.to_owned(),
-        None => arf_agent::ingest::detect(&body)
-            .with_context(|| format!("cannot tell the format of `{}`; name it with `--format`", file.display()))?
-            .to_owned(),
+        None => match arf_agent::ingest::detect(&body) {
+            Some(format) => format.to_owned(),
+            None => bail!("{}", undetected(file, &body)),
+        },
     };
     let request = pb::SubmitWebhookRequest { format: format.clone(), body, service: service.unwrap_or_default().to_owned(), environment: environment.unwrap_or_default().to_owned() };
     let response = endpoints.agent()?.submit_webhook(request).await.map_err(endpoints.agent_failed())?.into_inner();
@@ -183,6 +184,39 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The signal file, read whole only when it is within what one submission may
+/// carry; an empty file, or one over the limit, is refused before anything is sent.
+fn read_signal_file(file: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let limit = arf_agent::ingest::MAX_BODY_BYTES;
+    let opened = std::fs::File::open(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let mut body = Vec::new();
+    // One byte past the limit is enough to know it is over (a pipe has no size).
+    opened.take(limit as u64 + 1).read_to_end(&mut body).with_context(|| format!("cannot read `{}`", file.display()))?;
+    if body.len() > limit {
+        let size = std::fs::metadata(file).map(|m| m.len()).ok().filter(|&n| n > 0).map_or_else(|| "more than that".to_owned(), |n| format!("{n} bytes"));
+        bail!(
+            "`{}` is {size}; one submission carries at most {limit} bytes (1 MiB): split it (one report per scan target, or fewer results per file) and send the parts",
+            file.display()
+        );
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        bail!("`{}` is empty: there is no signal to send", file.display());
+    }
+    Ok(body)
+}
+
+/// Why the format of `body` could not be told, as precisely as the content allows.
+fn undetected(file: &Path, body: &[u8]) -> String {
+    let formats = arf_agent::ingest::FORMATS.join(", ");
+    let starts_as_json = body.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|b| matches!(b, b'{' | b'['));
+    match serde_json::from_slice::<Value>(body) {
+        Err(error) if starts_as_json && error.is_eof() => format!("`{}` ends before its JSON does ({error}): was it cut off?", file.display()),
+        Err(error) if starts_as_json => format!("`{}` is not valid JSON: {error}", file.display()),
+        _ => format!("cannot tell the format of `{}`; name it with `--format` (one of {formats})", file.display()),
+    }
 }
 
 pub fn incident_json(i: &pb::Incident) -> Value {

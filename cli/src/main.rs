@@ -156,6 +156,9 @@ enum Command {
         /// The environment variable that holds the endpoint's API key, if it needs one.
         #[arg(long, env = "ARF_LLM_API_KEY_ENV", requires = "llm_base_url")]
         llm_api_key_env: Option<String>,
+        /// After the scenes, keep the services and the console up until Ctrl-C, to look around.
+        #[arg(long)]
+        stay: bool,
     },
     /// Signals.
     Signal {
@@ -440,7 +443,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
-        Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env } => {
+        Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env, stay } => {
             let reasoning = match llm_base_url {
                 Some(base_url) => setup::Reasoning::Openai {
                     base_url,
@@ -449,7 +452,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 None => setup::Reasoning::Scripted,
             };
-            demo::run(data_dir, reasoning).await
+            demo::run(data_dir, reasoning, stay).await
         }
         Command::Eval { command: EvalCommand::Run(args) } => eval::run(args).await,
         Command::DemoTarget { repo, listen } => demo::target::run(&repo, listen).await.map(|()| ExitCode::SUCCESS),

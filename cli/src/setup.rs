@@ -130,7 +130,7 @@ impl Ports {
     /// port picked this way can be taken by someone else before the service binds
     /// it, so they pick no more than they use.
     pub fn free() -> Result<Self> {
-        let free = || -> Result<SocketAddr> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?) };
+        let free = || -> Result<SocketAddr> { Ok(arf_core::net::free_loopback_port()?) };
         Ok(Self { audit: free()?, agent: free()?, webhook: free()?, governor: free()?, executor: free()?, metrics: None })
     }
 }

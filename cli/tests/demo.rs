@@ -27,6 +27,9 @@ fn the_demo_passes_and_its_log_verifies_until_tampered_with() {
     assert!(demo.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&demo.stderr));
     assert!(stdout.contains("scripted"), "the demo says its model answers are scripted");
     assert!(stdout.contains("demo passed"), "{stdout}");
+    // The console ran beside the services, and its trail was proved.
+    assert!(stdout.contains("console   http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("✓ the console shows the production incident's trail, proved against the log's signed checkpoint"), "{stdout}");
 
     assert!(stdout.contains("latest checkpoint, signed by the log"), "{stdout}");
 

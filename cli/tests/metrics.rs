@@ -93,7 +93,7 @@ async fn prometheus_scrapes_every_service_over_tls_with_a_token() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = arf_core::net::free_loopback_port().unwrap().port();
     let binary = std::env::var("ARF_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
     let _prometheus = Prometheus(
         Command::new(&binary)

@@ -83,7 +83,7 @@ fn up_on_a_taken_port_names_it_and_starts_nothing() {
     // ports can run beside this one.
     let mut text = std::fs::read_to_string(&config).unwrap().replace("\"127.0.0.1:7402\"", &format!("\"{addr}\""));
     for port in [7400, 7401, 7403, 7480, 7410, 7411, 7412, 7413] {
-        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+        let free = arf_core::net::free_loopback_port().unwrap().to_string();
         text = text.replace(&format!("\"127.0.0.1:{port}\""), &format!("\"{free}\""));
     }
     std::fs::write(&config, text).unwrap();

@@ -14,6 +14,7 @@ pub mod deployment;
 pub mod diagnosis;
 pub mod identity;
 pub mod keys;
+pub mod net;
 pub mod records;
 pub mod signal;
 pub mod target;

@@ -148,7 +148,16 @@ pub async fn run(listen: SocketAddr, config: Option<PathBuf>) -> Result<ExitCode
             None => PathBuf::from(".arf/arf.toml"),
         },
     };
-    let deployment = crate::setup::load(&file).with_context(|| format!("the deployment `{}`", file.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    eprintln!("ARF console on http://{}/ (log in with your token)", listener.local_addr()?);
+    serve(listener, &file, std::future::pending()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the console of the deployment in `file` on `listener` until `shutdown`
+/// resolves (`arf console`, and `arf demo` beside its services).
+pub async fn serve(listener: tokio::net::TcpListener, file: &std::path::Path, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+    let deployment = crate::setup::load(file).with_context(|| format!("the deployment `{}`", file.display()))?;
     let identities = Identities::load(&deployment.governor.identities, "identities").map_err(|e| anyhow::anyhow!("{e}"))?;
     let tls_dir = deployment.agent.mtls.as_ref().and_then(|m| m.ca_file.parent().map(std::path::Path::to_owned));
     let endpoints = Endpoints {
@@ -166,7 +175,6 @@ pub async fn run(listen: SocketAddr, config: Option<PathBuf>) -> Result<ExitCode
         }
         None => None,
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     let console = Arc::new(Console { endpoints, identities, sessions: Mutex::new(HashMap::new()), origin: format!("http://{addr}"), verifier });
     let app = axum::Router::new()
@@ -182,9 +190,8 @@ pub async fn run(listen: SocketAddr, config: Option<PathBuf>) -> Result<ExitCode
         .route("/autonomy", get(autonomy).post(switch_autonomy))
         .layer(axum::middleware::from_fn(hardened))
         .with_state(console);
-    eprintln!("ARF console on http://{addr}/ (log in with your token)");
-    axum::serve(listener, app).await.context("the console stopped")?;
-    Ok(ExitCode::SUCCESS)
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the console stopped")?;
+    Ok(())
 }
 
 async fn login_form() -> Response {

@@ -10,7 +10,7 @@
 pub mod target;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -51,8 +51,7 @@ impl Checks {
 }
 
 fn free_port() -> Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
+    Ok(arf_core::net::free_loopback_port()?)
 }
 
 async fn git(repo: &Path, args: &[&str]) -> Result<String> {
@@ -335,7 +334,8 @@ impl Demo {
         self.resolve("CheckoutHighErrorRate", "staging", &incident).await
     }
 
-    async fn scene_production(&mut self, target: &DemoTarget, approvers: &[(&str, String)]) -> Result<()> {
+    /// Returns the incident.
+    async fn scene_production(&mut self, target: &DemoTarget, approvers: &[(&str, String)]) -> Result<String> {
         println!("\n== Scene 2: the same failure in production needs a human");
         self.break_target(target).await?;
         let incident = self.fire("CheckoutHighErrorRate", "production", "5xx rate on checkout is 95% over the last minute").await?;
@@ -370,7 +370,30 @@ impl Demo {
         self.checks.expect(done.state == "verified", "after approval the revert ran and verification passed");
         let status = http_status(&format!("{}/health", target.url)).await;
         self.checks.expect(status == Some(200), &format!("{} is healthy again (GET /health → {})", target.name, status.unwrap_or(0)));
-        self.resolve("CheckoutHighErrorRate", "production", &incident).await
+        self.resolve("CheckoutHighErrorRate", "production", &incident).await?;
+        Ok(incident)
+    }
+
+    /// What an on-call engineer sees in the console afterwards: the production
+    /// incident, and each record of its trail proved against the log's signed
+    /// checkpoint (or not yet in one), none failing.
+    async fn console(&mut self, url: &str, token: &str, incident: &str) -> Result<()> {
+        println!("\n== The console ({url})");
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        let login = http.post(format!("{url}login")).form(&[("token", token)]).send().await?;
+        let session = login
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .map(str::to_owned)
+            .context("the console's log-in set no session")?;
+        let page = http.get(format!("{url}incidents/{incident}")).header(reqwest::header::COOKIE, &session).send().await?.text().await?;
+        let proved = page.matches("<td class=ok>proved</td>").count();
+        let pending = page.matches("not yet in a signed checkpoint").count();
+        println!("  → alice opens {url}incidents/{incident}: {proved} records proved against the signed checkpoint, {pending} not yet in one");
+        self.checks.expect(page.contains("verified") && proved > 0 && !page.contains("<td class=error>"), "the console shows the production incident's trail, proved against the log's signed checkpoint");
+        Ok(())
     }
 
     async fn scene_injection(&mut self, target: &DemoTarget) -> Result<()> {
@@ -502,7 +525,7 @@ impl Pager {
     }
 }
 
-pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Result<ExitCode> {
+pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning, stay: bool) -> Result<ExitCode> {
     let temporary = match &data_dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("arf-demo-").tempdir()?),
@@ -544,6 +567,20 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
     for service in &supervisor.services {
         println!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
     }
+    // The console beside the services, on a free loopback port, for as long as they run.
+    let console_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let console_url = format!("http://{}/", console_listener.local_addr()?);
+    let (stop_console, console_stopped) = tokio::sync::oneshot::channel::<()>();
+    let console = tokio::spawn({
+        let config = config.clone();
+        async move {
+            crate::console::serve(console_listener, &config, async move {
+                let _ = console_stopped.await;
+            })
+            .await
+        }
+    });
+    println!("  console   {console_url}  (log in as alice with the token in {})", layout.identity_token("alice").display());
     let token = |name: &str| arf_core::keys::load_token(&layout.identity_token(name));
     let mut demo = Demo {
         endpoints: Endpoints {
@@ -563,12 +600,19 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
     let approvers = [("alice", token("alice")?), ("bob", token("bob")?)];
     let outcome = async {
         demo.scene_staging(&targets[0]).await?;
-        demo.scene_production(&targets[1], &approvers).await?;
+        let production = demo.scene_production(&targets[1], &approvers).await?;
         demo.scene_injection(&targets[0]).await?;
         pager.show(&mut demo.checks).await;
+        demo.console(&console_url, &approvers[0].1, &production).await?;
         demo.verify_chain().await
     }
     .await;
+    if stay && outcome.is_ok() {
+        println!("\nThe services and the console stay up: open {console_url} and log in as alice (token in {}), or use the CLI with `ARF_CONFIG={}`. Ctrl-C stops them; the log is then verified offline.", layout.identity_token("alice").display(), config.display());
+        crate::serve::shutdown_signal().await;
+    }
+    let _ = stop_console.send(());
+    let _ = console.await;
     supervisor.stop().await;
     for target in &mut targets {
         let _ = target.child.kill().await;
@@ -585,7 +629,9 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning) -> Resu
     println!();
     if demo.checks.failed.is_empty() {
         println!("demo passed: {} checks, every step behaved as expected", demo.checks.passed);
-        println!("next: `arf up`, then `arf console` (http://127.0.0.1:7490/, log in with .arf/secrets/alice.token) shows decisions waiting, incidents and their trails in a browser");
+        if !stay {
+            println!("next: `arf demo --stay` keeps the services and the console up after the scenes; for a deployment of your own, `arf up`, then `arf console` (http://127.0.0.1:7490/)");
+        }
         if data_dir.is_some() {
             println!("state kept in {}; try `arf audit verify --data-dir {}`", layout.data_dir.display(), layout.data_dir.display());
         }

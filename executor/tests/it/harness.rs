@@ -111,7 +111,7 @@ impl Harness {
         let executor_token = token("executor");
         let key = arf_core::keys::load_or_generate(&dir.join("governor.key")).unwrap();
 
-        let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let audit_listener = TcpListener::bind(arf_core::net::free_loopback_port().unwrap()).await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap();
         let checkpoint_key = dir.join("audit-checkpoint.key");
         arf_core::keys::load_or_generate(&checkpoint_key).unwrap();

@@ -40,7 +40,7 @@ async fn metrics_target(value: Arc<AtomicU64>) -> String {
 
 fn start_prometheus(dir: &std::path::Path, scrape: &str) -> (Server, String) {
     let binary = std::env::var("ARF_PROMETHEUS").unwrap_or_else(|_| "prometheus".to_owned());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = arf_core::net::free_loopback_port().unwrap().port();
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

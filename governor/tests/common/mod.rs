@@ -224,7 +224,7 @@ impl Harness {
         let mut audit_server = None;
         let mut audit_started = None;
 
-        let audit_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let audit_listener = TcpListener::bind(arf_core::net::free_loopback_port().unwrap()).await.unwrap();
         let audit_addr = audit_listener.local_addr().unwrap().to_string();
         if setup.audit {
             let writers = BTreeMap::from([

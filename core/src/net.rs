@@ -1,0 +1,61 @@
+//! Picking loopback ports for processes started later (the demo, the evaluation,
+//! tests), which must be told their address before they bind it.
+
+use std::net::{SocketAddr, TcpListener};
+
+/// Where the ports this module hands out come from when the kernel's ephemeral
+/// range cannot be read: below Linux's default range (32768–60999).
+const FALLBACK_EPHEMERAL_START: u16 = 32_768;
+/// The lowest port handed out: above the registered services most machines run.
+const LOWEST: u16 = 20_000;
+
+/// A loopback port that is free now, chosen below the kernel's ephemeral range.
+///
+/// A port the kernel picks (`bind` to port 0) is an ephemeral one: once released,
+/// the kernel may give it to any outgoing connection as its source port, so a
+/// service started on it a moment later can find it taken ("Address already in
+/// use"), as parallel tests did. A port below that range is never handed out that
+/// way; it is picked at random and checked free, so only another process picking
+/// the same one by hand could take it in between.
+pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    let start = ephemeral_start().unwrap_or(FALLBACK_EPHEMERAL_START);
+    if start > LOWEST + 1_000 {
+        let span = u32::from(start - LOWEST);
+        for _ in 0..64 {
+            let offset = u16::try_from(random_u32() % span).unwrap_or(0);
+            if let Ok(listener) = TcpListener::bind(("127.0.0.1", LOWEST + offset)) {
+                return listener.local_addr();
+            }
+        }
+    }
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The first port of the kernel's ephemeral range (Linux).
+fn ephemeral_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+fn random_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    // Without randomness, the probe order is only less spread out.
+    let _ = getrandom::fill(&mut bytes);
+    u32::from_le_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_free_and_outside_the_ephemeral_range() {
+        let start = ephemeral_start().unwrap_or(FALLBACK_EPHEMERAL_START);
+        for _ in 0..50 {
+            let addr = free_loopback_port().unwrap();
+            assert!(addr.ip().is_loopback());
+            assert!(addr.port() >= LOWEST && addr.port() < start, "{addr} is in the ephemeral range from {start}");
+            TcpListener::bind(addr).unwrap();
+        }
+    }
+}
