@@ -86,7 +86,15 @@ impl Endpoints {
         Ok(arf_audit::AuditClient::connect_dial(&self.audit, Some(self.token()?), &dial)?)
     }
 
-    fn token(&self) -> Result<String> {
+    /// Whether the service in `role` at `address` answers its health check SERVING.
+    pub async fn serving(&self, role: arf_core::identity::Role, address: &str) -> bool {
+        match self.dial(role, address) {
+            Ok(dial) => crate::supervisor::health(address, &dial).await,
+            Err(_) => false,
+        }
+    }
+
+    pub fn token(&self) -> Result<String> {
         if let Some(token) = &self.token {
             return Ok(token.clone());
         }

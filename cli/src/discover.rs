@@ -18,6 +18,10 @@ pub struct Deployment {
     pub tls_dir: Option<PathBuf>,
     /// The executor's catalog, for `arf pathways`.
     pub catalog: PathBuf,
+    pub executor: String,
+    /// Each service's metrics endpoint, where it has one: `arf status` reads its
+    /// version and start time there.
+    pub metrics: Vec<(crate::Role, String)>,
 }
 
 /// An address to dial for a service listening on `listen`: the same port on
@@ -55,6 +59,16 @@ pub fn find() -> Result<Option<Deployment>> {
         governor: dial(deployment.governor.listen),
         audit: dial(deployment.audit.listen),
         tls_dir,
+        executor: dial(deployment.executor.listen),
+        metrics: [
+            (crate::Role::Audit, deployment.audit.metrics_listen),
+            (crate::Role::Governor, deployment.governor.metrics_listen),
+            (crate::Role::Executor, deployment.executor.metrics_listen),
+            (crate::Role::Agent, deployment.agent.metrics_listen),
+        ]
+        .into_iter()
+        .filter_map(|(role, listen)| listen.map(|l| (role, dial(l))))
+        .collect(),
         catalog: deployment.executor.catalog_dir,
     }))
 }

@@ -24,6 +24,7 @@ mod governance;
 mod pathways;
 mod serve;
 mod setup;
+mod status;
 mod supervisor;
 mod token;
 
@@ -42,7 +43,7 @@ pub mod exit {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "arf", version, about = "ARF: an LLM-assisted remediation control plane")]
+#[command(name = "arf", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("ARF_COMMIT"), ")"), about = "ARF: an LLM-assisted remediation control plane")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +56,9 @@ struct Cli {
     /// The audit log's gRPC address (default: the deployment's, else 127.0.0.1:7400).
     #[arg(long, global = true, env = "ARF_AUDIT")]
     audit: Option<String>,
+    /// The executor's gRPC address, for `arf status` (default: the deployment's, else 127.0.0.1:7403).
+    #[arg(long, global = true, env = "ARF_EXECUTOR")]
+    executor: Option<String>,
     /// Your bearer token for the governor.
     #[arg(long, global = true, env = "ARF_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -169,6 +173,11 @@ enum Command {
     Incident {
         #[command(subcommand)]
         command: IncidentCommand,
+    },
+    /// Each service: address, health, version, uptime, and its state (the log's head and checkpoint, decisions pending, autonomy, incidents); exits 1 when one is down.
+    Status {
+        #[arg(long)]
+        json: bool,
     },
     /// Decisions waiting for acknowledgment or approval.
     Pending {
@@ -405,13 +414,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let from = |given: Option<String>, found: fn(&discover::Deployment) -> &String, default: &str| {
         given.or_else(|| deployment.as_ref().map(|d| found(d).clone())).unwrap_or_else(|| default.to_owned())
     };
+    let tls_dir = cli.tls_dir.or_else(|| deployment.as_ref().and_then(|d| d.tls_dir.clone()));
     let endpoints = client::Endpoints {
         agent: from(cli.agent, |d| &d.agent, "127.0.0.1:7401"),
         governor: from(cli.governor, |d| &d.governor, "127.0.0.1:7402"),
         audit: from(cli.audit, |d| &d.audit, "127.0.0.1:7400"),
         token: cli.token,
         token_file: cli.token_file,
-        tls: client::client_tls(cli.tls_dir.or_else(|| deployment.as_ref().and_then(|d| d.tls_dir.clone())).as_deref())?,
+        tls: client::client_tls(tls_dir.as_deref())?,
     };
     match cli.command {
         Command::Init { data_dir } => {
@@ -465,6 +475,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Incident { command: IncidentCommand::Show { id, json } } => client::show_incident(&endpoints, &id, json).await,
         Command::Pending { json } => client::pending(&endpoints, json).await,
+        Command::Status { json } => {
+            let at = status::Where {
+                executor: from(cli.executor, |d| &d.executor, "127.0.0.1:7403"),
+                metrics: deployment.as_ref().map(|d| d.metrics.clone()).unwrap_or_default(),
+                tls_dir,
+            };
+            status::status(&endpoints, &at, json).await
+        }
         Command::Explain { decision, json } => client::explain(&endpoints, &decision, json).await,
         Command::Approve { decision, comment } => client::approve(&endpoints, &decision, &comment).await,
         Command::Reject { decision, reason } => client::reject(&endpoints, &decision, &reason).await,

@@ -149,7 +149,7 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
 }
 
 /// Whether the service at `addr` answers the standard health check with SERVING.
-pub async fn health(addr: SocketAddr, dial: &arf_proto::tls::Dial) -> bool {
+pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -> bool {
     use tonic_health::pb::health_client::HealthClient;
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return false };
     let channel = dial.channel(endpoint.connect_timeout(Duration::from_millis(500)).timeout(Duration::from_secs(2)));

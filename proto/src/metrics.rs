@@ -163,6 +163,9 @@ fn respond(status: u16, content_type: &str, body: String) -> axum::response::Res
 /// `/healthz` and `/readyz` (open).
 pub fn router(endpoint: Endpoint) -> axum::Router {
     use axum::extract::State;
+    // What `arf status` shows of each service: its version and since when it runs.
+    set("arf_build_info", "1, labelled with the service and the version it runs.", &[("service", endpoint.service), ("version", env!("CARGO_PKG_VERSION"))], 1.0);
+    set("arf_started_at_seconds", "Unix time at which the service started.", &[("service", endpoint.service)], arf_core::time::now_ms() as f64 / 1000.0);
     use axum::http::HeaderMap;
     use axum::routing::get;
     async fn metrics(State(endpoint): State<Endpoint>, headers: HeaderMap) -> axum::response::Response {
