@@ -111,6 +111,9 @@ enum Command {
     Init {
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+        /// The first of the services' ports: audit BASE, agent BASE+1, governor BASE+2, executor BASE+3, metrics BASE+10 to BASE+13, webhook BASE+80 (default 7400).
+        #[arg(long)]
+        port_base: Option<u16>,
     },
     /// Runs the four services as separate child processes in the foreground; Ctrl-C stops them.
     Up {
@@ -118,6 +121,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+        /// Move the deployment to ports from BASE (as `arf init --port-base`), writing them into its configuration first.
+        #[arg(long)]
+        port_base: Option<u16>,
     },
     /// The web console for the people on call: pending decisions with their explanation, approve and reject, incidents and their trail, the kill switch. Log in with your token.
     Console {
@@ -222,6 +228,11 @@ enum Command {
         #[command(subcommand)]
         command: governance::AutonomyCommand,
     },
+    /// The deployment file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Governor signing keys.
     Keys {
         #[command(subcommand)]
@@ -260,6 +271,16 @@ fn quiet_broken_pipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Checks every section as its service would at start (settings, files, keys, certificates), without starting anything; exit 64 naming each problem.
+    Check {
+        /// The deployment file (default: `ARF_CONFIG`, else `.arf/arf.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,7 +430,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that run services read their own configuration; the rest find the
     // deployment they talk to (`discover`).
-    let talks = !cli.command.is_long_running() && !matches!(cli.command, Command::Init { .. } | Command::Certs { .. } | Command::Token { .. } | Command::Keys { .. });
+    let talks = !cli.command.is_long_running() && !matches!(cli.command, Command::Init { .. } | Command::Certs { .. } | Command::Token { .. } | Command::Keys { .. } | Command::Config { .. });
     let deployment = if talks { discover::find()? } else { None };
     let from = |given: Option<String>, found: fn(&discover::Deployment) -> &String, default: &str| {
         given.or_else(|| deployment.as_ref().map(|d| found(d).clone())).unwrap_or_else(|| default.to_owned())
@@ -424,13 +445,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         tls: client::client_tls(tls_dir.as_deref())?,
     };
     match cli.command {
-        Command::Init { data_dir } => {
-            let file = serve::config_file(None, &data_dir)?;
+        Command::Init { data_dir, port_base } => {
+            let file = serve::config_file_at(None, &data_dir, port_base)?;
             say!("configuration: {}", file.display());
             say!("Edit it (`[targets]` above all), then `arf up --data-dir {}`.", data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { config, data_dir } => supervisor::up(config, &data_dir).await,
+        Command::Up { config, data_dir, port_base } => supervisor::up(config, &data_dir, port_base).await,
         Command::Console { listen, config } => console::run(listen, config).await,
         Command::Certs { command: CertsCommand::Init { at } } => {
             let dir = at.dir();
@@ -490,6 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => governance::policy(&endpoints, command).await,
         Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
+        Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
         Command::Audit { command } => audit::run(&endpoints, command).await,
     }
 }

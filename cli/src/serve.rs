@@ -18,13 +18,25 @@ fn init_tracing(role: Role) {
 
 /// The configuration file to use: the one given, or the data directory's (written at first start).
 pub fn config_file(config: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<PathBuf> {
-    match config {
-        Some(file) => Ok(file),
+    config_file_at(config, data_dir, None)
+}
+
+/// [`config_file`], with the services' ports starting at `port_base` when it is
+/// given ([`Ports::from_base`]): a new file is written with them, an existing one
+/// is moved to them.
+pub fn config_file_at(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>) -> anyhow::Result<PathBuf> {
+    let ports = port_base.map(Ports::from_base).transpose()?;
+    let file = match config {
+        Some(file) => file,
         None => {
             let layout = Layout::new(data_dir)?;
-            setup::prepare(&layout, Ports::default(), &setup::no_targets(), &setup::Reasoning::Rules)
+            setup::prepare(&layout, ports.unwrap_or_default(), &setup::no_targets(), &setup::Reasoning::Rules)?
         }
+    };
+    if let Some(ports) = &ports {
+        setup::set_ports(&file, ports)?;
     }
+    Ok(file)
 }
 
 pub async fn run(role: Role, config: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<ExitCode> {
@@ -72,4 +84,43 @@ pub async fn run(role: Role, config: Option<PathBuf>, data_dir: &Path) -> anyhow
 
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on `{addr}`"))
+}
+
+/// `arf config check`: loads the deployment file and checks each service's section
+/// as that service would at start (its own checks, then its mutual TLS files),
+/// without binding anything. Every problem is listed; exit 64 when there is one.
+pub fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let file = config.or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
+    let deployment = match setup::load(&file) {
+        Ok(deployment) => deployment,
+        Err(error) => {
+            eprintln!("error: `{}`: {error:#}", file.display());
+            return Ok(ExitCode::from(exit::CONFIG));
+        }
+    };
+    let tls = |transport: Result<arf_core::tls::Transport, String>| transport.and_then(|t| arf_proto::tls::Loaded::load(&t).map(|_| ()).map_err(|e| e.to_string()));
+    let checks: [(Role, Result<(), String>); 4] = [
+        (Role::Audit, deployment.audit.validate().and_then(|()| tls(deployment.audit.transport()))),
+        (Role::Governor, deployment.governor.validate().map_err(|e| e.to_string()).and_then(|()| tls(deployment.governor.transport().map_err(|e| e.to_string())))),
+        // The executor's own check loads its TLS files too.
+        (Role::Executor, deployment.executor.validate().map_err(|e| e.to_string())),
+        (Role::Agent, deployment.agent.validate().and_then(|()| tls(deployment.agent.transport()))),
+    ];
+    let mut bad = 0;
+    for (role, checked) in &checks {
+        match checked {
+            Ok(()) => println!("ok     [{}]", role.as_str()),
+            Err(error) => {
+                bad += 1;
+                println!("error  [{}]: {error}", role.as_str());
+            }
+        }
+    }
+    if bad == 0 {
+        println!("`{}` is a deployment every service can start from", file.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {bad} of 4 sections of `{}` would keep their service from starting", file.display());
+        Ok(ExitCode::from(exit::CONFIG))
+    }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use toml::{Table, Value};
 
 use arf_core::target::Inventory;
@@ -133,6 +133,61 @@ impl Ports {
         let free = || -> Result<SocketAddr> { Ok(arf_core::net::free_loopback_port()?) };
         Ok(Self { audit: free()?, agent: free()?, webhook: free()?, governor: free()?, executor: free()?, metrics: None })
     }
+}
+
+impl Ports {
+    /// The default layout moved to start at `base`: audit `base`, agent `base + 1`,
+    /// governor `base + 2`, executor `base + 3`, metrics `base + 10` to `base + 13`,
+    /// the webhook `base + 80` (the defaults are base 7400).
+    pub fn from_base(base: u16) -> Result<Self> {
+        let at = |offset: u16| -> Result<SocketAddr> {
+            let port = base.checked_add(offset).filter(|&p| p > 0).with_context(|| format!("`--port-base {base}`: port {base} + {offset} is past 65535; the ports run from the base to the base + 80"))?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+        };
+        Ok(Self {
+            audit: at(0)?,
+            agent: at(1)?,
+            governor: at(2)?,
+            executor: at(3)?,
+            webhook: at(80)?,
+            metrics: Some([at(10)?, at(11)?, at(12)?, at(13)?]),
+        })
+    }
+}
+
+/// Moves the deployment in `file` to `ports`, keeping everything else in it (and
+/// each address's host): the services' listen addresses, the addresses they
+/// reach each other at, and the metrics endpoints that are configured.
+pub fn set_ports(file: &Path, ports: &Ports) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let mut document: toml_edit::DocumentMut = text.parse().with_context(|| format!("`{}` is not valid TOML", file.display()))?;
+    let metrics = ports.metrics.map(|m| m.map(|a| a.port()));
+    let fields: [(&str, &str, Option<u16>); 14] = [
+        ("audit", "listen", Some(ports.audit.port())),
+        ("audit", "metrics_listen", metrics.map(|m| m[0])),
+        ("agent", "listen", Some(ports.agent.port())),
+        ("agent", "webhook_listen", Some(ports.webhook.port())),
+        ("agent", "audit_addr", Some(ports.audit.port())),
+        ("agent", "governor_addr", Some(ports.governor.port())),
+        ("agent", "metrics_listen", metrics.map(|m| m[1])),
+        ("governor", "listen", Some(ports.governor.port())),
+        ("governor", "audit_addr", Some(ports.audit.port())),
+        ("governor", "executor_addr", Some(ports.executor.port())),
+        ("governor", "metrics_listen", metrics.map(|m| m[2])),
+        ("executor", "listen", Some(ports.executor.port())),
+        ("executor", "audit_addr", Some(ports.audit.port())),
+        ("executor", "metrics_listen", metrics.map(|m| m[3])),
+    ];
+    for (section, key, port) in fields {
+        let Some(port) = port else { continue };
+        // Only what the file has: a metrics endpoint left out stays out.
+        let Some(item) = document.get_mut(section).and_then(|s| s.get_mut(key)) else { continue };
+        let Some(current) = item.as_str() else { bail!("`{section}.{key}` in `{}` is not an address", file.display()) };
+        let host = current.rsplit_once(':').map_or(current, |(host, _)| host).to_owned();
+        *item = toml_edit::value(format!("{host}:{port}"));
+    }
+    std::fs::write(file, document.to_string()).with_context(|| format!("cannot write `{}`", file.display()))?;
+    Ok(())
 }
 
 impl Default for Ports {

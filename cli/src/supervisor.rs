@@ -11,6 +11,15 @@ use tokio::process::{Child, Command};
 use crate::Role;
 use crate::setup::{self, Layout};
 
+/// A line on standard output that may go nowhere: `arf up` runs on when whoever
+/// read its output has gone (`arf up | head`), where `println!` would panic.
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// One running service.
 pub struct Service {
     pub role: Role,
@@ -162,22 +171,22 @@ pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -
 }
 
 /// `arf up`: the four services in the foreground until Ctrl-C.
-pub async fn up(config: Option<PathBuf>, data_dir: &Path) -> Result<ExitCode> {
-    let file = crate::serve::config_file(config, data_dir)?;
+pub async fn up(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>) -> Result<ExitCode> {
+    let file = crate::serve::config_file_at(config, data_dir, port_base)?;
     if let Err(error) = setup::load(&file) {
         eprintln!("error: bad configuration: {error:#}");
         return Ok(ExitCode::from(crate::exit::CONFIG));
     }
     let _ = Layout::new(data_dir)?;
     let mut supervisor = Supervisor::start(&file, None).await?;
-    println!("ARF is up (configuration `{}`):", file.display());
+    tell!("ARF is up (configuration `{}`):", file.display());
     for service in &supervisor.services {
-        println!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
+        tell!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
     }
-    println!("Press Ctrl-C to stop.");
+    tell!("Press Ctrl-C to stop.");
     tokio::select! {
         () = crate::serve::shutdown_signal() => {
-            println!("stopping");
+            tell!("stopping");
             supervisor.stop().await;
             Ok(ExitCode::SUCCESS)
         }

@@ -93,3 +93,63 @@ fn up_on_a_taken_port_names_it_and_starts_nothing() {
     assert!(!stdout.contains("ARF is up"), "{stdout}");
     assert!(stderr.contains(&format!("the governor address {addr} is not free")) && stderr.contains("Nothing was started"), "{stderr}");
 }
+
+/// `arf up --port-base` moves a deployment to other ports: it writes them into the
+/// deployment's file, serves there, and the CLI, reading the file, finds them.
+#[test]
+fn up_moves_to_a_port_base_and_the_cli_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(init.status.success());
+    // A base whose 10 ports (0–3, 10–13, 80) are free now.
+    let base = (0..200)
+        .map(|_| support::free_port().port() / 100 * 100)
+        .find(|&base| [0, 1, 2, 3, 10, 11, 12, 13, 80].iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()))
+        .expect("no free port base");
+    let mut up = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["up", "--port-base", &base.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let up_pid = up.id();
+    let stdout = up.stdout.take().unwrap();
+    let mut services = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+        if let [role, addr, "pid", _] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            services.push(format!("{role} {addr}"));
+        }
+    }
+    let at = |offset: u16| format!("127.0.0.1:{}", base + offset);
+    assert_eq!(services, [format!("audit {}", at(0)), format!("governor {}", at(2)), format!("executor {}", at(3)), format!("agent {}", at(1))]);
+    let config = std::fs::read_to_string(dir.path().join("arf.toml")).unwrap();
+    assert!(config.contains(&format!("webhook_listen = \"{}\"", at(80))) && config.contains(&format!("executor_addr = \"{}\"", at(3))), "{config}");
+
+    let token = std::fs::read_to_string(dir.path().join("secrets").join("alice.token")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .arg("status")
+        .env("ARF_CONFIG", dir.path().join("arf.toml"))
+        .env("ARF_TOKEN", token.trim())
+        .env_remove("ARF_AGENT")
+        .env_remove("ARF_GOVERNOR")
+        .env_remove("ARF_AUDIT")
+        .env_remove("ARF_EXECUTOR")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{shown}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(shown.contains(&at(0)) && shown.contains(&at(3)) && shown.contains(env!("CARGO_PKG_VERSION")), "{shown}");
+
+    // Its output's reader has gone (as with `arf up | head`): it still stops cleanly.
+    Command::new("kill").arg("-INT").arg(up_pid.to_string()).status().unwrap();
+    let (exited, exit) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = exited.send(up.wait());
+    });
+    assert!(exit.recv_timeout(Duration::from_secs(20)).expect("`arf up` stops within 20 s").unwrap().success());
+}
