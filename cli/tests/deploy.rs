@@ -53,3 +53,74 @@ fn the_dockerfile_builds_the_four_binaries() {
     }
     assert!(dockerfile.contains("--locked"), "from the lock file");
 }
+
+/// The metric names the services register, read from their sources: what the
+/// alerting rules and the dashboard may refer to.
+fn registered_metrics() -> std::collections::BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut names = std::collections::BTreeSet::from(["up".to_owned()]);
+    let mut dirs: Vec<PathBuf> = ["agent/src", "audit/src", "governor/src", "executor/src", "proto/src"].iter().map(|d| root.join(d)).collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for call in ["inc(\"arf_", "add(\"arf_", "set(\"arf_", "observe(\"arf_"] {
+                    for piece in text.split(call).skip(1) {
+                        names.insert(format!("arf_{}", piece.split('"').next().unwrap()));
+                    }
+                }
+            }
+        }
+    }
+    names
+}
+
+/// The `arf_*` metric names an expression refers to (a histogram's `_bucket`
+/// series are its own name's).
+fn referred(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("arf_"))
+        .map(|w| w.trim_end_matches("_bucket").to_owned())
+        .collect()
+}
+
+/// The alerting rules for ARF itself pass Prometheus' own checker and their unit
+/// tests, and the dashboard's queries parse; both name only metrics the services
+/// export (a renamed metric fails here, not on someone's pager).
+#[test]
+fn the_alerting_rules_and_the_dashboard_query_what_the_services_export() {
+    let rules = deploy().join("prometheus");
+    for args in [&["check", "rules", "arf-alerts.yml"][..], &["test", "rules", "arf-alerts.test.yml"][..]] {
+        let run = Command::new("promtool").args(args).current_dir(&rules).output().expect("promtool (Debian's `prometheus` package, which `.ci/run` installs)");
+        assert!(run.status.success(), "promtool {args:?}: {}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    }
+    let exported = registered_metrics();
+    // Each rule's expression is on its `expr:` line (promtool has parsed the file).
+    let alerts = std::fs::read_to_string(rules.join("arf-alerts.yml")).unwrap();
+    let mut exprs: Vec<String> = alerts.lines().filter_map(|l| l.trim().strip_prefix("expr:")).map(|e| e.trim().to_owned()).collect();
+    assert_eq!(exprs.len(), alerts.matches("- alert:").count());
+
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(deploy().join("grafana/arf.json")).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8, "a panel each for services, signals, diagnoses, decisions, executions and the log");
+    let queries: Vec<String> = panels.iter().flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned())).collect();
+    // promtool parses each query as the expression of a recording rule.
+    let dir = tempfile::tempdir().unwrap();
+    let recorded: String = queries.iter().enumerate().map(|(i, q)| format!("      - record: arf_dashboard_panel_{i}\n        expr: '{q}'\n")).collect();
+    std::fs::write(dir.path().join("dashboard.yml"), format!("groups:\n  - name: dashboard\n    rules:\n{recorded}")).unwrap();
+    let checked = Command::new("promtool").args(["check", "rules", "dashboard.yml"]).current_dir(dir.path()).output().unwrap();
+    assert!(checked.status.success(), "the dashboard's queries: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+
+    exprs.extend(queries);
+    for expr in &exprs {
+        for name in referred(expr) {
+            assert!(exported.contains(&name), "`{expr}` refers to `{name}`, which no service exports (they export {exported:?})");
+        }
+    }
+    for needed in ["arf_governor_decisions_total", "arf_executor_outcomes_total", "arf_audit_append_seconds"] {
+        assert!(exprs.iter().any(|e| e.contains(needed)), "nothing shows `{needed}`");
+    }
+}

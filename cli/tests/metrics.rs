@@ -119,4 +119,10 @@ async fn prometheus_scrapes_every_service_over_tls_with_a_token() {
     wait_for(&base, "sum(arf_audit_records_appended_total{writer=\"agent\"})", |r| r.first().is_some_and(|v| v["value"][1] != "0")).await;
     wait_for(&base, "histogram_quantile(0.99, sum by (le) (arf_audit_append_seconds_bucket))", |r| r.first().is_some_and(|v| v["value"][1] != "NaN")).await;
     wait_for(&base, "sum(arf_agent_diagnoses_total{status=\"grounded\"})", |r| r.first().is_some_and(|v| v["value"][1] == "1")).await;
+    // The dashboard's questions (deploy/grafana/arf.json): decisions by route, and
+    // executions by outcome (the target here is a closed port: the action fails).
+    let routes = wait_for(&base, "sum by (route) (arf_governor_decisions_total)", |r| !r.is_empty()).await;
+    assert_eq!(routes[0]["metric"]["route"], "autonomous", "{routes:?}");
+    let outcomes = wait_for(&base, "sum by (outcome) (arf_executor_outcomes_total)", |r| !r.is_empty()).await;
+    assert!(outcomes[0]["metric"]["outcome"].as_str().is_some_and(|o| !o.is_empty()), "{outcomes:?}");
 }
