@@ -42,6 +42,7 @@ pub enum AuditCommand {
         /// checkpoints state, but no signature. Without it, a missing key is an error.
         #[arg(long)]
         unsigned: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -49,21 +50,26 @@ pub enum AuditCommand {
     Checkpoint {
         #[command(flatten)]
         key: LogKey,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// An inclusion proof of record SEQ in the latest checkpoint, verified here.
     Prove {
+        /// The record's sequence number.
         seq: u64,
         #[command(flatten)]
         key: LogKey,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Writes an incident's evidence bundle: its records, an inclusion proof of each,
     /// and a signed checkpoint covering them, verified before it is written.
     Export {
+        /// The incident's id (`inc-...`).
         incident: String,
+        /// Where to write the bundle (JSON).
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -75,11 +81,13 @@ pub enum AuditCommand {
     },
     /// Verifies an evidence bundle offline, with only the log's public key.
     VerifyBundle {
+        /// The bundle `arf audit export` wrote.
         file: PathBuf,
         /// The log's public checkpoint key: a hex `.pub` file, or a note verifier
         /// key `name+id+base64` (as `arf audit checkpoint` prints it).
         #[arg(long)]
         key: String,
+        /// The log's origin in its checkpoints.
         #[arg(long, default_value = "arf-audit-log")]
         origin: String,
         /// `text`: a summary; `json`; `change-record`: a change-control record
@@ -92,6 +100,7 @@ pub enum AuditCommand {
     /// cosigns it with the folder's own key (C2SP tlog-cosignature), and commits it
     /// when the folder is a git repository. Exit 2 when the log fails the check.
     Witness {
+        /// The witness's folder: its checkpoint, its cosigning key, and (if a git repository) their history.
         #[arg(long)]
         dir: PathBuf,
         #[command(flatten)]
@@ -102,14 +111,18 @@ pub enum AuditCommand {
         /// Check once and exit, instead of every `--interval-secs`.
         #[arg(long)]
         once: bool,
+        /// How often to check, in seconds.
         #[arg(long, default_value_t = 10)]
         interval_secs: u64,
     },
     /// A consistency proof between the trees of OLD and NEW records, verified here
     /// against roots recomputed from the records themselves.
     Consistency {
+        /// The older tree's size (records).
         old: u64,
+        /// The newer tree's size (records).
         new: u64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -194,6 +194,38 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `show` once, or with `every` seconds (`--watch`) again and again until
+/// Ctrl-C: on a terminal each time on a cleared screen, otherwise after a line
+/// naming the time. A failure is shown and the next round tried.
+pub async fn watching<F, Fut>(every: Option<u64>, mut show: F) -> Result<ExitCode>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode>>,
+{
+    use std::io::IsTerminal as _;
+    let Some(secs) = every else { return show().await };
+    let terminal = std::io::stdout().is_terminal();
+    let stop = crate::serve::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let now = arf_core::time::format_ms(arf_core::time::now_ms());
+        if terminal {
+            // Clear the screen and go home; only on a terminal.
+            print!("\x1b[2J\x1b[H");
+            say!("every {secs}s, {now} (Ctrl-C to stop)\n");
+        } else {
+            say!("--- {now}");
+        }
+        if let Err(error) = show().await {
+            warn_user!("error: {error:#}");
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(ExitCode::SUCCESS),
+            () = tokio::time::sleep(Duration::from_secs(secs.max(1))) => {}
+        }
+    }
+}
+
 /// The signal file, read whole only when it is within what one submission may
 /// carry; an empty file, or one over the limit, is refused before anything is sent.
 fn read_signal_file(file: &Path) -> Result<Vec<u8>> {

@@ -62,8 +62,10 @@ pub enum Reasoners {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
+    /// The directory of recorded incidents (TOML) to replay.
     #[arg(default_value = "evals/incidents")]
     pub corpus: PathBuf,
+    /// Which reasoner to replay the corpus with; `all` compares them side by side.
     #[arg(long, value_enum, default_value = "all")]
     pub reasoner: Reasoners,
     /// Write report.json and report.html here.

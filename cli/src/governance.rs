@@ -18,7 +18,9 @@ use crate::exit;
 pub enum PolicyCommand {
     /// Runs a bundle's test cases (`DIR/tests/*.cases.json`), like `opa test`; exits 1 on any failure.
     Test {
+        /// The bundle's directory (its `*.rego` and `tests/`).
         dir: PathBuf,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -32,16 +34,19 @@ pub enum PolicyCommand {
 pub enum AutonomyCommand {
     /// Switches autonomy on everywhere (admin).
     On {
+        /// Why, for the log (required).
         #[arg(long)]
         reason: String,
     },
-    /// The kill switch: nothing runs without a person until autonomy is on again (admin).
+    /// The kill switch: nothing runs without a person until an admin switches autonomy on again (any on-call identity may pull it).
     Off {
+        /// Why, for the log and whoever is paged (required).
         #[arg(long)]
         reason: String,
     },
     /// The kill switch, tripped guard rails, active freezes and outcome statistics.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -49,10 +54,13 @@ pub enum AutonomyCommand {
     /// lifts everything on the service (rate limit, quarantine after a failed
     /// rollback, error budgets); with `--pathway` only that pathway's error budget.
     Reset {
+        /// The service whose guard rails to reset.
         #[arg(long)]
         service: String,
+        /// Only this pathway's error budget on the service.
         #[arg(long)]
         pathway: Option<String>,
+        /// Why, for the log.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -61,7 +69,10 @@ pub enum AutonomyCommand {
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Generates an ed25519 signing key (mode 0600) with its `.pub` beside it, for a key rotation.
-    Generate { path: PathBuf },
+    Generate {
+        /// Where to write the new key (a file that does not exist yet).
+        path: PathBuf,
+    },
 }
 
 pub fn keys(command: KeysCommand) -> Result<ExitCode> {

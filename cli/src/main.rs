@@ -109,6 +109,7 @@ static ALLOCATOR: arf_proto::service::Allocator = arf_proto::service::ALLOCATOR;
 enum Command {
     /// Writes a data directory (configuration, tokens, keys, the bundled examples) without starting anything; keeps what exists.
     Init {
+        /// The data directory: configuration, secrets, certificates, keys, logs.
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
         /// The first of the services' ports: audit BASE, agent BASE+1, governor BASE+2, executor BASE+3, metrics BASE+10 to BASE+13, webhook BASE+80 (default 7400).
@@ -117,8 +118,10 @@ enum Command {
     },
     /// Runs the four services as separate child processes in the foreground; Ctrl-C stops them.
     Up {
+        /// The deployment file (default: the one in `--data-dir`, written if missing).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory: configuration, secrets, certificates, keys, logs.
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
         /// Move the deployment to ports from BASE (as `arf init --port-base`), writing them into its configuration first.
@@ -146,9 +149,13 @@ enum Command {
     },
     /// Runs one service.
     Serve {
+        /// The service to run.
+        #[arg(value_enum)]
         role: Role,
+        /// The deployment file (default: the one in `--data-dir`, written if missing).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory: configuration, secrets, certificates, keys, logs.
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
     },
@@ -182,29 +189,40 @@ enum Command {
     },
     /// Each service: address, health, version, uptime, and its state (the log's head and checkpoint, decisions pending, autonomy, incidents); exits 1 when one is down.
     Status {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Decisions waiting for acknowledgment or approval.
     Pending {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Show the queue again every SECS seconds (default 2) until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
     },
     /// The explanation an on-call engineer reads.
     Explain {
+        /// The decision's id (`dec-...`).
         decision: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Approves (or acknowledges) a decision, as the authenticated caller.
     Approve {
+        /// The decision's id (`dec-...`).
         decision: String,
+        /// Why, for the log and the explanation.
         #[arg(long, default_value = "")]
         comment: String,
     },
     /// Rejects a decision, as the authenticated caller.
     Reject {
+        /// The decision's id (`dec-...`).
         decision: String,
+        /// Why, for the log, the agent and the explanation (required).
         #[arg(long)]
         reason: String,
     },
@@ -227,6 +245,12 @@ enum Command {
     Autonomy {
         #[command(subcommand)]
         command: governance::AutonomyCommand,
+    },
+    /// Prints a completion script for SHELL: `source <(arf completions bash)`, or save it where your shell loads completions.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// The deployment file.
     Config {
@@ -293,8 +317,10 @@ enum EvalCommand {
 enum SignalCommand {
     /// Submits a signal file; the format is detected from the content when `--format` is left out.
     Send {
+        /// The file to send (at most 1 MiB).
         file: PathBuf,
-        #[arg(long)]
+        /// The payload's format, when it cannot be told from the content.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(arf_agent::ingest::FORMATS))]
         format: Option<String>,
         /// The service the signals belong to, when the payload does not say.
         #[arg(long)]
@@ -302,6 +328,7 @@ enum SignalCommand {
         /// The environment the signals belong to, when the payload does not say.
         #[arg(long)]
         environment: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -329,6 +356,7 @@ struct CertsAt {
     /// The certificate directory (default: `certs/` in `--data-dir`).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The data directory: configuration, secrets, certificates, keys, logs.
     #[arg(long, default_value = ".arf")]
     data_dir: PathBuf,
     /// A host name or address the services are reached at, in their certificates (repeatable; give `renew` the same as `init`).
@@ -357,6 +385,7 @@ enum TokenCommand {
         /// The configuration file (default: the one in `--data-dir`).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The data directory: configuration, secrets, certificates, keys, logs.
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
     },
@@ -378,12 +407,18 @@ enum IncidentCommand {
         /// At most this many, newest first.
         #[arg(long)]
         limit: Option<usize>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Show the list again every SECS seconds (default 2) until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<u64>,
     },
     /// One incident's trail from signal to outcome.
     Show {
+        /// The incident's id (`inc-...`).
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -430,7 +465,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // Commands that run services read their own configuration; the rest find the
     // deployment they talk to (`discover`).
-    let talks = !cli.command.is_long_running() && !matches!(cli.command, Command::Init { .. } | Command::Certs { .. } | Command::Token { .. } | Command::Keys { .. } | Command::Config { .. });
+    let talks = !cli.command.is_long_running() && !matches!(cli.command, Command::Init { .. } | Command::Certs { .. } | Command::Token { .. } | Command::Keys { .. } | Command::Config { .. } | Command::Completions { .. });
     let deployment = if talks { discover::find()? } else { None };
     let from = |given: Option<String>, found: fn(&discover::Deployment) -> &String, default: &str| {
         given.or_else(|| deployment.as_ref().map(|d| found(d).clone())).unwrap_or_else(|| default.to_owned())
@@ -490,12 +525,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Signal { command: SignalCommand::Send { file, format, service, environment, json } } => {
             client::send_signal(&endpoints, &file, format.as_deref(), service.as_deref(), environment.as_deref(), json).await
         }
-        Command::Incident { command: IncidentCommand::List { state, service, environment, limit, json } } => {
+        Command::Incident { command: IncidentCommand::List { state, service, environment, limit, json, watch } } => {
             let filter = client::IncidentFilter { state, service, environment, limit };
-            client::list_incidents(&endpoints, &filter, json).await
+            client::watching(watch, || client::list_incidents(&endpoints, &filter, json)).await
         }
         Command::Incident { command: IncidentCommand::Show { id, json } } => client::show_incident(&endpoints, &id, json).await,
-        Command::Pending { json } => client::pending(&endpoints, json).await,
+        Command::Pending { json, watch } => client::watching(watch, || client::pending(&endpoints, json)).await,
         Command::Status { json } => {
             let at = status::Where {
                 executor: from(cli.executor, |d| &d.executor, "127.0.0.1:7403"),
@@ -512,6 +547,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "arf", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit { command } => audit::run(&endpoints, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command says what it does and every argument what it is, so `--help`
+    /// answers without the README; the built-in `--help` and `--version` aside.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.is_hide_set() {
+                return;
+            }
+            if command.get_about().is_none() && !path.is_empty() {
+                missing.push(format!("`arf{path}` has no description"));
+            }
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") || arg.is_hide_set() || arg.is_global_set() && !path.is_empty() {
+                    continue;
+                }
+                if arg.get_help().is_none() {
+                    missing.push(format!("`arf{path}` argument `{id}` has no help"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "{} without help:\n{}", missing.len(), missing.join("\n"));
     }
 }

@@ -15,6 +15,7 @@ pub enum PathwaysCommand {
         /// The catalog directory (default: the local deployment's, else `examples/pathways`).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -22,9 +23,12 @@ pub enum PathwaysCommand {
     Schema,
     /// One pathway in full.
     Show {
+        /// The pathway's name (`arf pathways list` shows them).
         name: String,
+        /// The catalog directory (default: the local deployment's, else `examples/pathways`).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

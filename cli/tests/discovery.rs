@@ -49,3 +49,42 @@ async fn commands_find_the_deployment_from_its_file() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown section `agnet`"), "{}", String::from_utf8_lossy(&refused.stderr));
 }
+
+/// `--watch` shows the queue again every few seconds until Ctrl-C, each round after
+/// a line with the time when the output is not a terminal (no escape codes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_watch_shows_the_queue_again_until_interrupted() {
+    use std::io::BufRead;
+    let mut plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    for role in ["audit", "governor"] {
+        plane.start(role, None).await;
+    }
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["pending", "--watch", "1"])
+        .env("ARF_CONFIG", &plane.config)
+        .env("ARF_TOKEN", plane.token("alice"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut rounds = 0;
+    let mut seen = Vec::new();
+    while rounds < 3 {
+        let line = lines.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or_else(|_| panic!("no third round within 10 s: {seen:?}"));
+        assert!(!line.contains('\u{1b}'), "no escape codes into a pipe: {line:?}");
+        rounds += usize::from(line.starts_with("--- "));
+        seen.push(line);
+    }
+    Command::new("kill").arg("-INT").arg(watch.id().to_string()).status().unwrap();
+    let status = tokio::task::spawn_blocking(move || watch.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "Ctrl-C ends the watch cleanly: {status:?}");
+}
