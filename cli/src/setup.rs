@@ -373,9 +373,14 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     root.insert("governor".into(), Value::Table(governor));
     root.insert("executor".into(), Value::Table(executor));
     root.insert("identities".into(), Value::Array(identities));
+    let targets_empty = targets.is_empty();
     let targets = Value::try_from(targets).context("cannot encode the target inventory")?;
     root.insert("targets".into(), targets);
-    let body = toml::to_string_pretty(&root).context("cannot encode the configuration")?;
+    let mut body = toml::to_string_pretty(&root).context("cannot encode the configuration")?;
+    if targets_empty {
+        // `[targets]` is the file's last table: the example goes under it.
+        body.push_str(TARGETS_EXAMPLE);
+    }
     Ok(format!(
         "# ARF configuration, written by `arf` at first start; edit freely.\n\
          # Each section configures one process; `[targets]` is the reviewed target\n\
@@ -383,6 +388,33 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
          # both read by the agent, governor and executor (`arf token create` adds one).\n\n{body}"
     ))
 }
+
+/// What a new configuration says under its empty `[targets]`: the inventory's
+/// format, by example. Nothing acts until a target is described here.
+pub const TARGETS_EXAMPLE: &str = r#"
+# Nothing can act until the inventory says what there is to act on. One table per
+# target; its name is what policies, approvals and the log show. For example:
+#
+# [targets.checkout-production]
+# service = "checkout"             # as its alerts name it (label `service`, `app`, `app_kubernetes_io_name`, `job` or `namespace`)
+# environment = "production"       # as its alerts name it (label `env`, `environment`, `stage` or `cluster`)
+# kind = "service"                 # matched against each pathway's `target_kind` (default `service`)
+# tier = "critical"                # critical, standard (default) or best_effort: weighs in the risk score
+# security_sensitive = false       # identity, secrets or network exposure: a person approves
+# depends_on = ["checkout-db-production"]   # targets an incident of `checkout` may also touch (a person approves)
+#
+# [targets.checkout-production.facts]   # what pathways read as {{target.NAME}}
+# url = "https://checkout.internal"     # restart_service, revert_config_commit
+# repo = "/srv/gitops/checkout"         # revert_config_commit, pin_dependency, scale_deployment
+# kube_context = "prod"                 # rollback_deployment, isolate_workload
+# namespace = "shop"
+# prometheus = "http://prometheus.monitoring:9090"   # verification probes
+#
+# [targets.checkout-db-production]
+# service = "checkout-db"
+# environment = "production"
+# kind = "database"
+"#;
 
 /// The whole configuration file, with each role's section.
 pub struct Deployment {

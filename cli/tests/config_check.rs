@@ -10,12 +10,18 @@ fn check(file: &std::path::Path) -> (i32, String) {
     (output.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
 }
 
-#[test]
-fn a_deployment_is_checked_section_by_section() {
+/// A new deployment, as `arf init` writes it, and its file.
+fn init() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let init = Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
     assert!(init.status.success());
     let file = dir.path().join("arf.toml");
+    (dir, file)
+}
+
+#[test]
+fn a_deployment_is_checked_section_by_section() {
+    let (dir, file) = init();
     let (code, said) = check(&file);
     assert_eq!(code, 0, "{said}");
     for role in ["audit", "governor", "executor", "agent"] {
@@ -43,4 +49,30 @@ fn a_deployment_is_checked_section_by_section() {
     let (code, said) = check(&file);
     assert_eq!(code, 64, "{said}");
     assert!(said.contains("unknown section `agnet`"), "{said}");
+}
+
+/// A new deployment's file documents the target inventory by example, under its
+/// empty `[targets]`; the example, uncommented, is a deployment that loads.
+#[test]
+fn the_inventory_example_in_a_new_file_is_valid() {
+    let (_dir, file) = init();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let (_, example) = text.split_once("\n[targets]\n").expect("`[targets]` is in the file");
+    assert!(example.contains("# [targets.checkout-production]"), "{example}");
+    // Uncomment the TOML lines: tables and `key = value` lines.
+    let uncommented: String = example
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest.starts_with("[targets.") || rest.split_once(" = ").is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_')) => rest.to_owned(),
+            _ => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&file, text.replace(example, &uncommented)).unwrap();
+    let (code, said) = check(&file);
+    assert_eq!(code, 0, "{said}\n{uncommented}");
+    let loaded: toml::Table = std::fs::read_to_string(&file).unwrap().parse().unwrap();
+    let targets = loaded["targets"].as_table().unwrap();
+    assert_eq!(targets.keys().collect::<Vec<_>>(), ["checkout-db-production", "checkout-production"]);
+    assert_eq!(targets["checkout-production"]["facts"]["kube_context"].as_str(), Some("prod"));
 }
