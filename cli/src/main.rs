@@ -2,9 +2,14 @@
 
 /// Prints a line for people (and scripts): whatever it holds that came from outside
 /// (alert titles, model answers, reasons) cannot carry terminal escapes, carriage
-/// returns, bells or bidirectional overrides; they show as `\u{FFFD}`.
+/// returns, bells or bidirectional overrides; they show as `\u{FFFD}`. A reader
+/// that has gone (`arf demo | head`) is not an error: the short commands die of
+/// SIGPIPE quietly, and the long-running ones go on without their output.
 macro_rules! say {
-    ($($arg:tt)*) => { println!("{}", arf_core::text::printable(&format!($($arg)*), true)) };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), "{}", arf_core::text::printable(&format!($($arg)*), true));
+    }};
 }
 
 /// [`say!`] for standard error.

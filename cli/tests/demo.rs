@@ -196,3 +196,26 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
     assert_eq!(edited.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&edited.stderr).contains("bundle does not verify"));
 }
+
+/// `arf demo | head`: the reader goes away after the first lines; the demo goes on
+/// without its output, stops its services and exits 0, without a panic.
+#[test]
+fn the_demo_outlives_a_reader_that_went_away() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["demo", "--data-dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(demo.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("ARF demo"), "{first}");
+    // The pipe is closed here, as `head -1` closes it.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut demo.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = demo.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.success(), "{status:?}: {stderr}");
+}
