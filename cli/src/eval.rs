@@ -238,7 +238,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(crate::exit::CONFIG));
     }
     let labels: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
-    println!("ARF eval: corpus {} ({} incidents), runs {}", args.corpus.display(), incidents.len(), labels.join(", "));
+    say!("ARF eval: corpus {} ({} incidents), runs {}", args.corpus.display(), incidents.len(), labels.join(", "));
     let started = Instant::now();
     let mut runs = Vec::new();
     let mut chaos = None;
@@ -269,13 +269,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         sweep,
         chaos,
     };
-    println!("\n{}", report::table(&report));
-    println!("total real time {:.1} s", started.elapsed().as_secs_f64());
+    say!("\n{}", report::table(&report));
+    say!("total real time {:.1} s", started.elapsed().as_secs_f64());
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create `{}`", out.display()))?;
         std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
         std::fs::write(out.join("report.html"), report::html(&report))?;
-        println!("wrote {} and {}", out.join("report.json").display(), out.join("report.html").display());
+        say!("wrote {} and {}", out.join("report.json").display(), out.join("report.html").display());
     }
     let unsafe_run = report.runs.iter().any(|r| {
         r.metrics.harmful_actions_executed > 0 || r.metrics.governance_compliance < 1.0 || !r.metrics.audit_chain_intact
@@ -481,7 +481,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("alertmanager")?).parse()?);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(layout.tls("client").ca_file)?)?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).default_headers(headers).add_root_certificate(ca).build()?;
-    println!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({} at a time)", started.elapsed().as_secs_f64(), incidents.len(), spec.parallel);
+    say!("\n== {label}: processes up in {:.1}s; replaying {} incidents ({} at a time)", started.elapsed().as_secs_f64(), incidents.len(), spec.parallel);
 
     let shared = Shared::default();
     let total = incidents.len();
@@ -500,7 +500,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
                     observation.wall_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                     let bar = "#".repeat(n * 30 / total) + &".".repeat(30 - n * 30 / total);
-                    println!(
+                    say!(
                         "  [{bar}] {n:>3}/{total} {:<32} {:>6} ms{}{}",
                         incident.id,
                         observation.wall_ms,
@@ -534,7 +534,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     let chain = arf_audit::record::verify_chain(records.iter().cloned().enumerate().map(|(i, r)| Ok((i as u64 + 1, r))));
     let audit_chain_intact = chain.is_ok();
     if let Err(error) = &chain {
-        println!("  audit chain broken: {error}");
+        say!("  audit chain broken: {error}");
     }
     let mut observations = observations;
     observations.sort_by_key(|(i, _)| *i);
@@ -565,7 +565,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         let file = dir.join(arf_evals::cassette::file_name(model, &date));
         let text = arf_evals::cassette::render(model, &date, base_url, &corpus_dir.display().to_string(), &recorded)?;
         std::fs::write(&file, text).with_context(|| format!("cannot write `{}`", file.display()))?;
-        println!("  recorded {} completions of `{model}` to {}", recorded.len(), file.display());
+        say!("  recorded {} completions of `{model}` to {}", recorded.len(), file.display());
     }
     let metrics = metrics::compute(label, &outcomes, audit_chain_intact);
     Ok(Produced { run: Run { metrics, outcomes, real_secs: started.elapsed().as_secs_f64() }, chaos })
