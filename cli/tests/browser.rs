@@ -150,12 +150,7 @@ impl Browser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alice_approves_in_chromium_and_bob_sees_it_verified() {
-    let (target, restarts) = support::counting_target("127.0.0.1").await;
-    let mut plane = support::Plane::prepare(&target).await;
-    plane.add_worker("worker-production", "production", &target);
-    for role in ["audit", "governor", "executor", "agent"] {
-        plane.start(role, None).await;
-    }
+    let (plane, restarts) = support::Plane::with_production_worker().await;
     let (_console, base) = plane.console();
     let browser = Browser::start().await;
 

@@ -80,13 +80,8 @@ fn after(body: &str, before: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_call_approves_from_the_console_and_sees_the_outcome() {
-    let (target, restarts) = support::counting_target("127.0.0.1").await;
-    let mut plane = support::Plane::prepare(&target).await;
     // The same worker in production, where an on-call engineer must approve.
-    plane.add_worker("worker-production", "production", &target);
-    for role in ["audit", "governor", "executor", "agent"] {
-        plane.start(role, None).await;
-    }
+    let (plane, restarts) = support::Plane::with_production_worker().await;
     let console = Console::start(&plane).await;
 
     // No page without a session; a token that names no one is refused.

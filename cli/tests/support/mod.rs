@@ -251,6 +251,19 @@ impl Plane {
         AuditClient::connect_dial(&self.addr("audit").to_string(), Some(token.trim().to_owned()), &self.dial("audit")).unwrap()
     }
 
+    /// A running deployment whose worker is declared in staging and in production
+    /// (where a person must approve), at a target that counts its restarts; for the
+    /// console's tests. Returns the plane and the count.
+    pub async fn with_production_worker() -> (Self, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        let (target, restarts) = counting_target("127.0.0.1").await;
+        let mut plane = Self::prepare(&target).await;
+        plane.add_worker("worker-production", "production", &target);
+        for role in ["audit", "governor", "executor", "agent"] {
+            plane.start(role, None).await;
+        }
+        (plane, restarts)
+    }
+
     /// Declares the worker in `environment` too, as target `name` at `url`
     /// (before the services start).
     pub fn add_worker(&self, name: &str, environment: &str, url: &str) {
