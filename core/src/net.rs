@@ -9,21 +9,28 @@ const FALLBACK_EPHEMERAL_START: u16 = 32_768;
 /// The lowest port handed out: above the registered services most machines run.
 const LOWEST: u16 = 20_000;
 
+/// The ports this process has handed out.
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// A loopback port that is free now, chosen below the kernel's ephemeral range.
 ///
 /// A port the kernel picks (`bind` to port 0) is an ephemeral one: once released,
 /// the kernel may give it to any outgoing connection as its source port, so a
 /// service started on it a moment later can find it taken ("Address already in
 /// use"), as parallel tests did. A port below that range is never handed out that
-/// way; it is picked at random and checked free, so only another process picking
-/// the same one by hand could take it in between.
+/// way; it is picked at random, never twice in one process, and checked free, so
+/// only another process picking the same one could take it in between.
 pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
     let start = ephemeral_start().unwrap_or(FALLBACK_EPHEMERAL_START);
     if start > LOWEST + 1_000 {
         let span = u32::from(start - LOWEST);
         for _ in 0..64 {
             let offset = u16::try_from(random_u32() % span).unwrap_or(0);
-            if let Ok(listener) = TcpListener::bind(("127.0.0.1", LOWEST + offset)) {
+            let port = LOWEST + offset;
+            // Never the same port twice from this process: one picked a moment ago
+            // is free again until its service binds it.
+            let fresh = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port);
+            if fresh && let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
                 return listener.local_addr();
             }
         }
@@ -51,8 +58,10 @@ mod tests {
     #[test]
     fn ports_are_free_and_outside_the_ephemeral_range() {
         let start = ephemeral_start().unwrap_or(FALLBACK_EPHEMERAL_START);
+        let mut seen = std::collections::BTreeSet::new();
         for _ in 0..50 {
             let addr = free_loopback_port().unwrap();
+            assert!(seen.insert(addr.port()), "{addr} handed out twice");
             assert!(addr.ip().is_loopback());
             assert!(addr.port() >= LOWEST && addr.port() < start, "{addr} is in the ephemeral range from {start}");
             TcpListener::bind(addr).unwrap();
