@@ -1,15 +1,23 @@
-//! `arf certs init`: a CA and one certificate per service identity, for mutual TLS.
+//! `arf certs`: a CA and one certificate per service identity, for mutual TLS, and
+//! the CA's revocation list.
 //!
 //! Each service's certificate names its role (`agent.arf.internal`, …;
 //! `arf_core::tls`), which is how its peers know it; `client.arf.internal` is for
 //! people's tools (the CLI), whose calls a token then names. Keys are ECDSA P-256,
-//! written 0600; certificates are valid for a year, the CA for ten. Existing files
-//! are kept, so running it again only adds what is missing.
+//! written 0600; certificates are valid for a year, the CA for ten. `init` keeps
+//! existing files, so running it again only adds what is missing.
+//!
+//! The revocation list (`crl.pem`) is signed again by every command here, each time
+//! current for a year, so it never goes stale before the certificates it covers;
+//! services refuse every peer once it is past its next update.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair,
+    KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
+};
 
 use arf_core::identity::Role;
 
@@ -86,21 +94,182 @@ fn issue(dir: &Path, issuer: &Issuer<'static, KeyPair>, name: &str, extra_names:
 /// the new files without a restart. `extra_names` are the host names the services
 /// are reached at, as given to `init`. Needs the CA's key, which belongs on the
 /// machine that issues certificates, not on the service hosts.
-pub fn renew(dir: &Path, names: &[String], extra_names: &[String]) -> Result<Vec<String>> {
+///
+/// With `revoke_old`, the certificates replaced go on the revocation list (reason
+/// `superseded`), so a leaked key stops working as soon as the services read the list.
+pub fn renew(dir: &Path, names: &[String], extra_names: &[String], revoke_old: bool) -> Result<Vec<String>> {
     check_hosts(extra_names)?;
+    let names = known_names(names)?;
+    let issuer = issuer_here(dir, "renew")?;
+    let mut old = Vec::new();
+    for name in &names {
+        if revoke_old {
+            old.push(serial_of(&dir.join(format!("{name}.pem")))?);
+        }
+        issue(dir, &issuer, name, extra_names)?;
+    }
+    let mut written: Vec<String> = names.iter().map(|n| format!("{n}.pem")).collect();
+    write_crl(dir, &issuer, &old, Reason::Superseded)?;
+    written.push(arf_core::tls::CRL_FILE.to_owned());
+    Ok(written)
+}
+
+/// `names` checked against the certificates `init` makes; all of them when empty.
+fn known_names(names: &[String]) -> Result<Vec<String>> {
     let known = self::names();
     if let Some(unknown) = names.iter().find(|n| !known.contains(n)) {
         anyhow::bail!("no certificate `{unknown}`: one of {}", known.join(", "));
     }
+    Ok(if names.is_empty() { known } else { names.to_vec() })
+}
+
+/// The CA in `dir`, whose key `what` needs.
+fn issuer_here(dir: &Path, what: &str) -> Result<Issuer<'static, KeyPair>> {
     if !dir.join("ca.key").exists() {
-        anyhow::bail!("`{}` holds no `ca.key`: renew on the machine that keeps the CA's key, then copy each service its files", dir.display());
+        anyhow::bail!("`{}` holds no `ca.key`: {what} on the machine that keeps the CA's key, then copy each service its files", dir.display());
     }
-    let issuer = ca(dir)?;
-    let names = if names.is_empty() { known } else { names.to_vec() };
-    for name in &names {
-        issue(dir, &issuer, name, extra_names)?;
+    ca(dir)
+}
+
+/// Why a certificate is revoked (RFC 5280, 5.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reason {
+    /// The certificate's private key may be known to someone else.
+    KeyCompromise,
+    /// A new certificate replaces it.
+    Superseded,
+    /// The service or tool it names is gone.
+    CessationOfOperation,
+    /// The holder's role or organisation changed.
+    AffiliationChanged,
+    /// No reason given.
+    Unspecified,
+}
+
+impl Reason {
+    fn code(self) -> RevocationReason {
+        match self {
+            Self::KeyCompromise => RevocationReason::KeyCompromise,
+            Self::Superseded => RevocationReason::Superseded,
+            Self::CessationOfOperation => RevocationReason::CessationOfOperation,
+            Self::AffiliationChanged => RevocationReason::AffiliationChanged,
+            Self::Unspecified => RevocationReason::Unspecified,
+        }
     }
-    Ok(names.iter().map(|n| format!("{n}.pem")).collect())
+}
+
+/// The serial number of the (first) certificate in the PEM file `path`, as its DER carries it.
+fn serial_of(path: &Path) -> Result<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path).with_context(|| format!("`{}` holds no PEM certificate", path.display()))?;
+    let cert = webpki::EndEntityCert::try_from(&der).map_err(|e| anyhow::anyhow!("`{}` is not a usable certificate: {e}", path.display()))?;
+    Ok(cert.serial().to_vec())
+}
+
+/// A serial number given in hexadecimal (`3f:a2…`, `3FA2…`, with or without colons).
+pub fn parse_serial(text: &str) -> Result<Vec<u8>> {
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.is_empty() || hex.len() > 42 || !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        anyhow::bail!("`{text}` is not a serial number: an even number of hexadecimal digits (at most 21 bytes), colons allowed");
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(anyhow::Error::from)).collect()
+}
+
+fn colon_hex(serial: &[u8]) -> String {
+    serial.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// The entries of the revocation list in `dir` (none when there is no list yet).
+fn revoked(dir: &Path) -> Result<Vec<RevokedCertParams>> {
+    use rustls::pki_types::pem::PemObject;
+    let file = dir.join(arf_core::tls::CRL_FILE);
+    if !file.exists() {
+        return Ok(Vec::new());
+    }
+    let der = rustls::pki_types::CertificateRevocationListDer::from_pem_file(&file).with_context(|| format!("`{}` holds no PEM revocation list", file.display()))?;
+    let list = webpki::BorrowedCertRevocationList::from_der(&der).map_err(|e| anyhow::anyhow!("`{}` is not a usable revocation list: {e}", file.display()))?;
+    let mut entries = Vec::new();
+    for entry in &list {
+        let entry = entry.map_err(|e| anyhow::anyhow!("`{}` has an entry that does not parse: {e}", file.display()))?;
+        let at = |t: rustls::pki_types::UnixTime| time::OffsetDateTime::from_unix_timestamp(i64::try_from(t.as_secs()).unwrap_or(i64::MAX)).ok();
+        entries.push(RevokedCertParams {
+            serial_number: SerialNumber::from(entry.serial_number.to_vec()),
+            revocation_time: at(entry.revocation_date).unwrap_or_else(time::OffsetDateTime::now_utc),
+            reason_code: entry.reason_code.and_then(|r| rcgen_reason(r as u8)),
+            invalidity_date: entry.invalidity_date.and_then(at),
+        });
+    }
+    Ok(entries)
+}
+
+fn rcgen_reason(code: u8) -> Option<RevocationReason> {
+    use RevocationReason::*;
+    [Unspecified, KeyCompromise, CaCompromise, AffiliationChanged, Superseded, CessationOfOperation, CertificateHold, RemoveFromCrl, PrivilegeWithdrawn, AaCompromise]
+        .into_iter()
+        .find(|r| *r as u8 == code)
+}
+
+/// Signs the revocation list in `dir` again: what it listed, and `serials` (with
+/// `reason`), current for a year. Written beside and renamed into place, so a
+/// service that reloads it never reads half a file.
+fn write_crl(dir: &Path, issuer: &Issuer<'static, KeyPair>, serials: &[Vec<u8>], reason: Reason) -> Result<usize> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut entries = revoked(dir)?;
+    for serial in serials {
+        if !entries.iter().any(|e| e.serial_number.as_ref() == serial.as_slice()) {
+            let reason_code = (reason != Reason::Unspecified).then(|| reason.code());
+            entries.push(RevokedCertParams { serial_number: SerialNumber::from(serial.clone()), revocation_time: now, reason_code, invalidity_date: None });
+        }
+    }
+    // The list's number only grows: the time it was signed, in nanoseconds.
+    let number = u64::try_from(now.unix_timestamp_nanos()).unwrap_or(u64::MAX);
+    let params = CertificateRevocationListParams {
+        this_update: now - time::Duration::minutes(5),
+        next_update: now + time::Duration::days(365),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: entries,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let count = params.revoked_certs.len();
+    let pem = params.signed_by(issuer)?.pem()?;
+    let (staged, file) = (dir.join(".crl.pem.new"), dir.join(arf_core::tls::CRL_FILE));
+    std::fs::write(&staged, pem).with_context(|| format!("cannot write `{}`", staged.display()))?;
+    std::fs::rename(&staged, &file).with_context(|| format!("cannot write `{}`", file.display()))?;
+    Ok(count)
+}
+
+/// What `revoke` did.
+pub struct Revoked {
+    /// Each certificate revoked now: its name (or serial) and serial.
+    pub certificates: Vec<(String, String)>,
+    /// How many certificates the list names in all.
+    pub listed: usize,
+}
+
+/// Puts the certificates `names` (as `init` wrote them in `dir`) and `serials` on
+/// the CA's revocation list. The services read the list when it changes (within
+/// seconds), refuse those certificates from then on, and close the connections
+/// that present them.
+pub fn revoke(dir: &Path, names: &[String], serials: &[String], reason: Reason) -> Result<Revoked> {
+    if names.is_empty() && serials.is_empty() {
+        anyhow::bail!("name the certificates to revoke (`agent`, `client`, …) or give `--serial HEX`");
+    }
+    let known = self::names();
+    let mut certificates = Vec::new();
+    for name in names {
+        if !known.contains(name) {
+            anyhow::bail!("no certificate `{name}`: one of {} (or give `--serial HEX`)", known.join(", "));
+        }
+        let serial = serial_of(&dir.join(format!("{name}.pem")))?;
+        certificates.push((format!("{name}.pem"), serial));
+    }
+    for text in serials {
+        certificates.push((format!("serial {text}"), parse_serial(text)?));
+    }
+    let issuer = issuer_here(dir, "revoke")?;
+    let listed = write_crl(dir, &issuer, &certificates.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), reason)?;
+    Ok(Revoked { certificates: certificates.into_iter().map(|(name, serial)| (name, colon_hex(&serial))).collect(), listed })
 }
 
 fn check_hosts(extra_names: &[String]) -> Result<()> {
@@ -136,5 +305,42 @@ pub fn init(dir: &Path, extra_names: &[String]) -> Result<Vec<String>> {
         issue(dir, &issuer, &name, extra_names)?;
         written.push(format!("{name}.pem"));
     }
+    if !written.is_empty() || !dir.join(arf_core::tls::CRL_FILE).exists() {
+        write_crl(dir, &issuer, &[], Reason::Unspecified)?;
+        written.push(arf_core::tls::CRL_FILE.to_owned());
+    }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_are_hexadecimal_with_or_without_colons() {
+        assert_eq!(parse_serial("3f:A2").unwrap(), vec![0x3f, 0xa2]);
+        assert_eq!(parse_serial("003fa2").unwrap(), vec![0, 0x3f, 0xa2]);
+        for bad in ["", "3", "3g", "xyz", &"ab".repeat(22)] {
+            assert!(parse_serial(bad).unwrap_err().to_string().contains("not a serial number"), "{bad}");
+        }
+    }
+
+    /// The list keeps what it listed when signed again, and names each serial once.
+    #[test]
+    fn a_revocation_list_grows_and_keeps_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &[]).unwrap();
+        assert!(revoked(dir.path()).unwrap().is_empty(), "init writes an empty list");
+        let agent = serial_of(&dir.path().join("agent.pem")).unwrap();
+        let first = revoke(dir.path(), &["agent".to_owned()], &[], Reason::KeyCompromise).unwrap();
+        assert_eq!((first.listed, first.certificates[0].1.clone()), (1, colon_hex(&agent)));
+        let again = revoke(dir.path(), &["agent".to_owned(), "client".to_owned()], &["0a:0b".to_owned()], Reason::Superseded).unwrap();
+        assert_eq!(again.listed, 3, "agent once, client, and the serial given");
+        let entries = revoked(dir.path()).unwrap();
+        let agent_entry = entries.iter().find(|e| e.serial_number.as_ref() == agent.as_slice()).unwrap();
+        assert_eq!(agent_entry.reason_code, Some(RevocationReason::KeyCompromise), "the first reason stays");
+        renew(dir.path(), &["governor".to_owned()], &[], false).unwrap();
+        assert_eq!(revoked(dir.path()).unwrap().len(), 3, "renewing signs the list again without losing entries");
+        assert!(revoke(dir.path(), &[], &[], Reason::Unspecified).is_err());
+    }
 }

@@ -45,7 +45,9 @@ pub fn client_tls(dir: Option<&Path>) -> Result<Option<std::sync::Arc<arf_proto:
         None if default.join("client.pem").exists() => default,
         None => return Ok(None),
     };
-    let files = arf_core::tls::TlsFiles::in_dir(dir, "client");
+    let mut files = arf_core::tls::TlsFiles::in_dir(dir, "client");
+    // A directory made before revocation lists has none; the CLI then checks none.
+    files.crl_file = files.crl_file.filter(|crl| crl.exists());
     Ok(Some(arf_proto::tls::ClientTls::load(&files).with_context(|| format!("the client certificate in `{}` (`--tls-dir`)", dir.display()))?))
 }
 

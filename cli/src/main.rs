@@ -350,6 +350,22 @@ enum CertsCommand {
     Renew {
         /// The certificates to issue again: `audit`, `agent`, `governor`, `executor`, `client`; all when none is named.
         names: Vec<String>,
+        /// Also revoke the certificates replaced (reason `superseded`): do this when a key may have leaked.
+        #[arg(long)]
+        revoke_old: bool,
+        #[command(flatten)]
+        at: CertsAt,
+    },
+    /// Puts certificates on the CA's revocation list (`crl.pem`); services read it within seconds, refuse them and close their connections. Copy the list to every host. Needs the CA's key.
+    Revoke {
+        /// The certificates to revoke, as `init` wrote them: `audit`, `agent`, `governor`, `executor`, `client`.
+        names: Vec<String>,
+        /// A certificate's serial number in hexadecimal (one no longer on disk, or of the operator's own issuing; repeatable).
+        #[arg(long = "serial")]
+        serials: Vec<String>,
+        /// Why (RFC 5280 reason code).
+        #[arg(long, value_enum, default_value = "key-compromise")]
+        reason: certs::Reason,
         #[command(flatten)]
         at: CertsAt,
     },
@@ -499,10 +515,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("{}: {}", dir.display(), if written.is_empty() { "nothing missing".to_owned() } else { format!("wrote {}", written.join(", ")) });
             Ok(ExitCode::SUCCESS)
         }
-        Command::Certs { command: CertsCommand::Renew { names, at } } => {
+        Command::Certs { command: CertsCommand::Renew { names, revoke_old, at } } => {
             let dir = at.dir();
-            let written = certs::renew(&dir, &names, &at.hosts)?;
+            let written = certs::renew(&dir, &names, &at.hosts, revoke_old)?;
             say!("{}: issued again {}; running services read them on their next handshake", dir.display(), written.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Certs { command: CertsCommand::Revoke { names, serials, reason, at } } => {
+            let dir = at.dir();
+            let revoked = certs::revoke(&dir, &names, &serials, reason)?;
+            for (name, serial) in &revoked.certificates {
+                say!("revoked {name} (serial {serial})");
+            }
+            say!(
+                "{}: lists {} certificate(s). Copy it to every host; services read it within seconds, refuse these certificates and close their connections. Issue replacements with `arf certs renew NAME`.",
+                dir.join(arf_core::tls::CRL_FILE).display(),
+                revoked.listed
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { command: TokenCommand::Create { name, role, services, config, data_dir } } => {

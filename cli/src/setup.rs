@@ -365,6 +365,9 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
         mtls.insert("ca_file".into(), path(files.ca_file));
         mtls.insert("cert_file".into(), path(files.cert_file));
         mtls.insert("key_file".into(), path(files.key_file));
+        if let Some(crl_file) = files.crl_file {
+            mtls.insert("crl_file".into(), path(crl_file));
+        }
         section.insert("mtls".into(), Value::Table(mtls));
     }
     let mut root = Table::new();

@@ -273,6 +273,7 @@ async fn every_port_refuses_a_peer_the_deployment_did_not_certify() {
         ca_file: plane.certs().join("ca.pem"),
         cert_file: other.path().join("client.pem"),
         key_file: other.path().join("client.key"),
+        crl_file: None,
     };
     let foreign = arf_proto::tls::ClientTls::load(&foreign).unwrap();
     for role in ["audit", "governor", "executor", "agent"] {
@@ -319,4 +320,60 @@ async fn every_port_refuses_a_peer_the_deployment_did_not_certify() {
 fn plane_dial(plane: &support::Plane, role: arf_core::identity::Role) -> arf_proto::tls::Dial {
     let tls = arf_proto::tls::ClientTls::load(&arf_core::tls::TlsFiles::in_dir(&plane.certs(), "client")).unwrap();
     arf_proto::tls::Dial::to(Some(&tls), role)
+}
+
+/// `arf certs revoke`, against running services: the CLI's certificate is refused
+/// at every port within seconds, the connection a client already holds is closed,
+/// the services still reach each other, and `arf certs renew` restores the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_certificate_is_refused_at_every_port_until_renewed() {
+    let plane = started().await;
+    let roles = ["audit", "governor", "executor", "agent"];
+    let arf = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).args(args).arg("--dir").arg(plane.certs()).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // A connection the CLI's certificate holds open to the governor, proved open.
+    use tonic_health::pb::health_client::HealthClient;
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", plane.addr("governor"))).unwrap().timeout(std::time::Duration::from_secs(5));
+    let mut held = HealthClient::new(plane_dial(&plane, arf_core::identity::Role::Governor).channel(endpoint));
+    let check = || tonic_health::pb::HealthCheckRequest { service: String::new() };
+    held.check(check()).await.unwrap();
+
+    let (ok, out) = arf(&["certs", "revoke", "client"]);
+    assert!(ok && out.contains("revoked client.pem (serial ") && out.contains("lists 1 certificate"), "{out}");
+    let (ok, out) = arf(&["certs", "revoke", "nobody"]);
+    assert!(!ok && out.contains("no certificate `nobody`"), "{out}");
+    let (ok, out) = arf(&["certs", "revoke", "--serial", "zz"]);
+    assert!(!ok && out.contains("not a serial number"), "{out}");
+
+    // The held connection is closed (every service looks at its files every 2 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while held.check(check()).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the held connection survived the revocation");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for role in roles {
+        let identity = arf_core::identity::Role::parse(role).unwrap();
+        // Every server refuses the revoked certificate, and names the reason in its log.
+        let refused = health(&plane, role, &plane_dial(&plane, identity)).await;
+        assert!(refused.is_err(), "{role} still accepts the revoked certificate");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !plane.log(role).contains("Revoked") {
+            assert!(std::time::Instant::now() < deadline, "{role} log does not name the revocation:\n{}", plane.log(role));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert!(plane.log("governor").contains("no longer trusted; connection closed"), "{}", plane.log("governor"));
+    // The services' own certificates are untouched: the agent still reaches the governor.
+    let as_agent = arf_proto::tls::ClientTls::load(&arf_core::tls::TlsFiles::in_dir(&plane.certs(), "agent")).unwrap();
+    health(&plane, "governor", &arf_proto::tls::Dial::to(Some(&as_agent), arf_core::identity::Role::Governor)).await.unwrap();
+
+    // A new certificate for the CLI, the old one's serial still listed.
+    let (ok, out) = arf(&["certs", "renew", "client", "--revoke-old"]);
+    assert!(ok && out.contains("client.pem") && out.contains("crl.pem"), "{out}");
+    for role in roles {
+        let identity = arf_core::identity::Role::parse(role).unwrap();
+        health(&plane, role, &plane_dial(&plane, identity)).await.unwrap_or_else(|e| panic!("{role} refuses the renewed certificate: {e}"));
+    }
 }

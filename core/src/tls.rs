@@ -28,21 +28,36 @@ pub fn service_name(role: Role) -> String {
 /// the deployment that is no service; its calls are authenticated by a token.
 pub const CLIENT_NAME: &str = "client.arf.internal";
 
-/// PEM files: the CA that issues every peer's certificate, and this process's own
-/// certificate chain and private key. The files are read again when they change, so
-/// rotated certificates take effect without a restart.
+/// PEM files: the CA that issues every peer's certificate, this process's own
+/// certificate chain and private key, and the CA's certificate revocation list.
+/// The files are read again when they change, so rotated certificates and a new
+/// revocation list take effect without a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub ca_file: PathBuf,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// The CA's revocation list (`arf certs revoke`): a peer whose certificate it
+    /// lists is refused, and its open connections are closed. Once set, the file
+    /// must load and be current (before its next update), or no peer is trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_file: Option<PathBuf>,
 }
 
+/// The name of the revocation list `arf certs init` writes beside the CA.
+pub const CRL_FILE: &str = "crl.pem";
+
 impl TlsFiles {
-    /// The files `arf certs init` writes for `name` (a role, or `client`) in `dir`.
+    /// The files `arf certs init` writes for `name` (a role, or `client`) in `dir`,
+    /// the revocation list included.
     pub fn in_dir(dir: &std::path::Path, name: &str) -> Self {
-        Self { ca_file: dir.join("ca.pem"), cert_file: dir.join(format!("{name}.pem")), key_file: dir.join(format!("{name}.key")) }
+        Self {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join(format!("{name}.pem")),
+            key_file: dir.join(format!("{name}.key")),
+            crl_file: Some(dir.join(CRL_FILE)),
+        }
     }
 }
 

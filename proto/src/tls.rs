@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use arf_core::identity::Role;
 use arf_core::tls::TlsFiles;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::{Channel, Endpoint};
 
@@ -60,17 +60,30 @@ fn roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+/// The revocation lists in `path` (PEM `X509 CRL` blocks); none when no file is configured.
+fn revocation_lists(path: Option<&Path>) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let Some(path) = path else { return Ok(Vec::new()) };
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if crls.is_empty() {
+        return Err(file_error(path, "holds no PEM certificate revocation list (`-----BEGIN X509 CRL-----`)"));
+    }
+    Ok(crls)
+}
+
 /// The files' modification times: a change in any of them means reloading.
-fn stamps(files: &TlsFiles) -> [Option<SystemTime>; 3] {
+fn stamps(files: &TlsFiles) -> [Option<SystemTime>; 4] {
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    [modified(&files.ca_file), modified(&files.cert_file), modified(&files.key_file)]
+    [modified(&files.ca_file), modified(&files.cert_file), modified(&files.key_file), files.crl_file.as_deref().and_then(modified)]
 }
 
 /// A configuration built from files, rebuilt when they change.
 struct Reloading<C> {
     files: TlsFiles,
     build: fn(&TlsFiles) -> Result<C, TlsError>,
-    current: Mutex<(Arc<C>, [Option<SystemTime>; 3])>,
+    current: Mutex<(Arc<C>, [Option<SystemTime>; 4])>,
 }
 
 impl<C> Reloading<C> {
@@ -106,44 +119,211 @@ impl<C> Reloading<C> {
     }
 }
 
-fn server_config(files: &TlsFiles, client_auth: bool, alpn: &[u8]) -> Result<rustls::ServerConfig, TlsError> {
+/// A server's configuration, and the verifier of its clients' certificates (none
+/// where clients present none), kept to check open connections again.
+struct ServerSide {
+    config: Arc<rustls::ServerConfig>,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+fn server_config(files: &TlsFiles, client_auth: bool, alpn: &[u8]) -> Result<ServerSide, TlsError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let builder = if client_auth {
+    let (builder, clients) = if client_auth {
         let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&files.ca_file)?, provider())
+            .with_crls(revocation_lists(files.crl_file.as_deref())?)
+            .enforce_revocation_expiration()
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        builder.with_client_cert_verifier(verifier)
+        (builder.with_client_cert_verifier(Arc::clone(&verifier)), Some(verifier))
     } else {
-        builder.with_no_client_auth()
+        (builder.with_no_client_auth(), None)
     };
     let mut config = builder
         .with_single_cert(certificates(&files.cert_file)?, private_key(&files.key_file)?)
         .map_err(|e| file_error(&files.key_file, format!("does not match `{}`: {e}", files.cert_file.display())))?;
     config.alpn_protocols = vec![alpn.to_vec()];
-    Ok(config)
+    Ok(ServerSide { config: Arc::new(config), clients })
 }
 
-/// A server's TLS: its certificate, and (for gRPC) the CA its clients' certificates must come from.
-pub struct ServerTls(Reloading<rustls::ServerConfig>);
+/// A server's TLS: its certificate, (for gRPC) the CA its clients' certificates
+/// must come from and the CA's revocation list, and the connections it has open,
+/// which are checked again whenever the files change.
+pub struct ServerTls {
+    files: Reloading<ServerSide>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    next: u64,
+    connections: std::collections::HashMap<u64, OpenConnection>,
+    /// The configuration the open connections were last checked against.
+    checked: Option<Arc<rustls::ServerConfig>>,
+}
+
+struct OpenConnection {
+    peer: SocketAddr,
+    certificates: Vec<CertificateDer<'static>>,
+    cut: Arc<Cut>,
+}
 
 impl ServerTls {
+    fn new(files: &TlsFiles, build: fn(&TlsFiles) -> Result<ServerSide, TlsError>) -> Result<Self, TlsError> {
+        let files = Reloading::load(files, build)?;
+        let checked = Some(Arc::clone(&files.current().config));
+        Ok(Self { files, open: Mutex::new(Open { checked, ..Open::default() }) })
+    }
+
     /// For a gRPC server: HTTP/2, and a client certificate from the CA required.
     pub fn grpc(files: &TlsFiles) -> Result<Self, TlsError> {
-        Ok(Self(Reloading::load(files, |f| server_config(f, true, b"h2"))?))
+        Self::new(files, |f| server_config(f, true, b"h2"))
     }
 
     /// Whether the certificate files on disk are the ones served: a rotation that
     /// does not load makes the service not ready (`/readyz`), not silently stale.
     pub fn in_step(&self) -> bool {
-        self.0.in_step()
+        self.files.in_step()
     }
 
     /// For the webhook port: HTTP/1.1, server certificate only (senders authenticate
     /// with tokens or signatures, and many cannot present a certificate).
     pub fn webhook(files: &TlsFiles) -> Result<Self, TlsError> {
-        Ok(Self(Reloading::load(files, |f| server_config(f, false, b"http/1.1"))?))
+        Self::new(files, |f| server_config(f, false, b"http/1.1"))
+    }
+
+    /// How many connections are open (past their handshake, not yet closed).
+    pub fn open_connections(&self) -> usize {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).connections.len()
+    }
+
+    fn register(self: &Arc<Self>, peer: SocketAddr, certificates: Vec<CertificateDer<'static>>) -> Registration {
+        let cut = Arc::new(Cut::default());
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.next += 1;
+        let id = open.next;
+        open.connections.insert(id, OpenConnection { peer, certificates, cut: Arc::clone(&cut) });
+        Registration { tls: Arc::downgrade(self), id, cut }
+    }
+
+    /// Reloads the files if they changed, and then checks every open connection's
+    /// client certificate against them: a peer whose certificate was revoked (or
+    /// whose CA is no longer trusted) loses its connection now, not when the
+    /// connection reaches its age ([`crate::server::MAX_CONNECTION_AGE`]).
+    pub fn check_open_connections(&self) {
+        let side = self.files.current();
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.checked.replace(Arc::clone(&side.config)).is_some_and(|checked| Arc::ptr_eq(&checked, &side.config)) {
+            return;
+        }
+        let Some(verifier) = &side.clients else { return };
+        let now = UnixTime::now();
+        for connection in open.connections.values() {
+            let Some((end_entity, intermediates)) = connection.certificates.split_first() else { continue };
+            if let Err(error) = verifier.verify_client_cert(end_entity, intermediates, now) {
+                tracing::warn!(peer = %connection.peer, %error, "an open connection's client certificate is no longer trusted; connection closed");
+                connection.cut.cut();
+            }
+        }
+    }
+}
+
+/// How often a server looks for changed certificate files, to check its open
+/// connections against them ([`ServerTls::check_open_connections`]).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The signal that closes one connection.
+#[derive(Default)]
+struct Cut {
+    cut: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Cut {
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// A connection's place among a server's open connections, given up when it closes.
+struct Registration {
+    tls: std::sync::Weak<ServerTls>,
+    id: u64,
+    cut: Arc<Cut>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Some(tls) = self.tls.upgrade() {
+            tls.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).connections.remove(&self.id);
+        }
+    }
+}
+
+/// A server's TLS connection that the server can close when its peer's certificate
+/// stops being trusted: reads and writes fail from then on, which ends every call
+/// on it, streams included.
+pub struct Connection {
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    registration: Registration,
+}
+
+impl Connection {
+    fn closed() -> io::Error {
+        io::Error::new(io::ErrorKind::ConnectionAborted, "the peer's certificate is no longer trusted (revoked, or its CA replaced)")
+    }
+}
+
+impl tokio::io::AsyncRead for Connection {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> std::task::Poll<io::Result<()>> {
+        // The reader is always waiting on an open connection: it is the task to wake.
+        self.registration.cut.waker.register(cx.waker());
+        if self.registration.cut.is_cut() {
+            return std::task::Poll::Ready(Err(Self::closed()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Connection {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<io::Result<usize>> {
+        if self.registration.cut.is_cut() {
+            return std::task::Poll::Ready(Err(Self::closed()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, bufs: &[io::IoSlice<'_>]) -> std::task::Poll<io::Result<usize>> {
+        if self.registration.cut.is_cut() {
+            return std::task::Poll::Ready(Err(Self::closed()));
+        }
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
     }
 }
 
@@ -151,23 +331,30 @@ impl ServerTls {
 pub const MAX_HANDSHAKES: usize = 256;
 
 /// A connection that finished its TLS handshake, and where it came from.
-pub type Accepted = (tokio_rustls::server::TlsStream<TcpStream>, SocketAddr);
+pub type Accepted = (Connection, SocketAddr);
 
 /// Accepts connections on `listener` and completes their handshakes (each within
 /// 10 s, off the accept loop); a handshake that fails is logged with the peer and
-/// the reason (no certificate, unknown CA, …) and dropped. Stops when the receiver
-/// is dropped, which releases the port.
+/// the reason (no certificate, unknown CA, revoked, …) and dropped. Every
+/// [`RECHECK_EVERY`] it looks for changed certificate files and closes open
+/// connections whose peers they no longer trust. Stops when the receiver is
+/// dropped, which releases the port.
 pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::Receiver<Accepted> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     // At most this many handshakes at once: idle connections that never finish one
     // wait in the kernel's backlog instead of taking every file descriptor.
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let Ok(slot) = Arc::clone(&handshakes).acquire_owned().await else { return };
-            let accepted = tokio::select! {
-                () = tx.closed() => return,
-                accepted = listener.accept() => accepted,
+            let accepted = loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = recheck.tick() => tls.check_open_connections(),
+                    accepted = listener.accept() => break accepted,
+                }
             };
             let (tcp, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -178,13 +365,15 @@ pub fn accept(listener: TcpListener, tls: Arc<ServerTls>) -> tokio::sync::mpsc::
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.0.current());
-            let tx = tx.clone();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.files.current().config));
+            let (tx, tls) = (tx.clone(), Arc::clone(&tls));
             tokio::spawn(async move {
                 let _slot = slot;
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send((stream, peer)).await;
+                        let certificates = stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()).unwrap_or_default();
+                        let registration = tls.register(peer, certificates);
+                        let _ = tx.send((Connection { stream, registration }, peer)).await;
                     }
                     Ok(Err(error)) => tracing::warn!(%peer, %error, "TLS handshake refused"),
                     Err(_) => tracing::warn!(%peer, "TLS handshake took longer than 10 s; dropped"),
@@ -210,7 +399,7 @@ impl Listener {
 }
 
 impl axum::serve::Listener for Listener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Io = Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -227,7 +416,7 @@ impl axum::serve::Listener for Listener {
 }
 
 /// [`accept`] as the stream of connections a tonic server takes.
-pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> impl tokio_stream::Stream<Item = io::Result<tokio_rustls::server::TlsStream<TcpStream>>> {
+pub fn incoming(listener: TcpListener, tls: Arc<ServerTls>) -> impl tokio_stream::Stream<Item = io::Result<Connection>> {
     use tokio_stream::StreamExt;
     tokio_stream::wrappers::ReceiverStream::new(accept(listener, tls)).map(|(stream, _)| Ok(stream))
 }
@@ -249,10 +438,15 @@ pub fn peer_role(certificates: &[CertificateDer<'_>]) -> Option<Role> {
 }
 
 fn client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let servers = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(&files.ca_file)?, provider())
+        .with_crls(revocation_lists(files.crl_file.as_deref())?)
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots(&files.ca_file)?)
+        .with_webpki_verifier(servers)
         .with_client_auth_cert(certificates(&files.cert_file)?, private_key(&files.key_file)?)
         .map_err(|e| file_error(&files.key_file, format!("does not match `{}`: {e}", files.cert_file.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
