@@ -73,17 +73,30 @@ fn revocation_lists(path: Option<&Path>) -> Result<Vec<CertificateRevocationList
     Ok(crls)
 }
 
-/// The files' modification times: a change in any of them means reloading.
-fn stamps(files: &TlsFiles) -> [Option<SystemTime>; 4] {
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    [modified(&files.ca_file), modified(&files.cert_file), modified(&files.key_file), files.crl_file.as_deref().and_then(modified)]
+/// What says a file changed: its modification time, inode and length. The inode
+/// matters: file times are as coarse as the kernel's tick, so a file replaced twice
+/// within a few milliseconds (written beside and renamed, as certificate managers
+/// do) can keep its time, but not its inode.
+type Stamp = Option<(SystemTime, u64, u64)>;
+
+/// The files' stamps: a change in any of them means reloading.
+fn stamps(files: &TlsFiles) -> [Stamp; 4] {
+    let stamp = |path: &Path| {
+        let metadata = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((metadata.modified().ok()?, inode, metadata.len()))
+    };
+    [stamp(&files.ca_file), stamp(&files.cert_file), stamp(&files.key_file), files.crl_file.as_deref().and_then(stamp)]
 }
 
 /// A configuration built from files, rebuilt when they change.
 struct Reloading<C> {
     files: TlsFiles,
     build: fn(&TlsFiles) -> Result<C, TlsError>,
-    current: Mutex<(Arc<C>, [Option<SystemTime>; 4])>,
+    current: Mutex<(Arc<C>, [Stamp; 4])>,
 }
 
 impl<C> Reloading<C> {
