@@ -21,9 +21,10 @@ use rcgen::{
 
 use arf_core::identity::Role;
 
-/// The certificates `init` makes, besides the CA: one per service, and `client`.
+/// The certificates `init` makes, besides the CA: one per service, `client` for
+/// people's tools, and `console` for the web console's HTTPS (`arf console --tls`).
 pub fn names() -> Vec<String> {
-    Role::ALL.iter().filter(|r| r.is_service()).map(|r| r.as_str().to_owned()).chain(["client".to_owned()]).collect()
+    Role::ALL.iter().filter(|r| r.is_service()).map(|r| r.as_str().to_owned()).chain(["client".to_owned(), "console".to_owned()]).collect()
 }
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -60,7 +61,7 @@ fn issue(dir: &Path, issuer: &Issuer<'static, KeyPair>, name: &str, extra_names:
     let (cert_file, key_file) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
     let dns = if name == "client" { arf_core::tls::CLIENT_NAME.to_owned() } else { format!("{name}.{}", arf_core::tls::DOMAIN) };
     // Services are also reached by people's tools on this machine (the webhook
-    // port over HTTPS): their certificates name loopback too. Only the
+    // port over HTTPS, the console): their certificates name loopback too. Only the
     // `*.arf.internal` name says which service a certificate is.
     let mut names = vec![dns.clone()];
     if name != "client" {
@@ -69,11 +70,12 @@ fn issue(dir: &Path, issuer: &Issuer<'static, KeyPair>, name: &str, extra_names:
     }
     let mut params = CertificateParams::new(names)?;
     params.distinguished_name.push(DnType::CommonName, dns);
-    // Services both serve and call; the client only calls.
-    params.extended_key_usages = if name == "client" {
-        vec![ExtendedKeyUsagePurpose::ClientAuth]
-    } else {
-        vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+    // Services both serve and call; the client only calls; the console only serves
+    // (browsers), so its certificate cannot pass for a client of the services.
+    params.extended_key_usages = match name {
+        "client" => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        "console" => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        _ => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     validity(&mut params, 365);

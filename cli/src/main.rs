@@ -135,9 +135,18 @@ enum Command {
     },
     /// The web console for the people on call: pending decisions with their explanation, approve and reject, incidents and their trail, the kill switch. Log in with your token.
     Console {
-        /// Where to listen (loopback only: plain HTTP).
+        /// Where to listen: loopback only over plain HTTP, any address over HTTPS.
         #[arg(long, default_value = "127.0.0.1:7490")]
         listen: std::net::SocketAddr,
+        /// Serve HTTPS with the deployment's `console` certificate (`arf certs init`; `--host` there adds the names it is reached at).
+        #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+        tls: bool,
+        /// Serve HTTPS with this PEM certificate (chain) of your own.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of `--tls-cert`.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// The deployment (default: `ARF_CONFIG`, else `.arf/arf.toml`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -508,7 +517,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { config, data_dir, port_base } => supervisor::up(config, &data_dir, port_base).await,
-        Command::Console { listen, config } => console::run(listen, config).await,
+        Command::Console { listen, config, tls, tls_cert, tls_key } => {
+            let serving = match (tls, tls_cert, tls_key) {
+                (_, Some(cert_file), Some(key_file)) => console::Serving::Files(console::Https { cert_file, key_file }),
+                (true, _, _) => console::Serving::DeploymentCertificate,
+                _ => console::Serving::Plain,
+            };
+            console::run(listen, config, serving).await
+        }
         Command::Certs { command: CertsCommand::Init { at } } => {
             let dir = at.dir();
             let written = certs::init(&dir, &at.hosts)?;

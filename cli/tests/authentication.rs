@@ -300,6 +300,15 @@ async fn every_port_refuses_a_peer_the_deployment_did_not_certify() {
         }
     }
 
+    // The console's certificate is for serving browsers only: no service takes it from a client.
+    let mut console_files = arf_core::tls::TlsFiles::in_dir(&plane.certs(), "console");
+    console_files.crl_file = None;
+    let as_console = arf_proto::tls::ClientTls::load(&console_files).unwrap();
+    for role in ["audit", "governor", "executor", "agent"] {
+        let identity = arf_core::identity::Role::parse(role).unwrap();
+        assert!(health(&plane, role, &arf_proto::tls::Dial::to(Some(&as_console), identity)).await.is_err(), "{role} took the console's certificate");
+    }
+
     // A certificate of the wrong role: the agent's own certificate asking the executor to act.
     let agent_files = arf_core::tls::TlsFiles::in_dir(&plane.certs(), "agent");
     let as_agent = arf_proto::tls::ClientTls::load(&agent_files).unwrap();

@@ -168,3 +168,72 @@ async fn on_call_approves_from_the_console_and_sees_the_outcome() {
     let response = console.http.get(format!("{}/", console.base)).header(COOKIE, &alice).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "the session is over");
 }
+
+/// `arf console --tls`: HTTPS with the deployment's `console` certificate, a
+/// `Secure` session cookie, and changes taken only from the console's own names:
+/// a page of another name pointed at this address (DNS rebinding) is refused as
+/// another origin would be. Plain HTTP stays on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_the_session_is_secure_and_changes_come_only_from_the_consoles_names() {
+    // The console reads identities from the deployment; logging in needs no service.
+    let plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    let listen = support::free_port();
+    let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["console", "--tls", "--listen", &listen.to_string(), "--config"])
+        .arg(&plane.config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(plane.certs().join("ca.pem")).unwrap()).unwrap();
+    let client = |rebound: bool| {
+        let builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).add_root_certificate(ca.clone()).tls_built_in_root_certs(false);
+        // `evil.example` answering from this address, as a rebinding attacker's DNS would make it.
+        if rebound { builder.resolve("evil.example", listen) } else { builder }.build().unwrap()
+    };
+    let https = client(false);
+    let base = format!("https://localhost:{}", listen.port());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while https.get(format!("{base}/login")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the console never answered over HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = https.post(format!("{base}/login")).form(&[("token", plane.token("alice").as_str())]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = https.get(format!("{base}/")).header(COOKIE, &session).send().await.unwrap().text().await.unwrap();
+    let csrf = after(&page, "name=csrf value=\"");
+    let logout = |client: &reqwest::Client, base: &str, origin: &str| {
+        client.post(format!("{base}/logout")).header(COOKIE, &session).header(ORIGIN, origin).form(&[("csrf", csrf.as_str())]).send()
+    };
+    // Plain HTTP's origin is another origin.
+    assert_eq!(logout(&https, &base, &format!("http://localhost:{}", listen.port())).await.unwrap().status(), StatusCode::FORBIDDEN);
+    // The certificate does not name `evil.example`, so its page cannot even be served.
+    assert!(logout(&client(true), &format!("https://evil.example:{}", listen.port()), &format!("https://evil.example:{}", listen.port())).await.is_err());
+    // The console's own name, over HTTPS: the change is taken, and the cookie cleared securely.
+    let out = logout(&https, &base, &base).await.unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = out.headers()[SET_COOKIE].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0") && cleared.contains("Secure"), "{cleared}");
+
+    // Plain HTTP: loopback only, and a rebound name is refused as another origin.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).args(["console", "--listen", "192.0.2.1:7490", "--config"]).arg(&plane.config).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("plain HTTP stays on loopback"), "{}", String::from_utf8_lossy(&refused.stderr));
+    let console = Console::start(&plane).await;
+    let alice = console.login(&plane.token("alice")).await;
+    let (_, page) = console.get(&alice, "/").await;
+    let csrf = after(&page, "name=csrf value=\"");
+    let port = console.base.rsplit(':').next().unwrap().to_owned();
+    let rebound = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).resolve("evil.example", console.base.trim_start_matches("http://").parse().unwrap()).build().unwrap();
+    let evil = format!("http://evil.example:{port}");
+    let response = rebound.post(format!("{evil}/logout")).header(COOKIE, &alice).header(ORIGIN, &evil).form(&[("csrf", csrf.as_str())]).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN, "a name that is not the console's is another origin");
+    let (status, _) = console.post(&alice, "/logout", &[("csrf", &csrf)], Some(&console.base)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}

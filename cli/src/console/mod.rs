@@ -6,15 +6,18 @@
 //! the CLI (roles, no self-approval, N-of-M) and the log names that person.
 //!
 //! - Log in with a personal token; the session is a random cookie (`HttpOnly`,
-//!   `SameSite=Strict`, `Path=/`), kept in memory, ended by logging out or after
-//!   [`SESSION_LIFETIME`]. Every change is a `POST` carrying the session's CSRF
-//!   token, from a page of this origin.
+//!   `SameSite=Strict`, `Path=/`, and `Secure` over HTTPS), kept in memory, ended
+//!   by logging out or after [`SESSION_LIFETIME`]. Every change is a `POST`
+//!   carrying the session's CSRF token, from a page of this origin: its `Origin`
+//!   must be the scheme and `Host` it was sent to, and that host one of the
+//!   console's own names ([`Names`]).
 //! - Pages are rendered on the server from escaped values: text from outside
 //!   (alert titles, model text, reasons) loses its control and escape characters
 //!   and is HTML-escaped. No script runs: the `Content-Security-Policy` allows
 //!   none, and lists refresh themselves with a `<meta>` refresh.
-//! - It listens on loopback only (plain HTTP); reach it from elsewhere through a
-//!   TLS-terminating proxy of your own.
+//! - Plain HTTP on loopback only (the default, `http://127.0.0.1:7490/`); over
+//!   HTTPS (`--tls`, with the `console` certificate of `arf certs init`, or
+//!   `--tls-cert` and `--tls-key`) on any address.
 
 mod page;
 
@@ -57,8 +60,10 @@ struct Console {
     endpoints: Endpoints,
     identities: Identities,
     sessions: Mutex<HashMap<String, Session>>,
-    /// The origin pages are served from, which every change must come from.
-    origin: String,
+    /// `https` or `http`: what the cookie and the origin check need to know.
+    scheme: &'static str,
+    /// The names this console answers to: every change must come from one.
+    names: Names,
     /// The log's checkpoint key, to prove each record of a trail is in the log.
     verifier: Option<arf_audit::checkpoint::NoteVerifier>,
 }
@@ -110,12 +115,62 @@ impl Console {
     /// (when the browser says) a request from this origin.
     fn changer(&self, headers: &HeaderMap, csrf: &str) -> Result<Person, Box<Response>> {
         let person = self.person(headers).ok_or_else(|| Box::new(Redirect::to("/login").into_response()))?;
-        let foreign = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|origin| origin != self.origin);
+        let foreign = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|origin| !self.is_own_origin(origin, headers));
         if foreign || !same(csrf, &person.csrf) {
             return Err(Box::new(page::refused(StatusCode::FORBIDDEN, "This form did not come from this console's page (missing or wrong CSRF token, or another origin). Nothing was changed.")));
         }
         Ok(person)
     }
+}
+
+impl Console {
+    /// Whether a browser's `Origin` is this console: the scheme and host the request
+    /// was sent to, that host being one of the console's names (not a name an
+    /// attacker pointed at this address).
+    fn is_own_origin(&self, origin: &str, headers: &HeaderMap) -> bool {
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
+        self.names.include(host, self.scheme) && origin.eq_ignore_ascii_case(&format!("{}://{host}", self.scheme))
+    }
+}
+
+/// The names a console answers to: `localhost` and loopback addresses, the address
+/// it listens on, and over HTTPS every name and address its certificate is valid
+/// for; each with the port it listens on.
+pub struct Names {
+    listen: SocketAddr,
+    certificate: Option<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Names {
+    /// Whether `host` (a `Host` header: `name`, `name:port`, `[v6]:port`) is one of them.
+    fn include(&self, host: &str, scheme: &str) -> bool {
+        let Ok(authority) = host.parse::<axum::http::uri::Authority>() else { return false };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        if authority.port_u16().unwrap_or(default_port) != self.listen.port() {
+            return false;
+        }
+        let name = authority.host().trim_start_matches('[').trim_end_matches(']');
+        if name.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        if let Ok(ip) = name.parse::<std::net::IpAddr>()
+            && (ip.is_loopback() || (ip == self.listen.ip() && !ip.is_unspecified()))
+        {
+            return true;
+        }
+        let Some(certificate) = &self.certificate else { return false };
+        let (Ok(parsed), Ok(name)) = (rustls::server::ParsedCertificate::try_from(certificate), rustls::pki_types::ServerName::try_from(name.to_owned())) else {
+            return false;
+        };
+        rustls::client::verify_server_name(&parsed, &name).is_ok()
+    }
+}
+
+/// The certificate and key the console serves HTTPS with.
+#[derive(Debug, Clone)]
+pub struct Https {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Headers every answer carries: no script, no framing, no caching, no sniffing.
@@ -135,12 +190,18 @@ async fn hardened(request: axum::extract::Request, next: axum::middleware::Next)
     response
 }
 
-/// Runs the console on `listen` (loopback only) for the deployment at `config`
-/// (else `ARF_CONFIG`, else `.arf/arf.toml`).
-pub async fn run(listen: SocketAddr, config: Option<PathBuf>) -> Result<ExitCode> {
-    if !listen.ip().is_loopback() {
-        bail!("`--listen {listen}`: the console serves plain HTTP and listens on loopback only; put a TLS-terminating proxy in front of it to reach it from elsewhere");
-    }
+/// How `arf console` serves: plain HTTP, the deployment's `console` certificate
+/// (`--tls`), or files of the operator's (`--tls-cert`, `--tls-key`).
+#[derive(Debug, Clone)]
+pub enum Serving {
+    Plain,
+    DeploymentCertificate,
+    Files(Https),
+}
+
+/// Runs the console on `listen` for the deployment at `config` (else `ARF_CONFIG`,
+/// else `.arf/arf.toml`): plain HTTP on loopback only, HTTPS anywhere.
+pub async fn run(listen: SocketAddr, config: Option<PathBuf>, serving: Serving) -> Result<ExitCode> {
     let file = match config {
         Some(file) => file,
         None => match std::env::var_os("ARF_CONFIG") {
@@ -148,15 +209,39 @@ pub async fn run(listen: SocketAddr, config: Option<PathBuf>) -> Result<ExitCode
             None => PathBuf::from(".arf/arf.toml"),
         },
     };
+    let https = match serving {
+        Serving::Plain => None,
+        Serving::Files(https) => Some(https),
+        Serving::DeploymentCertificate => {
+            let deployment = crate::setup::load(&file).with_context(|| format!("the deployment `{}`", file.display()))?;
+            let Some(dir) = deployment.agent.mtls.as_ref().and_then(|m| m.ca_file.parent().map(std::path::Path::to_owned)) else {
+                bail!("`--tls`: the deployment `{}` has no certificates (`[agent.mtls]`); give `--tls-cert` and `--tls-key`", file.display());
+            };
+            let https = Https { cert_file: dir.join("console.pem"), key_file: dir.join("console.key") };
+            if !https.cert_file.exists() {
+                bail!("`--tls`: no `{}`; `arf certs init --dir {}` makes it (add `--host NAME` for each name the console is reached at)", https.cert_file.display(), dir.display());
+            }
+            Some(https)
+        }
+    };
+    if https.is_none() && !listen.ip().is_loopback() {
+        bail!("`--listen {listen}`: plain HTTP stays on loopback; serve HTTPS (`--tls`, or `--tls-cert` and `--tls-key`) to listen elsewhere");
+    }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    eprintln!("ARF console on http://{}/ (log in with your token)", listener.local_addr()?);
-    serve(listener, &file, std::future::pending()).await?;
+    let scheme = if https.is_some() { "https" } else { "http" };
+    eprintln!("ARF console on {scheme}://{}/ (log in with your token)", listener.local_addr()?);
+    serve(listener, https, &file, std::future::pending()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the console of the deployment in `file` on `listener` until `shutdown`
-/// resolves (`arf console`, and `arf demo` beside its services).
-pub async fn serve(listener: tokio::net::TcpListener, file: &std::path::Path, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<()> {
+/// Serves the console of the deployment in `file` on `listener` (over HTTPS with
+/// `https`) until `shutdown` resolves (`arf console`, and `arf demo` beside its services).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    https: Option<Https>,
+    file: &std::path::Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let deployment = crate::setup::load(file).with_context(|| format!("the deployment `{}`", file.display()))?;
     let identities = Identities::load(&deployment.governor.identities, "identities").map_err(|e| anyhow::anyhow!("{e}"))?;
     let tls_dir = deployment.agent.mtls.as_ref().and_then(|m| m.ca_file.parent().map(std::path::Path::to_owned));
@@ -175,8 +260,21 @@ pub async fn serve(listener: tokio::net::TcpListener, file: &std::path::Path, sh
         }
         None => None,
     };
-    let addr = listener.local_addr()?;
-    let console = Arc::new(Console { endpoints, identities, sessions: Mutex::new(HashMap::new()), origin: format!("http://{addr}"), verifier });
+    let listen = listener.local_addr()?;
+    let (incoming, scheme, certificate) = match https {
+        None => (arf_proto::http::Incoming::Plain(listener), "http", None),
+        Some(https) => {
+            use rustls::pki_types::pem::PemObject;
+            let certificate = rustls::pki_types::CertificateDer::from_pem_file(&https.cert_file)
+                .with_context(|| format!("`{}` holds no PEM certificate", https.cert_file.display()))?;
+            // Browsers present no certificate: the CA file is not read.
+            let files = arf_core::tls::TlsFiles { ca_file: https.cert_file.clone(), cert_file: https.cert_file, key_file: https.key_file, crl_file: None };
+            let tls = std::sync::Arc::new(arf_proto::tls::ServerTls::webhook(&files)?);
+            (arf_proto::http::Incoming::Tls(arf_proto::tls::Listener::new(listener, tls)?), "https", Some(certificate))
+        }
+    };
+    let names = Names { listen, certificate };
+    let console = Arc::new(Console { endpoints, identities, sessions: Mutex::new(HashMap::new()), scheme, names, verifier });
     let app = axum::Router::new()
         .route("/", get(pending))
         .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], page::STYLE) }))
@@ -190,7 +288,7 @@ pub async fn serve(listener: tokio::net::TcpListener, file: &std::path::Path, sh
         .route("/autonomy", get(autonomy).post(switch_autonomy))
         .layer(axum::middleware::from_fn(hardened))
         .with_state(console);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the console stopped")?;
+    arf_proto::http::serve(incoming, app, arf_proto::http::Limits::default(), shutdown).await.context("the console stopped")?;
     Ok(())
 }
 
@@ -224,7 +322,8 @@ async fn login(State(console): State<Arc<Console>>, Form(form): Form<Login>) -> 
         }
         sessions.insert(id.clone(), Session { token: form.token.trim().to_owned(), name: caller.name.clone(), role: caller.role, csrf, started: Instant::now() });
     }
-    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_LIFETIME.as_secs());
+    let secure = if console.scheme == "https" { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_LIFETIME.as_secs());
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
@@ -240,7 +339,8 @@ async fn logout(State(console): State<Arc<Console>>, headers: HeaderMap, Form(fo
     if let Some(id) = cookie_value(&headers, COOKIE) {
         console.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
     }
-    ([(header::SET_COOKIE, format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"))], Redirect::to("/login")).into_response()
+    let secure = if console.scheme == "https" { "; Secure" } else { "" };
+    ([(header::SET_COOKIE, format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}"))], Redirect::to("/login")).into_response()
 }
 
 /// What a service said when it refused or failed, for the page.

@@ -574,7 +574,7 @@ pub async fn run(data_dir: Option<PathBuf>, reasoning: setup::Reasoning, stay: b
     let console = tokio::spawn({
         let config = config.clone();
         async move {
-            crate::console::serve(console_listener, &config, async move {
+            crate::console::serve(console_listener, None, &config, async move {
                 let _ = console_stopped.await;
             })
             .await
