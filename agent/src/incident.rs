@@ -732,6 +732,19 @@ impl Incidents {
                         if !incident.decision_ids.contains(&decision.decision_id) {
                             incident.decision_ids.push(decision.decision_id.clone());
                         }
+                        if decision.mode == arf_core::decision::Mode::Shadow {
+                            // Nothing waits and nothing runs: people handle the incident,
+                            // and it says what ARF would have done.
+                            incident.reason = format!(
+                                "shadow mode: decision `{}` would have been `{}` for `{}` on `{}`; nothing was sent",
+                                decision.decision_id,
+                                decision.route.as_str(),
+                                decision.remediation.pathway,
+                                decision.remediation.target
+                            );
+                            incident.updated_at_ms = record.time_ms;
+                            return;
+                        }
                         match decision.route {
                             Route::Approval | Route::Acknowledge => (IncidentState::Waiting, format!("decision `{}` waits for a person", decision.decision_id)),
                             Route::Autonomous | Route::Deny => return,

@@ -246,6 +246,8 @@ pub enum State {
     RollbackFailed,
     /// The action itself failed.
     Failed,
+    /// Decided in shadow mode: what would have run is logged; nothing was sent.
+    Shadow,
 }
 
 impl State {
@@ -263,6 +265,7 @@ impl State {
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
             Self::Failed => "failed",
+            Self::Shadow => "shadow",
         }
     }
 
@@ -281,6 +284,7 @@ impl State {
             Self::RolledBack,
             Self::RollbackFailed,
             Self::Failed,
+            Self::Shadow,
         ]
         .into_iter()
         .find(|state| state.as_str() == text)
@@ -292,7 +296,7 @@ impl State {
     /// whose attempt failed, rolled back, expired unrun or never reached the executor
     /// may be decided again.
     pub fn holds_action(self) -> bool {
-        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected)
+        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected | Self::Shadow)
     }
 
     /// Whether nothing more happens to a decision in this state.
@@ -383,6 +387,53 @@ pub struct Decision {
     /// The model's confidence, calibrated by its record on the pathway (`crate::calibration`).
     #[serde(default)]
     pub calibrated_confidence: f64,
+    /// The mode the service was in: a `shadow` decision is never sent to the executor.
+    #[serde(default)]
+    pub mode: Mode,
+    /// For a shadow decision, a person's judgement of it, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judgement: Option<Judgement>,
+}
+
+/// How far ARF may go on a service in an environment (`[[governor.modes]]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Diagnose and decide, log what would have run, send nothing to the executor.
+    Shadow,
+    /// A person approves every action, except a pathway that has earned autonomy on
+    /// the service by its track record (graduated).
+    Review,
+    /// Policy decides, as it says.
+    #[default]
+    Autonomous,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shadow => "shadow",
+            Self::Review => "review",
+            Self::Autonomous => "autonomous",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Shadow, Self::Review, Self::Autonomous].into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// A person's judgement of a shadow decision: would its action have been right?
+/// Agreeing judgements count toward the pathway's graduation on the service,
+/// disagreeing ones against it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Judgement {
+    pub identity: String,
+    pub role: String,
+    pub at_ms: i64,
+    pub agrees: bool,
+    pub reason: String,
 }
 
 /// The action a decision or proposal is about: one per incident, pathway, target and
@@ -397,12 +448,14 @@ impl Decision {
         action_key(&self.incident_id, &self.remediation)
     }
 
-    /// The state a fresh decision starts in, from its route.
-    pub fn initial_state(route: Route) -> State {
-        match route {
-            Route::Autonomous => State::Approved,
-            Route::Acknowledge | Route::Approval => State::Pending,
-            Route::Deny => State::Denied,
+    /// The state a fresh decision starts in, from its route and mode: in shadow
+    /// mode, whatever policy allowed is only recorded (`shadow`), never run.
+    pub fn initial_state(route: Route, mode: Mode) -> State {
+        match (route, mode) {
+            (Route::Deny, _) => State::Denied,
+            (_, Mode::Shadow) => State::Shadow,
+            (Route::Autonomous, Mode::Review | Mode::Autonomous) => State::Approved,
+            (Route::Acknowledge | Route::Approval, Mode::Review | Mode::Autonomous) => State::Pending,
         }
     }
 

@@ -46,7 +46,7 @@ pub fn decided(body: &DecisionBody, route: Route, approvals_required: u32, appro
             approver_roles: approver_roles.iter().map(|r| (*r).to_owned()).collect(),
             diagnostics: Vec::new(),
         },
-        state: Decision::initial_state(route),
+        state: Decision::initial_state(route, crate::decision::Mode::Autonomous),
         detail: String::new(),
         approvals: Vec::new(),
         issued_at_ms: body.issued_at_ms,
@@ -63,6 +63,8 @@ pub fn decided(body: &DecisionBody, route: Route, approvals_required: u32, appro
         relation: "incident_service".into(),
         model: "scripted".into(),
         calibrated_confidence: 0.7,
+        mode: crate::decision::Mode::Autonomous,
+        judgement: None,
     };
     DecidedRecord { decision, policy_input: serde_json::json!({"version": 3}) }
 }

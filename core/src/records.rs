@@ -290,6 +290,10 @@ pub enum GovernanceEvent {
     /// The executor took the decision and has not reported its outcome long after
     /// it expired: counted as a failure until it does.
     OutcomeOverdue { decision_id: String, detail: String },
+    /// A person judged a shadow decision: would its action have been right?
+    ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
+    /// A pathway graduated on a service (may run there on its own in review mode), or was demoted.
+    Graduation { service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },
 }
 
 impl GovernanceEvent {

@@ -40,6 +40,12 @@
 #                      quarantine {active, reason}
 #   input.freeze_windows  every configured change freeze, each with `active`
 #   input.outcome_stats   this pathway's runs, verified, rolled_back, failed on the service
+#   input.mode         the service's mode in its environment: shadow (the governor
+#                      sends nothing, whatever the route), review or autonomous
+#   input.track_record this pathway's record on the service toward graduation:
+#                      shadow_agreed, shadow_disagreed, verified, failed (within
+#                      window_secs), earned (successes since the last setback),
+#                      required_runs, graduated
 #
 # A rule that errors does not let an action through: the governor turns any
 # evaluation error into `deny` and shows the error to the on-call engineer.
@@ -274,6 +280,18 @@ pathway_security_sensitive if input.pathway.name in security_pathways
 target_security_sensitive if input.target.security_sensitive
 
 target_security_sensitive if input.target.kind in security_target_kinds
+
+# Review mode: a person approves every action on the service until the pathway has
+# earned autonomy there by its track record (agreeing shadow judgements and verified
+# runs in a row; one setback demotes it). Graduation only lifts review: every other
+# rule still applies.
+findings contains finding(
+	"review_mode", "approval", 1, oncall_approvers,
+	sprintf("service `%v` is in review mode and pathway `%v` has %v of the %v successes in a row it needs to run on its own, so an on-call engineer must approve", [input.target.service, input.pathway.name, input.track_record.earned, input.track_record.required_runs]),
+) if {
+	input.mode == "review"
+	not input.track_record.graduated
+}
 
 # An environment the governor's configuration does not know is treated as
 # sensitive: a person must look.

@@ -71,6 +71,7 @@ struct Fixture {
     guard: GuardState,
     rails: GuardRails,
     calibration: arf_governor::calibration::Prior,
+    graduation: arf_governor::graduation::Graduation,
 }
 
 const CASES: [(&str, &str, f64); 2] =
@@ -92,6 +93,7 @@ fn fixture() -> Fixture {
         guard: GuardState::default(),
         rails: GuardRails::default(),
         calibration: Default::default(),
+        graduation: Default::default(),
     }
 }
 
@@ -107,6 +109,8 @@ fn governance(f: &Fixture) -> Governance<'_> {
         freezes: &[],
         decision_ttl_ms: 900_000,
         calibration: &f.calibration,
+        modes: &[],
+        graduation: &f.graduation,
     }
 }
 

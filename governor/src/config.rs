@@ -51,6 +51,13 @@ pub struct Config {
     /// Rate limit, error budget, change freezes and rollback pathways.
     #[serde(default)]
     pub guard_rails: crate::guard::GuardRails,
+    /// The mode of each service in each environment (`shadow`, `review`,
+    /// `autonomous`), first match wins; `autonomous` when none matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modes: Vec<crate::graduation::ModeRule>,
+    /// When a pathway graduates on a service (successes in a row, and the window).
+    #[serde(default)]
+    pub graduation: crate::graduation::Graduation,
     /// The audit log's public checkpoint key (hex `.pub`). When set, the governor is
     /// a witness of the log: before it authorizes a decision it has the log sign a
     /// checkpoint, keeps it in `data_dir/witness/checkpoint`, and authorizes nothing
@@ -211,6 +218,12 @@ impl Config {
             }
         }
         self.guard_rails.validate().map_err(|(field, message)| invalid(field, message))?;
+        self.graduation.validate().map_err(|(field, message)| invalid(field, message))?;
+        for (i, rule) in self.modes.iter().enumerate() {
+            if rule.environment.trim().is_empty() || rule.service.trim().is_empty() {
+                return Err(invalid(format!("modes[{i}]"), "`environment` and `service` name one, or `*` for any".to_owned()));
+            }
+        }
         self.load_identities()?;
         arf_core::catalog::Catalog::load_dir(&self.catalog_dir)?;
         crate::policy::Policies::load_dir(&self.policies_dir)?;

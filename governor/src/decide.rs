@@ -35,6 +35,10 @@ pub struct Governance<'a> {
     pub decision_ttl_ms: i64,
     /// The prior that calibrates a model's stated confidence.
     pub calibration: &'a crate::calibration::Prior,
+    /// Each service's mode per environment.
+    pub modes: &'a [crate::graduation::ModeRule],
+    /// When a pathway graduates on a service.
+    pub graduation: &'a crate::graduation::Graduation,
 }
 
 /// Why a proposal was refused before it was judged. Each names the proposal field.
@@ -141,6 +145,7 @@ fn decide_with(
     // Policy decides; the guard rails can only make its answer stricter, and so can
     // scope: whatever a bundle says, an incident gives no authority outside itself.
     let outcome = scope_backstop(guard::backstop(governance.policies.evaluate(&input), &assessment), &input);
+    let outcome = crate::graduation::backstop(outcome, input.mode, &input.track_record, &input.target.service, &input.action.pathway);
     let route = outcome.route;
     let decision = Decision {
         decision_id,
@@ -153,7 +158,7 @@ fn decide_with(
         route,
         risk: input.risk.clone(),
         policy: outcome,
-        state: Decision::initial_state(route),
+        state: Decision::initial_state(route, input.mode),
         detail: String::new(),
         approvals: Vec::new(),
         issued_at_ms: now_ms,
@@ -170,6 +175,8 @@ fn decide_with(
         relation: input.target.relation.clone(),
         model: input.calibration.model.clone(),
         calibrated_confidence: input.calibration.confidence,
+        mode: input.mode,
+        judgement: None,
     };
     Ok((decision, input))
 }
@@ -304,6 +311,15 @@ pub fn policy_input(
         autonomy: assessment.autonomy.clone(),
         freeze_windows: assessment.freeze_windows.clone(),
         outcome_stats: assessment.outcome_stats.clone(),
+        mode: crate::graduation::mode_for(governance.modes, &target.environment, &target.service),
+        track_record: governance
+            .guard
+            .tracks
+            .get(&target.service)
+            .and_then(|t| t.get(pathway_name))
+            .cloned()
+            .unwrap_or_default()
+            .input(governance.graduation, now_ms),
     };
     Ok((input, assessment))
 }

@@ -35,6 +35,8 @@ pub enum OversightError {
     RoleNotAllowed { role: String, decision_id: String, allowed: String },
     #[error("a rejection needs a reason: say why the action must not run")]
     MissingReason,
+    #[error("decision `{decision_id}` was made in shadow mode: nothing runs from it, so there is nothing to approve or reject; judge it with `arf shadow judge {decision_id}`")]
+    Shadow { decision_id: String },
 }
 
 /// What an approval leads to.
@@ -57,6 +59,9 @@ pub fn check_person(caller: &Caller) -> Result<(), OversightError> {
 
 fn check_open(decision: &Decision, caller: &Caller, now_ms: i64) -> Result<(), OversightError> {
     check_person(caller)?;
+    if decision.state == State::Shadow {
+        return Err(OversightError::Shadow { decision_id: decision.decision_id.clone() });
+    }
     if decision.state != State::Pending {
         return Err(OversightError::NotPending {
             decision_id: decision.decision_id.clone(),
@@ -200,15 +205,21 @@ impl Restored {
                         decision.detail = logged.detail;
                     }
                 }
-                DecisionRecordKind::Event => {
+                DecisionRecordKind::Event => match record.parse()? {
                     // What the governor learned while a decision waited (an overdue
                     // outcome) changes what it says, not where the decision stands.
-                    if let GovernanceEvent::OutcomeOverdue { decision_id, detail } = record.parse()?
-                        && let Some(decision) = decisions.get_mut(&decision_id)
-                    {
-                        decision.detail = detail;
+                    GovernanceEvent::OutcomeOverdue { decision_id, detail } => {
+                        if let Some(decision) = decisions.get_mut(&decision_id) {
+                            decision.detail = detail;
+                        }
                     }
-                }
+                    GovernanceEvent::ShadowJudged { decision_id, judgement, .. } => {
+                        if let Some(decision) = decisions.get_mut(&decision_id) {
+                            decision.judgement = Some(judgement);
+                        }
+                    }
+                    _ => {}
+                },
             },
             RecordKind::Approval => {
                 let logged: ApprovalRecord = record.parse()?;

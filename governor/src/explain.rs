@@ -267,6 +267,18 @@ fn next_step(d: &Decision) -> String {
         }
         State::RollbackFailed => "needs a person now: verification failed and the rollback failed too.".to_owned(),
         State::Failed => format!("needs a person: the action failed ({}).", or_none(&d.detail)),
+        State::Shadow => {
+            let would = match d.route {
+                Route::Autonomous => "would have run on its own",
+                Route::Acknowledge => "would have waited for an acknowledgment",
+                Route::Approval | Route::Deny => "would have waited for approval",
+            };
+            let judged = match &d.judgement {
+                Some(j) => format!(" `{}` judged it {}: {}", j.identity, if j.agrees { "right" } else { "wrong" }, or_none(&j.reason)),
+                None => " Judge it with `arf shadow judge` (agree or disagree): judgements build the pathway's record toward autonomy.".to_owned(),
+            };
+            format!("shadow mode: it {would}, but nothing was sent to the executor; people handle the incident.{judged}")
+        }
     }
 }
 

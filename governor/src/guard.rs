@@ -138,6 +138,9 @@ pub struct GuardState {
     /// for calibrating its confidence (`crate::calibration`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, BTreeMap<String, OutcomeStats>>,
+    /// Service → pathway → track record toward graduation (`crate::graduation`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracks: crate::graduation::Tracks,
 }
 
 impl Default for GuardState {
@@ -155,6 +158,7 @@ impl Default for GuardState {
             trips: Vec::new(),
             unlogged_outcomes: BTreeMap::new(),
             models: BTreeMap::new(),
+            tracks: BTreeMap::new(),
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod calibration;
 pub mod decide;
 pub mod decision;
 pub mod explain;
+pub mod graduation;
 mod grpc;
 pub mod guard;
 pub mod identity;

@@ -94,6 +94,15 @@ pub struct PolicyInput {
     /// Outcome statistics of the proposed pathway on the target's service, keyed by
     /// pathway name (one entry).
     pub outcome_stats: BTreeMap<String, OutcomeStats>,
+    /// The mode of the target's service in its environment (`[[governor.modes]]`):
+    /// `shadow` (nothing is sent to the executor, whatever the route), `review` (a
+    /// person approves unless the pathway graduated) or `autonomous`.
+    #[serde(default)]
+    pub mode: arf_core::decision::Mode,
+    /// The proposed pathway's track record on the target's service, and whether it
+    /// has graduated (`governor/src/graduation.rs`).
+    #[serde(default)]
+    pub track_record: crate::graduation::TrackRecordInput,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

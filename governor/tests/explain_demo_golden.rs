@@ -90,6 +90,8 @@ fn decide(target: &str, environment: &str) -> (Decision, Catalog, Inventory) {
         freezes: &[],
         decision_ttl_ms: 900_000,
         calibration: &Default::default(),
+        modes: &[],
+        graduation: &Default::default(),
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
     let scope = arf_governor::backing::IncidentScope::single("inc-demo", "checkout", environment);

@@ -71,6 +71,8 @@ fn decide(pathway: &str, target: &str, confidence: f64) -> Decision {
         freezes: &[],
         decision_ttl_ms: 900_000,
         calibration: &Default::default(),
+        modes: &[],
+        graduation: &Default::default(),
     };
     let agent = Caller { name: "agent".to_owned(), role: Role::Agent };
     let own = &targets[target];

@@ -58,6 +58,8 @@ fn pending(approvals_required: u32, approver_roles: &[&str]) -> Decision {
         relation: "incident_service".into(),
         model: "scripted:test".into(),
         calibrated_confidence: 0.7,
+        mode: arf_core::decision::Mode::Autonomous,
+        judgement: None,
     }
 }
 

@@ -125,6 +125,14 @@ pub fn decision(decision: &Decision) -> pb::Decision {
         expires_at_ms: decision.expires_at_ms,
         confidence: decision.confidence,
         root_cause: decision.root_cause.clone(),
+        mode: decision.mode.as_str().to_owned(),
+        judgement: decision.judgement.as_ref().map(|j| pb::Judgement {
+            identity: j.identity.clone(),
+            role: j.role.clone(),
+            at_ms: j.at_ms,
+            agrees: j.agrees,
+            reason: j.reason.clone(),
+        }),
     }
 }
 

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use arf_audit_client::RecordKind;
 use arf_proto::v1 as pb;
 
+use crate::graduation;
 use crate::guard::{self, GuardState, Trip};
 use crate::identity::{Caller, Role};
 use crate::policy::Policies;
@@ -62,9 +63,38 @@ impl Shared {
     /// Folds the outcome of a dispatched decision into the statistics, once per
     /// decision (see [`guard::record_outcome`]), and saves it; returns what it tripped
     /// (an error budget, a quarantine after a failed rollback), for [`Self::log_trips`].
-    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, model: &str, outcome: &str) -> Vec<Trip> {
+    ///
+    /// A fresh outcome also goes on the pathway's track record on the service; the
+    /// promotion or demotion it causes comes back for [`Self::log_graduation`].
+    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, model: &str, outcome: &str) -> (Vec<Trip>, Option<graduation::Change>) {
         let now = (self.clock)();
-        self.change(|state| guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, model, outcome, now)).0
+        self.change(|state| {
+            let fresh = !state.unlogged_outcomes.contains_key(decision_id);
+            let trips = guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, model, outcome, now);
+            let change = match graduation::Event::of_outcome(outcome) {
+                Some(event) if fresh => graduation::note(&mut state.tracks, &self.graduation, service, pathway, event, now),
+                _ => None,
+            };
+            (trips, change)
+        })
+        .0
+    }
+
+    /// Notes a person's judgement of a shadow decision on the pathway's track record.
+    pub(crate) fn count_judgement(&self, service: &str, pathway: &str, agrees: bool) -> Option<graduation::Change> {
+        let now = (self.clock)();
+        let event = if agrees { graduation::Event::Agreed } else { graduation::Event::Disagreed };
+        self.change(|state| graduation::note(&mut state.tracks, &self.graduation, service, pathway, event, now)).0
+    }
+
+    /// Logs a promotion or demotion; best effort, since it is already in force.
+    pub(crate) async fn log_graduation(&self, change: Option<graduation::Change>) {
+        let Some(change) = change else { return };
+        info!(service = %change.service, pathway = %change.pathway, graduated = change.graduated, reason = %change.reason, "track record changed what may run on its own");
+        let event = GovernanceEvent::Graduation { service: change.service, pathway: change.pathway, graduated: change.graduated, reason: change.reason, at_ms: (self.clock)() };
+        if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, records::encode(&event)).await {
+            warn!(%error, "cannot log the graduation change");
+        }
     }
 
     /// Forgets counted outcomes whose records are in the log, saving only when
@@ -108,18 +138,33 @@ impl Shared {
             since_ms: t.since_ms,
             reason: t.reason.clone(),
         };
-        let stats = state
+        // Every (service, pathway) with live runs or a track record (shadow judgements alone).
+        let keys: std::collections::BTreeSet<(&String, &String)> = state
             .pathways
             .iter()
-            .flat_map(|(service, pathways)| {
-                pathways.iter().map(move |(pathway, record)| pb::PathwayOutcomeStats {
+            .flat_map(|(service, pathways)| pathways.keys().map(move |pathway| (service, pathway)))
+            .chain(state.tracks.iter().flat_map(|(service, tracks)| tracks.keys().map(move |pathway| (service, pathway))))
+            .collect();
+        let stats = keys
+            .into_iter()
+            .map(|(service, pathway)| {
+                let live = state.pathways.get(service).and_then(|p| p.get(pathway)).map(|r| r.stats.clone()).unwrap_or_default();
+                let track = state.tracks.get(service).and_then(|t| t.get(pathway)).cloned().unwrap_or_default().input(&self.graduation, now);
+                pb::PathwayOutcomeStats {
                     service: service.clone(),
                     pathway: pathway.clone(),
-                    runs: record.stats.runs,
-                    verified: record.stats.verified,
-                    rolled_back: record.stats.rolled_back,
-                    failed: record.stats.failed,
-                })
+                    runs: live.runs,
+                    verified: live.verified,
+                    rolled_back: live.rolled_back,
+                    failed: live.failed,
+                    shadow_agreed: track.shadow_agreed,
+                    shadow_disagreed: track.shadow_disagreed,
+                    verified_in_window: track.verified,
+                    failed_in_window: track.failed,
+                    earned: track.earned,
+                    required_runs: track.required_runs,
+                    graduated: track.graduated,
+                }
             })
             .collect();
         pb::AutonomyStatus {

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     /// How long an autonomous decision may wait to run, after a crash, before it expires.
     settle_ms: i64,
     calibration: crate::calibration::Prior,
+    modes: Vec<crate::graduation::ModeRule>,
+    graduation: crate::graduation::Graduation,
     /// How long a settled decision stays in memory after it expired.
     retain_ms: i64,
     /// Where the decisions that left memory are in the log.
@@ -151,6 +153,8 @@ impl Shared {
             agent_writer: config.agent_writer.clone(),
             settle_ms: i64::try_from(config.settle_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             calibration: config.calibration.clone(),
+            modes: config.modes.clone(),
+            graduation: config.graduation.clone(),
             retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             evicted: std::sync::Mutex::new(Evicted::default()),
             alarm,
@@ -189,6 +193,8 @@ impl Shared {
             freezes: &self.freezes,
             decision_ttl_ms: self.decision_ttl_ms,
             calibration: &self.calibration,
+            modes: &self.modes,
+            graduation: &self.graduation,
         }
     }
 
@@ -343,6 +349,10 @@ impl Shared {
     }
 
     async fn sign_and_dispatch(self: &Arc<Self>, decision: &mut Decision) -> Result<(), Status> {
+        // Whatever path led here, a shadow decision is never signed.
+        if decision.mode == arf_core::decision::Mode::Shadow {
+            return Err(Status::failed_precondition(format!("decision `{}` was made in shadow mode: nothing is ever sent to the executor for it", decision.decision_id)));
+        }
         let fail = |decision: &mut Decision, detail: String| {
             decision.state = State::AuthorizationFailed;
             decision.detail.clone_from(&detail);
@@ -718,8 +728,8 @@ impl Governor for Service {
             .map_err(|_| Status::internal("the decision could not be computed; nothing was decided"))?;
             let (decision, input) = decided.map_err(status::invalid_proposal)?;
             // Counted before the decision is logged: a run that then fails to happen
-            // only makes the rate limit stricter.
-            let trip = (decision.route == Route::Autonomous)
+            // only makes the rate limit stricter. A shadow decision runs nothing.
+            let trip = (decision.state == State::Approved)
                 .then(|| self.shared.note_autonomous(&decision.service, now))
                 .flatten();
             // Write-ahead: a decision that is not in the log was never made.
@@ -741,7 +751,13 @@ impl Governor for Service {
                 self.shared.log_trip(&trip, &decision.incident_id, &decision.decision_id).await;
             }
             let decision_id = decision.decision_id.clone();
-            let autonomous = decision.route == Route::Autonomous;
+            // Only a decision policy let run on its own, outside shadow mode, is
+            // authorized now: a shadow decision is never signed or sent.
+            let autonomous = decision.state == State::Approved;
+            if decision.mode == arf_core::decision::Mode::Shadow {
+                arf_proto::metrics::inc("arf_governor_shadow_decisions_total", "Decisions made in shadow mode (never sent to the executor), by route.", &[("route", decision.route.as_str())]);
+                info!(route = decision.route.as_str(), "shadow mode: decision logged, nothing sent to the executor");
+            }
             // Held locked from before it is visible until it is authorized, so the
             // dispatch task can only record an outcome once the decision is in place.
             let entry = Arc::new(Mutex::new(decision));
@@ -911,6 +927,59 @@ impl Governor for Service {
         }
         .instrument(span)
         .await
+    }
+
+    async fn judge_shadow(&self, request: Request<pb::JudgeShadowRequest>) -> Result<Response<pb::Decision>, Status> {
+        let caller = self.shared.authenticate(&request)?;
+        // Judging teaches the governor what may run on its own: people only.
+        decision::check_person(&caller).map_err(status::oversight)?;
+        let request = request.into_inner();
+        if !request.agrees && request.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("a disagreeing judgement needs a reason: say what should have been done instead"));
+        }
+        let entry = self.find(&request.decision_id).await?;
+        let mut decision = entry.lock().await;
+        if decision.state != State::Shadow {
+            return Err(Status::failed_precondition(format!(
+                "decision `{}` is `{}`, not a shadow decision: only what ARF would have done in shadow mode is judged",
+                decision.decision_id,
+                decision.state.as_str()
+            )));
+        }
+        if let Some(judged) = &decision.judgement {
+            return Err(Status::failed_precondition(format!(
+                "decision `{}` was already judged by `{}` ({}); a judgement counts once",
+                decision.decision_id,
+                judged.identity,
+                if judged.agrees { "agrees" } else { "disagrees" }
+            )));
+        }
+        let judgement = arf_core::decision::Judgement {
+            identity: caller.name.clone(),
+            role: caller.role.as_str().to_owned(),
+            at_ms: (self.shared.clock)(),
+            agrees: request.agrees,
+            reason: request.reason.trim().to_owned(),
+        };
+        let event = records::GovernanceEvent::ShadowJudged {
+            decision_id: decision.decision_id.clone(),
+            service: decision.service.clone(),
+            pathway: decision.remediation.pathway.clone(),
+            judgement: judgement.clone(),
+        };
+        // Write-ahead: a judgement that is not in the log was never given.
+        self.shared
+            .audit
+            .append_one(&decision.incident_id, RecordKind::Decision, records::encode(&event))
+            .await
+            .map_err(|e| status::audit_unavailable(&e, "the judgement was not recorded"))?;
+        let change = self.shared.count_judgement(&decision.service, &decision.remediation.pathway, judgement.agrees);
+        info!(decision_id = %decision.decision_id, identity = %caller.name, agrees = judgement.agrees, "shadow decision judged");
+        decision.judgement = Some(judgement);
+        let answer = convert::decision(&decision);
+        drop(decision);
+        self.shared.log_graduation(change).await;
+        Ok(Response::new(answer))
     }
 
     async fn get_autonomy(

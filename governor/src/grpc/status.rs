@@ -16,7 +16,7 @@ pub fn oversight(error: OversightError) -> Status {
         OversightError::NotHuman { .. }
         | OversightError::SelfApproval { .. }
         | OversightError::RoleNotAllowed { .. } => Status::permission_denied(message),
-        OversightError::NotPending { .. } | OversightError::Expired { .. } | OversightError::AlreadyApproved { .. } => {
+        OversightError::NotPending { .. } | OversightError::Expired { .. } | OversightError::AlreadyApproved { .. } | OversightError::Shadow { .. } => {
             Status::failed_precondition(message)
         }
     }

@@ -130,6 +130,9 @@ pub struct Setup {
     pub retain_decisions_secs: u64,
     /// `[notify]`.
     pub notify: Option<arf_governor::notify::NotifyConfig>,
+    /// `[[governor.modes]]` and `[governor.graduation]`.
+    pub modes: Vec<arf_governor::graduation::ModeRule>,
+    pub graduation: arf_governor::graduation::Graduation,
 }
 
 impl Default for Setup {
@@ -143,6 +146,8 @@ impl Default for Setup {
             guard_state: None,
             retain_decisions_secs: arf_governor::config::default_retain_decisions_secs(),
             notify: None,
+            modes: Vec::new(),
+            graduation: Default::default(),
         }
     }
 }
@@ -212,6 +217,8 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         retain_decisions_secs: setup.retain_decisions_secs,
         notify: setup.notify.clone(),
         calibration: Default::default(),
+        modes: setup.modes.clone(),
+        graduation: setup.graduation.clone(),
     };
     (config, tokens)
 }
@@ -408,6 +415,12 @@ impl Harness {
         let request = pb::RejectRequest { decision_id: decision_id.to_owned(), reason: reason.to_owned() };
         let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
         self.governor.clone().reject(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn judge(&self, who: &str, decision_id: &str, agrees: bool, reason: &str) -> Result<pb::Decision, tonic::Status> {
+        let request = pb::JudgeShadowRequest { decision_id: decision_id.to_owned(), agrees, reason: reason.to_owned() };
+        let request = arf_proto::server::with_bearer(tonic::Request::new(request), self.token(who));
+        self.governor.clone().judge_shadow(request).await.map(tonic::Response::into_inner)
     }
 
     pub async fn get(&self, who: &str, decision_id: &str) -> Result<pb::Decision, tonic::Status> {
