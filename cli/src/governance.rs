@@ -183,6 +183,7 @@ fn status_json(state: &pb::AutonomyStatus) -> serde_json::Value {
         "stats": state.stats.iter().map(|s| json!({
             "service": s.service, "pathway": s.pathway, "runs": s.runs,
             "verified": s.verified, "rolled_back": s.rolled_back, "failed": s.failed,
+            "track_record": {"shadow_agreed": s.shadow_agreed, "shadow_disagreed": s.shadow_disagreed, "earned": s.earned, "required_runs": s.required_runs, "graduated": s.graduated},
         })).collect::<Vec<_>>(),
     })
 }
@@ -216,9 +217,10 @@ fn print_status(state: &pb::AutonomyStatus) {
         say!("change freezes active: {}", state.active_freezes.join(", "));
     }
     for s in &state.stats {
+        let graduation = if s.graduated { "graduated".to_owned() } else { format!("{} of {} in a row toward graduation", s.earned, s.required_runs) };
         say!(
-            "  {} on {}: {} runs, {} verified, {} rolled back, {} failed",
-            s.pathway, s.service, s.runs, s.verified, s.rolled_back, s.failed
+            "  {} on {}: {} runs, {} verified, {} rolled back, {} failed; shadow judgements {} agreed, {} disagreed; {graduation}",
+            s.pathway, s.service, s.runs, s.verified, s.rolled_back, s.failed, s.shadow_agreed, s.shadow_disagreed
         );
     }
 }

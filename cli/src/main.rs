@@ -29,6 +29,7 @@ mod governance;
 mod pathways;
 mod serve;
 mod setup;
+mod shadow;
 mod status;
 mod supervisor;
 mod token;
@@ -254,6 +255,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: governance::PolicyCommand,
+    },
+    /// Shadow mode: what ARF would have done, what happened, and judgements that earn autonomy.
+    Shadow {
+        #[command(subcommand)]
+        command: shadow::ShadowCommand,
     },
     /// The guard rails: the global kill switch, rate limits and error budgets.
     Autonomy {
@@ -595,6 +601,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pathways { command } => pathways::run(command, deployment.map(|d| d.catalog)),
         Command::Policy { command } => governance::policy(&endpoints, command).await,
         Command::Autonomy { command } => governance::autonomy(&endpoints, command).await,
+        Command::Shadow { command } => shadow::run(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
         Command::Completions { shell } => {
