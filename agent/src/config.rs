@@ -174,6 +174,11 @@ pub struct Config {
     /// A bound on model calls per incident, repairs included.
     #[serde(default = "default_max_model_calls")]
     pub max_model_calls_per_incident: u32,
+    /// Actions tried per incident. Above 1, after an action fails verification and
+    /// is rolled back, the agent proposes the diagnosis's next grounded hypothesis
+    /// (a different action) as a new decision; policy sees it as a later attempt.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts_per_incident: u32,
     /// Extra redaction patterns (regular expressions).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
@@ -266,6 +271,10 @@ fn default_max_diagnoses() -> u32 {
     3
 }
 
+fn default_max_attempts() -> u32 {
+    1
+}
+
 fn default_max_model_calls() -> u32 {
     6
 }
@@ -318,6 +327,9 @@ impl Config {
         }
         if self.max_diagnoses_per_incident == 0 {
             return Err("`agent.max_diagnoses_per_incident` must be positive".to_owned());
+        }
+        if !(1..=5).contains(&self.max_attempts_per_incident) {
+            return Err("`agent.max_attempts_per_incident` must be between 1 and 5".to_owned());
         }
         arf_core::keys::load_token(&self.audit_token_file).map_err(|e| format!("`agent.audit_token_file`: {e}"))?;
         arf_core::keys::load_token(&self.governor_token_file).map_err(|e| format!("`agent.governor_token_file`: {e}"))?;

@@ -126,6 +126,8 @@ pub struct Incident {
     /// whatever the governor and the executor have logged since.
     #[serde(skip)]
     pub pipeline_done: bool,
+    /// Actions proposed for it and answered by the governor.
+    pub attempts: u32,
 }
 
 /// The latest signal of each fingerprint an incident holds (at most
@@ -350,6 +352,7 @@ impl Incident {
             family: self.family.clone(),
             in_flight: self.in_flight,
             pipeline_done: self.pipeline_done,
+            attempts: self.attempts,
         }
     }
 
@@ -389,11 +392,20 @@ pub struct Incidents {
     /// Incidents that left memory, newest last, at most [`MAX_PAST`].
     pub past: VecDeque<Summary>,
     window_ms: i64,
+    /// Actions tried per incident (`agent.max_attempts_per_incident`).
+    max_attempts: u32,
 }
 
 impl Incidents {
     pub fn new(window_ms: i64) -> Self {
-        Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), past: VecDeque::new(), window_ms }
+        Self { by_id: BTreeMap::new(), open_by_key: HashMap::new(), changes: VecDeque::new(), past: VecDeque::new(), window_ms, max_attempts: 1 }
+    }
+
+    /// With up to `max_attempts` actions tried per incident ([`Incidents::follow`]).
+    #[must_use]
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
     }
 
     /// Places one signal, as a batch of its own; `new_id` names an incident if one
@@ -533,6 +545,7 @@ impl Incidents {
                     family: key.2.clone(),
                     in_flight: 0,
                     pipeline_done: false,
+                    attempts: 0,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
                 self.by_id.insert(incident_id.clone(), incident);
@@ -642,6 +655,7 @@ impl Incidents {
                                     family: family.clone(),
                                     in_flight: 0,
                                     pipeline_done: false,
+                                    attempts: 0,
                                 },
                             );
                             let key = (environment, service, family);
@@ -662,7 +676,14 @@ impl Incidents {
                                     incident.pipeline_done = true;
                                     incident.reason = reason;
                                 }
+                                IncidentRecord::Reattempt { after_decision, attempt, reason, .. } => {
+                                    // Back to diagnosing: the next attempt's answer moves it on.
+                                    incident.state = IncidentState::Diagnosing;
+                                    incident.pipeline_done = false;
+                                    incident.reason = format!("attempt {attempt} after decision `{after_decision}`: {reason}");
+                                }
                                 IncidentRecord::Proposed { decision_id, route, .. } => {
+                                    incident.attempts = incident.attempts.saturating_add(1);
                                     incident.advance(IncidentState::Proposed);
                                     incident.pipeline_done = true;
                                     incident.reason = format!("governor routed decision `{decision_id}` as `{route}`");
@@ -720,7 +741,38 @@ impl Incidents {
     /// here: its decision waiting for a person, its action authorized or started,
     /// its outcome, or its decision ending unrun. Each kind is believed only from
     /// the writer that owns it; a record not in its writer's format moves nothing.
-    pub fn follow(&mut self, record: &arf_audit_client::Record) {
+    ///
+    /// When the incident's latest action failed verification and was rolled back,
+    /// and it has attempts left (`with_max_attempts`), the incident goes back to
+    /// `diagnosing` and the decision's id comes back: the caller tries the next
+    /// grounded hypothesis.
+    pub fn follow(&mut self, record: &arf_audit_client::Record) -> Option<String> {
+        let max_attempts = self.max_attempts;
+        let incident = self.by_id.get_mut(&record.incident_id)?;
+        if record.writer == "executor"
+            && record.kind == arf_audit_client::RecordKind::Outcome
+            && let Ok(outcome) = record.parse::<arf_core::records::OutcomeRecord>()
+            && outcome.outcome == "rolled_back"
+            && incident.decision_ids.last() == Some(&outcome.decision_id)
+            && incident.attempts < max_attempts
+            && incident.state != IncidentState::Resolved
+        {
+            incident.state = IncidentState::Diagnosing;
+            incident.pipeline_done = false;
+            incident.reason = format!(
+                "`{}` on `{}` failed verification and was rolled back; trying the next hypothesis (attempt {} of {max_attempts})",
+                outcome.pathway,
+                outcome.target,
+                incident.attempts + 1
+            );
+            incident.updated_at_ms = record.time_ms;
+            return Some(outcome.decision_id);
+        }
+        self.follow_state(record);
+        None
+    }
+
+    fn follow_state(&mut self, record: &arf_audit_client::Record) {
         use arf_audit_client::RecordKind;
         use arf_core::decision::Route;
         use arf_core::records::{AuthorizedRecord, DecidedRecord, DecisionRecordKind, DecisionStateRecord, ExecutionStartedRecord, OutcomeRecord};
@@ -767,6 +819,14 @@ impl Incidents {
                     _ => return,
                 },
                 DecisionRecordKind::Event => return,
+            },
+            // A person's rejection ends the decision: the incident needs a person.
+            ("governor", RecordKind::Approval) => match record.parse::<arf_core::records::ApprovalRecord>() {
+                Ok(approval) if approval.state.as_deref() == Some("rejected") && incident.decision_ids.last() == Some(&approval.decision_id) => (
+                    IncidentState::Escalated,
+                    format!("decision `{}` was rejected by `{}`: {}", approval.decision_id, approval.identity, approval.reason.unwrap_or_default()),
+                ),
+                _ => return,
             },
             ("executor", RecordKind::ExecutionStarted) => match record.parse::<ExecutionStartedRecord>() {
                 Ok(started) => (IncidentState::Acting, format!("`{}` on `{}` started", started.pathway, started.target)),
@@ -1010,18 +1070,7 @@ mod tests {
         incidents.follow(&record(2, "governor", RecordKind::Decision, decided));
         assert_eq!(state(&incidents), IncidentState::Waiting);
         assert_eq!(incidents.by_id["inc-1"].decision_ids, ["dec-1"]);
-        let outcome = |outcome: &str| {
-            arf_core::records::encode(&arf_core::records::OutcomeRecord {
-                decision_id: "dec-1".into(),
-                pathway: "restart_service".into(),
-                target: "api".into(),
-                outcome: outcome.into(),
-                detail: String::new(),
-                recovered: false,
-                interrupted_in: None,
-                leftovers: Vec::new(),
-            })
-        };
+        let outcome = |outcome: &str| outcome_payload("dec-1", outcome);
         incidents.follow(&record(3, "executor", RecordKind::Outcome, outcome("verified")));
         assert_eq!(state(&incidents), IncidentState::Verified);
         // Never backwards: a late `proposed` from the pipeline, or another outcome.
@@ -1030,6 +1079,89 @@ mod tests {
         assert_eq!(state(&incidents), IncidentState::Verified);
         // A resolution wins from anywhere.
         assert!(incidents.by_id.get_mut("inc-1").unwrap().advance(IncidentState::Resolved));
+    }
+
+    /// An executor's `outcome` record of `decision` on `restart_service`.
+    fn outcome_payload(decision: &str, outcome: &str) -> serde_json::Value {
+        arf_core::records::encode(&arf_core::records::OutcomeRecord {
+            decision_id: decision.into(),
+            pathway: "restart_service".into(),
+            target: "api".into(),
+            outcome: outcome.into(),
+            detail: String::new(),
+            recovered: false,
+            interrupted_in: None,
+            leftovers: Vec::new(),
+        })
+    }
+
+    /// A person's rejection of the incident's decision escalates it (it stayed
+    /// `waiting` before: the follower read only the governor's decision records).
+    #[test]
+    fn a_rejected_decision_escalates_its_incident() {
+        use arf_audit_client::RecordKind;
+        let mut incidents = Incidents::new(60_000);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        (incident.state, incident.decision_ids) = (IncidentState::Waiting, vec!["dec-1".into()]);
+        let rejection = |writer: &str| arf_audit_client::Record {
+            seq: 1,
+            time_ms: 1,
+            writer: writer.into(),
+            incident_id: "inc-1".into(),
+            kind: RecordKind::Approval,
+            payload: arf_core::records::encode(&arf_core::records::ApprovalRecord {
+                decision_id: "dec-1".into(),
+                identity: "alice".into(),
+                role: "oncall".into(),
+                verdict: arf_core::decision::Verdict::Reject,
+                at_ms: 1,
+                comment: None,
+                reason: Some("wrong service".into()),
+                approvals_given: None,
+                approvals_required: None,
+                state: Some("rejected".into()),
+            }),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        incidents.follow(&rejection("agent"));
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Waiting, "only the governor's word counts");
+        incidents.follow(&rejection("governor"));
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Escalated);
+        assert!(incidents.by_id["inc-1"].reason.contains("rejected by `alice`: wrong service"), "{}", incidents.by_id["inc-1"].reason);
+    }
+
+    /// A rolled-back action of the latest decision sends the incident back to
+    /// diagnosing while it has attempts left, and only then.
+    #[test]
+    fn a_rollback_asks_for_the_next_attempt_within_the_bound() {
+        use arf_audit_client::RecordKind;
+        let outcome = |decision: &str, outcome: &str| arf_audit_client::Record {
+            seq: 1,
+            time_ms: 1,
+            writer: "executor".into(),
+            incident_id: "inc-1".into(),
+            kind: RecordKind::Outcome,
+            payload: outcome_payload(decision, outcome),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let mut incidents = Incidents::new(60_000).with_max_attempts(2);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        (incident.state, incident.attempts, incident.decision_ids) = (IncidentState::Acting, 1, vec!["dec-1".into()]);
+        assert_eq!(incidents.follow(&outcome("dec-0", "rolled_back")), None, "not the latest decision");
+        assert_eq!(incidents.follow(&outcome("dec-1", "failed")), None, "a failed action (no verified rollback) is not retried");
+        incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;
+        assert_eq!(incidents.follow(&outcome("dec-1", "rolled_back")).as_deref(), Some("dec-1"));
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Diagnosing);
+        assert!(incidents.by_id["inc-1"].reason.contains("attempt 2 of 2"), "{}", incidents.by_id["inc-1"].reason);
+        // The second attempt is the last.
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        (incident.state, incident.attempts, incident.decision_ids) = (IncidentState::Acting, 2, vec!["dec-1".into(), "dec-2".into()]);
+        assert_eq!(incidents.follow(&outcome("dec-2", "rolled_back")), None);
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::RolledBack);
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub async fn serve(
         retain_ms: i64::try_from(config.retain_incidents_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         max_diagnoses: config.max_diagnoses_per_incident,
         max_model_calls: config.max_model_calls_per_incident,
+        max_attempts: config.max_attempts_per_incident,
     };
     let agent = Arc::new(service::Agent::new(audit, governor, catalog, config.targets.clone(), settings));
     // The log is the agent's memory: rebuild incidents from it before taking

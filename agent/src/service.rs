@@ -192,12 +192,14 @@ pub struct Settings {
     pub retain_ms: i64,
     pub max_diagnoses: u32,
     pub max_model_calls: u32,
+    /// Actions tried per incident ([`Incidents::with_max_attempts`]).
+    pub max_attempts: u32,
 }
 
 impl Agent {
     pub fn new(audit: AuditClient, governor: GovernorLink, catalog: Catalog, inventory: Inventory, settings: Settings) -> Self {
         Self {
-            incidents: Mutex::new(Incidents::new(settings.group_window_ms)),
+            incidents: Mutex::new(Incidents::new(settings.group_window_ms).with_max_attempts(settings.max_attempts)),
             audit,
             governor,
             catalog,
@@ -464,7 +466,11 @@ impl Agent {
                             let Ok(record) = record else { break };
                             next = record.seq + 1;
                             let Some(agent) = agent.upgrade() else { return };
-                            agent.incidents.lock().await.follow(&record);
+                            let retry = agent.incidents.lock().await.follow(&record);
+                            if let Some(after) = retry {
+                                let (agent, incident_id) = (Arc::clone(&agent), record.incident_id.clone());
+                                tokio::spawn(async move { agent.next_attempt(&incident_id, &after).await });
+                            }
                         }
                     }
                     Err(error) => tracing::debug!(%error, "cannot follow the log yet; retrying"),
@@ -751,6 +757,41 @@ impl Agent {
         self.propose(incident_id, proposal).await;
     }
 
+    /// After `after_decision`'s action failed verification and was rolled back:
+    /// proposes the next hypothesis of the incident's last grounded diagnosis whose
+    /// action was not tried yet, without asking the model again. Logged first (a
+    /// `reattempt` record, then a diagnosis record carrying the proposal, which is
+    /// what the governor checks it against); policy sees it as a later attempt. With
+    /// no such hypothesis, the incident is escalated.
+    async fn next_attempt(&self, incident_id: &str, after_decision: &str) {
+        let trail = match self.audit.read_incident(incident_id).await {
+            Ok(trail) => trail,
+            Err(error) => {
+                self.escalate(incident_id, &format!("decision `{after_decision}` rolled back, and the incident's diagnosis could not be read for a next attempt: {error}")).await;
+                return;
+            }
+        };
+        let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory) else {
+            self.escalate(incident_id, &format!("decision `{after_decision}` rolled back, and no other grounded hypothesis of the diagnosis proposes a different action")).await;
+            return;
+        };
+        let attempt = self.incidents.lock().await.by_id.get(incident_id).map_or(2, |i| i.attempts.saturating_add(1));
+        let reason = format!("`{}` on `{}`: {}", proposal.remediation.pathway, proposal.remediation.target, proposal.hypothesis.root_cause);
+        let marker = records::encode(&IncidentRecord::Reattempt { state: "diagnosing".to_owned(), after_decision: after_decision.to_owned(), attempt, reason });
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, marker).await {
+            self.escalate(incident_id, &format!("cannot log the next attempt, so nothing was proposed: {error}")).await;
+            return;
+        }
+        let payload = DiagnosisRecord { proposal: Some(proposal.clone()), after_decision: Some(after_decision.to_owned()), completion: None, ..diagnosis };
+        // Write-ahead, as for the first proposal.
+        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
+            self.escalate(incident_id, &format!("cannot log the next attempt's proposal, so nothing was proposed: {error}")).await;
+            return;
+        }
+        info!(%incident_id, %after_decision, attempt, pathway = %proposal.remediation.pathway, "proposing the next hypothesis");
+        self.propose(incident_id, proposal).await;
+    }
+
     /// Sends a logged proposal to the governor and logs its answer. The `proposed`
     /// record is what tells a restarted agent the proposal was answered, so its
     /// append is retried (about half a minute) before the incident is escalated.
@@ -780,6 +821,9 @@ impl Agent {
                     return;
                 }
                 let reason = format!("governor routed decision `{}` as `{}`", decision.decision_id, decision.route);
+                if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+                    incident.attempts = incident.attempts.saturating_add(1);
+                }
                 self.set_state(incident_id, IncidentState::Proposed, &reason, Some(&decision.decision_id)).await;
             }
             Err(error) => {
@@ -787,6 +831,44 @@ impl Agent {
             }
         }
     }
+}
+
+/// The next action to try for an incident whose latest action rolled back: in the
+/// incident's last grounded diagnosis (by `writer`), the first hypothesis, in the
+/// order grounding kept them, with a remediation no proposal of the incident has
+/// tried; as a proposal like the diagnosis's own (same snapshot, reasoner and
+/// service), with that diagnosis's record for the new one to copy.
+pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, inventory: &Inventory) -> Option<(DiagnosisRecord, Proposal)> {
+    let same = |a: &arf_core::diagnosis::Remediation, b: &arf_core::diagnosis::Remediation| a.pathway == b.pathway && a.target == b.target && a.parameters == b.parameters;
+    let mut tried: Vec<arf_core::diagnosis::Remediation> = Vec::new();
+    let mut last = None;
+    for record in trail.iter().filter(|r| r.writer == writer && r.kind == RecordKind::Diagnosis) {
+        let Ok(diagnosis) = record.parse::<DiagnosisRecord>() else { continue };
+        if let Some(proposal) = &diagnosis.proposal {
+            tried.push(proposal.remediation.clone());
+        }
+        if diagnosis.status == DiagnosisStatus::Grounded && diagnosis.after_decision.is_none() && diagnosis.proposal.is_some() {
+            last = Some(diagnosis);
+        }
+    }
+    let diagnosis = last?;
+    let first = diagnosis.proposal.clone()?;
+    let (hypothesis, remediation) = diagnosis
+        .hypotheses
+        .iter()
+        .flat_map(|h| h.remediations.iter().map(move |r| (h, r)))
+        .find(|(_, r)| !tried.iter().any(|t| same(t, r)))?;
+    let proposal = Proposal {
+        id: random_id("prop"),
+        incident_id: first.incident_id.clone(),
+        snapshot_hash: diagnosis.snapshot_hash.clone(),
+        hypothesis: hypothesis.clone(),
+        remediation: remediation.clone(),
+        service: first.service.clone(),
+        environment: inventory.get(&remediation.target).map_or_else(|| first.environment.clone(), |t| t.environment.clone()),
+        reasoner: first.reasoner.clone(),
+    };
+    Some((diagnosis, proposal))
 }
 
 /// Why the agent could not rebuild its state from the log.

@@ -70,6 +70,7 @@ fn base_config() -> arf_agent::config::Config {
         max_snapshot_tokens: 6000,
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
+        max_attempts_per_incident: 1,
         redact_patterns: vec![],
         redact_rules_file: None,
         targets: support::inventory(),

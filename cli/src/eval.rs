@@ -696,7 +696,9 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
         let request = human.endpoints.authed(pb::GetDecisionRequest { decision_id: decision_id.clone() }).map_err(internal)?;
         let decision = governor.get_decision(request).await?.into_inner();
         if TERMINAL.contains(&decision.state.as_str()) {
-            return Ok(true);
+            // Done once the agent has seen it end too: after an action rolled back, the
+            // incident may be diagnosing again, for its next hypothesis.
+            return Ok(matches!(state.state.as_str(), "verified" | "rolled_back" | "failed" | "escalated" | "resolved" | "proposed"));
         }
         if decision.state == "pending" && !handled.contains(decision_id) {
             if !human.reading.is_zero() {

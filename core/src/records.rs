@@ -78,6 +78,10 @@ pub enum IncidentRecord {
     Escalated { state: String, reason: String },
     /// The governor answered the proposal `proposal_id` with `decision_id`.
     Proposed { state: String, proposal_id: String, decision_id: String, route: String },
+    /// The action of `after_decision` failed verification and was rolled back: the
+    /// agent tries the next grounded hypothesis of the incident's diagnosis, as
+    /// attempt `attempt` (the diagnosis record that follows carries its proposal).
+    Reattempt { state: String, after_decision: String, attempt: u32, reason: String },
 }
 
 impl IncidentRecord {
@@ -157,6 +161,11 @@ pub struct DiagnosisRecord {
     pub hypotheses: Vec<Hypothesis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proposal: Option<Proposal>,
+    /// Set when this record asks for no model call: its proposal is the next
+    /// grounded hypothesis of an earlier diagnosis, after this decision's action
+    /// rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_decision: Option<String>,
 }
 
 impl DiagnosisRecord {
@@ -182,6 +191,7 @@ impl DiagnosisRecord {
             reasons: Vec::new(),
             hypotheses: Vec::new(),
             proposal: None,
+            after_decision: None,
         }
     }
 }

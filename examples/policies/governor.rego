@@ -20,7 +20,8 @@
 #                      ({decision_id, state}; only ones that did not succeed)
 #   input.incident     what the incident is about, from the agent's logged signals
 #                      (never from the caller): id, services, environments,
-#                      signal_kinds, signals
+#                      signal_kinds, signals; and attempt (1, plus the actions of
+#                      the incident the governor authorized before, from its records)
 #   input.pathway      the reviewed pathway metadata: base_risk, blast_radius,
 #                      irreversible, security_sensitive, target_kind, rollback
 #   input.target       the reviewed target: name, kind, service, environment, tier,
@@ -162,6 +163,16 @@ findings contains finding(
 ) if {
 	some a in input.action.earlier_attempts
 	a.state in {"rolled_back", "failed", "rollback_failed"}
+}
+
+# A later attempt: an earlier action of this incident ran and did not fix it (it
+# failed verification and was rolled back), and the agent proposes its next
+# hypothesis. The model was wrong once here: a person decides.
+findings contains finding(
+	"next_attempt", "approval", 1, oncall_approvers,
+	sprintf("this is attempt %v at incident %v: an earlier action of it ran and did not fix it, so an on-call engineer must approve the next one", [input.incident.attempt, input.incident.id]),
+) if {
+	input.incident.attempt > 1
 }
 
 # A declared dependency (the database behind the alerting API) may well be the cause,

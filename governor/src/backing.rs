@@ -28,6 +28,14 @@ pub struct IncidentScope {
     /// The model of the logged diagnosis that holds the proposal.
     #[serde(default)]
     pub model: String,
+    /// Which attempt at the incident this proposal is: 1 plus the actions of it the
+    /// governor has authorized before (from the governor's own records).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 impl IncidentScope {
@@ -40,6 +48,7 @@ impl IncidentScope {
             signal_kinds: BTreeSet::from(["alert".to_owned()]),
             signals: 1,
             model: String::new(),
+            attempt: 1,
         }
     }
 }
@@ -72,6 +81,7 @@ pub fn backing(records: &[Record], proposal: &Proposal, agent_writer: &str) -> R
         signal_kinds: BTreeSet::new(),
         signals: 0,
         model: String::new(),
+        attempt: 1,
     };
     let malformed = |error: records::Malformed| Unbacked::Malformed(error.to_string());
     for record in trusted().filter(|r| r.kind == RecordKind::Signal) {

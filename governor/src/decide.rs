@@ -257,6 +257,7 @@ pub fn policy_input(
             environments: scope.environments.iter().cloned().collect(),
             signal_kinds: scope.signal_kinds.iter().cloned().collect(),
             signals: scope.signals,
+            attempt: scope.attempt,
         },
         pathway: policy::PathwayInput {
             name: pathway.name.clone(),

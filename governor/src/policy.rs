@@ -168,6 +168,14 @@ pub struct IncidentInput {
     pub signal_kinds: Vec<String>,
     /// How many signals the incident has.
     pub signals: u64,
+    /// Which attempt at the incident this is: 1, or more once earlier actions of
+    /// the incident ran (and failed verification, or the agent would not try again).
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

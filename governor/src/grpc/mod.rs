@@ -698,7 +698,14 @@ impl Governor for Service {
             // Malformed input is named before anything else is read or written.
             decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
                 .map_err(status::invalid_proposal)?;
-            let (scope, trail) = self.shared.backing(&proposal).await?;
+            let (mut scope, trail) = self.shared.backing(&proposal).await?;
+            // Earlier actions of the incident that ran: from the governor's own records.
+            let ran: std::collections::BTreeSet<&str> = trail
+                .iter()
+                .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == "authorized")
+                .filter_map(|r| r.payload["decision_id"].as_str())
+                .collect();
+            scope.attempt = u32::try_from(ran.len()).unwrap_or(u32::MAX).saturating_add(1);
             // Decisions are made one at a time, and an action is decided at most once
             // while a decision for it is live or has succeeded: held from the look-up
             // until the new decision is in place, so two proposals cannot both pass.

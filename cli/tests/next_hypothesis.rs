@@ -1,0 +1,113 @@
+//! One miss does not end the attempt: over the whole plane, an action whose
+//! verification fails is rolled back, the agent proposes the diagnosis's next
+//! grounded hypothesis (no new model call), policy sees it as attempt 2 and asks a
+//! person, and once approved it runs and verifies. A third would exceed the bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arf_audit::RecordKind;
+
+/// Two hypotheses: a wedged process first, a leak second; both restart the
+/// worker, with different parameters (two different actions).
+const SCRIPT: &str = r#"
+[[response]]
+name = "wedged-or-leaking"
+match = { alertname = "WorkerWedged" }
+completion = '''
+{"hypotheses": [{
+  "root_cause": "The worker process is wedged: its queue stopped draining.",
+  "evidence": ["{{ signals[0].id }}"],
+  "confidence": 0.9,
+  "expected_impact": "The queue drains within a minute of the restart.",
+  "remediations": [{"pathway": "restart_service", "target": "{{ target }}", "parameters": {"reason": "wedged worker"}}]
+}, {
+  "root_cause": "The worker leaks memory until it stalls; a fresh process clears it.",
+  "evidence": ["{{ signals[0].id }}"],
+  "confidence": 0.6,
+  "expected_impact": "Memory returns to baseline and the queue drains.",
+  "remediations": [{"pathway": "restart_service", "target": "{{ target }}", "parameters": {"reason": "memory leak"}}]
+}]}
+'''
+"#;
+
+/// A worker whose health fails right after its first restart only: the first
+/// action fails verification, its rollback (a second restart) heals it, and so does
+/// a third.
+async fn fussy_worker() -> (String, Arc<AtomicU64>) {
+    use axum::routing::{get, post};
+    let restarts = Arc::new(AtomicU64::new(0));
+    let (health, restart) = (Arc::clone(&restarts), Arc::clone(&restarts));
+    let app = axum::Router::new()
+        .route("/health", get(move || async move { if health.load(Ordering::SeqCst) == 1 { (axum::http::StatusCode::SERVICE_UNAVAILABLE, "stalled") } else { (axum::http::StatusCode::OK, "ok") } }))
+        .route("/-/restart", post(move || async move {
+            restart.fetch_add(1, Ordering::SeqCst);
+            "restarted"
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, restarts)
+}
+
+fn decisions(trail: &[arf_audit::Record]) -> Vec<&arf_audit::Record> {
+    trail.iter().filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload.get("policy_input").is_some()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_approves() {
+    let (target, restarts) = fussy_worker().await;
+    let mut plane = support::Plane::prepare(&target).await;
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    let agent = config["agent"].as_table_mut().unwrap();
+    agent.insert("max_attempts_per_incident".into(), 2.into());
+    let scripted = std::path::PathBuf::from(agent["scripted_dir"].as_str().unwrap());
+    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
+    for role in ["audit", "governor", "executor", "agent"] {
+        plane.start(role, None).await;
+    }
+
+    let incident = plane.fire().await;
+    // The first action runs on its own (staging), fails verification and rolls back;
+    // the second waits for a person.
+    let trail = plane.trail_until(&incident, Duration::from_secs(90), "a second decision", |t| decisions(t).len() >= 2).await;
+    let (first, second) = (decisions(&trail)[0], decisions(&trail)[1]);
+    assert_eq!(first.payload["remediation"]["parameters"]["reason"], "wedged worker");
+    assert!(trail.iter().any(|r| r.kind == RecordKind::Outcome && r.payload["decision_id"] == first.payload["decision_id"] && r.payload["outcome"] == "rolled_back"), "{}", support::summary(&trail));
+    assert_eq!(second.payload["remediation"]["parameters"]["reason"], "memory leak", "the next hypothesis, not the same action again");
+    assert_eq!(second.payload["policy_input"]["incident"]["attempt"], 2);
+    assert_eq!(second.payload["state"], "pending");
+    let rules = second.payload["policy"]["rules_fired"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r == "next_attempt"), "{rules:?}");
+    // What the agent logged: the reattempt, then the proposal, with no new model call.
+    let reattempt = trail.iter().find(|r| r.kind == RecordKind::Incident && r.payload["event"] == "reattempt").unwrap_or_else(|| panic!("{}", support::summary(&trail)));
+    assert_eq!(reattempt.payload["after_decision"], first.payload["decision_id"]);
+    let diagnoses: Vec<_> = trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).collect();
+    assert_eq!(diagnoses.len(), 2, "one model answer, one next-hypothesis record");
+    assert_eq!(diagnoses[1].payload["after_decision"], first.payload["decision_id"]);
+    assert!(diagnoses[1].payload.get("completion").is_none(), "no model call for the next attempt");
+
+    // alice approves; it runs and verifies.
+    let decision = second.payload["decision_id"].as_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_arf")).args(["approve", decision]).env("ARF_CONFIG", &plane.config).env("ARF_TOKEN", plane.token("alice")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    plane.trail_until(&incident, Duration::from_secs(60), "the second action verified", |t| t.iter().any(|r| r.kind == RecordKind::Outcome && r.payload["decision_id"] == decision && r.payload["outcome"] == "verified")).await;
+    assert_eq!(restarts.load(Ordering::SeqCst), 3, "the first restart, its rollback, the second restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_arf")).args(["incident", "show", &incident, "--json"]).env("ARF_CONFIG", &plane.config).env("ARF_TOKEN", plane.token("alice")).output().unwrap();
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if shown["incident"]["state"] == "verified" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the incident never showed verified: {shown:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
