@@ -128,6 +128,22 @@ pub struct Incident {
     pub pipeline_done: bool,
     /// Actions proposed for it and answered by the governor.
     pub attempts: u32,
+    /// Actions of its last diagnosis's grounded hypotheses not proposed yet: what a
+    /// next attempt could try ([`alternatives`]).
+    #[serde(skip)]
+    pub alternatives: u32,
+}
+
+/// How many different actions the hypotheses of a diagnosis propose beyond the
+/// first (the one the diagnosis proposed).
+pub fn alternatives(hypotheses: &[arf_core::diagnosis::Hypothesis]) -> u32 {
+    let mut seen: Vec<&arf_core::diagnosis::Remediation> = Vec::new();
+    for remediation in hypotheses.iter().flat_map(|h| &h.remediations) {
+        if !seen.iter().any(|s| s.pathway == remediation.pathway && s.target == remediation.target && s.parameters == remediation.parameters) {
+            seen.push(remediation);
+        }
+    }
+    u32::try_from(seen.len()).unwrap_or(u32::MAX).saturating_sub(1)
 }
 
 /// The latest signal of each fingerprint an incident holds (at most
@@ -353,6 +369,7 @@ impl Incident {
             in_flight: self.in_flight,
             pipeline_done: self.pipeline_done,
             attempts: self.attempts,
+            alternatives: self.alternatives,
         }
     }
 
@@ -546,6 +563,7 @@ impl Incidents {
                     in_flight: 0,
                     pipeline_done: false,
                     attempts: 0,
+                    alternatives: 0,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
                 self.by_id.insert(incident_id.clone(), incident);
@@ -656,6 +674,7 @@ impl Incidents {
                                     in_flight: 0,
                                     pipeline_done: false,
                                     attempts: 0,
+                                    alternatives: 0,
                                 },
                             );
                             let key = (environment, service, family);
@@ -726,9 +745,18 @@ impl Incidents {
                     }
                 }
                 RecordKind::Diagnosis => {
-                    record.parse::<DiagnosisRecord>()?;
+                    let diagnosis = record.parse::<DiagnosisRecord>()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
-                        incident.model_calls += 1;
+                        match (&diagnosis.after_decision, &diagnosis.proposal) {
+                            // A next attempt: no model call, one alternative fewer.
+                            (Some(_), _) => incident.alternatives = incident.alternatives.saturating_sub(1),
+                            (None, proposal) => {
+                                incident.model_calls += 1;
+                                if proposal.is_some() {
+                                    incident.alternatives = alternatives(&diagnosis.hypotheses);
+                                }
+                            }
+                        }
                     }
                 }
                 _ => {}
@@ -743,7 +771,8 @@ impl Incidents {
     /// the writer that owns it; a record not in its writer's format moves nothing.
     ///
     /// When the incident's latest action failed verification and was rolled back,
-    /// and it has attempts left (`with_max_attempts`), the incident goes back to
+    /// and it has attempts left (`with_max_attempts`) and an action its diagnosis
+    /// proposed but did not try, the incident goes back to
     /// `diagnosing` and the decision's id comes back: the caller tries the next
     /// grounded hypothesis.
     pub fn follow(&mut self, record: &arf_audit_client::Record) -> Option<String> {
@@ -755,6 +784,7 @@ impl Incidents {
             && outcome.outcome == "rolled_back"
             && incident.decision_ids.last() == Some(&outcome.decision_id)
             && incident.attempts < max_attempts
+            && incident.alternatives > 0
             && incident.state != IncidentState::Resolved
         {
             incident.state = IncidentState::Diagnosing;
@@ -1151,6 +1181,9 @@ mod tests {
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
         (incident.state, incident.attempts, incident.decision_ids) = (IncidentState::Acting, 1, vec!["dec-1".into()]);
+        assert_eq!(incidents.follow(&outcome("dec-1", "rolled_back")), None, "no other action to try: it stays rolled back, nobody paged twice");
+        incidents.by_id.get_mut("inc-1").unwrap().alternatives = 1;
+        incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;
         assert_eq!(incidents.follow(&outcome("dec-0", "rolled_back")), None, "not the latest decision");
         assert_eq!(incidents.follow(&outcome("dec-1", "failed")), None, "a failed action (no verified rollback) is not retried");
         incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;

@@ -754,6 +754,9 @@ impl Agent {
             self.escalate(incident_id, &format!("cannot log the diagnosis, so nothing was proposed: {error}")).await;
             return;
         }
+        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+            incident.alternatives = crate::incident::alternatives(&grounded.hypotheses);
+        }
         self.propose(incident_id, proposal).await;
     }
 
@@ -787,6 +790,9 @@ impl Agent {
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
             self.escalate(incident_id, &format!("cannot log the next attempt's proposal, so nothing was proposed: {error}")).await;
             return;
+        }
+        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+            incident.alternatives = incident.alternatives.saturating_sub(1);
         }
         info!(%incident_id, %after_decision, attempt, pathway = %proposal.remediation.pathway, "proposing the next hypothesis");
         self.propose(incident_id, proposal).await;

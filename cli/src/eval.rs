@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// How many incidents are replayed at once.
     #[arg(long, default_value_t = PARALLEL, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub parallel: usize,
+    /// Actions tried per incident (`agent.max_attempts_per_incident`): above 1, a rolled-back action is followed by the diagnosis's next hypothesis.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_attempts: u32,
 }
 
 /// Where the `scripted` answers of a run come from.
@@ -132,11 +135,13 @@ struct RunSpec {
     limit: Duration,
     /// How many incidents are replayed at once.
     parallel: usize,
+    /// `agent.max_attempts_per_incident`.
+    max_attempts: u32,
 }
 
 impl RunSpec {
     fn new(label: &str, reasoning: Reasoning) -> Self {
-        Self { label: label.to_owned(), reasoning, noisy: None, answers: Answers::Corpus, openai: Table::new(), chaos: false, record: None, limit: INCIDENT_LIMIT, parallel: PARALLEL }
+        Self { label: label.to_owned(), reasoning, noisy: None, answers: Answers::Corpus, openai: Table::new(), chaos: false, record: None, limit: INCIDENT_LIMIT, parallel: PARALLEL, max_attempts: 1 }
     }
 }
 
@@ -225,7 +230,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("no incident of `{}` matches `--only`", args.corpus.display());
     }
     let specs = match plan(&args) {
-        Ok(specs) => specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, ..spec }).collect::<Vec<_>>(),
+        Ok(specs) => specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, ..spec }).collect::<Vec<_>>(),
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(crate::exit::CONFIG));
@@ -238,7 +243,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(crate::exit::CONFIG));
     }
     let labels: Vec<&str> = specs.iter().map(|s| s.label.as_str()).collect();
-    say!("ARF eval: corpus {} ({} incidents), runs {}", args.corpus.display(), incidents.len(), labels.join(", "));
+    say!("ARF eval: corpus {} ({} incidents), runs {}, up to {} action(s) per incident", args.corpus.display(), incidents.len(), labels.join(", "), args.max_attempts);
     let started = Instant::now();
     let mut runs = Vec::new();
     let mut chaos = None;
@@ -435,6 +440,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     set(&mut config, "agent", "scripted_dir", &scripted_dir);
     set(&mut config, "agent", "runbooks_dir", &eval_dir.join("runbooks"));
     if let Some(agent) = config.get_mut("agent").and_then(toml::Value::as_table_mut) {
+        agent.insert("max_attempts_per_incident".into(), toml::Value::Integer(i64::from(spec.max_attempts)));
         if let Some(openai) = agent.get_mut("openai").and_then(toml::Value::as_table_mut) {
             openai.extend(spec.openai.clone());
         }
