@@ -37,6 +37,8 @@ pub const CLASSES: &[&str] = &[
 pub const MISTAKES: &[&str] = &[
     "none",
     "wrong_cause_confident",
+    // A plausible wrong cause ranked first, the right one second, each with its action.
+    "wrong_cause_first",
     "right_cause_wrong_pathway",
     "hallucinated_pathway",
     "wrong_parameters",
