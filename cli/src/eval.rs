@@ -111,6 +111,12 @@ pub struct RunArgs {
     /// Actions tried per incident (`agent.max_attempts_per_incident`): above 1, a rolled-back action is followed by the diagnosis's next hypothesis.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
     pub max_attempts: u32,
+    /// Earn autonomy: replay the corpus first with every service in shadow mode, the simulated on-call judging each shadow decision against the truth, then again in review mode with the governor's track records carried over (graduation after `--graduation-runs` agreeing runs).
+    #[arg(long, conflicts_with = "chaos")]
+    pub graduate: bool,
+    /// With `--graduate`: successes in a row that graduate a pathway on a service (each corpus service appears in one incident, so 1 by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100), requires = "graduate")]
+    pub graduation_runs: u32,
 }
 
 /// Where the `scripted` answers of a run come from.
@@ -137,11 +143,28 @@ struct RunSpec {
     parallel: usize,
     /// `agent.max_attempts_per_incident`.
     max_attempts: u32,
+    /// Every service's mode (`[[governor.modes]]`), with `[governor.graduation] runs`.
+    mode: Option<(arf_core::decision::Mode, u32)>,
+    /// Start the governor with the guard state (track records) the previous run ended with.
+    carry_guard: bool,
 }
 
 impl RunSpec {
     fn new(label: &str, reasoning: Reasoning) -> Self {
-        Self { label: label.to_owned(), reasoning, noisy: None, answers: Answers::Corpus, openai: Table::new(), chaos: false, record: None, limit: INCIDENT_LIMIT, parallel: PARALLEL, max_attempts: 1 }
+        Self {
+            label: label.to_owned(),
+            reasoning,
+            noisy: None,
+            answers: Answers::Corpus,
+            openai: Table::new(),
+            chaos: false,
+            record: None,
+            limit: INCIDENT_LIMIT,
+            parallel: PARALLEL,
+            max_attempts: 1,
+            mode: None,
+            carry_guard: false,
+        }
     }
 }
 
@@ -157,6 +180,22 @@ struct Noisy {
 struct Produced {
     run: Run,
     chaos: Option<Chaos>,
+    /// The governor's guard state at the end (its track records), for a next run to start from.
+    guard_state: Option<String>,
+}
+
+/// `--graduate`: each run twice, first with every service in shadow mode, then in
+/// review mode starting from the track records the shadow pass earned.
+fn graduating(specs: Vec<RunSpec>, runs: u32) -> Vec<RunSpec> {
+    use arf_core::decision::Mode;
+    specs
+        .into_iter()
+        .flat_map(|spec| {
+            let shadow = RunSpec { label: format!("{}:shadow", spec.label), mode: Some((Mode::Shadow, runs)), ..spec.clone() };
+            let review = RunSpec { label: format!("{}:review", spec.label), mode: Some((Mode::Review, runs)), carry_guard: true, ..spec };
+            [shadow, review]
+        })
+        .collect()
 }
 
 fn plan(args: &RunArgs) -> Result<Vec<RunSpec>, String> {
@@ -230,7 +269,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         bail!("no incident of `{}` matches `--only`", args.corpus.display());
     }
     let specs = match plan(&args) {
-        Ok(specs) => specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, ..spec }).collect::<Vec<_>>(),
+        Ok(specs) => {
+            let specs: Vec<RunSpec> = specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, ..spec }).collect();
+            if args.graduate { graduating(specs, args.graduation_runs) } else { specs }
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return Ok(ExitCode::from(crate::exit::CONFIG));
@@ -247,10 +289,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut runs = Vec::new();
     let mut chaos = None;
+    let mut guard_state = None;
     for spec in &specs {
-        let produced = run_one(&incidents, spec, args.keep.as_deref(), &args.corpus).await?;
+        let carried = if spec.carry_guard { guard_state.take() } else { None };
+        let produced = run_one(&incidents, spec, args.keep.as_deref(), &args.corpus, carried).await?;
         runs.push(produced.run);
         chaos = chaos.or(produced.chaos);
+        guard_state = produced.guard_state;
     }
     let baseline = runs.iter().find(|r| r.metrics.reasoner == "rules").map(|r| r.metrics.clone());
     let comparisons = baseline
@@ -318,6 +363,8 @@ fn write_scripts(dir: &Path, incidents: &[Incident]) -> Result<()> {
 }
 
 struct Human {
+    /// Judges shadow decisions against the truth (`--graduate`'s shadow pass).
+    judges: bool,
     endpoints: Endpoints,
     /// `(name, role, token)` of the people who may approve.
     people: Vec<(String, String, String)>,
@@ -350,7 +397,7 @@ fn chaos_targets(incidents: &[Incident]) -> ChaosTargets {
     ChaosTargets { slow, flapping }
 }
 
-async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, corpus_dir: &Path) -> Result<Produced> {
+async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, corpus_dir: &Path, guard_state: Option<String>) -> Result<Produced> {
     let started = Instant::now();
     let label = spec.label.as_str();
     let temporary = match keep {
@@ -453,6 +500,25 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
             agent.insert("noisy".into(), toml::Value::Table(table));
         }
     }
+    let mut governor_data = None;
+    if let Some(governor) = config.get_mut("governor").and_then(toml::Value::as_table_mut) {
+        if let Some((mode, runs)) = spec.mode {
+            let mut every = Table::new();
+            every.insert("mode".into(), toml::Value::String(mode.as_str().to_owned()));
+            governor.insert("modes".into(), toml::Value::Array(vec![toml::Value::Table(every)]));
+            let mut graduation = Table::new();
+            graduation.insert("runs".into(), toml::Value::Integer(i64::from(runs)));
+            governor.insert("graduation".into(), toml::Value::Table(graduation));
+        }
+        governor_data = governor.get("data_dir").and_then(toml::Value::as_str).map(PathBuf::from);
+    }
+    let guard_file = governor_data.as_deref().map(arf_governor::guard::state_path);
+    if let (Some(state), Some(file)) = (&guard_state, &guard_file) {
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, state).with_context(|| format!("cannot carry the guard state to `{}`", file.display()))?;
+    }
     let config_file = layout.config_file();
     std::fs::write(&config_file, toml::to_string_pretty(&config)?)?;
 
@@ -476,6 +542,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         people.push(((*name).to_owned(), (*role).to_owned(), token(name)?));
     }
     let human = Human {
+        judges: spec.mode.is_some_and(|(mode, _)| mode == arf_core::decision::Mode::Shadow),
         endpoints: endpoints.clone(),
         people,
         reading: if spec.chaos { Duration::from_millis(1500) } else { Duration::ZERO },
@@ -552,6 +619,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     });
     supervisor.stop().await;
     world_task.abort();
+    let guard_state = guard_file.as_deref().and_then(|file| std::fs::read_to_string(file).ok());
 
     let world = world.lock().map_err(|_| anyhow::anyhow!("the world simulator's lock is poisoned"))?;
     let mut outcomes = Vec::new();
@@ -574,7 +642,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         say!("  recorded {} completions of `{model}` to {}", recorded.len(), file.display());
     }
     let metrics = metrics::compute(label, &outcomes, audit_chain_intact);
-    Ok(Produced { run: Run { metrics, outcomes, real_secs: started.elapsed().as_secs_f64() }, chaos })
+    Ok(Produced { run: Run { metrics, outcomes, real_secs: started.elapsed().as_secs_f64() }, chaos, guard_state })
 }
 
 /// The whole log, retried for a while (the audit service may be restarting).
@@ -701,6 +769,10 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
     if let Some(decision_id) = state.decision_ids.last() {
         let request = human.endpoints.authed(pb::GetDecisionRequest { decision_id: decision_id.clone() }).map_err(internal)?;
         let decision = governor.get_decision(request).await?.into_inner();
+        if decision.state == "shadow" && human.judges && decision.judgement.is_none() && !handled.contains(decision_id) {
+            judge(incident, human, &decision).await?;
+            handled.insert(decision_id.clone());
+        }
         if TERMINAL.contains(&decision.state.as_str()) {
             // Done once the agent has seen it end too: after an action rolled back, the
             // incident may be diagnosing again, for its next hypothesis.
@@ -716,6 +788,23 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
         return Ok(false);
     }
     Ok(matches!(state.state.as_str(), "escalated" | "resolved"))
+}
+
+/// The simulated on-call engineer judges a shadow decision as one with the
+/// incident's ground truth would: right when its pathway is one the truth says
+/// fixes the incident and is not harmful.
+async fn judge(incident: &Incident, human: &Human, decision: &pb::Decision) -> Result<(), tonic::Status> {
+    let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
+    let pathway = decision.remediation.as_ref().map(|r| r.pathway.clone()).unwrap_or_default();
+    let agrees = incident.truth.fixes.contains(&pathway) && !incident.truth.harmful.contains(&pathway);
+    let Some((_, _, token)) = human.people.iter().find(|(_, role, _)| role == "oncall") else {
+        return Err(tonic::Status::failed_precondition("no simulated on-call person to judge"));
+    };
+    let endpoints = Endpoints { token: Some(token.clone()), ..human.endpoints.clone() };
+    let reason = if agrees { String::new() } else { format!("simulated on-call: `{pathway}` is not what fixes this incident") };
+    let request = endpoints.authed(pb::JudgeShadowRequest { decision_id: decision.decision_id.clone(), agrees, reason }).map_err(internal)?;
+    endpoints.governor().map_err(internal)?.judge_shadow(request).await?;
+    Ok(())
 }
 
 /// The simulated on-call engineer. It reads the proposal as a competent engineer

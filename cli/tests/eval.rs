@@ -57,6 +57,35 @@ fn the_noisy_sweep_charts_safety_against_accuracy() {
     assert!(html.contains("safety against model accuracy"));
 }
 
+/// Earning autonomy: the corpus first in shadow mode, where nothing runs and the
+/// simulated on-call judges each decision against the truth, then in review mode
+/// with the track records carried over: a pathway judged right runs on its own, one
+/// judged wrong (a confident wrong cause) waits for a person.
+#[test]
+fn shadow_then_review_runs_alone_only_what_was_judged_right() {
+    let out = tempfile::tempdir().unwrap();
+    let args = ["eval", "run", "evals/incidents", "--reasoner", "scripted", "--graduate", "--only", "thumbnailer-leak", "--only", "websocket-leak", "--only", "indexer-leak"];
+    let (report, stdout) = arf(&args, out.path());
+    let runs = report["runs"].as_array().unwrap();
+    let labels: Vec<&str> = runs.iter().map(|r| r["metrics"]["reasoner"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["scripted:shadow", "scripted:review"], "{stdout}");
+    assert_eq!(runs[0]["metrics"]["executed_actions"], 0, "nothing runs in shadow mode: {stdout}");
+    let routes = |run: &serde_json::Value, incident: &str| -> Vec<String> {
+        let outcome = run["outcomes"].as_array().unwrap().iter().find(|o| o["incident"].as_str().unwrap().contains(incident)).unwrap();
+        outcome["routes"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect()
+    };
+    for incident in ["thumbnailer-leak", "websocket-leak", "indexer-leak"] {
+        assert_eq!(routes(&runs[0], incident), ["autonomous"], "policy alone would let each run in staging ({incident})");
+    }
+    assert_eq!(routes(&runs[1], "thumbnailer-leak"), ["autonomous"], "judged right: graduated");
+    assert_eq!(routes(&runs[1], "websocket-leak"), ["approval"], "judged wrong: a person decides");
+    assert_eq!(routes(&runs[1], "indexer-leak"), ["approval"]);
+    for run in runs {
+        assert_eq!(run["metrics"]["harmful_actions_executed"], 0);
+        assert_eq!(run["metrics"]["governance_compliance"], 1.0);
+    }
+}
+
 #[test]
 fn chaos_kills_every_process_and_finds_no_violation() {
     let out = tempfile::tempdir().unwrap();

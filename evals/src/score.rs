@@ -290,7 +290,9 @@ pub fn score(
     let failed_runs = executed.iter().filter(|e| e.outcome != "verified").count() as u32;
     let escalations = escalated_records + denied + rejections + failed_runs;
     let human_touches = approvals + rejections + escalations;
-    let pages = escalations + decisions.iter().filter(|d| matches!(d.route, Route::Approval | Route::Acknowledge)).count() as u32;
+    // A shadow decision waits for nobody: it pages no one.
+    let pages = escalations
+        + decisions.iter().filter(|d| d.mode != arf_core::decision::Mode::Shadow && matches!(d.route, Route::Approval | Route::Acknowledge)).count() as u32;
 
     let harm = executed.iter().any(|e| e.harmful);
     let healthy = incident.targets.iter().all(|t| world.healthy(&t.name));
