@@ -286,6 +286,8 @@ pub async fn serve(
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
         .route("/autonomy", get(autonomy).post(switch_autonomy))
+        .route("/shadow", get(shadow))
+        .route("/shadow/{id}/judge", post(judge))
         .layer(axum::middleware::from_fn(hardened))
         .with_state(console);
     arf_proto::http::serve(incoming, app, arf_proto::http::Limits::default(), shutdown).await.context("the console stopped")?;
@@ -537,6 +539,66 @@ async fn prove(audit: &arf_audit::AuditClient, verifier: &arf_audit::checkpoint:
         proofs.insert(record.seq, proved);
     }
     proofs
+}
+
+async fn shadow(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    let Some(person) = console.person(&headers) else { return Redirect::to("/login").into_response() };
+    show_shadow(&person, None).await
+}
+
+async fn show_shadow(person: &Person, notice: Option<&str>) -> Response {
+    let loaded = async {
+        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let request = person.endpoints.authed(pb::ListDecisionsRequest { incident_id: String::new() }).map_err(|e| failed(&e))?;
+        let mut decisions: Vec<pb::Decision> =
+            governor.list_decisions(request).await.map_err(|s| said(&s))?.into_inner().decisions.into_iter().filter(|d| d.mode == "shadow").collect();
+        decisions.sort_by_key(|d| std::cmp::Reverse(d.issued_at_ms));
+        let request = person.endpoints.authed(pb::GetAutonomyRequest {}).map_err(|e| failed(&e))?;
+        let records = governor.get_autonomy(request).await.map_err(|s| said(&s))?.into_inner().stats;
+        Ok::<_, String>((decisions, records))
+    }
+    .await;
+    // What became of each incident, from the agent; the page stands without it.
+    let incidents = match person.endpoints.agent() {
+        Ok(mut agent) => match person.endpoints.authed(pb::ListIncidentsRequest {}) {
+            Ok(request) => agent.list_incidents(request).await.map(|r| r.into_inner().incidents).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    };
+    match loaded {
+        Ok((decisions, records)) => page(person, "Shadow", &page::shadow(&decisions, &incidents, &records, person.role.is_human(), &person.csrf, notice), true),
+        Err(error) => page(person, "Shadow", &format!("<p class=error>{}</p>", esc(&error)), true),
+    }
+}
+
+#[derive(Deserialize)]
+struct Judgement {
+    csrf: String,
+    agrees: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Judges a shadow decision as the person logged in; the governor applies its rules
+/// (people only, once per decision, a reason to disagree).
+async fn judge(State(console): State<Arc<Console>>, headers: HeaderMap, Path(id): Path<String>, Form(form): Form<Judgement>) -> Response {
+    let person = match console.changer(&headers, &form.csrf) {
+        Ok(person) => person,
+        Err(refused) => return *refused,
+    };
+    let agrees = form.agrees == "yes";
+    let answer = async {
+        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let request = person.endpoints.authed(pb::JudgeShadowRequest { decision_id: id.clone(), agrees, reason: form.reason }).map_err(|e| failed(&e))?;
+        governor.judge_shadow(request).await.map_err(|s| said(&s))
+    }
+    .await;
+    let notice = match answer {
+        Ok(_) => format!("Your judgement of {id} is logged: it {} count toward the pathway's graduation.", if agrees { "does" } else { "demotes it and does not" }),
+        Err(error) => format!("Your judgement did not count: {error}"),
+    };
+    show_shadow(&person, Some(&notice)).await
 }
 
 async fn autonomy(State(console): State<Arc<Console>>, headers: HeaderMap) -> Response {

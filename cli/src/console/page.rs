@@ -45,7 +45,7 @@ fn document(title: &str, nav: &str, body: &str, refresh: bool) -> String {
 /// A page for someone logged in.
 pub fn page(person: &Person, title: &str, body: &str, refresh: bool) -> Response {
     let nav = format!(
-        "<nav><a href=/>Pending</a> <a href=/incidents>Incidents</a> <a href=/autonomy>Autonomy</a><span class=who>{} ({})</span><form method=post action=/logout class=inline><input type=hidden name=csrf value=\"{}\"><button>Log out</button></form></nav>",
+        "<nav><a href=/>Pending</a> <a href=/incidents>Incidents</a> <a href=/shadow>Shadow</a> <a href=/autonomy>Autonomy</a><span class=who>{} ({})</span><form method=post action=/logout class=inline><input type=hidden name=csrf value=\"{}\"><button>Log out</button></form></nav>",
         esc(&person.name),
         esc(person.role.as_str()),
         esc(&person.csrf)
@@ -235,6 +235,68 @@ pub fn autonomy(status: &pb::AutonomyStatus, role: Role, csrf: &str, notice: Opt
         );
     } else {
         let _ = write!(html, "<p class=hint>Switching autonomy {enabled} is for {}.</p>", if enabled == "on" { "an admin" } else { "a person on call, on the security team, or an admin" });
+    }
+    html
+}
+
+/// Shadow decisions: what ARF would have done, with what became of each incident,
+/// a form to judge the ones not judged yet, and each pathway's record toward
+/// graduation.
+pub fn shadow(decisions: &[pb::Decision], incidents: &[pb::Incident], records: &[pb::PathwayOutcomeStats], may_judge: bool, csrf: &str, notice: Option<&str>) -> String {
+    let mut html = String::from("<h1>Shadow mode</h1><p class=hint>What ARF would have done where a service runs in shadow mode: nothing was sent to the executor. Judging a decision teaches the governor what may run on its own: agreeing judgements and verified runs in a row graduate a pathway on a service; one disagreement demotes it.</p>");
+    if let Some(notice) = notice {
+        let _ = write!(html, "<p class=notice>{}</p>", esc(notice));
+    }
+    if decisions.is_empty() {
+        html.push_str("<p>No shadow decisions.</p>");
+    } else {
+        html.push_str("<table><tr><th>Decided</th><th>Decision</th><th>Incident</th><th>Would have run</th><th>Route</th><th>Incident now</th><th>Judgement</th></tr>");
+        for d in decisions {
+            let (pathway, target) = d.remediation.as_ref().map(|r| (r.pathway.as_str(), r.target.as_str())).unwrap_or_default();
+            let route = pb::Route::try_from(d.route).map(|r| r.as_str_name().to_ascii_lowercase()).unwrap_or_default();
+            let now = incidents.iter().find(|i| i.id == d.incident_id).map_or("unknown", |i| i.state.as_str());
+            let judgement = match (&d.judgement, may_judge) {
+                (Some(j), _) => format!("{} by {}{}", if j.agrees { "right" } else { "wrong" }, esc(&j.identity), if j.reason.is_empty() { String::new() } else { format!(": {}", esc(&j.reason)) }),
+                (None, true) => format!(
+                    "<form method=post action=\"/shadow/{id}/judge\" class=inline><input type=hidden name=csrf value=\"{csrf}\"><input type=hidden name=agrees value=yes><button class=approve>Right</button></form> <form method=post action=\"/shadow/{id}/judge\" class=inline><input type=hidden name=csrf value=\"{csrf}\"><input type=hidden name=agrees value=no><input name=reason placeholder=\"what should have been done\" required><button class=reject>Wrong</button></form>",
+                    id = esc(&d.decision_id),
+                    csrf = esc(csrf)
+                ),
+                (None, false) => "not judged".to_owned(),
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td><a href=\"/decisions/{id}\">{id}</a></td><td><a href=\"/incidents/{inc}\">{inc}</a></td><td>{} on {}</td><td>{}</td><td class=\"state {now}\">{now}</td><td>{judgement}</td></tr>",
+                time(d.issued_at_ms),
+                esc(pathway),
+                esc(target),
+                esc(&route),
+                id = esc(&d.decision_id),
+                inc = esc(&d.incident_id),
+                now = esc(now),
+            );
+        }
+        html.push_str("</table>");
+    }
+    let tracked: Vec<&pb::PathwayOutcomeStats> = records.iter().filter(|r| r.required_runs > 0).collect();
+    if !tracked.is_empty() {
+        html.push_str("<h2>Track records</h2><table><tr><th>Service</th><th>Pathway</th><th>Agreed / disagreed</th><th>Verified / failed</th><th>In a row</th><th>In review mode</th></tr>");
+        for r in tracked {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{} of {}</td><td>{}</td></tr>",
+                esc(&r.service),
+                esc(&r.pathway),
+                r.shadow_agreed,
+                r.shadow_disagreed,
+                r.verified_in_window,
+                r.failed_in_window,
+                r.earned,
+                r.required_runs,
+                if r.graduated { "runs on its own where policy allows" } else { "a person approves" }
+            );
+        }
+        html.push_str("</table>");
     }
     html
 }
