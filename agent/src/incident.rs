@@ -126,8 +126,6 @@ pub struct Incident {
     /// whatever the governor and the executor have logged since.
     #[serde(skip)]
     pub pipeline_done: bool,
-    /// Actions proposed for it and answered by the governor.
-    pub attempts: u32,
     /// Actions of its last diagnosis's grounded hypotheses not proposed yet: what a
     /// next attempt could try ([`alternatives`]).
     #[serde(skip)]
@@ -368,7 +366,6 @@ impl Incident {
             family: self.family.clone(),
             in_flight: self.in_flight,
             pipeline_done: self.pipeline_done,
-            attempts: self.attempts,
             alternatives: self.alternatives,
         }
     }
@@ -562,7 +559,6 @@ impl Incidents {
                     family: key.2.clone(),
                     in_flight: 0,
                     pipeline_done: false,
-                    attempts: 0,
                     alternatives: 0,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
@@ -673,7 +669,6 @@ impl Incidents {
                                     family: family.clone(),
                                     in_flight: 0,
                                     pipeline_done: false,
-                                    attempts: 0,
                                     alternatives: 0,
                                 },
                             );
@@ -702,7 +697,6 @@ impl Incidents {
                                     incident.reason = format!("attempt {attempt} after decision `{after_decision}`: {reason}");
                                 }
                                 IncidentRecord::Proposed { decision_id, route, .. } => {
-                                    incident.attempts = incident.attempts.saturating_add(1);
                                     incident.advance(IncidentState::Proposed);
                                     incident.pipeline_done = true;
                                     incident.reason = format!("governor routed decision `{decision_id}` as `{route}`");
@@ -783,7 +777,7 @@ impl Incidents {
             && let Ok(outcome) = record.parse::<arf_core::records::OutcomeRecord>()
             && outcome.outcome == "rolled_back"
             && incident.decision_ids.last() == Some(&outcome.decision_id)
-            && incident.attempts < max_attempts
+            && u64::try_from(incident.decision_ids.len()).unwrap_or(u64::MAX) < u64::from(max_attempts)
             && incident.alternatives > 0
             && incident.state != IncidentState::Resolved
         {
@@ -793,7 +787,7 @@ impl Incidents {
                 "`{}` on `{}` failed verification and was rolled back; trying the next hypothesis (attempt {} of {max_attempts})",
                 outcome.pathway,
                 outcome.target,
-                incident.attempts + 1
+                incident.decision_ids.len() + 1
             );
             incident.updated_at_ms = record.time_ms;
             return Some(outcome.decision_id);
@@ -1180,7 +1174,7 @@ mod tests {
         let mut incidents = Incidents::new(60_000).with_max_attempts(2);
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
-        (incident.state, incident.attempts, incident.decision_ids) = (IncidentState::Acting, 1, vec!["dec-1".into()]);
+        (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into()]);
         assert_eq!(incidents.follow(&outcome("dec-1", "rolled_back")), None, "no other action to try: it stays rolled back, nobody paged twice");
         incidents.by_id.get_mut("inc-1").unwrap().alternatives = 1;
         incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;
@@ -1192,7 +1186,7 @@ mod tests {
         assert!(incidents.by_id["inc-1"].reason.contains("attempt 2 of 2"), "{}", incidents.by_id["inc-1"].reason);
         // The second attempt is the last.
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
-        (incident.state, incident.attempts, incident.decision_ids) = (IncidentState::Acting, 2, vec!["dec-1".into(), "dec-2".into()]);
+        (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
         assert_eq!(incidents.follow(&outcome("dec-2", "rolled_back")), None);
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::RolledBack);
     }

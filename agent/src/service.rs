@@ -778,7 +778,8 @@ impl Agent {
             self.escalate(incident_id, &format!("decision `{after_decision}` rolled back, and no other grounded hypothesis of the diagnosis proposes a different action")).await;
             return;
         };
-        let attempt = self.incidents.lock().await.by_id.get(incident_id).map_or(2, |i| i.attempts.saturating_add(1));
+        // Every decision the governor made for the incident counts, as it does for the governor.
+        let attempt = self.incidents.lock().await.by_id.get(incident_id).map_or(2, |i| u32::try_from(i.decision_ids.len()).unwrap_or(u32::MAX).saturating_add(1));
         let reason = format!("`{}` on `{}`: {}", proposal.remediation.pathway, proposal.remediation.target, proposal.hypothesis.root_cause);
         let marker = records::encode(&IncidentRecord::Reattempt { state: "diagnosing".to_owned(), after_decision: after_decision.to_owned(), attempt, reason });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, marker).await {
@@ -827,9 +828,6 @@ impl Agent {
                     return;
                 }
                 let reason = format!("governor routed decision `{}` as `{}`", decision.decision_id, decision.route);
-                if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
-                    incident.attempts = incident.attempts.saturating_add(1);
-                }
                 self.set_state(incident_id, IncidentState::Proposed, &reason, Some(&decision.decision_id)).await;
             }
             Err(error) => {

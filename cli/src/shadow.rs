@@ -96,7 +96,7 @@ async fn report(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
             .iter()
             .map(|s| {
                 json!({
-                    "service": s.service, "pathway": s.pathway, "shadow_agreed": s.shadow_agreed, "shadow_disagreed": s.shadow_disagreed,
+                    "environment": s.environment, "service": s.service, "pathway": s.pathway, "shadow_agreed": s.shadow_agreed, "shadow_disagreed": s.shadow_disagreed,
                     "verified": s.verified_in_window, "failed": s.failed_in_window, "earned": s.earned, "required_runs": s.required_runs, "graduated": s.graduated,
                 })
             })
@@ -135,6 +135,7 @@ async fn report(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
             .iter()
             .map(|s| {
                 vec![
+                    s.environment.clone(),
                     s.service.clone(),
                     s.pathway.clone(),
                     format!("{} / {}", s.shadow_agreed, s.shadow_disagreed),
@@ -144,7 +145,7 @@ async fn report(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
                 ]
             })
             .collect();
-        for line in table(&["SERVICE", "PATHWAY", "AGREED / DISAGREED", "VERIFIED / FAILED", "IN A ROW", "AUTONOMY IN REVIEW"], &rows) {
+        for line in table(&["ENVIRONMENT", "SERVICE", "PATHWAY", "AGREED / DISAGREED", "VERIFIED / FAILED", "IN A ROW", "AUTONOMY IN REVIEW"], &rows) {
             say!("{line}");
         }
     }

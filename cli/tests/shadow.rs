@@ -58,7 +58,7 @@ async fn a_service_in_shadow_mode_is_decided_never_touched_reported_and_judged()
     assert_eq!(code, 0, "{report}");
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!((report["judged"].as_u64(), report["agreed"].as_u64()), (Some(1), Some(1)), "{report:#}");
-    let record = report["records"].as_array().unwrap().iter().find(|r| r["service"] == "worker" && r["pathway"] == "restart_service").unwrap();
+    let record = report["records"].as_array().unwrap().iter().find(|r| r["environment"] == "staging" && r["service"] == "worker" && r["pathway"] == "restart_service").unwrap();
     assert_eq!((record["shadow_agreed"].as_u64(), record["earned"].as_u64(), record["graduated"].as_bool()), (Some(1), Some(1), Some(false)), "{record:#}");
 
     // The console's shadow page: the same worker in production (policy would want

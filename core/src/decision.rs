@@ -443,6 +443,13 @@ pub fn action_key(incident_id: &str, remediation: &Remediation) -> String {
     crate::canonical::to_string(&[incident_id, &remediation.pathway, &remediation.target, &parameters]).unwrap_or_default()
 }
 
+/// What every [`action_key`] of `incident_id` starts with.
+pub fn action_key_prefix(incident_id: &str) -> String {
+    let full = action_key(incident_id, &Remediation { pathway: String::new(), target: String::new(), parameters: Value::Null, rationale: String::new() });
+    let quoted = crate::canonical::to_string(&incident_id).unwrap_or_default();
+    full.get(..1 + quoted.len() + 1).map(str::to_owned).unwrap_or(full)
+}
+
 impl Decision {
     pub fn action_key(&self) -> String {
         action_key(&self.incident_id, &self.remediation)
@@ -564,6 +571,15 @@ impl Trip {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_incidents_action_keys_share_its_prefix_and_no_other_incidents_do() {
+        let remediation = Remediation { pathway: "restart_service".into(), target: "web".into(), parameters: serde_json::json!({"a": 1}), rationale: String::new() };
+        let prefix = action_key_prefix("inc-1");
+        assert!(action_key("inc-1", &remediation).starts_with(&prefix), "{prefix}");
+        assert!(!action_key("inc-10", &remediation).starts_with(&prefix));
+        assert!(!action_key("inc-", &remediation).starts_with(&prefix));
+    }
+
     use super::*;
 
     fn body(expires_at_ms: i64) -> DecisionBody {

@@ -303,7 +303,7 @@ pub enum GovernanceEvent {
     /// A person judged a shadow decision: would its action have been right?
     ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
     /// A pathway graduated on a service (may run there on its own in review mode), or was demoted.
-    Graduation { service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },
+    Graduation { environment: String, service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },
 }
 
 impl GovernanceEvent {

@@ -313,11 +313,7 @@ pub fn policy_input(
         freeze_windows: assessment.freeze_windows.clone(),
         outcome_stats: assessment.outcome_stats.clone(),
         mode: crate::graduation::mode_for(governance.modes, &target.environment, &target.service),
-        track_record: governance
-            .guard
-            .tracks
-            .get(&target.service)
-            .and_then(|t| t.get(pathway_name))
+        track_record: crate::graduation::track(&governance.guard.tracks, &target.environment, &target.service, pathway_name)
             .cloned()
             .unwrap_or_default()
             .input(governance.graduation, now_ms),

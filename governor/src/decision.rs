@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::identity::Caller;
 
-pub use arf_core::decision::{Decision, State, action_key};
+pub use arf_core::decision::{Decision, State, action_key, action_key_prefix};
 
 
 pub use arf_core::decision::{Approval, Verdict};

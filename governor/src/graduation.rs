@@ -10,6 +10,9 @@
 //!   *graduated* on the service;
 //! - `autonomous`: policy decides, as it says.
 //!
+//! Records are kept per environment, service and pathway: what a pathway earned on
+//! a service in staging says nothing about the same service in production.
+//!
 //! A pathway graduates on a service once it has [`Graduation::runs`] successes
 //! (agreeing judgements of its shadow decisions, and verified live runs) with no
 //! setback after them, within [`Graduation::window_secs`]. A setback (a failed or
@@ -185,19 +188,32 @@ impl Track {
 /// A promotion or demotion, to be logged and explained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    pub environment: String,
     pub service: String,
     pub pathway: String,
     pub graduated: bool,
     pub reason: String,
 }
 
-/// Service → pathway → track record.
-pub type Tracks = BTreeMap<String, BTreeMap<String, Track>>;
+/// Environment → service → pathway → track record.
+pub type Tracks = BTreeMap<String, BTreeMap<String, BTreeMap<String, Track>>>;
 
-/// Notes `event` for `pathway` on `service` at `now_ms`, forgetting what fell out of
-/// the window; the promotion or demotion it caused, if any.
-pub fn note(tracks: &mut Tracks, graduation: &Graduation, service: &str, pathway: &str, event: Event, now_ms: i64) -> Option<Change> {
-    let track = tracks.entry(service.to_owned()).or_default().entry(pathway.to_owned()).or_default();
+/// The record of `pathway` on `service` in `environment`, if it has one.
+pub fn track<'a>(tracks: &'a Tracks, environment: &str, service: &str, pathway: &str) -> Option<&'a Track> {
+    tracks.get(environment)?.get(service)?.get(pathway)
+}
+
+/// Every record, as (environment, service, pathway, track).
+pub fn all(tracks: &Tracks) -> impl Iterator<Item = (&String, &String, &String, &Track)> {
+    tracks.iter().flat_map(|(environment, services)| {
+        services.iter().flat_map(move |(service, pathways)| pathways.iter().map(move |(pathway, track)| (environment, service, pathway, track)))
+    })
+}
+
+/// Notes `event` for `pathway` on `service` in `environment` at `now_ms`,
+/// forgetting what fell out of the window; the promotion or demotion it caused, if any.
+pub fn note(tracks: &mut Tracks, graduation: &Graduation, environment: &str, service: &str, pathway: &str, event: Event, now_ms: i64) -> Option<Change> {
+    let track = tracks.entry(environment.to_owned()).or_default().entry(service.to_owned()).or_default().entry(pathway.to_owned()).or_default();
     let start = graduation.window_start(now_ms);
     for times in [&mut track.agreed, &mut track.disagreed, &mut track.verified, &mut track.failed] {
         times.retain(|&at| at > start);
@@ -215,16 +231,16 @@ pub fn note(tracks: &mut Tracks, graduation: &Graduation, service: &str, pathway
     track.graduated = record.graduated;
     let reason = if record.graduated {
         format!(
-            "pathway `{pathway}` graduated on service `{service}`: {} successes in a row within {} days ({} agreeing shadow judgements and {} verified runs in the window), with no setback since",
+            "pathway `{pathway}` graduated on service `{service}` in {environment}: {} successes in a row within {} days ({} agreeing shadow judgements and {} verified runs in the window), with no setback since",
             record.earned,
             graduation.window_secs / 86_400,
             record.shadow_agreed,
             record.verified
         )
     } else {
-        format!("pathway `{pathway}` was demoted on service `{service}`: {}; it must earn {} successes in a row again", event.words(), graduation.runs)
+        format!("pathway `{pathway}` was demoted on service `{service}` in {environment}: {}; it must earn {} successes in a row again", event.words(), graduation.runs)
     };
-    Some(Change { service: service.to_owned(), pathway: pathway.to_owned(), graduated: record.graduated, reason })
+    Some(Change { environment: environment.to_owned(), service: service.to_owned(), pathway: pathway.to_owned(), graduated: record.graduated, reason })
 }
 
 /// The rule id the governor adds when it holds review mode after policy.
@@ -275,7 +291,7 @@ mod tests {
         let mut at = 100 * DAY;
         let mut step = |tracks: &mut Tracks, event| {
             at += DAY;
-            note(tracks, &graduation, "web", "restart_service", event, at)
+            note(tracks, &graduation, "staging", "web", "restart_service", event, at)
         };
         assert_eq!(step(&mut tracks, Event::Agreed), None);
         assert_eq!(step(&mut tracks, Event::Verified), None);
@@ -288,18 +304,19 @@ mod tests {
         assert_eq!(step(&mut tracks, Event::Agreed), None, "two since the setback are not three");
         assert!(step(&mut tracks, Event::Verified).unwrap().graduated);
         assert!(!step(&mut tracks, Event::Disagreed).unwrap().graduated, "a disagreeing judgement demotes too");
-        // Other pathways and services keep their own records.
-        assert!(!tracks["web"].contains_key("scale_out"));
+        // Other pathways, services and environments keep their own records.
+        assert!(track(&tracks, "staging", "web", "scale_out").is_none());
+        assert!(track(&tracks, "production", "web", "restart_service").is_none(), "staging's record says nothing about production");
     }
 
     #[test]
     fn successes_older_than_the_window_do_not_count() {
         let graduation = Graduation { runs: 2, window_secs: 10 * 86_400 };
         let mut tracks = Tracks::new();
-        assert_eq!(note(&mut tracks, &graduation, "web", "p", Event::Agreed, DAY), None);
-        assert_eq!(note(&mut tracks, &graduation, "web", "p", Event::Agreed, 20 * DAY), None, "the first is out of the window");
-        assert!(note(&mut tracks, &graduation, "web", "p", Event::Verified, 21 * DAY).unwrap().graduated);
-        let record = tracks["web"]["p"].input(&graduation, 21 * DAY);
+        assert_eq!(note(&mut tracks, &graduation, "staging", "web", "p", Event::Agreed, DAY), None);
+        assert_eq!(note(&mut tracks, &graduation, "staging", "web", "p", Event::Agreed, 20 * DAY), None, "the first is out of the window");
+        assert!(note(&mut tracks, &graduation, "staging", "web", "p", Event::Verified, 21 * DAY).unwrap().graduated);
+        let record = track(&tracks, "staging", "web", "p").unwrap().input(&graduation, 21 * DAY);
         assert_eq!((record.shadow_agreed, record.verified, record.earned), (1, 1, 2));
     }
 

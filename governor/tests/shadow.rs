@@ -70,7 +70,7 @@ async fn until_state(h: &Harness, decision_id: &str, state: &str) -> pb::Decisio
 }
 
 fn track(status: &pb::AutonomyStatus) -> &pb::PathwayOutcomeStats {
-    status.stats.iter().find(|s| s.service == "web" && s.pathway == "restart_service").expect("web's restart_service has a record")
+    status.stats.iter().find(|s| s.environment == "staging" && s.service == "web" && s.pathway == "restart_service").expect("web's restart_service has a record in staging")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,4 +159,53 @@ async fn shadow_decisions_never_run_judgements_graduate_and_a_failure_demotes_at
     assert!(rules.contains(&"review_mode".to_owned()), "{rules:?}");
     assert!(held.policy.as_ref().unwrap().reasons.iter().any(|r| r.contains("has 0 of the 2 successes")), "{:?}", held.policy);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the held action did not run");
+}
+
+/// A shadow decision that left memory is read back from the log by each request
+/// that judges it; however many people judge it at once, it counts once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_read_back_from_the_log_is_judged_once_however_many_try_at_once() {
+    let setup = Setup { modes: web_in(Mode::Shadow), retain_decisions_secs: 0, ..Setup::default() };
+    let h = Harness::start(setup).await;
+    let decision = decided(&h, "inc-once").await;
+    h.advance_ms(16 * 60 * 1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !h.decisions("alice", "inc-once").await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the shadow decision never left memory");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (a, b, c, d) = tokio::join!(
+        h.judge("alice", &decision.decision_id, true, ""),
+        h.judge("bob", &decision.decision_id, true, ""),
+        h.judge("carol", &decision.decision_id, true, ""),
+        h.judge("dave", &decision.decision_id, true, ""),
+    );
+    let counted = [a, b, c, d].into_iter().filter(Result::is_ok).count();
+    assert_eq!(counted, 1, "one judgement counts");
+    let record = h.autonomy("alice").await.unwrap();
+    assert_eq!(track(&record).shadow_agreed, 1);
+    let logged = h.records("inc-once", arf_audit::RecordKind::Decision).await.into_iter().filter(|r| r.payload["event"] == "shadow_judged").count();
+    assert_eq!(logged, 1);
+}
+
+/// Two proposals of one incident at once: one is its first attempt, the other
+/// its second, whichever comes first, so the second waits for a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_actions_of_one_incident_at_once_are_attempts_one_and_two() {
+    let h = Harness::start(Setup::default()).await;
+    let first = proposal("inc-two", "restart_service", "web-staging", 0.9);
+    let mut second = first.clone();
+    second.id = "prop-inc-two-b".to_owned();
+    for remediation in [second.remediation.as_mut().unwrap(), &mut second.hypothesis.as_mut().unwrap().remediations[0]] {
+        remediation.parameters_json = r#"{"reason":"leak"}"#.to_owned();
+    }
+    h.back(&first).await;
+    h.back(&second).await;
+    let (a, b) = tokio::join!(h.evaluate(first), h.evaluate(second));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut routes = [route(&a), route(&b)];
+    routes.sort_by_key(|r| *r as i32);
+    assert_eq!(routes, [pb::Route::Autonomous, pb::Route::Approval], "{a:?}\n{b:?}");
+    let later = if route(&a) == pb::Route::Approval { &a } else { &b };
+    assert!(later.policy.as_ref().unwrap().rules_fired.contains(&"next_attempt".to_owned()), "{later:?}");
 }

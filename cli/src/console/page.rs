@@ -280,11 +280,12 @@ pub fn shadow(decisions: &[pb::Decision], incidents: &[pb::Incident], records: &
     }
     let tracked: Vec<&pb::PathwayOutcomeStats> = records.iter().filter(|r| r.required_runs > 0).collect();
     if !tracked.is_empty() {
-        html.push_str("<h2>Track records</h2><table><tr><th>Service</th><th>Pathway</th><th>Agreed / disagreed</th><th>Verified / failed</th><th>In a row</th><th>In review mode</th></tr>");
+        html.push_str("<h2>Track records</h2><table><tr><th>Environment</th><th>Service</th><th>Pathway</th><th>Agreed / disagreed</th><th>Verified / failed</th><th>In a row</th><th>In review mode</th></tr>");
         for r in tracked {
             let _ = write!(
                 html,
-                "<tr><td>{}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{} of {}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{} / {}</td><td>{} of {}</td><td>{}</td></tr>",
+                esc(&r.environment),
                 esc(&r.service),
                 esc(&r.pathway),
                 r.shadow_agreed,

@@ -199,7 +199,7 @@ impl Shared {
         // Counted before it is logged: if the governor stops in between, the log still
         // shows the decision authorized, the next governor asks the executor again,
         // and the guard state remembers that this outcome was counted.
-        let (trips, graduation) = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, state.as_str());
+        let (trips, graduation) = self.count_outcome(decision_id, (&decision.environment, &decision.service), &decision.remediation.pathway, &decision.model, state.as_str());
         decision.state = state;
         decision.detail.clone_from(&detail);
         drop(decision);
@@ -239,7 +239,7 @@ impl Shared {
             arf_core::time::format_ms((self.clock)())
         );
         warn!(%decision_id, "outcome overdue; counted as a failure, still asking");
-        let (trips, graduation) = self.count_outcome(decision_id, &decision.service, &decision.remediation.pathway, &decision.model, "failed");
+        let (trips, graduation) = self.count_outcome(decision_id, (&decision.environment, &decision.service), &decision.remediation.pathway, &decision.model, "failed");
         decision.detail.clone_from(&detail);
         // No `state`: the decision is not settled, and a restart must follow it again.
         let payload = records::encode(&records::GovernanceEvent::OutcomeOverdue { decision_id: decision_id.to_owned(), detail });

@@ -66,13 +66,13 @@ impl Shared {
     ///
     /// A fresh outcome also goes on the pathway's track record on the service; the
     /// promotion or demotion it causes comes back for [`Self::log_graduation`].
-    pub(crate) fn count_outcome(&self, decision_id: &str, service: &str, pathway: &str, model: &str, outcome: &str) -> (Vec<Trip>, Option<graduation::Change>) {
+    pub(crate) fn count_outcome(&self, decision_id: &str, (environment, service): (&str, &str), pathway: &str, model: &str, outcome: &str) -> (Vec<Trip>, Option<graduation::Change>) {
         let now = (self.clock)();
         self.change(|state| {
             let fresh = !state.unlogged_outcomes.contains_key(decision_id);
             let trips = guard::record_outcome(state, &self.guard_rails, decision_id, service, pathway, model, outcome, now);
             let change = match graduation::Event::of_outcome(outcome) {
-                Some(event) if fresh => graduation::note(&mut state.tracks, &self.graduation, service, pathway, event, now),
+                Some(event) if fresh => graduation::note(&mut state.tracks, &self.graduation, environment, service, pathway, event, now),
                 _ => None,
             };
             (trips, change)
@@ -81,17 +81,24 @@ impl Shared {
     }
 
     /// Notes a person's judgement of a shadow decision on the pathway's track record.
-    pub(crate) fn count_judgement(&self, service: &str, pathway: &str, agrees: bool) -> Option<graduation::Change> {
+    pub(crate) fn count_judgement(&self, environment: &str, service: &str, pathway: &str, agrees: bool) -> Option<graduation::Change> {
         let now = (self.clock)();
         let event = if agrees { graduation::Event::Agreed } else { graduation::Event::Disagreed };
-        self.change(|state| graduation::note(&mut state.tracks, &self.graduation, service, pathway, event, now)).0
+        self.change(|state| graduation::note(&mut state.tracks, &self.graduation, environment, service, pathway, event, now)).0
     }
 
     /// Logs a promotion or demotion; best effort, since it is already in force.
     pub(crate) async fn log_graduation(&self, change: Option<graduation::Change>) {
         let Some(change) = change else { return };
         info!(service = %change.service, pathway = %change.pathway, graduated = change.graduated, reason = %change.reason, "track record changed what may run on its own");
-        let event = GovernanceEvent::Graduation { service: change.service, pathway: change.pathway, graduated: change.graduated, reason: change.reason, at_ms: (self.clock)() };
+        let event = GovernanceEvent::Graduation {
+            environment: change.environment,
+            service: change.service,
+            pathway: change.pathway,
+            graduated: change.graduated,
+            reason: change.reason,
+            at_ms: (self.clock)(),
+        };
         if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, records::encode(&event)).await {
             warn!(%error, "cannot log the graduation change");
         }
@@ -138,19 +145,24 @@ impl Shared {
             since_ms: t.since_ms,
             reason: t.reason.clone(),
         };
-        // Every (service, pathway) with live runs or a track record (shadow judgements alone).
-        let keys: std::collections::BTreeSet<(&String, &String)> = state
+        // Live statistics per (service, pathway), with no environment; then each
+        // track record per (environment, service, pathway), with that service's statistics.
+        let none = String::new();
+        let none = &none;
+        let keys: std::collections::BTreeSet<(&String, &String, &String)> = state
             .pathways
             .iter()
-            .flat_map(|(service, pathways)| pathways.keys().map(move |pathway| (service, pathway)))
-            .chain(state.tracks.iter().flat_map(|(service, tracks)| tracks.keys().map(move |pathway| (service, pathway))))
+            .flat_map(|(service, pathways)| pathways.keys().map(move |pathway| (none, service, pathway)))
+            .filter(|(_, service, pathway)| !graduation::all(&state.tracks).any(|(_, s, p, _)| s == *service && p == *pathway))
+            .chain(graduation::all(&state.tracks).map(|(environment, service, pathway, _)| (environment, service, pathway)))
             .collect();
         let stats = keys
             .into_iter()
-            .map(|(service, pathway)| {
+            .map(|(environment, service, pathway)| {
                 let live = state.pathways.get(service).and_then(|p| p.get(pathway)).map(|r| r.stats.clone()).unwrap_or_default();
-                let track = state.tracks.get(service).and_then(|t| t.get(pathway)).cloned().unwrap_or_default().input(&self.graduation, now);
+                let track = graduation::track(&state.tracks, environment, service, pathway).cloned().unwrap_or_default().input(&self.graduation, now);
                 pb::PathwayOutcomeStats {
+                    environment: environment.clone(),
                     service: service.clone(),
                     pathway: pathway.clone(),
                     runs: live.runs,

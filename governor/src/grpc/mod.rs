@@ -66,6 +66,10 @@ pub(crate) struct Shared {
     /// Decisions are made one at a time, so that two cannot both take the last
     /// autonomous action a service's rate limit allows.
     deciding: Mutex<()>,
+    /// Judgements are given one at a time: a decision read back from the log for
+    /// each request is a copy of its own, so only this keeps two requests from
+    /// both finding it unjudged and both counting.
+    judging: Mutex<()>,
     decision_ttl_ms: i64,
     audit: AuditClient,
     executor: ExecutorClient<arf_proto::server::Authenticated>,
@@ -170,6 +174,7 @@ impl Shared {
             guard: std::sync::Mutex::new(guard),
             guard_path,
             deciding: Mutex::new(()),
+            judging: Mutex::new(()),
             decision_ttl_ms: i64::try_from(config.decision_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             audit,
             executor,
@@ -259,6 +264,30 @@ impl Shared {
             .map(|d| crate::policy::EarlierAttempt { decision_id: d.decision_id, state: d.state.as_str().to_owned() })
             .collect();
         Ok((None, earlier))
+    }
+
+    /// Which attempt at `incident_id` a new decision would be: 1 plus its earlier
+    /// actions that ran, run, or may run. From the governor's own `authorized`
+    /// records in the incident's trail, and from its decisions in memory that are
+    /// approved or later (one being authorized right now counts too).
+    async fn attempt(&self, incident_id: &str, trail: &[arf_audit_client::Record]) -> u32 {
+        let mut ran: std::collections::BTreeSet<String> = trail
+            .iter()
+            .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == "authorized")
+            .filter_map(|r| r.payload["decision_id"].as_str().map(str::to_owned))
+            .collect();
+        let prefix = decision::action_key_prefix(incident_id);
+        let ids: Vec<String> = self.actions.lock().await.range(prefix.clone()..).take_while(|(key, _)| key.starts_with(&prefix)).flat_map(|(_, ids)| ids.clone()).collect();
+        for id in ids {
+            let Some(entry) = self.entry(&id).await else { continue };
+            let may_run = entry.try_lock().map_or(true, |d| {
+                matches!(d.state, State::Approved | State::Authorized | State::Verified | State::RolledBack | State::RollbackFailed | State::Failed)
+            });
+            if may_run {
+                ran.insert(id);
+            }
+        }
+        u32::try_from(ran.len()).unwrap_or(u32::MAX).saturating_add(1)
     }
 
     /// Lets settled decisions that expired more than `retain_ms` ago leave memory.
@@ -699,17 +728,13 @@ impl Governor for Service {
             decide::check(&proposal, &self.shared.governance(&self.shared.current_policies(), &self.shared.guard_snapshot()))
                 .map_err(status::invalid_proposal)?;
             let (mut scope, trail) = self.shared.backing(&proposal).await?;
-            // Earlier actions of the incident that ran: from the governor's own records.
-            let ran: std::collections::BTreeSet<&str> = trail
-                .iter()
-                .filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == "authorized")
-                .filter_map(|r| r.payload["decision_id"].as_str())
-                .collect();
-            scope.attempt = u32::try_from(ran.len()).unwrap_or(u32::MAX).saturating_add(1);
             // Decisions are made one at a time, and an action is decided at most once
             // while a decision for it is live or has succeeded: held from the look-up
             // until the new decision is in place, so two proposals cannot both pass.
             let deciding = self.shared.deciding.lock().await;
+            // Which attempt at the incident this is, counted under the lock so that two
+            // proposals of one incident at once cannot both be the first.
+            scope.attempt = self.shared.attempt(&proposal.incident_id, &trail).await;
             let key = decision::action_key(&proposal.incident_id, &proposal.remediation);
             let (holding, earlier_attempts) = self.shared.attempts(&key, &trail).await?;
             if let Some(existing) = holding {
@@ -944,6 +969,8 @@ impl Governor for Service {
         if !request.agrees && request.reason.trim().is_empty() {
             return Err(Status::invalid_argument("a disagreeing judgement needs a reason: say what should have been done instead"));
         }
+        // Held from the look-up until the judgement is counted (see `judging`).
+        let _judging = self.shared.judging.lock().await;
         let entry = self.find(&request.decision_id).await?;
         let mut decision = entry.lock().await;
         if decision.state != State::Shadow {
@@ -974,13 +1001,19 @@ impl Governor for Service {
             pathway: decision.remediation.pathway.clone(),
             judgement: judgement.clone(),
         };
-        // Write-ahead: a judgement that is not in the log was never given.
+        // A disagreement counts before it is logged, an agreement after: whatever
+        // stops the governor in between, the record errs toward less autonomy (a
+        // demotion that stands without its record, or an agreement never counted).
+        let early = (!judgement.agrees).then(|| self.shared.count_judgement(&decision.environment, &decision.service, &decision.remediation.pathway, false));
         self.shared
             .audit
             .append_one(&decision.incident_id, RecordKind::Decision, records::encode(&event))
             .await
             .map_err(|e| status::audit_unavailable(&e, "the judgement was not recorded"))?;
-        let change = self.shared.count_judgement(&decision.service, &decision.remediation.pathway, judgement.agrees);
+        let change = match early {
+            Some(change) => change,
+            None => self.shared.count_judgement(&decision.environment, &decision.service, &decision.remediation.pathway, true),
+        };
         info!(decision_id = %decision.decision_id, identity = %caller.name, agrees = judgement.agrees, "shadow decision judged");
         decision.judgement = Some(judgement);
         let answer = convert::decision(&decision);
