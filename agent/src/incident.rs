@@ -130,6 +130,10 @@ pub struct Incident {
     /// next attempt could try ([`alternatives`]).
     #[serde(skip)]
     pub alternatives: u32,
+    /// The decision whose rolled-back action the next attempt follows, until that
+    /// attempt's proposal is logged: what a restart resumes.
+    #[serde(skip)]
+    pub retry_after: Option<String>,
 }
 
 /// How many different actions the hypotheses of a diagnosis propose beyond the
@@ -367,6 +371,7 @@ impl Incident {
             in_flight: self.in_flight,
             pipeline_done: self.pipeline_done,
             alternatives: self.alternatives,
+            retry_after: self.retry_after.clone(),
         }
     }
 
@@ -560,6 +565,7 @@ impl Incidents {
                     in_flight: 0,
                     pipeline_done: false,
                     alternatives: 0,
+                    retry_after: None,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
                 self.by_id.insert(incident_id.clone(), incident);
@@ -670,6 +676,7 @@ impl Incidents {
                                     in_flight: 0,
                                     pipeline_done: false,
                                     alternatives: 0,
+                                    retry_after: None,
                                 },
                             );
                             let key = (environment, service, family);
@@ -695,6 +702,7 @@ impl Incidents {
                                     incident.state = IncidentState::Diagnosing;
                                     incident.pipeline_done = false;
                                     incident.reason = format!("attempt {attempt} after decision `{after_decision}`: {reason}");
+                                    incident.retry_after = Some(after_decision);
                                 }
                                 IncidentRecord::Proposed { decision_id, route, .. } => {
                                     incident.advance(IncidentState::Proposed);
@@ -742,8 +750,12 @@ impl Incidents {
                     let diagnosis = record.parse::<DiagnosisRecord>()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
                         match (&diagnosis.after_decision, &diagnosis.proposal) {
-                            // A next attempt: no model call, one alternative fewer.
-                            (Some(_), _) => incident.alternatives = incident.alternatives.saturating_sub(1),
+                            // A next attempt: no model call, one alternative fewer, and its
+                            // proposal logged (a restart sends it if unanswered).
+                            (Some(_), _) => {
+                                incident.alternatives = incident.alternatives.saturating_sub(1);
+                                incident.retry_after = None;
+                            }
                             (None, proposal) => {
                                 incident.model_calls += 1;
                                 if proposal.is_some() {
@@ -790,6 +802,7 @@ impl Incidents {
                 incident.decision_ids.len() + 1
             );
             incident.updated_at_ms = record.time_ms;
+            incident.retry_after = Some(outcome.decision_id.clone());
             return Some(outcome.decision_id);
         }
         self.follow_state(record);

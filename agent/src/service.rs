@@ -245,25 +245,38 @@ impl Agent {
             incidents.evict(arf_core::time::now_ms(), self.retain_ms);
             incidents.unfinished()
         };
-        let resumed: Vec<(String, Option<Proposal>)> = unfinished.into_iter().map(|id| {
-            let proposal = proposals.unanswered(&id);
-            (id, proposal)
-        }).collect();
+        let resumed: Vec<(String, Option<Proposal>, Option<String>)> = {
+            let incidents = self.incidents.lock().await;
+            unfinished
+                .into_iter()
+                .map(|id| {
+                    let proposal = proposals.unanswered(&id);
+                    let retry = incidents.by_id.get(&id).and_then(|i| i.retry_after.clone());
+                    (id, proposal, retry)
+                })
+                .collect()
+        };
         let count = self.incidents.lock().await.by_id.len();
         self.follow_from(last_seq + 1);
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
-        for (incident_id, proposal) in resumed {
+        for (incident_id, proposal, retry) in resumed {
             let agent = Arc::clone(self);
             // A proposal already logged goes to the governor as it was (the governor
             // answers a proposal it holds with its decision); diagnosing again could
-            // propose something else for the same incident.
-            match proposal {
-                Some(proposal) => {
+            // propose something else for the same incident. A next attempt the
+            // restart cut off is tried, not diagnosed afresh.
+            match (proposal, retry) {
+                (None, Some(after)) => {
+                    info!(%incident_id, %after, "resuming the next attempt after a rolled-back action");
+                    let span = info_span!("next_attempt", %incident_id);
+                    tokio::spawn(async move { agent.next_attempt(&incident_id, &after).await }.instrument(span));
+                }
+                (Some(proposal), _) => {
                     info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
                     let span = info_span!("propose", %incident_id);
                     tokio::spawn(async move { agent.propose(&incident_id, proposal).await }.instrument(span));
                 }
-                None => {
+                (None, None) => {
                     info!(%incident_id, "resuming an unfinished diagnosis");
                     let span = info_span!("diagnose", %incident_id);
                     tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
@@ -767,6 +780,7 @@ impl Agent {
     /// what the governor checks it against); policy sees it as a later attempt. With
     /// no such hypothesis, the incident is escalated.
     async fn next_attempt(&self, incident_id: &str, after_decision: &str) {
+        arf_core::crash::point("agent.before_next_attempt");
         let trail = match self.audit.read_incident(incident_id).await {
             Ok(trail) => trail,
             Err(error) => {
@@ -794,6 +808,7 @@ impl Agent {
         }
         if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
             incident.alternatives = incident.alternatives.saturating_sub(1);
+            incident.retry_after = None;
         }
         info!(%incident_id, %after_decision, attempt, pathway = %proposal.remediation.pathway, "proposing the next hypothesis");
         self.propose(incident_id, proposal).await;

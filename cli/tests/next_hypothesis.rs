@@ -60,8 +60,9 @@ fn decisions(trail: &[arf_audit::Record]) -> Vec<&arf_audit::Record> {
     trail.iter().filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload.get("policy_input").is_some()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_approves() {
+/// A plane whose agent tries up to two actions per incident, on the fussy worker,
+/// with the agent's crash point `crash_at` armed if given.
+async fn plane(crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = fussy_worker().await;
     let mut plane = support::Plane::prepare(&target).await;
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
@@ -70,9 +71,33 @@ async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_a
     let scripted = std::path::PathBuf::from(agent["scripted_dir"].as_str().unwrap());
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
     std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
-    for role in ["audit", "governor", "executor", "agent"] {
+    for role in ["audit", "governor", "executor"] {
         plane.start(role, None).await;
     }
+    plane.start("agent", crash_at).await;
+    (plane, restarts)
+}
+
+/// The agent killed after it saw the rollback and before it logged anything of the
+/// next attempt: restarted, it tries the next hypothesis, without diagnosing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_before_the_next_attempt_still_tries_the_next_hypothesis() {
+    let (mut plane, _restarts) = plane(Some("agent.before_next_attempt")).await;
+    let incident = plane.fire().await;
+    plane.wait_killed("agent").await;
+    let trail = plane.auditor().read_incident(&incident).await.unwrap();
+    assert!(trail.iter().any(|r| r.kind == RecordKind::Outcome && r.payload["outcome"] == "rolled_back"), "{}", support::summary(&trail));
+    assert_eq!(decisions(&trail).len(), 1, "killed before the next attempt");
+    plane.start("agent", None).await;
+    let trail = plane.trail_until(&incident, Duration::from_secs(60), "the next attempt after the restart", |t| decisions(t).len() >= 2).await;
+    assert_eq!(decisions(&trail)[1].payload["remediation"]["parameters"]["reason"], "memory leak");
+    let answers = trail.iter().filter(|r| r.kind == RecordKind::Diagnosis && r.payload.get("completion").is_some()).count();
+    assert_eq!(answers, 1, "no second model call: {}", support::summary(&trail));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_approves() {
+    let (plane, restarts) = plane(None).await;
 
     let incident = plane.fire().await;
     // The first action runs on its own (staging), fails verification and rolls back;
