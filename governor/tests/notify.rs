@@ -261,3 +261,58 @@ async fn a_witness_refusing_the_log_pages_someone_once() {
         assert_eq!(taken(&inbox, receiver).len(), 1, "{receiver}: one page per spell of refusals");
     }
 }
+
+/// An executor whose own witness refuses the log, as `arf-executor` says it: the
+/// refusal is marked `arf-refusal: log-not-witnessed` (checked on the executor's side
+/// in `executor/tests/it/witnesses_the_log.rs`).
+struct RefusingExecutor;
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for RefusingExecutor {
+    async fn execute(&self, _: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let mut refused = tonic::Status::failed_precondition("the audit log failed the executor's witness check: rolled back or truncated");
+        refused.metadata_mut().insert(arf_proto::server::REFUSAL, arf_proto::server::LOG_NOT_WITNESSED.parse().unwrap());
+        Err(refused)
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        Err(tonic::Status::not_found("never ran"))
+    }
+}
+
+/// The governor's half of a witness refusal at the executor: the refusal's mark
+/// pages someone, once, as the governor's own witness check does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_refusing_the_log_pages_someone_once() {
+    let inbox = Arc::new(Inbox::default());
+    let base = receivers(Arc::clone(&inbox)).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let routing_key = secrets.path().join("pd.key");
+    std::fs::write(&routing_key, ROUTING_KEY).unwrap();
+    let notify = NotifyConfig {
+        console_url: None,
+        receivers: vec![ReceiverConfig { url: Some(format!("{base}/pagerduty")), secret_file: Some(routing_key), ..ReceiverConfig::new("pagerduty", ReceiverKind::Pagerduty) }],
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let executor_addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(arf_proto::v1::executor_server::ExecutorServer::new(RefusingExecutor))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let h = Harness::start(Setup { notify: Some(notify), executor_addr: Some(executor_addr), ..Setup::default() }).await;
+    for incident in ["inc-exec-refused-1", "inc-exec-refused-2"] {
+        let decision = h.evaluate(proposal(incident, "restart_service", "web-staging", 0.9)).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.get("alice", &decision.decision_id).await.unwrap().state != "dispatch_failed" {
+            assert!(Instant::now() < deadline, "the refused decision was never settled");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    wait_for(&inbox, "pagerduty", |inbox| !taken(inbox, "pagerduty").is_empty()).await;
+    let (_, _, page) = inbox.accepted.lock().unwrap().iter().find(|(kind, _, _)| kind == "pagerduty").cloned().unwrap();
+    assert_eq!((page["event_action"].as_str(), page["payload"]["severity"].as_str()), (Some("trigger"), Some("critical")), "{page}");
+    assert!(page.to_string().contains("executor"), "the page says whose witness refused: {page}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(taken(&inbox, "pagerduty").len(), 1, "one page per spell of refusals");
+}
