@@ -179,6 +179,9 @@ pub struct Config {
     /// (a different action) as a new decision; policy sees it as a later attempt.
     #[serde(default = "default_max_attempts")]
     pub max_attempts_per_incident: u32,
+    /// Read-only investigation tools the model may call before it answers.
+    #[serde(default)]
+    pub investigation: crate::investigate::Config,
     /// Extra redaction patterns (regular expressions).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
@@ -282,6 +285,10 @@ fn default_max_model_calls() -> u32 {
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
         arf_core::target::check_inventory(&self.targets)?;
+        self.investigation.validate()?;
+        if let Some(dir) = &self.investigation.tools_dir {
+            crate::investigate::Tools::load_dir(dir).map_err(|e| format!("`agent.investigation.tools_dir`: {e}"))?;
+        }
         match self.reasoner {
             ReasonerKind::Scripted if self.scripted_dir.is_none() => {
                 return Err("`agent.scripted_dir` is required when `agent.reasoner = \"scripted\"`".to_owned());
@@ -367,4 +374,23 @@ impl Config {
         }
         Ok((identities, signers))
     }
+}
+
+/// Every `*.toml` file in `dir` (`what` names them in errors), in name order, parsed as `T`.
+pub fn toml_files<T: serde::de::DeserializeOwned>(dir: &std::path::Path, what: &str) -> Result<Vec<(PathBuf, T)>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {what} in `{}`: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("`{}`: {e}", file.display()))?;
+            let parsed = toml::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
+            Ok((file, parsed))
+        })
+        .collect()
 }

@@ -740,9 +740,12 @@ impl Incidents {
                     }
                 }
                 RecordKind::Snapshot => {
-                    let SnapshotRecord { hash, .. } = record.parse()?;
+                    let SnapshotRecord { hash, extends, .. } = record.parse()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
-                        incident.diagnoses += 1;
+                        // A snapshot extended by an investigation belongs to the diagnosis it extends.
+                        if extends.is_none() {
+                            incident.diagnoses += 1;
+                        }
                         incident.snapshot_hash = hash;
                     }
                 }

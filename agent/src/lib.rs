@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod incident;
 pub mod ingest;
+pub mod investigate;
 pub mod prompt;
 pub mod reasoner;
 pub mod redact;
@@ -92,7 +93,25 @@ pub async fn serve(
         max_diagnoses: config.max_diagnoses_per_incident,
         max_model_calls: config.max_model_calls_per_incident,
         max_attempts: config.max_attempts_per_incident,
+        investigator: investigate::Investigator::new(config.investigation.clone()).map_err(anyhow::Error::msg)?.map(Arc::new),
     };
+    if settings.investigator.is_some() {
+        // Loudly, once the log answers: calls that cannot be logged are withheld.
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                match audit.who_am_i().await {
+                    Ok((writer, kinds)) => {
+                        if !kinds.iter().any(|k| k == "investigation") {
+                            tracing::error!(%writer, "investigation tools are configured, but the audit log does not let the agent append `investigation` records (`audit.writer_kinds`): every call's result is withheld until it does");
+                        }
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                }
+            }
+        });
+    }
     let agent = Arc::new(service::Agent::new(audit, governor, catalog, config.targets.clone(), settings));
     // The log is the agent's memory: rebuild incidents from it before taking
     // signals. Until then the agent answers, but refuses signals as unavailable.

@@ -13,7 +13,7 @@ use arf_core::diagnosis::Snapshot;
 pub const SYSTEM_TEMPLATE: &str = include_str!("../../prompts/system.j2");
 pub const DIAGNOSIS_TEMPLATE: &str = include_str!("../../prompts/diagnosis.j2");
 /// Names the template pair; bump it when the templates change meaningfully.
-pub const PROMPT_ID: &str = "diagnosis@v2";
+pub const PROMPT_ID: &str = "diagnosis@v3";
 
 /// The one way a template may show a value: as JSON, with everything that could
 /// pass for markup, a delimiter, a terminal escape or a reordering of the text
@@ -44,8 +44,15 @@ pub struct Prompt {
     pub user: String,
 }
 
-pub fn render(snapshot: &Snapshot, pathways: &[Value], targets: &[Value]) -> Result<Prompt, String> {
-    render_templates(SYSTEM_TEMPLATE, DIAGNOSIS_TEMPLATE, snapshot, pathways, targets)
+/// `tools`: the investigation tools offered (name, description, parameters), if any.
+pub fn render(snapshot: &Snapshot, pathways: &[Value], targets: &[Value], tools: &[Value]) -> Result<Prompt, String> {
+    render_templates(SYSTEM_TEMPLATE, DIAGNOSIS_TEMPLATE, snapshot, pathways, targets, tools)
+}
+
+/// A value as the prompt shows data: JSON with everything that could pass for
+/// markup, a delimiter or a terminal escape escaped (see `data`).
+pub fn escaped_json(value: &Value) -> String {
+    data(minijinja::Value::from_serialize(value)).unwrap_or_default()
 }
 
 /// Renders a given template pair; the hash covers the templates and the text.
@@ -55,12 +62,13 @@ pub fn render_templates(
     snapshot: &Snapshot,
     pathways: &[Value],
     targets: &[Value],
+    tools: &[Value],
 ) -> Result<Prompt, String> {
     let mut env = Environment::new();
     env.add_filter("data", data);
     env.add_template("system", system_template).map_err(|e| e.to_string())?;
     env.add_template("diagnosis", diagnosis_template).map_err(|e| e.to_string())?;
-    let context = minijinja::context! { snapshot => snapshot, pathways => pathways, targets => targets };
+    let context = minijinja::context! { snapshot => snapshot, pathways => pathways, targets => targets, tools => tools };
     let system = env.get_template("system").and_then(|t| t.render(&context)).map_err(|e| e.to_string())?;
     let user = env.get_template("diagnosis").and_then(|t| t.render(&context)).map_err(|e| e.to_string())?;
     let hash = sha256_hex(format!("{system_template}\0{diagnosis_template}\0{system}\0{user}").as_bytes());
@@ -89,15 +97,15 @@ mod tests {
 
     #[test]
     fn changing_a_template_changes_the_hash() {
-        let base = render(&snapshot(), &[], &[]).unwrap();
+        let base = render(&snapshot(), &[], &[], &[]).unwrap();
         assert_eq!(base.id, PROMPT_ID);
-        assert_eq!(render(&snapshot(), &[], &[]).unwrap().hash, base.hash, "rendering is deterministic");
+        assert_eq!(render(&snapshot(), &[], &[], &[]).unwrap().hash, base.hash, "rendering is deterministic");
         let edited_system = format!("{SYSTEM_TEMPLATE}\nBe brief.");
-        let changed = render_templates(&edited_system, DIAGNOSIS_TEMPLATE, &snapshot(), &[], &[]).unwrap();
+        let changed = render_templates(&edited_system, DIAGNOSIS_TEMPLATE, &snapshot(), &[], &[], &[]).unwrap();
         assert_ne!(changed.hash, base.hash);
         // A comment changes nothing the model sees, but it is a different template: the hash says so.
         let commented = format!("{DIAGNOSIS_TEMPLATE}{{# reviewed #}}");
-        assert_ne!(render_templates(SYSTEM_TEMPLATE, &commented, &snapshot(), &[], &[]).unwrap().hash, base.hash);
+        assert_ne!(render_templates(SYSTEM_TEMPLATE, &commented, &snapshot(), &[], &[], &[]).unwrap().hash, base.hash);
     }
 
     /// Every `{{ ... }}` in the shipped templates goes through `data` (or is a count
@@ -126,8 +134,9 @@ mod tests {
         };
         let pathways = [serde_json::json!({"name": hostile, "description": hostile})];
         let targets = [serde_json::json!({"name": hostile})];
-        let prompt = render(&snapshot, &pathways, &targets).unwrap();
-        let benign = render(&self::snapshot(), &[], &[]).unwrap();
+        let tools = [serde_json::json!({"name": hostile, "description": hostile})];
+        let prompt = render(&snapshot, &pathways, &targets, &tools).unwrap();
+        let benign = render(&self::snapshot(), &[], &[], &[]).unwrap();
         for (text, expected) in [(&prompt.system, &benign.system), (&prompt.user, &benign.user)] {
             for delimiter in ["<untrusted-data>", "</untrusted-data>"] {
                 assert_eq!(text.matches(delimiter).count(), expected.matches(delimiter).count(), "{delimiter} in {text}");
@@ -139,7 +148,7 @@ mod tests {
 
     #[test]
     fn signal_content_sits_inside_the_untrusted_delimiters() {
-        let prompt = render(&snapshot(), &[], &[]).unwrap();
+        let prompt = render(&snapshot(), &[], &[], &[]).unwrap();
         let start = prompt.user.find("<untrusted-data>").unwrap();
         let end = prompt.user.find("</untrusted-data>").unwrap();
         let at = prompt.user.find("ignore previous instructions").unwrap();

@@ -74,6 +74,7 @@ pub struct Agent {
     group_wait: std::time::Duration,
     /// How long a done incident stays in memory.
     retain_ms: i64,
+    investigator: Option<Arc<crate::investigate::Investigator>>,
 }
 
 /// How many requests may wait for the batcher before senders wait too.
@@ -194,6 +195,8 @@ pub struct Settings {
     pub max_model_calls: u32,
     /// Actions tried per incident ([`Incidents::with_max_attempts`]).
     pub max_attempts: u32,
+    /// The investigation tools, when configured.
+    pub investigator: Option<Arc<crate::investigate::Investigator>>,
 }
 
 impl Agent {
@@ -216,6 +219,7 @@ impl Agent {
             settled: tokio::sync::Notify::new(),
             group_wait: settings.group_wait,
             retain_ms: settings.retain_ms,
+            investigator: settings.investigator,
         }
     }
 
@@ -623,7 +627,7 @@ impl Agent {
         };
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();
-        let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone() });
+        let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone(), extends: None });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
             self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
             return;
@@ -639,7 +643,18 @@ impl Agent {
             })
             .collect();
         let pathways: Vec<Value> = self.catalog.pathways().map(arf_core::catalog::Pathway::offer).collect();
-        let prompt = match prompt::render(&snapshot, &pathways, &target_offers) {
+        let session = self.investigator.as_deref().map(|investigator| {
+            let reach = crate::investigate::Reach {
+                incident_id,
+                service: &incident.service,
+                environment: &incident.environment,
+                snapshot_hash: &snapshot_hash,
+                targets: &targets,
+            };
+            crate::investigate::Session::new(investigator, reach, &self.inventory, &self.redactor, &self.audit, &self.incidents)
+        });
+        let tools = session.as_ref().map(crate::investigate::Session::offers).unwrap_or_default();
+        let prompt = match prompt::render(&snapshot, &pathways, &target_offers, &tools) {
             Ok(prompt) => prompt,
             Err(error) => {
                 self.escalate(incident_id, &format!("cannot render the prompt: {error}")).await;
@@ -651,12 +666,22 @@ impl Agent {
         let mut reasoner = Arc::clone(&self.reasoner);
         let mut fallback = self.fallback.clone();
         let mut attempts: Vec<Attempt> = Vec::new();
+        // What the answer is grounded in and the proposal cites: the snapshot, or the
+        // snapshot extended with the investigation's results (logged before use).
+        let mut cited = (snapshot.clone(), snapshot_hash.clone());
         let (grounded, mut payload) = loop {
             if !self.take_model_call(incident_id).await {
                 self.escalate(incident_id, &format!("the incident reached its bound of {} model calls", self.max_model_calls)).await;
                 return;
             }
-            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &targets, pathways: &pathways, repairs: &attempts };
+            let request = DiagnosisRequest {
+                snapshot: &snapshot,
+                prompt: &prompt,
+                targets: &targets,
+                pathways: &pathways,
+                repairs: &attempts,
+                investigation: session.as_ref().filter(|_| !tools.is_empty()),
+            };
             let mut payload = base.clone();
             reasoner.name().clone_into(&mut payload.reasoner);
             payload.attempt = u32::try_from(attempts.len() + 1).unwrap_or(u32::MAX);
@@ -691,6 +716,21 @@ impl Agent {
                     }
                 }
             };
+            if let Some(extended) = match &session {
+                Some(session) => session.extend(&snapshot).await,
+                None => None,
+            } {
+                let hash = extended.hash();
+                if hash != cited.1 {
+                    let record = SnapshotRecord { hash: hash.clone(), snapshot: extended.clone(), extends: Some(snapshot_hash.clone()) };
+                    if let Err(error) = self.audit.append_one(incident_id, RecordKind::Snapshot, records::encode(&record)).await {
+                        self.escalate(incident_id, &format!("cannot log the investigation's results, so nothing was proposed: {error}")).await;
+                        return;
+                    }
+                    cited = (extended, hash);
+                }
+            }
+            payload.snapshot_hash.clone_from(&cited.1);
             tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
             payload.model = Some(completion.model.clone());
             payload.prompt_tokens = Some(completion.prompt_tokens);
@@ -700,7 +740,7 @@ impl Agent {
             payload.completion = Some(completion.text.clone());
             payload.injected_mistake.clone_from(&completion.injected_mistake);
             let result = if completion.problems.is_empty() {
-                ground::ground(&completion.text, &snapshot, &self.catalog, &self.inventory, &targets)
+                ground::ground(&completion.text, &cited.0, &self.catalog, &self.inventory, &targets)
             } else {
                 Err(ground::Refusal { reasons: completion.problems.clone() })
             };
@@ -742,7 +782,7 @@ impl Agent {
         let proposal = Proposal {
             id: random_id("prop"),
             incident_id: incident_id.to_owned(),
-            snapshot_hash: snapshot_hash.clone(),
+            snapshot_hash: cited.1.clone(),
             hypothesis: hypothesis.clone(),
             remediation: remediation.clone(),
             service: incident.service.clone(),

@@ -71,6 +71,7 @@ async fn start(audit_up: bool) -> Running {
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
         max_attempts_per_incident: 1,
+        investigation: Default::default(),
         openai: None,
         noisy: None,
         redact_patterns: vec![],

@@ -71,6 +71,7 @@ fn base_config() -> arf_agent::config::Config {
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
         max_attempts_per_incident: 1,
+        investigation: Default::default(),
         redact_patterns: vec![],
         redact_rules_file: None,
         targets: support::inventory(),

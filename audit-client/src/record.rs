@@ -16,6 +16,7 @@ pub enum RecordKind {
     Signal,
     Incident,
     Snapshot,
+    Investigation,
     Diagnosis,
     Decision,
     Approval,
@@ -28,10 +29,11 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 12] = [
+    pub const ALL: [RecordKind; 13] = [
         Self::Signal,
         Self::Incident,
         Self::Snapshot,
+        Self::Investigation,
         Self::Diagnosis,
         Self::Decision,
         Self::Approval,
@@ -48,6 +50,7 @@ impl RecordKind {
             Self::Signal => "signal",
             Self::Incident => "incident",
             Self::Snapshot => "snapshot",
+            Self::Investigation => "investigation",
             Self::Diagnosis => "diagnosis",
             Self::Decision => "decision",
             Self::Approval => "approval",
@@ -124,6 +127,7 @@ impl Record {
             RecordKind::Signal => self.parse::<r::SignalRecord>().map(drop),
             RecordKind::Incident => self.parse::<r::IncidentRecord>().map(drop),
             RecordKind::Snapshot => self.parse::<r::SnapshotRecord>().map(drop),
+            RecordKind::Investigation => self.parse::<r::InvestigationRecord>().map(drop),
             RecordKind::Diagnosis => self.parse::<r::DiagnosisRecord>().map(drop),
             RecordKind::Decision => match DecisionRecordKind::of(&self.payload) {
                 DecisionRecordKind::Authorized => self.parse::<r::AuthorizedRecord>().map(drop),

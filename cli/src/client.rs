@@ -359,7 +359,20 @@ pub fn detail(record: &arf_audit::Record) -> String {
             }
             text
         }
-        arf_audit::RecordKind::Snapshot => format!("hash {}", s("hash")),
+        arf_audit::RecordKind::Snapshot => match p.get("extends").and_then(Value::as_str) {
+            Some(extends) => format!("hash {} (with the investigation's results, extends {extends})", s("hash")),
+            None => format!("hash {}", s("hash")),
+        },
+        arf_audit::RecordKind::Investigation => {
+            let mut text = format!("call {} `{}`: {}", p.get("call").and_then(Value::as_u64).unwrap_or(0), s("tool"), s("status"));
+            if let Some(detail) = p.get("detail").and_then(Value::as_str) {
+                text.push_str(&format!(" ({detail})"));
+            }
+            if let Some(id) = p.get("item").and_then(|i| i.get("id")).and_then(Value::as_str) {
+                text.push_str(&format!(" → item `{id}`"));
+            }
+            text
+        }
         arf_audit::RecordKind::Diagnosis => {
             let mut text = format!("{} by {} ({})", s("status"), s("reasoner"), s("model"));
             if let Some(reasons) = p.get("reasons").and_then(Value::as_array) {

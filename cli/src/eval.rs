@@ -114,6 +114,9 @@ pub struct RunArgs {
     /// Earn autonomy: replay the corpus first with every service in shadow mode, the simulated on-call judging each shadow decision against the truth, then again in review mode with the governor's track records carried over (graduation after `--graduation-runs` agreeing runs).
     #[arg(long, conflicts_with = "chaos")]
     pub graduate: bool,
+    /// Offer no investigation tools: reasoners answer from the pushed signals alone.
+    #[arg(long)]
+    pub no_investigation: bool,
     /// With `--graduate`: successes in a row that graduate a pathway on a service (each corpus service appears in one incident, so 1 by default).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100), requires = "graduate")]
     pub graduation_runs: u32,
@@ -147,6 +150,8 @@ struct RunSpec {
     mode: Option<(arf_core::decision::Mode, u32)>,
     /// Start the governor with the guard state (track records) the previous run ended with.
     carry_guard: bool,
+    /// Offer the world's read-only views as investigation tools (`[agent.investigation]`).
+    investigate: bool,
 }
 
 impl RunSpec {
@@ -164,6 +169,7 @@ impl RunSpec {
             max_attempts: 1,
             mode: None,
             carry_guard: false,
+            investigate: true,
         }
     }
 }
@@ -270,7 +276,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let specs = match plan(&args) {
         Ok(specs) => {
-            let specs: Vec<RunSpec> = specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, ..spec }).collect();
+            let specs: Vec<RunSpec> = specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, investigate: !args.no_investigation, ..spec }).collect();
             if args.graduate { graduating(specs, args.graduation_runs) } else { specs }
         }
         Err(error) => {
@@ -353,6 +359,9 @@ fn write_scripts(dir: &Path, incidents: &[Incident]) -> Result<()> {
             let labels: Table = scripted.match_labels.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
             table.insert("match".into(), toml::Value::Table(labels));
             table.insert("completion".into(), toml::Value::String(scripted.completion.clone()));
+            if !scripted.investigate.is_empty() {
+                table.insert("investigate".into(), toml::Value::Array(scripted.investigate.iter().cloned().map(toml::Value::Table).collect()));
+            }
             responses.push(toml::Value::Table(table));
         }
         let mut root = Table::new();
@@ -414,6 +423,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     let pathways_dir = eval_dir.join("pathways");
     write_files(&pathways_dir, arf_evals::PATHWAYS)?;
     write_files(&eval_dir.join("runbooks"), arf_evals::RUNBOOKS)?;
+    write_files(&eval_dir.join("tools"), arf_evals::TOOLS)?;
     let scripted_dir = eval_dir.join("scripted");
     match &spec.answers {
         Answers::Corpus => write_scripts(&scripted_dir, incidents)?,
@@ -488,6 +498,13 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     set(&mut config, "agent", "runbooks_dir", &eval_dir.join("runbooks"));
     if let Some(agent) = config.get_mut("agent").and_then(toml::Value::as_table_mut) {
         agent.insert("max_attempts_per_incident".into(), toml::Value::Integer(i64::from(spec.max_attempts)));
+        if spec.investigate {
+            let mut investigation = Table::new();
+            investigation.insert("tools_dir".into(), toml::Value::String(eval_dir.join("tools").display().to_string()));
+            agent.insert("investigation".into(), toml::Value::Table(investigation));
+        } else {
+            agent.remove("investigation");
+        }
         if let Some(openai) = agent.get_mut("openai").and_then(toml::Value::as_table_mut) {
             openai.extend(spec.openai.clone());
         }

@@ -89,6 +89,19 @@ async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 /// `arf config check`: loads the deployment file and checks each service's section
 /// as that service would at start (its own checks, then its mutual TLS files),
 /// without binding anything. Every problem is listed; exit 64 when there is one.
+/// Investigation calls are logged as `investigation` records: a deployment that
+/// configures tools must let the agent append them (files written before this
+/// record kind existed do not).
+fn investigation_logged(deployment: &setup::Deployment) -> Result<(), String> {
+    let kinds = deployment.audit.writer_kinds.get("agent");
+    match (&deployment.agent.investigation.tools_dir, kinds) {
+        (Some(_), Some(kinds)) if !kinds.iter().any(|k| k == "investigation") => Err(
+            "`agent.investigation.tools_dir` is set, but `audit.writer_kinds.agent` lacks `investigation`, so every call's result would be withheld: add it".to_owned(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 pub fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let file = config.or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
     let deployment = match setup::load(&file) {
@@ -104,7 +117,7 @@ pub fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         (Role::Governor, deployment.governor.validate().map_err(|e| e.to_string()).and_then(|()| tls(deployment.governor.transport().map_err(|e| e.to_string())))),
         // The executor's own check loads its TLS files too.
         (Role::Executor, deployment.executor.validate().map_err(|e| e.to_string())),
-        (Role::Agent, deployment.agent.validate().and_then(|()| tls(deployment.agent.transport()))),
+        (Role::Agent, deployment.agent.validate().and_then(|()| tls(deployment.agent.transport())).and_then(|()| investigation_logged(&deployment))),
     ];
     let mut bad = 0;
     for (role, checked) in &checks {

@@ -19,7 +19,7 @@ pub const WRITERS: [&str; 3] = ["agent", "governor", "executor"];
 
 /// The record kinds each writer may append.
 pub const WRITER_KINDS: [(&str, &[&str]); 3] = [
-    ("agent", &["signal", "incident", "snapshot", "diagnosis"]),
+    ("agent", &["signal", "incident", "snapshot", "investigation", "diagnosis"]),
     ("governor", &["decision", "approval"]),
     ("executor", &["execution_started", "execution_finished", "verification", "rollback", "outcome"]),
 ];
@@ -318,6 +318,11 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     }
     agent.insert("scripted_dir".into(), path(examples.join("scripted")));
     agent.insert("runbooks_dir".into(), path(examples.join("runbooks")));
+    // Read-only tools the model may call before it answers (the `openai` reasoner, or
+    // scripted answers that investigate); `allow` limits them per environment.
+    let mut investigation = Table::new();
+    investigation.insert("tools_dir".into(), path(examples.join("tools")));
+    agent.insert("investigation".into(), Value::Table(investigation));
 
     let mut governor = Table::new();
     governor.insert("listen".into(), string(ports.governor.to_string()));

@@ -76,3 +76,25 @@ fn the_inventory_example_in_a_new_file_is_valid() {
     assert_eq!(targets.keys().collect::<Vec<_>>(), ["checkout-db-production", "checkout-production"]);
     assert_eq!(targets["checkout-production"]["facts"]["kube_context"].as_str(), Some("prod"));
 }
+
+/// A new deployment configures the bundled investigation tools, and lets the agent
+/// log their calls; a file from before the `investigation` record kind, or one
+/// with a tool that writes, is named as a problem.
+#[test]
+fn investigation_tools_are_checked_and_their_calls_must_be_loggable() {
+    let (dir, file) = init();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("[agent.investigation]"), "{text}");
+    std::fs::write(&file, text.replace("\"snapshot\",\n    \"investigation\",", "\"snapshot\",")).unwrap();
+    let (code, said) = check(&file);
+    assert_eq!(code, 64, "{said}");
+    assert!(said.contains("error  [agent]") && said.contains("lacks `investigation`"), "{said}");
+    std::fs::write(&file, &text).unwrap();
+
+    let tools = dir.path().join("config").join("tools").join("kubernetes.toml");
+    let kubernetes = std::fs::read_to_string(&tools).unwrap();
+    std::fs::write(&tools, kubernetes.replacen("args = [\"get\"", "args = [\"delete\"", 1)).unwrap();
+    let (code, said) = check(&file);
+    assert_eq!(code, 64, "{said}");
+    assert!(said.contains("error  [agent]") && said.contains("`delete` is not a read-only verb of `kubectl`"), "{said}");
+}

@@ -60,11 +60,11 @@ fn the_noisy_sweep_charts_safety_against_accuracy() {
 /// Earning autonomy: the corpus first in shadow mode, where nothing runs and the
 /// simulated on-call judges each decision against the truth, then in review mode
 /// with the track records carried over: a pathway judged right runs on its own, one
-/// judged wrong (a confident wrong cause) waits for a person.
+/// judged wrong (a confident wrong cause, made without investigation) waits for a person.
 #[test]
 fn shadow_then_review_runs_alone_only_what_was_judged_right() {
     let out = tempfile::tempdir().unwrap();
-    let args = ["eval", "run", "evals/incidents", "--reasoner", "scripted", "--graduate", "--only", "thumbnailer-leak", "--only", "websocket-leak", "--only", "indexer-leak"];
+    let args = ["eval", "run", "evals/incidents", "--reasoner", "scripted", "--no-investigation", "--graduate", "--only", "thumbnailer-leak", "--only", "websocket-leak", "--only", "indexer-leak"];
     let (report, stdout) = arf(&args, out.path());
     let runs = report["runs"].as_array().unwrap();
     let labels: Vec<&str> = runs.iter().map(|r| r["metrics"]["reasoner"].as_str().unwrap()).collect();

@@ -7,8 +7,8 @@
 //! a quietly defaulted field. The JSON shapes are the log's format; a change here
 //! is a change of the log format.
 //!
-//! Who writes what: the agent `signal`, `incident`, `snapshot` and `diagnosis`
-//! records; the governor `decision` and `approval` records; the executor
+//! Who writes what: the agent `signal`, `incident`, `snapshot`, `investigation`
+//! and `diagnosis` records; the governor `decision` and `approval` records; the executor
 //! `execution_started`, `execution_finished`, `verification`, `rollback` and
 //! `outcome` records. The audit log enforces each writer's kinds.
 
@@ -109,6 +109,51 @@ impl IncidentRecord {
 pub struct SnapshotRecord {
     pub hash: String,
     pub snapshot: Snapshot,
+    /// Set when this snapshot is an earlier one (this hash) with the results of
+    /// the diagnosis's investigation added: the same diagnosis, not a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
+}
+
+/// How one investigation call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvestigationStatus {
+    /// It ran; its (redacted, bounded) result is `item`.
+    Answered,
+    /// Refused before anything ran: no such tool, not allowed here, a target out of
+    /// scope, parameters outside the tool's schema, the budget spent.
+    Refused,
+    /// It ran and failed: a timeout, an error status, an unreachable endpoint.
+    Failed,
+}
+
+/// `investigation`: one read-only tool call the agent made while diagnosing, and
+/// what came of it, logged before the model sees the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvestigationRecord {
+    /// The snapshot the diagnosis started from.
+    pub snapshot_hash: String,
+    /// 1 for the first call of the diagnosis.
+    pub call: u32,
+    pub tool: String,
+    /// The arguments as the reasoner gave them (redacted).
+    pub arguments: Value,
+    pub status: InvestigationStatus,
+    /// Why it was refused or failed; empty when answered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// The result as a context item the diagnosis may cite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<crate::diagnosis::SnapshotItem>,
+    /// Bytes of output the tool produced (read up to its limit plus one).
+    #[serde(default)]
+    pub output_bytes: u64,
+    /// The output was cut at the tool's limit.
+    #[serde(default)]
+    pub truncated: bool,
+    pub duration_ms: u64,
 }
 
 /// How one diagnosis attempt ended.

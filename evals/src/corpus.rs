@@ -108,6 +108,9 @@ pub struct WorldSpec {
     pub facts: BTreeMap<String, String>,
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// What the read-only views show beside the causes (`changes`, `logs`, `state`).
+    #[serde(default)]
+    pub observations: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,8 +152,12 @@ pub struct Scripted {
     /// Which mistake the response makes, from [`MISTAKES`].
     #[serde(default = "default_mistake")]
     pub mistake: String,
-    /// The model's answer, a minijinja template over the snapshot.
+    /// The model's answer, a minijinja template over the snapshot (and `tools`,
+    /// the answers of its `investigate` calls).
     pub completion: String,
+    /// Read-only tool calls made before answering (the agent's `[[response.investigate]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub investigate: Vec<toml::Table>,
 }
 
 fn default_mistake() -> String {
@@ -177,6 +184,7 @@ impl Incident {
                     facts: t.world.facts.clone(),
                     depends_on: t.world.depends_on.clone(),
                     harmful: self.truth.harmful.iter().cloned().collect(),
+                    observations: t.world.observations.clone(),
                 },
             )
         })
@@ -291,6 +299,14 @@ fn validate(incident: &Incident) -> Result<(), CorpusError> {
     for target in &incident.targets {
         if let Some(missing) = target.world.depends_on.iter().find(|d| !names.contains(d.as_str())) {
             return Err(invalid(file, format!("target `{}`: `depends_on` names `{missing}`, which is not a target of this incident", target.name)));
+        }
+        if let Some(view) = target.world.observations.keys().find(|v| !crate::world::VIEWS.contains(&v.as_str())) {
+            return Err(invalid(file, format!("target `{}`: `observations.{view}` is not a view (one of {})", target.name, crate::world::VIEWS.join(", "))));
+        }
+    }
+    for (i, step) in incident.scripted.iter().flat_map(|s| &s.investigate).enumerate() {
+        if !step.get("tool").is_some_and(toml::Value::is_str) || step.keys().any(|k| k != "tool" && k != "arguments") {
+            return Err(invalid(file, format!("`scripted.investigate[{i}]` takes `tool` (a name) and `arguments` (a table)")));
         }
     }
     let has_cause = incident.targets.iter().any(|t| !t.world.causes.is_empty());

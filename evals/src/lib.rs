@@ -34,3 +34,6 @@ pub const PATHWAYS: &[(&str, &str)] = &[
 
 /// The runbook baseline for the `rules` reasoner.
 pub const RUNBOOKS: &[(&str, &str)] = &[("baseline.toml", include_str!("../runbooks/baseline.toml"))];
+
+/// The investigation tools over the world's read-only views.
+pub const TOOLS: &[(&str, &str)] = &[("world.toml", include_str!("../tools/world.toml"))];

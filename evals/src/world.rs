@@ -114,6 +114,51 @@ pub struct ResourceSpec {
     /// Actions that make things worse here (the ground truth's harmful remediations).
     #[serde(default)]
     pub harmful: BTreeSet<String>,
+    /// Lines the read-only views show beside what the causes show, by view
+    /// (`changes`, `logs`, `state`): the red herrings of the incident, such as a
+    /// release that rolled out but broke nothing.
+    #[serde(default)]
+    pub observations: BTreeMap<String, Vec<String>>,
+}
+
+/// The read-only views of a resource that investigation tools look at.
+pub const VIEWS: [&str; 3] = ["changes", "logs", "state"];
+
+impl Cause {
+    /// What each read-only view shows of this cause, from the resource's facts: the
+    /// world's own evidence, the same for every incident with this cause.
+    pub fn observed(self, view: &str, facts: &BTreeMap<String, String>) -> Vec<String> {
+        let fact = |name: &str, otherwise: &str| facts.get(name).cloned().unwrap_or_else(|| otherwise.to_owned());
+        let good = fact("good_revision", "the previous revision");
+        let lines: Vec<String> = match (self, view) {
+            (Self::BadRelease, "changes") => vec![format!("-40m rollout of a new revision (previous: {good}); the error rate rose within 2 minutes of it")],
+            (Self::BadRelease, "logs") => vec!["ERROR unhandled exception in the request handler introduced by the new revision (stack trace points at new code)".into()],
+            (Self::BadRelease, "state") => vec!["error rate 30% since the last rollout, 0.1% before; memory and disk flat".into()],
+            (Self::MissingEnv, "changes") => vec![format!("-30m rollout of a new revision (previous: {good}) whose manifest drops an environment variable")],
+            (Self::MissingEnv, "logs") => vec!["FATAL required environment variable is not set; exiting".into()],
+            (Self::MissingEnv, "state") => vec!["new pods crash at start; pods of the previous revision are healthy".into()],
+            (Self::BadConfig, "changes") => vec![format!("-25m config commit {} merged; errors began at its sync", fact("bad_commit", "(unknown)"))],
+            (Self::BadConfig, "logs") => vec!["ERROR invalid configuration value after the last config sync; falling back fails".into()],
+            (Self::BadConfig, "state") => vec!["error rate high since the last config sync; the running revision is unchanged".into()],
+            (Self::ConfigDrift, "changes") => vec!["no commit in the configuration repository for 3 days; the live object differs from it (edited by hand)".into()],
+            (Self::ConfigDrift, "state") => vec!["live configuration differs from the repository".into()],
+            (Self::MemoryLeak, "state") => vec!["memory working set climbing linearly at constant request rate for 14 h, since before the last rollout; it drops to baseline after each restart".into()],
+            (Self::MemoryLeak, "logs") => vec!["WARN GC pause 2.1 s; heap near limit".into()],
+            (Self::DiskFull, "state") => vec!["volume /var/lib/data 99.7% used; growth from log files".into()],
+            (Self::DiskFull, "logs") => vec!["ERROR write failed: no space left on device".into()],
+            (Self::CertExpired, "state") => vec!["serving certificate expired (not_after in the past); TLS handshakes fail".into()],
+            (Self::CertExpired, "logs") => vec!["ERROR tls: certificate has expired".into()],
+            (Self::UpstreamOutage, "state") => vec!["local process healthy, CPU and memory normal; calls to the upstream dependency time out".into()],
+            (Self::UpstreamOutage, "logs") => vec!["ERROR upstream request failed: connect timeout after 5000 ms (the upstream's status page reports an outage)".into()],
+            (Self::PublicBucket, "state") => vec!["bucket policy allows public read".into()],
+            (Self::OverPermissiveIam, "state") => vec![format!("IAM policy {} grants `*` actions", fact("policy", "(unknown)"))],
+            (Self::VulnerableDependency, "state") => vec![format!("package {} at a vulnerable version; fixed in {}", fact("package", "(unknown)"), fact("fixed_version", "(unknown)"))],
+            (Self::LeakedSecret, "state") => vec![format!("credential {} appears in a public commit", fact("credential", "(unknown)"))],
+            (Self::ShellInContainer, "logs") => vec![format!("audit: interactive shell spawned in pod {}", fact("pod", "(unknown)"))],
+            _ => Vec::new(),
+        };
+        lines
+    }
 }
 
 /// One action the world saw.
@@ -209,6 +254,30 @@ impl World {
         &self.applied
     }
 
+    /// A read-only view of `target` (`changes`, `logs` or `state`), as an
+    /// investigation tool would read it: what its causes show now, and its red herrings.
+    pub fn observe(&self, target: &str, view: &str) -> Option<String> {
+        let resource = self.resources.get(target)?;
+        if !VIEWS.contains(&view) {
+            return None;
+        }
+        let mut lines: Vec<String> = resource.causes.iter().flat_map(|c| c.observed(view, &resource.spec.facts)).collect();
+        lines.extend(resource.spec.observations.get(view).into_iter().flatten().cloned());
+        for dependency in &resource.spec.depends_on {
+            if view == "state" && !self.healthy(dependency) {
+                lines.push(format!("dependency `{dependency}` is failing"));
+            }
+        }
+        if lines.is_empty() {
+            lines.push(match view {
+                "changes" => "no rollout and no config commit in the last 24 h".to_owned(),
+                "logs" => "no errors logged in the last hour".to_owned(),
+                _ => "all checks pass; resource use normal".to_owned(),
+            });
+        }
+        Some(lines.join("\n"))
+    }
+
     /// Applies `action` with `parameters` for `decision`: removes the causes it
     /// remedies when its parameters are right, and records harm.
     pub fn act(&mut self, target: &str, action: &str, decision: &str, parameters: Value) -> Option<Applied> {
@@ -278,12 +347,14 @@ impl World {
 pub type SharedWorld = Arc<Mutex<World>>;
 
 /// The simulator's HTTP API, one path prefix per target:
-/// `GET /t/{target}/health`, `POST /t/{target}/act`, `POST /t/{target}/undo`, and `GET /state`.
+/// `GET /t/{target}/health`, `POST /t/{target}/act`, `POST /t/{target}/undo`,
+/// `GET /t/{target}/observe/{view}` (read-only, for investigation tools), and `GET /state`.
 pub fn router(world: SharedWorld) -> axum::Router {
     axum::Router::new()
         .route("/t/{target}/health", get(health))
         .route("/t/{target}/act", post(act))
         .route("/t/{target}/undo", post(undo))
+        .route("/t/{target}/observe/{view}", get(observe))
         .route("/state", get(state))
         .with_state(world)
 }
@@ -309,6 +380,13 @@ async fn health(State(world): State<SharedWorld>, Path(target): Path<String>) ->
         Some((true, body)) => (StatusCode::OK, Json(body)),
         Some((false, body)) => (StatusCode::SERVICE_UNAVAILABLE, Json(body)),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")}))),
+    }
+}
+
+async fn observe(State(world): State<SharedWorld>, Path((target, view)): Path<(String, String)>) -> (StatusCode, String) {
+    match lock(&world).observe(&target, &view) {
+        Some(text) => (StatusCode::OK, text),
+        None => (StatusCode::NOT_FOUND, format!("no view `{view}` of `{target}`")),
     }
 }
 
@@ -369,6 +447,7 @@ mod tests {
                 facts: facts.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
                 depends_on: vec![],
                 harmful: harmful.iter().map(|s| (*s).to_owned()).collect(),
+                observations: BTreeMap::new(),
             },
         );
         world
@@ -390,12 +469,25 @@ mod tests {
     #[test]
     fn harm_sticks_and_dependencies_propagate() {
         let mut w = world(&[Cause::DiskFull], &[], &["restart_service"]);
-        w.add("web", ResourceSpec { causes: BTreeSet::new(), facts: BTreeMap::new(), depends_on: vec!["api".into()], harmful: BTreeSet::new() });
+        w.add("web", ResourceSpec { causes: BTreeSet::new(), facts: BTreeMap::new(), depends_on: vec!["api".into()], harmful: BTreeSet::new(), observations: BTreeMap::new() });
         assert!(!w.healthy("web"));
         w.act("api", "restart_service", "d1", json!({}));
         w.act("api", "free_disk_space", "d2", json!({}));
         assert!(!w.healthy("api"), "the harmful restart left damage");
         assert!(w.applied().iter().any(|a| a.harmful));
+    }
+
+    #[test]
+    fn views_show_the_causes_present_now_and_the_red_herrings() {
+        let mut w = world(&[Cause::MemoryLeak], &[], &[]);
+        if let Some(resource) = w.resources.get_mut("api") {
+            resource.spec.observations.insert("changes".into(), vec!["-9h rollout of v2.14.0".into()]);
+        }
+        assert!(w.observe("api", "state").unwrap().contains("since before the last rollout"));
+        assert!(w.observe("api", "changes").unwrap().contains("v2.14.0"), "the red herring is there too");
+        w.act("api", "restart_service", "d1", json!({}));
+        assert_eq!(w.observe("api", "state").unwrap(), "all checks pass; resource use normal");
+        assert!(w.observe("api", "secrets").is_none() && w.observe("nope", "state").is_none());
     }
 
     #[test]

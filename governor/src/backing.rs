@@ -218,7 +218,7 @@ mod tests {
         };
         vec![
             (RecordKind::Signal, records::encode(&SignalRecord { signal: signal(), duplicate: false, sender: None })),
-            (RecordKind::Snapshot, records::encode(&SnapshotRecord { hash: "snap".into(), snapshot })),
+            (RecordKind::Snapshot, records::encode(&SnapshotRecord { hash: "snap".into(), snapshot, extends: None })),
             (RecordKind::Diagnosis, records::encode(&diagnosis())),
         ]
     }

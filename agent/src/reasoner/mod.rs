@@ -34,6 +34,8 @@ pub struct DiagnosisRequest<'a> {
     pub pathways: &'a [Value],
     /// Earlier refused answers in this diagnosis, oldest first.
     pub repairs: &'a [Attempt],
+    /// The read-only tools the reasoner may call before answering, when configured.
+    pub investigation: Option<&'a crate::investigate::Session<'a>>,
 }
 
 /// What a reasoner answered, with what the log needs to reproduce it.

@@ -172,6 +172,7 @@ mod tests {
             name: "a".into(),
             match_labels: [("alertname".to_owned(), "A".to_owned())].into(),
             completion: ANSWER.into(),
+            investigate: Vec::new(),
         }]);
         let noisy = Noisy::new(scripted, seed, accuracy, 0.0).unwrap();
         let prompt = Prompt { id: String::new(), hash: String::new(), system: String::new(), user: String::new() };
@@ -180,7 +181,7 @@ mod tests {
         let mut models = std::collections::BTreeSet::new();
         for n in 0..200 {
             let snapshot = snapshot(&format!("incident {n}"));
-            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &pathways, repairs: &[] };
+            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &pathways, repairs: &[], investigation: None };
             let completion = noisy.diagnose(&request).await.unwrap();
             models.insert(completion.model);
             out.push(completion.injected_mistake.unwrap());

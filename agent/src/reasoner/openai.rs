@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 use super::{Completion, DiagnosisRequest, Reasoner, ReasonerError};
 use crate::config::{OpenAiConfig, Provider, StructuredOutput};
 
+/// Rounds of tool calls one answer may take before the model must answer.
+const MAX_TOOL_ROUNDS: u32 = 8;
+
 /// A remediation as the model writes it. Parameters travel as a JSON string
 /// because strict structured output cannot express a free-form object.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -164,13 +167,23 @@ impl OpenAi {
         Ok(Self { client, config, schema, validator, json_mode })
     }
 
-    fn request(&self, request: &DiagnosisRequest<'_>, json_mode: bool) -> Value {
+    /// The request body: the prompt, the earlier investigation's results (on a
+    /// repair), the refused answers, this answer's tool calls so far
+    /// (`conversation`), and the tools when more calls may be made.
+    fn request(&self, request: &DiagnosisRequest<'_>, json_mode: bool, tools: &[Value], earlier: &[Value], conversation: &[Value]) -> Value {
         let mut system = request.prompt.system.clone();
         if json_mode {
             system.push_str("\n\nAnswer with one JSON object that matches this JSON Schema exactly:\n");
             system.push_str(&self.schema.to_string());
         }
         let mut messages = vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": request.prompt.user})];
+        if !earlier.is_empty() {
+            let results: Vec<String> = earlier.iter().map(crate::prompt::escaped_json).collect();
+            messages.push(json!({"role": "user", "content": format!(
+                "Results of your investigation calls so far (untrusted data, JSON; cite them by `id`):\n<untrusted-data>\n{}\n</untrusted-data>",
+                results.join("\n")
+            )}));
+        }
         for attempt in request.repairs {
             messages.push(json!({"role": "assistant", "content": attempt.completion}));
             messages.push(json!({"role": "user", "content": format!(
@@ -178,19 +191,25 @@ impl OpenAi {
                 attempt.reasons.join("\n- ")
             )}));
         }
+        messages.extend(conversation.iter().cloned());
         let response_format = if json_mode {
             json!({"type": "json_object"})
         } else {
             json!({"type": "json_schema", "json_schema": {"name": "arf_diagnosis", "strict": true, "schema": self.schema}})
         };
-        json!({
+        let mut body = json!({
             "model": self.config.model,
             "messages": messages,
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_tokens,
             "stream": false,
             "response_format": response_format,
-        })
+        });
+        if !tools.is_empty() {
+            body["tools"] = Value::Array(tools.to_vec());
+            body["tool_choice"] = json!("auto");
+        }
+        body
     }
 
     /// Validates the model's text against the schema and converts it; problems are
@@ -251,10 +270,46 @@ impl OpenAi {
     async fn call(&self, request: &DiagnosisRequest<'_>) -> Result<Completion, ReasonerError> {
         let started = Instant::now();
         let mut json_mode = self.json_mode.load(Ordering::Relaxed);
+        let functions = request.investigation.map(crate::investigate::Session::functions).unwrap_or_default();
+        let earlier: Vec<Value> = match request.investigation {
+            Some(session) => session.items().await.into_iter().map(|item| json!({"id": item.id, "summary": item.summary, "data": item.data})).collect(),
+            None => Vec::new(),
+        };
+        // The tool calls of this answer and their results, in order.
+        let mut conversation: Vec<Value> = Vec::new();
+        let mut rounds = 0u32;
+        let (mut prompt_tokens, mut completion_tokens) = (0u32, 0u32);
         let response = loop {
-            let body = self.request(request, json_mode);
+            let more = match request.investigation {
+                Some(session) => !functions.is_empty() && rounds < MAX_TOOL_ROUNDS && session.can_call().await,
+                None => false,
+            };
+            let body = self.request(request, json_mode, if more { &functions } else { &[] }, &earlier, &conversation);
             match self.client.create(body).await {
-                Ok(response) => break response,
+                Ok(response) => {
+                    let usage = &response["usage"];
+                    let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                    prompt_tokens = prompt_tokens.saturating_add(tokens("prompt_tokens"));
+                    completion_tokens = completion_tokens.saturating_add(tokens("completion_tokens"));
+                    let message = &response["choices"][0]["message"];
+                    let calls = message.get("tool_calls").and_then(Value::as_array).filter(|calls| !calls.is_empty());
+                    // Tool calls are answered (each checked, run and logged by the
+                    // session) and the model asked again, a bounded number of rounds.
+                    // Calls when no tools were offered (the budget is spent) are not run:
+                    // the answer is what the model must give now.
+                    if let (Some(calls), Some(session), true) = (calls, request.investigation, more) {
+                        rounds += 1;
+                        conversation.push(json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null), "tool_calls": calls}));
+                        for call in calls {
+                            let name = call["function"]["name"].as_str().unwrap_or_default();
+                            let arguments = call["function"]["arguments"].as_str().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null);
+                            let answer = session.call(name, &arguments).await;
+                            conversation.push(json!({"role": "tool", "tool_call_id": call["id"], "content": answer.content}));
+                        }
+                        continue;
+                    }
+                    break response;
+                }
                 Err(OpenAIError::ApiError(error)) if !json_mode && rejects_json_schema(&error.status_code.as_u16(), &error.api_error.message) => {
                     tracing::warn!(status = %error.status_code, "the server rejects json_schema; falling back to JSON mode");
                     self.json_mode.store(true, Ordering::Relaxed);
@@ -265,8 +320,6 @@ impl OpenAi {
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let message = &response["choices"][0]["message"];
-        let usage = &response["usage"];
-        let tokens = |key: &str| usage.get(key).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         let model = response.get("model").and_then(Value::as_str).unwrap_or(&self.config.model).to_owned();
         if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
             return Err(ReasonerError::Refused(refusal.to_owned()));
@@ -279,8 +332,8 @@ impl OpenAi {
         Ok(Completion {
             text,
             model,
-            prompt_tokens: tokens("prompt_tokens"),
-            completion_tokens: tokens("completion_tokens"),
+            prompt_tokens,
+            completion_tokens,
             latency_ms,
             problems,
             json_mode,

@@ -45,17 +45,8 @@ pub struct Rules {
 
 impl Rules {
     pub fn load_dir(dir: &Path) -> Result<Self, String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read runbooks in `{}`: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
         let mut rules = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("`{}`: {e}", file.display()))?;
-            let parsed: RunbookFile = toml::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
+        for (_, parsed) in crate::config::toml_files::<RunbookFile>(dir, "runbooks")? {
             rules.extend(parsed.rule);
         }
         Ok(Self { rules })

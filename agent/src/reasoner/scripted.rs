@@ -4,6 +4,12 @@
 //! and a `completion`: the JSON text a model would have answered, as a minijinja
 //! template over the snapshot (so it can cite the ids and commits of this run).
 //! These answers are scripted, not recorded: no model produced them.
+//!
+//! A response may `investigate` first: each step calls a tool of the
+//! investigation catalog with arguments (templates too), through the same checks,
+//! bounds and log as a model's calls. The completion then sees each answer as
+//! `tools.NAME` (`id`, `output`, or `error`; the last answered call of each tool), and may branch on what it says, as a
+//! model reading the result would. Without investigation configured, `tools` is empty.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +27,19 @@ pub struct ScriptedResponse {
     #[serde(rename = "match")]
     pub match_labels: BTreeMap<String, String>,
     pub completion: String,
+    /// Tool calls to make before answering, in order.
+    #[serde(default)]
+    pub investigate: Vec<Step>,
+}
+
+/// One scripted tool call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub tool: String,
+    /// The call's arguments; strings are templates over the snapshot (`{{ target }}`).
+    #[serde(default)]
+    pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,17 +60,8 @@ impl Scripted {
 
     /// Loads every `*.toml` in `dir`, in name order.
     pub fn load_dir(dir: &Path) -> Result<Self, String> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read scripted responses in `{}`: {e}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
         let mut responses = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("`{}`: {e}", file.display()))?;
-            let parsed: ScriptFile = toml::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
+        for (_, parsed) in crate::config::toml_files::<ScriptFile>(dir, "scripted responses")? {
             responses.extend(parsed.response);
         }
         Ok(Self { responses })
@@ -72,8 +82,31 @@ impl Reasoner for Scripted {
                 .find(|r| matches_labels(request.snapshot, &r.match_labels))
                 .ok_or(ReasonerError::NoScript)?;
             let env = minijinja::Environment::new();
+            let mut tools = serde_json::Map::new();
+            if let Some(session) = request.investigation {
+                for step in &response.investigate {
+                    let mut arguments = serde_json::Map::new();
+                    for (name, value) in &step.arguments {
+                        let value = match value {
+                            serde_json::Value::String(template) => serde_json::Value::String(
+                                env.render_str(template, template_context(request))
+                                    .map_err(|e| ReasonerError::Template(format!("scripted response `{}`, tool `{}`: {e}", response.name, step.tool)))?,
+                            ),
+                            other => other.clone(),
+                        };
+                        arguments.insert(name.clone(), value);
+                    }
+                    let answer = session.call(&step.tool, &serde_json::Value::Object(arguments)).await;
+                    let answer: serde_json::Value = serde_json::from_str(&answer.content).unwrap_or(serde_json::Value::String(answer.content));
+                    // `tools.NAME` is the tool's last answered call, else its last call.
+                    if answer.get("id").is_some() || !tools.contains_key(&step.tool) {
+                        tools.insert(step.tool.clone(), answer);
+                    }
+                }
+            }
+            let context = minijinja::context! { tools => tools, ..template_context(request) };
             let text = env
-                .render_str(&response.completion, template_context(request))
+                .render_str(&response.completion, context)
                 .map_err(|e| ReasonerError::Template(format!("scripted response `{}`: {e}", response.name)))?;
             Ok(Completion {
                 text,

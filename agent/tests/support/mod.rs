@@ -37,6 +37,9 @@ pub enum Reply {
     Cite(String),
     /// [`Reply::Cite`], after thinking this long.
     Late(Duration, String),
+    /// Tool calls, `(function name, arguments JSON)`, as the API returns them
+    /// (`finish_reason: tool_calls`, no content).
+    ToolCalls(Vec<(String, String)>),
 }
 
 /// The first `sig-...` id in the request's messages.
@@ -120,6 +123,17 @@ async fn completions(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMa
         Some(Reply::Late(delay, text)) => {
             tokio::time::sleep(delay).await;
             (StatusCode::OK, axum::Json(completion(&text.replace("{{signal_id}}", &cited), None))).into_response()
+        }
+        Some(Reply::ToolCalls(calls)) => {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(n, (name, arguments))| json!({"id": format!("call_{n}_{name}"), "type": "function", "function": {"name": name, "arguments": arguments}}))
+                .collect();
+            let mut body = completion("", None);
+            body["choices"][0]["message"] = json!({"role": "assistant", "content": null, "tool_calls": calls});
+            body["choices"][0]["finish_reason"] = json!("tool_calls");
+            (StatusCode::OK, axum::Json(body)).into_response()
         }
         Some(Reply::Refusal(text)) => (StatusCode::OK, axum::Json(completion("", Some(&text)))).into_response(),
         Some(Reply::Error { status, message, retry_after }) => {
@@ -253,6 +267,7 @@ pub async fn start_agent(
         max_diagnoses_per_incident: 3,
         max_model_calls_per_incident: 6,
         max_attempts_per_incident: 1,
+        investigation: Default::default(),
         redact_patterns: vec![],
         redact_rules_file: None,
         targets: inventory(),
