@@ -120,7 +120,7 @@ async fn scripted_calls_are_checked_bounded_redacted_and_logged_and_the_proposal
         json!({"tool": "kubectl_delete", "arguments": {"target": "checkout-staging"}}),
         json!({"tool": "config_log", "arguments": {"target": "checkout-production", "path": "pool.yaml"}}),
         json!({"tool": "config_log", "arguments": {"target": "checkout-staging", "path": "--output"}}),
-        json!({"tool": "config_log", "arguments": {"target": "checkout-staging", "path": "a b"}}),
+        json!({"tool": "config_log", "arguments": {"target": "checkout-staging", "path": "pool:yaml"}}),
         json!({"tool": "config_log", "arguments": {"target": "checkout-staging", "path": "pool.yaml"}}),
     ];
     let mut response = toml::Table::new();
@@ -159,8 +159,9 @@ async fn scripted_calls_are_checked_bounded_redacted_and_logged_and_the_proposal
     // Each refusal says why.
     let detail = |n: usize| calls[n]["detail"].as_str().unwrap();
     assert!(detail(2).contains("no investigation tool `kubectl_delete`"), "{}", detail(2));
-    assert!(detail(3).contains("`checkout-production` is not in this incident's scope"), "{}", detail(3));
+    assert!(detail(3).contains("the target is not in this incident's scope (one of: checkout-staging)"), "{}", detail(3));
     assert!(detail(4).contains("a value is never an option"), "{}", detail(4));
+    assert!(!detail(4).contains("--output"), "a refusal never echoes the value: {}", detail(4));
     assert!(detail(5).contains("do not match the tool's schema"), "{}", detail(5));
     assert!(detail(6).contains("budget is spent"), "{}", detail(6));
 
@@ -170,7 +171,12 @@ async fn scripted_calls_are_checked_bounded_redacted_and_logged_and_the_proposal
     assert_eq!(snapshots[1]["extends"], snapshots[0]["hash"]);
     let items: Vec<&str> = snapshots[1]["snapshot"]["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
     assert!(items.contains(&"inv-1") && items.contains(&"inv-2"), "{items:?}");
-    let diagnosis = trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).map(|r| &r.payload).find(|d| d["status"] == "grounded").unwrap_or_else(|| panic!("{:#?}", trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).map(|r| &r.payload).collect::<Vec<_>>()));
+    let diagnosis = trail
+        .iter()
+        .filter(|r| r.kind == RecordKind::Diagnosis)
+        .map(|r| &r.payload)
+        .find(|d| d["status"] == "grounded")
+        .unwrap_or_else(|| panic!("{:#?}", trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).map(|r| &r.payload).collect::<Vec<_>>()));
     assert_eq!(diagnosis["proposal"]["snapshot_hash"], snapshots[1]["hash"]);
     assert_eq!(diagnosis["snapshot_hash"], snapshots[1]["hash"]);
     assert!(diagnosis["proposal"]["hypothesis"]["evidence"].as_array().unwrap().contains(&json!("inv-1")));
@@ -180,28 +186,40 @@ async fn scripted_calls_are_checked_bounded_redacted_and_logged_and_the_proposal
     assert!(last_call < grounded);
 }
 
-#[tokio::test]
-async fn a_tool_not_allowed_in_the_environment_is_neither_offered_nor_run() {
+/// An agent on the `openai` reasoner, talking to a scripted server that answers
+/// `replies` then `otherwise`, with the tools over a real repository and endpoint,
+/// `max_calls` per diagnosis; fires one alert in `environment` and returns the
+/// server and the incident's trail once it settled.
+async fn openai_incident(replies: Vec<Reply>, otherwise: Option<Reply>, max_calls: u32, environment: &str, adjust: impl FnOnce(&mut Config)) -> (ModelServer, Vec<Record>) {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("config-repo");
     std::fs::create_dir_all(&repo).unwrap();
     repository(&repo);
     let url = endpoint().await;
-    let server = ModelServer::start(
-        vec![Reply::ToolCalls(vec![("service_state".into(), json!({"target": "checkout-production"}).to_string())])],
-        Some(Reply::Cite(wire(&["{{signal_id}}"], "checkout-production"))),
-    )
-    .await;
+    let server = ModelServer::start(replies, otherwise).await;
     let running = support::start(|config| {
         config.reasoner = ReasonerKind::Openai;
         config.openai = Some(support::openai(&server.base_url));
-        configure(config, dir.path(), &repo, &url, 4);
-        config.investigation.allow = [("production".to_owned(), vec!["config_log".to_owned()]), ("*".to_owned(), vec!["*".to_owned()])].into();
+        configure(config, dir.path(), &repo, &url, max_calls);
+        adjust(config);
     })
     .await;
     let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "production", "5xx at 40%").await;
+    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", environment, "5xx at 40%").await;
     let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    (server, trail)
+}
+
+#[tokio::test]
+async fn a_tool_not_allowed_in_the_environment_is_neither_offered_nor_run() {
+    let (server, trail) = openai_incident(
+        vec![Reply::ToolCalls(vec![("service_state".into(), json!({"target": "checkout-production"}).to_string())])],
+        Some(Reply::Cite(wire(&["{{signal_id}}"], "checkout-production"))),
+        4,
+        "production",
+        |config| config.investigation.allow = [("production".to_owned(), vec!["config_log".to_owned()]), ("*".to_owned(), vec!["*".to_owned()])].into(),
+    )
+    .await;
     let received = server.received();
     let offered: Vec<&str> = received[0].body["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
     assert_eq!(offered, ["config_log"], "only what production allows is offered");
@@ -213,26 +231,9 @@ async fn a_tool_not_allowed_in_the_environment_is_neither_offered_nor_run() {
 
 #[tokio::test]
 async fn the_openai_reasoner_calls_tools_over_the_real_protocol_and_cites_the_results() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("config-repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    repository(&repo);
-    let url = endpoint().await;
     let answer = wire(&["{{signal_id}}", "inv-1"], "checkout-staging");
-    let server = ModelServer::start(
-        vec![Reply::ToolCalls(vec![("config_log".into(), json!({"target": "checkout-staging", "path": "pool.yaml"}).to_string())]), Reply::Cite(answer)],
-        None,
-    )
-    .await;
-    let running = support::start(|config| {
-        config.reasoner = ReasonerKind::Openai;
-        config.openai = Some(support::openai(&server.base_url));
-        configure(config, dir.path(), &repo, &url, 4);
-    })
-    .await;
-    let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx at 40%").await;
-    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let call = Reply::ToolCalls(vec![("config_log".into(), json!({"target": "checkout-staging", "path": "pool.yaml"}).to_string())]);
+    let (server, trail) = openai_incident(vec![call, Reply::Cite(answer)], None, 4, "staging", |_| {}).await;
     let received = server.received();
     assert_eq!(received.len(), 2, "the tool call, then the answer");
     // The first request offers the tools, with only the incident's targets.
@@ -260,22 +261,8 @@ async fn the_openai_reasoner_calls_tools_over_the_real_protocol_and_cites_the_re
 
 #[tokio::test]
 async fn a_model_that_keeps_calling_tools_is_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("config-repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    repository(&repo);
-    let url = endpoint().await;
     let call = Reply::ToolCalls(vec![("config_log".into(), json!({"target": "checkout-staging", "path": "pool.yaml"}).to_string())]);
-    let server = ModelServer::start(vec![], Some(call)).await;
-    let running = support::start(|config| {
-        config.reasoner = ReasonerKind::Openai;
-        config.openai = Some(support::openai(&server.base_url));
-        configure(config, dir.path(), &repo, &url, 2);
-    })
-    .await;
-    let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx at 40%").await;
-    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let (server, trail) = openai_incident(vec![], Some(call), 2, "staging", |_| {}).await;
     // Two calls run; then no tools are offered, and the calls that still come are not run.
     assert_eq!(investigations(&trail).len(), 2);
     let received = server.received();
@@ -283,4 +270,20 @@ async fn a_model_that_keeps_calling_tools_is_bounded() {
     assert!(received[2..].iter().all(|r| r.body.get("tools").is_none()), "no tools offered once the budget is spent");
     let last = trail.iter().rev().find(|r| r.kind == RecordKind::Incident).unwrap();
     assert_eq!(last.payload["state"], "escalated");
+}
+
+#[tokio::test]
+async fn calls_beyond_the_budget_in_one_answer_are_not_run_and_logged_once() {
+    let many: Vec<(String, String)> = (0..50).map(|_| ("config_log".to_owned(), json!({"target": "checkout-staging", "path": "pool.yaml"}).to_string())).collect();
+    let answer = Reply::Cite(wire(&["{{signal_id}}", "inv-1"], "checkout-staging"));
+    let (server, trail) = openai_incident(vec![Reply::ToolCalls(many), answer], None, 4, "staging", |_| {}).await;
+    let calls = investigations(&trail);
+    let status: Vec<&str> = calls.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(status, ["answered", "answered", "answered", "answered", "refused"], "{calls:#?}");
+    assert_eq!(calls[4]["arguments"]["calls"], 46);
+    // Every call of the answer is answered in the next request, as the protocol requires.
+    let received = server.received();
+    let tool_messages = received[1].body["messages"].as_array().unwrap().iter().filter(|m| m["role"] == "tool").count();
+    assert_eq!(tool_messages, 50);
+    assert!(received[1].body.get("tools").is_none(), "the budget is spent: no tools offered");
 }

@@ -15,6 +15,7 @@ pub mod diagnosis;
 pub mod identity;
 pub mod keys;
 pub mod net;
+pub mod process;
 pub mod records;
 pub mod signal;
 pub mod target;

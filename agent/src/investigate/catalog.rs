@@ -46,17 +46,76 @@ pub enum Scope {
 }
 
 /// Programs ARF knows the read-only verbs of. A `command` tool's verb must be one
-/// of its program's; anything else (`kubectl delete`, `git push`) is refused at load.
+/// of its program's; anything else (`kubectl delete`, `git push`) is refused at
+/// load. Verbs that show secrets or environments (`docker inspect`, `helm get`,
+/// `systemctl show`) are left out.
 pub const READ_ONLY_VERBS: &[(&str, &[&str])] = &[
     ("kubectl", &["get", "describe", "logs", "top", "events", "explain", "api-resources", "version"]),
     ("git", &["log", "show", "ls-files", "rev-parse", "shortlog"]),
-    ("systemctl", &["status", "show", "list-units", "is-active", "is-failed", "cat"]),
-    ("docker", &["ps", "inspect", "logs", "images", "top"]),
-    ("helm", &["list", "status", "history", "get"]),
+    ("systemctl", &["status", "list-units", "is-active", "is-failed"]),
+    ("docker", &["ps", "logs", "images", "top"]),
+    ("helm", &["list", "status", "history"]),
 ];
 
-/// Arguments that would make a read-only verb write or run something else.
-const WRITING_ARGUMENTS: &[(&str, &[&str])] = &[("git", &["--output", "-c", "--exec-path", "--ext-diff", "--textconv", "--git-dir", "--work-tree"])];
+/// Flags that would make a read-only verb write, run something, read a local
+/// file, or talk to another server with other credentials; refused in the
+/// catalog and in every argument as rendered.
+pub const DANGEROUS_FLAGS: &[(&str, &[&str])] = &[
+    ("git", &["--output", "-c", "--exec-path", "--ext-diff", "--textconv", "--git-dir", "--work-tree", "--upload-pack", "--config-env"]),
+    (
+        "kubectl",
+        &[
+            "--server",
+            "-s",
+            "--token",
+            "--as",
+            "--as-group",
+            "--as-uid",
+            "--kubeconfig",
+            "--raw",
+            "--template",
+            "-f",
+            "--filename",
+            "-k",
+            "--kustomize",
+            "--user",
+            "--cluster",
+            "--context",
+            "--certificate-authority",
+            "--client-key",
+            "--client-certificate",
+        ],
+    ),
+    ("systemctl", &["-H", "--host", "-M", "--machine"]),
+    ("docker", &["-H", "--host", "--config", "--context"]),
+    ("helm", &["--kubeconfig", "--kube-token", "--kube-apiserver", "--kube-as-user", "--post-renderer", "--kube-context"]),
+];
+
+/// Output formats that read a template from a local file.
+const FILE_FORMATS: &[&str] = &["go-template-file", "jsonpath-file", "templatefile"];
+
+/// Resources no tool may read: secrets come back base64-encoded, past any redaction.
+const SECRET_RESOURCES: &[&str] = &["secret", "secrets"];
+
+/// Environment variables a command tool may not pass through: they change what
+/// runs (`LD_PRELOAD`, `GIT_*` configuration) or where.
+const UNSAFE_VARIABLES: &[&str] = &["LD_", "DYLD_", "GIT_", "BASH_ENV", "ENV", "PATH", "HOME", "SHELL", "IFS"];
+
+/// Why `arg` (as written, or as rendered) may not be passed to `program`.
+pub fn dangerous_argument(program: &str, arg: &str) -> Option<String> {
+    let flags = DANGEROUS_FLAGS.iter().find(|(p, _)| *p == program).map_or(&[][..], |(_, f)| *f);
+    if let Some(flag) = flags.iter().find(|f| arg == **f || arg.starts_with(&format!("{f}=")) || (f.len() == 2 && arg.starts_with(*f) && !arg.starts_with("--"))) {
+        return Some(format!("`{flag}` would make `{program}` write, run something, or act with other credentials"));
+    }
+    if FILE_FORMATS.iter().any(|f| arg.contains(f)) {
+        return Some(format!("`{arg}` reads a template from a local file"));
+    }
+    let resource = arg.split('/').next().unwrap_or(arg).split(',').map(str::trim);
+    if program == "kubectl" && resource.clone().any(|r| SECRET_RESOURCES.contains(&r.to_ascii_lowercase().as_str())) {
+        return Some("secrets are never read: their values come back encoded, past redaction".to_owned());
+    }
+    None
+}
 
 /// One tool, as written in a catalog file.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,7 +296,9 @@ fn check(tool: &Tool) -> Result<jsonschema::Validator, String> {
     }
     let parameters = tool.parameters.clone().unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     check_parameters(&parameters)?;
-    let unused = |field: &str, set: bool| if set { Err(format!("`{field}` is not a field of a `{:?}` tool", tool.kind).to_lowercase()) } else { Ok(()) };
+    let unused = |field: &str, set: bool| {
+        if set { Err(format!("`{field}` is not a field of a `{:?}` tool", tool.kind).to_lowercase()) } else { Ok(()) }
+    };
     match tool.kind {
         ToolKind::Promql => {
             let endpoint = tool.endpoint.as_deref().ok_or("a `promql` tool needs `endpoint`")?;
@@ -271,19 +332,30 @@ fn check(tool: &Tool) -> Result<jsonschema::Validator, String> {
             if !verbs.contains(&verb.as_str()) {
                 return Err(format!("`{verb}` is not a read-only verb of `{name}` (one of {})", verbs.join(", ")));
             }
-            let writing = WRITING_ARGUMENTS.iter().find(|(p, _)| *p == name).map_or(&[][..], |(_, a)| *a);
+            if program.contains("{{") {
+                return Err("`program` is written out, never a template".to_owned());
+            }
             for (i, arg) in tool.args.iter().enumerate() {
                 check_template(&format!("args[{i}]"), arg)?;
-                if let Some(bad) = writing.iter().find(|w| arg == *w || arg.starts_with(&format!("{w}="))) {
-                    return Err(format!("`args[{i}]`: `{bad}` would make `{name}` write or run something"));
+                if let Some(why) = dangerous_argument(name, arg) {
+                    return Err(format!("`args[{i}]`: {why}"));
+                }
+                if arg.starts_with('-') && arg.contains("{{") {
+                    return Err(format!("`args[{i}]`: a flag is written out; only a flag's value may be a template (a separate argument)"));
                 }
             }
             if let Some(dir) = &tool.dir {
                 check_template("dir", dir)?;
+                if dir.contains("parameters") {
+                    return Err("`dir` may use the target's facts, never the model's parameters".to_owned());
+                }
             }
             for variable in &tool.env {
-                if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(format!("`env`: `{variable}` is not a variable name"));
+                if variable.is_empty() || !variable.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                    return Err(format!("`env`: `{variable}` is not a variable name (uppercase letters, digits and `_`)"));
+                }
+                if UNSAFE_VARIABLES.iter().any(|u| if u.ends_with('_') { variable.starts_with(u) } else { variable == u }) {
+                    return Err(format!("`env`: `{variable}` would change what runs; it is never passed through"));
                 }
             }
             unused("url", tool.url.is_some() || tool.endpoint.is_some() || tool.query.is_some() || tool.bearer_token_file.is_some())?;
@@ -304,7 +376,9 @@ fn check_parameters(schema: &Value) -> Result<(), String> {
     if schema.get("additionalProperties").is_some_and(|a| a != &Value::Bool(false)) {
         return Err("`parameters.additionalProperties` may only be false".to_owned());
     }
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else { return Ok(()) };
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return Ok(());
+    };
     for (name, property) in properties {
         if name == "target" {
             return Err("`parameters.properties.target` is ARF's: every target-scoped tool takes `target`, checked against the incident's scope".to_owned());
@@ -312,19 +386,23 @@ fn check_parameters(schema: &Value) -> Result<(), String> {
         if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
             return Err(format!("`parameters.properties.{name}`: names are lowercase letters, digits and `_`"));
         }
-        let bounded = property.get("enum").and_then(Value::as_array).is_some_and(|values| values.iter().all(|v| !v.is_object() && !v.is_array()))
-            || property.get("pattern").and_then(Value::as_str).is_some_and(|p| p.starts_with('^') && p.ends_with('$'))
-            || matches!(property.get("type").and_then(Value::as_str), Some("integer" | "number" | "boolean"));
+        let kind = property.get("type").and_then(Value::as_str);
+        let bounded = property.get("enum").and_then(Value::as_array).is_some_and(|values| !values.is_empty() && values.iter().all(|v| !v.is_object() && !v.is_array()))
+            || (kind == Some("string") && property.get("pattern").and_then(Value::as_str).is_some_and(|p| p.starts_with('^') && p.ends_with('$') && !p.ends_with("\\$")))
+            || matches!(kind, Some("integer" | "number" | "boolean"));
         if !bounded {
-            return Err(format!(
-                "`parameters.properties.{name}` must be an `enum`, an anchored `pattern` (`^...$`), a number or a boolean: free text never reaches a tool"
-            ));
+            return Err(format!("`parameters.properties.{name}` must be an `enum`, a string with an anchored `pattern` (`^...$`), a number or a boolean: free text never reaches a tool"));
         }
     }
     Ok(())
 }
 
 fn check_template(field: &str, template: &str) -> Result<(), String> {
+    // Templates see the target (from the reviewed inventory) and the checked
+    // parameters; a signal's text (the incident's labels) never reaches a tool.
+    if template.contains("incident") {
+        return Err(format!("`{field}` uses `incident`: templates see `target` and `parameters` only, never a signal's text"));
+    }
     let env = minijinja::Environment::new();
     env.template_from_str(template).map(drop).map_err(|e| format!("`{field}` is not a valid template: {e}"))
 }
@@ -357,8 +435,23 @@ mod tests {
         // A verb from the model (a template) is not a verb ARF can check.
         let error = load("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"kubectl\"\nargs = [\"{{ parameters.verb }}\"]\n").unwrap_err();
         assert!(error.contains("is not a read-only verb"), "{error}");
-        let error = load("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"git\"\nargs = [\"log\", \"--output=/etc/passwd\"]\n").unwrap_err();
-        assert!(error.contains("would make `git` write"), "{error}");
+        for (program, args) in [
+            ("git", r#""log", "--output=/etc/passwd""#),
+            ("git", r#""log", "-c", "core.pager=sh""#),
+            ("kubectl", r#""get", "pods", "--server=https://elsewhere""#),
+            ("kubectl", r#""get", "pods", "-o", "go-template-file=/etc/shadow""#),
+            ("kubectl", r#""get", "secrets""#),
+            ("kubectl", r#""get", "pods", "--{{ parameters.flag }}""#),
+            ("systemctl", r#""status", "-H", "root@elsewhere""#),
+        ] {
+            let text = format!("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"{program}\"\nargs = [{args}]\n");
+            let error = load(&text).unwrap_err();
+            assert!(error.contains("would make") || error.contains("local file") || error.contains("secrets are never read") || error.contains("a flag is written out"), "{program} {args}: {error}");
+        }
+        for (env, dir) in [("LD_PRELOAD", "/srv"), ("GIT_CONFIG_COUNT", "/srv"), ("KUBECONFIG", "{{ parameters.dir }}")] {
+            let text = format!("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"git\"\nargs = [\"log\"]\nenv = [\"{env}\"]\ndir = \"{dir}\"\n");
+            assert!(load(&text).is_err(), "{env} {dir}");
+        }
     }
 
     #[test]
@@ -378,6 +471,9 @@ parameters = { type = "object", properties = { expr = { type = "string" } } }
         assert!(load(&unanchored).unwrap_err().contains("free text"));
         let bounded = text.replace("type = \"string\" }", "type = \"string\", pattern = \"^[a-z_]+$\" }");
         load(&bounded).unwrap();
+        // A pattern on a value that may not be a string bounds nothing.
+        let untyped = text.replace("type = \"string\" }", "pattern = \"^[a-z_]+$\" }");
+        assert!(load(&untyped).unwrap_err().contains("free text"));
         let target = text.replace("expr = { type = \"string\" }", "target = { type = \"string\", enum = [\"x\"] }");
         assert!(load(&target).unwrap_err().contains("is ARF's"));
     }

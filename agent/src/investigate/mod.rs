@@ -28,6 +28,9 @@ use crate::incident::Incidents;
 use crate::redact::Redactor;
 pub use catalog::{Scope, Tool, ToolKind, Tools};
 
+/// The most a call's arguments may be, as JSON.
+const MAX_ARGUMENT_BYTES: usize = 4096;
+
 /// `[agent.investigation]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +95,9 @@ pub struct Investigator {
 impl Investigator {
     pub fn new(config: Config) -> Result<Option<Self>, String> {
         config.validate()?;
-        let Some(dir) = &config.tools_dir else { return Ok(None) };
+        let Some(dir) = &config.tools_dir else {
+            return Ok(None);
+        };
         let tools = Tools::load_dir(dir)?;
         for (environment, names) in &config.allow {
             if let Some(unknown) = names.iter().find(|n| *n != "*" && tools.get(n).is_none()) {
@@ -115,6 +120,13 @@ impl Investigator {
         let names = self.config.allow.get(environment).or_else(|| self.config.allow.get("*"));
         names.is_some_and(|names| names.iter().any(|n| n == "*" || n == tool))
     }
+}
+
+/// A refusal's or failure's reason as logged and shown: control characters out,
+/// at most 300 characters.
+fn bounded_detail(text: &str) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    run::cut(&clean, 300, false).0
 }
 
 /// What a diagnosis's investigation may touch.
@@ -170,14 +182,7 @@ enum Ended {
 }
 
 impl<'a> Session<'a> {
-    pub fn new(
-        investigator: &'a Investigator,
-        reach: Reach<'a>,
-        inventory: &'a Inventory,
-        redactor: &'a Redactor,
-        audit: &'a AuditClient,
-        incidents: &'a tokio::sync::Mutex<Incidents>,
-    ) -> Self {
+    pub fn new(investigator: &'a Investigator, reach: Reach<'a>, inventory: &'a Inventory, redactor: &'a Redactor, audit: &'a AuditClient, incidents: &'a tokio::sync::Mutex<Incidents>) -> Self {
         Self { investigator, reach, inventory, redactor, audit, incidents, started: Instant::now(), spent: tokio::sync::Mutex::default() }
     }
 
@@ -198,9 +203,7 @@ impl<'a> Session<'a> {
     /// Whether another call could still be answered.
     pub async fn can_call(&self) -> bool {
         let spent = self.spent.lock().await;
-        spent.calls < self.investigator.config.max_calls
-            && spent.bytes < self.investigator.config.max_bytes
-            && self.started.elapsed() < Duration::from_secs(self.investigator.config.max_seconds)
+        spent.calls < self.investigator.config.max_calls && spent.bytes < self.investigator.config.max_bytes && self.started.elapsed() < Duration::from_secs(self.investigator.config.max_seconds)
     }
 
     /// The answered calls' items, in call order.
@@ -219,8 +222,45 @@ impl<'a> Session<'a> {
         Some(extended)
     }
 
+    /// Calls this diagnosis may still make.
+    pub async fn calls_left(&self) -> usize {
+        let spent = self.spent.lock().await;
+        usize::try_from(self.investigator.config.max_calls.saturating_sub(spent.calls)).unwrap_or(0)
+    }
+
+    /// Logs, as one record, `count` calls of one answer beyond the budget, which
+    /// are not run; the answer for each of them.
+    pub async fn refuse_beyond_budget(&self, count: usize) -> Answer {
+        let detail = format!("{count} further calls in one answer were not run: the investigation budget is spent");
+        let call = {
+            let mut spent = self.spent.lock().await;
+            spent.calls = spent.calls.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
+            spent.calls
+        };
+        let record = InvestigationRecord {
+            snapshot_hash: self.reach.snapshot_hash.to_owned(),
+            call,
+            tool: String::new(),
+            arguments: json!({"calls": count}),
+            status: InvestigationStatus::Refused,
+            detail: detail.clone(),
+            item: None,
+            output_bytes: 0,
+            truncated: false,
+            duration_ms: 0,
+        };
+        if let Err(error) = self.audit.append_one(self.reach.incident_id, RecordKind::Investigation, records::encode(&record)).await {
+            tracing::warn!(incident_id = %self.reach.incident_id, %error, "cannot log refused investigation calls");
+        }
+        Answer { id: None, content: crate::prompt::escaped_json(&json!({"error": format!("refused: {detail}")})) }
+    }
+
     /// Checks, runs and logs one call of `tool` with `arguments`.
     pub async fn call(&self, tool: &str, arguments: &Value) -> Answer {
+        // Arguments are a few names and numbers: anything large is refused unread.
+        let size = serde_json::to_string(arguments).map_or(usize::MAX, |t| t.len());
+        let oversized = json!({"bytes": size});
+        let arguments = if size > MAX_ARGUMENT_BYTES { &oversized } else { arguments };
         let started = Instant::now();
         // The call's number and the bytes left are taken under the lock, so calls at
         // once cannot overspend the budget together.
@@ -229,7 +269,11 @@ impl<'a> Session<'a> {
             spent.calls += 1;
             (spent.calls, self.investigator.config.max_bytes.saturating_sub(spent.bytes))
         };
-        let ended = self.check_and_run(tool, arguments, call, bytes_left).await;
+        let ended = if size > MAX_ARGUMENT_BYTES {
+            Ended::Refused(format!("the arguments are {size} bytes, more than {MAX_ARGUMENT_BYTES}"))
+        } else {
+            self.check_and_run(tool, arguments, call, bytes_left).await
+        };
         let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let arguments = self.redactor.value(arguments);
         let (status, detail, item, output_bytes, truncated) = match &ended {
@@ -242,13 +286,13 @@ impl<'a> Session<'a> {
                 };
                 (InvestigationStatus::Answered, String::new(), Some(item), *output_bytes, *truncated)
             }
-            Ended::Refused(why) => (InvestigationStatus::Refused, why.clone(), None, 0, false),
-            Ended::Failed(why) => (InvestigationStatus::Failed, self.redactor.text(why), None, 0, false),
+            Ended::Refused(why) => (InvestigationStatus::Refused, bounded_detail(&self.redactor.text(why)), None, 0, false),
+            Ended::Failed(why) => (InvestigationStatus::Failed, bounded_detail(&self.redactor.text(why)), None, 0, false),
         };
         let record = InvestigationRecord {
             snapshot_hash: self.reach.snapshot_hash.to_owned(),
             call,
-            tool: self.redactor.text(tool),
+            tool: tool.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect(),
             arguments,
             status,
             detail: detail.clone(),
@@ -270,7 +314,8 @@ impl<'a> Session<'a> {
         }
         match item {
             Some(item) => {
-                let content = json!({"id": item.id, "tool": tool, "target": item.data["target"], "output": item.data["output"], "truncated": truncated}).to_string();
+                // Escaped as the prompt escapes data: a log line cannot pass for markup or a delimiter.
+                let content = crate::prompt::escaped_json(&json!({"id": item.id, "tool": tool, "target": item.data["target"], "output": item.data["output"], "truncated": truncated}));
                 let id = item.id.clone();
                 let mut spent = self.spent.lock().await;
                 spent.bytes += item.data["output"].as_str().map_or(0, str::len);
@@ -279,7 +324,7 @@ impl<'a> Session<'a> {
             }
             None => {
                 tracing::info!(incident_id = %self.reach.incident_id, %tool, status = label, %detail, "investigation call not answered");
-                Answer { id: None, content: json!({"error": format!("{label}: {detail}")}).to_string() }
+                Answer { id: None, content: crate::prompt::escaped_json(&json!({"error": format!("{label}: {detail}")})) }
             }
         }
     }
@@ -296,53 +341,63 @@ impl<'a> Session<'a> {
         }
         let Some(entry) = self.investigator.tools.get(tool) else {
             let known: Vec<&str> = self.investigator.tools.names().filter(|n| self.investigator.allowed(self.reach.environment, n)).collect();
-            return Ended::Refused(format!("no investigation tool `{tool}` (the tools are: {})", known.join(", ")));
+            let shown: String = tool.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            return Ended::Refused(format!("no investigation tool `{shown}` (the tools are: {})", known.join(", ")));
         };
         if !self.investigator.allowed(self.reach.environment, tool) {
             return Ended::Refused(format!("tool `{tool}` is not allowed in environment `{}`", self.reach.environment));
         }
-        let Some(arguments) = arguments.as_object() else { return Ended::Refused("the arguments must be a JSON object".to_owned()) };
+        let Some(arguments) = arguments.as_object() else {
+            return Ended::Refused("the arguments must be a JSON object".to_owned());
+        };
         let target_name = match entry.tool.scope {
             Scope::Target => match arguments.get("target").and_then(Value::as_str) {
                 Some(name) if self.reach.targets.iter().any(|t| t == name) => Some(name.to_owned()),
-                Some(name) => {
-                    return Ended::Refused(format!(
-                        "target `{name}` is not in this incident's scope (one of: {})",
-                        self.reach.targets.join(", ")
-                    ));
+                Some(_) => {
+                    return Ended::Refused(format!("the target is not in this incident's scope (one of: {})", self.reach.targets.join(", ")));
                 }
-                None => return Ended::Refused("`target` is required: one of the offered targets".to_owned()),
+                None => {
+                    return Ended::Refused("`target` is required: one of the offered targets".to_owned());
+                }
             },
             Scope::Incident => None,
         };
         let mut parameters = arguments.clone();
         parameters.remove("target");
         let parameters = Value::Object(parameters);
-        let problems: Vec<String> = entry.validator.iter_errors(&parameters).map(|e| e.to_string()).collect();
-        if !problems.is_empty() {
-            return Ended::Refused(format!("the parameters do not match the tool's schema: {}", problems.join("; ")));
-        }
-        if let Some(unknown) = parameters.as_object().and_then(|p| p.keys().find(|k| entry.tool.parameters.as_ref().and_then(|s| s["properties"].get(k.as_str())).is_none())) {
-            return Ended::Refused(format!("`{unknown}` is not a parameter of `{tool}`"));
-        }
+        // Refusals name where, never the value: it is the model's, and may be hostile.
         if let Some(bad) = run::hostile_value(&parameters) {
             return Ended::Refused(bad);
         }
+        let declared = |name: &str| entry.tool.parameters.as_ref().and_then(|s| s["properties"].get(name)).is_some();
+        if let Some(unknown) = parameters.as_object().and_then(|p| p.keys().find(|k| !declared(k))) {
+            let shown: String = unknown.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            return Ended::Refused(format!("`{shown}` is not a parameter of `{tool}`"));
+        }
+        let problems: Vec<String> = entry
+            .validator
+            .iter_errors(&parameters)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("`{}` does not match the tool's schema", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Ended::Refused(format!("the parameters do not match the tool's schema: {}", problems.join("; ")));
+        }
         let target = target_name.as_deref().and_then(|n| self.inventory.get(n).map(|t| (n, t)));
-        let context = run::Context {
-            target: target.map(|(name, t)| json!({"name": name, "service": t.service, "environment": t.environment, "kind": t.kind, "facts": t.facts})),
-            incident: json!({"id": self.reach.incident_id, "service": self.reach.service, "environment": self.reach.environment}),
-            parameters,
-        };
+        let context = run::Context { target: target.map(|(name, t)| json!({"name": name, "service": t.service, "environment": t.environment, "kind": t.kind, "facts": t.facts})), parameters };
         let service = target.map_or(self.reach.service, |(_, t)| t.service.as_str());
         let timeout = Duration::from_secs(entry.tool.timeout_secs).min(limit.saturating_sub(elapsed));
         let limit_bytes = entry.tool.max_output_bytes.min(bytes_left);
-        let ran = match entry.tool.kind {
-            ToolKind::IncidentMemory => Ok(self.memory(service).await),
-            _ => tokio::time::timeout(timeout, run::run(&entry.tool, &context, &self.investigator.http, limit_bytes))
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs_f32()))),
-        };
+        let ran = tokio::time::timeout(timeout, async {
+            match entry.tool.kind {
+                ToolKind::IncidentMemory => Ok(self.memory(service).await),
+                _ => run::run(&entry.tool, &context, &self.investigator.http, limit_bytes).await,
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} s", timeout.as_secs_f32())));
         let output = match ran {
             Ok(output) => output,
             Err(why) => return Ended::Failed(why),
@@ -362,10 +417,7 @@ impl<'a> Session<'a> {
         let past: Vec<crate::incident::Summary> = {
             let incidents = self.incidents.lock().await;
             let held = incidents.by_id.values().map(crate::incident::Summary::from);
-            let mut past: Vec<_> = held
-                .chain(incidents.past.iter().cloned())
-                .filter(|s| s.id != self.reach.incident_id && s.service == service && s.environment == self.reach.environment)
-                .collect();
+            let mut past: Vec<_> = held.chain(incidents.past.iter().cloned()).filter(|s| s.id != self.reach.incident_id && s.service == service && s.environment == self.reach.environment).collect();
             past.sort_by_key(|s| std::cmp::Reverse(s.opened_at_ms));
             past.truncate(5);
             past

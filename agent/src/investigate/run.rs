@@ -15,10 +15,11 @@ const PROMQL_MAX_ANSWER: usize = 4 << 20;
 /// Values of one series shown in a range query's summary.
 const SERIES_VALUES: usize = 24;
 
-/// What a tool's templates see.
+/// What a tool's templates see: the target as the reviewed inventory declares it,
+/// and the model's checked parameters. Nothing from a signal (a service or
+/// environment label is attacker-controlled text) is ever rendered into a tool.
 pub struct Context {
     pub target: Option<Value>,
-    pub incident: Value,
     pub parameters: Value,
 }
 
@@ -26,7 +27,7 @@ impl Context {
     fn render(&self, template: &str, parameters: &Value) -> Result<String, String> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        let context = minijinja::context! { target => self.target, incident => self.incident, parameters => parameters };
+        let context = minijinja::context! { target => self.target, parameters => parameters };
         env.render_str(template, context).map_err(|e| format!("cannot render the tool's template: {e}"))
     }
 }
@@ -38,10 +39,18 @@ pub async fn run(tool: &Tool, context: &Context, http: &reqwest13::Client, limit
         ToolKind::Promql => promql(tool, context, http).await.map(String::into_bytes),
         ToolKind::HttpGet => {
             let parameters = map_strings(&context.parameters, &|s| percent_encode(s));
-            let url = context.render(tool.url.as_deref().unwrap_or_default(), &parameters)?;
-            let url = reqwest13::Url::parse(&url).map_err(|e| format!("the URL `{url}` is not valid: {e}"))?;
+            let template = tool.url.as_deref().unwrap_or_default();
+            let url = context.render(template, &parameters)?;
+            let url = reqwest13::Url::parse(&url).map_err(|e| format!("the URL is not valid: {e}"))?;
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(format!("the URL `{url}` is not http or https"));
+                return Err("the URL is not http or https".to_owned());
+            }
+            // The parameters choose a path, never the server: rendered with neutral
+            // values, the URL must name the same scheme, host and port.
+            let neutral = context.render(template, &map_strings(&context.parameters, &|_| "p".to_owned()))?;
+            let neutral = reqwest13::Url::parse(&neutral).map_err(|e| format!("the URL is not valid: {e}"))?;
+            if url.origin() != neutral.origin() {
+                return Err("the parameters would change the URL's server".to_owned());
             }
             let response = send(http, url, tool).await?;
             read_body(response, read).await
@@ -57,13 +66,7 @@ async fn send(http: &reqwest13::Client, url: reqwest13::Url, tool: &Tool) -> Res
         let token = arf_core::keys::load_token(file).map_err(|e| format!("cannot read the tool's token: {e}"))?;
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.map_err(|e| {
-        if e.is_timeout() {
-            format!("`{}` did not answer in time", without_query(&url))
-        } else {
-            format!("cannot reach `{}`", without_query(&url))
-        }
-    })?;
+    let response = request.send().await.map_err(|e| if e.is_timeout() { format!("`{}` did not answer in time", without_query(&url)) } else { format!("cannot reach `{}`", without_query(&url)) })?;
     if !response.status().is_success() {
         let status = response.status();
         let body = read_body(response, 300).await.unwrap_or_default();
@@ -151,9 +154,34 @@ pub fn summarize_promql(query: &str, data: &Value) -> String {
 
 async fn command(tool: &Tool, context: &Context, read: usize) -> Result<Vec<u8>, String> {
     let program = tool.program.as_deref().unwrap_or_default();
-    let args = tool.args.iter().map(|a| context.render(a, &context.parameters)).collect::<Result<Vec<_>, _>>()?;
+    let name = super::catalog::program_name(program);
+    let mut args = tool.args.iter().map(|a| context.render(a, &context.parameters)).collect::<Result<Vec<_>, _>>()?;
+    for arg in args.iter().skip(1) {
+        if let Some(why) = super::catalog::dangerous_argument(name, arg) {
+            return Err(format!("refused: {why}"));
+        }
+    }
+    if name == "git" && !args.is_empty() {
+        // No hook, filesystem monitor, text conversion or external diff runs: a
+        // repository's own configuration cannot make a read run a program.
+        let verb = args.remove(0);
+        let mut hardened = vec!["-c".to_owned(), "core.fsmonitor=false".to_owned(), "-c".to_owned(), "core.hooksPath=/dev/null".to_owned(), verb.clone()];
+        if matches!(verb.as_str(), "log" | "show") {
+            hardened.extend(["--no-textconv".to_owned(), "--no-ext-diff".to_owned()]);
+        }
+        hardened.append(&mut args);
+        args = hardened;
+    }
     let mut command = tokio::process::Command::new(program);
-    command.args(&args).env_clear().stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+        .args(&args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that whatever it starts is stopped with it.
+        .process_group(0)
+        .kill_on_drop(true);
     if let Ok(path) = std::env::var("PATH") {
         command.env("PATH", path);
     }
@@ -162,53 +190,103 @@ async fn command(tool: &Tool, context: &Context, read: usize) -> Result<Vec<u8>,
             command.env(variable, value);
         }
     }
-    if super::catalog::program_name(program) == "git" {
+    if name == "git" {
         // No system or user configuration, no prompts: only the declared repository's own.
         command.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_TERMINAL_PROMPT", "0");
     }
     if let Some(dir) = &tool.dir {
         let dir = context.render(dir, &context.parameters)?;
         if !std::path::Path::new(&dir).is_absolute() {
-            return Err(format!("the working directory `{dir}` is not an absolute path"));
+            return Err("the working directory is not an absolute path".to_owned());
         }
         command.current_dir(dir);
     }
-    let mut child = command.spawn().map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    let mut child = command.spawn().map_err(|e| format!("cannot run `{name}`: {e}"))?;
+    let group = Group(child.id());
     let mut stdout = child.stdout.take().ok_or("no output pipe")?;
     let mut stderr = child.stderr.take().ok_or("no error pipe")?;
-    let mut output = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    while output.len() <= read {
-        match stdout.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => output.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("cannot read `{program}`'s output: {e}")),
+    // Both pipes are read at once, so that a chatty stderr cannot stall the child.
+    let out = async {
+        let mut output = Vec::new();
+        let mut chunk = vec![0u8; 16 * 1024];
+        while output.len() <= read {
+            match stdout.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => output.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("cannot read `{name}`'s output: {e}")),
+            }
         }
-    }
+        Ok(output)
+    };
+    let err = async {
+        let mut errors = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            match stderr.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) if errors.len() < 2048 => errors.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
+            }
+        }
+        errors
+    };
+    let (output, errors) = tokio::join!(
+        async {
+            let output = out.await;
+            // Enough output, or an error: the rest is never read, and the group is stopped.
+            if output.as_ref().map_or(true, |o| o.len() > read) {
+                group.kill();
+            }
+            output
+        },
+        err
+    );
+    let mut output = output?;
     if output.len() > read {
-        // Enough: the rest is never read, and the process is stopped.
         output.truncate(read.saturating_add(1));
-        let _ = child.kill().await;
         return Ok(output);
     }
-    let mut errors = Vec::new();
-    let _ = (&mut stderr).take(2048).read_to_end(&mut errors).await;
-    let status = child.wait().await.map_err(|e| format!("`{program}` did not finish: {e}"))?;
+    let status = child.wait().await.map_err(|e| format!("`{name}` did not finish: {e}"))?;
     if !status.success() {
-        return Err(format!("`{program} {}` exited with {status}: {}", args.first().map_or("", String::as_str), String::from_utf8_lossy(&errors).trim()));
+        return Err(format!("`{name} {}` exited with {status}: {}", tool.args.first().map_or("", String::as_str), String::from_utf8_lossy(&errors).trim()));
     }
     Ok(output)
 }
 
-/// A value no tool argument may hold: one that starts like an option, holds a
-/// control character, or is long.
+/// A child's process group, stopped when dropped (a timeout drops the call).
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pgid) = self.0 {
+            arf_core::process::kill_group(pgid);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Why a value may not be a tool's argument: values are names, paths, durations
+/// and numbers (letters, digits, `_ . / : -`), never an option (a leading `-`), a
+/// path that climbs (`..`), a negative number, or anything but a scalar.
 pub fn hostile_value(value: &Value) -> Option<String> {
     match value {
-        Value::String(s) if s.starts_with('-') => Some(format!("`{}` starts with `-`: a value is never an option", s.escape_debug())),
-        Value::String(s) if s.chars().any(char::is_control) => Some("a value holds a control character".to_owned()),
-        Value::String(s) if s.len() > 256 => Some("a value is longer than 256 bytes".to_owned()),
-        Value::Array(items) => items.iter().find_map(hostile_value),
-        Value::Object(map) => map.values().find_map(hostile_value),
+        Value::Object(map) => map.values().find_map(|v| match v {
+            Value::Object(_) | Value::Array(_) => Some("a parameter is a list or an object; values are single names or numbers".to_owned()),
+            other => hostile_value(other),
+        }),
+        Value::Array(_) => Some("a parameter is a list; values are single names or numbers".to_owned()),
+        Value::String(s) if s.is_empty() || s.len() > 256 => Some("a value is empty or longer than 256 bytes".to_owned()),
+        Value::String(s) if s.starts_with('-') => Some("a value starts with `-`: a value is never an option".to_owned()),
+        Value::String(s) if !s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | ':' | '-')) => {
+            Some("a value holds a character other than letters, digits and `_ . / : -`".to_owned())
+        }
+        Value::String(s) if s.split('/').any(|segment| segment == ".." || segment == ".") => Some("a value climbs a path (`..` or `.`)".to_owned()),
+        Value::Number(n) if n.as_f64().is_some_and(|f| f < 0.0) => Some("a number is negative".to_owned()),
         _ => None,
     }
 }
@@ -224,9 +302,7 @@ fn map_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// `text` cut to at most `limit` bytes at a character boundary; whether it was cut.
@@ -248,10 +324,33 @@ mod tests {
 
     #[test]
     fn values_that_look_like_options_or_carry_controls_are_refused() {
-        assert!(hostile_value(&json!({"path": "--output=/tmp/x"})).is_some());
-        assert!(hostile_value(&json!({"path": ["ok", "-n"]})).is_some());
-        assert!(hostile_value(&json!({"path": "a\nb"})).is_some());
-        assert!(hostile_value(&json!({"path": "deploy/app.yaml", "lines": 20})).is_none());
+        for hostile in [
+            json!({"path": "--output=/tmp/x"}),
+            json!({"path": ["ok", "-n"]}),
+            json!({"path": "a\nb"}),
+            json!({"job": {"\"} or {__name__=~`.+`} or up{a=\"": 1}}),
+            json!({"p": "@evil.example/"}),
+            json!({"p": "../../etc/passwd"}),
+            json!({"p": ".."}),
+            json!({"q": "x\"} or up{a=\""}),
+            json!({"lines": -5}),
+            json!({"p": ""}),
+        ] {
+            assert!(hostile_value(&hostile).is_some(), "{hostile}");
+        }
+        assert!(hostile_value(&json!({"path": "deploy/app.yaml", "lines": 20, "window": "5m", "commit": "c0ffee12"})).is_none());
+    }
+
+    #[tokio::test]
+    async fn parameters_never_change_the_server() {
+        let tool: Tool = toml::from_str(
+            "name = \"t\"\nkind = \"http_get\"\ndescription = \"d\"\nurl = \"{{ target.facts.url }}{{ parameters.sub }}/x\"\nparameters = { type = \"object\", properties = { sub = { type = \"string\", pattern = \"^[a-z.]+$\" } } }\n",
+        )
+        .unwrap();
+        let context = Context { target: Some(json!({"facts": {"url": "http://internal"}})), parameters: json!({"sub": ".evil.example"}) };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let error = run(&tool, &context, &reqwest13::Client::new(), 100).await.unwrap_err();
+        assert!(error.contains("change the URL's server"), "{error}");
     }
 
     #[test]

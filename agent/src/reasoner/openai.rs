@@ -300,11 +300,20 @@ impl OpenAi {
                     if let (Some(calls), Some(session), true) = (calls, request.investigation, more) {
                         rounds += 1;
                         conversation.push(json!({"role": "assistant", "content": message.get("content").cloned().unwrap_or(Value::Null), "tool_calls": calls}));
-                        for call in calls {
+                        // Calls beyond the budget are not run, and logged as one record.
+                        let left = session.calls_left().await;
+                        let mut answers = Vec::with_capacity(calls.len().min(left));
+                        for call in calls.iter().take(left) {
                             let name = call["function"]["name"].as_str().unwrap_or_default();
                             let arguments = call["function"]["arguments"].as_str().and_then(|a| serde_json::from_str(a).ok()).unwrap_or(Value::Null);
-                            let answer = session.call(name, &arguments).await;
-                            conversation.push(json!({"role": "tool", "tool_call_id": call["id"], "content": answer.content}));
+                            answers.push(session.call(name, &arguments).await.content);
+                        }
+                        if calls.len() > left {
+                            let refused = session.refuse_beyond_budget(calls.len() - left).await;
+                            answers.resize(calls.len(), refused.content);
+                        }
+                        for (call, content) in calls.iter().zip(answers) {
+                            conversation.push(json!({"role": "tool", "tool_call_id": call["id"], "content": content}));
                         }
                         continue;
                     }

@@ -274,7 +274,7 @@ struct GroupGuard<'a> {
 impl GroupGuard<'_> {
     fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
-            kill_group(pgid);
+            arf_core::process::kill_group(pgid);
         }
     }
 
@@ -290,19 +290,6 @@ impl Drop for GroupGuard<'_> {
             tracker.ledger.finished(&slot);
         }
     }
-}
-
-/// Sends SIGKILL to every process in the group `pgid`.
-#[expect(unsafe_code, reason = "std has no killpg; the call only sends a signal and shares no memory with Rust")]
-fn kill_group(pgid: u32) {
-    // Never signal group 0 (our own) or 1 (init), whatever a bug might pass in.
-    let Ok(pgid) = libc::pid_t::try_from(pgid) else { return };
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: killpg takes two integers and touches no memory; a stale group id
-    // fails with ESRCH, which is fine to ignore since the group is already gone.
-    let _ = unsafe { libc::killpg(pgid, libc::SIGKILL) };
 }
 
 #[cfg(test)]
