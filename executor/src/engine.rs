@@ -200,7 +200,7 @@ impl Executor {
     /// caller who gives up (a cancelled RPC) cannot stop an execution halfway.
     pub async fn execute(self: &Arc<Self>, signed: SignedDecision, now_ms: i64) -> Result<Executed, ExecuteError> {
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.verify_and_run(signed, now_ms).await })
+        tokio::spawn(tracing::Instrument::in_current_span(async move { this.verify_and_run(signed, now_ms).await }))
             .await
             .map_err(|e| ExecuteError::Task(e.to_string()))?
     }

@@ -119,7 +119,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures::future::Either<S::Future, std::future::Ready<Result<S::Response, S::Error>>>;
+    type Future = futures::future::Either<tracing::instrument::Instrumented<S::Future>, std::future::Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -127,13 +127,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         use futures::future::Either;
+        use tracing::Instrument;
+        // A span for the call, continuing the caller's trace (none unless traces are exported).
+        let span = crate::telemetry::server_span(request.headers(), request.uri().path());
         if is_open(request.uri().path()) {
-            return Either::Left(self.inner.call(request));
+            return Either::Left(self.inner.call(request).instrument(span));
         }
         match self.authenticator.identify(request.headers(), request.extensions()) {
             Ok(caller) => {
                 request.extensions_mut().insert(caller);
-                Either::Left(self.inner.call(request))
+                Either::Left(self.inner.call(request).instrument(span))
             }
             Err(status) => {
                 crate::metrics::inc("arf_requests_refused_total", "Calls refused before any handler ran: no credentials, or none this service knows.", &[("service", self.authenticator.service.trim_start_matches("the "))]);

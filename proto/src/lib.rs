@@ -15,3 +15,4 @@ pub mod tls;
 pub mod service;
 pub mod metrics;
 pub mod http;
+pub mod telemetry;

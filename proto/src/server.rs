@@ -75,6 +75,7 @@ pub fn with_bearer<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Req
     if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
     }
+    crate::telemetry::inject(request.metadata_mut());
     request
 }
 
@@ -100,6 +101,7 @@ impl tonic::service::Interceptor for Bearer {
         if let Some(value) = &self.0 {
             request.metadata_mut().insert("authorization", value.clone());
         }
+        crate::telemetry::inject(request.metadata_mut());
         Ok(request)
     }
 }

@@ -81,7 +81,7 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_tracing(role);
+    let telemetry = init_tracing(role);
     tracing::info!(config = %file.display(), "configuration read");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -90,7 +90,9 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let served = runtime.block_on(serve(config));
+    drop(telemetry);
+    match served {
         Ok(()) => {
             tracing::info!(role, "stopped");
             ExitCode::SUCCESS
@@ -108,18 +110,28 @@ where
 
 /// Logs to stderr: text, coloured only on a terminal (a log file or a pipe gets no
 /// escape codes), or one JSON object per line with `ARF_LOG_FORMAT=json` for a log
-/// pipeline. `RUST_LOG` filters (default `info`).
-pub fn init_tracing(role: &str) {
+/// pipeline. `RUST_LOG` filters (default `info`). With `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// set, spans are exported over OTLP as well (`telemetry`); keep the returned
+/// guard until the service stops, so the last spans are sent.
+pub fn init_tracing(role: &str) -> crate::telemetry::Telemetry {
     use std::io::IsTerminal;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let json = std::env::var("ARF_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(false).try_init()
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let fmt = if json { fmt.json().flatten_event(true).with_current_span(false).boxed() } else { fmt.with_ansi(std::io::stderr().is_terminal()).boxed() };
+    let (otel, telemetry) = match crate::telemetry::layer(role) {
+        Ok(layer) => layer,
+        Err(error) => {
+            eprintln!("warning: traces are not exported: {error}");
+            (None, crate::telemetry::Telemetry::off())
+        }
     };
-    tracing::info!(role, pid = std::process::id(), "starting");
+    let _ = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init();
+    tracing::info!(role, pid = std::process::id(), otlp = crate::telemetry::enabled(), "starting");
+    telemetry
 }
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).

@@ -95,6 +95,10 @@ pub(crate) struct Shared {
     evicted: std::sync::Mutex<Evicted>,
     /// Tells people what the log cannot: that a witness refused it.
     alarm: crate::notify::Alarm,
+    /// Decision id → the trace context of the proposal it answers, so that its
+    /// dispatch, after an approval perhaps, continues the incident's trace (only
+    /// while traces are exported; bounded).
+    traces: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// The incident of each decision that left memory, so it can be read back from the
@@ -162,6 +166,7 @@ impl Shared {
             retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             evicted: std::sync::Mutex::new(Evicted::default()),
             alarm,
+            traces: std::sync::Mutex::default(),
             callers,
             catalog,
             targets: config.targets.clone(),
@@ -444,7 +449,13 @@ impl Shared {
             convert::signed(&signed),
             decision.expires_at_ms,
         );
-        tokio::spawn(task.instrument(tracing::Span::current()));
+        // The dispatch continues the incident's trace, whoever's call authorized it.
+        let traceparent = self.traces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&decision.decision_id);
+        let span = match traceparent {
+            Some(traceparent) => arf_proto::telemetry::continue_span("dispatch", Some(&traceparent)),
+            None => tracing::Span::current(),
+        };
+        tokio::spawn(task.instrument(span));
         Ok(())
     }
 
@@ -745,6 +756,14 @@ impl Governor for Service {
             let now = (self.shared.clock)();
             let decision_id = arf_core::canonical::random_id("dec");
             tracing::Span::current().record("decision_id", decision_id.as_str());
+            if let Some(traceparent) = arf_proto::telemetry::traceparent() {
+                let mut traces = self.shared.traces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                // Decisions never dispatched leave theirs behind: bounded, not precise.
+                if traces.len() >= 10_000 {
+                    traces.clear();
+                }
+                traces.insert(decision_id.clone(), traceparent);
+            }
             // Policy evaluation is CPU work bounded by the engine's time limit; it runs
             // off the async workers so a slow policy cannot stall other calls.
             let policies = self.shared.current_policies();
