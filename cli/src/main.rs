@@ -460,8 +460,28 @@ enum IncidentCommand {
     },
 }
 
+/// Commands that talk to no service with the caller's identity: the connection
+/// flags (global, so still accepted) are left out of their help.
+const OFFLINE: &[&str] = &["init", "up", "console", "certs", "token", "serve", "demo", "eval", "demo-target", "pathways", "keys", "config", "completions"];
+
+/// The connection flags, by argument id.
+const CONNECTION: &[&str] = &["agent", "governor", "audit", "executor", "token", "token_file", "tls_dir"];
+
+/// The command line, with the connection flags hidden where they mean nothing.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    fn hide(command: clap::Command) -> clap::Command {
+        command.mut_args(|arg| if CONNECTION.contains(&arg.get_id().as_str()) { arg.hide(true) } else { arg }).mut_subcommands(hide)
+    }
+    let mut command = Cli::command();
+    // Global flags are copied into every subcommand when the command is built.
+    command.build();
+    command.mut_subcommands(|sub| if OFFLINE.contains(&sub.get_name()) { hide(sub) } else { sub })
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    use clap::FromArgMatches;
+    let cli = match command().try_get_matches().and_then(|matches| Cli::from_arg_matches(&matches)) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -606,7 +626,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
-            clap_complete::generate(shell, &mut Cli::command(), "arf", &mut std::io::stdout());
+            clap_complete::generate(shell, &mut command(), "arf", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit::run(&endpoints, command).await,
@@ -616,6 +636,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// The connection flags (`--agent`, `--token`, ...) show in the help of the
+    /// commands that call a service, and not in the others'; both still accept them.
+    #[test]
+    fn connection_flags_show_only_where_they_are_used() {
+        let help = |path: &[&str]| {
+            let mut command = super::command();
+            let mut at = &mut command;
+            for name in path {
+                at = at.find_subcommand_mut(name).unwrap();
+            }
+            at.render_long_help().to_string()
+        };
+        for offline in [&["init"][..], &["certs", "init"], &["eval", "run"], &["config", "check"], &["completions"], &["up"]] {
+            let text = help(offline);
+            assert!(!text.contains("--governor") && !text.contains("--token-file") && !text.contains("--tls-dir"), "arf {offline:?}:\n{text}");
+        }
+        for online in [&["pending"][..], &["approve"], &["incident", "list"], &["status"], &["shadow", "report"]] {
+            let text = help(online);
+            assert!(text.contains("--governor") && text.contains("--token-file"), "arf {online:?}:\n{text}");
+        }
+        use clap::FromArgMatches;
+        let matches = super::command().try_get_matches_from(["arf", "init", "--governor", "127.0.0.1:1"]).unwrap();
+        assert_eq!(super::Cli::from_arg_matches(&matches).unwrap().governor.as_deref(), Some("127.0.0.1:1"), "still accepted");
+    }
 
     /// Every command says what it does and every argument what it is, so `--help`
     /// answers without the README; the built-in `--help` and `--version` aside.
