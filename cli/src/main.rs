@@ -625,7 +625,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys { command } => governance::keys(command),
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
         Command::Completions { shell } => {
-            use clap::CommandFactory as _;
             clap_complete::generate(shell, &mut command(), "arf", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
