@@ -57,6 +57,12 @@ completion = '''
 '''
 "#;
 
+/// Another scripted response like the plane's own, for alerts named `alertname`:
+/// restart the worker. A test writes it into the plane's scripted directory.
+pub fn restart_script(alertname: &str) -> String {
+    SCRIPT.replace("wedged-worker", &format!("{}-worker", alertname.to_lowercase())).replace("\"WorkerWedged\"", &format!("\"{alertname}\""))
+}
+
 impl Plane {
     /// `arf init`, then the configuration pointed at free loopback ports, the
     /// counting target and a scripted model that proposes restarting it.
