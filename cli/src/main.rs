@@ -325,6 +325,12 @@ enum ConfigCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Brings a file written by an older `arf` up to this one, keeping every setting: mutual TLS and revocation lists, record kinds added since, investigation tools; the old file is kept as `arf.toml.before-migrate`; then checks it.
+    Migrate {
+        /// The deployment file (default: `ARF_CONFIG`, else `.arf/arf.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -624,6 +630,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shadow { command } => shadow::run(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
+        Command::Config { command: ConfigCommand::Migrate { config } } => {
+            let file = config.clone().or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
+            let changes = setup::migrate(&file)?;
+            if changes.is_empty() {
+                say!("`{}` is up to date: nothing changed", file.display());
+            }
+            for change in &changes {
+                say!("changed  {change}");
+            }
+            serve::check(Some(file))
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut command(), "arf", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

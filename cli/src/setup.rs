@@ -460,3 +460,65 @@ pub fn prepare(layout: &Layout, ports: Ports, targets: &Inventory, reasoning: &R
 pub fn no_targets() -> Inventory {
     BTreeMap::new()
 }
+
+/// Brings a deployment file written by an older `arf` up to what this one
+/// writes, keeping every setting it has: mutual TLS where a section has neither
+/// it nor `insecure_loopback_only` (certificates made with `arf certs init` if
+/// missing), the CA's revocation list where a section trusts the deployment's own
+/// CA without one, record kinds added since to each writer's `audit.writer_kinds`,
+/// and `[agent.investigation]`. The old file is kept beside it as
+/// `arf.toml.before-migrate`. Returns what changed (nothing: the file is untouched).
+pub fn migrate(file: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read `{}`", file.display()))?;
+    let mut old: Table = toml::from_str(&text).with_context(|| format!("`{}` is not TOML", file.display()))?;
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let layout = Layout::new(dir)?;
+    materialize_examples(&layout)?;
+    ensure_secrets(&layout)?;
+    let fresh: Table = toml::from_str(&generate_config(&layout, Ports::default(), &no_targets(), &Reasoning::Rules)?)?;
+    let mut changes = Vec::new();
+    for role in ["audit", "agent", "governor", "executor"] {
+        let (Some(section), Some(new)) = (old.get_mut(role).and_then(Value::as_table_mut), fresh.get(role).and_then(Value::as_table)) else { continue };
+        let plain = section.get("insecure_loopback_only").and_then(Value::as_bool).unwrap_or(false);
+        match (section.get_mut("mtls").and_then(Value::as_table_mut), new.get("mtls")) {
+            (None, Some(mtls)) if !plain => {
+                section.insert("mtls".into(), mtls.clone());
+                changes.push(format!("[{role}.mtls]: mutual TLS with the deployment's certificates (`{}`)", layout.certs().display()));
+            }
+            (Some(mtls), Some(Value::Table(new_mtls))) if !mtls.contains_key("crl_file") && mtls.get("ca_file") == new_mtls.get("ca_file") => {
+                if let Some(crl) = new_mtls.get("crl_file") {
+                    mtls.insert("crl_file".into(), crl.clone());
+                    changes.push(format!("[{role}.mtls] crl_file: the deployment CA's revocation list"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let fresh_kinds = fresh.get("audit").and_then(|a| a.get("writer_kinds")).and_then(Value::as_table).cloned().unwrap_or_default();
+    if let Some(kinds) = old.get_mut("audit").and_then(|a| a.get_mut("writer_kinds")).and_then(Value::as_table_mut) {
+        for (writer, wanted) in &fresh_kinds {
+            let Some(have) = kinds.get_mut(writer).and_then(Value::as_array_mut) else { continue };
+            for kind in wanted.as_array().into_iter().flatten() {
+                if !have.contains(kind) {
+                    have.push(kind.clone());
+                    changes.push(format!("audit.writer_kinds.{writer}: + {kind}"));
+                }
+            }
+        }
+    }
+    if let (Some(agent), Some(investigation)) = (old.get_mut("agent").and_then(Value::as_table_mut), fresh.get("agent").and_then(|a| a.get("investigation")))
+        && !agent.contains_key("investigation")
+    {
+        agent.insert("investigation".into(), investigation.clone());
+        changes.push("[agent.investigation]: the bundled read-only investigation tools".to_owned());
+    }
+    if changes.is_empty() {
+        return Ok(changes);
+    }
+    let backup = file.with_extension("toml.before-migrate");
+    std::fs::write(&backup, &text).with_context(|| format!("cannot keep the old file as `{}`", backup.display()))?;
+    let body = toml::to_string_pretty(&old).context("cannot encode the configuration")?;
+    std::fs::write(file, format!("# ARF configuration, migrated by `arf config migrate` (the file before: `{}`).\n\n{body}", backup.display()))
+        .with_context(|| format!("cannot write `{}`", file.display()))?;
+    Ok(changes)
+}

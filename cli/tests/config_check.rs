@@ -98,3 +98,44 @@ fn investigation_tools_are_checked_and_their_calls_must_be_loggable() {
     assert_eq!(code, 64, "{said}");
     assert!(said.contains("error  [agent]") && said.contains("`delete` is not a read-only verb of `kubectl`"), "{said}");
 }
+
+fn migrate(file: &std::path::Path) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_arf")).args(["config", "migrate", "--config"]).arg(file).output().unwrap();
+    (output.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// A file as an older `arf` wrote it (no mutual TLS, no revocation list, no
+/// `investigation` record kind or tools) is brought up to date by `arf config
+/// migrate`, keeping its own settings; a second run changes nothing.
+#[test]
+fn an_older_file_is_migrated_keeping_its_settings() {
+    let (dir, file) = init();
+    let mut old: toml::Table = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    for role in ["audit", "governor", "executor"] {
+        old[role].as_table_mut().unwrap().remove("mtls");
+    }
+    old["agent"]["mtls"].as_table_mut().unwrap().remove("crl_file");
+    let agent_kinds = old["audit"]["writer_kinds"]["agent"].as_array_mut().unwrap();
+    agent_kinds.retain(|k| k.as_str() != Some("investigation"));
+    let agent = old["agent"].as_table_mut().unwrap();
+    agent.remove("investigation");
+    agent.insert("group_window_secs".into(), toml::Value::Integer(600));
+    std::fs::write(&file, toml::to_string(&old).unwrap()).unwrap();
+    let (code, said) = check(&file);
+    assert_eq!(code, 64, "an older file does not start as it is: {said}");
+
+    let (code, said) = migrate(&file);
+    assert_eq!(code, 0, "{said}");
+    for change in ["[audit.mtls]", "[governor.mtls]", "[executor.mtls]", "[agent.mtls] crl_file", "audit.writer_kinds.agent: + \"investigation\"", "[agent.investigation]"] {
+        assert!(said.contains(change), "`{change}` in:\n{said}");
+    }
+    assert!(said.contains("is a deployment every service can start from"), "{said}");
+    let new: toml::Table = toml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(new["agent"]["group_window_secs"].as_integer(), Some(600), "its own settings are kept");
+    assert!(new["executor"]["mtls"]["crl_file"].is_str());
+    assert!(dir.path().join("arf.toml.before-migrate").exists(), "the old file is kept");
+
+    let (code, said) = migrate(&file);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("is up to date: nothing changed"), "{said}");
+}
