@@ -287,3 +287,84 @@ async fn calls_beyond_the_budget_in_one_answer_are_not_run_and_logged_once() {
     assert_eq!(tool_messages, 50);
     assert!(received[1].body.get("tools").is_none(), "the budget is spent: no tools offered");
 }
+
+/// A repository's own configuration cannot make a read run a program: a
+/// filesystem monitor, a text conversion and a signature program set in
+/// `.git/config` stay unrun while `git ls-files`, `git show` and `git log` answer.
+#[tokio::test]
+async fn a_repositorys_configuration_cannot_make_a_read_run_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("config-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    repository(&repo);
+    let marker = dir.path().join("ran");
+    let script = dir.path().join("hook.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ntouch {}\ncat \"$@\" 2>/dev/null\n", marker.display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let git = |args: &[&str]| assert!(Command::new("git").args(args).current_dir(&repo).status().unwrap().success());
+    let hook = script.display().to_string();
+    git(&["config", "core.fsmonitor", &hook]);
+    git(&["config", "diff.yaml.textconv", &hook]);
+    git(&["config", "log.showSignature", "true"]);
+    git(&["config", "gpg.program", &hook]);
+    std::fs::write(repo.join(".git").join("info").join("attributes"), "*.yaml diff=yaml\n").unwrap();
+    // The same configuration does run the program for a plain git: the test would notice.
+    let plain = Command::new("git").args(["show", "--format=%s", "HEAD"]).current_dir(&repo).env("GIT_CONFIG_GLOBAL", "/dev/null").output().unwrap();
+    assert!(plain.status.success() && marker.exists(), "plain git runs the configured text conversion");
+    std::fs::remove_file(&marker).unwrap();
+
+    let tools = dir.path().join("tools");
+    std::fs::create_dir_all(&tools).unwrap();
+    std::fs::write(
+        tools.join("git.toml"),
+        r#"
+[[tool]]
+name = "files"
+kind = "command"
+description = "The repository's files."
+program = "git"
+dir = "{{ target.facts.repo }}"
+args = ["ls-files"]
+
+[[tool]]
+name = "last_change"
+kind = "command"
+description = "The last commit with its diff."
+program = "git"
+dir = "{{ target.facts.repo }}"
+args = ["show", "HEAD"]
+
+[[tool]]
+name = "history"
+kind = "command"
+description = "The commits."
+program = "git"
+dir = "{{ target.facts.repo }}"
+args = ["log", "-p"]
+"#,
+    )
+    .unwrap();
+    let scripted = dir.path().join("scripted");
+    std::fs::create_dir_all(&scripted).unwrap();
+    let steps: Vec<Value> = ["files", "last_change", "history"].iter().map(|t| json!({"tool": t, "arguments": {"target": "checkout-staging"}})).collect();
+    let file = json!({"response": [{"name": "git", "match": {"alertname": "CheckoutHighErrorRate"}, "completion": ANSWER.replace(", \"{{ tools.config_log.id }}\"", ""), "investigate": steps}]});
+    std::fs::write(scripted.join("git.toml"), toml::to_string(&toml::Value::try_from(file).unwrap()).unwrap()).unwrap();
+    let running = support::start(|config| {
+        config.reasoner = ReasonerKind::Scripted;
+        config.scripted_dir = Some(scripted.clone());
+        config.investigation.tools_dir = Some(tools.clone());
+        for target in config.targets.values_mut() {
+            target.facts.insert("repo".into(), repo.display().to_string());
+        }
+    })
+    .await;
+    let _ = support::agent_client(&running.agent).await;
+    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx at 40%").await;
+    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let calls = investigations(&trail);
+    let status: Vec<&str> = calls.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(status, ["answered", "answered", "answered"], "{calls:#?}");
+    assert!(calls[0]["item"]["data"]["output"].as_str().unwrap().contains("pool.yaml"));
+    assert!(calls[1]["item"]["data"]["output"].as_str().unwrap().contains("-max_size: 20"), "the diff itself, not a conversion: {:#?}", calls[1]);
+    assert!(!marker.exists(), "a program the repository configured ran");
+}

@@ -54,45 +54,35 @@ pub const READ_ONLY_VERBS: &[(&str, &[&str])] = &[
     ("git", &["log", "show", "ls-files", "rev-parse", "shortlog"]),
     ("systemctl", &["status", "list-units", "is-active", "is-failed"]),
     ("docker", &["ps", "logs", "images", "top"]),
-    ("helm", &["list", "status", "history"]),
+    ("helm", &["list", "history"]),
 ];
 
 /// Flags that would make a read-only verb write, run something, read a local
-/// file, or talk to another server with other credentials; refused in the
-/// catalog and in every argument as rendered.
+/// file, show secrets, or talk to another server with other credentials; refused
+/// in the catalog and in every argument as rendered, however they are spelled
+/// (`--flag=value`, a short flag in a cluster such as `-As`, kubectl's `_` for `-`).
 pub const DANGEROUS_FLAGS: &[(&str, &[&str])] = &[
-    ("git", &["--output", "-c", "--exec-path", "--ext-diff", "--textconv", "--git-dir", "--work-tree", "--upload-pack", "--config-env"]),
+    (
+        "git",
+        &["--output", "-c", "--exec-path", "--ext-diff", "--textconv", "--git-dir", "--work-tree", "--upload-pack", "--config-env", "--show-signature", "-m", "--modified"],
+    ),
     (
         "kubectl",
         &[
-            "--server",
-            "-s",
-            "--token",
-            "--as",
-            "--as-group",
-            "--as-uid",
-            "--kubeconfig",
-            "--raw",
-            "--template",
-            "-f",
-            "--filename",
-            "-k",
-            "--kustomize",
-            "--user",
-            "--cluster",
-            "--context",
-            "--certificate-authority",
-            "--client-key",
-            "--client-certificate",
+            "--server", "-s", "--token", "--as", "--as-group", "--as-uid", "--kubeconfig", "--raw", "--template", "-f", "--filename", "-k", "--kustomize", "--user",
+            "--cluster", "--context", "--certificate-authority", "--client-key", "--client-certificate", "--profile-output", "--cache-dir", "--insecure-skip-tls-verify",
         ],
     ),
     ("systemctl", &["-H", "--host", "-M", "--machine"]),
     ("docker", &["-H", "--host", "--config", "--context"]),
-    ("helm", &["--kubeconfig", "--kube-token", "--kube-apiserver", "--kube-as-user", "--post-renderer", "--kube-context"]),
+    (
+        "helm",
+        &["--kubeconfig", "--kube-token", "--kube-apiserver", "--kube-as-user", "--post-renderer", "--kube-context", "--kube-ca-file", "--kube-insecure-skip-tls-verify", "--registry-config", "--repository-config", "--debug"],
+    ),
 ];
 
 /// Output formats that read a template from a local file.
-const FILE_FORMATS: &[&str] = &["go-template-file", "jsonpath-file", "templatefile"];
+const FILE_FORMATS: &[&str] = &["go-template-file", "jsonpath-file", "templatefile", "custom-columns-file"];
 
 /// Resources no tool may read: secrets come back base64-encoded, past any redaction.
 const SECRET_RESOURCES: &[&str] = &["secret", "secrets"];
@@ -104,15 +94,33 @@ const UNSAFE_VARIABLES: &[&str] = &["LD_", "DYLD_", "GIT_", "BASH_ENV", "ENV", "
 /// Why `arg` (as written, or as rendered) may not be passed to `program`.
 pub fn dangerous_argument(program: &str, arg: &str) -> Option<String> {
     let flags = DANGEROUS_FLAGS.iter().find(|(p, _)| *p == program).map_or(&[][..], |(_, f)| *f);
-    if let Some(flag) = flags.iter().find(|f| arg == **f || arg.starts_with(&format!("{f}=")) || (f.len() == 2 && arg.starts_with(*f) && !arg.starts_with("--"))) {
-        return Some(format!("`{flag}` would make `{program}` write, run something, or act with other credentials"));
+    let refuse = |flag: &str| Some(format!("`{flag}` would make `{program}` write, run something, show secrets, or act with other credentials"));
+    if let Some(long) = arg.strip_prefix("--") {
+        // kubectl reads `_` in a flag's name as `-`.
+        let name = long.split('=').next().unwrap_or(long);
+        let name = if program == "kubectl" { name.replace('_', "-") } else { name.to_owned() };
+        if let Some(flag) = flags.iter().find(|f| f.strip_prefix("--") == Some(name.as_str())) {
+            return refuse(flag);
+        }
+    } else if let Some(short) = arg.strip_prefix('-') {
+        // Every letter of a cluster of short flags (`-As` is `-A -s`).
+        let cluster = short.split('=').next().unwrap_or(short);
+        if let Some(flag) = cluster.chars().map(|c| format!("-{c}")).find(|f| flags.contains(&f.as_str())) {
+            return refuse(&flag);
+        }
     }
     if FILE_FORMATS.iter().any(|f| arg.contains(f)) {
         return Some(format!("`{arg}` reads a template from a local file"));
     }
-    let resource = arg.split('/').next().unwrap_or(arg).split(',').map(str::trim);
-    if program == "kubectl" && resource.clone().any(|r| SECRET_RESOURCES.contains(&r.to_ascii_lowercase().as_str())) {
-        return Some("secrets are never read: their values come back encoded, past redaction".to_owned());
+    if program == "git" && arg.contains("%G") {
+        return Some("a format with `%G` checks signatures, which runs the signing program".to_owned());
+    }
+    if program == "kubectl" {
+        // `secrets`, `secret.v1.`, `secrets/name`, `pods,secrets`: the resource before any group or name.
+        let resources = arg.split('/').next().unwrap_or(arg).split(',');
+        if resources.map(|r| r.trim().split('.').next().unwrap_or_default().to_ascii_lowercase()).any(|r| SECRET_RESOURCES.contains(&r.as_str())) {
+            return Some("secrets are never read: their values come back encoded, past redaction".to_owned());
+        }
     }
     None
 }
@@ -306,6 +314,11 @@ fn check(tool: &Tool) -> Result<jsonschema::Validator, String> {
                 return Err(format!("`endpoint` must be an http or https URL, got `{endpoint}`"));
             }
             check_template("query", tool.query.as_deref().ok_or("a `promql` tool needs `query`")?)?;
+            // A string outside quotes could be PromQL of its own (`1/up`, `5m:1m`): only enums and numbers.
+            let free = parameters.get("properties").and_then(Value::as_object).and_then(|p| p.iter().find(|(_, p)| p.get("enum").is_none() && p.get("type").and_then(Value::as_str) == Some("string")));
+            if let Some((name, _)) = free {
+                return Err(format!("`parameters.properties.{name}`: a PromQL tool's parameters are enums or numbers"));
+            }
             if tool.range_minutes == Some(0) || tool.step_secs == Some(0) {
                 return Err("`range_minutes` and `step_secs` must be at least 1".to_owned());
             }
@@ -317,6 +330,10 @@ fn check(tool: &Tool) -> Result<jsonschema::Validator, String> {
             check_template("url", url)?;
             if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("{{ target.facts.") || url.starts_with("{{target.facts.")) {
                 return Err("`url` must start with `http://`, `https://` or a fact of the target (`{{ target.facts.url }}`): the model never chooses the host".to_owned());
+            }
+            let authority = url.split_once("://").map_or("", |(_, rest)| rest.split('/').next().unwrap_or(rest));
+            if authority.contains("parameters") {
+                return Err("`url`: the server is written out or a fact of the target, never the model's parameters".to_owned());
             }
             unused("query", tool.query.is_some() || tool.endpoint.is_some())?;
             unused("program", tool.program.is_some() || !tool.args.is_empty() || tool.dir.is_some() || !tool.env.is_empty())?;
@@ -441,12 +458,22 @@ mod tests {
             ("kubectl", r#""get", "pods", "--server=https://elsewhere""#),
             ("kubectl", r#""get", "pods", "-o", "go-template-file=/etc/shadow""#),
             ("kubectl", r#""get", "secrets""#),
+            ("kubectl", r#""get", "secrets.v1.""#),
+            ("kubectl", r#""get", "pods,secret/db""#),
+            ("kubectl", r#""get", "pods", "-As", "https://elsewhere""#),
+            ("kubectl", r#""get", "pods", "--client_key=/k""#),
+            ("git", r#""log", "--format=%G?""#),
+            ("git", r#""ls-files", "-m""#),
+            ("helm", r#""list", "--debug""#),
             ("kubectl", r#""get", "pods", "--{{ parameters.flag }}""#),
             ("systemctl", r#""status", "-H", "root@elsewhere""#),
         ] {
             let text = format!("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"{program}\"\nargs = [{args}]\n");
             let error = load(&text).unwrap_err();
-            assert!(error.contains("would make") || error.contains("local file") || error.contains("secrets are never read") || error.contains("a flag is written out"), "{program} {args}: {error}");
+            assert!(
+                error.contains("would make") || error.contains("local file") || error.contains("secrets are never read") || error.contains("a flag is written out") || error.contains("%G"),
+                "{program} {args}: {error}"
+            );
         }
         for (env, dir) in [("LD_PRELOAD", "/srv"), ("GIT_CONFIG_COUNT", "/srv"), ("KUBECONFIG", "{{ parameters.dir }}")] {
             let text = format!("[[tool]]\nname = \"t\"\nkind = \"command\"\ndescription = \"d\"\nprogram = \"git\"\nargs = [\"log\"]\nenv = [\"{env}\"]\ndir = \"{dir}\"\n");
@@ -470,7 +497,12 @@ parameters = { type = "object", properties = { expr = { type = "string" } } }
         let unanchored = text.replace("type = \"string\" }", "type = \"string\", pattern = \"[a-z]+\" }");
         assert!(load(&unanchored).unwrap_err().contains("free text"));
         let bounded = text.replace("type = \"string\" }", "type = \"string\", pattern = \"^[a-z_]+$\" }");
-        load(&bounded).unwrap();
+        // In PromQL, a string outside quotes could be a query of its own: enums and numbers only.
+        assert!(load(&bounded).unwrap_err().contains("enums or numbers"));
+        let enumerated = text.replace("type = \"string\" }", "type = \"string\", enum = [\"up\"] }");
+        load(&enumerated).unwrap();
+        let http = bounded.replace("kind = \"promql\"", "kind = \"http_get\"").replace("endpoint = \"http://127.0.0.1:9090\"\nquery = \"{{ parameters.expr }}\"", "url = \"http://127.0.0.1:9090/{{ parameters.expr }}\"");
+        load(&http).unwrap();
         // A pattern on a value that may not be a string bounds nothing.
         let untyped = text.replace("type = \"string\" }", "pattern = \"^[a-z_]+$\" }");
         assert!(load(&untyped).unwrap_err().contains("free text"));
@@ -482,6 +514,8 @@ parameters = { type = "object", properties = { expr = { type = "string" } } }
     fn an_http_tool_never_lets_the_model_choose_the_host() {
         let text = "[[tool]]\nname = \"t\"\nkind = \"http_get\"\ndescription = \"d\"\nurl = \"{{ parameters.host }}/x\"\nparameters = { type = \"object\", properties = { host = { type = \"string\", pattern = \"^.*$\" } } }\n";
         assert!(load(text).unwrap_err().contains("never chooses the host"));
+        let number = "[[tool]]\nname = \"t\"\nkind = \"http_get\"\ndescription = \"d\"\nurl = \"http://10.0.0.{{ parameters.n }}/x\"\nparameters = { type = \"object\", properties = { n = { type = \"integer\" } } }\n";
+        assert!(load(number).unwrap_err().contains("never the model's parameters"));
         load("[[tool]]\nname = \"t\"\nkind = \"http_get\"\ndescription = \"d\"\nurl = \"{{ target.facts.url }}/state\"\n").unwrap();
     }
 

@@ -309,7 +309,7 @@ impl<'a> Session<'a> {
         arf_proto::metrics::inc("arf_agent_investigation_calls_total", "Investigation tool calls, by how they ended.", &[("status", label)]);
         // Logged before the model sees it; a result that cannot be logged is withheld.
         if let Err(error) = self.audit.append_one(self.reach.incident_id, RecordKind::Investigation, records::encode(&record)).await {
-            tracing::warn!(incident_id = %self.reach.incident_id, %tool, %error, "cannot log an investigation call; its result is withheld");
+            tracing::warn!(incident_id = %self.reach.incident_id, tool = %record.tool, %error, "cannot log an investigation call; its result is withheld");
             return Answer { id: None, content: json!({"error": "the call could not be logged, so its result is withheld"}).to_string() };
         }
         match item {
@@ -323,7 +323,7 @@ impl<'a> Session<'a> {
                 Answer { id: Some(id), content }
             }
             None => {
-                tracing::info!(incident_id = %self.reach.incident_id, %tool, status = label, %detail, "investigation call not answered");
+                tracing::info!(incident_id = %self.reach.incident_id, tool = %record.tool, status = label, %detail, "investigation call not answered");
                 Answer { id: None, content: crate::prompt::escaped_json(&json!({"error": format!("{label}: {detail}")})) }
             }
         }

@@ -47,10 +47,12 @@ pub async fn run(tool: &Tool, context: &Context, http: &reqwest13::Client, limit
             }
             // The parameters choose a path, never the server: rendered with neutral
             // values, the URL must name the same scheme, host and port.
-            let neutral = context.render(template, &map_strings(&context.parameters, &|_| "p".to_owned()))?;
-            let neutral = reqwest13::Url::parse(&neutral).map_err(|e| format!("the URL is not valid: {e}"))?;
-            if url.origin() != neutral.origin() {
-                return Err("the parameters would change the URL's server".to_owned());
+            for neutral in ["p", "q0"] {
+                let neutral = context.render(template, &map_scalars(&context.parameters, neutral))?;
+                let neutral = reqwest13::Url::parse(&neutral).map_err(|e| format!("the URL is not valid: {e}"))?;
+                if url.origin() != neutral.origin() {
+                    return Err("the parameters would change the URL's server".to_owned());
+                }
             }
             let response = send(http, url, tool).await?;
             read_body(response, read).await
@@ -162,10 +164,21 @@ async fn command(tool: &Tool, context: &Context, read: usize) -> Result<Vec<u8>,
         }
     }
     if name == "git" && !args.is_empty() {
-        // No hook, filesystem monitor, text conversion or external diff runs: a
-        // repository's own configuration cannot make a read run a program.
+        // No hook, filesystem monitor, signature check, text conversion or external
+        // diff runs: a repository's own configuration cannot make a read run a program.
         let verb = args.remove(0);
-        let mut hardened = vec!["-c".to_owned(), "core.fsmonitor=false".to_owned(), "-c".to_owned(), "core.hooksPath=/dev/null".to_owned(), verb.clone()];
+        let mut hardened: Vec<String> = [
+            "core.fsmonitor=false",
+            "core.hooksPath=/dev/null",
+            "log.showSignature=false",
+            "gpg.program=/bin/false",
+            "gpg.ssh.program=/bin/false",
+            "gpg.x509.program=/bin/false",
+        ]
+        .iter()
+        .flat_map(|setting| ["-c".to_owned(), (*setting).to_owned()])
+        .collect();
+        hardened.push(verb.clone());
         if matches!(verb.as_str(), "log" | "show") {
             hardened.extend(["--no-textconv".to_owned(), "--no-ext-diff".to_owned()]);
         }
@@ -288,6 +301,16 @@ pub fn hostile_value(value: &Value) -> Option<String> {
         Value::String(s) if s.split('/').any(|segment| segment == ".." || segment == ".") => Some("a value climbs a path (`..` or `.`)".to_owned()),
         Value::Number(n) if n.as_f64().is_some_and(|f| f < 0.0) => Some("a number is negative".to_owned()),
         _ => None,
+    }
+}
+
+/// `value` with every scalar (string, number, boolean) replaced by `neutral`.
+fn map_scalars(value: &Value, neutral: &str) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(|v| map_scalars(v, neutral)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), map_scalars(v, neutral))).collect()),
+        Value::Null => Value::Null,
+        _ => Value::String(neutral.to_owned()),
     }
 }
 
