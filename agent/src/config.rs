@@ -182,6 +182,16 @@ pub struct Config {
     /// Read-only investigation tools the model may call before it answers.
     #[serde(default)]
     pub investigation: crate::investigate::Config,
+    /// Where the agent keeps its state snapshot for restarts (`agent/src/snapshot.rs`);
+    /// without it, a restart folds the whole log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// A new state snapshot is folded once the log has grown this many records past the last.
+    #[serde(default = "default_snapshot_every_records")]
+    pub snapshot_every_records: u64,
+    /// How often (seconds) the agent looks whether a new snapshot is due.
+    #[serde(default = "default_snapshot_check_secs")]
+    pub snapshot_check_secs: u64,
     /// Extra redaction patterns (regular expressions).
     #[serde(default)]
     pub redact_patterns: Vec<String>,
@@ -262,6 +272,14 @@ fn default_change_lookback() -> u64 {
     7200
 }
 
+fn default_snapshot_every_records() -> u64 {
+    50_000
+}
+
+fn default_snapshot_check_secs() -> u64 {
+    60
+}
+
 fn default_max_snapshot_items() -> usize {
     50
 }
@@ -286,6 +304,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         arf_core::target::check_inventory(&self.targets)?;
         self.investigation.validate()?;
+        if self.snapshot_every_records == 0 || self.snapshot_check_secs == 0 {
+            return Err("`agent.snapshot_every_records` and `agent.snapshot_check_secs` must be at least 1".to_owned());
+        }
         if let Some(dir) = &self.investigation.tools_dir {
             crate::investigate::Tools::load_dir(dir).map_err(|e| format!("`agent.investigation.tools_dir`: {e}"))?;
         }

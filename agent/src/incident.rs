@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use arf_core::records::{DiagnosisRecord, IncidentRecord, Malformed, SignalRecord, SnapshotRecord};
 use arf_core::signal::{Signal, SignalKind, SignalStatus};
@@ -42,7 +42,7 @@ const MAX_PAST: usize = 10_000;
 /// itself; `waiting`, `acting` and the outcomes follow the governor's and the
 /// executor's records in the log ([`Incidents::follow`]), so the state an incident
 /// shows is the one the log holds, live and after a rebuild alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     Open,
@@ -266,7 +266,7 @@ impl Held {
 
 /// What incident memory keeps of an incident ([`Incidents::evict`]): enough to
 /// find similar past incidents, whose trail is then read from the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub id: String,
     pub title: String,
@@ -712,7 +712,7 @@ impl Incidents {
                                         incident.decision_ids.push(decision_id);
                                     }
                                 }
-                                IncidentRecord::Opened { .. } => {}
+                                IncidentRecord::Opened { .. } | IncidentRecord::StateSnapshot { .. } => {}
                             }
                             incident.updated_at_ms = record.time_ms;
                             if incident.state == IncidentState::Resolved {
@@ -967,6 +967,33 @@ mod tests {
             }
         }
         assert!(batched.by_id.values().any(|i| i.signals.len() == MAX_SIGNALS_PER_INCIDENT), "the cap was reached");
+    }
+
+    /// A state snapshot keeps every incident whole: stored, loaded and placed into
+    /// again, it behaves as the original does.
+    #[test]
+    fn a_stored_state_loads_back_and_places_signals_as_the_original() {
+        let mut original = Incidents::new(i64::MAX);
+        let mut n = 0;
+        for round in 0..40 {
+            let mut s = signal(["Errors", "Latency", "Memory"][round % 3], ["web", "api"][round % 2], if round % 5 == 0 { SignalStatus::Resolved } else { SignalStatus::Firing });
+            s.labels.insert("pod".into(), format!("p-{}", round % 7));
+            s.fingerprint = s.compute_fingerprint();
+            original.place(&s, i64::try_from(round).unwrap(), || { n += 1; format!("inc-{n}") });
+        }
+        let stored = original.to_stored();
+        let mut loaded = Incidents::new(i64::MAX);
+        loaded.load_stored(serde_json::from_str(&serde_json::to_string(&stored).unwrap()).unwrap());
+        assert_eq!(loaded.to_stored(), stored);
+        for incident in loaded.by_id.values() {
+            let was = &original.by_id[&incident.id].signals;
+            assert_eq!((incident.signals.len(), incident.signals.firing, &incident.signals.identities), (was.len(), was.firing, &was.identities));
+        }
+        let mut next = signal("Errors", "web", SignalStatus::Firing);
+        next.labels.insert("pod".into(), "p-new".into());
+        next.fingerprint = next.compute_fingerprint();
+        let (mut a, mut b) = (n, n);
+        assert_eq!(original.place(&next, 50, || { a += 1; format!("inc-{a}") }), loaded.place(&next, 50, || { b += 1; format!("inc-{b}") }));
     }
 
     #[test]
@@ -1224,5 +1251,116 @@ mod tests {
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         let later = incidents.place(&signal("Down", "web", SignalStatus::Firing), 101, || "inc-2".into());
         assert_eq!(later, Placement::Opened { incident_id: "inc-2".into() });
+    }
+}
+
+/// An incident as a state snapshot keeps it: every field, the derived ones
+/// (signal counts, alert identities) left to be computed again on load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredIncident {
+    pub id: String,
+    pub title: String,
+    pub service: String,
+    pub environment: String,
+    pub state: IncidentState,
+    pub signals: Vec<Signal>,
+    pub signal_count: u32,
+    pub opened_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub snapshot_hash: String,
+    pub decision_ids: Vec<String>,
+    pub reason: String,
+    pub diagnoses: u32,
+    pub model_calls: u32,
+    pub family: String,
+    pub pipeline_done: bool,
+    pub alternatives: u32,
+    pub retry_after: Option<String>,
+}
+
+/// [`Incidents`] as a state snapshot keeps them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredIncidents {
+    pub incidents: Vec<StoredIncident>,
+    pub open_by_key: Vec<(Key, Vec<String>)>,
+    pub changes: Vec<Signal>,
+    pub past: Vec<Summary>,
+}
+
+impl Incidents {
+    /// The state as a snapshot keeps it; in-flight work (none while folding the log) is not kept.
+    pub fn to_stored(&self) -> StoredIncidents {
+        let mut open_by_key: Vec<(Key, Vec<String>)> = self.open_by_key.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        open_by_key.sort();
+        StoredIncidents {
+            incidents: self
+                .by_id
+                .values()
+                .map(|i| StoredIncident {
+                    id: i.id.clone(),
+                    title: i.title.clone(),
+                    service: i.service.clone(),
+                    environment: i.environment.clone(),
+                    state: i.state,
+                    signals: i.signals.values().cloned().collect(),
+                    signal_count: i.signal_count,
+                    opened_at_ms: i.opened_at_ms,
+                    updated_at_ms: i.updated_at_ms,
+                    snapshot_hash: i.snapshot_hash.clone(),
+                    decision_ids: i.decision_ids.clone(),
+                    reason: i.reason.clone(),
+                    diagnoses: i.diagnoses,
+                    model_calls: i.model_calls,
+                    family: i.family.clone(),
+                    pipeline_done: i.pipeline_done,
+                    alternatives: i.alternatives,
+                    retry_after: i.retry_after.clone(),
+                })
+                .collect(),
+            open_by_key,
+            changes: self.changes.iter().cloned().collect(),
+            past: self.past.iter().cloned().collect(),
+        }
+    }
+
+    /// Replaces the state with a snapshot's, keeping this value's settings.
+    pub fn load_stored(&mut self, stored: StoredIncidents) {
+        self.by_id = stored
+            .incidents
+            .into_iter()
+            .map(|i| {
+                let mut signals = Held::default();
+                for signal in i.signals {
+                    signals.keep(signal);
+                }
+                let incident = Incident {
+                    id: i.id.clone(),
+                    title: i.title,
+                    service: i.service,
+                    environment: i.environment,
+                    state: i.state,
+                    signals,
+                    signal_count: i.signal_count,
+                    opened_at_ms: i.opened_at_ms,
+                    updated_at_ms: i.updated_at_ms,
+                    snapshot_hash: i.snapshot_hash,
+                    decision_ids: i.decision_ids,
+                    reason: i.reason,
+                    diagnoses: i.diagnoses,
+                    model_calls: i.model_calls,
+                    family: i.family,
+                    in_flight: 0,
+                    pipeline_done: i.pipeline_done,
+                    alternatives: i.alternatives,
+                    retry_after: i.retry_after,
+                };
+                (i.id, incident)
+            })
+            .collect();
+        self.open_by_key = stored.open_by_key.into_iter().collect();
+        self.changes = stored.changes.into_iter().collect();
+        self.past = stored.past.into_iter().collect();
     }
 }

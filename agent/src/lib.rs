@@ -14,6 +14,7 @@ pub mod prompt;
 pub mod reasoner;
 pub mod redact;
 pub mod service;
+pub mod snapshot;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -94,6 +95,11 @@ pub async fn serve(
         max_model_calls: config.max_model_calls_per_incident,
         max_attempts: config.max_attempts_per_incident,
         investigator: investigate::Investigator::new(config.investigation.clone()).map_err(anyhow::Error::msg)?.map(Arc::new),
+        snapshots: config.state_dir.clone().map(|dir| service::Snapshots {
+            dir,
+            every_records: config.snapshot_every_records,
+            check_every: std::time::Duration::from_secs(config.snapshot_check_secs),
+        }),
     };
     if settings.investigator.is_some() {
         // Loudly, once the log answers: calls that cannot be logged are withheld.
@@ -126,6 +132,7 @@ pub async fn serve(
                 Ok(count) => {
                     info!(incidents = count, "state rebuilt from the audit log");
                     recovering.evict_periodically();
+                    recovering.snapshot_periodically();
                     health.set_serving::<grpc::AgentServer<grpc::Service>>().await;
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
                     return;

@@ -75,6 +75,22 @@ pub struct Agent {
     /// How long a done incident stays in memory.
     retain_ms: i64,
     investigator: Option<Arc<crate::investigate::Investigator>>,
+    /// Where the state snapshot is kept, and how often it is folded again.
+    snapshots: Option<Snapshots>,
+    group_window_ms: i64,
+    max_attempts: u32,
+    /// The record the latest state snapshot folds the log up to (0: none).
+    snapshot_through: std::sync::atomic::AtomicU64,
+}
+
+/// `agent.state_dir` and when to fold a new state snapshot.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    pub dir: std::path::PathBuf,
+    /// Fold a new snapshot once the log has grown this many records past the last.
+    pub every_records: u64,
+    /// How often to look.
+    pub check_every: std::time::Duration,
 }
 
 /// How many requests may wait for the batcher before senders wait too.
@@ -197,6 +213,8 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The investigation tools, when configured.
     pub investigator: Option<Arc<crate::investigate::Investigator>>,
+    /// The state snapshot for restarts, when `agent.state_dir` is set.
+    pub snapshots: Option<Snapshots>,
 }
 
 impl Agent {
@@ -220,35 +238,47 @@ impl Agent {
             group_wait: settings.group_wait,
             retain_ms: settings.retain_ms,
             investigator: settings.investigator,
+            snapshots: settings.snapshots,
+            group_window_ms: settings.group_window_ms,
+            max_attempts: settings.max_attempts,
+            snapshot_through: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Rebuilds the incidents from the log after a restart, and resumes the
     /// diagnoses that never finished, so no accepted signal is forgotten.
     pub async fn recover(self: &Arc<Self>) -> Result<usize, RecoverError> {
-        use futures::StreamExt;
-        // The log is folded record by record as it streams in, never held whole.
-        let mut stream = std::pin::pin!(self.audit.stream_range(1, 0).await.map_err(RecoverError::Audit)?);
-        let mut last_seq = 0u64;
-        let mut proposals = Proposals::default();
-        let unfinished = {
-            let mut incidents = self.incidents.lock().await;
-            let mut folded = 0u64;
-            while let Some(record) = stream.next().await {
-                let record = record.map_err(RecoverError::Audit)?;
-                last_seq = record.seq;
-                incidents.restore_one(&record).map_err(RecoverError::Malformed)?;
-                proposals.add(&record, "agent").map_err(RecoverError::Malformed)?;
-                // What was done long before the log's end leaves memory as the log is
-                // read, so a rebuild holds no more than a running agent would.
-                folded += 1;
-                if folded.is_multiple_of(4096) {
-                    incidents.evict(record.time_ms, self.retain_ms);
+        // From the state snapshot, when the log vouches for it; else from the start.
+        let saved = match &self.snapshots {
+            Some(snapshots) => match self.verified_snapshot(&snapshots.dir).await {
+                Ok(saved) => saved,
+                Err(why) => {
+                    tracing::error!(%why, "THE AGENT'S STATE SNAPSHOT IS NOT ONE THE LOG VOUCHES FOR: rebuilding from the whole log instead");
+                    arf_proto::metrics::inc("arf_agent_state_snapshots_refused_total", "State snapshots a restart did not start from, because the log does not vouch for them.", &[]);
+                    None
                 }
-            }
-            incidents.evict(arf_core::time::now_ms(), self.retain_ms);
-            incidents.unfinished()
+            },
+            None => None,
         };
+        let mut proposals = Proposals::default();
+        let (last_seq, folded) = {
+            let mut incidents = self.incidents.lock().await;
+            let from = match saved {
+                Some(saved) => {
+                    self.snapshot_through.store(saved.through_seq, std::sync::atomic::Ordering::SeqCst);
+                    proposals.load(saved.proposals);
+                    incidents.load_stored(saved.incidents);
+                    saved.through_seq + 1
+                }
+                None => 1,
+            };
+            arf_proto::metrics::set("arf_agent_recovery_from_seq", "The record the last rebuild folded the log from (1: the whole log).", &[], from as f64);
+            let (last, folded) = self.fold(&mut incidents, &mut proposals, from).await?;
+            incidents.evict(arf_core::time::now_ms(), self.retain_ms);
+            (last.map_or(from.saturating_sub(1), |(seq, _)| seq), folded)
+        };
+        arf_proto::metrics::set("arf_agent_recovery_folded_records", "Records the last rebuild folded.", &[], folded as f64);
+        let unfinished = self.incidents.lock().await.unfinished();
         let resumed: Vec<(String, Option<Proposal>, Option<String>)> = {
             let incidents = self.incidents.lock().await;
             unfinished
@@ -288,6 +318,101 @@ impl Agent {
             }
         }
         Ok(count)
+    }
+
+    /// Folds the log from `from` to its head into `incidents` and `proposals`, as it
+    /// streams in; the last record folded (seq, hash) and how many.
+    async fn fold(&self, incidents: &mut Incidents, proposals: &mut Proposals, from: u64) -> Result<(Option<(u64, String)>, u64), RecoverError> {
+        use futures::StreamExt;
+        let mut stream = std::pin::pin!(self.audit.stream_range(from, 0).await.map_err(RecoverError::Audit)?);
+        let mut last = None;
+        let mut folded = 0u64;
+        while let Some(record) = stream.next().await {
+            let record = record.map_err(RecoverError::Audit)?;
+            incidents.restore_one(&record).map_err(RecoverError::Malformed)?;
+            proposals.add(&record, "agent").map_err(RecoverError::Malformed)?;
+            // What was done long before the log's end leaves memory as the log is
+            // read, so a rebuild holds no more than a running agent would.
+            folded += 1;
+            if folded.is_multiple_of(4096) {
+                incidents.evict(record.time_ms, self.retain_ms);
+                proposals.keep_held(incidents);
+            }
+            last = Some((record.seq, record.hash));
+        }
+        proposals.keep_held(incidents);
+        Ok((last, folded))
+    }
+
+    /// The state snapshot in `dir`, if there is one and the log vouches for it.
+    async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<crate::snapshot::Saved>, String> {
+        let Some(file) = crate::snapshot::read(dir)? else { return Ok(None) };
+        let record = self.audit.get(file.recorded_seq).await.map_err(|e| format!("cannot read its record from the log: {e}"))?;
+        let vouched = record.as_ref().is_some_and(|r| {
+            r.writer == "agent"
+                && r.kind == RecordKind::Incident
+                && r.incident_id == arf_core::records::STATE_SNAPSHOT
+                && matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::StateSnapshot { hash, through_seq }) if hash == file.hash && through_seq == file.saved.through_seq)
+        });
+        if !vouched {
+            return Err(format!("the log's record {} is not the agent's record of snapshot `{}`", file.recorded_seq, file.hash));
+        }
+        let folded_from = self.audit.get(file.saved.through_seq).await.map_err(|e| format!("cannot read record {}: {e}", file.saved.through_seq))?;
+        if folded_from.as_ref().map(|r| r.hash.as_str()) != Some(file.saved.through_hash.as_str()) {
+            return Err(format!("the log's record {} is not the one the snapshot was folded from", file.saved.through_seq));
+        }
+        Ok(Some(file.saved))
+    }
+
+    /// Folds a new state snapshot in the background whenever the log has grown
+    /// `every_records` past the last one: from the last verified snapshot (or the
+    /// start) with the fold a restart uses, never from the live state.
+    pub fn snapshot_periodically(self: &Arc<Self>) {
+        let Some(snapshots) = self.snapshots.clone() else { return };
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(snapshots.check_every).await;
+                let Some(agent) = agent.upgrade() else { return };
+                if let Err(error) = agent.snapshot_if_due(&snapshots).await {
+                    warn!(%error, "cannot save the agent's state snapshot; restarts fold more of the log until one is saved");
+                }
+            }
+        });
+    }
+
+    /// Saves a new snapshot if the log has grown enough since the last one.
+    pub async fn snapshot_if_due(&self, snapshots: &Snapshots) -> Result<bool, String> {
+        let (head, _) = self.audit.head().await.map_err(|e| e.to_string())?;
+        if head.saturating_sub(self.snapshot_through.load(std::sync::atomic::Ordering::SeqCst)) < snapshots.every_records {
+            return Ok(false);
+        }
+        let base = self.verified_snapshot(&snapshots.dir).await.unwrap_or(None);
+        let mut incidents = Incidents::new(self.group_window_ms).with_max_attempts(self.max_attempts);
+        let mut proposals = Proposals::default();
+        let from = match base {
+            Some(saved) => {
+                proposals.load(saved.proposals);
+                incidents.load_stored(saved.incidents);
+                saved.through_seq + 1
+            }
+            None => 1,
+        };
+        let (Some((through_seq, through_hash)), _) = self.fold(&mut incidents, &mut proposals, from).await.map_err(|e| e.to_string())? else { return Ok(false) };
+        let saved = crate::snapshot::Saved { format: crate::snapshot::FORMAT, through_seq, through_hash, incidents: incidents.to_stored(), proposals: proposals.stored() };
+        let hash = saved.hash();
+        // The log vouches for it before the file exists: a file the log does not know is never used.
+        let record = self
+            .audit
+            .append_one(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: hash.clone(), through_seq }))
+            .await
+            .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
+        crate::snapshot::write(&snapshots.dir, &crate::snapshot::SnapshotFile { hash, recorded_seq: record.seq, saved })
+            .map_err(|e| format!("cannot write `{}`: {e}", crate::snapshot::path(&snapshots.dir).display()))?;
+        self.snapshot_through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
+        arf_proto::metrics::set("arf_agent_state_snapshot_seq", "The record the agent's latest state snapshot folds the log up to.", &[], through_seq as f64);
+        info!(through_seq, "state snapshot saved");
+        Ok(true)
     }
 
     /// Whether the state has been rebuilt from the log since start.
@@ -972,6 +1097,22 @@ impl Proposals {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Forgets the proposals of incidents that left memory: they are done.
+    fn keep_held(&mut self, incidents: &Incidents) {
+        self.last.retain(|id, _| incidents.by_id.contains_key(id));
+    }
+
+    /// As a state snapshot keeps them, in incident order.
+    fn stored(&self) -> Vec<(String, Proposal, bool)> {
+        let mut stored: Vec<_> = self.last.iter().map(|(id, (p, answered))| (id.clone(), p.clone(), *answered)).collect();
+        stored.sort_by(|a, b| a.0.cmp(&b.0));
+        stored
+    }
+
+    fn load(&mut self, stored: Vec<(String, Proposal, bool)>) {
+        self.last = stored.into_iter().map(|(id, p, answered)| (id, (p, answered))).collect();
     }
 
     fn unanswered(&self, incident_id: &str) -> Option<Proposal> {

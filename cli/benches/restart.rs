@@ -201,7 +201,44 @@ async fn main() {
         plane.stop(role).await;
     }
     let times = start_all(&mut plane).await;
-    report(&format!("restart on a {records}-record log (all four spawned at once, after SIGKILL)"), &plane, &times);
+    report(&format!("restart on a {records}-record log (all four spawned at once, after SIGKILL), folding the whole log (anchor)"), &plane, &times);
+    let held = incidents_held(&plane).await;
+    println!("  the restarted agent holds {held} incidents");
+
+    // The agent saves a state snapshot (not during the storm above, whose figures it
+    // would share the CPU with): then the same restart starts from it.
+    plane.stop("agent").await;
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    let agent = config["agent"].as_table_mut().unwrap();
+    agent.insert("snapshot_every_records".into(), 1.into());
+    agent.insert("snapshot_check_secs".into(), 1.into());
+    let state_dir = std::path::PathBuf::from(agent["state_dir"].as_str().unwrap());
+    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
+    plane.start("agent", None).await;
+    let folding = Instant::now();
+    let snapshot = loop {
+        if let Ok(Some(snapshot)) = arf_agent::snapshot::read(&state_dir) {
+            break snapshot;
+        }
+        assert!(folding.elapsed() < Duration::from_secs(120), "no state snapshot was saved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bytes = std::fs::metadata(arf_agent::snapshot::path(&state_dir)).unwrap().len();
+    println!(
+        "state snapshot: folded through record {} in {:.2} s after the agent started, {:.1} kB",
+        snapshot.saved.through_seq,
+        folding.elapsed().as_secs_f64(),
+        bytes as f64 / 1000.0
+    );
+    let (records, _) = plane.auditor().head().await.unwrap();
+    for role in ROLES {
+        plane.stop(role).await;
+    }
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    config["agent"].as_table_mut().unwrap().insert("snapshot_check_secs".into(), 3600.into());
+    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
+    let times = start_all(&mut plane).await;
+    report(&format!("restart on a {records}-record log from the agent's state snapshot (through record {})", snapshot.saved.through_seq), &plane, &times);
     let held = incidents_held(&plane).await;
     println!("  the restarted agent holds {held} incidents");
     for role in ROLES {

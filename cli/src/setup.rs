@@ -323,6 +323,8 @@ pub fn generate_config(layout: &Layout, ports: Ports, targets: &Inventory, reaso
     let mut investigation = Table::new();
     investigation.insert("tools_dir".into(), path(examples.join("tools")));
     agent.insert("investigation".into(), Value::Table(investigation));
+    // Restarts start from a state snapshot the log vouches for, and read only the log after it.
+    agent.insert("state_dir".into(), path(layout.data_dir.join("agent")));
 
     let mut governor = Table::new();
     governor.insert("listen".into(), string(ports.governor.to_string()));
@@ -466,7 +468,7 @@ pub fn no_targets() -> Inventory {
 /// it nor `insecure_loopback_only` (certificates made with `arf certs init` if
 /// missing), the CA's revocation list where a section trusts the deployment's own
 /// CA without one, record kinds added since to each writer's `audit.writer_kinds`,
-/// and `[agent.investigation]`. The old file is kept beside it as
+/// `[agent.investigation]` and `agent.state_dir`. The old file is kept beside it as
 /// `arf.toml.before-migrate`. Returns what changed (nothing: the file is untouched).
 pub fn migrate(file: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read `{}`", file.display()))?;
@@ -511,6 +513,12 @@ pub fn migrate(file: &Path) -> Result<Vec<String>> {
     {
         agent.insert("investigation".into(), investigation.clone());
         changes.push("[agent.investigation]: the bundled read-only investigation tools".to_owned());
+    }
+    if let (Some(agent), Some(state_dir)) = (old.get_mut("agent").and_then(Value::as_table_mut), fresh.get("agent").and_then(|a| a.get("state_dir")))
+        && !agent.contains_key("state_dir")
+    {
+        agent.insert("state_dir".into(), state_dir.clone());
+        changes.push(format!("agent.state_dir = {state_dir}: restarts start from a state snapshot the log vouches for"));
     }
     if changes.is_empty() {
         return Ok(changes);

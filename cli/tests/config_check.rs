@@ -119,6 +119,7 @@ fn an_older_file_is_migrated_keeping_its_settings() {
     agent_kinds.retain(|k| k.as_str() != Some("investigation"));
     let agent = old["agent"].as_table_mut().unwrap();
     agent.remove("investigation");
+    agent.remove("state_dir");
     agent.insert("group_window_secs".into(), toml::Value::Integer(600));
     std::fs::write(&file, toml::to_string(&old).unwrap()).unwrap();
     let (code, said) = check(&file);
@@ -126,7 +127,7 @@ fn an_older_file_is_migrated_keeping_its_settings() {
 
     let (code, said) = migrate(&file);
     assert_eq!(code, 0, "{said}");
-    for change in ["[audit.mtls]", "[governor.mtls]", "[executor.mtls]", "[agent.mtls] crl_file", "audit.writer_kinds.agent: + \"investigation\"", "[agent.investigation]"] {
+    for change in ["[audit.mtls]", "[governor.mtls]", "[executor.mtls]", "[agent.mtls] crl_file", "audit.writer_kinds.agent: + \"investigation\"", "[agent.investigation]", "agent.state_dir"] {
         assert!(said.contains(change), "`{change}` in:\n{said}");
     }
     assert!(said.contains("is a deployment every service can start from"), "{said}");

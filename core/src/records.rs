@@ -82,7 +82,15 @@ pub enum IncidentRecord {
     /// agent tries the next grounded hypothesis of the incident's diagnosis, as
     /// attempt `attempt` (the diagnosis record that follows carries its proposal).
     Reattempt { state: String, after_decision: String, attempt: u32, reason: String },
+    /// Not an incident's: the agent's state, folded from the log up to `through_seq`,
+    /// was saved with this SHA-256 (`agent/src/snapshot.rs`). Logged under the
+    /// incident id [`STATE_SNAPSHOT`], so a restart may start from the saved state
+    /// only when the log vouches for it.
+    StateSnapshot { hash: String, through_seq: u64 },
 }
+
+/// The incident id of [`IncidentRecord::StateSnapshot`] records.
+pub const STATE_SNAPSHOT: &str = "agent-state";
 
 impl IncidentRecord {
     pub fn resolved(reason: &str) -> Self {
