@@ -252,7 +252,9 @@ impl Agent {
         let saved = match &self.snapshots {
             Some(snapshots) => match self.verified_snapshot(&snapshots.dir).await {
                 Ok(saved) => saved,
-                Err(why) => {
+                // The log did not answer: the rebuild is retried, as any read of the log would be.
+                Err(Unvouched::Audit(error)) => return Err(RecoverError::Audit(error)),
+                Err(Unvouched::Refused(why)) => {
                     tracing::error!(%why, "THE AGENT'S STATE SNAPSHOT IS NOT ONE THE LOG VOUCHES FOR: rebuilding from the whole log instead");
                     arf_proto::metrics::inc("arf_agent_state_snapshots_refused_total", "State snapshots a restart did not start from, because the log does not vouch for them.", &[]);
                     None
@@ -263,6 +265,8 @@ impl Agent {
         let mut proposals = Proposals::default();
         let (last_seq, folded) = {
             let mut incidents = self.incidents.lock().await;
+            // A rebuild that failed halfway is retried from nothing, never on top of what it folded.
+            *incidents = Incidents::new(self.group_window_ms).with_max_attempts(self.max_attempts);
             let from = match saved {
                 Some(saved) => {
                     self.snapshot_through.store(saved.through_seq, std::sync::atomic::Ordering::SeqCst);
@@ -334,7 +338,9 @@ impl Agent {
             // What was done long before the log's end leaves memory as the log is
             // read, so a rebuild holds no more than a running agent would.
             folded += 1;
-            if folded.is_multiple_of(4096) {
+            // At the same records whichever record the fold started from, so a fold from a
+            // snapshot evicts exactly where a whole fold does.
+            if record.seq.is_multiple_of(4096) {
                 incidents.evict(record.time_ms, self.retain_ms);
                 proposals.keep_held(incidents);
             }
@@ -345,9 +351,16 @@ impl Agent {
     }
 
     /// The state snapshot in `dir`, if there is one and the log vouches for it.
-    async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<crate::snapshot::Saved>, String> {
-        let Some(file) = crate::snapshot::read(dir)? else { return Ok(None) };
-        let record = self.audit.get(file.recorded_seq).await.map_err(|e| format!("cannot read its record from the log: {e}"))?;
+    async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<crate::snapshot::Saved>, Unvouched> {
+        let Some(file) = crate::snapshot::read(dir).map_err(Unvouched::Refused)? else { return Ok(None) };
+        if file.saved.fold != self.fold_settings() {
+            return Err(Unvouched::Refused(format!(
+                "it was folded with other settings or fold rules ({:?}, now {:?}); it would not be the state a whole fold gives",
+                file.saved.fold,
+                self.fold_settings()
+            )));
+        }
+        let record = self.audit.get(file.recorded_seq).await.map_err(Unvouched::Audit)?;
         let vouched = record.as_ref().is_some_and(|r| {
             r.writer == "agent"
                 && r.kind == RecordKind::Incident
@@ -355,13 +368,18 @@ impl Agent {
                 && matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::StateSnapshot { hash, through_seq }) if hash == file.hash && through_seq == file.saved.through_seq)
         });
         if !vouched {
-            return Err(format!("the log's record {} is not the agent's record of snapshot `{}`", file.recorded_seq, file.hash));
+            return Err(Unvouched::Refused(format!("the log's record {} is not the agent's record of snapshot `{}`", file.recorded_seq, file.hash)));
         }
-        let folded_from = self.audit.get(file.saved.through_seq).await.map_err(|e| format!("cannot read record {}: {e}", file.saved.through_seq))?;
+        let folded_from = self.audit.get(file.saved.through_seq).await.map_err(Unvouched::Audit)?;
         if folded_from.as_ref().map(|r| r.hash.as_str()) != Some(file.saved.through_hash.as_str()) {
-            return Err(format!("the log's record {} is not the one the snapshot was folded from", file.saved.through_seq));
+            return Err(Unvouched::Refused(format!("the log's record {} is not the one the snapshot was folded from", file.saved.through_seq)));
         }
         Ok(Some(file.saved))
+    }
+
+    /// What a fold's result depends on besides the log.
+    fn fold_settings(&self) -> crate::snapshot::FoldSettings {
+        crate::snapshot::FoldSettings { rules: crate::snapshot::FOLD_RULES, group_window_ms: self.group_window_ms, retain_ms: self.retain_ms, max_attempts: self.max_attempts }
     }
 
     /// Folds a new state snapshot in the background whenever the log has grown
@@ -376,6 +394,8 @@ impl Agent {
                 let Some(agent) = agent.upgrade() else { return };
                 if let Err(error) = agent.snapshot_if_due(&snapshots).await {
                     warn!(%error, "cannot save the agent's state snapshot; restarts fold more of the log until one is saved");
+                    // Not again at once: a full disk or a log outage is not fixed in a minute.
+                    tokio::time::sleep(snapshots.check_every.saturating_mul(9)).await;
                 }
             }
         });
@@ -387,7 +407,15 @@ impl Agent {
         if head.saturating_sub(self.snapshot_through.load(std::sync::atomic::Ordering::SeqCst)) < snapshots.every_records {
             return Ok(false);
         }
-        let base = self.verified_snapshot(&snapshots.dir).await.unwrap_or(None);
+        let base = match self.verified_snapshot(&snapshots.dir).await {
+            Ok(base) => base,
+            Err(Unvouched::Audit(error)) => return Err(format!("cannot read the log: {error}")),
+            // A file the log does not vouch for is replaced by one folded from the start.
+            Err(Unvouched::Refused(why)) => {
+                warn!(%why, "the saved state snapshot is not one the log vouches for; folding a new one from the start");
+                None
+            }
+        };
         let mut incidents = Incidents::new(self.group_window_ms).with_max_attempts(self.max_attempts);
         let mut proposals = Proposals::default();
         let from = match base {
@@ -399,16 +427,24 @@ impl Agent {
             None => 1,
         };
         let (Some((through_seq, through_hash)), _) = self.fold(&mut incidents, &mut proposals, from).await.map_err(|e| e.to_string())? else { return Ok(false) };
-        let saved = crate::snapshot::Saved { format: crate::snapshot::FORMAT, through_seq, through_hash, incidents: incidents.to_stored(), proposals: proposals.stored() };
-        let hash = saved.hash();
-        // The log vouches for it before the file exists: a file the log does not know is never used.
+        let saved = crate::snapshot::Saved {
+            format: crate::snapshot::FORMAT,
+            fold: self.fold_settings(),
+            through_seq,
+            through_hash,
+            incidents: incidents.to_stored(),
+            proposals: proposals.stored(),
+        };
+        drop(incidents);
+        // Written (synced, not yet in place) before the log vouches for it, put in place after:
+        // a file that cannot be written never costs a record, and a file in place always has one.
+        let pending = crate::snapshot::prepare(&snapshots.dir, &saved).map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
         let record = self
             .audit
-            .append_one(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: hash.clone(), through_seq }))
+            .append_one(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: pending.hash.clone(), through_seq }))
             .await
             .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
-        crate::snapshot::write(&snapshots.dir, &crate::snapshot::SnapshotFile { hash, recorded_seq: record.seq, saved })
-            .map_err(|e| format!("cannot write `{}`: {e}", crate::snapshot::path(&snapshots.dir).display()))?;
+        pending.commit(record.seq).map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
         self.snapshot_through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
         arf_proto::metrics::set("arf_agent_state_snapshot_seq", "The record the agent's latest state snapshot folds the log up to.", &[], through_seq as f64);
         info!(through_seq, "state snapshot saved");
@@ -1053,6 +1089,14 @@ pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, invento
         reasoner: first.reasoner.clone(),
     };
     Some((diagnosis, proposal))
+}
+
+/// Why a state snapshot was not started from.
+enum Unvouched {
+    /// The log did not answer; worth retrying.
+    Audit(AuditError),
+    /// The file, or the log, says it is not the state a whole fold gives.
+    Refused(String),
 }
 
 /// Why the agent could not rebuild its state from the log.

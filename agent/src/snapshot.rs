@@ -21,13 +21,30 @@ use crate::incident::StoredIncidents;
 /// The file, in `agent.state_dir`.
 pub const FILE: &str = "state-snapshot.json";
 /// The format of [`Saved`]; a file of another format is not used.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// The version of the fold (`Incidents::restore_one`, eviction, pruning): bumped
+/// when what a fold makes of the log changes, so an older snapshot is not used.
+pub const FOLD_RULES: u32 = 1;
+/// The largest file read at a restart.
+const MAX_BYTES: u64 = 1 << 30;
+
+/// What a fold's result depends on besides the log: a snapshot folded under other
+/// settings or rules is not the state a whole fold would give now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoldSettings {
+    pub rules: u32,
+    pub group_window_ms: i64,
+    pub retain_ms: i64,
+    pub max_attempts: u32,
+}
 
 /// The state, as folded from records `1..=through_seq`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Saved {
     pub format: u32,
+    pub fold: FoldSettings,
     pub through_seq: u64,
     /// The hash of record `through_seq`: the log it was folded from.
     pub through_hash: String,
@@ -68,11 +85,13 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Reads the file, if there is one, and checks the state's bytes against its hash.
 pub fn read(dir: &Path) -> Result<Option<SnapshotFile>, String> {
     let file = path(dir);
-    let bytes = match std::fs::read(&file) {
-        Ok(bytes) => bytes,
+    match std::fs::metadata(&file) {
+        Ok(meta) if meta.len() > MAX_BYTES => return Err(format!("`{}` is larger than {MAX_BYTES} bytes", file.display())),
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read `{}`: {e}", file.display())),
-    };
+    }
+    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
     let not_one = |why: String| format!("`{}` is not a state snapshot: {why}", file.display());
     let split = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| not_one("no header line".to_owned()))?;
     let (header, body) = (&bytes[..split], &bytes[split + 1..]);
@@ -87,17 +106,46 @@ pub fn read(dir: &Path) -> Result<Option<SnapshotFile>, String> {
     Ok(Some(SnapshotFile { hash: header.hash, recorded_seq: header.recorded_seq, saved }))
 }
 
-/// Writes the file durably: a temporary file, synced, renamed over the old one.
-pub fn write(dir: &Path, snapshot: &SnapshotFile) -> std::io::Result<()> {
+/// A snapshot written and synced beside the file, not yet in place.
+pub struct Pending {
+    pub hash: String,
+    dir: PathBuf,
+    body: PathBuf,
+}
+
+/// Writes `saved` (mode 0600, in a 0700 directory) and syncs it, once: its bytes
+/// are both hashed and written.
+pub fn prepare(dir: &Path, saved: &Saved) -> std::io::Result<Pending> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let temporary = dir.join(format!("{FILE}.tmp"));
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&temporary)?);
-    serde_json::to_writer(&mut file, &Header { hash: snapshot.hash.clone(), recorded_seq: snapshot.recorded_seq }).map_err(std::io::Error::other)?;
-    file.write_all(b"\n")?;
-    serde_json::to_writer(&mut file, &snapshot.saved).map_err(std::io::Error::other)?;
-    let file = file.into_inner().map_err(|e| e.into_error())?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let bytes = serde_json::to_vec(saved).map_err(std::io::Error::other)?;
+    let hash = arf_core::canonical::sha256_hex(&bytes);
+    let body = dir.join(format!("{FILE}.body"));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&body)?;
+    file.write_all(&bytes)?;
     file.sync_all()?;
-    std::fs::rename(&temporary, path(dir))?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok(Pending { hash, dir: dir.to_owned(), body })
+}
+
+impl Pending {
+    /// Puts the snapshot in place, with the sequence number of the log's record of it.
+    pub fn commit(self, recorded_seq: u64) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let temporary = self.dir.join(format!("{FILE}.tmp"));
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
+        serde_json::to_writer(&mut file, &Header { hash: self.hash.clone(), recorded_seq }).map_err(std::io::Error::other)?;
+        file.write_all(b"\n")?;
+        std::io::copy(&mut std::fs::File::open(&self.body)?, &mut file)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path(&self.dir))?;
+        std::fs::remove_file(&self.body)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+}
+
+/// Writes a whole file at once (tests, tools): [`prepare`] then [`Pending::commit`].
+pub fn write(dir: &Path, snapshot: &SnapshotFile) -> std::io::Result<()> {
+    prepare(dir, &snapshot.saved)?.commit(snapshot.recorded_seq)
 }

@@ -80,6 +80,7 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     // Someone changes the file: it no longer matches its hash, and is refused.
     let refused = metric("arf_agent_state_snapshots_refused_total");
     let text = std::fs::read_to_string(arf_agent::snapshot::path(&dir)).unwrap();
+    let genuine = text.clone();
     std::fs::write(arf_agent::snapshot::path(&dir), text.replacen("\"state\":\"escalated\"", "\"state\":\"resolved\"", 1)).unwrap();
     running.restart_agent(&quiet).await;
     assert_eq!(states(&running.agent, &ids).await, before, "rebuilt from the whole log");
@@ -95,4 +96,23 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     assert_eq!(states(&running.agent, &ids).await, before, "rebuilt from the whole log");
     assert_eq!(metric("arf_agent_recovery_from_seq"), 1.0);
     assert_eq!(metric("arf_agent_state_snapshots_refused_total"), refused + 2.0);
+
+    // The genuine file, under other settings than it was folded with (a shorter
+    // retention would have evicted differently): not the state a whole fold gives now.
+    std::fs::write(arf_agent::snapshot::path(&dir), &genuine).unwrap();
+    let dir_again = dir.clone();
+    running
+        .restart_agent(move |config: &mut Config| {
+            config.state_dir = Some(dir_again.clone());
+            config.snapshot_check_secs = 3600;
+            config.retain_incidents_secs = 1800;
+        })
+        .await;
+    assert_eq!(states(&running.agent, &ids).await, before);
+    assert_eq!(metric("arf_agent_recovery_from_seq"), 1.0);
+    assert_eq!(metric("arf_agent_state_snapshots_refused_total"), refused + 3.0);
+    // And under the same settings again, it is used.
+    running.restart_agent(&quiet).await;
+    assert_eq!(states(&running.agent, &ids).await, before);
+    assert!(metric("arf_agent_recovery_from_seq") > 1.0, "the genuine snapshot is used again");
 }
