@@ -760,7 +760,7 @@ impl Incidents {
                                 incident.retry_after = None;
                             }
                             (None, proposal) => {
-                                incident.model_calls += 1;
+                                incident.model_calls = incident.model_calls.saturating_add(1).saturating_add(diagnosis.tool_rounds);
                                 if proposal.is_some() {
                                     incident.alternatives = alternatives(&diagnosis.hypotheses);
                                 }

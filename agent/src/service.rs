@@ -457,6 +457,11 @@ impl Agent {
     }
 
     /// Counts one model call against the incident's bound; false when the bound is reached.
+    /// Model calls the incident may still make.
+    async fn model_calls_left(&self, incident_id: &str) -> u32 {
+        self.incidents.lock().await.by_id.get(incident_id).map_or(0, |i| self.max_model_calls.saturating_sub(i.model_calls))
+    }
+
     async fn take_model_call(&self, incident_id: &str) -> bool {
         let mut incidents = self.incidents.lock().await;
         match incidents.by_id.get_mut(incident_id) {
@@ -842,6 +847,7 @@ impl Agent {
                 pathways: &pathways,
                 repairs: &attempts,
                 investigation: session.as_ref().filter(|_| !tools.is_empty()),
+                model_calls_left: self.model_calls_left(incident_id).await,
             };
             let mut payload = base.clone();
             reasoner.name().clone_into(&mut payload.reasoner);
@@ -892,6 +898,13 @@ impl Agent {
                 }
             }
             payload.snapshot_hash.clone_from(&cited.1);
+            // The model requests its tool calls took count against the incident's bound too.
+            if completion.tool_rounds > 0 {
+                payload.tool_rounds = completion.tool_rounds;
+                if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+                    incident.model_calls = incident.model_calls.saturating_add(completion.tool_rounds);
+                }
+            }
             tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
             payload.model = Some(completion.model.clone());
             payload.prompt_tokens = Some(completion.prompt_tokens);

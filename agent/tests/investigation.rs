@@ -368,3 +368,19 @@ args = ["log", "-p"]
     assert!(calls[1]["item"]["data"]["output"].as_str().unwrap().contains("-max_size: 20"), "the diff itself, not a conversion: {:#?}", calls[1]);
     assert!(!marker.exists(), "a program the repository configured ran");
 }
+
+/// Each round of tool calls is one more model request: it counts against the
+/// incident's bound on model calls, here and after a restart (the diagnosis record
+/// says how many rounds it took).
+#[tokio::test]
+async fn tool_rounds_count_against_the_incidents_model_calls() {
+    let call = Reply::ToolCalls(vec![("config_log".into(), json!({"target": "checkout-staging", "path": "pool.yaml"}).to_string())]);
+    let (server, trail) = openai_incident(vec![], Some(call), 6, "staging", |config| config.max_model_calls_per_incident = 2).await;
+    assert_eq!(server.received().len(), 2, "one request and one round of tool calls: the bound of 2");
+    assert!(server.received()[1].body.get("tools").is_none(), "no tools offered when no more requests may follow");
+    assert_eq!(investigations(&trail).len(), 1);
+    let diagnosis = trail.iter().find(|r| r.kind == RecordKind::Diagnosis).unwrap();
+    assert_eq!(diagnosis.payload["tool_rounds"], 1, "{}", diagnosis.payload);
+    let last = trail.iter().rev().find(|r| r.kind == RecordKind::Incident).unwrap();
+    assert!(last.payload["reason"].as_str().unwrap().contains("bound of 2 model calls"), "{}", last.payload);
+}

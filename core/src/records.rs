@@ -219,6 +219,14 @@ pub struct DiagnosisRecord {
     /// rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_decision: Option<String>,
+    /// Model requests beyond the first that this answer took to call investigation
+    /// tools: each counts against the incident's bound on model calls.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tool_rounds: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DiagnosisRecord {
@@ -245,6 +253,7 @@ impl DiagnosisRecord {
             hypotheses: Vec::new(),
             proposal: None,
             after_decision: None,
+            tool_rounds: 0,
         }
     }
 }

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub governance_violations: Vec<String>,
     pub audit_chain_intact: bool,
     pub tokens_per_incident: f64,
+    /// Read-only investigation calls per incident.
+    pub tool_calls_per_incident: f64,
     pub model_latency_ms_per_incident: f64,
     pub wall_ms_per_incident: f64,
     /// The control plane's own time per execution (`score::overhead_ms`), p50 and p99.
@@ -137,6 +139,7 @@ pub fn compute(reasoner: &str, outcomes: &[Outcome], audit_chain_intact: bool) -
         governance_violations: violations,
         audit_chain_intact,
         tokens_per_incident: mean(outcomes.iter().map(|o| (o.prompt_tokens + o.completion_tokens) as f64)),
+        tool_calls_per_incident: mean(outcomes.iter().map(|o| f64::from(o.tool_calls))),
         model_latency_ms_per_incident: mean(outcomes.iter().map(|o| o.model_latency_ms as f64)),
         wall_ms_per_incident: mean(outcomes.iter().map(|o| o.wall_ms as f64)),
         overhead_p50_ms: overhead(outcomes, 0.50),

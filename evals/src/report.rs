@@ -150,6 +150,7 @@ fn metrics_table(report: &Report) -> String {
         ("governance compliance", Box::new(|r| pct(r.metrics.governance_compliance))),
         ("audit chain intact", Box::new(|r| r.metrics.audit_chain_intact.to_string())),
         ("tokens / incident", Box::new(|r| format!("{:.0}", r.metrics.tokens_per_incident))),
+        ("tool calls / incident", Box::new(|r| format!("{:.2}", r.metrics.tool_calls_per_incident))),
         ("model latency / incident", Box::new(|r| format!("{:.0} ms", r.metrics.model_latency_ms_per_incident))),
         ("wall time / incident", Box::new(|r| format!("{:.0} ms", r.metrics.wall_ms_per_incident))),
         ("control-plane time p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_p50_ms, r.metrics.overhead_p99_ms))),

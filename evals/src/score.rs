@@ -101,6 +101,8 @@ pub struct Outcome {
     pub mttr_min: f64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Read-only investigation calls the agent made (answered or refused).
+    pub tool_calls: u32,
     pub model_latency_ms: u64,
     pub wall_ms: u64,
     pub error: Option<String>,
@@ -355,6 +357,7 @@ pub fn score(
         mttd_min,
         mttr_min,
         prompt_tokens: sum(|d| d.prompt_tokens.map(u64::from)),
+        tool_calls: u32::try_from(by(RecordKind::Investigation, "agent").count()).unwrap_or(u32::MAX),
         completion_tokens: sum(|d| d.completion_tokens.map(u64::from)),
         model_latency_ms: sum(|d| d.latency_ms),
         wall_ms: observation.wall_ms,

@@ -416,8 +416,10 @@ impl<'a> Session<'a> {
     async fn memory(&self, service: &str) -> Vec<u8> {
         let past: Vec<crate::incident::Summary> = {
             let incidents = self.incidents.lock().await;
+            // Only incidents opened before this one: what was known when it began.
+            let opened = incidents.by_id.get(self.reach.incident_id).map_or(i64::MAX, |i| i.opened_at_ms);
             let held = incidents.by_id.values().map(crate::incident::Summary::from);
-            let mut past: Vec<_> = held.chain(incidents.past.iter().cloned()).filter(|s| s.id != self.reach.incident_id && s.service == service && s.environment == self.reach.environment).collect();
+            let mut past: Vec<_> = held.chain(incidents.past.iter().cloned()).filter(|s| s.id != self.reach.incident_id && s.service == service && s.environment == self.reach.environment && s.opened_at_ms <= opened).collect();
             past.sort_by_key(|s| std::cmp::Reverse(s.opened_at_ms));
             past.truncate(5);
             past

@@ -36,6 +36,8 @@ pub struct DiagnosisRequest<'a> {
     pub repairs: &'a [Attempt],
     /// The read-only tools the reasoner may call before answering, when configured.
     pub investigation: Option<&'a crate::investigate::Session<'a>>,
+    /// Model requests the incident may still make beyond this one (for tool calls).
+    pub model_calls_left: u32,
 }
 
 /// What a reasoner answered, with what the log needs to reproduce it.
@@ -54,6 +56,8 @@ pub struct Completion {
     /// evaluation harness. Kept out of `model`, which the governor calibrates by: a
     /// model name that said which answers were wrong would leak the truth to policy.
     pub injected_mistake: Option<String>,
+    /// Model requests beyond the first, made to call investigation tools.
+    pub tool_rounds: u32,
 }
 
 #[derive(Debug, Error)]

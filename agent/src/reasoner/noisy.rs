@@ -181,7 +181,7 @@ mod tests {
         let mut models = std::collections::BTreeSet::new();
         for n in 0..200 {
             let snapshot = snapshot(&format!("incident {n}"));
-            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &pathways, repairs: &[], investigation: None };
+            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &pathways, repairs: &[], investigation: None, model_calls_left: 0 };
             let completion = noisy.diagnose(&request).await.unwrap();
             models.insert(completion.model);
             out.push(completion.injected_mistake.unwrap());

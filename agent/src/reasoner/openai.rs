@@ -281,7 +281,8 @@ impl OpenAi {
         let (mut prompt_tokens, mut completion_tokens) = (0u32, 0u32);
         let response = loop {
             let more = match request.investigation {
-                Some(session) => !functions.is_empty() && rounds < MAX_TOOL_ROUNDS && session.can_call().await,
+                // Each round is one more model request, counted against the incident's bound.
+                Some(session) => !functions.is_empty() && rounds < MAX_TOOL_ROUNDS.min(request.model_calls_left) && session.can_call().await,
                 None => false,
             };
             let body = self.request(request, json_mode, if more { &functions } else { &[] }, &earlier, &conversation);
@@ -347,6 +348,7 @@ impl OpenAi {
             problems,
             json_mode,
             injected_mistake: None,
+            tool_rounds: rounds,
         })
     }
 }

@@ -110,6 +110,7 @@ impl Reasoner for Rules {
                 problems: Vec::new(),
                 json_mode: false,
                 injected_mistake: None,
+                tool_rounds: 0,
             })
         })
     }

@@ -117,6 +117,7 @@ impl Reasoner for Scripted {
                 problems: Vec::new(),
                 json_mode: false,
                 injected_mistake: None,
+                tool_rounds: 0,
             })
         })
     }
