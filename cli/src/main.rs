@@ -77,6 +77,24 @@ struct Cli {
     tls_dir: Option<PathBuf>,
 }
 
+/// How the services write their log lines.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+impl LogFormat {
+    pub fn service(self) -> arf_proto::service::LogFormat {
+        match self {
+            Self::Text => arf_proto::service::LogFormat::Text,
+            Self::Json => arf_proto::service::LogFormat::Json,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Role {
     Audit,
@@ -133,6 +151,9 @@ enum Command {
         /// Move the deployment to ports from BASE (as `arf init --port-base`), writing them into its configuration first.
         #[arg(long)]
         port_base: Option<u16>,
+        /// How the services write their logs (default: `ARF_LOG_FORMAT`, else text).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// The web console for the people on call: pending decisions with their explanation, approve and reject, incidents and their trail, the kill switch. Log in with your token.
     Console {
@@ -173,6 +194,9 @@ enum Command {
         /// The data directory: configuration, secrets, certificates, keys, logs.
         #[arg(long, default_value = ".arf")]
         data_dir: PathBuf,
+        /// How the service writes its log (default: `ARF_LOG_FORMAT`, else text).
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
     },
     /// Runs the bundled scenario on real processes; exits 0 when every step behaved as expected.
     Demo {
@@ -548,7 +572,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("Edit it (`[targets]` above all), then `arf up --data-dir {}`.", data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { config, data_dir, port_base } => supervisor::up(config, &data_dir, port_base).await,
+        Command::Up { config, data_dir, port_base, log_format } => supervisor::up(config, &data_dir, port_base, log_format).await,
         Command::Console { listen, config, tls, tls_cert, tls_key } => {
             let serving = match (tls, tls_cert, tls_key) {
                 (_, Some(cert_file), Some(key_file)) => console::Serving::Files(console::Https { cert_file, key_file }),
@@ -590,7 +614,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("{token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { role, config, data_dir } => serve::run(role, config, &data_dir).await,
+        Command::Serve { role, config, data_dir, log_format } => serve::run(role, config, &data_dir, log_format).await,
         Command::Demo { data_dir, llm_base_url, llm_model, llm_api_key_env, stay } => {
             let reasoning = match llm_base_url {
                 Some(base_url) => setup::Reasoning::Openai {

@@ -12,8 +12,8 @@ use crate::{Role, exit};
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).
 pub use arf_proto::service::shutdown_signal;
 
-fn init_tracing(role: Role) -> arf_proto::telemetry::Telemetry {
-    arf_proto::service::init_tracing(role.as_str())
+fn init_tracing(role: Role, format: Option<arf_proto::service::LogFormat>) -> arf_proto::telemetry::Telemetry {
+    arf_proto::service::init_tracing(role.as_str(), format)
 }
 
 /// The configuration file to use: the one given, or the data directory's (written at first start).
@@ -39,9 +39,9 @@ pub fn config_file_at(config: Option<PathBuf>, data_dir: &Path, port_base: Optio
     Ok(file)
 }
 
-pub async fn run(role: Role, config: Option<PathBuf>, data_dir: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(role: Role, config: Option<PathBuf>, data_dir: &Path, format: Option<crate::LogFormat>) -> anyhow::Result<ExitCode> {
     // Kept until the service stops, so its last spans are exported.
-    let _telemetry = init_tracing(role);
+    let _telemetry = init_tracing(role, format.map(crate::LogFormat::service));
     let file = config_file(config, data_dir)?;
     let deployment = match setup::load(&file) {
         Ok(deployment) => deployment,

@@ -51,6 +51,11 @@ impl Supervisor {
     /// Starts every role from `config_file`, logs to `logs` (or inherited when `None`),
     /// and waits until each answers its health check.
     pub async fn start(config_file: &Path, logs: Option<&Path>) -> Result<Self> {
+        Self::start_with(config_file, logs, None).await
+    }
+
+    /// [`Supervisor::start`], each service writing its log in `log_format`.
+    pub async fn start_with(config_file: &Path, logs: Option<&Path>, log_format: Option<crate::LogFormat>) -> Result<Self> {
         let deployment = setup::load(config_file)?;
         // Every address is checked before anything starts: a service that cannot bind
         // would die after start-up, and a health check answered by whatever already
@@ -87,6 +92,9 @@ impl Supervisor {
             let dial = arf_proto::tls::Dial::to(tls.as_ref(), role.identity());
             let mut command = Command::new(&exe);
             command.arg("serve").arg(role.as_str()).arg("--config").arg(config_file).stdin(Stdio::null()).kill_on_drop(true);
+            if let Some(format) = log_format {
+                command.arg("--log-format").arg(format.service().as_str());
+            }
             let log = logs.map(|dir| dir.join(format!("{}.log", role.as_str())));
             if let Some(path) = &log {
                 std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
@@ -171,14 +179,14 @@ pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -
 }
 
 /// `arf up`: the four services in the foreground until Ctrl-C.
-pub async fn up(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>) -> Result<ExitCode> {
+pub async fn up(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>, log_format: Option<crate::LogFormat>) -> Result<ExitCode> {
     let file = crate::serve::config_file_at(config, data_dir, port_base)?;
     if let Err(error) = setup::load(&file) {
         eprintln!("error: bad configuration: {error:#}");
         return Ok(ExitCode::from(crate::exit::CONFIG));
     }
     let _ = Layout::new(data_dir)?;
-    let mut supervisor = Supervisor::start(&file, None).await?;
+    let mut supervisor = Supervisor::start_with(&file, None, log_format).await?;
     tell!("ARF is up (configuration `{}`):", file.display());
     for service in &supervisor.services {
         tell!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));

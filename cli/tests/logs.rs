@@ -26,3 +26,32 @@ async fn log_files_are_plain_text_or_json_lines() {
     let listening = lines.iter().find(|l| l["message"] == "governor listening").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(listening["addr"], plane.addr("governor").to_string(), "fields are keys of the object: {listening}");
 }
+
+/// `--log-format json` does what `ARF_LOG_FORMAT=json` does, and wins over it:
+/// `arf serve ROLE --log-format text` writes text with the variable set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_format_flag_chooses_the_lines() {
+    use tokio::io::AsyncBufReadExt;
+    let plane = support::Plane::prepare("http://127.0.0.1:9").await;
+    for (flag, json) in [("json", true), ("text", false)] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args(["serve", "executor", "--log-format", flag, "--config"])
+            .arg(&plane.config)
+            .env("ARF_LOG_FORMAT", if json { "text" } else { "json" })
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+        let parsed = serde_json::from_str::<serde_json::Value>(&first);
+        assert_eq!(parsed.is_ok(), json, "--log-format {flag}: {first}");
+        if json {
+            assert_eq!(parsed.unwrap()["message"], "starting", "{first}");
+        } else {
+            assert!(first.contains("starting"), "{first}");
+        }
+        let _ = child.kill().await;
+    }
+}

@@ -28,9 +28,10 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for Failure {
 fn usage(role: &str) -> String {
     format!(
         "arf-{role} {}: the ARF {role} service on its own\n\n\
-         usage: arf-{role} --config FILE\n\n  \
+         usage: arf-{role} --config FILE [--log-format text|json]\n\n  \
          --config FILE  the deployment file (`arf init` writes one); its `[{role}]` section, \
          with the shared `[targets]` and `[[identities]]`. Also `ARF_CONFIG`.\n  \
+         --log-format   `text` (the default) or `json`, one object per line. Also `ARF_LOG_FORMAT`.\n  \
          RUST_LOG       the log filter (default `info`)",
         env!("CARGO_PKG_VERSION")
     )
@@ -53,9 +54,17 @@ where
 {
     let mut args = std::env::args().skip(1);
     let mut file = std::env::var_os("ARF_CONFIG").map(PathBuf::from);
+    let mut format = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => file = args.next().map(PathBuf::from),
+            "--log-format" => match args.next().as_deref().map(LogFormat::parse) {
+                Some(Some(chosen)) => format = Some(chosen),
+                _ => {
+                    eprintln!("error: `--log-format` is `text` or `json`\n\n{}", usage(role));
+                    return ExitCode::from(2);
+                }
+            },
             "--help" | "-h" => {
                 println!("{}", usage(role));
                 return ExitCode::SUCCESS;
@@ -81,7 +90,7 @@ where
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let telemetry = init_tracing(role);
+    let telemetry = init_tracing(role, format);
     tracing::info!(config = %file.display(), "configuration read");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -110,16 +119,45 @@ where
 
 /// Logs to stderr: text, coloured only on a terminal (a log file or a pipe gets no
 /// escape codes), or one JSON object per line with `ARF_LOG_FORMAT=json` for a log
-/// pipeline. `RUST_LOG` filters (default `info`). With `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// pipeline (`--log-format json`, else `ARF_LOG_FORMAT=json`). `RUST_LOG` filters (default `info`). With `OTEL_EXPORTER_OTLP_ENDPOINT`
 /// set, spans are exported over OTLP as well (`telemetry`); keep the returned
 /// guard until the service stops, so the last spans are sent.
-pub fn init_tracing(role: &str) -> crate::telemetry::Telemetry {
+/// How a service writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "text" => Some(Self::Text),
+            "json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+pub fn init_tracing(role: &str, format: Option<LogFormat>) -> crate::telemetry::Telemetry {
     use std::io::IsTerminal;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("ARF_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = match format {
+        Some(format) => format == LogFormat::Json,
+        None => std::env::var("ARF_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")),
+    };
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
     let fmt = if json { fmt.json().flatten_event(true).with_current_span(false).boxed() } else { fmt.with_ansi(std::io::stderr().is_terminal()).boxed() };
     let (otel, telemetry) = match crate::telemetry::layer(role) {
