@@ -352,7 +352,10 @@ impl Agent {
 
     /// The state snapshot in `dir`, if there is one and the log vouches for it.
     async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<crate::snapshot::Saved>, Unvouched> {
-        let Some(file) = crate::snapshot::read(dir).map_err(Unvouched::Refused)? else { return Ok(None) };
+        // Reading, hashing and parsing a state of megabytes is blocking work: off the async workers.
+        let path = dir.to_owned();
+        let read = tokio::task::spawn_blocking(move || crate::snapshot::read(&path)).await.map_err(|e| Unvouched::Refused(format!("the read stopped: {e}")))?;
+        let Some(file) = read.map_err(Unvouched::Refused)? else { return Ok(None) };
         if file.saved.fold != self.fold_settings() {
             return Err(Unvouched::Refused(format!(
                 "it was folded with other settings or fold rules ({:?}, now {:?}); it would not be the state a whole fold gives",
@@ -438,13 +441,21 @@ impl Agent {
         drop(incidents);
         // Written (synced, not yet in place) before the log vouches for it, put in place after:
         // a file that cannot be written never costs a record, and a file in place always has one.
-        let pending = crate::snapshot::prepare(&snapshots.dir, &saved).map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
+        let dir = snapshots.dir.clone();
+        let pending = tokio::task::spawn_blocking(move || crate::snapshot::prepare(&dir, &saved))
+            .await
+            .map_err(|e| format!("the write stopped: {e}"))?
+            .map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
         let record = self
             .audit
             .append_one(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: pending.hash.clone(), through_seq }))
             .await
             .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
-        pending.commit(record.seq).map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
+        let recorded = record.seq;
+        tokio::task::spawn_blocking(move || pending.commit(recorded))
+            .await
+            .map_err(|e| format!("the write stopped: {e}"))?
+            .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
         self.snapshot_through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
         arf_proto::metrics::set("arf_agent_state_snapshot_seq", "The record the agent's latest state snapshot folds the log up to.", &[], through_seq as f64);
         info!(through_seq, "state snapshot saved");
