@@ -82,6 +82,18 @@ fn configure(config: &mut Config, dir: &Path, repo: &Path, url: &str, max_calls:
     }
 }
 
+/// Fires the test alert in `environment` once the agent serves; the incident's trail once it settled.
+async fn fire_and_settle(running: &support::Running, environment: &str) -> Vec<Record> {
+    let _ = support::agent_client(&running.agent).await;
+    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", environment, "5xx at 40%").await;
+    support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await
+}
+
+/// How each investigation call ended, in order.
+fn statuses<'a>(calls: &[&'a Value]) -> Vec<&'a str> {
+    calls.iter().map(|c| c["status"].as_str().unwrap()).collect()
+}
+
 fn investigations(trail: &[Record]) -> Vec<&Value> {
     trail.iter().filter(|r| r.kind == RecordKind::Investigation).map(|r| &r.payload).collect()
 }
@@ -137,12 +149,10 @@ async fn scripted_calls_are_checked_bounded_redacted_and_logged_and_the_proposal
         configure(config, dir.path(), &repo, &url, 6);
     })
     .await;
-    let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx at 40%").await;
-    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let trail = fire_and_settle(&running, "staging").await;
 
     let calls = investigations(&trail);
-    let status: Vec<&str> = calls.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    let status = statuses(&calls);
     assert_eq!(status, ["answered", "answered", "refused", "refused", "refused", "refused", "refused"], "{calls:#?}");
     let numbers: Vec<u64> = calls.iter().map(|c| c["call"].as_u64().unwrap()).collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7]);
@@ -204,9 +214,7 @@ async fn openai_incident(replies: Vec<Reply>, otherwise: Option<Reply>, max_call
         adjust(config);
     })
     .await;
-    let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", environment, "5xx at 40%").await;
-    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let trail = fire_and_settle(&running, environment).await;
     (server, trail)
 }
 
@@ -278,7 +286,7 @@ async fn calls_beyond_the_budget_in_one_answer_are_not_run_and_logged_once() {
     let answer = Reply::Cite(wire(&["{{signal_id}}", "inv-1"], "checkout-staging"));
     let (server, trail) = openai_incident(vec![Reply::ToolCalls(many), answer], None, 4, "staging", |_| {}).await;
     let calls = investigations(&trail);
-    let status: Vec<&str> = calls.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    let status = statuses(&calls);
     assert_eq!(status, ["answered", "answered", "answered", "answered", "refused"], "{calls:#?}");
     assert_eq!(calls[4]["arguments"]["calls"], 46);
     // Every call of the answer is answered in the next request, as the protocol requires.
@@ -358,11 +366,9 @@ args = ["log", "-p"]
         }
     })
     .await;
-    let _ = support::agent_client(&running.agent).await;
-    let incident = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx at 40%").await;
-    let trail = support::wait_for_state(&running.audit, &incident, &["escalated", "proposed"]).await;
+    let trail = fire_and_settle(&running, "staging").await;
     let calls = investigations(&trail);
-    let status: Vec<&str> = calls.iter().map(|c| c["status"].as_str().unwrap()).collect();
+    let status = statuses(&calls);
     assert_eq!(status, ["answered", "answered", "answered"], "{calls:#?}");
     assert!(calls[0]["item"]["data"]["output"].as_str().unwrap().contains("pool.yaml"));
     assert!(calls[1]["item"]["data"]["output"].as_str().unwrap().contains("-max_size: 20"), "the diff itself, not a conversion: {:#?}", calls[1]);
