@@ -2,7 +2,9 @@
 //! a loop of one 300-byte write + fdatasync per record (what an append costs without
 //! group commit), then the store's appends at 1, 8 and 64 concurrent callers, each
 //! record synced before it is answered. Then the tree at 1M records: roots, proofs
-//! and checkpoint signing.
+//! and checkpoint signing. Then the same appends on PostgreSQL (`pg.rs`), through
+//! one audit front-end and through two sharing the database, on a server of its
+//! own on the same disk (or the one `ARF_TEST_POSTGRES` names).
 //!
 //! `cargo bench -p arf-audit --bench append` (set `ARF_BENCH_DIR` to measure another disk).
 
@@ -46,6 +48,13 @@ fn fsync_loop(dir: &std::path::Path) -> f64 {
     rate
 }
 
+/// The `n`th record of `caller`: about 300 bytes once sealed (seq, time, writer,
+/// hashes and this payload).
+fn entry(caller: usize, n: u64) -> Entry {
+    let payload = json!({"caller": caller, "n": n, "alert": "HighErrorRate", "service": "checkout"});
+    Entry::new(format!("inc-{caller}"), RecordKind::Signal, payload)
+}
+
 /// `callers` tasks appending one ~300-byte record at a time for `RUN`; records/s.
 async fn store_appends(dir: &std::path::Path, callers: usize) -> (f64, f64, f64) {
     let log = tempfile::tempdir_in(dir).unwrap();
@@ -57,10 +66,7 @@ async fn store_appends(dir: &std::path::Path, callers: usize) -> (f64, f64, f64)
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while start.elapsed() < RUN {
-                // About 300 bytes once sealed (seq, time, writer, hashes and this payload).
-                let payload = json!({"caller": caller, "n": n, "alert": "HighErrorRate", "service": "checkout"});
-                let entry = Entry::new(format!("inc-{caller}"), RecordKind::Signal, payload);
-                store.append("agent", vec![entry], 0).await.unwrap();
+                store.append("agent", vec![entry(caller, n)], 0).await.unwrap();
                 n += 1;
             }
             n
@@ -73,6 +79,35 @@ async fn store_appends(dir: &std::path::Path, callers: usize) -> (f64, f64, f64)
     let elapsed = start.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(log.path().join(arf_audit::store::LOG_FILE)).unwrap().len();
     (total as f64 / elapsed, total as f64 / store.syncs() as f64, bytes as f64 / total as f64)
+}
+
+/// `callers` tasks appending as in `store_appends`, through `front_ends` front-ends
+/// of one log in a fresh PostgreSQL database; records/s.
+async fn pg_appends(server: &arf_pg::testing::TestServer, callers: usize, front_ends: usize) -> f64 {
+    let settings = server.database().await.unwrap();
+    arf_pg::migrate(&mut settings.connect().await.unwrap()).await.unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..front_ends {
+        stores.push(Arc::new(arf_audit::pg::PgStore::open(&settings, None).await.unwrap()));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let store = Arc::clone(&stores[caller % front_ends]);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < RUN {
+                store.append("agent", vec![entry(caller, n)], 0).await.unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    total as f64 / start.elapsed().as_secs_f64()
 }
 
 fn time<T>(what: &str, runs: u32, mut f: impl FnMut() -> T) {
@@ -102,6 +137,17 @@ async fn main() {
             frame
         );
     }
+    let server = arf_pg::testing::TestServer::start_in(Some(&dir)).await.unwrap();
+    for (callers, front_ends) in [(1, 1), (8, 1), (64, 1), (8, 2), (64, 2)] {
+        let rate = pg_appends(&server, callers, front_ends).await;
+        println!(
+            "  {:<44} {:>10.0} records/s  {:>5.2}x anchor",
+            format!("PostgreSQL, {callers} callers, {front_ends} front-end{}", if front_ends > 1 { "s" } else { "" }),
+            rate,
+            rate / anchor
+        );
+    }
+    drop(server);
 
     let n = 1_000_000u64;
     let build = Instant::now();

@@ -13,8 +13,12 @@ use crate::record::RecordKind;
 pub struct Config {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where the log's files live (`records.log`, `checkpoint`); made 0700.
+    /// Where the log's files live (`records.log`, `checkpoint`, the checkpoint key); made 0700.
     pub data_dir: PathBuf,
+    /// Keep the log in this PostgreSQL database instead of `data_dir/records.log`
+    /// (migrated with `arf db migrate`); any number of audit services may serve one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<arf_pg::Settings>,
     /// Writer identity → file holding its bearer token. Only these may append, and
     /// the identity recorded is the one whose token was presented.
     pub writers: BTreeMap<String, PathBuf>,
@@ -87,6 +91,7 @@ impl Config {
         Self {
             listen,
             data_dir,
+            postgres: None,
             writers,
             readers: BTreeMap::new(),
             identities: Vec::new(),

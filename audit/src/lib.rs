@@ -10,6 +10,8 @@ pub mod bundle;
 pub mod config;
 pub mod frame;
 pub mod grpc;
+pub mod log;
+pub mod pg;
 pub mod store;
 
 // What writers and readers link on their own (`arf-audit-client`), re-exported so

@@ -59,8 +59,15 @@ pub enum StoreError {
     Checkpoint { path: PathBuf, reason: String },
     #[error("`{0}` holds a log in the old sled format, which this version does not read; move it away to start a new log")]
     OldFormat(PathBuf),
+    #[error("the audit log in the database at `{at}` is damaged at record {seq}: {reason}; nothing was discarded and the log will not open until an operator has looked (docs/audit.md)")]
+    DamagedDb { at: String, seq: u64, reason: String },
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),
+    /// The database did not take the append (it was rolled back): none of it is in the log.
+    #[error("the log's database did not take the append, so none of it is in the log: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Database(#[from] arf_pg::PgError),
     #[error("the log stopped accepting appends after a failed write or sync: {0}")]
     Failed(String),
     /// The write or sync of this append failed part way: its records may or may not
@@ -137,7 +144,7 @@ pub fn leaf_of(record: &Record) -> Result<Hash, String> {
     Ok(merkle::leaf_hash(&bytes))
 }
 
-enum Request {
+pub(crate) enum Request {
     Append { writer: String, entries: Vec<Entry>, now_ms: i64, reply: oneshot::Sender<Result<Vec<Record>, StoreError>> },
     Checkpoint { now_ms: i64, reply: oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>> },
 }
@@ -209,7 +216,30 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 pub type Torn = (u64, u64, String);
 
 /// An append waiting for the writer: who, what, when, and where to answer.
-type Pending = (String, Vec<Entry>, i64, oneshot::Sender<Result<Vec<Record>, StoreError>>);
+pub(crate) type Pending = (String, Vec<Entry>, i64, oneshot::Sender<Result<Vec<Record>, StoreError>>);
+/// A checkpoint asked for: when, and where to answer.
+pub(crate) type CheckpointAsk = (i64, oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>>);
+
+/// `first` and whatever else is waiting (up to `MAX_GROUP`), split into appends and
+/// checkpoint requests: what one group commit takes, in either store.
+pub(crate) fn take_group(first: Request, receiver: &mut mpsc::UnboundedReceiver<Request>) -> (Vec<Pending>, Vec<CheckpointAsk>) {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match receiver.try_recv() {
+            Ok(request) => group.push(request),
+            Err(_) => break,
+        }
+    }
+    let mut appends = Vec::new();
+    let mut checkpoints = Vec::new();
+    for request in group {
+        match request {
+            Request::Append { writer, entries, now_ms, reply } => appends.push((writer, entries, now_ms, reply)),
+            Request::Checkpoint { now_ms, reply } => checkpoints.push((now_ms, reply)),
+        }
+    }
+    (appends, checkpoints)
+}
 
 /// One record as the scan met it.
 pub struct Scanned {
@@ -231,7 +261,7 @@ pub fn scan(
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0u8; frame::MAGIC.len()];
     let got = frame::fill(&mut reader, &mut magic)?;
-    let mut tree = Tree::new();
+    let tree = Tree::new();
     if got == 0 {
         return Ok((tree, None));
     }
@@ -239,35 +269,73 @@ pub fn scan(
         return Err(damaged(0, 1, "the file does not start with the log's magic line".to_owned()));
     }
     let mut offset = frame::MAGIC.len() as u64;
-    let mut prev_hash = GENESIS_HASH.to_owned();
+    let mut chain = Chain::new();
     loop {
-        let seq = tree.size() + 1;
+        let seq = chain.tree.size() + 1;
         match frame::next(&mut reader)? {
-            Next::End => return Ok((tree, None)),
-            Next::Torn { len, reason } => return Ok((tree, Some((offset, len, reason)))),
+            Next::End => return Ok((chain.tree, None)),
+            Next::Torn { len, reason } => return Ok((chain.tree, Some((offset, len, reason)))),
             Next::Damaged(reason) => return Err(damaged(offset, seq, reason)),
             Next::Frame { body, len } => {
                 let record = frame::decode(&body).map_err(|reason| damaged(offset, seq, reason))?;
-                if record.seq != seq {
-                    return Err(damaged(offset, seq, format!("expected record {seq} here, found record {}", record.seq)));
-                }
-                if record.prev_hash != prev_hash {
-                    return Err(damaged(offset, seq, "its link to the previous record does not match that record's hash".to_owned()));
-                }
-                if record.compute_hash() != record.hash {
-                    return Err(damaged(offset, seq, "its contents do not match its hash (changed after it was written)".to_owned()));
-                }
-                if record.kind == RecordKind::Checkpoint {
-                    check_checkpoint_record(&record, &tree, verifier).map_err(|reason| damaged(offset, seq, reason))?;
-                }
+                chain.check(&record, verifier).map_err(|reason| damaged(offset, seq, reason))?;
                 let scanned = Scanned { offset, record };
-                visit(&scanned, &tree).map_err(|reason| damaged(offset, seq, reason))?;
-                let leaf = leaf_of(&scanned.record).map_err(|reason| damaged(offset, seq, reason))?;
-                tree.push(leaf);
-                prev_hash = scanned.record.hash;
+                visit(&scanned, &chain.tree).map_err(|reason| damaged(offset, seq, reason))?;
+                chain.push(&scanned.record).map_err(|reason| damaged(offset, seq, reason))?;
                 offset += len;
             }
         }
+    }
+}
+
+/// The running check of a log read from its first record: each record must be the
+/// next number, link to the one before, hash to its own hash, and (for a
+/// `checkpoint` record) be the log's own, signed, naming the root of exactly the
+/// records before it. Both stores (the file and PostgreSQL) read through it.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub tree: Tree,
+    pub head_hash: String,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chain {
+    pub fn new() -> Self {
+        Self { tree: Tree::new(), head_hash: GENESIS_HASH.to_owned() }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// Checks `record` as the next one, without taking it.
+    pub fn check(&self, record: &Record, verifier: Option<&NoteVerifier>) -> Result<(), String> {
+        let seq = self.tree.size() + 1;
+        if record.seq != seq {
+            return Err(format!("expected record {seq} here, found record {}", record.seq));
+        }
+        if record.prev_hash != self.head_hash {
+            return Err("its link to the previous record does not match that record's hash".to_owned());
+        }
+        if record.compute_hash() != record.hash {
+            return Err("its contents do not match its hash (changed after it was written)".to_owned());
+        }
+        if record.kind == RecordKind::Checkpoint {
+            check_checkpoint_record(record, &self.tree, verifier)?;
+        }
+        Ok(())
+    }
+
+    /// Takes `record` (checked) as the next one.
+    pub fn push(&mut self, record: &Record) -> Result<(), String> {
+        self.tree.push(leaf_of(record)?);
+        self.head_hash.clone_from(&record.hash);
+        Ok(())
     }
 }
 
@@ -335,7 +403,7 @@ impl Store {
         index.tree = tree;
         let mut report = OpenReport { records: index.size(), torn: None };
         // Checked before anything on disk changes: a log that will not open is left as found.
-        index.checkpoint = check_checkpoint_file(note, &path, verifier.as_ref(), &index.tree)?;
+        index.checkpoint = check_checkpoint_file_note(note, &path, verifier.as_ref(), &index.tree)?;
         if let Some((offset, len, reason)) = torn {
             let aside = set_aside(dir, &file, offset, len)?;
             file.set_len(offset)?;
@@ -536,7 +604,7 @@ fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, StoreError> {
 /// Refuses a log that is shorter than the `checkpoint` file says, or whose tree
 /// disagrees with it. Without a key the note's signature cannot be checked, but
 /// its size and root still are.
-fn check_checkpoint_file(
+pub(crate) fn check_checkpoint_file_note(
     note: Option<String>,
     log: &Path,
     verifier: Option<&NoteVerifier>,
@@ -640,21 +708,7 @@ impl Writer {
 
     fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Request>) {
         while let Some(first) = receiver.blocking_recv() {
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match receiver.try_recv() {
-                    Ok(request) => group.push(request),
-                    Err(_) => break,
-                }
-            }
-            let mut appends = Vec::new();
-            let mut checkpoints = Vec::new();
-            for request in group {
-                match request {
-                    Request::Append { writer, entries, now_ms, reply } => appends.push((writer, entries, now_ms, reply)),
-                    Request::Checkpoint { now_ms, reply } => checkpoints.push((now_ms, reply)),
-                }
-            }
+            let (appends, checkpoints) = take_group(first, &mut receiver);
             if !appends.is_empty() {
                 self.write(appends);
             }
@@ -857,6 +911,26 @@ fn seal(
     hash: &str,
     out: &mut Vec<u8>,
 ) -> Result<(Vec<Record>, Vec<u64>), StoreError> {
+    let sealed = seal_records(writer, entries, now_ms, seq, hash)?;
+    let mut records = Vec::with_capacity(sealed.len());
+    let mut lens = Vec::with_capacity(sealed.len());
+    for (record, bytes) in sealed {
+        frame::encode(&bytes, out);
+        lens.push((frame::HEADER_LEN + bytes.len()) as u64);
+        records.push(record);
+    }
+    Ok((records, lens))
+}
+
+/// Seals one append's entries after `(seq, hash)`: each record with the bytes that
+/// are stored for it (its JSON), checked to read back as the record it hashes to.
+pub(crate) fn seal_records(
+    writer: &str,
+    entries: Vec<Entry>,
+    now_ms: i64,
+    seq: u64,
+    hash: &str,
+) -> Result<Vec<(Record, Vec<u8>)>, StoreError> {
     if entries.is_empty() {
         return Err(StoreError::Invalid("an append needs at least one entry".to_owned()));
     }
@@ -864,8 +938,7 @@ fn seal(
         return Err(StoreError::Invalid(format!("an append carries at most {MAX_BATCH} entries, got {}", entries.len())));
     }
     let (mut seq, mut hash) = (seq, hash.to_owned());
-    let mut records = Vec::with_capacity(entries.len());
-    let mut lens = Vec::with_capacity(entries.len());
+    let mut sealed = Vec::with_capacity(entries.len());
     for entry in entries {
         if entry.kind == RecordKind::Checkpoint && writer != LOG_WRITER {
             return Err(StoreError::Invalid("`checkpoint` records are written by the log itself".to_owned()));
@@ -894,13 +967,11 @@ fn seal(
                 return Err(StoreError::Invalid(format!("a `{}` record cannot be read back: {reason}", record.kind.as_str())));
             }
         }
-        frame::encode(&bytes, out);
-        lens.push((frame::HEADER_LEN + bytes.len()) as u64);
         seq = record.seq;
         hash.clone_from(&record.hash);
-        records.push(record);
+        sealed.push((record, bytes));
     }
-    Ok((records, lens))
+    Ok(sealed)
 }
 
 /// What `verify_dir` found: the records, the tree's root, and the latest checkpoint.
@@ -942,7 +1013,7 @@ pub fn verify_dir(dir: &Path, verifier: Option<&NoteVerifier>) -> Result<Verifie
         }
         Ok(())
     })?;
-    let file_checkpoint = check_checkpoint_file(note, &path, verifier, &tree)?;
+    let file_checkpoint = check_checkpoint_file_note(note, &path, verifier, &tree)?;
     if let Some(file) = file_checkpoint.filter(|f| latest.as_ref().is_none_or(|l| l.size < f.checkpoint.size)) {
         latest = Some(file.checkpoint);
     }

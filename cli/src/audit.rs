@@ -28,6 +28,12 @@ pub enum AuditCommand {
         /// instead of asking the service; works while the service runs.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Read the log from this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`, no password) instead of asking the service; `--data-dir` then only finds the key and the witnesses.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// A file holding the database's password, with `--postgres`.
+        #[arg(long, requires = "postgres")]
+        password_file: Option<PathBuf>,
         /// The log's public checkpoint key (hex, `.pub`); default: the deployment's.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -157,14 +163,15 @@ impl LogKey {
 
 pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data_dir, key, origin, witness, unsigned, json } => {
+        AuditCommand::Verify { data_dir, postgres, password_file, key, origin, witness, unsigned, json } => {
             let key_dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(".arf"));
             let verifier = if unsigned {
                 None
             } else {
                 Some(verifier(key.as_deref(), Some(&key_dir), &origin).context("pass `--unsigned` to check without signatures")?)
             };
-            verify(endpoints, data_dir.as_deref(), verifier.as_ref(), &witness, json).await
+            let postgres = postgres.map(|url| arf_pg::Settings { url, password_file });
+            verify(endpoints, data_dir.as_deref(), postgres.as_ref(), verifier.as_ref(), &witness, json).await
         }
         AuditCommand::Checkpoint { key, json } => {
             let verifier = key.verifier()?;
@@ -287,6 +294,7 @@ struct Damage {
 async fn verify(
     endpoints: &Endpoints,
     data_dir: Option<&Path>,
+    postgres: Option<&arf_pg::Settings>,
     verifier: Option<&NoteVerifier>,
     witnesses: &[PathBuf],
     as_json: bool,
@@ -304,8 +312,14 @@ async fn verify(
     // which would make an older log read look truncated.
     let witness_notes: Vec<(PathBuf, std::io::Result<String>)> =
         witness_files.into_iter().map(|f| (f.clone(), std::fs::read_to_string(&f))).collect();
-    let outcome = match data_dir {
-        Some(dir) => {
+    let outcome = match (postgres, data_dir) {
+        (Some(settings), _) => match arf_audit::pg::verify(settings, verifier).await {
+            Ok(verified) => Ok((verified.records, verified.head_hash, verified.checkpoints, verified.latest_checkpoint, verified.tree)),
+            Err(StoreError::DamagedDb { seq, reason, .. }) => Err(Damage { seq, reason: format!("{reason} (in {})", settings.describe()) }),
+            Err(StoreError::Checkpoint { reason, .. }) => Err(Damage { seq: 0, reason }),
+            Err(other) => return Err(other.into()),
+        },
+        (None, Some(dir)) => {
             let log_dir = [dir.join("audit"), dir.to_path_buf()]
                 .into_iter()
                 .find(|p| p.join(store::LOG_FILE).exists() || p.join("db").exists())
@@ -324,7 +338,7 @@ async fn verify(
                 Err(other) => return Err(other.into()),
             }
         }
-        None => {
+        (None, None) => {
             let records = endpoints.audit()?.read_range(1, 0).await?;
             match verify_chain(records.iter().cloned().enumerate().map(|(i, r)| Ok((i as u64 + 1, r)))) {
                 Ok(summary) => {

@@ -20,6 +20,7 @@ macro_rules! warn_user {
 mod audit;
 mod certs;
 mod console;
+mod db;
 mod discover;
 mod client;
 pub(crate) mod demo;
@@ -301,6 +302,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The PostgreSQL store's schema: apply migrations, check a database.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
     /// Governor signing keys.
     Keys {
         #[command(subcommand)]
@@ -492,7 +498,7 @@ enum IncidentCommand {
 
 /// Commands that talk to no service with the caller's identity: the connection
 /// flags (global, so still accepted) are left out of their help.
-const OFFLINE: &[&str] = &["init", "up", "console", "certs", "token", "serve", "demo", "eval", "demo-target", "pathways", "keys", "config", "completions"];
+const OFFLINE: &[&str] = &["init", "up", "console", "certs", "token", "serve", "demo", "eval", "demo-target", "pathways", "keys", "config", "db", "completions"];
 
 /// The connection flags, by argument id.
 const CONNECTION: &[&str] = &["agent", "governor", "audit", "executor", "token", "token_file", "tls_dir"];
@@ -654,6 +660,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Shadow { command } => shadow::run(&endpoints, command).await,
         Command::Keys { command } => governance::keys(command),
         Command::Config { command: ConfigCommand::Check { config } } => serve::check(config),
+        Command::Db { command } => db::run(command).await,
         Command::Config { command: ConfigCommand::Migrate { config } } => {
             let file = config.clone().or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
             let changes = setup::migrate(&file)?;
@@ -689,7 +696,7 @@ mod tests {
             }
             at.render_long_help().to_string()
         };
-        for offline in [&["init"][..], &["certs", "init"], &["eval", "run"], &["config", "check"], &["completions"], &["up"]] {
+        for offline in [&["init"][..], &["certs", "init"], &["eval", "run"], &["config", "check"], &["db", "migrate"], &["completions"], &["up"]] {
             let text = help(offline);
             assert!(!text.contains("--governor") && !text.contains("--token-file") && !text.contains("--tls-dir"), "arf {offline:?}:\n{text}");
         }

@@ -18,13 +18,14 @@ use arf_proto::v1::audit_log_server::{AuditLog, AuditLogServer};
 
 use crate::config::Config;
 use crate::record::RecordKind;
+use crate::log::Log;
 use crate::store::{Signer, SignedCheckpoint, Store, StoreError};
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<pb::AuditRecord, Status>> + Send>>;
 
 /// The service: the store, who may append, and what.
 pub struct Service {
-    store: Arc<Store>,
+    store: Arc<Log>,
     /// The writer identities; the authentication layer names every caller.
     writers: BTreeSet<String>,
     /// The kinds a writer may append, for writers that are restricted.
@@ -32,7 +33,7 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(store: Arc<Store>, writers: BTreeSet<String>, kinds: BTreeMap<String, BTreeSet<RecordKind>>) -> Self {
+    pub fn new(store: Arc<Log>, writers: BTreeSet<String>, kinds: BTreeMap<String, BTreeSet<RecordKind>>) -> Self {
         Self { store, writers, kinds }
     }
 
@@ -92,7 +93,7 @@ fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::Invalid(message) => Status::invalid_argument(message),
         StoreError::Proof(error) => Status::out_of_range(error.to_string()),
-        StoreError::Failed(message) => Status::unavailable(message),
+        StoreError::Failed(message) | StoreError::Unavailable(message) => Status::unavailable(message),
         // Callers treat `Unknown` as the log being unavailable: they do not act.
         error @ StoreError::Indeterminate(_) => Status::unknown(error.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(error.to_string()),
@@ -142,7 +143,7 @@ impl AuditLog for Service {
     async fn get(&self, request: Request<pb::GetRecordRequest>) -> Result<Response<pb::AuditRecord>, Status> {
         self.reader(&request)?;
         let seq = request.into_inner().seq;
-        match self.store.get(seq).map_err(store_status)? {
+        match self.store.records(&[seq]).await.map_err(store_status)?.pop() {
             Some(record) => Ok(Response::new(convert::record(&record))),
             None => Err(Status::not_found(format!("no record `{seq}`"))),
         }
@@ -166,7 +167,7 @@ impl AuditLog for Service {
         if incident_id.is_empty() {
             return Err(Status::invalid_argument("`incident_id` must not be empty"));
         }
-        let seqs = self.store.incident_seqs(&incident_id);
+        let seqs = self.store.incident_seqs(&incident_id).await.map_err(store_status)?;
         Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::List(seqs), None, Only::default())))
     }
 
@@ -258,28 +259,37 @@ impl Only {
     }
 }
 
-fn stream_records(store: Arc<Store>, seqs: SeqRange, live: Option<tokio::sync::broadcast::Receiver<crate::record::Record>>, only: Only) -> RecordStream {
+/// Records are read this many at a time.
+const CHUNK: usize = 256;
+
+fn stream_records(store: Arc<Log>, seqs: SeqRange, live: Option<tokio::sync::broadcast::Receiver<crate::record::Record>>, only: Only) -> RecordStream {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     tokio::spawn(async move {
         let mut next = match &seqs {
             SeqRange::Range(range) => range.start,
             SeqRange::List(_) => 1,
         };
-        for seq in seqs.into_iter() {
-            let item = match store.get(seq) {
-                Ok(Some(record)) if !only.admits(&record) => {
-                    next = seq + 1;
-                    continue;
+        let mut seqs = seqs.into_iter().peekable();
+        while seqs.peek().is_some() {
+            let chunk: Vec<u64> = seqs.by_ref().take(CHUNK).collect();
+            let records = match store.records(&chunk).await {
+                Ok(records) if records.len() == chunk.len() => records,
+                Ok(records) => {
+                    let missing = chunk.iter().find(|s| !records.iter().any(|r| r.seq == **s)).copied().unwrap_or_default();
+                    let _ = tx.send(Err(Status::data_loss(format!("record `{missing}` is missing from the log")))).await;
+                    return;
                 }
-                Ok(Some(record)) => Ok(convert::record(&record)),
-                Ok(None) => Err(Status::data_loss(format!("record `{seq}` is missing from the index"))),
-                Err(error) => Err(store_status(error)),
+                Err(error) => {
+                    let _ = tx.send(Err(store_status(error))).await;
+                    return;
+                }
             };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
+            for record in records {
+                next = record.seq + 1;
+                if only.admits(&record) && tx.send(Ok(convert::record(&record))).await.is_err() {
+                    return;
+                }
             }
-            next = seq + 1;
         }
         let Some(mut live) = live else { return };
         loop {
@@ -314,11 +324,17 @@ pub async fn serve(
     let key = arf_core::keys::load_or_generate(&key_path)
         .with_context(|| format!("the checkpoint key `{}`", key_path.display()))?;
     let signer = Signer { origin: config.checkpoint_origin.clone(), key, every_records: config.checkpoint_every_records };
-    // A damaged log does not serve: the error names the file, the offset and the record.
-    let store = Arc::new(Store::open(&config.data_dir, Some(signer))?);
-    if let Some((len, aside)) = &store.open_report().torn {
-        warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
-    }
+    // A damaged log does not serve: the error names the file (or database), where, and the record.
+    let store = Arc::new(match &config.postgres {
+        Some(settings) => Log::Postgres(crate::pg::PgStore::open(settings, Some(signer)).await?),
+        None => {
+            let store = Store::open(&config.data_dir, Some(signer))?;
+            if let Some((len, aside)) = &store.open_report().torn {
+                warn!(len, kept = %aside.display(), "an incomplete final write was set aside at open");
+            }
+            Log::File(store)
+        }
+    });
     let tls = arf_proto::tls::Loaded::load(&config.transport().map_err(anyhow::Error::msg)?)?;
     let callers = identities(&config)?;
     let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), || true) };
@@ -326,7 +342,7 @@ pub async fn serve(
     let authenticator = arf_proto::auth::Authenticator::new("the audit log", callers, tls.server.is_some());
     let writers = config.writers.keys().cloned().collect();
     let addr = listener.local_addr()?;
-    info!(%addr, records = store.open_report().records, "audit log listening");
+    info!(%addr, records = store.records_at_open(), "audit log listening");
     let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
     let router = arf_proto::server::builder(authenticator)
         .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
@@ -350,7 +366,7 @@ pub async fn serve(
 }
 
 /// Signs a checkpoint every `period` while the log grows (the store skips it when nothing changed).
-async fn checkpoint_periodically(store: Arc<Store>, period: Duration) {
+async fn checkpoint_periodically(store: Arc<Log>, period: Duration) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;

@@ -1,0 +1,101 @@
+//! The log the service serves, on either store: the file (`store.rs`, the default
+//! for one machine) or PostgreSQL (`pg.rs`, `audit.postgres`), behind one
+//! interface. Both hold the same records, chain, tree and checkpoints.
+
+use tokio::sync::broadcast;
+
+use crate::merkle::Hash;
+use crate::pg::PgStore;
+use crate::record::{Entry, Record};
+use crate::store::{SignedCheckpoint, Store, StoreError};
+
+#[allow(clippy::large_enum_variant, reason = "one per process, behind an Arc")]
+pub enum Log {
+    File(Store),
+    Postgres(PgStore),
+}
+
+impl Log {
+    /// How many records the log held, all verified, when it opened.
+    pub fn records_at_open(&self) -> u64 {
+        match self {
+            Self::File(store) => store.open_report().records,
+            Self::Postgres(store) => store.records_at_open(),
+        }
+    }
+
+    pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Self::File(store) => store.append(writer, entries, now_ms).await,
+            Self::Postgres(store) => store.append(writer, entries, now_ms).await,
+        }
+    }
+
+    pub async fn checkpoint(&self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        match self {
+            Self::File(store) => store.checkpoint(now_ms).await,
+            Self::Postgres(store) => store.checkpoint(now_ms).await,
+        }
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        match self {
+            Self::File(store) => store.latest_checkpoint(),
+            Self::Postgres(store) => store.latest_checkpoint(),
+        }
+    }
+
+    /// These records, in order, each checked against the verified tree; a number
+    /// beyond the head is left out.
+    pub async fn records(&self, seqs: &[u64]) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Self::File(store) => seqs.iter().filter_map(|seq| store.get(*seq).transpose()).collect(),
+            Self::Postgres(store) => store.records(seqs).await,
+        }
+    }
+
+    pub async fn incident_seqs(&self, incident_id: &str) -> Result<Vec<u64>, StoreError> {
+        match self {
+            Self::File(store) => Ok(store.incident_seqs(incident_id)),
+            Self::Postgres(store) => store.incident_seqs(incident_id).await,
+        }
+    }
+
+    pub async fn head(&self) -> (u64, String) {
+        match self {
+            Self::File(store) => store.head().await,
+            Self::Postgres(store) => store.head(),
+        }
+    }
+
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        match self {
+            Self::File(store) => store.root(size),
+            Self::Postgres(store) => store.root(size),
+        }
+    }
+
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        if seq == 0 {
+            return Err(StoreError::Invalid("records are numbered from 1".to_owned()));
+        }
+        match self {
+            Self::File(store) => store.inclusion_proof(seq, size),
+            Self::Postgres(store) => Ok(store.with_tree(|t| t.inclusion_proof(seq - 1, size))?),
+        }
+    }
+
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        match self {
+            Self::File(store) => store.consistency_proof(old, new),
+            Self::Postgres(store) => Ok(store.with_tree(|t| t.consistency_proof(old, new))?),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        match self {
+            Self::File(store) => store.subscribe(),
+            Self::Postgres(store) => store.subscribe(),
+        }
+    }
+}

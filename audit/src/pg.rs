@@ -1,0 +1,728 @@
+//! The log on PostgreSQL: the same records, chain, tree and checkpoints as the file
+//! store (`store.rs`), for deployments that run several audit front-ends or keep
+//! their state in a database they already operate (issue 16).
+//!
+//! Tables (`pg/migrations/0001_audit_log.sql`): `audit_records` (each record's JSON
+//! exactly as hashed, by sequence number), `audit_head` (one row: the last sequence
+//! number and hash) and `audit_checkpoint` (the latest signed checkpoint).
+//!
+//! **One chain, whatever the number of front-ends.** An append runs in one
+//! transaction that first locks the head row (`SELECT ... FOR UPDATE`), so appends
+//! through any front-end take turns; the front-end then reads what others appended
+//! since it last looked, checks each record against its own copy of the chain and
+//! tree, seals the new records after the head, inserts them, moves the head and
+//! commits. Concurrent appends to one front-end share that transaction (group
+//! commit), and are answered only after `COMMIT` returned, which PostgreSQL makes
+//! durable (`arf_pg::check` refuses a server with `fsync` or `synchronous_commit`
+//! off). A commit whose answer was lost is reported as indeterminate, as the file
+//! store reports a failed sync.
+//!
+//! **Nothing unverified is served.** At open the whole table is read in one
+//! snapshot, in pages, and checked like the file (numbering, links, hashes,
+//! checkpoint records, the head row and the checkpoint row); damage stops the open.
+//! Every record read later is checked against the tree built then, so a row changed
+//! under a running front-end is an error naming its sequence number. Records other
+//! front-ends append reach this one's followers through `LISTEN/NOTIFY` (and a poll
+//! every second, in case a notification was missed), checked the same way.
+//!
+//! Any front-end may sign a checkpoint: it does so under the head lock, for exactly
+//! the records before it, so two front-ends never sign different roots for one size.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use arf_pg::tokio_postgres;
+use arf_pg::{Client, Settings, ToSql};
+
+use crate::checkpoint::{Checkpoint, NoteVerifier};
+use crate::frame;
+use crate::merkle::{Hash, Tree};
+use crate::record::{Entry, Record, RecordKind};
+use crate::store::{Chain, LOG_WRITER, Pending, Request, SignedCheckpoint, Signer, StoreError, Verified, seal_records, take_group};
+
+/// Rows read per page when reading the table whole.
+const PAGE: i32 = 10_000;
+/// The channel front-ends tell each other of appends on.
+const CHANNEL: &str = "arf_audit_appended";
+
+struct Index {
+    chain: Chain,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
+struct Shared {
+    at: String,
+    index: RwLock<Index>,
+    /// Held while the index moves forward, so records are taken in order, once.
+    advance: tokio::sync::Mutex<()>,
+    failed: RwLock<Option<String>>,
+    appended: broadcast::Sender<Record>,
+    verifier: Option<NoteVerifier>,
+}
+
+
+/// The audit log in a PostgreSQL database.
+pub struct PgStore {
+    shared: Arc<Shared>,
+    reads: Arc<Reads>,
+    requests: mpsc::UnboundedSender<Request>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    records_at_open: u64,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+fn damaged(at: &str, seq: u64, reason: impl Into<String>) -> StoreError {
+    StoreError::DamagedDb { at: at.to_owned(), seq, reason: reason.into() }
+}
+
+fn decode_row(at: &str, seq: i64, body: &[u8]) -> Result<Record, StoreError> {
+    let record = frame::decode(body).map_err(|reason| damaged(at, seq as u64, reason))?;
+    if record.seq != seq as u64 {
+        return Err(damaged(at, seq as u64, format!("the row numbered {seq} holds record {}", record.seq)));
+    }
+    Ok(record)
+}
+
+/// What reading the whole table found.
+struct Scan {
+    chain: Chain,
+    checkpoints: u64,
+    latest_logged: Option<Checkpoint>,
+    checkpoint: Option<SignedCheckpoint>,
+}
+
+/// Reads every record in one snapshot, page by page, checking each as the file
+/// store's scan does, then the head row and the checkpoint row against them.
+async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) -> Result<Scan, StoreError> {
+    let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(arf_pg::PgError::from)?;
+    let head = tx.query_one("SELECT seq, hash FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
+    let (head_seq, head_hash): (i64, String) = (head.get(0), head.get(1));
+    let note: Option<String> =
+        tx.query_opt("SELECT note FROM audit_checkpoint", &[]).await.map_err(arf_pg::PgError::from)?.map(|r| r.get(0));
+    let statement = tx.prepare("SELECT seq, body, incident_id, writer, kind FROM audit_records ORDER BY seq").await.map_err(arf_pg::PgError::from)?;
+    let portal = tx.bind(&statement, &[]).await.map_err(arf_pg::PgError::from)?;
+    let mut out = Scan { chain: Chain::new(), checkpoints: 0, latest_logged: None, checkpoint: None };
+    loop {
+        let rows = tx.query_portal(&portal, PAGE).await.map_err(arf_pg::PgError::from)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            let (seq, body): (i64, Vec<u8>) = (row.get(0), row.get(1));
+            let next = out.chain.size() + 1;
+            let record = frame::decode(&body).map_err(|reason| damaged(at, next, reason))?;
+            out.chain.check(&record, verifier).map_err(|reason| damaged(at, next, reason))?;
+            if seq as u64 != record.seq {
+                return Err(damaged(at, next, format!("the row numbered {seq} holds record {}", record.seq)));
+            }
+            // The columns only index the record (an incident's records are found by
+            // them); they must say what the hashed body says.
+            let (incident, writer, kind): (&str, &str, &str) = (row.get(2), row.get(3), row.get(4));
+            if incident != record.incident_id || writer != record.writer || kind != record.kind.as_str() {
+                return Err(damaged(at, next, "its row's incident, writer or kind column differs from the record it holds"));
+            }
+            if record.kind == RecordKind::Checkpoint {
+                out.checkpoints += 1;
+                if let Some(v) = verifier {
+                    let note = record.payload.get("note").and_then(|n| n.as_str()).unwrap_or_default();
+                    out.latest_logged = v.verify(note).ok();
+                }
+            }
+            out.chain.push(&record).map_err(|reason| damaged(at, next, reason))?;
+        }
+    }
+    tx.commit().await.map_err(arf_pg::PgError::from)?;
+    let size = out.chain.size();
+    if head_seq as u64 != size || head_hash != out.chain.head_hash {
+        return Err(damaged(
+            at,
+            size + 1,
+            format!(
+                "the head row names record {head_seq} but the table's chain ends at record {size}: records were removed, or the head was changed"
+            ),
+        ));
+    }
+    out.checkpoint = crate::store::check_checkpoint_file_note(note, std::path::Path::new(at), verifier, &out.chain.tree)?;
+    Ok(out)
+}
+
+/// Verifies the log in a database offline: every record, link, hash and checkpoint
+/// record, the head row and the checkpoint row. Works while front-ends run (it
+/// reads one snapshot).
+pub async fn verify(settings: &Settings, verifier: Option<&NoteVerifier>) -> Result<Verified, StoreError> {
+    let mut client = settings.connect().await?;
+    arf_pg::check(&client).await?;
+    let scan = scan(&mut client, &settings.describe(), verifier).await?;
+    let mut latest = scan.latest_logged;
+    if let Some(row) = scan.checkpoint.filter(|c| latest.as_ref().is_none_or(|l| l.size < c.checkpoint.size)) {
+        latest = Some(row.checkpoint);
+    }
+    Ok(Verified {
+        records: scan.chain.size(),
+        head_hash: scan.chain.head_hash,
+        root: scan.chain.tree.root(scan.chain.tree.size())?,
+        checkpoints: scan.checkpoints,
+        latest_checkpoint: latest,
+        torn: None,
+        tree: scan.chain.tree,
+    })
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failed.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn fail(&self, reason: &str) {
+        error!(%reason, at = %self.at, "the audit log stops accepting appends: its records in the database do not check out");
+        self.failed.write().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(|| reason.to_owned());
+    }
+
+    fn size(&self) -> u64 {
+        self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.size()
+    }
+
+    /// Takes records in order, checking each against the chain; records already
+    /// taken must be the same ones. Anything else is damage: the log stops.
+    fn take(&self, records: &[Record]) -> Result<(), StoreError> {
+        let mut taken = Vec::new();
+        {
+            let mut index = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for record in records {
+                let size = index.chain.size();
+                if record.seq <= size {
+                    let leaf = crate::store::leaf_of(record).ok();
+                    if leaf.is_none() || index.chain.tree.leaf(record.seq - 1) != leaf {
+                        drop(index);
+                        let reason = format!("record {} in the database differs from the one this front-end took before", record.seq);
+                        self.fail(&reason);
+                        return Err(damaged(&self.at, record.seq, reason));
+                    }
+                    continue;
+                }
+                let checked = index.chain.check(record, self.verifier.as_ref()).and_then(|()| index.chain.push(record));
+                if let Err(reason) = checked {
+                    drop(index);
+                    self.fail(&reason);
+                    return Err(damaged(&self.at, record.seq, reason));
+                }
+                taken.push(record.clone());
+            }
+        }
+        for record in taken {
+            let _ = self.appended.send(record);
+        }
+        Ok(())
+    }
+
+    /// Reads and takes what the database holds beyond this front-end's index, up
+    /// to `upto` (the head when `None`).
+    async fn catch_up(&self, client: &Client, upto: Option<u64>) -> Result<(), StoreError> {
+        let _turn = self.advance.lock().await;
+        let upto = match upto {
+            Some(upto) => upto,
+            None => {
+                let row = client.query_one("SELECT seq FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
+                row.get::<_, i64>(0) as u64
+            }
+        };
+        loop {
+            let size = self.size();
+            if size >= upto {
+                return Ok(());
+            }
+            let rows = client
+                .query(
+                    "SELECT seq, body FROM audit_records WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                    &[&(size as i64), &(upto as i64), &i64::from(PAGE)],
+                )
+                .await
+                .map_err(arf_pg::PgError::from)?;
+            if rows.is_empty() {
+                let reason = format!("the head names record {upto} but the table ends before record {}", size + 1);
+                self.fail(&reason);
+                return Err(damaged(&self.at, size + 1, reason));
+            }
+            let records = rows.iter().map(|r| decode_row(&self.at, r.get(0), r.get(1))).collect::<Result<Vec<_>, _>>()?;
+            self.take(&records)?;
+        }
+    }
+}
+
+impl PgStore {
+    /// Opens the log in the database `settings` names (migrated with `arf db
+    /// migrate`), reading and checking every record first.
+    pub async fn open(settings: &Settings, signer: Option<Signer>) -> Result<Self, StoreError> {
+        let at = settings.describe();
+        let mut reads = settings.connect().await?;
+        arf_pg::check(&reads).await?;
+        let verifier = signer.as_ref().map(Signer::verifier);
+        let scan = scan(&mut reads, &at, verifier.as_ref()).await?;
+        let records_at_open = scan.chain.size();
+        let (appended, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            at: at.clone(),
+            index: RwLock::new(Index { chain: scan.chain, checkpoint: scan.checkpoint }),
+            advance: tokio::sync::Mutex::new(()),
+            failed: RwLock::new(None),
+            appended,
+            verifier,
+        });
+        let reads = Arc::new(Reads { settings: settings.clone(), client: tokio::sync::Mutex::new(Arc::new(reads)) });
+        let writes = settings.connect().await?;
+        let (requests, receiver) = mpsc::unbounded_channel();
+        let writer = Writer { shared: Arc::clone(&shared), client: writes, reads: Arc::clone(&reads), signer };
+        let tasks = vec![tokio::spawn(writer.run(receiver)), tokio::spawn(follow(Arc::clone(&shared), Arc::clone(&reads)))];
+        info!(records = records_at_open, at = %at, "audit log opened on PostgreSQL and verified");
+        Ok(Self { shared, reads, requests, tasks, records_at_open })
+    }
+
+    pub fn records_at_open(&self) -> u64 {
+        self.records_at_open
+    }
+
+    pub fn verifier(&self) -> Option<&NoteVerifier> {
+        self.shared.verifier.as_ref()
+    }
+
+    pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
+        if writer == LOG_WRITER {
+            return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Append { writer: writer.to_owned(), entries, now_ms, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub async fn checkpoint(&self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request::Checkpoint { now_ms, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).checkpoint.clone()
+    }
+
+    /// The records with these sequence numbers that this front-end has taken, in
+    /// order, each checked against the tree it built.
+    pub async fn records(&self, seqs: &[u64]) -> Result<Vec<Record>, StoreError> {
+        let size = self.shared.size();
+        let wanted: Vec<i64> = seqs.iter().filter(|s| **s >= 1 && **s <= size).map(|s| *s as i64).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .reads
+            .get()
+            .await?
+            .query("SELECT seq, body FROM audit_records WHERE seq = ANY($1) ORDER BY seq", &[&wanted])
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: i64 = row.get(0);
+            let corrupt = |reason: String| {
+                error!(seq, %reason, "a record of the log in the database no longer reads as it was verified");
+                StoreError::Corrupt { seq: seq as u64, reason }
+            };
+            let record = frame::decode(row.get(1)).map_err(corrupt)?;
+            let leaf = crate::store::leaf_of(&record).map_err(corrupt)?;
+            let expected = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.tree.leaf(seq as u64 - 1);
+            if record.seq != seq as u64 || record.compute_hash() != record.hash || Some(leaf) != expected {
+                return Err(corrupt("changed in the database after the log opened: it no longer matches the verified tree".to_owned()));
+            }
+            out.push(record);
+        }
+        if out.len() != wanted.len() {
+            let missing = wanted.iter().find(|s| !out.iter().any(|r| r.seq == **s as u64)).copied().unwrap_or_default();
+            return Err(StoreError::Corrupt { seq: missing as u64, reason: "removed from the database after the log opened".to_owned() });
+        }
+        Ok(out)
+    }
+
+    /// The sequence numbers of an incident's records this front-end has taken.
+    pub async fn incident_seqs(&self, incident_id: &str) -> Result<Vec<u64>, StoreError> {
+        let size = self.shared.size() as i64;
+        let rows = self
+            .reads
+            .get()
+            .await?
+            .query("SELECT seq FROM audit_records WHERE incident_id = $1 AND seq <= $2 ORDER BY seq", &[&incident_id, &size])
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+    }
+
+    pub fn head(&self) -> (u64, String) {
+        let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (index.chain.size(), index.chain.head_hash.clone())
+    }
+
+    pub fn with_tree<T>(&self, f: impl FnOnce(&Tree) -> T) -> T {
+        f(&self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.tree)
+    }
+
+    pub fn root(&self, size: u64) -> Result<Hash, StoreError> {
+        Ok(self.with_tree(|t| t.root(size))?)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Record> {
+        self.shared.appended.subscribe()
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// Takes what other front-ends appended, now rather than at the next
+    /// notification.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        self.shared.catch_up(&*self.reads.get().await?, None).await
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Failed("the log's writer has stopped".to_owned())
+}
+
+/// Follows other front-ends' appends: on each notification, and every second in
+/// case one was missed; the listening connection is made again when it ends.
+async fn follow(shared: Arc<Shared>, reads: Arc<Reads>) {
+    let mut poll = tokio::time::interval(Duration::from_secs(1));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listening: Option<(Client, mpsc::UnboundedReceiver<String>)> = None;
+    loop {
+        if listening.is_none() {
+            listening = match reads.settings.connect_listening().await {
+                Ok((client, notes)) => match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => Some((client, notes)),
+                    Err(error) => {
+                        warn!(%error, "cannot listen for other front-ends' appends; following by polling");
+                        None
+                    }
+                },
+                Err(error) => {
+                    warn!(%error, "cannot listen for other front-ends' appends; following by polling");
+                    None
+                }
+            };
+        }
+        let closed = match &mut listening {
+            Some((_, notes)) => tokio::select! {
+                note = notes.recv() => note.is_none(),
+                _ = poll.tick() => false,
+            },
+            None => {
+                poll.tick().await;
+                false
+            }
+        };
+        if closed {
+            listening = None;
+        }
+        if shared.failure().is_some() {
+            return;
+        }
+        let caught = match reads.get().await {
+            Ok(client) => shared.catch_up(&client, None).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = caught {
+            warn!(%error, "could not read what other front-ends appended");
+        }
+    }
+}
+
+/// The connection reads go through, made again when it has closed.
+struct Reads {
+    settings: Settings,
+    client: tokio::sync::Mutex<Arc<Client>>,
+}
+
+impl Reads {
+    async fn get(&self) -> Result<Arc<Client>, StoreError> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            warn!(at = %self.settings.describe(), "the audit log's reading connection closed; connecting again");
+            *client = Arc::new(self.settings.connect().await.map_err(|e| StoreError::Unavailable(e.to_string()))?);
+        }
+        Ok(Arc::clone(&client))
+    }
+}
+
+/// Locks the head row in `tx`, takes what other front-ends appended before it,
+/// and returns the head, which must be where this front-end's chain ends.
+async fn lock_head(shared: &Shared, reads: &Reads, tx: &tokio_postgres::Transaction<'_>) -> Result<(u64, String), TxError> {
+    let row = tx.query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[]).await?;
+    let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+    shared.catch_up(&*reads.get().await?, Some(seq as u64)).await?;
+    let (size, head) = {
+        let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (index.chain.size(), index.chain.head_hash.clone())
+    };
+    if size != seq as u64 || head != hash {
+        let reason = format!("the head row (record {seq}) does not match the records before it (the chain ends at record {size})");
+        shared.fail(&reason);
+        return Err(TxError::NotTaken(StoreError::Failed(reason)));
+    }
+    Ok((seq as u64, hash))
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    client: Client,
+    reads: Arc<Reads>,
+    signer: Option<Signer>,
+}
+
+/// An append's records with their stored bytes, and where to answer.
+type SealedAppend = (Vec<(Record, Vec<u8>)>, oneshot::Sender<Result<Vec<Record>, StoreError>>);
+
+/// Why a transaction failed, and whether its records may be in the log.
+enum TxError {
+    /// Rolled back, or never begun: none of it is in the log.
+    NotTaken(StoreError),
+    /// `COMMIT` sent and its answer lost.
+    Indeterminate(String),
+}
+
+impl From<tokio_postgres::Error> for TxError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::from_pg(error)
+    }
+}
+
+impl TxError {
+    fn from_pg(error: tokio_postgres::Error) -> Self {
+        Self::NotTaken(StoreError::Unavailable(error.to_string()))
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(error: StoreError) -> Self {
+        Self::NotTaken(error)
+    }
+}
+
+impl Writer {
+    async fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = receiver.recv().await {
+            let (appends, checkpoints) = take_group(first, &mut receiver);
+            if !appends.is_empty() {
+                self.write(appends).await;
+            }
+            let due = self.signer.as_ref().is_some_and(|s| {
+                let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                index.chain.size().saturating_sub(index.checkpoint.as_ref().map_or(0, |c| c.checkpoint.size)) >= s.every_records
+            });
+            if due || !checkpoints.is_empty() {
+                let now_ms = checkpoints.first().map_or_else(arf_core::time::now_ms, |(t, _)| *t);
+                let result = self.sign_checkpoint(now_ms).await;
+                if let Err(error) = &result {
+                    error!(%error, "could not sign a checkpoint of the audit log");
+                }
+                for (_, reply) in checkpoints {
+                    let _ = reply.send(match &result {
+                        Ok(latest) => Ok(latest.clone()),
+                        Err(e) => Err(StoreError::Failed(e.to_string())),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A connection that works: the writer's, re-made when it has closed.
+    async fn ready(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            warn!(at = %self.shared.at, "the audit log's database connection closed; connecting again");
+            self.client = self.reads.settings.connect().await?;
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, appends: Vec<Pending>) {
+        if let Some(reason) = self.shared.failure() {
+            for (_, _, _, reply) in appends {
+                let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+            }
+            return;
+        }
+        let mut sealed: Vec<SealedAppend> = Vec::new();
+        let result = self.transaction(appends, &mut sealed).await;
+        match result {
+            Ok(()) => {
+                let records: Vec<Record> = sealed.iter().flat_map(|(r, _)| r.iter().map(|(r, _)| r.clone())).collect();
+                let taken = {
+                    let _turn = self.shared.advance.lock().await;
+                    self.shared.take(&records)
+                };
+                for (records, reply) in sealed {
+                    let _ = reply.send(match &taken {
+                        Ok(()) => Ok(records.into_iter().map(|(r, _)| r).collect()),
+                        Err(e) => Err(StoreError::Indeterminate(e.to_string())),
+                    });
+                }
+            }
+            Err(TxError::NotTaken(error)) => {
+                let message = error.to_string();
+                for (_, reply) in sealed {
+                    let _ = reply.send(Err(match &error {
+                        StoreError::Failed(m) => StoreError::Failed(m.clone()),
+                        StoreError::DamagedDb { .. } => StoreError::Failed(message.clone()),
+                        _ => StoreError::Unavailable(message.clone()),
+                    }));
+                }
+            }
+            Err(TxError::Indeterminate(reason)) => {
+                for (_, reply) in sealed {
+                    let _ = reply.send(Err(StoreError::Indeterminate(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Inserts sealed records and moves the head past them, in `tx`.
+    async fn insert(tx: &tokio_postgres::Transaction<'_>, records: &[&(Record, Vec<u8>)]) -> Result<(), TxError> {
+        let Some((last, _)) = records.last() else { return Ok(()) };
+        let seqs: Vec<i64> = records.iter().map(|(r, _)| r.seq as i64).collect();
+        let incidents: Vec<&str> = records.iter().map(|(r, _)| r.incident_id.as_str()).collect();
+        let writers: Vec<&str> = records.iter().map(|(r, _)| r.writer.as_str()).collect();
+        let kinds: Vec<&str> = records.iter().map(|(r, _)| r.kind.as_str()).collect();
+        let bodies: Vec<&[u8]> = records.iter().map(|(_, b)| b.as_slice()).collect();
+        // One round trip: the records, the head, and the notification to the others.
+        tx.execute(
+            "WITH records AS (
+                 INSERT INTO audit_records (seq, incident_id, writer, kind, body)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+             ), head AS (
+                 UPDATE audit_head SET seq = $6, hash = $7
+             )
+             SELECT pg_notify($8, $9)",
+            &[&seqs as &(dyn ToSql + Sync), &incidents, &writers, &kinds, &bodies, &(last.seq as i64), &last.hash, &CHANNEL, &last.seq.to_string()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn transaction(
+        &mut self,
+        appends: Vec<Pending>,
+        sealed: &mut Vec<SealedAppend>,
+    ) -> Result<(), TxError> {
+        let head = match self.ready().await {
+            Ok(()) => Ok(()),
+            Err(error) => Err(TxError::NotTaken(StoreError::Unavailable(error.to_string()))),
+        };
+        let Writer { shared, client, reads, .. } = self;
+        let tx = match head {
+            Ok(()) => client.transaction().await.map_err(TxError::from_pg),
+            Err(error) => Err(error),
+        };
+        let head = match tx {
+            Ok(tx) => lock_head(shared, reads, &tx).await.map(|head| (tx, head)),
+            Err(error) => Err(error),
+        };
+        let (tx, (mut seq, mut hash)) = match head {
+            Ok(ok) => ok,
+            Err(error) => {
+                // Nothing was sealed: every append is answered with the error.
+                for (_, _, _, reply) in appends {
+                    sealed.push((Vec::new(), reply));
+                }
+                return Err(error);
+            }
+        };
+        for (writer, entries, now_ms, reply) in appends {
+            match seal_records(&writer, entries, now_ms, seq, &hash) {
+                Ok(records) => {
+                    if let Some((last, _)) = records.last() {
+                        seq = last.seq;
+                        hash.clone_from(&last.hash);
+                    }
+                    sealed.push((records, reply));
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            }
+        }
+        let all: Vec<&(Record, Vec<u8>)> = sealed.iter().flat_map(|(r, _)| r.iter()).collect();
+        if all.is_empty() {
+            return Ok(());
+        }
+        Self::insert(&tx, &all).await?;
+        tx.commit().await.map_err(|e| TxError::Indeterminate(format!("the database's answer to COMMIT was lost: {e}")))
+    }
+
+    async fn sign_checkpoint(&mut self, now_ms: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+        let Some(signer) = self.signer.clone() else { return Ok(None) };
+        if let Some(reason) = self.shared.failure() {
+            return Err(StoreError::Failed(reason));
+        }
+        self.ready().await?;
+        let verifier = signer.verifier();
+        let (record, signed) = {
+            let Writer { shared, client, reads, .. } = &mut *self;
+            let tx = client.transaction().await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let (size, head) = match lock_head(shared, reads, &tx).await {
+                Ok(head) => head,
+                Err(TxError::NotTaken(e)) => return Err(e),
+                Err(TxError::Indeterminate(reason)) => return Err(StoreError::Indeterminate(reason)),
+            };
+            if size == 0 {
+                return Ok(None);
+            }
+            // Another front-end may have signed since: the row is the latest.
+            let row = tx.query_opt("SELECT note FROM audit_checkpoint", &[]).await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let latest = match row.map(|r| r.get::<_, String>(0)) {
+                Some(note) => {
+                    let checkpoint = verifier.verify(&note).map_err(|e| damaged(&shared.at, size, format!("the checkpoint row: {e}")))?;
+                    Some(SignedCheckpoint { checkpoint, note })
+                }
+                None => None,
+            };
+            if let Some(latest) = latest.as_ref().filter(|l| size <= l.checkpoint.size + 1) {
+                shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner).checkpoint = Some(latest.clone());
+                return Ok(Some(latest.clone()));
+            }
+            let root = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.tree.root(size)?;
+            let checkpoint = Checkpoint { origin: signer.origin.clone(), size, root };
+            let note = checkpoint.sign(&signer.key);
+            let payload = json!({"origin": checkpoint.origin, "size": size, "root_hash": checkpoint.root_hex(), "note": note});
+            let mut sealed = seal_records(LOG_WRITER, vec![Entry::new("", RecordKind::Checkpoint, payload)], now_ms, size, &head)?;
+            let Some(record) = sealed.pop() else { return Ok(None) };
+            match Self::insert(&tx, &[&record]).await {
+                Ok(()) => {}
+                Err(TxError::NotTaken(e)) => return Err(e),
+                Err(TxError::Indeterminate(reason)) => return Err(StoreError::Indeterminate(reason)),
+            }
+            tx.execute(
+                "INSERT INTO audit_checkpoint (id, size, note) VALUES (true, $1, $2) ON CONFLICT (id) DO UPDATE SET size = $1, note = $2",
+                &[&(size as i64), &note],
+            )
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            tx.commit().await.map_err(|e| StoreError::Indeterminate(e.to_string()))?;
+            (record.0, SignedCheckpoint { checkpoint, note })
+        };
+        {
+            let _turn = self.shared.advance.lock().await;
+            self.shared.take(std::slice::from_ref(&record))?;
+        }
+        self.shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner).checkpoint = Some(signed.clone());
+        info!(size = signed.checkpoint.size, root = %signed.checkpoint.root_hex(), "checkpoint signed");
+        Ok(Some(signed))
+    }
+}

@@ -1,0 +1,238 @@
+//! The log on a real PostgreSQL server (issue 16): one chain through several
+//! front-ends appending at once, the same checks as the file at open, on every
+//! read and in `verify`, and the database attacked as its administrator could:
+//! a row's record changed, its index columns changed, a row removed from the
+//! middle, the tail cut with the head moved back, a record changed under a
+//! running front-end, and durability switched off.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use serde_json::json;
+
+use arf_audit::pg::{self, PgStore};
+use arf_audit::store::{Signer, StoreError};
+use arf_audit::{Entry, RecordKind};
+use arf_pg::Settings;
+use arf_pg::testing::TestServer;
+
+fn signer() -> Signer {
+    Signer { origin: "test-log".to_owned(), key: SigningKey::from_bytes(&[7; 32]), every_records: 1000 }
+}
+
+async fn migrated(server: &TestServer) -> Settings {
+    let settings = server.database().await.unwrap();
+    let mut client = settings.connect().await.unwrap();
+    assert_eq!(arf_pg::migrate(&mut client).await.unwrap(), every_migration());
+    settings
+}
+
+fn every_migration() -> Vec<i32> {
+    arf_pg::MIGRATIONS.iter().map(|m| m.version).collect()
+}
+
+fn entry(i: usize) -> Entry {
+    Entry::new(format!("inc-{}", i % 3), RecordKind::Signal, json!({"i": i}))
+}
+
+/// Runs SQL as the database's owner with the append-only triggers off, as an
+/// administrator rewriting history would.
+async fn tamper(settings: &Settings, sql: &str) {
+    let client = settings.connect().await.unwrap();
+    client
+        .batch_execute(&format!("ALTER TABLE audit_records DISABLE TRIGGER USER; {sql}; ALTER TABLE audit_records ENABLE TRIGGER USER;"))
+        .await
+        .unwrap();
+}
+
+fn damaged_at(result: Result<impl Sized, StoreError>) -> (u64, String) {
+    match result {
+        Err(StoreError::DamagedDb { seq, reason, .. }) => (seq, reason),
+        Err(StoreError::Checkpoint { reason, .. }) => (0, reason),
+        Err(other) => panic!("expected damage, got {other}"),
+        Ok(_) => panic!("expected damage, the log opened"),
+    }
+}
+
+#[tokio::test]
+async fn appends_survive_a_reopen_and_verify_like_the_file() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+    for i in 0..10 {
+        let records = store.append("agent", vec![entry(i), entry(i + 100)], 1_000 + i as i64).await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2 * i as u64 + 1, 2 * i as u64 + 2]);
+    }
+    let signed = store.checkpoint(5_000).await.unwrap().unwrap();
+    assert_eq!(signed.checkpoint.size, 20);
+    let (head, hash) = store.head();
+    assert_eq!(head, 21, "twenty records and the checkpoint record");
+    let incident = store.incident_seqs("inc-1").await.unwrap();
+    assert!(!incident.is_empty() && incident.iter().all(|s| *s <= 20));
+    let read = store.records(&incident).await.unwrap();
+    assert!(read.iter().all(|r| r.incident_id == "inc-1"));
+    assert!(matches!(store.append("audit", vec![entry(0)], 0).await, Err(StoreError::Invalid(_))));
+    drop(store);
+
+    let again = PgStore::open(&settings, Some(signer())).await.unwrap();
+    assert_eq!(again.head(), (21, hash.clone()));
+    assert_eq!(again.latest_checkpoint().unwrap().checkpoint.size, 20);
+    let next = again.append("governor", vec![entry(7)], 9_000).await.unwrap();
+    assert_eq!(next[0].seq, 22);
+    let verified = pg::verify(&settings, Some(&signer().verifier())).await.unwrap();
+    assert_eq!((verified.records, verified.checkpoints), (22, 1));
+    assert_eq!(verified.latest_checkpoint.unwrap().size, 20);
+}
+
+#[tokio::test]
+async fn two_front_ends_appending_at_once_make_one_chain() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let a = Arc::new(PgStore::open(&settings, Some(signer())).await.unwrap());
+    let b = Arc::new(PgStore::open(&settings, Some(signer())).await.unwrap());
+    let mut following = a.subscribe();
+    let mut tasks = Vec::new();
+    for caller in 0..16 {
+        let store = Arc::clone(if caller % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let records = store.append(&format!("writer-{caller}"), vec![entry(i), entry(i + 1)], i as i64).await.unwrap();
+                assert_eq!(records[1].seq, records[0].seq + 1, "an append's records are consecutive");
+                seqs.extend(records.iter().map(|r| r.seq));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=800).collect::<Vec<u64>>(), "every record numbered once, none skipped");
+    // Each front-end takes the other's records (notified, or at the next poll).
+    a.refresh().await.unwrap();
+    b.refresh().await.unwrap();
+    assert_eq!(a.head(), b.head());
+    assert_eq!(a.root(800).unwrap(), b.root(800).unwrap());
+    // A follower of one front-end sees every record, the other's included, in order.
+    let mut seen = Vec::new();
+    while seen.len() < 800 {
+        let record = tokio::time::timeout(Duration::from_secs(10), following.recv()).await.unwrap().unwrap();
+        seen.push(record.seq);
+    }
+    assert_eq!(seen, (1..=800).collect::<Vec<u64>>());
+    // Both sign, only one checkpoint per size.
+    let (ca, cb) = tokio::join!(a.checkpoint(1), b.checkpoint(2));
+    let (ca, cb) = (ca.unwrap().unwrap(), cb.unwrap().unwrap());
+    assert_eq!(ca, cb, "two front-ends signed different checkpoints");
+    let verified = pg::verify(&settings, Some(&signer().verifier())).await.unwrap();
+    assert_eq!((verified.records, verified.checkpoints), (801, 1));
+}
+
+#[tokio::test]
+async fn the_table_refuses_updates_deletes_and_truncation() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let store = PgStore::open(&settings, None).await.unwrap();
+    store.append("agent", vec![entry(1)], 1).await.unwrap();
+    let client = settings.connect().await.unwrap();
+    for sql in ["UPDATE audit_records SET writer = 'governor'", "DELETE FROM audit_records", "TRUNCATE audit_records"] {
+        let error = client.batch_execute(sql).await.unwrap_err();
+        let message = format!("{error:?}");
+        assert!(message.contains("append-only"), "{sql}: {message}");
+    }
+}
+
+#[tokio::test]
+async fn a_rewritten_database_does_not_open_and_does_not_verify() {
+    let server = TestServer::start().await.unwrap();
+    let verifier = signer().verifier();
+    let cases: [(&str, &str, u64); 5] = [
+        (
+            "a record's payload changed",
+            "UPDATE audit_records SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"i\":4', '\"i\":5'), 'UTF8') WHERE seq = 5",
+            5,
+        ),
+        ("a record's incident column changed, hiding it from its incident", "UPDATE audit_records SET incident_id = 'inc-x' WHERE seq = 3", 3),
+        ("a record removed from the middle", "DELETE FROM audit_records WHERE seq = 4", 4),
+        ("the head moved without its records", "UPDATE audit_head SET seq = 12", 12),
+        (
+            "the tail cut and the head moved back to match, before the signed checkpoint",
+            "DELETE FROM audit_records WHERE seq > 6; UPDATE audit_head SET seq = 6, hash = (SELECT convert_from(body, 'UTF8')::json->>'hash' FROM audit_records WHERE seq = 6)",
+            0,
+        ),
+    ];
+    for (what, sql, seq) in cases {
+        let settings = migrated(&server).await;
+        {
+            let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+            for i in 0..10 {
+                store.append("agent", vec![entry(i)], i as i64).await.unwrap();
+            }
+            assert_eq!(store.checkpoint(100).await.unwrap().unwrap().checkpoint.size, 10);
+        }
+        tamper(&settings, sql).await;
+        let (at, reason) = damaged_at(PgStore::open(&settings, Some(signer())).await.map(drop));
+        assert_eq!(at, seq, "{what}: {reason}");
+        let (at_verify, _) = damaged_at(pg::verify(&settings, Some(&verifier)).await.map(drop));
+        assert_eq!(at_verify, seq, "{what}: verify");
+    }
+}
+
+#[tokio::test]
+async fn a_record_changed_under_a_running_front_end_is_not_served() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let store = PgStore::open(&settings, None).await.unwrap();
+    for i in 0..5 {
+        store.append("agent", vec![entry(i)], i as i64).await.unwrap();
+    }
+    tamper(&settings, "UPDATE audit_records SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"agent\"', '\"exec\"'), 'UTF8') WHERE seq = 2").await;
+    match store.records(&[1, 2, 3]).await {
+        Err(StoreError::Corrupt { seq: 2, .. }) => {}
+        other => panic!("expected record 2 refused, got {other:?}"),
+    }
+    tamper(&settings, "DELETE FROM audit_records WHERE seq = 4").await;
+    assert!(matches!(store.records(&[4]).await, Err(StoreError::Corrupt { seq: 4, .. })));
+}
+
+#[tokio::test]
+async fn the_schema_and_durability_are_checked_before_anything_is_kept() {
+    let server = TestServer::start().await.unwrap();
+    let settings = server.database().await.unwrap();
+    match PgStore::open(&settings, None).await {
+        Err(StoreError::Database(e)) => assert!(e.to_string().contains("arf db migrate"), "{e}"),
+        other => panic!("an unmigrated database opened: {:?}", other.map(|_| ())),
+    }
+    // Two operators migrating at once apply each migration once.
+    let (mut one, mut two) = (settings.connect().await.unwrap(), settings.connect().await.unwrap());
+    let (x, y) = tokio::join!(arf_pg::migrate(&mut one), arf_pg::migrate(&mut two));
+    let mut applied = [x.unwrap(), y.unwrap()].concat();
+    applied.sort_unstable();
+    assert_eq!(applied, every_migration());
+    assert!(arf_pg::migrate(&mut one).await.unwrap().is_empty());
+    PgStore::open(&settings, None).await.unwrap();
+
+    // A migration changed by hand, or one from a newer ARF, is refused.
+    one.batch_execute("UPDATE arf_migrations SET sha256 = 'x' WHERE version = 1").await.unwrap();
+    assert!(arf_pg::check(&one).await.unwrap_err().to_string().contains("differs"));
+    one.batch_execute("DELETE FROM arf_migrations WHERE version = 1").await.unwrap();
+    assert!(arf_pg::check(&one).await.unwrap_err().to_string().contains("lacks migration 1"));
+    arf_pg::migrate(&mut one).await.unwrap_err();
+    one.batch_execute("INSERT INTO arf_migrations (version, name, sha256) VALUES (99, 'future', 'y')").await.unwrap();
+    assert!(arf_pg::check(&one).await.unwrap_err().to_string().contains("newer"));
+
+    // A database that does not make commits durable keeps nothing of ARF's.
+    let fresh = migrated(&server).await;
+    let client = fresh.connect().await.unwrap();
+    let name = client.query_one("SELECT current_database()", &[]).await.unwrap().get::<_, String>(0);
+    client.batch_execute(&format!("ALTER DATABASE {name} SET synchronous_commit = off")).await.unwrap();
+    match PgStore::open(&fresh, None).await {
+        Err(StoreError::Database(arf_pg::PgError::NotDurable(why))) => assert!(why.contains("synchronous_commit"), "{why}"),
+        other => panic!("a database without durable commits was used: {:?}", other.map(|_| ())),
+    }
+}

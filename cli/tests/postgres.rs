@@ -1,0 +1,115 @@
+//! The audit log on a real PostgreSQL server, end to end with every process real
+//! (issue 16): `arf db check` refuses a database without the schema and
+//! `arf db migrate` applies it; two audit front-ends serve one log in it (the
+//! agent and governor append through one, the executor through the other) while
+//! an alert becomes a verified restart; `arf audit verify --postgres` checks the
+//! chain, the signed checkpoints and the governor's and executor's witnesses;
+//! and a record rewritten in the database makes verify name it and a front-end
+//! refuse to start.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use arf_pg::testing::TestServer;
+
+fn arf(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).args(args).env_remove("ARF_CONFIG").output().unwrap();
+    (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn two_audit_front_ends_keep_one_log_in_postgres() {
+    let server = TestServer::start().await.unwrap();
+    let database = server.database().await.unwrap();
+    let url = database.url.as_str();
+
+    let (code, out) = arf(&["db", "check", "--url", url]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("arf db migrate"), "{out}");
+    let (code, out) = arf(&["db", "migrate", "--url", url]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied  0001 audit_log") && out.contains("commits durable"), "{out}");
+    let (code, out) = arf(&["db", "migrate", "--url", url]);
+    assert!(code == 0 && out.contains("already applied"), "{out}");
+
+    let (target, restarts) = support::counting_target("127.0.0.1").await;
+    let mut plane = support::Plane::prepare(&target).await;
+    let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    let postgres: toml::Table = toml::from_str(&format!("url = \"{url}\"")).unwrap();
+    root["audit"].as_table_mut().unwrap().insert("postgres".into(), toml::Value::Table(postgres));
+    // The second front-end: the same section on another port; the executor appends through it.
+    let second = support::free_port();
+    root["executor"].as_table_mut().unwrap().insert("audit_addr".into(), second.to_string().into());
+    std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();
+    root["audit"].as_table_mut().unwrap().insert("listen".into(), second.to_string().into());
+    let second_config = plane.dir.path().join("arf-second-audit.toml");
+    std::fs::write(&second_config, toml::to_string(&root).unwrap()).unwrap();
+    let (code, out) = arf(&["db", "check", "--config", plane.config.to_str().unwrap()]);
+    assert_eq!(code, 0, "the deployment's database: {out}");
+
+    plane.start("audit", None).await;
+    let log = std::fs::File::create(plane.dir.path().join("logs").join("audit-second.log")).unwrap();
+    let mut front_end = tokio::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["serve", "audit", "--config"])
+        .arg(&second_config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !support::serving_tls(second, &plane.dial("audit")).await {
+        assert!(Instant::now() < deadline, "the second front-end did not serve");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for role in ["governor", "executor", "agent"] {
+        plane.start(role, None).await;
+    }
+
+    let incident = plane.fire().await;
+    let trail = plane
+        .trail_until(&incident, Duration::from_secs(60), "the outcome", |t| t.iter().any(|r| r.kind == arf_audit::RecordKind::Outcome))
+        .await;
+    assert_eq!(restarts.load(Ordering::SeqCst), 1, "{}", support::summary(&trail));
+    let writers: std::collections::BTreeSet<&str> = trail.iter().map(|r| r.writer.as_str()).collect();
+    assert!(writers.contains("executor") && writers.contains("agent") && writers.contains("governor"), "{writers:?}");
+
+    // Everything in one chain in the database, checkpoints and witnesses included.
+    for role in ["agent", "executor", "governor", "audit"] {
+        plane.stop(role).await;
+    }
+    front_end.kill().await.unwrap();
+    let data_dir = plane.dir.path().to_str().unwrap();
+    let (code, out) = arf(&["audit", "verify", "--postgres", url, "--data-dir", data_dir]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("audit chain intact") && out.contains("signed checkpoints verified") && out.contains("witness"), "{out}");
+    assert!(std::fs::metadata(plane.dir.path().join("executor").join("witness").join("checkpoint")).is_ok(), "the executor witnessed the log");
+
+    // A record rewritten by whoever administers the database.
+    let client = database.connect().await.unwrap();
+    let seq = trail.iter().find(|r| r.kind == arf_audit::RecordKind::Decision).unwrap().seq as i64;
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE audit_records DISABLE TRIGGER USER;
+             UPDATE audit_records SET body = convert_to(replace(convert_from(body, 'UTF8'), 'restart_service', 'rollback_deploy'), 'UTF8') WHERE seq = {seq};
+             ALTER TABLE audit_records ENABLE TRIGGER USER;"
+        ))
+        .await
+        .unwrap();
+    let (code, out) = arf(&["audit", "verify", "--postgres", url, "--data-dir", data_dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("first bad record is {seq}:")), "{out}");
+    plane.spawn("audit", None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !plane.log("audit").contains("damaged at record") {
+        assert!(Instant::now() < deadline, "the front-end opened a rewritten log:\n{}", plane.log("audit"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!support::serving_tls(plane.addr("audit"), &plane.dial("audit")).await);
+}

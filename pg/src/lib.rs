@@ -1,0 +1,278 @@
+//! ARF on PostgreSQL: how a service finds its database, the schema's migrations,
+//! and what is checked before a service trusts the database with its state.
+//!
+//! The migrations are SQL files in `pg/migrations/`, compiled in, applied in order
+//! by `arf db migrate` (each in its own transaction, under an advisory lock, so two
+//! operators running it at once apply each migration once) and recorded with their
+//! SHA-256 in `arf_migrations`. A service refuses a database whose migrations are
+//! missing, differ from its own, or come from a newer ARF (`check`), and one that
+//! does not make a commit durable (`fsync`, `synchronous_commit` or
+//! `full_page_writes` off): an acknowledged append must survive a crash of the
+//! database's host too.
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use tokio_postgres::config::Host;
+use tracing::{error, info};
+
+pub use tokio_postgres::{self, Client, Row};
+pub use tokio_postgres::types::ToSql;
+
+/// Where a service's database is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `postgres://USER@HOST:PORT/DATABASE` (or `host=... user=... dbname=...`),
+    /// without a password.
+    pub url: String,
+    /// A file holding the password, when the server asks for one (mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum PgError {
+    #[error("the database setting `url`: {0}")]
+    Settings(String),
+    #[error("cannot reach PostgreSQL at {at}: {source}")]
+    Connect { at: String, source: tokio_postgres::Error },
+    #[error("{0}")]
+    Schema(String),
+    #[error("the database does not make commits durable: {0}; ARF will not keep its log or state there")]
+    NotDurable(String),
+    #[error("PostgreSQL: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl Settings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), password_file: None }
+    }
+
+    /// The driver's configuration, checked: no password in the URL (it would be in
+    /// the configuration file, logs and `ps`), and a server on this host only, as
+    /// ARF does not yet speak TLS to PostgreSQL.
+    pub fn config(&self) -> Result<tokio_postgres::Config, PgError> {
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| PgError::Settings(e.to_string()))?;
+        if config.get_password().is_some() {
+            return Err(PgError::Settings("holds a password; put it in `password_file` instead".to_owned()));
+        }
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            return Err(PgError::Settings("names no host".to_owned()));
+        }
+        let remote = config.get_hosts().iter().find_map(|host| match host {
+            Host::Tcp(name) if !is_loopback(name) => Some(name.clone()),
+            _ => None,
+        });
+        let remote = remote.or_else(|| config.get_hostaddrs().iter().find(|a| !a.is_loopback()).map(|a| a.to_string()));
+        if let Some(host) = remote {
+            return Err(PgError::Settings(format!(
+                "names `{host}`, which is not on this host; ARF speaks to PostgreSQL in plain text, so only over loopback or a Unix socket (TLS to the database is not built yet)"
+            )));
+        }
+        if let Some(path) = &self.password_file {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| PgError::Settings(format!("`password_file` `{}`: {e}", path.display())))?;
+            config.password(password.trim_end_matches(['\n', '\r']));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("arf");
+        }
+        Ok(config)
+    }
+
+    /// Where the database is, for messages: the URL has no password in it.
+    pub fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Connects; the connection runs on its own task until the client is dropped.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        let config = self.config()?;
+        let (client, connection) =
+            config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: self.describe(), source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                error!(%error, "the connection to PostgreSQL ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Connects and hands back the connection's notifications (`LISTEN`) as they
+    /// arrive; the receiver closes when the connection ends.
+    pub async fn connect_listening(&self) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), PgError> {
+        use futures::StreamExt;
+        let config = self.config()?;
+        let (client, mut connection) =
+            config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: self.describe(), source })?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_owned()).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        error!(%error, "the listening connection to PostgreSQL ended");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
+    }
+}
+
+fn is_loopback(name: &str) -> bool {
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+}
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    fn checksum(&self) -> String {
+        Sha256::digest(self.sql.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Every migration, in order. Never edit one that has shipped: add the next.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "audit_log", sql: include_str!("../migrations/0001_audit_log.sql") },
+];
+
+/// A key for `pg_advisory_xact_lock`, so concurrent `migrate` calls take turns.
+const MIGRATE_LOCK: i64 = 0x4152_465f_4d49_4752; // "ARF_MIGR"
+
+const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS arf_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    sha256     text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+/// Applies the migrations the database lacks; returns the versions applied.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, PgError> {
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK]).await?;
+        tx.batch_execute(CREATE_MIGRATIONS).await?;
+        let row = tx.query_opt("SELECT sha256 FROM arf_migrations WHERE version = $1", &[&migration.version]).await?;
+        match row {
+            Some(row) => {
+                let sha: String = row.get(0);
+                if sha != migration.checksum() {
+                    return Err(changed(migration));
+                }
+            }
+            None => {
+                tx.batch_execute(migration.sql).await?;
+                tx.execute(
+                    "INSERT INTO arf_migrations (version, name, sha256) VALUES ($1, $2, $3)",
+                    &[&migration.version, &migration.name, &migration.checksum()],
+                )
+                .await?;
+                info!(version = migration.version, name = migration.name, "migration applied");
+                applied.push(migration.version);
+            }
+        }
+        tx.commit().await?;
+    }
+    check_versions(client).await?;
+    Ok(applied)
+}
+
+fn changed(migration: &Migration) -> PgError {
+    PgError::Schema(format!(
+        "migration {} (`{}`) in the database differs from this ARF's: the schema was changed by hand or by another build",
+        migration.version, migration.name
+    ))
+}
+
+/// What a service checks before it uses the database: its schema is exactly the
+/// migrations this build has, and commits are durable.
+pub async fn check(client: &Client) -> Result<(), PgError> {
+    check_versions(client).await?;
+    check_durability(client).await
+}
+
+async fn check_versions(client: &Client) -> Result<(), PgError> {
+    let exists: bool = client.query_one("SELECT to_regclass('arf_migrations') IS NOT NULL", &[]).await?.get(0);
+    let rows = if exists { client.query("SELECT version, sha256 FROM arf_migrations ORDER BY version", &[]).await? } else { Vec::new() };
+    let found: Vec<(i32, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    if let Some((version, _)) = found.iter().find(|(v, _)| !MIGRATIONS.iter().any(|m| m.version == *v)) {
+        return Err(PgError::Schema(format!(
+            "the database has migration {version}, which this ARF does not know: it was migrated by a newer version"
+        )));
+    }
+    for migration in MIGRATIONS {
+        match found.iter().find(|(v, _)| *v == migration.version) {
+            None => {
+                return Err(PgError::Schema(format!(
+                    "the database lacks migration {} (`{}`): run `arf db migrate`",
+                    migration.version, migration.name
+                )));
+            }
+            Some((_, sha)) if *sha != migration.checksum() => return Err(changed(migration)),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn check_durability(client: &Client) -> Result<(), PgError> {
+    for (setting, refused) in [("fsync", &["off"][..]), ("synchronous_commit", &["off"][..]), ("full_page_writes", &["off"][..])] {
+        let value: String = client.query_one(&format!("SHOW {setting}"), &[]).await?.get(0);
+        if refused.contains(&value.as_str()) {
+            return Err(PgError::NotDurable(format!("`{setting}` is `{value}`")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_refused() {
+        let error = Settings::new("postgres://arf:hunter2@127.0.0.1:5432/arf").config().err().map(|e| e.to_string());
+        assert!(error.is_some_and(|e| e.contains("password_file") && !e.contains("hunter2")));
+    }
+
+    #[test]
+    fn only_a_server_on_this_host_is_accepted() {
+        for url in ["postgres://arf@db.example.com/arf", "host=10.0.0.5 user=arf", "postgres://arf@127.0.0.1,db.example.com/arf"] {
+            let error = Settings::new(url).config().err().map(|e| e.to_string());
+            assert!(error.as_deref().is_some_and(|e| e.contains("not on this host")), "{url}: {error:?}");
+        }
+        for url in ["postgres://arf@127.0.0.1:5432/arf", "postgres://arf@localhost/arf", "host=/run/postgresql user=arf", "postgres://arf@[::1]:5432/arf"] {
+            assert!(Settings::new(url).config().is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1, "{}", m.name);
+        }
+    }
+}
