@@ -279,7 +279,8 @@ impl PgStore {
             appended,
             verifier,
         });
-        let reads = Arc::new(Reads { settings: settings.clone(), client: tokio::sync::Mutex::new(Arc::new(reads)) });
+        drop(reads);
+        let reads = Arc::new(Reads::open(settings).await?);
         let writes = settings.connect().await?;
         let (requests, receiver) = mpsc::unbounded_channel();
         let writer = Writer { shared: Arc::clone(&shared), client: writes, reads: Arc::clone(&reads), signer };
@@ -326,7 +327,8 @@ impl PgStore {
         let rows = self
             .reads
             .get()
-            .await?
+            .await
+            .map_err(unavailable)?
             .query("SELECT seq, body FROM audit_records WHERE seq = ANY($1) ORDER BY seq", &[&wanted])
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -358,7 +360,8 @@ impl PgStore {
         let rows = self
             .reads
             .get()
-            .await?
+            .await
+            .map_err(unavailable)?
             .query("SELECT seq FROM audit_records WHERE incident_id = $1 AND seq <= $2 ORDER BY seq", &[&incident_id, &size])
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -389,8 +392,12 @@ impl PgStore {
     /// Takes what other front-ends appended, now rather than at the next
     /// notification.
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        self.shared.catch_up(&*self.reads.get().await?, None).await
+        self.shared.catch_up(&*self.reads.get().await.map_err(unavailable)?, None).await
     }
+}
+
+fn unavailable(error: arf_pg::PgError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
 }
 
 fn stopped() -> StoreError {
@@ -405,7 +412,7 @@ async fn follow(shared: Arc<Shared>, reads: Arc<Reads>) {
     let mut listening: Option<(Client, mpsc::UnboundedReceiver<String>)> = None;
     loop {
         if listening.is_none() {
-            listening = match reads.settings.connect_listening().await {
+            listening = match reads.settings().connect_listening().await {
                 Ok((client, notes)) => match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
                     Ok(()) => Some((client, notes)),
                     Err(error) => {
@@ -437,7 +444,7 @@ async fn follow(shared: Arc<Shared>, reads: Arc<Reads>) {
         }
         let caught = match reads.get().await {
             Ok(client) => shared.catch_up(&client, None).await,
-            Err(error) => Err(error),
+            Err(error) => Err(unavailable(error)),
         };
         if let Err(error) = caught {
             warn!(%error, "could not read what other front-ends appended");
@@ -446,28 +453,14 @@ async fn follow(shared: Arc<Shared>, reads: Arc<Reads>) {
 }
 
 /// The connection reads go through, made again when it has closed.
-struct Reads {
-    settings: Settings,
-    client: tokio::sync::Mutex<Arc<Client>>,
-}
-
-impl Reads {
-    async fn get(&self) -> Result<Arc<Client>, StoreError> {
-        let mut client = self.client.lock().await;
-        if client.is_closed() {
-            warn!(at = %self.settings.describe(), "the audit log's reading connection closed; connecting again");
-            *client = Arc::new(self.settings.connect().await.map_err(|e| StoreError::Unavailable(e.to_string()))?);
-        }
-        Ok(Arc::clone(&client))
-    }
-}
+type Reads = arf_pg::Connection;
 
 /// Locks the head row in `tx`, takes what other front-ends appended before it,
 /// and returns the head, which must be where this front-end's chain ends.
 async fn lock_head(shared: &Shared, reads: &Reads, tx: &tokio_postgres::Transaction<'_>) -> Result<(u64, String), TxError> {
     let row = tx.query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[]).await?;
     let (seq, hash): (i64, String) = (row.get(0), row.get(1));
-    shared.catch_up(&*reads.get().await?, Some(seq as u64)).await?;
+    shared.catch_up(&*reads.get().await.map_err(unavailable)?, Some(seq as u64)).await?;
     let (size, head) = {
         let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         (index.chain.size(), index.chain.head_hash.clone())
@@ -547,7 +540,7 @@ impl Writer {
     async fn ready(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
             warn!(at = %self.shared.at, "the audit log's database connection closed; connecting again");
-            self.client = self.reads.settings.connect().await?;
+            self.client = self.reads.settings().connect().await?;
         }
         Ok(())
     }

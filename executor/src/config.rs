@@ -64,6 +64,21 @@ pub struct Config {
     /// probes (`/healthz`, `/readyz`); off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Keep executions and target locks in this PostgreSQL database (migrated with
+    /// `arf db migrate`), shared by every executor replica, instead of `data_dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<arf_pg::Settings>,
+    /// This replica's name in that database; each replica needs its own (default `executor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// How long a replica's lease on its executions and target locks lasts without
+    /// renewal; after it lapses, another replica takes them over (default 10).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+pub fn default_lease_secs() -> u64 {
+    10
 }
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.
@@ -195,6 +210,12 @@ impl Config {
     pub(crate) fn load(&self) -> Result<Loaded, ConfigError> {
         if self.max_concurrent == 0 {
             return Err(ConfigError::MaxConcurrent);
+        }
+        if self.lease_secs == 0 {
+            return Err(ConfigError::Transport("`executor.lease_secs` must be at least 1".to_owned()));
+        }
+        if let Some(postgres) = &self.postgres {
+            postgres.config().map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;
         }
         if self.trusted_keys.is_empty() {
             return Err(ConfigError::NoTrustedKeys);

@@ -100,6 +100,8 @@ enum Cause {
     AuditOutage,
     /// The log shows it started, but the execution store had no trace of it.
     LostStore,
+    /// Another executor replica ran it and stopped renewing its lease.
+    Takeover,
 }
 
 impl Cause {
@@ -108,6 +110,7 @@ impl Cause {
             Self::Restart => "restart",
             Self::AuditOutage => "audit_outage",
             Self::LostStore => "lost_store",
+            Self::Takeover => "takeover",
         }
     }
 
@@ -116,6 +119,7 @@ impl Cause {
             Self::Restart => "after a restart",
             Self::AuditOutage => "once the audit log answered again",
             Self::LostStore => "from the audit log",
+            Self::Takeover => "by another executor replica, after the one running it stopped renewing its lease",
         }
     }
 }
@@ -125,6 +129,30 @@ impl Cause {
 struct Recovered<'a> {
     phase: Phase,
     leftovers: &'a [Leftover],
+}
+
+/// A target's locks, given back when dropped: this process's, and with shared
+/// state the replicas' row in the database (released by a task, since dropping
+/// cannot wait; if this process dies first, its lease lapsing frees it).
+struct TargetGuard {
+    local: Option<tokio::sync::OwnedMutexGuard<()>>,
+    shared: Option<(Arc<crate::shared::Shared>, String, i64)>,
+}
+
+impl Drop for TargetGuard {
+    fn drop(&mut self) {
+        if let Some((shared, target, fence)) = self.shared.take() {
+            let local = self.local.take();
+            // This process's lock is held until the row is gone, so that its next
+            // holder here does not find the row still taken.
+            tokio::spawn(async move {
+                if let Err(error) = shared.unlock_target(&target, fence).await {
+                    warn!(%target, %error, "cannot give back the target's lock in the executors' database; it lapses with this executor's lease");
+                }
+                drop(local);
+            });
+        }
+    }
 }
 
 /// What the executor is built from.
@@ -187,13 +215,13 @@ impl Executor {
     }
 
     /// Where the execution of a decision stands, if it was ever claimed.
-    pub fn execution(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
-        self.store.get(decision_id)
+    pub async fn execution(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        self.store.get(decision_id).await
     }
 
     /// Executions that never reached an outcome, for the log at start.
-    pub fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
-        self.store.unfinished()
+    pub async fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        self.store.unfinished().await
     }
 
     /// Checks and runs a signed decision. The work runs in its own task, so that a
@@ -278,14 +306,14 @@ impl Executor {
             }
         };
         if logged.started {
-            let _target = self.target_lock(&body.target).lock_owned().await;
+            let _target = self.lock_target(&body.target).await?;
             let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
             warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
             let mut unknown = state;
             unknown.phase = Phase::Interrupted;
             self.store.save(&unknown).await?;
             self.settle(unknown.clone(), &[], Cause::LostStore).await?;
-            let settled = self.store.get(&body.decision_id)?.unwrap_or(unknown);
+            let settled = self.store.get(&body.decision_id).await?.unwrap_or(unknown);
             return Ok(Executed { state: settled, replayed: true });
         }
         let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
@@ -373,13 +401,14 @@ impl Executor {
             leftovers.entry(leftover.owner.clone()).or_default().push(leftover);
         }
         let mut by_target: HashMap<String, Vec<ExecutionState>> = HashMap::new();
-        for state in self.store.unfinished()? {
+        for state in self.store.unfinished().await? {
             by_target.entry(state.target.clone()).or_default().push(state);
         }
         let mut tasks = Vec::new();
         for (target, states) in by_target {
-            // Nothing else runs yet, so the lock is free.
-            let Ok(guard) = self.target_lock(&target).try_lock_owned() else {
+            // Nothing else runs yet here, so this process's lock is free; another
+            // replica may hold the target for a while (it is waited for below).
+            let Ok(local) = self.target_lock(&target).try_lock_owned() else {
                 error!(%target, "target is locked at start; its unfinished executions are left for the next start");
                 continue;
             };
@@ -387,7 +416,16 @@ impl Executor {
             let mut leftovers: Vec<(ExecutionState, Vec<Leftover>)> =
                 states.into_iter().map(|s| { let l = leftovers.remove(&s.decision_id).unwrap_or_default(); (s, l) }).collect();
             tasks.push(tokio::spawn(async move {
-                let _guard = guard;
+                let shared = loop {
+                    match this.lock_shared(&target).await {
+                        Ok(shared) => break shared,
+                        Err(error) => {
+                            warn!(%target, %error, "cannot take the target's lock in the executors' database to settle its executions yet; retrying");
+                            tokio::time::sleep(RECOVERY_RETRY).await;
+                        }
+                    }
+                };
+                let _guard = TargetGuard { local: Some(local), shared };
                 for (state, leftovers) in leftovers.drain(..) {
                     let span = info_span!(
                         "recover",
@@ -425,7 +463,7 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                let interrupted = match this.store.unfinished() {
+                let interrupted = match this.store.unfinished().await {
                     Ok(states) => states.into_iter().filter(|s| s.phase == Phase::Interrupted).collect::<Vec<_>>(),
                     Err(error) => {
                         warn!(%error, "cannot read the execution store to settle interrupted executions");
@@ -436,9 +474,9 @@ impl Executor {
                     // A locked target is being worked on (a restart's recovery, or a
                     // new decision, which settles it first): skip it this round, so
                     // that one stuck target does not hold up the others.
-                    let Ok(_guard) = this.target_lock(&state.target).try_lock_owned() else { continue };
+                    let Ok(Some(_guard)) = this.try_lock_target(&state.target).await else { continue };
                     // Re-read under the lock: whoever held it may have settled it.
-                    let state = match this.store.get(&state.decision_id) {
+                    let state = match this.store.get(&state.decision_id).await {
                         Ok(Some(current)) if current.phase == Phase::Interrupted => current,
                         Ok(_) => continue,
                         Err(error) => {
@@ -476,17 +514,23 @@ impl Executor {
             earlier,
             reason,
         };
-        let backlog: Vec<ExecutionState> = match self.store.unfinished() {
-            Ok(states) => states
-                .into_iter()
-                .filter(|s| s.target == body.target && s.decision_id != body.decision_id && s.phase != Phase::Claimed)
-                .collect(),
+        let backlog: Vec<(ExecutionState, bool)> = match self.store.unfinished_on(&body.target).await {
+            Ok(states) => states.into_iter().filter(|(s, _)| s.decision_id != body.decision_id && s.phase != Phase::Claimed).collect(),
             Err(error) => {
                 self.store.release(&body.decision_id).await?;
                 return Err(error.into());
             }
         };
-        for earlier in backlog {
+        // Another replica's execution cut off on this target is that replica's to
+        // settle (or, once its lease lapses, whoever takes it over): not this decision's.
+        if let Some((earlier, _)) = backlog.iter().find(|(_, own)| !own) {
+            self.store.release(&body.decision_id).await?;
+            return Err(refuse(
+                earlier.decision_id.clone(),
+                format!("another executor replica's execution on it is {} and not settled yet", earlier.phase.as_str()),
+            ));
+        }
+        for (earlier, _) in backlog {
             let earlier_id = earlier.decision_id.clone();
             warn!(earlier = %earlier_id, "settling an earlier execution on this target that was cut off, before acting");
             let settled = self.settle(earlier, &[], Cause::AuditOutage).await;
@@ -494,7 +538,7 @@ impl Executor {
                 Err(error) => Some(error.to_string()),
                 // Settled, but into a failed rollback: the target needs a human, not
                 // another action (the governor had no chance to quarantine it yet).
-                Ok(()) => match self.store.get(&earlier_id) {
+                Ok(()) => match self.store.get(&earlier_id).await {
                     Ok(Some(state)) if state.outcome == Outcome::RollbackFailed => {
                         Some(format!("it ended `rollback_failed`, so the target needs a human: {}", state.detail))
                     }
@@ -512,7 +556,7 @@ impl Executor {
 
     async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover], cause: Cause) -> Result<(), ExecuteError> {
         let interrupted_in = state.phase;
-        let Some(stored) = self.store.decision(&state.decision_id)? else {
+        let Some(stored) = self.store.decision(&state.decision_id).await? else {
             if interrupted_in == Phase::Claimed {
                 self.store.release(&state.decision_id).await?;
                 info!("execution was only claimed when the executor stopped; claim released");
@@ -614,6 +658,92 @@ impl Executor {
         Arc::clone(locks.entry(target.to_owned()).or_default())
     }
 
+    /// Waits for `target`: this process's lock, then (with shared state) the
+    /// replicas' lock in the database.
+    async fn lock_target(&self, target: &str) -> Result<TargetGuard, StoreError> {
+        let local = self.target_lock(target).lock_owned().await;
+        let shared = self.lock_shared(target).await?;
+        Ok(TargetGuard { local: Some(local), shared })
+    }
+
+    /// `target`'s locks if both are free now.
+    async fn try_lock_target(&self, target: &str) -> Result<Option<TargetGuard>, StoreError> {
+        let Ok(local) = self.target_lock(target).try_lock_owned() else { return Ok(None) };
+        let shared = match self.store.shared() {
+            Some(shared) => match shared.try_lock_target(target).await? {
+                Some(fence) => Some((Arc::clone(shared), target.to_owned(), fence)),
+                None => return Ok(None),
+            },
+            None => None,
+        };
+        Ok(Some(TargetGuard { local: Some(local), shared }))
+    }
+
+    /// With shared state, waits for the replicas' lock on `target`, for a caller
+    /// that holds this process's lock; without it, there is nothing to wait for.
+    async fn lock_shared(&self, target: &str) -> Result<Option<(Arc<crate::shared::Shared>, String, i64)>, StoreError> {
+        Ok(match self.store.shared() {
+            Some(shared) => Some((Arc::clone(shared), target.to_owned(), shared.lock_target(target).await?)),
+            None => None,
+        })
+    }
+
+    /// With shared state: every lease period, takes over the unfinished executions
+    /// of replicas whose lease lapsed, each under its target's locks, and settles
+    /// them as a restarted executor settles its own; one that cannot be settled
+    /// yet (the log is down) is tried again the next period.
+    pub fn spawn_takeover(self: &Arc<Self>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let shared = Arc::clone(self.store.shared()?);
+        let this = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let mut unsettled: Vec<ExecutionState> = Vec::new();
+            loop {
+                tokio::time::sleep(every).await;
+                let orphans = match shared.orphans().await {
+                    Ok(orphans) => orphans,
+                    Err(error) => {
+                        warn!(%error, "cannot look for executions whose executor's lease lapsed");
+                        Vec::new()
+                    }
+                };
+                for orphan in orphans {
+                    let Ok(Some(guard)) = this.try_lock_target(&orphan.target).await else { continue };
+                    match shared.take_over(&orphan).await {
+                        Ok(Some(state)) => {
+                            warn!(decision_id = %orphan.decision_id, from = %orphan.owner, target = %orphan.target, phase = state.phase.as_str(), "took over an execution whose executor's lease lapsed; settling it");
+                            unsettled.push(state);
+                        }
+                        Ok(None) => {}
+                        Err(error) => warn!(decision_id = %orphan.decision_id, %error, "cannot take over an execution whose executor's lease lapsed"),
+                    }
+                    drop(guard);
+                }
+                let mut still = Vec::new();
+                for state in unsettled.drain(..) {
+                    let Ok(Some(_guard)) = this.try_lock_target(&state.target).await else {
+                        still.push(state);
+                        continue;
+                    };
+                    let state = match this.store.get(&state.decision_id).await {
+                        Ok(Some(current)) if current.phase != Phase::Finished => current,
+                        Ok(_) => continue,
+                        Err(_) => {
+                            still.push(state);
+                            continue;
+                        }
+                    };
+                    let Ok(_slot) = Arc::clone(&this.slots).acquire_owned().await else { return };
+                    let span = info_span!("take_over", decision_id = %state.decision_id, incident_id = %state.incident_id, pathway = %state.pathway, target = %state.target);
+                    if let Err(error) = this.settle(state.clone(), &[], Cause::Takeover).instrument(span.clone()).await {
+                        span.in_scope(|| warn!(%error, "cannot settle a taken-over execution yet; retrying"));
+                        still.push(state);
+                    }
+                }
+                unsettled = still;
+            }
+        }))
+    }
+
     async fn run(
         &self,
         body: &DecisionBody,
@@ -623,7 +753,13 @@ impl Executor {
     ) -> Result<ExecutionState, ExecuteError> {
         // The target first, then a slot: a queued execution holds no slot while it
         // waits for its target.
-        let _target = self.target_lock(&body.target).lock_owned().await;
+        let _target = match self.lock_target(&body.target).await {
+            Ok(guard) => guard,
+            Err(error) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(error.into());
+            }
+        };
         let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
         // Expiry bounds when a decision may start, so a decision that waited too
         // long behind others gives its claim back without running.
@@ -638,7 +774,7 @@ impl Executor {
         // A rollback on this target that failed after this decision was issued: the
         // governor decided without knowing that the target needs a human (it would
         // have quarantined the service). Later decisions were made knowing it.
-        let failed = match self.store.latest_failed_rollback(&body.target) {
+        let failed = match self.store.latest_failed_rollback(&body.target).await {
             Ok(failed) => failed.filter(|f| f.updated_at_ms >= body.issued_at_ms),
             Err(error) => {
                 self.store.release(&body.decision_id).await?;
@@ -686,6 +822,12 @@ impl Executor {
             return Err(ExecuteError::SameActionStarted { decision_id: body.decision_id.clone(), earlier });
         }
 
+        // A replica whose lease may have lapsed starts nothing: another may be
+        // taking its executions and targets over.
+        if let Some(Err(error)) = self.store.shared().map(|s| s.check_live()) {
+            self.store.release(&body.decision_id).await?;
+            return Err(error.into());
+        }
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
         let started = records::execution_started(body, decision_seq, plan);

@@ -17,6 +17,7 @@ pub mod records;
 pub mod recovery;
 pub mod runner;
 pub mod secrets;
+pub mod shared;
 pub mod store;
 pub mod verify;
 

@@ -1,6 +1,12 @@
 //! The durable record of executions, keyed by decision id, which makes execution
 //! idempotent: a decision id is claimed atomically once, and every later request
 //! for it gets the stored state instead of a second run.
+//!
+//! On one machine the record is a sled database in the data directory ([`Local`]);
+//! with `executor.postgres` it is in PostgreSQL, shared by every executor replica
+//! (`crate::shared`), so a decision is claimed once whichever replica it reaches.
+//! The ledger of running process groups stays local either way: it is about this
+//! host's processes.
 
 use std::path::Path;
 
@@ -30,6 +36,26 @@ pub enum StoreError {
     Corrupt { decision_id: String, message: String },
     #[error("execution of decision `{decision_id}` cannot be encoded: {message}")]
     Encode { decision_id: String, message: String },
+    #[error("the executors' database: {0}")]
+    Database(String),
+    /// Another executor took this execution over after this one's lease lapsed:
+    /// whatever this one does with it from now on is refused.
+    #[error("decision `{decision_id}` is no longer this executor's: {reason}")]
+    Fenced { decision_id: String, reason: String },
+    #[error("this executor's lease on the executors' database has lapsed: {0}")]
+    LeaseLost(String),
+}
+
+impl From<arf_pg::PgError> for StoreError {
+    fn from(error: arf_pg::PgError) -> Self {
+        Self::Database(error.to_string())
+    }
+}
+
+impl From<arf_pg::tokio_postgres::Error> for StoreError {
+    fn from(error: arf_pg::tokio_postgres::Error) -> Self {
+        Self::Database(error.to_string())
+    }
 }
 
 /// The answer to a claim.
@@ -41,15 +67,102 @@ pub enum Claim {
     Existing(ExecutionState),
 }
 
-/// The execution store, one sled tree.
-#[derive(Debug)]
+/// The execution store: this machine's, or the replicas' shared one.
 pub struct Store {
+    local: Local,
+    shared: Option<std::sync::Arc<crate::shared::Shared>>,
+}
+
+impl Store {
+    /// The store in a sled database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self { local: Local::open(path)?, shared: None })
+    }
+
+    /// Keeps executions in the replicas' shared database instead; the local
+    /// database keeps only the ledger of process groups.
+    pub fn with_shared(mut self, shared: std::sync::Arc<crate::shared::Shared>) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    pub fn shared(&self) -> Option<&std::sync::Arc<crate::shared::Shared>> {
+        self.shared.as_ref()
+    }
+
+    pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.claim(state, decision).await,
+            None => self.local.claim(state, decision).await,
+        }
+    }
+
+    pub async fn save(&self, state: &ExecutionState) -> Result<(), StoreError> {
+        match &self.shared {
+            Some(shared) => shared.save(state).await,
+            None => self.local.save(state).await,
+        }
+    }
+
+    pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
+        match &self.shared {
+            Some(shared) => shared.release(decision_id).await,
+            None => self.local.release(decision_id).await,
+        }
+    }
+
+    pub async fn decision(&self, decision_id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.decision(decision_id).await,
+            None => self.local.decision(decision_id),
+        }
+    }
+
+    pub fn processes(&self) -> Result<crate::runner::processes::Ledger, StoreError> {
+        self.local.processes()
+    }
+
+    pub async fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.get(decision_id).await,
+            None => self.local.get(decision_id),
+        }
+    }
+
+    pub async fn latest_failed_rollback(&self, target: &str) -> Result<Option<ExecutionState>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.latest_failed_rollback(target).await,
+            None => self.local.latest_failed_rollback(target),
+        }
+    }
+
+    /// This executor's executions that never reached their outcome.
+    pub async fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.unfinished_own().await,
+            None => self.local.unfinished(),
+        }
+    }
+
+    /// Every executor's unfinished executions on `target`, each with whether it is
+    /// this executor's own.
+    pub async fn unfinished_on(&self, target: &str) -> Result<Vec<(ExecutionState, bool)>, StoreError> {
+        match &self.shared {
+            Some(shared) => shared.unfinished_on(target).await,
+            None => Ok(self.local.unfinished()?.into_iter().filter(|s| s.target == target).map(|s| (s, true)).collect()),
+        }
+    }
+}
+
+/// The execution store on one machine: one sled database.
+#[derive(Debug)]
+pub struct Local {
     db: sled::Db,
     executions: sled::Tree,
     decisions: sled::Tree,
 }
 
-impl Store {
+impl Local {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         // sled releases its file lock from a background thread after the last handle
         // is dropped, so an executor restarted in the same process may briefly find
@@ -159,12 +272,12 @@ impl Store {
     }
 }
 
-fn encode(state: &ExecutionState) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(state: &ExecutionState) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(state)
         .map_err(|e| StoreError::Encode { decision_id: state.decision_id.clone(), message: e.to_string() })
 }
 
-fn decode(decision_id: &str, bytes: &[u8]) -> Result<ExecutionState, StoreError> {
+pub(crate) fn decode(decision_id: &str, bytes: &[u8]) -> Result<ExecutionState, StoreError> {
     serde_json::from_slice(bytes)
         .map_err(|e| StoreError::Corrupt { decision_id: decision_id.to_owned(), message: e.to_string() })
 }
@@ -229,10 +342,10 @@ mod tests {
         assert!(
             matches!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Existing(s) if s.outcome == Outcome::Verified)
         );
-        assert_eq!(store.unfinished().unwrap(), vec![state("dec-2")]);
-        assert_eq!(store.decision("dec-2").unwrap(), Some(decision("dec-2")));
+        assert_eq!(store.unfinished().await.unwrap(), vec![state("dec-2")]);
+        assert_eq!(store.decision("dec-2").await.unwrap(), Some(decision("dec-2")));
         store.release("dec-2").await.unwrap();
-        assert_eq!(store.get("dec-2").unwrap(), None);
+        assert_eq!(store.get("dec-2").await.unwrap(), None);
         assert_eq!(store.claim(&state("dec-2"), &decision("dec-2")).await.unwrap(), Claim::Claimed);
     }
 }

@@ -136,6 +136,33 @@ impl Settings {
     }
 }
 
+/// A connection that is made again when it has closed: what a service holds for
+/// its queries (tokio-postgres pipelines concurrent queries on one connection).
+pub struct Connection {
+    settings: Settings,
+    client: tokio::sync::Mutex<std::sync::Arc<Client>>,
+}
+
+impl Connection {
+    pub async fn open(settings: &Settings) -> Result<Self, PgError> {
+        let client = settings.connect().await?;
+        Ok(Self { settings: settings.clone(), client: tokio::sync::Mutex::new(std::sync::Arc::new(client)) })
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub async fn get(&self) -> Result<std::sync::Arc<Client>, PgError> {
+        let mut client = self.client.lock().await;
+        if client.is_closed() {
+            tracing::warn!(at = %self.settings.describe(), "a connection to PostgreSQL closed; connecting again");
+            *client = std::sync::Arc::new(self.settings.connect().await?);
+        }
+        Ok(std::sync::Arc::clone(&client))
+    }
+}
+
 fn is_loopback(name: &str) -> bool {
     name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
 }
@@ -156,6 +183,7 @@ impl Migration {
 /// Every migration, in order. Never edit one that has shipped: add the next.
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "audit_log", sql: include_str!("../migrations/0001_audit_log.sql") },
+    Migration { version: 2, name: "executor", sql: include_str!("../migrations/0002_executor.sql") },
 ];
 
 /// A key for `pg_advisory_xact_lock`, so concurrent `migrate` calls take turns.

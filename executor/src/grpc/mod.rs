@@ -43,7 +43,7 @@ impl ExecutorService for Service {
         if decision_id.is_empty() {
             return Err(Status::invalid_argument("`decision_id` must not be empty"));
         }
-        match self.executor.execution(&decision_id).map_err(status::store)? {
+        match self.executor.execution(&decision_id).await.map_err(status::store)? {
             Some(state) => Ok(Response::new(convert::execution(&state, false))),
             None => Err(Status::not_found(format!("no execution of decision `{decision_id}`"))),
         }
@@ -59,8 +59,19 @@ pub async fn serve(
     let loaded = config.load().context("invalid executor configuration")?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir.join("executions.sled"))?;
+    let mut store = Store::open(&config.data_dir.join("executions.sled"))?;
     let processes = store.processes()?;
+    let lease = std::time::Duration::from_secs(config.lease_secs);
+    let mut renewal = None;
+    if let Some(settings) = &config.postgres {
+        let member = config.replica.clone().unwrap_or_else(|| "executor".to_owned());
+        let shared = crate::shared::Shared::join(settings, &member, lease)
+            .await
+            .with_context(|| format!("the executors' database `{}`", settings.describe()))?;
+        renewal = Some(shared.spawn_renewal());
+        info!(%member, at = %settings.describe(), "executions and target locks are shared with other replicas in PostgreSQL");
+        store = store.with_shared(shared);
+    }
     let tls = arf_proto::tls::Loaded::load(&loaded.transport)?;
     let audit = arf_audit_client::AuditClient::connect_dial(&config.audit_addr, Some(loaded.audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
     let witness = match &config.audit_checkpoint_key {
@@ -105,13 +116,15 @@ pub async fn serve(
     // Executions cut off by a crash are settled (verified again, rolled back when
     // the target is unhealthy) while the server answers; their targets stay locked
     // until then, and none is run again.
-    let n_unfinished = executor.unfinished()?.len();
+    let n_unfinished = executor.unfinished().await?.len();
     if n_unfinished > 0 {
         warn!(n_unfinished, "executions never reached an outcome; settling them");
     }
     executor.recover().await?;
     // And those an audit outage cuts off while it runs are settled once the log is back.
     let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
+    // With replicas: what a replica whose lease lapsed left unfinished is taken over.
+    let takeover = executor.spawn_takeover(lease / 2);
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
     let router = arf_proto::server::builder(authenticator)
@@ -124,6 +137,9 @@ pub async fn serve(
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.
     settler.abort();
+    for task in [takeover, renewal].into_iter().flatten() {
+        task.abort();
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }

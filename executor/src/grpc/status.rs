@@ -37,6 +37,10 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::AuditUnavailable { .. } | ExecuteError::WriteAhead { .. } => Status::unavailable(message),
         ExecuteError::Interrupted { source: AuditError::Unavailable(_), .. } => Status::unavailable(message),
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
+        // The executors' database down, or this replica's lease lapsed: another
+        // replica (or this one, later) can take the decision.
+        ExecuteError::Store(StoreError::Database(_) | StoreError::LeaseLost(_)) => Status::unavailable(message),
+        ExecuteError::Store(StoreError::Fenced { .. }) => Status::aborted(message),
         ExecuteError::Store(_) => Status::internal(message),
         ExecuteError::ShuttingDown | ExecuteError::TargetUnsettled { .. } => Status::unavailable(message),
         // The governor pages someone on this one: the log was rewritten.
@@ -55,5 +59,8 @@ pub fn execute(error: ExecuteError) -> Status {
 }
 
 pub fn store(error: StoreError) -> Status {
-    Status::internal(error.to_string())
+    match error {
+        StoreError::Database(_) | StoreError::LeaseLost(_) => Status::unavailable(error.to_string()),
+        other => Status::internal(other.to_string()),
+    }
 }

@@ -37,11 +37,13 @@ pub struct Setup {
     pub audit: Audit,
     pub secrets_dir: Option<PathBuf>,
     pub tls: arf_executor::config::Tls,
+    /// Executions in this database, shared with other replicas.
+    pub postgres: Option<arf_pg::Settings>,
 }
 
 impl Setup {
     pub fn new(pathways: Vec<Pathway>, targets: Inventory) -> Self {
-        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None, tls: Default::default() }
+        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None, tls: Default::default(), postgres: None }
     }
 }
 
@@ -62,6 +64,29 @@ impl Server {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
+    }
+}
+
+/// An executor replica the harness started (`Harness::replica`).
+pub struct Replica {
+    server: Option<Server>,
+    pub client: ExecutorClient<Authenticated>,
+}
+
+impl Replica {
+    pub async fn execute(&self, signed: pb::SignedDecision) -> Result<pb::Execution, tonic::Status> {
+        self.client.clone().execute(signed).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn get_execution(&self, decision_id: &str) -> Result<pb::Execution, tonic::Status> {
+        let request = pb::GetExecutionRequest { decision_id: decision_id.to_owned() };
+        self.client.clone().get_execution(request).await.map(tonic::Response::into_inner)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
     }
 }
 
@@ -164,6 +189,9 @@ impl Harness {
             mtls: None,
             insecure_loopback_only: true,
             metrics_listen: None,
+            postgres: setup.postgres.clone(),
+            replica: None,
+            lease_secs: 2,
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
@@ -203,6 +231,18 @@ impl Harness {
 
     pub fn executor_config(&self) -> &arf_executor::Config {
         &self.executor_config
+    }
+
+    /// Another executor in this process, sharing the harness executor's database
+    /// (`Setup::postgres`) as the replica `name`, with a data directory of its own.
+    pub async fn replica(&self, name: &str) -> Replica {
+        let config = arf_executor::Config {
+            data_dir: self.dir.join(name),
+            replica: Some(name.to_owned()),
+            ..self.executor_config.clone()
+        };
+        let (server, client) = spawn_executor(config).await;
+        Replica { server: Some(server), client }
     }
 
     /// Stops the audit log; the executor keeps its address.

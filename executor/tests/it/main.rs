@@ -10,6 +10,7 @@ mod bounded_output;
 mod gitops;
 mod prometheus;
 mod recovery;
+mod replicas;
 mod http_target;
 mod rejects_bad_decisions;
 mod rolls_back;

@@ -37,14 +37,14 @@ fn executor_child() {
 }
 
 /// A child executor, killed when dropped so that a failing test leaves no process behind.
-struct ChildExecutor(Child);
+pub(crate) struct ChildExecutor(Child);
 
 impl ChildExecutor {
-    fn kill(&mut self) -> std::io::Result<()> {
+    pub(crate) fn kill(&mut self) -> std::io::Result<()> {
         self.0.kill()
     }
 
-    fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+    pub(crate) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
     }
 }
@@ -57,7 +57,7 @@ impl Drop for ChildExecutor {
 }
 
 /// Starts the executor as a child process and connects to it once it listens.
-async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<arf_proto::server::Authenticated>) {
+pub(crate) async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<arf_proto::server::Authenticated>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["recovery::executor_child", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, config_file)

@@ -1,0 +1,381 @@
+//! The executors' shared state on PostgreSQL (`executor.postgres`, issue 16): any
+//! number of executor replicas claim decisions and lock targets through one
+//! database (`pg/migrations/0002_executor.sql`), so a decision runs once and a
+//! target is acted on by one executor at a time, whichever replicas the governor
+//! reaches.
+//!
+//! - **Membership.** Each replica holds a lease on its name (`executor.replica`),
+//!   renewed every third of `executor.lease_secs` with the database's clock. A
+//!   second process under a live name waits for the lease to lapse rather than
+//!   share it. A replica that cannot renew in time stops starting actions.
+//! - **Claims.** A decision is claimed by inserting its row; a second claim, by any
+//!   replica, finds the row and answers with where the execution stands.
+//! - **Ownership and fencing.** Each execution row names its owner and a fencing
+//!   token. Every write names both, so once another replica has taken an execution
+//!   over (raising the token), the earlier owner's writes match nothing and fail
+//!   (`StoreError::Fenced`).
+//! - **Target locks.** A row per target names the replica working on it. It is
+//!   taken only when free, already this replica's, or held by a replica whose
+//!   lease lapsed; it is given back when the work is done.
+//! - **Takeover.** Each replica looks every lease period for unfinished executions
+//!   whose owner's lease lapsed, takes each over (after its target's lock), and
+//!   settles it exactly as a restarted executor settles its own (`Engine::recover`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arf_pg::{Connection, Settings, ToSql};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::execution::{ExecutionState, Outcome, Phase};
+use crate::store::{Claim, StoreError, StoredDecision, decode, encode};
+
+pub struct Shared {
+    db: Connection,
+    /// This replica's name, and this process's incarnation of it.
+    member: String,
+    incarnation: String,
+    lease: Duration,
+    /// Until when this replica's lease is known to hold, by this host's clock
+    /// (counted from before the renewal was sent).
+    live_until: Mutex<Instant>,
+    /// The fencing token of each execution this replica owns.
+    fences: Mutex<HashMap<String, i64>>,
+}
+
+/// An execution whose owner's lease lapsed, to take over.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub decision_id: String,
+    pub target: String,
+    pub owner: String,
+    pub fence: i64,
+}
+
+fn random_hex() -> String {
+    arf_core::canonical::random_id("exe")
+}
+
+impl Shared {
+    /// Connects, checks the schema, and joins as `member`, waiting (up to about
+    /// two leases) for an earlier process under that name to let its lease lapse.
+    pub async fn join(settings: &Settings, member: &str, lease: Duration) -> Result<Arc<Self>, StoreError> {
+        let db = Connection::open(settings).await?;
+        arf_pg::check(&*db.get().await?).await?;
+        let shared = Arc::new(Self {
+            db,
+            member: member.to_owned(),
+            incarnation: random_hex(),
+            lease,
+            live_until: Mutex::new(Instant::now()),
+            fences: Mutex::new(HashMap::new()),
+        });
+        let deadline = Instant::now() + lease * 3;
+        let mut said = false;
+        loop {
+            let sent = Instant::now();
+            let joined = shared
+                .db
+                .get()
+                .await?
+                .query_opt(
+                    "INSERT INTO executor_members (name, incarnation, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+                     ON CONFLICT (name) DO UPDATE SET incarnation = EXCLUDED.incarnation, lease_until = EXCLUDED.lease_until
+                     WHERE executor_members.lease_until <= now() OR executor_members.incarnation = EXCLUDED.incarnation
+                     RETURNING name",
+                    &[&shared.member as &(dyn ToSql + Sync), &shared.incarnation, &(lease.as_millis() as f64)],
+                )
+                .await?;
+            if joined.is_some() {
+                *shared.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + lease;
+                info!(member = %shared.member, lease_secs = lease.as_secs_f64(), "joined the executors' database");
+                return Ok(shared);
+            }
+            if Instant::now() > deadline {
+                return Err(StoreError::LeaseLost(format!(
+                    "another executor named `{}` holds its lease and keeps renewing it: give each replica its own `executor.replica`",
+                    shared.member
+                )));
+            }
+            if !said {
+                warn!(member = %shared.member, "an executor under this name held the lease until recently; waiting for it to lapse");
+                said = true;
+            }
+            tokio::time::sleep(lease / 10).await;
+        }
+    }
+
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    /// Whether this replica's lease still holds, by this host's clock.
+    pub fn is_live(&self) -> bool {
+        Instant::now() < *self.live_until.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses work once the lease may have lapsed: another replica may be taking
+    /// this one's executions over.
+    pub fn check_live(&self) -> Result<(), StoreError> {
+        if self.is_live() {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost(format!("`{}` has not renewed its lease in time", self.member)))
+        }
+    }
+
+    /// Renews the lease every third of its length until the task is dropped.
+    pub fn spawn_renewal(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(this.lease / 3).await;
+                let sent = Instant::now();
+                let renewed = match this.db.get().await {
+                    Ok(client) => client
+                        .execute(
+                            "UPDATE executor_members SET lease_until = now() + $3 * interval '1 millisecond' WHERE name = $1 AND incarnation = $2",
+                            &[&this.member as &(dyn ToSql + Sync), &this.incarnation, &(this.lease.as_millis() as f64)],
+                        )
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                match renewed {
+                    Ok(1) => *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + this.lease,
+                    Ok(_) => {
+                        error!(member = %this.member, "this executor's lease was taken by another process under its name; it starts no more actions");
+                        return;
+                    }
+                    Err(error) => warn!(%error, live = this.is_live(), "cannot renew this executor's lease"),
+                }
+            }
+        })
+    }
+
+    fn fence_of(&self, decision_id: &str) -> Option<i64> {
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).get(decision_id).copied()
+    }
+
+    /// This replica's fencing token for an execution it owns (after a restart, read
+    /// back from the row it owns under its name).
+    async fn own_fence(&self, decision_id: &str) -> Result<i64, StoreError> {
+        if let Some(fence) = self.fence_of(decision_id) {
+            return Ok(fence);
+        }
+        let row = self
+            .db
+            .get()
+            .await?
+            .query_opt("SELECT fence FROM executor_executions WHERE decision_id = $1 AND owner = $2", &[&decision_id, &self.member])
+            .await?;
+        let fence: i64 = row.map(|r| r.get(0)).ok_or_else(|| fenced(decision_id, "another executor owns it"))?;
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(decision_id.to_owned(), fence);
+        Ok(fence)
+    }
+
+    pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
+        self.check_live()?;
+        let bytes = encode(state)?;
+        let stored = serde_json::to_vec(decision)
+            .map_err(|e| StoreError::Encode { decision_id: state.decision_id.clone(), message: e.to_string() })?;
+        let client = self.db.get().await?;
+        let inserted = client
+            .query_opt(
+                "INSERT INTO executor_executions (decision_id, target, phase, outcome, owner, fence, updated_at_ms, state, decision)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8) ON CONFLICT (decision_id) DO NOTHING RETURNING fence",
+                &[
+                    &state.decision_id as &(dyn ToSql + Sync),
+                    &state.target,
+                    &state.phase.as_str(),
+                    &state.outcome.as_str(),
+                    &self.member,
+                    &state.updated_at_ms,
+                    &bytes,
+                    &stored,
+                ],
+            )
+            .await?;
+        if inserted.is_some() {
+            self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(state.decision_id.clone(), 1);
+            return Ok(Claim::Claimed);
+        }
+        let row = client.query_opt("SELECT state FROM executor_executions WHERE decision_id = $1", &[&state.decision_id]).await?;
+        match row {
+            Some(row) => Ok(Claim::Existing(decode(&state.decision_id, row.get(0))?)),
+            // Released between the insert and the read: someone's claim is still
+            // settling; answer as if it were still there, as the local store does.
+            None => Ok(Claim::Existing(state.clone())),
+        }
+    }
+
+    pub async fn save(&self, state: &ExecutionState) -> Result<(), StoreError> {
+        let fence = self.own_fence(&state.decision_id).await?;
+        let updated = self
+            .db
+            .get()
+            .await?
+            .execute(
+                "UPDATE executor_executions SET state = $3, phase = $4, outcome = $5, updated_at_ms = $6
+                 WHERE decision_id = $1 AND owner = $2 AND fence = $7",
+                &[
+                    &state.decision_id as &(dyn ToSql + Sync),
+                    &self.member,
+                    &encode(state)?,
+                    &state.phase.as_str(),
+                    &state.outcome.as_str(),
+                    &state.updated_at_ms,
+                    &fence,
+                ],
+            )
+            .await?;
+        if updated == 1 { Ok(()) } else { Err(fenced(&state.decision_id, "another executor took it over after this one's lease lapsed")) }
+    }
+
+    pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
+        let fence = self.own_fence(decision_id).await?;
+        self.delete_owned("DELETE FROM executor_executions WHERE decision_id = $1 AND owner = $2 AND fence = $3", decision_id, fence).await?;
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).remove(decision_id);
+        Ok(())
+    }
+
+    pub async fn decision(&self, decision_id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        let row = self.db.get().await?.query_opt("SELECT decision FROM executor_executions WHERE decision_id = $1", &[&decision_id]).await?;
+        let Some(bytes) = row.and_then(|r| r.get::<_, Option<Vec<u8>>>(0)) else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| StoreError::Corrupt { decision_id: decision_id.to_owned(), message: e.to_string() })
+    }
+
+    pub async fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        let row = self.db.get().await?.query_opt("SELECT state FROM executor_executions WHERE decision_id = $1", &[&decision_id]).await?;
+        row.map(|r| decode(decision_id, r.get(0))).transpose()
+    }
+
+    pub async fn latest_failed_rollback(&self, target: &str) -> Result<Option<ExecutionState>, StoreError> {
+        let row = self
+            .db
+            .get()
+            .await?
+            .query_opt(
+                "SELECT decision_id, state FROM executor_executions WHERE target = $1 AND outcome = $2 ORDER BY updated_at_ms DESC LIMIT 1",
+                &[&target as &(dyn ToSql + Sync), &Outcome::RollbackFailed.as_str()],
+            )
+            .await?;
+        row.map(|r| decode(r.get(0), r.get(1))).transpose()
+    }
+
+    /// This replica's executions that never reached their outcome.
+    pub async fn unfinished_own(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT decision_id, state FROM executor_executions WHERE phase <> $1 AND owner = $2 ORDER BY updated_at_ms",
+                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &self.member],
+            )
+            .await?;
+        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+    }
+
+    /// Every replica's unfinished executions on `target`, each with whether it is this one's.
+    pub async fn unfinished_on(&self, target: &str) -> Result<Vec<(ExecutionState, bool)>, StoreError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT decision_id, state, owner FROM executor_executions WHERE phase <> $1 AND target = $2 ORDER BY updated_at_ms",
+                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &target],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((decode(r.get(0), r.get(1))?, r.get::<_, &str>(2) == self.member))).collect()
+    }
+
+    /// Unfinished executions of other replicas whose lease lapsed.
+    pub async fn orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT e.decision_id, e.target, e.owner, e.fence FROM executor_executions e
+                 WHERE e.phase <> $1 AND e.owner <> $2
+                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = e.owner AND m.lease_until > now())
+                 ORDER BY e.updated_at_ms",
+                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &self.member],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| Orphan { decision_id: r.get(0), target: r.get(1), owner: r.get(2), fence: r.get(3) }).collect())
+    }
+
+    /// Takes `orphan` over if it is still as it was seen (nobody else took it
+    /// first): this replica owns it under a new fencing token, and gets its state.
+    pub async fn take_over(&self, orphan: &Orphan) -> Result<Option<ExecutionState>, StoreError> {
+        self.check_live()?;
+        let row = self
+            .db
+            .get()
+            .await?
+            .query_opt(
+                "UPDATE executor_executions SET owner = $2, fence = fence + 1
+                 WHERE decision_id = $1 AND owner = $3 AND fence = $4
+                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = $3 AND m.lease_until > now())
+                 RETURNING fence, state",
+                &[&orphan.decision_id as &(dyn ToSql + Sync), &self.member, &orphan.owner, &orphan.fence],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(orphan.decision_id.clone(), row.get(0));
+        Ok(Some(decode(&orphan.decision_id, row.get(1))?))
+    }
+
+    /// Takes the lock on `target` if it is free, already this replica's, or held by
+    /// a replica whose lease lapsed; returns its fencing token.
+    pub async fn try_lock_target(&self, target: &str) -> Result<Option<i64>, StoreError> {
+        self.check_live()?;
+        let row = self
+            .db
+            .get()
+            .await?
+            .query_opt(
+                "INSERT INTO executor_target_locks (target, owner, fence) VALUES ($1, $2, 1)
+                 ON CONFLICT (target) DO UPDATE SET owner = EXCLUDED.owner, fence = executor_target_locks.fence + 1
+                 WHERE executor_target_locks.owner = EXCLUDED.owner
+                    OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = executor_target_locks.owner AND m.lease_until > now())
+                 RETURNING fence",
+                &[&target as &(dyn ToSql + Sync), &self.member],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Waits for the lock on `target`.
+    pub async fn lock_target(&self, target: &str) -> Result<i64, StoreError> {
+        let mut wait = Duration::from_millis(20);
+        loop {
+            if let Some(fence) = self.try_lock_target(target).await? {
+                return Ok(fence);
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    pub async fn unlock_target(&self, target: &str, fence: i64) -> Result<(), StoreError> {
+        self.delete_owned("DELETE FROM executor_target_locks WHERE target = $1 AND owner = $2 AND fence = $3", target, fence).await
+    }
+
+    /// Runs `delete` (keyed `$1`, owner `$2`, fencing token `$3`) for a row this
+    /// replica owns under `fence`; a row owned by another, or under another token,
+    /// is left alone.
+    async fn delete_owned(&self, delete: &str, key: &str, fence: i64) -> Result<(), StoreError> {
+        self.db.get().await?.execute(delete, &[&key as &(dyn ToSql + Sync), &self.member, &fence]).await?;
+        Ok(())
+    }
+}
+
+fn fenced(decision_id: &str, reason: &str) -> StoreError {
+    StoreError::Fenced { decision_id: decision_id.to_owned(), reason: reason.to_owned() }
+}
