@@ -121,6 +121,8 @@ pub struct Config {
     /// Webhook ingest over HTTP.
     #[serde(default = "default_webhook_listen")]
     pub webhook_listen: SocketAddr,
+    /// The audit log's address; several, separated by commas, for audit front-ends
+    /// that serve one log (`audit.postgres`): calls go to the next when one does not answer.
     #[serde(default = "default_audit_addr")]
     pub audit_addr: String,
     pub audit_token_file: PathBuf,
@@ -375,7 +377,7 @@ impl Config {
 
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
-        let peers = [self.audit_addr.as_str(), self.governor_addr.as_str()];
+        let peers: Vec<&str> = arf_core::net::addresses(&self.audit_addr).chain([self.governor_addr.as_str()]).collect();
         let listening: Vec<SocketAddr> = [self.listen, self.webhook_listen].into_iter().chain(self.metrics_listen).collect();
         arf_core::tls::transport("agent", self.mtls.as_ref(), self.insecure_loopback_only, &listening, &peers)
     }

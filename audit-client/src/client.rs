@@ -40,10 +40,24 @@ impl From<tonic::Status> for AuditError {
     }
 }
 
+/// Calls `$method` on the front-end in use; when it does not answer, later calls
+/// go to the next address (this call still fails: the caller decides to retry).
+macro_rules! call {
+    ($self:ident, $method:ident, $request:expr) => {{
+        let (i, mut client) = $self.pick();
+        let result = client.$method($request).await;
+        $self.note(i, &result);
+        result
+    }};
+}
+
 /// A cheap-to-clone handle on the audit service. Its `Debug` leaves the token out.
+/// It takes several addresses, separated by commas, for audit front-ends that
+/// serve one log (`audit.postgres`).
 #[derive(Clone)]
 pub struct AuditClient {
-    client: AuditLogClient<Channel>,
+    clients: std::sync::Arc<[AuditLogClient<Channel>]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
     /// The highest sequence number the log has acknowledged to this client (and its
     /// clones): a checkpoint that does not reach it does not cover what we wrote.
@@ -62,14 +76,42 @@ impl AuditClient {
         Self::connect_dial(address, token, &arf_proto::tls::Dial::Plain)
     }
 
-    /// Connects lazily as `dial` says (mutual TLS to the `audit` service, or plain text).
-    pub fn connect_dial(address: &str, token: Option<String>, dial: &arf_proto::tls::Dial) -> Result<Self, AuditError> {
-        let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|_| AuditError::Address(address.to_owned()))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10));
-        Ok(Self { client: AuditLogClient::new(dial.channel(endpoint)), token, acknowledged: Default::default() })
+    /// Connects lazily as `dial` says (mutual TLS to the `audit` service, or plain
+    /// text), to `addresses`: one, or several separated by commas.
+    pub fn connect_dial(addresses: &str, token: Option<String>, dial: &arf_proto::tls::Dial) -> Result<Self, AuditError> {
+        let clients = addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|address| {
+                let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
+                let endpoint = Endpoint::from_shared(uri)
+                    .map_err(|_| AuditError::Address(address.to_owned()))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(10));
+                Ok(AuditLogClient::new(dial.channel(endpoint)))
+            })
+            .collect::<Result<Vec<_>, AuditError>>()?;
+        if clients.is_empty() {
+            return Err(AuditError::Address(addresses.to_owned()));
+        }
+        Ok(Self { clients: clients.into(), current: Default::default(), token, acknowledged: Default::default() })
+    }
+
+    fn pick(&self) -> (usize, AuditLogClient<Channel>) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// After a call to front-end `i`: one that did not answer is passed over from now on.
+    fn note<T>(&self, i: usize, result: &Result<T, tonic::Status>) {
+        if let Err(status) = result
+            && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
+            && self.clients.len() > 1
+        {
+            let next = (i + 1) % self.clients.len();
+            let _ = self.current.compare_exchange(i, next, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
@@ -90,7 +132,7 @@ impl AuditClient {
                 payload_json: serde_json::to_string(&e.payload).unwrap_or_else(|_| "null".to_owned()),
             })
             .collect();
-        let response = self.client.clone().append(self.request(pb::AppendRequest { entries })).await?;
+        let response = call!(self, append, self.request(pb::AppendRequest { entries }))?;
         let records: Vec<Record> = response
             .into_inner()
             .records
@@ -115,7 +157,7 @@ impl AuditClient {
     }
 
     pub async fn get(&self, seq: u64) -> Result<Option<Record>, AuditError> {
-        match self.client.clone().get(self.request(pb::GetRecordRequest { seq })).await {
+        match call!(self, get, self.request(pb::GetRecordRequest { seq })) {
             Ok(response) => from_pb(response.into_inner()).map(Some).map_err(AuditError::Malformed),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
@@ -124,14 +166,14 @@ impl AuditClient {
 
     pub async fn read_incident(&self, incident_id: &str) -> Result<Vec<Record>, AuditError> {
         let request = self.request(pb::ReadIncidentRequest { incident_id: incident_id.to_owned() });
-        let stream = self.client.clone().read_incident(request).await?.into_inner();
+        let stream = call!(self, read_incident, request)?.into_inner();
         collect(stream).await
     }
 
     /// Records with `from <= seq < to` (`to = 0`: to the end).
     pub async fn read_range(&self, from: u64, to: u64) -> Result<Vec<Record>, AuditError> {
         let request = self.request(pb::ReadRangeRequest { from_seq: from, to_seq: to });
-        let stream = self.client.clone().read_range(request).await?.into_inner();
+        let stream = call!(self, read_range, request)?.into_inner();
         collect(stream).await
     }
 
@@ -139,7 +181,7 @@ impl AuditClient {
     /// reader that folds them one at a time never holds the whole range.
     pub async fn stream_range(&self, from: u64, to: u64) -> Result<impl futures::Stream<Item = Result<Record, AuditError>>, AuditError> {
         let request = self.request(pb::ReadRangeRequest { from_seq: from, to_seq: to });
-        let stream = self.client.clone().read_range(request).await?.into_inner();
+        let stream = call!(self, read_range, request)?.into_inner();
         Ok(stream.map(|item| match item {
             Ok(record) => from_pb(record).map_err(AuditError::Malformed),
             Err(status) => Err(status.into()),
@@ -149,19 +191,19 @@ impl AuditClient {
     /// The writer identity this client's token stands for, and the kinds it may
     /// append (empty: any).
     pub async fn who_am_i(&self) -> Result<(String, Vec<String>), AuditError> {
-        let answer = self.client.clone().who_am_i(self.request(pb::WhoAmIRequest {})).await?.into_inner();
+        let answer = call!(self, who_am_i, self.request(pb::WhoAmIRequest {}))?.into_inner();
         Ok((answer.writer, answer.kinds))
     }
 
     pub async fn head(&self) -> Result<(u64, String), AuditError> {
-        let head = self.client.clone().head(self.request(pb::HeadRequest {})).await?.into_inner();
+        let head = call!(self, head, self.request(pb::HeadRequest {}))?.into_inner();
         Ok((head.seq, head.hash))
     }
 
     /// The latest signed checkpoint as the log sends it (`None` before the first).
     /// It proves nothing until checked against a pinned key ([`crate::witness`]).
     pub async fn checkpoint(&self) -> Result<Option<String>, AuditError> {
-        match self.client.clone().get_checkpoint(self.request(pb::GetCheckpointRequest {})).await {
+        match call!(self, get_checkpoint, self.request(pb::GetCheckpointRequest {})) {
             Ok(response) => Ok(Some(response.into_inner().note)),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
@@ -170,7 +212,7 @@ impl AuditClient {
 
     /// Asks the log to sign a checkpoint of itself now (writers only).
     pub async fn sign_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        match self.client.clone().sign_checkpoint(self.request(pb::SignCheckpointRequest {})).await {
+        match call!(self, sign_checkpoint, self.request(pb::SignCheckpointRequest {})) {
             Ok(response) => Ok(Some(response.into_inner().note)),
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
@@ -179,12 +221,12 @@ impl AuditClient {
 
     pub async fn inclusion_proof(&self, seq: u64, tree_size: u64) -> Result<Vec<Hash>, AuditError> {
         let request = self.request(pb::InclusionProofRequest { seq, tree_size });
-        hashes(self.client.clone().inclusion_proof(request).await?.into_inner())
+        hashes(call!(self, inclusion_proof, request)?.into_inner())
     }
 
     pub async fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>, AuditError> {
         let request = self.request(pb::ConsistencyProofRequest { old_size, new_size });
-        hashes(self.client.clone().consistency_proof(request).await?.into_inner())
+        hashes(call!(self, consistency_proof, request)?.into_inner())
     }
 
     /// Follows the log from `from`, forever.
@@ -205,7 +247,7 @@ impl AuditClient {
             writers: writers.iter().map(|w| (*w).to_owned()).collect(),
             kinds: kinds.iter().map(|k| k.as_str().to_owned()).collect(),
         };
-        let stream = self.client.clone().tail(self.request(request)).await?.into_inner();
+        let stream = call!(self, tail, self.request(request))?.into_inner();
         Ok(stream.map(|item| match item {
             Ok(record) => from_pb(record).map_err(AuditError::Malformed),
             Err(status) => Err(status.into()),

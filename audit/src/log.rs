@@ -61,10 +61,17 @@ impl Log {
         }
     }
 
+    /// The head; on PostgreSQL, after taking what other front-ends appended (if
+    /// the database answers), so that a read of the whole log holds them.
     pub async fn head(&self) -> (u64, String) {
         match self {
             Self::File(store) => store.head().await,
-            Self::Postgres(store) => store.head(),
+            Self::Postgres(store) => {
+                if let Err(error) = store.refresh().await {
+                    tracing::warn!(%error, "cannot read what other front-ends appended; answering with this one's head");
+                }
+                store.head()
+            }
         }
     }
 

@@ -319,6 +319,12 @@ impl PgStore {
     /// The records with these sequence numbers that this front-end has taken, in
     /// order, each checked against the tree it built.
     pub async fn records(&self, seqs: &[u64]) -> Result<Vec<Record>, StoreError> {
+        // A record another front-end appended may not have reached this one yet:
+        // its writer was answered after its commit, so whoever asks for it next,
+        // here, must find it. Take what the database holds first.
+        if seqs.iter().any(|s| *s > self.shared.size()) {
+            self.refresh().await?;
+        }
         let size = self.shared.size();
         let wanted: Vec<i64> = seqs.iter().filter(|s| **s >= 1 && **s <= size).map(|s| *s as i64).collect();
         if wanted.is_empty() {
@@ -356,6 +362,10 @@ impl PgStore {
 
     /// The sequence numbers of an incident's records this front-end has taken.
     pub async fn incident_seqs(&self, incident_id: &str) -> Result<Vec<u64>, StoreError> {
+        // An incident's latest records may have been appended through another
+        // front-end a moment ago: a trail read here must hold them (a reader decides
+        // on what is missing from it, such as whether an action already started).
+        self.refresh().await?;
         let size = self.shared.size() as i64;
         let rows = self
             .reads

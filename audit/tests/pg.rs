@@ -236,3 +236,21 @@ async fn the_schema_and_durability_are_checked_before_anything_is_kept() {
         other => panic!("a database without durable commits was used: {:?}", other.map(|_| ())),
     }
 }
+
+/// What one front-end acknowledged, another serves at once: a reader that moved
+/// to another front-end (a failover) must not find the log shorter than what it
+/// was told was written, nor an incident's trail missing its latest records.
+#[tokio::test]
+async fn a_record_appended_through_one_front_end_is_read_at_once_through_another() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let a = PgStore::open(&settings, None).await.unwrap();
+    let b = PgStore::open(&settings, None).await.unwrap();
+    for i in 0..50 {
+        let record = a.append("governor", vec![Entry::new("inc-read", RecordKind::Decision, json!({"i": i}))], i).await.unwrap().remove(0);
+        let read = b.records(&[record.seq]).await.unwrap();
+        assert_eq!(read.first().map(|r| &r.hash), Some(&record.hash), "record {} not served by the other front-end", record.seq);
+        let trail = b.incident_seqs("inc-read").await.unwrap();
+        assert_eq!(trail.last(), Some(&record.seq), "the incident's trail misses record {}", record.seq);
+    }
+}

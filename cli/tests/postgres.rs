@@ -1,11 +1,13 @@
-//! The audit log on a real PostgreSQL server, end to end with every process real
-//! (issue 16): `arf db check` refuses a database without the schema and
-//! `arf db migrate` applies it; two audit front-ends serve one log in it (the
-//! agent and governor append through one, the executor through the other) while
-//! an alert becomes a verified restart; `arf audit verify --postgres` checks the
-//! chain, the signed checkpoints and the governor's and executor's witnesses;
-//! and a record rewritten in the database makes verify name it and a front-end
-//! refuse to start.
+//! ARF on a real PostgreSQL server, end to end with every process real (issue 16):
+//! `arf db check` refuses a database without the schema and `arf db migrate`
+//! applies it; two audit front-ends serve one log in it (the agent and governor
+//! append through one, the executors through the other) and two executor replicas
+//! share their executions in it; the governor knows both executors, the first is
+//! stopped, and an alert still becomes one verified restart, through the second
+//! (whose first audit address answers nothing, so it fails over to the other);
+//! `arf audit verify --postgres` checks the chain, the signed checkpoints and the
+//! governor's and executor's witnesses; and a record rewritten in the database
+//! makes verify name it and a front-end refuse to start.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
 
@@ -22,8 +24,29 @@ fn arf(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
+/// Runs `arf serve ROLE --config CONFIG` beside the plane's own processes and waits
+/// until it serves at `addr`.
+async fn serve(plane: &support::Plane, role: &str, config: &std::path::Path, addr: std::net::SocketAddr) -> tokio::process::Child {
+    let log = std::fs::File::create(plane.dir.path().join("logs").join(format!("{role}-{}.log", addr.port()))).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["serve", role, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !support::serving_tls(addr, &plane.dial(role)).await {
+        assert!(Instant::now() < deadline, "the second {role} did not serve");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child
+}
+
 #[tokio::test]
-async fn two_audit_front_ends_keep_one_log_in_postgres() {
+async fn replicas_keep_one_log_and_run_a_decision_once_in_postgres() {
     let server = TestServer::start().await.unwrap();
     let database = server.database().await.unwrap();
     let url = database.url.as_str();
@@ -41,36 +64,41 @@ async fn two_audit_front_ends_keep_one_log_in_postgres() {
     let mut plane = support::Plane::prepare(&target).await;
     let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
     let postgres: toml::Table = toml::from_str(&format!("url = \"{url}\"")).unwrap();
-    root["audit"].as_table_mut().unwrap().insert("postgres".into(), toml::Value::Table(postgres));
+    root["audit"].as_table_mut().unwrap().insert("postgres".into(), toml::Value::Table(postgres.clone()));
     // The second front-end: the same section on another port; the executor appends through it.
     let second = support::free_port();
-    root["executor"].as_table_mut().unwrap().insert("audit_addr".into(), second.to_string().into());
+    let executor_b = support::free_port();
+    let executor = root["executor"].as_table_mut().unwrap();
+    executor.insert("audit_addr".into(), second.to_string().into());
+    executor.insert("postgres".into(), toml::Value::Table(postgres.clone()));
+    executor.insert("replica".into(), "executor-a".into());
+    executor.insert("lease_secs".into(), 2.into());
+    let both = format!("{},{executor_b}", plane.addr("executor"));
+    root["governor"].as_table_mut().unwrap().insert("executor_addr".into(), both.into());
     std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();
-    root["audit"].as_table_mut().unwrap().insert("listen".into(), second.to_string().into());
+    let mut second_root = root.clone();
+    second_root["audit"].as_table_mut().unwrap().insert("listen".into(), second.to_string().into());
     let second_config = plane.dir.path().join("arf-second-audit.toml");
-    std::fs::write(&second_config, toml::to_string(&root).unwrap()).unwrap();
+    std::fs::write(&second_config, toml::to_string(&second_root).unwrap()).unwrap();
+    let executor = root["executor"].as_table_mut().unwrap();
+    executor.insert("listen".into(), executor_b.to_string().into());
+    executor.insert("replica".into(), "executor-b".into());
+    executor.insert("data_dir".into(), plane.dir.path().join("executor-b").display().to_string().into());
+    // Its first audit address answers nothing: its calls move on to the second front-end.
+    executor.insert("audit_addr".into(), format!("{},{second}", support::free_port()).into());
+    let executor_b_config = plane.dir.path().join("arf-executor-b.toml");
+    std::fs::write(&executor_b_config, toml::to_string(&root).unwrap()).unwrap();
     let (code, out) = arf(&["db", "check", "--config", plane.config.to_str().unwrap()]);
     assert_eq!(code, 0, "the deployment's database: {out}");
 
     plane.start("audit", None).await;
-    let log = std::fs::File::create(plane.dir.path().join("logs").join("audit-second.log")).unwrap();
-    let mut front_end = tokio::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .args(["serve", "audit", "--config"])
-        .arg(&second_config)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !support::serving_tls(second, &plane.dial("audit")).await {
-        assert!(Instant::now() < deadline, "the second front-end did not serve");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut front_end = serve(&plane, "audit", &second_config, second).await;
     for role in ["governor", "executor", "agent"] {
         plane.start(role, None).await;
     }
+    let mut replica_b = serve(&plane, "executor", &executor_b_config, executor_b).await;
+    // The governor's first executor is gone: the decision goes to the second.
+    plane.stop("executor").await;
 
     let incident = plane.fire().await;
     let trail = plane
@@ -79,20 +107,23 @@ async fn two_audit_front_ends_keep_one_log_in_postgres() {
     assert_eq!(restarts.load(Ordering::SeqCst), 1, "{}", support::summary(&trail));
     let writers: std::collections::BTreeSet<&str> = trail.iter().map(|r| r.writer.as_str()).collect();
     assert!(writers.contains("executor") && writers.contains("agent") && writers.contains("governor"), "{writers:?}");
+    let client = database.connect().await.unwrap();
+    let owners: Vec<String> = client.query("SELECT owner FROM executor_executions", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(owners, ["executor-b"], "the second replica ran it");
 
     // Everything in one chain in the database, checkpoints and witnesses included.
-    for role in ["agent", "executor", "governor", "audit"] {
+    for role in ["agent", "governor", "audit"] {
         plane.stop(role).await;
     }
     front_end.kill().await.unwrap();
+    replica_b.kill().await.unwrap();
     let data_dir = plane.dir.path().to_str().unwrap();
     let (code, out) = arf(&["audit", "verify", "--postgres", url, "--data-dir", data_dir]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("audit chain intact") && out.contains("signed checkpoints verified") && out.contains("witness"), "{out}");
-    assert!(std::fs::metadata(plane.dir.path().join("executor").join("witness").join("checkpoint")).is_ok(), "the executor witnessed the log");
+    assert!(std::fs::metadata(plane.dir.path().join("executor-b").join("witness").join("checkpoint")).is_ok(), "the executor witnessed the log");
 
     // A record rewritten by whoever administers the database.
-    let client = database.connect().await.unwrap();
     let seq = trail.iter().find(|r| r.kind == arf_audit::RecordKind::Decision).unwrap().seq as i64;
     client
         .batch_execute(&format!(

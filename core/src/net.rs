@@ -51,6 +51,12 @@ fn random_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// The addresses in a comma-separated list (a role with several replicas), trimmed,
+/// empty ones left out.
+pub fn addresses(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|a| !a.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

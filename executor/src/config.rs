@@ -17,6 +17,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the idempotency database lives.
     pub data_dir: PathBuf,
+    /// The audit log's address; several, separated by commas, for audit front-ends
+    /// that serve one log (`audit.postgres`): calls go to the next when one does not answer.
     #[serde(default = "default_audit_addr")]
     pub audit_addr: String,
     /// The file holding the executor's bearer token for the audit log.
@@ -230,13 +232,13 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::TrustedKey)?;
         let audit_token = arf_core::keys::load_token(&self.audit_token_file).map_err(ConfigError::AuditToken)?;
-        if !audit_addr_ok(&self.audit_addr) {
+        if arf_core::net::addresses(&self.audit_addr).next().is_none() || !arf_core::net::addresses(&self.audit_addr).all(audit_addr_ok) {
             return Err(ConfigError::AuditAddr(self.audit_addr.clone()));
         }
         let catalog = Catalog::load_dir(&self.catalog_dir).map_err(ConfigError::Catalog)?;
         let http = self.tls.client()?;
         let identities = arf_core::identity::Identities::load(&self.identities, "executor.identities")?;
-        let transport = arf_core::tls::transport("executor", self.mtls.as_ref(), self.insecure_loopback_only, &std::iter::once(self.listen).chain(self.metrics_listen).collect::<Vec<_>>(), &[&self.audit_addr])
+        let transport = arf_core::tls::transport("executor", self.mtls.as_ref(), self.insecure_loopback_only, &std::iter::once(self.listen).chain(self.metrics_listen).collect::<Vec<_>>(), &arf_core::net::addresses(&self.audit_addr).collect::<Vec<_>>())
             .map_err(ConfigError::Transport)?;
         Ok(Loaded { catalog, trusted_keys, audit_token, http, identities, transport })
     }

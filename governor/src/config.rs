@@ -16,10 +16,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the governor keeps its state on disk.
     pub data_dir: PathBuf,
+    /// The audit log's address; several, separated by commas, for audit front-ends
+    /// that serve one log (`audit.postgres`): calls go to the next when one does not answer.
     #[serde(default = "default_audit_addr")]
     pub audit_addr: String,
     /// The bearer token the governor presents to the audit log as a writer.
     pub audit_token_file: PathBuf,
+    /// The executor's address; several, separated by commas, for executor replicas
+    /// that share `executor.postgres` (calls go to the next when one does not answer).
     #[serde(default = "default_executor_addr")]
     pub executor_addr: String,
     /// The bearer token the governor presents to the executor (an identity of role
@@ -124,6 +128,8 @@ pub fn default_audit_addr() -> String {
     "127.0.0.1:7400".to_owned()
 }
 
+pub use arf_core::net::addresses;
+
 pub fn default_executor_addr() -> String {
     "127.0.0.1:7403".to_owned()
 }
@@ -164,7 +170,7 @@ impl Config {
     /// the token files, the signing key if it exists, the catalog and the policy bundle.
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, ConfigError> {
-        let peers = [self.audit_addr.as_str(), self.executor_addr.as_str()];
+        let peers: Vec<&str> = addresses(&self.audit_addr).chain(addresses(&self.executor_addr)).collect();
         let listening: Vec<SocketAddr> = std::iter::once(self.listen).chain(self.metrics_listen).collect();
         arf_core::tls::transport("governor", self.mtls.as_ref(), self.insecure_loopback_only, &listening, &peers)
             .map_err(ConfigError::Transport)

@@ -85,7 +85,8 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
                 arf_core::time::format_ms(expires_at_ms)
             ));
         }
-        match shared.executor.clone().execute(signed.clone()).await {
+        let (which, mut executor) = shared.executor.client();
+        match executor.execute(signed.clone()).await {
             Ok(response) => {
                 // The executor witnessed the log before it took the decision.
                 shared.alarm.witness_accepted("executor");
@@ -93,6 +94,7 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
             }
             Err(status) if retryable(status.code()) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "executor unreachable; retrying");
+                shared.executor.failed(which);
                 last_error = format!("{:?}: {}", status.code(), status.message());
                 tokio::time::sleep(wait_for(now, expires_at_ms, backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -161,7 +163,8 @@ pub(crate) async fn follow(
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(if overdue { OVERDUE_BACKOFF } else { MAX_BACKOFF });
         let request = pb::GetExecutionRequest { decision_id: decision_id.clone() };
-        match shared.executor.clone().get_execution(request).await {
+        let (which, mut executor) = shared.executor.client();
+        match executor.get_execution(request).await {
             Ok(response) => execution = Some(response.into_inner()),
             // The executor starts nothing after expiry, so a decision it has no record
             // of once expired never ran and never will. One it reported on before is
@@ -176,6 +179,9 @@ pub(crate) async fn follow(
             }
             Err(status) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "cannot read the execution; retrying");
+                if retryable(status.code()) {
+                    shared.executor.failed(which);
+                }
             }
         }
     }

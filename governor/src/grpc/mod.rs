@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     judging: Mutex<()>,
     decision_ttl_ms: i64,
     audit: AuditClient,
-    executor: ExecutorClient<arf_proto::server::Authenticated>,
+    executor: Executors,
     key: ed25519_dalek::SigningKey,
     clock: Clock,
     decisions: RwLock<BTreeMap<String, Entry>>,
@@ -142,7 +142,7 @@ impl Shared {
             Some(file) => Some(arf_core::keys::load_token(file).map_err(|e| anyhow::anyhow!("`governor.executor_token_file`: {e}"))?),
             None => None,
         };
-        let executor = executor_client(&config.executor_addr, executor_token.as_deref(), &tls.dial(arf_core::identity::Role::Executor))?;
+        let executor = Executors::new(&config.executor_addr, executor_token.as_deref(), &tls.dial(arf_core::identity::Role::Executor))?;
         let witness = match &config.audit_checkpoint_key {
             Some(path) => {
                 let key = arf_core::keys::load_trusted(path)
@@ -654,6 +654,35 @@ async fn resume(
             }
             _ => {}
         }
+    }
+}
+
+/// The executor's addresses (`governor.executor_addr`, several separated by commas
+/// for replicas that share `executor.postgres`): calls go to one until it fails to
+/// answer, then to the next. Any replica answers for any decision, since they share
+/// their executions; replicas with stores of their own must not be listed together.
+pub(crate) struct Executors {
+    clients: Vec<ExecutorClient<arf_proto::server::Authenticated>>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+impl Executors {
+    fn new(addresses: &str, token: Option<&str>, dial: &arf_proto::tls::Dial) -> anyhow::Result<Self> {
+        let clients = crate::config::addresses(addresses).map(|a| executor_client(a, token, dial)).collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(!clients.is_empty(), "`governor.executor_addr` names no address");
+        Ok(Self { clients, current: std::sync::atomic::AtomicUsize::new(0) })
+    }
+
+    /// The client to call now, and which it is.
+    pub(crate) fn client(&self) -> (usize, ExecutorClient<arf_proto::server::Authenticated>) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// The call to client `i` found no executor there: later calls go to the next.
+    pub(crate) fn failed(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        let _ = self.current.compare_exchange(i, next, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
