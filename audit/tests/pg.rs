@@ -254,3 +254,31 @@ async fn a_record_appended_through_one_front_end_is_read_at_once_through_another
         assert_eq!(trail.last(), Some(&record.seq), "the incident's trail misses record {}", record.seq);
     }
 }
+
+/// The log in a database reached over TLS only, the server's certificate checked
+/// against the deployment's CA: appends, a reopen and verify work as over loopback.
+#[tokio::test]
+async fn the_log_works_the_same_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = arf_pg::testing::TestCa::new("ARF test database CA").unwrap();
+    let (cert_pem, key_pem) = ca.server(&["127.0.0.1"]).unwrap();
+    let server = TestServer::start_tls(arf_pg::testing::ServerTls { cert_pem, key_pem, client_ca_pem: None }).await.unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let tls = arf_pg::TlsSettings { ca_file, cert_file: None, key_file: None };
+    let settings = Settings { tls: Some(tls), ..server.database().await.unwrap() };
+    arf_pg::migrate(&mut settings.connect().await.unwrap()).await.unwrap();
+    {
+        let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+        for i in 0..5 {
+            store.append("agent", vec![entry(i)], i as i64).await.unwrap();
+        }
+        store.checkpoint(10).await.unwrap();
+    }
+    let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+    assert_eq!(store.head().0, 6);
+    let verified = pg::verify(&settings, Some(&signer().verifier())).await.unwrap();
+    assert_eq!((verified.records, verified.checkpoints), (6, 1));
+    // Plain text to the same server is refused by it.
+    assert!(PgStore::open(&Settings { tls: None, ..settings }, None).await.is_err());
+}

@@ -34,6 +34,9 @@ pub enum AuditCommand {
         /// A file holding the database's password, with `--postgres`.
         #[arg(long, requires = "postgres")]
         password_file: Option<PathBuf>,
+        /// Reach the database over TLS, its certificate checked against this CA (PEM), with `--postgres`.
+        #[arg(long, requires = "postgres")]
+        postgres_ca_file: Option<PathBuf>,
         /// The log's public checkpoint key (hex, `.pub`); default: the deployment's.
         #[arg(long)]
         key: Option<PathBuf>,
@@ -163,14 +166,15 @@ impl LogKey {
 
 pub async fn run(endpoints: &Endpoints, command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data_dir, postgres, password_file, key, origin, witness, unsigned, json } => {
+        AuditCommand::Verify { data_dir, postgres, password_file, postgres_ca_file, key, origin, witness, unsigned, json } => {
             let key_dir = data_dir.clone().unwrap_or_else(|| PathBuf::from(".arf"));
             let verifier = if unsigned {
                 None
             } else {
                 Some(verifier(key.as_deref(), Some(&key_dir), &origin).context("pass `--unsigned` to check without signatures")?)
             };
-            let postgres = postgres.map(|url| arf_pg::Settings { url, password_file });
+            let tls = postgres_ca_file.map(|ca_file| arf_pg::TlsSettings { ca_file, cert_file: None, key_file: None });
+            let postgres = postgres.map(|url| arf_pg::Settings { url, password_file, tls });
             verify(endpoints, data_dir.as_deref(), postgres.as_ref(), verifier.as_ref(), &witness, json).await
         }
         AuditCommand::Checkpoint { key, json } => {

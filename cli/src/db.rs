@@ -25,6 +25,9 @@ pub struct Target {
     /// A file holding the database's password, with `--url`.
     #[arg(long, requires = "url")]
     password_file: Option<PathBuf>,
+    /// Reach the database over TLS, its certificate checked against this CA (PEM) and its name against the URL's host, with `--url`.
+    #[arg(long, requires = "url")]
+    ca_file: Option<PathBuf>,
     /// The deployment file (default: `ARF_CONFIG`, else `.arf/arf.toml`).
     #[arg(long, conflicts_with = "url")]
     config: Option<PathBuf>,
@@ -34,7 +37,8 @@ impl Target {
     /// The database named on the command line, else the deployment's.
     pub fn settings(&self) -> Result<arf_pg::Settings> {
         if let Some(url) = &self.url {
-            return Ok(arf_pg::Settings { url: url.clone(), password_file: self.password_file.clone() });
+            let tls = self.ca_file.clone().map(|ca_file| arf_pg::TlsSettings { ca_file, cert_file: None, key_file: None });
+            return Ok(arf_pg::Settings { url: url.clone(), password_file: self.password_file.clone(), tls });
         }
         let file = self.config.clone().or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
         let audit: arf_audit::Config = arf_core::deployment::load_section(&file, "audit").map_err(anyhow::Error::msg)?;

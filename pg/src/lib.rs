@@ -12,6 +12,9 @@
 
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tls;
+
+pub use tls::{Connector, TlsSettings};
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -35,6 +38,10 @@ pub struct Settings {
     /// A file holding the password, when the server asks for one (mode 0600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// TLS to the server, its certificate verified against this CA and its name
+    /// against the URL's host; required for a server on another host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
 }
 
 #[derive(Debug, Error)]
@@ -42,8 +49,9 @@ pub struct Settings {
 pub enum PgError {
     #[error("the database setting `url`: {0}")]
     Settings(String),
-    #[error("cannot reach PostgreSQL at {at}: {source}")]
-    Connect { at: String, source: tokio_postgres::Error },
+    /// `detail` holds the driver's error and its causes (a TLS refusal names the certificate's fault).
+    #[error("cannot reach PostgreSQL at {at}: {detail}")]
+    Connect { at: String, detail: String },
     #[error("{0}")]
     Schema(String),
     #[error("the database does not make commits durable: {0}; ARF will not keep its log or state there")]
@@ -54,12 +62,12 @@ pub enum PgError {
 
 impl Settings {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), password_file: None }
+        Self { url: url.into(), password_file: None, tls: None }
     }
 
     /// The driver's configuration, checked: no password in the URL (it would be in
-    /// the configuration file, logs and `ps`), and a server on this host only, as
-    /// ARF does not yet speak TLS to PostgreSQL.
+    /// the configuration file, logs and `ps`), and, without `tls`, a server on this
+    /// host only (loopback or a Unix socket), as plain text.
     pub fn config(&self) -> Result<tokio_postgres::Config, PgError> {
         let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| PgError::Settings(e.to_string()))?;
         if config.get_password().is_some() {
@@ -68,14 +76,19 @@ impl Settings {
         if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
             return Err(PgError::Settings("names no host".to_owned()));
         }
+        if self.tls.is_some() {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        } else if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(PgError::Settings("asks for TLS (`sslmode=require`): name the server's CA in `tls.ca_file`".to_owned()));
+        }
         let remote = config.get_hosts().iter().find_map(|host| match host {
             Host::Tcp(name) if !is_loopback(name) => Some(name.clone()),
             _ => None,
         });
         let remote = remote.or_else(|| config.get_hostaddrs().iter().find(|a| !a.is_loopback()).map(|a| a.to_string()));
-        if let Some(host) = remote {
+        if let Some(host) = remote.filter(|_| self.tls.is_none()) {
             return Err(PgError::Settings(format!(
-                "names `{host}`, which is not on this host; ARF speaks to PostgreSQL in plain text, so only over loopback or a Unix socket (TLS to the database is not built yet)"
+                "names `{host}`, which is not on this host: without `tls` (the server's CA in `tls.ca_file`), ARF speaks to PostgreSQL only over loopback or a Unix socket"
             )));
         }
         if let Some(path) = &self.password_file {
@@ -94,45 +107,94 @@ impl Settings {
         self.url.clone()
     }
 
+    /// The TLS connector the settings ask for, if any: its files load.
+    pub fn connector(&self) -> Result<Option<Connector>, PgError> {
+        self.tls.as_ref().map(TlsSettings::connector).transpose()
+    }
+
     /// Connects; the connection runs on its own task until the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
         let config = self.config()?;
-        let (client, connection) =
-            config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: self.describe(), source })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                error!(%error, "the connection to PostgreSQL ended");
+        let at = || self.describe();
+        match self.connector()? {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await.map_err(|source| PgError::Connect { at: at(), detail: chain(&source) })?;
+                tokio::spawn(drive(connection));
+                Ok(client)
             }
-        });
-        Ok(client)
+            None => {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: at(), detail: chain(&source) })?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+        }
     }
 
     /// Connects and hands back the connection's notifications (`LISTEN`) as they
     /// arrive; the receiver closes when the connection ends.
     pub async fn connect_listening(&self) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), PgError> {
-        use futures::StreamExt;
         let config = self.config()?;
-        let (client, mut connection) =
-            config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: self.describe(), source })?;
+        let at = || self.describe();
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        error!(%error, "the listening connection to PostgreSQL ended");
-                        return;
-                    }
+        let client = match self.connector()? {
+            Some(tls) => {
+                let (client, connection) = config.connect(tls).await.map_err(|source| PgError::Connect { at: at(), detail: chain(&source) })?;
+                tokio::spawn(listen(connection, tx));
+                client
+            }
+            None => {
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|source| PgError::Connect { at: at(), detail: chain(&source) })?;
+                tokio::spawn(listen(connection, tx));
+                client
+            }
+        };
+        Ok((client, rx))
+    }
+}
+
+/// An error and its causes, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(&format!(": {next}"));
+        cause = next.source();
+    }
+    text
+}
+
+/// Runs a connection until it ends.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        error!(%error, "the connection to PostgreSQL ended");
+    }
+}
+
+/// Runs a connection until it ends, sending its notifications' payloads to `tx`.
+async fn listen<S, T>(mut connection: tokio_postgres::Connection<S, T>, tx: tokio::sync::mpsc::UnboundedSender<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::StreamExt;
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                if tx.send(n.payload().to_owned()).is_err() {
+                    return;
                 }
             }
-        });
-        Ok((client, rx))
+            Ok(_) => {}
+            Err(error) => {
+                error!(%error, "the listening connection to PostgreSQL ended");
+                return;
+            }
+        }
     }
 }
 
@@ -287,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_server_on_this_host_is_accepted() {
+    fn only_a_server_on_this_host_is_accepted_without_tls() {
         for url in ["postgres://arf@db.example.com/arf", "host=10.0.0.5 user=arf", "postgres://arf@127.0.0.1,db.example.com/arf"] {
             let error = Settings::new(url).config().err().map(|e| e.to_string());
             assert!(error.as_deref().is_some_and(|e| e.contains("not on this host")), "{url}: {error:?}");

@@ -11,8 +11,19 @@ use std::time::{Duration, Instant};
 
 use crate::Settings;
 
+/// TLS for a server of the test's own: it then takes TCP connections over TLS
+/// only (plain text rejected), and asks clients for a certificate from
+/// `client_ca_pem` when one is given; its administrator connects over a Unix socket.
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub client_ca_pem: Option<String>,
+}
+
 pub struct TestServer {
     admin: Settings,
+    /// The port TCP clients reach it on, for a server reached by a Unix socket.
+    port: Option<u16>,
     _own: Option<Own>,
 }
 
@@ -76,6 +87,10 @@ fn command(program: &Path, as_nobody: bool) -> Command {
     }
 }
 
+fn dir_of(own: &Own) -> &Path {
+    own.dir.path()
+}
+
 fn free_port() -> Result<u16, String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
@@ -90,8 +105,17 @@ impl TestServer {
     /// temporary directory under `parent` (a benchmark puts it on the disk it measures).
     pub async fn start_in(parent: Option<&Path>) -> Result<Self, String> {
         if let Ok(url) = std::env::var("ARF_TEST_POSTGRES") {
-            return Ok(Self { admin: Settings::new(url), _own: None });
+            return Ok(Self { admin: Settings::new(url), port: None, _own: None });
         }
+        Self::own(parent, None).await
+    }
+
+    /// A server of the test's own that takes TCP connections over TLS only.
+    pub async fn start_tls(tls: ServerTls) -> Result<Self, String> {
+        Self::own(None, Some(tls)).await
+    }
+
+    async fn own(parent: Option<&Path>, tls: Option<ServerTls>) -> Result<Self, String> {
         let bin = bin_dir()?;
         let as_nobody = running_as_root();
         let mut builder = tempfile::Builder::new();
@@ -117,24 +141,58 @@ impl TestServer {
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
+        let mut options: Vec<String> = vec!["listen_addresses=127.0.0.1".to_owned(), "unix_socket_directories=".to_owned()];
+        if let Some(tls) = &tls {
+            let write = |name: &str, text: &str| -> Result<String, String> {
+                let path = data.join(name);
+                std::fs::write(&path, text).map_err(|e| e.to_string())?;
+                let owner = if as_nobody { "65534:65534" } else { "" };
+                if !owner.is_empty() {
+                    Command::new("chown").arg(owner).arg(&path).status().map_err(|e| e.to_string())?;
+                }
+                Command::new("chmod").arg("600").arg(&path).status().map_err(|e| e.to_string())?;
+                Ok(path.display().to_string())
+            };
+            options = vec![
+                "listen_addresses=127.0.0.1".to_owned(),
+                format!("unix_socket_directories={}", dir.path().display()),
+                "ssl=on".to_owned(),
+                format!("ssl_cert_file={}", write("server.crt", &tls.cert_pem)?),
+                format!("ssl_key_file={}", write("server.key", &tls.key_pem)?),
+            ];
+            let client_cert = match &tls.client_ca_pem {
+                Some(ca) => {
+                    options.push(format!("ssl_ca_file={}", write("client-ca.crt", ca)?));
+                    " clientcert=verify-ca"
+                }
+                None => "",
+            };
+            let hba = format!("local all all trust\nhostssl all all 127.0.0.1/32 trust{client_cert}\nhostnossl all all 127.0.0.1/32 reject\n");
+            write("pg_hba.conf", &hba)?;
+        }
         let mut last = String::new();
         for _ in 0..3 {
             let port = free_port()?;
             let log = std::fs::File::create(dir.path().join(format!("server-{port}.log"))).map_err(|e| e.to_string())?;
-            let child = command(&bin.join("postgres"), as_nobody)
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            let mut postgres = command(&bin.join("postgres"), as_nobody);
+            postgres.arg("-D").arg(&data).args(["-p", &port.to_string()]);
+            for option in &options {
+                postgres.args(["-c", option]);
+            }
+            let child = postgres
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .map_err(|e| format!("postgres: {e}"))?;
             let mut own = Own { child, dir };
-            let admin = Settings::new(format!("postgres://postgres@127.0.0.1:{port}/postgres"));
+            let admin = match &tls {
+                Some(_) => Settings::new(format!("host={} port={port} user=postgres dbname=postgres", dir_of(&own).display())),
+                None => Settings::new(format!("postgres://postgres@127.0.0.1:{port}/postgres")),
+            };
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if admin.connect().await.is_ok() {
-                    return Ok(Self { admin, _own: Some(own) });
+                    return Ok(Self { admin, port: Some(port), _own: Some(own) });
                 }
                 if let Ok(Some(status)) = own.child.try_wait() {
                     last = format!("postgres exited with {status}: {}", std::fs::read_to_string(own.dir.path().join(format!("server-{port}.log"))).unwrap_or_default());
@@ -163,8 +221,43 @@ impl TestServer {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => "127.0.0.1".to_owned(),
         };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let port = self.port.or_else(|| config.get_ports().first().copied()).unwrap_or(5432);
         let user = config.get_user().unwrap_or("postgres").to_owned();
         Ok(Settings::new(format!("postgres://{user}@{host}:{port}/{name}")))
+    }
+}
+
+/// A certificate authority for tests, and certificates it signs.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Result<Self, String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).map_err(|e| e.to_string())?.pem();
+        Ok(Self { issuer: rcgen::Issuer::new(params, key), pem })
+    }
+
+    /// A server certificate for `names` and its key, as PEM.
+    pub fn server(&self, names: &[&str]) -> Result<(String, String), String> {
+        self.leaf(names, rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate and its key, as PEM.
+    pub fn client(&self) -> Result<(String, String), String> {
+        self.leaf(&[], rcgen::ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn leaf(&self, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) -> Result<(String, String), String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).map_err(|e| e.to_string())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, names.first().copied().unwrap_or("arf"));
+        params.extended_key_usages = vec![usage];
+        Ok((params.signed_by(&key, &self.issuer).map_err(|e| e.to_string())?.pem(), key.serialize_pem()))
     }
 }
