@@ -113,6 +113,9 @@ impl Config {
         if self.writers.is_empty() {
             return Err("`audit.writers` must name at least one writer".to_owned());
         }
+        if let Some(postgres) = &self.postgres {
+            postgres.config().and_then(|_| postgres.connector()).map_err(|e| format!("`audit.postgres`: {e}"))?;
+        }
         if self.checkpoint_origin.is_empty() || self.checkpoint_origin.contains(['\n', ' ', '+']) {
             return Err("`audit.checkpoint_origin` must be one word without spaces or `+`".to_owned());
         }

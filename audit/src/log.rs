@@ -61,16 +61,15 @@ impl Log {
         }
     }
 
-    /// The head; on PostgreSQL, after taking what other front-ends appended (if
-    /// the database answers), so that a read of the whole log holds them.
-    pub async fn head(&self) -> (u64, String) {
+    /// The head; on PostgreSQL, after taking what other front-ends appended, so
+    /// that a read of the whole log holds them (an error if the database does not
+    /// answer: a log shorter than what was acknowledged elsewhere is not served).
+    pub async fn head(&self) -> Result<(u64, String), StoreError> {
         match self {
-            Self::File(store) => store.head().await,
+            Self::File(store) => Ok(store.head().await),
             Self::Postgres(store) => {
-                if let Err(error) = store.refresh().await {
-                    tracing::warn!(%error, "cannot read what other front-ends appended; answering with this one's head");
-                }
-                store.head()
+                store.refresh().await?;
+                Ok(store.head())
             }
         }
     }

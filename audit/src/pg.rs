@@ -52,6 +52,17 @@ const CHANNEL: &str = "arf_audit_appended";
 struct Index {
     chain: Chain,
     checkpoint: Option<SignedCheckpoint>,
+    /// Incident → its records' sequence numbers, built from verified records only
+    /// (the `incident_id` column is an index for tools, never trusted here).
+    incidents: std::collections::HashMap<String, Vec<u64>>,
+}
+
+impl Index {
+    fn note_incident(&mut self, record: &Record) {
+        if !record.incident_id.is_empty() {
+            self.incidents.entry(record.incident_id.clone()).or_default().push(record.seq);
+        }
+    }
 }
 
 struct Shared {
@@ -97,6 +108,7 @@ fn decode_row(at: &str, seq: i64, body: &[u8]) -> Result<Record, StoreError> {
 /// What reading the whole table found.
 struct Scan {
     chain: Chain,
+    incidents: std::collections::HashMap<String, Vec<u64>>,
     checkpoints: u64,
     latest_logged: Option<Checkpoint>,
     checkpoint: Option<SignedCheckpoint>,
@@ -112,7 +124,7 @@ async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) ->
         tx.query_opt("SELECT note FROM audit_checkpoint", &[]).await.map_err(arf_pg::PgError::from)?.map(|r| r.get(0));
     let statement = tx.prepare("SELECT seq, body, incident_id, writer, kind FROM audit_records ORDER BY seq").await.map_err(arf_pg::PgError::from)?;
     let portal = tx.bind(&statement, &[]).await.map_err(arf_pg::PgError::from)?;
-    let mut out = Scan { chain: Chain::new(), checkpoints: 0, latest_logged: None, checkpoint: None };
+    let mut out = Scan { chain: Chain::new(), incidents: std::collections::HashMap::new(), checkpoints: 0, latest_logged: None, checkpoint: None };
     loop {
         let rows = tx.query_portal(&portal, PAGE).await.map_err(arf_pg::PgError::from)?;
         if rows.is_empty() {
@@ -140,6 +152,9 @@ async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) ->
                 }
             }
             out.chain.push(&record).map_err(|reason| damaged(at, next, reason))?;
+            if !record.incident_id.is_empty() {
+                out.incidents.entry(record.incident_id).or_default().push(record.seq);
+            }
         }
     }
     tx.commit().await.map_err(arf_pg::PgError::from)?;
@@ -217,6 +232,7 @@ impl Shared {
                     self.fail(&reason);
                     return Err(damaged(&self.at, record.seq, reason));
                 }
+                index.note_incident(record);
                 taken.push(record.clone());
             }
         }
@@ -273,7 +289,7 @@ impl PgStore {
         let (appended, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             at: at.clone(),
-            index: RwLock::new(Index { chain: scan.chain, checkpoint: scan.checkpoint }),
+            index: RwLock::new(Index { chain: scan.chain, checkpoint: scan.checkpoint, incidents: scan.incidents }),
             advance: tokio::sync::Mutex::new(()),
             failed: RwLock::new(None),
             appended,
@@ -281,7 +297,7 @@ impl PgStore {
         });
         drop(reads);
         let reads = Arc::new(Reads::open(settings).await?);
-        let writes = settings.connect().await?;
+        let writes = writer_connection(settings).await?;
         let (requests, receiver) = mpsc::unbounded_channel();
         let writer = Writer { shared: Arc::clone(&shared), client: writes, reads: Arc::clone(&reads), signer };
         let tasks = vec![tokio::spawn(writer.run(receiver)), tokio::spawn(follow(Arc::clone(&shared), Arc::clone(&reads)))];
@@ -360,22 +376,13 @@ impl PgStore {
         Ok(out)
     }
 
-    /// The sequence numbers of an incident's records this front-end has taken.
+    /// The sequence numbers of an incident's records, from what this front-end
+    /// verified, after taking what other front-ends appended: an incident's latest
+    /// records may have come through another front-end a moment ago, and a reader
+    /// decides on what is missing from its trail (whether an action already started).
     pub async fn incident_seqs(&self, incident_id: &str) -> Result<Vec<u64>, StoreError> {
-        // An incident's latest records may have been appended through another
-        // front-end a moment ago: a trail read here must hold them (a reader decides
-        // on what is missing from it, such as whether an action already started).
         self.refresh().await?;
-        let size = self.shared.size() as i64;
-        let rows = self
-            .reads
-            .get()
-            .await
-            .map_err(unavailable)?
-            .query("SELECT seq FROM audit_records WHERE incident_id = $1 AND seq <= $2 ORDER BY seq", &[&incident_id, &size])
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        Ok(self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).incidents.get(incident_id).cloned().unwrap_or_default())
     }
 
     pub fn head(&self) -> (u64, String) {
@@ -404,6 +411,17 @@ impl PgStore {
     pub async fn refresh(&self) -> Result<(), StoreError> {
         self.shared.catch_up(&*self.reads.get().await.map_err(unavailable)?, None).await
     }
+}
+
+/// The connection appends go through, checked as at open (the server may have
+/// changed since: a failover, a reload), its transactions bounded: a front-end
+/// that stops in the middle of one (a SIGSTOP, a hung host) has its session ended by
+/// the server, and with it the head row's lock, so the others go on appending.
+async fn writer_connection(settings: &Settings) -> Result<Client, StoreError> {
+    let client = settings.connect().await?;
+    arf_pg::check(&client).await?;
+    client.batch_execute("SET idle_in_transaction_session_timeout = '15s'; SET lock_timeout = '30s'").await.map_err(arf_pg::PgError::from)?;
+    Ok(client)
 }
 
 fn unavailable(error: arf_pg::PgError) -> StoreError {
@@ -550,7 +568,7 @@ impl Writer {
     async fn ready(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
             warn!(at = %self.shared.at, "the audit log's database connection closed; connecting again");
-            self.client = self.reads.settings().connect().await?;
+            self.client = writer_connection(self.reads.settings()).await?;
         }
         Ok(())
     }
@@ -648,6 +666,11 @@ impl Writer {
             }
         };
         for (writer, entries, now_ms, reply) in appends {
+            // Its caller gave up (a timeout) and was told it failed: it is not sealed,
+            // so that what the caller believes, that nothing was logged, holds.
+            if reply.is_closed() {
+                continue;
+            }
             match seal_records(&writer, entries, now_ms, seq, &hash) {
                 Ok(records) => {
                     if let Some((last, _)) = records.last() {

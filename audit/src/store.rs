@@ -37,6 +37,8 @@ use crate::record::{Entry, GENESIS_HASH, Record, RecordKind};
 
 /// The most entries one append may carry.
 pub const MAX_BATCH: usize = 10_000;
+/// The longest incident id a record may carry.
+pub const MAX_INCIDENT_ID_BYTES: usize = 256;
 /// The largest payload one record may carry, in bytes of canonical JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// The writer identity of records the log writes itself (checkpoints).
@@ -939,7 +941,14 @@ pub(crate) fn seal_records(
     }
     let (mut seq, mut hash) = (seq, hash.to_owned());
     let mut sealed = Vec::with_capacity(entries.len());
-    for entry in entries {
+    for (i, entry) in entries.into_iter().enumerate() {
+        // An incident id is a name, not text: bounded, and without control
+        // characters (a NUL would fail a PostgreSQL group commit for every append in it).
+        if entry.incident_id.len() > MAX_INCIDENT_ID_BYTES || entry.incident_id.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(format!(
+                "`entries[{i}].incident_id` must be at most {MAX_INCIDENT_ID_BYTES} bytes without control characters"
+            )));
+        }
         if entry.kind == RecordKind::Checkpoint && writer != LOG_WRITER {
             return Err(StoreError::Invalid("`checkpoint` records are written by the log itself".to_owned()));
         }

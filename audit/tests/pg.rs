@@ -198,6 +198,36 @@ async fn a_record_changed_under_a_running_front_end_is_not_served() {
     }
     tamper(&settings, "DELETE FROM audit_records WHERE seq = 4").await;
     assert!(matches!(store.records(&[4]).await, Err(StoreError::Corrupt { seq: 4, .. })));
+    // An index column changed to hide a record from its incident's trail: the trail
+    // comes from verified records, so it still names the record.
+    tamper(&settings, "UPDATE audit_records SET incident_id = 'inc-x' WHERE seq = 3").await;
+    assert!(store.incident_seqs("inc-2").await.unwrap().contains(&3));
+    assert!(store.incident_seqs("inc-x").await.unwrap().is_empty());
+}
+
+/// An incident id with a control character (a NUL would fail a whole group commit
+/// in PostgreSQL) is refused on its own; appends beside it in the same group land.
+#[tokio::test]
+async fn a_hostile_incident_id_is_refused_without_failing_its_group() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let store = Arc::new(PgStore::open(&settings, None).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(&store);
+        let incident = if i % 5 == 0 { format!("inc-\u{0}{i}") } else { format!("inc-{i}") };
+        tasks.push(tokio::spawn(async move { store.append("agent", vec![Entry::new(incident, RecordKind::Signal, json!({"i": i}))], i).await }));
+    }
+    let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).collect();
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(_) => assert!(i % 5 != 0, "appended a NUL in an incident id"),
+            Err(StoreError::Invalid(why)) => assert!(i % 5 == 0 && why.contains("control"), "{why}"),
+            Err(other) => panic!("append {i}: {other}"),
+        }
+    }
+    assert_eq!(store.head().0, 16);
+    assert!(matches!(store.append("agent", vec![Entry::new("x".repeat(300), RecordKind::Signal, json!({}))], 0).await, Err(StoreError::Invalid(_))));
 }
 
 #[tokio::test]
@@ -225,6 +255,15 @@ async fn the_schema_and_durability_are_checked_before_anything_is_kept() {
     arf_pg::migrate(&mut one).await.unwrap_err();
     one.batch_execute("INSERT INTO arf_migrations (version, name, sha256) VALUES (99, 'future', 'y')").await.unwrap();
     assert!(arf_pg::check(&one).await.unwrap_err().to_string().contains("newer"));
+
+    // A table made UNLOGGED by hand, which a crash would empty, is refused.
+    let unlogged = migrated(&server).await;
+    let client = unlogged.connect().await.unwrap();
+    client.batch_execute("ALTER TABLE audit_records SET UNLOGGED").await.unwrap();
+    match PgStore::open(&unlogged, None).await {
+        Err(StoreError::Database(arf_pg::PgError::NotDurable(why))) => assert!(why.contains("audit_records"), "{why}"),
+        other => panic!("an unlogged log was used: {:?}", other.map(|_| ())),
+    }
 
     // A database that does not make commits durable keeps nothing of ARF's.
     let fresh = migrated(&server).await;

@@ -155,6 +155,12 @@ enum Command {
         /// How the services write their logs (default: `ARF_LOG_FORMAT`, else text).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
+        /// Keep the log and the executors' state in this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`, on this host), migrated first, and run `--replicas` audit front-ends and executors on it.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// How many audit front-ends and executors to run, with `--store`.
+        #[arg(long, default_value_t = 2, requires = "store")]
+        replicas: usize,
     },
     /// The web console for the people on call: pending decisions with their explanation, approve and reject, incidents and their trail, the kill switch. Log in with your token.
     Console {
@@ -578,7 +584,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             say!("Edit it (`[targets]` above all), then `arf up --data-dir {}`.", data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { config, data_dir, port_base, log_format } => supervisor::up(config, &data_dir, port_base, log_format).await,
+        Command::Up { config, data_dir, port_base, log_format, store, replicas } => {
+            supervisor::up(config, &data_dir, port_base, log_format, store.map(arf_pg::Settings::new), replicas).await
+        }
         Command::Console { listen, config, tls, tls_cert, tls_key } => {
             let serving = match (tls, tls_cert, tls_key) {
                 (_, Some(cert_file), Some(key_file)) => console::Serving::Files(console::Https { cert_file, key_file }),

@@ -54,6 +54,11 @@ impl Layout {
         Ok(Self { data_dir })
     }
 
+    /// Where `arf up --store` writes the configurations of its replicas.
+    pub fn replicas_dir(&self) -> PathBuf {
+        self.data_dir.join("replicas")
+    }
+
     pub fn config_file(&self) -> PathBuf {
         self.data_dir.join("arf.toml")
     }
@@ -443,6 +448,81 @@ pub fn load(file: &Path) -> Result<Deployment> {
 
 fn part<T: serde::de::DeserializeOwned>(root: &Table, name: &str) -> Result<T> {
     arf_core::deployment::section(root, name).map_err(anyhow::Error::msg)
+}
+
+/// The processes of a local cluster on PostgreSQL (`arf up --store`): from the
+/// deployment `file`, a configuration for each of `replicas` audit front-ends and
+/// executors (each on a free loopback port, each executor with its own name and
+/// data directory), the log and the executors' state in `store`, and every
+/// client given every replica's address. `file` itself is left as it is; the
+/// configurations go to `replicas_dir`.
+pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<Vec<crate::supervisor::Planned>> {
+    use crate::Role;
+    use crate::supervisor::Planned;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read configuration `{}`", file.display()))?;
+    let mut root: Table = toml::from_str(&text).with_context(|| format!("`{}`", file.display()))?;
+    let deployment = load(file)?;
+    let store = Value::try_from(store).context("the database settings")?;
+    let free = || arf_core::net::free_loopback_port().context("no free loopback port for a replica");
+    let audits: Vec<std::net::SocketAddr> = std::iter::once(Ok(deployment.audit.listen)).chain((1..replicas).map(|_| free())).collect::<Result<_>>()?;
+    let executors: Vec<std::net::SocketAddr> = std::iter::once(Ok(deployment.executor.listen)).chain((1..replicas).map(|_| free())).collect::<Result<_>>()?;
+    let list = |addrs: &[std::net::SocketAddr]| Value::String(addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
+    let section = |root: &mut Table, name: &str| -> Result<Table> {
+        match root.remove(name) {
+            Some(Value::Table(table)) => Ok(table),
+            _ => bail!("`{}` has no [{name}] section", file.display()),
+        }
+    };
+    let mut audit = section(&mut root, "audit")?;
+    audit.insert("postgres".into(), store.clone());
+    let mut executor = section(&mut root, "executor")?;
+    executor.insert("postgres".into(), store);
+    executor.insert("audit_addr".into(), list(&audits));
+    let mut agent = section(&mut root, "agent")?;
+    agent.insert("audit_addr".into(), list(&audits));
+    let mut governor = section(&mut root, "governor")?;
+    governor.insert("audit_addr".into(), list(&audits));
+    governor.insert("executor_addr".into(), list(&executors));
+    root.insert("agent".into(), Value::Table(agent));
+    root.insert("governor".into(), Value::Table(governor));
+
+    let dir = layout.replicas_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+    let write = |name: &str, audit: &Table, executor: &Table| -> Result<PathBuf> {
+        let mut whole = root.clone();
+        whole.insert("audit".into(), Value::Table(audit.clone()));
+        whole.insert("executor".into(), Value::Table(executor.clone()));
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, toml::to_string(&whole)?).with_context(|| format!("cannot write `{}`", path.display()))?;
+        Ok(path)
+    };
+    let mut plan = Vec::new();
+    let executor_named = |i: usize, addr: std::net::SocketAddr| {
+        let mut e = executor.clone();
+        e.insert("replica".into(), Value::String(format!("executor-{i}")));
+        if i > 1 {
+            e.insert("listen".into(), Value::String(addr.to_string()));
+            e.insert("data_dir".into(), path(layout.data_dir.join(format!("executor-{i}"))));
+            e.remove("metrics_listen");
+        }
+        e
+    };
+    let first = write("arf", &audit, &executor_named(1, executors[0]))?;
+    plan.push(Planned { role: Role::Audit, name: "audit-1".into(), config: first.clone() });
+    for (i, addr) in audits.iter().enumerate().skip(1) {
+        let mut a = audit.clone();
+        a.insert("listen".into(), Value::String(addr.to_string()));
+        a.remove("metrics_listen");
+        plan.push(Planned { role: Role::Audit, name: format!("audit-{}", i + 1), config: write(&format!("audit-{}", i + 1), &a, &executor_named(1, executors[0]))? });
+    }
+    plan.push(Planned { role: Role::Governor, name: "governor".into(), config: first.clone() });
+    plan.push(Planned { role: Role::Executor, name: "executor-1".into(), config: first.clone() });
+    for (i, addr) in executors.iter().enumerate().skip(1) {
+        let name = format!("executor-{}", i + 1);
+        plan.push(Planned { role: Role::Executor, name: name.clone(), config: write(&name, &audit, &executor_named(i + 1, *addr))? });
+    }
+    plan.push(Planned { role: Role::Agent, name: "agent".into(), config: first });
+    Ok(plan)
 }
 
 /// Prepares a data directory: examples, secrets, and a configuration if there is none.

@@ -23,6 +23,8 @@ macro_rules! tell {
 /// One running service.
 pub struct Service {
     pub role: Role,
+    /// Its name where a role has replicas (`audit-2`), else the role's.
+    pub name: String,
     pub addr: SocketAddr,
     pub child: Child,
     /// How its health is checked: over mutual TLS with its own certificate when it has one.
@@ -42,6 +44,13 @@ impl Service {
     }
 }
 
+/// A process to start: its role, its name, and its configuration file.
+pub struct Planned {
+    pub role: Role,
+    pub name: String,
+    pub config: PathBuf,
+}
+
 /// The children, stopped (SIGTERM, then SIGKILL) when dropped or asked.
 pub struct Supervisor {
     pub services: Vec<Service>,
@@ -56,32 +65,41 @@ impl Supervisor {
 
     /// [`Supervisor::start`], each service writing its log in `log_format`.
     pub async fn start_with(config_file: &Path, logs: Option<&Path>, log_format: Option<crate::LogFormat>) -> Result<Self> {
-        let deployment = setup::load(config_file)?;
+        let plan = Role::ALL.into_iter().map(|role| Planned { role, name: role.as_str().to_owned(), config: config_file.to_owned() }).collect();
+        Self::start_plan(plan, logs, log_format).await
+    }
+
+    /// Starts each planned process, in order, each from its own configuration file,
+    /// waiting for each to answer its health check before the next.
+    pub async fn start_plan(plan: Vec<Planned>, logs: Option<&Path>, log_format: Option<crate::LogFormat>) -> Result<Self> {
         // Every address is checked before anything starts: a service that cannot bind
         // would die after start-up, and a health check answered by whatever already
         // listens there (another ARF, say) would pass for it.
-        let addresses = [
-            ("audit", deployment.audit.listen),
-            ("governor", deployment.governor.listen),
-            ("executor", deployment.executor.listen),
-            ("agent", deployment.agent.listen),
-            ("agent webhook", deployment.agent.webhook_listen),
-        ];
-        let metrics = [
-            ("audit metrics", deployment.audit.metrics_listen),
-            ("governor metrics", deployment.governor.metrics_listen),
-            ("executor metrics", deployment.executor.metrics_listen),
-            ("agent metrics", deployment.agent.metrics_listen),
-        ];
-        let metrics = metrics.into_iter().filter_map(|(what, addr)| addr.map(|a| (what, a)));
-        for (what, addr) in addresses.into_iter().chain(metrics) {
-            if let Err(error) = std::net::TcpListener::bind(addr) {
-                bail!("the {what} address {addr} is not free ({error}): is ARF already running? Nothing was started");
+        for Planned { role, name, config } in &plan {
+            let deployment = setup::load(config)?;
+            let (what, addresses): (&str, Vec<Option<std::net::SocketAddr>>) = match role {
+                Role::Audit => ("audit", vec![Some(deployment.audit.listen), deployment.audit.metrics_listen]),
+                Role::Agent => ("agent", vec![Some(deployment.agent.listen), Some(deployment.agent.webhook_listen), deployment.agent.metrics_listen]),
+                Role::Governor => ("governor", vec![Some(deployment.governor.listen), deployment.governor.metrics_listen]),
+                Role::Executor => ("executor", vec![Some(deployment.executor.listen), deployment.executor.metrics_listen]),
+            };
+            for (i, addr) in addresses.into_iter().enumerate() {
+                let Some(addr) = addr else { continue };
+                let kind = match (role, i) {
+                    (_, 0) => String::new(),
+                    (Role::Agent, 1) => " webhook".to_owned(),
+                    _ => " metrics".to_owned(),
+                };
+                let label = if name == what { what.to_owned() } else { name.clone() };
+                if let Err(error) = std::net::TcpListener::bind(addr) {
+                    bail!("the {label}{kind} address {addr} is not free ({error}): is ARF already running? Nothing was started");
+                }
             }
         }
         let exe = std::env::current_exe().context("cannot find the `arf` executable")?;
         let mut supervisor = Self { services: Vec::new() };
-        for role in Role::ALL {
+        for Planned { role, name, config } in plan {
+            let deployment = setup::load(&config)?;
             let (addr, mtls) = match role {
                 Role::Audit => (deployment.audit.listen, &deployment.audit.mtls),
                 Role::Agent => (deployment.agent.listen, &deployment.agent.mtls),
@@ -91,24 +109,24 @@ impl Supervisor {
             let tls = mtls.as_ref().map(arf_proto::tls::ClientTls::load).transpose()?;
             let dial = arf_proto::tls::Dial::to(tls.as_ref(), role.identity());
             let mut command = Command::new(&exe);
-            command.arg("serve").arg(role.as_str()).arg("--config").arg(config_file).stdin(Stdio::null()).kill_on_drop(true);
+            command.arg("serve").arg(role.as_str()).arg("--config").arg(&config).stdin(Stdio::null()).kill_on_drop(true);
             if let Some(format) = log_format {
                 command.arg("--log-format").arg(format.service().as_str());
             }
-            let log = logs.map(|dir| dir.join(format!("{}.log", role.as_str())));
+            let log = logs.map(|dir| dir.join(format!("{name}.log")));
             if let Some(path) = &log {
                 std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
                 let file = std::fs::File::create(path)?;
                 command.stdout(file.try_clone()?).stderr(file);
             }
-            let child = command.spawn().with_context(|| format!("cannot start the {} service", role.as_str()))?;
-            supervisor.services.push(Service { role, addr, child, dial, log });
+            let child = command.spawn().with_context(|| format!("cannot start the {name} service"))?;
+            supervisor.services.push(Service { role, name: name.clone(), addr, child, dial, log });
             // Each service waits for its own readiness before the next starts, so
             // the ones that depend on it find it up.
             let started = Instant::now();
             let service = supervisor.services.last_mut().context("no service")?;
             wait_healthy(service, Duration::from_secs(60)).await?;
-            tracing::debug!(role = role.as_str(), elapsed_ms = started.elapsed().as_millis() as u64, "healthy");
+            tracing::debug!(service = %name, elapsed_ms = started.elapsed().as_millis() as u64, "healthy");
         }
         Ok(supervisor)
     }
@@ -128,11 +146,11 @@ impl Supervisor {
         }
     }
 
-    /// Resolves when any child exits, with its role and status.
-    pub async fn any_exit(&mut self) -> (Role, std::io::Result<std::process::ExitStatus>) {
+    /// Resolves when any child exits, with its name and status.
+    pub async fn any_exit(&mut self) -> (String, std::io::Result<std::process::ExitStatus>) {
         let waits = self.services.iter_mut().map(|s| {
-            let role = s.role;
-            Box::pin(async move { (role, s.child.wait().await) })
+            let name = s.name.clone();
+            Box::pin(async move { (name, s.child.wait().await) })
         });
         futures::future::select_all(waits).await.0
     }
@@ -153,13 +171,13 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = service.child.try_wait()? {
-            bail!("the {} service exited during start-up ({status}){}", service.role.as_str(), service.log_tail());
+            bail!("the {} service exited during start-up ({status}){}", service.name, service.log_tail());
         }
         if health(service.addr, &service.dial).await {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the {} service did not become healthy on {} within {limit:?}", service.role.as_str(), service.addr);
+            bail!("the {} service did not become healthy on {} within {limit:?}", service.name, service.addr);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -178,18 +196,41 @@ pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -
     )
 }
 
-/// `arf up`: the four services in the foreground until Ctrl-C.
-pub async fn up(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>, log_format: Option<crate::LogFormat>) -> Result<ExitCode> {
+/// `arf up`: the four services in the foreground until Ctrl-C; with `store`, the
+/// log and the executors' state in that PostgreSQL database, migrated first, with
+/// `replicas` audit front-ends and executors.
+pub async fn up(
+    config: Option<PathBuf>,
+    data_dir: &Path,
+    port_base: Option<u16>,
+    log_format: Option<crate::LogFormat>,
+    store: Option<arf_pg::Settings>,
+    replicas: usize,
+) -> Result<ExitCode> {
     let file = crate::serve::config_file_at(config, data_dir, port_base)?;
     if let Err(error) = setup::load(&file) {
         eprintln!("error: bad configuration: {error:#}");
         return Ok(ExitCode::from(crate::exit::CONFIG));
     }
-    let _ = Layout::new(data_dir)?;
-    let mut supervisor = Supervisor::start_with(&file, None, log_format).await?;
+    let layout = Layout::new(data_dir)?;
+    let plan = match &store {
+        None => Role::ALL.into_iter().map(|role| Planned { role, name: role.as_str().to_owned(), config: file.clone() }).collect(),
+        Some(settings) => {
+            let mut client = settings.connect().await?;
+            for version in arf_pg::migrate(&mut client).await? {
+                tell!("database: applied migration {version:04}");
+            }
+            arf_pg::check(&client).await?;
+            setup::replicated(&file, &layout, settings, replicas.max(1))?
+        }
+    };
+    let mut supervisor = Supervisor::start_plan(plan, None, log_format).await?;
     tell!("ARF is up (configuration `{}`):", file.display());
+    if let Some(settings) = &store {
+        tell!("  the log and the executors' state in {} (configurations under `{}`)", settings.describe(), layout.replicas_dir().display());
+    }
     for service in &supervisor.services {
-        tell!("  {:<9} {}  pid {}", service.role.as_str(), service.addr, service.child.id().unwrap_or(0));
+        tell!("  {:<10} {}  pid {}", service.name, service.addr, service.child.id().unwrap_or(0));
     }
     tell!("Press Ctrl-C to stop.");
     tokio::select! {
@@ -198,8 +239,8 @@ pub async fn up(config: Option<PathBuf>, data_dir: &Path, port_base: Option<u16>
             supervisor.stop().await;
             Ok(ExitCode::SUCCESS)
         }
-        (role, status) = supervisor.any_exit() => {
-            eprintln!("error: the {} service exited unexpectedly ({:?}); stopping the others", role.as_str(), status);
+        (name, status) = supervisor.any_exit() => {
+            eprintln!("error: the {name} service exited unexpectedly ({status:?}); stopping the others");
             supervisor.stop().await;
             Ok(ExitCode::from(crate::exit::FAILURE))
         }

@@ -140,3 +140,26 @@ fn an_older_file_is_migrated_keeping_its_settings() {
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("is up to date: nothing changed"), "{said}");
 }
+
+/// `arf config check` names a database setting a service would refuse: a password
+/// in the URL, a server elsewhere without TLS, a CA file that does not load.
+#[test]
+fn a_database_setting_a_service_would_refuse_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(init.status.success());
+    let config = dir.path().join("arf.toml");
+    let original = std::fs::read_to_string(&config).unwrap();
+    let cases = [
+        ("[audit.postgres]\nurl = \"postgres://arf:hunter2@127.0.0.1/arf\"\n", "audit.postgres", "password_file"),
+        ("[executor.postgres]\nurl = \"postgres://arf@db.example.com/arf\"\n", "executor.postgres", "not on this host"),
+        ("[audit.postgres]\nurl = \"postgres://arf@db.example.com/arf\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n", "audit.postgres", "ca_file"),
+    ];
+    for (section, names, why) in cases {
+        std::fs::write(&config, format!("{original}\n{section}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_arf")).args(["config", "check", "--config"]).arg(&config).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(64), "{section}: {text}");
+        assert!(text.contains(names) && text.contains(why) && !text.contains("hunter2"), "{section}: {text}");
+    }
+}

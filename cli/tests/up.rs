@@ -101,11 +101,7 @@ fn up_moves_to_a_port_base_and_the_cli_follows() {
     let dir = tempfile::tempdir().unwrap();
     let init = Command::new(env!("CARGO_BIN_EXE_arf")).arg("init").arg("--data-dir").arg(dir.path()).output().unwrap();
     assert!(init.status.success());
-    // A base whose 10 ports (0–3, 10–13, 80) are free now.
-    let base = (0..200)
-        .map(|_| support::free_port().port() / 100 * 100)
-        .find(|&base| [0, 1, 2, 3, 10, 11, 12, 13, 80].iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()))
-        .expect("no free port base");
+    let base = support::free_port_base();
     let mut up = Command::new(env!("CARGO_BIN_EXE_arf"))
         .args(["up", "--port-base", &base.to_string(), "--data-dir"])
         .arg(dir.path())

@@ -217,7 +217,7 @@ impl Config {
             return Err(ConfigError::Transport("`executor.lease_secs` must be at least 1".to_owned()));
         }
         if let Some(postgres) = &self.postgres {
-            postgres.config().map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;
+            postgres.config().and_then(|_| postgres.connector()).map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;
         }
         if self.trusted_keys.is_empty() {
             return Err(ConfigError::NoTrustedKeys);

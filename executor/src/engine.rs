@@ -306,7 +306,13 @@ impl Executor {
             }
         };
         if logged.started {
-            let _target = self.lock_target(&body.target).await?;
+            let _target = match self.lock_target(&body.target).await {
+                Ok(guard) => guard,
+                Err(error) => {
+                    self.store.release(&body.decision_id).await?;
+                    return Err(error.into());
+                }
+            };
             let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
             warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
             let mut unknown = state;
@@ -624,7 +630,7 @@ impl Executor {
                 let (outcome, detail) = if course == Settle::RollBackAgain {
                     self.roll_back(&body, &plan, &mut state, format!("{prefix}: the rollback was under way")).await?
                 } else {
-                    self.advance(&mut state, Phase::Verifying, "verifying again after a restart").await;
+                    self.advance(&mut state, Phase::Verifying, "verifying again after a restart").await?;
                     let report = verify::run(&plan.verify, &self.http).await;
                     state.verification = report.last_results();
                     let record = records::recovered_verification(&body, &report, leftovers.iter().map(arf_core::records::encode).collect());
@@ -699,6 +705,17 @@ impl Executor {
             let mut unsettled: Vec<ExecutionState> = Vec::new();
             loop {
                 tokio::time::sleep(every).await;
+                // A lock row of this replica's whose target nothing here works on (its
+                // release was lost, or a lock's answer was) would keep the others out
+                // for as long as this replica lives: give it back.
+                if let Ok(rows) = shared.own_target_locks().await {
+                    for (target, fence) in rows {
+                        let Ok(_local) = this.target_lock(&target).try_lock_owned() else { continue };
+                        if let Err(error) = shared.unlock_target(&target, fence).await {
+                            warn!(%target, %error, "cannot give back a target's lock left behind");
+                        }
+                    }
+                }
                 let orphans = match shared.orphans().await {
                     Ok(orphans) => orphans,
                     Err(error) => {
@@ -835,7 +852,9 @@ impl Executor {
             self.store.release(&body.decision_id).await?;
             return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
         }
-        self.advance(&mut state, Phase::Acting, "running the action").await;
+        // With replicas, this save must land: a replica that stalled since it
+        // claimed may have been taken over, and its claim settled, meanwhile.
+        self.advance(&mut state, Phase::Acting, "running the action").await?;
         info!(steps = plan.action.len(), "running the action");
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
         let mut action = runner::run_steps(&plan.action, deadline, &self.http, Some(&self.tracker(body))).await;
@@ -844,7 +863,7 @@ impl Executor {
         self.log(&mut state, body, plan, RecordKind::ExecutionFinished, finished, "the action").await?;
 
         let verification = if action.ok {
-            self.advance(&mut state, Phase::Verifying, "verifying the action").await;
+            self.advance(&mut state, Phase::Verifying, "verifying the action").await?;
             let report = verify::run(&plan.verify, &self.http).await;
             state.verification = report.last_results();
             let record = records::verification(body, StepsPhase::Action, &report);
@@ -889,7 +908,7 @@ impl Executor {
     ) -> Result<(Outcome, String), ExecuteError> {
         warn!(reason = %why, "rolling back");
         self.log(state, body, plan, RecordKind::Rollback, records::rollback(body, &why, plan), "the action").await?;
-        self.advance(state, Phase::RollingBack, "rolling back").await;
+        self.advance(state, Phase::RollingBack, "rolling back").await?;
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
         let mut steps = runner::run_steps(&plan.rollback, deadline, &self.http, Some(&self.tracker(body))).await;
         steps.redact(&plan.secret_values);
@@ -898,7 +917,7 @@ impl Executor {
 
         let verification = match (&plan.rollback_verify, steps.ok) {
             (Some(rollback_verify), true) => {
-                self.advance(state, Phase::VerifyingRollback, "verifying the rollback").await;
+                self.advance(state, Phase::VerifyingRollback, "verifying the rollback").await?;
                 let report = verify::run(rollback_verify, &self.http).await;
                 let record = records::verification(body, StepsPhase::Rollback, &report);
                 self.log(
@@ -1011,15 +1030,29 @@ impl Executor {
         Err(ExecuteError::Interrupted { decision_id: body.decision_id.clone(), ran, record, source })
     }
 
-    /// Records progress for a restarted executor to find. A failure here is logged
-    /// but does not stop the execution: the claim is already durable, so a retry
-    /// cannot run the decision twice, and the audit log holds the trail.
-    async fn advance(&self, state: &mut ExecutionState, phase: Phase, detail: &str) {
+    /// Records progress for a restarted executor to find. On one machine a failure
+    /// here is logged but does not stop the execution: the claim is durable, so a
+    /// retry cannot run the decision twice, and the audit log holds the trail.
+    /// With replicas it stops the execution when this replica's lease lapsed or the
+    /// execution is no longer its own (another replica took it over): from then on
+    /// the other replica settles it, and this one must not act on the target.
+    async fn advance(&self, state: &mut ExecutionState, phase: Phase, detail: &str) -> Result<(), ExecuteError> {
+        if let Some(shared) = self.store.shared() {
+            shared.check_live()?;
+        }
         state.phase = phase;
         detail.clone_into(&mut state.detail);
         state.updated_at_ms = now_ms();
-        if let Err(error) = self.store.save(state).await {
-            warn!(%error, phase = phase.as_str(), "cannot record execution progress");
+        match self.store.save(state).await {
+            Ok(()) => Ok(()),
+            Err(error @ (StoreError::Fenced { .. } | StoreError::LeaseLost(_))) => {
+                error!(%error, phase = phase.as_str(), "this execution is no longer this replica's; stopping it");
+                Err(error.into())
+            }
+            Err(error) => {
+                warn!(%error, phase = phase.as_str(), "cannot record execution progress");
+                Ok(())
+            }
         }
     }
 }

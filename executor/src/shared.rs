@@ -43,6 +43,8 @@ pub struct Shared {
     live_until: Mutex<Instant>,
     /// The fencing token of each execution this replica owns.
     fences: Mutex<HashMap<String, i64>>,
+    /// Set for good once the lease lapsed.
+    lost: Mutex<bool>,
 }
 
 /// An execution whose owner's lease lapsed, to take over.
@@ -71,6 +73,7 @@ impl Shared {
             lease,
             live_until: Mutex::new(Instant::now()),
             fences: Mutex::new(HashMap::new()),
+            lost: Mutex::new(false),
         });
         let deadline = Instant::now() + lease * 3;
         let mut said = false;
@@ -90,7 +93,15 @@ impl Shared {
                 .await?;
             if joined.is_some() {
                 *shared.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + lease;
-                info!(member = %shared.member, lease_secs = lease.as_secs_f64(), "joined the executors' database");
+                // An earlier process under this name may still be running somewhere
+                // (cut off, not dead): raising the tokens of everything this name
+                // owns makes its writes and unlocks match nothing from now on.
+                let client = shared.db.get().await?;
+                let fenced = client
+                    .execute("UPDATE executor_executions SET fence = fence + 1 WHERE owner = $1 AND phase <> $2", &[&shared.member as &(dyn ToSql + Sync), &Phase::Finished.as_str()])
+                    .await?;
+                client.execute("UPDATE executor_target_locks SET fence = fence + 1 WHERE owner = $1", &[&shared.member]).await?;
+                info!(member = %shared.member, lease_secs = lease.as_secs_f64(), fenced, "joined the executors' database");
                 return Ok(shared);
             }
             if Instant::now() > deadline {
@@ -113,7 +124,7 @@ impl Shared {
 
     /// Whether this replica's lease still holds, by this host's clock.
     pub fn is_live(&self) -> bool {
-        Instant::now() < *self.live_until.lock().unwrap_or_else(PoisonError::into_inner)
+        !*self.lost.lock().unwrap_or_else(PoisonError::into_inner) && Instant::now() < *self.live_until.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Refuses work once the lease may have lapsed: another replica may be taking
@@ -126,17 +137,25 @@ impl Shared {
         }
     }
 
-    /// Renews the lease every third of its length until the task is dropped.
-    pub fn spawn_renewal(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease every third of its length. A lease that lapsed is never
+    /// renewed: once this replica's own clock says it lapsed, or the database no
+    /// longer holds it for this process, another replica may be taking its
+    /// executions over, so this replica must stop acting at once; `lost` is then
+    /// sent, once, and the task ends.
+    pub fn spawn_renewal(self: &Arc<Self>, lost: tokio::sync::oneshot::Sender<String>) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            loop {
+            let reason = loop {
                 tokio::time::sleep(this.lease / 3).await;
+                if !this.is_live() {
+                    break format!("`{}` could not renew its lease within {:?}", this.member, this.lease);
+                }
                 let sent = Instant::now();
                 let renewed = match this.db.get().await {
                     Ok(client) => client
                         .execute(
-                            "UPDATE executor_members SET lease_until = now() + $3 * interval '1 millisecond' WHERE name = $1 AND incarnation = $2",
+                            "UPDATE executor_members SET lease_until = now() + $3 * interval '1 millisecond'
+                             WHERE name = $1 AND incarnation = $2 AND lease_until > now()",
                             &[&this.member as &(dyn ToSql + Sync), &this.incarnation, &(this.lease.as_millis() as f64)],
                         )
                         .await
@@ -145,14 +164,30 @@ impl Shared {
                 };
                 match renewed {
                     Ok(1) => *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + this.lease,
-                    Ok(_) => {
-                        error!(member = %this.member, "this executor's lease was taken by another process under its name; it starts no more actions");
-                        return;
-                    }
+                    Ok(_) => break format!("the database no longer holds `{}`'s lease for this process", this.member),
                     Err(error) => warn!(%error, live = this.is_live(), "cannot renew this executor's lease"),
                 }
-            }
+            };
+            // Never live again in this process.
+            *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            *this.lost.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            error!(member = %this.member, %reason, "this executor replica lost its lease: it stops acting; restart it to rejoin");
+            let _ = lost.send(reason);
         })
+    }
+
+    /// How long after a replica's lease lapsed (by the database's clock) its work is
+    /// taken over: one more lease. The replica itself stops before its lease
+    /// lapses by its own clock (counted from before each renewal was sent); the
+    /// margin covers clocks that run at different rates and the step it was in.
+    fn grace_ms(&self) -> f64 {
+        self.lease.as_millis() as f64
+    }
+
+    /// The targets whose lock rows this replica holds, with their tokens.
+    pub async fn own_target_locks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self.db.get().await?.query("SELECT target, fence FROM executor_target_locks WHERE owner = $1", &[&self.member]).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn fence_of(&self, decision_id: &str) -> Option<i64> {
@@ -302,9 +337,9 @@ impl Shared {
             .query(
                 "SELECT e.decision_id, e.target, e.owner, e.fence FROM executor_executions e
                  WHERE e.phase <> $1 AND e.owner <> $2
-                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = e.owner AND m.lease_until > now())
+                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = e.owner AND m.lease_until + $3 * interval '1 millisecond' > now())
                  ORDER BY e.updated_at_ms",
-                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &self.member],
+                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &self.member, &self.grace_ms()],
             )
             .await?;
         Ok(rows.iter().map(|r| Orphan { decision_id: r.get(0), target: r.get(1), owner: r.get(2), fence: r.get(3) }).collect())
@@ -321,9 +356,9 @@ impl Shared {
             .query_opt(
                 "UPDATE executor_executions SET owner = $2, fence = fence + 1
                  WHERE decision_id = $1 AND owner = $3 AND fence = $4
-                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = $3 AND m.lease_until > now())
+                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = $3 AND m.lease_until + $5 * interval '1 millisecond' > now())
                  RETURNING fence, state",
-                &[&orphan.decision_id as &(dyn ToSql + Sync), &self.member, &orphan.owner, &orphan.fence],
+                &[&orphan.decision_id as &(dyn ToSql + Sync), &self.member, &orphan.owner, &orphan.fence, &self.grace_ms()],
             )
             .await?;
         let Some(row) = row else { return Ok(None) };
@@ -343,9 +378,9 @@ impl Shared {
                 "INSERT INTO executor_target_locks (target, owner, fence) VALUES ($1, $2, 1)
                  ON CONFLICT (target) DO UPDATE SET owner = EXCLUDED.owner, fence = executor_target_locks.fence + 1
                  WHERE executor_target_locks.owner = EXCLUDED.owner
-                    OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = executor_target_locks.owner AND m.lease_until > now())
+                    OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = executor_target_locks.owner AND m.lease_until + $3 * interval '1 millisecond' > now())
                  RETURNING fence",
-                &[&target as &(dyn ToSql + Sync), &self.member],
+                &[&target as &(dyn ToSql + Sync), &self.member, &self.grace_ms()],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))

@@ -329,6 +329,16 @@ async fn check_versions(client: &Client) -> Result<(), PgError> {
 }
 
 async fn check_durability(client: &Client) -> Result<(), PgError> {
+    // A table made UNLOGGED (by hand) loses what was committed to it in a crash.
+    let unlogged = client
+        .query(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relpersistence <> 'p' AND (relname LIKE 'audit\\_%' OR relname LIKE 'executor\\_%' OR relname = 'arf_migrations')",
+            &[],
+        )
+        .await?;
+    if let Some(row) = unlogged.first() {
+        return Err(PgError::NotDurable(format!("the table `{}` is not logged", row.get::<_, String>(0))));
+    }
     for (setting, refused) in [("fsync", &["off"][..]), ("synchronous_commit", &["off"][..]), ("full_page_writes", &["off"][..])] {
         let value: String = client.query_one(&format!("SHOW {setting}"), &[]).await?.get(0);
         if refused.contains(&value.as_str()) {

@@ -154,7 +154,7 @@ impl AuditLog for Service {
     async fn read_range(&self, request: Request<pb::ReadRangeRequest>) -> Result<Response<RecordStream>, Status> {
         self.reader(&request)?;
         let request = request.into_inner();
-        let (from, head) = (request.from_seq.max(1), self.store.head().await.0);
+        let (from, head) = (request.from_seq.max(1), self.store.head().await.map_err(store_status)?.0);
         let to = if request.to_seq == 0 { head + 1 } else { request.to_seq.min(head + 1) };
         Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..to.max(from)), None, Only::default())))
     }
@@ -181,13 +181,13 @@ impl AuditLog for Service {
         // Subscribe before reading the backlog so nothing appended in between is missed;
         // duplicates from the overlap are dropped by sequence number.
         let live = self.store.subscribe();
-        let head = self.store.head().await.0;
+        let head = self.store.head().await.map_err(store_status)?.0;
         Ok(Response::new(stream_records(Arc::clone(&self.store), SeqRange::Range(from..(head + 1).max(from)), Some(live), only)))
     }
 
     async fn head(&self, request: Request<pb::HeadRequest>) -> Result<Response<pb::HeadResponse>, Status> {
         self.reader(&request)?;
-        let (seq, hash) = self.store.head().await;
+        let (seq, hash) = self.store.head().await.map_err(store_status)?;
         Ok(Response::new(pb::HeadResponse { seq, hash }))
     }
 

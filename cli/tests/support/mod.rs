@@ -17,6 +17,14 @@ pub fn free_port() -> SocketAddr {
     arf_core::net::free_loopback_port().unwrap()
 }
 
+/// A port base (`arf init --port-base`) whose ports (0–3, 10–13, 80) are free now.
+pub fn free_port_base() -> u16 {
+    (0..200)
+        .map(|_| free_port().port() / 100 * 100)
+        .find(|&base| [0, 1, 2, 3, 10, 11, 12, 13, 80].iter().all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()))
+        .expect("no free port base")
+}
+
 pub struct Plane {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,

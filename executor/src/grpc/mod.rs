@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use arf_proto::v1 as pb;
 use arf_proto::v1::executor_server::{Executor as ExecutorService, ExecutorServer};
@@ -61,14 +61,18 @@ pub async fn serve(
         .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
     let mut store = Store::open(&config.data_dir.join("executions.sled"))?;
     let processes = store.processes()?;
+    let processes_for_lapse = store.processes()?;
     let lease = std::time::Duration::from_secs(config.lease_secs);
     let mut renewal = None;
+    let mut lease_lost = None;
     if let Some(settings) = &config.postgres {
         let member = config.replica.clone().unwrap_or_else(|| "executor".to_owned());
         let shared = crate::shared::Shared::join(settings, &member, lease)
             .await
             .with_context(|| format!("the executors' database `{}`", settings.describe()))?;
-        renewal = Some(shared.spawn_renewal());
+        let (lost, lapsed) = tokio::sync::oneshot::channel();
+        renewal = Some(shared.spawn_renewal(lost));
+        lease_lost = Some(lapsed);
         info!(%member, at = %settings.describe(), "executions and target locks are shared with other replicas in PostgreSQL");
         store = store.with_shared(shared);
     }
@@ -125,6 +129,21 @@ pub async fn serve(
     let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
     // With replicas: what a replica whose lease lapsed left unfinished is taken over.
     let takeover = executor.spawn_takeover(lease / 2);
+    // And this replica, should its own lease lapse, stops acting at once: what its
+    // steps still run is killed, and the process exits, to be restarted (it then
+    // rejoins and settles what is still its own, as after any restart).
+    if let Some(lapsed) = lease_lost {
+        let processes = processes_for_lapse;
+        tokio::spawn(async move {
+            if let Ok(reason) = lapsed.await {
+                for leftover in crate::runner::processes::sweep(&processes).await {
+                    warn!(decision_id = %leftover.owner, program = %leftover.program, "stopped a step of an execution this replica no longer owns");
+                }
+                error!(%reason, "exiting: this executor replica lost its lease");
+                std::process::exit(75);
+            }
+        });
+    }
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
     let router = arf_proto::server::builder(authenticator)

@@ -47,6 +47,14 @@ impl ChildExecutor {
     pub(crate) fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
     }
+
+    pub(crate) fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub(crate) fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
 }
 
 impl Drop for ChildExecutor {

@@ -3,7 +3,9 @@
 //! replica, never overlap; and a replica SIGKILLed in the middle of an action is
 //! taken over by another once its lease lapses, which settles the action (here:
 //! verification fails, the rollback runs) without running it again, and fences
-//! the dead replica out of the execution.
+//! the dead replica out of the execution; and a replica paused (SIGSTOP) in the
+//! middle of an action is taken over the same way, and when it resumes it finds
+//! its lease gone, logs nothing more and exits.
 
 use std::time::{Duration, Instant};
 
@@ -64,12 +66,28 @@ async fn a_decision_at_two_replicas_runs_once_and_a_target_takes_turns() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_again() {
+/// A deployment of two replicas on one database: the harness's executor run as a
+/// process of its own (`executor-a`, to SIGKILL or SIGSTOP) and `executor-b` in
+/// this process; one target, `sick`, whose verification fails, and a pathway whose
+/// action waits at a gate until the test releases it.
+struct Pair {
+    h: Harness,
+    settings: arf_pg::Settings,
+    a: crate::recovery::ChildExecutor,
+    a_client: arf_proto::v1::executor_client::ExecutorClient<arf_proto::server::Authenticated>,
+    b: crate::harness::Replica,
+    gate: std::sync::Arc<crate::harness::Gate>,
+    entered: mpsc::Receiver<()>,
+    sick: std::path::PathBuf,
+    _server: TestServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn pair() -> Pair {
     let server = TestServer::start().await.unwrap();
     let settings = database(&server).await;
     let dir = tempfile::tempdir().unwrap();
-    let (entered_tx, mut entered) = mpsc::channel(8);
+    let (entered_tx, entered) = mpsc::channel(8);
     let (gate, url) = start_gate(entered_tx).await;
     let mut p = gated_pathway();
     p.verify.probes = vec![command_probe("healthy", &["test", "-e", "{{target.dir}}/healthy"])];
@@ -79,43 +97,61 @@ async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_a
     let targets = [("sick".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&sick))]))].into();
     let setup = Setup { postgres: Some(settings.clone()), ..Setup::new(vec![p], targets) };
     let mut h = Harness::start(dir.path(), setup).await;
-    // The harness's executor, as a process of its own to SIGKILL, under the name `executor-a`.
     h.stop_executor().await;
     let config = arf_executor::Config { replica: Some("executor-a".to_owned()), data_dir: dir.path().join("executor-a"), ..h.executor_config().clone() };
     let config_file = dir.path().join("executor-a.json");
     std::fs::write(&config_file, serde_json::to_vec(&config).unwrap()).unwrap();
-    let (mut a, a_client) = crate::recovery::spawn_child(&config_file).await;
+    let (a, a_client) = crate::recovery::spawn_child(&config_file).await;
     let b = h.replica("executor-b").await;
+    Pair { h, settings, a, a_client, b, gate, entered, sick, _server: server, _dir: dir }
+}
 
-    let body = h.body("gated", "sick", json!({}));
-    let signed = h.decide(&body).await;
-    let running = tokio::spawn(async move { a_client.clone().execute(signed).await });
-    tokio::time::timeout(Duration::from_secs(20), entered.recv()).await.unwrap().unwrap();
-    a.kill().unwrap();
-    a.wait().unwrap();
-    assert!(running.await.unwrap().is_err(), "the killed replica answered");
+/// The trail of an execution cut off in its action and settled by another replica:
+/// its start, then the other replica's verification, rollback (its steps' end) and outcome.
+const TAKEN_OVER: [&str; 6] = ["decision", "execution_started", "verification", "rollback", "execution_finished", "outcome"];
 
-    // Within a lease (2 s) and a takeover period, replica b settles it: the target
-    // is unhealthy, so it rolls back. The action itself is not run again.
+/// Sends a decision to replica a and waits until its action is at the gate.
+async fn act_at_a(p: &mut Pair) -> (arf_core::decision::DecisionBody, tokio::task::JoinHandle<Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status>>) {
+    let body = p.h.body("gated", "sick", json!({}));
+    let signed = p.h.decide(&body).await;
+    let client = p.a_client.clone();
+    let running = tokio::spawn(async move { client.clone().execute(signed).await });
+    tokio::time::timeout(Duration::from_secs(20), p.entered.recv()).await.unwrap().unwrap();
+    (body, running)
+}
+
+/// Waits until replica b reports an outcome for `decision_id`.
+async fn settled_by_b(p: &Pair, decision_id: &str) -> arf_proto::v1::Execution {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let settled = loop {
-        let execution = b.get_execution(&body.decision_id).await.unwrap();
+    loop {
+        let execution = p.b.get_execution(decision_id).await.unwrap();
         if execution.outcome != "running" {
-            break execution;
+            return execution;
         }
         assert!(Instant::now() < deadline, "replica b did not take the execution over: {execution:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_again() {
+    let mut p = pair().await;
+    let (body, running) = act_at_a(&mut p).await;
+    p.a.kill().unwrap();
+    p.a.wait().unwrap();
+    assert!(running.await.unwrap().is_err(), "the killed replica answered");
+
+    // Once its lease (2 s) and a grace of one more lease lapse, replica b settles
+    // it: the target is unhealthy, so it rolls back. The action is not run again.
+    let settled = settled_by_b(&p, &body.decision_id).await;
     assert_eq!(settled.outcome, "rolled_back", "{settled:?}");
     assert!(settled.detail.contains("another executor replica"), "{}", settled.detail);
-    assert!(sick.join("rolled_back").exists());
-    assert_eq!(gate.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the action ran again");
-    let kinds = h.kinds(&body.incident_id).await;
-    assert_eq!(kinds.iter().filter(|k| **k == "execution_started").count(), 1, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "outcome").count(), 1, "{kinds:?}");
+    assert!(p.sick.join("rolled_back").exists());
+    assert_eq!(p.gate.calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the action ran again");
+    assert_eq!(p.h.kinds(&body.incident_id).await, TAKEN_OVER, "one start, b's settling, one outcome");
 
     // The dead replica is fenced out: a write under its name and old token matches nothing.
-    let client = settings.connect().await.unwrap();
+    let client = p.settings.connect().await.unwrap();
     let row = client.query_one("SELECT owner, fence FROM executor_executions WHERE decision_id = $1", &[&body.decision_id]).await.unwrap();
     assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("executor-b".to_owned(), 2));
     let stale = client
@@ -123,6 +159,36 @@ async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_a
         .await
         .unwrap();
     assert_eq!(stale, 0);
-    gate.release.notify_waiters();
-    b.stop().await;
+    p.gate.release.notify_waiters();
+}
+
+/// A replica that is not dead but paused (a frozen VM, a SIGSTOP) past its lease
+/// is taken over as if dead; when it resumes and its action returns, it finds its
+/// lease gone: it logs nothing more about the execution and exits, so the log holds
+/// one outcome, the one the other replica settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_paused_mid_action_is_taken_over_and_stops_when_it_resumes() {
+    let mut p = pair().await;
+    let (body, running) = act_at_a(&mut p).await;
+    let pid = p.a.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let settled = settled_by_b(&p, &body.decision_id).await;
+    assert_eq!(settled.outcome, "rolled_back", "{settled:?}");
+
+    // Resumed, with its action answered: it must not verify, roll back or log.
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    p.gate.release.notify_waiters();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = p.a.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the resumed replica kept running without its lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(75), "{status:?}");
+    let _ = running.await;
+    // The trail is exactly what a dead replica leaves: the resumed one added nothing.
+    assert_eq!(p.h.kinds(&body.incident_id).await, TAKEN_OVER);
+    p.b.stop().await;
 }
