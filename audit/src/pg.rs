@@ -420,7 +420,7 @@ impl PgStore {
 async fn writer_connection(settings: &Settings) -> Result<Client, StoreError> {
     let client = settings.connect().await?;
     arf_pg::check(&client).await?;
-    client.batch_execute("SET idle_in_transaction_session_timeout = '15s'; SET lock_timeout = '30s'").await.map_err(arf_pg::PgError::from)?;
+    client.batch_execute("SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '30s'").await.map_err(arf_pg::PgError::from)?;
     Ok(client)
 }
 

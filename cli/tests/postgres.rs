@@ -72,7 +72,7 @@ async fn replicas_keep_one_log_and_run_a_decision_once_in_postgres() {
     executor.insert("audit_addr".into(), second.to_string().into());
     executor.insert("postgres".into(), toml::Value::Table(postgres.clone()));
     executor.insert("replica".into(), "executor-a".into());
-    executor.insert("lease_secs".into(), 2.into());
+    executor.insert("lease_secs".into(), 4.into());
     let both = format!("{},{executor_b}", plane.addr("executor"));
     root["governor"].as_table_mut().unwrap().insert("executor_addr".into(), both.into());
     std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();

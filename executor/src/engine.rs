@@ -708,12 +708,10 @@ impl Executor {
                 // A lock row of this replica's whose target nothing here works on (its
                 // release was lost, or a lock's answer was) would keep the others out
                 // for as long as this replica lives: give it back.
-                if let Ok(rows) = shared.own_target_locks().await {
-                    for (target, fence) in rows {
-                        let Ok(_local) = this.target_lock(&target).try_lock_owned() else { continue };
-                        if let Err(error) = shared.unlock_target(&target, fence).await {
-                            warn!(%target, %error, "cannot give back a target's lock left behind");
-                        }
+                for (target, fence) in shared.own_target_locks() {
+                    let Ok(_local) = this.target_lock(&target).try_lock_owned() else { continue };
+                    if let Err(error) = shared.unlock_target(&target, fence).await {
+                        warn!(%target, %error, "cannot give back a target's lock left behind");
                     }
                 }
                 let orphans = match shared.orphans().await {
@@ -989,6 +987,11 @@ impl Executor {
 
     /// Appends a record, with every secret value the plan holds scrubbed from it.
     async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
+        // A replica whose lease lapsed logs nothing more about any execution: another
+        // may be settling it, and its records would be read as that one's.
+        if let Some(Err(error)) = self.store.shared().map(|s| s.check_live()) {
+            return Err(AuditError::Refused(error.to_string()));
+        }
         let payload = secrets::redact_json(payload, &plan.secret_values);
         let record = self.audit.append_one(&body.incident_id, kind, payload).await?;
         // `check_writer` said `executor` once; should the log's configuration change
@@ -1043,13 +1046,16 @@ impl Executor {
         state.phase = phase;
         detail.clone_into(&mut state.detail);
         state.updated_at_ms = now_ms();
-        match self.store.save(state).await {
-            Ok(()) => Ok(()),
-            Err(error @ (StoreError::Fenced { .. } | StoreError::LeaseLost(_))) => {
-                error!(%error, phase = phase.as_str(), "this execution is no longer this replica's; stopping it");
+        match (self.store.save(state).await, self.store.shared()) {
+            // With replicas, the next phase starts only on the word of the database
+            // that this replica still owns the execution, and with its lease live.
+            (Ok(()), Some(shared)) => Ok(shared.check_live()?),
+            (Ok(()), None) => Ok(()),
+            (Err(error), Some(_)) => {
+                error!(%error, phase = phase.as_str(), "cannot confirm this execution is still this replica's; stopping it");
                 Err(error.into())
             }
-            Err(error) => {
+            (Err(error), None) => {
                 warn!(%error, phase = phase.as_str(), "cannot record execution progress");
                 Ok(())
             }

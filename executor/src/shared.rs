@@ -45,6 +45,8 @@ pub struct Shared {
     fences: Mutex<HashMap<String, i64>>,
     /// Set for good once the lease lapsed.
     lost: Mutex<bool>,
+    /// The target locks this process took, by target, with their tokens.
+    locks: Mutex<HashMap<String, i64>>,
 }
 
 /// An execution whose owner's lease lapsed, to take over.
@@ -61,8 +63,9 @@ fn random_hex() -> String {
 }
 
 impl Shared {
-    /// Connects, checks the schema, and joins as `member`, waiting (up to about
-    /// two leases) for an earlier process under that name to let its lease lapse.
+    /// Connects, checks the schema, and joins as `member`, waiting for an earlier
+    /// process under that name to let its lease lapse (plus the same grace a
+    /// takeover waits), then re-tokens what the name owns.
     pub async fn join(settings: &Settings, member: &str, lease: Duration) -> Result<Arc<Self>, StoreError> {
         let db = Connection::open(settings).await?;
         arf_pg::check(&*db.get().await?).await?;
@@ -74,8 +77,9 @@ impl Shared {
             live_until: Mutex::new(Instant::now()),
             fences: Mutex::new(HashMap::new()),
             lost: Mutex::new(false),
+            locks: Mutex::new(HashMap::new()),
         });
-        let deadline = Instant::now() + lease * 3;
+        let deadline = Instant::now() + lease * 4;
         let mut said = false;
         loop {
             let sent = Instant::now();
@@ -86,7 +90,7 @@ impl Shared {
                 .query_opt(
                     "INSERT INTO executor_members (name, incarnation, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
                      ON CONFLICT (name) DO UPDATE SET incarnation = EXCLUDED.incarnation, lease_until = EXCLUDED.lease_until
-                     WHERE executor_members.lease_until <= now() OR executor_members.incarnation = EXCLUDED.incarnation
+                     WHERE executor_members.lease_until + $3 * interval '1 millisecond' <= now() OR executor_members.incarnation = EXCLUDED.incarnation
                      RETURNING name",
                     &[&shared.member as &(dyn ToSql + Sync), &shared.incarnation, &(lease.as_millis() as f64)],
                 )
@@ -98,9 +102,12 @@ impl Shared {
                 // owns makes its writes and unlocks match nothing from now on.
                 let client = shared.db.get().await?;
                 let fenced = client
-                    .execute("UPDATE executor_executions SET fence = fence + 1 WHERE owner = $1 AND phase <> $2", &[&shared.member as &(dyn ToSql + Sync), &Phase::Finished.as_str()])
+                    .execute(
+                        "UPDATE executor_executions SET fence = nextval('executor_fences') WHERE owner = $1 AND phase <> $2",
+                        &[&shared.member as &(dyn ToSql + Sync), &Phase::Finished.as_str()],
+                    )
                     .await?;
-                client.execute("UPDATE executor_target_locks SET fence = fence + 1 WHERE owner = $1", &[&shared.member]).await?;
+                client.execute("UPDATE executor_target_locks SET fence = nextval('executor_fences') WHERE owner = $1", &[&shared.member]).await?;
                 info!(member = %shared.member, lease_secs = lease.as_secs_f64(), fenced, "joined the executors' database");
                 return Ok(shared);
             }
@@ -151,16 +158,23 @@ impl Shared {
                     break format!("`{}` could not renew its lease within {:?}", this.member, this.lease);
                 }
                 let sent = Instant::now();
-                let renewed = match this.db.get().await {
-                    Ok(client) => client
+                // Bounded by the lease itself: a renewal (or a reconnection) that has
+                // not answered when the lease lapses by this clock is a lapse.
+                let deadline = *this.live_until.lock().unwrap_or_else(PoisonError::into_inner);
+                let renewal = async {
+                    let client = this.db.get().await.map_err(|e| e.to_string())?;
+                    client
                         .execute(
                             "UPDATE executor_members SET lease_until = now() + $3 * interval '1 millisecond'
                              WHERE name = $1 AND incarnation = $2 AND lease_until > now()",
                             &[&this.member as &(dyn ToSql + Sync), &this.incarnation, &(this.lease.as_millis() as f64)],
                         )
                         .await
-                        .map_err(|e| e.to_string()),
-                    Err(error) => Err(error.to_string()),
+                        .map_err(|e| e.to_string())
+                };
+                let renewed = match tokio::time::timeout_at(deadline, renewal).await {
+                    Ok(renewed) => renewed,
+                    Err(_) => break format!("`{}`'s lease renewal did not answer before the lease lapsed", this.member),
                 };
                 match renewed {
                     Ok(1) => *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + this.lease,
@@ -184,10 +198,9 @@ impl Shared {
         self.lease.as_millis() as f64
     }
 
-    /// The targets whose lock rows this replica holds, with their tokens.
-    pub async fn own_target_locks(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = self.db.get().await?.query("SELECT target, fence FROM executor_target_locks WHERE owner = $1", &[&self.member]).await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    /// The target locks this process took and has not given back, with their tokens.
+    pub fn own_target_locks(&self) -> Vec<(String, i64)> {
+        self.locks.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(t, f)| (t.clone(), *f)).collect()
     }
 
     fn fence_of(&self, decision_id: &str) -> Option<i64> {
@@ -197,6 +210,9 @@ impl Shared {
     /// This replica's fencing token for an execution it owns (after a restart, read
     /// back from the row it owns under its name).
     async fn own_fence(&self, decision_id: &str) -> Result<i64, StoreError> {
+        // A replica whose lease lapsed writes nothing: a later process under its
+        // name, or another replica, may own what it held.
+        self.check_live()?;
         if let Some(fence) = self.fence_of(decision_id) {
             return Ok(fence);
         }
@@ -220,7 +236,7 @@ impl Shared {
         let inserted = client
             .query_opt(
                 "INSERT INTO executor_executions (decision_id, target, phase, outcome, owner, fence, updated_at_ms, state, decision)
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8) ON CONFLICT (decision_id) DO NOTHING RETURNING fence",
+                 VALUES ($1, $2, $3, $4, $5, nextval('executor_fences'), $6, $7, $8) ON CONFLICT (decision_id) DO NOTHING RETURNING fence",
                 &[
                     &state.decision_id as &(dyn ToSql + Sync),
                     &state.target,
@@ -233,8 +249,8 @@ impl Shared {
                 ],
             )
             .await?;
-        if inserted.is_some() {
-            self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(state.decision_id.clone(), 1);
+        if let Some(row) = inserted {
+            self.fences.lock().unwrap_or_else(PoisonError::into_inner).insert(state.decision_id.clone(), row.get(0));
             return Ok(Claim::Claimed);
         }
         let row = client.query_opt("SELECT state FROM executor_executions WHERE decision_id = $1", &[&state.decision_id]).await?;
@@ -354,7 +370,7 @@ impl Shared {
             .get()
             .await?
             .query_opt(
-                "UPDATE executor_executions SET owner = $2, fence = fence + 1
+                "UPDATE executor_executions SET owner = $2, fence = nextval('executor_fences')
                  WHERE decision_id = $1 AND owner = $3 AND fence = $4
                    AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = $3 AND m.lease_until + $5 * interval '1 millisecond' > now())
                  RETURNING fence, state",
@@ -375,15 +391,19 @@ impl Shared {
             .get()
             .await?
             .query_opt(
-                "INSERT INTO executor_target_locks (target, owner, fence) VALUES ($1, $2, 1)
-                 ON CONFLICT (target) DO UPDATE SET owner = EXCLUDED.owner, fence = executor_target_locks.fence + 1
+                "INSERT INTO executor_target_locks (target, owner, fence) VALUES ($1, $2, nextval('executor_fences'))
+                 ON CONFLICT (target) DO UPDATE SET owner = EXCLUDED.owner, fence = EXCLUDED.fence
                  WHERE executor_target_locks.owner = EXCLUDED.owner
                     OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = executor_target_locks.owner AND m.lease_until + $3 * interval '1 millisecond' > now())
                  RETURNING fence",
                 &[&target as &(dyn ToSql + Sync), &self.member, &self.grace_ms()],
             )
             .await?;
-        Ok(row.map(|r| r.get(0)))
+        let fence = row.map(|r| r.get::<_, i64>(0));
+        if let Some(fence) = fence {
+            self.locks.lock().unwrap_or_else(PoisonError::into_inner).insert(target.to_owned(), fence);
+        }
+        Ok(fence)
     }
 
     /// Waits for the lock on `target`.
@@ -399,7 +419,13 @@ impl Shared {
     }
 
     pub async fn unlock_target(&self, target: &str, fence: i64) -> Result<(), StoreError> {
-        self.delete_owned("DELETE FROM executor_target_locks WHERE target = $1 AND owner = $2 AND fence = $3", target, fence).await
+        self.check_live()?;
+        self.delete_owned("DELETE FROM executor_target_locks WHERE target = $1 AND owner = $2 AND fence = $3", target, fence).await?;
+        let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+        if locks.get(target) == Some(&fence) {
+            locks.remove(target);
+        }
+        Ok(())
     }
 
     /// Runs `delete` (keyed `$1`, owner `$2`, fencing token `$3`) for a row this

@@ -99,6 +99,12 @@ impl Settings {
         if config.get_application_name().is_none() {
             config.application_name("arf");
         }
+        // A server that stops answering is noticed: connecting is bounded, and an
+        // idle connection is probed, so a call does not hang on a dead peer.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(5));
+        }
+        config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(10));
         Ok(config)
     }
 
@@ -219,7 +225,10 @@ impl Connection {
         let mut client = self.client.lock().await;
         if client.is_closed() {
             tracing::warn!(at = %self.settings.describe(), "a connection to PostgreSQL closed; connecting again");
-            *client = std::sync::Arc::new(self.settings.connect().await?);
+            let fresh = self.settings.connect().await?;
+            // The server may have changed since (a failover, a reload): checked as at start.
+            check(&fresh).await?;
+            *client = std::sync::Arc::new(fresh);
         }
         Ok(std::sync::Arc::clone(&client))
     }
@@ -246,6 +255,7 @@ impl Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "audit_log", sql: include_str!("../migrations/0001_audit_log.sql") },
     Migration { version: 2, name: "executor", sql: include_str!("../migrations/0002_executor.sql") },
+    Migration { version: 3, name: "executor_fences", sql: include_str!("../migrations/0003_executor_fences.sql") },
 ];
 
 /// A key for `pg_advisory_xact_lock`, so concurrent `migrate` calls take turns.

@@ -94,6 +94,8 @@ fn store_status(error: StoreError) -> Status {
         StoreError::Invalid(message) => Status::invalid_argument(message),
         StoreError::Proof(error) => Status::out_of_range(error.to_string()),
         StoreError::Failed(message) | StoreError::Unavailable(message) => Status::unavailable(message),
+        // The database did not answer: another front-end may.
+        error @ StoreError::Database(_) => Status::unavailable(error.to_string()),
         // Callers treat `Unknown` as the log being unavailable: they do not act.
         error @ StoreError::Indeterminate(_) => Status::unknown(error.to_string()),
         StoreError::Corrupt { .. } => Status::data_loss(error.to_string()),

@@ -191,7 +191,7 @@ impl Harness {
             metrics_listen: None,
             postgres: setup.postgres.clone(),
             replica: None,
-            lease_secs: 2,
+            lease_secs: 4,
         };
         executor_config.validate().unwrap();
         let (executor_server, executor) = spawn_executor(executor_config.clone()).await;

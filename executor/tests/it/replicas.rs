@@ -122,7 +122,7 @@ async fn act_at_a(p: &mut Pair) -> (arf_core::decision::DecisionBody, tokio::tas
 
 /// Waits until replica b reports an outcome for `decision_id`.
 async fn settled_by_b(p: &Pair, decision_id: &str) -> arf_proto::v1::Execution {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(45);
     loop {
         let execution = p.b.get_execution(decision_id).await.unwrap();
         if execution.outcome != "running" {
@@ -137,11 +137,13 @@ async fn settled_by_b(p: &Pair, decision_id: &str) -> arf_proto::v1::Execution {
 async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_again() {
     let mut p = pair().await;
     let (body, running) = act_at_a(&mut p).await;
+    let client = p.settings.connect().await.unwrap();
+    let fence_a: i64 = client.query_one("SELECT fence FROM executor_executions WHERE decision_id = $1", &[&body.decision_id]).await.unwrap().get(0);
     p.a.kill().unwrap();
     p.a.wait().unwrap();
     assert!(running.await.unwrap().is_err(), "the killed replica answered");
 
-    // Once its lease (2 s) and a grace of one more lease lapse, replica b settles
+    // Once its lease (4 s) and a grace of one more lease lapse, replica b settles
     // it: the target is unhealthy, so it rolls back. The action is not run again.
     let settled = settled_by_b(&p, &body.decision_id).await;
     assert_eq!(settled.outcome, "rolled_back", "{settled:?}");
@@ -151,11 +153,11 @@ async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_a
     assert_eq!(p.h.kinds(&body.incident_id).await, TAKEN_OVER, "one start, b's settling, one outcome");
 
     // The dead replica is fenced out: a write under its name and old token matches nothing.
-    let client = p.settings.connect().await.unwrap();
     let row = client.query_one("SELECT owner, fence FROM executor_executions WHERE decision_id = $1", &[&body.decision_id]).await.unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("executor-b".to_owned(), 2));
+    assert_eq!(row.get::<_, String>(0), "executor-b");
+    assert!(row.get::<_, i64>(1) > fence_a, "the takeover raised the token");
     let stale = client
-        .execute("UPDATE executor_executions SET phase = 'acting' WHERE decision_id = $1 AND owner = 'executor-a' AND fence = 1", &[&body.decision_id])
+        .execute("UPDATE executor_executions SET phase = 'acting' WHERE decision_id = $1 AND owner = 'executor-a' AND fence = $2", &[&body.decision_id, &fence_a])
         .await
         .unwrap();
     assert_eq!(stale, 0);
@@ -191,4 +193,37 @@ async fn a_replica_paused_mid_action_is_taken_over_and_stops_when_it_resumes() {
     // The trail is exactly what a dead replica leaves: the resumed one added nothing.
     assert_eq!(p.h.kinds(&body.incident_id).await, TAKEN_OVER);
     p.b.stop().await;
+}
+
+/// A process that joins under the name of one whose lease lapsed (a restart, a
+/// reschedule) re-tokens everything the name owns: the earlier process, should it
+/// still be running somewhere, matches nothing with its tokens, and is itself
+/// refused for its lapsed lease before it even tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_joining_under_a_lapsed_name_fences_out_the_earlier_one() {
+    use arf_executor::execution::ExecutionState;
+    use arf_executor::shared::Shared;
+    use arf_executor::store::{Claim, StoredDecision};
+    let server = TestServer::start().await.unwrap();
+    let settings = database(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup { postgres: Some(settings.clone()), ..Setup::new(vec![append_line_pathway()], [("web".to_owned(), target(&[]))].into()) };
+    let h = Harness::start(dir.path(), setup).await;
+    let lease = Duration::from_secs(1);
+    let body = h.body("append_line", "web", json!({}));
+    let first = Shared::join(&settings, "executor-x", lease).await.unwrap();
+    let state = ExecutionState::claimed(&body, 1);
+    let stored = StoredDecision { body: body.clone(), decision_seq: 1 };
+    assert_eq!(first.claim(&state, &stored).await.unwrap(), Claim::Claimed);
+    let client = settings.connect().await.unwrap();
+    let select = "SELECT fence FROM executor_executions WHERE decision_id = $1";
+    let before: i64 = client.query_one(select, &[&body.decision_id]).await.unwrap().get(0);
+    // The first process never renews: once its lease and a grace lapse, a second joins.
+    let second = Shared::join(&settings, "executor-x", lease).await.unwrap();
+    let after: i64 = client.query_one(select, &[&body.decision_id]).await.unwrap().get(0);
+    assert!(after > before, "joining re-tokened the name's execution ({before} → {after})");
+    let stale = client.execute("UPDATE executor_executions SET phase = 'acting' WHERE decision_id = $1 AND fence = $2", &[&body.decision_id, &before]).await.unwrap();
+    assert_eq!(stale, 0);
+    assert!(matches!(first.save(&state).await, Err(arf_executor::store::StoreError::LeaseLost(_))), "the first process still wrote");
+    second.save(&state).await.unwrap();
 }
