@@ -321,3 +321,21 @@ async fn the_log_works_the_same_over_tls() {
     // Plain text to the same server is refused by it.
     assert!(PgStore::open(&Settings { tls: None, ..settings }, None).await.is_err());
 }
+
+/// A front-end whose database stops answering does not serve the log as far as it
+/// had taken it: a head or range read fails (and the client moves to another
+/// front-end), since other front-ends may have acknowledged more.
+#[tokio::test]
+async fn a_front_end_cut_off_from_its_database_serves_no_shorter_log() {
+    let server = TestServer::start_own().await.unwrap();
+    let settings = migrated(&server).await;
+    let log = arf_audit::log::Log::Postgres(PgStore::open(&settings, None).await.unwrap());
+    log.append("agent", vec![entry(1)], 1).await.unwrap();
+    assert_eq!(log.head().await.unwrap().0, 1);
+    drop(server);
+    match log.head().await {
+        Err(StoreError::Unavailable(_) | StoreError::Database(_)) => {}
+        other => panic!("a front-end cut off from its database answered {other:?}"),
+    }
+    assert!(log.append("agent", vec![entry(2)], 2).await.is_err());
+}

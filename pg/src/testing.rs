@@ -110,6 +110,12 @@ impl TestServer {
         Self::own(parent, None).await
     }
 
+    /// A server of the test's own, whatever `ARF_TEST_POSTGRES` says: for a test
+    /// that stops it.
+    pub async fn start_own() -> Result<Self, String> {
+        Self::own(None, None).await
+    }
+
     /// A server of the test's own that takes TCP connections over TLS only.
     pub async fn start_tls(tls: ServerTls) -> Result<Self, String> {
         Self::own(None, Some(tls)).await
