@@ -154,6 +154,8 @@ pub struct Restored {
     pub decisions: std::collections::BTreeMap<String, Decision>,
     /// Per decision, the body its authorization signed and that record's sequence number.
     pub authorized: std::collections::BTreeMap<String, (DecisionBody, u64)>,
+    /// The last switch of global autonomy the log holds: on or off, by whom, why, when.
+    pub autonomy: Option<(bool, String, String, i64)>,
 }
 
 impl Restored {
@@ -217,6 +219,9 @@ impl Restored {
                         if let Some(decision) = decisions.get_mut(&decision_id) {
                             decision.judgement = Some(judgement);
                         }
+                    }
+                    GovernanceEvent::AutonomySwitched { enabled, identity, reason, at_ms, .. } => {
+                        self.autonomy = Some((enabled, identity, reason, at_ms));
                     }
                     _ => {}
                 },

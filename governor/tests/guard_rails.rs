@@ -81,6 +81,32 @@ async fn a_kill_switch_saved_by_an_earlier_governor_holds_after_a_restart() {
     assert!(!h.autonomy("dash").await.unwrap().enabled);
 }
 
+/// The kill switch is logged before it takes effect: a governor whose guard-rail
+/// file lost it (a restored backup, a new disk) finds it in the log and keeps
+/// autonomy off; a later switch back on, logged too, is found the same way.
+#[tokio::test]
+async fn a_kill_switch_lost_with_the_guard_file_is_restored_from_the_log() {
+    let mut h = Harness::start(Setup::default()).await;
+    h.set_autonomy("alice", false, "pulled before the disk was lost").await.unwrap();
+    let file = arf_governor::guard::state_path(&h.config.data_dir);
+    std::fs::remove_file(&file).unwrap();
+    h.restart_governor().await;
+    let held = staging(&h, "inc-lost").await;
+    assert_eq!(route(&held), pb::Route::Approval, "autonomy came back with the lost file");
+    assert_eq!(rules(&held), vec!["autonomy_off"]);
+    let status = h.autonomy("dash").await.unwrap();
+    assert!(!status.enabled && status.changed_by == "alice", "{status:?}");
+    assert!(!arf_governor::guard::load(&file).unwrap().autonomy.enabled, "and saved again");
+
+    // Switched back on by an admin, then the file restored from an older backup
+    // that still says off: the log's later switch wins again.
+    let stale = std::fs::read(&file).unwrap();
+    h.set_autonomy("dave", true, "review done").await.unwrap();
+    std::fs::write(&file, stale).unwrap();
+    h.restart_governor().await;
+    assert_eq!(route(&staging(&h, "inc-back").await), pb::Route::Autonomous);
+}
+
 #[tokio::test]
 async fn the_rate_limit_switches_autonomy_off_for_the_service_until_an_admin_resets_it() {
     let rails = GuardRails { autonomous_per_service_per_hour: 2, ..GuardRails::default() };

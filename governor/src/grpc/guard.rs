@@ -56,6 +56,24 @@ impl Shared {
         (result, saved)
     }
 
+    /// Takes the log's last switch of global autonomy when the guard-rail file says
+    /// otherwise, and says so. Every switch is logged before it takes effect, so the
+    /// file is never legitimately ahead of the log: where they differ, the file is
+    /// stale (a backup, or a crash between the log and the file).
+    pub(crate) fn adopt_logged_autonomy(&self, enabled: bool, by: &str, reason: &str, at_ms: i64) {
+        let (adopted, _) = self.change(|state| {
+            if state.autonomy.enabled != enabled || state.autonomy.changed_at_ms < at_ms {
+                guard::set_autonomy(state, enabled, by, reason, at_ms);
+                true
+            } else {
+                false
+            }
+        });
+        if adopted {
+            warn!(enabled, %by, at_ms, "the guard-rail state was behind the audit log: global autonomy is as the log's last switch left it");
+        }
+    }
+
     pub(crate) fn note_autonomous(&self, service: &str, now_ms: i64) -> Option<Trip> {
         self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
     }
