@@ -156,6 +156,8 @@ pub struct Restored {
     pub authorized: std::collections::BTreeMap<String, (DecisionBody, u64)>,
     /// The last switch of global autonomy the log holds: on or off, by whom, why, when.
     pub autonomy: Option<(bool, String, String, i64)>,
+    /// The guard rails the log shows tripped and not reset since.
+    pub trips: Vec<arf_core::decision::Trip>,
 }
 
 impl Restored {
@@ -222,6 +224,16 @@ impl Restored {
                     }
                     GovernanceEvent::AutonomySwitched { enabled, identity, reason, at_ms, .. } => {
                         self.autonomy = Some((enabled, identity, reason, at_ms));
+                    }
+                    GovernanceEvent::RateLimitTripped { trip, .. }
+                    | GovernanceEvent::ErrorBudgetTripped { trip, .. }
+                    | GovernanceEvent::RollbackFailedTripped { trip, .. }
+                        if !self.trips.contains(&trip) =>
+                    {
+                        self.trips.push(trip);
+                    }
+                    GovernanceEvent::AutonomyReset { clearing, .. } => {
+                        self.trips.retain(|t| !clearing.contains(t));
                     }
                     _ => {}
                 },

@@ -143,6 +143,29 @@ async fn the_rate_limit_switches_autonomy_off_for_the_service_until_an_admin_res
     assert_eq!(nothing.code(), Code::FailedPrecondition, "{nothing:?}");
 }
 
+/// A latched guard rail the guard-rail file lost (a new disk, an older backup) is
+/// read back from the log's trip event: the service stays off until an admin
+/// resets it, and once reset (logged), a later restart does not bring it back.
+#[tokio::test]
+async fn a_tripped_guard_rail_lost_with_the_guard_file_is_restored_from_the_log() {
+    let rails = GuardRails { autonomous_per_service_per_hour: 1, ..GuardRails::default() };
+    let mut h = Harness::start(Setup { guard_rails: rails, ..Setup::default() }).await;
+    assert_eq!(route(&staging(&h, "inc-t1").await), pb::Route::Autonomous);
+    assert_eq!(rules(&staging(&h, "inc-t2").await), vec!["rate_limit"]);
+    let file = arf_governor::guard::state_path(&h.config.data_dir);
+    std::fs::remove_file(&file).unwrap();
+    h.restart_governor().await;
+    let held = staging(&h, "inc-t3").await;
+    assert_eq!(route(&held), pb::Route::Approval, "the service's autonomy came back with the lost file");
+    assert_eq!(rules(&held), vec!["rate_limit"]);
+
+    h.reset_autonomy("dave", "web", "").await.unwrap();
+    std::fs::remove_file(&file).unwrap();
+    h.advance_ms(2 * 3600 * 1000);
+    h.restart_governor().await;
+    assert_eq!(route(&staging(&h, "inc-t4").await), pb::Route::Autonomous, "a reset trip came back");
+}
+
 /// What a scripted executor answers `GetExecution` with; the test changes it.
 type Later = Arc<std::sync::Mutex<&'static str>>;
 

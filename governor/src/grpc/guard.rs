@@ -74,6 +74,26 @@ impl Shared {
         }
     }
 
+    /// Adds the tripped guard rails the log holds and the guard-rail file lacks (a
+    /// lost or older file). Only adds: a trip the file holds and the log shows reset
+    /// stays until an admin resets it again, the safe direction.
+    pub(crate) fn adopt_logged_trips(&self, trips: Vec<Trip>) {
+        let (added, _) = self.change(|state| {
+            let mut added = Vec::new();
+            for trip in trips {
+                let held = state.trips.iter().any(|t| t.kind == trip.kind && t.service == trip.service && t.pathway == trip.pathway);
+                if !held {
+                    added.push(trip.clone());
+                    state.trips.push(trip);
+                }
+            }
+            added
+        });
+        for trip in added {
+            warn!(kind = ?trip.kind, service = %trip.service, pathway = %trip.pathway, "the guard-rail state was behind the audit log: a tripped guard rail it lacked is in force again");
+        }
+    }
+
     pub(crate) fn note_autonomous(&self, service: &str, now_ms: i64) -> Option<Trip> {
         self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
     }
