@@ -158,6 +158,9 @@ pub struct Restored {
     pub autonomy: Option<(bool, String, String, i64)>,
     /// The guard rails the log shows tripped and not reset since.
     pub trips: Vec<arf_core::decision::Trip>,
+    /// Per (environment, service, pathway), the last graduation event: graduated or
+    /// demoted, and when.
+    pub graduations: std::collections::BTreeMap<(String, String, String), (bool, i64)>,
 }
 
 impl Restored {
@@ -234,6 +237,9 @@ impl Restored {
                     }
                     GovernanceEvent::AutonomyReset { clearing, .. } => {
                         self.trips.retain(|t| !clearing.contains(t));
+                    }
+                    GovernanceEvent::Graduation { environment, service, pathway, graduated, at_ms, .. } => {
+                        self.graduations.insert((environment, service, pathway), (graduated, at_ms));
                     }
                     _ => {}
                 },

@@ -113,6 +113,9 @@ async fn shadow_decisions_never_run_judgements_graduate_and_a_failure_demotes_at
     h.judge("bob", &second.decision_id, true, "").await.unwrap();
     let record = h.autonomy("alice").await.unwrap();
     assert!(track(&record).graduated, "two agreeing judgements in a row graduate it: {:?}", track(&record));
+    // The guard-rail file as it stands now, graduated: restored at the end, as an old backup would be.
+    let guard_file = arf_governor::guard::state_path(&h.config.data_dir);
+    let graduated_file = std::fs::read(&guard_file).unwrap();
     let promoted = h.governance_events("graduation").await;
     assert_eq!(promoted.len(), 1, "{promoted:#?}");
     assert_eq!(promoted[0].payload["graduated"], true);
@@ -158,6 +161,24 @@ async fn shadow_decisions_never_run_judgements_graduate_and_a_failure_demotes_at
     let rules = &held.policy.as_ref().unwrap().rules_fired;
     assert!(rules.contains(&"review_mode".to_owned()), "{rules:?}");
     assert!(held.policy.as_ref().unwrap().reasons.iter().any(|r| r.contains("has 0 of the 2 successes")), "{:?}", held.policy);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the held action did not run");
+
+    // The guard-rail file restored from before the demotion still says graduated;
+    // the log's demotion holds after a restart, and the next action waits for a person.
+    std::fs::write(&guard_file, graduated_file).unwrap();
+    h.restart_governor().await;
+    let fourth = proposal("inc-r4", "restart_service", "web-staging", 0.9);
+    h.back(&fourth).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        match h.evaluate(fourth.clone()).await {
+            Ok(decision) => break decision,
+            Err(status) if status.code() == tonic::Code::Unavailable && std::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    assert_eq!((route(&after), after.state.as_str()), (pb::Route::Approval, "pending"), "a stale file graduated it again");
+    assert!(!track(&h.autonomy("alice").await.unwrap()).graduated);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "the held action did not run");
 }
 

@@ -94,6 +94,34 @@ impl Shared {
         }
     }
 
+    /// Demotes each pathway whose last graduation event in the log is a demotion
+    /// but which the guard-rail file still has graduated, recording the setback at
+    /// its time (so it must earn its successes again). A graduation the file lacks
+    /// is not granted: it is earned again, the safe direction.
+    pub(crate) fn adopt_logged_demotions(&self, graduations: &std::collections::BTreeMap<(String, String, String), (bool, i64)>) {
+        let (demoted, _) = self.change(|state| {
+            let mut demoted = Vec::new();
+            for ((environment, service, pathway), (graduated, at_ms)) in graduations {
+                if *graduated {
+                    continue;
+                }
+                let track = state.tracks.get_mut(environment).and_then(|s| s.get_mut(service)).and_then(|p| p.get_mut(pathway));
+                if let Some(track) = track.filter(|t| t.graduated) {
+                    track.graduated = false;
+                    if !track.failed.contains(at_ms) {
+                        track.failed.push(*at_ms);
+                        track.failed.sort_unstable();
+                    }
+                    demoted.push((environment.clone(), service.clone(), pathway.clone()));
+                }
+            }
+            demoted
+        });
+        for (environment, service, pathway) in demoted {
+            warn!(%environment, %service, %pathway, "the guard-rail state was behind the audit log: a pathway it had graduated was demoted, as the log says");
+        }
+    }
+
     pub(crate) fn note_autonomous(&self, service: &str, now_ms: i64) -> Option<Trip> {
         self.change(|state| guard::note_autonomous(state, &self.guard_rails, service, now_ms)).0
     }

@@ -521,7 +521,7 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
         }
     }
     evicted.extend(remember_evicted(shared, folded.evict((shared.clock)(), shared.retain_ms)));
-    let decision::Restored { decisions: restored, authorized, autonomy, trips } = folded;
+    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations } = folded;
     // The kill switch is logged before it takes effect; a guard-rail file that lost
     // a later switch (restored from a backup, a new disk, a crash between the two)
     // must not hand autonomy back: the log's last switch, if newer, is the one in force.
@@ -531,6 +531,9 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     // Likewise a latched guard rail the log shows tripped and never reset: a file
     // without it would hand the service or pathway its autonomy back.
     shared.adopt_logged_trips(trips);
+    // And a demotion: a file that still says graduated would let the pathway run
+    // on its own again after the failure that demoted it.
+    shared.adopt_logged_demotions(&graduations);
     // An outcome the log holds is never asked for again, so the guard rails need
     // not remember that they counted it (a decision that left memory is settled).
     shared.forget_outcomes(|guard| {
