@@ -56,8 +56,7 @@ macro_rules! call {
 /// serve one log (`audit.postgres`).
 #[derive(Clone)]
 pub struct AuditClient {
-    clients: std::sync::Arc<[AuditLogClient<Channel>]>,
-    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    clients: arf_core::net::Rotation<AuditLogClient<Channel>>,
     token: Option<String>,
     /// The highest sequence number the log has acknowledged to this client (and its
     /// clones): a checkpoint that does not reach it does not cover what we wrote.
@@ -79,10 +78,7 @@ impl AuditClient {
     /// Connects lazily as `dial` says (mutual TLS to the `audit` service, or plain
     /// text), to `addresses`: one, or several separated by commas.
     pub fn connect_dial(addresses: &str, token: Option<String>, dial: &arf_proto::tls::Dial) -> Result<Self, AuditError> {
-        let clients = addresses
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
+        let clients = arf_core::net::addresses(addresses)
             .map(|address| {
                 let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
                 let endpoint = Endpoint::from_shared(uri)
@@ -92,15 +88,12 @@ impl AuditClient {
                 Ok(AuditLogClient::new(dial.channel(endpoint)))
             })
             .collect::<Result<Vec<_>, AuditError>>()?;
-        if clients.is_empty() {
-            return Err(AuditError::Address(addresses.to_owned()));
-        }
-        Ok(Self { clients: clients.into(), current: Default::default(), token, acknowledged: Default::default() })
+        let clients = arf_core::net::Rotation::new(clients).ok_or_else(|| AuditError::Address(addresses.to_owned()))?;
+        Ok(Self { clients, token, acknowledged: Default::default() })
     }
 
     fn pick(&self) -> (usize, AuditLogClient<Channel>) {
-        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
-        (i, self.clients[i].clone())
+        self.clients.pick()
     }
 
     /// After a call to front-end `i`: one that did not answer is passed over from now on.
@@ -109,8 +102,7 @@ impl AuditClient {
             && matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
             && self.clients.len() > 1
         {
-            let next = (i + 1) % self.clients.len();
-            let _ = self.current.compare_exchange(i, next, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+            self.clients.failed(i);
         }
     }
 

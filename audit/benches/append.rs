@@ -55,27 +55,45 @@ fn entry(caller: usize, n: u64) -> Entry {
     Entry::new(format!("inc-{caller}"), RecordKind::Signal, payload)
 }
 
+/// `callers` tasks, each calling `append(caller, n)` for its `n`th record until
+/// `RUN` is over; how many records they appended in all.
+async fn run_callers<F, Fut>(callers: usize, append: F) -> u64
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), arf_audit::store::StoreError>> + Send,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let append = append.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while start.elapsed() < RUN {
+                    append(caller, n).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.unwrap();
+    }
+    total
+}
+
 /// `callers` tasks appending one ~300-byte record at a time for `RUN`; records/s.
 async fn store_appends(dir: &std::path::Path, callers: usize) -> (f64, f64, f64) {
     let log = tempfile::tempdir_in(dir).unwrap();
     let store = Arc::new(Store::open(log.path(), None).unwrap());
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..callers {
-        let store = Arc::clone(&store);
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < RUN {
-                store.append("agent", vec![entry(caller, n)], 0).await.unwrap();
-                n += 1;
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+    let appended = Arc::clone(&store);
+    let total = run_callers(callers, move |caller, n| {
+        let store = Arc::clone(&appended);
+        async move { store.append("agent", vec![entry(caller, n)], 0).await.map(drop) }
+    })
+    .await;
     let elapsed = start.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(log.path().join(arf_audit::store::LOG_FILE)).unwrap().len();
     (total as f64 / elapsed, total as f64 / store.syncs() as f64, bytes as f64 / total as f64)
@@ -91,22 +109,12 @@ async fn pg_appends(server: &arf_pg::testing::TestServer, callers: usize, front_
         stores.push(Arc::new(arf_audit::pg::PgStore::open(&settings, None).await.unwrap()));
     }
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for caller in 0..callers {
+    let stores = Arc::new(stores);
+    let total = run_callers(callers, move |caller, n| {
         let store = Arc::clone(&stores[caller % front_ends]);
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < RUN {
-                store.append("agent", vec![entry(caller, n)], 0).await.unwrap();
-                n += 1;
-            }
-            n
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.unwrap();
-    }
+        async move { store.append("agent", vec![entry(caller, n)], 0).await.map(drop) }
+    })
+    .await;
     total as f64 / start.elapsed().as_secs_f64()
 }
 

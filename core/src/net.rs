@@ -57,9 +57,59 @@ pub fn addresses(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|a| !a.is_empty())
 }
 
+/// Which of several replicas' clients a caller uses: the same one until a call to
+/// it finds no one there, then the next. Clones share the position.
+#[derive(Debug, Clone)]
+pub struct Rotation<T> {
+    clients: std::sync::Arc<[T]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<T: Clone> Rotation<T> {
+    /// `None` for no clients.
+    pub fn new(clients: Vec<T>) -> Option<Self> {
+        (!clients.is_empty()).then(|| Self { clients: clients.into(), current: Default::default() })
+    }
+
+    /// The client to call now, and which it is.
+    pub fn pick(&self) -> (usize, T) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Client `i` did not answer: later calls go to the next, unless another caller
+    /// has moved on already.
+    pub fn failed(&self, i: usize) {
+        let next = (i + 1) % self.clients.len();
+        let _ = self.current.compare_exchange(i, next, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clients.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_moves_on_once_per_failure_of_the_client_in_use() {
+        let rotation = Rotation::new(vec!["a", "b", "c"]).unwrap();
+        assert_eq!(rotation.pick(), (0, "a"));
+        rotation.failed(0);
+        // A second caller that saw `a` fail too does not skip `b`.
+        rotation.failed(0);
+        assert_eq!(rotation.pick(), (1, "b"));
+        rotation.failed(1);
+        rotation.failed(2);
+        assert_eq!(rotation.clone().pick(), (0, "a"));
+        assert!(Rotation::<&str>::new(Vec::new()).is_none());
+    }
 
     #[test]
     fn ports_are_free_and_outside_the_ephemeral_range() {

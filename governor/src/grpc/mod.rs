@@ -673,28 +673,22 @@ async fn resume(
 /// for replicas that share `executor.postgres`): calls go to one until it fails to
 /// answer, then to the next. Any replica answers for any decision, since they share
 /// their executions; replicas with stores of their own must not be listed together.
-pub(crate) struct Executors {
-    clients: Vec<ExecutorClient<arf_proto::server::Authenticated>>,
-    current: std::sync::atomic::AtomicUsize,
-}
+pub(crate) struct Executors(arf_core::net::Rotation<ExecutorClient<arf_proto::server::Authenticated>>);
 
 impl Executors {
     fn new(addresses: &str, token: Option<&str>, dial: &arf_proto::tls::Dial) -> anyhow::Result<Self> {
         let clients = crate::config::addresses(addresses).map(|a| executor_client(a, token, dial)).collect::<anyhow::Result<Vec<_>>>()?;
-        anyhow::ensure!(!clients.is_empty(), "`governor.executor_addr` names no address");
-        Ok(Self { clients, current: std::sync::atomic::AtomicUsize::new(0) })
+        arf_core::net::Rotation::new(clients).map(Self).context("`governor.executor_addr` names no address")
     }
 
     /// The client to call now, and which it is.
     pub(crate) fn client(&self) -> (usize, ExecutorClient<arf_proto::server::Authenticated>) {
-        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.clients.len();
-        (i, self.clients[i].clone())
+        self.0.pick()
     }
 
     /// The call to client `i` found no executor there: later calls go to the next.
     pub(crate) fn failed(&self, i: usize) {
-        let next = (i + 1) % self.clients.len();
-        let _ = self.current.compare_exchange(i, next, std::sync::atomic::Ordering::Relaxed, std::sync::atomic::Ordering::Relaxed);
+        self.0.failed(i);
     }
 }
 
