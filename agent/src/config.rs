@@ -188,6 +188,18 @@ pub struct Config {
     /// without it, a restart folds the whole log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// Run as one of several agent replicas that arbitrate grouping and diagnoses
+    /// through this PostgreSQL database (migrated with `arf db migrate`); every
+    /// replica appends to one log (`audit.postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<arf_pg::Settings>,
+    /// This replica's name in that database; each replica needs its own (default `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// How long a replica's lease on the incidents it diagnoses lasts without
+    /// renewal; after it lapses, another replica takes them over (default 10).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// A new state snapshot is folded once the log has grown this many records past the last.
     #[serde(default = "default_snapshot_every_records")]
     pub snapshot_every_records: u64,
@@ -302,12 +314,22 @@ fn default_max_model_calls() -> u32 {
     6
 }
 
+fn default_lease_secs() -> u64 {
+    10
+}
+
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
         arf_core::target::check_inventory(&self.targets)?;
         self.investigation.validate()?;
         if self.snapshot_every_records == 0 || self.snapshot_check_secs == 0 {
             return Err("`agent.snapshot_every_records` and `agent.snapshot_check_secs` must be at least 1".to_owned());
+        }
+        if self.lease_secs == 0 {
+            return Err("`agent.lease_secs` must be at least 1".to_owned());
+        }
+        if let Some(postgres) = &self.postgres {
+            postgres.config().and_then(|_| postgres.connector()).map_err(|e| format!("`agent.postgres`: {e}"))?;
         }
         if let Some(dir) = &self.investigation.tools_dir {
             crate::investigate::Tools::load_dir(dir).map_err(|e| format!("`agent.investigation.tools_dir`: {e}"))?;

@@ -13,6 +13,7 @@ pub mod investigate;
 pub mod prompt;
 pub mod reasoner;
 pub mod redact;
+pub mod replicas;
 pub mod service;
 pub mod snapshot;
 
@@ -82,7 +83,7 @@ pub async fn serve(
         max_tokens: config.max_snapshot_tokens,
         change_lookback_ms: i64::try_from(config.change_lookback_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
     };
-    let settings = service::Settings {
+    let mut settings = service::Settings {
         reasoner,
         fallback,
         redactor,
@@ -100,7 +101,26 @@ pub async fn serve(
             every_records: config.snapshot_every_records,
             check_every: std::time::Duration::from_secs(config.snapshot_check_secs),
         }),
+        replicas: None,
     };
+    // One of several replicas: grouping and diagnoses are arbitrated in the database,
+    // and a replica whose lease lapsed exits (75), to be restarted, rather than keep
+    // diagnosing what another replica may be taking over.
+    if let Some(postgres) = &config.postgres {
+        let member = config.replica.clone().unwrap_or_else(|| "agent".to_owned());
+        let lease = std::time::Duration::from_secs(config.lease_secs);
+        let replicas = replicas::Replicas::join(postgres, &member, lease).await.with_context(|| format!("the agents' database `{}`", postgres.describe()))?;
+        let (lost, lapsed) = tokio::sync::oneshot::channel();
+        replicas.spawn_renewal(lost);
+        tokio::spawn(async move {
+            if let Ok(reason) = lapsed.await {
+                tracing::error!(%reason, "exiting: this agent replica lost its lease");
+                std::process::exit(75);
+            }
+        });
+        info!(%member, at = %postgres.describe(), "grouping and diagnoses are shared with other agent replicas in PostgreSQL");
+        settings.replicas = Some(replicas);
+    }
     if settings.investigator.is_some() {
         // Loudly, once the log answers: calls that cannot be logged are withheld.
         let audit = audit.clone();
@@ -133,6 +153,7 @@ pub async fn serve(
                     info!(incidents = count, "state rebuilt from the audit log");
                     recovering.evict_periodically();
                     recovering.snapshot_periodically();
+                    recovering.take_over_periodically();
                     health.set_serving::<grpc::AgentServer<grpc::Service>>().await;
                     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
                     return;

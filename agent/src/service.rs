@@ -81,6 +81,14 @@ pub struct Agent {
     max_attempts: u32,
     /// The record the latest state snapshot folds the log up to (0: none).
     snapshot_through: std::sync::atomic::AtomicU64,
+    /// With replicas (`agent.postgres`): the agents' database ([`crate::replicas`]).
+    replicas: Option<Arc<crate::replicas::Replicas>>,
+    /// The last record the follower has taken in: what a replica waits for before
+    /// it places a key's signals after another replica.
+    followed: tokio::sync::watch::Sender<u64>,
+    /// With replicas: the last record of each grouping key this replica appended and
+    /// applied itself, so it need not wait for its follower when no peer came between.
+    mine: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 /// `agent.state_dir` and when to fold a new state snapshot.
@@ -215,13 +223,16 @@ pub struct Settings {
     pub investigator: Option<Arc<crate::investigate::Investigator>>,
     /// The state snapshot for restarts, when `agent.state_dir` is set.
     pub snapshots: Option<Snapshots>,
+    /// The agents' database, when this agent is one of several replicas.
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 impl Agent {
     pub fn new(audit: AuditClient, governor: GovernorLink, catalog: Catalog, inventory: Inventory, settings: Settings) -> Self {
         Self {
             incidents: Mutex::new(Incidents::new(settings.group_window_ms).with_max_attempts(settings.max_attempts)),
-            audit,
+            // A replica tells its own records from its peers' as it follows the log.
+            audit: if settings.replicas.is_some() { audit.telling_own() } else { audit },
             governor,
             catalog,
             inventory,
@@ -242,6 +253,9 @@ impl Agent {
             group_window_ms: settings.group_window_ms,
             max_attempts: settings.max_attempts,
             snapshot_through: std::sync::atomic::AtomicU64::new(0),
+            replicas: settings.replicas,
+            followed: tokio::sync::watch::Sender::new(0),
+            mine: std::sync::Mutex::default(),
         }
     }
 
@@ -295,10 +309,29 @@ impl Agent {
                 .collect()
         };
         let count = self.incidents.lock().await.by_id.len();
+        self.followed.send_replace(last_seq);
         self.follow_from(last_seq + 1);
         self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
         for (incident_id, proposal, retry) in resumed {
-            let agent = Arc::clone(self);
+            // A replica resumes only what it owns; its peers' are theirs, or taken
+            // over once their owner's lease lapsed (`take_over_periodically`).
+            if let Some(replicas) = &self.replicas {
+                match replicas.owns(&incident_id).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(error) => return Err(RecoverError::Audit(AuditError::Unavailable(format!("the agents' database: {error}")))),
+                }
+            }
+            self.resume(&incident_id, proposal, retry);
+        }
+        Ok(count)
+    }
+
+    /// Resumes an incident a restart (or a takeover) found unfinished.
+    fn resume(self: &Arc<Self>, incident_id: &str, proposal: Option<Proposal>, retry: Option<String>) {
+        let agent = Arc::clone(self);
+        let incident_id = incident_id.to_owned();
+        {
             // A proposal already logged goes to the governor as it was (the governor
             // answers a proposal it holds with its decision); diagnosing again could
             // propose something else for the same incident. A next attempt the
@@ -321,7 +354,128 @@ impl Agent {
                 }
             }
         }
-        Ok(count)
+    }
+
+    /// With replicas: every third of a lease, takes over the unfinished incidents
+    /// of replicas whose lease lapsed, and resumes each as a restart would.
+    pub fn take_over_periodically(self: &Arc<Self>) {
+        let Some(replicas) = self.replicas.clone() else { return };
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(replicas.lease() / 3).await;
+                let Some(agent) = agent.upgrade() else { return };
+                if !replicas.is_live() {
+                    return;
+                }
+                let orphans = match replicas.orphans().await {
+                    Ok(orphans) => orphans,
+                    Err(error) => {
+                        warn!(%error, "cannot look for incidents to take over");
+                        continue;
+                    }
+                };
+                for orphan in orphans {
+                    if let Err(error) = agent.take_over(&replicas, &orphan).await {
+                        warn!(incident_id = %orphan.incident_id, owner = %orphan.owner, %error, "cannot take the incident over yet");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes over one incident whose owner lapsed: once this replica has read the
+    /// log to its head, resumes it where its trail stops.
+    async fn take_over(self: &Arc<Self>, replicas: &crate::replicas::Replicas, orphan: &crate::replicas::Orphan) -> Result<(), String> {
+        if !replicas.take_over(orphan).await.map_err(|e| e.to_string())? {
+            return Ok(());
+        }
+        info!(incident_id = %orphan.incident_id, owner = %orphan.owner, "taking over an incident whose owner's lease lapsed");
+        self.catch_up(0, true).await.map_err(|e| e.to_string())?;
+        let trail = self.audit.read_incident(&orphan.incident_id).await.map_err(|e| e.to_string())?;
+        let mut proposals = Proposals::default();
+        for record in &trail {
+            proposals.add(record, "agent").map_err(|e| e.to_string())?;
+        }
+        let unfinished = {
+            let incidents = self.incidents.lock().await;
+            incidents.by_id.get(&orphan.incident_id).filter(|i| !i.pipeline_done && i.state != IncidentState::Resolved).map(|i| i.retry_after.clone())
+        };
+        match unfinished {
+            Some(retry) => self.resume(&orphan.incident_id, proposals.unanswered(&orphan.incident_id), retry),
+            // Done in the log (or never logged): nothing is left to do.
+            None => replicas.finished(&orphan.incident_id).await,
+        }
+        Ok(())
+    }
+
+    /// Whether this agent works on `incident_id`: always, without replicas; with
+    /// them, when it owns it.
+    async fn owns(&self, incident_id: &str) -> bool {
+        let Some(replicas) = &self.replicas else { return true };
+        match replicas.owns(incident_id).await {
+            Ok(owns) => owns,
+            Err(error) => {
+                error!(%incident_id, %error, "cannot tell which agent replica owns the incident; this one leaves it");
+                false
+            }
+        }
+    }
+
+    /// With replicas: takes the locks of grouping `keys` and waits until this
+    /// replica's state has what their previous holders appended (not at all when
+    /// this replica was the last to append for each of them).
+    async fn hold_keys<'a>(&self, replicas: &'a crate::replicas::Replicas, keys: &[String]) -> Result<crate::replicas::Held<'a>, AuditError> {
+        let held = replicas.hold(keys).await.map_err(|e| AuditError::Unavailable(format!("the agents' database: {e}")))?;
+        let target = {
+            let mine = self.mine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.last.iter().filter(|(key, seq)| mine.get(key) != Some(seq)).map(|(_, seq)| *seq).max().unwrap_or(0)
+        };
+        self.catch_up(target, held.unrecorded).await?;
+        Ok(held)
+    }
+
+    /// With replicas: records that this replica appended (and applied) `seq` last
+    /// for `held`'s keys, and gives their locks back.
+    async fn release_keys(&self, held: crate::replicas::Held<'_>, seq: u64) {
+        let keys: Vec<String> = held.last.iter().map(|(key, _)| key.clone()).collect();
+        match held.release(Some(seq)).await {
+            Ok(()) => {
+                let mut mine = self.mine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for key in keys {
+                    mine.insert(key, seq);
+                }
+            }
+            // The records are in the log; the key stays marked as appending, so
+            // the next holder reads the log to its head.
+            Err(error) => warn!(%error, "cannot record a grouping key's last record in the agents' database"),
+        }
+    }
+
+    /// With replicas: waits until the follower has taken in the log up to `target`;
+    /// when a holder may have appended without recording it (`unrecorded`), up to
+    /// the last record of the agents' at the log's head. Bounded: a follower that
+    /// cannot catch up in 10 s fails the caller, which retries.
+    async fn catch_up(&self, mut target: u64, unrecorded: bool) -> Result<(), AuditError> {
+        use futures::StreamExt;
+        if unrecorded {
+            let (head, _) = self.audit.head().await?;
+            let from = target.max(*self.followed.borrow()) + 1;
+            if head >= from {
+                let mut stream = std::pin::pin!(self.audit.stream_range(from, head + 1).await?);
+                while let Some(record) = stream.next().await {
+                    let record = record?;
+                    if record.writer == "agent" {
+                        target = target.max(record.seq);
+                    }
+                }
+            }
+        }
+        let mut followed = self.followed.subscribe();
+        match tokio::time::timeout(std::time::Duration::from_secs(10), followed.wait_for(|seq| *seq >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(AuditError::Unavailable(format!("this agent has not read the log up to record {target} yet"))),
+        }
     }
 
     /// Folds the log from `from` to its head into `incidents` and `proposals`, as it
@@ -535,6 +689,25 @@ impl Agent {
             }
             return;
         }
+        // With replicas, the batch's grouping keys are this replica's until it has
+        // logged and applied it, and its state first takes in what peers logged.
+        let held = match &self.replicas {
+            Some(replicas) => {
+                let mut keys: Vec<String> = batch.iter().flat_map(|p| p.keys.iter()).map(|key| serde_json::to_string(key).unwrap_or_default()).collect();
+                keys.sort();
+                keys.dedup();
+                match self.hold_keys(replicas, &keys).await {
+                    Ok(held) => Some(held),
+                    Err(error) => {
+                        for pending in batch {
+                            let _ = pending.reply.send(Err(IngestError::Audit(error.clone())));
+                        }
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
         // Only the plan is made under the lock: CPU work on the incidents touched.
         let planned = {
             let mut incidents = self.incidents.lock().await;
@@ -569,7 +742,25 @@ impl Agent {
             let duplicate = matches!(plan.placement, Placement::Joined { duplicate: true, .. });
             entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate, sender: Some((*sender).to_owned()) })));
         }
-        let logged = match self.audit.append(entries).await {
+        // With replicas: the incidents this batch opens are this replica's to
+        // diagnose, claimed before their opening is logged; and the keys are marked
+        // as appending, so a holder after a crash here reads the log to its head.
+        let prepared = match (&self.replicas, &held) {
+            (Some(replicas), Some(held)) => {
+                let opened: Vec<String> = planned.iter().filter_map(|p| p.opened.as_ref().map(|i| i.id.clone())).collect();
+                match replicas.claim(&opened).await {
+                    Ok(()) => held.appending().await,
+                    Err(error) => Err(error),
+                }
+                .map_err(|e| AuditError::Unavailable(format!("the agents' database: {e}")))
+            }
+            _ => Ok(()),
+        };
+        let logged = match prepared {
+            Ok(()) => self.audit.append(entries).await,
+            Err(error) => Err(error),
+        };
+        let logged = match logged {
             Ok(logged) => logged,
             Err(error) => {
                 // Nothing was applied, so nothing is lost: every request is told to retry.
@@ -588,6 +779,9 @@ impl Agent {
                 incidents.apply(signal, &plan.placement, now);
             }
             incidents.hold(&planned, false);
+        }
+        if let Some(held) = held {
+            self.release_keys(held, logged.iter().map(|r| r.seq).max().unwrap_or(0)).await;
         }
         self.settled.notify_waiters();
         let mut seqs = logged.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.seq);
@@ -651,20 +845,40 @@ impl Agent {
         tokio::spawn(async move {
             let mut next = from;
             loop {
-                let Some(audit) = agent.upgrade().map(|a| a.audit.clone()) else { return };
+                let Some((audit, replicated)) = agent.upgrade().map(|a| (a.audit.clone(), a.replicas.is_some())) else { return };
                 // Only what `Incidents::follow` reads: the log leaves out the signals.
-                match audit.tail_of(next, &["governor", "executor"], &[]).await {
+                // A replica also reads its peers' records, the signals included.
+                let writers: &[&str] = if replicated { &["agent", "governor", "executor"] } else { &["governor", "executor"] };
+                match audit.tail_of(next, writers, &[]).await {
                     Ok(stream) => {
                         let mut stream = std::pin::pin!(stream);
                         while let Some(record) = stream.next().await {
                             let Ok(record) = record else { break };
                             next = record.seq + 1;
                             let Some(agent) = agent.upgrade() else { return };
-                            let retry = agent.incidents.lock().await.follow(&record);
-                            if let Some(after) = retry {
-                                let (agent, incident_id) = (Arc::clone(&agent), record.incident_id.clone());
-                                tokio::spawn(async move { agent.next_attempt(&incident_id, &after).await });
+                            if record.writer == "agent" {
+                                // A peer's record, folded as a restart would; this
+                                // replica's own were applied where it wrote them.
+                                let own = match audit.own() {
+                                    Some(own) => own.is_own(record.seq).await,
+                                    None => true,
+                                };
+                                if !own && let Err(error) = agent.incidents.lock().await.restore_one(&record) {
+                                    error!(seq = record.seq, %error, "a peer's record is not in the agent's format; the incident it names may be out of date here");
+                                }
+                            } else {
+                                let retry = agent.incidents.lock().await.follow(&record);
+                                if let Some(after) = retry {
+                                    let (agent, incident_id) = (Arc::clone(&agent), record.incident_id.clone());
+                                    tokio::spawn(async move {
+                                        // With replicas, the incident's owner tries the next attempt.
+                                        if agent.owns(&incident_id).await {
+                                            agent.next_attempt(&incident_id, &after).await;
+                                        }
+                                    });
+                                }
                             }
+                            agent.followed.send_replace(record.seq);
                         }
                     }
                     Err(error) => tracing::debug!(%error, "cannot follow the log yet; retrying"),
@@ -700,6 +914,10 @@ impl Agent {
             }
             if matches!(state, IncidentState::Proposed | IncidentState::Escalated) {
                 incident.pipeline_done = true;
+                if let Some(replicas) = &self.replicas {
+                    let (replicas, incident_id) = (Arc::clone(replicas), incident_id.to_owned());
+                    tokio::spawn(async move { replicas.finished(&incident_id).await });
+                }
             }
             if let Some(id) = decision_id
                 && !incident.decision_ids.iter().any(|d| d == id)
@@ -771,6 +989,23 @@ impl Agent {
                 Err(error) => warn!(%incident_id, past = %other.id, %error, "cannot read a past incident's trail"),
             }
         }
+        // With replicas: the snapshot is taken under the incident's grouping key, once
+        // what peers logged for the key is in, and logged before the key is given
+        // back, so no peer places a signal around it otherwise than one agent would.
+        let held = match &self.replicas {
+            Some(replicas) => {
+                let key = self.incidents.lock().await.by_id.get(incident_id).map(|i| serde_json::to_string(&(&i.environment, &i.service, &i.family)).unwrap_or_default());
+                let Some(key) = key else { return };
+                match self.hold_keys(replicas, &[key]).await {
+                    Ok(held) => Some(held),
+                    Err(error) => {
+                        self.escalate(incident_id, &format!("cannot take the incident's snapshot among the agent replicas: {error}")).await;
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
         let prepared = loop {
             let mut incidents = self.incidents.lock().await;
             let Some(incident) = incidents.by_id.get(incident_id).cloned() else { return };
@@ -805,9 +1040,17 @@ impl Agent {
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();
         let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone(), extends: None });
-        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
-            self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
-            return;
+        match self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
+            Ok(record) => {
+                if let Some(held) = held {
+                    self.release_keys(held, record.seq).await;
+                }
+            }
+            Err(error) => {
+                drop(held);
+                self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
+                return;
+            }
         }
         let targets = self.offered_targets(&incident);
         let target_offers: Vec<Value> = targets

@@ -61,6 +61,8 @@ pub struct AuditClient {
     /// The highest sequence number the log has acknowledged to this client (and its
     /// clones): a checkpoint that does not reach it does not cover what we wrote.
     acknowledged: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The appends of this client (and its clones), when asked to tell them ([`AuditClient::telling_own`]).
+    own: Option<std::sync::Arc<crate::own::Own>>,
 }
 
 impl std::fmt::Debug for AuditClient {
@@ -89,7 +91,21 @@ impl AuditClient {
             })
             .collect::<Result<Vec<_>, AuditError>>()?;
         let clients = arf_core::net::Rotation::new(clients).ok_or_else(|| AuditError::Address(addresses.to_owned()))?;
-        Ok(Self { clients, token, acknowledged: Default::default() })
+        Ok(Self { clients, token, acknowledged: Default::default(), own: None })
+    }
+
+    /// This client, and its clones, keeping which records their appends wrote, for
+    /// a follower that must tell them from those a peer under the same writer
+    /// identity wrote ([`crate::own::Own`]).
+    #[must_use]
+    pub fn telling_own(mut self) -> Self {
+        self.own = Some(std::sync::Arc::default());
+        self
+    }
+
+    /// Which records this client's appends wrote, when it keeps them.
+    pub fn own(&self) -> Option<&crate::own::Own> {
+        self.own.as_deref()
     }
 
     fn pick(&self) -> (usize, AuditLogClient<Channel>) {
@@ -124,6 +140,7 @@ impl AuditClient {
                 payload_json: serde_json::to_string(&e.payload).unwrap_or_else(|_| "null".to_owned()),
             })
             .collect();
+        let ticket = self.own.as_deref().map(crate::own::Own::start);
         let response = call!(self, append, self.request(pb::AppendRequest { entries }))?;
         let records: Vec<Record> = response
             .into_inner()
@@ -131,6 +148,9 @@ impl AuditClient {
             .into_iter()
             .map(|r| from_pb(r).map_err(AuditError::Malformed))
             .collect::<Result<_, _>>()?;
+        if let Some(ticket) = ticket {
+            ticket.answered(records.iter().map(|r| r.seq));
+        }
         if let Some(last) = records.iter().map(|r| r.seq).max() {
             self.acknowledged.fetch_max(last, std::sync::atomic::Ordering::AcqRel);
         }

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod client;
 pub mod merkle;
+pub mod own;
 pub mod record;
 pub mod witness;
 

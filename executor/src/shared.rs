@@ -25,26 +25,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use arf_pg::lease::Lease;
 use arf_pg::{Connection, Settings, ToSql};
-use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::execution::{ExecutionState, Outcome, Phase};
 use crate::store::{Claim, StoreError, StoredDecision, decode, encode};
 
 pub struct Shared {
-    db: Connection,
-    /// This replica's name, and this process's incarnation of it.
+    db: Arc<Connection>,
+    /// This replica's lease on its name (`executor_members`).
+    lease: Arc<Lease>,
+    /// This replica's name.
     member: String,
-    incarnation: String,
-    lease: Duration,
-    /// Until when this replica's lease is known to hold, by this host's clock
-    /// (counted from before the renewal was sent).
-    live_until: Mutex<Instant>,
     /// The fencing token of each execution this replica owns.
     fences: Mutex<HashMap<String, i64>>,
-    /// Set for good once the lease lapsed.
-    lost: Mutex<bool>,
     /// The target locks this process took, by target, with their tokens.
     locks: Mutex<HashMap<String, i64>>,
 }
@@ -58,71 +53,24 @@ pub struct Orphan {
     pub fence: i64,
 }
 
-fn random_hex() -> String {
-    arf_core::canonical::random_id("exe")
-}
-
 impl Shared {
-    /// Connects, checks the schema, and joins as `member`, waiting for an earlier
-    /// process under that name to let its lease lapse (plus the same grace a
-    /// takeover waits), then re-tokens what the name owns.
+    /// Connects, checks the schema, and joins as `member` ([`Lease::join`]), then
+    /// re-tokens what the name owns.
     pub async fn join(settings: &Settings, member: &str, lease: Duration) -> Result<Arc<Self>, StoreError> {
-        let db = Connection::open(settings).await?;
-        arf_pg::check(&*db.get().await?).await?;
-        let shared = Arc::new(Self {
-            db,
-            member: member.to_owned(),
-            incarnation: random_hex(),
-            lease,
-            live_until: Mutex::new(Instant::now()),
-            fences: Mutex::new(HashMap::new()),
-            lost: Mutex::new(false),
-            locks: Mutex::new(HashMap::new()),
-        });
-        let deadline = Instant::now() + lease * 4;
-        let mut said = false;
-        loop {
-            let sent = Instant::now();
-            let joined = shared
-                .db
-                .get()
-                .await?
-                .query_opt(
-                    "INSERT INTO executor_members (name, incarnation, lease_until) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
-                     ON CONFLICT (name) DO UPDATE SET incarnation = EXCLUDED.incarnation, lease_until = EXCLUDED.lease_until
-                     WHERE executor_members.lease_until + $3 * interval '1 millisecond' <= now() OR executor_members.incarnation = EXCLUDED.incarnation
-                     RETURNING name",
-                    &[&shared.member as &(dyn ToSql + Sync), &shared.incarnation, &(lease.as_millis() as f64)],
-                )
-                .await?;
-            if joined.is_some() {
-                *shared.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + lease;
-                // An earlier process under this name may still be running somewhere
-                // (cut off, not dead): raising the tokens of everything this name
-                // owns makes its writes and unlocks match nothing from now on.
-                let client = shared.db.get().await?;
-                let fenced = client
-                    .execute(
-                        "UPDATE executor_executions SET fence = nextval('executor_fences') WHERE owner = $1 AND phase <> $2",
-                        &[&shared.member as &(dyn ToSql + Sync), &Phase::Finished.as_str()],
-                    )
-                    .await?;
-                client.execute("UPDATE executor_target_locks SET fence = nextval('executor_fences') WHERE owner = $1", &[&shared.member]).await?;
-                info!(member = %shared.member, lease_secs = lease.as_secs_f64(), fenced, "joined the executors' database");
-                return Ok(shared);
-            }
-            if Instant::now() > deadline {
-                return Err(StoreError::LeaseLost(format!(
-                    "another executor named `{}` holds its lease and keeps renewing it: give each replica its own `executor.replica`",
-                    shared.member
-                )));
-            }
-            if !said {
-                warn!(member = %shared.member, "an executor under this name held the lease until recently; waiting for it to lapse");
-                said = true;
-            }
-            tokio::time::sleep(lease / 10).await;
-        }
+        let (db, lease) = Lease::open(settings, "executor_members", member, &arf_core::canonical::random_id("exe"), lease).await?;
+        // An earlier process under this name may still be running somewhere (cut
+        // off, not dead): raising the tokens of everything this name owns makes its
+        // writes and unlocks match nothing from now on.
+        let client = db.get().await?;
+        let fenced = client
+            .execute(
+                "UPDATE executor_executions SET fence = nextval('executor_fences') WHERE owner = $1 AND phase <> $2",
+                &[&member as &(dyn ToSql + Sync), &Phase::Finished.as_str()],
+            )
+            .await?;
+        client.execute("UPDATE executor_target_locks SET fence = nextval('executor_fences') WHERE owner = $1", &[&member]).await?;
+        info!(%member, fenced, "joined the executors' database");
+        Ok(Arc::new(Self { db, lease, member: member.to_owned(), fences: Mutex::new(HashMap::new()), locks: Mutex::new(HashMap::new()) }))
     }
 
     pub fn member(&self) -> &str {
@@ -131,71 +79,22 @@ impl Shared {
 
     /// Whether this replica's lease still holds, by this host's clock.
     pub fn is_live(&self) -> bool {
-        !*self.lost.lock().unwrap_or_else(PoisonError::into_inner) && Instant::now() < *self.live_until.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lease.is_live()
     }
 
     /// Refuses work once the lease may have lapsed: another replica may be taking
     /// this one's executions over.
     pub fn check_live(&self) -> Result<(), StoreError> {
-        if self.is_live() {
-            Ok(())
-        } else {
-            Err(StoreError::LeaseLost(format!("`{}` has not renewed its lease in time", self.member)))
-        }
+        Ok(self.lease.check_live()?)
     }
 
-    /// Renews the lease every third of its length. A lease that lapsed is never
-    /// renewed: once this replica's own clock says it lapsed, or the database no
-    /// longer holds it for this process, another replica may be taking its
-    /// executions over, so this replica must stop acting at once; `lost` is then
-    /// sent, once, and the task ends.
-    pub fn spawn_renewal(self: &Arc<Self>, lost: tokio::sync::oneshot::Sender<String>) -> tokio::task::JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let reason = loop {
-                tokio::time::sleep(this.lease / 3).await;
-                if !this.is_live() {
-                    break format!("`{}` could not renew its lease within {:?}", this.member, this.lease);
-                }
-                let sent = Instant::now();
-                // Bounded by the lease itself: a renewal (or a reconnection) that has
-                // not answered when the lease lapses by this clock is a lapse.
-                let deadline = *this.live_until.lock().unwrap_or_else(PoisonError::into_inner);
-                let renewal = async {
-                    let client = this.db.get().await.map_err(|e| e.to_string())?;
-                    client
-                        .execute(
-                            "UPDATE executor_members SET lease_until = now() + $3 * interval '1 millisecond'
-                             WHERE name = $1 AND incarnation = $2 AND lease_until > now()",
-                            &[&this.member as &(dyn ToSql + Sync), &this.incarnation, &(this.lease.as_millis() as f64)],
-                        )
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                let renewed = match tokio::time::timeout_at(deadline, renewal).await {
-                    Ok(renewed) => renewed,
-                    Err(_) => break format!("`{}`'s lease renewal did not answer before the lease lapsed", this.member),
-                };
-                match renewed {
-                    Ok(1) => *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = sent + this.lease,
-                    Ok(_) => break format!("the database no longer holds `{}`'s lease for this process", this.member),
-                    Err(error) => warn!(%error, live = this.is_live(), "cannot renew this executor's lease"),
-                }
-            };
-            // Never live again in this process.
-            *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-            *this.lost.lock().unwrap_or_else(PoisonError::into_inner) = true;
-            error!(member = %this.member, %reason, "this executor replica lost its lease: it stops acting; restart it to rejoin");
-            let _ = lost.send(reason);
-        })
+    /// Renews the lease ([`Lease::spawn_renewal`]); `lost` is sent once it lapsed.
+    pub fn spawn_renewal(&self, lost: tokio::sync::oneshot::Sender<String>) -> tokio::task::JoinHandle<()> {
+        self.lease.spawn_renewal(lost)
     }
 
-    /// How long after a replica's lease lapsed (by the database's clock) its work is
-    /// taken over: one more lease. The replica itself stops before its lease
-    /// lapses by its own clock (counted from before each renewal was sent); the
-    /// margin covers clocks that run at different rates and the step it was in.
     fn grace_ms(&self) -> f64 {
-        self.lease.as_millis() as f64
+        self.lease.grace_ms()
     }
 
     /// The target locks this process took and has not given back, with their tokens.

@@ -48,7 +48,10 @@ pub enum StoreError {
 
 impl From<arf_pg::PgError> for StoreError {
     fn from(error: arf_pg::PgError) -> Self {
-        Self::Database(error.to_string())
+        match error {
+            arf_pg::PgError::LeaseLost(why) => Self::LeaseLost(why),
+            other => Self::Database(other.to_string()),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! `full_page_writes` off): an acknowledged append must survive a crash of the
 //! database's host too.
 
+pub mod lease;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod tls;
@@ -58,6 +59,9 @@ pub enum PgError {
     NotDurable(String),
     #[error("PostgreSQL: {0}")]
     Query(#[from] tokio_postgres::Error),
+    /// A replica's lease on its name lapsed, or another process holds it.
+    #[error("{0}")]
+    LeaseLost(String),
 }
 
 impl Settings {
@@ -256,6 +260,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "audit_log", sql: include_str!("../migrations/0001_audit_log.sql") },
     Migration { version: 2, name: "executor", sql: include_str!("../migrations/0002_executor.sql") },
     Migration { version: 3, name: "executor_fences", sql: include_str!("../migrations/0003_executor_fences.sql") },
+    Migration { version: 4, name: "agent", sql: include_str!("../migrations/0004_agent.sql") },
 ];
 
 /// A key for `pg_advisory_xact_lock`, so concurrent `migrate` calls take turns.

@@ -1,0 +1,259 @@
+//! Agent replicas on PostgreSQL (`agent.postgres`, issue 16): any number of agents
+//! take signals into one log, and grouping stays what one agent would do, so a
+//! storm spread over several replicas makes one incident and one diagnosis.
+//!
+//! The incidents live in the log, as ever. Each replica follows the log for what
+//! its peers appended (telling its own appends from theirs,
+//! [`arf_audit_client::own`]) and folds it into its state as a restart would. The
+//! database only arbitrates (`pg/migrations/0004_agent.sql`):
+//!
+//! - **Grouping keys.** A replica places signals of a grouping key (environment,
+//!   service, family) only while it holds that key's advisory lock, in a
+//!   transaction of its own, and only after its state has taken in the log up to
+//!   the last record the key's previous holder appended (`agent_keys.last_seq`).
+//!   So two replicas never both open an incident for one storm, and every signal
+//!   joins the incident one agent would have chosen. A holder that died between
+//!   its append and recording it leaves `appending` set; the next holder then
+//!   reads up to the log's head.
+//! - **Incidents.** The replica that opens an incident claims it
+//!   (`agent_incidents`) before logging the opening, and it alone diagnoses it.
+//!   Its snapshot is taken under the key's lock, after the log's signals for the
+//!   key are in. Once the owner's lease lapses (plus one lease of grace), another
+//!   replica takes over its unfinished incidents and resumes each as a restarted
+//!   agent resumes its own.
+//! - **Membership.** Each replica holds a lease on its name (`agent.replica`,
+//!   [`arf_pg::lease::Lease`]); one whose lease lapsed stops (exit 75) to be
+//!   restarted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arf_pg::lease::Lease;
+use arf_pg::{Client, Connection, PgError, Settings, ToSql};
+use tracing::warn;
+
+/// The class of the advisory locks on grouping keys (`pg_advisory_xact_lock(int, int)`),
+/// "AGNT": distinct from every other lock ARF takes.
+const KEY_LOCK_CLASS: i32 = 0x4147_4e54;
+/// How many transactions holding key locks may be open at once: the batches in
+/// flight and the diagnoses taking their snapshots.
+const HOLDERS: usize = 6;
+
+pub struct Replicas {
+    db: Arc<Connection>,
+    lease: Arc<Lease>,
+    settings: Settings,
+    /// Connections for the transactions that hold key locks (each holds one at a time).
+    holders: Vec<Arc<tokio::sync::Mutex<Option<Client>>>>,
+}
+
+/// Key locks held in an open transaction; committed by [`Held::release`], rolled
+/// back (releasing the locks) if dropped.
+pub struct Held<'a> {
+    replicas: &'a Replicas,
+    /// The connection whose transaction holds the locks; `None` once released.
+    client: Option<tokio::sync::OwnedMutexGuard<Option<Client>>>,
+    keys: Vec<String>,
+    /// Each key's last log record, as its previous holders recorded it (0: none).
+    pub last: Vec<(String, u64)>,
+    /// Whether a previous holder may have appended without recording it.
+    pub unrecorded: bool,
+}
+
+/// An incident whose owner's lease lapsed, to take over.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub incident_id: String,
+    pub owner: String,
+}
+
+impl Replicas {
+    /// Connects, checks the schema, and joins as `member` (waiting for an earlier
+    /// process under that name to lapse).
+    pub async fn join(settings: &Settings, member: &str, lease: Duration) -> Result<Arc<Self>, PgError> {
+        let (db, lease) = Lease::open(settings, "agent_members", member, &arf_core::canonical::random_id("agt"), lease).await?;
+        Ok(Arc::new(Self { db, lease, settings: settings.clone(), holders: (0..HOLDERS).map(|_| Arc::new(tokio::sync::Mutex::new(None))).collect() }))
+    }
+
+    pub fn member(&self) -> &str {
+        self.lease.member()
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.lease.is_live()
+    }
+
+    pub fn check_live(&self) -> Result<(), PgError> {
+        self.lease.check_live()
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease.length()
+    }
+
+    pub fn spawn_renewal(&self, lost: tokio::sync::oneshot::Sender<String>) -> tokio::task::JoinHandle<()> {
+        self.lease.spawn_renewal(lost)
+    }
+
+    /// Takes the locks of `keys` (waiting for their holders), in a transaction of
+    /// its own, and reads where their previous holders left the log.
+    pub async fn hold(&self, keys: &[String]) -> Result<Held<'_>, PgError> {
+        self.check_live()?;
+        let mut keys = keys.to_vec();
+        keys.sort();
+        keys.dedup();
+        let mut client = self.holder().await;
+        if client.as_ref().is_none_or(Client::is_closed) {
+            let fresh = self.settings.connect().await?;
+            arf_pg::check(&fresh).await?;
+            // A holder that stalls gives its locks back rather than stopping every peer.
+            fresh.batch_execute("SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '30s'").await?;
+            *client = Some(fresh);
+        }
+        let Some(db) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
+        // Begun here and ended by `release`, or rolled back when the holder is
+        // dropped (and here, should an earlier `hold` have failed halfway).
+        db.batch_execute("ROLLBACK; BEGIN").await?;
+        // In one order, so two holders of overlapping keys never wait on each other.
+        db.execute(
+            "SELECT pg_advisory_xact_lock($1, h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest($2::text[]) AS k ORDER BY 1) AS ordered",
+            &[&KEY_LOCK_CLASS as &(dyn ToSql + Sync), &keys],
+        )
+        .await?;
+        let rows = self.db.get().await?.query("SELECT key, last_seq, appending FROM agent_keys WHERE key = ANY($1)", &[&keys]).await?;
+        let recorded: std::collections::HashMap<&str, u64> = rows.iter().map(|r| (r.get::<_, &str>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect();
+        let last = keys.iter().map(|k| (k.clone(), recorded.get(k.as_str()).copied().unwrap_or(0))).collect();
+        let unrecorded = rows.iter().any(|r| r.get::<_, bool>(2));
+        Ok(Held { replicas: self, client: Some(client), keys, last, unrecorded })
+    }
+
+    async fn holder(&self) -> tokio::sync::OwnedMutexGuard<Option<Client>> {
+        for slot in &self.holders {
+            if let Ok(guard) = Arc::clone(slot).try_lock_owned() {
+                return guard;
+            }
+        }
+        let i = usize::try_from(arf_core::time::now_ms()).unwrap_or(0) % self.holders.len();
+        Arc::clone(&self.holders[i]).lock_owned().await
+    }
+
+    /// Claims `incident_ids` as this replica's, before their opening is logged.
+    pub async fn claim(&self, incident_ids: &[String]) -> Result<(), PgError> {
+        if incident_ids.is_empty() {
+            return Ok(());
+        }
+        self.check_live()?;
+        self.db
+            .get()
+            .await?
+            .execute(
+                "INSERT INTO agent_incidents (incident_id, owner) SELECT unnest($1::text[]), $2 ON CONFLICT (incident_id) DO NOTHING",
+                &[&incident_ids as &(dyn ToSql + Sync), &self.member()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether this replica diagnoses `incident_id`.
+    pub async fn owns(&self, incident_id: &str) -> Result<bool, PgError> {
+        let row = self.db.get().await?.query_opt("SELECT owner FROM agent_incidents WHERE incident_id = $1", &[&incident_id]).await?;
+        Ok(row.is_some_and(|r| r.get::<_, &str>(0) == self.member()))
+    }
+
+    /// Marks `incident_id` as needing no more work from its owner.
+    pub async fn finished(&self, incident_id: &str) {
+        let done = async {
+            self.db
+                .get()
+                .await?
+                .execute("UPDATE agent_incidents SET done = true WHERE incident_id = $1 AND owner = $2", &[&incident_id as &(dyn ToSql + Sync), &self.member()])
+                .await?;
+            Ok::<_, PgError>(())
+        };
+        if let Err(error) = done.await {
+            warn!(%incident_id, %error, "cannot mark the incident finished in the agents' database; a takeover would find it done in the log");
+        }
+    }
+
+    /// Unfinished incidents whose owner's lease lapsed one lease ago, or whose
+    /// owner is gone from the members.
+    pub async fn orphans(&self) -> Result<Vec<Orphan>, PgError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT i.incident_id, i.owner FROM agent_incidents i LEFT JOIN agent_members m ON m.name = i.owner
+                 WHERE NOT i.done AND i.owner <> $1
+                   AND (m.name IS NULL OR m.lease_until + $2 * interval '1 millisecond' < now())
+                 ORDER BY i.claimed_at LIMIT 100",
+                &[&self.member() as &(dyn ToSql + Sync), &self.lease.grace_ms()],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| Orphan { incident_id: r.get(0), owner: r.get(1) }).collect())
+    }
+
+    /// Takes `orphan` over; false when another replica took it first.
+    pub async fn take_over(&self, orphan: &Orphan) -> Result<bool, PgError> {
+        self.check_live()?;
+        let taken = self
+            .db
+            .get()
+            .await?
+            .execute(
+                "UPDATE agent_incidents SET owner = $2 WHERE incident_id = $1 AND owner = $3 AND NOT done",
+                &[&orphan.incident_id as &(dyn ToSql + Sync), &self.member(), &orphan.owner],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+}
+
+impl Held<'_> {
+    /// Records, before appending, that an append for these keys may land.
+    pub async fn appending(&self) -> Result<(), PgError> {
+        self.replicas.check_live()?;
+        self.replicas
+            .db
+            .get()
+            .await?
+            .execute(
+                "INSERT INTO agent_keys (key, appending) SELECT unnest($1::text[]), true ON CONFLICT (key) DO UPDATE SET appending = true",
+                &[&self.keys],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the last record appended for these keys (when something was), and
+    /// gives the locks back.
+    pub async fn release(mut self, appended: Option<u64>) -> Result<(), PgError> {
+        if let Some(seq) = appended {
+            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+            let db = self.replicas.db.get().await?;
+            db.execute("UPDATE agent_keys SET last_seq = GREATEST(last_seq, $2), appending = false WHERE key = ANY($1)", &[&self.keys as &(dyn ToSql + Sync), &seq]).await?;
+        }
+        if let Some(guard) = self.client.take()
+            && let Some(client) = guard.as_ref()
+        {
+            client.batch_execute("COMMIT").await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Held<'_> {
+    /// A holder dropped unreleased (an error, a cancelled request) gives its locks
+    /// back at once, not when the server times its transaction out.
+    fn drop(&mut self) {
+        if let Some(guard) = self.client.take() {
+            tokio::spawn(async move {
+                if let Some(client) = guard.as_ref()
+                    && let Err(error) = client.batch_execute("ROLLBACK").await
+                {
+                    warn!(%error, "cannot give grouping-key locks back; the server will when the transaction times out");
+                }
+            });
+        }
+    }
+}

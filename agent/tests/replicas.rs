@@ -1,0 +1,251 @@
+//! Agent replicas on one PostgreSQL (issue 16), every part real: a PostgreSQL
+//! server, two audit front-ends serving one log in it, two agents taking signals
+//! (each through its own front-end) and a scripted model server on loopback.
+//!
+//! - A storm spread over both replicas, from many senders at once, makes one
+//!   incident and one model call; every signal is in the log, and both replicas
+//!   show the whole incident.
+//! - An incident whose replica died after logging its opening (its lease gone) is
+//!   taken over and diagnosed by another; one whose replica is alive is left to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use arf_agent::config::ReasonerKind;
+use arf_audit::RecordKind;
+use arf_pg::testing::TestServer;
+use arf_proto::v1 as pb;
+use support::{ModelServer, Reply};
+use tokio::net::TcpListener;
+
+const VALID: &str = r#"{"hypotheses":[{"root_cause":"checkout's workers are wedged","evidence":["{{signal_id}}"],"confidence":0.8,"uncertainty":"","expected_impact":"errors stop","remediations":[{"pathway":"restart_service","target":"checkout-staging","parameters_json":"{\"reason\":\"storm\"}","rationale":"r"}]}]}"#;
+
+/// A log in PostgreSQL behind two audit front-ends.
+struct Log {
+    settings: arf_pg::Settings,
+    fronts: Vec<String>,
+    token_file: std::path::PathBuf,
+    audit: arf_audit::AuditClient,
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn log(server: &TestServer) -> Log {
+    let settings = server.database().await.unwrap();
+    arf_pg::migrate(&mut settings.connect().await.unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("agent.token");
+    let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
+    let mut fronts = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let mut config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), token_file.clone())]));
+        config.postgres = Some(settings.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(arf_audit::serve(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        // The first front-end makes the signing key; the second reads it.
+        let client = arf_audit::AuditClient::connect(&addr, Some(token.clone())).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.head().await.is_err() {
+            assert!(Instant::now() < deadline, "the audit front-end did not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fronts.push(addr);
+        stops.push(stop);
+    }
+    let audit = arf_audit::AuditClient::connect(&fronts[0], Some(token)).unwrap();
+    Log { settings, fronts, token_file, audit, _stops: stops, _dir: dir }
+}
+
+/// Starts agent replica `name` on `log` through its front-end `front`, with the
+/// OpenAI reasoner at `model`; returns its gRPC and webhook addresses.
+async fn replica(log: &Log, front: usize, name: &str, model: &str, lease_secs: u64) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let (settings, name, model) = (log.settings.clone(), name.to_owned(), model.to_owned());
+    let (agent, _webhook, stop) = support::start_agent(&log.fronts[front], &log.token_file, move |config| {
+        config.reasoner = ReasonerKind::Openai;
+        config.openai = Some(support::openai(&model));
+        config.group_wait_secs = 1;
+        config.postgres = Some(settings);
+        config.replica = Some(name);
+        config.lease_secs = lease_secs;
+    })
+    .await;
+    (agent, stop)
+}
+
+fn alert(pod: usize, sample: usize) -> pb::Signal {
+    pb::Signal {
+        kind: "alert".into(),
+        title: "CheckoutHighErrorRate".into(),
+        description: format!("5xx on {pod} (sample {sample})"),
+        severity: "critical".into(),
+        service: "checkout".into(),
+        environment: "staging".into(),
+        labels: [("alertname".to_owned(), "CheckoutHighErrorRate".to_owned()), ("pod".to_owned(), format!("checkout-{pod}"))].into(),
+        ..Default::default()
+    }
+}
+
+/// Asks `agent` for `incident_id` until `done` holds of it.
+async fn incident_until(agent: &str, incident_id: &str, what: &str, done: impl Fn(&pb::Incident) -> bool) -> pb::Incident {
+    let mut client = support::agent_client(agent).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(incident) = client.get_incident(pb::GetIncidentRequest { incident_id: incident_id.to_owned() }).await {
+            let incident = incident.into_inner();
+            if done(&incident) {
+                return incident;
+            }
+            assert!(Instant::now() < deadline, "{what}: {incident:?}");
+        }
+        assert!(Instant::now() < deadline, "{what}: the agent at {agent} does not know `{incident_id}`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_spread_over_two_agent_replicas_makes_one_incident_and_one_model_call() {
+    let server = TestServer::start().await.unwrap();
+    let log = log(&server).await;
+    let model = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let (a, _stop_a) = replica(&log, 0, "agent-a", &model.base_url, 10).await;
+    let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 10).await;
+    for agent in [&a, &b] {
+        let mut client = support::agent_client(agent).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.list_incidents(pb::ListIncidentsRequest::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "the agent at {agent} did not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // Sixteen senders at once, alternating between the replicas: forty pods of one
+    // failing service, each alerting again and again.
+    let senders: Vec<_> = (0..16)
+        .map(|sender| {
+            let agent = if sender % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut client = support::agent_client(&agent).await;
+                let mut answers = Vec::new();
+                for round in 0..10 {
+                    let signals: Vec<pb::Signal> = (0..20).map(|i| alert((sender * 20 + i + round) % 40, round)).collect();
+                    loop {
+                        match client.submit_signals(pb::SubmitSignalsRequest { signals: signals.clone() }).await {
+                            Ok(response) => {
+                                answers.extend(response.into_inner().accepted);
+                                break;
+                            }
+                            // Refused as a whole, nothing accepted: the sender retries, as Alertmanager does.
+                            Err(status) if status.code() == tonic::Code::Unavailable => tokio::time::sleep(Duration::from_millis(50)).await,
+                            Err(status) => panic!("{status:?}"),
+                        }
+                    }
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for sender in senders {
+        accepted.extend(sender.await.unwrap());
+    }
+    assert_eq!(accepted.len(), 16 * 10 * 20);
+    let incidents: std::collections::BTreeSet<&str> = accepted.iter().map(|a| a.incident_id.as_str()).collect();
+    assert_eq!(incidents.len(), 1, "one incident for the storm, whichever replica took each alert: {incidents:?}");
+    let incident_id = incidents.into_iter().next().unwrap().to_owned();
+    let fresh = accepted.iter().filter(|a| !a.duplicate).count();
+    assert_eq!(fresh, 40, "each pod's first alert is new and every later one repeats it, across replicas");
+
+    let trail = support::wait_for_state(&log.audit, &incident_id, &["escalated", "proposed"]).await;
+    let count = |kind: RecordKind| trail.iter().filter(|r| r.kind == kind).count();
+    assert_eq!(count(RecordKind::Signal), accepted.len(), "every accepted signal is in the log");
+    let seqs: std::collections::BTreeSet<u64> = accepted.iter().map(|a| a.audit_seq).collect();
+    assert_eq!(seqs.len(), accepted.len(), "each answer names its own record");
+    assert_eq!(count(RecordKind::Snapshot), 1, "one snapshot");
+    assert_eq!(count(RecordKind::Diagnosis), 1, "one diagnosis");
+    assert_eq!(model.received().len(), 1, "one model call");
+    let opened = trail.iter().filter(|r| r.kind == RecordKind::Incident && r.payload["event"] == "opened").count();
+    assert_eq!(opened, 1, "opened once");
+
+    // Both replicas hold the whole incident: each took in what the other logged.
+    for agent in [&a, &b] {
+        incident_until(agent, &incident_id, "every signal, at each replica", |i| i.signal_count as usize == accepted.len() && i.fingerprints.len() == 40).await;
+    }
+    let client = log.settings.connect().await.unwrap();
+    let owners: Vec<String> = client.query("SELECT owner FROM agent_incidents", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+}
+
+/// The records a replica logs when it opens an incident with its first alert.
+fn opened(incident_id: &str, service: &str) -> Vec<arf_audit::Entry> {
+    let mut signal = arf_core::signal::Signal {
+        id: format!("sig-{incident_id}"),
+        source: "alertmanager".into(),
+        kind: arf_core::signal::SignalKind::Alert,
+        status: arf_core::signal::SignalStatus::Firing,
+        title: "CheckoutHighErrorRate".into(),
+        description: "5xx".into(),
+        severity: "critical".into(),
+        service: service.into(),
+        environment: "staging".into(),
+        labels: [("alertname".to_owned(), "CheckoutHighErrorRate".to_owned())].into(),
+        annotations: BTreeMap::new(),
+        observed_at_ms: arf_core::time::now_ms(),
+        fingerprint: String::new(),
+    };
+    signal.fingerprint = signal.compute_fingerprint();
+    let opened = arf_core::records::IncidentRecord::Opened {
+        title: signal.title.clone(),
+        service: service.into(),
+        family: "alert".into(),
+        environment: "staging".into(),
+        state: "open".into(),
+        first_signal: signal.id.clone(),
+    };
+    let record = arf_core::records::SignalRecord { signal, duplicate: false, sender: Some("tests".into()) };
+    vec![
+        arf_audit::Entry::new(incident_id, RecordKind::Incident, arf_core::records::encode(&opened)),
+        arf_audit::Entry::new(incident_id, RecordKind::Signal, arf_core::records::encode(&record)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_whose_replica_died_is_taken_over_and_one_whose_replica_lives_is_not() {
+    let server = TestServer::start().await.unwrap();
+    let log = log(&server).await;
+    let model = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let db = log.settings.connect().await.unwrap();
+    // Replica `agent-a` claimed and opened an incident, then died: its lease lapsed
+    // an hour ago. Replica `agent-c` opened another and is alive.
+    db.batch_execute(
+        "INSERT INTO agent_members (name, incarnation, lease_until) VALUES ('agent-a', 'gone', now() - interval '1 hour'), ('agent-c', 'alive', now() + interval '1 hour');
+         INSERT INTO agent_incidents (incident_id, owner) VALUES ('inc-orphan', 'agent-a'), ('inc-alive', 'agent-c');",
+    )
+    .await
+    .unwrap();
+    log.audit.append(opened("inc-orphan", "checkout")).await.unwrap();
+    log.audit.append(opened("inc-alive", "payments")).await.unwrap();
+
+    let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 1).await;
+    let trail = support::wait_for_state(&log.audit, "inc-orphan", &["escalated", "proposed"]).await;
+    assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::Diagnosis).count(), 1, "diagnosed once, by the replica that took it over");
+    let owner: String = db.query_one("SELECT owner FROM agent_incidents WHERE incident_id = 'inc-orphan'", &[]).await.unwrap().get(0);
+    assert_eq!(owner, "agent-b");
+    incident_until(&b, "inc-orphan", "the taken-over incident, at its new owner", |i| i.state == "escalated" || i.state == "proposed").await;
+
+    // Three more leases: the live replica's incident is still its own, undiagnosed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alive = log.audit.read_incident("inc-alive").await.unwrap();
+    assert!(alive.iter().all(|r| r.kind != RecordKind::Snapshot && r.kind != RecordKind::Diagnosis), "{alive:?}");
+    let owner: String = db.query_one("SELECT owner FROM agent_incidents WHERE incident_id = 'inc-alive'", &[]).await.unwrap().get(0);
+    assert_eq!(owner, "agent-c");
+    assert_eq!(model.received().len(), 1, "one model call, for the orphan");
+}
