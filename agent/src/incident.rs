@@ -654,7 +654,10 @@ impl Incidents {
             match record.kind {
                 RecordKind::Incident => {
                     match record.parse::<IncidentRecord>()? {
-                        IncidentRecord::Opened { title, service, family, environment, .. } => {
+                        IncidentRecord::Opened { title, service, family, environment, state, .. } => {
+                            // Opened by a signal that had already resolved: resolved from
+                            // the start, as the agent that logged it applied it.
+                            let resolved = state == IncidentState::Resolved.as_str();
                             self.by_id.insert(
                                 id.clone(),
                                 Incident {
@@ -662,7 +665,7 @@ impl Incidents {
                                     title,
                                     service: service.clone(),
                                     environment: environment.clone(),
-                                    state: IncidentState::Open,
+                                    state: if resolved { IncidentState::Resolved } else { IncidentState::Open },
                                     signals: Held::default(),
                                     signal_count: 0,
                                     opened_at_ms: record.time_ms,
@@ -680,7 +683,9 @@ impl Incidents {
                                 },
                             );
                             let key = (environment, service, family);
-                            self.open_by_key.entry(key.clone()).or_default().push(id);
+                            if !resolved {
+                                self.open_by_key.entry(key.clone()).or_default().push(id);
+                            }
                             self.prune(&key, record.time_ms);
                         }
                         event => {
@@ -745,6 +750,9 @@ impl Incidents {
                         // A snapshot extended by an investigation belongs to the diagnosis it extends.
                         if extends.is_none() {
                             incident.diagnoses += 1;
+                            // As the diagnosing agent moved it when it took the snapshot:
+                            // from now on it takes only its own alerts.
+                            incident.advance(IncidentState::Diagnosing);
                         }
                         incident.snapshot_hash = hash;
                     }

@@ -49,8 +49,8 @@ pub struct Replicas {
 
 /// Key locks held in an open transaction; committed by [`Held::release`], rolled
 /// back (releasing the locks) if dropped.
-pub struct Held<'a> {
-    replicas: &'a Replicas,
+pub struct Held {
+    replicas: Arc<Replicas>,
     /// The connection whose transaction holds the locks; `None` once released.
     client: Option<tokio::sync::OwnedMutexGuard<Option<Client>>>,
     keys: Vec<String>,
@@ -97,7 +97,7 @@ impl Replicas {
 
     /// Takes the locks of `keys` (waiting for their holders), in a transaction of
     /// its own, and reads where their previous holders left the log.
-    pub async fn hold(&self, keys: &[String]) -> Result<Held<'_>, PgError> {
+    pub async fn hold(self: &Arc<Self>, keys: &[String]) -> Result<Held, PgError> {
         self.check_live()?;
         let mut keys = keys.to_vec();
         keys.sort();
@@ -106,8 +106,11 @@ impl Replicas {
         if client.as_ref().is_none_or(Client::is_closed) {
             let fresh = self.settings.connect().await?;
             arf_pg::check(&fresh).await?;
-            // A holder that stalls gives its locks back rather than stopping every peer.
-            fresh.batch_execute("SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '30s'").await?;
+            // No idle timeout: the server must never free a live holder's locks behind
+            // its back. A holder that dies frees them as its connection closes (the
+            // connection's keepalives find a dead peer); a waiter gives up after 30 s
+            // and its batch is refused, to be retried.
+            fresh.batch_execute("SET lock_timeout = '30s'").await?;
             *client = Some(fresh);
         }
         let Some(db) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
@@ -124,7 +127,7 @@ impl Replicas {
         let recorded: std::collections::HashMap<&str, u64> = rows.iter().map(|r| (r.get::<_, &str>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect();
         let last = keys.iter().map(|k| (k.clone(), recorded.get(k.as_str()).copied().unwrap_or(0))).collect();
         let unrecorded = rows.iter().any(|r| r.get::<_, bool>(2));
-        Ok(Held { replicas: self, client: Some(client), keys, last, unrecorded })
+        Ok(Held { replicas: Arc::clone(self), client: Some(client), keys, last, unrecorded })
     }
 
     async fn holder(&self) -> tokio::sync::OwnedMutexGuard<Option<Client>> {
@@ -175,6 +178,21 @@ impl Replicas {
         }
     }
 
+    /// The incidents this replica owns and has not marked done, claimed at least
+    /// `settled` ago (an opening still on its way into the log is left alone).
+    pub async fn own_open(&self, settled: Duration) -> Result<Vec<String>, PgError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT incident_id FROM agent_incidents WHERE owner = $1 AND NOT done AND claimed_at < now() - $2 * interval '1 millisecond' ORDER BY claimed_at LIMIT 500",
+                &[&self.member() as &(dyn ToSql + Sync), &(settled.as_millis() as f64)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Unfinished incidents whose owner's lease lapsed one lease ago, or whose
     /// owner is gone from the members.
     pub async fn orphans(&self) -> Result<Vec<Orphan>, PgError> {
@@ -193,7 +211,10 @@ impl Replicas {
         Ok(rows.iter().map(|r| Orphan { incident_id: r.get(0), owner: r.get(1) }).collect())
     }
 
-    /// Takes `orphan` over; false when another replica took it first.
+    /// Takes `orphan` over; false when another replica took it first, or its owner
+    /// is back. The owner's member row is locked while its lapse is judged, so a
+    /// process rejoining under the owner's name either finds the incident taken
+    /// (and leaves it) or keeps it (and this takes nothing).
     pub async fn take_over(&self, orphan: &Orphan) -> Result<bool, PgError> {
         self.check_live()?;
         let taken = self
@@ -201,18 +222,29 @@ impl Replicas {
             .get()
             .await?
             .execute(
-                "UPDATE agent_incidents SET owner = $2 WHERE incident_id = $1 AND owner = $3 AND NOT done",
-                &[&orphan.incident_id as &(dyn ToSql + Sync), &self.member(), &orphan.owner],
+                "WITH lapsed AS (
+                     SELECT name FROM agent_members WHERE name = $3 AND lease_until + $4 * interval '1 millisecond' < now() FOR UPDATE
+                 )
+                 UPDATE agent_incidents SET owner = $2
+                 WHERE incident_id = $1 AND owner = $3 AND NOT done
+                   AND (EXISTS (SELECT 1 FROM lapsed) OR NOT EXISTS (SELECT 1 FROM agent_members WHERE name = $3))",
+                &[&orphan.incident_id as &(dyn ToSql + Sync), &self.member(), &orphan.owner, &self.lease.grace_ms()],
             )
             .await?;
         Ok(taken == 1)
     }
 }
 
-impl Held<'_> {
-    /// Records, before appending, that an append for these keys may land.
+impl Held {
+    /// Right before appending: checks that this replica's lease is live and that the
+    /// locks are still held (their connection and transaction answer), then records
+    /// that an append for these keys may land.
     pub async fn appending(&self) -> Result<(), PgError> {
         self.replicas.check_live()?;
+        match self.client.as_deref() {
+            Some(Some(client)) => client.batch_execute("SELECT 1").await?,
+            _ => return Err(PgError::LeaseLost("the grouping-key locks are no longer held".to_owned())),
+        }
         self.replicas
             .db
             .get()
@@ -242,7 +274,7 @@ impl Held<'_> {
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     /// A holder dropped unreleased (an error, a cancelled request) gives its locks
     /// back at once, not when the server times its transaction out.
     fn drop(&mut self) {

@@ -89,7 +89,27 @@ pub struct Agent {
     /// With replicas: the last record of each grouping key this replica appended and
     /// applied itself, so it need not wait for its follower when no peer came between.
     mine: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The incidents a task here works on (diagnosing, proposing, a next attempt).
+    working: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// An incident a task works on, until dropped ([`Agent::work`]).
+struct Working {
+    agent: std::sync::Weak<Agent>,
+    incident_id: String,
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.upgrade() {
+            agent.working.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.incident_id);
+        }
+    }
+}
+
+/// How long a replica keeps a grouping key's locks after an append of it failed:
+/// an append whose answer was lost may still land, and the next holder must see it.
+const SETTLE_AFTER_FAILED_APPEND: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `agent.state_dir` and when to fold a new state snapshot.
 #[derive(Debug, Clone)]
@@ -256,6 +276,7 @@ impl Agent {
             replicas: settings.replicas,
             followed: tokio::sync::watch::Sender::new(0),
             mine: std::sync::Mutex::default(),
+            working: std::sync::Mutex::default(),
         }
     }
 
@@ -329,6 +350,8 @@ impl Agent {
 
     /// Resumes an incident a restart (or a takeover) found unfinished.
     fn resume(self: &Arc<Self>, incident_id: &str, proposal: Option<Proposal>, retry: Option<String>) {
+        // One task per incident: what one already works on is left to it.
+        let Some(working) = self.work(incident_id) else { return };
         let agent = Arc::clone(self);
         let incident_id = incident_id.to_owned();
         {
@@ -340,24 +363,43 @@ impl Agent {
                 (None, Some(after)) => {
                     info!(%incident_id, %after, "resuming the next attempt after a rolled-back action");
                     let span = info_span!("next_attempt", %incident_id);
-                    tokio::spawn(async move { agent.next_attempt(&incident_id, &after).await }.instrument(span));
+                    tokio::spawn(
+                        async move {
+                            agent.next_attempt(&incident_id, &after).await;
+                            drop(working);
+                        }
+                        .instrument(span),
+                    );
                 }
                 (Some(proposal), _) => {
                     info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
                     let span = info_span!("propose", %incident_id);
-                    tokio::spawn(async move { agent.propose(&incident_id, proposal).await }.instrument(span));
+                    tokio::spawn(
+                        async move {
+                            agent.propose(&incident_id, proposal).await;
+                            drop(working);
+                        }
+                        .instrument(span),
+                    );
                 }
                 (None, None) => {
                     info!(%incident_id, "resuming an unfinished diagnosis");
                     let span = info_span!("diagnose", %incident_id);
-                    tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+                    tokio::spawn(
+                        async move {
+                            agent.diagnose(&incident_id).await;
+                            drop(working);
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
     }
 
-    /// With replicas: every third of a lease, takes over the unfinished incidents
-    /// of replicas whose lease lapsed, and resumes each as a restart would.
+    /// With replicas: every third of a lease, takes over the incidents of replicas
+    /// whose lease lapsed, then reconciles the incidents this replica owns with
+    /// where their trails stand ([`Agent::reconcile`]).
     pub fn take_over_periodically(self: &Arc<Self>) {
         let Some(replicas) = self.replicas.clone() else { return };
         let agent = Arc::downgrade(self);
@@ -368,55 +410,99 @@ impl Agent {
                 if !replicas.is_live() {
                     return;
                 }
-                let orphans = match replicas.orphans().await {
-                    Ok(orphans) => orphans,
-                    Err(error) => {
-                        warn!(%error, "cannot look for incidents to take over");
-                        continue;
+                match replicas.orphans().await {
+                    Ok(orphans) => {
+                        for orphan in orphans {
+                            match replicas.take_over(&orphan).await {
+                                Ok(true) => info!(incident_id = %orphan.incident_id, owner = %orphan.owner, "took over an incident whose owner's lease lapsed"),
+                                Ok(false) => {}
+                                Err(error) => warn!(incident_id = %orphan.incident_id, %error, "cannot take the incident over yet"),
+                            }
+                        }
                     }
-                };
-                for orphan in orphans {
-                    if let Err(error) = agent.take_over(&replicas, &orphan).await {
-                        warn!(incident_id = %orphan.incident_id, owner = %orphan.owner, %error, "cannot take the incident over yet");
-                    }
+                    Err(error) => warn!(%error, "cannot look for incidents to take over"),
+                }
+                match replicas.own_open(replicas.lease()).await {
+                    Ok(owned) => agent.reconcile(&replicas, owned).await,
+                    Err(error) => warn!(%error, "cannot list the incidents this replica owns"),
                 }
             }
         });
     }
 
-    /// Takes over one incident whose owner lapsed: once this replica has read the
-    /// log to its head, resumes it where its trail stops.
-    async fn take_over(self: &Arc<Self>, replicas: &crate::replicas::Replicas, orphan: &crate::replicas::Orphan) -> Result<(), String> {
-        if !replicas.take_over(orphan).await.map_err(|e| e.to_string())? {
-            return Ok(());
+    /// With replicas: once this replica has read the log to its head, resumes each
+    /// incident of `owned` that nothing here works on and that its trail shows
+    /// unfinished (as a restart would: a logged proposal is sent, a next attempt
+    /// tried, a diagnosis made), and marks those whose trail shows settled as done.
+    /// So an incident taken over, or one whose work here was cut off by an error,
+    /// is carried on; none waits for a restart.
+    async fn reconcile(self: &Arc<Self>, replicas: &crate::replicas::Replicas, owned: Vec<String>) {
+        if owned.is_empty() {
+            return;
         }
-        info!(incident_id = %orphan.incident_id, owner = %orphan.owner, "taking over an incident whose owner's lease lapsed");
-        self.catch_up(0, true).await.map_err(|e| e.to_string())?;
-        let trail = self.audit.read_incident(&orphan.incident_id).await.map_err(|e| e.to_string())?;
-        let mut proposals = Proposals::default();
-        for record in &trail {
-            proposals.add(record, "agent").map_err(|e| e.to_string())?;
+        if let Err(error) = self.catch_up(0, true).await {
+            warn!(%error, "cannot read the log to the head to reconcile this replica's incidents; next time");
+            return;
         }
-        let unfinished = {
-            let incidents = self.incidents.lock().await;
-            incidents.by_id.get(&orphan.incident_id).filter(|i| !i.pipeline_done && i.state != IncidentState::Resolved).map(|i| i.retry_after.clone())
-        };
-        match unfinished {
-            Some(retry) => self.resume(&orphan.incident_id, proposals.unanswered(&orphan.incident_id), retry),
-            // Done in the log (or never logged): nothing is left to do.
-            None => replicas.finished(&orphan.incident_id).await,
+        for incident_id in owned {
+            if self.is_working(&incident_id) {
+                continue;
+            }
+            let view = self.incidents.lock().await.by_id.get(&incident_id).map(|i| (i.state, i.pipeline_done, i.retry_after.clone()));
+            match view {
+                // Left memory (only done incidents do), or never logged.
+                None => replicas.finished(&incident_id).await,
+                Some((IncidentState::Escalated | IncidentState::Verified | IncidentState::Failed | IncidentState::RolledBack, _, None) | (IncidentState::Resolved, _, _)) => {
+                    replicas.finished(&incident_id).await;
+                }
+                Some((_, true, Some(after))) => self.resume(&incident_id, None, Some(after)),
+                Some((_, false, retry)) => {
+                    let trail = match self.audit.read_incident(&incident_id).await {
+                        Ok(trail) => trail,
+                        Err(error) => {
+                            warn!(%incident_id, %error, "cannot read the incident's trail to resume it; next time");
+                            continue;
+                        }
+                    };
+                    let mut proposals = Proposals::default();
+                    if let Err(error) = trail.iter().try_for_each(|record| proposals.add(record, "agent")) {
+                        error!(%incident_id, %error, "the incident's trail is not in the agent's format; it is not resumed");
+                        continue;
+                    }
+                    info!(%incident_id, "resuming an incident this replica owns");
+                    self.resume(&incident_id, proposals.unanswered(&incident_id), retry);
+                }
+                // Proposed and waiting for its decision's outcome.
+                Some(_) => {}
+            }
         }
-        Ok(())
+    }
+
+    /// Marks `incident_id` as worked on by a task here until the guard drops; `None`
+    /// when a task already works on it.
+    fn work(self: &Arc<Self>, incident_id: &str) -> Option<Working> {
+        let mut working = self.working.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        working.insert(incident_id.to_owned()).then(|| Working { agent: Arc::downgrade(self), incident_id: incident_id.to_owned() })
+    }
+
+    fn is_working(&self, incident_id: &str) -> bool {
+        self.working.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(incident_id)
     }
 
     /// Whether this agent works on `incident_id`: always, without replicas; with
-    /// them, when it owns it.
+    /// them, while its lease is live and it owns the incident. Asked before each
+    /// model call and each proposal, so a replica that was paused past its lease
+    /// does neither once another has taken the incident over.
     async fn owns(&self, incident_id: &str) -> bool {
         let Some(replicas) = &self.replicas else { return true };
+        if !replicas.is_live() {
+            return false;
+        }
         match replicas.owns(incident_id).await {
             Ok(owns) => owns,
             Err(error) => {
-                error!(%incident_id, %error, "cannot tell which agent replica owns the incident; this one leaves it");
+                // Still this replica's in the database: reconciling resumes it.
+                error!(%incident_id, %error, "cannot tell which agent replica owns the incident; this replica leaves it for now");
                 false
             }
         }
@@ -425,7 +511,7 @@ impl Agent {
     /// With replicas: takes the locks of grouping `keys` and waits until this
     /// replica's state has what their previous holders appended (not at all when
     /// this replica was the last to append for each of them).
-    async fn hold_keys<'a>(&self, replicas: &'a crate::replicas::Replicas, keys: &[String]) -> Result<crate::replicas::Held<'a>, AuditError> {
+    async fn hold_keys(&self, replicas: &Arc<crate::replicas::Replicas>, keys: &[String]) -> Result<crate::replicas::Held, AuditError> {
         let held = replicas.hold(keys).await.map_err(|e| AuditError::Unavailable(format!("the agents' database: {e}")))?;
         let target = {
             let mine = self.mine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -437,7 +523,7 @@ impl Agent {
 
     /// With replicas: records that this replica appended (and applied) `seq` last
     /// for `held`'s keys, and gives their locks back.
-    async fn release_keys(&self, held: crate::replicas::Held<'_>, seq: u64) {
+    async fn release_keys(&self, held: crate::replicas::Held, seq: u64) {
         let keys: Vec<String> = held.last.iter().map(|(key, _)| key.clone()).collect();
         match held.release(Some(seq)).await {
             Ok(()) => {
@@ -763,6 +849,14 @@ impl Agent {
         let logged = match logged {
             Ok(logged) => logged,
             Err(error) => {
+                // An append whose answer was lost may still land: the key's next
+                // holder must find it, so the locks stay held a while.
+                if let Some(held) = held {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(SETTLE_AFTER_FAILED_APPEND).await;
+                        drop(held);
+                    });
+                }
                 // Nothing was applied, so nothing is lost: every request is told to retry.
                 self.incidents.lock().await.hold(&planned, false);
                 self.settled.notify_waiters();
@@ -772,11 +866,13 @@ impl Agent {
                 return;
             }
         };
-        // In the log: applied exactly as logged, never decided again.
+        // In the log: applied exactly as logged, never decided again, at the time
+        // the log gave it (so a replica that folds it, or a restart, sees the same).
         {
             let mut incidents = self.incidents.lock().await;
-            for (signal, plan) in owned.iter().zip(&planned) {
-                incidents.apply(signal, &plan.placement, now);
+            let times = logged.iter().filter(|r| r.kind == RecordKind::Signal).map(|r| r.time_ms).chain(std::iter::repeat(now));
+            for ((signal, plan), at) in owned.iter().zip(&planned).zip(times) {
+                incidents.apply(signal, &plan.placement, at);
             }
             incidents.hold(&planned, false);
         }
@@ -807,10 +903,17 @@ impl Agent {
         }
         for incident in planned.iter().filter_map(|p| p.opened.as_ref()).filter(|i| i.state == IncidentState::Open) {
             arf_proto::metrics::inc("arf_agent_incidents_opened_total", "Incidents opened.", &[]);
+            let Some(working) = self.work(&incident.id) else { continue };
             let agent = Arc::clone(self);
             let incident_id = incident.id.clone();
             let span = info_span!("diagnose", %incident_id);
-            tokio::spawn(async move { agent.diagnose(&incident_id).await }.instrument(span));
+            tokio::spawn(
+                async move {
+                    agent.diagnose(&incident_id).await;
+                    drop(working);
+                }
+                .instrument(span),
+            );
         }
     }
 
@@ -852,33 +955,59 @@ impl Agent {
                 match audit.tail_of(next, writers, &[]).await {
                     Ok(stream) => {
                         let mut stream = std::pin::pin!(stream);
-                        while let Some(record) = stream.next().await {
-                            let Ok(record) = record else { break };
-                            next = record.seq + 1;
-                            let Some(agent) = agent.upgrade() else { return };
-                            if record.writer == "agent" {
-                                // A peer's record, folded as a restart would; this
-                                // replica's own were applied where it wrote them.
-                                let own = match audit.own() {
-                                    Some(own) => own.is_own(record.seq).await,
-                                    None => true,
-                                };
-                                if !own && let Err(error) = agent.incidents.lock().await.restore_one(&record) {
-                                    error!(seq = record.seq, %error, "a peer's record is not in the agent's format; the incident it names may be out of date here");
-                                }
-                            } else {
-                                let retry = agent.incidents.lock().await.follow(&record);
-                                if let Some(after) = retry {
-                                    let (agent, incident_id) = (Arc::clone(&agent), record.incident_id.clone());
-                                    tokio::spawn(async move {
-                                        // With replicas, the incident's owner tries the next attempt.
-                                        if agent.owns(&incident_id).await {
-                                            agent.next_attempt(&incident_id, &after).await;
-                                        }
-                                    });
+                        let mut ended = false;
+                        while let Some(Ok(first)) = stream.next().await {
+                            // What has arrived, in one go: which of them are this
+                            // replica's own is told once for them all.
+                            let mut chunk = vec![first];
+                            while chunk.len() < 1024 {
+                                match futures::FutureExt::now_or_never(stream.next()) {
+                                    Some(Some(Ok(record))) => chunk.push(record),
+                                    Some(_) => {
+                                        ended = true;
+                                        break;
+                                    }
+                                    None => break,
                                 }
                             }
-                            agent.followed.send_replace(record.seq);
+                            let peers: Vec<u64> = chunk.iter().filter(|r| r.writer == "agent").map(|r| r.seq).collect();
+                            let own = match audit.own() {
+                                Some(own) if !peers.is_empty() => own.which(&peers).await,
+                                _ => vec![true; peers.len()],
+                            };
+                            let mut own = own.into_iter();
+                            let Some(agent) = agent.upgrade() else { return };
+                            for record in chunk {
+                                next = record.seq + 1;
+                                if record.writer == "agent" {
+                                    // A peer's record, folded as a restart would; this
+                                    // replica's own were applied where it wrote them.
+                                    if !own.next().unwrap_or(true)
+                                        && let Err(error) = agent.incidents.lock().await.restore_one(&record)
+                                    {
+                                        error!(seq = record.seq, %error, "a peer's record is not in the agent's format; the incident it names may be out of date here");
+                                    }
+                                } else {
+                                    let retry = agent.incidents.lock().await.follow(&record);
+                                    if let Some(after) = retry {
+                                        let (agent, incident_id) = (Arc::clone(&agent), record.incident_id.clone());
+                                        tokio::spawn(async move {
+                                            // With replicas, the incident's owner tries the next attempt
+                                            // (or reconciling does, should this fail).
+                                            if agent.owns(&incident_id).await
+                                                && let Some(working) = agent.work(&incident_id)
+                                            {
+                                                agent.next_attempt(&incident_id, &after).await;
+                                                drop(working);
+                                            }
+                                        });
+                                    }
+                                }
+                                agent.followed.send_replace(record.seq);
+                            }
+                            if ended {
+                                break;
+                            }
                         }
                     }
                     Err(error) => tracing::debug!(%error, "cannot follow the log yet; retrying"),
@@ -914,10 +1043,14 @@ impl Agent {
             }
             if matches!(state, IncidentState::Proposed | IncidentState::Escalated) {
                 incident.pipeline_done = true;
-                if let Some(replicas) = &self.replicas {
-                    let (replicas, incident_id) = (Arc::clone(replicas), incident_id.to_owned());
-                    tokio::spawn(async move { replicas.finished(&incident_id).await });
-                }
+            }
+            // Escalated is settled; a proposal is not until its outcome (a rollback
+            // brings a next attempt), which reconciling finds.
+            if state == IncidentState::Escalated
+                && let Some(replicas) = &self.replicas
+            {
+                let (replicas, incident_id) = (Arc::clone(replicas), incident_id.to_owned());
+                tokio::spawn(async move { replicas.finished(&incident_id).await });
             }
             if let Some(id) = decision_id
                 && !incident.decision_ids.iter().any(|d| d == id)
@@ -934,17 +1067,23 @@ impl Agent {
 
     /// Escalates to a human: logged, and nothing is proposed. An incident whose
     /// alerts all resolved meanwhile needs no one, and is left resolved.
-    async fn escalate(&self, incident_id: &str, reason: &str) {
+    /// Returns the escalation's record, once logged.
+    async fn escalate(&self, incident_id: &str, reason: &str) -> Option<u64> {
         if self.resolved(incident_id).await {
             info!(%incident_id, %reason, "not escalated: every alert of the incident resolved meanwhile");
-            return;
+            return None;
         }
         warn!(%incident_id, %reason, "incident escalated");
         let payload = records::encode(&IncidentRecord::escalated(reason));
-        if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
-            error!(%incident_id, %error, "cannot log the escalation");
-        }
+        let logged = match self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
+            Ok(record) => Some(record.seq),
+            Err(error) => {
+                error!(%incident_id, %error, "cannot log the escalation");
+                None
+            }
+        };
         self.set_state(incident_id, IncidentState::Escalated, reason, None).await;
+        logged
     }
 
     /// Targets offered for an incident: only those in its scope, its own service's
@@ -996,13 +1135,24 @@ impl Agent {
             Some(replicas) => {
                 let key = self.incidents.lock().await.by_id.get(incident_id).map(|i| serde_json::to_string(&(&i.environment, &i.service, &i.family)).unwrap_or_default());
                 let Some(key) = key else { return };
-                match self.hold_keys(replicas, &[key]).await {
-                    Ok(held) => Some(held),
-                    Err(error) => {
-                        self.escalate(incident_id, &format!("cannot take the incident's snapshot among the agent replicas: {error}")).await;
-                        return;
+                let mut backoff = std::time::Duration::from_millis(500);
+                let held = loop {
+                    match self.hold_keys(replicas, std::slice::from_ref(&key)).await {
+                        Ok(held) => break Some(held),
+                        Err(error) if backoff < std::time::Duration::from_secs(8) => {
+                            warn!(%incident_id, %error, "cannot hold the incident's grouping key yet; trying again");
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                        }
+                        Err(error) => {
+                            // Still this replica's and unfinished: reconciling resumes it.
+                            error!(%incident_id, %error, "cannot hold the incident's grouping key among the agent replicas; its diagnosis waits");
+                            break None;
+                        }
                     }
-                }
+                };
+                let Some(held) = held else { return };
+                Some(held)
             }
             None => None,
         };
@@ -1026,7 +1176,11 @@ impl Agent {
             }
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
-                self.escalate(incident_id, "the incident reached its bound on diagnoses").await;
+                let escalated = self.escalate(incident_id, "the incident reached its bound on diagnoses").await;
+                // The escalation changes what the incident takes: the key's next holder reads it.
+                if let (Some(held), Some(seq)) = (held, escalated) {
+                    self.release_keys(held, seq).await;
+                }
                 return;
             }
             let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget, &past);
@@ -1040,6 +1194,14 @@ impl Agent {
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();
         let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone(), extends: None });
+        // With replicas: the locks must still be held, and the key is marked as
+        // appending, so a holder after a crash here reads the log to its head.
+        if let Some(held) = &held
+            && let Err(error) = held.appending().await
+        {
+            self.escalate(incident_id, &format!("cannot log the snapshot among the agent replicas, so no diagnosis ran: {error}")).await;
+            return;
+        }
         match self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
             Ok(record) => {
                 if let Some(held) = held {
@@ -1090,6 +1252,11 @@ impl Agent {
         // snapshot extended with the investigation's results (logged before use).
         let mut cited = (snapshot.clone(), snapshot_hash.clone());
         let (grounded, mut payload) = loop {
+            // With replicas: not once another replica has taken the incident over.
+            if !self.owns(incident_id).await {
+                warn!(%incident_id, "this agent replica no longer owns the incident: it asks the model nothing more");
+                return;
+            }
             if !self.take_model_call(incident_id).await {
                 self.escalate(incident_id, &format!("the incident reached its bound of {} model calls", self.max_model_calls)).await;
                 return;
@@ -1286,6 +1453,10 @@ impl Agent {
     /// record is what tells a restarted agent the proposal was answered, so its
     /// append is retried (about half a minute) before the incident is escalated.
     async fn propose(&self, incident_id: &str, proposal: Proposal) {
+        if !self.owns(incident_id).await {
+            warn!(%incident_id, proposal_id = %proposal.id, "this agent replica no longer owns the incident: it proposes nothing");
+            return;
+        }
         match self.governor.evaluate(&proposal).await {
             Ok(decision) => {
                 info!(%incident_id, decision_id = %decision.decision_id, route = %decision.route, "proposal evaluated");

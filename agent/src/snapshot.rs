@@ -24,7 +24,7 @@ pub const FILE: &str = "state-snapshot.json";
 pub const FORMAT: u32 = 2;
 /// The version of the fold (`Incidents::restore_one`, eviction, pruning): bumped
 /// when what a fold makes of the log changes, so an older snapshot is not used.
-pub const FOLD_RULES: u32 = 2;
+pub const FOLD_RULES: u32 = 3;
 /// The largest file read at a restart.
 const MAX_BYTES: u64 = 1 << 30;
 

@@ -249,3 +249,53 @@ async fn an_incident_whose_replica_died_is_taken_over_and_one_whose_replica_live
     assert_eq!(owner, "agent-c");
     assert_eq!(model.received().len(), 1, "one model call, for the orphan");
 }
+
+/// Sends `signals` to `agent`; the incident of each.
+async fn submit(agent: &str, signals: Vec<pb::Signal>) -> Vec<String> {
+    let mut client = support::agent_client(agent).await;
+    let answer = client.submit_signals(pb::SubmitSignalsRequest { signals }).await.unwrap().into_inner();
+    answer.accepted.into_iter().map(|a| a.incident_id).collect()
+}
+
+/// A replica places each signal where one agent would have, from what its peer
+/// logged: once the peer has taken its incident's snapshot, another alert of the
+/// service opens a new incident (the incident's own alert still joins it); and an
+/// incident opened by an alert that had already resolved takes no later alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_places_signals_after_a_peers_snapshot_as_one_agent_would() {
+    let server = TestServer::start().await.unwrap();
+    let log = log(&server).await;
+    // The model never answers: the diagnosis stays after its snapshot.
+    let model = ModelServer::start(vec![], Some(Reply::Hang)).await;
+    let (a, _stop_a) = replica(&log, 0, "agent-a", &model.base_url, 10).await;
+    let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 10).await;
+    for agent in [&a, &b] {
+        let mut client = support::agent_client(agent).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client.list_incidents(pb::ListIncidentsRequest::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "the agent at {agent} did not serve");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let first = submit(&a, vec![alert(1, 0)]).await.remove(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.audit.read_incident(&first).await.unwrap().iter().any(|r| r.kind == RecordKind::Snapshot) {
+        assert!(Instant::now() < deadline, "no snapshot was taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut other = alert(2, 1);
+    other.title = "CheckoutLatencyHigh".into();
+    other.labels.insert("alertname".into(), "CheckoutLatencyHigh".into());
+    let later = submit(&b, vec![other, alert(2, 1)]).await;
+    assert_ne!(later[0], first, "another alert after the snapshot opens a new incident at the peer too");
+    assert_eq!(later[1], first, "the incident's own alert, from another pod, joins it");
+
+    let mut resolved = alert(3, 0);
+    resolved.service = "payments".into();
+    resolved.status = "resolved".into();
+    let opened_resolved = submit(&a, vec![resolved.clone()]).await.remove(0);
+    resolved.status = "firing".into();
+    let firing = submit(&b, vec![resolved]).await.remove(0);
+    assert_ne!(firing, opened_resolved, "an incident opened resolved takes no later alert, at the peer either");
+}

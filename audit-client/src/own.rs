@@ -74,13 +74,25 @@ impl Own {
     /// appended. Asked once per record, in the order read: the answer is
     /// forgotten once given.
     pub async fn is_own(&self, seq: u64) -> bool {
-        let horizon = self.lock().next_ticket;
+        self.which(&[seq]).await.first().copied().unwrap_or(false)
+    }
+
+    /// [`Own::is_own`] for records read together: one wait, for the appends in
+    /// flight when they were read, answers them all (none, when each is known).
+    pub async fn which(&self, seqs: &[u64]) -> Vec<bool> {
+        let horizon = {
+            let mut state = self.lock();
+            if seqs.iter().all(|seq| state.seqs.contains(seq)) {
+                return seqs.iter().map(|seq| state.seqs.remove(seq)).collect();
+            }
+            state.next_ticket
+        };
         loop {
             let changed = self.changed.notified();
             {
                 let mut state = self.lock();
                 if state.in_flight.range(..horizon).next().is_none() {
-                    return state.seqs.remove(&seq);
+                    return seqs.iter().map(|seq| state.seqs.remove(seq)).collect();
                 }
             }
             changed.await;
