@@ -110,14 +110,7 @@ pub async fn serve(
         let member = config.replica.clone().unwrap_or_else(|| "agent".to_owned());
         let lease = std::time::Duration::from_secs(config.lease_secs);
         let replicas = replicas::Replicas::join(postgres, &member, lease).await.with_context(|| format!("the agents' database `{}`", postgres.describe()))?;
-        let (lost, lapsed) = tokio::sync::oneshot::channel();
-        replicas.spawn_renewal(lost);
-        tokio::spawn(async move {
-            if let Ok(reason) = lapsed.await {
-                tracing::error!(%reason, "exiting: this agent replica lost its lease");
-                std::process::exit(75);
-            }
-        });
+        replicas.renew_or_exit();
         info!(%member, at = %postgres.describe(), "grouping and diagnoses are shared with other agent replicas in PostgreSQL");
         settings.replicas = Some(replicas);
     }

@@ -91,8 +91,9 @@ impl Replicas {
         self.lease.length()
     }
 
-    pub fn spawn_renewal(&self, lost: tokio::sync::oneshot::Sender<String>) -> tokio::task::JoinHandle<()> {
-        self.lease.spawn_renewal(lost)
+    /// Renews this replica's lease; should it lapse, the process exits (75).
+    pub fn renew_or_exit(&self) {
+        self.lease.renew_or_exit("agent replica");
     }
 
     /// Takes the locks of `keys` (waiting for their holders), in a transaction of

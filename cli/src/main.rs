@@ -155,10 +155,10 @@ enum Command {
         /// How the services write their logs (default: `ARF_LOG_FORMAT`, else text).
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
-        /// Keep the log and the executors' state in this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`, on this host), migrated first, and run `--replicas` audit front-ends and executors on it.
+        /// Keep the log and every role's shared state in this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`, on this host), migrated first, and run `--replicas` processes of every role on it.
         #[arg(long, value_name = "URL")]
         store: Option<String>,
-        /// How many audit front-ends and executors to run, with `--store`.
+        /// How many processes of each role to run, with `--store`.
         #[arg(long, default_value_t = 2, requires = "store")]
         replicas: usize,
     },

@@ -451,11 +451,12 @@ fn part<T: serde::de::DeserializeOwned>(root: &Table, name: &str) -> Result<T> {
 }
 
 /// The processes of a local cluster on PostgreSQL (`arf up --store`): from the
-/// deployment `file`, a configuration for each of `replicas` audit front-ends and
-/// executors (each on a free loopback port, each executor with its own name and
-/// data directory), the log and the executors' state in `store`, and every
-/// client given every replica's address. `file` itself is left as it is; the
-/// configurations go to `replicas_dir`.
+/// deployment `file`, a configuration for each of `replicas` audit front-ends,
+/// governors, executors and agents (the first of each on the deployment's ports,
+/// the others on free loopback ports, each with its own name and data), every
+/// role's shared state in `store`, and every client given every replica's
+/// address. `file` itself is left as it is; the configurations go to
+/// `replicas_dir`.
 pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<Vec<crate::supervisor::Planned>> {
     use crate::Role;
     use crate::supervisor::Planned;
@@ -464,64 +465,83 @@ pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replic
     let deployment = load(file)?;
     let store = Value::try_from(store).context("the database settings")?;
     let free = || arf_core::net::free_loopback_port().context("no free loopback port for a replica");
-    let audits: Vec<std::net::SocketAddr> = std::iter::once(Ok(deployment.audit.listen)).chain((1..replicas).map(|_| free())).collect::<Result<_>>()?;
-    let executors: Vec<std::net::SocketAddr> = std::iter::once(Ok(deployment.executor.listen)).chain((1..replicas).map(|_| free())).collect::<Result<_>>()?;
+    let ports = |first: std::net::SocketAddr| -> Result<Vec<std::net::SocketAddr>> { std::iter::once(Ok(first)).chain((1..replicas).map(|_| free())).collect() };
+    let audits = ports(deployment.audit.listen)?;
+    let governors = ports(deployment.governor.listen)?;
+    let executors = ports(deployment.executor.listen)?;
+    let agents = ports(deployment.agent.listen)?;
+    let webhooks = ports(deployment.agent.webhook_listen)?;
     let list = |addrs: &[std::net::SocketAddr]| Value::String(addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","));
-    let section = |root: &mut Table, name: &str| -> Result<Table> {
+    let mut section = |name: &str| -> Result<Table> {
         match root.remove(name) {
             Some(Value::Table(table)) => Ok(table),
             _ => bail!("`{}` has no [{name}] section", file.display()),
         }
     };
-    let mut audit = section(&mut root, "audit")?;
+    let mut audit = section("audit")?;
+    let mut governor = section("governor")?;
+    let mut executor = section("executor")?;
+    let mut agent = section("agent")?;
     audit.insert("postgres".into(), store.clone());
-    let mut executor = section(&mut root, "executor")?;
-    executor.insert("postgres".into(), store);
-    executor.insert("audit_addr".into(), list(&audits));
-    let mut agent = section(&mut root, "agent")?;
-    agent.insert("audit_addr".into(), list(&audits));
-    let mut governor = section(&mut root, "governor")?;
-    governor.insert("audit_addr".into(), list(&audits));
+    for (table, role) in [(&mut governor, "governor"), (&mut executor, "executor"), (&mut agent, "agent")] {
+        table.insert("postgres".into(), store.clone());
+        table.insert("audit_addr".into(), list(&audits));
+        table.insert("replica".into(), Value::String(format!("{role}-1")));
+    }
     governor.insert("executor_addr".into(), list(&executors));
-    root.insert("agent".into(), Value::Table(agent));
-    root.insert("governor".into(), Value::Table(governor));
+    agent.insert("governor_addr".into(), list(&governors));
 
     let dir = layout.replicas_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
-    let write = |name: &str, audit: &Table, executor: &Table| -> Result<PathBuf> {
+    let base = [("audit", audit), ("governor", governor), ("executor", executor), ("agent", agent)];
+    // Replica `i` of `role`: its own ports, name and data, its metrics off (the
+    // first replica keeps the deployment's); every other section as shared.
+    let write = |role: &str, i: usize| -> Result<PathBuf> {
         let mut whole = root.clone();
-        whole.insert("audit".into(), Value::Table(audit.clone()));
-        whole.insert("executor".into(), Value::Table(executor.clone()));
+        for (name, table) in &base {
+            whole.insert((*name).into(), Value::Table(table.clone()));
+        }
+        if i > 1
+            && let Some(Value::Table(own)) = whole.get_mut(role)
+        {
+            let at = |addrs: &[std::net::SocketAddr]| Value::String(addrs[i - 1].to_string());
+            own.remove("metrics_listen");
+            if role != "audit" {
+                own.insert("replica".into(), Value::String(format!("{role}-{i}")));
+            }
+            let own_dir = |key: &str, own: &mut Table| {
+                if own.contains_key(key) {
+                    own.insert(key.into(), path(layout.data_dir.join(format!("{role}-{i}")).join(key)));
+                }
+            };
+            match role {
+                "audit" => drop(own.insert("listen".into(), at(&audits))),
+                "governor" => {
+                    own.insert("listen".into(), at(&governors));
+                    own.insert("data_dir".into(), path(layout.data_dir.join(format!("{role}-{i}"))));
+                }
+                "executor" => {
+                    own.insert("listen".into(), at(&executors));
+                    own.insert("data_dir".into(), path(layout.data_dir.join(format!("{role}-{i}"))));
+                }
+                _ => {
+                    own.insert("listen".into(), at(&agents));
+                    own.insert("webhook_listen".into(), at(&webhooks));
+                    own_dir("state_dir", own);
+                }
+            }
+        }
+        let name = if i == 1 && role == "audit" { "arf".to_owned() } else { format!("{role}-{i}") };
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&whole)?).with_context(|| format!("cannot write `{}`", path.display()))?;
         Ok(path)
     };
     let mut plan = Vec::new();
-    let executor_named = |i: usize, addr: std::net::SocketAddr| {
-        let mut e = executor.clone();
-        e.insert("replica".into(), Value::String(format!("executor-{i}")));
-        if i > 1 {
-            e.insert("listen".into(), Value::String(addr.to_string()));
-            e.insert("data_dir".into(), path(layout.data_dir.join(format!("executor-{i}"))));
-            e.remove("metrics_listen");
+    for (role, name) in [(Role::Audit, "audit"), (Role::Governor, "governor"), (Role::Executor, "executor"), (Role::Agent, "agent")] {
+        for i in 1..=replicas {
+            plan.push(Planned { role, name: format!("{name}-{i}"), config: write(name, i)? });
         }
-        e
-    };
-    let first = write("arf", &audit, &executor_named(1, executors[0]))?;
-    plan.push(Planned { role: Role::Audit, name: "audit-1".into(), config: first.clone() });
-    for (i, addr) in audits.iter().enumerate().skip(1) {
-        let mut a = audit.clone();
-        a.insert("listen".into(), Value::String(addr.to_string()));
-        a.remove("metrics_listen");
-        plan.push(Planned { role: Role::Audit, name: format!("audit-{}", i + 1), config: write(&format!("audit-{}", i + 1), &a, &executor_named(1, executors[0]))? });
     }
-    plan.push(Planned { role: Role::Governor, name: "governor".into(), config: first.clone() });
-    plan.push(Planned { role: Role::Executor, name: "executor-1".into(), config: first.clone() });
-    for (i, addr) in executors.iter().enumerate().skip(1) {
-        let name = format!("executor-{}", i + 1);
-        plan.push(Planned { role: Role::Executor, name: name.clone(), config: write(&name, &audit, &executor_named(i + 1, *addr))? });
-    }
-    plan.push(Planned { role: Role::Agent, name: "agent".into(), config: first });
     Ok(plan)
 }
 

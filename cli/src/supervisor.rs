@@ -197,8 +197,8 @@ pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -
 }
 
 /// `arf up`: the four services in the foreground until Ctrl-C; with `store`, the
-/// log and the executors' state in that PostgreSQL database, migrated first, with
-/// `replicas` audit front-ends and executors.
+/// log and every role's shared state in that PostgreSQL database, migrated first,
+/// with `replicas` processes of every role.
 pub async fn up(
     config: Option<PathBuf>,
     data_dir: &Path,
@@ -227,7 +227,7 @@ pub async fn up(
     let mut supervisor = Supervisor::start_plan(plan, None, log_format).await?;
     tell!("ARF is up (configuration `{}`):", file.display());
     if let Some(settings) = &store {
-        tell!("  the log and the executors' state in {} (configurations under `{}`)", settings.describe(), layout.replicas_dir().display());
+        tell!("  the log and every role's shared state in {} (configurations under `{}`)", settings.describe(), layout.replicas_dir().display());
     }
     for service in &supervisor.services {
         tell!("  {:<10} {}  pid {}", service.name, service.addr, service.child.id().unwrap_or(0));

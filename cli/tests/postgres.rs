@@ -146,7 +146,7 @@ async fn replicas_keep_one_log_and_run_a_decision_once_in_postgres() {
 }
 
 /// `arf up --store URL` runs a local cluster on PostgreSQL: the database migrated,
-/// two audit front-ends and two executors beside the governor and the agent, each
+/// two processes of every role (audit front-ends, governors, executors, agents), each
 /// serving; a signal sent through the CLI lands in the log in the database, which
 /// `arf audit verify --postgres` checks; Ctrl-C stops every process.
 #[test]
@@ -182,7 +182,7 @@ fn up_with_a_store_runs_replicas_on_postgres() {
             names.push(name.to_string());
         }
     }
-    assert_eq!(names, ["audit-1", "audit-2", "governor", "executor-1", "executor-2", "agent"], "{said}");
+    assert_eq!(names, ["audit-1", "audit-2", "governor-1", "governor-2", "executor-1", "executor-2", "agent-1", "agent-2"], "{said}");
     assert!(said.contains("database: applied migration 0001"), "{said}");
 
     let token = std::fs::read_to_string(dir.path().join("secrets").join("alice.token")).unwrap();
@@ -206,4 +206,100 @@ fn up_with_a_store_runs_replicas_on_postgres() {
     });
     let status = exit.recv_timeout(Duration::from_secs(30)).expect("`arf up` stops within 30 s").unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// `arf approve DECISION --governor ADDR` as alice.
+fn approve_at(plane: &support::Plane, governor: std::net::SocketAddr, decision: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["approve", decision, "--governor", &governor.to_string()])
+        .env("ARF_CONFIG", &plane.config)
+        .env("ARF_TOKEN", plane.token("alice"))
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Two governor replicas on one log in PostgreSQL: the one holding the leader's
+/// lease decides and the other refuses every call as unavailable (so clients go on
+/// to the next address); when the leader is SIGKILLed, the standby takes the lease
+/// once it lapsed, rebuilds the decisions from the log, takes the approval of the
+/// decision the dead leader made, and it runs once; the agent, given both
+/// addresses, has its next proposal decided by the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
+    let server = TestServer::start().await.unwrap();
+    let database = server.database().await.unwrap();
+    let url = database.url.as_str();
+    let (code, out) = arf(&["db", "migrate", "--url", url]);
+    assert_eq!(code, 0, "{out}");
+
+    let (target, restarts) = support::counting_target("127.0.0.1").await;
+    let mut plane = support::Plane::prepare(&target).await;
+    plane.add_worker("worker-production", "production", &target);
+    let mut root: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    let postgres: toml::Table = toml::from_str(&format!("url = \"{url}\"")).unwrap();
+    root["audit"].as_table_mut().unwrap().insert("postgres".into(), toml::Value::Table(postgres.clone()));
+    let standby = support::free_port();
+    let governor = root["governor"].as_table_mut().unwrap();
+    governor.insert("postgres".into(), toml::Value::Table(postgres));
+    governor.insert("replica".into(), "governor-a".into());
+    governor.insert("lease_secs".into(), 2.into());
+    let both = format!("{},{standby}", plane.addr("governor"));
+    root["agent"].as_table_mut().unwrap().insert("governor_addr".into(), both.into());
+    std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();
+    let governor = root["governor"].as_table_mut().unwrap();
+    governor.insert("listen".into(), standby.to_string().into());
+    governor.insert("replica".into(), "governor-b".into());
+    governor.insert("data_dir".into(), plane.dir.path().join("governor-b").display().to_string().into());
+    let standby_config = plane.dir.path().join("arf-governor-b.toml");
+    std::fs::write(&standby_config, toml::to_string(&root).unwrap()).unwrap();
+
+    plane.start("audit", None).await;
+    plane.start("governor", None).await;
+    let mut replica_b = serve(&plane, "governor", &standby_config, standby).await;
+    plane.start("executor", None).await;
+    plane.start("agent", None).await;
+
+    // A production alert: the leader's decision waits for a person.
+    plane.fire_about("WorkerWedged", "production").await;
+    let auditor = plane.auditor();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let decision = loop {
+        let (head, _) = auditor.head().await.unwrap();
+        let records: Vec<arf_audit::Record> = futures::StreamExt::collect::<Vec<_>>(auditor.stream_range(1, head + 1).await.unwrap()).await.into_iter().map(Result::unwrap).collect();
+        if let Some(pending) = records.iter().find(|r| r.kind == arf_audit::RecordKind::Decision && r.payload["state"] == "pending") {
+            break pending.payload["decision_id"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "no decision waited for approval:\n{}", support::summary(&records));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (approved, out) = approve_at(&plane, standby, &decision);
+    assert!(!approved && out.contains("stands by"), "the standby took a call while the leader lives: {out}");
+
+    // The leader dies; the standby leads once the lease lapsed (2 s, plus 2 s of grace).
+    plane.stop("governor").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (approved, out) = approve_at(&plane, standby, &decision);
+        if approved {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby never took the approval: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let client = database.connect().await.unwrap();
+    let leader: String = client.query_one("SELECT incarnation FROM governor_members WHERE name = 'leader'", &[]).await.unwrap().get(0);
+    assert!(leader.starts_with("governor-b/"), "{leader}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while restarts.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < deadline, "the approved decision never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The agent's next proposal goes on to the governor that leads now.
+    let incident = plane.fire().await;
+    let trail = plane.trail_until(&incident, Duration::from_secs(60), "the outcome", |t| t.iter().any(|r| r.kind == arf_audit::RecordKind::Outcome)).await;
+    assert!(trail.iter().any(|r| r.kind == arf_audit::RecordKind::Outcome && r.payload["outcome"] == "verified"), "{}", support::summary(&trail));
+    assert_eq!(restarts.load(Ordering::SeqCst), 2, "each decision ran once");
+    replica_b.kill().await.unwrap();
 }

@@ -102,6 +102,23 @@ pub struct Config {
     /// probes (`/healthz`, `/readyz`); off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Run as one of several governor replicas on this PostgreSQL database (migrated
+    /// with `arf db migrate`; every replica on one log, `audit.postgres`): the one
+    /// that holds the leader's lease decides, takes approvals and dispatches; the
+    /// others stand by, answering `UNAVAILABLE`, until its lease lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<arf_pg::Settings>,
+    /// This replica's name, as the leader's lease shows it (default `governor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// How long the leader's lease lasts without renewal; a standby takes over one
+    /// lease after it lapsed (default 10).
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+}
+
+pub fn default_lease_secs() -> u64 {
+    10
 }
 
 pub fn default_settle_secs() -> u64 {
@@ -185,6 +202,12 @@ impl Config {
         }
         if self.audit_addr.trim().is_empty() {
             return Err(invalid("audit_addr", "must not be empty"));
+        }
+        if self.lease_secs == 0 {
+            return Err(invalid("lease_secs", "must be at least 1"));
+        }
+        if let Some(postgres) = &self.postgres {
+            postgres.config().and_then(|_| postgres.connector()).map_err(|e| invalid("postgres", e.to_string()))?;
         }
         if self.executor_addr.trim().is_empty() {
             return Err(invalid("executor_addr", "must not be empty"));

@@ -161,6 +161,9 @@ pub struct Restored {
     /// Per (environment, service, pathway), the last graduation event: graduated or
     /// demoted, and when.
     pub graduations: std::collections::BTreeMap<(String, String, String), (bool, i64)>,
+    /// Per service, when its autonomous decisions were made, within an hour of the
+    /// latest (what the rate limit counts).
+    pub autonomous_runs: std::collections::BTreeMap<String, Vec<i64>>,
 }
 
 impl Restored {
@@ -194,6 +197,12 @@ impl Restored {
             RecordKind::Decision => match DecisionRecordKind::of(&record.payload) {
                 DecisionRecordKind::Decided => {
                     let DecidedRecord { decision, .. } = record.parse()?;
+                    // Counted as the governor counts it when it decides (`note_autonomous`).
+                    if decision.state == State::Approved {
+                        let runs = self.autonomous_runs.entry(decision.service.clone()).or_default();
+                        runs.retain(|&at| at > decision.issued_at_ms.saturating_sub(crate::guard::HOUR_MS));
+                        runs.push(decision.issued_at_ms);
+                    }
                     decisions.insert(decision.decision_id.clone(), decision);
                 }
                 DecisionRecordKind::Authorized => {

@@ -112,7 +112,7 @@ impl GuardRails {
     }
 }
 
-const HOUR_MS: i64 = 3600 * 1000;
+pub(crate) const HOUR_MS: i64 = 3600 * 1000;
 
 /// The version of the saved state file.
 pub const STATE_VERSION: u32 = 1;

@@ -166,6 +166,24 @@ async fn a_tripped_guard_rail_lost_with_the_guard_file_is_restored_from_the_log(
     assert_eq!(route(&staging(&h, "inc-t4").await), pb::Route::Autonomous, "a reset trip came back");
 }
 
+/// The hour's autonomous actions, lost with the guard-rail file (or never in the
+/// file of a replica that takes over from another leader), are counted again from
+/// the log's decisions: the rate limit does not grant the hour twice.
+#[tokio::test]
+async fn the_hours_autonomous_actions_lost_with_the_guard_file_still_count_toward_the_rate_limit() {
+    let rails = GuardRails { autonomous_per_service_per_hour: 3, ..GuardRails::default() };
+    let mut h = Harness::start(Setup { guard_rails: rails, ..Setup::default() }).await;
+    assert_eq!(route(&staging(&h, "inc-h1").await), pb::Route::Autonomous);
+    assert_eq!(route(&staging(&h, "inc-h2").await), pb::Route::Autonomous);
+    std::fs::remove_file(arf_governor::guard::state_path(&h.config.data_dir)).unwrap();
+    h.restart_governor().await;
+    assert_eq!(route(&staging(&h, "inc-h3").await), pb::Route::Autonomous, "the third of three");
+    let fourth = staging(&h, "inc-h4").await;
+    assert_eq!(route(&fourth), pb::Route::Approval, "a fourth autonomous action within the hour");
+    assert_eq!(rules(&fourth), vec!["rate_limit"]);
+    assert_eq!(h.governance_events("rate_limit_tripped").await.len(), 1);
+}
+
 /// What a scripted executor answers `GetExecution` with; the test changes it.
 type Later = Arc<std::sync::Mutex<&'static str>>;
 

@@ -121,6 +121,20 @@ impl Lease {
         }
     }
 
+    /// Renews the lease ([`Lease::spawn_renewal`]) and, should it lapse, ends the
+    /// process with status 75 (`EX_TEMPFAIL`), to be restarted: a replica whose
+    /// work another may be taking over must stop at once, not finish it.
+    pub fn renew_or_exit(self: &Arc<Self>, what: &'static str) {
+        let (lost, lapsed) = tokio::sync::oneshot::channel();
+        self.spawn_renewal(lost);
+        tokio::spawn(async move {
+            if let Ok(reason) = lapsed.await {
+                error!(%reason, "exiting: this {what} lost its lease");
+                std::process::exit(75);
+            }
+        });
+    }
+
     /// Renews the lease every third of its length, each renewal bounded by the
     /// lease itself. Once the lease lapsed (by this clock, or the database no
     /// longer holds it for this process) it is never renewed: `lost` is sent,

@@ -535,7 +535,7 @@ impl Dial {
 
 /// A service's TLS, loaded from its configured transport: the server side and the
 /// client side share the service's certificate. Both `None` for plain text.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Loaded {
     pub server: Option<Arc<ServerTls>>,
     pub client: Option<Arc<ClientTls>>,

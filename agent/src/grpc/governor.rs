@@ -16,10 +16,12 @@ pub struct Evaluated {
     pub route: String,
 }
 
-/// Its `Debug` leaves the token out.
+/// Its `Debug` leaves the token out. It takes several addresses, separated by
+/// commas, for governor replicas (`governor.postgres`): a call that finds no
+/// governor, or a replica standing by, is offered to the next.
 #[derive(Clone)]
 pub struct GovernorLink {
-    client: GovernorClient<Channel>,
+    clients: arf_core::net::Rotation<GovernorClient<Channel>>,
     token: String,
     retry_for: Duration,
 }
@@ -31,13 +33,19 @@ impl std::fmt::Debug for GovernorLink {
 }
 
 impl GovernorLink {
-    pub fn connect(address: &str, token: String, retry_for: Duration, dial: &arf_proto::tls::Dial) -> Result<Self, String> {
-        let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
-        let endpoint = Endpoint::from_shared(uri)
-            .map_err(|_| format!("governor address `{address}` is invalid"))?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15));
-        Ok(Self { client: GovernorClient::new(dial.channel(endpoint)), token, retry_for })
+    pub fn connect(addresses: &str, token: String, retry_for: Duration, dial: &arf_proto::tls::Dial) -> Result<Self, String> {
+        let clients = arf_core::net::addresses(addresses)
+            .map(|address| {
+                let uri = if address.starts_with("http") { address.to_owned() } else { format!("http://{address}") };
+                let endpoint = Endpoint::from_shared(uri)
+                    .map_err(|_| format!("governor address `{address}` is invalid"))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(Duration::from_secs(15));
+                Ok(GovernorClient::new(dial.channel(endpoint)))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let clients = arf_core::net::Rotation::new(clients).ok_or_else(|| format!("governor address list `{addresses}` names no address"))?;
+        Ok(Self { clients, token, retry_for })
     }
 
     /// Offers the proposal, again while the governor is unreachable or rebuilding,
@@ -49,12 +57,17 @@ impl GovernorLink {
         let decision = loop {
             let request = pb::EvaluateRequest { proposal: Some(super::convert::proposal_to_pb(proposal)) };
             let request = arf_proto::server::with_bearer(tonic::Request::new(request), &self.token);
-            match self.client.clone().evaluate(request).await {
+            let (i, mut client) = self.clients.pick();
+            match client.evaluate(request).await {
                 Ok(response) => break response.into_inner(),
                 Err(status)
                     if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown)
                         && std::time::Instant::now() + backoff < deadline =>
                 {
+                    // Another replica may be the one that decides.
+                    if self.clients.len() > 1 {
+                        self.clients.failed(i);
+                    }
                     tracing::warn!(code = ?status.code(), error = status.message(), "the governor cannot take the proposal yet; offering it again");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));

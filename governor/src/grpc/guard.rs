@@ -74,6 +74,39 @@ impl Shared {
         }
     }
 
+    /// Adds the autonomous decisions of the last hour that the log holds and the
+    /// guard-rail file lacks (a lost or older file, or a replica that takes over
+    /// from another leader), so the rate limit counts them. Only adds: counting more
+    /// is the strict direction.
+    pub(crate) fn adopt_logged_runs(&self, runs: std::collections::BTreeMap<String, Vec<i64>>) {
+        let since = (self.clock)().saturating_sub(guard::HOUR_MS);
+        let (added, _) = self.change(|state| {
+            let mut added = 0usize;
+            for (service, times) in runs {
+                let held = state.autonomous_runs.entry(service).or_default();
+                // As many at each time as either holds: two decisions may share a millisecond.
+                let mut unmatched: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+                for &at in held.iter() {
+                    *unmatched.entry(at).or_default() += 1;
+                }
+                for at in times.into_iter().filter(|&at| at > since) {
+                    match unmatched.get_mut(&at) {
+                        Some(left) if *left > 0 => *left -= 1,
+                        _ => {
+                            held.push(at);
+                            added += 1;
+                        }
+                    }
+                }
+                held.sort_unstable();
+            }
+            added
+        });
+        if added > 0 {
+            warn!(added, "the guard-rail state was behind the audit log: autonomous actions of the last hour it lacked count toward the rate limit again");
+        }
+    }
+
     /// Adds the tripped guard rails the log holds and the guard-rail file lacks (a
     /// lost or older file). Only adds: a trip the file holds and the log shows reset
     /// stays until an admin resets it again, the safe direction.

@@ -99,6 +99,11 @@ pub(crate) struct Shared {
     /// dispatch, after an approval perhaps, continues the incident's trace (only
     /// while traces are exported; bounded).
     traces: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// One of several replicas (`governor.postgres`): only the one holding the
+    /// leader's lease acts; the others stand by and refuse every call.
+    replicated: bool,
+    /// The leader's lease, once this replica holds it.
+    leadership: std::sync::OnceLock<Arc<arf_pg::lease::Lease>>,
 }
 
 /// The incident of each decision that left memory, so it can be read back from the
@@ -188,7 +193,22 @@ impl Shared {
             decisions: RwLock::new(BTreeMap::new()),
             restored: std::sync::atomic::AtomicBool::new(false),
             actions: Mutex::new(BTreeMap::new()),
+            replicated: config.postgres.is_some(),
+            leadership: std::sync::OnceLock::new(),
         })
+    }
+
+    /// With replicas: refuses, as unavailable (so clients try the next address),
+    /// unless this replica holds the leader's lease and it is live by this clock.
+    fn check_leading(&self) -> Result<(), Status> {
+        if !self.replicated {
+            return Ok(());
+        }
+        match self.leadership.get() {
+            Some(lease) if lease.is_live() => Ok(()),
+            Some(_) => Err(Status::unavailable("this governor replica's lease as leader lapsed: it does nothing more; ask the next governor address")),
+            None => Err(Status::unavailable("this governor replica stands by while another leads: nothing was done here; ask the next governor address")),
+        }
     }
 
     fn governance<'a>(&'a self, policies: &'a Policies, guard: &'a GuardState) -> Governance<'a> {
@@ -208,8 +228,10 @@ impl Shared {
         }
     }
 
-    /// The caller the authentication layer named.
+    /// The caller the authentication layer named, once this replica may act
+    /// ([`Shared::check_leading`]): every call comes through here.
     fn authenticate<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        self.check_leading()?;
         arf_proto::auth::caller(request).cloned()
     }
 
@@ -383,6 +405,9 @@ impl Shared {
     }
 
     async fn sign_and_dispatch(self: &Arc<Self>, decision: &mut Decision) -> Result<(), Status> {
+        // A replica that is not (or no longer) the leader signs nothing: the leader
+        // after it resumes what is authorized.
+        self.check_leading()?;
         // Whatever path led here, a shadow decision is never signed.
         if decision.mode == arf_core::decision::Mode::Shadow {
             return Err(Status::failed_precondition(format!("decision `{}` was made in shadow mode: nothing is ever sent to the executor for it", decision.decision_id)));
@@ -476,6 +501,41 @@ impl Shared {
 /// Rebuilds the decisions of an earlier run from the log (retrying until the log
 /// answers), so pending decisions can still be approved after a restart and
 /// authorized ones learn their outcome from the executor.
+/// Notifications follow the log on their own audit connection; nothing on the
+/// path of a decision waits for them.
+fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::notify::Alarms) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let Some(notify) = &config.notify else { return Ok(Vec::new()) };
+    let token = arf_core::keys::load_token(&config.audit_token_file)?;
+    let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
+    let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
+    crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Waits until this replica holds the leader's lease (`governor_members`, the row
+/// `leader`; [`arf_pg::lease::Lease`]), for as long as it takes.
+async fn lead(settings: &arf_pg::Settings, member: &str, length: Duration) -> Arc<arf_pg::lease::Lease> {
+    let incarnation = format!("{member}/{}", arf_core::canonical::random_id("gov"));
+    let mut said = false;
+    loop {
+        match arf_pg::lease::Lease::open(settings, "governor_members", "leader", &incarnation, length).await {
+            Ok((_, lease)) => {
+                info!(%member, "this governor replica leads: it decides, takes approvals and dispatches");
+                return lease;
+            }
+            Err(arf_pg::PgError::LeaseLost(_)) => {
+                if !said {
+                    info!(%member, "another governor replica leads: this one stands by, refusing every call as unavailable");
+                    said = true;
+                }
+            }
+            Err(error) => {
+                warn!(%error, %member, "cannot reach the governors' database: standing by");
+                tokio::time::sleep(length / 2).await;
+            }
+        }
+    }
+}
+
 async fn restore(shared: Arc<Shared>) {
     loop {
         match restore_once(&shared).await {
@@ -521,7 +581,7 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
         }
     }
     evicted.extend(remember_evicted(shared, folded.evict((shared.clock)(), shared.retain_ms)));
-    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations } = folded;
+    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs } = folded;
     // The kill switch is logged before it takes effect; a guard-rail file that lost
     // a later switch (restored from a backup, a new disk, a crash between the two)
     // must not hand autonomy back: the log's last switch, if newer, is the one in force.
@@ -534,6 +594,9 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     // And a demotion: a file that still says graduated would let the pathway run
     // on its own again after the failure that demoted it.
     shared.adopt_logged_demotions(&graduations);
+    // And the hour's autonomous actions, which the rate limit counts: a replica that
+    // took over from another leader, or a lost file, must not grant the hour again.
+    shared.adopt_logged_runs(autonomous_runs);
     // An outcome the log holds is never asked for again, so the guard rails need
     // not remember that they counted it (a decision that left memory is settled).
     shared.forget_outcomes(|guard| {
@@ -1133,23 +1196,36 @@ pub async fn serve_with_clock(
     let tls = arf_proto::tls::Loaded::load(&config.transport()?)?;
     let (alarm, alarms) = crate::notify::alarm();
     let shared = Arc::new(Shared::load(&config, clock, &tls, alarm)?);
-    // Decisions live in memory; the log is their memory across restarts. With the
-    // log up they are back before the first call; with it down, as soon as it answers.
-    let restored_now = matches!(tokio::time::timeout(Duration::from_secs(3), restore_once(&shared)).await, Ok(Ok(())));
-    if !restored_now {
-        tokio::spawn(restore(Arc::clone(&shared)));
-    }
-    // Notifications follow the log on their own audit connection; nothing on the
-    // path of a decision waits for them.
-    let notifying = match &config.notify {
-        Some(notify) => {
-            let token = arf_core::keys::load_token(&config.audit_token_file)?;
-            let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
-            let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
-            crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms).map_err(|e| anyhow::anyhow!(e))?
+    let notifying: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    match &config.postgres {
+        // One of several replicas: it leads once it holds the leader's lease, and
+        // only then rebuilds the decisions from the log (the last leader's
+        // included) and delivers notifications.
+        Some(postgres) => {
+            let (shared, notifying, config, tls) = (Arc::clone(&shared), Arc::clone(&notifying), config.clone(), tls.clone());
+            let postgres = postgres.clone();
+            tokio::spawn(async move {
+                let member = config.replica.clone().unwrap_or_else(|| "governor".to_owned());
+                let lease = lead(&postgres, &member, Duration::from_secs(config.lease_secs)).await;
+                lease.renew_or_exit("governor replica, as leader,");
+                let _ = shared.leadership.set(lease);
+                restore(Arc::clone(&shared)).await;
+                match spawn_notifier(&config, &tls, alarms) {
+                    Ok(tasks) => notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(tasks),
+                    Err(error) => tracing::error!(%error, "the leading governor cannot deliver notifications"),
+                }
+            });
         }
-        None => Vec::new(),
-    };
+        None => {
+            // Decisions live in memory; the log is their memory across restarts. With the
+            // log up they are back before the first call; with it down, as soon as it answers.
+            let restored_now = matches!(tokio::time::timeout(Duration::from_secs(3), restore_once(&shared)).await, Ok(Ok(())));
+            if !restored_now {
+                tokio::spawn(restore(Arc::clone(&shared)));
+            }
+            notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(spawn_notifier(&config, &tls, alarms)?);
+        }
+    }
     let addr = listener.local_addr()?;
     #[cfg(unix)]
     guard::reload_on_sighup(Arc::clone(&shared))?;
@@ -1177,7 +1253,7 @@ pub async fn serve_with_clock(
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("governor server failed");
-    for task in notifying {
+    for task in notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
         task.abort();
     }
     if let Some(metrics) = metrics {
