@@ -21,7 +21,6 @@ mod support;
 static ALLOCATOR: arf_proto::service::Allocator = arf_proto::service::ALLOCATOR;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -31,49 +30,9 @@ const WARMUP: usize = 1_000;
 const REQUESTS: usize = 10_000;
 const ROUNDS: usize = 5;
 
-struct Measured {
-    rate: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-/// Sends `count` requests over `CONNECTIONS` concurrent keep-alive connections, the
-/// body of request `i` made by `body(i)`; every answer must be a 2xx.
-async fn load(url: &str, first: usize, count: usize, body: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> Measured {
-    let next = Arc::new(AtomicUsize::new(first));
-    let end = first + count;
-    let started = Instant::now();
-    let workers: Vec<_> = (0..CONNECTIONS)
-        .map(|_| {
-            // Both ends get the same header; the agent authenticates it, Alertmanager ignores it.
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", support::TOKEN).parse().unwrap());
-            let client = reqwest::Client::builder().pool_max_idle_per_host(1).default_headers(headers).build().unwrap();
-            let (url, next, body) = (url.to_owned(), Arc::clone(&next), Arc::clone(&body));
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= end {
-                        return latencies;
-                    }
-                    let sent = Instant::now();
-                    let response = client.post(&url).json(&body(i)).send().await.unwrap();
-                    assert!(response.status().is_success(), "{url}: {}", response.status());
-                    let _ = response.bytes().await.unwrap();
-                    latencies.push(sent.elapsed());
-                }
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(count);
-    for worker in workers {
-        latencies.extend(worker.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
-    Measured { rate: count as f64 / elapsed.as_secs_f64(), p50_ms: at(0.50), p99_ms: at(0.99) }
+/// The same load at either end ([`support::load::run`]), one URL.
+async fn load(url: &str, first: usize, count: usize, body: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> support::load::Measured {
+    support::load::run(&[url.to_owned()], CONNECTIONS, first, count, body).await
 }
 
 fn labels(i: usize) -> Value {
@@ -130,10 +89,7 @@ async fn start_alertmanager(binary: &std::path::Path, dir: &std::path::Path) -> 
 }
 
 /// The median of `values` (sorted in place).
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+use support::load::median;
 
 fn main() {
     let rounds: usize = std::env::var("ARF_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(ROUNDS);

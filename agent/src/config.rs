@@ -399,7 +399,7 @@ impl Config {
 
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.
     pub fn transport(&self) -> Result<arf_core::tls::Transport, String> {
-        let peers: Vec<&str> = arf_core::net::addresses(&self.audit_addr).chain([self.governor_addr.as_str()]).collect();
+        let peers: Vec<&str> = arf_core::net::addresses(&self.audit_addr).chain(arf_core::net::addresses(&self.governor_addr)).collect();
         let listening: Vec<SocketAddr> = [self.listen, self.webhook_listen].into_iter().chain(self.metrics_listen).collect();
         arf_core::tls::transport("agent", self.mtls.as_ref(), self.insecure_loopback_only, &listening, &peers)
     }

@@ -20,62 +20,17 @@ use arf_audit::RecordKind;
 use arf_pg::testing::TestServer;
 use arf_proto::v1 as pb;
 use support::{ModelServer, Reply};
-use tokio::net::TcpListener;
 
 const VALID: &str = r#"{"hypotheses":[{"root_cause":"checkout's workers are wedged","evidence":["{{signal_id}}"],"confidence":0.8,"uncertainty":"","expected_impact":"errors stop","remediations":[{"pathway":"restart_service","target":"checkout-staging","parameters_json":"{\"reason\":\"storm\"}","rationale":"r"}]}]}"#;
 
-/// A log in PostgreSQL behind two audit front-ends.
-struct Log {
-    settings: arf_pg::Settings,
-    fronts: Vec<String>,
-    token_file: std::path::PathBuf,
-    audit: arf_audit::AuditClient,
-    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn log(server: &TestServer) -> Log {
-    let settings = server.database().await.unwrap();
-    arf_pg::migrate(&mut settings.connect().await.unwrap()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("agent.token");
-    let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
-    let mut fronts = Vec::new();
-    let mut stops = Vec::new();
-    for _ in 0..2 {
-        let mut config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), token_file.clone())]));
-        config.postgres = Some(settings.clone());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(arf_audit::serve(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        // The first front-end makes the signing key; the second reads it.
-        let client = arf_audit::AuditClient::connect(&addr, Some(token.clone())).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.head().await.is_err() {
-            assert!(Instant::now() < deadline, "the audit front-end did not serve");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        fronts.push(addr);
-        stops.push(stop);
-    }
-    let audit = arf_audit::AuditClient::connect(&fronts[0], Some(token)).unwrap();
-    Log { settings, fronts, token_file, audit, _stops: stops, _dir: dir }
-}
-
 /// Starts agent replica `name` on `log` through its front-end `front`, with the
-/// OpenAI reasoner at `model`; returns its gRPC and webhook addresses.
-async fn replica(log: &Log, front: usize, name: &str, model: &str, lease_secs: u64) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let (settings, name, model) = (log.settings.clone(), name.to_owned(), model.to_owned());
-    let (agent, _webhook, stop) = support::start_agent(&log.fronts[front], &log.token_file, move |config| {
+/// OpenAI reasoner at `model`; returns its gRPC address.
+async fn replica(log: &support::pg::Log, front: usize, name: &str, model: &str, lease_secs: u64) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let model = model.to_owned();
+    let (agent, _webhook, stop) = support::pg::replica(log, front, name, lease_secs, move |config| {
         config.reasoner = ReasonerKind::Openai;
         config.openai = Some(support::openai(&model));
         config.group_wait_secs = 1;
-        config.postgres = Some(settings);
-        config.replica = Some(name);
-        config.lease_secs = lease_secs;
     })
     .await;
     (agent, stop)
@@ -114,18 +69,10 @@ async fn incident_until(agent: &str, incident_id: &str, what: &str, done: impl F
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_spread_over_two_agent_replicas_makes_one_incident_and_one_model_call() {
     let server = TestServer::start().await.unwrap();
-    let log = log(&server).await;
+    let log = support::pg::Log::start(&server).await;
     let model = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
     let (a, _stop_a) = replica(&log, 0, "agent-a", &model.base_url, 10).await;
     let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 10).await;
-    for agent in [&a, &b] {
-        let mut client = support::agent_client(agent).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.list_incidents(pb::ListIncidentsRequest::default()).await.is_err() {
-            assert!(Instant::now() < deadline, "the agent at {agent} did not serve");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 
     // Sixteen senders at once, alternating between the replicas: forty pods of one
     // failing service, each alerting again and again.
@@ -220,7 +167,7 @@ fn opened(incident_id: &str, service: &str) -> Vec<arf_audit::Entry> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incident_whose_replica_died_is_taken_over_and_one_whose_replica_lives_is_not() {
     let server = TestServer::start().await.unwrap();
-    let log = log(&server).await;
+    let log = support::pg::Log::start(&server).await;
     let model = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
     let db = log.settings.connect().await.unwrap();
     // Replica `agent-a` claimed and opened an incident, then died: its lease lapsed
@@ -264,19 +211,11 @@ async fn submit(agent: &str, signals: Vec<pb::Signal>) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_places_signals_after_a_peers_snapshot_as_one_agent_would() {
     let server = TestServer::start().await.unwrap();
-    let log = log(&server).await;
+    let log = support::pg::Log::start(&server).await;
     // The model never answers: the diagnosis stays after its snapshot.
     let model = ModelServer::start(vec![], Some(Reply::Hang)).await;
     let (a, _stop_a) = replica(&log, 0, "agent-a", &model.base_url, 10).await;
     let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 10).await;
-    for agent in [&a, &b] {
-        let mut client = support::agent_client(agent).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.list_incidents(pb::ListIncidentsRequest::default()).await.is_err() {
-            assert!(Instant::now() < deadline, "the agent at {agent} did not serve");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 
     let first = submit(&a, vec![alert(1, 0)]).await.remove(0);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -78,8 +78,21 @@ impl Endpoints {
         Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
     }
 
-    pub fn governor(&self) -> Result<GovernorClient<Channel>> {
-        Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor, &self.governor)?.channel(endpoint(&self.governor)?)))
+    /// The governor; of several addresses (governor replicas, `--governor A,B`),
+    /// the one that leads now (its `arf.v1.Governor` health is SERVING), else the first.
+    pub async fn governor(&self) -> Result<GovernorClient<Channel>> {
+        let addresses: Vec<&str> = arf_core::net::addresses(&self.governor).collect();
+        let mut chosen = addresses.first().copied().unwrap_or(self.governor.as_str());
+        if addresses.len() > 1 {
+            for address in &addresses {
+                let dial = self.dial(arf_core::identity::Role::Governor, address)?;
+                if crate::supervisor::health_of(address, &dial, "arf.v1.Governor").await {
+                    chosen = address;
+                    break;
+                }
+            }
+        }
+        Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor, chosen)?.channel(endpoint(chosen)?)))
     }
 
     /// The audit log, read with your token (the log refuses anonymous reads).
@@ -454,7 +467,7 @@ pub fn decision_json(d: &pb::Decision) -> Value {
 
 pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
     let request = endpoints.authed(pb::ListPendingRequest {})?;
-    let decisions = endpoints.governor()?.list_pending(request).await.map_err(endpoints.governor_failed())?.into_inner().decisions;
+    let decisions = endpoints.governor().await?.list_pending(request).await.map_err(endpoints.governor_failed())?.into_inner().decisions;
     if as_json {
         say!("{}", serde_json::to_string_pretty(&decisions.iter().map(decision_json).collect::<Vec<_>>())?);
         return Ok(ExitCode::SUCCESS);
@@ -489,7 +502,7 @@ pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
 
 pub async fn explain(endpoints: &Endpoints, decision: &str, as_json: bool) -> Result<ExitCode> {
     let request = endpoints.authed(pb::GetDecisionRequest { decision_id: decision.to_owned() })?;
-    let explanation = endpoints.governor()?.explain(request).await.map_err(endpoints.governor_failed())?.into_inner();
+    let explanation = endpoints.governor().await?.explain(request).await.map_err(endpoints.governor_failed())?.into_inner();
     if as_json {
         let decision = explanation.decision.as_ref().map(decision_json);
         say!("{}", serde_json::to_string_pretty(&json!({"decision": decision, "text": explanation.text}))?);
@@ -501,7 +514,7 @@ pub async fn explain(endpoints: &Endpoints, decision: &str, as_json: bool) -> Re
 
 pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Result<ExitCode> {
     let request = endpoints.authed(pb::ApproveRequest { decision_id: decision.to_owned(), comment: comment.to_owned() })?;
-    match endpoints.governor()?.approve(request).await {
+    match endpoints.governor().await?.approve(request).await {
         Ok(response) => {
             let d = response.into_inner();
             say!("decision {} is now {}", d.decision_id, d.state);
@@ -513,7 +526,7 @@ pub async fn approve(endpoints: &Endpoints, decision: &str, comment: &str) -> Re
 
 pub async fn reject(endpoints: &Endpoints, decision: &str, reason: &str) -> Result<ExitCode> {
     let request = endpoints.authed(pb::RejectRequest { decision_id: decision.to_owned(), reason: reason.to_owned() })?;
-    let d = endpoints.governor()?.reject(request).await.map_err(endpoints.governor_failed())?.into_inner();
+    let d = endpoints.governor().await?.reject(request).await.map_err(endpoints.governor_failed())?.into_inner();
     say!("decision {} is now {}", d.decision_id, d.state);
     Ok(ExitCode::SUCCESS)
 }

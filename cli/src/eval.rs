@@ -781,7 +781,7 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
 async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &mut BTreeSet<String>) -> Result<bool, tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
     let mut agent = human.endpoints.agent().map_err(internal)?;
-    let mut governor = human.endpoints.governor().map_err(internal)?;
+    let mut governor = human.endpoints.governor().await.map_err(internal)?;
     let state = agent.get_incident(pb::GetIncidentRequest { incident_id: incident_id.to_owned() }).await?.into_inner();
     if let Some(decision_id) = state.decision_ids.last() {
         let request = human.endpoints.authed(pb::GetDecisionRequest { decision_id: decision_id.clone() }).map_err(internal)?;
@@ -820,7 +820,7 @@ async fn judge(incident: &Incident, human: &Human, decision: &pb::Decision) -> R
     let endpoints = Endpoints { token: Some(token.clone()), ..human.endpoints.clone() };
     let reason = if agrees { String::new() } else { format!("simulated on-call: `{pathway}` is not what fixes this incident") };
     let request = endpoints.authed(pb::JudgeShadowRequest { decision_id: decision.decision_id.clone(), agrees, reason }).map_err(internal)?;
-    endpoints.governor().map_err(internal)?.judge_shadow(request).await?;
+    endpoints.governor().await.map_err(internal)?.judge_shadow(request).await?;
     Ok(())
 }
 
@@ -849,7 +849,7 @@ async fn oversee(incident: &Incident, human: &Human, decision: &pb::Decision) ->
                 reason: format!("simulated on-call: `{pathway}` would make this incident worse"),
             })
             .map_err(internal)?;
-        endpoints.governor().map_err(internal)?.reject(request).await?;
+        endpoints.governor().await.map_err(internal)?.reject(request).await?;
         return Ok(());
     }
     let required = policy.approvals_required.max(1) as usize;
@@ -864,7 +864,7 @@ async fn oversee(incident: &Incident, human: &Human, decision: &pb::Decision) ->
                 comment: "simulated on-call: read the explanation; approve".to_owned(),
             })
             .map_err(internal)?;
-        endpoints.governor().map_err(internal)?.approve(request).await?;
+        endpoints.governor().await.map_err(internal)?.approve(request).await?;
     }
     Ok(())
 }

@@ -99,7 +99,7 @@ pub async fn policy(endpoints: &Endpoints, command: PolicyCommand) -> Result<Exi
         PolicyCommand::Test { dir, json } => test(&dir, json),
         PolicyCommand::Reload => {
             let request = endpoints.authed(pb::ReloadPoliciesRequest {})?;
-            let response = endpoints.governor()?.reload_policies(request).await.map_err(endpoints.governor_failed())?.into_inner();
+            let response = endpoints.governor().await?.reload_policies(request).await.map_err(endpoints.governor_failed())?.into_inner();
             say!("policies reloaded; serving {} file(s):", response.files.len());
             for file in response.files {
                 say!("  {file}");
@@ -130,7 +130,7 @@ fn test(dir: &Path, as_json: bool) -> Result<ExitCode> {
 }
 
 pub async fn autonomy(endpoints: &Endpoints, command: AutonomyCommand) -> Result<ExitCode> {
-    let mut governor = endpoints.governor()?;
+    let mut governor = endpoints.governor().await?;
     let (state, as_json) = match command {
         AutonomyCommand::On { reason } => {
             let request = endpoints.authed(pb::SetAutonomyRequest { enabled: true, reason })?;

@@ -494,8 +494,8 @@ pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replic
     let dir = layout.replicas_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
     let base = [("audit", audit), ("governor", governor), ("executor", executor), ("agent", agent)];
-    // Replica `i` of `role`: its own ports, name and data, its metrics off (the
-    // first replica keeps the deployment's); every other section as shared.
+    // Replica `i` of `role`: its own ports (metrics too), name and data (the first
+    // replica keeps the deployment's); every other section as shared.
     let write = |role: &str, i: usize| -> Result<PathBuf> {
         let mut whole = root.clone();
         for (name, table) in &base {
@@ -505,7 +505,10 @@ pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replic
             && let Some(Value::Table(own)) = whole.get_mut(role)
         {
             let at = |addrs: &[std::net::SocketAddr]| Value::String(addrs[i - 1].to_string());
-            own.remove("metrics_listen");
+            // Its own metrics port, when the deployment serves metrics.
+            if own.contains_key("metrics_listen") {
+                own.insert("metrics_listen".into(), Value::String(free()?.to_string()));
+            }
             if role != "audit" {
                 own.insert("replica".into(), Value::String(format!("{role}-{i}")));
             }

@@ -39,7 +39,7 @@ pub async fn run(endpoints: &Endpoints, command: ShadowCommand) -> Result<ExitCo
     match command {
         ShadowCommand::Judge { decision, agree, disagree: _, reason } => {
             let request = endpoints.authed(pb::JudgeShadowRequest { decision_id: decision, agrees: agree, reason })?;
-            let judged = endpoints.governor()?.judge_shadow(request).await.map_err(endpoints.governor_failed())?.into_inner();
+            let judged = endpoints.governor().await?.judge_shadow(request).await.map_err(endpoints.governor_failed())?.into_inner();
             let verdict = if agree { "right" } else { "wrong" };
             let action = judged.remediation.as_ref().map(|r| format!("`{}` on `{}`", r.pathway, r.target)).unwrap_or_default();
             say!("judged {}: {action} would have been {verdict}", judged.decision_id);
@@ -64,7 +64,7 @@ fn judgement(decision: &pb::Decision) -> String {
 }
 
 async fn report(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
-    let mut governor = endpoints.governor()?;
+    let mut governor = endpoints.governor().await?;
     let request = endpoints.authed(pb::ListDecisionsRequest { incident_id: String::new() })?;
     let mut shadow: Vec<pb::Decision> =
         governor.list_decisions(request).await.map_err(endpoints.governor_failed())?.into_inner().decisions.into_iter().filter(|d| d.mode == "shadow").collect();

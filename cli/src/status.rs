@@ -104,7 +104,7 @@ async fn detail(endpoints: &Endpoints, role: Role) -> Result<Value, String> {
                 anyhow::Ok(json!({"head": head, "checkpoint_size": covered}))
             }
             Role::Governor => {
-                let mut governor = endpoints.governor()?;
+                let mut governor = endpoints.governor().await?;
                 let pending = governor.list_pending(endpoints.authed(pb::ListPendingRequest {})?).await?.into_inner().decisions.len();
                 let autonomy = governor.get_autonomy(endpoints.authed(pb::GetAutonomyRequest {})?).await?.into_inner();
                 Ok(json!({"pending": pending, "autonomy": autonomy.enabled, "trips": autonomy.trips.len()}))

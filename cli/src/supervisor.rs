@@ -31,6 +31,9 @@ pub struct Service {
     pub dial: arf_proto::tls::Dial,
     /// Where its output goes, when not to the terminal.
     pub log: Option<PathBuf>,
+    /// Its configuration file and log format, to start it again.
+    config: PathBuf,
+    log_format: Option<crate::LogFormat>,
 }
 
 impl Service {
@@ -108,19 +111,13 @@ impl Supervisor {
             };
             let tls = mtls.as_ref().map(arf_proto::tls::ClientTls::load).transpose()?;
             let dial = arf_proto::tls::Dial::to(tls.as_ref(), role.identity());
-            let mut command = Command::new(&exe);
-            command.arg("serve").arg(role.as_str()).arg("--config").arg(&config).stdin(Stdio::null()).kill_on_drop(true);
-            if let Some(format) = log_format {
-                command.arg("--log-format").arg(format.service().as_str());
-            }
             let log = logs.map(|dir| dir.join(format!("{name}.log")));
             if let Some(path) = &log {
                 std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-                let file = std::fs::File::create(path)?;
-                command.stdout(file.try_clone()?).stderr(file);
+                std::fs::File::create(path)?;
             }
-            let child = command.spawn().with_context(|| format!("cannot start the {name} service"))?;
-            supervisor.services.push(Service { role, name: name.clone(), addr, child, dial, log });
+            let child = spawn(&exe, role, &config, log_format, log.as_deref()).with_context(|| format!("cannot start the {name} service"))?;
+            supervisor.services.push(Service { role, name: name.clone(), addr, child, dial, log, config, log_format });
             // Each service waits for its own readiness before the next starts, so
             // the ones that depend on it find it up.
             let started = Instant::now();
@@ -146,6 +143,14 @@ impl Supervisor {
         }
     }
 
+    /// Starts the service `name` again, as it was started (its log appended to).
+    pub fn restart(&mut self, name: &str) -> Result<()> {
+        let exe = std::env::current_exe().context("cannot find the `arf` executable")?;
+        let service = self.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no service `{name}`"))?;
+        service.child = spawn(&exe, service.role, &service.config, service.log_format, service.log.as_deref()).with_context(|| format!("cannot start the {name} service again"))?;
+        Ok(())
+    }
+
     /// Resolves when any child exits, with its name and status.
     pub async fn any_exit(&mut self) -> (String, std::io::Result<std::process::ExitStatus>) {
         let waits = self.services.iter_mut().map(|s| {
@@ -154,6 +159,20 @@ impl Supervisor {
         });
         futures::future::select_all(waits).await.0
     }
+}
+
+/// `arf serve ROLE --config CONFIG`, its output appended to `log` (or inherited).
+fn spawn(exe: &Path, role: Role, config: &Path, log_format: Option<crate::LogFormat>, log: Option<&Path>) -> Result<Child> {
+    let mut command = Command::new(exe);
+    command.arg("serve").arg(role.as_str()).arg("--config").arg(config).stdin(Stdio::null()).kill_on_drop(true);
+    if let Some(format) = log_format {
+        command.arg("--log-format").arg(format.service().as_str());
+    }
+    if let Some(path) = log {
+        let file = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+        command.stdout(file.try_clone()?).stderr(file);
+    }
+    Ok(command.spawn()?)
 }
 
 #[expect(unsafe_code, reason = "sending SIGTERM to our own child needs libc::kill")]
@@ -185,11 +204,16 @@ pub async fn wait_healthy(service: &mut Service, limit: Duration) -> Result<()> 
 
 /// Whether the service at `addr` answers the standard health check with SERVING.
 pub async fn health(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial) -> bool {
+    health_of(addr, dial, "").await
+}
+
+/// Whether `service` (`""`: the process) at `addr` answers the health check with SERVING.
+pub async fn health_of(addr: impl std::fmt::Display, dial: &arf_proto::tls::Dial, service: &str) -> bool {
     use tonic_health::pb::health_client::HealthClient;
     let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else { return false };
     let channel = dial.channel(endpoint.connect_timeout(Duration::from_millis(500)).timeout(Duration::from_secs(2)));
     let mut client = HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let request = tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
     matches!(
         client.check(request).await.map(|r| r.into_inner().status),
         Ok(status) if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
@@ -233,16 +257,27 @@ pub async fn up(
         tell!("  {:<10} {}  pid {}", service.name, service.addr, service.child.id().unwrap_or(0));
     }
     tell!("Press Ctrl-C to stop.");
-    tokio::select! {
-        () = crate::serve::shutdown_signal() => {
-            tell!("stopping");
-            supervisor.stop().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        (name, status) = supervisor.any_exit() => {
-            eprintln!("error: the {name} service exited unexpectedly ({status:?}); stopping the others");
-            supervisor.stop().await;
-            Ok(ExitCode::from(crate::exit::FAILURE))
+    let mut stopping = std::pin::pin!(crate::serve::shutdown_signal());
+    loop {
+        tokio::select! {
+            () = &mut stopping => {
+                tell!("stopping");
+                supervisor.stop().await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            (name, status) = supervisor.any_exit() => {
+                // A replica that lost its lease exits 75 (EX_TEMPFAIL) to be started
+                // again; it rejoins as any restarted replica does.
+                if status.as_ref().is_ok_and(|s| s.code() == Some(75)) {
+                    eprintln!("the {name} service lost its lease and exited (75); starting it again");
+                    if supervisor.restart(&name).is_ok() {
+                        continue;
+                    }
+                }
+                eprintln!("error: the {name} service exited unexpectedly ({status:?}); stopping the others");
+                supervisor.stop().await;
+                return Ok(ExitCode::from(crate::exit::FAILURE));
+            }
         }
     }
 }

@@ -209,9 +209,9 @@ fn up_with_a_store_runs_replicas_on_postgres() {
 }
 
 /// `arf approve DECISION --governor ADDR` as alice.
-fn approve_at(plane: &support::Plane, governor: std::net::SocketAddr, decision: &str) -> (bool, String) {
+fn approve_at(plane: &support::Plane, governor: &str, decision: &str) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .args(["approve", decision, "--governor", &governor.to_string()])
+        .args(["approve", decision, "--governor", governor])
         .env("ARF_CONFIG", &plane.config)
         .env("ARF_TOKEN", plane.token("alice"))
         .output()
@@ -273,14 +273,16 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
         assert!(Instant::now() < deadline, "no decision waited for approval:\n{}", support::summary(&records));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let (approved, out) = approve_at(&plane, standby, &decision);
+    let (approved, out) = approve_at(&plane, &standby.to_string(), &decision);
     assert!(!approved && out.contains("stands by"), "the standby took a call while the leader lives: {out}");
 
     // The leader dies; the standby leads once the lease lapsed (2 s, plus 2 s of grace).
     plane.stop("governor").await;
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Given both addresses, the CLI finds the one that leads.
+    let both = format!("{},{standby}", plane.addr("governor"));
     loop {
-        let (approved, out) = approve_at(&plane, standby, &decision);
+        let (approved, out) = approve_at(&plane, &both, &decision);
         if approved {
             break;
         }

@@ -474,10 +474,12 @@ impl Decision {
         }
     }
 
-    /// Distinct approvals so far.
+    /// Distinct approvals so far: approvers, each counted once however often their
+    /// approval is in the log (a retried call whose first answer was lost, or one
+    /// made at another governor replica, can log it twice).
     pub fn approvals_given(&self) -> u32 {
-        let count = self.approvals.iter().filter(|a| a.verdict == Verdict::Approve).count();
-        u32::try_from(count).unwrap_or(u32::MAX)
+        let approvers: std::collections::BTreeSet<&str> = self.approvals.iter().filter(|a| a.verdict == Verdict::Approve).map(|a| a.identity.as_str()).collect();
+        u32::try_from(approvers.len()).unwrap_or(u32::MAX)
     }
 
     pub fn is_expired(&self, now_ms: i64) -> bool {

@@ -71,6 +71,36 @@ async fn an_approved_decision_is_not_authorized_at_restart_once_the_kill_switch_
     assert!(expired["detail"].as_str().unwrap().contains("guard rails no longer let it run alone"), "{expired}");
 }
 
+/// One person's approval in the log twice (a retried call whose first answer was
+/// lost, or approvals at two governor replicas across a failover) counts once: a
+/// decision that needs two approvers is still pending after a restart.
+#[tokio::test]
+async fn one_approver_logged_twice_counts_once_after_a_restart() {
+    let mut h = Harness::start(Setup::default()).await;
+    let pending = h.evaluate(proposal("inc-twice", "purge_cache", "web-prod", 0.9)).await.unwrap();
+    assert_eq!(pending.policy.as_ref().unwrap().approvals_required, 2);
+    for given in [1, 2] {
+        let approval = serde_json::json!({
+            "decision_id": pending.decision_id, "identity": "alice", "role": "oncall", "verdict": "approve",
+            "comment": "checked", "approvals_given": given, "approvals_required": 2,
+            "at_ms": h.clock.load(std::sync::atomic::Ordering::SeqCst),
+        });
+        h.audit.append_one("inc-twice", RecordKind::Approval, approval).await.unwrap();
+    }
+    h.restart_governor().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let held = loop {
+        match h.get("alice", &pending.decision_id).await {
+            Ok(held) => break held,
+            Err(status) => assert!(std::time::Instant::now() < deadline, "{status:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!((held.state.as_str(), held.approvals.len()), ("pending", 2), "alice counted once");
+    let decision = h.approve("dave", &pending.decision_id).await.unwrap();
+    assert_eq!(decision.state, "authorized", "the second approver counts");
+}
+
 #[tokio::test]
 async fn a_decision_whose_last_approval_was_logged_before_a_crash_is_authorized_at_restart() {
     let mut h = Harness::start(Setup::default()).await;

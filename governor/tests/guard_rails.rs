@@ -307,6 +307,35 @@ async fn the_error_budget_switches_autonomy_off_for_the_pathway_until_an_admin_r
     assert_eq!(route(&staging(&h, "inc-e4").await), pb::Route::Autonomous);
 }
 
+/// Governor replicas on PostgreSQL: what the guard rails remember beyond the log
+/// (here, failed verifications short of the error budget, and the statistics)
+/// passes to the replica that takes the lead, whose own guard-rail file is empty:
+/// the failure after the failover uses the budget up.
+#[tokio::test]
+async fn the_error_budget_passes_to_the_governor_replica_that_takes_the_lead() {
+    let server = arf_pg::testing::TestServer::start().await.unwrap();
+    let postgres = server.database().await.unwrap();
+    arf_pg::migrate(&mut postgres.connect().await.unwrap()).await.unwrap();
+    let (executor, _stop) = start_executor("rolled_back").await;
+    let rails = GuardRails { error_budget_failures: 3, ..GuardRails::default() };
+    let mut h = Harness::start(Setup { guard_rails: rails, executor_addr: Some(executor), postgres: Some(postgres), ..Setup::default() }).await;
+    let audit = h.audit.clone();
+    let mut tail = audit.tail(1).await.unwrap();
+    for incident in ["inc-p1", "inc-p2"] {
+        let decision = staging(&h, incident).await;
+        assert_eq!(route(&decision), pb::Route::Autonomous);
+        wait_for_record(&mut tail, |r| r.payload["decision_id"] == decision.decision_id.as_str() && r.payload["state"] == "rolled_back").await;
+    }
+    assert_eq!(stats(&h).await, (2, 0, 2, 0));
+
+    h.fail_over_to("governor-b").await;
+    assert_eq!(stats(&h).await, (2, 0, 2, 0), "the new leader's statistics are the last leader's");
+    let third = staging(&h, "inc-p3").await;
+    assert_eq!(route(&third), pb::Route::Autonomous);
+    wait_for_record(&mut tail, |r| r.payload["event"] == "error_budget_tripped").await;
+    assert_eq!(rules(&staging(&h, "inc-p4").await), vec!["error_budget"]);
+}
+
 #[tokio::test]
 async fn a_failed_rollback_quarantines_the_service_until_an_admin_resets_it() {
     let (executor, _stop) = start_executor("rollback_failed").await;

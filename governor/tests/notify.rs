@@ -316,3 +316,40 @@ async fn an_executor_refusing_the_log_pages_someone_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(taken(&inbox, "pagerduty").len(), 1, "one page per spell of refusals");
 }
+
+/// Governor replicas on PostgreSQL: a decision the leader announced but could not
+/// deliver (every receiver down) is delivered by the replica that takes the lead,
+/// which follows the log from where the last leader's delivery stood, not from the
+/// log's head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announcement_the_leader_could_not_deliver_is_delivered_by_the_next_leader() {
+    let server = arf_pg::testing::TestServer::start().await.unwrap();
+    let postgres = server.database().await.unwrap();
+    arf_pg::migrate(&mut postgres.connect().await.unwrap()).await.unwrap();
+    let inbox = Arc::new(Inbox::default());
+    let base = receivers(Arc::clone(&inbox)).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let hook_secret = secrets.path().join("hook.secret");
+    std::fs::write(&hook_secret, HMAC_SECRET).unwrap();
+    let notify = NotifyConfig {
+        console_url: None,
+        receivers: vec![ReceiverConfig { url: Some(format!("{base}/hook")), secret_file: Some(hook_secret), ..ReceiverConfig::new("hook", ReceiverKind::Webhook) }],
+    };
+    let mut h = Harness::start(Setup { notify: Some(notify), postgres: Some(postgres.clone()), ..Setup::default() }).await;
+    // The leader's notifier has taken its place, and saved it as delivered.
+    let db = postgres.connect().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.query_opt("SELECT delivered_through FROM governor_notify", &[]).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the leader never saved where its notifications stand");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every receiver is down while the decision waits; the leader then stops.
+    inbox.outage.store(usize::MAX / 2, Ordering::SeqCst);
+    let waiting = h.evaluate(proposal("inc-failover", "restart_service", "web-prod", 0.9)).await.unwrap();
+    assert_eq!(waiting.state, "pending");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.fail_over_to("governor-b").await;
+    inbox.outage.store(0, Ordering::SeqCst);
+    wait_for(&inbox, "the waiting decision, from the new leader", |inbox| taken(inbox, "hook").iter().any(|(_, kind)| kind == "decision_waiting")).await;
+}

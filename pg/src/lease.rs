@@ -32,6 +32,8 @@ pub struct Lease {
     live_until: Mutex<Instant>,
     /// Set for good once the lease lapsed.
     lost: Mutex<bool>,
+    /// Set once given back ([`Lease::release`]): the renewal then ends quietly.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -47,6 +49,7 @@ impl Lease {
             lease,
             live_until: Mutex::new(Instant::now()),
             lost: Mutex::new(false),
+            released: std::sync::atomic::AtomicBool::new(false),
         };
         let deadline = Instant::now() + lease * 4;
         let mut said = false;
@@ -87,6 +90,11 @@ impl Lease {
         Ok((db, lease))
     }
 
+    /// The connection the lease is held through, for the replica's own queries.
+    pub fn db(&self) -> Arc<Connection> {
+        Arc::clone(&self.db)
+    }
+
     pub fn member(&self) -> &str {
         &self.member
     }
@@ -121,6 +129,26 @@ impl Lease {
         }
     }
 
+    /// Gives the lease back at a clean stop, so a peer takes over at once rather
+    /// than after the lease and its grace: this process acts no more from now on,
+    /// and the database shows the lease lapsed longer ago than the grace.
+    pub async fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        *self.live_until.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        let statement = format!("UPDATE {} SET lease_until = now() - 2 * $3 * interval '1 millisecond' WHERE name = $1 AND incarnation = $2", self.table);
+        let released = async {
+            let client = self.db.get().await?;
+            client.execute(&statement, &[&self.member as &(dyn ToSql + Sync), &self.incarnation, &self.lease_ms()]).await?;
+            Ok::<_, PgError>(())
+        };
+        match tokio::time::timeout(self.lease, released).await {
+            Ok(Ok(())) => info!(table = self.table, member = %self.member, "gave the lease back"),
+            Ok(Err(error)) => warn!(%error, "cannot give the lease back; a peer takes over once it lapses"),
+            Err(_) => warn!("giving the lease back did not answer; a peer takes over once it lapses"),
+        }
+    }
+
     /// Renews the lease ([`Lease::spawn_renewal`]) and, should it lapse, ends the
     /// process with status 75 (`EX_TEMPFAIL`), to be restarted: a replica whose
     /// work another may be taking over must stop at once, not finish it.
@@ -148,6 +176,9 @@ impl Lease {
         tokio::spawn(async move {
             let reason = loop {
                 tokio::time::sleep(this.lease / 3).await;
+                if this.released.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
                 if !this.is_live() {
                     break format!("`{}` could not renew its lease within {:?}", this.member, this.lease);
                 }

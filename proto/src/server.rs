@@ -4,10 +4,22 @@ use tonic::server::NamedService;
 
 /// The standard health service, reporting `S` (and the server as a whole) as serving.
 pub async fn health<S: NamedService>() -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    health_reporting::<S>(true).await.1
+}
+
+/// [`health`], with the reporter to change `S`'s status later; `S` starts SERVING
+/// or not as `serving` says (the process itself, `""`, is SERVING either way).
+pub async fn health_reporting<S: NamedService>(
+    serving: bool,
+) -> (tonic_health::server::HealthReporter, tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) {
     let (reporter, service) = tonic_health::server::health_reporter();
-    reporter.set_serving::<S>().await;
+    if serving {
+        reporter.set_serving::<S>().await;
+    } else {
+        reporter.set_not_serving::<S>().await;
+    }
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    service
+    (reporter, service)
 }
 
 fn reflection_builder<S: NamedService>() -> tonic_reflection::server::Builder<'static> {

@@ -413,3 +413,123 @@ pub mod corpus {
         toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
     }
 }
+
+/// A log in PostgreSQL behind two audit front-ends, and agent replicas on it.
+pub mod pg {
+    use super::*;
+
+    pub struct Log {
+        pub settings: arf_pg::Settings,
+        pub fronts: Vec<String>,
+        pub token_file: PathBuf,
+        pub audit: arf_audit::AuditClient,
+        _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Log {
+        /// A fresh database on `server`, migrated, and two front-ends serving one log in it.
+        pub async fn start(server: &arf_pg::testing::TestServer) -> Self {
+            let settings = server.database().await.unwrap();
+            arf_pg::migrate(&mut settings.connect().await.unwrap()).await.unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let token_file = dir.path().join("agent.token");
+            let token = arf_core::keys::load_or_generate_token(&token_file).unwrap();
+            let mut fronts = Vec::new();
+            let mut stops = Vec::new();
+            for _ in 0..2 {
+                let mut config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.path().join("audit"), BTreeMap::from([("agent".to_owned(), token_file.clone())]));
+                config.postgres = Some(settings.clone());
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                tokio::spawn(arf_audit::serve(config, listener, async move {
+                    let _ = stopped.await;
+                }));
+                // The first front-end makes the signing key; the second reads it.
+                let client = arf_audit::AuditClient::connect(&addr, Some(token.clone())).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while client.head().await.is_err() {
+                    assert!(Instant::now() < deadline, "the audit front-end did not serve");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                fronts.push(addr);
+                stops.push(stop);
+            }
+            let audit = arf_audit::AuditClient::connect(&fronts[0], Some(token)).unwrap();
+            Self { settings, fronts, token_file, audit, _stops: stops, _dir: dir }
+        }
+    }
+
+    /// Starts agent replica `name` on `log` through its front-end `front`, as
+    /// `adjust` configures it; returns its gRPC and webhook addresses once it serves.
+    pub async fn replica(log: &Log, front: usize, name: &str, lease_secs: u64, adjust: impl FnOnce(&mut Config)) -> (String, String, tokio::sync::oneshot::Sender<()>) {
+        let (settings, name) = (log.settings.clone(), name.to_owned());
+        let (agent, webhook, stop) = start_agent(&log.fronts[front], &log.token_file, move |config| {
+            config.postgres = Some(settings);
+            config.replica = Some(name);
+            config.lease_secs = lease_secs;
+            adjust(config);
+        })
+        .await;
+        let _ = agent_client(&agent).await;
+        (agent, webhook, stop)
+    }
+}
+
+/// The benchmarks' load generator.
+pub mod load {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    pub struct Measured {
+        pub rate: f64,
+        pub p50_ms: f64,
+        pub p99_ms: f64,
+    }
+
+    /// Sends `count` requests over `connections` concurrent keep-alive connections,
+    /// connection `c` to `urls[c % len]`, the body of request `i` made by `body(i)`;
+    /// every answer must be a 2xx.
+    pub async fn run(urls: &[String], connections: usize, first: usize, count: usize, body: Arc<dyn Fn(usize) -> Value + Send + Sync>) -> Measured {
+        let next = Arc::new(AtomicUsize::new(first));
+        let end = first + count;
+        let started = Instant::now();
+        let workers: Vec<_> = (0..connections)
+            .map(|c| {
+                // Every end gets the same header; the agent authenticates it, Alertmanager ignores it.
+                let mut headers = reqwest::header::HeaderMap::new();
+                headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+                let client = reqwest::Client::builder().pool_max_idle_per_host(1).default_headers(headers).build().unwrap();
+                let (url, next, body) = (urls[c % urls.len()].clone(), Arc::clone(&next), Arc::clone(&body));
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= end {
+                            return latencies;
+                        }
+                        let sent = Instant::now();
+                        let response = client.post(&url).json(&body(i)).send().await.unwrap();
+                        assert!(response.status().is_success(), "{url}: {}", response.status());
+                        let _ = response.bytes().await.unwrap();
+                        latencies.push(sent.elapsed());
+                    }
+                })
+            })
+            .collect();
+        let mut latencies = Vec::with_capacity(count);
+        for worker in workers {
+            latencies.extend(worker.await.unwrap());
+        }
+        let elapsed = started.elapsed();
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1000.0;
+        Measured { rate: count as f64 / elapsed.as_secs_f64(), p50_ms: at(0.50), p99_ms: at(0.99) }
+    }
+
+    pub fn median(values: &mut [f64]) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    }
+}

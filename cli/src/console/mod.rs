@@ -371,7 +371,7 @@ async fn pending(State(console): State<Arc<Console>>, headers: HeaderMap) -> Res
 }
 
 async fn load_pending(person: &Person) -> Result<Vec<(pb::Decision, String)>, String> {
-    let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+    let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
     let request = person.endpoints.authed(pb::ListPendingRequest {}).map_err(|e| failed(&e))?;
     let decisions = governor.list_pending(request).await.map_err(|s| said(&s))?.into_inner().decisions;
     let mut explained = Vec::with_capacity(decisions.len());
@@ -385,7 +385,7 @@ async fn load_pending(person: &Person) -> Result<Vec<(pb::Decision, String)>, St
 
 async fn show_decision(person: &Person, id: &str, notice: Option<&str>) -> Response {
     let explained = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::GetDecisionRequest { decision_id: id.to_owned() }).map_err(|e| failed(&e))?;
         let explanation = governor.explain(request).await.map_err(|s| said(&s))?.into_inner();
         Ok::<_, String>((explanation.decision.unwrap_or_default(), explanation.text))
@@ -428,7 +428,7 @@ async fn give_verdict(console: &Console, headers: &HeaderMap, id: &str, form: Ve
         Err(refused) => return *refused,
     };
     let answer = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let decided = if approve {
             let request = person.endpoints.authed(pb::ApproveRequest { decision_id: id.to_owned(), comment: form.comment }).map_err(|e| failed(&e))?;
             governor.approve(request).await
@@ -548,7 +548,7 @@ async fn shadow(State(console): State<Arc<Console>>, headers: HeaderMap) -> Resp
 
 async fn show_shadow(person: &Person, notice: Option<&str>) -> Response {
     let loaded = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::ListDecisionsRequest { incident_id: String::new() }).map_err(|e| failed(&e))?;
         let mut decisions: Vec<pb::Decision> =
             governor.list_decisions(request).await.map_err(|s| said(&s))?.into_inner().decisions.into_iter().filter(|d| d.mode == "shadow").collect();
@@ -589,7 +589,7 @@ async fn judge(State(console): State<Arc<Console>>, headers: HeaderMap, Path(id)
     };
     let agrees = form.agrees == "yes";
     let answer = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::JudgeShadowRequest { decision_id: id.clone(), agrees, reason: form.reason }).map_err(|e| failed(&e))?;
         governor.judge_shadow(request).await.map_err(|s| said(&s))
     }
@@ -608,7 +608,7 @@ async fn autonomy(State(console): State<Arc<Console>>, headers: HeaderMap) -> Re
 
 async fn show_autonomy(person: &Person, notice: Option<&str>) -> Response {
     let status = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::GetAutonomyRequest {}).map_err(|e| failed(&e))?;
         governor.get_autonomy(request).await.map(tonic::Response::into_inner).map_err(|s| said(&s))
     }
@@ -634,7 +634,7 @@ async fn switch_autonomy(State(console): State<Arc<Console>>, headers: HeaderMap
     };
     let enabled = form.enabled == "on";
     let answer = async {
-        let mut governor = person.endpoints.governor().map_err(|e| failed(&e))?;
+        let mut governor = person.endpoints.governor().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::SetAutonomyRequest { enabled, reason: form.reason.clone() }).map_err(|e| failed(&e))?;
         governor.set_autonomy(request).await.map(drop).map_err(|s| said(&s))
     }

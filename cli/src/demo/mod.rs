@@ -196,7 +196,7 @@ impl Demo {
 
     async fn decision(&self, id: &str) -> Option<pb::Decision> {
         let request = self.endpoints.authed(pb::GetDecisionRequest { decision_id: id.to_owned() }).ok()?;
-        self.endpoints.governor().ok()?.get_decision(request).await.ok().map(|r| r.into_inner())
+        self.endpoints.governor().await.ok()?.get_decision(request).await.ok().map(|r| r.into_inner())
     }
 
     async fn trail(&self, incident_id: &str) -> Result<Vec<arf_audit::Record>> {
@@ -294,7 +294,7 @@ impl Demo {
 
     async fn explain(&self, decision_id: &str) -> Result<()> {
         let request = self.endpoints.authed(pb::GetDecisionRequest { decision_id: decision_id.to_owned() })?;
-        let text = self.endpoints.governor()?.explain(request).await?.into_inner().text;
+        let text = self.endpoints.governor().await?.explain(request).await?.into_inner().text;
         say!("  → the explanation the on-call engineer reads (`arf explain {decision_id}`):");
         for line in text.lines() {
             say!("      │ {line}");
@@ -348,7 +348,7 @@ impl Demo {
         client::pending(&self.endpoints, false).await?;
         let listed = {
             let request = self.endpoints.authed(pb::ListPendingRequest {})?;
-            self.endpoints.governor()?.list_pending(request).await?.into_inner().decisions
+            self.endpoints.governor().await?.list_pending(request).await?.into_inner().decisions
         };
         self.checks.expect(listed.iter().any(|d| d.decision_id == decision.decision_id), "the decision waits in `arf pending`");
         let before = self.execution_records(&incident).await?;
@@ -361,7 +361,7 @@ impl Demo {
                 decision_id: decision.decision_id.clone(),
                 comment: "checked the diff; the revert is safe".to_owned(),
             })?;
-            let after = endpoints.governor()?.approve(request).await?.into_inner();
+            let after = endpoints.governor().await?.approve(request).await?.into_inner();
             say!("  → `arf approve {}` as {name} (on call): decision is now `{}`", decision.decision_id, after.state);
         }
         let done = self.wait_outcome(&decision.decision_id).await?;

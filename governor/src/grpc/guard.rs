@@ -53,7 +53,52 @@ impl Shared {
         if let Err(error) = &saved {
             error!(%error, "cannot save the guard-rail state; it will not survive a restart");
         }
+        // With replicas, the leader's state also goes to the database, for the next leader.
+        if let Some(sync) = self.guard_sync.get() {
+            sync.send_replace(Some(state.clone()));
+        }
         (result, saved)
+    }
+
+    /// With replicas, on taking the lead: starts from the guard-rail state the last
+    /// leader saved in the database (when there is one; this replica's own file may
+    /// be days old), then keeps the database's copy current after each change.
+    pub(crate) async fn share_guard_state(self: &Arc<Self>, db: Arc<arf_pg::Connection>) -> Result<(), String> {
+        let row = db.get().await.map_err(|e| e.to_string())?.query_opt("SELECT state FROM governor_guard WHERE id = 1", &[]).await.map_err(|e| e.to_string())?;
+        if let Some(row) = row {
+            let state: GuardState = serde_json::from_slice(row.get::<_, &[u8]>(0)).map_err(|e| format!("the guard-rail state in the database is not readable: {e}"))?;
+            let _ = self.change(|held| *held = state);
+            info!("guard rails: carrying on from the state the last leading governor saved in the database");
+        }
+        let (sync, mut changed) = tokio::sync::watch::channel(Some(self.guard_snapshot()));
+        let _ = self.guard_sync.set(sync);
+        tokio::spawn(async move {
+            loop {
+                let state = changed.borrow_and_update().clone();
+                if let Some(state) = state
+                    && let Ok(bytes) = serde_json::to_vec(&state)
+                {
+                    let saved = async {
+                        db.get()
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .execute(
+                                "INSERT INTO governor_guard (id, state) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, saved_at = now()",
+                                &[&bytes],
+                            )
+                            .await
+                            .map_err(|e| e.to_string())
+                    };
+                    if let Err(error) = saved.await {
+                        error!(%error, "cannot save the guard-rail state in the governors' database; the next leader would start from an older one");
+                    }
+                }
+                if changed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Takes the log's last switch of global autonomy when the guard-rail file says

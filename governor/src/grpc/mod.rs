@@ -104,6 +104,11 @@ pub(crate) struct Shared {
     replicated: bool,
     /// The leader's lease, once this replica holds it.
     leadership: std::sync::OnceLock<Arc<arf_pg::lease::Lease>>,
+    /// With replicas, where the leader's guard-rail state goes after each change
+    /// ([`Shared::share_guard_state`]).
+    guard_sync: std::sync::OnceLock<tokio::sync::watch::Sender<Option<GuardState>>>,
+    /// The health reporter: a replica reports `arf.v1.Governor` SERVING once it leads.
+    health: std::sync::OnceLock<tonic_health::server::HealthReporter>,
 }
 
 /// The incident of each decision that left memory, so it can be read back from the
@@ -142,7 +147,13 @@ impl Shared {
         let guard = crate::guard::load(&guard_path)?;
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
         let audit = AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
-        let key = arf_core::keys::load_or_generate(&config.signing_key_file)?;
+        // Replicas sign with one key the executors trust: a replica that made a key
+        // of its own would have every dispatch after a failover refused.
+        let key = match &config.postgres {
+            Some(_) => arf_core::keys::load_signing(&config.signing_key_file)
+                .with_context(|| format!("`governor.signing_key_file` `{}`: governor replicas share one signing key, copied to each host (none is made here)", config.signing_key_file.display()))?,
+            None => arf_core::keys::load_or_generate(&config.signing_key_file)?,
+        };
         let executor_token = match &config.executor_token_file {
             Some(file) => Some(arf_core::keys::load_token(file).map_err(|e| anyhow::anyhow!("`governor.executor_token_file`: {e}"))?),
             None => None,
@@ -195,6 +206,8 @@ impl Shared {
             actions: Mutex::new(BTreeMap::new()),
             replicated: config.postgres.is_some(),
             leadership: std::sync::OnceLock::new(),
+            health: std::sync::OnceLock::new(),
+            guard_sync: std::sync::OnceLock::new(),
         })
     }
 
@@ -205,6 +218,11 @@ impl Shared {
             return Ok(());
         }
         match self.leadership.get() {
+            // Nothing is answered before the decisions are rebuilt from the log: a
+            // reset or an approval then could be undone by what the rebuild reads.
+            Some(lease) if lease.is_live() && !self.restored.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(Status::unavailable("this governor replica has just taken the lead and is rebuilding its decisions from the audit log; retry"))
+            }
             Some(lease) if lease.is_live() => Ok(()),
             Some(_) => Err(Status::unavailable("this governor replica's lease as leader lapsed: it does nothing more; ask the next governor address")),
             None => Err(Status::unavailable("this governor replica stands by while another leads: nothing was done here; ask the next governor address")),
@@ -503,12 +521,12 @@ impl Shared {
 /// authorized ones learn their outcome from the executor.
 /// Notifications follow the log on their own audit connection; nothing on the
 /// path of a decision waits for them.
-fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::notify::Alarms) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::notify::Alarms, shared: Option<crate::notify::SharedCursor>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let Some(notify) = &config.notify else { return Ok(Vec::new()) };
     let token = arf_core::keys::load_token(&config.audit_token_file)?;
     let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
     let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
-    crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms).map_err(|e| anyhow::anyhow!(e))
+    crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms, shared).map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Waits until this replica holds the leader's lease (`governor_members`, the row
@@ -1208,9 +1226,23 @@ pub async fn serve_with_clock(
                 let member = config.replica.clone().unwrap_or_else(|| "governor".to_owned());
                 let lease = lead(&postgres, &member, Duration::from_secs(config.lease_secs)).await;
                 lease.renew_or_exit("governor replica, as leader,");
-                let _ = shared.leadership.set(lease);
+                let _ = shared.leadership.set(Arc::clone(&lease));
+                // The guard rails as the last leader left them, before the log makes
+                // them at least as strict as it says; without them nothing is decided.
+                loop {
+                    match shared.share_guard_state(lease.db()).await {
+                        Ok(()) => break,
+                        Err(error) => {
+                            tracing::error!(%error, "cannot read the last leader's guard-rail state; this governor decides nothing until it can");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
                 restore(Arc::clone(&shared)).await;
-                match spawn_notifier(&config, &tls, alarms) {
+                if let Some(health) = shared.health.get() {
+                    health.set_serving::<GovernorServer<Service>>().await;
+                }
+                match spawn_notifier(&config, &tls, alarms, Some(crate::notify::SharedCursor(lease.db()))) {
                     Ok(tasks) => notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(tasks),
                     Err(error) => tracing::error!(%error, "the leading governor cannot deliver notifications"),
                 }
@@ -1223,7 +1255,7 @@ pub async fn serve_with_clock(
             if !restored_now {
                 tokio::spawn(restore(Arc::clone(&shared)));
             }
-            notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(spawn_notifier(&config, &tls, alarms)?);
+            notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(spawn_notifier(&config, &tls, alarms, None)?);
         }
     }
     let addr = listener.local_addr()?;
@@ -1245,16 +1277,25 @@ pub async fn serve_with_clock(
     };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
+    let (health_reporter, health) = arf_proto::server::health_reporting::<GovernorServer<Service>>(!shared.replicated).await;
+    // A standby tells health checks of `arf.v1.Governor` it is NOT_SERVING (the
+    // process itself is SERVING), so tooling finds the leader among the replicas.
+    let _ = shared.health.set(health_reporter);
     let router = arf_proto::server::builder(authenticator)
-        .add_service(arf_proto::server::health::<GovernorServer<Service>>().await)
+        .add_service(health)
         .add_service(arf_proto::server::reflection::<GovernorServer<Service>>()?)
         .add_service(arf_proto::server::reflection_v1alpha::<GovernorServer<Service>>()?)
-        .add_service(GovernorServer::new(Service { shared }));
+        .add_service(GovernorServer::new(Service { shared: Arc::clone(&shared) }));
+    let shared_for_stop = shared;
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("governor server failed");
     for task in notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
         task.abort();
+    }
+    // A clean stop hands the lead over at once.
+    if let Some(lease) = shared_for_stop.leadership.get() {
+        lease.release().await;
     }
     if let Some(metrics) = metrics {
         metrics.abort();

@@ -246,10 +246,41 @@ impl Alarm {
     }
 }
 
+/// Where the leading governor replica's notifications stand, in PostgreSQL
+/// (`governor_notify`): the last record every event of which was delivered.
+pub struct SharedCursor(pub Arc<arf_pg::Connection>);
+
+impl SharedCursor {
+    async fn load(&self) -> Result<Option<u64>, String> {
+        let row = self.0.get().await.map_err(|e| e.to_string())?.query_opt("SELECT delivered_through FROM governor_notify WHERE id = 1", &[]).await.map_err(|e| e.to_string())?;
+        Ok(row.map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap_or(0)))
+    }
+
+    async fn save(&self, seq: u64) -> Result<(), String> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        self.0
+            .get()
+            .await
+            .map_err(|e| e.to_string())?
+            .execute("INSERT INTO governor_notify (id, delivered_through) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET delivered_through = GREATEST(governor_notify.delivered_through, EXCLUDED.delivered_through)", &[&seq])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
 /// Starts following the log and delivering, when any receiver is configured, and
-/// queues what `alarms` raises. `dir` holds the cursor and the queues. The tasks
-/// run until they are aborted (the governor does so when it stops).
-pub fn spawn(config: &NotifyConfig, dir: &Path, audit: AuditClient, writers: Writers, alarms: Alarms) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+/// queues what `alarms` raises. `dir` holds the cursor and the queues; with
+/// governor replicas, `shared` is where the leader's delivery stands (a new leader
+/// starts there). The tasks run until they are aborted (the governor does so when it stops).
+pub fn spawn(
+    config: &NotifyConfig,
+    dir: &Path,
+    audit: AuditClient,
+    writers: Writers,
+    alarms: Alarms,
+    shared: Option<SharedCursor>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let receivers = load(config)?;
     let mut tasks = Vec::new();
     if receivers.is_empty() {
@@ -285,8 +316,12 @@ pub fn spawn(config: &NotifyConfig, dir: &Path, audit: AuditClient, writers: Wri
             running.spawn(deliver(receiver.clone(), Arc::clone(&outbox), client.clone(), console_url.clone(), wake));
         }
         info!(receivers = receivers.len(), "notifications: following the audit log");
+        let shared = shared.map(Arc::new);
+        if let Some(shared) = &shared {
+            running.spawn(save_delivered(Arc::clone(shared), Arc::clone(&outbox), names.iter().map(|n| (*n).to_owned()).collect()));
+        }
         running.spawn(raised(alarms, receivers.clone(), Arc::clone(&outbox), wakers.clone()));
-        running.spawn(follow(audit, receivers.clone(), outbox, wakers, writers));
+        running.spawn(follow(audit, receivers.clone(), outbox, wakers, writers, shared));
         while running.join_next().await.is_some() {}
     }));
     Ok(tasks)
@@ -304,6 +339,24 @@ fn route(event: &Event, receivers: &[Receiver], outbox: &outbox::Outbox, wakers:
     Ok(())
 }
 
+/// With replicas: every 2 s, when every queue is empty, saves the cursor as where
+/// delivery stands (read before the queues are looked at, so every event up to it
+/// was queued, and is now delivered).
+async fn save_delivered(shared: Arc<SharedCursor>, outbox: Arc<outbox::Outbox>, receivers: Vec<String>) {
+    let mut saved = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let Ok(Some(cursor)) = outbox.cursor() else { continue };
+        let empty = receivers.iter().all(|r| outbox.pending(r).is_ok_and(|p| p.is_empty()));
+        if empty && saved != Some(cursor) {
+            match shared.save(cursor).await {
+                Ok(()) => saved = Some(cursor),
+                Err(error) => warn!(%error, "cannot save where notifications stand in the governors' database"),
+            }
+        }
+    }
+}
+
 /// Queues each event raised, for as long as the governor runs.
 async fn raised(mut alarms: Alarms, receivers: Vec<Receiver>, outbox: Arc<outbox::Outbox>, wakers: HashMap<String, Arc<tokio::sync::Notify>>) {
     while let Some(event) = alarms.0.recv().await {
@@ -314,13 +367,20 @@ async fn raised(mut alarms: Alarms, receivers: Vec<Receiver>, outbox: Arc<outbox
 }
 
 /// Follows the log from the cursor for ever, turning records into queued events.
-async fn follow(audit: AuditClient, receivers: Vec<Receiver>, outbox: Arc<outbox::Outbox>, wakers: HashMap<String, Arc<tokio::sync::Notify>>, writers: Writers) {
+async fn follow(
+    audit: AuditClient,
+    receivers: Vec<Receiver>,
+    outbox: Arc<outbox::Outbox>,
+    wakers: HashMap<String, Arc<tokio::sync::Notify>>,
+    writers: Writers,
+    shared: Option<Arc<SharedCursor>>,
+) {
     let mut contexts: HashMap<String, IncidentContext> = HashMap::new();
     let mut unreadable_since: Option<(std::time::Instant, i64)> = None;
     let mut told_unreadable = false;
     let mut backoff = Duration::from_millis(500);
     loop {
-        let error = match follow_once(&audit, &receivers, &outbox, &wakers, &writers, &mut contexts, &mut unreadable_since).await {
+        let error = match follow_once(&audit, (&receivers, &outbox, &wakers), &writers, &mut contexts, &mut unreadable_since, shared.as_deref()).await {
             Ok(()) => "the log's stream ended".to_owned(),
             Err(error) => error,
         };
@@ -343,16 +403,35 @@ async fn follow(audit: AuditClient, receivers: Vec<Receiver>, outbox: Arc<outbox
     }
 }
 
+/// Where events go: the receivers, their queues and their senders' wakers.
+type Routes<'a> = (&'a [Receiver], &'a outbox::Outbox, &'a HashMap<String, Arc<tokio::sync::Notify>>);
+
 async fn follow_once(
     audit: &AuditClient,
-    receivers: &[Receiver],
-    outbox: &outbox::Outbox,
-    wakers: &HashMap<String, Arc<tokio::sync::Notify>>,
+    (receivers, outbox, wakers): Routes<'_>,
     writers: &Writers,
     contexts: &mut HashMap<String, IncidentContext>,
     unreadable_since: &mut Option<(std::time::Instant, i64)>,
+    shared: Option<&SharedCursor>,
 ) -> Result<(), String> {
-    let cursor = match outbox.cursor().map_err(|e| format!("the notification cursor: {e}"))? {
+    // With replicas, from where the last leader's delivery stood, when that is
+    // further on than this replica's own cursor (what lies between, the last
+    // leader delivered).
+    let delivered = match shared {
+        Some(shared) => shared.load().await?,
+        None => None,
+    };
+    let own = outbox.cursor().map_err(|e| format!("the notification cursor: {e}"))?;
+    let start = match (own, delivered) {
+        (Some(own), Some(delivered)) => Some(own.max(delivered)),
+        (own, delivered) => own.or(delivered),
+    };
+    if start != own
+        && let Some(start) = start
+    {
+        outbox.set_cursor(start).map_err(|e| format!("the notification cursor: {e}"))?;
+    }
+    let cursor = match start {
         Some(cursor) => cursor,
         // A new deployment tells of what happens from now on, not of its history.
         None => {

@@ -133,6 +133,9 @@ pub struct Setup {
     /// `[[governor.modes]]` and `[governor.graduation]`.
     pub modes: Vec<arf_governor::graduation::ModeRule>,
     pub graduation: arf_governor::graduation::Graduation,
+    /// The log and the governors' leadership in this (migrated) database: the
+    /// governor is replica `governor-a`, with a one-second lease.
+    pub postgres: Option<arf_pg::Settings>,
 }
 
 impl Default for Setup {
@@ -148,6 +151,7 @@ impl Default for Setup {
             notify: None,
             modes: Vec::new(),
             graduation: Default::default(),
+            postgres: None,
         }
     }
 }
@@ -243,6 +247,7 @@ impl Harness {
             ]);
             let audit_config = arf_audit::Config {
                 checkpoint_key: Some(dir.path().join("audit-checkpoint.key")),
+                postgres: setup.postgres.clone(),
                 ..arf_audit::Config::new(audit_listener.local_addr().unwrap(), dir.path().join("audit"), writers)
             };
             let (stop, stopped) = stopper();
@@ -255,6 +260,13 @@ impl Harness {
         }
         if setup.executor_addr.is_none() {
             config.executor_addr = closed_port().await;
+        }
+        if let Some(postgres) = &setup.postgres {
+            config.postgres = Some(postgres.clone());
+            config.replica = Some("governor-a".to_owned());
+            config.lease_secs = 1;
+            // Replicas share a signing key; none is made for them.
+            arf_core::keys::load_or_generate(&config.signing_key_file).unwrap();
         }
 
         if let Some(state) = &setup.guard_state {
@@ -277,12 +289,7 @@ impl Harness {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
         // Ready when the health service answers: the listener is bound already, so
         // the call waits for the server rather than failing.
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let status = health.check(tonic_health::pb::HealthCheckRequest { service: "arf.v1.Governor".to_owned() }).await;
-        assert_eq!(
-            status.unwrap().into_inner().status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        );
+        wait_leading(&channel).await;
 
         let audit = AuditClient::connect(&audit_addr, Some(arf_core::keys::load_token(&config.audit_token_file).unwrap())).unwrap();
         Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, audit_config: audit_started, _stop: stops }
@@ -290,6 +297,12 @@ impl Harness {
 
     /// Stops the governor and starts another on the same configuration and log, as a restart would.
     pub async fn restart_governor(&mut self) {
+        let channel = self.spawn_governor().await;
+        self.governor = GovernorClient::new(channel);
+    }
+
+    /// Stops the governor and starts another as `self.config` says; its channel.
+    async fn spawn_governor(&mut self) -> Channel {
         for stop in self._stop.drain(..) {
             let _ = stop.send(());
         }
@@ -305,7 +318,17 @@ impl Harness {
                 panic!("governor failed: {error:#}");
             }
         });
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy()
+    }
+
+    /// With `Setup::postgres`: stops this governor (it gives the lead back) and
+    /// starts replica `name`, with a data directory of its own (its own guard-rail
+    /// file, empty), on the same log and database; returns once it leads.
+    pub async fn fail_over_to(&mut self, name: &str) {
+        self.config.replica = Some(name.to_owned());
+        self.config.data_dir = self.dir.path().join(name);
+        let channel = self.spawn_governor().await;
+        wait_leading(&channel).await;
         self.governor = GovernorClient::new(channel);
     }
 
@@ -526,4 +549,19 @@ pub fn proposal(incident_id: &str, pathway: &str, target: &str, confidence: f64)
 
 pub fn route(decision: &pb::Decision) -> pb::Route {
     pb::Route::try_from(decision.route).unwrap()
+}
+
+/// Waits until the governor on `channel` reports `arf.v1.Governor` SERVING (a
+/// replica does once it leads and has rebuilt its decisions).
+async fn wait_leading(channel: &Channel) {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status = health.check(tonic_health::pb::HealthCheckRequest { service: "arf.v1.Governor".to_owned() }).await;
+        if status.is_ok_and(|s| s.into_inner().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the governor never led");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
