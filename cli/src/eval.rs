@@ -90,6 +90,12 @@ pub struct RunArgs {
     /// process with a restart, flapping verification, the log down) and check the invariants after each.
     #[arg(long)]
     pub chaos: bool,
+    /// With `--chaos`: run on this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`, empty or made for the run; migrated first), `--replicas` processes of every role, and SIGKILL one replica of each role mid-flight.
+    #[arg(long, requires = "chaos")]
+    pub store: Option<String>,
+    /// With `--store`: how many processes of each role.
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(2..=4), requires = "store")]
+    pub replicas: usize,
     /// `openai`: the endpoint, e.g. `http://127.0.0.1:11434/v1`.
     #[arg(long)]
     pub llm_base_url: Option<String>,
@@ -152,6 +158,8 @@ struct RunSpec {
     carry_guard: bool,
     /// Offer the world's read-only views as investigation tools (`[agent.investigation]`).
     investigate: bool,
+    /// Replicas of every role on this database (`--store`), and how many.
+    store: Option<(arf_pg::Settings, usize)>,
 }
 
 impl RunSpec {
@@ -170,6 +178,7 @@ impl RunSpec {
             mode: None,
             carry_guard: false,
             investigate: true,
+            store: None,
         }
     }
 }
@@ -276,7 +285,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let specs = match plan(&args) {
         Ok(specs) => {
-            let specs: Vec<RunSpec> = specs.into_iter().map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, investigate: !args.no_investigation, ..spec }).collect();
+            let store = args.store.as_ref().map(|url| (arf_pg::Settings::new(url.clone()), args.replicas));
+            let specs: Vec<RunSpec> = specs
+                .into_iter()
+                .map(|spec| RunSpec { parallel: args.parallel, max_attempts: args.max_attempts, investigate: !args.no_investigation, store: store.clone(), ..spec })
+                .collect();
             if args.graduate { graduating(specs, args.graduation_runs) } else { specs }
         }
         Err(error) => {
@@ -543,12 +556,16 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     let digests: BTreeMap<String, String> =
         catalog.pathways().filter_map(|p| catalog.digest(&p.name).map(|d| (p.name.clone(), d.to_owned()))).collect();
 
-    let mut supervisor = Supervisor::start(&config_file, Some(&layout.logs())).await?;
+    // Every role's processes: one each, or with `--store` replicas of each on PostgreSQL.
+    let (mut supervisor, webhooks, governors, audits) = match &spec.store {
+        None => (Supervisor::start(&config_file, Some(&layout.logs())).await?, vec![ports.webhook.to_string()], ports.governor.to_string(), ports.audit.to_string()),
+        Some((store, replicas)) => start_replicas(&config_file, &layout, store, *replicas).await?,
+    };
     let token = |name: &str| arf_core::keys::load_token(&layout.identity_token(name));
     let endpoints = Endpoints {
         agent: ports.agent.to_string(),
-        governor: ports.governor.to_string(),
-        audit: ports.audit.to_string(),
+        governor: governors,
+        audit: audits,
         token: Some(token("alice")?),
         token_file: None,
         tls: Some(layout.client_tls()?),
@@ -565,7 +582,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         reading: if spec.chaos { Duration::from_millis(1500) } else { Duration::ZERO },
         limit: spec.limit,
     };
-    let webhook = format!("https://{}", ports.webhook);
+    let webhooks: Vec<String> = webhooks.iter().map(|w| format!("https://{w}")).collect();
     // The client that posts the corpus's signals, as the deployment's `alertmanager` source.
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", token("alertmanager")?).parse()?);
@@ -580,11 +597,11 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     let replay_all = async {
         let observations: Vec<(usize, Observation)> = futures::stream::iter(incidents.iter().enumerate())
             .map(|(i, incident)| {
-                let (human, http, webhook, done, shared) = (&human, &http, &webhook, &done, &shared);
+                let (human, http, webhooks, done, shared) = (&human, &http, &webhooks, &done, &shared);
                 async move {
                     let begun = Instant::now();
                     let mut observation = Observation::default();
-                    if let Err(error) = replay(incident, human, http, webhook, &mut observation, shared).await {
+                    if let Err(error) = replay(incident, human, http, (webhooks, i), &mut observation, shared).await {
                         observation.error = Some(format!("{error:#}"));
                     }
                     observation.wall_ms = u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -610,7 +627,10 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         match (&targets, &model_server) {
             (Some(targets), Some(server)) => {
                 let context = ChaosContext { config_file: &config_file, logs: layout.logs(), endpoints: &endpoints, world: &world, shared: &shared, digests: &digests, begun };
-                Some(inject_faults(&mut supervisor, &context, targets, server).await)
+                Some(match &spec.store {
+                    Some((store, _)) => inject_replica_faults(&mut supervisor, &context, store, server).await,
+                    None => inject_faults(&mut supervisor, &context, targets, server).await,
+                })
             }
             _ => None,
         }
@@ -662,6 +682,238 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     Ok(Produced { run: Run { metrics, outcomes, real_secs: started.elapsed().as_secs_f64() }, chaos, guard_state })
 }
 
+/// `--store`: migrates the database, sets short leases (2 s, so failovers happen
+/// within the replay), and starts `replicas` processes of every role on it
+/// ([`setup::replicated`]). Returns the supervisor, every agent's webhook address,
+/// and every governor's and audit front-end's address (comma-separated).
+async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<(Supervisor, Vec<String>, String, String)> {
+    let mut client = store.connect().await.with_context(|| format!("`--store` {}", store.describe()))?;
+    arf_pg::migrate(&mut client).await.with_context(|| format!("migrating {}", store.describe()))?;
+    let mut config: Table = toml::from_str(&std::fs::read_to_string(config_file)?)?;
+    for section in ["agent", "governor", "executor"] {
+        if let Some(table) = config.get_mut(section).and_then(toml::Value::as_table_mut) {
+            table.insert("lease_secs".into(), toml::Value::Integer(2));
+        }
+    }
+    std::fs::write(config_file, toml::to_string_pretty(&config)?)?;
+    let plan = setup::replicated(config_file, layout, store, replicas)?;
+    let (mut webhooks, mut governors, mut audits) = (Vec::new(), Vec::new(), Vec::new());
+    for planned in &plan {
+        let deployment = setup::load(&planned.config)?;
+        match planned.role {
+            Role::Agent => webhooks.push(deployment.agent.webhook_listen.to_string()),
+            Role::Governor => governors.push(deployment.governor.listen.to_string()),
+            Role::Audit => audits.push(deployment.audit.listen.to_string()),
+            Role::Executor => {}
+        }
+    }
+    let supervisor = Supervisor::start_plan(plan, Some(&layout.logs()), None).await?;
+    Ok((supervisor, webhooks, governors.join(","), audits.join(",")))
+}
+
+/// SIGKILLs the process `name`, leaves it down for `down` (or until `back` says the
+/// plane has moved on without it, at most 30 s), then starts it again and waits for
+/// its health check. Returns how long it was gone, in ms.
+async fn kill_replica(supervisor: &mut Supervisor, name: &str, down: Duration, back: Option<&(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)>) -> Result<u64> {
+    let killed = Instant::now();
+    let service = supervisor.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no process `{name}`"))?;
+    service.child.start_kill().context("cannot SIGKILL the process")?;
+    let _ = service.child.wait().await;
+    tokio::time::sleep(down).await;
+    if let Some(back) = back {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !back().await && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    supervisor.restart(name)?;
+    let service = supervisor.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no process `{name}`"))?;
+    crate::supervisor::wait_healthy(service, Duration::from_secs(60)).await?;
+    Ok(u64::try_from(killed.elapsed().as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The governor replica that leads now (its `arf.v1.Governor` health is SERVING).
+async fn leading_governor(supervisor: &Supervisor) -> Option<String> {
+    for service in supervisor.services.iter().filter(|s| matches!(s.role, Role::Governor)) {
+        if crate::supervisor::health_of(service.addr, &service.dial, "arf.v1.Governor").await {
+            return Some(service.name.clone());
+        }
+    }
+    None
+}
+
+/// Which replica owns `id` in the database's `table` (`agent_incidents` by
+/// incident, `executor_executions` by decision), if it can be told.
+async fn owner(store: &arf_pg::Settings, table: &str, column: &str, id: &str) -> Option<String> {
+    let client = store.connect().await.ok()?;
+    let row = client.query_opt(&format!("SELECT owner FROM {table} WHERE {column} = $1"), &[&id]).await.ok()??;
+    Some(row.get(0))
+}
+
+/// A poll for [`kill_replica`]: whether the work `id` has moved from `victim` to
+/// another replica in the database's `table`.
+fn taken_from(store: &arf_pg::Settings, table: &'static str, column: &'static str, id: String, victim: &str) -> impl Fn() -> futures::future::BoxFuture<'static, bool> + Sync + use<> {
+    let (store, victim) = (store.clone(), victim.to_owned());
+    move || {
+        let (store, id, victim) = (store.clone(), id.clone(), victim.clone());
+        Box::pin(async move { owner(&store, table, column, &id).await.is_some_and(|o| o != victim) })
+    }
+}
+
+/// What [`kill_owner`] did.
+struct Killed {
+    victim: String,
+    /// Who owns the work now ("no one" when it cannot be told).
+    new_owner: String,
+    recovered_ms: u64,
+    violations: Vec<Violation>,
+}
+
+/// SIGKILLs the replica that owns `work` (in the database's `table`, by `column`;
+/// `fallback` when there is none), keeps it down at least `down` and until another
+/// replica owns the work, starts it again, and checks the invariants; a violation
+/// when no other replica took the work over. `Err` is a note: it could not be done.
+async fn kill_owner(
+    supervisor: &mut Supervisor,
+    context: &ChaosContext<'_>,
+    store: &arf_pg::Settings,
+    (table, column): (&'static str, &'static str),
+    work: Option<&str>,
+    fallback: &str,
+    down: Duration,
+) -> Result<Killed, String> {
+    let victim = match work {
+        Some(id) => owner(store, table, column, id).await,
+        None => None,
+    };
+    let victim = victim.unwrap_or_else(|| fallback.to_owned());
+    let moved = work.map(|id| taken_from(store, table, column, id.to_owned(), &victim));
+    let recovered_ms = kill_replica(supervisor, &victim, down, moved.as_ref().map(|m| m as &(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)))
+        .await
+        .map_err(|error| format!("{victim} could not be killed and started again: {error:#}"))?;
+    let mut violations = context.check().await;
+    let new_owner = match work {
+        Some(id) => owner(store, table, column, id).await,
+        None => None,
+    };
+    if work.is_some() && new_owner.as_deref() == Some(victim.as_str()) {
+        violations.push(Violation { invariant: "takeover", detail: format!("no other replica took over what {victim} was doing (`{table}`)") });
+    }
+    Ok(Killed { victim, new_owner: new_owner.unwrap_or_else(|| "no one".to_owned()), recovered_ms, violations })
+}
+
+/// The fault schedule over replicas (`--store`): one replica of each role
+/// SIGKILLed at the moment it matters (the one that owns the work in flight), the
+/// others carrying on, the killed one started again once they have; the
+/// invariants checked after each.
+async fn inject_replica_faults(
+    supervisor: &mut Supervisor,
+    context: &ChaosContext<'_>,
+    store: &arf_pg::Settings,
+    model: &ModelServer,
+) -> (Vec<Fault>, Vec<String>) {
+    let mut faults = Vec::new();
+    let mut notes = Vec::new();
+    let wait = Duration::from_secs(15);
+    // Leases are 2 s; a replica's work is taken over one lease after its lapse,
+    // within a third of a lease of that. The killed replica stays down until its
+    // work has moved (at most 30 s more).
+    let takeover = Duration::from_secs(4);
+
+    // 1. The agent replica diagnosing an incident, SIGKILLed while the model call
+    //    is in flight; the other takes the incident over (and, since the harness
+    //    sends to the next webhook, its signals).
+    let found = context.wait_for(wait, diagnosis_in_flight).await;
+    let at_ms = context.elapsed_ms();
+    match kill_owner(supervisor, context, store, ("agent_incidents", "incident_id"), found.as_deref(), "agent-1", takeover).await {
+        Ok(killed) => {
+            let detail = match &found {
+                Some(incident) => format!("{} SIGKILLed while diagnosing incident `{incident}`; {} took it over", killed.victim, killed.new_owner),
+                None => format!("{} SIGKILLed with no diagnosis in flight", killed.victim),
+            };
+            faults.push(Fault { name: "agent replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+        }
+        Err(note) => notes.push(note),
+    }
+
+    // 2. The leading governor, SIGKILLed while a decision waits for people; a
+    //    standby takes the lead (and the approvals).
+    let found = context.wait_for(wait, decision_pending).await;
+    let at_ms = context.elapsed_ms();
+    match leading_governor(supervisor).await {
+        Some(leader) => {
+            let others: Vec<(std::net::SocketAddr, arf_proto::tls::Dial)> =
+                supervisor.services.iter().filter(|s| matches!(s.role, Role::Governor) && s.name != leader).map(|s| (s.addr, s.dial.clone())).collect();
+            let led = move || -> futures::future::BoxFuture<'static, bool> {
+                let others = others.clone();
+                Box::pin(async move {
+                    for (addr, dial) in &others {
+                        if crate::supervisor::health_of(addr, dial, "arf.v1.Governor").await {
+                            return true;
+                        }
+                    }
+                    false
+                })
+            };
+            match kill_replica(supervisor, &leader, Duration::ZERO, Some(&led)).await {
+                Ok(recovered_ms) => {
+                    let violations = context.check().await;
+                    let detail = match &found {
+                        Some(decision) => format!("the leading governor ({leader}) SIGKILLed while decision `{decision}` waited for approval; another replica took the lead"),
+                        None => format!("the leading governor ({leader}) SIGKILLed with no decision pending; another replica took the lead"),
+                    };
+                    faults.push(Fault { name: "leading governor SIGKILL".into(), detail, at_ms, recovered_ms, violations });
+                }
+                Err(error) => notes.push(format!("{leader} could not be killed and started again: {error:#}")),
+            }
+        }
+        None => notes.push("no governor replica reported leading".to_owned()),
+    }
+
+    // 3. The executor replica running an action, SIGKILLed mid-action; the other
+    //    settles it.
+    let found = context.wait_for(wait, |records| in_flight(records).into_iter().next()).await;
+    let at_ms = context.elapsed_ms();
+    match kill_owner(supervisor, context, store, ("executor_executions", "decision_id"), found.as_deref(), "executor-1", takeover).await {
+        Ok(mut killed) => {
+            if let Some(decision) = &found {
+                let settled = context.wait_for(Duration::from_secs(20), |records| (!in_flight(records).contains(decision)).then_some(())).await;
+                if settled.is_none() {
+                    killed.violations.push(Violation { invariant: "outcome", detail: format!("decision `{decision}`, cut off by the SIGKILL of {}, has no outcome 20 s later", killed.victim) });
+                }
+            }
+            let detail = match &found {
+                Some(decision) => format!("{} SIGKILLed while decision `{decision}` was acting; {} took it over", killed.victim, killed.new_owner),
+                None => format!("{} SIGKILLed with no execution in flight (none started within {wait:?})", killed.victim),
+            };
+            faults.push(Fault { name: "executor replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+        }
+        Err(note) => notes.push(note),
+    }
+
+    // 4. An audit front-end, SIGKILLed and down 2 s; the others keep the chain.
+    let at_ms = context.elapsed_ms();
+    match kill_replica(supervisor, "audit-1", Duration::from_secs(2), None).await {
+        Ok(recovered_ms) => {
+            let violations = context.check().await;
+            faults.push(Fault { name: "audit front-end SIGKILL".into(), detail: "audit-1 SIGKILLed, down 2 s, started again".into(), at_ms, recovered_ms, violations });
+        }
+        Err(error) => notes.push(format!("audit-1 could not be killed and started again: {error:#}")),
+    }
+
+    // 5. The model's hangs, garbage and errors, on their schedule all run long.
+    let stats = model.stats();
+    let violations = context.check().await;
+    faults.push(Fault {
+        name: "model hang / garbage / 500".into(),
+        detail: format!("so far {} calls, {} hung, {} garbage, {} errors", stats.calls, stats.hangs, stats.garbage, stats.errors),
+        at_ms: context.elapsed_ms(),
+        recovered_ms: 0,
+        violations,
+    });
+    (faults, notes)
+}
+
 /// The whole log, retried for a while (the audit service may be restarting).
 async fn read_log(endpoints: &Endpoints) -> Result<Vec<Record>> {
     let mut last = None;
@@ -700,15 +952,20 @@ async fn drain(endpoints: &Endpoints, limit: Duration) {
 }
 
 /// Sends one incident's signals, then drives each ARF incident they opened to a terminal state.
-async fn replay(incident: &Incident, human: &Human, http: &reqwest::Client, webhook: &str, observation: &mut Observation, shared: &Shared) -> Result<()> {
+/// Replays one incident's signals to the agents' webhooks (`webhooks`, starting at
+/// the `nth` for this incident, so incidents spread over agent replicas), then
+/// drives it as the on-call engineer.
+async fn replay(incident: &Incident, human: &Human, http: &reqwest::Client, (webhooks, nth): (&[String], usize), observation: &mut Observation, shared: &Shared) -> Result<()> {
     let now = arf_core::time::now_ms();
+    let mut attempt = nth;
     for (i, signal) in incident.signals.iter().enumerate() {
         let body = corpus::render_payload(&signal.payload, now);
-        let url = format!("{webhook}/v1/webhooks/{}", signal.format);
         // A refusal because the log or the agent is down (503, or no answer) means
-        // nothing was accepted: send again, as a real sender would.
+        // nothing was accepted: send again, as a real sender would (to the next
+        // agent replica, when there are several).
         let deadline = Instant::now() + Duration::from_secs(30);
         let answer: Value = loop {
+            let url = format!("{}/v1/webhooks/{}", webhooks[attempt % webhooks.len()], signal.format);
             let sent = http
                 .post(&url)
                 .query(&[("service", signal.service.as_str()), ("environment", signal.environment.as_str())])
@@ -728,6 +985,7 @@ async fn replay(incident: &Incident, human: &Human, http: &reqwest::Client, webh
             if Instant::now() > deadline {
                 bail!("signal[{i}] not accepted within 30 s: {retry}");
             }
+            attempt += 1;
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         for accepted in answer["accepted"].as_array().into_iter().flatten() {

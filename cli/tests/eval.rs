@@ -146,3 +146,54 @@ async fn run_blocking(args: &[&str], out: std::path::PathBuf) -> (serde_json::Va
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     tokio::task::spawn_blocking(move || arf(&args.iter().map(String::as_str).collect::<Vec<_>>(), &out)).await.unwrap()
 }
+
+/// Issue 16's end-to-end check: part of the corpus replayed over two processes of
+/// every role on a real PostgreSQL, one replica of each role SIGKILLed mid-flight
+/// (an executor mid-action, the leading governor with a decision pending, an agent
+/// mid-diagnosis, an audit front-end), each killed with its work in flight and
+/// another taking that work over: no invariant broken (no accepted signal lost, no
+/// action run twice, every execution ended), every incident at its end (escalated,
+/// or its decision terminal), full governance compliance, and the log in the
+/// database verifies with its checkpoints.
+#[test]
+fn chaos_over_replicas_on_postgres_finds_no_violation() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(arf_pg::testing::TestServer::start()).unwrap();
+    let database = runtime.block_on(server.database()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let keep = tempfile::tempdir().unwrap();
+    // Three at a time, so the replay is still under way when each fault comes.
+    let mut args = vec!["eval", "run", "evals/incidents", "--chaos", "--parallel", "3", "--store", database.url.as_str(), "--keep", keep.path().to_str().unwrap()];
+    for only in ["bad-release", "cart", "payments", "leak", "storm"] {
+        args.extend(["--only", only]);
+    }
+    let (report, stdout) = arf(&args, out.path());
+    println!("{stdout}");
+    let chaos = &report["chaos"];
+    let names: Vec<&str> = chaos["faults"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    for fault in ["executor replica SIGKILL", "leading governor SIGKILL", "agent replica SIGKILL", "audit front-end SIGKILL"] {
+        assert!(names.contains(&fault), "{names:?}\n{stdout}");
+    }
+    // Each replica was killed with its work in flight, not idle, and another took the work over.
+    for (fault, with) in [("agent replica SIGKILL", "while diagnosing"), ("leading governor SIGKILL", "waited for approval"), ("executor replica SIGKILL", "was acting")] {
+        let detail = chaos["faults"].as_array().unwrap().iter().find(|f| f["name"] == fault).unwrap()["detail"].as_str().unwrap();
+        assert!(detail.contains(with) && (detail.contains("-2 took it over") || detail.contains("-1 took it over") || detail.contains("another replica took the lead")), "{fault}: {detail}\n{stdout}");
+    }
+    assert!(chaos["faults"].as_array().unwrap().iter().all(|f| f["violations"].as_array().unwrap().is_empty()), "{stdout}");
+    assert_eq!(chaos["final_violations"], serde_json::json!([]), "{stdout}");
+    let metrics = &report["runs"][0]["metrics"];
+    assert_eq!(metrics["governance_compliance"], 1.0, "{metrics}");
+    assert_eq!(metrics["harmful_actions_executed"], 0, "{metrics}");
+    assert_eq!(metrics["audit_chain_intact"], true, "{metrics}");
+    assert!(metrics["executed_actions"].as_u64().unwrap() > 0, "{metrics}");
+    assert_eq!(metrics["errors"], 0, "every incident reached its end (escalated, or its decision terminal): {metrics}");
+
+    let data_dir = keep.path().join("chaos_openai");
+    let verified = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["audit", "verify", "--postgres", &database.url, "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&verified.stdout), String::from_utf8_lossy(&verified.stderr));
+    assert!(verified.status.success() && said.contains("audit chain intact") && said.contains("signed checkpoints verified"), "{said}");
+}
