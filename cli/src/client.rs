@@ -482,7 +482,8 @@ pub async fn pending(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
             let remediation = d.remediation.clone().unwrap_or_default();
             let risk = d.risk.as_ref().map(|r| format!("{:.2}", r.score)).unwrap_or_default();
             let needed = d.policy.as_ref().map_or(0, |p| p.approvals_required.max(1));
-            let have = d.approvals.iter().filter(|a| a.verdict == "approve").count();
+            // Approvers, each counted once, as the governor counts them.
+            let have = d.approvals.iter().filter(|a| a.verdict == "approve").map(|a| a.identity.as_str()).collect::<std::collections::BTreeSet<_>>().len();
             vec![
                 d.decision_id.clone(),
                 route_name(d.route).to_owned(),

@@ -628,7 +628,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
             (Some(targets), Some(server)) => {
                 let context = ChaosContext { config_file: &config_file, logs: layout.logs(), endpoints: &endpoints, world: &world, shared: &shared, digests: &digests, begun };
                 Some(match &spec.store {
-                    Some((store, _)) => inject_replica_faults(&mut supervisor, &context, store, server).await,
+                    Some((store, _)) => inject_replica_faults(&mut supervisor, &context, (store, targets), server).await,
                     None => inject_faults(&mut supervisor, &context, targets, server).await,
                 })
             }
@@ -682,17 +682,23 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     Ok(Produced { run: Run { metrics, outcomes, real_secs: started.elapsed().as_secs_f64() }, chaos, guard_state })
 }
 
-/// `--store`: migrates the database, sets short leases (2 s, so failovers happen
+/// `--store`: refuses a database that holds anything, migrates it, sets short
+/// leases (3 s, so failovers happen
 /// within the replay), and starts `replicas` processes of every role on it
 /// ([`setup::replicated`]). Returns the supervisor, every agent's webhook address,
 /// and every governor's and audit front-end's address (comma-separated).
 async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<(Supervisor, Vec<String>, String, String)> {
     let mut client = store.connect().await.with_context(|| format!("`--store` {}", store.describe()))?;
+    // A run starts from nothing: another run's log, leases or guard rails would be scored as this one's.
+    let tables: i64 = client.query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()", &[]).await?.get(0);
+    if tables > 0 {
+        bail!("`--store` {} is not empty: give the eval a database of its own, made for the run", store.describe());
+    }
     arf_pg::migrate(&mut client).await.with_context(|| format!("migrating {}", store.describe()))?;
     let mut config: Table = toml::from_str(&std::fs::read_to_string(config_file)?)?;
     for section in ["agent", "governor", "executor"] {
         if let Some(table) = config.get_mut(section).and_then(toml::Value::as_table_mut) {
-            table.insert("lease_secs".into(), toml::Value::Integer(2));
+            table.insert("lease_secs".into(), toml::Value::Integer(3));
         }
     }
     std::fs::write(config_file, toml::to_string_pretty(&config)?)?;
@@ -711,25 +717,49 @@ async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Set
     Ok((supervisor, webhooks, governors.join(","), audits.join(",")))
 }
 
-/// SIGKILLs the process `name`, leaves it down for `down` (or until `back` says the
-/// plane has moved on without it, at most 30 s), then starts it again and waits for
-/// its health check. Returns how long it was gone, in ms.
-async fn kill_replica(supervisor: &mut Supervisor, name: &str, down: Duration, back: Option<&(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)>) -> Result<u64> {
-    let killed = Instant::now();
+/// SIGKILLs the process `name`, if it still runs (one that exited on its own,
+/// its lease lapsed under load, say, is started again all the same).
+async fn sigkill(supervisor: &mut Supervisor, name: &str) -> Result<()> {
     let service = supervisor.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no process `{name}`"))?;
-    service.child.start_kill().context("cannot SIGKILL the process")?;
+    let _ = service.child.start_kill();
     let _ = service.child.wait().await;
-    tokio::time::sleep(down).await;
-    if let Some(back) = back {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !back().await && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    Ok(())
+}
+
+/// Starts `name` again and waits for its health check.
+async fn start_again(supervisor: &mut Supervisor, name: &str) -> Result<()> {
     supervisor.restart(name)?;
     let service = supervisor.services.iter_mut().find(|s| s.name == name).with_context(|| format!("no process `{name}`"))?;
-    crate::supervisor::wait_healthy(service, Duration::from_secs(60)).await?;
-    Ok(u64::try_from(killed.elapsed().as_millis()).unwrap_or(u64::MAX))
+    crate::supervisor::wait_healthy(service, Duration::from_secs(60)).await
+}
+
+/// Polls `moved` until it is true or 30 s pass; whether it came true.
+async fn until_moved(moved: &(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if moved().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGKILLs `name`, leaves it down for `down` and until `moved` says the plane has
+/// moved on without it (at most 30 s more), then starts it again. Returns how long
+/// it was gone, in ms, and whether `moved` came true.
+async fn kill_replica(supervisor: &mut Supervisor, name: &str, down: Duration, moved: Option<&(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)>) -> Result<(u64, bool)> {
+    let killed = Instant::now();
+    sigkill(supervisor, name).await?;
+    tokio::time::sleep(down).await;
+    let did_move = match moved {
+        Some(moved) => until_moved(moved).await,
+        None => true,
+    };
+    start_again(supervisor, name).await?;
+    Ok((u64::try_from(killed.elapsed().as_millis()).unwrap_or(u64::MAX), did_move))
 }
 
 /// The governor replica that leads now (its `arf.v1.Governor` health is SERVING).
@@ -770,27 +800,40 @@ struct Killed {
 }
 
 /// SIGKILLs the replica that owns `work` (in the database's `table`, by `column`;
-/// `fallback` when there is none), keeps it down at least `down` and until another
-/// replica owns the work, starts it again, and checks the invariants; a violation
-/// when no other replica took the work over. `Err` is a note: it could not be done.
+/// `fallback` when there is none) and, when the work is still unfinished then
+/// (`unfinished`, a condition on its row), keeps it down until another replica owns
+/// it (at most 30 s), starts it again, and checks the invariants, with a violation
+/// when no other replica took the work over. `Ok(None)`: the work finished before
+/// the kill landed (the replica is started again; try other work). `Err` is a
+/// note: it could not be done.
 async fn kill_owner(
     supervisor: &mut Supervisor,
     context: &ChaosContext<'_>,
     store: &arf_pg::Settings,
-    (table, column): (&'static str, &'static str),
+    (table, column, unfinished): (&'static str, &'static str, &'static str),
     work: Option<&str>,
     fallback: &str,
-    down: Duration,
-) -> Result<Killed, String> {
+) -> Result<Option<Killed>, String> {
     let victim = match work {
-        Some(id) => owner(store, table, column, id).await,
-        None => None,
+        Some(id) => owner(store, table, column, id).await.ok_or_else(|| format!("no owner of `{id}` in `{table}` could be read; nothing was killed"))?,
+        None => fallback.to_owned(),
     };
-    let victim = victim.unwrap_or_else(|| fallback.to_owned());
-    let moved = work.map(|id| taken_from(store, table, column, id.to_owned(), &victim));
-    let recovered_ms = kill_replica(supervisor, &victim, down, moved.as_ref().map(|m| m as &(dyn Fn() -> futures::future::BoxFuture<'static, bool> + Sync)))
-        .await
-        .map_err(|error| format!("{victim} could not be killed and started again: {error:#}"))?;
+    let killed = Instant::now();
+    let failed = |error: anyhow::Error| format!("{victim} could not be killed and started again: {error:#}");
+    sigkill(supervisor, &victim).await.map_err(failed)?;
+    if let Some(id) = work {
+        let open = async {
+            let client = store.connect().await.ok()?;
+            client.query_opt(&format!("SELECT 1 FROM {table} WHERE {column} = $1 AND {unfinished}"), &[&id]).await.ok()
+        };
+        if matches!(open.await, Some(None)) {
+            start_again(supervisor, &victim).await.map_err(failed)?;
+            return Ok(None);
+        }
+        until_moved(&taken_from(store, table, column, id.to_owned(), &victim)).await;
+    }
+    start_again(supervisor, &victim).await.map_err(failed)?;
+    let recovered_ms = u64::try_from(killed.elapsed().as_millis()).unwrap_or(u64::MAX);
     let mut violations = context.check().await;
     let new_owner = match work {
         Some(id) => owner(store, table, column, id).await,
@@ -799,7 +842,7 @@ async fn kill_owner(
     if work.is_some() && new_owner.as_deref() == Some(victim.as_str()) {
         violations.push(Violation { invariant: "takeover", detail: format!("no other replica took over what {victim} was doing (`{table}`)") });
     }
-    Ok(Killed { victim, new_owner: new_owner.unwrap_or_else(|| "no one".to_owned()), recovered_ms, violations })
+    Ok(Some(Killed { victim, new_owner: new_owner.unwrap_or_else(|| "no one".to_owned()), recovered_ms, violations }))
 }
 
 /// The fault schedule over replicas (`--store`): one replica of each role
@@ -809,31 +852,36 @@ async fn kill_owner(
 async fn inject_replica_faults(
     supervisor: &mut Supervisor,
     context: &ChaosContext<'_>,
-    store: &arf_pg::Settings,
+    (store, targets): (&arf_pg::Settings, &ChaosTargets),
     model: &ModelServer,
 ) -> (Vec<Fault>, Vec<String>) {
     let mut faults = Vec::new();
     let mut notes = Vec::new();
     let wait = Duration::from_secs(15);
-    // Leases are 2 s; a replica's work is taken over one lease after its lapse,
-    // within a third of a lease of that. The killed replica stays down until its
-    // work has moved (at most 30 s more).
-    let takeover = Duration::from_secs(4);
 
     // 1. The agent replica diagnosing an incident, SIGKILLed while the model call
     //    is in flight; the other takes the incident over (and, since the harness
-    //    sends to the next webhook, its signals).
-    let found = context.wait_for(wait, diagnosis_in_flight).await;
-    let at_ms = context.elapsed_ms();
-    match kill_owner(supervisor, context, store, ("agent_incidents", "incident_id"), found.as_deref(), "agent-1", takeover).await {
-        Ok(killed) => {
-            let detail = match &found {
-                Some(incident) => format!("{} SIGKILLed while diagnosing incident `{incident}`; {} took it over", killed.victim, killed.new_owner),
-                None => format!("{} SIGKILLed with no diagnosis in flight", killed.victim),
-            };
-            faults.push(Fault { name: "agent replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+    //    sends to the next webhook, its signals). One whose model call has run half
+    //    a second (it hangs until its 2 s timeout), so it is likely still in flight
+    //    when its replica dies; if it ended first, another is tried.
+    for attempt in 1..=3 {
+        let found = context.wait_for(wait, |records| diagnosis_in_flight_since(records, arf_core::time::now_ms() - 500)).await;
+        let at_ms = context.elapsed_ms();
+        match kill_owner(supervisor, context, store, ("agent_incidents", "incident_id", "NOT done"), found.as_deref(), "agent-1").await {
+            Ok(Some(killed)) => {
+                let detail = match &found {
+                    Some(incident) => format!("{} SIGKILLed while diagnosing incident `{incident}`; {} took it over", killed.victim, killed.new_owner),
+                    None => format!("{} SIGKILLed with no diagnosis in flight", killed.victim),
+                };
+                faults.push(Fault { name: "agent replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+                break;
+            }
+            Ok(None) => notes.push(format!("attempt {attempt}: the incident's diagnosis ended before its agent replica's SIGKILL landed; trying another")),
+            Err(note) => {
+                notes.push(note);
+                break;
+            }
         }
-        Err(note) => notes.push(note),
     }
 
     // 2. The leading governor, SIGKILLed while a decision waits for people; a
@@ -856,8 +904,11 @@ async fn inject_replica_faults(
                 })
             };
             match kill_replica(supervisor, &leader, Duration::ZERO, Some(&led)).await {
-                Ok(recovered_ms) => {
-                    let violations = context.check().await;
+                Ok((recovered_ms, led)) => {
+                    let mut violations = context.check().await;
+                    if !led {
+                        violations.push(Violation { invariant: "takeover", detail: format!("no other governor replica took the lead within 30 s of {leader}'s SIGKILL") });
+                    }
                     let detail = match &found {
                         Some(decision) => format!("the leading governor ({leader}) SIGKILLed while decision `{decision}` waited for approval; another replica took the lead"),
                         None => format!("the leading governor ({leader}) SIGKILLed with no decision pending; another replica took the lead"),
@@ -871,30 +922,45 @@ async fn inject_replica_faults(
     }
 
     // 3. The executor replica running an action, SIGKILLed mid-action; the other
-    //    settles it.
-    let found = context.wait_for(wait, |records| in_flight(records).into_iter().next()).await;
-    let at_ms = context.elapsed_ms();
-    match kill_owner(supervisor, context, store, ("executor_executions", "decision_id"), found.as_deref(), "executor-1", takeover).await {
-        Ok(mut killed) => {
-            if let Some(decision) = &found {
-                let settled = context.wait_for(Duration::from_secs(20), |records| (!in_flight(records).contains(decision)).then_some(())).await;
-                if settled.is_none() {
-                    killed.violations.push(Violation { invariant: "outcome", detail: format!("decision `{decision}`, cut off by the SIGKILL of {}, has no outcome 20 s later", killed.victim) });
+    //    settles it. The slowed target's action (2.5 s) when there is one, so it is
+    //    still running when its replica dies; else any; if it ended first, another.
+    for attempt in 1..=3 {
+        let found = match &targets.slow {
+            Some(slow) if attempt == 1 => context.wait_for(wait, |records| execution_in_flight(records, slow)).await,
+            _ => None,
+        };
+        let found = match found {
+            Some(found) => Some(found),
+            None => context.wait_for(wait, |records| in_flight(records).into_iter().next()).await,
+        };
+        let at_ms = context.elapsed_ms();
+        match kill_owner(supervisor, context, store, ("executor_executions", "decision_id", "phase <> 'finished'"), found.as_deref(), "executor-1").await {
+            Ok(Some(mut killed)) => {
+                if let Some(decision) = &found {
+                    let settled = context.wait_for(Duration::from_secs(20), |records| (!in_flight(records).contains(decision)).then_some(())).await;
+                    if settled.is_none() {
+                        killed.violations.push(Violation { invariant: "outcome", detail: format!("decision `{decision}`, cut off by the SIGKILL of {}, has no outcome 20 s later", killed.victim) });
+                    }
                 }
+                let detail = match &found {
+                    Some(decision) => format!("{} SIGKILLed while decision `{decision}` was acting; {} took it over", killed.victim, killed.new_owner),
+                    None => format!("{} SIGKILLed with no execution in flight (none started within {wait:?})", killed.victim),
+                };
+                faults.push(Fault { name: "executor replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+                break;
             }
-            let detail = match &found {
-                Some(decision) => format!("{} SIGKILLed while decision `{decision}` was acting; {} took it over", killed.victim, killed.new_owner),
-                None => format!("{} SIGKILLed with no execution in flight (none started within {wait:?})", killed.victim),
-            };
-            faults.push(Fault { name: "executor replica SIGKILL".into(), detail, at_ms, recovered_ms: killed.recovered_ms, violations: killed.violations });
+            Ok(None) => notes.push(format!("attempt {attempt}: the execution ended before its executor replica's SIGKILL landed; trying another")),
+            Err(note) => {
+                notes.push(note);
+                break;
+            }
         }
-        Err(note) => notes.push(note),
     }
 
     // 4. An audit front-end, SIGKILLed and down 2 s; the others keep the chain.
     let at_ms = context.elapsed_ms();
     match kill_replica(supervisor, "audit-1", Duration::from_secs(2), None).await {
-        Ok(recovered_ms) => {
+        Ok((recovered_ms, _)) => {
             let violations = context.check().await;
             faults.push(Fault { name: "audit front-end SIGKILL".into(), detail: "audit-1 SIGKILLed, down 2 s, started again".into(), at_ms, recovered_ms, violations });
         }
@@ -1188,6 +1254,16 @@ fn diagnosis_in_flight(records: &[Record]) -> Option<String> {
     last.into_iter()
         .find(|(_, r)| r.kind == RecordKind::Snapshot || (r.kind == RecordKind::Diagnosis && matches!(payload_str(r, "status"), "failed" | "refused")))
         .map(|(id, _)| id.to_owned())
+}
+
+/// An incident whose model call has been in flight since before `before_ms` (its
+/// last record the snapshot, logged then).
+fn diagnosis_in_flight_since(records: &[Record], before_ms: i64) -> Option<String> {
+    let mut last: BTreeMap<&str, &Record> = BTreeMap::new();
+    for record in records {
+        last.insert(record.incident_id.as_str(), record);
+    }
+    last.into_iter().find(|(_, r)| r.kind == RecordKind::Snapshot && r.time_ms < before_ms).map(|(id, _)| id.to_owned())
 }
 
 /// A decision just authorized whose incident the agent has not yet marked `proposed`

@@ -258,6 +258,9 @@ pub async fn up(
     }
     tell!("Press Ctrl-C to stop.");
     let mut stopping = std::pin::pin!(crate::serve::shutdown_signal());
+    // Restarts after a lost lease, bounded: a replica that keeps losing its lease
+    // (a database that keeps failing) stops the cluster rather than loop.
+    let mut restarts: Vec<Instant> = Vec::new();
     loop {
         tokio::select! {
             () = &mut stopping => {
@@ -268,8 +271,11 @@ pub async fn up(
             (name, status) = supervisor.any_exit() => {
                 // A replica that lost its lease exits 75 (EX_TEMPFAIL) to be started
                 // again; it rejoins as any restarted replica does.
-                if status.as_ref().is_ok_and(|s| s.code() == Some(75)) {
-                    eprintln!("the {name} service lost its lease and exited (75); starting it again");
+                restarts.retain(|at| at.elapsed() < Duration::from_secs(600));
+                if status.as_ref().is_ok_and(|s| s.code() == Some(75)) && restarts.len() < 10 {
+                    eprintln!("the {name} service lost its lease and exited (75); starting it again in a second");
+                    restarts.push(Instant::now());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     if supervisor.restart(&name).is_ok() {
                         continue;
                     }

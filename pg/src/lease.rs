@@ -155,12 +155,20 @@ impl Lease {
     pub fn renew_or_exit(self: &Arc<Self>, what: &'static str) {
         let (lost, lapsed) = tokio::sync::oneshot::channel();
         self.spawn_renewal(lost);
+        let this = Arc::clone(self);
         tokio::spawn(async move {
-            if let Ok(reason) = lapsed.await {
+            if let Ok(reason) = lapsed.await
+                && !this.released.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 error!(%reason, "exiting: this {what} lost its lease");
                 std::process::exit(75);
             }
         });
+    }
+
+    /// This process's incarnation of the name, as the members' table holds it.
+    pub fn incarnation(&self) -> &str {
+        &self.incarnation
     }
 
     /// Renews the lease every third of its length, each renewal bounded by the
@@ -200,6 +208,10 @@ impl Lease {
             };
             *this.live_until.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
             *this.lost.lock().unwrap_or_else(PoisonError::into_inner) = true;
+            // Given back meanwhile (a clean stop): not a loss.
+            if this.released.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             error!(table = this.table, member = %this.member, %reason, "this replica lost its lease: it stops acting; restart it to rejoin");
             let _ = lost.send(reason);
         })

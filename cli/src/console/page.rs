@@ -87,7 +87,8 @@ pub fn decision_card(decision: &pb::Decision, explanation: &str, csrf: &str, not
     }
     let risk = decision.risk.clone().unwrap_or_default();
     let policy = decision.policy.clone().unwrap_or_default();
-    let given = decision.approvals.iter().filter(|a| a.verdict == "approve").count();
+    // Approvers, each counted once, as the governor counts them.
+    let given = decision.approvals.iter().filter(|a| a.verdict == "approve").map(|a| a.identity.as_str()).collect::<std::collections::BTreeSet<_>>().len();
     let _ = write!(
         html,
         "<dl><dt>State</dt><dd class=\"state {state}\">{state}</dd><dt>Route</dt><dd>{}</dd><dt>Service</dt><dd>{} in {}</dd><dt>Incident</dt><dd><a href=\"/incidents/{inc}\">{inc}</a></dd><dt>Risk</dt><dd>{:.2} ({})</dd><dt>Rules fired</dt><dd>{}</dd><dt>Approvals</dt><dd>{given} of {} needed{}</dd><dt>Expires</dt><dd>{}</dd><dt>Decision</dt><dd><code>{id}</code></dd></dl>",

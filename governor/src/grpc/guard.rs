@@ -63,7 +63,8 @@ impl Shared {
     /// With replicas, on taking the lead: starts from the guard-rail state the last
     /// leader saved in the database (when there is one; this replica's own file may
     /// be days old), then keeps the database's copy current after each change.
-    pub(crate) async fn share_guard_state(self: &Arc<Self>, db: Arc<arf_pg::Connection>) -> Result<(), String> {
+    pub(crate) async fn share_guard_state(self: &Arc<Self>, lease: Arc<arf_pg::lease::Lease>) -> Result<(), String> {
+        let db = lease.db();
         let row = db.get().await.map_err(|e| e.to_string())?.query_opt("SELECT state FROM governor_guard WHERE id = 1", &[]).await.map_err(|e| e.to_string())?;
         if let Some(row) = row {
             let state: GuardState = serde_json::from_slice(row.get::<_, &[u8]>(0)).map_err(|e| format!("the guard-rail state in the database is not readable: {e}"))?;
@@ -75,30 +76,41 @@ impl Shared {
         tokio::spawn(async move {
             loop {
                 let state = changed.borrow_and_update().clone();
-                if let Some(state) = state
-                    && let Ok(bytes) = serde_json::to_vec(&state)
-                {
-                    let saved = async {
-                        db.get()
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .execute(
-                                "INSERT INTO governor_guard (id, state) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, saved_at = now()",
-                                &[&bytes],
-                            )
-                            .await
-                            .map_err(|e| e.to_string())
-                    };
-                    if let Err(error) = saved.await {
-                        error!(%error, "cannot save the guard-rail state in the governors' database; the next leader would start from an older one");
+                // Until it is saved, or a newer state replaces it; a failure is retried.
+                let mut backoff = std::time::Duration::from_millis(200);
+                while let Some(state) = &state {
+                    match save_guard_state(&lease, state).await {
+                        Ok(true) => break,
+                        // No longer the leader: what it holds is not for the next one.
+                        Ok(false) => return,
+                        Err(error) => {
+                            error!(%error, "cannot save the guard-rail state in the governors' database yet; the next leader would start from an older one");
+                            if tokio::time::timeout(backoff, changed.changed()).await.is_ok() {
+                                break;
+                            }
+                            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                        }
                     }
                 }
-                if changed.changed().await.is_err() {
+                if !changed.has_changed().unwrap_or(false) && changed.changed().await.is_err() {
                     return;
                 }
             }
         });
         Ok(())
+    }
+
+    /// At a clean stop, before the lease is given back: the latest guard-rail state
+    /// into the database, for the next leader.
+    pub(crate) async fn save_guard_state_now(&self, lease: &arf_pg::lease::Lease) {
+        if self.guard_sync.get().is_none() {
+            return;
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(5), save_guard_state(lease, &self.guard_snapshot())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => error!(%error, "cannot save the guard-rail state before giving the lead back"),
+            Err(_) => error!("saving the guard-rail state before giving the lead back did not answer"),
+        }
     }
 
     /// Takes the log's last switch of global autonomy when the guard-rail file says
@@ -252,10 +264,13 @@ impl Shared {
     /// something was forgotten.
     pub(crate) fn forget_outcomes(&self, forget: impl FnOnce(&mut GuardState) -> bool) {
         let mut state = self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if forget(&mut state)
-            && let Err(error) = guard::save(&self.guard_path, &state)
-        {
-            error!(%error, "cannot save the guard-rail state; it will not survive a restart");
+        if forget(&mut state) {
+            if let Err(error) = guard::save(&self.guard_path, &state) {
+                error!(%error, "cannot save the guard-rail state; it will not survive a restart");
+            }
+            if let Some(sync) = self.guard_sync.get() {
+                sync.send_replace(Some(state.clone()));
+            }
         }
     }
 
@@ -477,4 +492,25 @@ pub(crate) fn reload_on_sighup(shared: Arc<Shared>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Writes `state` as the governors' guard-rail state, only while `lease` (the
+/// leader's) is this process's and live by the database's clock: a leader whose
+/// lease lapsed never overwrites what the next leader keeps. False when it is not.
+async fn save_guard_state(lease: &arf_pg::lease::Lease, state: &GuardState) -> Result<bool, String> {
+    let bytes = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+    let written = lease
+        .db()
+        .get()
+        .await
+        .map_err(|e| e.to_string())?
+        .execute(
+            "INSERT INTO governor_guard (id, state)
+             SELECT 1, $1 WHERE EXISTS (SELECT 1 FROM governor_members WHERE name = 'leader' AND incarnation = $2 AND lease_until > now())
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, saved_at = now()",
+            &[&bytes as &(dyn arf_pg::ToSql + Sync), &lease.incarnation()],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(written == 1)
 }

@@ -1215,6 +1215,11 @@ pub async fn serve_with_clock(
     let (alarm, alarms) = crate::notify::alarm();
     let shared = Arc::new(Shared::load(&config, clock, &tls, alarm)?);
     let notifying: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    // A standby tells health checks of `arf.v1.Governor` it is NOT_SERVING (the
+    // process itself is SERVING), so tooling finds the leader among the replicas;
+    // made before anything can report on it.
+    let (health_reporter, health) = arf_proto::server::health_reporting::<GovernorServer<Service>>(!shared.replicated).await;
+    let _ = shared.health.set(health_reporter);
     match &config.postgres {
         // One of several replicas: it leads once it holds the leader's lease, and
         // only then rebuilds the decisions from the log (the last leader's
@@ -1228,18 +1233,30 @@ pub async fn serve_with_clock(
                 lease.renew_or_exit("governor replica, as leader,");
                 let _ = shared.leadership.set(Arc::clone(&lease));
                 // The guard rails as the last leader left them, before the log makes
-                // them at least as strict as it says; without them nothing is decided.
+                // them at least as strict as it says. A state that cannot be read
+                // (a database down, a row from a newer ARF) is retried for a while;
+                // then this replica carries on from its own file and the log, loudly.
+                let mut attempt = 0;
                 loop {
-                    match shared.share_guard_state(lease.db()).await {
+                    match shared.share_guard_state(Arc::clone(&lease)).await {
                         Ok(()) => break,
-                        Err(error) => {
-                            tracing::error!(%error, "cannot read the last leader's guard-rail state; this governor decides nothing until it can");
+                        Err(error) if attempt < 10 => {
+                            attempt += 1;
+                            tracing::error!(%error, attempt, "cannot read the last leader's guard-rail state yet; this governor decides nothing meanwhile");
                             tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "THE LAST LEADER'S GUARD-RAIL STATE CANNOT BE READ: carrying on from this replica's own guard-rail file, made as strict as the log says; statistics and budgets the log does not hold may be behind");
+                            break;
                         }
                     }
                 }
                 restore(Arc::clone(&shared)).await;
-                if let Some(health) = shared.health.get() {
+                // SERVING only once the decisions are back (a rebuild stopped by a
+                // malformed record leaves it NOT_SERVING, and every call refused).
+                if shared.restored.load(std::sync::atomic::Ordering::SeqCst)
+                    && let Some(health) = shared.health.get()
+                {
                     health.set_serving::<GovernorServer<Service>>().await;
                 }
                 match spawn_notifier(&config, &tls, alarms, Some(crate::notify::SharedCursor(lease.db()))) {
@@ -1277,10 +1294,6 @@ pub async fn serve_with_clock(
     };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the governor", shared.callers.clone(), tls.server.is_some());
-    let (health_reporter, health) = arf_proto::server::health_reporting::<GovernorServer<Service>>(!shared.replicated).await;
-    // A standby tells health checks of `arf.v1.Governor` it is NOT_SERVING (the
-    // process itself is SERVING), so tooling finds the leader among the replicas.
-    let _ = shared.health.set(health_reporter);
     let router = arf_proto::server::builder(authenticator)
         .add_service(health)
         .add_service(arf_proto::server::reflection::<GovernorServer<Service>>()?)
@@ -1293,8 +1306,9 @@ pub async fn serve_with_clock(
     for task in notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
         task.abort();
     }
-    // A clean stop hands the lead over at once.
+    // A clean stop hands the lead over at once, its guard-rail state saved first.
     if let Some(lease) = shared_for_stop.leadership.get() {
+        shared_for_stop.save_guard_state_now(lease).await;
         lease.release().await;
     }
     if let Some(metrics) = metrics {

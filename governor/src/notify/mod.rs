@@ -440,6 +440,13 @@ async fn follow_once(
             head
         }
     };
+    // With replicas, where this leader starts is where the next one would: saved at
+    // once, so a leader that dies before its first delivery loses nothing after it.
+    if let Some(shared) = shared
+        && delivered.is_none()
+    {
+        shared.save(cursor).await?;
+    }
     let mut stream = std::pin::pin!(audit.tail_of(cursor + 1, &[], &event::KINDS).await.map_err(|e| e.to_string())?);
     *unreadable_since = None;
     let mut since_saved = 0u32;
