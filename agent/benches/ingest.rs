@@ -88,7 +88,6 @@ async fn start_alertmanager(binary: &std::path::Path, dir: &std::path::Path) -> 
     }
 }
 
-/// The median of `values` (sorted in place).
 use support::load::median;
 
 fn main() {

@@ -319,6 +319,19 @@ fn key(signal: &Signal) -> Key {
     (signal.environment.clone(), signal.service.clone(), family(signal.kind).to_owned())
 }
 
+/// A grouping key as agent replicas name it in their database (`agent_keys`, and
+/// the key's advisory lock): one spelling for every place that takes the lock.
+pub fn key_name((environment, service, family): (&str, &str, &str)) -> String {
+    serde_json::to_string(&(environment, service, family)).unwrap_or_default()
+}
+
+impl Incident {
+    /// [`key_name`] of the incident's grouping key.
+    pub fn key_name(&self) -> String {
+        key_name((&self.environment, &self.service, &self.family))
+    }
+}
+
 /// Changes, and informational events, are context: they open no incident.
 fn is_context(signal: &Signal) -> bool {
     signal.kind == SignalKind::Change || (signal.kind == SignalKind::Event && signal.severity == "info")

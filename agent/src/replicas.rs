@@ -11,8 +11,9 @@
 //!   service, family) only while it holds that key's advisory lock, in a
 //!   transaction of its own, and only after its state has taken in the log up to
 //!   the last record the key's previous holder appended (`agent_keys.last_seq`).
-//!   So two replicas never both open an incident for one storm, and every signal
-//!   joins the incident one agent would have chosen. A holder that died between
+//!   So two replicas do not both open an incident for one storm, and every signal
+//!   joins the incident one agent would have chosen (ARCHITECTURE.md says what a
+//!   crash at the worst moment can still do). A holder that died between
 //!   its append and recording it leaves `appending` set; the next holder then
 //!   reads up to the log's head.
 //! - **Incidents.** The replica that opens an incident claims it
@@ -258,14 +259,11 @@ impl Held {
         Ok(())
     }
 
-    /// Records the last record appended for these keys (when something was), and
-    /// gives the locks back.
-    pub async fn release(mut self, appended: Option<u64>) -> Result<(), PgError> {
-        if let Some(seq) = appended {
-            let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-            let db = self.replicas.db.get().await?;
-            db.execute("UPDATE agent_keys SET last_seq = GREATEST(last_seq, $2), appending = false WHERE key = ANY($1)", &[&self.keys as &(dyn ToSql + Sync), &seq]).await?;
-        }
+    /// Records the last record appended for these keys, and gives the locks back.
+    pub async fn release(mut self, appended: u64) -> Result<(), PgError> {
+        let seq = i64::try_from(appended).unwrap_or(i64::MAX);
+        let db = self.replicas.db.get().await?;
+        db.execute("UPDATE agent_keys SET last_seq = GREATEST(last_seq, $2), appending = false WHERE key = ANY($1)", &[&self.keys as &(dyn ToSql + Sync), &seq]).await?;
         if let Some(guard) = self.client.take()
             && let Some(client) = guard.as_ref()
         {
@@ -284,7 +282,7 @@ impl Drop for Held {
                 if let Some(client) = guard.as_ref()
                     && let Err(error) = client.batch_execute("ROLLBACK").await
                 {
-                    warn!(%error, "cannot give grouping-key locks back; the server will when the transaction times out");
+                    warn!(%error, "cannot give grouping-key locks back; they are freed when this connection is next used or closes");
                 }
             });
         }

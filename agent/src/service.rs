@@ -111,6 +111,17 @@ impl Drop for Working {
 /// an append whose answer was lost may still land, and the next holder must see it.
 const SETTLE_AFTER_FAILED_APPEND: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// After an append under grouping-key locks failed: keeps the locks (if any) for
+/// [`SETTLE_AFTER_FAILED_APPEND`], since the append may still land, then gives them back.
+fn settle(held: Option<crate::replicas::Held>) {
+    if let Some(held) = held {
+        tokio::spawn(async move {
+            tokio::time::sleep(SETTLE_AFTER_FAILED_APPEND).await;
+            drop(held);
+        });
+    }
+}
+
 /// `agent.state_dir` and when to fold a new state snapshot.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
@@ -350,51 +361,39 @@ impl Agent {
 
     /// Resumes an incident a restart (or a takeover) found unfinished.
     fn resume(self: &Arc<Self>, incident_id: &str, proposal: Option<Proposal>, retry: Option<String>) {
-        // One task per incident: what one already works on is left to it.
-        let Some(working) = self.work(incident_id) else { return };
         let agent = Arc::clone(self);
-        let incident_id = incident_id.to_owned();
-        {
-            // A proposal already logged goes to the governor as it was (the governor
-            // answers a proposal it holds with its decision); diagnosing again could
-            // propose something else for the same incident. A next attempt the
-            // restart cut off is tried, not diagnosed afresh.
-            match (proposal, retry) {
-                (None, Some(after)) => {
-                    info!(%incident_id, %after, "resuming the next attempt after a rolled-back action");
-                    let span = info_span!("next_attempt", %incident_id);
-                    tokio::spawn(
-                        async move {
-                            agent.next_attempt(&incident_id, &after).await;
-                            drop(working);
-                        }
-                        .instrument(span),
-                    );
-                }
-                (Some(proposal), _) => {
-                    info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
-                    let span = info_span!("propose", %incident_id);
-                    tokio::spawn(
-                        async move {
-                            agent.propose(&incident_id, proposal).await;
-                            drop(working);
-                        }
-                        .instrument(span),
-                    );
-                }
-                (None, None) => {
-                    info!(%incident_id, "resuming an unfinished diagnosis");
-                    let span = info_span!("diagnose", %incident_id);
-                    tokio::spawn(
-                        async move {
-                            agent.diagnose(&incident_id).await;
-                            drop(working);
-                        }
-                        .instrument(span),
-                    );
-                }
+        let id = incident_id.to_owned();
+        // A proposal already logged goes to the governor as it was (the governor
+        // answers a proposal it holds with its decision); diagnosing again could
+        // propose something else for the same incident. A next attempt the restart
+        // cut off is tried, not diagnosed afresh.
+        match (proposal, retry) {
+            (None, Some(after)) => {
+                info!(%incident_id, %after, "resuming the next attempt after a rolled-back action");
+                self.spawn_work(incident_id, info_span!("next_attempt", %incident_id), async move { agent.next_attempt(&id, &after).await });
+            }
+            (Some(proposal), _) => {
+                info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
+                self.spawn_work(incident_id, info_span!("propose", %incident_id), async move { agent.propose(&id, proposal).await });
+            }
+            (None, None) => {
+                info!(%incident_id, "resuming an unfinished diagnosis");
+                self.spawn_work(incident_id, info_span!("diagnose", %incident_id), async move { agent.diagnose(&id).await });
             }
         }
+    }
+
+    /// Runs `task` for `incident_id` on a task of its own, marked as worked on
+    /// ([`Agent::work`]) until it ends; nothing when a task already works on it.
+    fn spawn_work(self: &Arc<Self>, incident_id: &str, span: tracing::Span, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let Some(working) = self.work(incident_id) else { return };
+        tokio::spawn(
+            async move {
+                task.await;
+                drop(working);
+            }
+            .instrument(span),
+        );
     }
 
     /// With replicas: every third of a lease, takes over the incidents of replicas
@@ -525,7 +524,7 @@ impl Agent {
     /// for `held`'s keys, and gives their locks back.
     async fn release_keys(&self, held: crate::replicas::Held, seq: u64) {
         let keys: Vec<String> = held.last.iter().map(|(key, _)| key.clone()).collect();
-        match held.release(Some(seq)).await {
+        match held.release(seq).await {
             Ok(()) => {
                 let mut mine = self.mine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 for key in keys {
@@ -779,9 +778,7 @@ impl Agent {
         // logged and applied it, and its state first takes in what peers logged.
         let held = match &self.replicas {
             Some(replicas) => {
-                let mut keys: Vec<String> = batch.iter().flat_map(|p| p.keys.iter()).map(|key| serde_json::to_string(key).unwrap_or_default()).collect();
-                keys.sort();
-                keys.dedup();
+                let keys: Vec<String> = batch.iter().flat_map(|p| p.keys.iter()).map(|(e, s, f)| crate::incident::key_name((e, s, f))).collect();
                 match self.hold_keys(replicas, &keys).await {
                     Ok(held) => Some(held),
                     Err(error) => {
@@ -849,14 +846,7 @@ impl Agent {
         let logged = match logged {
             Ok(logged) => logged,
             Err(error) => {
-                // An append whose answer was lost may still land: the key's next
-                // holder must find it, so the locks stay held a while.
-                if let Some(held) = held {
-                    tokio::spawn(async move {
-                        tokio::time::sleep(SETTLE_AFTER_FAILED_APPEND).await;
-                        drop(held);
-                    });
-                }
+                settle(held);
                 // Nothing was applied, so nothing is lost: every request is told to retry.
                 self.incidents.lock().await.hold(&planned, false);
                 self.settled.notify_waiters();
@@ -903,17 +893,10 @@ impl Agent {
         }
         for incident in planned.iter().filter_map(|p| p.opened.as_ref()).filter(|i| i.state == IncidentState::Open) {
             arf_proto::metrics::inc("arf_agent_incidents_opened_total", "Incidents opened.", &[]);
-            let Some(working) = self.work(&incident.id) else { continue };
             let agent = Arc::clone(self);
             let incident_id = incident.id.clone();
             let span = info_span!("diagnose", %incident_id);
-            tokio::spawn(
-                async move {
-                    agent.diagnose(&incident_id).await;
-                    drop(working);
-                }
-                .instrument(span),
-            );
+            self.spawn_work(&incident.id, span, async move { agent.diagnose(&incident_id).await });
         }
     }
 
@@ -994,11 +977,9 @@ impl Agent {
                                         tokio::spawn(async move {
                                             // With replicas, the incident's owner tries the next attempt
                                             // (or reconciling does, should this fail).
-                                            if agent.owns(&incident_id).await
-                                                && let Some(working) = agent.work(&incident_id)
-                                            {
-                                                agent.next_attempt(&incident_id, &after).await;
-                                                drop(working);
+                                            if agent.owns(&incident_id).await {
+                                                let (task, id) = (Arc::clone(&agent), incident_id.clone());
+                                                agent.spawn_work(&incident_id, info_span!("next_attempt", %incident_id), async move { task.next_attempt(&id, &after).await });
                                             }
                                         });
                                     }
@@ -1133,7 +1114,7 @@ impl Agent {
         // back, so no peer places a signal around it otherwise than one agent would.
         let held = match &self.replicas {
             Some(replicas) => {
-                let key = self.incidents.lock().await.by_id.get(incident_id).map(|i| serde_json::to_string(&(&i.environment, &i.service, &i.family)).unwrap_or_default());
+                let key = self.incidents.lock().await.by_id.get(incident_id).map(Incident::key_name);
                 let Some(key) = key else { return };
                 let mut backoff = std::time::Duration::from_millis(500);
                 let held = loop {
@@ -1152,6 +1133,11 @@ impl Agent {
                     }
                 };
                 let Some(held) = held else { return };
+                // Taken over while it waited for the key: no longer this replica's.
+                if !self.owns(incident_id).await {
+                    warn!(%incident_id, "this agent replica no longer owns the incident: it takes no snapshot");
+                    return;
+                }
                 Some(held)
             }
             None => None,
@@ -1176,6 +1162,13 @@ impl Agent {
             }
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
+                // Under the key's locks, checked and marked as for any append.
+                if let Some(held) = &held
+                    && let Err(error) = held.appending().await
+                {
+                    error!(%incident_id, %error, "cannot escalate the incident among the agent replicas; reconciling tries again");
+                    return;
+                }
                 let escalated = self.escalate(incident_id, "the incident reached its bound on diagnoses").await;
                 // The escalation changes what the incident takes: the key's next holder reads it.
                 if let (Some(held), Some(seq)) = (held, escalated) {
@@ -1209,7 +1202,7 @@ impl Agent {
                 }
             }
             Err(error) => {
-                drop(held);
+                settle(held);
                 self.escalate(incident_id, &format!("cannot log the snapshot, so no diagnosis ran: {error}")).await;
                 return;
             }

@@ -909,9 +909,10 @@ async fn inject_replica_faults(
                     if !led {
                         violations.push(Violation { invariant: "takeover", detail: format!("no other governor replica took the lead within 30 s of {leader}'s SIGKILL") });
                     }
+                    let after = if led { "another replica took the lead" } else { "no other replica took the lead" };
                     let detail = match &found {
-                        Some(decision) => format!("the leading governor ({leader}) SIGKILLed while decision `{decision}` waited for approval; another replica took the lead"),
-                        None => format!("the leading governor ({leader}) SIGKILLed with no decision pending; another replica took the lead"),
+                        Some(decision) => format!("the leading governor ({leader}) SIGKILLed while decision `{decision}` waited for approval; {after}"),
+                        None => format!("the leading governor ({leader}) SIGKILLed with no decision pending; {after}"),
                     };
                     faults.push(Fault { name: "leading governor SIGKILL".into(), detail, at_ms, recovered_ms, violations });
                 }
@@ -1017,7 +1018,6 @@ async fn drain(endpoints: &Endpoints, limit: Duration) {
     }
 }
 
-/// Sends one incident's signals, then drives each ARF incident they opened to a terminal state.
 /// Replays one incident's signals to the agents' webhooks (`webhooks`, starting at
 /// the `nth` for this incident, so incidents spread over agent replicas), then
 /// drives it as the on-call engineer.

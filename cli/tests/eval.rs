@@ -147,7 +147,7 @@ async fn run_blocking(args: &[&str], out: std::path::PathBuf) -> (serde_json::Va
     tokio::task::spawn_blocking(move || arf(&args.iter().map(String::as_str).collect::<Vec<_>>(), &out)).await.unwrap()
 }
 
-/// Issue 16's end-to-end check: part of the corpus replayed over two processes of
+/// Issue 16's end-to-end check: the corpus replayed over two processes of
 /// every role on a real PostgreSQL, one replica of each role SIGKILLed mid-flight
 /// (an executor mid-action, the leading governor with a decision pending, an agent
 /// mid-diagnosis, an audit front-end), each killed with its work in flight and

@@ -1,6 +1,8 @@
 //! A replica's lease on its name (issue 16): the membership that executor and
 //! agent replicas hold in their table of members (`executor_members`,
-//! `agent_members`), renewed every third of its length with the database's clock.
+//! `agent_members`), and the one lease governor replicas contend for (the row
+//! `leader` of `governor_members`), renewed every third of its length with the
+//! database's clock.
 //! What a replica owns (executions, target locks, incidents) is its own only while
 //! its lease holds; once it lapses, and one more lease has passed as grace,
 //! another replica takes it over.
@@ -41,6 +43,12 @@ impl Lease {
     /// an earlier process under that name to let its lease lapse plus the grace a
     /// takeover waits; gives up, naming the clash, after four leases.
     pub async fn join(db: Arc<Connection>, table: &'static str, member: &str, incarnation: &str, lease: Duration) -> Result<Self, PgError> {
+        Self::join_waiting(db, table, member, incarnation, lease, false).await
+    }
+
+    /// [`Lease::join`]; `standby` when waiting for a live holder is this replica's
+    /// normal state (a governor standing by), so it is not warned about.
+    async fn join_waiting(db: Arc<Connection>, table: &'static str, member: &str, incarnation: &str, lease: Duration, standby: bool) -> Result<Self, PgError> {
         let this = Self {
             db,
             table,
@@ -73,7 +81,7 @@ impl Lease {
                     this.member
                 )));
             }
-            if !said {
+            if !said && !standby {
                 warn!(table, member = %this.member, "a replica under this name held the lease until recently; waiting for it to lapse");
                 said = true;
             }
@@ -84,9 +92,18 @@ impl Lease {
     /// Connects to `settings`' database, checks it ([`crate::check`]) and joins
     /// ([`Lease::join`]); returns the connection too, for the replica's own queries.
     pub async fn open(settings: &crate::Settings, table: &'static str, member: &str, incarnation: &str, lease: Duration) -> Result<(Arc<Connection>, Arc<Self>), PgError> {
+        Self::open_waiting(settings, table, member, incarnation, lease, false).await
+    }
+
+    /// [`Lease::open`] for a standby, which waits for a live holder quietly.
+    pub async fn open_standby(settings: &crate::Settings, table: &'static str, member: &str, incarnation: &str, lease: Duration) -> Result<(Arc<Connection>, Arc<Self>), PgError> {
+        Self::open_waiting(settings, table, member, incarnation, lease, true).await
+    }
+
+    async fn open_waiting(settings: &crate::Settings, table: &'static str, member: &str, incarnation: &str, lease: Duration, standby: bool) -> Result<(Arc<Connection>, Arc<Self>), PgError> {
         let db = Arc::new(Connection::open(settings).await?);
         crate::check(&*db.get().await?).await?;
-        let lease = Arc::new(Self::join(Arc::clone(&db), table, member, incarnation, lease).await?);
+        let lease = Arc::new(Self::join_waiting(Arc::clone(&db), table, member, incarnation, lease, standby).await?);
         Ok((db, lease))
     }
 

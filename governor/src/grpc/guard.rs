@@ -55,7 +55,7 @@ impl Shared {
         }
         // With replicas, the leader's state also goes to the database, for the next leader.
         if let Some(sync) = self.guard_sync.get() {
-            sync.send_replace(Some(state.clone()));
+            sync.send_replace(state.clone());
         }
         (result, saved)
     }
@@ -71,28 +71,30 @@ impl Shared {
             let _ = self.change(|held| *held = state);
             info!("guard rails: carrying on from the state the last leading governor saved in the database");
         }
-        let (sync, mut changed) = tokio::sync::watch::channel(Some(self.guard_snapshot()));
+        let (sync, mut changed) = tokio::sync::watch::channel(self.guard_snapshot());
         let _ = self.guard_sync.set(sync);
         tokio::spawn(async move {
             loop {
                 let state = changed.borrow_and_update().clone();
-                // Until it is saved, or a newer state replaces it; a failure is retried.
+                // Saved, or a failure retried until it is, or until a newer state
+                // replaces it (which the next turn saves).
                 let mut backoff = std::time::Duration::from_millis(200);
-                while let Some(state) = &state {
-                    match save_guard_state(&lease, state).await {
-                        Ok(true) => break,
+                let saved = loop {
+                    match save_guard_state(&lease, &state).await {
+                        Ok(true) => break true,
                         // No longer the leader: what it holds is not for the next one.
                         Ok(false) => return,
                         Err(error) => {
                             error!(%error, "cannot save the guard-rail state in the governors' database yet; the next leader would start from an older one");
-                            if tokio::time::timeout(backoff, changed.changed()).await.is_ok() {
-                                break;
+                            match tokio::time::timeout(backoff, changed.changed()).await {
+                                Ok(Ok(())) => break false,
+                                Ok(Err(_)) => return,
+                                Err(_) => backoff = (backoff * 2).min(std::time::Duration::from_secs(5)),
                             }
-                            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
                         }
                     }
-                }
-                if !changed.has_changed().unwrap_or(false) && changed.changed().await.is_err() {
+                };
+                if saved && changed.changed().await.is_err() {
                     return;
                 }
             }
@@ -269,7 +271,7 @@ impl Shared {
                 error!(%error, "cannot save the guard-rail state; it will not survive a restart");
             }
             if let Some(sync) = self.guard_sync.get() {
-                sync.send_replace(Some(state.clone()));
+                sync.send_replace(state.clone());
             }
         }
     }

@@ -106,7 +106,7 @@ pub(crate) struct Shared {
     leadership: std::sync::OnceLock<Arc<arf_pg::lease::Lease>>,
     /// With replicas, where the leader's guard-rail state goes after each change
     /// ([`Shared::share_guard_state`]).
-    guard_sync: std::sync::OnceLock<tokio::sync::watch::Sender<Option<GuardState>>>,
+    guard_sync: std::sync::OnceLock<tokio::sync::watch::Sender<GuardState>>,
     /// The health reporter: a replica reports `arf.v1.Governor` SERVING once it leads.
     health: std::sync::OnceLock<tonic_health::server::HealthReporter>,
 }
@@ -516,9 +516,6 @@ impl Shared {
     }
 }
 
-/// Rebuilds the decisions of an earlier run from the log (retrying until the log
-/// answers), so pending decisions can still be approved after a restart and
-/// authorized ones learn their outcome from the executor.
 /// Notifications follow the log on their own audit connection; nothing on the
 /// path of a decision waits for them.
 fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::notify::Alarms, shared: Option<crate::notify::SharedCursor>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -535,7 +532,7 @@ async fn lead(settings: &arf_pg::Settings, member: &str, length: Duration) -> Ar
     let incarnation = format!("{member}/{}", arf_core::canonical::random_id("gov"));
     let mut said = false;
     loop {
-        match arf_pg::lease::Lease::open(settings, "governor_members", "leader", &incarnation, length).await {
+        match arf_pg::lease::Lease::open_standby(settings, "governor_members", "leader", &incarnation, length).await {
             Ok((_, lease)) => {
                 info!(%member, "this governor replica leads: it decides, takes approvals and dispatches");
                 return lease;
@@ -554,6 +551,9 @@ async fn lead(settings: &arf_pg::Settings, member: &str, length: Duration) -> Ar
     }
 }
 
+/// Rebuilds the decisions of an earlier run from the log (retrying until the log
+/// answers), so pending decisions can still be approved after a restart and
+/// authorized ones learn their outcome from the executor.
 async fn restore(shared: Arc<Shared>) {
     loop {
         match restore_once(&shared).await {
