@@ -71,10 +71,22 @@ impl Endpoints {
         Ok(arf_proto::tls::Dial::to(self.tls.as_ref(), role))
     }
 
-    /// The agent, called with your token (it refuses anonymous calls).
-    pub fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
+    /// The agent, called with your token (it refuses anonymous calls); of several
+    /// addresses (agent replicas, `--agent A,B`), the first that answers its health
+    /// check SERVING, else the first.
+    pub async fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
+        let addresses: Vec<&str> = arf_core::net::addresses(&self.agent).collect();
+        let mut chosen = addresses.first().copied().unwrap_or(self.agent.as_str());
+        if addresses.len() > 1 {
+            for address in &addresses {
+                if self.serving(arf_core::identity::Role::Agent, address).await {
+                    chosen = address;
+                    break;
+                }
+            }
+        }
         let bearer = arf_proto::server::Bearer::new(Some(&self.token()?));
-        let channel = self.dial(arf_core::identity::Role::Agent, &self.agent)?.channel(endpoint(&self.agent)?);
+        let channel = self.dial(arf_core::identity::Role::Agent, chosen)?.channel(endpoint(chosen)?);
         Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
     }
 
@@ -191,7 +203,7 @@ pub async fn send_signal(endpoints: &Endpoints, file: &Path, format: Option<&str
         },
     };
     let request = pb::SubmitWebhookRequest { format: format.clone(), body, service: service.unwrap_or_default().to_owned(), environment: environment.unwrap_or_default().to_owned() };
-    let response = endpoints.agent()?.submit_webhook(request).await.map_err(endpoints.agent_failed())?.into_inner();
+    let response = endpoints.agent().await?.submit_webhook(request).await.map_err(endpoints.agent_failed())?.into_inner();
     if as_json {
         let accepted: Vec<Value> = response
             .accepted
@@ -320,7 +332,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 }
 
 pub async fn list_incidents(endpoints: &Endpoints, filter: &IncidentFilter, as_json: bool) -> Result<ExitCode> {
-    let incidents = endpoints.agent()?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(endpoints.agent_failed())?.into_inner().incidents;
+    let incidents = endpoints.agent().await?.list_incidents(pb::ListIncidentsRequest {}).await.map_err(endpoints.agent_failed())?.into_inner().incidents;
     let incidents = filter.apply(incidents);
     if as_json {
         say!("{}", serde_json::to_string_pretty(&incidents.iter().map(incident_json).collect::<Vec<_>>())?);
@@ -417,7 +429,7 @@ pub fn detail(record: &arf_audit::Record) -> String {
 
 pub async fn show_incident(endpoints: &Endpoints, id: &str, as_json: bool) -> Result<ExitCode> {
     let incident = endpoints
-        .agent()?
+        .agent().await?
         .get_incident(pb::GetIncidentRequest { incident_id: id.to_owned() })
         .await
         .map(|r| r.into_inner())

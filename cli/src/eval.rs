@@ -557,13 +557,17 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
         catalog.pathways().filter_map(|p| catalog.digest(&p.name).map(|d| (p.name.clone(), d.to_owned()))).collect();
 
     // Every role's processes: one each, or with `--store` replicas of each on PostgreSQL.
-    let (mut supervisor, webhooks, governors, audits) = match &spec.store {
-        None => (Supervisor::start(&config_file, Some(&layout.logs())).await?, vec![ports.webhook.to_string()], ports.governor.to_string(), ports.audit.to_string()),
+    let (mut supervisor, webhooks, Addresses { agents, governors, audits }) = match &spec.store {
+        None => (
+            Supervisor::start(&config_file, Some(&layout.logs())).await?,
+            vec![ports.webhook.to_string()],
+            Addresses { agents: ports.agent.to_string(), governors: ports.governor.to_string(), audits: ports.audit.to_string() },
+        ),
         Some((store, replicas)) => start_replicas(&config_file, &layout, store, *replicas).await?,
     };
     let token = |name: &str| arf_core::keys::load_token(&layout.identity_token(name));
     let endpoints = Endpoints {
-        agent: ports.agent.to_string(),
+        agent: agents,
         governor: governors,
         audit: audits,
         token: Some(token("alice")?),
@@ -686,8 +690,8 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
 /// leases (3 s, so failovers happen
 /// within the replay), and starts `replicas` processes of every role on it
 /// ([`setup::replicated`]). Returns the supervisor, every agent's webhook address,
-/// and every governor's and audit front-end's address (comma-separated).
-async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<(Supervisor, Vec<String>, String, String)> {
+/// and every agent's, governor's and audit front-end's address.
+async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Settings, replicas: usize) -> Result<(Supervisor, Vec<String>, Addresses)> {
     let mut client = store.connect().await.with_context(|| format!("`--store` {}", store.describe()))?;
     // A run starts from nothing: another run's log, leases or guard rails would be scored as this one's.
     let tables: i64 = client.query_one("SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()", &[]).await?.get(0);
@@ -703,18 +707,28 @@ async fn start_replicas(config_file: &Path, layout: &Layout, store: &arf_pg::Set
     }
     std::fs::write(config_file, toml::to_string_pretty(&config)?)?;
     let plan = setup::replicated(config_file, layout, store, replicas)?;
-    let (mut webhooks, mut governors, mut audits) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut webhooks, mut agents, mut governors, mut audits) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for planned in &plan {
         let deployment = setup::load(&planned.config)?;
         match planned.role {
-            Role::Agent => webhooks.push(deployment.agent.webhook_listen.to_string()),
+            Role::Agent => {
+                webhooks.push(deployment.agent.webhook_listen.to_string());
+                agents.push(deployment.agent.listen.to_string());
+            }
             Role::Governor => governors.push(deployment.governor.listen.to_string()),
             Role::Audit => audits.push(deployment.audit.listen.to_string()),
             Role::Executor => {}
         }
     }
     let supervisor = Supervisor::start_plan(plan, Some(&layout.logs()), None).await?;
-    Ok((supervisor, webhooks, governors.join(","), audits.join(",")))
+    Ok((supervisor, webhooks, Addresses { agents: agents.join(","), governors: governors.join(","), audits: audits.join(",") }))
+}
+
+/// Each role's addresses, comma-separated (several with replicas).
+struct Addresses {
+    agents: String,
+    governors: String,
+    audits: String,
 }
 
 /// SIGKILLs the process `name`, if it still runs (one that exited on its own,
@@ -1104,7 +1118,7 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
 /// One poll: true once the incident is terminal.
 async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &mut BTreeSet<String>) -> Result<bool, tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
-    let mut agent = human.endpoints.agent().map_err(internal)?;
+    let mut agent = human.endpoints.agent().await.map_err(internal)?;
     let mut governor = human.endpoints.governor().await.map_err(internal)?;
     let state = agent.get_incident(pb::GetIncidentRequest { incident_id: incident_id.to_owned() }).await?.into_inner();
     if let Some(decision_id) = state.decision_ids.last() {

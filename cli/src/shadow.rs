@@ -71,7 +71,7 @@ async fn report(endpoints: &Endpoints, as_json: bool) -> Result<ExitCode> {
     shadow.sort_by_key(|d| d.issued_at_ms);
     let records = governor.get_autonomy(endpoints.authed(pb::GetAutonomyRequest {})?).await.map_err(endpoints.governor_failed())?.into_inner().stats;
     // The incidents' states say what happened without ARF; the report stands without them.
-    let incidents = match endpoints.agent() {
+    let incidents = match endpoints.agent().await {
         Ok(mut agent) => agent.list_incidents(pb::ListIncidentsRequest {}).await.map(|r| r.into_inner().incidents).unwrap_or_default(),
         Err(_) => Vec::new(),
     };

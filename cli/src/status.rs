@@ -110,7 +110,7 @@ async fn detail(endpoints: &Endpoints, role: Role) -> Result<Value, String> {
                 Ok(json!({"pending": pending, "autonomy": autonomy.enabled, "trips": autonomy.trips.len()}))
             }
             Role::Agent => {
-                let incidents = endpoints.agent()?.list_incidents(endpoints.authed(pb::ListIncidentsRequest {})?).await?.into_inner().incidents;
+                let incidents = endpoints.agent().await?.list_incidents(endpoints.authed(pb::ListIncidentsRequest {})?).await?.into_inner().incidents;
                 let open = incidents.iter().filter(|i| !matches!(i.state.as_str(), "resolved" | "verified" | "rolled_back" | "failed" | "escalated")).count();
                 Ok(json!({"incidents": incidents.len(), "in_progress": open}))
             }

@@ -303,5 +303,14 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     let trail = plane.trail_until(&incident, Duration::from_secs(60), "the outcome", |t| t.iter().any(|r| r.kind == arf_audit::RecordKind::Outcome)).await;
     assert!(trail.iter().any(|r| r.kind == arf_audit::RecordKind::Outcome && r.payload["outcome"] == "verified"), "{}", support::summary(&trail));
     assert_eq!(restarts.load(Ordering::SeqCst), 2, "each decision ran once");
+    // Given several agent addresses, the CLI calls one that answers.
+    let agents = format!("{},{}", support::free_port(), plane.addr("agent"));
+    let shown = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+        .args(["incident", "show", &incident, "--json", "--agent", &agents])
+        .env("ARF_CONFIG", &plane.config)
+        .env("ARF_TOKEN", plane.token("alice"))
+        .output()
+        .unwrap();
+    assert!(shown.status.success() && String::from_utf8_lossy(&shown.stdout).contains(&incident), "{}", String::from_utf8_lossy(&shown.stderr));
     replica_b.kill().await.unwrap();
 }

@@ -463,7 +463,7 @@ struct Filters {
 async fn incidents(State(console): State<Arc<Console>>, headers: HeaderMap, Query(filters): Query<Filters>) -> Response {
     let Some(person) = console.person(&headers) else { return Redirect::to("/login").into_response() };
     let listed = async {
-        let mut agent = person.endpoints.agent().map_err(|e| failed(&e))?;
+        let mut agent = person.endpoints.agent().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::ListIncidentsRequest {}).map_err(|e| failed(&e))?;
         agent.list_incidents(request).await.map(|r| r.into_inner().incidents).map_err(|s| said(&s))
     }
@@ -487,7 +487,7 @@ async fn incidents(State(console): State<Arc<Console>>, headers: HeaderMap, Quer
 async fn incident(State(console): State<Arc<Console>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let Some(person) = console.person(&headers) else { return Redirect::to("/login").into_response() };
     let loaded = async {
-        let mut agent = person.endpoints.agent().map_err(|e| failed(&e))?;
+        let mut agent = person.endpoints.agent().await.map_err(|e| failed(&e))?;
         let request = person.endpoints.authed(pb::GetIncidentRequest { incident_id: id.clone() }).map_err(|e| failed(&e))?;
         let incident = agent.get_incident(request).await.map_err(|s| said(&s))?.into_inner();
         let audit = person.endpoints.audit().map_err(|e| failed(&e))?;
@@ -559,7 +559,7 @@ async fn show_shadow(person: &Person, notice: Option<&str>) -> Response {
     }
     .await;
     // What became of each incident, from the agent; the page stands without it.
-    let incidents = match person.endpoints.agent() {
+    let incidents = match person.endpoints.agent().await {
         Ok(mut agent) => match person.endpoints.authed(pb::ListIncidentsRequest {}) {
             Ok(request) => agent.list_incidents(request).await.map(|r| r.into_inner().incidents).unwrap_or_default(),
             Err(_) => Vec::new(),

@@ -190,7 +190,7 @@ impl Demo {
     }
 
     async fn incident(&self, id: &str) -> Option<pb::Incident> {
-        let mut agent = self.endpoints.agent().ok()?;
+        let mut agent = self.endpoints.agent().await.ok()?;
         agent.get_incident(pb::GetIncidentRequest { incident_id: id.to_owned() }).await.ok().map(|r| r.into_inner())
     }
 
@@ -215,7 +215,7 @@ impl Demo {
             labels: [("commit".to_owned(), commit.to_owned()), ("repository".to_owned(), "checkout-config".to_owned()), ("author".to_owned(), "dana@example.com".to_owned())].into(),
             ..Default::default()
         };
-        let response = self.endpoints.agent()?.submit_signals(pb::SubmitSignalsRequest { signals: vec![signal] }).await?.into_inner();
+        let response = self.endpoints.agent().await?.submit_signals(pb::SubmitSignalsRequest { signals: vec![signal] }).await?.into_inner();
         say!("  → change event for commit {} sent over gRPC (audit #{})", &commit[..12.min(commit.len())], response.accepted.first().map_or(0, |a| a.audit_seq));
         Ok(())
     }
