@@ -198,7 +198,7 @@ pub struct Config {
     pub replica: Option<String>,
     /// How long a replica's lease on the incidents it diagnoses lasts without
     /// renewal; after it lapses, another replica takes them over (default 10).
-    #[serde(default = "default_lease_secs")]
+    #[serde(default = "arf_pg::lease::default_lease_secs")]
     pub lease_secs: u64,
     /// A new state snapshot is folded once the log has grown this many records past the last.
     #[serde(default = "default_snapshot_every_records")]
@@ -314,9 +314,6 @@ fn default_max_model_calls() -> u32 {
     6
 }
 
-fn default_lease_secs() -> u64 {
-    10
-}
 
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
@@ -329,7 +326,7 @@ impl Config {
             return Err("`agent.lease_secs` must be at least 1".to_owned());
         }
         if let Some(postgres) = &self.postgres {
-            postgres.config().and_then(|_| postgres.connector()).map_err(|e| format!("`agent.postgres`: {e}"))?;
+            postgres.validate().map_err(|e| format!("`agent.postgres`: {e}"))?;
         }
         if let Some(dir) = &self.investigation.tools_dir {
             crate::investigate::Tools::load_dir(dir).map_err(|e| format!("`agent.investigation.tools_dir`: {e}"))?;

@@ -75,16 +75,7 @@ impl Endpoints {
     /// addresses (agent replicas, `--agent A,B`), the first that answers its health
     /// check SERVING, else the first.
     pub async fn agent(&self) -> Result<AgentClient<arf_proto::server::Authenticated>> {
-        let addresses: Vec<&str> = arf_core::net::addresses(&self.agent).collect();
-        let mut chosen = addresses.first().copied().unwrap_or(self.agent.as_str());
-        if addresses.len() > 1 {
-            for address in &addresses {
-                if self.serving(arf_core::identity::Role::Agent, address).await {
-                    chosen = address;
-                    break;
-                }
-            }
-        }
+        let chosen = self.choose(arf_core::identity::Role::Agent, &self.agent, "").await;
         let bearer = arf_proto::server::Bearer::new(Some(&self.token()?));
         let channel = self.dial(arf_core::identity::Role::Agent, chosen)?.channel(endpoint(chosen)?);
         Ok(AgentClient::with_interceptor(channel, bearer).max_decoding_message_size(64 * 1024 * 1024))
@@ -93,17 +84,7 @@ impl Endpoints {
     /// The governor; of several addresses (governor replicas, `--governor A,B`),
     /// the one that leads now (its `arf.v1.Governor` health is SERVING), else the first.
     pub async fn governor(&self) -> Result<GovernorClient<Channel>> {
-        let addresses: Vec<&str> = arf_core::net::addresses(&self.governor).collect();
-        let mut chosen = addresses.first().copied().unwrap_or(self.governor.as_str());
-        if addresses.len() > 1 {
-            for address in &addresses {
-                let dial = self.dial(arf_core::identity::Role::Governor, address)?;
-                if crate::supervisor::health_of(address, &dial, "arf.v1.Governor").await {
-                    chosen = address;
-                    break;
-                }
-            }
-        }
+        let chosen = self.choose(arf_core::identity::Role::Governor, &self.governor, "arf.v1.Governor").await;
         Ok(GovernorClient::new(self.dial(arf_core::identity::Role::Governor, chosen)?.channel(endpoint(chosen)?)))
     }
 
@@ -114,6 +95,23 @@ impl Endpoints {
     }
 
     /// Whether the service in `role` at `address` answers its health check SERVING.
+    /// Of `addresses` (one, or several separated by commas), the first whose
+    /// `service` (`""`: the process) answers the health check SERVING; with one,
+    /// or none serving, the first.
+    async fn choose<'a>(&self, role: arf_core::identity::Role, addresses: &'a str, service: &str) -> &'a str {
+        let list: Vec<&str> = arf_core::net::addresses(addresses).collect();
+        if list.len() > 1 {
+            for address in &list {
+                if let Ok(dial) = self.dial(role, address)
+                    && crate::supervisor::health_of(address, &dial, service).await
+                {
+                    return address;
+                }
+            }
+        }
+        list.first().copied().unwrap_or(addresses)
+    }
+
     pub async fn serving(&self, role: arf_core::identity::Role, address: &str) -> bool {
         match self.dial(role, address) {
             Ok(dial) => crate::supervisor::health(address, &dial).await,

@@ -75,13 +75,10 @@ pub struct Config {
     pub replica: Option<String>,
     /// How long a replica's lease on its executions and target locks lasts without
     /// renewal; after it lapses, another replica takes them over (default 10).
-    #[serde(default = "default_lease_secs")]
+    #[serde(default = "arf_pg::lease::default_lease_secs")]
     pub lease_secs: u64,
 }
 
-pub fn default_lease_secs() -> u64 {
-    10
-}
 
 /// Which servers the executor's HTTP client trusts, and how it proves who it is.
 /// Certificates are always verified; there is no setting to turn that off.
@@ -217,7 +214,7 @@ impl Config {
             return Err(ConfigError::Transport("`executor.lease_secs` must be at least 1".to_owned()));
         }
         if let Some(postgres) = &self.postgres {
-            postgres.config().and_then(|_| postgres.connector()).map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;
+            postgres.validate().map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;
         }
         if self.trusted_keys.is_empty() {
             return Err(ConfigError::NoTrustedKeys);

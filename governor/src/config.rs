@@ -113,13 +113,10 @@ pub struct Config {
     pub replica: Option<String>,
     /// How long the leader's lease lasts without renewal; a standby takes over one
     /// lease after it lapsed (default 10).
-    #[serde(default = "default_lease_secs")]
+    #[serde(default = "arf_pg::lease::default_lease_secs")]
     pub lease_secs: u64,
 }
 
-pub fn default_lease_secs() -> u64 {
-    10
-}
 
 pub fn default_settle_secs() -> u64 {
     60
@@ -207,7 +204,7 @@ impl Config {
             return Err(invalid("lease_secs", "must be at least 1"));
         }
         if let Some(postgres) = &self.postgres {
-            postgres.config().and_then(|_| postgres.connector()).map_err(|e| invalid("postgres", e.to_string()))?;
+            postgres.validate().map_err(|e| invalid("postgres", e.to_string()))?;
         }
         if self.executor_addr.trim().is_empty() {
             return Err(invalid("executor_addr", "must not be empty"));

@@ -23,6 +23,11 @@ use tracing::{error, info, warn};
 
 use crate::{Connection, PgError, ToSql};
 
+/// How long a replica's lease lasts by default (`lease_secs` of every role).
+pub fn default_lease_secs() -> u64 {
+    10
+}
+
 pub struct Lease {
     db: Arc<Connection>,
     /// The members' table, `*_members` (name, incarnation, lease_until).

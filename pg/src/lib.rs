@@ -117,6 +117,12 @@ impl Settings {
         self.url.clone()
     }
 
+    /// Checks the settings without connecting: the URL (no password; plain text
+    /// only on this host) and the TLS files, as a service's configuration check does.
+    pub fn validate(&self) -> Result<(), PgError> {
+        self.config().and_then(|_| self.connector()).map(|_| ())
+    }
+
     /// The TLS connector the settings ask for, if any: its files load.
     pub fn connector(&self) -> Result<Option<Connector>, PgError> {
         self.tls.as_ref().map(TlsSettings::connector).transpose()
