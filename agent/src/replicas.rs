@@ -80,6 +80,11 @@ impl Replicas {
         self.lease.member()
     }
 
+    /// This process's incarnation of its name, which its appends are fenced by.
+    pub fn incarnation(&self) -> &str {
+        self.lease.incarnation()
+    }
+
     pub fn is_live(&self) -> bool {
         self.lease.is_live()
     }

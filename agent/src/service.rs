@@ -262,8 +262,12 @@ impl Agent {
     pub fn new(audit: AuditClient, governor: GovernorLink, catalog: Catalog, inventory: Inventory, settings: Settings) -> Self {
         Self {
             incidents: Mutex::new(Incidents::new(settings.group_window_ms).with_max_attempts(settings.max_attempts)),
-            // A replica tells its own records from its peers' as it follows the log.
-            audit: if settings.replicas.is_some() { audit.telling_own() } else { audit },
+            // A replica tells its own records from its peers' as it follows the log,
+            // and appends only while its lease holds.
+            audit: match &settings.replicas {
+                Some(replicas) => audit.telling_own().fenced(replicas.member(), replicas.incarnation()),
+                None => audit,
+            },
             governor,
             catalog,
             inventory,

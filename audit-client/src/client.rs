@@ -27,6 +27,11 @@ pub enum AuditError {
     Refused(String),
     #[error("audit log sent a record that cannot be read: {0}")]
     Malformed(String),
+    /// The log did not take an append because this replica's lease does not hold
+    /// ([`AuditClient::fenced`]): nothing of it is in the log, and the replica must
+    /// stop acting, since another may be taking its work over.
+    #[error("audit log refused the append, since this replica's lease does not hold: {0}")]
+    Fenced(String),
 }
 
 impl From<tonic::Status> for AuditError {
@@ -35,6 +40,7 @@ impl From<tonic::Status> for AuditError {
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
                 Self::Unavailable(status.message().to_owned())
             }
+            tonic::Code::FailedPrecondition => Self::Fenced(status.message().to_owned()),
             _ => Self::Refused(format!("{:?}: {}", status.code(), status.message())),
         }
     }
@@ -63,6 +69,8 @@ pub struct AuditClient {
     acknowledged: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The appends of this client (and its clones), when asked to tell them ([`AuditClient::telling_own`]).
     own: Option<std::sync::Arc<crate::own::Own>>,
+    /// The lease this replica appends under, when it is one ([`AuditClient::fenced`]).
+    fence: Option<pb::Fence>,
 }
 
 impl std::fmt::Debug for AuditClient {
@@ -91,7 +99,7 @@ impl AuditClient {
             })
             .collect::<Result<Vec<_>, AuditError>>()?;
         let clients = arf_core::net::Rotation::new(clients).ok_or_else(|| AuditError::Address(addresses.to_owned()))?;
-        Ok(Self { clients, token, acknowledged: Default::default(), own: None })
+        Ok(Self { clients, token, acknowledged: Default::default(), own: None, fence: None })
     }
 
     /// This client, and its clones, keeping which records their appends wrote, for
@@ -100,6 +108,18 @@ impl AuditClient {
     #[must_use]
     pub fn telling_own(mut self) -> Self {
         self.own = Some(std::sync::Arc::default());
+        self
+    }
+
+    /// This client, and its clones, appending under a replica's lease: `member`
+    /// (for a governor, `leader`) under `incarnation` in its role's table of
+    /// members. The log takes each append only while that lease holds by the
+    /// database's clock, in the append's own transaction (issue 16), and refuses
+    /// it otherwise ([`AuditError::Fenced`]), so a replica that was paused past its
+    /// lease writes nothing after a peer took its work over.
+    #[must_use]
+    pub fn fenced(mut self, member: &str, incarnation: &str) -> Self {
+        self.fence = Some(pb::Fence { member: member.to_owned(), incarnation: incarnation.to_owned() });
         self
     }
 
@@ -141,7 +161,7 @@ impl AuditClient {
             })
             .collect();
         let ticket = self.own.as_deref().map(crate::own::Own::start);
-        let response = call!(self, append, self.request(pb::AppendRequest { entries }))?;
+        let response = call!(self, append, self.request(pb::AppendRequest { entries, fence: self.fence.clone() }))?;
         let records: Vec<Record> = response
             .into_inner()
             .records

@@ -42,7 +42,7 @@ use crate::checkpoint::{Checkpoint, NoteVerifier};
 use crate::frame;
 use crate::merkle::{Hash, Tree};
 use crate::record::{Entry, Record, RecordKind};
-use crate::store::{Chain, LOG_WRITER, Pending, Request, SignedCheckpoint, Signer, StoreError, Verified, seal_records, take_group};
+use crate::store::{Chain, Fence, LOG_WRITER, Pending, Request, SignedCheckpoint, Signer, StoreError, Verified, seal_records, take_group};
 
 /// Rows read per page when reading the table whole.
 const PAGE: i32 = 10_000;
@@ -314,11 +314,17 @@ impl PgStore {
     }
 
     pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
+        self.append_fenced(writer, entries, now_ms, None).await
+    }
+
+    /// Appends `entries` as `writer`, under `fence` when a replica gives its lease:
+    /// then only while that lease holds ([`Fence`]).
+    pub async fn append_fenced(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, fence: Option<Fence>) -> Result<Vec<Record>, StoreError> {
         if writer == LOG_WRITER {
             return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
         }
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Append { writer: writer.to_owned(), entries, now_ms, reply }).map_err(|_| stopped())?;
+        self.requests.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence, reply })).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -511,6 +517,38 @@ struct Writer {
 /// An append's records with their stored bytes, and where to answer.
 type SealedAppend = (Vec<(Record, Vec<u8>)>, oneshot::Sender<Result<Vec<Record>, StoreError>>);
 
+/// Of the leases `appends` were sent under, those that hold now by the database's
+/// clock (`clock_timestamp()`, not the transaction's start: the head lock may have
+/// been waited for), each member row locked `FOR SHARE` until `tx` ends. Every
+/// takeover of a replica's work, and every change of its lease, writes or locks
+/// that row for update (`Lease`, the agents' and executors' takeovers), so it
+/// waits for this transaction: a replica's records are in the log before anyone
+/// takes its work over, or not at all. Called under the head lock, so the share
+/// locks are held no longer than the append's commit, and never across a wait for
+/// another front-end.
+async fn holding(tx: &tokio_postgres::Transaction<'_>, appends: &[Pending]) -> Result<std::collections::HashSet<Fence>, TxError> {
+    let mut held = std::collections::HashSet::new();
+    let mut tables: Vec<&'static str> = appends.iter().filter_map(|p| p.fence.as_ref().map(|f| f.table)).collect();
+    tables.sort_unstable();
+    tables.dedup();
+    for table in tables {
+        let (members, incarnations): (Vec<&str>, Vec<&str>) =
+            appends.iter().filter_map(|p| p.fence.as_ref()).filter(|f| f.table == table).map(|f| (f.member.as_str(), f.incarnation.as_str())).unzip();
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT name, incarnation FROM {table}
+                     WHERE (name, incarnation) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND lease_until > clock_timestamp()
+                     ORDER BY name FOR SHARE"
+                ),
+                &[&members as &(dyn ToSql + Sync), &incarnations],
+            )
+            .await?;
+        held.extend(rows.iter().map(|r| Fence { table, member: r.get(0), incarnation: r.get(1) }));
+    }
+    Ok(held)
+}
+
 /// Why a transaction failed, and whether its records may be in the log.
 enum TxError {
     /// Rolled back, or never begun: none of it is in the log.
@@ -575,8 +613,8 @@ impl Writer {
 
     async fn write(&mut self, appends: Vec<Pending>) {
         if let Some(reason) = self.shared.failure() {
-            for (_, _, _, reply) in appends {
-                let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+            for pending in appends {
+                let _ = pending.reply.send(Err(StoreError::Failed(reason.clone())));
             }
             return;
         }
@@ -655,20 +693,31 @@ impl Writer {
             Ok(tx) => lock_head(shared, reads, &tx).await.map(|head| (tx, head)),
             Err(error) => Err(error),
         };
-        let (tx, (mut seq, mut hash)) = match head {
+        let head = match head {
+            Ok((tx, head)) => holding(&tx, &appends).await.map(|held| (tx, head, held)),
+            Err(error) => Err(error),
+        };
+        let (tx, (mut seq, mut hash), held) = match head {
             Ok(ok) => ok,
             Err(error) => {
                 // Nothing was sealed: every append is answered with the error.
-                for (_, _, _, reply) in appends {
-                    sealed.push((Vec::new(), reply));
+                for pending in appends {
+                    sealed.push((Vec::new(), pending.reply));
                 }
                 return Err(error);
             }
         };
-        for (writer, entries, now_ms, reply) in appends {
+        for Pending { writer, entries, now_ms, fence, reply } in appends {
             // Its caller gave up (a timeout) and was told it failed: it is not sealed,
             // so that what the caller believes, that nothing was logged, holds.
             if reply.is_closed() {
+                continue;
+            }
+            if let Some(fence) = fence.filter(|f| !held.contains(f)) {
+                let _ = reply.send(Err(StoreError::Fenced(format!(
+                    "`{}` does not hold its lease in `{}` under incarnation `{}`: it lapsed (or was given back or taken by a later process), or this replica's database is not the log's",
+                    fence.member, fence.table, fence.incarnation
+                ))));
                 continue;
             }
             match seal_records(&writer, entries, now_ms, seq, &hash) {

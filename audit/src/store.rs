@@ -80,6 +80,9 @@ pub enum StoreError {
     Corrupt { seq: u64, reason: String },
     #[error("invalid append: {0}")]
     Invalid(String),
+    /// The writer's lease does not hold ([`Fence`]): none of the append is in the log.
+    #[error("the log did not take the append, so none of it is in the log: {0}")]
+    Fenced(String),
     #[error("{0}")]
     Proof(#[from] merkle::ProofError),
 }
@@ -147,7 +150,7 @@ pub fn leaf_of(record: &Record) -> Result<Hash, String> {
 }
 
 pub(crate) enum Request {
-    Append { writer: String, entries: Vec<Entry>, now_ms: i64, reply: oneshot::Sender<Result<Vec<Record>, StoreError>> },
+    Append(Pending),
     Checkpoint { now_ms: i64, reply: oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>> },
 }
 
@@ -217,8 +220,28 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
 /// An incomplete final frame: its offset, its length, and what was incomplete.
 pub type Torn = (u64, u64, String);
 
-/// An append waiting for the writer: who, what, when, and where to answer.
-pub(crate) type Pending = (String, Vec<Entry>, i64, oneshot::Sender<Result<Vec<Record>, StoreError>>);
+/// An append waiting for the writer: who, what, when, under which lease, and
+/// where to answer.
+pub(crate) struct Pending {
+    pub writer: String,
+    pub entries: Vec<Entry>,
+    pub now_ms: i64,
+    /// Only on PostgreSQL, where the leases are ([`Fence`]).
+    pub fence: Option<Fence>,
+    pub reply: oneshot::Sender<Result<Vec<Record>, StoreError>>,
+}
+
+/// The lease a replica appends under (issue 16): its append is taken only if, in
+/// the append's own transaction, `table` shows `member` under `incarnation` with
+/// the lease unexpired by the database's clock (`pg.rs`). The table comes from
+/// the caller's role, never from the request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    /// `agent_members`, `governor_members` or `executor_members`.
+    pub table: &'static str,
+    pub member: String,
+    pub incarnation: String,
+}
 /// A checkpoint asked for: when, and where to answer.
 pub(crate) type CheckpointAsk = (i64, oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>>);
 
@@ -236,7 +259,7 @@ pub(crate) fn take_group(first: Request, receiver: &mut mpsc::UnboundedReceiver<
     let mut checkpoints = Vec::new();
     for request in group {
         match request {
-            Request::Append { writer, entries, now_ms, reply } => appends.push((writer, entries, now_ms, reply)),
+            Request::Append(pending) => appends.push(pending),
             Request::Checkpoint { now_ms, reply } => checkpoints.push((now_ms, reply)),
         }
     }
@@ -455,7 +478,7 @@ impl Store {
             return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Append { writer: writer.to_owned(), entries, now_ms, reply })?;
+        self.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence: None, reply }))?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -742,15 +765,15 @@ impl Writer {
     /// with one write; the syncer syncs, publishes and answers.
     fn write(&mut self, appends: Vec<Pending>) {
         if let Some(reason) = failure(&self.shared) {
-            for (_, _, _, reply) in appends {
-                let _ = reply.send(Err(StoreError::Failed(reason.clone())));
+            for pending in appends {
+                let _ = pending.reply.send(Err(StoreError::Failed(reason.clone())));
             }
             return;
         }
         let (mut seq, mut hash) = (self.seq, self.hash.clone());
         let mut buffer = Vec::new();
         let mut sealed: Vec<Sealed> = Vec::new();
-        for (writer, entries, now_ms, reply) in appends {
+        for Pending { writer, entries, now_ms, reply, .. } in appends {
             let mut local = Vec::new();
             match seal(&writer, entries, now_ms, seq, &hash, &mut local) {
                 Ok((records, lens)) => {
@@ -824,7 +847,7 @@ impl Writer {
         let payload = json!({"origin": checkpoint.origin, "size": size, "root_hash": checkpoint.root_hex(), "note": note});
         let (tx, _rx) = oneshot::channel();
         let entry = Entry::new("", RecordKind::Checkpoint, payload);
-        self.write(vec![(LOG_WRITER.to_owned(), vec![entry], now_ms, tx)]);
+        self.write(vec![Pending { writer: LOG_WRITER.to_owned(), entries: vec![entry], now_ms, fence: None, reply: tx }]);
         self.barrier();
         if let Some(reason) = failure(&self.shared) {
             return Err(StoreError::Failed(reason));

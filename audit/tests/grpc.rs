@@ -144,6 +144,7 @@ async fn bad_appends_are_refused_with_the_field_named() {
     let request = |kind: &str, payload: &str| {
         let message = arf_proto::v1::AppendRequest {
             entries: vec![arf_proto::v1::AppendEntry { incident_id: "i".into(), kind: kind.into(), payload_json: payload.into() }],
+            fence: None,
         };
         arf_proto::server::with_bearer(tonic::Request::new(message), &log.agent_token)
     };
@@ -307,4 +308,15 @@ async fn a_larger_response_is_not_held_back_by_nagle() {
     let (trivial, larger) = (median(trivial), median(larger));
     let ratio = larger.as_secs_f64() / trivial.as_secs_f64().max(1e-6);
     assert!(ratio < 20.0, "a 4 kB read took {larger:?} against {trivial:?} for a health check ({ratio:.0}x): Nagle is back");
+}
+
+/// A log kept in files cannot check a replica's lease: a fenced append is refused,
+/// naming the setting that fixes it, and nothing of it is logged.
+#[tokio::test]
+async fn a_log_in_files_refuses_an_append_under_a_lease_it_cannot_check() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    let refused = client.clone().fenced("agent-1", "agt-1").append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("audit.postgres")), "{refused}");
+    assert_eq!(client.head().await.unwrap().0, 0);
 }

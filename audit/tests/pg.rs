@@ -330,12 +330,99 @@ async fn a_front_end_cut_off_from_its_database_serves_no_shorter_log() {
     let server = TestServer::start_own().await.unwrap();
     let settings = migrated(&server).await;
     let log = arf_audit::log::Log::Postgres(PgStore::open(&settings, None).await.unwrap());
-    log.append("agent", vec![entry(1)], 1).await.unwrap();
+    log.append("agent", vec![entry(1)], 1, None).await.unwrap();
     assert_eq!(log.head().await.unwrap().0, 1);
     drop(server);
     match log.head().await {
         Err(StoreError::Unavailable(_) | StoreError::Database(_)) => {}
         other => panic!("a front-end cut off from its database answered {other:?}"),
     }
-    assert!(log.append("agent", vec![entry(2)], 2).await.is_err());
+    assert!(log.append("agent", vec![entry(2)], 2, None).await.is_err());
+}
+
+/// A front-end on `settings` with writers `agent`, `governor` and `importer` (a
+/// writer that is no service), and a client of each.
+async fn front_end(settings: &Settings, dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>, [arf_audit::AuditClient; 3]) {
+    let names = ["agent", "governor", "importer"];
+    let writers = names.iter().map(|n| (n.to_string(), dir.join(format!("{n}.token")))).collect();
+    let tokens: Vec<String> = names.iter().map(|n| arf_core::keys::load_or_generate_token(&dir.join(format!("{n}.token"))).unwrap()).collect();
+    let mut config = arf_audit::Config::new("127.0.0.1:0".parse().unwrap(), dir.join("audit"), writers);
+    config.postgres = Some(settings.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(arf_audit::serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    let [agent, governor, importer] = [0, 1, 2].map(|i| arf_audit::AuditClient::connect(&addr, Some(tokens[i].clone())).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while agent.head().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the front-end did not serve");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (addr, stop, [agent, governor, importer])
+}
+
+/// The records `writer` has in the log.
+async fn written_by(client: &arf_audit::AuditClient, writer: &str) -> usize {
+    client.read_range(1, 0).await.unwrap().iter().filter(|r| r.writer == writer).count()
+}
+
+/// A replica's append is taken only while its lease holds, judged by the
+/// database in the append's own transaction, when the append is written (not when
+/// it arrived or its transaction began), in the table of the caller's role from
+/// its credentials; nothing of a refused append is in the log, and appends of
+/// others in the same moment are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_appends_only_while_its_lease_holds_by_the_databases_clock() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_addr, _stop, [agent, governor, importer]) = front_end(&settings, dir.path()).await;
+    let db = Arc::new(arf_pg::Connection::open(&settings).await.unwrap());
+    let lease = arf_pg::lease::Lease::join(Arc::clone(&db), "agent_members", "agent-1", "agt-a", Duration::from_secs(2)).await.unwrap();
+    let fenced = agent.clone().fenced("agent-1", "agt-a");
+    let signal = || vec![Entry::new("inc-f", RecordKind::Signal, json!({"n": 1}))];
+
+    fenced.append(signal()).await.unwrap();
+    // Another process under that name, and another role naming the agent's lease.
+    let later = agent.clone().fenced("agent-1", "agt-b");
+    assert!(matches!(later.append(signal()).await, Err(arf_audit::AuditError::Fenced(_))));
+    let borrowed = governor.clone().fenced("agent-1", "agt-a");
+    let refused = borrowed.append(signal()).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("governor_members")), "{refused}");
+    let refused = importer.clone().fenced("agent-1", "agt-a").append(signal()).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Refused(m) if m.contains("holds no lease")), "{refused}");
+
+    // Appends wait behind another front-end's transaction holding the head while
+    // the lease lapses: the lease is judged when the append is written.
+    let blocker = settings.connect().await.unwrap();
+    blocker.batch_execute("BEGIN; SELECT seq FROM audit_head FOR UPDATE").await.unwrap();
+    let waiting = tokio::spawn({
+        let fenced = fenced.clone();
+        async move { fenced.append(signal()).await }
+    });
+    // Its transaction has begun and waits for the head.
+    let check = settings.connect().await.unwrap();
+    while check.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()", &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unfenced = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.append(vec![Entry::new("inc-g", RecordKind::Signal, json!({"n": 2}))]).await }
+    });
+    assert!(lease.is_live(), "the lease was live when the append's transaction began");
+    while check.query_one("SELECT lease_until > clock_timestamp() FROM agent_members WHERE name = 'agent-1'", &[]).await.unwrap().get::<_, bool>(0) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let refused = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("agent_members")), "{refused}");
+    unfenced.await.unwrap().unwrap();
+    assert!(matches!(fenced.append(signal()).await, Err(arf_audit::AuditError::Fenced(_))));
+    // In the log: the one append made under the live lease, and the unfenced one.
+    assert_eq!(written_by(&agent, "agent").await, 2);
+    assert_eq!(written_by(&agent, "governor").await, 0);
+    let verified = pg::verify(&settings, None).await.unwrap();
+    assert_eq!(verified.records as usize, agent.read_range(1, 0).await.unwrap().len());
 }

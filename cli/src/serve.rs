@@ -103,6 +103,18 @@ fn investigation_logged(deployment: &setup::Deployment) -> Result<(), String> {
     }
 }
 
+/// A replica (its role's `postgres` set) appends under its lease, which only a
+/// log in the replicas' database can check: a log kept in files would refuse
+/// every append of it.
+fn fenced_by_the_log(deployment: &setup::Deployment, role: &str, postgres: Option<&arf_pg::Settings>) -> Result<(), String> {
+    match (postgres, &deployment.audit.postgres) {
+        (Some(_), None) => Err(format!(
+            "`{role}.postgres` is set, so this {role} appends under its replica lease, which only a log kept in that database can check, and `audit.postgres` is not set: the log would refuse every append; set it to the same database"
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let file = config.or_else(|| std::env::var_os("ARF_CONFIG").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(".arf/arf.toml"));
     let deployment = match setup::load(&file) {
@@ -115,10 +127,20 @@ pub fn check(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let tls = |transport: Result<arf_core::tls::Transport, String>| transport.and_then(|t| arf_proto::tls::Loaded::load(&t).map(|_| ()).map_err(|e| e.to_string()));
     let checks: [(Role, Result<(), String>); 4] = [
         (Role::Audit, deployment.audit.validate().and_then(|()| tls(deployment.audit.transport()))),
-        (Role::Governor, deployment.governor.validate().map_err(|e| e.to_string()).and_then(|()| tls(deployment.governor.transport().map_err(|e| e.to_string())))),
+        (
+            Role::Governor,
+            deployment.governor.validate().map_err(|e| e.to_string()).and_then(|()| tls(deployment.governor.transport().map_err(|e| e.to_string()))).and_then(|()| {
+                fenced_by_the_log(&deployment, "governor", deployment.governor.postgres.as_ref())
+            }),
+        ),
         // The executor's own check loads its TLS files too.
-        (Role::Executor, deployment.executor.validate().map_err(|e| e.to_string())),
-        (Role::Agent, deployment.agent.validate().and_then(|()| tls(deployment.agent.transport())).and_then(|()| investigation_logged(&deployment))),
+        (Role::Executor, deployment.executor.validate().map_err(|e| e.to_string()).and_then(|()| fenced_by_the_log(&deployment, "executor", deployment.executor.postgres.as_ref()))),
+        (
+            Role::Agent,
+            deployment.agent.validate().and_then(|()| tls(deployment.agent.transport())).and_then(|()| investigation_logged(&deployment)).and_then(|()| {
+                fenced_by_the_log(&deployment, "agent", deployment.agent.postgres.as_ref())
+            }),
+        ),
     ];
     let mut bad = 0;
     for (role, checked) in &checks {

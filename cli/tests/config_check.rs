@@ -142,7 +142,8 @@ fn an_older_file_is_migrated_keeping_its_settings() {
 }
 
 /// `arf config check` names a database setting a service would refuse: a password
-/// in the URL, a server elsewhere without TLS, a CA file that does not load.
+/// in the URL, a server elsewhere without TLS, a CA file that does not load, a
+/// replica whose log is not in its database.
 #[test]
 fn a_database_setting_a_service_would_refuse_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -154,6 +155,8 @@ fn a_database_setting_a_service_would_refuse_is_named() {
         ("[audit.postgres]\nurl = \"postgres://arf:hunter2@127.0.0.1/arf\"\n", "audit.postgres", "password_file"),
         ("[executor.postgres]\nurl = \"postgres://arf@db.example.com/arf\"\n", "executor.postgres", "not on this host"),
         ("[audit.postgres]\nurl = \"postgres://arf@db.example.com/arf\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n", "audit.postgres", "ca_file"),
+        // A replica's appends are fenced by its lease, which a log in files cannot check.
+        ("[executor.postgres]\nurl = \"postgres://arf@127.0.0.1/arf\"\n", "error  [executor]: `executor.postgres` is set", "`audit.postgres` is not set"),
     ];
     for (section, names, why) in cases {
         std::fs::write(&config, format!("{original}\n{section}")).unwrap();

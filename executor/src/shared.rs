@@ -77,6 +77,11 @@ impl Shared {
         &self.member
     }
 
+    /// This process's incarnation of its name, which its appends are fenced by.
+    pub fn incarnation(&self) -> &str {
+        self.lease.incarnation()
+    }
+
     /// Whether this replica's lease still holds, by this host's clock.
     pub fn is_live(&self) -> bool {
         self.lease.is_live()
@@ -262,6 +267,9 @@ impl Shared {
 
     /// Takes `orphan` over if it is still as it was seen (nobody else took it
     /// first): this replica owns it under a new fencing token, and gets its state.
+    /// The owner's member row is locked while its lapse is judged: an append the
+    /// owner has in flight under its lease holds that row (`arf_audit::pg`), so
+    /// it is in the log before the takeover, or refused.
     pub async fn take_over(&self, orphan: &Orphan) -> Result<Option<ExecutionState>, StoreError> {
         self.check_live()?;
         let row = self
@@ -271,7 +279,7 @@ impl Shared {
             .query_opt(
                 "UPDATE executor_executions SET owner = $2, fence = nextval('executor_fences')
                  WHERE decision_id = $1 AND owner = $3 AND fence = $4
-                   AND NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = $3 AND m.lease_until + $5 * interval '1 millisecond' > now())
+                   AND COALESCE((SELECT lease_until FROM executor_members WHERE name = $3 FOR UPDATE) + $5 * interval '1 millisecond' <= now(), true)
                  RETURNING fence, state",
                 &[&orphan.decision_id as &(dyn ToSql + Sync), &self.member, &orphan.owner, &orphan.fence, &self.grace_ms()],
             )
@@ -282,7 +290,8 @@ impl Shared {
     }
 
     /// Takes the lock on `target` if it is free, already this replica's, or held by
-    /// a replica whose lease lapsed; returns its fencing token.
+    /// a replica whose lease lapsed (its member row locked while that is judged, as
+    /// in [`Shared::take_over`]); returns its fencing token.
     pub async fn try_lock_target(&self, target: &str) -> Result<Option<i64>, StoreError> {
         self.check_live()?;
         let row = self
@@ -293,7 +302,7 @@ impl Shared {
                 "INSERT INTO executor_target_locks (target, owner, fence) VALUES ($1, $2, nextval('executor_fences'))
                  ON CONFLICT (target) DO UPDATE SET owner = EXCLUDED.owner, fence = EXCLUDED.fence
                  WHERE executor_target_locks.owner = EXCLUDED.owner
-                    OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = executor_target_locks.owner AND m.lease_until + $3 * interval '1 millisecond' > now())
+                    OR COALESCE((SELECT lease_until FROM executor_members WHERE name = executor_target_locks.owner FOR UPDATE) + $3 * interval '1 millisecond' <= now(), true)
                  RETURNING fence",
                 &[&target as &(dyn ToSql + Sync), &self.member, &self.grace_ms()],
             )

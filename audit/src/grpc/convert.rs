@@ -5,6 +5,7 @@ use tonic::Status;
 use arf_proto::v1 as pb;
 
 use crate::record::{Entry, Record, RecordKind};
+use crate::store::Fence;
 
 pub fn entries(request: pb::AppendRequest) -> Result<Vec<Entry>, Status> {
     request
@@ -19,6 +20,24 @@ pub fn entries(request: pb::AppendRequest) -> Result<Vec<Entry>, Status> {
             Ok(Entry { incident_id: entry.incident_id, kind, payload })
         })
         .collect()
+}
+
+/// The lease an append is fenced by, in the members' table of the caller's role
+/// (from its credentials; the request names only the member and incarnation).
+pub fn fence(role: arf_core::identity::Role, writer: &str, fence: pb::Fence) -> Result<Fence, Status> {
+    use arf_core::identity::Role;
+    let table = match role {
+        Role::Agent => "agent_members",
+        Role::Governor => "governor_members",
+        Role::Executor => "executor_members",
+        _ => return Err(Status::invalid_argument(format!("`fence`: `{writer}` is not a replicated service and holds no lease"))),
+    };
+    for (field, value) in [("member", &fence.member), ("incarnation", &fence.incarnation)] {
+        if value.is_empty() || value.len() > 256 {
+            return Err(Status::invalid_argument(format!("`fence.{field}` must be 1 to 256 bytes long")));
+        }
+    }
+    Ok(Fence { table, member: fence.member, incarnation: fence.incarnation })
 }
 
 pub fn record(record: &Record) -> pb::AuditRecord {

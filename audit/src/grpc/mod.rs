@@ -92,6 +92,7 @@ fn identities(config: &Config) -> anyhow::Result<arf_core::identity::Identities>
 fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::Invalid(message) => Status::invalid_argument(message),
+        error @ StoreError::Fenced(_) => Status::failed_precondition(error.to_string()),
         StoreError::Proof(error) => Status::out_of_range(error.to_string()),
         StoreError::Failed(message) | StoreError::Unavailable(message) => Status::unavailable(message),
         // The database did not answer: another front-end may.
@@ -120,12 +121,15 @@ fn proof_response(hashes: Vec<crate::merkle::Hash>) -> Response<pb::ProofRespons
 impl AuditLog for Service {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let writer = self.writer(&request)?;
-        let entries = convert::entries(request.into_inner())?;
+        let role = arf_proto::auth::caller(&request)?.role;
+        let mut request = request.into_inner();
+        let fence = request.fence.take().map(|fence| convert::fence(role, &writer, fence)).transpose()?;
+        let entries = convert::entries(request)?;
         self.check_kinds(&writer, &entries)?;
         let started = std::time::Instant::now();
         let records = self
             .store
-            .append(&writer, entries, arf_core::time::now_ms())
+            .append(&writer, entries, arf_core::time::now_ms(), fence)
             .await
             .map_err(store_status)?;
         arf_proto::metrics::observe("arf_audit_append_seconds", "Time from an append's arrival to its records being synced to disk.", &[], started.elapsed().as_secs_f64());

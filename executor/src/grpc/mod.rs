@@ -65,6 +65,7 @@ pub async fn serve(
     let lease = std::time::Duration::from_secs(config.lease_secs);
     let mut renewal = None;
     let mut lease_lost = None;
+    let mut fence = None;
     if let Some(settings) = &config.postgres {
         let member = config.replica.clone().unwrap_or_else(|| "executor".to_owned());
         let shared = crate::shared::Shared::join(settings, &member, lease)
@@ -73,11 +74,17 @@ pub async fn serve(
         let (lost, lapsed) = tokio::sync::oneshot::channel();
         renewal = Some(shared.spawn_renewal(lost));
         lease_lost = Some(lapsed);
+        fence = Some((member.clone(), shared.incarnation().to_owned()));
         info!(%member, at = %settings.describe(), "executions and target locks are shared with other replicas in PostgreSQL");
         store = store.with_shared(shared);
     }
     let tls = arf_proto::tls::Loaded::load(&loaded.transport)?;
     let audit = arf_audit_client::AuditClient::connect_dial(&config.audit_addr, Some(loaded.audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
+    // A replica appends only while its lease holds (the log checks it).
+    let audit = match &fence {
+        Some((member, incarnation)) => audit.fenced(member, incarnation),
+        None => audit,
+    };
     let witness = match &config.audit_checkpoint_key {
         Some(key) => {
             let key = arf_core::keys::load_trusted(key).with_context(|| format!("`executor.audit_checkpoint_key` `{}`", key.display()))?.key;

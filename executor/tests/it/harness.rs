@@ -144,8 +144,10 @@ impl Harness {
             ("governor".to_owned(), governor_token.clone()),
             ("executor".to_owned(), executor_token.clone()),
         ]);
+        // Replicas keep the log in their database, where the log checks their leases.
         let audit_config = arf_audit::Config {
             checkpoint_key: Some(checkpoint_key.clone()),
+            postgres: setup.postgres.clone(),
             ..arf_audit::Config::new(audit_addr, dir.join("audit"), writers)
         };
         let audit = match setup.audit {

@@ -236,3 +236,68 @@ async fn a_process_joining_under_a_lapsed_name_fences_out_the_earlier_one() {
     assert!(matches!(first.save(&state).await, Err(arf_executor::store::StoreError::LeaseLost(_))), "the first process still wrote");
     second.save(&state).await.unwrap();
 }
+
+/// A takeover comes after every record the lapsed owner had on its way into the
+/// log, or the log refuses them: the log checks a replica's lease in the append's
+/// own transaction, holding the owner's member row `FOR SHARE` until it commits
+/// (`arf_audit::pg`), and taking over an execution or a target lock locks that row
+/// to judge the lapse. Here a transaction holds the row as the log's does, and
+/// both takeovers wait for it to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_waits_for_the_append_the_lapsed_owner_has_in_the_logs_transaction() {
+    use arf_executor::execution::ExecutionState;
+    use arf_executor::shared::Shared;
+    use arf_executor::store::{Claim, StoredDecision};
+    let server = TestServer::start().await.unwrap();
+    let settings = database(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The harness's own executor keeps out of the database: only the two below are in it.
+    let h = Harness::start(dir.path(), Setup::new(vec![append_line_pathway()], [("web".to_owned(), target(&[]))].into())).await;
+    let lease = Duration::from_secs(1);
+    let body = h.body("append_line", "web", json!({}));
+    let owner = Shared::join(&settings, "executor-x", lease).await.unwrap();
+    let state = ExecutionState::claimed(&body, 1);
+    assert_eq!(owner.claim(&state, &StoredDecision { body: body.clone(), decision_seq: 1 }).await.unwrap(), Claim::Claimed);
+    assert!(owner.try_lock_target("web").await.unwrap().is_some());
+    let taker = std::sync::Arc::new(Shared::join(&settings, "executor-y", lease).await.unwrap());
+    let (lost, _lapsed) = tokio::sync::oneshot::channel();
+    let _renewal = taker.spawn_renewal(lost);
+
+    let log = settings.connect().await.unwrap();
+    log.batch_execute("BEGIN; SELECT 1 FROM executor_members WHERE name = 'executor-x' FOR SHARE").await.unwrap();
+    // The owner never renews: once its lease and the grace lapse, its execution is an orphan.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let orphan = loop {
+        if let Some(orphan) = taker.orphans().await.unwrap().into_iter().find(|o| o.decision_id == body.decision_id) {
+            break orphan;
+        }
+        assert!(Instant::now() < deadline, "the execution never became an orphan");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let check = settings.connect().await.unwrap();
+    let taken = waits_for_the_log(&check, &log, {
+        let taker = std::sync::Arc::clone(&taker);
+        async move { taker.take_over(&orphan).await }
+    })
+    .await;
+    assert!(taken.unwrap().is_some(), "the execution was taken over once the log's transaction ended");
+    log.batch_execute("BEGIN; SELECT 1 FROM executor_members WHERE name = 'executor-x' FOR SHARE").await.unwrap();
+    let locked = waits_for_the_log(&check, &log, async move { taker.try_lock_target("web").await }).await;
+    assert!(locked.unwrap().is_some(), "the target lock was taken over once the log's transaction ended");
+}
+
+/// Runs `takeover`, checks that it waits on a lock while `log`'s transaction is
+/// open, then ends that transaction and returns what the takeover did.
+async fn waits_for_the_log<T: Send + 'static>(check: &arf_pg::Client, log: &arf_pg::Client, takeover: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let takeover = tokio::spawn(takeover);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    while check.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(!takeover.is_finished(), "the takeover did not wait for the log's transaction");
+        assert!(Instant::now() < deadline, "the takeover neither waited nor finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!takeover.is_finished());
+    log.batch_execute("COMMIT").await.unwrap();
+    takeover.await.unwrap()
+}

@@ -100,8 +100,11 @@ pub(crate) struct Shared {
     /// while traces are exported; bounded).
     traces: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// One of several replicas (`governor.postgres`): only the one holding the
-    /// leader's lease acts; the others stand by and refuse every call.
-    replicated: bool,
+    /// leader's lease acts; the others stand by and refuse every call. Then the
+    /// incarnation this process leads under, once it does, which every append
+    /// of it is fenced by: the log takes them only while this process holds the
+    /// leader's lease ([`AuditClient::fenced`]).
+    incarnation: Option<String>,
     /// The leader's lease, once this replica holds it.
     leadership: std::sync::OnceLock<Arc<arf_pg::lease::Lease>>,
     /// With replicas, where the leader's guard-rail state goes after each change
@@ -147,6 +150,14 @@ impl Shared {
         let guard = crate::guard::load(&guard_path)?;
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
         let audit = AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
+        let incarnation = config.postgres.as_ref().map(|_| {
+            let member = config.replica.as_deref().unwrap_or("governor");
+            format!("{member}/{}", arf_core::canonical::random_id("gov"))
+        });
+        let audit = match &incarnation {
+            Some(incarnation) => audit.fenced(LEADER, incarnation),
+            None => audit,
+        };
         // Replicas sign with one key the executors trust: a replica that made a key
         // of its own would have every dispatch after a failover refused.
         let key = match &config.postgres {
@@ -204,7 +215,7 @@ impl Shared {
             decisions: RwLock::new(BTreeMap::new()),
             restored: std::sync::atomic::AtomicBool::new(false),
             actions: Mutex::new(BTreeMap::new()),
-            replicated: config.postgres.is_some(),
+            incarnation,
             leadership: std::sync::OnceLock::new(),
             health: std::sync::OnceLock::new(),
             guard_sync: std::sync::OnceLock::new(),
@@ -214,7 +225,7 @@ impl Shared {
     /// With replicas: refuses, as unavailable (so clients try the next address),
     /// unless this replica holds the leader's lease and it is live by this clock.
     fn check_leading(&self) -> Result<(), Status> {
-        if !self.replicated {
+        if self.incarnation.is_none() {
             return Ok(());
         }
         match self.leadership.get() {
@@ -526,13 +537,15 @@ fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::
     crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms, shared).map_err(|e| anyhow::anyhow!(e))
 }
 
+/// The name of the one lease governor replicas contend for, in `governor_members`.
+const LEADER: &str = "leader";
+
 /// Waits until this replica holds the leader's lease (`governor_members`, the row
 /// `leader`; [`arf_pg::lease::Lease`]), for as long as it takes.
-async fn lead(settings: &arf_pg::Settings, member: &str, length: Duration) -> Arc<arf_pg::lease::Lease> {
-    let incarnation = format!("{member}/{}", arf_core::canonical::random_id("gov"));
+async fn lead(settings: &arf_pg::Settings, member: &str, incarnation: &str, length: Duration) -> Arc<arf_pg::lease::Lease> {
     let mut said = false;
     loop {
-        match arf_pg::lease::Lease::open_standby(settings, "governor_members", "leader", &incarnation, length).await {
+        match arf_pg::lease::Lease::open_standby(settings, "governor_members", LEADER, incarnation, length).await {
             Ok((_, lease)) => {
                 info!(%member, "this governor replica leads: it decides, takes approvals and dispatches");
                 return lease;
@@ -1218,7 +1231,7 @@ pub async fn serve_with_clock(
     // A standby tells health checks of `arf.v1.Governor` it is NOT_SERVING (the
     // process itself is SERVING), so tooling finds the leader among the replicas;
     // made before anything can report on it.
-    let (health_reporter, health) = arf_proto::server::health_reporting::<GovernorServer<Service>>(!shared.replicated).await;
+    let (health_reporter, health) = arf_proto::server::health_reporting::<GovernorServer<Service>>(shared.incarnation.is_none()).await;
     let _ = shared.health.set(health_reporter);
     match &config.postgres {
         // One of several replicas: it leads once it holds the leader's lease, and
@@ -1229,7 +1242,8 @@ pub async fn serve_with_clock(
             let postgres = postgres.clone();
             tokio::spawn(async move {
                 let member = config.replica.clone().unwrap_or_else(|| "governor".to_owned());
-                let lease = lead(&postgres, &member, Duration::from_secs(config.lease_secs)).await;
+                let incarnation = shared.incarnation.clone().unwrap_or_default();
+                let lease = lead(&postgres, &member, &incarnation, Duration::from_secs(config.lease_secs)).await;
                 lease.renew_or_exit("governor replica, as leader,");
                 let _ = shared.leadership.set(Arc::clone(&lease));
                 // The guard rails as the last leader left them, before the log makes
