@@ -186,14 +186,37 @@ fn up_with_a_store_runs_replicas_on_postgres() {
     assert!(said.contains("database: applied migration 0001"), "{said}");
 
     let token = std::fs::read_to_string(dir.path().join("secrets").join("alice.token")).unwrap();
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/alertmanager/alertmanager-bot-firing.json");
-    let sent = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
-        .args(["signal", "send", sample])
-        .env("ARF_CONFIG", dir.path().join("arf.toml"))
-        .env("ARF_TOKEN", token.trim())
-        .output()
-        .unwrap();
-    assert!(sent.status.success(), "{}{}", String::from_utf8_lossy(&sent.stdout), String::from_utf8_lossy(&sent.stderr));
+    let send = || {
+        let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/samples/alertmanager/alertmanager-bot-firing.json");
+        let sent = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
+            .args(["signal", "send", sample])
+            .env("ARF_CONFIG", dir.path().join("arf.toml"))
+            .env("ARF_TOKEN", token.trim())
+            .output()
+            .unwrap();
+        (sent.status.success(), format!("{}{}", String::from_utf8_lossy(&sent.stdout), String::from_utf8_lossy(&sent.stderr)))
+    };
+    let (sent, out) = send();
+    assert!(sent, "{out}");
+
+    // An agent replica whose lease lapsed while it believes it holds it (paused
+    // past it, say) has the log refuse its append: the signal is not accepted. It
+    // then finds its lease gone, exits 75, and `arf up` starts it again.
+    let client = runtime.block_on(database.connect()).unwrap();
+    runtime.block_on(arf_pg::testing::lapse_behind_its_back(&client, "agent_members", "agent-1")).unwrap();
+    let (sent, out) = send();
+    assert!(!sent && out.contains("this replica's lease does not hold"), "an agent past its lease wrote to the log: {out}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (sent, out) = send();
+        if sent {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent never took signals again: {out}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let joined: String = runtime.block_on(client.query_one("SELECT lease_until > now() FROM agent_members WHERE name = 'agent-1'", &[])).unwrap().get::<_, bool>(0).to_string();
+    assert_eq!(joined, "true", "agent-1 was started again and rejoined");
     let (code, out) = arf(&["audit", "verify", "--postgres", &database.url, "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let records: u64 = out.split("intact: ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
@@ -243,7 +266,8 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     let governor = root["governor"].as_table_mut().unwrap();
     governor.insert("postgres".into(), toml::Value::Table(postgres));
     governor.insert("replica".into(), "governor-a".into());
-    governor.insert("lease_secs".into(), 2.into());
+    // Renewed every 2 s: time to send an approval between two renewals.
+    governor.insert("lease_secs".into(), 6.into());
     let both = format!("{},{standby}", plane.addr("governor"));
     root["agent"].as_table_mut().unwrap().insert("governor_addr".into(), both.into());
     std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();
@@ -276,7 +300,15 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     let (approved, out) = approve_at(&plane, &standby.to_string(), &decision);
     assert!(!approved && out.contains("stands by"), "the standby took a call while the leader lives: {out}");
 
-    // The leader dies; the standby leads once the lease lapsed (2 s, plus 2 s of grace).
+    // A leader whose lease lapsed while it believes it holds it (paused past it,
+    // say) writes nothing more: the log refuses its append of the approval, by
+    // the database's clock, and the approval is not taken.
+    let client = database.connect().await.unwrap();
+    arf_pg::testing::lapse_behind_its_back(&client, "governor_members", "leader").await.unwrap();
+    let (approved, out) = approve_at(&plane, &plane.addr("governor").to_string(), &decision);
+    assert!(!approved && out.contains("this replica's lease does not hold"), "a leader past its lease wrote to the log: {out}");
+
+    // The leader dies; the standby leads once the lease lapsed.
     plane.stop("governor").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     // Given both addresses, the CLI finds the one that leads.
@@ -289,7 +321,6 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
         assert!(Instant::now() < deadline, "the standby never took the approval: {out}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let client = database.connect().await.unwrap();
     let leader: String = client.query_one("SELECT incarnation FROM governor_members WHERE name = 'leader'", &[]).await.unwrap().get(0);
     assert!(leader.starts_with("governor-b/"), "{leader}");
     let deadline = Instant::now() + Duration::from_secs(60);

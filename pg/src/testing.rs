@@ -267,3 +267,29 @@ impl TestCa {
         Ok((params.signed_by(&key, &self.issuer).map_err(|e| e.to_string())?.pem(), key.serialize_pem()))
     }
 }
+
+/// Waits until `member`'s lease in `table` (a `*_members` table) is renewed, then
+/// makes it lapse in the database, as a replica paused past its lease finds it
+/// when it resumes: its own clock still counts the lease live for the third of a
+/// lease until its next renewal, and the database says otherwise.
+pub async fn lapse_behind_its_back(client: &crate::Client, table: &str, member: &str) -> Result<(), String> {
+    let select = format!("SELECT lease_until::text FROM {table} WHERE name = $1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The lease as first seen (once the member joined), until it changes.
+    let mut first = None;
+    loop {
+        let seen = client.query_opt(&select, &[&member]).await.map_err(|e| e.to_string())?.map(|r| r.get::<_, String>(0));
+        match (&first, seen) {
+            (None, Some(lease)) => first = Some(lease),
+            (Some(first), Some(lease)) if lease != *first => break,
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(format!("`{member}` never renewed its lease"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lapse = format!("UPDATE {table} SET lease_until = now() - interval '1 hour' WHERE name = $1");
+    client.execute(&lapse, &[&member]).await.map_err(|e| e.to_string())?;
+    Ok(())
+}

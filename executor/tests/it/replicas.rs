@@ -237,6 +237,22 @@ async fn a_process_joining_under_a_lapsed_name_fences_out_the_earlier_one() {
     second.save(&state).await.unwrap();
 }
 
+/// A replica whose lease lapsed while it believes it holds it (paused past it,
+/// say) has the log refuse its record of the start, so the action never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_past_its_lease_by_the_databases_clock_runs_nothing() {
+    let p = pair().await;
+    let client = p.settings.connect().await.unwrap();
+    arf_pg::testing::lapse_behind_its_back(&client, "executor_members", "executor-a").await.unwrap();
+    let body = p.h.body("gated", "sick", json!({}));
+    let signed = p.h.decide(&body).await;
+    let refused = p.a_client.clone().execute(signed).await.unwrap_err();
+    assert!(refused.message().contains("this replica's lease does not hold"), "{refused:?}");
+    assert_eq!(p.gate.calls.load(std::sync::atomic::Ordering::SeqCst), 0, "the action ran");
+    assert!(!p.h.kinds(&body.incident_id).await.contains(&"execution_started"), "a start was logged");
+    p.gate.release.notify_waiters();
+}
+
 /// A takeover comes after every record the lapsed owner had on its way into the
 /// log, or the log refuses them: the log checks a replica's lease in the append's
 /// own transaction, holding the owner's member row `FOR SHARE` until it commits
