@@ -35,7 +35,10 @@ use tracing::warn;
 
 /// The class of the advisory locks on grouping keys (`pg_advisory_xact_lock(int, int)`),
 /// "AGNT": distinct from every other lock ARF takes.
-const KEY_LOCK_CLASS: i32 = 0x4147_4e54;
+pub const KEY_LOCK_CLASS: i32 = 0x4147_4e54;
+/// The `application_name` of a session in which a replica holds grouping-key
+/// locks, followed by the replica's incarnation ([`Replicas::free_lapsed_holders`]).
+pub const HOLDER_SESSION: &str = "arf-keys ";
 /// How many transactions holding key locks may be open at once: the batches in
 /// flight and the diagnoses taking their snapshots.
 const HOLDERS: usize = 6;
@@ -114,10 +117,13 @@ impl Replicas {
             let fresh = self.settings.connect().await?;
             arf_pg::check(&fresh).await?;
             // No idle timeout: the server must never free a live holder's locks behind
-            // its back. A holder that dies frees them as its connection closes (the
-            // connection's keepalives find a dead peer); a waiter gives up after 30 s
-            // and its batch is refused, to be retried.
-            fresh.batch_execute("SET lock_timeout = '30s'").await?;
+            // its back. A holder that dies frees them as its connection closes; one
+            // frozen, or on a host gone silent, keeps them until its peers end the
+            // session once its lease lapsed (named by its incarnation, for that:
+            // `free_lapsed_holders`). A waiter gives up after 30 s and its batch is
+            // refused, to be retried.
+            let name = format!("{HOLDER_SESSION}{}", self.incarnation()).replace('\'', "''");
+            fresh.batch_execute(&format!("SET lock_timeout = '30s'; SET application_name = '{name}'")).await?;
             *client = Some(fresh);
         }
         let Some(db) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
@@ -147,6 +153,29 @@ impl Replicas {
         Arc::clone(&self.holders[i]).lock_owned().await
     }
 
+    /// Ends the database sessions in which replicas whose lease lapsed one lease ago
+    /// (the grace a takeover waits) still hold grouping-key locks, so their keys go
+    /// to the live replicas. A replica frozen (a stop signal, a frozen VM) keeps its
+    /// sessions, and their locks, for as long as the server keeps them, which for a
+    /// stopped process on a live host is for ever; whatever it appends once it
+    /// resumes is refused by the log, which checks its lease. A session of a live
+    /// replica (by its incarnation) is never ended. Returns how many were ended.
+    pub async fn free_lapsed_holders(&self) -> Result<usize, PgError> {
+        let rows = self
+            .db
+            .get()
+            .await?
+            .query(
+                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                 WHERE a.datname = current_database() AND starts_with(a.application_name, $1)
+                   AND NOT EXISTS (SELECT 1 FROM agent_members m
+                                   WHERE $1 || m.incarnation = a.application_name AND m.lease_until + $2 * interval '1 millisecond' > now())",
+                &[&HOLDER_SESSION as &(dyn ToSql + Sync), &self.lease.grace_ms()],
+            )
+            .await?;
+        Ok(rows.iter().filter(|r| r.get::<_, bool>(0)).count())
+    }
+
     /// Claims `incident_ids` as this replica's, before their opening is logged.
     pub async fn claim(&self, incident_ids: &[String]) -> Result<(), PgError> {
         if incident_ids.is_empty() {
@@ -170,13 +199,19 @@ impl Replicas {
         Ok(row.is_some_and(|r| r.get::<_, &str>(0) == self.member()))
     }
 
-    /// Marks `incident_id` as needing no more work from its owner.
+    /// Marks `incident_id` as needing no more work from its owner, only while this
+    /// process holds its lease by the database's clock: a replica whose lease
+    /// lapsed leaves the incident to whoever takes it over.
     pub async fn finished(&self, incident_id: &str) {
         let done = async {
             self.db
                 .get()
                 .await?
-                .execute("UPDATE agent_incidents SET done = true WHERE incident_id = $1 AND owner = $2", &[&incident_id as &(dyn ToSql + Sync), &self.member()])
+                .execute(
+                    "UPDATE agent_incidents SET done = true WHERE incident_id = $1 AND owner = $2
+                       AND EXISTS (SELECT 1 FROM agent_members WHERE name = $2 AND incarnation = $3 AND lease_until > clock_timestamp())",
+                    &[&incident_id as &(dyn ToSql + Sync), &self.member(), &self.incarnation()],
+                )
                 .await?;
             Ok::<_, PgError>(())
         };

@@ -413,6 +413,11 @@ impl Agent {
                 if !replicas.is_live() {
                     return;
                 }
+                match replicas.free_lapsed_holders().await {
+                    Ok(0) => {}
+                    Ok(ended) => warn!(ended, "ended the database sessions in which replicas whose lease lapsed held grouping-key locks"),
+                    Err(error) => warn!(%error, "cannot end the key-lock sessions of replicas whose lease lapsed"),
+                }
                 match replicas.orphans().await {
                     Ok(orphans) => {
                         for orphan in orphans {
@@ -1062,6 +1067,12 @@ impl Agent {
         let payload = records::encode(&IncidentRecord::escalated(reason));
         let logged = match self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
             Ok(record) => Some(record.seq),
+            // The log refused this replica (its lease lapsed): the incident is no
+            // longer its own, and is left as it was for whoever takes it over.
+            Err(error @ AuditError::Fenced(_)) => {
+                error!(%incident_id, %error, "cannot log the escalation, since this replica's lease does not hold; the incident is left to the replica that takes it over");
+                return None;
+            }
             Err(error) => {
                 error!(%incident_id, %error, "cannot log the escalation");
                 None

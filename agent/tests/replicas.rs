@@ -238,3 +238,36 @@ async fn a_replica_places_signals_after_a_peers_snapshot_as_one_agent_would() {
     let firing = submit(&b, vec![resolved]).await.remove(0);
     assert_ne!(firing, opened_resolved, "an incident opened resolved takes no later alert, at the peer either");
 }
+
+/// A replica frozen while it holds a grouping key's lock (a stop signal, a frozen
+/// VM) keeps its database session, and the lock, for as long as the server keeps
+/// it: for a stopped process on a live host, for ever. Once its lease lapsed, and
+/// the grace a takeover waits, a live replica ends that session, and the key's
+/// signals are placed again instead of being refused after 30 s of waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grouping_keys_of_a_frozen_replica_are_freed_once_its_lease_lapsed() {
+    let server = TestServer::start().await.unwrap();
+    let log = support::pg::Log::start(&server).await;
+    let model = ModelServer::start(vec![], Some(Reply::Hang)).await;
+    let (b, _stop_b) = replica(&log, 1, "agent-b", &model.base_url, 1).await;
+    submit(&b, vec![alert(1, 0)]).await;
+    let db = log.settings.connect().await.unwrap();
+    let key: String = db.query_one("SELECT key FROM agent_keys", &[]).await.unwrap().get(0);
+
+    // The frozen replica: its lease lapsed, and its session still holds the key.
+    db.batch_execute("INSERT INTO agent_members (name, incarnation, lease_until) VALUES ('agent-f', 'agt-frozen', now() - interval '1 hour')").await.unwrap();
+    let frozen = log.settings.connect().await.unwrap();
+    frozen.batch_execute(&format!("SET application_name = '{}agt-frozen'; BEGIN", arf_agent::replicas::HOLDER_SESSION)).await.unwrap();
+    frozen.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&arf_agent::replicas::KEY_LOCK_CLASS, &key]).await.unwrap();
+    // And a live one's session, which is left alone.
+    db.batch_execute("INSERT INTO agent_members (name, incarnation, lease_until) VALUES ('agent-l', 'agt-live', now() + interval '1 hour')").await.unwrap();
+    let live = log.settings.connect().await.unwrap();
+    live.batch_execute(&format!("SET application_name = '{}agt-live'", arf_agent::replicas::HOLDER_SESSION)).await.unwrap();
+
+    let sent = Instant::now();
+    let placed = submit(&b, vec![alert(2, 0)]).await;
+    assert_eq!(placed.len(), 1);
+    assert!(sent.elapsed() < Duration::from_secs(20), "the key waited {:?} for the frozen replica", sent.elapsed());
+    assert!(frozen.batch_execute("SELECT 1").await.is_err(), "the frozen replica's session was ended");
+    live.batch_execute("SELECT 1").await.unwrap();
+}

@@ -426,3 +426,40 @@ async fn a_replica_appends_only_while_its_lease_holds_by_the_databases_clock() {
     let verified = pg::verify(&settings, None).await.unwrap();
     assert_eq!(verified.records as usize, agent.read_range(1, 0).await.unwrap().len());
 }
+
+/// The lease a fenced append is taken under stays locked until the append
+/// commits, so a takeover, which locks the lapsed member's row for update, comes
+/// after it. Here the commit is made slow (a deferred trigger that sleeps), and
+/// the row cannot be locked for update until it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_append_holds_its_lease_until_it_commits() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_addr, _stop, [agent, _, _]) = front_end(&settings, dir.path()).await;
+    let db = Arc::new(arf_pg::Connection::open(&settings).await.unwrap());
+    let _lease = arf_pg::lease::Lease::join(db, "agent_members", "agent-1", "agt-a", Duration::from_secs(60)).await.unwrap();
+    let admin = settings.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_records DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+        )
+        .await
+        .unwrap();
+    let appending = tokio::spawn({
+        let fenced = agent.clone().fenced("agent-1", "agt-a");
+        async move { fenced.append(vec![Entry::new("inc-s", RecordKind::Signal, json!({"n": 1}))]).await }
+    });
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while admin.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the append never reached its commit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let takeover = "SELECT 1 FROM agent_members WHERE name = 'agent-1' FOR UPDATE NOWAIT";
+    let refused = admin.query(takeover, &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&arf_pg::tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{refused}");
+    appending.await.unwrap().unwrap();
+    admin.query(takeover, &[]).await.unwrap();
+}

@@ -107,9 +107,21 @@ fn investigation_logged(deployment: &setup::Deployment) -> Result<(), String> {
 /// log in the replicas' database can check: a log kept in files would refuse
 /// every append of it.
 fn fenced_by_the_log(deployment: &setup::Deployment, role: &str, postgres: Option<&arf_pg::Settings>) -> Result<(), String> {
+    // Hosts, ports and database name, with PostgreSQL's defaults filled in: the
+    // same database however the URL spells the rest.
+    let database = |settings: &arf_pg::Settings| {
+        settings.url.parse::<arf_pg::tokio_postgres::Config>().ok().map(|c| {
+            let hosts: Vec<String> = c.get_hosts().iter().map(|h| format!("{h:?}").to_lowercase().replace("localhost", "127.0.0.1")).collect();
+            let ports = if c.get_ports().is_empty() { vec![5432] } else { c.get_ports().to_vec() };
+            (hosts, ports, c.get_dbname().or(c.get_user()).map(str::to_owned))
+        })
+    };
     match (postgres, &deployment.audit.postgres) {
         (Some(_), None) => Err(format!(
             "`{role}.postgres` is set, so this {role} appends under its replica lease, which only a log kept in that database can check, and `audit.postgres` is not set: the log would refuse every append; set it to the same database"
+        )),
+        (Some(own), Some(log)) if database(own) != database(log) => Err(format!(
+            "`{role}.postgres` and `audit.postgres` name different databases, and this {role}'s appends are fenced by its replica lease, which the log checks in its own database: the log would refuse every append; use one database for both"
         )),
         _ => Ok(()),
     }

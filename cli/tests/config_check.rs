@@ -157,6 +157,11 @@ fn a_database_setting_a_service_would_refuse_is_named() {
         ("[audit.postgres]\nurl = \"postgres://arf@db.example.com/arf\"\ntls = { ca_file = \"/nonexistent/ca.pem\" }\n", "audit.postgres", "ca_file"),
         // A replica's appends are fenced by its lease, which a log in files cannot check.
         ("[executor.postgres]\nurl = \"postgres://arf@127.0.0.1/arf\"\n", "error  [executor]: `executor.postgres` is set", "`audit.postgres` is not set"),
+        (
+            "[audit.postgres]\nurl = \"postgres://arf@127.0.0.1/arf\"\n[agent.postgres]\nurl = \"postgres://arf@127.0.0.1/agents\"\n",
+            "error  [agent]: `agent.postgres` and `audit.postgres`",
+            "different databases",
+        ),
     ];
     for (section, names, why) in cases {
         std::fs::write(&config, format!("{original}\n{section}")).unwrap();

@@ -272,6 +272,13 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     root["agent"].as_table_mut().unwrap().insert("governor_addr".into(), both.into());
     std::fs::write(&plane.config, toml::to_string(&root).unwrap()).unwrap();
     let governor = root["governor"].as_table_mut().unwrap();
+    // The standby's own copy of the policy bundle, to reload while it stands by.
+    let standby_policies = plane.dir.path().join("governor-b-policies");
+    std::fs::create_dir_all(&standby_policies).unwrap();
+    for file in std::fs::read_dir(governor["policies_dir"].as_str().unwrap()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "rego")) {
+        std::fs::copy(&file, standby_policies.join(file.file_name().unwrap())).unwrap();
+    }
+    governor.insert("policies_dir".into(), standby_policies.display().to_string().into());
     governor.insert("listen".into(), standby.to_string().into());
     governor.insert("replica".into(), "governor-b".into());
     governor.insert("data_dir".into(), plane.dir.path().join("governor-b").display().to_string().into());
@@ -300,6 +307,17 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     let (approved, out) = approve_at(&plane, &standby.to_string(), &decision);
     assert!(!approved && out.contains("stands by"), "the standby took a call while the leader lives: {out}");
 
+    // The standby reloads its bundle on SIGHUP though the log takes nothing from
+    // it, and logs the bundle in force once it leads.
+    std::fs::write(standby_policies.join("standby_added.rego"), "package arf.extra\n\nadded_on_the_standby := true\n").unwrap();
+    let standby_log = plane.dir.path().join("logs").join(format!("governor-{}.log", standby.port()));
+    std::process::Command::new("kill").args(["-HUP", &replica_b.id().unwrap().to_string()]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&standby_log).unwrap().contains("policies reloaded on a standby") {
+        assert!(Instant::now() < deadline, "the standby did not reload its bundle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A leader whose lease lapsed while it believes it holds it (paused past it,
     // say) writes nothing more: the log refuses its append of the approval, by
     // the database's clock, and the approval is not taken.
@@ -323,6 +341,13 @@ async fn a_standby_governor_takes_over_the_lead_and_the_pending_approvals() {
     }
     let leader: String = client.query_one("SELECT incarnation FROM governor_members WHERE name = 'leader'", &[]).await.unwrap().get(0);
     assert!(leader.starts_with("governor-b/"), "{leader}");
+    let (head, _) = auditor.head().await.unwrap();
+    let records: Vec<arf_audit::Record> = futures::StreamExt::collect::<Vec<_>>(auditor.stream_range(1, head + 1).await.unwrap()).await.into_iter().map(Result::unwrap).collect();
+    let in_force = records.iter().find(|r| r.payload["event"] == "policies_reloaded" && r.payload["identity"] == "governor-b, taking the lead");
+    assert!(
+        in_force.is_some_and(|r| r.payload["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("standby_added.rego"))),
+        "the new leader did not log the bundle it reloaded while standing by: {in_force:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while restarts.load(Ordering::SeqCst) < 1 {
         assert!(Instant::now() < deadline, "the approved decision never ran");

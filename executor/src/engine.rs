@@ -511,8 +511,10 @@ impl Executor {
     /// holds the target's lock, so such an execution is not running: acting on top
     /// of it would act on a target in an unknown state, and let its later rollback
     /// undo this decision's work. Executions merely claimed are queued behind the
-    /// lock, not cut off, and are left alone. If one cannot be settled yet, this
-    /// decision gives its claim back and does not run.
+    /// lock, not cut off, and are left alone, except another replica's whose lease
+    /// lapsed: its start may be logged ([`crate::shared::Shared::unfinished_on`]),
+    /// so it is settled by whoever takes it over first. If one cannot be settled
+    /// yet, this decision gives its claim back and does not run.
     async fn settle_backlog(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
         let refuse = |earlier: String, reason: String| ExecuteError::TargetUnsettled {
             decision_id: body.decision_id.clone(),
@@ -521,7 +523,7 @@ impl Executor {
             reason,
         };
         let backlog: Vec<(ExecutionState, bool)> = match self.store.unfinished_on(&body.target).await {
-            Ok(states) => states.into_iter().filter(|(s, _)| s.decision_id != body.decision_id && s.phase != Phase::Claimed).collect(),
+            Ok(states) => states.into_iter().filter(|(s, own)| s.decision_id != body.decision_id && (s.phase != Phase::Claimed || !own)).collect(),
             Err(error) => {
                 self.store.release(&body.decision_id).await?;
                 return Err(error.into());
@@ -702,7 +704,10 @@ impl Executor {
         let shared = Arc::clone(self.store.shared()?);
         let this = Arc::clone(self);
         Some(tokio::spawn(async move {
-            let mut unsettled: Vec<ExecutionState> = Vec::new();
+            // Each with its target's locks once taken: a taken-over execution may have
+            // started (its start is logged before its phase is saved), so nothing else
+            // acts on its target until it is settled.
+            let mut unsettled: Vec<(ExecutionState, Option<TargetGuard>)> = Vec::new();
             loop {
                 tokio::time::sleep(every).await;
                 // A lock row of this replica's whose target nothing here works on (its
@@ -726,24 +731,29 @@ impl Executor {
                     match shared.take_over(&orphan).await {
                         Ok(Some(state)) => {
                             warn!(decision_id = %orphan.decision_id, from = %orphan.owner, target = %orphan.target, phase = state.phase.as_str(), "took over an execution whose executor's lease lapsed; settling it");
-                            unsettled.push(state);
+                            unsettled.push((state, Some(guard)));
                         }
                         Ok(None) => {}
                         Err(error) => warn!(decision_id = %orphan.decision_id, %error, "cannot take over an execution whose executor's lease lapsed"),
                     }
-                    drop(guard);
                 }
                 let mut still = Vec::new();
-                for state in unsettled.drain(..) {
-                    let Ok(Some(_guard)) = this.try_lock_target(&state.target).await else {
-                        still.push(state);
-                        continue;
+                for (state, held) in unsettled.drain(..) {
+                    let guard = match held {
+                        Some(guard) => guard,
+                        None => match this.try_lock_target(&state.target).await {
+                            Ok(Some(guard)) => guard,
+                            _ => {
+                                still.push((state, None));
+                                continue;
+                            }
+                        },
                     };
                     let state = match this.store.get(&state.decision_id).await {
                         Ok(Some(current)) if current.phase != Phase::Finished => current,
                         Ok(_) => continue,
                         Err(_) => {
-                            still.push(state);
+                            still.push((state, Some(guard)));
                             continue;
                         }
                     };
@@ -751,7 +761,7 @@ impl Executor {
                     let span = info_span!("take_over", decision_id = %state.decision_id, incident_id = %state.incident_id, pathway = %state.pathway, target = %state.target);
                     if let Err(error) = this.settle(state.clone(), &[], Cause::Takeover).instrument(span.clone()).await {
                         span.in_scope(|| warn!(%error, "cannot settle a taken-over execution yet; retrying"));
-                        still.push(state);
+                        still.push((state, Some(guard)));
                     }
                 }
                 unsettled = still;
@@ -855,7 +865,28 @@ impl Executor {
         self.advance(&mut state, Phase::Acting, "running the action").await?;
         info!(steps = plan.action.len(), "running the action");
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
-        let mut action = runner::run_steps(&plan.action, deadline, &self.http, Some(&self.tracker(body))).await;
+        // With replicas, each step after the first runs only on the database's word
+        // that the execution and this replica's lease are still its own.
+        let tracker = self.tracker(body);
+        let mut action = match self.store.shared() {
+            Some(shared) => runner::run_steps_confirmed(&plan.action, deadline, &self.http, Some(&tracker), || async {
+                match shared.confirm(&body.decision_id).await {
+                    Err(error @ (crate::store::StoreError::Fenced { .. } | crate::store::StoreError::LeaseLost(_))) => {
+                        error!(%error, "this execution is no longer this replica's; stopping its action");
+                        Err(ExecuteError::from(error))
+                    }
+                    // The database did not answer: the lease's renewal, which needs it
+                    // too, stops this replica if the lease lapses meanwhile.
+                    Err(error) => {
+                        warn!(%error, "cannot confirm this execution is still this replica's; going on under its lease");
+                        Ok(())
+                    }
+                    Ok(()) => Ok(()),
+                }
+            })
+            .await?,
+            None => runner::run_steps(&plan.action, deadline, &self.http, Some(&tracker)).await,
+        };
         action.redact(&plan.secret_values);
         let finished = records::execution_finished(body, StepsPhase::Action, &action);
         self.log(&mut state, body, plan, RecordKind::ExecutionFinished, finished, "the action").await?;

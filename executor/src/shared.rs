@@ -174,7 +174,8 @@ impl Shared {
             .await?
             .execute(
                 "UPDATE executor_executions SET state = $3, phase = $4, outcome = $5, updated_at_ms = $6
-                 WHERE decision_id = $1 AND owner = $2 AND fence = $7",
+                 WHERE decision_id = $1 AND owner = $2 AND fence = $7 AND EXISTS (
+                     SELECT 1 FROM executor_members WHERE name = $2 AND incarnation = $8 AND lease_until > clock_timestamp())",
                 &[
                     &state.decision_id as &(dyn ToSql + Sync),
                     &self.member,
@@ -183,10 +184,30 @@ impl Shared {
                     &state.outcome.as_str(),
                     &state.updated_at_ms,
                     &fence,
+                    &self.lease.incarnation(),
                 ],
             )
             .await?;
-        if updated == 1 { Ok(()) } else { Err(fenced(&state.decision_id, "another executor took it over after this one's lease lapsed")) }
+        if updated == 1 { Ok(()) } else { Err(fenced(&state.decision_id, LAPSED)) }
+    }
+
+    /// Confirms, on the database's word and by its clock, that `decision_id` is
+    /// still this process's execution under its lease: between the steps of an
+    /// action, so a replica resumed after its lease lapsed (a pause, a suspended
+    /// host, whose own clock may still count the lease live) runs no further step.
+    pub async fn confirm(&self, decision_id: &str) -> Result<(), StoreError> {
+        let fence = self.own_fence(decision_id).await?;
+        let row = self
+            .db
+            .get()
+            .await?
+            .query_opt(
+                "SELECT 1 FROM executor_executions e JOIN executor_members m ON m.name = e.owner
+                 WHERE e.decision_id = $1 AND e.owner = $2 AND e.fence = $3 AND m.incarnation = $4 AND m.lease_until > clock_timestamp()",
+                &[&decision_id as &(dyn ToSql + Sync), &self.member, &fence, &self.lease.incarnation()],
+            )
+            .await?;
+        row.map(|_| ()).ok_or_else(|| fenced(decision_id, LAPSED))
     }
 
     pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
@@ -234,15 +255,22 @@ impl Shared {
         rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
     }
 
-    /// Every replica's unfinished executions on `target`, each with whether it is this one's.
+    /// Every replica's unfinished executions on `target`, each with whether it is
+    /// this one's; of other replicas' merely claimed executions, only those whose
+    /// owner's lease lapsed: a claim is saved after its start is logged, so one of
+    /// those may have started, where a live replica's claim waits for the target.
     pub async fn unfinished_on(&self, target: &str) -> Result<Vec<(ExecutionState, bool)>, StoreError> {
         let rows = self
             .db
             .get()
             .await?
             .query(
-                "SELECT decision_id, state, owner FROM executor_executions WHERE phase <> $1 AND target = $2 ORDER BY updated_at_ms",
-                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &target],
+                "SELECT e.decision_id, e.state, e.owner FROM executor_executions e
+                 WHERE e.phase <> $1 AND e.target = $2
+                   AND (e.phase <> $3 OR e.owner = $4
+                        OR NOT EXISTS (SELECT 1 FROM executor_members m WHERE m.name = e.owner AND m.lease_until > now()))
+                 ORDER BY e.updated_at_ms",
+                &[&Phase::Finished.as_str() as &(dyn ToSql + Sync), &target, &Phase::Claimed.as_str(), &self.member],
             )
             .await?;
         rows.iter().map(|r| Ok((decode(r.get(0), r.get(1))?, r.get::<_, &str>(2) == self.member))).collect()
@@ -344,6 +372,9 @@ impl Shared {
         Ok(())
     }
 }
+
+/// Why a write or a confirmation under this replica's lease matched nothing.
+const LAPSED: &str = "this executor's lease lapsed by the database's clock, or another executor took the execution over";
 
 fn fenced(decision_id: &str, reason: &str) -> StoreError {
     StoreError::Fenced { decision_id: decision_id.to_owned(), reason: reason.to_owned() }

@@ -116,8 +116,31 @@ pub async fn run_steps(
     client: &reqwest::Client,
     tracker: Option<&Tracker>,
 ) -> StepsReport {
+    let go_on = || std::future::ready(Ok::<(), std::convert::Infallible>(()));
+    match run_steps_confirmed(steps, deadline, client, tracker, go_on).await {
+        Ok(report) => report,
+        Err(never) => match never {},
+    }
+}
+
+/// [`run_steps`], asking `go_on` before each step after the first: an error stops
+/// the steps there and is returned.
+pub async fn run_steps_confirmed<E, F, Fut>(
+    steps: &[RenderedStep],
+    deadline: Instant,
+    client: &reqwest::Client,
+    tracker: Option<&Tracker>,
+    mut go_on: F,
+) -> Result<StepsReport, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
     let mut results = Vec::with_capacity(steps.len());
     for (index, step) in steps.iter().enumerate() {
+        if index > 0 {
+            go_on().await?;
+        }
         let result = run_step(index, step, deadline, client, tracker).await;
         let ok = result.ok;
         results.push(result);
@@ -127,7 +150,7 @@ pub async fn run_steps(
     }
     let ok = results.len() == steps.len() && results.iter().all(|r| r.ok);
     let skipped = steps.len() - results.len();
-    StepsReport { ok, steps: results, skipped }
+    Ok(StepsReport { ok, steps: results, skipped })
 }
 
 /// Runs one step, bounded by its own timeout and by what is left until `deadline`.

@@ -460,6 +460,10 @@ impl Shared {
             Err(error) => {
                 let message = format!("the new policy bundle was refused and the running one keeps serving: {error}");
                 warn!(%identity, %error, "policy reload refused");
+                // The log takes nothing from a standby.
+                if self.incarnation.is_some() && self.leadership.get().is_none() {
+                    return Err(Status::failed_precondition(message));
+                }
                 let payload = records::encode(&GovernanceEvent::PoliciesReloadRefused { identity: identity.clone(), error: error.to_string() });
                 if let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload).await {
                     warn!(%error, "cannot log the refused reload");
@@ -471,6 +475,14 @@ impl Shared {
         // Held while the reload is logged and swapped in, so it lands between two
         // decisions, and any decision after the logged reload uses the new bundle.
         let _deciding = self.deciding.lock().await;
+        // A standby decides nothing, and the log takes nothing from it: it takes
+        // the bundle now, and logs the bundle in force when it takes the lead
+        // ([`Shared::log_policies_in_force`], under the same lock).
+        if self.incarnation.is_some() && self.leadership.get().is_none() {
+            *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
+            info!(%identity, files = files.len(), "policies reloaded on a standby; logged when it takes the lead");
+            return Ok(files);
+        }
         let payload = records::encode(&GovernanceEvent::PoliciesReloaded { identity: identity.clone(), files: files.clone() });
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
@@ -482,6 +494,24 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Logs the bundle this replica decides under as it takes the lead, before it
+    /// rebuilds its decisions (so before it decides anything): a standby may have
+    /// reloaded it unlogged (SIGHUP), and the log says which bundle the decisions
+    /// after this record use.
+    /// Retried until the log takes it (the rebuild after it waits for the log
+    /// anyway); a leader whose lease lapses meanwhile exits.
+    pub(crate) async fn log_policies_in_force(&self, member: &str) {
+        let _deciding = self.deciding.lock().await;
+        let files: Vec<String> = self.current_policies().files().iter().map(|f| f.display().to_string()).collect();
+        let payload = records::encode(&GovernanceEvent::PoliciesReloaded { identity: format!("{member}, taking the lead"), files });
+        while let Err(error) = self.audit.append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload.clone()).await {
+            warn!(%error, "cannot log the policy bundle this leader decides under yet; retrying before deciding anything");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// Reloads the policies whenever the process receives SIGHUP.
 #[cfg(unix)]
 pub(crate) fn reload_on_sighup(shared: Arc<Shared>) -> anyhow::Result<()> {
@@ -490,7 +520,9 @@ pub(crate) fn reload_on_sighup(shared: Arc<Shared>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             // A refused bundle is logged inside; the running one keeps serving.
-            let _ = shared.reload_policies(None).await;
+            if let Err(status) = shared.reload_policies(None).await {
+                warn!(error = status.message(), "SIGHUP: the policy bundle was not reloaded");
+            }
         }
     });
     Ok(())

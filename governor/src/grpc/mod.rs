@@ -1265,6 +1265,7 @@ pub async fn serve_with_clock(
                         }
                     }
                 }
+                shared.log_policies_in_force(&member).await;
                 restore(Arc::clone(&shared)).await;
                 // SERVING only once the decisions are back (a rebuild stopped by a
                 // malformed record leaves it NOT_SERVING, and every call refused).
