@@ -158,18 +158,23 @@ impl Replicas {
     /// to the live replicas. A replica frozen (a stop signal, a frozen VM) keeps its
     /// sessions, and their locks, for as long as the server keeps them, which for a
     /// stopped process on a live host is for ever; whatever it appends once it
-    /// resumes is refused by the log, which checks its lease. A session of a live
-    /// replica (by its incarnation) is never ended. Returns how many were ended.
+    /// resumes is refused by the log, which checks its lease. The lapsed replicas'
+    /// member rows are locked while they are judged, as in a takeover, so an
+    /// append of theirs still committing comes first. A session of a live replica
+    /// (by its incarnation) is never ended. Returns how many were ended.
     pub async fn free_lapsed_holders(&self) -> Result<usize, PgError> {
         let rows = self
             .db
             .get()
             .await?
             .query(
-                "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
+                "WITH lapsed AS (
+                     SELECT $1 || incarnation AS session FROM agent_members WHERE lease_until + $2 * interval '1 millisecond' <= now() FOR UPDATE
+                 )
+                 SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity a
                  WHERE a.datname = current_database() AND starts_with(a.application_name, $1)
-                   AND NOT EXISTS (SELECT 1 FROM agent_members m
-                                   WHERE $1 || m.incarnation = a.application_name AND m.lease_until + $2 * interval '1 millisecond' > now())",
+                   AND (a.application_name IN (SELECT session FROM lapsed)
+                        OR NOT EXISTS (SELECT 1 FROM agent_members m WHERE $1 || m.incarnation = a.application_name))",
                 &[&HOLDER_SESSION as &(dyn ToSql + Sync), &self.lease.grace_ms()],
             )
             .await?;

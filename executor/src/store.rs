@@ -38,8 +38,9 @@ pub enum StoreError {
     Encode { decision_id: String, message: String },
     #[error("the executors' database: {0}")]
     Database(String),
-    /// Another executor took this execution over after this one's lease lapsed:
-    /// whatever this one does with it from now on is refused.
+    /// This executor's lease lapsed by the database's clock, or another executor
+    /// took this execution over: whatever this one does with it from now on is
+    /// refused.
     #[error("decision `{decision_id}` is no longer this executor's: {reason}")]
     Fenced { decision_id: String, reason: String },
     #[error("this executor's lease on the executors' database has lapsed: {0}")]

@@ -307,7 +307,7 @@ async fn a_takeover_waits_for_the_append_the_lapsed_owner_has_in_the_logs_transa
 async fn waits_for_the_log<T: Send + 'static>(check: &arf_pg::Client, log: &arf_pg::Client, takeover: impl std::future::Future<Output = T> + Send + 'static) -> T {
     let takeover = tokio::spawn(takeover);
     let deadline = Instant::now() + Duration::from_secs(20);
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()";
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database() AND query LIKE '%FOR UPDATE%'";
     while check.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
         assert!(!takeover.is_finished(), "the takeover did not wait for the log's transaction");
         assert!(Instant::now() < deadline, "the takeover neither waited nor finished");

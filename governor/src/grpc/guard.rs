@@ -461,7 +461,7 @@ impl Shared {
                 let message = format!("the new policy bundle was refused and the running one keeps serving: {error}");
                 warn!(%identity, %error, "policy reload refused");
                 // The log takes nothing from a standby.
-                if self.incarnation.is_some() && self.leadership.get().is_none() {
+                if self.standing_by() {
                     return Err(Status::failed_precondition(message));
                 }
                 let payload = records::encode(&GovernanceEvent::PoliciesReloadRefused { identity: identity.clone(), error: error.to_string() });
@@ -478,7 +478,7 @@ impl Shared {
         // A standby decides nothing, and the log takes nothing from it: it takes
         // the bundle now, and logs the bundle in force when it takes the lead
         // ([`Shared::log_policies_in_force`], under the same lock).
-        if self.incarnation.is_some() && self.leadership.get().is_none() {
+        if self.standing_by() {
             *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
             info!(%identity, files = files.len(), "policies reloaded on a standby; logged when it takes the lead");
             return Ok(files);
@@ -487,7 +487,10 @@ impl Shared {
         self.audit
             .append_one(GOVERNANCE_INCIDENT, RecordKind::Decision, payload)
             .await
-            .map_err(|e| status::audit_unavailable(&e, "the new bundle was not loaded and the running one keeps serving"))?;
+            .map_err(|e| {
+                warn!(%identity, error = %e, "the policy reload cannot be logged, so the running bundle keeps serving");
+                status::audit_unavailable(&e, "the new bundle was not loaded and the running one keeps serving")
+            })?;
         *self.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(policies);
         info!(%identity, files = files.len(), "policies reloaded");
         Ok(files)
@@ -519,10 +522,8 @@ pub(crate) fn reload_on_sighup(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut hangups = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            // A refused bundle is logged inside; the running one keeps serving.
-            if let Err(status) = shared.reload_policies(None).await {
-                warn!(error = status.message(), "SIGHUP: the policy bundle was not reloaded");
-            }
+            // Every failure is logged inside; the running bundle keeps serving.
+            let _ = shared.reload_policies(None).await;
         }
     });
     Ok(())

@@ -100,10 +100,10 @@ pub(crate) struct Shared {
     /// while traces are exported; bounded).
     traces: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// One of several replicas (`governor.postgres`): only the one holding the
-    /// leader's lease acts; the others stand by and refuse every call. Then the
-    /// incarnation this process leads under, once it does, which every append
-    /// of it is fenced by: the log takes them only while this process holds the
-    /// leader's lease ([`AuditClient::fenced`]).
+    /// leader's lease acts; the others stand by and refuse every call. Then this
+    /// process's incarnation, made at start, under which it takes the lead when
+    /// it can; every append of it is fenced by it, so the log takes them only
+    /// while this process holds the leader's lease ([`AuditClient::fenced`]).
     incarnation: Option<String>,
     /// The leader's lease, once this replica holds it.
     leadership: std::sync::OnceLock<Arc<arf_pg::lease::Lease>>,
@@ -150,10 +150,7 @@ impl Shared {
         let guard = crate::guard::load(&guard_path)?;
         let audit_token = arf_core::keys::load_token(&config.audit_token_file)?;
         let audit = AuditClient::connect_dial(&config.audit_addr, Some(audit_token), &tls.dial(arf_core::identity::Role::Audit))?;
-        let incarnation = config.postgres.as_ref().map(|_| {
-            let member = config.replica.as_deref().unwrap_or("governor");
-            format!("{member}/{}", arf_core::canonical::random_id("gov"))
-        });
+        let incarnation = config.postgres.as_ref().map(|_| format!("{}/{}", replica_name(config), arf_core::canonical::random_id("gov")));
         let audit = match &incarnation {
             Some(incarnation) => audit.fenced(LEADER, incarnation),
             None => audit,
@@ -238,6 +235,12 @@ impl Shared {
             Some(_) => Err(Status::unavailable("this governor replica's lease as leader lapsed: it does nothing more; ask the next governor address")),
             None => Err(Status::unavailable("this governor replica stands by while another leads: nothing was done here; ask the next governor address")),
         }
+    }
+
+    /// A replica that does not lead (yet): it decides nothing, and the log takes
+    /// nothing from it.
+    pub(crate) fn standing_by(&self) -> bool {
+        self.incarnation.is_some() && self.leadership.get().is_none()
     }
 
     fn governance<'a>(&'a self, policies: &'a Policies, guard: &'a GuardState) -> Governance<'a> {
@@ -535,6 +538,11 @@ fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::
     let audit = AuditClient::connect_dial(&config.audit_addr, Some(token), &tls.dial(arf_core::identity::Role::Audit))?;
     let writers = crate::notify::event::Writers { agent: config.agent_writer.clone(), ..Default::default() };
     crate::notify::spawn(notify, &config.data_dir.join("notify"), audit, writers, alarms, shared).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// This replica's name (`governor.replica`).
+fn replica_name(config: &Config) -> String {
+    config.replica.clone().unwrap_or_else(|| "governor".to_owned())
 }
 
 /// The name of the one lease governor replicas contend for, in `governor_members`.
@@ -1241,8 +1249,8 @@ pub async fn serve_with_clock(
             let (shared, notifying, config, tls) = (Arc::clone(&shared), Arc::clone(&notifying), config.clone(), tls.clone());
             let postgres = postgres.clone();
             tokio::spawn(async move {
-                let member = config.replica.clone().unwrap_or_else(|| "governor".to_owned());
-                let incarnation = shared.incarnation.clone().unwrap_or_default();
+                let member = replica_name(&config);
+                let Some(incarnation) = shared.incarnation.clone() else { return };
                 let lease = lead(&postgres, &member, &incarnation, Duration::from_secs(config.lease_secs)).await;
                 lease.renew_or_exit("governor replica, as leader,");
                 let _ = shared.leadership.set(Arc::clone(&lease));
