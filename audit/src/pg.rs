@@ -689,14 +689,15 @@ impl Writer {
             Ok(()) => client.transaction().await.map_err(TxError::from_pg),
             Err(error) => Err(error),
         };
-        // The leases are checked in the same round trip as the head's lock: the
-        // statements are pipelined, and the server runs the check once it has
-        // granted the lock.
+        // The leases are checked only once the head's lock is granted, in a round
+        // trip of its own: sent alongside the lock's statement, the driver may put
+        // it first (each statement is prepared in a round trip before it is sent).
         let head = match tx {
-            Ok(tx) => match tokio::join!(lock_head(shared, reads, &tx), holding(&tx, &appends)) {
-                (Ok(head), Ok(held)) => Ok((tx, head, held)),
-                (Err(error), _) | (_, Err(error)) => Err(error),
-            },
+            Ok(tx) => lock_head(shared, reads, &tx).await.map(|head| (tx, head)),
+            Err(error) => Err(error),
+        };
+        let head = match head {
+            Ok((tx, head)) => holding(&tx, &appends).await.map(|held| (tx, head, held)),
             Err(error) => Err(error),
         };
         let (tx, (mut seq, mut hash), held) = match head {
