@@ -363,6 +363,27 @@ async fn front_end(settings: &Settings, dir: &std::path::Path) -> (String, tokio
     (addr, stop, [agent, governor, importer])
 }
 
+/// A log with a front-end ([`front_end`]) and the lease of replica `agent-1`
+/// (incarnation `agt-a`, `lease` long, never renewed) in its database.
+struct Leased {
+    settings: Settings,
+    clients: [arf_audit::AuditClient; 3],
+    lease: Arc<arf_pg::lease::Lease>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+    _server: TestServer,
+}
+
+async fn leased(lease: Duration) -> Leased {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_addr, stop, clients) = front_end(&settings, dir.path()).await;
+    let db = Arc::new(arf_pg::Connection::open(&settings).await.unwrap());
+    let lease = Arc::new(arf_pg::lease::Lease::join(db, "agent_members", "agent-1", "agt-a", lease).await.unwrap());
+    Leased { settings, clients, lease, _stop: stop, _dir: dir, _server: server }
+}
+
 /// The records `writer` has in the log.
 async fn written_by(client: &arf_audit::AuditClient, writer: &str) -> usize {
     client.read_range(1, 0).await.unwrap().iter().filter(|r| r.writer == writer).count()
@@ -375,12 +396,8 @@ async fn written_by(client: &arf_audit::AuditClient, writer: &str) -> usize {
 /// others in the same moment are taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_appends_only_while_its_lease_holds_by_the_databases_clock() {
-    let server = TestServer::start().await.unwrap();
-    let settings = migrated(&server).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_addr, _stop, [agent, governor, importer]) = front_end(&settings, dir.path()).await;
-    let db = Arc::new(arf_pg::Connection::open(&settings).await.unwrap());
-    let lease = arf_pg::lease::Lease::join(Arc::clone(&db), "agent_members", "agent-1", "agt-a", Duration::from_secs(2)).await.unwrap();
+    // Bound by name, so the server and the front-end live to the test's end.
+    let Leased { settings, clients: [agent, governor, importer], lease, _stop, _dir, _server } = leased(Duration::from_secs(2)).await;
     let fenced = agent.clone().fenced("agent-1", "agt-a");
     let signal = || vec![Entry::new("inc-f", RecordKind::Signal, json!({"n": 1}))];
 
@@ -433,12 +450,7 @@ async fn a_replica_appends_only_while_its_lease_holds_by_the_databases_clock() {
 /// the row cannot be locked for update until it is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_append_holds_its_lease_until_it_commits() {
-    let server = TestServer::start().await.unwrap();
-    let settings = migrated(&server).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (_addr, _stop, [agent, _, _]) = front_end(&settings, dir.path()).await;
-    let db = Arc::new(arf_pg::Connection::open(&settings).await.unwrap());
-    let _lease = arf_pg::lease::Lease::join(db, "agent_members", "agent-1", "agt-a", Duration::from_secs(60)).await.unwrap();
+    let Leased { settings, clients: [agent, _, _], lease: _lease, _stop, _dir, _server } = leased(Duration::from_secs(60)).await;
     let admin = settings.connect().await.unwrap();
     admin
         .batch_execute(
