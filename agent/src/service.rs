@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use arf_audit_client::state::Unvouched;
 use arf_audit_client::{AuditClient, AuditError, Entry, RecordKind};
 use arf_core::canonical::random_id;
 use arf_core::catalog::Catalog;
@@ -611,20 +612,14 @@ impl Agent {
                 self.fold_settings()
             )));
         }
-        let record = self.audit.get(file.recorded_seq).await.map_err(Unvouched::Audit)?;
-        let vouched = record.as_ref().is_some_and(|r| {
+        let (hash, through) = (file.hash.clone(), file.saved.through_seq);
+        arf_audit_client::state::vouch(&self.audit, "agent", &file.hash, file.recorded_seq, (through, &file.saved.through_hash), |r| {
             r.writer == "agent"
                 && r.kind == RecordKind::Incident
                 && r.incident_id == arf_core::records::STATE_SNAPSHOT
-                && matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::StateSnapshot { hash, through_seq }) if hash == file.hash && through_seq == file.saved.through_seq)
-        });
-        if !vouched {
-            return Err(Unvouched::Refused(format!("the log's record {} is not the agent's record of snapshot `{}`", file.recorded_seq, file.hash)));
-        }
-        let folded_from = self.audit.get(file.saved.through_seq).await.map_err(Unvouched::Audit)?;
-        if folded_from.as_ref().map(|r| r.hash.as_str()) != Some(file.saved.through_hash.as_str()) {
-            return Err(Unvouched::Refused(format!("the log's record {} is not the one the snapshot was folded from", file.saved.through_seq)));
-        }
+                && matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::StateSnapshot { hash: logged, through_seq }) if logged == hash && through_seq == through)
+        })
+        .await?;
         Ok(Some(file.saved))
     }
 
@@ -1535,14 +1530,6 @@ pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, invento
         reasoner: first.reasoner.clone(),
     };
     Some((diagnosis, proposal))
-}
-
-/// Why a state snapshot was not started from.
-enum Unvouched {
-    /// The log did not answer; worth retrying.
-    Audit(AuditError),
-    /// The file, or the log, says it is not the state a whole fold gives.
-    Refused(String),
 }
 
 /// Why the agent could not rebuild its state from the log.

@@ -3,12 +3,12 @@
 //!
 //! The state is folded from the log by a background task (never copied from the
 //! live state, which ingest changes concurrently), with the same fold a restart
-//! uses (`Incidents::restore_one`). Its SHA-256 is logged (an `incident` record,
+//! uses (`Incidents::restore_one`), and kept as [`arf_audit_client::state`]
+//! keeps a state: its SHA-256 is logged (an `incident` record,
 //! [`arf_core::records::IncidentRecord::StateSnapshot`], under the incident id
-//! [`arf_core::records::STATE_SNAPSHOT`]) before the file is written. A restart
-//! starts from the file only when the file matches its hash, the log holds the
-//! agent's record of that hash, and the log's record at `through_seq` is the one
-//! the state was folded from; otherwise it says so, loudly, and folds the whole log.
+//! [`arf_core::records::STATE_SNAPSHOT`]) before the file is put in place, and a
+//! restart starts from the file only when the log vouches for it; otherwise it
+//! says so, loudly, and folds the whole log.
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +25,6 @@ pub const FORMAT: u32 = 2;
 /// The version of the fold (`Incidents::restore_one`, eviction, pruning): bumped
 /// when what a fold makes of the log changes, so an older snapshot is not used.
 pub const FOLD_RULES: u32 = 3;
-/// The largest file read at a restart.
-const MAX_BYTES: u64 = 1 << 30;
 
 /// What a fold's result depends on besides the log: a snapshot folded under other
 /// settings or rules is not the state a whole fold would give now.
@@ -62,21 +60,7 @@ impl Saved {
 }
 
 /// The state, its hash, and where the log vouches for it.
-#[derive(Debug, Clone)]
-pub struct SnapshotFile {
-    pub hash: String,
-    /// The sequence number of the agent's record of `hash`.
-    pub recorded_seq: u64,
-    pub saved: Saved,
-}
-
-/// The file's first line; the state's JSON follows it.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    hash: String,
-    recorded_seq: u64,
-}
+pub type SnapshotFile = arf_audit_client::state::StateFile<Saved>;
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
@@ -85,67 +69,20 @@ pub fn path(dir: &Path) -> PathBuf {
 /// Reads the file, if there is one, and checks the state's bytes against its hash.
 pub fn read(dir: &Path) -> Result<Option<SnapshotFile>, String> {
     let file = path(dir);
-    match std::fs::metadata(&file) {
-        Ok(meta) if meta.len() > MAX_BYTES => return Err(format!("`{}` is larger than {MAX_BYTES} bytes", file.display())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read `{}`: {e}", file.display())),
+    let Some(read) = arf_audit_client::state::read::<Saved>(&file)? else { return Ok(None) };
+    if read.saved.format != FORMAT {
+        return Err(format!("`{}` is of format {}, not {FORMAT}", file.display(), read.saved.format));
     }
-    let bytes = std::fs::read(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-    let not_one = |why: String| format!("`{}` is not a state snapshot: {why}", file.display());
-    let split = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| not_one("no header line".to_owned()))?;
-    let (header, body) = (&bytes[..split], &bytes[split + 1..]);
-    let header: Header = serde_json::from_slice(header).map_err(|e| not_one(e.to_string()))?;
-    if arf_core::canonical::sha256_hex(body) != header.hash {
-        return Err(format!("`{}` does not match its hash: it was changed after it was written", file.display()));
-    }
-    let saved: Saved = serde_json::from_slice(body).map_err(|e| not_one(e.to_string()))?;
-    if saved.format != FORMAT {
-        return Err(format!("`{}` is of format {}, not {FORMAT}", file.display(), saved.format));
-    }
-    Ok(Some(SnapshotFile { hash: header.hash, recorded_seq: header.recorded_seq, saved }))
+    Ok(Some(read))
 }
 
-/// A snapshot written and synced beside the file, not yet in place.
-pub struct Pending {
-    pub hash: String,
-    dir: PathBuf,
-    body: PathBuf,
+/// Writes `saved` (mode 0600, in a 0700 directory) and syncs it beside the file,
+/// not yet in place.
+pub fn prepare(dir: &Path, saved: &Saved) -> std::io::Result<arf_audit_client::state::Pending> {
+    arf_audit_client::state::prepare(&path(dir), saved)
 }
 
-/// Writes `saved` (mode 0600, in a 0700 directory) and syncs it, once: its bytes
-/// are both hashed and written.
-pub fn prepare(dir: &Path, saved: &Saved) -> std::io::Result<Pending> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let bytes = serde_json::to_vec(saved).map_err(std::io::Error::other)?;
-    let hash = arf_core::canonical::sha256_hex(&bytes);
-    let body = dir.join(format!("{FILE}.body"));
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&body)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    Ok(Pending { hash, dir: dir.to_owned(), body })
-}
-
-impl Pending {
-    /// Puts the snapshot in place, with the sequence number of the log's record of it.
-    pub fn commit(self, recorded_seq: u64) -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let temporary = self.dir.join(format!("{FILE}.tmp"));
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-        serde_json::to_writer(&mut file, &Header { hash: self.hash.clone(), recorded_seq }).map_err(std::io::Error::other)?;
-        file.write_all(b"\n")?;
-        std::io::copy(&mut std::fs::File::open(&self.body)?, &mut file)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path(&self.dir))?;
-        std::fs::remove_file(&self.body)?;
-        std::fs::File::open(&self.dir)?.sync_all()
-    }
-}
-
-/// Writes a whole file at once (tests, tools): [`prepare`] then [`Pending::commit`].
+/// Writes a whole file at once (tests, tools).
 pub fn write(dir: &Path, snapshot: &SnapshotFile) -> std::io::Result<()> {
-    prepare(dir, &snapshot.saved)?.commit(snapshot.recorded_seq)
+    arf_audit_client::state::write(&path(dir), snapshot)
 }

@@ -15,6 +15,8 @@
 //!    storm and the history left. Measured: each one's time from spawn to SERVING on
 //!    its health check (the agent and governor serve only once they have rebuilt
 //!    their state from the log), and each one's RSS once all serve.
+//! 5. The agent and the governor save state snapshots; every process killed again
+//!    and started at once, the agent and governor from their snapshots. Measured as in 4.
 //!
 //! `cargo bench -p arf-cli --bench restart`. `ARF_BENCH_ALERTS` and
 //! `ARF_BENCH_INCIDENTS` change the counts.
@@ -124,6 +126,9 @@ async fn main() {
     // Done incidents leave the agent's memory at once (the default keeps them an hour).
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
     config["agent"].as_table_mut().unwrap().insert("retain_incidents_secs".into(), 0.into());
+    // No governor snapshot before the anchor's restart (the agent saves none without
+    // `snapshot_every_records` reached either): both fold the whole log there.
+    config["governor"].as_table_mut().unwrap().insert("snapshot_check_secs".into(), 3600.into());
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
     let times = start_all(&mut plane).await;
     report("start on an empty log (anchor)", &plane, &times);
@@ -205,40 +210,54 @@ async fn main() {
     let held = incidents_held(&plane).await;
     println!("  the restarted agent holds {held} incidents");
 
-    // The agent saves a state snapshot (not during the storm above, whose figures it
-    // would share the CPU with): then the same restart starts from it.
+    // The agent and the governor save state snapshots (not during the storm above,
+    // whose figures they would share the CPU with): then the same restart starts from them.
     plane.stop("agent").await;
+    plane.stop("governor").await;
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
-    let agent = config["agent"].as_table_mut().unwrap();
-    agent.insert("snapshot_every_records".into(), 1.into());
-    agent.insert("snapshot_check_secs".into(), 1.into());
-    let state_dir = std::path::PathBuf::from(agent["state_dir"].as_str().unwrap());
+    let mut files = Vec::new();
+    for (role, dir) in [("agent", "state_dir"), ("governor", "data_dir")] {
+        let section = config[role].as_table_mut().unwrap();
+        section.insert("snapshot_every_records".into(), 1.into());
+        section.insert("snapshot_check_secs".into(), 1.into());
+        files.push((role, std::path::PathBuf::from(section[dir].as_str().unwrap())));
+    }
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
+    plane.start("governor", None).await;
     plane.start("agent", None).await;
     let folding = Instant::now();
-    let snapshot = loop {
-        if let Ok(Some(snapshot)) = arf_agent::snapshot::read(&state_dir) {
-            break snapshot;
-        }
-        assert!(folding.elapsed() < Duration::from_secs(120), "no state snapshot was saved");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let bytes = std::fs::metadata(arf_agent::snapshot::path(&state_dir)).unwrap().len();
-    println!(
-        "state snapshot: folded through record {} in {:.2} s after the agent started, {:.1} kB",
-        snapshot.saved.through_seq,
-        folding.elapsed().as_secs_f64(),
-        bytes as f64 / 1000.0
-    );
+    let mut through = Vec::new();
+    for (role, dir) in &files {
+        let (seq, file) = loop {
+            let read = match *role {
+                "agent" => arf_agent::snapshot::read(dir).ok().flatten().map(|s| (s.saved.through_seq, arf_agent::snapshot::path(dir))),
+                _ => arf_governor::snapshot::read(dir).ok().flatten().map(|s| (s.saved.through_seq, arf_governor::snapshot::path(dir))),
+            };
+            if let Some(read) = read {
+                break read;
+            }
+            assert!(folding.elapsed() < Duration::from_secs(120), "no {role} state snapshot was saved");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let bytes = std::fs::metadata(file).unwrap().len();
+        println!(
+            "{role} state snapshot: folded through record {seq}, saved {:.2} s after the start, {:.1} kB",
+            folding.elapsed().as_secs_f64(),
+            bytes as f64 / 1000.0
+        );
+        through.push(format!("{role} through record {seq}"));
+    }
     let (records, _) = plane.auditor().head().await.unwrap();
     for role in ROLES {
         plane.stop(role).await;
     }
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
-    config["agent"].as_table_mut().unwrap().insert("snapshot_check_secs".into(), 3600.into());
+    for role in ["agent", "governor"] {
+        config[role].as_table_mut().unwrap().insert("snapshot_check_secs".into(), 3600.into());
+    }
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
     let times = start_all(&mut plane).await;
-    report(&format!("restart on a {records}-record log from the agent's state snapshot (through record {})", snapshot.saved.through_seq), &plane, &times);
+    report(&format!("restart on a {records}-record log from the agent's and the governor's state snapshots ({})", through.join(", ")), &plane, &times);
     let held = incidents_held(&plane).await;
     println!("  the restarted agent holds {held} incidents");
     for role in ROLES {

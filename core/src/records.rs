@@ -366,7 +366,15 @@ pub enum GovernanceEvent {
     ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
     /// A pathway graduated on a service (may run there on its own in review mode), or was demoted.
     Graduation { environment: String, service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },
+    /// Not an incident's: the governor's state, folded from the log up to
+    /// `through_seq`, was saved with this SHA-256 (`governor/src/snapshot.rs`).
+    /// Logged under the incident id [`GOVERNOR_STATE_SNAPSHOT`], so a restart may
+    /// start from the saved state only when the log vouches for it.
+    StateSnapshot { hash: String, through_seq: u64 },
 }
+
+/// The incident id of [`GovernanceEvent::StateSnapshot`] records.
+pub const GOVERNOR_STATE_SNAPSHOT: &str = "governor-state";
 
 impl GovernanceEvent {
     /// The event a guard rail's trip is logged as.

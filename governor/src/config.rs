@@ -85,6 +85,15 @@ pub struct Config {
     /// when asked for, and still holds its action against a repeat.
     #[serde(default = "default_retain_decisions_secs")]
     pub retain_decisions_secs: u64,
+    /// A restart starts from a state snapshot in `data_dir` (decisions, authorizations
+    /// and what the guard rails read from the log), folded in the background whenever
+    /// the log has grown this many records past the last one, and folds only the log
+    /// after it (`crate::snapshot`).
+    #[serde(default = "default_snapshot_every_records")]
+    pub snapshot_every_records: u64,
+    /// How often the log's length is checked against the last snapshot, in seconds.
+    #[serde(default = "default_snapshot_check_secs")]
+    pub snapshot_check_secs: u64,
     /// Notifications (`[notify]` at the top of `arf.toml`, inherited): who is told
     /// of what (`crate::notify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,6 +126,14 @@ pub struct Config {
     pub lease_secs: u64,
 }
 
+
+pub fn default_snapshot_every_records() -> u64 {
+    50_000
+}
+
+pub fn default_snapshot_check_secs() -> u64 {
+    60
+}
 
 pub fn default_settle_secs() -> u64 {
     60
@@ -199,6 +216,12 @@ impl Config {
         }
         if self.audit_addr.trim().is_empty() {
             return Err(invalid("audit_addr", "must not be empty"));
+        }
+        if self.snapshot_every_records == 0 {
+            return Err(invalid("snapshot_every_records", "must be at least 1"));
+        }
+        if self.snapshot_check_secs == 0 {
+            return Err(invalid("snapshot_check_secs", "must be at least 1"));
         }
         if self.lease_secs == 0 {
             return Err(invalid("lease_secs", "must be at least 1"));

@@ -149,7 +149,9 @@ pub fn restore(records: &[arf_audit_client::Record]) -> Result<std::collections:
 
 /// Decisions rebuilt from the log one record at a time ([`restore`]), so a restart
 /// can stream the log rather than hold it; with what each authorization signed.
-#[derive(Debug, Default)]
+/// Saved as it stands in the governor's state snapshot (`crate::snapshot`).
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Restored {
     pub decisions: std::collections::BTreeMap<String, Decision>,
     /// Per decision, the body its authorization signed and that record's sequence number.
@@ -160,17 +162,85 @@ pub struct Restored {
     pub trips: Vec<arf_core::decision::Trip>,
     /// Per (environment, service, pathway), the last graduation event: graduated or
     /// demoted, and when.
+    #[serde(with = "pairs")]
     pub graduations: std::collections::BTreeMap<(String, String, String), (bool, i64)>,
     /// Per service, when its autonomous decisions were made, within an hour of the
     /// latest (what the rate limit counts).
     pub autonomous_runs: std::collections::BTreeMap<String, Vec<i64>>,
+    /// The decisions that left memory as the log was folded, and their incidents.
+    pub evicted: Evicted,
+}
+
+/// The incident of each decision that left memory, so it can be read back from the
+/// log by its id; the oldest are forgotten past [`Evicted::CAPACITY`] (their trail
+/// stays in the log, read by incident). Saved as a list, oldest first.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Vec<(String, String)>", into = "Vec<(String, String)>")]
+pub struct Evicted {
+    pub incident_of: std::collections::HashMap<String, String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Evicted {
+    pub const CAPACITY: usize = 100_000;
+
+    pub fn insert(&mut self, decision_id: String, incident_id: String) {
+        if self.incident_of.insert(decision_id.clone(), incident_id).is_none() {
+            self.order.push_back(decision_id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.incident_of.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn contains(&self, decision_id: &str) -> bool {
+        self.incident_of.contains_key(decision_id)
+    }
+
+    /// Takes in what `other` holds, oldest first.
+    pub fn absorb(&mut self, other: Self) {
+        for pair in Vec::from(other) {
+            self.insert(pair.0, pair.1);
+        }
+    }
+}
+
+impl From<Vec<(String, String)>> for Evicted {
+    fn from(pairs: Vec<(String, String)>) -> Self {
+        let mut evicted = Self::default();
+        for (decision_id, incident_id) in pairs {
+            evicted.insert(decision_id, incident_id);
+        }
+        evicted
+    }
+}
+
+impl From<Evicted> for Vec<(String, String)> {
+    fn from(mut evicted: Evicted) -> Self {
+        evicted.order.drain(..).filter_map(|id| evicted.incident_of.remove(&id).map(|incident| (id, incident))).collect()
+    }
+}
+
+/// A map whose keys are not strings, saved as a list of pairs.
+mod pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(map: &std::collections::BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K: Deserialize<'de> + Ord, V: Deserialize<'de>, D: Deserializer<'de>>(deserializer: D) -> Result<std::collections::BTreeMap<K, V>, D::Error> {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
+    }
 }
 
 impl Restored {
     /// Lets settled decisions that expired more than `retain_ms` before `now_ms`
-    /// go ([`crate::grpc`] reads them back from the log when asked); returns each
-    /// one's id and incident.
-    pub fn evict(&mut self, now_ms: i64, retain_ms: i64) -> Vec<(String, String)> {
+    /// go (the governor reads them back from the log when asked), noting each one's
+    /// incident in [`Restored::evicted`]; returns how many went.
+    pub fn evict(&mut self, now_ms: i64, retain_ms: i64) -> usize {
         let mut gone = Vec::new();
         self.decisions.retain(|id, decision| {
             decision.expire_if_due(now_ms);
@@ -180,10 +250,12 @@ impl Restored {
             }
             keep
         });
-        for (id, _) in &gone {
-            self.authorized.remove(id);
+        let count = gone.len();
+        for (id, incident_id) in gone {
+            self.authorized.remove(&id);
+            self.evicted.insert(id, incident_id);
         }
-        gone
+        count
     }
 
     /// Folds one record, in log order.
@@ -283,3 +355,41 @@ impl Restored {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
+
+    use super::*;
+
+    #[test]
+    fn a_folded_state_comes_back_whole_from_its_json() {
+        let mut restored = Restored::default();
+        restored.graduations.insert(("production".to_owned(), "web".to_owned(), "restart_service".to_owned()), (true, 5));
+        restored.graduations.insert(("staging".to_owned(), "web".to_owned(), "restart_service".to_owned()), (false, 9));
+        restored.autonomous_runs.insert("web".to_owned(), vec![1, 2]);
+        restored.autonomy = Some((false, "alice".to_owned(), "a bad night".to_owned(), 7));
+        for i in [3, 1, 2] {
+            restored.evicted.insert(format!("dec-{i}"), format!("inc-{i}"));
+        }
+        let back: Restored = serde_json::from_slice(&serde_json::to_vec(&restored).unwrap()).unwrap();
+        assert_eq!(back, restored);
+        let order: Vec<String> = Vec::from(back.evicted).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(order, ["dec-3", "dec-1", "dec-2"], "oldest first, as they left");
+    }
+
+    #[test]
+    fn the_oldest_evicted_decisions_are_forgotten_past_capacity() {
+        let mut evicted = Evicted::default();
+        for i in 0..Evicted::CAPACITY + 2 {
+            evicted.insert(format!("dec-{i}"), "inc".to_owned());
+        }
+        assert!(!evicted.contains("dec-0") && !evicted.contains("dec-1"));
+        assert!(evicted.contains("dec-2") && evicted.contains(&format!("dec-{}", Evicted::CAPACITY + 1)));
+        let mut other = Evicted::default();
+        other.insert("dec-new".to_owned(), "inc".to_owned());
+        evicted.absorb(other);
+        assert!(evicted.contains("dec-new") && !evicted.contains("dec-2"), "taken in as the newest");
+        assert_eq!(Evicted::from(Vec::from(evicted.clone())), evicted);
+    }
+}

@@ -21,6 +21,7 @@ pub mod notify;
 pub mod policy;
 pub mod policy_test;
 pub mod risk;
+pub mod snapshot;
 
 pub use config::{Config, Identity};
 pub use grpc::{Clock, serve, serve_with_clock};

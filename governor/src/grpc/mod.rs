@@ -7,6 +7,7 @@
 pub(crate) mod convert;
 mod dispatch;
 mod guard;
+mod state;
 mod status;
 
 use std::collections::BTreeMap;
@@ -92,7 +93,9 @@ pub(crate) struct Shared {
     /// How long a settled decision stays in memory after it expired.
     retain_ms: i64,
     /// Where the decisions that left memory are in the log.
-    evicted: std::sync::Mutex<Evicted>,
+    evicted: std::sync::Mutex<decision::Evicted>,
+    /// The state snapshot restarts start from (`crate::snapshot`).
+    snapshots: state::Snapshots,
     /// Tells people what the log cannot: that a witness refused it.
     alarm: crate::notify::Alarm,
     /// Decision id → the trace context of the proposal it answers, so that its
@@ -112,30 +115,6 @@ pub(crate) struct Shared {
     guard_sync: std::sync::OnceLock<tokio::sync::watch::Sender<GuardState>>,
     /// The health reporter: a replica reports `arf.v1.Governor` SERVING once it leads.
     health: std::sync::OnceLock<tonic_health::server::HealthReporter>,
-}
-
-/// The incident of each decision that left memory, so it can be read back from the
-/// log by its id; the oldest are forgotten past [`Evicted::CAPACITY`] (their trail
-/// stays in the log, read by incident).
-#[derive(Debug, Default)]
-struct Evicted {
-    incident_of: std::collections::HashMap<String, String>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl Evicted {
-    const CAPACITY: usize = 100_000;
-
-    fn insert(&mut self, decision_id: String, incident_id: String) {
-        if self.incident_of.insert(decision_id.clone(), incident_id).is_none() {
-            self.order.push_back(decision_id);
-        }
-        while self.order.len() > Self::CAPACITY {
-            if let Some(oldest) = self.order.pop_front() {
-                self.incident_of.remove(&oldest);
-            }
-        }
-    }
 }
 
 impl Shared {
@@ -188,7 +167,13 @@ impl Shared {
             modes: config.modes.clone(),
             graduation: config.graduation.clone(),
             retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
-            evicted: std::sync::Mutex::new(Evicted::default()),
+            evicted: std::sync::Mutex::new(decision::Evicted::default()),
+            snapshots: state::Snapshots {
+                dir: config.data_dir.clone(),
+                every_records: config.snapshot_every_records,
+                check_every: Duration::from_secs(config.snapshot_check_secs),
+                through: std::sync::atomic::AtomicU64::new(0),
+            },
             alarm,
             traces: std::sync::Mutex::default(),
             callers,
@@ -603,24 +588,14 @@ enum RestoreError {
 }
 
 async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
-    use futures::StreamExt;
-    // Folded record by record as the log streams in, never held whole.
-    let mut stream = std::pin::pin!(shared.audit.stream_range(1, 0).await?);
-    let mut folded = decision::Restored::default();
-    // Settled decisions long expired leave as the log is read, so a rebuild holds
-    // no more than a running governor would.
-    let mut evicted = std::collections::HashSet::new();
-    let mut count = 0u64;
-    while let Some(record) = stream.next().await {
-        let record = record?;
-        folded.add(&record)?;
-        count += 1;
-        if count.is_multiple_of(4096) {
-            evicted.extend(remember_evicted(shared, folded.evict(record.time_ms, shared.retain_ms)));
-        }
-    }
-    evicted.extend(remember_evicted(shared, folded.evict((shared.clock)(), shared.retain_ms)));
-    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs } = folded;
+    // From the state snapshot the log vouches for, if any; then the log after it,
+    // folded record by record as it streams in, never held whole.
+    let (mut folded, from) = shared.starting_state().await?;
+    arf_proto::metrics::set("arf_governor_recovery_from_seq", "The record the last rebuild folded the log from (1: the whole log).", &[], from as f64);
+    let (_, count) = shared.fold(&mut folded, from).await?;
+    arf_proto::metrics::set("arf_governor_recovery_folded_records", "Records the last rebuild folded.", &[], count as f64);
+    folded.evict((shared.clock)(), shared.retain_ms);
+    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs, evicted } = folded;
     // The kill switch is logged before it takes effect; a guard-rail file that lost
     // a later switch (restored from a backup, a new disk, a crash between the two)
     // must not hand autonomy back: the log's last switch, if newer, is the one in force.
@@ -641,6 +616,8 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     shared.forget_outcomes(|guard| {
         crate::guard::forget_logged_outcomes(guard, |id| evicted.contains(id) || restored.get(id).is_some_and(|d| d.state.is_final()))
     });
+    // Where the decisions the fold let go are in the log, for reading them back.
+    shared.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner).absorb(evicted);
     {
         let mut decisions = shared.decisions.write().await;
         let mut actions = shared.actions.lock().await;
@@ -668,19 +645,9 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     };
     shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     evict_periodically(shared);
+    state::snapshot_periodically(shared);
     tokio::spawn(resume(Arc::clone(shared), unfinished, authorized));
     Ok(())
-}
-
-/// Notes where the decisions a rebuild let go are in the log; returns their ids.
-fn remember_evicted(shared: &Shared, gone: Vec<(String, String)>) -> Vec<String> {
-    let mut evicted = shared.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    gone.into_iter()
-        .map(|(id, incident_id)| {
-            evicted.insert(id.clone(), incident_id);
-            id
-        })
-        .collect()
 }
 
 /// Lets settled decisions leave memory now and then, for as long as the governor lives.

@@ -222,6 +222,8 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         agent_writer: arf_governor::config::default_agent_writer(),
         settle_secs: arf_governor::config::default_settle_secs(),
         retain_decisions_secs: setup.retain_decisions_secs,
+        snapshot_every_records: arf_governor::config::default_snapshot_every_records(),
+        snapshot_check_secs: arf_governor::config::default_snapshot_check_secs(),
         notify: setup.notify.clone(),
         calibration: Default::default(),
         modes: setup.modes.clone(),

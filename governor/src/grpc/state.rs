@@ -1,0 +1,162 @@
+//! The governor's state snapshot at work: the fold a restart and a snapshot share,
+//! the snapshot a restart starts from when the log vouches for it, and the task
+//! that folds a new one as the log grows (`crate::snapshot`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arf_audit_client::RecordKind;
+use arf_audit_client::state::Unvouched;
+use arf_core::records::{self, GovernanceEvent};
+use tracing::{info, warn};
+
+use super::{RestoreError, Shared};
+use crate::decision::Restored;
+use crate::snapshot::{self, FoldSettings, Saved};
+
+/// Where the governor keeps its state snapshot, and when it folds a new one.
+pub(super) struct Snapshots {
+    pub dir: std::path::PathBuf,
+    pub every_records: u64,
+    pub check_every: Duration,
+    /// The record the last snapshot saved or started from folds the log up to.
+    pub through: std::sync::atomic::AtomicU64,
+}
+
+impl Shared {
+    /// What a fold's result depends on besides the log.
+    fn fold_settings(&self) -> FoldSettings {
+        FoldSettings { rules: snapshot::FOLD_RULES, retain_ms: self.retain_ms }
+    }
+
+    /// Folds the log from `from` to its head into `folded`, as it streams in; the
+    /// last record folded (seq, hash) and how many were.
+    pub(super) async fn fold(&self, folded: &mut Restored, from: u64) -> Result<(Option<(u64, String)>, u64), RestoreError> {
+        use futures::StreamExt;
+        let mut stream = std::pin::pin!(self.audit.stream_range(from, 0).await?);
+        let mut last = None;
+        let mut count = 0u64;
+        while let Some(record) = stream.next().await {
+            let record = record?;
+            folded.add(&record)?;
+            count += 1;
+            // Settled decisions long expired leave as the log is read, so a rebuild
+            // holds no more than a running governor would.
+            if record.seq.is_multiple_of(snapshot::EVICT_EVERY) {
+                folded.evict(record.time_ms, self.retain_ms);
+            }
+            last = Some((record.seq, record.hash));
+        }
+        Ok((last, count))
+    }
+
+    /// The state a restart starts from and the record to fold on from: the saved
+    /// one when the log vouches for it, else nothing and record 1, said loudly.
+    pub(super) async fn starting_state(&self) -> Result<(Restored, u64), RestoreError> {
+        let snapshots = &self.snapshots;
+        match self.verified_snapshot(&snapshots.dir).await {
+            Ok(Some(saved)) => {
+                snapshots.through.store(saved.through_seq, std::sync::atomic::Ordering::SeqCst);
+                Ok((saved.state, saved.through_seq + 1))
+            }
+            Ok(None) => Ok((Restored::default(), 1)),
+            Err(Unvouched::Audit(error)) => Err(RestoreError::Audit(error)),
+            Err(Unvouched::Refused(why)) => {
+                tracing::error!(%why, "THE GOVERNOR'S STATE SNAPSHOT IS NOT ONE THE LOG VOUCHES FOR: rebuilding from the whole log instead");
+                arf_proto::metrics::inc("arf_governor_state_snapshots_refused_total", "State snapshots a restart did not start from, because the log does not vouch for them.", &[]);
+                Ok((Restored::default(), 1))
+            }
+        }
+    }
+
+    /// The state snapshot in `dir`, if there is one and the log vouches for it.
+    async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<Saved>, Unvouched> {
+        // Reading, hashing and parsing megabytes is blocking work: off the async workers.
+        let path = dir.to_owned();
+        let read = tokio::task::spawn_blocking(move || snapshot::read(&path)).await.map_err(|e| Unvouched::Refused(format!("the read stopped: {e}")))?;
+        let Some(file) = read.map_err(Unvouched::Refused)? else { return Ok(None) };
+        if file.saved.fold != self.fold_settings() {
+            return Err(Unvouched::Refused(format!(
+                "it was folded with other settings or fold rules ({:?}, now {:?}); it would not be the state a whole fold gives",
+                file.saved.fold,
+                self.fold_settings()
+            )));
+        }
+        let (hash, through) = (file.hash.clone(), file.saved.through_seq);
+        arf_audit_client::state::vouch(&self.audit, "governor", &file.hash, file.recorded_seq, (through, &file.saved.through_hash), |r| {
+            r.writer == "governor"
+                && r.kind == RecordKind::Decision
+                && r.incident_id == records::GOVERNOR_STATE_SNAPSHOT
+                && matches!(r.parse::<GovernanceEvent>(), Ok(GovernanceEvent::StateSnapshot { hash: logged, through_seq }) if logged == hash && through_seq == through)
+        })
+        .await?;
+        Ok(Some(file.saved))
+    }
+
+    /// Saves a new snapshot if the log has grown enough since the last one: folded
+    /// from the last verified snapshot (or the start) with the fold a restart uses,
+    /// never copied from the live state. Only a governor that decides saves one (a
+    /// standby's appends are not the log's to take).
+    pub(super) async fn snapshot_if_due(&self) -> Result<bool, String> {
+        let snapshots = &self.snapshots;
+        if self.check_leading().is_err() || !self.restored.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let (head, _) = self.audit.head().await.map_err(|e| e.to_string())?;
+        if head.saturating_sub(snapshots.through.load(std::sync::atomic::Ordering::SeqCst)) < snapshots.every_records {
+            return Ok(false);
+        }
+        let (mut state, from) = match self.verified_snapshot(&snapshots.dir).await {
+            Ok(Some(saved)) => (saved.state, saved.through_seq + 1),
+            Ok(None) => (Restored::default(), 1),
+            Err(Unvouched::Audit(error)) => return Err(format!("cannot read the log: {error}")),
+            // A file the log does not vouch for is replaced by one folded from the start.
+            Err(Unvouched::Refused(why)) => {
+                warn!(%why, "the saved state snapshot is not one the log vouches for; folding a new one from the start");
+                (Restored::default(), 1)
+            }
+        };
+        let (Some((through_seq, through_hash)), _) = self.fold(&mut state, from).await.map_err(|e| e.to_string())? else { return Ok(false) };
+        let saved = Saved { format: snapshot::FORMAT, fold: self.fold_settings(), through_seq, through_hash, state };
+        // Written (synced, not yet in place) before the log vouches for it, put in place after:
+        // a file that cannot be written never costs a record, and a file in place always has one.
+        let dir = snapshots.dir.clone();
+        let pending = tokio::task::spawn_blocking(move || snapshot::prepare(&dir, &saved))
+            .await
+            .map_err(|e| format!("the write stopped: {e}"))?
+            .map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
+        let payload = records::encode(&GovernanceEvent::StateSnapshot { hash: pending.hash.clone(), through_seq });
+        let record = self
+            .audit
+            .append_one(records::GOVERNOR_STATE_SNAPSHOT, RecordKind::Decision, payload)
+            .await
+            .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
+        let recorded = record.seq;
+        tokio::task::spawn_blocking(move || pending.commit(recorded))
+            .await
+            .map_err(|e| format!("the write stopped: {e}"))?
+            .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
+        snapshots.through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
+        arf_proto::metrics::set("arf_governor_state_snapshot_seq", "The record the governor's latest state snapshot folds the log up to.", &[], through_seq as f64);
+        info!(through_seq, "state snapshot saved");
+        Ok(true)
+    }
+}
+
+/// Folds a new state snapshot in the background whenever the log has grown
+/// `governor.snapshot_every_records` past the last one, for as long as the governor lives.
+pub(super) fn snapshot_periodically(shared: &Arc<Shared>) {
+    let every = shared.snapshots.check_every;
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(shared) = shared.upgrade() else { return };
+            if let Err(error) = shared.snapshot_if_due().await {
+                warn!(%error, "cannot save the governor's state snapshot; restarts fold more of the log until one is saved");
+                // Not again at once: a full disk or a log outage is not fixed in a minute.
+                tokio::time::sleep(every.saturating_mul(9)).await;
+            }
+        }
+    });
+}
