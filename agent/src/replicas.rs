@@ -13,9 +13,13 @@
 //!   the last record the key's previous holder appended (`agent_keys.last_seq`).
 //!   So two replicas do not both open an incident for one storm, and every signal
 //!   joins the incident one agent would have chosen (ARCHITECTURE.md says what a
-//!   crash at the worst moment can still do). A holder that died between
-//!   its append and recording it leaves `appending` set; the next holder then
-//!   reads up to the log's head.
+//!   crash at the worst moment can still do). Taking a key's lock draws the key a
+//!   new token and marks it as appending; a holder that died before recording its
+//!   last record leaves the mark, and the next holder then reads up to the log's
+//!   head. Appends under the key carry the token, and the log takes them only
+//!   while the key still holds it (`pg/migrations/0007_agent_key_tokens.sql`), so
+//!   a holder whose lock's session was dropped behind its back appends nothing
+//!   under the key once a peer has taken it.
 //! - **Incidents.** The replica that opens an incident claims it
 //!   (`agent_incidents`) before logging the opening, and it alone diagnoses it.
 //!   Its snapshot is taken under the key's lock, after the log's signals for the
@@ -48,7 +52,15 @@ pub struct Replicas {
     lease: Arc<Lease>,
     settings: Settings,
     /// Connections for the transactions that hold key locks (each holds one at a time).
-    holders: Vec<Arc<tokio::sync::Mutex<Option<Client>>>>,
+    holders: Vec<Arc<tokio::sync::Mutex<Option<Holder>>>>,
+}
+
+/// The connections of one holder slot: `locks` holds grouping-key locks in its
+/// transaction (named for [`Replicas::free_lapsed_holders`]); `draws` draws the
+/// keys' tokens once they are held.
+struct Holder {
+    locks: Client,
+    draws: Client,
 }
 
 /// Key locks held in an open transaction; committed by [`Held::release`], rolled
@@ -56,8 +68,11 @@ pub struct Replicas {
 pub struct Held {
     replicas: Arc<Replicas>,
     /// The connection whose transaction holds the locks; `None` once released.
-    client: Option<tokio::sync::OwnedMutexGuard<Option<Client>>>,
-    keys: Vec<String>,
+    client: Option<tokio::sync::OwnedMutexGuard<Option<Holder>>>,
+    /// Each key with the token drawn for it as its lock was taken: appends under
+    /// the keys carry them, and the log takes them only while every key's row
+    /// still holds its token ([`arf_audit_client::AuditClient::under_keys`]).
+    pub tokens: Vec<(String, i64)>,
     /// Each key's last log record, as its previous holders recorded it (0: none).
     pub last: Vec<(String, u64)>,
     /// Whether a previous holder may have appended without recording it.
@@ -113,7 +128,7 @@ impl Replicas {
         keys.sort();
         keys.dedup();
         let mut client = self.holder().await;
-        if client.as_ref().is_none_or(Client::is_closed) {
+        if client.as_ref().is_none_or(|h| h.locks.is_closed() || h.draws.is_closed()) {
             let fresh = self.settings.connect().await?;
             arf_pg::check(&fresh).await?;
             // No idle timeout: the server must never free a live holder's locks behind
@@ -124,9 +139,13 @@ impl Replicas {
             // refused, to be retried.
             let name = format!("{HOLDER_SESSION}{}", self.incarnation()).replace('\'', "''");
             fresh.batch_execute(&format!("SET lock_timeout = '30s'; SET application_name = '{name}'")).await?;
-            *client = Some(fresh);
+            // Tokens are drawn on a connection of their own: a draw may wait for an
+            // append in flight, and must not hold up the lease's renewals meanwhile.
+            let draws = self.settings.connect().await?;
+            draws.batch_execute("SET lock_timeout = '30s'").await?;
+            *client = Some(Holder { locks: fresh, draws });
         }
-        let Some(db) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
+        let Some(Holder { locks: db, draws }) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
         // Begun here and ended by `release`, or rolled back when the holder is
         // dropped (and here, should an earlier `hold` have failed halfway).
         db.batch_execute("ROLLBACK; BEGIN").await?;
@@ -136,14 +155,40 @@ impl Replicas {
             &[&KEY_LOCK_CLASS as &(dyn ToSql + Sync), &keys],
         )
         .await?;
-        let rows = self.db.get().await?.query("SELECT key, last_seq, appending FROM agent_keys WHERE key = ANY($1)", &[&keys]).await?;
-        let recorded: std::collections::HashMap<&str, u64> = rows.iter().map(|r| (r.get::<_, &str>(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0))).collect();
-        let last = keys.iter().map(|k| (k.clone(), recorded.get(k.as_str()).copied().unwrap_or(0))).collect();
-        let unrecorded = rows.iter().any(|r| r.get::<_, bool>(2));
-        Ok(Held { replicas: Arc::clone(self), client: Some(client), keys, last, unrecorded })
+        // Each key gets a new token, and is marked as appending (a holder that dies
+        // before recording its last record leaves the mark, and the next holder
+        // reads the log to its head). The draw waits for any append in flight under
+        // a key's old token (the log holds its row for share until it commits), so
+        // what an earlier holder appended is in the log before this one reads it,
+        // and nothing it appends after is taken. What the previous holder recorded
+        // is read as it was before this statement.
+        let rows = draws
+            .query(
+                "WITH before AS (SELECT key, last_seq, appending FROM agent_keys WHERE key = ANY($1)),
+                      drawn AS (
+                          INSERT INTO agent_keys (key, appending, token)
+                          SELECT k, true, nextval('agent_key_tokens') FROM unnest($1::text[]) AS k ORDER BY k
+                          ON CONFLICT (key) DO UPDATE SET appending = true, token = EXCLUDED.token
+                          RETURNING key, token
+                      )
+                 SELECT d.key, d.token, COALESCE(b.last_seq, 0), COALESCE(b.appending, false) FROM drawn d LEFT JOIN before b USING (key)",
+                &[&keys],
+            )
+            .await?;
+        let drawn: std::collections::HashMap<&str, (i64, u64)> =
+            rows.iter().map(|r| (r.get::<_, &str>(0), (r.get::<_, i64>(1), u64::try_from(r.get::<_, i64>(2)).unwrap_or(0)))).collect();
+        let mut tokens = Vec::with_capacity(keys.len());
+        let mut last = Vec::with_capacity(keys.len());
+        for key in &keys {
+            let Some((token, seq)) = drawn.get(key.as_str()) else { return Err(PgError::Schema(format!("no token was drawn for grouping key `{key}`"))) };
+            tokens.push((key.clone(), *token));
+            last.push((key.clone(), *seq));
+        }
+        let unrecorded = rows.iter().any(|r| r.get::<_, bool>(3));
+        Ok(Held { replicas: Arc::clone(self), client: Some(client), tokens, last, unrecorded })
     }
 
-    async fn holder(&self) -> tokio::sync::OwnedMutexGuard<Option<Client>> {
+    async fn holder(&self) -> tokio::sync::OwnedMutexGuard<Option<Holder>> {
         for slot in &self.holders {
             if let Ok(guard) = Arc::clone(slot).try_lock_owned() {
                 return guard;
@@ -284,35 +329,34 @@ impl Replicas {
 
 impl Held {
     /// Right before appending: checks that this replica's lease is live and that the
-    /// locks are still held (their connection and transaction answer), then records
-    /// that an append for these keys may land.
+    /// locks are still held (their connection and transaction answer). The keys
+    /// were marked as appending when they were taken; the log checks their tokens.
     pub async fn appending(&self) -> Result<(), PgError> {
         self.replicas.check_live()?;
         match self.client.as_deref() {
-            Some(Some(client)) => client.batch_execute("SELECT 1").await?,
+            Some(Some(holder)) => holder.locks.batch_execute("SELECT 1").await?,
             _ => return Err(PgError::LeaseLost("the grouping-key locks are no longer held".to_owned())),
         }
-        self.replicas
-            .db
-            .get()
-            .await?
-            .execute(
-                "INSERT INTO agent_keys (key, appending) SELECT unnest($1::text[]), true ON CONFLICT (key) DO UPDATE SET appending = true",
-                &[&self.keys],
-            )
-            .await?;
         Ok(())
     }
 
     /// Records the last record appended for these keys, and gives the locks back.
+    /// Only keys that still hold this holder's token are written: a holder whose
+    /// lock's session was dropped behind its back changes nothing a later holder
+    /// relies on.
     pub async fn release(mut self, appended: u64) -> Result<(), PgError> {
         let seq = i64::try_from(appended).unwrap_or(i64::MAX);
         let db = self.replicas.db.get().await?;
-        db.execute("UPDATE agent_keys SET last_seq = GREATEST(last_seq, $2), appending = false WHERE key = ANY($1)", &[&self.keys as &(dyn ToSql + Sync), &seq]).await?;
+        let (keys, tokens): (Vec<&str>, Vec<i64>) = self.tokens.iter().map(|(key, token)| (key.as_str(), *token)).unzip();
+        db.execute(
+            "UPDATE agent_keys SET last_seq = GREATEST(last_seq, $3), appending = false WHERE (key, token) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
+            &[&keys as &(dyn ToSql + Sync), &tokens, &seq],
+        )
+        .await?;
         if let Some(guard) = self.client.take()
-            && let Some(client) = guard.as_ref()
+            && let Some(holder) = guard.as_ref()
         {
-            client.batch_execute("COMMIT").await?;
+            holder.locks.batch_execute("COMMIT").await?;
         }
         Ok(())
     }
@@ -324,8 +368,8 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Some(guard) = self.client.take() {
             tokio::spawn(async move {
-                if let Some(client) = guard.as_ref()
-                    && let Err(error) = client.batch_execute("ROLLBACK").await
+                if let Some(holder) = guard.as_ref()
+                    && let Err(error) = holder.locks.batch_execute("ROLLBACK").await
                 {
                     warn!(%error, "cannot give grouping-key locks back; they are freed when this connection is next used or closes");
                 }

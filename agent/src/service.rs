@@ -541,8 +541,10 @@ impl Agent {
                     mine.insert(key, seq);
                 }
             }
-            // The records are in the log; the key stays marked as appending, so
-            // the next holder reads the log to its head.
+            // The records are in the log; unless the record's update committed
+            // before the failure, the key stays marked as appending, so the next
+            // holder reads the log to its head (and if it committed, the key's
+            // last record is this one).
             Err(error) => warn!(%error, "cannot record a grouping key's last record in the agents' database"),
         }
     }
@@ -830,8 +832,9 @@ impl Agent {
             entries.push(Entry::new(incident_id, RecordKind::Signal, records::encode(&SignalRecord { signal: signal.clone(), duplicate, sender: Some((*sender).to_owned()) })));
         }
         // With replicas: the incidents this batch opens are this replica's to
-        // diagnose, claimed before their opening is logged; and the keys are marked
-        // as appending, so a holder after a crash here reads the log to its head.
+        // diagnose, claimed before their opening is logged; and the keys' locks are
+        // checked once more (they were marked as appending when taken, so a holder
+        // after a crash here reads the log to its head).
         let prepared = match (&self.replicas, &held) {
             (Some(replicas), Some(held)) => {
                 let opened: Vec<String> = planned.iter().filter_map(|p| p.opened.as_ref().map(|i| i.id.clone())).collect();
@@ -843,9 +846,11 @@ impl Agent {
             }
             _ => Ok(()),
         };
-        let logged = match prepared {
-            Ok(()) => self.audit.append(entries).await,
-            Err(error) => Err(error),
+        let logged = match (prepared, &held) {
+            // Under the keys' tokens: nothing is taken once a peer took a key.
+            (Ok(()), Some(held)) => self.audit.under_keys(&held.tokens).append(entries).await,
+            (Ok(()), None) => self.audit.append(entries).await,
+            (Err(error), _) => Err(error),
         };
         let logged = match logged {
             Ok(logged) => logged,
@@ -1172,7 +1177,7 @@ impl Agent {
             }
             if incident.diagnoses >= self.max_diagnoses {
                 drop(incidents);
-                // Under the key's locks, checked and marked as for any append.
+                // Under the key's locks, checked as for any append (they were marked as appending when taken).
                 if let Some(held) = &held
                     && let Err(error) = held.appending().await
                 {
@@ -1197,19 +1202,41 @@ impl Agent {
         let (incident, snapshot) = prepared;
         let snapshot_hash = snapshot.hash();
         let snapshot_record = records::encode(&SnapshotRecord { hash: snapshot_hash.clone(), snapshot: snapshot.clone(), extends: None });
-        // With replicas: the locks must still be held, and the key is marked as
-        // appending, so a holder after a crash here reads the log to its head.
-        if let Some(held) = &held
-            && let Err(error) = held.appending().await
-        {
-            self.escalate(incident_id, &format!("cannot log the snapshot among the agent replicas, so no diagnosis ran: {error}")).await;
-            return;
-        }
-        match self.audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await {
+        // With replicas: the lease must be live and the locks still held, and the
+        // snapshot is appended under the key's token. A replica that lost either
+        // logs nothing more for the incident here: a peer may already place signals
+        // into it as the log shows it (not yet diagnosing), so it is left as the log
+        // shows it, and taken up again when this replica reconciles what it owns
+        // (or by a peer, once this replica's lease lapsed).
+        let lost = match &held {
+            Some(held) => match held.appending().await {
+                Ok(()) => None,
+                Err(error) => Some(error.to_string()),
+            },
+            None => None,
+        };
+        let logged = match lost {
+            Some(error) => Err(AuditError::Fenced(error)),
+            None => {
+                let audit = held.as_ref().map_or_else(|| self.audit.clone(), |held| self.audit.under_keys(&held.tokens));
+                audit.append_one(incident_id, RecordKind::Snapshot, snapshot_record).await
+            }
+        };
+        match logged {
             Ok(record) => {
                 if let Some(held) = held {
                     self.release_keys(held, record.seq).await;
                 }
+            }
+            Err(AuditError::Fenced(error)) if self.replicas.is_some() => {
+                settle(held);
+                if let Some(stored) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+                    stored.diagnoses = incident.diagnoses;
+                    stored.state = incident.state;
+                    stored.snapshot_hash.clone_from(&incident.snapshot_hash);
+                }
+                warn!(%incident_id, %error, "the snapshot was not logged: this replica no longer holds the incident's grouping key or its lease; the diagnosis is taken up again when it reconciles");
+                return;
             }
             Err(error) => {
                 settle(held);

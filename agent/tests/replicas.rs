@@ -271,3 +271,72 @@ async fn the_grouping_keys_of_a_frozen_replica_are_freed_once_its_lease_lapsed()
     assert!(frozen.batch_execute("SELECT 1").await.is_err(), "the frozen replica's session was ended");
     live.batch_execute("SELECT 1").await.unwrap();
 }
+
+/// The server drops a holder's key-lock session after the holder's last check
+/// (a network blip, an administrator): a peer then takes the key, and what the
+/// earlier holder appends under it is refused by the log, which checks the token
+/// each holder drew; its late release changes nothing the peer relies on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_key_lock_was_dropped_appends_nothing_once_a_peer_took_the_key() {
+    use arf_agent::replicas::{HOLDER_SESSION, Replicas};
+    let server = TestServer::start().await.unwrap();
+    let log = support::pg::Log::start(&server).await;
+    let a = Replicas::join(&log.settings, "agent-a", Duration::from_secs(60)).await.unwrap();
+    let b = Replicas::join(&log.settings, "agent-b", Duration::from_secs(60)).await.unwrap();
+    let key = "staging/checkout/alerts".to_owned();
+    let held_a = a.hold(std::slice::from_ref(&key)).await.unwrap();
+    held_a.appending().await.unwrap();
+
+    let db = log.settings.connect().await.unwrap();
+    let ended = db
+        .query_one("SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) AS t", &[&format!("{HOLDER_SESSION}{}", a.incarnation())])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(ended, 1, "agent-a's key-lock session");
+    let held_b = tokio::time::timeout(Duration::from_secs(10), b.hold(std::slice::from_ref(&key))).await.expect("the key is free once the session ended").unwrap();
+    assert!(held_b.unrecorded, "agent-a had marked the key as appending, so agent-b reads the log to its head");
+
+    let late = log.audit.clone().fenced("agent-a", a.incarnation()).under_keys(&held_a.tokens);
+    let refused = late.append(opened("inc-a", "checkout")).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains(&key)), "{refused}");
+    let taken = log.audit.clone().fenced("agent-b", b.incarnation()).under_keys(&held_b.tokens).append(opened("inc-b", "checkout")).await.unwrap();
+    assert!(held_a.release(u64::MAX >> 1).await.is_err(), "agent-a's lock transaction is gone");
+    let (last, appending): (i64, bool) = db.query_one("SELECT last_seq, appending FROM agent_keys WHERE key = $1", &[&key]).await.map(|r| (r.get(0), r.get(1))).unwrap();
+    assert_eq!((last, appending), (0, true), "agent-a's release recorded nothing under agent-b's token");
+    held_b.release(taken.last().unwrap().seq).await.unwrap();
+    let incidents: Vec<String> = log.audit.read_range(1, 0).await.unwrap().into_iter().map(|r| r.incident_id).collect();
+    assert!(incidents.contains(&"inc-b".to_owned()) && !incidents.contains(&"inc-a".to_owned()), "{incidents:?}");
+
+    // The session is dropped while the holder's append is committing (made slow by
+    // a deferred trigger): the peer's hold waits for that commit, so the append is
+    // in the log before the peer reads it.
+    let key = "staging/search/alerts".to_owned();
+    let held_a = a.hold(std::slice::from_ref(&key)).await.unwrap();
+    held_a.appending().await.unwrap();
+    db.batch_execute(
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_records DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
+    )
+    .await
+    .unwrap();
+    let appending = tokio::spawn({
+        let audit = log.audit.clone().fenced("agent-a", a.incarnation()).under_keys(&held_a.tokens);
+        async move { audit.append(opened("inc-a2", "search")).await }
+    });
+    let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while db.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(Instant::now() < deadline, "the append never reached its commit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&format!("{HOLDER_SESSION}{}", a.incarnation())]).await.unwrap();
+    let held_b = tokio::time::timeout(Duration::from_secs(10), b.hold(std::slice::from_ref(&key))).await.expect("the key is free once the commit is done").unwrap();
+    // Read from the table itself: a front-end's read would wait for its own append.
+    let committed: i64 = db.query_one("SELECT count(*) FROM audit_records WHERE incident_id = 'inc-a2'", &[]).await.unwrap().get(0);
+    db.batch_execute("DROP TRIGGER slow_commit ON audit_records").await.unwrap();
+    assert!(held_b.unrecorded);
+    assert_eq!(committed, 2, "the peer's hold came after the append in flight committed");
+    appending.await.unwrap().unwrap();
+    drop(held_b);
+}

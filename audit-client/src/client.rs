@@ -119,8 +119,22 @@ impl AuditClient {
     /// lease writes nothing after a peer took its work over.
     #[must_use]
     pub fn fenced(mut self, member: &str, incarnation: &str) -> Self {
-        self.fence = Some(pb::Fence { member: member.to_owned(), incarnation: incarnation.to_owned() });
+        self.fence = Some(pb::Fence { member: member.to_owned(), incarnation: incarnation.to_owned(), keys: Vec::new() });
         self
+    }
+
+    /// A client of a fenced agent replica whose appends are also made under these
+    /// grouping keys, each with the token the replica drew when it took the key's
+    /// lock: the log takes them only while every key still holds its token
+    /// (`AppendRequest.fence.keys`). Without a lease ([`AuditClient::fenced`]) there
+    /// are no replicas, and the keys are not sent.
+    #[must_use]
+    pub fn under_keys(&self, keys: &[(String, i64)]) -> Self {
+        let mut client = self.clone();
+        if let Some(fence) = &mut client.fence {
+            fence.keys = keys.iter().map(|(key, token)| pb::KeyToken { key: key.clone(), token: *token }).collect();
+        }
+        client
     }
 
     /// Which records this client's appends wrote, when it keeps them.

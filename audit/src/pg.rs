@@ -526,27 +526,80 @@ type SealedAppend = (Vec<(Record, Vec<u8>)>, oneshot::Sender<Result<Vec<Record>,
 /// takes its work over, or not at all. Called under the head lock, so the share
 /// locks are held no longer than the append's commit, and never across a wait for
 /// another front-end.
-async fn holding(tx: &tokio_postgres::Transaction<'_>, appends: &[Pending]) -> Result<std::collections::HashSet<Fence>, TxError> {
-    let mut held = std::collections::HashSet::new();
+///
+/// An agent's appends are also fenced by the grouping keys they are made under
+/// (`agent_keys`): each key's row must still hold the token the agent drew when it
+/// took the key's lock, and is locked `FOR SHARE` in the same statement, so a peer
+/// that draws the key a new token waits for this transaction.
+async fn holding(tx: &tokio_postgres::Transaction<'_>, appends: &[Pending]) -> Result<Held, TxError> {
+    let mut held = Held::default();
     let mut tables: Vec<&'static str> = appends.iter().filter_map(|p| p.fence.as_ref().map(|f| f.table)).collect();
     tables.sort_unstable();
     tables.dedup();
     for table in tables {
-        let (members, incarnations): (Vec<&str>, Vec<&str>) =
-            appends.iter().filter_map(|p| p.fence.as_ref()).filter(|f| f.table == table).map(|f| (f.member.as_str(), f.incarnation.as_str())).unzip();
-        let rows = tx
-            .query(
+        let fences = || appends.iter().filter_map(|p| p.fence.as_ref()).filter(|f| f.table == table);
+        let (members, incarnations): (Vec<&str>, Vec<&str>) = fences().map(|f| (f.member.as_str(), f.incarnation.as_str())).unzip();
+        let members_held = format!(
+            "SELECT name, incarnation FROM {table}
+             WHERE (name, incarnation) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND lease_until > clock_timestamp()
+             ORDER BY name FOR SHARE"
+        );
+        let (keys, tokens): (Vec<&str>, Vec<i64>) = fences().flat_map(|f| f.keys.iter().map(|(key, token)| (key.as_str(), *token))).unzip();
+        let rows = if keys.is_empty() {
+            tx.query(&members_held, &[&members as &(dyn ToSql + Sync), &incarnations]).await?
+        } else {
+            // One round trip for both: the keys' rows are locked as the members' are.
+            tx.query(
                 &format!(
-                    "SELECT name, incarnation FROM {table}
-                     WHERE (name, incarnation) IN (SELECT * FROM unnest($1::text[], $2::text[])) AND lease_until > clock_timestamp()
-                     ORDER BY name FOR SHARE"
+                    "WITH m AS ({members_held}),
+                          k AS (SELECT key, token FROM agent_keys
+                                WHERE (key, token) IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
+                                ORDER BY key FOR SHARE)
+                     SELECT name, incarnation, NULL::bigint FROM m UNION ALL SELECT key, NULL, token FROM k"
                 ),
-                &[&members as &(dyn ToSql + Sync), &incarnations],
+                &[&members as &(dyn ToSql + Sync), &incarnations, &keys, &tokens],
             )
-            .await?;
-        held.extend(rows.iter().map(|r| Fence { table, member: r.get(0), incarnation: r.get(1) }));
+            .await?
+        };
+        for row in rows {
+            // The members' rows alone have two columns; with keys, a third says which is which.
+            match row.try_get::<_, Option<i64>>(2).ok().flatten() {
+                Some(token) => held.keys.insert((row.get(0), token)),
+                None => held.members.insert((table, row.get(0), row.get(1))),
+            };
+        }
     }
     Ok(held)
+}
+
+/// The fences that hold in an append's transaction ([`holding`]).
+#[derive(Default)]
+struct Held {
+    members: std::collections::HashSet<(&'static str, String, String)>,
+    keys: std::collections::HashSet<(String, i64)>,
+}
+
+impl Held {
+    /// Why `fence` does not hold, if it does not.
+    fn refuses(&self, fence: &Fence) -> Option<String> {
+        if !self.members.contains(&(fence.table, fence.member.clone(), fence.incarnation.clone())) {
+            return Some(format!(
+                "`{}` does not hold its lease in `{}` under incarnation `{}`: it lapsed (or was given back or taken by a later process), or this replica's database is not the log's",
+                fence.member, fence.table, fence.incarnation
+            ));
+        }
+        let lost: Vec<&str> = fence.keys.iter().filter(|k| !self.keys.contains(*k)).map(|(key, _)| key.as_str()).collect();
+        (!lost.is_empty()).then(|| {
+            format!(
+                "`{}` no longer holds grouping key{} {}: another replica took {} since (its lock's session was dropped), so what it placed under {} is not logged",
+                fence.member,
+                if lost.len() == 1 { "" } else { "s" },
+                lost.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                if lost.len() == 1 { "it" } else { "them" },
+                if lost.len() == 1 { "it" } else { "them" },
+            )
+        })
+    }
 }
 
 /// Why a transaction failed, and whether its records may be in the log.
@@ -716,11 +769,8 @@ impl Writer {
             if reply.is_closed() {
                 continue;
             }
-            if let Some(fence) = fence.filter(|f| !held.contains(f)) {
-                let _ = reply.send(Err(StoreError::Fenced(format!(
-                    "`{}` does not hold its lease in `{}` under incarnation `{}`: it lapsed (or was given back or taken by a later process), or this replica's database is not the log's",
-                    fence.member, fence.table, fence.incarnation
-                ))));
+            if let Some(refused) = fence.and_then(|f| held.refuses(&f)) {
+                let _ = reply.send(Err(StoreError::Fenced(refused)));
                 continue;
             }
             match seal_records(&writer, entries, now_ms, seq, &hash) {

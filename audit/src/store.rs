@@ -241,6 +241,9 @@ pub struct Fence {
     pub table: &'static str,
     pub member: String,
     pub incarnation: String,
+    /// An agent's grouping keys and the tokens it drew for them (`agent_keys`):
+    /// each row must still hold its token.
+    pub keys: Vec<(String, i64)>,
 }
 /// A checkpoint asked for: when, and where to answer.
 pub(crate) type CheckpointAsk = (i64, oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>>);

@@ -452,26 +452,98 @@ async fn a_replica_appends_only_while_its_lease_holds_by_the_databases_clock() {
 async fn a_fenced_append_holds_its_lease_until_it_commits() {
     let Leased { settings, clients: [agent, _, _], lease: _lease, _stop, _dir, _server } = leased(Duration::from_secs(60)).await;
     let admin = settings.connect().await.unwrap();
+    let appending = committing_slowly(&admin, agent.clone().fenced("agent-1", "agt-a"), "inc-s").await;
+    let takeover = "SELECT 1 FROM agent_members WHERE name = 'agent-1' FOR UPDATE NOWAIT";
+    let refused = admin.query(takeover, &[]).await.unwrap_err();
+    assert_eq!(refused.code(), Some(&arf_pg::tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{refused}");
+    appending.await.unwrap().unwrap();
+    admin.query(takeover, &[]).await.unwrap();
+}
+
+/// Makes every commit of the log slow (a deferred trigger that sleeps two
+/// seconds), starts an append with `client` and returns once it is committing.
+async fn committing_slowly(admin: &arf_pg::Client, client: arf_audit::AuditClient, incident_id: &str) -> tokio::task::JoinHandle<Result<Vec<arf_audit::Record>, arf_audit::AuditError>> {
     admin
         .batch_execute(
-            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+            "CREATE OR REPLACE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+             DROP TRIGGER IF EXISTS slow_commit ON audit_records;
              CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON audit_records DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();",
         )
         .await
         .unwrap();
-    let appending = tokio::spawn({
-        let fenced = agent.clone().fenced("agent-1", "agt-a");
-        async move { fenced.append(vec![Entry::new("inc-s", RecordKind::Signal, json!({"n": 1}))]).await }
-    });
+    let incident_id = incident_id.to_owned();
+    let appending = tokio::spawn(async move { client.append(vec![Entry::new(incident_id, RecordKind::Signal, json!({"n": 1}))]).await });
     let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()";
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while admin.query_one(sleeping, &[]).await.unwrap().get::<_, i64>(0) == 0 {
         assert!(std::time::Instant::now() < deadline, "the append never reached its commit");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let takeover = "SELECT 1 FROM agent_members WHERE name = 'agent-1' FOR UPDATE NOWAIT";
-    let refused = admin.query(takeover, &[]).await.unwrap_err();
+    appending
+}
+
+/// Starts an append with `client` and returns once a session of the database
+/// waits for a lock (the append, behind what the test holds).
+async fn waiting_on_a_lock(admin: &arf_pg::Client, client: arf_audit::AuditClient, incident_id: &str) -> tokio::task::JoinHandle<Result<Vec<arf_audit::Record>, arf_audit::AuditError>> {
+    let incident_id = incident_id.to_owned();
+    let waiting = tokio::spawn(async move { client.append(vec![Entry::new(incident_id, RecordKind::Signal, json!({"n": 1}))]).await });
+    while admin.query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()", &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    waiting
+}
+
+/// An agent's append made under grouping keys is taken only while every key's
+/// row still holds the token the agent drew for it: a peer that drew a new token
+/// (the key's lock was taken from a holder whose session dropped) fences out the
+/// earlier holder, whether its draw came before the append or while the append
+/// waited; and a draw waits for an append in flight under the old token, which
+/// holds the key's row until it commits. Only an agent appends under keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_append_under_grouping_keys_is_taken_only_while_they_hold_its_tokens() {
+    let Leased { settings, clients: [agent, governor, _], lease: _lease, _stop, _dir, _server } = leased(Duration::from_secs(60)).await;
+    let admin = settings.connect().await.unwrap();
+    admin.batch_execute("INSERT INTO agent_keys (key, token) VALUES ('staging/checkout/alerts', 11), ('staging/search/alerts', 12)").await.unwrap();
+    let fenced = agent.clone().fenced("agent-1", "agt-a");
+    let both = [("staging/checkout/alerts".to_owned(), 11), ("staging/search/alerts".to_owned(), 12)];
+    let signal = |incident: &str| vec![Entry::new(incident, RecordKind::Signal, json!({"n": 1}))];
+
+    fenced.under_keys(&both).append(signal("inc-1")).await.unwrap();
+    let stale = [("staging/checkout/alerts".to_owned(), 11), ("staging/search/alerts".to_owned(), 10)];
+    let refused = fenced.under_keys(&stale).append(signal("inc-2")).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("`staging/search/alerts`") && !m.contains("checkout")), "{refused}");
+    let refused = governor.clone().fenced("agent-1", "agt-a").under_keys(&both).append(signal("inc-3")).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Refused(m) if m.contains("holds no grouping keys")), "{refused}");
+
+    // An append in flight holds its keys' rows: a peer's draw waits for its commit.
+    let appending = committing_slowly(&admin, fenced.under_keys(&both), "inc-4").await;
+    let draw_now = "SELECT 1 FROM agent_keys WHERE key = 'staging/checkout/alerts' FOR UPDATE NOWAIT";
+    let refused = admin.query(draw_now, &[]).await.unwrap_err();
     assert_eq!(refused.code(), Some(&arf_pg::tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE), "{refused}");
     appending.await.unwrap().unwrap();
-    admin.query(takeover, &[]).await.unwrap();
+    admin.execute("UPDATE agent_keys SET token = 13 WHERE key = 'staging/checkout/alerts'", &[]).await.unwrap();
+    admin.batch_execute("DROP TRIGGER slow_commit ON audit_records").await.unwrap();
+    let refused = fenced.under_keys(&both).append(signal("inc-5")).await.unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("`staging/checkout/alerts`")), "{refused}");
+
+    // A draw committed while an append waited for the head: the append is judged
+    // by the row as the draw left it.
+    let blocker = settings.connect().await.unwrap();
+    blocker.batch_execute("BEGIN; SELECT seq FROM audit_head FOR UPDATE").await.unwrap();
+    let waiting = waiting_on_a_lock(&admin, fenced.under_keys(&[("staging/checkout/alerts".to_owned(), 13)]), "inc-6").await;
+    admin.execute("UPDATE agent_keys SET token = 14 WHERE key = 'staging/checkout/alerts'", &[]).await.unwrap();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert!(matches!(waiting.await.unwrap(), Err(arf_audit::AuditError::Fenced(_))));
+
+    // A draw begun before the append's check and committed while the check waits
+    // for its row: the row is judged again as the draw left it.
+    let drawing = settings.connect().await.unwrap();
+    drawing.batch_execute("BEGIN; UPDATE agent_keys SET token = 15 WHERE key = 'staging/search/alerts'").await.unwrap();
+    let waiting = waiting_on_a_lock(&admin, fenced.under_keys(&[("staging/search/alerts".to_owned(), 12)]), "inc-7").await;
+    drawing.batch_execute("COMMIT").await.unwrap();
+    let refused = waiting.await.unwrap().unwrap_err();
+    assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("`staging/search/alerts`")), "{refused}");
+
+    let incidents: Vec<String> = agent.read_range(1, 0).await.unwrap().into_iter().filter(|r| r.writer == "agent").map(|r| r.incident_id).collect();
+    assert_eq!(incidents, ["inc-1", "inc-4"], "only the appends under tokens their keys held");
 }

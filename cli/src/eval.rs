@@ -405,6 +405,9 @@ struct Shared {
 /// The targets chaos slows down and makes flap.
 struct ChaosTargets {
     slow: Option<String>,
+    /// Targets of incidents later in the replay, slowed as `slow` is, for the faults
+    /// over replicas, which come once the replay is well under way.
+    later: Vec<String>,
     flapping: Vec<String>,
 }
 
@@ -415,8 +418,16 @@ fn chaos_targets(incidents: &[Incident]) -> ChaosTargets {
     let fixable: Vec<&Incident> =
         incidents.iter().filter(|i| !i.false_alarm() && i.mistake() == "none" && i.targets.len() == 1).collect();
     let slow = fixable.iter().find(|i| i.environment != "production").or(fixable.first()).map(|i| i.targets[0].name.clone());
-    let flapping = fixable.iter().rev().filter(|i| Some(&i.targets[0].name) != slow.as_ref()).take(2).map(|i| i.targets[0].name.clone()).collect();
-    ChaosTargets { slow, flapping }
+    let flapping: Vec<String> = fixable.iter().rev().filter(|i| Some(&i.targets[0].name) != slow.as_ref()).take(2).map(|i| i.targets[0].name.clone()).collect();
+    // Every other staging target of an incident the model gets right is slowed too
+    // (not those that flap): the faults over replicas come once the replay is under way.
+    let later: Vec<String> = fixable
+        .iter()
+        .filter(|i| i.environment != "production")
+        .map(|i| i.targets[0].name.clone())
+        .filter(|t| Some(t) != slow.as_ref() && !flapping.contains(t))
+        .collect();
+    ChaosTargets { slow, later, flapping }
 }
 
 async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, corpus_dir: &Path, guard_state: Option<String>) -> Result<Produced> {
@@ -455,7 +466,7 @@ async fn run_one(incidents: &[Incident], spec: &RunSpec, keep: Option<&Path>, co
     }
     let targets = spec.chaos.then(|| chaos_targets(incidents));
     if let Some(targets) = &targets {
-        if let Some(slow) = &targets.slow {
+        for slow in targets.slow.iter().chain(&targets.later) {
             world.set_slow(slow, 2500);
         }
         for target in &targets.flapping {
@@ -937,12 +948,13 @@ async fn inject_replica_faults(
     }
 
     // 3. The executor replica running an action, SIGKILLed mid-action; the other
-    //    settles it. The slowed target's action (2.5 s) when there is one, so it is
+    //    settles it. A slowed target's action (2.5 s) when there is one, so it is
     //    still running when its replica dies; else any; if it ended first, another.
     for attempt in 1..=3 {
-        let found = match &targets.slow {
-            Some(slow) if attempt == 1 => context.wait_for(wait, |records| execution_in_flight(records, slow)).await,
-            _ => None,
+        let slowed: Vec<&String> = targets.slow.iter().chain(&targets.later).collect();
+        let found = match slowed.is_empty() {
+            false => context.wait_for(wait, |records| slowed.iter().find_map(|target| execution_in_flight(records, target))).await,
+            true => None,
         };
         let found = match found {
             Some(found) => Some(found),

@@ -22,8 +22,16 @@ pub fn entries(request: pb::AppendRequest) -> Result<Vec<Entry>, Status> {
         .collect()
 }
 
+/// The most grouping keys one append may be made under: an ingest batch's keys,
+/// at most one per signal of the largest batch an agent makes.
+const MAX_FENCE_KEYS: usize = 65_536;
+/// The longest grouping key: an agent names a key by the JSON of its environment,
+/// service and family, each of up to 1,024 bytes before escaping.
+const MAX_FENCE_KEY_BYTES: usize = 16_384;
+
 /// The lease an append is fenced by, in the members' table of the caller's role
-/// (from its credentials; the request names only the member and incarnation).
+/// (from its credentials; the request names only the member and incarnation),
+/// and for an agent the grouping keys it appends under.
 pub fn fence(role: arf_core::identity::Role, writer: &str, fence: pb::Fence) -> Result<Fence, Status> {
     use arf_core::identity::Role;
     let table = match role {
@@ -37,7 +45,17 @@ pub fn fence(role: arf_core::identity::Role, writer: &str, fence: pb::Fence) -> 
             return Err(Status::invalid_argument(format!("`fence.{field}` must be 1 to 256 bytes long")));
         }
     }
-    Ok(Fence { table, member: fence.member, incarnation: fence.incarnation })
+    if !fence.keys.is_empty() && role != Role::Agent {
+        return Err(Status::invalid_argument(format!("`fence.keys`: `{writer}` is not an agent and holds no grouping keys")));
+    }
+    if fence.keys.len() > MAX_FENCE_KEYS {
+        return Err(Status::invalid_argument(format!("`fence.keys` holds {} keys; at most {MAX_FENCE_KEYS}", fence.keys.len())));
+    }
+    if let Some((i, _)) = fence.keys.iter().enumerate().find(|(_, k)| k.key.is_empty() || k.key.len() > MAX_FENCE_KEY_BYTES || k.key.chars().any(char::is_control)) {
+        return Err(Status::invalid_argument(format!("`fence.keys[{i}].key` must be 1 to {MAX_FENCE_KEY_BYTES} bytes long, with no control characters")));
+    }
+    let keys = fence.keys.into_iter().map(|k| (k.key, k.token)).collect();
+    Ok(Fence { table, member: fence.member, incarnation: fence.incarnation, keys })
 }
 
 pub fn record(record: &Record) -> pb::AuditRecord {

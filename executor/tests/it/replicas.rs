@@ -140,7 +140,6 @@ async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_a
     let client = p.settings.connect().await.unwrap();
     let fence_a: i64 = client.query_one("SELECT fence FROM executor_executions WHERE decision_id = $1", &[&body.decision_id]).await.unwrap().get(0);
     p.a.kill().unwrap();
-    let killed = Instant::now();
     p.a.wait().unwrap();
     assert!(running.await.unwrap().is_err(), "the killed replica answered");
 
@@ -151,10 +150,13 @@ async fn a_replica_killed_mid_action_is_taken_over_and_settled_without_running_a
     // a second ago, and b looks every 2 s).
     let owner = "SELECT owner FROM executor_executions WHERE decision_id = $1";
     client.execute("UPDATE executor_members SET lease_until = now() - interval '500 milliseconds' WHERE name = 'executor-a'", &[]).await.unwrap();
+    let lapsed = Instant::now();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(client.query_one(owner, &[&body.decision_id]).await.unwrap().get::<_, String>(0), "executor-a", "taken over within the grace");
     let settled = settled_by_b(&p, &body.decision_id).await;
-    assert!(killed.elapsed() >= Duration::from_secs(4), "taken over {:?} after the kill", killed.elapsed());
+    // Not before the grace: one lease (4 s) past the lapse, which was set half a
+    // second in the past (less a margin for the two clocks' readings).
+    assert!(lapsed.elapsed() >= Duration::from_millis(3400), "taken over {:?} after the lease was made to lapse", lapsed.elapsed());
     assert_eq!(settled.outcome, "rolled_back", "{settled:?}");
     assert!(settled.detail.contains("another executor replica"), "{}", settled.detail);
     assert!(p.sick.join("rolled_back").exists());
