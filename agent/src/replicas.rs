@@ -139,10 +139,16 @@ impl Replicas {
             // refused, to be retried.
             let name = format!("{HOLDER_SESSION}{}", self.incarnation()).replace('\'', "''");
             fresh.batch_execute(&format!("SET lock_timeout = '30s'; SET application_name = '{name}'")).await?;
-            // Tokens are drawn on a connection of their own: a draw may wait for an
-            // append in flight, and must not hold up the lease's renewals meanwhile.
+            // Tokens are drawn, and keys' last records recorded, on a connection of
+            // their own: a draw may wait for an append in flight, and must not hold up
+            // the lease's renewals meanwhile. Its commits need not wait for the disk:
+            // an append under a drawn token commits durably, which makes every earlier
+            // change durable with it, the draw included; a draw lost in a crash had
+            // nothing logged under it (its holder's placements were never taken), and
+            // a lost record of a key's last record leaves the key marked as appending,
+            // so the next holder reads the log to its head.
             let draws = self.settings.connect().await?;
-            draws.batch_execute("SET lock_timeout = '30s'").await?;
+            draws.batch_execute("SET lock_timeout = '30s'; SET synchronous_commit = off").await?;
             *client = Some(Holder { locks: fresh, draws });
         }
         let Some(Holder { locks: db, draws }) = client.as_ref() else { return Err(PgError::Schema("no connection".to_owned())) };
@@ -346,9 +352,9 @@ impl Held {
     /// relies on.
     pub async fn release(mut self, appended: u64) -> Result<(), PgError> {
         let seq = i64::try_from(appended).unwrap_or(i64::MAX);
-        let db = self.replicas.db.get().await?;
+        let Some(Some(holder)) = self.client.as_deref() else { return Err(PgError::LeaseLost("the grouping-key locks are no longer held".to_owned())) };
         let (keys, tokens): (Vec<&str>, Vec<i64>) = self.tokens.iter().map(|(key, token)| (key.as_str(), *token)).unzip();
-        db.execute(
+        holder.draws.execute(
             "UPDATE agent_keys SET last_seq = GREATEST(last_seq, $3), appending = false WHERE (key, token) IN (SELECT * FROM unnest($1::text[], $2::bigint[]))",
             &[&keys as &(dyn ToSql + Sync), &tokens, &seq],
         )
