@@ -603,26 +603,13 @@ impl Agent {
 
     /// The state snapshot in `dir`, if there is one and the log vouches for it.
     async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<crate::snapshot::Saved>, Unvouched> {
-        // Reading, hashing and parsing a state of megabytes is blocking work: off the async workers.
-        let path = dir.to_owned();
-        let read = tokio::task::spawn_blocking(move || crate::snapshot::read(&path)).await.map_err(|e| Unvouched::Refused(format!("the read stopped: {e}")))?;
-        let Some(file) = read.map_err(Unvouched::Refused)? else { return Ok(None) };
-        if file.saved.fold != self.fold_settings() {
-            return Err(Unvouched::Refused(format!(
-                "it was folded with other settings or fold rules ({:?}, now {:?}); it would not be the state a whole fold gives",
-                file.saved.fold,
-                self.fold_settings()
-            )));
-        }
-        let (hash, through) = (file.hash.clone(), file.saved.through_seq);
-        arf_audit_client::state::vouch(&self.audit, "agent", &file.hash, file.recorded_seq, (through, &file.saved.through_hash), |r| {
+        arf_audit_client::state::verified::<crate::snapshot::Saved>(&self.audit, dir, &self.fold_settings(), "agent", |r, hash, through| {
             r.writer == "agent"
                 && r.kind == RecordKind::Incident
                 && r.incident_id == arf_core::records::STATE_SNAPSHOT
                 && matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::StateSnapshot { hash: logged, through_seq }) if logged == hash && through_seq == through)
         })
-        .await?;
-        Ok(Some(file.saved))
+        .await
     }
 
     /// What a fold's result depends on besides the log.
@@ -686,21 +673,10 @@ impl Agent {
         drop(incidents);
         // Written (synced, not yet in place) before the log vouches for it, put in place after:
         // a file that cannot be written never costs a record, and a file in place always has one.
-        let dir = snapshots.dir.clone();
-        let pending = tokio::task::spawn_blocking(move || crate::snapshot::prepare(&dir, &saved))
-            .await
-            .map_err(|e| format!("the write stopped: {e}"))?
-            .map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
-        let record = self
-            .audit
-            .append_one(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: pending.hash.clone(), through_seq }))
-            .await
-            .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
-        let recorded = record.seq;
-        tokio::task::spawn_blocking(move || pending.commit(recorded))
-            .await
-            .map_err(|e| format!("the write stopped: {e}"))?
-            .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
+        arf_audit_client::state::save(&self.audit, &snapshots.dir, saved, |hash| {
+            Entry::new(arf_core::records::STATE_SNAPSHOT, RecordKind::Incident, records::encode(&IncidentRecord::StateSnapshot { hash: hash.to_owned(), through_seq }))
+        })
+        .await?;
         self.snapshot_through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
         arf_proto::metrics::set("arf_agent_state_snapshot_seq", "The record the agent's latest state snapshot folds the log up to.", &[], through_seq as f64);
         info!(through_seq, "state snapshot saved");

@@ -12,14 +12,6 @@ use std::time::Duration;
 use arf_agent::config::Config;
 use arf_proto::v1 as pb;
 
-/// A gauge or counter of this process's metrics.
-fn metric(name: &str) -> f64 {
-    arf_proto::metrics::render()
-        .lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 async fn states(agent: &str, ids: &[String]) -> Vec<(String, String, u32)> {
     let mut client = support::agent_client(agent).await;
     let mut states = Vec::new();
@@ -72,20 +64,20 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     running.restart_agent(&quiet).await;
     let restarted = states(&running.agent, &ids).await;
     let snapshot = arf_agent::snapshot::read(&dir).unwrap().unwrap();
-    assert_eq!(metric("arf_agent_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the restart started after the snapshot");
+    assert_eq!(arf_proto::metrics::value("arf_agent_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the restart started after the snapshot");
     let (head, _) = running.audit.head().await.unwrap();
-    assert!(metric("arf_agent_recovery_folded_records") < head as f64, "it folded only the log after the snapshot");
+    assert!(arf_proto::metrics::value("arf_agent_recovery_folded_records") < head as f64, "it folded only the log after the snapshot");
     assert_eq!(restarted, before, "the same incidents, from the snapshot and the log after it");
 
     // Someone changes the file: it no longer matches its hash, and is refused.
-    let refused = metric("arf_agent_state_snapshots_refused_total");
+    let refused = arf_proto::metrics::value("arf_agent_state_snapshots_refused_total");
     let text = std::fs::read_to_string(arf_agent::snapshot::path(&dir)).unwrap();
     let genuine = text.clone();
     std::fs::write(arf_agent::snapshot::path(&dir), text.replacen("\"state\":\"escalated\"", "\"state\":\"resolved\"", 1)).unwrap();
     running.restart_agent(&quiet).await;
     assert_eq!(states(&running.agent, &ids).await, before, "rebuilt from the whole log");
-    assert_eq!(metric("arf_agent_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_agent_state_snapshots_refused_total"), refused + 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_state_snapshots_refused_total"), refused + 1.0);
 
     // Someone forges one with a matching hash: the log holds no record of it.
     let mut forged = snapshot.clone();
@@ -94,8 +86,8 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     arf_agent::snapshot::write(&dir, &forged).unwrap();
     running.restart_agent(&quiet).await;
     assert_eq!(states(&running.agent, &ids).await, before, "rebuilt from the whole log");
-    assert_eq!(metric("arf_agent_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_agent_state_snapshots_refused_total"), refused + 2.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_state_snapshots_refused_total"), refused + 2.0);
 
     // The genuine file, under other settings than it was folded with (a shorter
     // retention would have evicted differently): not the state a whole fold gives now.
@@ -109,10 +101,10 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
         })
         .await;
     assert_eq!(states(&running.agent, &ids).await, before);
-    assert_eq!(metric("arf_agent_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_agent_state_snapshots_refused_total"), refused + 3.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_agent_state_snapshots_refused_total"), refused + 3.0);
     // And under the same settings again, it is used.
     running.restart_agent(&quiet).await;
     assert_eq!(states(&running.agent, &ids).await, before);
-    assert!(metric("arf_agent_recovery_from_seq") > 1.0, "the genuine snapshot is used again");
+    assert!(arf_proto::metrics::value("arf_agent_recovery_from_seq") > 1.0, "the genuine snapshot is used again");
 }

@@ -113,6 +113,136 @@ fn beside(file: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A state a process saves for restarts ([`read_in`], [`prepare_in`], [`verified`]).
+pub trait Saved: Serialize + DeserializeOwned + Send + 'static {
+    /// The file's name in the process's state directory.
+    const FILE: &'static str;
+    /// The format written now; a file of another format is not used.
+    const FORMAT: u32;
+    /// What the fold depended on besides the log (settings, the fold's rules): a
+    /// state folded under others is not the state a whole fold would give now.
+    type Fold: PartialEq + std::fmt::Debug;
+    fn format(&self) -> u32;
+    fn fold(&self) -> &Self::Fold;
+    /// The last record folded, and its hash.
+    fn through(&self) -> (u64, &str);
+}
+
+/// Makes `$saved` (a struct with `format`, `fold: $fold`, `through_seq` and
+/// `through_hash`) a [`Saved`] state kept in `$file` at format `$format`, and
+/// defines beside it `SnapshotFile`, `path(dir)`, `read(dir)` and `write(dir, file)`.
+#[macro_export]
+macro_rules! state_file {
+    ($saved:ty, $fold:ty, $file:expr, $format:expr) => {
+        impl $crate::state::Saved for $saved {
+            const FILE: &'static str = $file;
+            const FORMAT: u32 = $format;
+            type Fold = $fold;
+
+            fn format(&self) -> u32 {
+                self.format
+            }
+
+            fn fold(&self) -> &$fold {
+                &self.fold
+            }
+
+            fn through(&self) -> (u64, &str) {
+                (self.through_seq, &self.through_hash)
+            }
+        }
+
+        /// The state, its hash, and where the log vouches for it.
+        pub type SnapshotFile = $crate::state::StateFile<$saved>;
+
+        /// The state's file in `dir`.
+        pub fn path(dir: &std::path::Path) -> std::path::PathBuf {
+            $crate::state::path::<$saved>(dir)
+        }
+
+        /// Reads the file in `dir`, if there is one, and checks the state's bytes
+        /// against its hash and its format.
+        pub fn read(dir: &std::path::Path) -> Result<Option<SnapshotFile>, String> {
+            $crate::state::read_in(dir)
+        }
+
+        /// Writes a whole file at once (tests, tools).
+        pub fn write(dir: &std::path::Path, snapshot: &SnapshotFile) -> std::io::Result<()> {
+            $crate::state::write_in(dir, snapshot)
+        }
+    };
+}
+
+/// The file a state of type `T` is kept in, in `dir`.
+pub fn path<T: Saved>(dir: &Path) -> PathBuf {
+    dir.join(T::FILE)
+}
+
+/// Reads the state in `dir`, if there is one, and checks its bytes against its
+/// hash and its format.
+pub fn read_in<T: Saved>(dir: &Path) -> Result<Option<StateFile<T>>, String> {
+    let file = path::<T>(dir);
+    let Some(read) = read::<T>(&file)? else { return Ok(None) };
+    if read.saved.format() != T::FORMAT {
+        return Err(format!("`{}` is of format {}, not {}", file.display(), read.saved.format(), T::FORMAT));
+    }
+    Ok(Some(read))
+}
+
+/// [`prepare`] for the state's own file in `dir`.
+pub fn prepare_in<T: Saved>(dir: &Path, saved: &T) -> std::io::Result<Pending> {
+    prepare(&path::<T>(dir), saved)
+}
+
+/// [`write`] for the state's own file in `dir` (tests, tools).
+pub fn write_in<T: Saved>(dir: &Path, state: &StateFile<T>) -> std::io::Result<()> {
+    write(&path::<T>(dir), state)
+}
+
+/// The state in `dir`, if there is one, it was folded under `fold` and the log
+/// vouches for it ([`vouch`]): `records_it(record, hash, through_seq)` says whether
+/// a record is `writer`'s own record of a state of that hash folded through that
+/// record. The file is read off the async workers.
+pub async fn verified<T: Saved>(
+    audit: &AuditClient,
+    dir: &Path,
+    fold: &T::Fold,
+    writer: &str,
+    records_it: impl FnOnce(&Record, &str, u64) -> bool,
+) -> Result<Option<T>, Unvouched> {
+    let owned = dir.to_owned();
+    let read = tokio::task::spawn_blocking(move || read_in::<T>(&owned)).await.map_err(|e| Unvouched::Refused(format!("the read stopped: {e}")))?;
+    let Some(file) = read.map_err(Unvouched::Refused)? else { return Ok(None) };
+    if file.saved.fold() != fold {
+        return Err(Unvouched::Refused(format!(
+            "it was folded with other settings or fold rules ({:?}, now {fold:?}); it would not be the state a whole fold gives",
+            file.saved.fold()
+        )));
+    }
+    let (through_seq, through_hash) = file.saved.through();
+    vouch(audit, writer, &file.hash, file.recorded_seq, (through_seq, through_hash), |r| records_it(r, &file.hash, through_seq)).await?;
+    Ok(Some(file.saved))
+}
+
+/// Saves `saved` in `dir` as the module says: written and synced beside its file,
+/// its hash logged (`record(hash)` makes the record: incident id, kind and payload),
+/// then put in place with the record's sequence number. File work runs off the
+/// async workers. Returns that sequence number.
+pub async fn save<T: Saved>(audit: &AuditClient, dir: &Path, saved: T, record: impl FnOnce(&str) -> crate::Entry) -> Result<u64, String> {
+    let owned = dir.to_owned();
+    let pending = tokio::task::spawn_blocking(move || prepare_in(&owned, &saved))
+        .await
+        .map_err(|e| format!("the write stopped: {e}"))?
+        .map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", dir.display()))?;
+    let entry = record(&pending.hash);
+    let recorded = audit.append_one(&entry.incident_id, entry.kind, entry.payload).await.map_err(|e| format!("cannot log the snapshot's hash: {e}"))?.seq;
+    tokio::task::spawn_blocking(move || pending.commit(recorded))
+        .await
+        .map_err(|e| format!("the write stopped: {e}"))?
+        .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", dir.display()))?;
+    Ok(recorded)
+}
+
 /// Why a state was not started from.
 #[derive(Debug)]
 pub enum Unvouched {

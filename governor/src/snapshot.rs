@@ -11,8 +11,6 @@
 //! is put in place, and a restart starts from the file only when the log vouches
 //! for it; otherwise it says so, loudly, and folds the whole log.
 
-use std::path::{Path, PathBuf};
-
 use serde::{Deserialize, Serialize};
 
 use crate::decision::Restored;
@@ -51,30 +49,4 @@ pub struct Saved {
     pub state: Restored,
 }
 
-/// The state, its hash, and where the log vouches for it.
-pub type SnapshotFile = arf_audit_client::state::StateFile<Saved>;
-
-pub fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE)
-}
-
-/// Reads the file, if there is one, and checks the state's bytes against its hash.
-pub fn read(dir: &Path) -> Result<Option<SnapshotFile>, String> {
-    let file = path(dir);
-    let Some(read) = arf_audit_client::state::read::<Saved>(&file)? else { return Ok(None) };
-    if read.saved.format != FORMAT {
-        return Err(format!("`{}` is of format {}, not {FORMAT}", file.display(), read.saved.format));
-    }
-    Ok(Some(read))
-}
-
-/// Writes `saved` (mode 0600, in a 0700 directory) and syncs it beside the file,
-/// not yet in place.
-pub fn prepare(dir: &Path, saved: &Saved) -> std::io::Result<arf_audit_client::state::Pending> {
-    arf_audit_client::state::prepare(&path(dir), saved)
-}
-
-/// Writes a whole file at once (tests, tools).
-pub fn write(dir: &Path, snapshot: &SnapshotFile) -> std::io::Result<()> {
-    arf_audit_client::state::write(&path(dir), snapshot)
-}
+arf_audit_client::state_file!(Saved, FoldSettings, FILE, FORMAT);

@@ -14,14 +14,6 @@ use std::time::Duration;
 use arf_proto::v1 as pb;
 use common::{Harness, Setup, proposal, route};
 
-/// A gauge or counter of this process's metrics.
-fn metric(name: &str) -> f64 {
-    arf_proto::metrics::render()
-        .lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 /// What the governor says of each decision, and of autonomy, once it has rebuilt
 /// its decisions after a restart.
 async fn states(h: &Harness, ids: &[(String, String)]) -> (Vec<pb::Decision>, Vec<String>, bool) {
@@ -86,21 +78,21 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     let restarted = states(&h, &ids).await;
     let snapshot = arf_governor::snapshot::read(&dir).unwrap().unwrap();
     assert!(snapshot.saved.state.decisions.contains_key(&pending.decision_id), "the snapshot holds the decision made before it");
-    assert_eq!(metric("arf_governor_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the restart started after the snapshot");
+    assert_eq!(arf_proto::metrics::value("arf_governor_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the restart started after the snapshot");
     let (head, _) = h.audit.head().await.unwrap();
-    assert!(metric("arf_governor_recovery_folded_records") < head as f64, "it folded only the log after the snapshot");
+    assert!(arf_proto::metrics::value("arf_governor_recovery_folded_records") < head as f64, "it folded only the log after the snapshot");
     assert_eq!(restarted, before, "the same decisions and autonomy, from the snapshot and the log after it");
 
     // Someone changes the file: it no longer matches its hash, and is refused.
-    let refused = metric("arf_governor_state_snapshots_refused_total");
+    let refused = arf_proto::metrics::value("arf_governor_state_snapshots_refused_total");
     let path = arf_governor::snapshot::path(&dir);
     let genuine = std::fs::read_to_string(&path).unwrap();
     assert!(genuine.contains("\"state\":\"pending\""), "{genuine}");
     std::fs::write(&path, genuine.replacen("\"state\":\"pending\"", "\"state\":\"rejected\"", 1)).unwrap();
     h.restart_governor().await;
     assert_eq!(states(&h, &ids).await, before, "rebuilt from the whole log");
-    assert_eq!(metric("arf_governor_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_governor_state_snapshots_refused_total"), refused + 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_state_snapshots_refused_total"), refused + 1.0);
 
     // Someone forges one with a matching hash: the log holds no record of it. Its
     // record number names another of the governor's records.
@@ -112,8 +104,8 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     assert_ne!(written.hash, snapshot.hash, "the forged state has a hash of its own, which the file matches");
     h.restart_governor().await;
     assert_eq!(states(&h, &ids).await, before, "rebuilt from the whole log");
-    assert_eq!(metric("arf_governor_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_governor_state_snapshots_refused_total"), refused + 2.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_state_snapshots_refused_total"), refused + 2.0);
 
     // The genuine file, under another retention than it was folded with (which
     // would have let other decisions go): not the state a whole fold gives now.
@@ -122,15 +114,15 @@ async fn a_restart_starts_from_a_state_snapshot_the_log_vouches_for() {
     h.config.retain_decisions_secs = retain / 2;
     h.restart_governor().await;
     assert_eq!(states(&h, &ids).await, before);
-    assert_eq!(metric("arf_governor_recovery_from_seq"), 1.0);
-    assert_eq!(metric("arf_governor_state_snapshots_refused_total"), refused + 3.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_recovery_from_seq"), 1.0);
+    assert_eq!(arf_proto::metrics::value("arf_governor_state_snapshots_refused_total"), refused + 3.0);
 
     // And under the same settings again, it is used; the decision made before it
     // is approved after it.
     h.config.retain_decisions_secs = retain;
     h.restart_governor().await;
     assert_eq!(states(&h, &ids).await, before);
-    assert_eq!(metric("arf_governor_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the genuine snapshot is used again");
+    assert_eq!(arf_proto::metrics::value("arf_governor_recovery_from_seq"), (snapshot.saved.through_seq + 1) as f64, "the genuine snapshot is used again");
     let approved = h.approve("alice", &pending.decision_id).await.unwrap();
     assert_ne!(approved.state, "pending", "{approved:?}");
 }

@@ -108,6 +108,15 @@ fn number(value: f64) -> String {
     if value.is_finite() { format!("{value}") } else if value > 0.0 { "+Inf".to_owned() } else { "NaN".to_owned() }
 }
 
+/// The value of an unlabelled counter or gauge of this process, as [`render`]
+/// shows it; 0 when it has none yet (what a scrape would read as absent).
+pub fn value(name: &str) -> f64 {
+    render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
 /// Everything recorded, in the text exposition format (version 0.0.4).
 pub fn render() -> String {
     let families = registry().lock().unwrap_or_else(std::sync::PoisonError::into_inner);

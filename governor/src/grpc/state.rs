@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arf_audit_client::RecordKind;
+use arf_audit_client::{Entry, RecordKind};
 use arf_audit_client::state::Unvouched;
 use arf_core::records::{self, GovernanceEvent};
 use tracing::{info, warn};
@@ -71,26 +71,13 @@ impl Shared {
 
     /// The state snapshot in `dir`, if there is one and the log vouches for it.
     async fn verified_snapshot(&self, dir: &std::path::Path) -> Result<Option<Saved>, Unvouched> {
-        // Reading, hashing and parsing megabytes is blocking work: off the async workers.
-        let path = dir.to_owned();
-        let read = tokio::task::spawn_blocking(move || snapshot::read(&path)).await.map_err(|e| Unvouched::Refused(format!("the read stopped: {e}")))?;
-        let Some(file) = read.map_err(Unvouched::Refused)? else { return Ok(None) };
-        if file.saved.fold != self.fold_settings() {
-            return Err(Unvouched::Refused(format!(
-                "it was folded with other settings or fold rules ({:?}, now {:?}); it would not be the state a whole fold gives",
-                file.saved.fold,
-                self.fold_settings()
-            )));
-        }
-        let (hash, through) = (file.hash.clone(), file.saved.through_seq);
-        arf_audit_client::state::vouch(&self.audit, "governor", &file.hash, file.recorded_seq, (through, &file.saved.through_hash), |r| {
+        arf_audit_client::state::verified::<Saved>(&self.audit, dir, &self.fold_settings(), "governor", |r, hash, through| {
             r.writer == "governor"
                 && r.kind == RecordKind::Decision
                 && r.incident_id == records::GOVERNOR_STATE_SNAPSHOT
                 && matches!(r.parse::<GovernanceEvent>(), Ok(GovernanceEvent::StateSnapshot { hash: logged, through_seq }) if logged == hash && through_seq == through)
         })
-        .await?;
-        Ok(Some(file.saved))
+        .await
     }
 
     /// Saves a new snapshot if the log has grown enough since the last one: folded
@@ -120,22 +107,10 @@ impl Shared {
         let saved = Saved { format: snapshot::FORMAT, fold: self.fold_settings(), through_seq, through_hash, state };
         // Written (synced, not yet in place) before the log vouches for it, put in place after:
         // a file that cannot be written never costs a record, and a file in place always has one.
-        let dir = snapshots.dir.clone();
-        let pending = tokio::task::spawn_blocking(move || snapshot::prepare(&dir, &saved))
-            .await
-            .map_err(|e| format!("the write stopped: {e}"))?
-            .map_err(|e| format!("cannot write the state snapshot in `{}`: {e}", snapshots.dir.display()))?;
-        let payload = records::encode(&GovernanceEvent::StateSnapshot { hash: pending.hash.clone(), through_seq });
-        let record = self
-            .audit
-            .append_one(records::GOVERNOR_STATE_SNAPSHOT, RecordKind::Decision, payload)
-            .await
-            .map_err(|e| format!("cannot log the snapshot's hash: {e}"))?;
-        let recorded = record.seq;
-        tokio::task::spawn_blocking(move || pending.commit(recorded))
-            .await
-            .map_err(|e| format!("the write stopped: {e}"))?
-            .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", snapshots.dir.display()))?;
+        arf_audit_client::state::save(&self.audit, &snapshots.dir, saved, |hash| {
+            Entry::new(records::GOVERNOR_STATE_SNAPSHOT, RecordKind::Decision, records::encode(&GovernanceEvent::StateSnapshot { hash: hash.to_owned(), through_seq }))
+        })
+        .await?;
         snapshots.through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
         arf_proto::metrics::set("arf_governor_state_snapshot_seq", "The record the governor's latest state snapshot folds the log up to.", &[], through_seq as f64);
         info!(through_seq, "state snapshot saved");
