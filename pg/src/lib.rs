@@ -57,11 +57,33 @@ pub enum PgError {
     Schema(String),
     #[error("the database does not make commits durable: {0}; ARF will not keep its log or state there")]
     NotDurable(String),
-    #[error("PostgreSQL: {0}")]
+    /// What the server said (its message and SQLSTATE), not only the driver's "db error".
+    #[error("PostgreSQL: {}", said(.0))]
     Query(#[from] tokio_postgres::Error),
     /// A replica's lease on its name lapsed, or another process holds it.
     #[error("{0}")]
     LeaseLost(String),
+}
+
+/// A driver error as a person needs it: the server's message, detail and SQLSTATE
+/// when the server answered, else the driver's error and its causes.
+fn said(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail}; SQLSTATE {})", db.message(), db.code().code()),
+            None => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        },
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
 }
 
 impl Settings {
