@@ -801,7 +801,7 @@ impl Incidents {
     /// the writer that owns it; a record not in its writer's format moves nothing.
     ///
     /// When the incident's latest action failed verification and was rolled back,
-    /// and it has attempts left (`with_max_attempts`) and an action its diagnosis
+    /// or its pathway's precheck refused it (nothing ran), and it has attempts left (`with_max_attempts`) and an action its diagnosis
     /// proposed but did not try, the incident goes back to
     /// `diagnosing` and the decision's id comes back: the caller tries the next
     /// grounded hypothesis.
@@ -811,7 +811,7 @@ impl Incidents {
         if record.writer == "executor"
             && record.kind == arf_audit_client::RecordKind::Outcome
             && let Ok(outcome) = record.parse::<arf_core::records::OutcomeRecord>()
-            && outcome.outcome == "rolled_back"
+            && matches!(outcome.outcome.as_str(), "rolled_back" | "refused")
             && incident.decision_ids.last() == Some(&outcome.decision_id)
             && u64::try_from(incident.decision_ids.len()).unwrap_or(u64::MAX) < u64::from(max_attempts)
             && incident.alternatives > 0
@@ -819,8 +819,9 @@ impl Incidents {
         {
             incident.state = IncidentState::Diagnosing;
             incident.pipeline_done = false;
+            let what = if outcome.outcome == "refused" { "was refused by its precheck" } else { "failed verification and was rolled back" };
             incident.reason = format!(
-                "`{}` on `{}` failed verification and was rolled back; trying the next hypothesis (attempt {} of {max_attempts})",
+                "`{}` on `{}` {what}; trying the next hypothesis (attempt {} of {max_attempts})",
                 outcome.pathway,
                 outcome.target,
                 incident.decision_ids.len() + 1
@@ -899,6 +900,15 @@ impl Incidents {
                         "verified" => IncidentState::Verified,
                         "rolled_back" => IncidentState::RolledBack,
                         "failed" | "rollback_failed" => IncidentState::Failed,
+                        // Nothing ran: the incident is as it was, and needs a person.
+                        "refused" => {
+                            let why = format!("`{}` on `{}` was refused by its precheck, so nothing ran: {}", outcome.pathway, outcome.target, outcome.detail);
+                            if incident.advance(IncidentState::Escalated) {
+                                incident.reason = why;
+                                incident.updated_at_ms = record.time_ms;
+                            }
+                            return;
+                        }
                         _ => return,
                     };
                     (to, format!("`{}` on `{}`: {}", outcome.pathway, outcome.target, outcome.outcome))
@@ -1180,6 +1190,7 @@ mod tests {
             recovered: false,
             interrupted_in: None,
             leftovers: Vec::new(),
+            precheck: None,
         })
     }
 
@@ -1253,6 +1264,20 @@ mod tests {
         (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
         assert_eq!(incidents.follow(&outcome("dec-2", "rolled_back")), None);
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::RolledBack);
+
+        // A precheck's refusal: nothing ran, so the next hypothesis may be tried as
+        // after a rollback; without attempts left, the incident waits for a person.
+        let mut incidents = Incidents::new(60_000).with_max_attempts(2);
+        incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        (incident.state, incident.decision_ids, incident.alternatives) = (IncidentState::Acting, vec!["dec-1".into()], 1);
+        assert_eq!(incidents.follow(&outcome("dec-1", "refused")).as_deref(), Some("dec-1"));
+        assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck; trying the next hypothesis (attempt 2 of 2)"), "{}", incidents.by_id["inc-1"].reason);
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
+        assert_eq!(incidents.follow(&outcome("dec-2", "refused")), None);
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Escalated);
+        assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck, so nothing ran"), "{}", incidents.by_id["inc-1"].reason);
     }
 
     #[test]

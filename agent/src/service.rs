@@ -374,7 +374,7 @@ impl Agent {
         // cut off is tried, not diagnosed afresh.
         match (proposal, retry) {
             (None, Some(after)) => {
-                info!(%incident_id, %after, "resuming the next attempt after a rolled-back action");
+                info!(%incident_id, %after, "resuming the next attempt after an action that rolled back or was refused");
                 self.spawn_work(incident_id, info_span!("next_attempt", %incident_id), async move { agent.next_attempt(&id, &after).await });
             }
             (Some(proposal), _) => {
@@ -1414,7 +1414,8 @@ impl Agent {
         self.propose(incident_id, proposal).await;
     }
 
-    /// After `after_decision`'s action failed verification and was rolled back:
+    /// After `after_decision`'s action failed verification and was rolled back, or
+    /// was refused by its pathway's precheck:
     /// proposes the next hypothesis of the incident's last grounded diagnosis whose
     /// action was not tried yet, without asking the model again. Logged first (a
     /// `reattempt` record, then a diagnosis record carrying the proposal, which is
@@ -1425,12 +1426,12 @@ impl Agent {
         let trail = match self.audit.read_incident(incident_id).await {
             Ok(trail) => trail,
             Err(error) => {
-                self.escalate(incident_id, &format!("decision `{after_decision}` rolled back, and the incident's diagnosis could not be read for a next attempt: {error}")).await;
+                self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), and the incident's diagnosis could not be read for a next attempt: {error}")).await;
                 return;
             }
         };
         let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory) else {
-            self.escalate(incident_id, &format!("decision `{after_decision}` rolled back, and no other grounded hypothesis of the diagnosis proposes a different action")).await;
+            self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), and no other grounded hypothesis of the diagnosis proposes a different action")).await;
             return;
         };
         // Every decision the governor made for the incident counts, as it does for the governor.

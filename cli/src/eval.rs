@@ -46,7 +46,7 @@ const DEFAULT_SWEEP: [f64; 5] = [0.95, 0.8, 0.65, 0.5, 0.3];
 
 /// Decision states after which nothing more happens.
 const TERMINAL: &[&str] =
-    &["verified", "rolled_back", "rollback_failed", "failed", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
+    &["verified", "rolled_back", "rollback_failed", "failed", "refused", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Reasoners {

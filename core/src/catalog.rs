@@ -311,6 +311,14 @@ pub struct Pathway {
     /// A bound on the whole action.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Steps that must succeed, changing nothing, before the action may run: a dry
+    /// run of the action (`kubectl ... --dry-run=server`, an API's validation
+    /// endpoint) or a read of the target's state. When one fails, the action does
+    /// not run and the execution ends `refused`, with what the check answered.
+    /// Reviewed like the action: ARF cannot tell a read from a write, so a step
+    /// here must be one that changes nothing. `git` steps, which commit, are refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub precheck: Vec<Step>,
     pub action: Vec<Step>,
     pub verify: Verification,
     #[serde(default)]
@@ -572,9 +580,14 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
             return Err(invalid(file, p, "secrets", format!("`{secret}` must be a unique name of uppercase letters, digits and `_`")));
         }
     }
+    if let Some(i) = p.precheck.iter().position(|step| matches!(step, Step::Git { .. })) {
+        return Err(invalid(file, p, &format!("precheck[{i}]"), "a `git` step commits, and a precheck must change nothing; read the repository with a `command` step instead"));
+    }
+    check_steps(file, p, "precheck", &p.precheck)?;
     check_steps(file, p, "action", &p.action)?;
     check_steps(file, p, "rollback", &p.rollback)?;
     let mut templates: Vec<Template<'_>> = Vec::new();
+    collect_templates("precheck", &p.precheck, &mut templates);
     collect_templates("action", &p.action, &mut templates);
     collect_templates("rollback", &p.rollback, &mut templates);
     for (field, verification) in
@@ -1033,6 +1046,12 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
                 "field `action[1]`: a second `git` step on `{{target.repo}}` (the first is `action[0]`)",
             ),
             (GOOD.replace("url = \"{{target.url}}/health\"", "url = \"health\""), "field `verify.probes[0].url`"),
+            (
+                GOOD.replace(action, &format!("precheck = [{{ kind = \"git\", repo = \"{{{{target.repo}}}}\", revert = \"abc1234\" }}]\n{action}")),
+                "field `precheck[0]`: a `git` step commits, and a precheck must change nothing",
+            ),
+            (GOOD.replace(action, &format!("precheck = [{{ kind = \"http\", url = \"{{{{params.revision}}}}\" }}]\n{action}")), "field `precheck[0]`: placeholder `{{params.revision}}` names nothing"),
+            (GOOD.replace(action, &format!("precheck = [{{ kind = \"http\", method = \"FETCH\", url = \"{{{{target.url}}}}/dry-run\" }}]\n{action}")), "field `precheck[0].method`"),
             (format!("{GOOD}[rollback_verify]\nwindow_ms = 0\nprobes = [{{ kind = \"http\", name = \"up\", url = \"{{{{target.url}}}}/up\" }}]\n"), "field `rollback_verify`: `window_ms` and `interval_ms` must be positive"),
             (format!("{GOOD}[rollback_verify]\nwindow_ms = 10\nprobes = []\n"), "field `rollback_verify.probes`: needs at least one probe"),
             (
@@ -1045,6 +1064,22 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
             assert!(err.contains("`p.toml`") && err.contains("pathway `restart_service`"), "{err}");
             assert!(err.contains(expected), "expected `{expected}` in: {err}");
         }
+    }
+
+    /// A precheck is part of the reviewed pathway, so it changes the digest the
+    /// governor signs; a pathway without one keeps the digest it had before
+    /// prechecks existed, so decisions already logged still match their catalog.
+    #[test]
+    fn a_precheck_is_part_of_the_digest_and_absent_ones_change_nothing() {
+        let plain = load(GOOD).unwrap();
+        let digest = plain.get("restart_service").unwrap().digest();
+        let action = "action = [{ kind = \"http\", url = \"{{target.url}}/restart\" }]";
+        let checked = load(&GOOD.replace(action, &format!("precheck = [{{ kind = \"http\", method = \"POST\", url = \"{{{{target.url}}}}/dry-run\" }}]\n{action}"))).unwrap();
+        let pathway = checked.get("restart_service").unwrap();
+        assert_eq!(pathway.precheck.len(), 1);
+        assert_ne!(pathway.digest(), digest, "a precheck is reviewed like the action");
+        let encoded = serde_json::to_value(plain.get("restart_service").unwrap()).unwrap();
+        assert!(encoded.get("precheck").is_none(), "a pathway without a precheck encodes as it did before: {encoded}");
     }
 
     /// A pathway may be written in YAML as well as TOML: the same types, the same

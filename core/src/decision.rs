@@ -246,6 +246,8 @@ pub enum State {
     RollbackFailed,
     /// The action itself failed.
     Failed,
+    /// The pathway's precheck refused the action: nothing ran, nothing changed.
+    Refused,
     /// Decided in shadow mode: what would have run is logged; nothing was sent.
     Shadow,
 }
@@ -265,6 +267,7 @@ impl State {
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
             Self::Failed => "failed",
+            Self::Refused => "refused",
             Self::Shadow => "shadow",
         }
     }
@@ -284,6 +287,7 @@ impl State {
             Self::RolledBack,
             Self::RollbackFailed,
             Self::Failed,
+            Self::Refused,
             Self::Shadow,
         ]
         .into_iter()
@@ -292,11 +296,11 @@ impl State {
 
     /// Whether a decision in this state stands in the way of a new decision for the
     /// same action: it is live (waiting, approved, authorized), it succeeded, or
-    /// policy or a person said no (a repeat does not get to ask again). Only an action
-    /// whose attempt failed, rolled back, expired unrun or never reached the executor
-    /// may be decided again.
+    /// policy, a person or the pathway's precheck said no (a repeat does not get to
+    /// ask again). Only an action whose attempt failed, rolled back, expired unrun or
+    /// never reached the executor may be decided again.
     pub fn holds_action(self) -> bool {
-        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected | Self::Shadow)
+        matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected | Self::Refused | Self::Shadow)
     }
 
     /// Whether nothing more happens to a decision in this state.
@@ -311,6 +315,7 @@ impl State {
             "rolled_back" => Some(Self::RolledBack),
             "rollback_failed" => Some(Self::RollbackFailed),
             "failed" => Some(Self::Failed),
+            "refused" => Some(Self::Refused),
             _ => None,
         }
     }

@@ -439,6 +439,20 @@ pub struct ExecutionStartedRecord {
     pub timeout_secs: u64,
     /// The rendered steps, as logged (credential-like header values hidden).
     pub steps: Vec<Value>,
+    /// What the pathway's precheck answered before the action was allowed to
+    /// start; absent for a pathway without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
+}
+
+/// What a pathway's precheck steps answered: each step's result, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecheckRecord {
+    pub ok: bool,
+    pub summary: String,
+    pub steps: Vec<Value>,
+    pub skipped_steps: u64,
 }
 
 /// `execution_finished`: what the action's (or the rollback's) steps did.
@@ -494,9 +508,13 @@ pub struct OutcomeRecord {
     pub decision_id: String,
     pub pathway: String,
     pub target: String,
-    /// `verified`, `rolled_back`, `rollback_failed` or `failed`.
+    /// `verified`, `rolled_back`, `rollback_failed`, `failed`, or `refused` (the
+    /// precheck failed, so the action never started).
     pub outcome: String,
     pub detail: String,
+    /// For `refused`: what the precheck answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precheck: Option<PrecheckRecord>,
     /// Settled by a restarted executor, after a crash cut the execution off.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovered: bool,

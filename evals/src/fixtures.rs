@@ -39,6 +39,7 @@ pub fn started(body: &DecisionBody, decision_seq: u64) -> Value {
         parameters: body.parameters.clone(),
         timeout_secs: 30,
         steps: Vec::new(),
+        precheck: None,
     })
 }
 
@@ -52,6 +53,7 @@ pub fn outcome(body: &DecisionBody, outcome: &str) -> Value {
         recovered: false,
         interrupted_in: None,
         leftovers: Vec::new(),
+        precheck: None,
     })
 }
 

@@ -254,6 +254,47 @@ impl World {
         &self.applied
     }
 
+    /// What a dry run of `action` with `parameters` on `target` answers (`None` for
+    /// an unknown target): what the resource's own API would say before a change,
+    /// from its state alone: a rollback to the revision it already runs, a policy it
+    /// does not have, a pin to the version it already ships. It never says whether
+    /// the action would fix anything; verification finds that out.
+    pub fn dry_run(&self, target: &str, action: &str, parameters: &Value) -> Option<Result<String, String>> {
+        let resource = self.resources.get(target)?;
+        let facts = &resource.spec.facts;
+        let given = |name: &str| parameters.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+        // The value an earlier action that still stands set, else the resource's own.
+        let current = |parameter: &str, fact: &str| {
+            self.applied
+                .iter()
+                .rev()
+                .find(|a| a.target == target && a.action == action && !a.undone)
+                .and_then(|a| a.parameters.get(parameter).and_then(Value::as_str).map(str::to_owned))
+                .or_else(|| facts.get(fact).cloned())
+        };
+        let refusal = match action {
+            "rollback_deployment" => {
+                let revision = given("revision");
+                (current("revision", "bad_revision").as_deref() == Some(revision.as_str()))
+                    .then(|| format!("the deployment already runs revision {revision}: rolling back to it changes nothing"))
+            }
+            "restrict_iam_policy" => {
+                let policy = given("policy");
+                facts.get("policy").filter(|attached| **attached != policy).map(|_| format!("NoSuchEntity: policy {policy} is not attached to {target}"))
+            }
+            "pin_dependency" => {
+                let (package, version) = (given("package"), given("version"));
+                match facts.get("package") {
+                    Some(shipped) if *shipped != package => Some(format!("package {package} is not in {target}'s image")),
+                    _ => (current("version", "installed_version").as_deref() == Some(version.as_str()))
+                        .then(|| format!("{package} is already at version {version}: pinning it changes nothing")),
+                }
+            }
+            _ => None,
+        };
+        Some(refusal.map_or_else(|| Ok(format!("`{action}` would apply to {target}")), Err))
+    }
+
     /// A read-only view of `target` (`changes`, `logs` or `state`), as an
     /// investigation tool would read it: what its causes show now, and its red herrings.
     pub fn observe(&self, target: &str, view: &str) -> Option<String> {
@@ -354,6 +395,7 @@ pub fn router(world: SharedWorld) -> axum::Router {
         .route("/t/{target}/health", get(health))
         .route("/t/{target}/act", post(act))
         .route("/t/{target}/undo", post(undo))
+        .route("/t/{target}/dry-run", post(dry_run))
         .route("/t/{target}/observe/{view}", get(observe))
         .route("/state", get(state))
         .with_state(world)
@@ -409,6 +451,16 @@ async fn act(State(world): State<SharedWorld>, Path(target): Path<String>, Json(
     }
     match applied {
         Some(applied) => (StatusCode::OK, Json(json!({"applied": applied.action, "fixed": applied.fixed}))),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")}))),
+    }
+}
+
+/// A dry run of an action: `200` when it would apply, `409` with the reason when
+/// the resource's state says it would not; nothing changes either way.
+async fn dry_run(State(world): State<SharedWorld>, Path(target): Path<String>, Json(request): Json<ActRequest>) -> (StatusCode, Json<Value>) {
+    match lock(&world).dry_run(&target, &request.action, &request.parameters) {
+        Some(Ok(message)) => (StatusCode::OK, Json(json!({"dry_run": message}))),
+        Some(Err(error)) => (StatusCode::CONFLICT, Json(json!({"error": error}))),
         None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("unknown target `{target}`")}))),
     }
 }
@@ -488,6 +540,34 @@ mod tests {
         w.act("api", "restart_service", "d1", json!({}));
         assert_eq!(w.observe("api", "state").unwrap(), "all checks pass; resource use normal");
         assert!(w.observe("api", "secrets").is_none() && w.observe("nope", "state").is_none());
+    }
+
+    /// A dry run answers from the resource's state, never from the truth: a wrong
+    /// but plausible revision passes it (verification is what catches that), a
+    /// no-op is refused, and nothing it answers changes the world.
+    #[test]
+    fn a_dry_run_refuses_what_the_state_says_changes_nothing_and_applies_nothing() {
+        let mut w = world(&[Cause::BadRelease], &[("good_revision", "41"), ("bad_revision", "42")], &[]);
+        let refused = w.dry_run("api", "rollback_deployment", &json!({"revision": "42"})).unwrap().unwrap_err();
+        assert!(refused.contains("already runs revision 42"), "{refused}");
+        assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "40"})).unwrap().is_ok(), "an older revision is a plausible rollback: only verification can say it is wrong");
+        assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "41"})).unwrap().is_ok());
+        assert!(w.applied().is_empty() && !w.healthy("api"), "a dry run changes nothing");
+        w.act("api", "rollback_deployment", "d1", json!({"revision": "41"}));
+        assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "41"})).unwrap().is_err(), "after the rollback, 41 is what runs");
+        assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "42"})).unwrap().is_ok());
+        assert!(w.undo("api", "d1"));
+        assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "42"})).unwrap().is_err(), "undone: 42 runs again");
+
+        let w = world(&[Cause::OverPermissiveIam], &[("policy", "arn:aws:iam::1:policy/etl")], &[]);
+        assert!(w.dry_run("api", "restrict_iam_policy", &json!({"policy": "arn:aws:iam::1:policy/etl-v2"})).unwrap().unwrap_err().starts_with("NoSuchEntity"));
+        assert!(w.dry_run("api", "restrict_iam_policy", &json!({"policy": "arn:aws:iam::1:policy/etl"})).unwrap().is_ok());
+
+        let w = world(&[Cause::VulnerableDependency], &[("package", "liblzma5"), ("fixed_version", "5.4.5"), ("installed_version", "5.6.0")], &[]);
+        assert!(w.dry_run("api", "pin_dependency", &json!({"package": "liblzma5", "version": "5.6.0"})).unwrap().unwrap_err().contains("already at version 5.6.0"));
+        assert!(w.dry_run("api", "pin_dependency", &json!({"package": "xz-utils", "version": "5.4.5"})).unwrap().unwrap_err().contains("not in api's image"));
+        assert!(w.dry_run("api", "pin_dependency", &json!({"package": "liblzma5", "version": "5.4.4"})).unwrap().is_ok(), "another version is plausible");
+        assert!(w.dry_run("nope", "pin_dependency", &json!({})).is_none());
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub enum ExecuteError {
     ExpiredWhileQueued { decision_id: String, expired_at: String },
     #[error("cannot log the start of decision `{decision_id}`, so nothing ran: {source}")]
     WriteAhead { decision_id: String, source: AuditError },
+    #[error("the precheck of decision `{decision_id}` refused its action, but the refusal cannot be logged; nothing ran, and the decision may be tried again: {source}")]
+    RefusalNotLogged { decision_id: String, source: AuditError },
     #[error(
         "decision `{decision_id}` stopped after {ran} ran: cannot log `{record}`: {source}; its state is kept, so a retry will not run it again"
     )]
@@ -847,6 +849,24 @@ impl Executor {
             return Err(ExecuteError::SameActionStarted { decision_id: body.decision_id.clone(), earlier });
         }
 
+        // Look before acting: the pathway's precheck (a dry run, a read of the
+        // target's state) must pass, or the action never starts. Its steps change
+        // nothing, so a crash here leaves a mere claim, released on restart, and the
+        // precheck is logged with the start, or with the refusal.
+        let tracker = self.tracker(body);
+        let precheck = if plan.precheck.is_empty() {
+            None
+        } else {
+            info!(steps = plan.precheck.len(), "running the precheck");
+            let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
+            let mut report = runner::run_steps(&plan.precheck, deadline, &self.http, Some(&tracker)).await;
+            report.redact(&plan.secret_values);
+            if !report.ok {
+                return self.refuse(body, plan, state, &report).await;
+            }
+            Some(report)
+        };
+
         // A replica whose lease may have lapsed starts nothing: another may be
         // taking its executions and targets over.
         if let Some(Err(error)) = self.store.shared().map(|s| s.check_live()) {
@@ -855,7 +875,7 @@ impl Executor {
         }
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
-        let started = records::execution_started(body, decision_seq, plan);
+        let started = records::execution_started(body, decision_seq, plan, precheck.as_ref());
         if let Err(source) = self.append(body, plan, RecordKind::ExecutionStarted, started).await {
             self.store.release(&body.decision_id).await?;
             return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
@@ -867,7 +887,6 @@ impl Executor {
         let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
         // With replicas, each step after the first runs only on the database's word
         // that the execution and this replica's lease are still its own.
-        let tracker = self.tracker(body);
         let mut action = match self.store.shared() {
             Some(shared) => runner::run_steps_confirmed(&plan.action, deadline, &self.http, Some(&tracker), || async {
                 match shared.confirm(&body.decision_id).await {
@@ -926,6 +945,26 @@ impl Executor {
                 Course::RollBack => self.roll_back(body, plan, &mut state, why).await?,
             };
         self.finish(body, plan, state, outcome, detail, None).await
+    }
+
+    /// Ends an execution whose precheck failed: nothing started, so nothing is
+    /// rolled back; the `refused` outcome, with what the precheck answered, tells
+    /// the governor and the agent. If the refusal cannot be logged, the claim is
+    /// given back, as when the start cannot be.
+    async fn refuse(&self, body: &DecisionBody, plan: &Plan, mut state: ExecutionState, precheck: &runner::StepsReport) -> Result<ExecutionState, ExecuteError> {
+        let detail = secrets::redact_text(&format!("the precheck refused the action, so nothing ran: {}", precheck.summary()), &plan.secret_values);
+        if let Err(source) = self.append(body, plan, RecordKind::Outcome, records::refused(body, &detail, precheck)).await {
+            self.store.release(&body.decision_id).await?;
+            return Err(ExecuteError::RefusalNotLogged { decision_id: body.decision_id.clone(), source });
+        }
+        arf_proto::metrics::inc("arf_executor_outcomes_total", "Executions settled, by outcome.", &[("outcome", Outcome::Refused.as_str()), ("pathway", &body.pathway)]);
+        warn!(outcome = Outcome::Refused.as_str(), %detail, "the precheck refused the action");
+        state.outcome = Outcome::Refused;
+        state.phase = Phase::Finished;
+        state.detail = detail;
+        state.updated_at_ms = now_ms();
+        self.store.save(&state).await?;
+        Ok(state)
     }
 
     async fn roll_back(
@@ -1006,6 +1045,7 @@ impl Executor {
             Outcome::Failed => {
                 error!(outcome = outcome.as_str(), %detail, "irreversible pathway failed: the target needs a human")
             }
+            Outcome::Refused => warn!(outcome = outcome.as_str(), %detail, "the precheck refused the action"),
             Outcome::Running => {}
         }
         state.outcome = outcome;

@@ -18,6 +18,8 @@ pub enum Outcome {
     RollbackFailed,
     /// The action or its verification failed on an irreversible pathway.
     Failed,
+    /// The pathway's precheck failed, so the action never started: nothing changed.
+    Refused,
 }
 
 impl Outcome {
@@ -28,6 +30,7 @@ impl Outcome {
             Self::RolledBack => "rolled_back",
             Self::RollbackFailed => "rollback_failed",
             Self::Failed => "failed",
+            Self::Refused => "refused",
         }
     }
 }

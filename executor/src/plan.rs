@@ -77,6 +77,9 @@ pub struct RenderedVerification {
 /// Everything one execution will do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    /// Steps that must succeed, changing nothing, before the action runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub precheck: Vec<RenderedStep>,
     pub action: Vec<RenderedStep>,
     pub verify: RenderedVerification,
     pub rollback: Vec<RenderedStep>,
@@ -93,6 +96,7 @@ impl Plan {
     /// A plan that does nothing, for records about an execution whose plan is lost.
     pub fn empty() -> Self {
         Self {
+            precheck: Vec::new(),
             action: Vec::new(),
             verify: RenderedVerification { delay_ms: 0, window_ms: 0, interval_ms: 1, max_failures: 1, probes: Vec::new() },
             rollback: Vec::new(),
@@ -134,12 +138,14 @@ pub fn plan(
     if pathway.timeout_secs == 0 {
         return Err(renderer.invalid("timeout_secs", "must be positive"));
     }
+    let precheck = renderer.steps("precheck", &pathway.precheck)?;
     let action = renderer.steps("action", &pathway.action)?;
     let rollback = renderer.steps("rollback", &pathway.rollback)?;
     let verify = renderer.verification("verify", &pathway.verify)?;
     let rollback_verify =
         pathway.rollback_verify.as_ref().map(|v| renderer.verification("rollback_verify", v)).transpose()?;
     Ok(Plan {
+        precheck,
         action,
         verify,
         rollback,

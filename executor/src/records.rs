@@ -8,7 +8,7 @@
 use serde_json::{Value, json};
 
 use arf_core::decision::DecisionBody;
-use arf_core::records::{ExecutionFinishedRecord, ExecutionStartedRecord, OutcomeRecord, RollbackRecord, VerificationRecord};
+use arf_core::records::{ExecutionFinishedRecord, ExecutionStartedRecord, OutcomeRecord, PrecheckRecord, RollbackRecord, VerificationRecord};
 
 use crate::execution::Outcome;
 use crate::plan::{Plan, RenderedStep};
@@ -35,8 +35,9 @@ impl StepsPhase {
     }
 }
 
-/// `execution_started`: the intent, written before the first step runs.
-pub fn execution_started(body: &DecisionBody, decision_seq: u64, plan: &Plan) -> Value {
+/// `execution_started`: the intent, written before the first step runs, with what
+/// the pathway's precheck answered, when it has one.
+pub fn execution_started(body: &DecisionBody, decision_seq: u64, plan: &Plan, precheck: Option<&StepsReport>) -> Value {
     arf_core::records::encode(&ExecutionStartedRecord {
         decision_id: body.decision_id.clone(),
         decision_seq,
@@ -46,7 +47,24 @@ pub fn execution_started(body: &DecisionBody, decision_seq: u64, plan: &Plan) ->
         parameters: body.parameters.clone(),
         timeout_secs: plan.timeout_secs,
         steps: plan.action.iter().map(step).collect(),
+        precheck: precheck.map(precheck_record),
     })
+}
+
+/// `outcome` `refused`: the precheck failed, so the action never started.
+pub fn refused(body: &DecisionBody, detail: &str, precheck: &StepsReport) -> Value {
+    let mut record = outcome_record(body, Outcome::Refused, detail);
+    record.precheck = Some(precheck_record(precheck));
+    arf_core::records::encode(&record)
+}
+
+fn precheck_record(report: &StepsReport) -> PrecheckRecord {
+    PrecheckRecord {
+        ok: report.ok,
+        summary: report.summary(),
+        steps: report.steps.iter().map(step_result).collect(),
+        skipped_steps: u64::try_from(report.skipped).unwrap_or(u64::MAX),
+    }
 }
 
 /// `execution_finished`: what the action's (or the rollback's) steps did.
@@ -123,6 +141,7 @@ fn outcome_record(body: &DecisionBody, outcome: Outcome, detail: &str) -> Outcom
         recovered: false,
         interrupted_in: None,
         leftovers: Vec::new(),
+        precheck: None,
     }
 }
 

@@ -71,7 +71,7 @@ pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, t
 }
 
 fn parse_outcome(text: &str) -> Option<Outcome> {
-    [Outcome::Verified, Outcome::RolledBack, Outcome::RollbackFailed, Outcome::Failed]
+    [Outcome::Verified, Outcome::RolledBack, Outcome::RollbackFailed, Outcome::Failed, Outcome::Refused]
         .into_iter()
         .find(|o| o.as_str() == text)
 }
@@ -129,6 +129,7 @@ mod tests {
             parameters: serde_json::json!({"a": 1}),
             timeout_secs: 30,
             steps: Vec::new(),
+            precheck: None,
         });
         record(writer, RecordKind::ExecutionStarted, payload)
     }
@@ -143,6 +144,7 @@ mod tests {
             recovered: false,
             interrupted_in: None,
             leftovers: Vec::new(),
+            precheck: None,
         });
         record(writer, RecordKind::Outcome, payload)
     }

@@ -204,7 +204,17 @@ pub async fn run_step(
             let outcome = http::send(client, &spec).await;
             let (ok, detail) = match &outcome.status {
                 Ok(status) if status == expect_status => (true, format!("`{method} {url}` answered {status}")),
-                Ok(status) => (false, format!("`{method} {url}` answered {status}, expected {expect_status}")),
+                Ok(status) => {
+                    let mut detail = format!("`{method} {url}` answered {status}, expected {expect_status}");
+                    // The answer's first line usually says why (a dry run's refusal, an
+                    // API's error), bounded so that a page of HTML stays out of the detail.
+                    if let Some(line) = outcome.body.text.lines().find(|l| !l.trim().is_empty()) {
+                        let line: String = line.trim().chars().filter(|c| !c.is_control()).take(300).collect();
+                        detail.push_str(": ");
+                        detail.push_str(&line);
+                    }
+                    (false, detail)
+                }
                 Err(error) => (false, error.clone()),
             };
             StepResult { index, ok, detail, report: StepReport::Http(outcome) }

@@ -428,6 +428,7 @@ pub fn pathway(name: &str, action: Vec<Step>, probes: Vec<Probe>, rollback: Vec<
         irreversible: rollback.is_empty(),
         security_sensitive: false,
         timeout_secs: 30,
+        precheck: vec![],
         action,
         verify: verification(probes),
         rollback,

@@ -60,6 +60,23 @@ async fn restore(State(service): State<Arc<Service>>, uri: Uri, headers: HeaderM
     StatusCode::OK
 }
 
+/// A dry run: a deployment named `steady` already has what is asked for.
+async fn dry_run(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> (StatusCode, String) {
+    let replicas = body["replicas"].clone();
+    service.record(&uri, Some(name.clone()), &headers, body);
+    if name == "steady" {
+        (StatusCode::CONFLICT, format!("deployment {name} already has {replicas} replicas: scaling to it changes nothing\n<second line>"))
+    } else {
+        (StatusCode::OK, format!("deployment {name} would be scaled to {replicas}"))
+    }
+}
+
 async fn health(State(service): State<Arc<Service>>) -> (StatusCode, &'static str) {
     if service.healthy.load(Ordering::SeqCst) {
         (StatusCode::OK, "status: ok")
@@ -73,6 +90,7 @@ async fn start_target(service: Arc<Service>) -> String {
     let app = axum::Router::new()
         .route("/scale/{name}", post(scale))
         .route("/restore", post(restore))
+        .route("/dry-run/{name}", post(dry_run))
         .route("/health", get(health))
         .route("/degraded", get(|| async { "status: degraded" }))
         .route(
@@ -182,6 +200,60 @@ async fn the_http_runner_renders_sends_and_rolls_back() {
         let seen: Vec<String> = service.seen().iter().map(|s| s.uri.split('?').next().unwrap().to_owned()).collect();
         assert_eq!(seen, paths);
     }
+}
+
+/// Look before acting: a pathway's precheck runs before anything is started. When
+/// it fails, the action never runs, the execution ends `refused` with what the
+/// check answered, and the log holds the refusal, never a start; asking again runs
+/// nothing. When it passes, the start record carries what it answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_precheck_refuses_the_action_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(Service::default());
+    service.healthy.store(true, Ordering::SeqCst);
+    let url = start_target(Arc::clone(&service)).await;
+    let targets = [("web".to_owned(), target(&[("url", url.as_str()), ("token", "s3cret-token-value")]))].into();
+    let mut checked = scale_pathway();
+    checked.precheck = vec![Step::Http {
+        method: "POST".into(),
+        url: "{{target.url}}/dry-run/{{params.name}}".into(),
+        headers: BTreeMap::new(),
+        body: Some(json!({ "replicas": "{{params.replicas}}" })),
+        expect_status: 200,
+        timeout_secs: Some(5),
+    }];
+    let h = Harness::start(dir.path(), Setup::new(vec![checked], targets)).await;
+    let paths = |seen: Vec<Seen>| seen.iter().map(|s| s.uri.split('?').next().unwrap().to_owned()).collect::<Vec<_>>();
+
+    let body = h.body("scale", "web", json!({ "name": "steady", "replicas": 3 }));
+    let signed = h.decide(&body).await;
+    let execution = h.execute(signed.clone()).await.unwrap();
+    assert_eq!(execution.outcome, "refused", "{}", execution.detail);
+    assert!(
+        execution.detail.contains("answered 409, expected 200: deployment steady already has 3 replicas: scaling to it changes nothing")
+            && !execution.detail.contains("second line"),
+        "the refusal says why, in one line: {}",
+        execution.detail
+    );
+    assert_eq!(paths(service.seen()), ["/dry-run/steady"], "neither the action nor a rollback ran");
+    assert_eq!(h.kinds(&body.incident_id).await, ["decision", "outcome"], "a refusal, never a start");
+    let trail = h.trail(&body.incident_id).await;
+    let outcome = &trail[1].payload;
+    assert_eq!((&outcome["outcome"], &outcome["precheck"]["ok"]), (&json!("refused"), &json!(false)), "{outcome}");
+    assert_eq!(outcome["precheck"]["steps"][0]["report"]["status"], json!(409), "{outcome}");
+    let again = h.execute(signed).await.unwrap();
+    assert_eq!(again.outcome, "refused");
+    assert!(service.seen().is_empty(), "a retry answers with the refusal and sends nothing");
+    assert_eq!(h.kinds(&body.incident_id).await.len(), 2);
+
+    let body = h.body("scale", "web", json!({ "name": "web", "replicas": 4 }));
+    let execution = h.execute(h.decide(&body).await).await.unwrap();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+    assert_eq!(paths(service.seen()), ["/dry-run/web", "/scale/web"]);
+    let trail = h.trail(&body.incident_id).await;
+    let started = trail.iter().find(|r| r.kind == RecordKind::ExecutionStarted).unwrap();
+    assert_eq!(started.payload["precheck"]["ok"], json!(true), "{}", started.payload);
+    assert!(started.payload["precheck"]["summary"].as_str().unwrap().contains("1 step(s) succeeded"), "{}", started.payload);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,6 +271,7 @@ pub fn events(record: &Record, writers: &Writers, context: Option<&IncidentConte
                     "verified" => (EventKind::Resolved, format!("Verified: {} on {} worked", outcome.pathway, outcome.target)),
                     "rolled_back" => (EventKind::ActionFailed, format!("Rolled back: {} on {} failed its verification", outcome.pathway, outcome.target)),
                     "failed" => (EventKind::ActionFailed, format!("Failed: {} on {}", outcome.pathway, outcome.target)),
+                    "refused" => (EventKind::ActionFailed, format!("Refused: {} on {} did not pass its precheck; nothing ran", outcome.pathway, outcome.target)),
                     "rollback_failed" => (
                         EventKind::RollbackFailed,
                         format!("ROLLBACK FAILED: {} on {}; the target is in an unknown state", outcome.pathway, outcome.target),
@@ -345,6 +346,7 @@ mod tests {
             recovered: false,
             interrupted_in: None,
             leftovers: Vec::new(),
+            precheck: None,
         })
     }
 
@@ -360,6 +362,7 @@ mod tests {
         assert_eq!(told(&record(1, "executor", RecordKind::Outcome, outcome("rolled_back"))), [EventKind::ActionFailed]);
         assert_eq!(told(&record(2, "executor", RecordKind::Outcome, outcome("failed"))), [EventKind::ActionFailed]);
         assert_eq!(told(&record(3, "executor", RecordKind::Outcome, outcome("rollback_failed"))), [EventKind::RollbackFailed]);
+        assert_eq!(told(&record(3, "executor", RecordKind::Outcome, outcome("refused"))), [EventKind::ActionFailed]);
         assert_eq!(told(&record(4, "executor", RecordKind::Outcome, outcome("verified"))), [EventKind::Resolved]);
         // The same record from another writer is not believed.
         assert!(told(&record(5, "agent", RecordKind::Outcome, outcome("rollback_failed"))).is_empty());
