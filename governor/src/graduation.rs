@@ -283,6 +283,15 @@ mod tests {
         assert_eq!(mode_for(&rules, "staging", "payments"), Mode::Autonomous);
     }
 
+    /// Only a run's verdict moves a track record: a precheck's refusal ran nothing.
+    #[test]
+    fn only_runs_that_ran_count() {
+        assert_eq!(Event::of_outcome("verified"), Some(Event::Verified));
+        assert_eq!(Event::of_outcome("rolled_back"), Some(Event::Failed));
+        assert_eq!(Event::of_outcome("refused"), None);
+        assert_eq!(Event::of_outcome("running"), None);
+    }
+
     /// Graduation needs `runs` successes after the last setback; one setback demotes at once.
     #[test]
     fn successes_in_a_row_graduate_and_a_setback_demotes_at_once() {

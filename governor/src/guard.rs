@@ -696,6 +696,8 @@ mod tests {
         );
         // Not final: nothing to count, nothing to remember.
         check_outcomes(&[Report("d1", "running"), Report("d1", "dispatch_failed")], (0, 0, 0, 0), &[], &[]);
+        // Refused by its precheck: nothing ran, so the error budget is not spent.
+        check_outcomes(&[Report("d1", "refused"), Report("d2", "refused"), Report("d3", "refused")], (0, 0, 0, 0), &[], &[]);
     }
 
     #[test]

@@ -184,6 +184,55 @@ async fn a_killed_executor_settles_what_it_was_doing_without_running_it_again() 
     child.wait().unwrap();
 }
 
+/// A SIGKILL while the precheck runs: nothing was started, so nothing is logged and
+/// the restarted executor gives the claim back; asked again, it runs the precheck
+/// again and then the action, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_during_the_precheck_leaves_nothing_started_and_the_action_runs_once_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, mut entered) = mpsc::channel(8);
+    let (gate, url) = start_gate(entered_tx).await;
+    let mut p = gated_pathway();
+    // The gate holds the precheck; the action leaves a mark per run.
+    p.precheck = std::mem::take(&mut p.action);
+    p.action = vec![command(&["sh", "-c", "echo run >> \"$1\"", "sh", "{{target.dir}}/acted"])];
+    p.verify.probes = vec![command_probe("acted", &["test", "-e", "{{target.dir}}/acted"])];
+    let target_dir = dir.path().join("target");
+    std::fs::create_dir_all(&target_dir).unwrap();
+    let targets = [("web".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&target_dir))]))].into();
+    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
+    h.stop_executor().await;
+    let config_file = dir.path().join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let body = h.body("gated", "web", json!({}));
+    let signed = h.decide(&body).await;
+    let mut first = client.clone();
+    let in_flight = signed.clone();
+    tokio::spawn(async move { first.execute(in_flight).await });
+    tokio::time::timeout(Duration::from_secs(30), entered.recv()).await.unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(h.kinds(&body.incident_id).await, ["decision"], "nothing was started, so nothing is logged");
+    assert!(!target_dir.join("acted").exists());
+
+    let (mut child, client) = spawn_child(&config_file).await;
+    let mut again = client.clone();
+    let call = tokio::spawn(async move { again.execute(signed).await.map(tonic::Response::into_inner) });
+    tokio::time::timeout(Duration::from_secs(30), entered.recv()).await.expect("the precheck did not run again").unwrap();
+    gate.release.notify_one();
+    let execution = tokio::time::timeout(Duration::from_secs(30), call).await.unwrap().unwrap().unwrap();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 2, "the precheck ran once per try");
+    assert_eq!(std::fs::read_to_string(target_dir.join("acted")).unwrap(), "run\n", "the action ran once");
+    let kinds = h.kinds(&body.incident_id).await;
+    assert_eq!(kinds.iter().filter(|k| **k == "execution_started").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "outcome").count(), 1, "{kinds:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Whether `pid` is a live process (a zombie has finished).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
