@@ -449,6 +449,8 @@ pub struct ExecutionStartedRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrecheckRecord {
+    /// The rendered steps, as logged (credential-like header values hidden).
+    pub planned: Vec<Value>,
     pub ok: bool,
     pub summary: String,
     pub steps: Vec<Value>,

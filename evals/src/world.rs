@@ -256,7 +256,9 @@ impl World {
 
     /// What a dry run of `action` with `parameters` on `target` answers (`None` for
     /// an unknown target): what the resource's own API would say before a change,
-    /// from its state alone: a rollback to the revision it already runs, a policy it
+    /// from its state alone (`running_revision`, the attached `policy`, the shipped
+    /// `package` at `installed_version`; facts every resource of that kind has,
+    /// whatever breaks it): a rollback to the revision it already runs, a policy it
     /// does not have, a pin to the version it already ships. It never says whether
     /// the action would fix anything; verification finds that out.
     pub fn dry_run(&self, target: &str, action: &str, parameters: &Value) -> Option<Result<String, String>> {
@@ -275,7 +277,7 @@ impl World {
         let refusal = match action {
             "rollback_deployment" => {
                 let revision = given("revision");
-                (current("revision", "bad_revision").as_deref() == Some(revision.as_str()))
+                (current("revision", "running_revision").as_deref() == Some(revision.as_str()))
                     .then(|| format!("the deployment already runs revision {revision}: rolling back to it changes nothing"))
             }
             "restrict_iam_policy" => {
@@ -547,7 +549,7 @@ mod tests {
     /// no-op is refused, and nothing it answers changes the world.
     #[test]
     fn a_dry_run_refuses_what_the_state_says_changes_nothing_and_applies_nothing() {
-        let mut w = world(&[Cause::BadRelease], &[("good_revision", "41"), ("bad_revision", "42")], &[]);
+        let mut w = world(&[Cause::BadRelease], &[("good_revision", "41"), ("bad_revision", "42"), ("running_revision", "42")], &[]);
         let refused = w.dry_run("api", "rollback_deployment", &json!({"revision": "42"})).unwrap().unwrap_err();
         assert!(refused.contains("already runs revision 42"), "{refused}");
         assert!(w.dry_run("api", "rollback_deployment", &json!({"revision": "40"})).unwrap().is_ok(), "an older revision is a plausible rollback: only verification can say it is wrong");

@@ -165,12 +165,12 @@ findings contains finding(
 	a.state in {"rolled_back", "failed", "rollback_failed"}
 }
 
-# A later attempt: an earlier action of this incident ran and did not fix it (it
-# failed verification and was rolled back), and the agent proposes its next
-# hypothesis. The model was wrong once here: a person decides.
+# A later attempt: an earlier action of this incident did not fix it (it failed
+# verification and was rolled back, or its pathway's precheck refused it), and the
+# agent proposes its next hypothesis. The model was wrong once here: a person decides.
 findings contains finding(
 	"next_attempt", "approval", 1, oncall_approvers,
-	sprintf("this is attempt %v at incident %v: an earlier action of it ran and did not fix it, so an on-call engineer must approve the next one", [input.incident.attempt, input.incident.id]),
+	sprintf("this is attempt %v at incident %v: an earlier action of it did not fix it (rolled back, or refused by its precheck), so an on-call engineer must approve the next one", [input.incident.attempt, input.incident.id]),
 ) if {
 	input.incident.attempt > 1
 }

@@ -49,6 +49,8 @@ pub enum ExecuteError {
     WriteAhead { decision_id: String, source: AuditError },
     #[error("the precheck of decision `{decision_id}` refused its action, but the refusal cannot be logged; nothing ran, and the decision may be tried again: {source}")]
     RefusalNotLogged { decision_id: String, source: AuditError },
+    #[error("the precheck of decision `{decision_id}` got no answer, so nothing ran and the decision may be tried again: {detail}")]
+    PrecheckUnanswered { decision_id: String, detail: String },
     #[error(
         "decision `{decision_id}` stopped after {ran} ran: cannot log `{record}`: {source}; its state is kept, so a retry will not run it again"
     )]
@@ -307,7 +309,9 @@ impl Executor {
                 return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
             }
         };
-        if logged.started {
+        // Started, or refused by its precheck (an outcome with no start), by an
+        // executor that lost the answer or its store: settled from the log.
+        if logged.started || logged.outcome.is_some() {
             let _target = match self.lock_target(&body.target).await {
                 Ok(guard) => guard,
                 Err(error) => {
@@ -316,7 +320,7 @@ impl Executor {
                 }
             };
             let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
-            warn!("the log shows this decision already started, but the execution store has no trace of it; settling it instead of running it again");
+            warn!("the log shows this decision already started or ended, but the execution store has no trace of it; settling it instead of running it again");
             let mut unknown = state;
             unknown.phase = Phase::Interrupted;
             self.store.save(&unknown).await?;
@@ -861,8 +865,24 @@ impl Executor {
             let deadline = Instant::now() + Duration::from_secs(plan.timeout_secs);
             let mut report = runner::run_steps(&plan.precheck, deadline, &self.http, Some(&tracker)).await;
             report.redact(&plan.secret_values);
-            if !report.ok {
+            if !report.ok && report.answered_no() {
                 return self.refuse(body, plan, state, &report).await;
+            }
+            if !report.ok {
+                // Not an answer (the target unreachable, a timeout, a server error):
+                // nothing ran, and a retry asks again.
+                self.store.release(&body.decision_id).await?;
+                let detail = secrets::redact_text(&report.summary(), &plan.secret_values);
+                warn!(%detail, "the precheck got no answer; nothing ran");
+                return Err(ExecuteError::PrecheckUnanswered { decision_id: body.decision_id.clone(), detail });
+            }
+            // The precheck may take its time: expiry bounds when the action may start.
+            if now_ms() >= body.expires_at_ms {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::ExpiredWhileQueued {
+                    decision_id: body.decision_id.clone(),
+                    expired_at: arf_core::time::format_ms(body.expires_at_ms),
+                });
             }
             Some(report)
         };
@@ -953,7 +973,7 @@ impl Executor {
     /// given back, as when the start cannot be.
     async fn refuse(&self, body: &DecisionBody, plan: &Plan, mut state: ExecutionState, precheck: &runner::StepsReport) -> Result<ExecutionState, ExecuteError> {
         let detail = secrets::redact_text(&format!("the precheck refused the action, so nothing ran: {}", precheck.summary()), &plan.secret_values);
-        if let Err(source) = self.append(body, plan, RecordKind::Outcome, records::refused(body, &detail, precheck)).await {
+        if let Err(source) = self.append(body, plan, RecordKind::Outcome, records::refused(body, &detail, plan, precheck)).await {
             self.store.release(&body.decision_id).await?;
             return Err(ExecuteError::RefusalNotLogged { decision_id: body.decision_id.clone(), source });
         }

@@ -139,21 +139,41 @@ pub fn plan(
         return Err(renderer.invalid("timeout_secs", "must be positive"));
     }
     let precheck = renderer.steps("precheck", &pathway.precheck)?;
+    // A precheck is trusted to change nothing, so a parameter may not turn into one
+    // of its options (`--dry-run=none` after the reviewed `--dry-run=server`).
+    for (i, (step, rendered)) in pathway.precheck.iter().zip(&precheck).enumerate() {
+        if let (Step::Command { argv, .. }, RenderedStep::Command { argv: values, .. }) = (step, rendered) {
+            for (template, value) in argv.iter().zip(values) {
+                if template.contains("{{") && template.contains("params.") && value.starts_with('-') {
+                    return Err(renderer.invalid(&format!("precheck[{i}].argv"), format!(
+                        "`{value}` comes from a parameter and starts with `-`: in a precheck it could become an option that makes the step change something"
+                    )));
+                }
+            }
+        }
+    }
     let action = renderer.steps("action", &pathway.action)?;
     let rollback = renderer.steps("rollback", &pathway.rollback)?;
     let verify = renderer.verification("verify", &pathway.verify)?;
     let rollback_verify =
         pathway.rollback_verify.as_ref().map(|v| renderer.verification("rollback_verify", v)).transpose()?;
-    Ok(Plan {
-        precheck,
-        action,
-        verify,
-        rollback,
-        rollback_verify,
-        timeout_secs: pathway.timeout_secs,
-        irreversible: pathway.irreversible,
-        secret_values: pathway.secrets.iter().filter_map(|name| secrets.get(name).cloned()).collect(),
-    })
+    // Besides the pathway's secrets, what its requests send as credentials (a
+    // target's token in an `authorization` header): a server that echoes one back
+    // must not put it in a record, a detail or a page.
+    let mut secret_values: Vec<String> = pathway.secrets.iter().filter_map(|name| secrets.get(name).cloned()).collect();
+    for step in precheck.iter().chain(&action).chain(&rollback) {
+        if let RenderedStep::Http { headers, .. } = step {
+            for value in headers.iter().filter(|(name, _)| crate::records::is_secret_header(name)).map(|(_, value)| value) {
+                let bare = value.split_once(' ').map_or(value.as_str(), |(_, token)| token.trim());
+                for text in [value.as_str(), bare] {
+                    if text.len() >= 8 && !secret_values.iter().any(|known| known == text) {
+                        secret_values.push(text.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Plan { precheck, action, verify, rollback, rollback_verify, timeout_secs: pathway.timeout_secs, irreversible: pathway.irreversible, secret_values })
 }
 
 /// The template values for a decision: plain, and with parameters percent-encoded for URLs.
@@ -492,6 +512,21 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health/{{param
             issued_at_ms: 0,
             expires_at_ms: 1,
         }
+    }
+
+    /// A parameter may not become an option of a precheck's command (it could turn a
+    /// dry run into a change); in an action's argv it may, as reviewed.
+    #[test]
+    fn a_precheck_argv_takes_no_option_from_a_parameter() {
+        let checked = PATHWAY.replace(
+            "action = [",
+            "precheck = [{ kind = \"command\", argv = [\"kubectl\", \"scale\", \"{{params.name}}\", \"--dry-run=server\"] }]\naction = [",
+        );
+        let pathway = pathway(&checked);
+        let fine = plan(&pathway, "web-prod", &target(), &body(json!({"name": "deployment/web", "replicas": 3})), &BTreeMap::new()).unwrap();
+        assert_eq!(fine.precheck.len(), 1);
+        let err = plan(&pathway, "web-prod", &target(), &body(json!({"name": "--dry-run=none", "replicas": 3})), &BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("`precheck[0].argv`: `--dry-run=none` comes from a parameter and starts with `-`"), "{err}");
     }
 
     #[test]

@@ -47,19 +47,20 @@ pub fn execution_started(body: &DecisionBody, decision_seq: u64, plan: &Plan, pr
         parameters: body.parameters.clone(),
         timeout_secs: plan.timeout_secs,
         steps: plan.action.iter().map(step).collect(),
-        precheck: precheck.map(precheck_record),
+        precheck: precheck.map(|report| precheck_record(plan, report)),
     })
 }
 
 /// `outcome` `refused`: the precheck failed, so the action never started.
-pub fn refused(body: &DecisionBody, detail: &str, precheck: &StepsReport) -> Value {
+pub fn refused(body: &DecisionBody, detail: &str, plan: &Plan, precheck: &StepsReport) -> Value {
     let mut record = outcome_record(body, Outcome::Refused, detail);
-    record.precheck = Some(precheck_record(precheck));
+    record.precheck = Some(precheck_record(plan, precheck));
     arf_core::records::encode(&record)
 }
 
-fn precheck_record(report: &StepsReport) -> PrecheckRecord {
+fn precheck_record(plan: &Plan, report: &StepsReport) -> PrecheckRecord {
     PrecheckRecord {
+        planned: plan.precheck.iter().map(step).collect(),
         ok: report.ok,
         summary: report.summary(),
         steps: report.steps.iter().map(step_result).collect(),

@@ -112,8 +112,9 @@ pub struct ActionInput {
     pub target: String,
     pub parameters: Value,
     /// Earlier decisions of this incident for the same action (pathway, target and
-    /// parameters), oldest first. Only attempts that were refused, expired, failed or
-    /// rolled back appear: a live or verified one is answered instead of deciding again.
+    /// parameters), oldest first. Only attempts that expired, never reached the
+    /// executor, failed or rolled back appear: a live, verified, denied, rejected or
+    /// precheck-refused one is answered instead of deciding again.
     #[serde(default)]
     pub earlier_attempts: Vec<EarlierAttempt>,
 }

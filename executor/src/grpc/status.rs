@@ -34,7 +34,10 @@ pub fn execute(error: ExecuteError) -> Status {
             | AdmissionError::Plan(_) => Status::failed_precondition(message),
         },
         ExecuteError::ExpiredWhileQueued { .. } => Status::failed_precondition(message),
-        ExecuteError::AuditUnavailable { .. } | ExecuteError::WriteAhead { .. } | ExecuteError::RefusalNotLogged { .. } => Status::unavailable(message),
+        ExecuteError::AuditUnavailable { .. }
+        | ExecuteError::WriteAhead { .. }
+        | ExecuteError::RefusalNotLogged { .. }
+        | ExecuteError::PrecheckUnanswered { .. } => Status::unavailable(message),
         ExecuteError::Interrupted { source: AuditError::Unavailable(_), .. } => Status::unavailable(message),
         ExecuteError::Interrupted { .. } | ExecuteError::Task(_) => Status::internal(message),
         // The executors' database down, or this replica's lease lapsed: another

@@ -99,6 +99,18 @@ impl StepsReport {
         }
     }
 
+    /// Whether the steps were refused by an answer: the failing step reached what
+    /// it asked and was told no (an HTTP status other than the expected one and not
+    /// a server error, a command that exited with a non-zero status). A step that
+    /// was never sent or started, timed out, or met a server error got no answer.
+    pub fn answered_no(&self) -> bool {
+        match self.steps.iter().find(|s| !s.ok).map(|s| &s.report) {
+            Some(StepReport::Http(outcome)) => matches!(outcome.status, Ok(status) if status < 500),
+            Some(StepReport::Command(outcome)) => matches!(outcome.exit, command::Exit::Code { code } if code != 0),
+            Some(StepReport::Git(_) | StepReport::NotStarted) | None => false,
+        }
+    }
+
     /// One line on how it went: the failing step's detail, or a count.
     pub fn summary(&self) -> String {
         match self.steps.iter().find(|s| !s.ok) {
@@ -207,11 +219,16 @@ pub async fn run_step(
                 Ok(status) => {
                     let mut detail = format!("`{method} {url}` answered {status}, expected {expect_status}");
                     // The answer's first line usually says why (a dry run's refusal, an
-                    // API's error), bounded so that a page of HTML stays out of the detail.
+                    // API's error). The request's own header values (a token the server
+                    // echoes) are hidden before it is cut to a bound that keeps a page
+                    // of HTML out of the detail.
                     if let Some(line) = outcome.body.text.lines().find(|l| !l.trim().is_empty()) {
-                        let line: String = line.trim().chars().filter(|c| !c.is_control()).take(300).collect();
+                        let mut line: String = line.trim().chars().filter(|c| !c.is_control()).collect();
+                        for value in headers.values().filter(|v| v.len() >= 8) {
+                            line = line.replace(value.as_str(), "[redacted]");
+                        }
                         detail.push_str(": ");
-                        detail.push_str(&line);
+                        detail.extend(line.chars().take(300));
                     }
                     (false, detail)
                 }

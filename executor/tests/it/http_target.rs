@@ -69,9 +69,12 @@ async fn dry_run(
     axum::Json(body): axum::Json<Value>,
 ) -> (StatusCode, String) {
     let replicas = body["replicas"].clone();
+    let caller = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     service.record(&uri, Some(name.clone()), &headers, body);
     if name == "steady" {
-        (StatusCode::CONFLICT, format!("deployment {name} already has {replicas} replicas: scaling to it changes nothing\n<second line>"))
+        (StatusCode::CONFLICT, format!("deployment {name} already has {replicas} replicas: scaling to it changes nothing (asked by {caller})\n<second line>"))
+    } else if name == "busy" {
+        (StatusCode::SERVICE_UNAVAILABLE, "the API server is overloaded".to_owned())
     } else {
         (StatusCode::OK, format!("deployment {name} would be scaled to {replicas}"))
     }
@@ -217,12 +220,12 @@ async fn a_failed_precheck_refuses_the_action_and_nothing_runs() {
     checked.precheck = vec![Step::Http {
         method: "POST".into(),
         url: "{{target.url}}/dry-run/{{params.name}}".into(),
-        headers: BTreeMap::new(),
+        headers: [("authorization".to_owned(), "Bearer {{target.token}}".to_owned())].into(),
         body: Some(json!({ "replicas": "{{params.replicas}}" })),
         expect_status: 200,
         timeout_secs: Some(5),
     }];
-    let h = Harness::start(dir.path(), Setup::new(vec![checked], targets)).await;
+    let mut h = Harness::start(dir.path(), Setup::new(vec![checked], targets)).await;
     let paths = |seen: Vec<Seen>| seen.iter().map(|s| s.uri.split('?').next().unwrap().to_owned()).collect::<Vec<_>>();
 
     let body = h.body("scale", "web", json!({ "name": "steady", "replicas": 3 }));
@@ -231,8 +234,9 @@ async fn a_failed_precheck_refuses_the_action_and_nothing_runs() {
     assert_eq!(execution.outcome, "refused", "{}", execution.detail);
     assert!(
         execution.detail.contains("answered 409, expected 200: deployment steady already has 3 replicas: scaling to it changes nothing")
-            && !execution.detail.contains("second line"),
-        "the refusal says why, in one line: {}",
+            && !execution.detail.contains("second line")
+            && execution.detail.contains("(asked by [redacted])"),
+        "the refusal says why, in one line, without the credential the target echoed: {}",
         execution.detail
     );
     assert_eq!(paths(service.seen()), ["/dry-run/steady"], "neither the action nor a rollback ran");
@@ -241,10 +245,29 @@ async fn a_failed_precheck_refuses_the_action_and_nothing_runs() {
     let outcome = &trail[1].payload;
     assert_eq!((&outcome["outcome"], &outcome["precheck"]["ok"]), (&json!("refused"), &json!(false)), "{outcome}");
     assert_eq!(outcome["precheck"]["steps"][0]["report"]["status"], json!(409), "{outcome}");
+    assert_eq!(outcome["precheck"]["planned"][0]["headers"]["authorization"], json!("[redacted]"), "what was sent is logged, its credential hidden: {outcome}");
+    assert!(!outcome.to_string().contains("s3cret-token-value"), "the token the target echoed reached the log: {outcome}");
     let again = h.execute(signed).await.unwrap();
     assert_eq!(again.outcome, "refused");
     assert!(service.seen().is_empty(), "a retry answers with the refusal and sends nothing");
     assert_eq!(h.kinds(&body.incident_id).await.len(), 2);
+    // An executor whose store lost the refusal (or the answer to its append) reads
+    // it from the log when asked again: it neither checks again nor acts.
+    h.stop_executor().await;
+    std::fs::remove_dir_all(&h.executor_config().data_dir).unwrap();
+    h.restart_executor().await;
+    let recovered = h.execute(h.decide(&body).await).await.unwrap();
+    assert!(recovered.replayed && recovered.outcome == "refused", "{recovered:?}");
+    assert!(service.seen().is_empty(), "nothing was sent to the target again");
+
+    // No answer is not a refusal: a precheck that met a server error (or no server)
+    // ran nothing and gives the decision back, to be tried again.
+    let body = h.body("scale", "web", json!({ "name": "busy", "replicas": 3 }));
+    let status = h.execute(h.decide(&body).await).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("got no answer") && status.message().contains("answered 503"), "{}", status.message());
+    assert_eq!(paths(service.seen()), ["/dry-run/busy"]);
+    assert_eq!(h.kinds(&body.incident_id).await, ["decision"], "nothing is logged for a check that got no answer");
 
     let body = h.body("scale", "web", json!({ "name": "web", "replicas": 4 }));
     let execution = h.execute(h.decide(&body).await).await.unwrap();

@@ -325,7 +325,7 @@ impl Shared {
         for id in ids {
             let Some(entry) = self.entry(&id).await else { continue };
             let may_run = entry.try_lock().map_or(true, |d| {
-                matches!(d.state, State::Approved | State::Authorized | State::Verified | State::RolledBack | State::RollbackFailed | State::Failed)
+                matches!(d.state, State::Approved | State::Authorized | State::Verified | State::RolledBack | State::RollbackFailed | State::Failed | State::Refused)
             });
             if may_run {
                 ran.insert(id);
