@@ -358,7 +358,11 @@ pub fn record_outcome(
     outcome: &str,
     now_ms: i64,
 ) -> Vec<Trip> {
-    if !is_outcome(outcome) {
+    // A precheck's refusal ran nothing, so the pathway's record and error budget
+    // are untouched; but the model proposed an action its target refused, which
+    // its calibration counts as a miss.
+    let refused = outcome == "refused";
+    if !is_outcome(outcome) && !refused {
         return Vec::new();
     }
     let counted = state.unlogged_outcomes.insert(decision_id.to_owned(), outcome.to_owned());
@@ -370,7 +374,9 @@ pub fn record_outcome(
         trips.extend(quarantine(state, service, pathway, now_ms));
     }
     if counted.is_none() {
-        trips.extend(count_outcome(state, rails, service, pathway, outcome, now_ms));
+        if !refused {
+            trips.extend(count_outcome(state, rails, service, pathway, outcome, now_ms));
+        }
         if !model.is_empty() {
             let stats = state.models.entry(model.to_owned()).or_default().entry(pathway.to_owned()).or_default();
             stats.runs += 1;
@@ -696,8 +702,15 @@ mod tests {
         );
         // Not final: nothing to count, nothing to remember.
         check_outcomes(&[Report("d1", "running"), Report("d1", "dispatch_failed")], (0, 0, 0, 0), &[], &[]);
-        // Refused by its precheck: nothing ran, so the error budget is not spent.
-        check_outcomes(&[Report("d1", "refused"), Report("d2", "refused"), Report("d3", "refused")], (0, 0, 0, 0), &[], &[]);
+        // Refused by its precheck: nothing ran, so the pathway's record and error
+        // budget are untouched, but the model's calibration counts three misses.
+        check_outcomes(&[Report("d1", "refused"), Report("d2", "refused"), Report("d3", "refused")], (0, 0, 0, 0), &[], &["d1", "d2", "d3"]);
+        let (rails, mut state) = (GuardRails::default(), GuardState::default());
+        for (now, id) in (1..).zip(["d1", "d2", "d3"]) {
+            record_outcome(&mut state, &rails, id, "web", "restart_service", "model-a", "refused", now);
+        }
+        let model = &state.models["model-a"]["restart_service"];
+        assert_eq!((model.runs, model.verified), (3, 0), "{model:?}");
     }
 
     #[test]
