@@ -19,7 +19,19 @@ struct Browser {
     http: reqwest::Client,
     session: String,
     _driver: tokio::process::Child,
+    /// The process group chromedriver leads, and the browser it starts with it.
+    group: Option<u32>,
     _profile: tempfile::TempDir,
+}
+
+/// Killing chromedriver alone would leave the browser running: the whole group
+/// goes, whether the test passed or panicked.
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(group) = self.group {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+        }
+    }
 }
 
 impl Browser {
@@ -30,8 +42,10 @@ impl Browser {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver (Debian's chromium-driver, which .ci/run installs)");
+        let group = driver.id();
         let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -57,7 +71,7 @@ impl Browser {
         let capabilities = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}}}});
         let created: Value = http.post(format!("{base}/session")).json(&capabilities).send().await.unwrap().json().await.unwrap();
         let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
-        let browser = Self { http, session: format!("{base}/session/{session}"), _driver: driver, _profile: profile };
+        let browser = Self { http, session: format!("{base}/session/{session}"), _driver: driver, group, _profile: profile };
         // A click that submits a form returns before the next page is there: an
         // element is looked for until it appears (or 10 s pass).
         browser.call(reqwest::Method::POST, "/timeouts", Some(json!({"implicit": 10_000}))).await;

@@ -158,7 +158,8 @@ fn an_incident_exports_as_evidence_that_verifies_offline_and_fails_when_edited()
         assert!(bad.is_empty(), "`arf {}` printed {bad:?}:\n{text}", args.join(" "));
         assert!(args.contains(&"--json") || text.contains('\u{fffd}') || !text.contains("Route: autonomous"), "`arf {}`:\n{text}", args.join(" "));
     }
-    let _ = up.kill();
+    // Ctrl-C, as a person would: `arf up` stops its services. A SIGKILL would leave them running.
+    let _ = Command::new("kill").arg("-INT").arg(up.id().to_string()).status();
     let _ = up.wait();
     assert!(export.status.success(), "{}{}", String::from_utf8_lossy(&export.stdout), String::from_utf8_lossy(&export.stderr));
     assert!(witnessed.status.success(), "{}{}", String::from_utf8_lossy(&witnessed.stdout), String::from_utf8_lossy(&witnessed.stderr));
