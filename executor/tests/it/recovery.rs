@@ -64,6 +64,16 @@ impl Drop for ChildExecutor {
     }
 }
 
+/// A harness whose executor is stopped and whose configuration is written, for a
+/// test that runs the executor as its own process ([`spawn_child`]).
+pub(crate) async fn harness_for_child(dir: &std::path::Path, setup: Setup) -> (Harness, std::path::PathBuf) {
+    let mut h = Harness::start(dir, setup).await;
+    h.stop_executor().await;
+    let config_file = dir.join("executor.json");
+    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    (h, config_file)
+}
+
 /// Starts the executor as a child process and connects to it once it listens.
 pub(crate) async fn spawn_child(config_file: &std::path::Path) -> (ChildExecutor, ExecutorClient<arf_proto::server::Authenticated>) {
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -110,10 +120,7 @@ async fn a_killed_executor_settles_what_it_was_doing_without_running_it_again() 
         ("sick".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&sick))])),
     ]
     .into();
-    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
-    h.stop_executor().await;
-    let config_file = dir.path().join("executor.json");
-    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    let (h, config_file) = harness_for_child(dir.path(), Setup::new(vec![p], targets)).await;
 
     let (mut child, client) = spawn_child(&config_file).await;
     let mut decisions = Vec::new();
@@ -200,10 +207,7 @@ async fn a_kill_during_the_precheck_leaves_nothing_started_and_the_action_runs_o
     let target_dir = dir.path().join("target");
     std::fs::create_dir_all(&target_dir).unwrap();
     let targets = [("web".to_owned(), target(&[("url", url.as_str()), ("dir", path_str(&target_dir))]))].into();
-    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
-    h.stop_executor().await;
-    let config_file = dir.path().join("executor.json");
-    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    let (h, config_file) = harness_for_child(dir.path(), Setup::new(vec![p], targets)).await;
 
     let (mut child, client) = spawn_child(&config_file).await;
     let body = h.body("gated", "web", json!({}));
@@ -264,10 +268,7 @@ async fn a_restarted_executor_stops_what_the_killed_one_left_running_before_veri
         vec![command(&["touch", "{{target.dir}}/rolled_back"])],
     );
     let targets = [("svc".to_owned(), target(&[("dir", path_str(&svc))]))].into();
-    let mut h = Harness::start(dir.path(), Setup::new(vec![p], targets)).await;
-    h.stop_executor().await;
-    let config_file = dir.path().join("executor.json");
-    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    let (h, config_file) = harness_for_child(dir.path(), Setup::new(vec![p], targets)).await;
 
     let (mut child, client) = spawn_child(&config_file).await;
     let body = h.body("slow_breaker", "svc", json!({}));
@@ -356,10 +357,7 @@ async fn a_restart_during_an_audit_outage_settles_once_the_log_is_back() {
     let (entered_tx, mut entered) = mpsc::channel(8);
     let (gate, url) = start_gate(entered_tx).await;
     let (setup, sick) = sick_setup(dir.path(), &url);
-    let mut h = Harness::start(dir.path(), setup).await;
-    h.stop_executor().await;
-    let config_file = dir.path().join("executor.json");
-    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    let (mut h, config_file) = harness_for_child(dir.path(), setup).await;
 
     let (mut child, client) = spawn_child(&config_file).await;
     let first = h.body("gated", "sick", json!({}));
@@ -401,10 +399,7 @@ async fn an_executor_that_lost_its_store_settles_from_the_log_instead_of_running
     let (entered_tx, mut entered) = mpsc::channel(8);
     let (gate, url) = start_gate(entered_tx).await;
     let (setup, sick) = sick_setup(dir.path(), &url);
-    let mut h = Harness::start(dir.path(), setup).await;
-    h.stop_executor().await;
-    let config_file = dir.path().join("executor.json");
-    std::fs::write(&config_file, serde_json::to_vec(h.executor_config()).unwrap()).unwrap();
+    let (h, config_file) = harness_for_child(dir.path(), setup).await;
 
     // Cut off mid-action, then the store is lost.
     let (mut child, client) = spawn_child(&config_file).await;
