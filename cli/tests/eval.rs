@@ -32,6 +32,44 @@ fn a_small_eval_has_no_harm_and_full_governance_compliance() {
     assert!(html.contains("<svg") && html.contains("reliability"), "the HTML report has its plots");
 }
 
+/// Look before acting, through real processes: the scripted model rolls `pricing`
+/// back to the revision it already runs; the pathway's dry run says so, and the
+/// action never starts. The log holds the refusal (with what the dry run answered)
+/// and no start; the governor marks the decision refused; the incident needs a person.
+#[test]
+fn a_wrong_parameter_is_refused_by_the_dry_run_and_never_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (out, keep) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let output = Command::new(env!("CARGO_BIN_EXE_arf"))
+        .current_dir(&root)
+        .args(["eval", "run", "evals/incidents", "--reasoner", "scripted", "--only", "03-pricing-bad-release", "--out"])
+        .arg(out.path())
+        .arg("--keep")
+        .arg(keep.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let outcome = &report["runs"][0]["outcomes"][0];
+    assert_eq!(outcome["executed"], serde_json::json!([]), "the action never ran: {outcome}");
+    assert!(outcome["escalations"].as_u64().unwrap() >= 1 && outcome["resolved_by_arf"] == false, "a person is paged: {outcome}");
+
+    let log = keep.path().join("scripted").join("audit").join(arf_audit::store::LOG_FILE);
+    let records = arf_audit::frame::read_records(&log).unwrap();
+    let refused: Vec<_> = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Outcome && r.writer == "executor").collect();
+    assert_eq!(refused.len(), 1, "one outcome");
+    let payload = &refused[0].payload;
+    assert_eq!(payload["outcome"], "refused", "{payload}");
+    assert!(payload["detail"].as_str().unwrap().contains("answered 409, expected 200: the deployment already runs revision v5.1.0"), "{payload}");
+    assert_eq!(payload["precheck"]["ok"], false, "{payload}");
+    assert!(!records.iter().any(|r| r.kind == arf_audit::RecordKind::ExecutionStarted), "nothing started");
+    let decision = payload["decision_id"].as_str().unwrap();
+    assert!(
+        records.iter().any(|r| r.writer == "governor" && r.payload["decision_id"] == decision && r.payload["state"] == "refused"),
+        "the governor marked the decision refused"
+    );
+}
+
 fn arf(args: &[&str], out: &std::path::Path) -> (serde_json::Value, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let output = Command::new(env!("CARGO_BIN_EXE_arf")).current_dir(&root).args(args).arg("--out").arg(out).output().unwrap();

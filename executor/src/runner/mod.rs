@@ -10,6 +10,7 @@ pub mod processes;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::plan::RenderedStep;
@@ -222,7 +223,7 @@ pub async fn run_step(
                     // API's error). The request's own header values (a token the server
                     // echoes) are hidden before it is cut to a bound that keeps a page
                     // of HTML out of the detail.
-                    if let Some(line) = outcome.body.text.lines().find(|l| !l.trim().is_empty()) {
+                    if let Some(line) = answer_line(&outcome.body.text) {
                         let mut line: String = line.trim().chars().filter(|c| !c.is_control()).collect();
                         for value in headers.values().filter(|v| v.len() >= 8) {
                             line = line.replace(value.as_str(), "[redacted]");
@@ -244,9 +245,34 @@ pub async fn run_step(
     }
 }
 
+/// What an HTTP answer says about why: the message of a JSON error body (the
+/// `message` of a Kubernetes `Status`, of most cloud and Git hosting APIs, or
+/// `error`, `detail`, `error.message`), else the body's first non-empty line.
+fn answer_line(body: &str) -> Option<String> {
+    if let Ok(Value::Object(answer)) = serde_json::from_str::<Value>(body) {
+        let nested = answer.get("error").and_then(|e| e.get("message")).and_then(Value::as_str);
+        let message = ["message", "Message", "error", "detail"].iter().find_map(|key| answer.get(*key).and_then(Value::as_str)).or(nested);
+        if let Some(message) = message.filter(|m| !m.trim().is_empty()) {
+            return Some(message.to_owned());
+        }
+    }
+    body.lines().find(|l| !l.trim().is_empty()).map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_says_why_in_its_error_message_or_first_line() {
+        let kubernetes = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"deployments.apps \"web\" not found","reason":"NotFound","code":404}"#;
+        assert_eq!(answer_line(kubernetes).as_deref(), Some("deployments.apps \"web\" not found"));
+        assert_eq!(answer_line(r#"{"error":{"code":"NoSuchEntity","message":"policy not attached"}}"#).as_deref(), Some("policy not attached"));
+        assert_eq!(answer_line(r#"{"error":"already at 3 replicas"}"#).as_deref(), Some("already at 3 replicas"));
+        assert_eq!(answer_line("\n  plain words\nmore").as_deref(), Some("  plain words"));
+        assert_eq!(answer_line(r#"{"ok":false}"#).as_deref(), Some(r#"{"ok":false}"#), "no message: the line as it is");
+        assert_eq!(answer_line(""), None);
+    }
 
     #[tokio::test]
     async fn a_report_is_scrubbed_of_secrets_a_failing_step_printed() {
