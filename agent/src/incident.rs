@@ -896,22 +896,15 @@ impl Incidents {
             },
             ("executor", RecordKind::Outcome) => match record.parse::<OutcomeRecord>() {
                 Ok(outcome) => {
-                    let to = match outcome.outcome.as_str() {
-                        "verified" => IncidentState::Verified,
-                        "rolled_back" => IncidentState::RolledBack,
-                        "failed" | "rollback_failed" => IncidentState::Failed,
+                    let on = format!("`{}` on `{}`", outcome.pathway, outcome.target);
+                    match outcome.outcome.as_str() {
+                        "verified" => (IncidentState::Verified, format!("{on}: verified")),
+                        "rolled_back" => (IncidentState::RolledBack, format!("{on}: rolled_back")),
+                        "failed" | "rollback_failed" => (IncidentState::Failed, format!("{on}: {}", outcome.outcome)),
                         // Nothing ran: the incident is as it was, and needs a person.
-                        "refused" => {
-                            let why = format!("`{}` on `{}` was refused by its precheck, so nothing ran: {}", outcome.pathway, outcome.target, outcome.detail);
-                            if incident.advance(IncidentState::Escalated) {
-                                incident.reason = why;
-                                incident.updated_at_ms = record.time_ms;
-                            }
-                            return;
-                        }
+                        "refused" => (IncidentState::Escalated, format!("{on} was refused by its precheck, so nothing ran: {}", outcome.detail)),
                         _ => return,
-                    };
-                    (to, format!("`{}` on `{}`: {}", outcome.pathway, outcome.target, outcome.outcome))
+                    }
                 }
                 Err(_) => return,
             },

@@ -794,13 +794,7 @@ impl Executor {
         let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
         // Expiry bounds when a decision may start, so a decision that waited too
         // long behind others gives its claim back without running.
-        if now_ms() >= body.expires_at_ms {
-            self.store.release(&body.decision_id).await?;
-            return Err(ExecuteError::ExpiredWhileQueued {
-                decision_id: body.decision_id.clone(),
-                expired_at: arf_core::time::format_ms(body.expires_at_ms),
-            });
-        }
+        self.release_if_expired(body).await?;
         self.settle_backlog(body).await?;
         // A rollback on this target that failed after this decision was issued: the
         // governor decided without knowing that the target needs a human (it would
@@ -823,13 +817,7 @@ impl Executor {
             });
         }
         // Settling can take a verification window and a rollback: check expiry again.
-        if now_ms() >= body.expires_at_ms {
-            self.store.release(&body.decision_id).await?;
-            return Err(ExecuteError::ExpiredWhileQueued {
-                decision_id: body.decision_id.clone(),
-                expired_at: arf_core::time::format_ms(body.expires_at_ms),
-            });
-        }
+        self.release_if_expired(body).await?;
 
         // One action runs once per incident, whatever decision asks for it: checked
         // under the target's lock, so two decisions for it cannot both pass.
@@ -877,13 +865,7 @@ impl Executor {
                 return Err(ExecuteError::PrecheckUnanswered { decision_id: body.decision_id.clone(), detail });
             }
             // The precheck may take its time: expiry bounds when the action may start.
-            if now_ms() >= body.expires_at_ms {
-                self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::ExpiredWhileQueued {
-                    decision_id: body.decision_id.clone(),
-                    expired_at: arf_core::time::format_ms(body.expires_at_ms),
-                });
-            }
+            self.release_if_expired(body).await?;
             Some(report)
         };
 
@@ -965,6 +947,16 @@ impl Executor {
                 Course::RollBack => self.roll_back(body, plan, &mut state, why).await?,
             };
         self.finish(body, plan, state, outcome, detail, None).await
+    }
+
+    /// Expiry bounds when a decision may start: one that expired while it waited
+    /// (for its target, a settling, its precheck) gives its claim back unrun.
+    async fn release_if_expired(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
+        if now_ms() < body.expires_at_ms {
+            return Ok(());
+        }
+        self.store.release(&body.decision_id).await?;
+        Err(ExecuteError::ExpiredWhileQueued { decision_id: body.decision_id.clone(), expired_at: arf_core::time::format_ms(body.expires_at_ms) })
     }
 
     /// Ends an execution whose precheck failed: nothing started, so nothing is
