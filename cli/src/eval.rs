@@ -1110,11 +1110,13 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
     let deadline = Instant::now() + human.limit;
     let mut handled: BTreeSet<String> = BTreeSet::new();
     let mut last_error = String::new();
+    let mut seen = String::new();
     loop {
         if Instant::now() > deadline {
-            bail!("no terminal state within {:?}{}", human.limit, if last_error.is_empty() { String::new() } else { format!(" (last error: {last_error})") });
+            let error = if last_error.is_empty() { String::new() } else { format!("; last error: {last_error}") };
+            bail!("no terminal state within {:?} (last seen: {}{error})", human.limit, if seen.is_empty() { "nothing" } else { &seen });
         }
-        match step(incident, human, incident_id, &mut handled).await {
+        match step(incident, human, incident_id, &mut handled, &mut seen).await {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(status) if status.code() == tonic::Code::NotFound => {
@@ -1127,15 +1129,18 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
     }
 }
 
-/// One poll: true once the incident is terminal.
-async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &mut BTreeSet<String>) -> Result<bool, tonic::Status> {
+/// One poll: true once the incident is terminal. `seen` is what it last saw, for
+/// the error of an incident that never ends.
+async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &mut BTreeSet<String>, seen: &mut String) -> Result<bool, tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
     let mut agent = human.endpoints.agent().await.map_err(internal)?;
     let mut governor = human.endpoints.governor().await.map_err(internal)?;
     let state = agent.get_incident(pb::GetIncidentRequest { incident_id: incident_id.to_owned() }).await?.into_inner();
+    *seen = format!("incident `{}` ({})", state.state, state.reason);
     if let Some(decision_id) = state.decision_ids.last() {
         let request = human.endpoints.authed(pb::GetDecisionRequest { decision_id: decision_id.clone() }).map_err(internal)?;
         let decision = governor.get_decision(request).await?.into_inner();
+        *seen = format!("{seen}, decision `{decision_id}` `{}`", decision.state);
         if decision.state == "shadow" && human.judges && decision.judgement.is_none() && !handled.contains(decision_id) {
             judge(incident, human, &decision).await?;
             handled.insert(decision_id.clone());

@@ -71,12 +71,52 @@ fn a_wrong_parameter_is_refused_by_the_dry_run_and_never_runs() {
 }
 
 fn arf(args: &[&str], out: &std::path::Path) -> (serde_json::Value, String) {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = Command::new(env!("CARGO_BIN_EXE_arf")).current_dir(&root).args(args).arg("--out").arg(out).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (output, stdout) = arf_output(args, out);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     let report = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     (report, stdout)
+}
+
+/// `arf ARGS --out OUT` run from the repository's root, and its stdout.
+fn arf_output(args: &[&str], out: &std::path::Path) -> (std::process::Output, String) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(env!("CARGO_BIN_EXE_arf")).current_dir(&root).args(args).arg("--out").arg(out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output, stdout)
+}
+
+/// For each incident and decision the harness names in an error, the lines of
+/// each process's log in `data_dir` that mention it: what a failed run in CI
+/// leaves to read.
+fn what_the_logs_say(stdout: &str, data_dir: &std::path::Path) -> String {
+    let mut ids: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("error:") || line.contains("VIOLATION"))
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')))
+        .filter(|word| word.starts_with("inc-") || word.starts_with("dec-"))
+        .collect();
+    ids.dedup();
+    let mut said = String::new();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("logs")) else {
+        return format!("no logs under {}", data_dir.display());
+    };
+    let mut files: Vec<std::path::PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        for id in &ids {
+            let lines: Vec<&str> = text.lines().filter(|line| line.contains(id)).collect();
+            if lines.is_empty() {
+                continue;
+            }
+            said.push_str(&format!("== {} mentions {id} {} times\n", file.display(), lines.len()));
+            for line in lines.iter().rev().take(40).rev() {
+                said.push_str(line);
+                said.push('\n');
+            }
+        }
+    }
+    said
 }
 
 #[test]
@@ -202,8 +242,12 @@ fn chaos_over_replicas_on_postgres_finds_no_violation() {
     let keep = tempfile::tempdir().unwrap();
     // The whole corpus, three at a time, so the replay is still under way when each fault comes.
     let args = ["eval", "run", "evals/incidents", "--chaos", "--parallel", "3", "--store", database.url.as_str(), "--keep", keep.path().to_str().unwrap()];
-    let (report, stdout) = arf(&args, out.path());
+    let (output, stdout) = arf_output(&args, out.path());
     println!("{stdout}");
+    let data_dir = keep.path().join("chaos_openai");
+    let logs = || what_the_logs_say(&stdout, &data_dir);
+    assert!(output.status.success(), "{}\n{}", String::from_utf8_lossy(&output.stderr), logs());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     let chaos = &report["chaos"];
     let names: Vec<&str> = chaos["faults"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     for fault in ["executor replica SIGKILL", "leading governor SIGKILL", "agent replica SIGKILL", "audit front-end SIGKILL"] {
@@ -214,16 +258,15 @@ fn chaos_over_replicas_on_postgres_finds_no_violation() {
         let detail = chaos["faults"].as_array().unwrap().iter().find(|f| f["name"] == fault).unwrap()["detail"].as_str().unwrap();
         assert!(detail.contains(with) && (detail.contains("-2 took it over") || detail.contains("-1 took it over") || detail.contains("another replica took the lead")), "{fault}: {detail}\n{stdout}");
     }
-    assert!(chaos["faults"].as_array().unwrap().iter().all(|f| f["violations"].as_array().unwrap().is_empty()), "{stdout}");
-    assert_eq!(chaos["final_violations"], serde_json::json!([]), "{stdout}");
+    assert!(chaos["faults"].as_array().unwrap().iter().all(|f| f["violations"].as_array().unwrap().is_empty()), "{stdout}\n{}", logs());
+    assert_eq!(chaos["final_violations"], serde_json::json!([]), "{stdout}\n{}", logs());
     let metrics = &report["runs"][0]["metrics"];
     assert_eq!(metrics["governance_compliance"], 1.0, "{metrics}");
     assert_eq!(metrics["harmful_actions_executed"], 0, "{metrics}");
     assert_eq!(metrics["audit_chain_intact"], true, "{metrics}");
     assert!(metrics["executed_actions"].as_u64().unwrap() > 0, "{metrics}");
-    assert_eq!(metrics["errors"], 0, "every incident reached its end (escalated, or its decision terminal): {metrics}");
+    assert_eq!(metrics["errors"], 0, "every incident reached its end (escalated, or its decision terminal): {metrics}\n{}", logs());
 
-    let data_dir = keep.path().join("chaos_openai");
     let verified = Command::new(env!("CARGO_BIN_EXE_arf"))
         .args(["audit", "verify", "--postgres", &database.url, "--data-dir"])
         .arg(&data_dir)

@@ -108,3 +108,65 @@ async fn a_settled_decision_that_left_memory_still_holds_its_action() {
     again.id = "prop-third".to_owned();
     assert_eq!(h.evaluate(again).await.unwrap().decision_id, decided.decision_id);
 }
+
+/// An executor replica that takes the decision and answers `running`, then dies
+/// before starting it; the replica that settles its claim finds nothing started and
+/// gives the claim back, so `GetExecution` answers NotFound. Before the decision
+/// expires, the governor sends it again (here, to the same address) and the second
+/// `Execute` runs it: it must not wait for the decision's expiry with nobody to run it.
+struct GivesBack {
+    executes: std::sync::atomic::AtomicU32,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for GivesBack {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        let n = self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let outcome = if n == 0 { "running" } else { "verified" };
+        Ok(tonic::Response::new(arf_proto::v1::Execution {
+            decision_id: body.decision_id,
+            pathway: body.pathway,
+            target: body.target,
+            outcome: outcome.to_owned(),
+            detail: format!("execute call {}", n + 1),
+            verification: vec![],
+            replayed: false,
+        }))
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        Err(tonic::Status::not_found("no execution of that decision"))
+    }
+}
+
+#[tokio::test]
+async fn a_claim_given_back_after_running_was_reported_is_sent_again_before_expiry() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let executor = std::sync::Arc::new(GivesBack { executes: std::sync::atomic::AtomicU32::new(0) });
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor)))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            }),
+    );
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-given-back", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Settled in the log (the decision's state changes just before its record lands).
+    let settled = loop {
+        let settled = h.decision_records("inc-given-back", &decided.decision_id, "verified").await;
+        if let Some(record) = settled.first() {
+            break record.clone();
+        }
+        let state = h.get("alice", &decided.decision_id).await.unwrap().state;
+        assert!(std::time::Instant::now() < deadline, "the decision was not sent again: still `{state}` after {} Execute call(s)", executor.executes.load(std::sync::atomic::Ordering::SeqCst));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2, "sent once, then once again after the claim was given back");
+    assert!(settled.payload["detail"].as_str().unwrap().contains("execute call 2"), "{settled:?}");
+}

@@ -58,9 +58,9 @@ pub(crate) async fn run(
     signed: pb::SignedDecision,
     expires_at_ms: i64,
 ) {
-    match send(&shared, &decision_id, signed, expires_at_ms).await {
+    match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
         Sent::Taken(execution) => {
-            follow(shared, decision_id, incident_id, expires_at_ms, Some(execution), String::new()).await;
+            follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), Some(execution), String::new()).await;
         }
         Sent::Refused(detail) => {
             info!(%decision_id, %detail, "the executor refused the decision");
@@ -69,7 +69,7 @@ pub(crate) async fn run(
         Sent::Unreached(detail) => {
             warn!(%decision_id, %detail, "whether the decision ran is unknown; asking the executor");
             shared.note(&decision_id, &detail).await;
-            follow(shared, decision_id, incident_id, expires_at_ms, None, detail).await;
+            follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), None, detail).await;
         }
     }
 }
@@ -131,11 +131,17 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
 /// An execution still running an hour after its decision expired is counted as a
 /// failure, once ([`Shared::overdue`]), and followed on, so that its real outcome, a
 /// failed rollback above all, still reaches the guard rails.
+///
+/// With the `signed` decision, one the executor has no record of before it expires
+/// is sent again: a claim can be given back after the governor was told `running`
+/// (the executor replica that claimed it died before starting it, and the one that
+/// settled the cut-off claim found nothing started), and no one else would send it.
+/// `Execute` is idempotent per decision id and reads the log before it acts, so this
+/// never runs an action twice.
 pub(crate) async fn follow(
     shared: Arc<Shared>,
-    decision_id: String,
-    incident_id: String,
-    expires_at_ms: i64,
+    (decision_id, incident_id): (String, String),
+    (expires_at_ms, signed): (i64, Option<pb::SignedDecision>),
     mut execution: Option<pb::Execution>,
     known: String,
 ) {
@@ -176,6 +182,15 @@ pub(crate) async fn follow(
                 );
                 shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
                 return;
+            }
+            Err(status) if status.code() == Code::NotFound && (shared.clock)() < expires_at_ms && let Some(signed) = &signed => {
+                warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
+                match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
+                    Sent::Taken(answer) => execution = Some(answer),
+                    // Not settled on a refusal now (it may be the expiry, checked before
+                    // the log): followed on, by the rules above.
+                    Sent::Refused(detail) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
+                }
             }
             Err(status) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "cannot read the execution; retrying");

@@ -729,7 +729,7 @@ async fn resume(
                         // Followed like a fresh dispatch, so an outcome learned now feeds the guard
                         // rails (statistics, error budget, quarantine) exactly as it would have then.
                         let known = "the governor restarted before it learned the outcome".to_owned();
-                        tokio::spawn(dispatch::follow(Arc::clone(&shared), decision_id, incident_id, expires_at_ms, None, known));
+                        tokio::spawn(dispatch::follow(Arc::clone(&shared), (decision_id, incident_id), (expires_at_ms, None), None, known));
                     }
                 }
             }
