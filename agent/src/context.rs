@@ -60,15 +60,17 @@ fn signal_item(signal: &Signal, redactor: &Redactor) -> SnapshotItem {
     }
 }
 
-/// Builds the snapshot: the incident's signals (firing and most severe first),
-/// then related changes (most recent first), then inventory facts, cut to budget.
+/// Builds the snapshot: the incident's earlier attempts (`attempts`, when it is
+/// diagnosed again after one), its signals (firing and most severe first), then
+/// related changes (most recent first), similar past incidents (`past`), then
+/// inventory facts, cut to budget.
 pub fn snapshot(
     incident: &Incident,
     incidents: &Incidents,
     inventory: &Inventory,
     redactor: &Redactor,
     budget: Budget,
-    past: &[SnapshotItem],
+    (attempts, past): (&[SnapshotItem], &[SnapshotItem]),
 ) -> Snapshot {
     let mut signals: Vec<&Signal> = incident.signals.values().collect();
     signals.sort_by(|a, b| {
@@ -82,14 +84,12 @@ pub fn snapshot(
     let mut changes = incidents.changes_for(incident, budget.change_lookback_ms);
     changes.sort_by(|a, b| b.observed_at_ms.cmp(&a.observed_at_ms).then(a.id.cmp(&b.id)));
 
+    let redacted = |item: &SnapshotItem| SnapshotItem { summary: redactor.text(&item.summary), data: redactor.value(&item.data), ..item.clone() };
     let mut candidates: Vec<SnapshotItem> = Vec::new();
+    candidates.extend(attempts.iter().map(redacted));
     candidates.extend(signals.iter().map(|s| signal_item(s, redactor)));
     candidates.extend(changes.iter().map(|s| signal_item(s, redactor)));
-    candidates.extend(past.iter().map(|item| SnapshotItem {
-        summary: redactor.text(&item.summary),
-        data: redactor.value(&item.data),
-        ..item.clone()
-    }));
+    candidates.extend(past.iter().map(redacted));
     for (name, target) in inventory {
         if target.service == incident.service && target.environment == incident.environment {
             candidates.push(SnapshotItem {
@@ -197,11 +197,110 @@ pub fn past_outcome(incident: &Summary, trail: &[arf_audit_client::Record]) -> S
     }
 }
 
+/// The most bytes of an outcome's detail an attempt item carries.
+const ATTEMPT_DETAIL_BYTES: usize = 600;
+
+/// The incident's earlier actions, one item each (`attempt-N`, in log order):
+/// the action as the governor decided it, and what it met, in the executor's
+/// words (the precheck's answer, the failed verification). A diagnosis after one
+/// sees why it did not work and may cite it.
+pub fn attempts(trail: &[arf_audit_client::Record]) -> Vec<SnapshotItem> {
+    use arf_audit_client::RecordKind;
+    use arf_core::records::{DecidedRecord, DecisionRecordKind, OutcomeRecord};
+    let decided: Vec<DecidedRecord> = trail
+        .iter()
+        .filter(|r| r.kind == RecordKind::Decision && r.writer == "governor" && DecisionRecordKind::of(&r.payload) == DecisionRecordKind::Decided)
+        .filter_map(|r| r.parse::<DecidedRecord>().ok())
+        .collect();
+    let outcomes = trail.iter().filter(|r| r.kind == RecordKind::Outcome && r.writer == "executor").filter_map(|r| r.parse::<OutcomeRecord>().ok());
+    outcomes
+        .enumerate()
+        .map(|(i, outcome)| {
+            let parameters = decided
+                .iter()
+                .find(|d| d.decision.decision_id == outcome.decision_id)
+                .map_or(serde_json::Value::Null, |d| d.decision.remediation.parameters.clone());
+            let met = match outcome.outcome.as_str() {
+                "refused" => "was refused by its precheck, so nothing ran",
+                "rolled_back" => "ran, failed its verification and was rolled back",
+                "verified" => "ran and was verified",
+                "rollback_failed" => "failed and its rollback failed too",
+                _ => "failed",
+            };
+            let mut end = outcome.detail.len().min(ATTEMPT_DETAIL_BYTES);
+            while !outcome.detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            let detail = &outcome.detail[..end];
+            SnapshotItem {
+                id: format!("attempt-{}", i + 1),
+                kind: "attempt".to_owned(),
+                summary: format!("attempt {}: `{}` on `{}` with parameters {parameters} {met}: {detail}", i + 1, outcome.pathway, outcome.target),
+                data: json!({"decision_id": outcome.decision_id, "pathway": outcome.pathway, "target": outcome.target,
+                             "parameters": parameters, "outcome": outcome.outcome, "detail": detail}),
+            }
+        })
+        .collect()
+}
+
+/// Every action `writer` (the agent) proposed for the incident, in log order.
+pub fn tried(trail: &[arf_audit_client::Record], writer: &str) -> Vec<arf_core::diagnosis::Remediation> {
+    trail
+        .iter()
+        .filter(|r| r.writer == writer && r.kind == arf_audit_client::RecordKind::Diagnosis)
+        .filter_map(|r| r.parse::<arf_core::records::DiagnosisRecord>().ok())
+        .filter_map(|d| d.proposal.map(|p| p.remediation))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arf_core::signal::{SignalKind, SignalStatus};
     use std::collections::BTreeMap;
+
+    fn record(seq: u64, writer: &str, kind: arf_audit_client::RecordKind, payload: serde_json::Value) -> arf_audit_client::Record {
+        arf_audit_client::Record { seq, time_ms: 1, writer: writer.into(), incident_id: "inc-1".into(), kind, payload, prev_hash: String::new(), hash: String::new() }
+    }
+
+    /// Each earlier action is an item, in log order, with the parameters the
+    /// governor decided and what the executor said (cut to its bound); only the
+    /// governor's decisions and the executor's outcomes are believed.
+    #[test]
+    fn earlier_attempts_become_items_with_their_parameters_and_answers() {
+        use arf_audit_client::RecordKind;
+        use arf_core::decision::Route;
+        let mut body = arf_core::fixtures::body();
+        body.parameters = json!({"revision": "v5.1.0"});
+        let decided = arf_core::records::encode(&arf_core::fixtures::decided(&body, Route::Approval, 1, &["oncall"]));
+        let outcome = |decision: &str, outcome: &str, detail: &str| {
+            arf_core::records::encode(&arf_core::records::OutcomeRecord {
+                decision_id: decision.into(),
+                pathway: "rollback_deployment".into(),
+                target: "api".into(),
+                outcome: outcome.into(),
+                detail: detail.into(),
+                precheck: None,
+                recovered: false,
+                interrupted_in: None,
+                leftovers: Vec::new(),
+            })
+        };
+        let trail = [
+            record(1, "governor", RecordKind::Decision, decided),
+            record(2, "executor", RecordKind::Outcome, outcome("dec-1", "refused", "answered 409, expected 200: the deployment already runs revision v5.1.0")),
+            record(3, "agent", RecordKind::Outcome, outcome("dec-9", "refused", "forged")),
+            record(4, "executor", RecordKind::Outcome, outcome("dec-2", "rolled_back", &"é".repeat(1000))),
+        ];
+        let items = attempts(&trail);
+        assert_eq!(items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["attempt-1", "attempt-2"]);
+        assert_eq!(items[0].kind, "attempt");
+        assert_eq!(items[0].data["parameters"], json!({"revision": "v5.1.0"}));
+        assert!(items[0].summary.contains("`rollback_deployment` on `api` with parameters {\"revision\":\"v5.1.0\"} was refused by its precheck, so nothing ran: answered 409"), "{}", items[0].summary);
+        assert!(items[1].summary.contains("failed its verification and was rolled back"), "{}", items[1].summary);
+        assert_eq!(items[1].data["parameters"], serde_json::Value::Null, "no decision of the governor for it");
+        assert!(items[1].data["detail"].as_str().unwrap().len() <= ATTEMPT_DETAIL_BYTES);
+    }
 
     fn signal(n: usize, severity: &str, bytes: usize) -> Signal {
         let mut s = Signal {
@@ -278,12 +377,12 @@ mod tests {
         let incident = incidents.by_id["inc-1"].clone();
         let redactor = Redactor::new(&[]).unwrap();
         let budget = Budget { max_items: 50, max_tokens: 500, change_lookback_ms: 0 };
-        let snapshot = snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, &[]);
+        let snapshot = snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, (&[], &[]));
         let used: usize = snapshot.items.iter().map(estimate_tokens).sum();
         assert!(used <= 500, "{used} tokens");
         assert!(!snapshot.items.is_empty() && !snapshot.dropped.is_empty());
         assert_eq!(snapshot.items.len() + snapshot.dropped.len(), 10, "nothing vanishes: kept or recorded as dropped");
         assert_eq!(snapshot.items[0].data["title"], "Alert7", "the critical alert comes first");
-        assert_eq!(snapshot.hash(), super::snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, &[]).hash(), "content-addressed and deterministic");
+        assert_eq!(snapshot.hash(), super::snapshot(&incident, &incidents, &BTreeMap::new(), &redactor, budget, (&[], &[])).hash(), "content-addressed and deterministic");
     }
 }

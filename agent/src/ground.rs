@@ -26,8 +26,23 @@ pub struct Grounded {
 impl Grounded {
     /// The most confident hypothesis that proposes a remediation, and its first remediation.
     pub fn choice(&self) -> Option<(&Hypothesis, &Remediation)> {
-        self.hypotheses.iter().find_map(|h| h.remediations.first().map(|r| (h, r)))
+        self.choice_untried(&[])
     }
+
+    /// The first remediation, in the order grounding kept the hypotheses and each
+    /// one's remediations, that is not the same action as one in `tried`, with its hypothesis.
+    pub fn choice_untried(&self, tried: &[Remediation]) -> Option<(&Hypothesis, &Remediation)> {
+        self.hypotheses
+            .iter()
+            .flat_map(|h| h.remediations.iter().map(move |r| (h, r)))
+            .find(|(_, r)| !tried.iter().any(|t| same_action(t, r)))
+    }
+}
+
+/// Whether two remediations are the same action: one pathway, on one target, with
+/// the same parameters (the rationale aside).
+pub fn same_action(a: &Remediation, b: &Remediation) -> bool {
+    a.pathway == b.pathway && a.target == b.target && a.parameters == b.parameters
 }
 
 /// Every reason an answer was refused.

@@ -126,26 +126,10 @@ pub struct Incident {
     /// whatever the governor and the executor have logged since.
     #[serde(skip)]
     pub pipeline_done: bool,
-    /// Actions of its last diagnosis's grounded hypotheses not proposed yet: what a
-    /// next attempt could try ([`alternatives`]).
-    #[serde(skip)]
-    pub alternatives: u32,
     /// The decision whose rolled-back action the next attempt follows, until that
     /// attempt's proposal is logged: what a restart resumes.
     #[serde(skip)]
     pub retry_after: Option<String>,
-}
-
-/// How many different actions the hypotheses of a diagnosis propose beyond the
-/// first (the one the diagnosis proposed).
-pub fn alternatives(hypotheses: &[arf_core::diagnosis::Hypothesis]) -> u32 {
-    let mut seen: Vec<&arf_core::diagnosis::Remediation> = Vec::new();
-    for remediation in hypotheses.iter().flat_map(|h| &h.remediations) {
-        if !seen.iter().any(|s| s.pathway == remediation.pathway && s.target == remediation.target && s.parameters == remediation.parameters) {
-            seen.push(remediation);
-        }
-    }
-    u32::try_from(seen.len()).unwrap_or(u32::MAX).saturating_sub(1)
 }
 
 /// The latest signal of each fingerprint an incident holds (at most
@@ -383,7 +367,6 @@ impl Incident {
             family: self.family.clone(),
             in_flight: self.in_flight,
             pipeline_done: self.pipeline_done,
-            alternatives: self.alternatives,
             retry_after: self.retry_after.clone(),
         }
     }
@@ -577,7 +560,6 @@ impl Incidents {
                     family: key.2.clone(),
                     in_flight: 0,
                     pipeline_done: false,
-                    alternatives: 0,
                     retry_after: None,
                 };
                 let resolved = incident.state == IncidentState::Resolved;
@@ -691,7 +673,6 @@ impl Incidents {
                                     family: family.clone(),
                                     in_flight: 0,
                                     pipeline_done: false,
-                                    alternatives: 0,
                                     retry_after: None,
                                 },
                             );
@@ -763,6 +744,9 @@ impl Incidents {
                         // A snapshot extended by an investigation belongs to the diagnosis it extends.
                         if extends.is_none() {
                             incident.diagnoses += 1;
+                            // A diagnosis after an attempt is that attempt's follow-up:
+                            // a restart from here diagnoses afresh, it does not start another.
+                            incident.retry_after = None;
                             // As the diagnosing agent moved it when it took the snapshot:
                             // from now on it takes only its own alerts.
                             incident.advance(IncidentState::Diagnosing);
@@ -774,17 +758,11 @@ impl Incidents {
                     let diagnosis = record.parse::<DiagnosisRecord>()?;
                     if let Some(incident) = self.by_id.get_mut(&id) {
                         match (&diagnosis.after_decision, &diagnosis.proposal) {
-                            // A next attempt: no model call, one alternative fewer, and its
-                            // proposal logged (a restart sends it if unanswered).
-                            (Some(_), _) => {
-                                incident.alternatives = incident.alternatives.saturating_sub(1);
-                                incident.retry_after = None;
-                            }
-                            (None, proposal) => {
+                            // A next attempt: no model call, and its proposal logged (a
+                            // restart sends it if unanswered).
+                            (Some(_), _) => incident.retry_after = None,
+                            (None, _) => {
                                 incident.model_calls = incident.model_calls.saturating_add(1).saturating_add(diagnosis.tool_rounds);
-                                if proposal.is_some() {
-                                    incident.alternatives = alternatives(&diagnosis.hypotheses);
-                                }
                             }
                         }
                     }
@@ -800,28 +778,28 @@ impl Incidents {
     /// its outcome, or its decision ending unrun. Each kind is believed only from
     /// the writer that owns it; a record not in its writer's format moves nothing.
     ///
-    /// When the incident's latest action failed verification and was rolled back,
-    /// or its pathway's precheck refused it (nothing ran), and it has attempts left (`with_max_attempts`) and an action its diagnosis
-    /// proposed but did not try, the incident goes back to
-    /// `diagnosing` and the decision's id comes back: the caller tries the next
-    /// grounded hypothesis.
+    /// When the incident's latest action failed verification and was rolled back
+    /// with attempts left (`with_max_attempts`), or its pathway's precheck refused
+    /// it (nothing ran, so no attempt is spent; the bound on diagnoses still holds),
+    /// the incident goes back to `diagnosing` and the decision's id comes back: the
+    /// caller tries the diagnosis's next grounded hypothesis, or diagnoses again
+    /// with what the attempt met in view.
     pub fn follow(&mut self, record: &arf_audit_client::Record) -> Option<String> {
         let max_attempts = self.max_attempts;
         let incident = self.by_id.get_mut(&record.incident_id)?;
         if record.writer == "executor"
             && record.kind == arf_audit_client::RecordKind::Outcome
             && let Ok(outcome) = record.parse::<arf_core::records::OutcomeRecord>()
-            && matches!(outcome.outcome.as_str(), "rolled_back" | "refused")
+            && (outcome.outcome == "refused"
+                || (outcome.outcome == "rolled_back" && u64::try_from(incident.decision_ids.len()).unwrap_or(u64::MAX) < u64::from(max_attempts)))
             && incident.decision_ids.last() == Some(&outcome.decision_id)
-            && u64::try_from(incident.decision_ids.len()).unwrap_or(u64::MAX) < u64::from(max_attempts)
-            && incident.alternatives > 0
             && incident.state != IncidentState::Resolved
         {
             incident.state = IncidentState::Diagnosing;
             incident.pipeline_done = false;
             let what = if outcome.outcome == "refused" { "was refused by its precheck" } else { "failed verification and was rolled back" };
             incident.reason = format!(
-                "`{}` on `{}` {what}; trying the next hypothesis (attempt {} of {max_attempts})",
+                "`{}` on `{}` {what}; trying the next hypothesis, or diagnosing again with that in view (attempt {})",
                 outcome.pathway,
                 outcome.target,
                 incident.decision_ids.len() + 1
@@ -1225,7 +1203,8 @@ mod tests {
     }
 
     /// A rolled-back action of the latest decision sends the incident back to
-    /// diagnosing while it has attempts left, and only then.
+    /// diagnosing while it has attempts left, and only then; a refused one (nothing
+    /// ran) does whatever the attempts, the bound on diagnoses being the agent's.
     #[test]
     fn a_rollback_asks_for_the_next_attempt_within_the_bound() {
         use arf_audit_client::RecordKind;
@@ -1243,34 +1222,31 @@ mod tests {
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
         (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into()]);
-        assert_eq!(incidents.follow(&outcome("dec-1", "rolled_back")), None, "no other action to try: it stays rolled back, nobody paged twice");
-        incidents.by_id.get_mut("inc-1").unwrap().alternatives = 1;
-        incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;
         assert_eq!(incidents.follow(&outcome("dec-0", "rolled_back")), None, "not the latest decision");
         assert_eq!(incidents.follow(&outcome("dec-1", "failed")), None, "a failed action (no verified rollback) is not retried");
         incidents.by_id.get_mut("inc-1").unwrap().state = IncidentState::Acting;
         assert_eq!(incidents.follow(&outcome("dec-1", "rolled_back")).as_deref(), Some("dec-1"));
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Diagnosing);
-        assert!(incidents.by_id["inc-1"].reason.contains("attempt 2 of 2"), "{}", incidents.by_id["inc-1"].reason);
+        assert!(incidents.by_id["inc-1"].reason.contains("trying the next hypothesis, or diagnosing again with that in view (attempt 2)"), "{}", incidents.by_id["inc-1"].reason);
         // The second attempt is the last.
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
         (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
         assert_eq!(incidents.follow(&outcome("dec-2", "rolled_back")), None);
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::RolledBack);
 
-        // A precheck's refusal: nothing ran, so the next hypothesis may be tried as
-        // after a rollback; without attempts left, the incident waits for a person.
-        let mut incidents = Incidents::new(60_000).with_max_attempts(2);
+        // A precheck's refusal: nothing ran, so it spends no attempt; the agent
+        // tries again even with one attempt allowed.
+        let mut incidents = Incidents::new(60_000).with_max_attempts(1);
         incidents.place(&signal("Down", "web", SignalStatus::Firing), 0, || "inc-1".into());
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
-        (incident.state, incident.decision_ids, incident.alternatives) = (IncidentState::Acting, vec!["dec-1".into()], 1);
-        assert_eq!(incidents.follow(&outcome("dec-1", "refused")).as_deref(), Some("dec-1"));
-        assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck; trying the next hypothesis (attempt 2 of 2)"), "{}", incidents.by_id["inc-1"].reason);
-        let incident = incidents.by_id.get_mut("inc-1").unwrap();
         (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
+        assert_eq!(incidents.follow(&outcome("dec-2", "refused")).as_deref(), Some("dec-2"));
+        assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck; trying the next hypothesis"), "{}", incidents.by_id["inc-1"].reason);
+        assert_eq!(incidents.by_id["inc-1"].retry_after.as_deref(), Some("dec-2"));
+        // A resolved incident is not tried again.
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        incident.state = IncidentState::Resolved;
         assert_eq!(incidents.follow(&outcome("dec-2", "refused")), None);
-        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Escalated);
-        assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck, so nothing ran"), "{}", incidents.by_id["inc-1"].reason);
     }
 
     #[test]
@@ -1314,7 +1290,6 @@ pub struct StoredIncident {
     pub model_calls: u32,
     pub family: String,
     pub pipeline_done: bool,
-    pub alternatives: u32,
     pub retry_after: Option<String>,
 }
 
@@ -1354,7 +1329,6 @@ impl Incidents {
                     model_calls: i.model_calls,
                     family: i.family.clone(),
                     pipeline_done: i.pipeline_done,
-                    alternatives: i.alternatives,
                     retry_after: i.retry_after.clone(),
                 })
                 .collect(),
@@ -1392,7 +1366,6 @@ impl Incidents {
                     family: i.family,
                     in_flight: 0,
                     pipeline_done: i.pipeline_done,
-                    alternatives: i.alternatives,
                     retry_after: i.retry_after,
                 };
                 (i.id, incident)

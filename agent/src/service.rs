@@ -1100,6 +1100,20 @@ impl Agent {
                 Err(error) => warn!(%incident_id, past = %other.id, %error, "cannot read a past incident's trail"),
             }
         }
+        // Diagnosing again after an attempt: what each earlier action of the incident
+        // met, so the model sees why it did not work, and what was tried, so the same
+        // action is not proposed twice.
+        let (attempts, tried) = if self.incidents.lock().await.by_id.get(incident_id).is_some_and(|i| !i.decision_ids.is_empty()) {
+            match self.audit.read_incident(incident_id).await {
+                Ok(trail) => (context::attempts(&trail), context::tried(&trail, "agent")),
+                Err(error) => {
+                    self.escalate(incident_id, &format!("cannot read the incident's earlier attempts to diagnose it again: {error}")).await;
+                    return;
+                }
+            }
+        } else {
+            (Vec::new(), Vec::new())
+        };
         // With replicas: the snapshot is taken under the incident's grouping key, once
         // what peers logged for the key is in, and logged before the key is given
         // back, so no peer places a signal around it otherwise than one agent would.
@@ -1167,11 +1181,12 @@ impl Agent {
                 }
                 return;
             }
-            let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget, &past);
+            let snapshot = context::snapshot(&incident, &incidents, &self.inventory, &self.redactor, self.budget, (&attempts, &past));
             if let Some(stored) = incidents.by_id.get_mut(incident_id) {
                 stored.diagnoses += 1;
                 stored.state = IncidentState::Diagnosing;
                 stored.snapshot_hash = snapshot.hash();
+                stored.retry_after = None;
             }
             break (incident, snapshot);
         };
@@ -1366,14 +1381,19 @@ impl Agent {
             }
         };
         let reasoner_name = reasoner.name().to_owned();
-        let Some((hypothesis, remediation)) = grounded.choice() else {
+        let Some((hypothesis, remediation)) = grounded.choice_untried(&tried) else {
             payload.status = DiagnosisStatus::Grounded;
             arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "grounded")]);
             payload.hypotheses.clone_from(&grounded.hypotheses);
             if let Err(error) = self.audit.append_one(incident_id, RecordKind::Diagnosis, records::encode(&payload)).await {
                 error!(%incident_id, %error, "cannot log the diagnosis");
             }
-            self.escalate(incident_id, "no remediation was proposed; a human should look").await;
+            let why = if grounded.choice().is_some() {
+                "the model proposed again only actions this incident already tried; a human should look"
+            } else {
+                "no remediation was proposed; a human should look"
+            };
+            self.escalate(incident_id, why).await;
             return;
         };
         let environment = self
@@ -1408,9 +1428,6 @@ impl Agent {
             self.escalate(incident_id, &format!("cannot log the diagnosis, so nothing was proposed: {error}")).await;
             return;
         }
-        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
-            incident.alternatives = crate::incident::alternatives(&grounded.hypotheses);
-        }
         self.propose(incident_id, proposal).await;
     }
 
@@ -1420,7 +1437,9 @@ impl Agent {
     /// action was not tried yet, without asking the model again. Logged first (a
     /// `reattempt` record, then a diagnosis record carrying the proposal, which is
     /// what the governor checks it against); policy sees it as a later attempt. With
-    /// no such hypothesis, the incident is escalated.
+    /// no such hypothesis, the incident is diagnosed again, its earlier attempts and
+    /// what they met (the precheck's answer, the failed verification) in the
+    /// snapshot, within the bound on diagnoses; past that bound, it is escalated.
     async fn next_attempt(&self, incident_id: &str, after_decision: &str) {
         arf_core::crash::point("agent.before_next_attempt");
         let trail = match self.audit.read_incident(incident_id).await {
@@ -1430,12 +1449,30 @@ impl Agent {
                 return;
             }
         };
+        // Every decision the governor made for the incident counts, as it does for the governor.
+        let (attempt, diagnoses) = self
+            .incidents
+            .lock()
+            .await
+            .by_id
+            .get(incident_id)
+            .map_or((2, 0), |i| (u32::try_from(i.decision_ids.len()).unwrap_or(u32::MAX).saturating_add(1), i.diagnoses));
         let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory) else {
-            self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), and no other grounded hypothesis of the diagnosis proposes a different action")).await;
+            if diagnoses >= self.max_diagnoses {
+                self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), no other grounded hypothesis proposes a different action, and the incident reached its bound of {} diagnoses", self.max_diagnoses)).await;
+                return;
+            }
+            // Logged first, so a restart before the new snapshot diagnoses again too.
+            let reason = format!("no other grounded hypothesis of the diagnosis proposes a different action: diagnosing again with what decision `{after_decision}` met in view");
+            let marker = records::encode(&IncidentRecord::Reattempt { state: "diagnosing".to_owned(), after_decision: after_decision.to_owned(), attempt, reason });
+            if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, marker).await {
+                self.escalate(incident_id, &format!("cannot log the next attempt, so nothing was diagnosed again: {error}")).await;
+                return;
+            }
+            info!(%incident_id, %after_decision, attempt, "diagnosing again after an attempt that did not fix the incident");
+            self.diagnose(incident_id).await;
             return;
         };
-        // Every decision the governor made for the incident counts, as it does for the governor.
-        let attempt = self.incidents.lock().await.by_id.get(incident_id).map_or(2, |i| u32::try_from(i.decision_ids.len()).unwrap_or(u32::MAX).saturating_add(1));
         let reason = format!("`{}` on `{}`: {}", proposal.remediation.pathway, proposal.remediation.target, proposal.hypothesis.root_cause);
         let marker = records::encode(&IncidentRecord::Reattempt { state: "diagnosing".to_owned(), after_decision: after_decision.to_owned(), attempt, reason });
         if let Err(error) = self.audit.append_one(incident_id, RecordKind::Incident, marker).await {
@@ -1449,7 +1486,6 @@ impl Agent {
             return;
         }
         if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
-            incident.alternatives = incident.alternatives.saturating_sub(1);
             incident.retry_after = None;
         }
         info!(%incident_id, %after_decision, attempt, pathway = %proposal.remediation.pathway, "proposing the next hypothesis");
@@ -1504,25 +1540,17 @@ impl Agent {
 /// tried; as a proposal like the diagnosis's own (same snapshot, reasoner and
 /// service), with that diagnosis's record for the new one to copy.
 pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, inventory: &Inventory) -> Option<(DiagnosisRecord, Proposal)> {
-    let same = |a: &arf_core::diagnosis::Remediation, b: &arf_core::diagnosis::Remediation| a.pathway == b.pathway && a.target == b.target && a.parameters == b.parameters;
-    let mut tried: Vec<arf_core::diagnosis::Remediation> = Vec::new();
+    let tried = context::tried(trail, writer);
     let mut last = None;
     for record in trail.iter().filter(|r| r.writer == writer && r.kind == RecordKind::Diagnosis) {
         let Ok(diagnosis) = record.parse::<DiagnosisRecord>() else { continue };
-        if let Some(proposal) = &diagnosis.proposal {
-            tried.push(proposal.remediation.clone());
-        }
         if diagnosis.status == DiagnosisStatus::Grounded && diagnosis.after_decision.is_none() && diagnosis.proposal.is_some() {
             last = Some(diagnosis);
         }
     }
     let diagnosis = last?;
     let first = diagnosis.proposal.clone()?;
-    let (hypothesis, remediation) = diagnosis
-        .hypotheses
-        .iter()
-        .flat_map(|h| h.remediations.iter().map(move |r| (h, r)))
-        .find(|(_, r)| !tried.iter().any(|t| same(t, r)))?;
+    let (hypothesis, remediation) = crate::ground::Grounded { hypotheses: diagnosis.hypotheses.clone() }.choice_untried(&tried).map(|(h, r)| (h.clone(), r.clone()))?;
     let proposal = Proposal {
         id: random_id("prop"),
         incident_id: first.incident_id.clone(),

@@ -19,10 +19,10 @@ use crate::incident::StoredIncidents;
 /// The file, in `agent.state_dir`.
 pub const FILE: &str = "state-snapshot.json";
 /// The format of [`Saved`]; a file of another format is not used.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 /// The version of the fold (`Incidents::restore_one`, eviction, pruning): bumped
 /// when what a fold makes of the log changes, so an older snapshot is not used.
-pub const FOLD_RULES: u32 = 3;
+pub const FOLD_RULES: u32 = 4;
 
 /// What a fold's result depends on besides the log: a snapshot folded under other
 /// settings or rules is not the state a whole fold would give now.

@@ -35,7 +35,10 @@ fn a_small_eval_has_no_harm_and_full_governance_compliance() {
 /// Look before acting, through real processes: the scripted model rolls `pricing`
 /// back to the revision it already runs; the pathway's dry run says so, and the
 /// action never starts. The log holds the refusal (with what the dry run answered)
-/// and no start; the governor marks the decision refused; the incident needs a person.
+/// and no start; the governor marks the decision refused. The agent then diagnoses
+/// again with the refusal in the snapshot (`attempt-1`); the scripted answer reads
+/// it, as a model would, and rolls back to the previous revision instead, which
+/// policy sends to a person as attempt 2, and which runs once approved and verifies.
 #[test]
 fn a_wrong_parameter_is_refused_by_the_dry_run_and_never_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -51,23 +54,44 @@ fn a_wrong_parameter_is_refused_by_the_dry_run_and_never_runs() {
     assert!(output.status.success(), "{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     let outcome = &report["runs"][0]["outcomes"][0];
-    assert_eq!(outcome["executed"], serde_json::json!([]), "the action never ran: {outcome}");
-    assert!(outcome["escalations"].as_u64().unwrap() >= 1 && outcome["resolved_by_arf"] == false, "a person is paged: {outcome}");
+    let executed = outcome["executed"].as_array().unwrap();
+    assert_eq!(executed.len(), 1, "only the corrected action ran: {outcome}");
+    assert_eq!((executed[0]["outcome"].as_str(), executed[0]["route"].as_str()), (Some("verified"), Some("approval")), "{outcome}");
+    assert_eq!(outcome["resolved_by_arf"], true, "{outcome}");
+    assert_eq!((outcome["approvals"].as_u64(), outcome["escalations"].as_u64()), (Some(2), Some(0)), "two approvals, no page for the refusal: {outcome}");
 
     let log = keep.path().join("scripted").join("audit").join(arf_audit::store::LOG_FILE);
     let records = arf_audit::frame::read_records(&log).unwrap();
-    let refused: Vec<_> = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Outcome && r.writer == "executor").collect();
-    assert_eq!(refused.len(), 1, "one outcome");
-    let payload = &refused[0].payload;
+    let outcomes: Vec<_> = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Outcome && r.writer == "executor").collect();
+    assert_eq!(outcomes.len(), 2, "the refusal, then the corrected action's outcome");
+    let payload = &outcomes[0].payload;
     assert_eq!(payload["outcome"], "refused", "{payload}");
     assert!(payload["detail"].as_str().unwrap().contains("answered 409, expected 200: the deployment already runs revision v5.1.0"), "{payload}");
     assert_eq!(payload["precheck"]["ok"], false, "{payload}");
-    assert!(!records.iter().any(|r| r.kind == arf_audit::RecordKind::ExecutionStarted), "nothing started");
-    let decision = payload["decision_id"].as_str().unwrap();
+    let refused = payload["decision_id"].as_str().unwrap();
     assert!(
-        records.iter().any(|r| r.writer == "governor" && r.payload["decision_id"] == decision && r.payload["state"] == "refused"),
+        !records.iter().any(|r| r.kind == arf_audit::RecordKind::ExecutionStarted && r.payload["decision_id"] == refused),
+        "the refused action never started"
+    );
+    assert!(
+        records.iter().any(|r| r.writer == "governor" && r.payload["decision_id"] == refused && r.payload["state"] == "refused"),
         "the governor marked the decision refused"
     );
+    // Diagnosed again: the second snapshot leads with the refusal, and the second
+    // answer cites it and names the previous revision.
+    let snapshots: Vec<_> = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Snapshot && r.payload["extends"].is_null()).collect();
+    assert_eq!(snapshots.len(), 2, "one snapshot per diagnosis");
+    let item = &snapshots[1].payload["snapshot"]["items"][0];
+    assert_eq!((item["id"].as_str(), item["kind"].as_str()), (Some("attempt-1"), Some("attempt")), "{item}");
+    assert!(item["summary"].as_str().unwrap().contains("was refused by its precheck, so nothing ran"), "{item}");
+    assert_eq!(item["data"]["parameters"]["revision"], "v5.1.0", "{item}");
+    let proposals: Vec<_> = records.iter().filter(|r| r.kind == arf_audit::RecordKind::Diagnosis && !r.payload["proposal"].is_null()).collect();
+    assert_eq!(proposals.len(), 2, "{proposals:?}");
+    let second = &proposals[1].payload["proposal"];
+    assert_eq!(second["remediation"]["parameters"]["revision"], "v5.0.2", "{second}");
+    assert!(second["hypothesis"]["evidence"].as_array().unwrap().iter().any(|e| e == "attempt-1"), "{second}");
+    let decided: Vec<_> = records.iter().filter(|r| r.writer == "governor" && r.payload.get("policy_input").is_some()).collect();
+    assert_eq!(decided[1].payload["policy_input"]["incident"]["attempt"], 2, "policy sees the corrected proposal as attempt 2");
 }
 
 fn arf(args: &[&str], out: &std::path::Path) -> (serde_json::Value, String) {

@@ -290,10 +290,10 @@ pub fn score(
     let escalated_records = by(RecordKind::Incident, "agent").filter(|r| matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::Escalated { .. }))).count() as u32;
     let denied = decisions.iter().filter(|d| d.route == Route::Deny).count() as u32;
     let failed_runs = executed.iter().filter(|e| e.outcome != "verified").count() as u32;
-    // A precheck's refusal ran nothing, so it is not an executed action, but it
-    // pages a person as a failed run does.
-    let refused_runs = outcomes.iter().filter(|o| o.outcome == "refused").count() as u32;
-    let escalations = escalated_records + denied + rejections + failed_runs + refused_runs;
+    // A precheck's refusal ran nothing, so it is not an executed action, and it
+    // pages no one: its notification is informational, the agent follows it up
+    // itself, and an escalation it comes to is counted as one.
+    let escalations = escalated_records + denied + rejections + failed_runs;
     let human_touches = approvals + rejections + escalations;
     // A shadow decision waits for nobody: it pages no one.
     let pages = escalations

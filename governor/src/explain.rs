@@ -267,7 +267,7 @@ fn next_step(d: &Decision) -> String {
         }
         State::RollbackFailed => "needs a person now: verification failed and the rollback failed too.".to_owned(),
         State::Failed => format!("needs a person: the action failed ({}).", or_none(&d.detail)),
-        State::Refused => format!("not run: the pathway's precheck refused it ({}). Nothing changed; a person should look.", or_none(&d.detail)),
+        State::Refused => format!("not run: the pathway's precheck refused it ({}). Nothing changed; the agent tries another action or diagnoses again with the refusal in view, else escalates.", or_none(&d.detail)),
         State::Shadow => {
             let would = match d.route {
                 Route::Autonomous => "would have run on its own",

@@ -91,10 +91,12 @@ pub trait Reasoner: Send + Sync {
 pub(crate) fn template_context(request: &DiagnosisRequest<'_>) -> minijinja::Value {
     let signals: Vec<_> = request.snapshot.items.iter().filter(|i| i.kind == "signal").collect();
     let changes: Vec<_> = request.snapshot.items.iter().filter(|i| i.kind == "change").collect();
+    let attempts: Vec<_> = request.snapshot.items.iter().filter(|i| i.kind == "attempt").collect();
     minijinja::context! {
         snapshot => request.snapshot,
         signals => signals,
         changes => changes,
+        attempts => attempts,
         target => request.targets.first().cloned().unwrap_or_default(),
     }
 }

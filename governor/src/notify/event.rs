@@ -271,7 +271,10 @@ pub fn events(record: &Record, writers: &Writers, context: Option<&IncidentConte
                     "verified" => (EventKind::Resolved, format!("Verified: {} on {} worked", outcome.pathway, outcome.target)),
                     "rolled_back" => (EventKind::ActionFailed, format!("Rolled back: {} on {} failed its verification", outcome.pathway, outcome.target)),
                     "failed" => (EventKind::ActionFailed, format!("Failed: {} on {}", outcome.pathway, outcome.target)),
-                    "refused" => (EventKind::ActionFailed, format!("Refused: {} on {} did not pass its precheck; nothing ran", outcome.pathway, outcome.target)),
+                    "refused" => (
+                        EventKind::ActionFailed,
+                        format!("Refused: {} on {} did not pass its precheck; nothing ran, and the agent tries again or escalates", outcome.pathway, outcome.target),
+                    ),
                     "rollback_failed" => (
                         EventKind::RollbackFailed,
                         format!("ROLLBACK FAILED: {} on {}; the target is in an unknown state", outcome.pathway, outcome.target),
@@ -279,6 +282,11 @@ pub fn events(record: &Record, writers: &Writers, context: Option<&IncidentConte
                     _ => return Vec::new(),
                 };
                 let mut told = event(kind, summary, vec![pair("incident", &context.title), pair("detail", &outcome.detail)]);
+                // A refusal changed nothing and the agent follows it up itself: worth
+                // knowing, not a page (its escalation, or the next approval, is one).
+                if outcome.outcome == "refused" {
+                    told.severity = Severity::Info;
+                }
                 told.decision_id = outcome.decision_id;
                 vec![told]
             }
@@ -363,6 +371,9 @@ mod tests {
         assert_eq!(told(&record(2, "executor", RecordKind::Outcome, outcome("failed"))), [EventKind::ActionFailed]);
         assert_eq!(told(&record(3, "executor", RecordKind::Outcome, outcome("rollback_failed"))), [EventKind::RollbackFailed]);
         assert_eq!(told(&record(3, "executor", RecordKind::Outcome, outcome("refused"))), [EventKind::ActionFailed]);
+        // A refusal ran nothing and the agent follows it up: told, not paged; a rollback pages.
+        let severity = |o: &str| events(&record(3, "executor", RecordKind::Outcome, outcome(o)), &writers, Some(&context))[0].severity;
+        assert_eq!((severity("refused"), severity("rolled_back")), (Severity::Info, Severity::Error));
         assert_eq!(told(&record(4, "executor", RecordKind::Outcome, outcome("verified"))), [EventKind::Resolved]);
         // The same record from another writer is not believed.
         assert!(told(&record(5, "agent", RecordKind::Outcome, outcome("rollback_failed"))).is_empty());
