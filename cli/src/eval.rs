@@ -45,6 +45,10 @@ const PARALLEL: usize = 12;
 const DEFAULT_SWEEP: [f64; 5] = [0.95, 0.8, 0.65, 0.5, 0.3];
 
 /// Decision states after which nothing more happens.
+/// How long an incident or its decision must stay unknown before the harness
+/// takes it that a restart forgot it.
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
+
 const TERMINAL: &[&str] =
     &["verified", "rolled_back", "rollback_failed", "failed", "refused", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
 
@@ -1111,6 +1115,10 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
     let mut handled: BTreeSet<String> = BTreeSet::new();
     let mut last_error = String::new();
     let mut seen = String::new();
+    // Since when the incident or its decision has been unknown: a decision is in
+    // the log (and so in the agent's view) a moment before the governor holds it,
+    // so only an absence that lasts means a restart forgot it.
+    let mut unknown_since: Option<Instant> = None;
     loop {
         if Instant::now() > deadline {
             let error = if last_error.is_empty() { String::new() } else { format!("; last error: {last_error}") };
@@ -1118,10 +1126,12 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
         }
         match step(incident, human, incident_id, &mut handled, &mut seen).await {
             Ok(true) => return Ok(()),
-            Ok(false) => {}
+            Ok(false) => unknown_since = None,
             Err(status) if status.code() == tonic::Code::NotFound => {
-                notes.push(format!("`{incident_id}`: {} (a restart forgot it; its trail stays in the log)", status.message()));
-                return Ok(());
+                if unknown_since.get_or_insert_with(Instant::now).elapsed() >= FORGOTTEN_AFTER {
+                    notes.push(format!("`{incident_id}`: {} (a restart forgot it; its trail stays in the log)", status.message()));
+                    return Ok(());
+                }
             }
             Err(status) => last_error = format!("{} ({:?})", status.message(), status.code()),
         }
