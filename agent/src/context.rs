@@ -199,12 +199,15 @@ pub fn past_outcome(incident: &Summary, trail: &[arf_audit_client::Record]) -> S
 
 /// The most bytes of an outcome's detail an attempt item carries.
 const ATTEMPT_DETAIL_BYTES: usize = 600;
+/// The most earlier actions a snapshot shows (the latest).
+const MAX_ATTEMPT_ITEMS: usize = 5;
 
-/// The incident's earlier actions, one item each (`attempt-N`, in log order):
-/// the action as the governor decided it, and what it met, in the executor's
-/// words (the precheck's answer, the failed verification). A diagnosis after one
-/// sees why it did not work and may cite it.
-pub fn attempts(trail: &[arf_audit_client::Record]) -> Vec<SnapshotItem> {
+/// The incident's earlier actions, one item each (`attempt-N`, numbered in log
+/// order, the latest first, at most [`MAX_ATTEMPT_ITEMS`]): the action as the
+/// governor decided it, and what it met, in the executor's words (the precheck's
+/// answer, the failed verification), redacted before it is cut to its bound. A
+/// diagnosis after one sees why it did not work and may cite it.
+pub fn attempts(trail: &[arf_audit_client::Record], redactor: &Redactor) -> Vec<SnapshotItem> {
     use arf_audit_client::RecordKind;
     use arf_core::records::{DecidedRecord, DecisionRecordKind, OutcomeRecord};
     let decided: Vec<DecidedRecord> = trail
@@ -213,7 +216,7 @@ pub fn attempts(trail: &[arf_audit_client::Record]) -> Vec<SnapshotItem> {
         .filter_map(|r| r.parse::<DecidedRecord>().ok())
         .collect();
     let outcomes = trail.iter().filter(|r| r.kind == RecordKind::Outcome && r.writer == "executor").filter_map(|r| r.parse::<OutcomeRecord>().ok());
-    outcomes
+    let mut items: Vec<SnapshotItem> = outcomes
         .enumerate()
         .map(|(i, outcome)| {
             let parameters = decided
@@ -227,11 +230,12 @@ pub fn attempts(trail: &[arf_audit_client::Record]) -> Vec<SnapshotItem> {
                 "rollback_failed" => "failed and its rollback failed too",
                 _ => "failed",
             };
-            let mut end = outcome.detail.len().min(ATTEMPT_DETAIL_BYTES);
-            while !outcome.detail.is_char_boundary(end) {
+            let redacted = redactor.text(&outcome.detail);
+            let mut end = redacted.len().min(ATTEMPT_DETAIL_BYTES);
+            while !redacted.is_char_boundary(end) {
                 end -= 1;
             }
-            let detail = &outcome.detail[..end];
+            let detail = &redacted[..end];
             SnapshotItem {
                 id: format!("attempt-{}", i + 1),
                 kind: "attempt".to_owned(),
@@ -240,7 +244,10 @@ pub fn attempts(trail: &[arf_audit_client::Record]) -> Vec<SnapshotItem> {
                              "parameters": parameters, "outcome": outcome.outcome, "detail": detail}),
             }
         })
-        .collect()
+        .collect();
+    items.reverse();
+    items.truncate(MAX_ATTEMPT_ITEMS);
+    items
 }
 
 /// Every action `writer` (the agent) proposed for the incident, in log order.
@@ -292,14 +299,26 @@ mod tests {
             record(3, "agent", RecordKind::Outcome, outcome("dec-9", "refused", "forged")),
             record(4, "executor", RecordKind::Outcome, outcome("dec-2", "rolled_back", &"é".repeat(1000))),
         ];
-        let items = attempts(&trail);
-        assert_eq!(items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["attempt-1", "attempt-2"]);
-        assert_eq!(items[0].kind, "attempt");
-        assert_eq!(items[0].data["parameters"], json!({"revision": "v5.1.0"}));
-        assert!(items[0].summary.contains("`rollback_deployment` on `api` with parameters {\"revision\":\"v5.1.0\"} was refused by its precheck, so nothing ran: answered 409"), "{}", items[0].summary);
-        assert!(items[1].summary.contains("failed its verification and was rolled back"), "{}", items[1].summary);
-        assert_eq!(items[1].data["parameters"], serde_json::Value::Null, "no decision of the governor for it");
-        assert!(items[1].data["detail"].as_str().unwrap().len() <= ATTEMPT_DETAIL_BYTES);
+        let redactor = Redactor::new(&[]).unwrap();
+        let items = attempts(&trail, &redactor);
+        assert_eq!(items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["attempt-2", "attempt-1"], "the latest first");
+        assert_eq!(items[1].kind, "attempt");
+        assert_eq!(items[1].data["parameters"], json!({"revision": "v5.1.0"}));
+        assert!(items[1].summary.contains("`rollback_deployment` on `api` with parameters {\"revision\":\"v5.1.0\"} was refused by its precheck, so nothing ran: answered 409"), "{}", items[1].summary);
+        assert!(items[0].summary.contains("failed its verification and was rolled back"), "{}", items[0].summary);
+        assert_eq!(items[0].data["parameters"], serde_json::Value::Null, "no decision of the governor for it");
+        assert!(items[0].data["detail"].as_str().unwrap().len() <= ATTEMPT_DETAIL_BYTES);
+
+        // A secret in the target's answer is redacted whole, before the cut: no prefix of it survives.
+        let secret = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+        let long = format!("{} token {secret}", "x".repeat(ATTEMPT_DETAIL_BYTES - 20));
+        let trail = [record(1, "executor", RecordKind::Outcome, outcome("dec-3", "refused", &long))];
+        let items = attempts(&trail, &redactor);
+        assert!(!items[0].summary.contains("ghp_") && !items[0].data["detail"].as_str().unwrap().contains("ghp_"), "{}", items[0].summary);
+        // The latest few only.
+        let many: Vec<_> = (1..=8).map(|n| record(n, "executor", RecordKind::Outcome, outcome(&format!("dec-{n}"), "refused", "no"))).collect();
+        let ids: Vec<String> = attempts(&many, &redactor).into_iter().map(|i| i.id).collect();
+        assert_eq!(ids, ["attempt-8", "attempt-7", "attempt-6", "attempt-5", "attempt-4"]);
     }
 
     fn signal(n: usize, severity: &str, bytes: usize) -> Signal {

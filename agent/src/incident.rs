@@ -627,11 +627,12 @@ impl Incidents {
         Ok(self.unfinished())
     }
 
-    /// The incidents whose diagnosis (or the logging of its answer) never finished.
+    /// The incidents whose diagnosis (or the logging of its answer) never finished,
+    /// or whose latest decision's refusal or rollback was not followed up.
     pub fn unfinished(&self) -> Vec<String> {
         self.by_id
             .values()
-            .filter(|i| !i.pipeline_done && i.state != IncidentState::Resolved)
+            .filter(|i| (!i.pipeline_done || i.retry_after.is_some()) && i.state != IncidentState::Resolved)
             .map(|i| i.id.clone())
             .collect()
     }
@@ -695,6 +696,7 @@ impl Incidents {
                                     incident.advance(IncidentState::Escalated);
                                     incident.pipeline_done = true;
                                     incident.reason = reason;
+                                    incident.retry_after = None;
                                 }
                                 IncidentRecord::Reattempt { after_decision, attempt, reason, .. } => {
                                     // Back to diagnosing: the next attempt's answer moves it on.
@@ -1243,9 +1245,26 @@ mod tests {
         assert_eq!(incidents.follow(&outcome("dec-2", "refused")).as_deref(), Some("dec-2"));
         assert!(incidents.by_id["inc-1"].reason.contains("was refused by its precheck; trying the next hypothesis"), "{}", incidents.by_id["inc-1"].reason);
         assert_eq!(incidents.by_id["inc-1"].retry_after.as_deref(), Some("dec-2"));
+        // Due until followed up, even once the proposal's answer is logged (a restart
+        // resumes it); an escalation settles it.
+        incidents.by_id.get_mut("inc-1").unwrap().pipeline_done = true;
+        assert_eq!(incidents.unfinished(), ["inc-1"]);
+        let escalated = arf_audit_client::Record {
+            seq: 2,
+            time_ms: 2,
+            writer: "agent".into(),
+            incident_id: "inc-1".into(),
+            kind: RecordKind::Incident,
+            payload: arf_core::records::encode(&IncidentRecord::escalated("a person has it")),
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        incidents.restore_one(&escalated).unwrap();
+        assert_eq!(incidents.by_id["inc-1"].retry_after, None);
+        assert!(incidents.unfinished().is_empty());
         // A resolved incident is not tried again.
         let incident = incidents.by_id.get_mut("inc-1").unwrap();
-        incident.state = IncidentState::Resolved;
+        (incident.state, incident.retry_after) = (IncidentState::Resolved, None);
         assert_eq!(incidents.follow(&outcome("dec-2", "refused")), None);
     }
 

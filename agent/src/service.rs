@@ -392,13 +392,30 @@ impl Agent {
     /// ([`Agent::work`]) until it ends; nothing when a task already works on it.
     fn spawn_work(self: &Arc<Self>, incident_id: &str, span: tracing::Span, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let Some(working) = self.work(incident_id) else { return };
+        let (agent, id) = (Arc::clone(self), incident_id.to_owned());
         tokio::spawn(
             async move {
                 task.await;
+                // A follow-up that came due while this ran (the follower saw the latest
+                // decision refused or rolled back, and `work` turned its task away) runs
+                // now, before the incident is let go: a proposal answered with a decision
+                // that had already ended must not leave the incident waiting for nothing.
+                if let Some(after) = agent.follow_up_due(&id).await {
+                    agent.next_attempt(&id, &after).await;
+                }
                 drop(working);
             }
             .instrument(span),
         );
+    }
+
+    /// The decision whose refusal or rollback the incident's next attempt must
+    /// follow up, if that is still due: it is the incident's latest decision and no
+    /// follow-up of it was logged.
+    async fn follow_up_due(&self, incident_id: &str) -> Option<String> {
+        let incidents = self.incidents.lock().await;
+        let incident = incidents.by_id.get(incident_id)?;
+        incident.retry_after.clone().filter(|after| incident.decision_ids.last() == Some(after) && incident.state != IncidentState::Resolved)
     }
 
     /// With replicas: every third of a lease, takes over the incidents of replicas
@@ -1040,6 +1057,10 @@ impl Agent {
             return None;
         }
         warn!(%incident_id, %reason, "incident escalated");
+        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+            // A person has it now: no follow-up of an earlier decision is due.
+            incident.retry_after = None;
+        }
         let payload = records::encode(&IncidentRecord::escalated(reason));
         let logged = match self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
             Ok(record) => Some(record.seq),
@@ -1105,7 +1126,7 @@ impl Agent {
         // action is not proposed twice.
         let (attempts, tried) = if self.incidents.lock().await.by_id.get(incident_id).is_some_and(|i| !i.decision_ids.is_empty()) {
             match self.audit.read_incident(incident_id).await {
-                Ok(trail) => (context::attempts(&trail), context::tried(&trail, "agent")),
+                Ok(trail) => (context::attempts(&trail, &self.redactor), context::tried(&trail, "agent")),
                 Err(error) => {
                     self.escalate(incident_id, &format!("cannot read the incident's earlier attempts to diagnose it again: {error}")).await;
                     return;
@@ -1225,6 +1246,7 @@ impl Agent {
                     stored.diagnoses = incident.diagnoses;
                     stored.state = incident.state;
                     stored.snapshot_hash.clone_from(&incident.snapshot_hash);
+                    stored.retry_after.clone_from(&incident.retry_after);
                 }
                 warn!(%incident_id, %error, "the snapshot was not logged: this replica no longer holds the incident's grouping key or its lease; the diagnosis is taken up again when it reconciles");
                 return;
@@ -1442,6 +1464,12 @@ impl Agent {
     /// snapshot, within the bound on diagnoses; past that bound, it is escalated.
     async fn next_attempt(&self, incident_id: &str, after_decision: &str) {
         arf_core::crash::point("agent.before_next_attempt");
+        // Once per refusal or rollback: a follow-up already logged (by a task that
+        // raced this one here, or before a restart) is not made again.
+        if self.follow_up_due(incident_id).await.as_deref() != Some(after_decision) {
+            info!(%incident_id, %after_decision, "no follow-up of this decision is due");
+            return;
+        }
         let trail = match self.audit.read_incident(incident_id).await {
             Ok(trail) => trail,
             Err(error) => {
@@ -1457,6 +1485,16 @@ impl Agent {
             .by_id
             .get(incident_id)
             .map_or((2, 0), |i| (u32::try_from(i.decision_ids.len()).unwrap_or(u32::MAX).saturating_add(1), i.diagnoses));
+        // Refusals spend no attempt, but each later proposal asks a person: as many
+        // refusals are followed up as the incident may have diagnoses, no more.
+        let refusals = trail
+            .iter()
+            .filter(|r| r.writer == "executor" && r.kind == RecordKind::Outcome && r.payload.get("outcome").and_then(serde_json::Value::as_str) == Some("refused"))
+            .count();
+        if refusals > usize::try_from(self.max_diagnoses).unwrap_or(usize::MAX) {
+            self.escalate(incident_id, &format!("{refusals} of the incident's actions were refused by their prechecks, more than its bound of {} diagnoses allows to follow up", self.max_diagnoses)).await;
+            return;
+        }
         let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory) else {
             if diagnoses >= self.max_diagnoses {
                 self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), no other grounded hypothesis proposes a different action, and the incident reached its bound of {} diagnoses", self.max_diagnoses)).await;

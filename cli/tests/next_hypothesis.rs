@@ -136,3 +136,116 @@ async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_a
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A worker that refuses a dry run of a restart "for a wedged worker" (it is not
+/// wedged) and accepts any other; it counts real restarts.
+async fn picky_worker() -> (String, Arc<AtomicU64>) {
+    use axum::routing::{get, post};
+    let restarts = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&restarts);
+    let app = axum::Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/-/dry-run",
+            post(|body: String| async move {
+                if body.contains("wedged worker") {
+                    (axum::http::StatusCode::CONFLICT, r#"{"message": "the worker is not wedged: its queue drains"}"#)
+                } else {
+                    (axum::http::StatusCode::OK, "{}")
+                }
+            }),
+        )
+        .route(
+            "/-/restart",
+            post(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                "restarted"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, restarts)
+}
+
+/// `restart_service` with a dry run first, for every role's catalog.
+const PICKY_RESTART: &str = r#"
+name = "restart_service"
+description = "Restart the worker. A dry run asks the worker first."
+target_kind = "service"
+base_risk = 0.3
+blast_radius = 0.5
+timeout_secs = 30
+
+[parameters]
+type = "object"
+additionalProperties = false
+required = ["reason"]
+[parameters.properties.reason]
+type = "string"
+maxLength = 200
+
+[[precheck]]
+kind = "http"
+method = "POST"
+url = "{{target.url}}/-/dry-run"
+body = { reason = "{{params.reason}}" }
+expect_status = 200
+
+[[action]]
+kind = "http"
+method = "POST"
+url = "{{target.url}}/-/restart"
+expect_status = 200
+
+[verify]
+delay_ms = 100
+window_ms = 500
+interval_ms = 100
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health", expect_status = 200 }]
+
+[[rollback]]
+kind = "http"
+method = "POST"
+url = "{{target.url}}/-/restart"
+expect_status = 200
+"#;
+
+/// An action that runs on its own (staging) is refused by its dry run at once,
+/// and the agent is SIGKILLed after the governor answered its proposal and before
+/// it logged the answer. Restarted, the agent sends the logged proposal again, the
+/// governor answers with the decision already refused, and the agent follows the
+/// refusal up (the next hypothesis) rather than leaving the incident `proposed`
+/// with nothing to wait for; the refused action never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() {
+    let (target, restarts) = picky_worker().await;
+    let mut plane = support::Plane::prepare(&target).await;
+    let catalog = plane.config.parent().unwrap().join("picky-pathways");
+    std::fs::create_dir_all(&catalog).unwrap();
+    std::fs::write(catalog.join("restart_service.toml"), PICKY_RESTART).unwrap();
+    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
+    for role in ["agent", "governor", "executor"] {
+        config[role].as_table_mut().unwrap().insert("catalog_dir".into(), catalog.display().to_string().into());
+    }
+    let scripted = std::path::PathBuf::from(config["agent"]["scripted_dir"].as_str().unwrap());
+    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
+    for role in ["audit", "governor", "executor"] {
+        plane.start(role, None).await;
+    }
+    plane.start("agent", Some("agent.decision_received")).await;
+
+    let incident = plane.fire().await;
+    plane.wait_killed("agent").await;
+    let refused = |t: &[arf_audit::Record]| t.iter().any(|r| r.kind == RecordKind::Outcome && r.payload["outcome"] == "refused");
+    let trail = plane.trail_until(&incident, Duration::from_secs(30), "the refusal", refused).await;
+    assert!(!trail.iter().any(|r| r.kind == RecordKind::Incident && r.payload["event"] == "proposed"), "killed before it logged the answer: {}", support::summary(&trail));
+
+    plane.start("agent", None).await;
+    let trail = plane.trail_until(&incident, Duration::from_secs(60), "the refusal followed up", |t| decisions(t).len() >= 2).await;
+    let second = decisions(&trail)[1];
+    assert_eq!(second.payload["remediation"]["parameters"]["reason"], "memory leak", "the next hypothesis: {}", support::summary(&trail));
+    assert_eq!(second.payload["policy_input"]["incident"]["attempt"], 2);
+    assert_eq!(restarts.load(Ordering::SeqCst), 0, "the refused action never ran, and the next waits for a person");
+}

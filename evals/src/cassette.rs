@@ -26,6 +26,9 @@ pub struct Recorded {
     pub completion: String,
     /// Earlier attempts of the same diagnosis that were refused, with their reasons.
     pub refused: Vec<(String, Vec<String>)>,
+    /// The incident's earlier actions the snapshot showed (`attempt` items): 0 for
+    /// its first diagnosis, more for one after a refusal or a rollback.
+    pub attempts: usize,
 }
 
 fn text<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -100,10 +103,11 @@ pub fn collect(incident: &Incident, trail: &[Record], model: &str, date: &str, r
             refused.push((completion.clone(), reasons));
         }
         let Some(match_labels) = matching_labels(incident, snapshot) else { continue };
+        let attempts = snapshot["items"].as_array().into_iter().flatten().filter(|i| i["kind"] == "attempt").count();
         // The last attempt of a diagnosis is what the pipeline acted on; an earlier
         // entry for the same snapshot is replaced by it.
         let name = format!("recorded:{model}:{date}:{}#{}", incident.id, text(p, "snapshot_hash").get(..8).unwrap_or_default());
-        let entry = Recorded { name: name.clone(), match_labels, completion, refused: std::mem::take(&mut refused) };
+        let entry = Recorded { name: name.clone(), match_labels, completion, refused: std::mem::take(&mut refused), attempts };
         match out.iter_mut().find(|r| r.name == name) {
             Some(previous) => {
                 let mut earlier = std::mem::take(&mut previous.refused);
@@ -134,6 +138,7 @@ pub fn render(model: &str, date: &str, base_url: &str, corpus: &str, recorded: &
         let labels: toml::Table = r.match_labels.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect();
         table.insert("match".into(), toml::Value::Table(labels));
         table.insert("completion".into(), toml::Value::String(r.completion.clone()));
+        table.insert("attempts".into(), toml::Value::Integer(i64::try_from(r.attempts).unwrap_or(i64::MAX)));
         let mut root = toml::Table::new();
         root.insert("response".into(), toml::Value::Array(vec![toml::Value::Table(table)]));
         out.push_str(&toml::to_string(&root)?);
@@ -158,5 +163,57 @@ mod tests {
             r#"{"evidence":["{{ signals[0].id }}","{{ changes[0].id }}","{{ signals[1].id }}","{{ snapshot.items[0].id }}"],"root_cause":"{{ '{{' }} boom }}"}"#
         );
         assert_eq!(file_name("gpt-4o/mini:latest", "2025-01-02"), "recorded-gpt-4o-mini-latest-2025-01-02.toml");
+    }
+
+    /// A diagnosis after a refused action is recorded as its own response, bound to
+    /// the number of earlier attempts its snapshot showed, so a replay answers each
+    /// diagnosis with its own completion.
+    #[test]
+    fn a_diagnosis_after_an_attempt_is_recorded_with_its_count() {
+        let incident: Incident = toml::from_str(
+            r#"
+class = "failed_deployment"
+title = "t"
+environment = "production"
+detect_min = 1.0
+manual_fix_min = 1.0
+[[target]]
+name = "web-prod"
+service = "web"
+[truth]
+root_cause = "bad_release"
+root_cause_matches = ["release"]
+fixes = ["rollback_deployment"]
+[[signal]]
+format = "alertmanager"
+payload = "{}"
+[[scripted]]
+match = { alertname = "A" }
+completion = "{}"
+"#,
+        )
+        .unwrap();
+        let signal = json!({"id": "sig-1", "kind": "signal", "data": {"labels": {"alertname": "A"}}});
+        let record = |seq: u64, kind: RecordKind, payload: Value| Record {
+            seq,
+            time_ms: 1,
+            writer: "agent".into(),
+            incident_id: "inc-1".into(),
+            kind,
+            payload,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        let trail = [
+            record(1, RecordKind::Snapshot, json!({"hash": "aaaaaaaaaa", "snapshot": {"items": [signal.clone()]}})),
+            record(2, RecordKind::Diagnosis, json!({"reasoner": "openai", "snapshot_hash": "aaaaaaaaaa", "status": "grounded", "completion": "{\"first\": \"sig-1\"}"})),
+            record(3, RecordKind::Snapshot, json!({"hash": "bbbbbbbbbb", "snapshot": {"items": [{"id": "attempt-1", "kind": "attempt"}, signal]}})),
+            record(4, RecordKind::Diagnosis, json!({"reasoner": "openai", "snapshot_hash": "bbbbbbbbbb", "status": "grounded", "completion": "{\"after\": \"attempt-1\"}"})),
+        ];
+        let recorded = collect(&incident, &trail, "m", "2026-11-27", "openai");
+        assert_eq!(recorded.iter().map(|r| r.attempts).collect::<Vec<_>>(), [0, 1]);
+        assert!(recorded[1].completion.contains("{{ snapshot.items[0].id }}"), "{}", recorded[1].completion);
+        let text = render("m", "2026-11-27", "http://127.0.0.1", "evals/incidents", &recorded).unwrap();
+        assert_eq!(text.matches("attempts = 0").count() + text.matches("attempts = 1").count(), 2, "{text}");
     }
 }

@@ -183,17 +183,17 @@ async fn each_event_reaches_each_receiver_once_through_an_outage_and_a_restart()
     for record in [opened, arf_core::records::IncidentRecord::escalated("no grounded diagnosis"), arf_core::records::IncidentRecord::resolved("every alert in the incident resolved")] {
         agent.append_one("inc-escalated", RecordKind::Incident, arf_core::records::encode(&record)).await.unwrap();
     }
+    // PagerDuty pages: the kill switch moving is informational, so it is not paged.
+    let expected = |receiver: &str, others: usize| if receiver == "pagerduty" { others - 1 } else { others };
     for receiver in ["slack", "pagerduty", "hook"] {
-        wait_for(&inbox, receiver, |inbox| taken(inbox, receiver).len() >= 4).await;
+        wait_for(&inbox, receiver, |inbox| taken(inbox, receiver).len() >= expected(receiver, 4)).await;
     }
     // The generic webhook names each kind, in log order.
     let kinds: Vec<String> = taken(&inbox, "hook").into_iter().map(|(_, kind)| kind).collect();
     assert_eq!(kinds, ["decision_waiting", "autonomy_switched", "escalated", "resolved"]);
     // PagerDuty: one dedup key per incident, triggered, then resolved.
     let paged: Vec<String> = taken(&inbox, "pagerduty").into_iter().map(|(sent, _)| sent).collect();
-    assert_eq!(paged[0], "trigger arf-inc-notify");
-    assert!(paged[1].starts_with("trigger arf-") && paged[1].ends_with("-autonomy_switched"), "{paged:?}");
-    assert_eq!(paged[2..], ["trigger arf-inc-escalated", "resolve arf-inc-escalated"]);
+    assert_eq!(paged, ["trigger arf-inc-notify", "trigger arf-inc-escalated", "resolve arf-inc-escalated"]);
     // Slack: the alert's markup and escape bytes arrive as text.
     let slack: Vec<String> = taken(&inbox, "slack").into_iter().map(|(text, _)| text).collect();
     assert_eq!(slack[2], "[warning] Escalated to a person: Checkout &lt;b&gt;5xx&lt;/b&gt; \u{FFFD}[2K");
@@ -202,12 +202,13 @@ async fn each_event_reaches_each_receiver_once_through_an_outage_and_a_restart()
     // The governor restarts: nothing is sent again, and what follows is sent once.
     h.restart_governor().await;
     h.set_autonomy("dave", true, "paging test: done").await.unwrap();
-    for receiver in ["slack", "pagerduty", "hook"] {
+    for receiver in ["slack", "hook"] {
         wait_for(&inbox, receiver, |inbox| taken(inbox, receiver).len() >= 5).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     for receiver in ["slack", "pagerduty", "hook"] {
-        assert_eq!(taken(&inbox, receiver).len(), 5, "{receiver}: each event exactly once");
+        // PagerDuty: switching autonomy back on is not paged either.
+        assert_eq!(taken(&inbox, receiver).len(), expected(receiver, 5) - usize::from(receiver == "pagerduty"), "{receiver}: each event exactly once");
     }
     let ids: std::collections::BTreeSet<String> = taken(&inbox, "hook").into_iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), 5);

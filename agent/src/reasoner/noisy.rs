@@ -173,6 +173,7 @@ mod tests {
             match_labels: [("alertname".to_owned(), "A".to_owned())].into(),
             completion: ANSWER.into(),
             investigate: Vec::new(),
+            attempts: None,
         }]);
         let noisy = Noisy::new(scripted, seed, accuracy, 0.0).unwrap();
         let prompt = Prompt { id: String::new(), hash: String::new(), system: String::new(), user: String::new() };

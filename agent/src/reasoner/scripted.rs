@@ -30,6 +30,11 @@ pub struct ScriptedResponse {
     /// Tool calls to make before answering, in order.
     #[serde(default)]
     pub investigate: Vec<Step>,
+    /// Answers only a snapshot holding exactly this many `attempt` items: the
+    /// diagnosis after that many earlier actions of the incident (a recorded
+    /// cassette sets it, so a diagnosis after a refusal replays its own answer).
+    #[serde(default)]
+    pub attempts: Option<usize>,
 }
 
 /// One scripted tool call.
@@ -79,7 +84,10 @@ impl Reasoner for Scripted {
             let response = self
                 .responses
                 .iter()
-                .find(|r| matches_labels(request.snapshot, &r.match_labels))
+                .find(|r| {
+                    matches_labels(request.snapshot, &r.match_labels)
+                        && r.attempts.is_none_or(|n| request.snapshot.items.iter().filter(|i| i.kind == "attempt").count() == n)
+                })
                 .ok_or(ReasonerError::NoScript)?;
             let env = minijinja::Environment::new();
             let mut tools = serde_json::Map::new();
@@ -120,5 +128,44 @@ impl Reasoner for Scripted {
                 tool_rounds: 0,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompt::Prompt;
+    use arf_core::diagnosis::{Snapshot, SnapshotItem};
+
+    fn item(id: &str, kind: &str) -> SnapshotItem {
+        SnapshotItem { id: id.into(), kind: kind.into(), summary: String::new(), data: serde_json::json!({"labels": {"alertname": "A"}}) }
+    }
+
+    fn response(name: &str, attempts: Option<usize>) -> ScriptedResponse {
+        ScriptedResponse {
+            name: name.into(),
+            match_labels: [("alertname".to_owned(), "A".to_owned())].into(),
+            completion: format!("answer {name}"),
+            investigate: Vec::new(),
+            attempts,
+        }
+    }
+
+    /// A response bound to a number of earlier attempts answers only a snapshot
+    /// holding that many `attempt` items; one without the bound answers any.
+    #[tokio::test]
+    async fn a_response_bound_to_attempts_answers_only_that_diagnosis() {
+        async fn answer(scripted: Scripted, items: Vec<SnapshotItem>) -> Result<String, ReasonerError> {
+            let prompt = Prompt { id: String::new(), hash: String::new(), system: String::new(), user: String::new() };
+            let snapshot = Snapshot { incident_id: "inc-1".into(), service: "web".into(), environment: "prod".into(), items, dropped: vec![] };
+            let request = DiagnosisRequest { snapshot: &snapshot, prompt: &prompt, targets: &[], pathways: &[], repairs: &[], investigation: None, model_calls_left: 1 };
+            scripted.diagnose(&request).await.map(|c| c.text)
+        }
+        let bound = || Scripted::new(vec![response("first", Some(0)), response("after", Some(1))]);
+        assert_eq!(answer(bound(), vec![item("sig-1", "signal")]).await.unwrap(), "answer first");
+        assert_eq!(answer(bound(), vec![item("attempt-1", "attempt"), item("sig-1", "signal")]).await.unwrap(), "answer after");
+        let two = vec![item("attempt-1", "attempt"), item("attempt-2", "attempt"), item("sig-1", "signal")];
+        assert!(matches!(answer(bound(), two.clone()).await, Err(ReasonerError::NoScript)));
+        assert_eq!(answer(Scripted::new(vec![response("any", None)]), two).await.unwrap(), "answer any");
     }
 }

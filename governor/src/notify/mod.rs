@@ -74,6 +74,8 @@ pub struct ReceiverConfig {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
     /// Only events at least this severe (`info`, `warning`, `error`, `critical`).
+    /// A PagerDuty receiver pages: without it, it takes `warning` and up; and it
+    /// always takes `resolved`, which resolves the page rather than raising one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<Severity>,
 }
@@ -126,7 +128,11 @@ impl Receiver {
         (c.events.is_empty() || c.events.contains(&event.kind))
             && (c.environments.is_empty() || event.environment.is_empty() || c.environments.contains(&event.environment))
             && (c.services.is_empty() || event.service.is_empty() || c.services.contains(&event.service))
-            && c.min_severity.is_none_or(|min| event.severity >= min)
+            && match c.kind {
+                ReceiverKind::Pagerduty if event.kind == EventKind::Resolved => true,
+                ReceiverKind::Pagerduty => event.severity >= c.min_severity.unwrap_or(Severity::Warning),
+                ReceiverKind::Slack | ReceiverKind::Webhook => c.min_severity.is_none_or(|min| event.severity >= min),
+            }
     }
 }
 
@@ -628,5 +634,14 @@ mod tests {
         assert!(!loaded(ReceiverConfig { environments: vec!["production".into()], ..base.clone() }).wants(&staging));
         assert!(!loaded(ReceiverConfig { services: vec!["api".into()], ..base.clone() }).wants(&staging));
         assert!(!loaded(ReceiverConfig { min_severity: Some(Severity::Error), ..base }).wants(&staging));
+        // PagerDuty pages: informational events (a precheck's refusal, the kill
+        // switch moved) stay off it unless asked for, and its resolves always pass.
+        let pagerduty = receiver(ReceiverKind::Pagerduty);
+        let info = Event { severity: Severity::Info, kind: EventKind::ActionFailed, ..staging.clone() };
+        assert!(!loaded(pagerduty.clone()).wants(&info));
+        assert!(loaded(ReceiverConfig { min_severity: Some(Severity::Info), ..pagerduty.clone() }).wants(&info));
+        assert!(loaded(pagerduty.clone()).wants(&staging));
+        let resolved = Event { severity: Severity::Info, kind: EventKind::Resolved, ..staging };
+        assert!(loaded(ReceiverConfig { min_severity: Some(Severity::Critical), ..pagerduty }).wants(&resolved));
     }
 }
