@@ -487,7 +487,8 @@ impl Incidents {
             .by_id
             .values()
             .filter(|i| i.state.is_done())
-            .filter(|i| i.in_flight == 0 && (i.pipeline_done || i.state == IncidentState::Resolved) && now_ms - i.updated_at_ms > retain_ms)
+            // One whose latest decision's refusal or rollback is still to be followed up stays.
+            .filter(|i| i.in_flight == 0 && (i.pipeline_done || i.state == IncidentState::Resolved) && i.retry_after.is_none() && now_ms - i.updated_at_ms > retain_ms)
             .filter(|i| i.state == IncidentState::Resolved || now_ms - i.opened_at_ms > window_ms)
             .map(|i| i.id.clone())
             .collect();

@@ -375,7 +375,7 @@ impl Agent {
         match (proposal, retry) {
             (None, Some(after)) => {
                 info!(%incident_id, %after, "resuming the next attempt after an action that rolled back or was refused");
-                self.spawn_work(incident_id, info_span!("next_attempt", %incident_id), async move { agent.next_attempt(&id, &after).await });
+                self.spawn_work_after(incident_id, info_span!("next_attempt", %incident_id), Some(after.clone()), async move { agent.next_attempt(&id, &after).await });
             }
             (Some(proposal), _) => {
                 info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
@@ -391,17 +391,28 @@ impl Agent {
     /// Runs `task` for `incident_id` on a task of its own, marked as worked on
     /// ([`Agent::work`]) until it ends; nothing when a task already works on it.
     fn spawn_work(self: &Arc<Self>, incident_id: &str, span: tracing::Span, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.spawn_work_after(incident_id, span, None, task);
+    }
+
+    /// [`Agent::spawn_work`] for a task that follows up decision `follows_up`'s
+    /// refusal or rollback. A follow-up that came due while the task ran (the
+    /// follower saw the latest decision refused or rolled back, and `work` turned
+    /// its task away) is made before the incident is let go, and again for each
+    /// later decision that came due meanwhile; never twice for one decision here
+    /// (one that could not be made now is left to reconciling or a restart).
+    fn spawn_work_after(self: &Arc<Self>, incident_id: &str, span: tracing::Span, follows_up: Option<String>, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let Some(working) = self.work(incident_id) else { return };
         let (agent, id) = (Arc::clone(self), incident_id.to_owned());
         tokio::spawn(
             async move {
                 task.await;
-                // A follow-up that came due while this ran (the follower saw the latest
-                // decision refused or rolled back, and `work` turned its task away) runs
-                // now, before the incident is let go: a proposal answered with a decision
-                // that had already ended must not leave the incident waiting for nothing.
-                if let Some(after) = agent.follow_up_due(&id).await {
+                let mut made = follows_up;
+                while let Some(after) = agent.follow_up_due(&id).await {
+                    if made.as_ref() == Some(&after) {
+                        break;
+                    }
                     agent.next_attempt(&id, &after).await;
+                    made = Some(after);
                 }
                 drop(working);
             }
@@ -980,8 +991,8 @@ impl Agent {
                                             // With replicas, the incident's owner tries the next attempt
                                             // (or reconciling does, should this fail).
                                             if agent.owns(&incident_id).await {
-                                                let (task, id) = (Arc::clone(&agent), incident_id.clone());
-                                                agent.spawn_work(&incident_id, info_span!("next_attempt", %incident_id), async move { task.next_attempt(&id, &after).await });
+                                                let (task, id, made) = (Arc::clone(&agent), incident_id.clone(), after.clone());
+                                                agent.spawn_work_after(&incident_id, info_span!("next_attempt", %incident_id), Some(made), async move { task.next_attempt(&id, &after).await });
                                             }
                                         });
                                     }
@@ -1057,10 +1068,6 @@ impl Agent {
             return None;
         }
         warn!(%incident_id, %reason, "incident escalated");
-        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
-            // A person has it now: no follow-up of an earlier decision is due.
-            incident.retry_after = None;
-        }
         let payload = records::encode(&IncidentRecord::escalated(reason));
         let logged = match self.audit.append_one(incident_id, RecordKind::Incident, payload).await {
             Ok(record) => Some(record.seq),
@@ -1076,6 +1083,11 @@ impl Agent {
             }
         };
         self.set_state(incident_id, IncidentState::Escalated, reason, None).await;
+        if let Some(incident) = self.incidents.lock().await.by_id.get_mut(incident_id) {
+            // A person has it now: no follow-up of an earlier decision is due (as the
+            // `escalated` record says to a rebuild; a fenced one returned above).
+            incident.retry_after = None;
+        }
         logged
     }
 
@@ -1485,7 +1497,7 @@ impl Agent {
             .by_id
             .get(incident_id)
             .map_or((2, 0), |i| (u32::try_from(i.decision_ids.len()).unwrap_or(u32::MAX).saturating_add(1), i.diagnoses));
-        // Refusals spend no attempt, but each later proposal asks a person: as many
+        // Refusals are followed up whatever the attempts left, but each later proposal asks a person: as many
         // refusals are followed up as the incident may have diagnoses, no more.
         let refusals = trail
             .iter()

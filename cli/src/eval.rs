@@ -44,11 +44,11 @@ const PARALLEL: usize = 12;
 /// The accuracies `--reasoner noisy` sweeps when `--sweep` is not given.
 const DEFAULT_SWEEP: [f64; 5] = [0.95, 0.8, 0.65, 0.5, 0.3];
 
-/// Decision states after which nothing more happens.
 /// How long an incident or its decision must stay unknown before the harness
 /// takes it that a restart forgot it.
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
 
+/// Decision states after which nothing more happens.
 const TERMINAL: &[&str] =
     &["verified", "rolled_back", "rollback_failed", "failed", "refused", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
 

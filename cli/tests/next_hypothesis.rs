@@ -211,14 +211,9 @@ url = "{{target.url}}/-/restart"
 expect_status = 200
 "#;
 
-/// An action that runs on its own (staging) is refused by its dry run at once,
-/// and the agent is SIGKILLed after the governor answered its proposal and before
-/// it logged the answer. Restarted, the agent sends the logged proposal again, the
-/// governor answers with the decision already refused, and the agent follows the
-/// refusal up (the next hypothesis) rather than leaving the incident `proposed`
-/// with nothing to wait for; the refused action never ran.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() {
+/// A plane on the picky worker, every role's catalog holding [`PICKY_RESTART`], the
+/// agent answering with `script` and its crash point `crash_at` armed if given.
+async fn picky_plane(script: &str, crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = picky_worker().await;
     let mut plane = support::Plane::prepare(&target).await;
     let catalog = plane.config.parent().unwrap().join("picky-pathways");
@@ -230,11 +225,23 @@ async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() 
     }
     let scripted = std::path::PathBuf::from(config["agent"]["scripted_dir"].as_str().unwrap());
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
-    std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
+    std::fs::write(scripted.join("crash.toml"), script).unwrap();
     for role in ["audit", "governor", "executor"] {
         plane.start(role, None).await;
     }
-    plane.start("agent", Some("agent.decision_received")).await;
+    plane.start("agent", crash_at).await;
+    (plane, restarts)
+}
+
+/// An action that runs on its own (staging) is refused by its dry run at once,
+/// and the agent is SIGKILLed after the governor answered its proposal and before
+/// it logged the answer. Restarted, the agent sends the logged proposal again, the
+/// governor answers with the decision already refused, and the agent follows the
+/// refusal up (the next hypothesis) rather than leaving the incident `proposed`
+/// with nothing to wait for; the refused action never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() {
+    let (mut plane, restarts) = picky_plane(SCRIPT, Some("agent.decision_received")).await;
 
     let incident = plane.fire().await;
     plane.wait_killed("agent").await;
@@ -248,4 +255,34 @@ async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() 
     assert_eq!(second.payload["remediation"]["parameters"]["reason"], "memory leak", "the next hypothesis: {}", support::summary(&trail));
     assert_eq!(second.payload["policy_input"]["incident"]["attempt"], 2);
     assert_eq!(restarts.load(Ordering::SeqCst), 0, "the refused action never ran, and the next waits for a person");
+}
+
+/// One hypothesis only, and the model sticks to it: its action is refused by the
+/// dry run, the agent diagnoses again with the refusal in view, and the answer
+/// repeats the refused action. Nothing is proposed twice: the incident is escalated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_repeats_a_refused_action_is_escalated_not_proposed_again() {
+    const STUBBORN: &str = r#"
+[[response]]
+name = "stubborn"
+match = { alertname = "WorkerWedged" }
+completion = '''
+{"hypotheses": [{
+  "root_cause": "The worker process is wedged: its queue stopped draining.",
+  "evidence": ["{{ signals[0].id }}"],
+  "confidence": 0.9,
+  "remediations": [{"pathway": "restart_service", "target": "{{ target }}", "parameters": {"reason": "wedged worker"}}]
+}]}
+'''
+"#;
+    let (plane, restarts) = picky_plane(STUBBORN, None).await;
+    let incident = plane.fire().await;
+    let escalated = |t: &[arf_audit::Record]| t.iter().any(|r| r.kind == RecordKind::Incident && r.payload["event"] == "escalated");
+    let trail = plane.trail_until(&incident, Duration::from_secs(60), "the escalation", escalated).await;
+    let reason = trail.iter().find(|r| r.kind == RecordKind::Incident && r.payload["event"] == "escalated").unwrap().payload["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("the model proposed again only actions this incident already tried"), "{reason}\n{}", support::summary(&trail));
+    assert_eq!(decisions(&trail).len(), 1, "one decision: {}", support::summary(&trail));
+    let snapshots = trail.iter().filter(|r| r.kind == RecordKind::Snapshot && r.payload["extends"].is_null()).count();
+    assert_eq!(snapshots, 2, "diagnosed again once, with the refusal in view");
+    assert_eq!(restarts.load(Ordering::SeqCst), 0, "nothing ran");
 }

@@ -170,3 +170,61 @@ async fn a_claim_given_back_after_running_was_reported_is_sent_again_before_expi
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2, "sent once, then once again after the claim was given back");
     assert!(settled.payload["detail"].as_str().unwrap().contains("execute call 2"), "{settled:?}");
 }
+
+/// An executor that takes every decision (`running`) and then holds no record of
+/// it: it gave every claim back, and each re-send meets the same. Once the
+/// decision expires, the governor settles it from the log (which shows it never
+/// started) rather than asking for ever.
+struct NeverKeeps;
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for NeverKeeps {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        Ok(tonic::Response::new(arf_proto::v1::Execution {
+            decision_id: body.decision_id,
+            pathway: body.pathway,
+            target: body.target,
+            outcome: "running".to_owned(),
+            detail: String::new(),
+            verification: vec![],
+            replayed: false,
+        }))
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        Err(tonic::Status::not_found("no execution of that decision"))
+    }
+}
+
+#[tokio::test]
+async fn a_decision_no_executor_keeps_is_settled_from_the_log_once_it_expires() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(arf_proto::v1::executor_server::ExecutorServer::new(NeverKeeps))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            }),
+    );
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-never-kept", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    // Sent again while it is live; then its time passes (the governor's clock is the test's).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "authorized", "not settled while it is live");
+    h.clock.fetch_add(901_000, std::sync::atomic::Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let settled = loop {
+        if let Some(record) = h.decision_records("inc-never-kept", &decided.decision_id, "dispatch_failed").await.first() {
+            break record.clone();
+        }
+        let state = h.get("alice", &decided.decision_id).await.unwrap().state;
+        assert!(std::time::Instant::now() < deadline, "never settled: still `{state}`");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let detail = settled.payload["detail"].as_str().unwrap();
+    assert!(detail.contains("the log shows it never started, so nothing ran"), "{detail}");
+}

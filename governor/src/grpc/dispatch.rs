@@ -135,9 +135,10 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
 /// With the `signed` decision, one the executor has no record of before it expires
 /// is sent again: a claim can be given back after the governor was told `running`
 /// (the executor replica that claimed it died before starting it, and the one that
-/// settled the cut-off claim found nothing started), and no one else would send it.
-/// `Execute` is idempotent per decision id and reads the log before it acts, so this
-/// never runs an action twice.
+/// settled the cut-off claim found nothing started), and this follower would
+/// otherwise wait for the expiry. `Execute` is idempotent per decision id and reads
+/// the log before it acts, so this never runs an action twice. Once expired, a
+/// decision the executor has no record of is settled from the log.
 pub(crate) async fn follow(
     shared: Arc<Shared>,
     (decision_id, incident_id): (String, String),
@@ -172,16 +173,30 @@ pub(crate) async fn follow(
         let (which, mut executor) = shared.executor.client();
         match executor.get_execution(request).await {
             Ok(response) => execution = Some(response.into_inner()),
-            // The executor starts nothing after expiry, so a decision it has no record
-            // of once expired never ran and never will. One it reported on before is
-            // still its own, whatever it says now.
-            Err(status) if status.code() == Code::NotFound && execution.is_none() && (shared.clock)() >= expires_at_ms => {
-                let detail = format!(
-                    "{known}; the executor has no record of the decision, which expired at {}, so nothing ran",
-                    arf_core::time::format_ms(expires_at_ms)
-                );
-                shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
-                return;
+            // The executor starts nothing after expiry, so a decision it holds no
+            // record of once expired is settled from the log: by the executor's
+            // outcome if the log has one, as never run if the log shows it never
+            // started. One the log shows started is followed on (its executor's store
+            // is gone, or another replica holds it): only its outcome settles it.
+            Err(status) if status.code() == Code::NotFound && (shared.clock)() >= expires_at_ms => {
+                match logged_execution(&shared, &incident_id, &decision_id).await {
+                    Ok(Logged::Ended(state, detail)) => {
+                        info!(%decision_id, state = state.as_str(), "the executor has no record of the decision; its outcome is in the log");
+                        shared.finish(&decision_id, &incident_id, state, detail).await;
+                        return;
+                    }
+                    Ok(Logged::NeverStarted) => {
+                        let expired = arf_core::time::format_ms(expires_at_ms);
+                        let detail = format!(
+                            "{}the executor has no record of the decision, which expired at {expired}, and the log shows it never started, so nothing ran",
+                            if known.is_empty() { String::new() } else { format!("{known}; ") }
+                        );
+                        shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+                        return;
+                    }
+                    Ok(Logged::Started) => warn!(%decision_id, "the log shows the decision started, but the executor has no record of it; following on"),
+                    Err(error) => warn!(%decision_id, %error, "cannot read the incident's trail to settle the decision; retrying"),
+                }
             }
             Err(status) if status.code() == Code::NotFound && (shared.clock)() < expires_at_ms && let Some(signed) = &signed => {
                 warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
@@ -201,6 +216,26 @@ pub(crate) async fn follow(
         }
     }
 }
+
+/// What the log says of a decision's execution, by the executor's records.
+enum Logged {
+    NeverStarted,
+    Started,
+    Ended(State, String),
+}
+
+async fn logged_execution(shared: &Shared, incident_id: &str, decision_id: &str) -> Result<Logged, arf_audit_client::AuditError> {
+    let trail = shared.audit.read_incident(incident_id).await?;
+    let ours = |r: &&arf_audit_client::Record| r.writer == EXECUTOR_WRITER && r.payload.get("decision_id").and_then(serde_json::Value::as_str) == Some(decision_id);
+    if let Some(outcome) = trail.iter().filter(ours).filter(|r| r.kind == RecordKind::Outcome).find_map(|r| r.parse::<records::OutcomeRecord>().ok()) {
+        let state = State::from_outcome(&outcome.outcome).unwrap_or(State::Failed);
+        return Ok(Logged::Ended(state, outcome.detail));
+    }
+    Ok(if trail.iter().filter(ours).any(|r| r.kind == RecordKind::ExecutionStarted) { Logged::Started } else { Logged::NeverStarted })
+}
+
+/// The writer whose `execution_started` and `outcome` records the governor believes.
+const EXECUTOR_WRITER: &str = "executor";
 
 impl Shared {
     /// Settles a dispatched decision with what the executor reported, once: the
