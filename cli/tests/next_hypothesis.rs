@@ -64,18 +64,28 @@ fn decisions(trail: &[arf_audit::Record]) -> Vec<&arf_audit::Record> {
 /// with the agent's crash point `crash_at` armed if given.
 async fn plane(crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = fussy_worker().await;
-    let mut plane = support::Plane::prepare(&target).await;
+    let plane = start_plane(&target, SCRIPT, crash_at, |config, _| {
+        config["agent"].as_table_mut().unwrap().insert("max_attempts_per_incident".into(), 2.into());
+    })
+    .await;
+    (plane, restarts)
+}
+
+/// A plane on `target` whose configuration `edit` changed (given the plane's
+/// directory for files of its own), the agent answering with `script` and its
+/// crash point `crash_at` armed if given.
+async fn start_plane(target: &str, script: &str, crash_at: Option<&str>, edit: impl FnOnce(&mut toml::Table, &std::path::Path)) -> support::Plane {
+    let mut plane = support::Plane::prepare(target).await;
     let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
-    let agent = config["agent"].as_table_mut().unwrap();
-    agent.insert("max_attempts_per_incident".into(), 2.into());
-    let scripted = std::path::PathBuf::from(agent["scripted_dir"].as_str().unwrap());
+    edit(&mut config, plane.config.parent().unwrap());
+    let scripted = std::path::PathBuf::from(config["agent"]["scripted_dir"].as_str().unwrap());
     std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
-    std::fs::write(scripted.join("crash.toml"), SCRIPT).unwrap();
+    std::fs::write(scripted.join("crash.toml"), script).unwrap();
     for role in ["audit", "governor", "executor"] {
         plane.start(role, None).await;
     }
     plane.start("agent", crash_at).await;
-    (plane, restarts)
+    plane
 }
 
 /// The agent killed after it saw the rollback and before it logged anything of the
@@ -215,21 +225,15 @@ expect_status = 200
 /// agent answering with `script` and its crash point `crash_at` armed if given.
 async fn picky_plane(script: &str, crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = picky_worker().await;
-    let mut plane = support::Plane::prepare(&target).await;
-    let catalog = plane.config.parent().unwrap().join("picky-pathways");
-    std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(catalog.join("restart_service.toml"), PICKY_RESTART).unwrap();
-    let mut config: toml::Table = toml::from_str(&std::fs::read_to_string(&plane.config).unwrap()).unwrap();
-    for role in ["agent", "governor", "executor"] {
-        config[role].as_table_mut().unwrap().insert("catalog_dir".into(), catalog.display().to_string().into());
-    }
-    let scripted = std::path::PathBuf::from(config["agent"]["scripted_dir"].as_str().unwrap());
-    std::fs::write(&plane.config, toml::to_string(&config).unwrap()).unwrap();
-    std::fs::write(scripted.join("crash.toml"), script).unwrap();
-    for role in ["audit", "governor", "executor"] {
-        plane.start(role, None).await;
-    }
-    plane.start("agent", crash_at).await;
+    let plane = start_plane(&target, script, crash_at, |config, dir| {
+        let catalog = dir.join("picky-pathways");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(catalog.join("restart_service.toml"), PICKY_RESTART).unwrap();
+        for role in ["agent", "governor", "executor"] {
+            config[role].as_table_mut().unwrap().insert("catalog_dir".into(), catalog.display().to_string().into());
+        }
+    })
+    .await;
     (plane, restarts)
 }
 
