@@ -228,3 +228,68 @@ async fn a_decision_no_executor_keeps_is_settled_from_the_log_once_it_expires() 
     let detail = settled.payload["detail"].as_str().unwrap();
     assert!(detail.contains("the log shows it never started, so nothing ran"), "{detail}");
 }
+
+/// An executor that takes the decision (`running`), and then, once the test lets
+/// it answer, holds no record of it (the claim was given back).
+struct GivesBackWhenTold {
+    executes: std::sync::atomic::AtomicU32,
+    told: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for GivesBackWhenTold {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(tonic::Response::new(arf_proto::v1::Execution {
+            decision_id: body.decision_id,
+            pathway: body.pathway,
+            target: body.target,
+            outcome: "running".to_owned(),
+            detail: String::new(),
+            verification: vec![],
+            replayed: false,
+        }))
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        self.told.notified().await;
+        self.told.notify_one();
+        Err(tonic::Status::not_found("no execution of that decision"))
+    }
+}
+
+/// The kill switch is pulled after an autonomous decision was sent and before its
+/// claim was given back: the governor does not send it again (it was allowed to run
+/// alone under guard rails that no longer hold), and settles it as expired unrun.
+#[tokio::test]
+async fn a_claim_given_back_after_the_kill_switch_was_pulled_is_not_sent_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let told = std::sync::Arc::new(tokio::sync::Notify::new());
+    let executor = std::sync::Arc::new(GivesBackWhenTold { executes: std::sync::atomic::AtomicU32::new(0), told: std::sync::Arc::clone(&told) });
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor)))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                let _ = stopped.await;
+            }),
+    );
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-switched-off", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
+    told.notify_one();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let settled = loop {
+        if let Some(record) = h.decision_records("inc-switched-off", &decided.decision_id, "expired").await.first() {
+            break record.clone();
+        }
+        let state = h.get("alice", &decided.decision_id).await.unwrap().state;
+        assert!(std::time::Instant::now() < deadline, "never settled: still `{state}`");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(settled.payload["detail"].as_str().unwrap().contains("the guard rails no longer let it start"), "{settled:?}");
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 1, "not sent again");
+}

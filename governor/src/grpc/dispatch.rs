@@ -199,6 +199,18 @@ pub(crate) async fn follow(
                 }
             }
             Err(status) if status.code() == Code::NotFound && (shared.clock)() < expires_at_ms && let Some(signed) = &signed => {
+                // Sent again only if the guard rails still let it start: a kill switch
+                // pulled, or a freeze begun, since it was decided holds it back.
+                let withheld = match shared.entry(&decision_id).await {
+                    Some(entry) => shared.withheld_now(&*entry.lock().await, (shared.clock)(), true),
+                    None => false,
+                };
+                if withheld {
+                    warn!(%decision_id, "the executor gave the decision's claim back, and the guard rails no longer let it start; it is not sent again");
+                    let detail = "the executor gave its claim back before the action started, and the guard rails no longer let it start (the kill switch, a quarantine, a rate limit or a freeze); nothing ran".to_owned();
+                    shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
+                    return;
+                }
                 warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
                 match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
                     Sent::Taken(answer) => execution = Some(answer),

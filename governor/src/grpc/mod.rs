@@ -267,6 +267,22 @@ impl Shared {
         self.decisions.read().await.values().cloned().collect()
     }
 
+    /// Whether the guard rails now keep `decision` from starting, though they let it
+    /// when it was decided: for one that was to run on its own, the kill switch, a
+    /// quarantine, an exhausted error budget, or (`authorized` false: its run is not
+    /// counted yet) the hour's rate limit; for anything but a rollback, a change freeze.
+    /// An authorized decision is one of the hour's runs already, and the limit it
+    /// reached is no reason to hold it back.
+    pub(crate) fn withheld_now(&self, decision: &Decision, now: i64, authorized: bool) -> bool {
+        let guard = self.guard_snapshot();
+        let assessment = crate::guard::assess(&guard, &self.guard_rails, &self.freezes, &decision.service, &decision.remediation.pathway, now);
+        let autonomy = &assessment.autonomy;
+        let off = !autonomy.global || autonomy.error_budget.exhausted || autonomy.quarantine.active || (!authorized && autonomy.rate_limit.exceeded);
+        let withheld = decision.route == Route::Autonomous && off;
+        let frozen = assessment.freeze_windows.iter().any(|w| w.active) && !assessment.is_rollback;
+        withheld || frozen
+    }
+
     /// Holds a new decision, and files it under its action.
     async fn insert(&self, decision_id: String, key: String, entry: Arc<Mutex<Decision>>) {
         self.actions.lock().await.entry(key).or_default().push(decision_id.clone());
@@ -690,20 +706,10 @@ async fn resume(
                 let too_late = autonomous && now.saturating_sub(decision.issued_at_ms) > shared.settle_ms;
                 // What was allowed alone before the crash may not be now: the kill
                 // switch, a quarantine, a rate limit or a freeze are asked again.
-                let guard = shared.guard_snapshot();
-                let assessment = crate::guard::assess(
-                    &guard,
-                    &shared.guard_rails,
-                    &shared.freezes,
-                    &decision.service,
-                    &decision.remediation.pathway,
-                    now,
-                );
-                let withheld = autonomous && !assessment.autonomy.enabled;
-                let frozen = assessment.freeze_windows.iter().any(|w| w.active) && !assessment.is_rollback;
-                if now >= expires_at_ms || too_late || withheld || frozen {
+                let withheld = shared.withheld_now(&decision, now, false);
+                if now >= expires_at_ms || too_late || withheld {
                     decision.state = State::Expired;
-                    decision.detail = if withheld || frozen {
+                    decision.detail = if withheld {
                         "the governor stopped before it authorized this decision, and when it came back the guard rails no longer let it run alone; nothing ran".to_owned()
                     } else {
                         format!(
