@@ -109,6 +109,25 @@ async fn a_settled_decision_that_left_memory_still_holds_its_action() {
     assert_eq!(h.evaluate(again).await.unwrap().decision_id, decided.decision_id);
 }
 
+/// A scripted executor's answer for the decision in `body`.
+fn answer(body: arf_core::decision::DecisionBody, outcome: String, detail: String) -> tonic::Response<arf_proto::v1::Execution> {
+    tonic::Response::new(arf_proto::v1::Execution { decision_id: body.decision_id, pathway: body.pathway, target: body.target, outcome, detail, verification: vec![], replayed: false })
+}
+
+/// Serves `executor` on a loopback port: its address, and what stops it when dropped.
+async fn serve<E: arf_proto::v1::executor_server::Executor>(executor: arf_proto::v1::executor_server::ExecutorServer<E>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tonic::transport::Server::builder().add_service(executor).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop)
+}
+
 /// An executor replica that takes the decision and answers `running`, then dies
 /// before starting it; the replica that settles its claim finds nothing started and
 /// gives the claim back, so `GetExecution` answers NotFound. Before the decision
@@ -124,15 +143,7 @@ impl arf_proto::v1::executor_server::Executor for GivesBack {
         let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
         let n = self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let outcome = if n == 0 { "running" } else { "verified" };
-        Ok(tonic::Response::new(arf_proto::v1::Execution {
-            decision_id: body.decision_id,
-            pathway: body.pathway,
-            target: body.target,
-            outcome: outcome.to_owned(),
-            detail: format!("execute call {}", n + 1),
-            verification: vec![],
-            replayed: false,
-        }))
+        Ok(answer(body, outcome.to_owned(), format!("execute call {}", n + 1)))
     }
 
     async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
@@ -142,17 +153,8 @@ impl arf_proto::v1::executor_server::Executor for GivesBack {
 
 #[tokio::test]
 async fn a_claim_given_back_after_running_was_reported_is_sent_again_before_expiry() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let executor = std::sync::Arc::new(GivesBack { executes: std::sync::atomic::AtomicU32::new(0) });
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor)))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-                let _ = stopped.await;
-            }),
-    );
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
     let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
     let decided = h.evaluate(proposal("inc-given-back", "restart_service", "web-staging", 0.9)).await.unwrap();
     assert_eq!(decided.state, "authorized", "{decided:?}");
@@ -181,15 +183,7 @@ struct NeverKeeps;
 impl arf_proto::v1::executor_server::Executor for NeverKeeps {
     async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
         let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
-        Ok(tonic::Response::new(arf_proto::v1::Execution {
-            decision_id: body.decision_id,
-            pathway: body.pathway,
-            target: body.target,
-            outcome: "running".to_owned(),
-            detail: String::new(),
-            verification: vec![],
-            replayed: false,
-        }))
+        Ok(answer(body, "running".to_owned(), String::new()))
     }
 
     async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
@@ -199,16 +193,7 @@ impl arf_proto::v1::executor_server::Executor for NeverKeeps {
 
 #[tokio::test]
 async fn a_decision_no_executor_keeps_is_settled_from_the_log_once_it_expires() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(arf_proto::v1::executor_server::ExecutorServer::new(NeverKeeps))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-                let _ = stopped.await;
-            }),
-    );
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::new(NeverKeeps)).await;
     let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
     let decided = h.evaluate(proposal("inc-never-kept", "restart_service", "web-staging", 0.9)).await.unwrap();
     assert_eq!(decided.state, "authorized", "{decided:?}");
@@ -241,15 +226,7 @@ impl arf_proto::v1::executor_server::Executor for GivesBackWhenTold {
     async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
         let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
         self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(tonic::Response::new(arf_proto::v1::Execution {
-            decision_id: body.decision_id,
-            pathway: body.pathway,
-            target: body.target,
-            outcome: "running".to_owned(),
-            detail: String::new(),
-            verification: vec![],
-            replayed: false,
-        }))
+        Ok(answer(body, "running".to_owned(), String::new()))
     }
 
     async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
@@ -264,18 +241,9 @@ impl arf_proto::v1::executor_server::Executor for GivesBackWhenTold {
 /// alone under guard rails that no longer hold), and settles it as expired unrun.
 #[tokio::test]
 async fn a_claim_given_back_after_the_kill_switch_was_pulled_is_not_sent_again() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let told = std::sync::Arc::new(tokio::sync::Notify::new());
     let executor = std::sync::Arc::new(GivesBackWhenTold { executes: std::sync::atomic::AtomicU32::new(0), told: std::sync::Arc::clone(&told) });
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor)))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
-                let _ = stopped.await;
-            }),
-    );
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
     let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
     let decided = h.evaluate(proposal("inc-switched-off", "restart_service", "web-staging", 0.9)).await.unwrap();
     assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
