@@ -177,12 +177,15 @@ async fn a_claim_given_back_after_running_was_reported_is_sent_again_before_expi
 /// it: it gave every claim back, and each re-send meets the same. Once the
 /// decision expires, the governor settles it from the log (which shows it never
 /// started) rather than asking for ever.
-struct NeverKeeps;
+struct NeverKeeps {
+    executes: std::sync::atomic::AtomicU32,
+}
 
 #[tonic::async_trait]
 impl arf_proto::v1::executor_server::Executor for NeverKeeps {
     async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
         let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(answer(body, "running".to_owned(), String::new()))
     }
 
@@ -193,12 +196,17 @@ impl arf_proto::v1::executor_server::Executor for NeverKeeps {
 
 #[tokio::test]
 async fn a_decision_no_executor_keeps_is_settled_from_the_log_once_it_expires() {
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::new(NeverKeeps)).await;
+    let executor = std::sync::Arc::new(NeverKeeps { executes: std::sync::atomic::AtomicU32::new(0) });
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
     let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
     let decided = h.evaluate(proposal("inc-never-kept", "restart_service", "web-staging", 0.9)).await.unwrap();
     assert_eq!(decided.state, "authorized", "{decided:?}");
     // Sent again while it is live; then its time passes (the governor's clock is the test's).
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while executor.executes.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the decision was not sent again while it was live");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "authorized", "not settled while it is live");
     h.clock.fetch_add(901_000, std::sync::atomic::Ordering::SeqCst);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
