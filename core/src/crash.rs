@@ -12,6 +12,10 @@
 //! - `governor.decision_logged`: a decision is in the log, not yet authorized.
 //! - `governor.authorized_logged`: its authorization is in the log, not yet sent to the executor.
 //! - `agent.decision_received`: the governor answered `Evaluate`; the agent has not logged `proposed`.
+//!
+//! A test that runs a service inside its own process can also hold the next task
+//! that reaches a point there for a while ([`pause_next`]): `governor.decision_logged`
+//! is one.
 
 /// The environment variable that names the crash point.
 pub const ENV: &str = "ARF_CRASH_AT";
@@ -39,3 +43,31 @@ fn kill_self() {
 #[cfg(not(feature = "crash-points"))]
 #[inline(always)]
 pub fn point(_point: &str) {}
+
+#[cfg(feature = "crash-points")]
+static PAUSES: std::sync::Mutex<Vec<(String, std::time::Duration)>> = std::sync::Mutex::new(Vec::new());
+
+/// Test builds only: the next task to reach `point` is held there for `pause`
+/// (see [`pause`]), so a test can look at a service inside a window that is
+/// otherwise too short to hit. Once per call.
+#[cfg(feature = "crash-points")]
+pub fn pause_next(point: &str, pause: std::time::Duration) {
+    PAUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((point.to_owned(), pause));
+}
+
+/// How long the task at `point` is to wait, if a test asked for a pause there
+/// ([`pause_next`]); the caller waits on its own runtime. Always `None` in a build
+/// without crash points.
+#[cfg(feature = "crash-points")]
+pub fn pause(point: &str) -> Option<std::time::Duration> {
+    let mut pauses = PAUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = pauses.iter().position(|(name, _)| name == point)?;
+    Some(pauses.remove(at).1)
+}
+
+/// Never pauses: this build has no crash points.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn pause(_point: &str) -> Option<std::time::Duration> {
+    None
+}

@@ -787,6 +787,9 @@ fn require_decision_id(decision_id: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// How long a look-up of a decision not held waits for the decision being made.
+const DECISION_IN_PROGRESS: Duration = Duration::from_secs(5);
+
 /// The service.
 pub struct Service {
     shared: Arc<Shared>,
@@ -798,11 +801,22 @@ impl Service {
         match self.shared.entry(decision_id).await {
             Some(entry) => Ok(entry),
             None if !self.shared.restored.load(std::sync::atomic::Ordering::SeqCst) => Err(status::restoring(decision_id)),
-            // Settled long ago: read back from the log, and not held again.
-            None => match self.shared.read_back(decision_id).await? {
-                Some(decision) => Ok(Arc::new(Mutex::new(decision))),
-                None => Err(status::not_found(decision_id)),
-            },
+            None => {
+                // A decision is logged a moment before it is held (a guard rail's trip
+                // is logged in between): one being made now is waited for, so an id
+                // the log already shows is never answered NotFound. Bounded, since the
+                // lock is also held while the log is down.
+                if tokio::time::timeout(DECISION_IN_PROGRESS, self.shared.deciding.lock()).await.is_ok()
+                    && let Some(entry) = self.shared.entry(decision_id).await
+                {
+                    return Ok(entry);
+                }
+                // Settled long ago: read back from the log, and not held again.
+                match self.shared.read_back(decision_id).await? {
+                    Some(decision) => Ok(Arc::new(Mutex::new(decision))),
+                    None => Err(status::not_found(decision_id)),
+                }
+            }
         }
     }
 
@@ -900,6 +914,9 @@ impl Governor for Service {
                 .await
                 .map_err(|e| status::audit_unavailable(&e, "no decision was made"))?;
             arf_core::crash::point("governor.decision_logged");
+            if let Some(pause) = arf_core::crash::pause("governor.decision_logged") {
+                tokio::time::sleep(pause).await;
+            }
             arf_proto::metrics::inc("arf_governor_decisions_total", "Decisions made, by route.", &[("route", decision.route.as_str())]);
             info!(
                 route = decision.route.as_str(),
