@@ -339,7 +339,7 @@ impl<'de> Deserialize<'de> for DecidedRecord {
 
 /// `decision` with an `event`: something the governor did or learned that is not
 /// a decision's state: a refused proposal, a guard rail tripping, the kill switch,
-/// a reset, a policy reload, an overdue outcome.
+/// a reset, a policy reload, an overdue outcome, a withdrawn decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GovernanceEvent {
@@ -364,6 +364,11 @@ pub enum GovernanceEvent {
     OutcomeOverdue { decision_id: String, detail: String },
     /// A person judged a shadow decision: would its action have been right?
     ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
+    /// The governor withdrew an authorized decision that had not started: the guard
+    /// rails no longer let it start (the kill switch, a quarantine, an exhausted error
+    /// budget, a freeze). Logged under the decision's incident, before the governor
+    /// settles it; an executor that finds it in the trail does not start the decision.
+    Withdrawn { decision_id: String, reason: String, at_ms: i64 },
     /// A pathway graduated on a service (may run there on its own in review mode), or was demoted.
     Graduation { environment: String, service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },
     /// Not an incident's: the governor's state, folded from the log up to

@@ -292,5 +292,18 @@ mod tests {
             .map(|r| (r.writer.clone(), r.kind, r.payload.clone()))
             .collect();
         check_names(&seal(entries), &applied, &accepted, &digests, &["authorized"]);
+
+        // An execution that started after the governor withdrew its decision (the
+        // kill switch pulled before it started); a withdrawal after the start is
+        // merely late.
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        let withdrawal = arf_core::records::encode(&arf_core::records::GovernanceEvent::Withdrawn { decision_id: "dec-1".into(), reason: "the kill switch is off: a bad night".into(), at_ms: 0 });
+        let mut late = entries.clone();
+        late.push(("governor".into(), RecordKind::Decision, withdrawal.clone()));
+        check_names(&seal(late), &applied, &accepted, &digests, &[]);
+        entries.insert(3, ("governor".into(), RecordKind::Decision, withdrawal));
+        let found = check(&seal(entries), &applied, &accepted, &digests, true);
+        assert!(found.iter().any(|v| v.invariant == "authorized" && v.detail.contains("withdrew")), "{found:#?}");
     }
 }

@@ -73,6 +73,8 @@ pub enum ExecuteError {
         "decision `{decision_id}` asks for an action this incident already started under decision `{earlier}`, which did not fail: one action runs once, so nothing ran"
     )]
     SameActionStarted { decision_id: String, earlier: String },
+    #[error("the governor withdrew decision `{decision_id}` before it started ({reason}), so nothing ran")]
+    Withdrawn { decision_id: String, reason: String },
     #[error("the audit log holds an executor record that is not in the executor's format, so what ran is unknown and decision `{decision_id}` did not run: {source}")]
     Malformed { decision_id: String, source: arf_core::records::Malformed },
     #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
@@ -89,6 +91,34 @@ pub struct Executed {
     pub state: ExecutionState,
     /// True when this repeats an earlier execution of the same decision.
     pub replayed: bool,
+}
+
+/// Why the incident's trail, read under the target's lock after the claim, says
+/// this decision must not start: one action runs once per incident, so the same
+/// action started under another decision that did not fail refuses it; and a
+/// decision the governor withdrew (the kill switch, say) never starts. The
+/// governor logs a withdrawal before it asks whether the decision was claimed, so
+/// either this read sees the withdrawal, or the governor sees the claim and follows
+/// the execution to its outcome.
+fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Option<ExecuteError> {
+    let decision_id = body.decision_id.clone();
+    let malformed = |source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source };
+    match recovery::same_action_started(trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
+        Err(source) => return Some(malformed(source)),
+        Ok(Some(earlier)) => {
+            warn!(%earlier, "the same action of this incident already started under another decision and did not fail; refusing to run it again");
+            return Some(ExecuteError::SameActionStarted { decision_id, earlier });
+        }
+        Ok(None) => {}
+    }
+    match recovery::withdrawn(trail, &body.decision_id) {
+        Err(source) => Some(malformed(source)),
+        Ok(Some(reason)) => {
+            warn!(%reason, "the governor withdrew this decision before it started; nothing runs");
+            Some(ExecuteError::Withdrawn { decision_id, reason })
+        }
+        Ok(None) => None,
+    }
 }
 
 /// How long a restarted executor waits before it tries again to settle an
@@ -828,17 +858,9 @@ impl Executor {
                 return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
             }
         };
-        let same = match recovery::same_action_started(&trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
-            Ok(same) => same,
-            Err(source) => {
-                self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
-            }
-        };
-        if let Some(earlier) = same {
+        if let Some(refusal) = refused_by_log(&trail, body) {
             self.store.release(&body.decision_id).await?;
-            warn!(%earlier, "the same action of this incident already started under another decision and did not fail; refusing to run it again");
-            return Err(ExecuteError::SameActionStarted { decision_id: body.decision_id.clone(), earlier });
+            return Err(refusal);
         }
 
         // Look before acting: the pathway's precheck (a dry run, a read of the

@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 use arf_audit_client::{Record, RecordKind};
-use arf_core::records::{ExecutionStartedRecord, Malformed, OutcomeRecord, RollbackRecord};
+use arf_core::records::{ExecutionStartedRecord, GovernanceEvent, Malformed, OutcomeRecord, RollbackRecord};
 
 use crate::execution::{Outcome, Phase};
 
@@ -53,6 +53,21 @@ pub fn logged(trail: &[Record], decision_id: &str) -> Result<Logged, Malformed> 
         }
     }
     Ok(logged)
+}
+
+/// The governor's withdrawal of `decision_id` in its incident's trail, if any: the
+/// reason it gave. Only the governor's own records count (another writer could
+/// otherwise stop a decision by claiming it was withdrawn); a withdrawal not in the
+/// governor's format is an error, and nothing runs on a guess.
+pub fn withdrawn(trail: &[Record], decision_id: &str) -> Result<Option<String>, Malformed> {
+    for record in trail.iter().filter(|r| r.writer == crate::admission::GOVERNOR_WRITER && r.kind == RecordKind::Decision) {
+        let names_it = record.payload.get("event").and_then(Value::as_str) == Some("withdrawn")
+            && record.payload.get("decision_id").and_then(Value::as_str) == Some(decision_id);
+        if names_it && let GovernanceEvent::Withdrawn { reason, .. } = record.parse()? {
+            return Ok(Some(reason));
+        }
+    }
+    Ok(None)
 }
 
 /// Another decision of the same incident for the same action (pathway, target and

@@ -68,7 +68,7 @@ async fn an_approved_decision_is_not_authorized_at_restart_once_the_kill_switch_
     h.set_autonomy("alice", false, "paging storm").await.unwrap();
     h.restart_governor().await;
     let expired = wait_for_state(&h, "dec-held", "expired").await;
-    assert!(expired["detail"].as_str().unwrap().contains("guard rails no longer let it run alone"), "{expired}");
+    assert!(expired["detail"].as_str().unwrap().contains("guard rails no longer let it run (the kill switch is off: paging storm)"), "{expired}");
 }
 
 /// One person's approval in the log twice (a retried call whose first answer was

@@ -268,4 +268,109 @@ async fn a_claim_given_back_after_the_kill_switch_was_pulled_is_not_sent_again()
     };
     assert!(settled.payload["detail"].as_str().unwrap().contains("the guard rails no longer let it start"), "{settled:?}");
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 1, "not sent again");
+    let withdrawn = withdrawal(&h, "inc-switched-off", &decided.decision_id).await;
+    assert!(withdrawn.seq < settled.seq, "logged as withdrawn before it was settled unrun");
+}
+
+/// The governor's withdrawal of the decision, which must be in its incident's trail.
+async fn withdrawal(h: &Harness, incident_id: &str, decision_id: &str) -> arf_audit_client::Record {
+    let records = h.records(incident_id, arf_audit_client::RecordKind::Decision).await;
+    let found = records.into_iter().find(|r| r.payload["event"] == "withdrawn" && r.payload["decision_id"] == decision_id);
+    found.unwrap_or_else(|| panic!("decision `{decision_id}` was not logged as withdrawn"))
+}
+
+/// Waits until the decision's `state` record is in the log.
+async fn settled_as(h: &Harness, incident_id: &str, decision_id: &str, state: &str) -> arf_audit_client::Record {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(record) = h.decision_records(incident_id, decision_id, state).await.first() {
+            return record.clone();
+        }
+        let now = h.get("alice", decision_id).await.unwrap().state;
+        assert!(std::time::Instant::now() < deadline, "not settled `{state}`: still `{now}`");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An executor out of reach (`Unavailable`) until the test brings it back; then
+/// it holds no claim of anything and takes (and would run) whatever it is sent.
+#[derive(Default)]
+struct OutOfReach {
+    back: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicU32,
+    taken: std::sync::atomic::AtomicU32,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for OutOfReach {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        if !self.back.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(tonic::Status::unavailable("the executor's host is down"));
+        }
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(answer(body, "verified".to_owned(), "ran".to_owned()))
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        if !self.back.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("the executor's host is down"));
+        }
+        Err(tonic::Status::not_found("no execution of that decision"))
+    }
+}
+
+/// The kill switch is pulled while an autonomous decision waits for an executor
+/// out of reach: the switch withdraws it (logged before anything else), and when
+/// the executor is back it is never sent; it settles expired, unrun.
+#[tokio::test]
+async fn the_kill_switch_withdraws_an_autonomous_decision_still_waiting_for_its_executor() {
+    let executor = std::sync::Arc::new(OutOfReach::default());
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-out-of-reach", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while executor.refused.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the decision was never sent");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
+    // Withdrawn by the time the switch is answered.
+    let withdrawn = withdrawal(&h, "inc-out-of-reach", &decided.decision_id).await;
+    assert!(withdrawn.payload["reason"].as_str().unwrap().contains("the kill switch is off: ARF misbehaves"), "{withdrawn:?}");
+    executor.back.store(true, std::sync::atomic::Ordering::SeqCst);
+    let settled = settled_as(&h, "inc-out-of-reach", &decided.decision_id, "expired").await;
+    let detail = settled.payload["detail"].as_str().unwrap();
+    assert!(detail.contains("withdrawn before it started") && detail.contains("nothing ran"), "{detail}");
+    assert!(withdrawn.seq < settled.seq);
+    assert_eq!(executor.taken.load(std::sync::atomic::Ordering::SeqCst), 0, "a withdrawn decision is never sent");
+}
+
+/// A governor restarts with an authorized decision it had not got to the executor,
+/// and a change freeze has begun meanwhile: it withdraws the decision rather than
+/// sending it, and settles it unrun once the executor says it holds no claim.
+#[tokio::test]
+async fn a_restarted_governor_withdraws_an_authorized_decision_a_freeze_now_holds_back() {
+    let mut h = Harness::start(Setup::default()).await;
+    let decided = h.evaluate(proposal("inc-frozen-since", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let executor = std::sync::Arc::new(OutOfReach::default());
+    executor.back.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let now = h.clock.load(std::sync::atomic::Ordering::SeqCst);
+    h.config.guard_rails.freeze_windows = vec![arf_governor::guard::FreezeWindowConfig {
+        name: "incident-review".to_owned(),
+        starts_at: arf_core::time::format_ms(now - 60_000),
+        ends_at: arf_core::time::format_ms(now + 3_600_000),
+        reason: "a change review is under way".to_owned(),
+    }];
+    h.config.executor_addr = address;
+    h.restart_governor().await;
+    let settled = settled_as(&h, "inc-frozen-since", &decided.decision_id, "expired").await;
+    let withdrawn = withdrawal(&h, "inc-frozen-since", &decided.decision_id).await;
+    assert!(withdrawn.payload["reason"].as_str().unwrap().contains("change freeze `incident-review` is in force"), "{withdrawn:?}");
+    assert!(withdrawn.seq < settled.seq);
+    assert_eq!(executor.taken.load(std::sync::atomic::Ordering::SeqCst), 0, "a withdrawn decision is never sent");
 }

@@ -55,7 +55,8 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::WrongWriter { .. }
         | ExecuteError::TargetNeedsHuman { .. }
         | ExecuteError::Malformed { .. }
-        | ExecuteError::SameActionStarted { .. } => {
+        | ExecuteError::SameActionStarted { .. }
+        | ExecuteError::Withdrawn { .. } => {
             Status::failed_precondition(message)
         }
     }

@@ -20,3 +20,4 @@ mod serializes_targets;
 mod timeout_kills_group;
 mod tls;
 mod witnesses_the_log;
+mod withdrawn;

@@ -48,6 +48,9 @@ enum Sent {
     /// The executor could not be reached before the decision expired, or failed
     /// while handling it. An attempt may have run it, so only the executor can say.
     Unreached(String),
+    /// The guard rails no longer let the decision start (why), so it was not sent
+    /// (again); an earlier attempt may have reached the executor all the same.
+    Withheld(String),
 }
 
 /// Dispatches one signed decision and follows it to its outcome.
@@ -64,14 +67,30 @@ pub(crate) async fn run(
         }
         Sent::Refused(detail) => {
             info!(%decision_id, %detail, "the executor refused the decision");
-            shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+            // Refused because the governor withdrew it (it saw the withdrawal in the log).
+            let (state, detail) = match shared.withdrawal(&decision_id) {
+                Some(why) => (State::Expired, withdrawn_detail(&why, &detail)),
+                None => (State::DispatchFailed, detail),
+            };
+            shared.finish(&decision_id, &incident_id, state, detail).await;
         }
         Sent::Unreached(detail) => {
             warn!(%decision_id, %detail, "whether the decision ran is unknown; asking the executor");
             shared.note(&decision_id, &detail).await;
             follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), None, detail).await;
         }
+        Sent::Withheld(why) => {
+            // An earlier attempt may have reached the executor: logged as withdrawn
+            // first, then followed, and settled unrun only on the executor's word.
+            shared.withdraw(&decision_id, &incident_id, &why).await;
+            follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), None, why).await;
+        }
     }
+}
+
+/// What a withdrawn decision settles with.
+fn withdrawn_detail(why: &str, executor_said: &str) -> String {
+    format!("withdrawn before it started, since the guard rails no longer let it start ({why}); {executor_said}; nothing ran")
 }
 
 async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, expires_at_ms: i64) -> Sent {
@@ -84,6 +103,16 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
                 "the executor could not be reached before the decision expired at {}: {last_error}",
                 arf_core::time::format_ms(expires_at_ms)
             ));
+        }
+        // Asked before every attempt: the kill switch pulled (or a freeze begun)
+        // while the executor was out of reach, or while this governor was down, holds
+        // the decision back. A decision locked now is being authorized, against the
+        // guard rails as they are.
+        if let Some(entry) = shared.entry(decision_id).await
+            && let Ok(decision) = entry.try_lock()
+            && let Some(why) = shared.withheld_now(&decision, now, true)
+        {
+            return Sent::Withheld(why);
         }
         let (which, mut executor) = shared.executor.client();
         match executor.execute(signed.clone()).await {
@@ -169,10 +198,20 @@ pub(crate) async fn follow(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(if overdue { OVERDUE_BACKOFF } else { MAX_BACKOFF });
+        // Read before asking: a withdrawal logged before the executor is asked is one
+        // any later claim of the decision will find in the log.
+        let withdrawn = shared.withdrawal(&decision_id);
         let request = pb::GetExecutionRequest { decision_id: decision_id.clone() };
         let (which, mut executor) = shared.executor.client();
         match executor.get_execution(request).await {
             Ok(response) => execution = Some(response.into_inner()),
+            // Withdrawn, and the executor holds no claim of it: it never starts now.
+            Err(status) if status.code() == Code::NotFound && let Some(why) = withdrawn => {
+                info!(%decision_id, "the withdrawn decision was never taken by the executor; settled unrun");
+                let detail = withdrawn_detail(&why, "the executor holds no claim of it");
+                shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
+                return;
+            }
             // The executor starts nothing after expiry, so a decision it holds no
             // record of once expired is settled from the log: by the executor's
             // outcome if the log has one, as never run if the log shows it never
@@ -199,21 +238,16 @@ pub(crate) async fn follow(
                 }
             }
             Err(status) if status.code() == Code::NotFound && (shared.clock)() < expires_at_ms && let Some(signed) = &signed => {
-                // Sent again only if the guard rails still let it start: a kill switch
-                // pulled, or a freeze begun, since it was decided holds it back.
-                let withheld = match shared.entry(&decision_id).await {
-                    Some(entry) => shared.withheld_now(&*entry.lock().await, (shared.clock)(), true),
-                    None => false,
-                };
-                if withheld {
-                    warn!(%decision_id, "the executor gave the decision's claim back, and the guard rails no longer let it start; it is not sent again");
-                    let detail = "the executor gave its claim back before the action started, and the guard rails no longer let it start (the kill switch, a quarantine, a rate limit or a freeze); nothing ran".to_owned();
-                    shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
-                    return;
-                }
+                // Sent again only if the guard rails still let it start; otherwise
+                // withdrawn, and settled once the executor, asked after that, still
+                // holds no claim of it (above).
                 warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
                 match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
                     Sent::Taken(answer) => execution = Some(answer),
+                    Sent::Withheld(why) => {
+                        warn!(%decision_id, %why, "the guard rails no longer let the decision start; withdrawing it");
+                        shared.withdraw(&decision_id, &incident_id, &why).await;
+                    }
                     // Not settled on a refusal now (it may be the expiry, checked before
                     // the log): followed on, by the rules above.
                     Sent::Refused(detail) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
@@ -271,6 +305,7 @@ impl Shared {
         decision.state = state;
         decision.detail.clone_from(&detail);
         drop(decision);
+        self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(decision_id);
         // Retried until the log takes it (the decision's lock is not held meanwhile,
         // so it can still be read): a settled decision the log does not show settled
         // would be followed again by the next governor.
@@ -317,6 +352,52 @@ impl Shared {
         drop(decision);
         self.log_trips(&trips, incident_id, decision_id).await;
         self.log_graduation(graduation).await;
+    }
+
+    /// Withdraws an authorized decision the guard rails no longer let start (`why`):
+    /// logs so under its incident, then remembers it. The executor reads the trail
+    /// after it claims a decision and before it starts it, so once this is logged,
+    /// an executor asked afterwards that holds no claim will never start it, and
+    /// one that holds a claim is followed to its outcome. Best effort: a withdrawal
+    /// the log did not take is tried again by the decision's follower.
+    pub(crate) async fn withdraw(&self, decision_id: &str, incident_id: &str, why: &str) {
+        if self.withdrawal(decision_id).is_some() {
+            return;
+        }
+        let payload = records::encode(&records::GovernanceEvent::Withdrawn { decision_id: decision_id.to_owned(), reason: why.to_owned(), at_ms: (self.clock)() });
+        match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
+            Ok(_) => {
+                warn!(%decision_id, %why, "authorized decision withdrawn before it started");
+                arf_proto::metrics::inc("arf_governor_decisions_withdrawn_total", "Authorized decisions withdrawn before they started, because the guard rails no longer let them start.", &[]);
+                self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(decision_id.to_owned(), why.to_owned());
+            }
+            Err(error) => warn!(%decision_id, %error, "cannot log the decision's withdrawal yet; it is not sent meanwhile"),
+        }
+    }
+
+    /// Why this process withdrew the decision, if it did (and the log took it).
+    pub(crate) fn withdrawal(&self, decision_id: &str) -> Option<String> {
+        self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(decision_id).cloned()
+    }
+
+    /// After the guard rails tightened (the kill switch pulled, a service
+    /// quarantined, an error budget spent): withdraws every authorized decision not
+    /// yet settled that they now hold back. Its follower then settles it unrun,
+    /// unless the executor already holds it.
+    pub(crate) async fn withdraw_withheld(&self) {
+        let now = (self.clock)();
+        for entry in self.entries().await {
+            let withheld = {
+                let decision = entry.lock().await;
+                (decision.state == State::Authorized)
+                    .then(|| self.withheld_now(&decision, now, true))
+                    .flatten()
+                    .map(|why| (decision.decision_id.clone(), decision.incident_id.clone(), why))
+            };
+            if let Some((decision_id, incident_id, why)) = withheld {
+                self.withdraw(&decision_id, &incident_id, &why).await;
+            }
+        }
     }
 
     /// Says in a decision that is not settled what the governor knows while it waits.

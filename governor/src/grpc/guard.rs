@@ -284,6 +284,9 @@ impl Shared {
             }
             self.log_trip(trip, incident_id, decision_id).await;
         }
+        if !trips.is_empty() {
+            self.withdraw_withheld().await;
+        }
     }
 
     /// Logs that a guard rail switched autonomy off; best effort, since the trip is
@@ -387,6 +390,10 @@ impl Shared {
             .map_err(|e| status::audit_unavailable(&e, &format!("autonomy was not switched {word}")))?;
         let ((), saved) = self.change(|state| guard::set_autonomy(state, enabled, &caller.name, reason.trim(), now));
         info!(identity = %caller.name, enabled, "global autonomy switched");
+        // Stopping stops what was authorized to run alone and has not started.
+        if !enabled {
+            self.withdraw_withheld().await;
+        }
         saved.map_err(|e| Status::internal(format!("autonomy is {word}, but it was not saved and will not survive a restart: {e}")))?;
         Ok(self.autonomy_status(Vec::new()))
     }

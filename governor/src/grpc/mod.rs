@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     retain_ms: i64,
     /// Where the decisions that left memory are in the log.
     evicted: std::sync::Mutex<decision::Evicted>,
+    /// Authorized decisions this process withdrew (logged so), with why, until settled.
+    withdrawn: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The state snapshot restarts start from (`crate::snapshot`).
     snapshots: state::Snapshots,
     /// Tells people what the log cannot: that a witness refused it.
@@ -168,6 +170,7 @@ impl Shared {
             graduation: config.graduation.clone(),
             retain_ms: i64::try_from(config.retain_decisions_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
             evicted: std::sync::Mutex::new(decision::Evicted::default()),
+            withdrawn: std::sync::Mutex::new(std::collections::HashMap::new()),
             snapshots: state::Snapshots {
                 dir: config.data_dir.clone(),
                 every_records: config.snapshot_every_records,
@@ -267,20 +270,33 @@ impl Shared {
         self.decisions.read().await.values().cloned().collect()
     }
 
-    /// Whether the guard rails now keep `decision` from starting, though they let it
-    /// when it was decided: for one that was to run on its own, the kill switch, a
-    /// quarantine, an exhausted error budget, or (`authorized` false: its run is not
-    /// counted yet) the hour's rate limit; for anything but a rollback, a change freeze.
-    /// An authorized decision is one of the hour's runs already, and the limit it
-    /// reached is no reason to hold it back.
-    pub(crate) fn withheld_now(&self, decision: &Decision, now: i64, authorized: bool) -> bool {
+    /// What, if anything, in the guard rails now keeps `decision` from starting,
+    /// though they let it when it was decided: for one that was to run on its own,
+    /// the kill switch, a quarantine, an exhausted error budget, or (`authorized`
+    /// false: its run is not counted yet) the hour's rate limit; for anything but a
+    /// rollback, a change freeze. An authorized decision is one of the hour's runs
+    /// already, and the limit it reached is no reason to hold it back.
+    pub(crate) fn withheld_now(&self, decision: &Decision, now: i64, authorized: bool) -> Option<String> {
         let guard = self.guard_snapshot();
         let assessment = crate::guard::assess(&guard, &self.guard_rails, &self.freezes, &decision.service, &decision.remediation.pathway, now);
         let autonomy = &assessment.autonomy;
-        let off = !autonomy.global || autonomy.error_budget.exhausted || autonomy.quarantine.active || (!authorized && autonomy.rate_limit.exceeded);
-        let withheld = decision.route == Route::Autonomous && off;
-        let frozen = assessment.freeze_windows.iter().any(|w| w.active) && !assessment.is_rollback;
-        withheld || frozen
+        let service = &decision.service;
+        if decision.route == Route::Autonomous {
+            if !autonomy.global {
+                return Some(format!("the kill switch is off: {}", autonomy.global_reason));
+            }
+            if autonomy.quarantine.active {
+                return Some(format!("service `{service}` is quarantined after a failed rollback"));
+            }
+            if autonomy.error_budget.exhausted {
+                return Some(format!("pathway `{}` has no error budget left on service `{service}`", decision.remediation.pathway));
+            }
+            if !authorized && autonomy.rate_limit.exceeded {
+                return Some(format!("service `{service}` has reached its hourly limit of autonomous actions"));
+            }
+        }
+        let frozen = assessment.freeze_windows.iter().find(|w| w.active).filter(|_| !assessment.is_rollback);
+        frozen.map(|w| format!("change freeze `{}` is in force: {}", w.name, w.reason))
     }
 
     /// Holds a new decision, and files it under its action.
@@ -707,10 +723,10 @@ async fn resume(
                 // What was allowed alone before the crash may not be now: the kill
                 // switch, a quarantine, a rate limit or a freeze are asked again.
                 let withheld = shared.withheld_now(&decision, now, false);
-                if now >= expires_at_ms || too_late || withheld {
+                if now >= expires_at_ms || too_late || withheld.is_some() {
                     decision.state = State::Expired;
-                    decision.detail = if withheld {
-                        "the governor stopped before it authorized this decision, and when it came back the guard rails no longer let it run alone; nothing ran".to_owned()
+                    decision.detail = if let Some(why) = withheld {
+                        format!("the governor stopped before it authorized this decision, and when it came back the guard rails no longer let it run ({why}); nothing ran")
                     } else {
                         format!(
                             "the governor stopped before it authorized this decision and restarted {} s after it was made, past the {} s an action may wait to run on its own; nothing ran",
