@@ -364,10 +364,11 @@ pub enum GovernanceEvent {
     OutcomeOverdue { decision_id: String, detail: String },
     /// A person judged a shadow decision: would its action have been right?
     ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
-    /// The governor withdrew an authorized decision that had not started: the guard
-    /// rails no longer let it start (the kill switch, a quarantine, an exhausted error
-    /// budget, a freeze). Logged under the decision's incident, before the governor
-    /// settles it; an executor that finds it in the trail does not start the decision.
+    /// The governor withdrew its authorization of a decision, since the guard rails
+    /// no longer let it start (the kill switch, a quarantine, an exhausted error
+    /// budget, a freeze). Logged under the decision's incident before the governor
+    /// asks the executor about it; an executor that reads it in the trail before the
+    /// decision started does not start it. One already started runs to its outcome.
     Withdrawn { decision_id: String, reason: String, at_ms: i64 },
     /// A pathway graduated on a service (may run there on its own in review mode), or was demoted.
     Graduation { environment: String, service: String, pathway: String, graduated: bool, reason: String, at_ms: i64 },

@@ -24,7 +24,7 @@ pub struct AcceptedSignal {
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Violation {
-    /// A short name: `chain`, `format`, `authorized`, `write_ahead`, `once`, `once_per_action`, `outcome`, `signal_logged`.
+    /// A short name: `chain`, `format`, `authorized`, `write_ahead`, `once`, `once_per_action`, `unrun`, `outcome`, `signal_logged`.
     pub invariant: &'static str,
     pub detail: String,
 }
@@ -115,6 +115,18 @@ pub fn check(
             violations.push(violation(
                 "once_per_action",
                 format!("incident `{incident}` ran `{pathway}` on `{target}` under {} decisions ({}) while an earlier run had not failed", distinct.len(), distinct.join(", ")),
+            ));
+        }
+    }
+
+    // What the governor settled as never run (expired, or failed to dispatch: a
+    // withdrawal among them) never started, before or after it said so.
+    for record in records.iter().filter(|r| r.kind == RecordKind::Decision && r.writer == "governor") {
+        let decision_id = text(&record.payload, "decision_id");
+        if matches!(text(&record.payload, "state"), "expired" | "dispatch_failed") && starts.contains_key(decision_id) {
+            violations.push(violation(
+                "unrun",
+                format!("the governor settled decision `{decision_id}` as `{}` (#{}), yet it has an `execution_started` record", text(&record.payload, "state"), record.seq),
             ));
         }
     }
@@ -293,17 +305,15 @@ mod tests {
             .collect();
         check_names(&seal(entries), &applied, &accepted, &digests, &["authorized"]);
 
-        // An execution that started after the governor withdrew its decision (the
-        // kill switch pulled before it started); a withdrawal after the start is
-        // merely late.
+        // A withdrawal that came too late to stop the execution is followed to its
+        // outcome; settling the decision as never run when it started is a lie.
         let (records, applied, accepted, digests) = trail();
         let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
         let withdrawal = arf_core::records::encode(&arf_core::records::GovernanceEvent::Withdrawn { decision_id: "dec-1".into(), reason: "the kill switch is off: a bad night".into(), at_ms: 0 });
-        let mut late = entries.clone();
-        late.push(("governor".into(), RecordKind::Decision, withdrawal.clone()));
-        check_names(&seal(late), &applied, &accepted, &digests, &[]);
         entries.insert(3, ("governor".into(), RecordKind::Decision, withdrawal));
-        let found = check(&seal(entries), &applied, &accepted, &digests, true);
-        assert!(found.iter().any(|v| v.invariant == "authorized" && v.detail.contains("withdrew")), "{found:#?}");
+        check_names(&seal(entries.clone()), &applied, &accepted, &digests, &[]);
+        let unrun = arf_core::records::encode(&arf_core::records::DecisionStateRecord { decision_id: "dec-1".into(), state: "expired".into(), detail: "withdrawn before it started; nothing ran".into() });
+        entries.insert(4, ("governor".into(), RecordKind::Decision, unrun));
+        check_names(&seal(entries), &applied, &accepted, &digests, &["unrun"]);
     }
 }

@@ -173,13 +173,6 @@ pub fn governance_violations(started: &Record, trail: &[Record], digests: &BTree
     if authorized.seq != p.decision_seq || authorized.seq >= started.seq {
         violations.push(format!("execution cites decision record #{}, the authorization is #{}", p.decision_seq, authorized.seq));
     }
-    // A decision the governor withdrew before it started never starts after that.
-    let withdrawn = trail.iter().find(|r| {
-        r.kind == RecordKind::Decision && r.writer == "governor" && r.seq < started.seq && text(&r.payload, "event") == "withdrawn" && text(&r.payload, "decision_id") == decision_id
-    });
-    if let Some(withdrawn) = withdrawn {
-        violations.push(format!("the governor withdrew decision `{decision_id}` at #{}, before it started", withdrawn.seq));
-    }
     let logged: AuthorizedRecord = match authorized.parse() {
         Ok(logged) => logged,
         Err(error) => {

@@ -93,13 +93,13 @@ pub struct Executed {
     pub replayed: bool,
 }
 
-/// Why the incident's trail, read under the target's lock after the claim, says
-/// this decision must not start: one action runs once per incident, so the same
-/// action started under another decision that did not fail refuses it; and a
-/// decision the governor withdrew (the kill switch, say) never starts. The
-/// governor logs a withdrawal before it asks whether the decision was claimed, so
-/// either this read sees the withdrawal, or the governor sees the claim and follows
-/// the execution to its outcome.
+/// Why the incident's trail, read under the target's lock after the claim (and
+/// again after a precheck), says this decision must not start: one action runs once
+/// per incident, so the same action started under another decision that did not
+/// fail refuses it; and a decision the governor withdrew (the kill switch, say)
+/// does not start. The governor logs a withdrawal before it asks whether the
+/// decision was claimed, so either such a read sees the withdrawal, or the governor
+/// sees the claim and follows the execution to its outcome.
 fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Option<ExecuteError> {
     let decision_id = body.decision_id.clone();
     let malformed = |source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source };
@@ -805,6 +805,22 @@ impl Executor {
         }))
     }
 
+    /// Reads the incident's trail (after the claim) and refuses, giving the claim
+    /// back, what it says must not start now ([`refused_by_log`]).
+    async fn check_log(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
+        let refusal = match self.audit.read_incident(&body.incident_id).await {
+            Ok(trail) => refused_by_log(&trail, body),
+            Err(source) => Some(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source }),
+        };
+        match refusal {
+            Some(refusal) => {
+                self.store.release(&body.decision_id).await?;
+                Err(refusal)
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn run(
         &self,
         body: &DecisionBody,
@@ -851,17 +867,7 @@ impl Executor {
 
         // One action runs once per incident, whatever decision asks for it: checked
         // under the target's lock, so two decisions for it cannot both pass.
-        let trail = match self.audit.read_incident(&body.incident_id).await {
-            Ok(trail) => trail,
-            Err(source) => {
-                self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
-            }
-        };
-        if let Some(refusal) = refused_by_log(&trail, body) {
-            self.store.release(&body.decision_id).await?;
-            return Err(refusal);
-        }
+        self.check_log(body).await?;
 
         // Look before acting: the pathway's precheck (a dry run, a read of the
         // target's state) must pass, or the action never starts. Its steps change
@@ -886,8 +892,10 @@ impl Executor {
                 warn!(%detail, "the precheck got no answer; nothing ran");
                 return Err(ExecuteError::PrecheckUnanswered { decision_id: body.decision_id.clone(), detail });
             }
-            // The precheck may take its time: expiry bounds when the action may start.
+            // The precheck may take its time: expiry bounds when the action may start,
+            // and a withdrawal logged meanwhile is read before it does.
             self.release_if_expired(body).await?;
+            self.check_log(body).await?;
             Some(report)
         };
 

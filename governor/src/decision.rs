@@ -169,6 +169,9 @@ pub struct Restored {
     pub autonomous_runs: std::collections::BTreeMap<String, Vec<i64>>,
     /// The decisions that left memory as the log was folded, and their incidents.
     pub evicted: Evicted,
+    /// Authorized decisions the governor withdrew and has not settled, with why.
+    #[serde(default)]
+    pub withdrawn: std::collections::BTreeMap<String, String>,
 }
 
 /// The incident of each decision that left memory, so it can be read back from the
@@ -253,6 +256,7 @@ impl Restored {
         let count = gone.len();
         for (id, incident_id) in gone {
             self.authorized.remove(&id);
+            self.withdrawn.remove(&id);
             self.evicted.insert(id, incident_id);
         }
         count
@@ -291,6 +295,9 @@ impl Restored {
                             decision.state = state;
                         }
                         decision.detail = logged.detail;
+                        if decision.state.is_final() {
+                            self.withdrawn.remove(&logged.decision_id);
+                        }
                     }
                 }
                 DecisionRecordKind::Event => match record.parse()? {
@@ -300,6 +307,11 @@ impl Restored {
                         if let Some(decision) = decisions.get_mut(&decision_id) {
                             decision.detail = detail;
                         }
+                    }
+                    // A withdrawal leaves the decision authorized until it is settled;
+                    // a restart must neither send it again nor forget why it stopped.
+                    GovernanceEvent::Withdrawn { decision_id, reason, .. } if decisions.get(&decision_id).is_some_and(|d| !d.state.is_final()) => {
+                        self.withdrawn.insert(decision_id, reason);
                     }
                     GovernanceEvent::ShadowJudged { decision_id, judgement, .. } => {
                         if let Some(decision) = decisions.get_mut(&decision_id) {

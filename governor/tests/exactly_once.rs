@@ -374,3 +374,158 @@ async fn a_restarted_governor_withdraws_an_authorized_decision_a_freeze_now_hold
     assert!(withdrawn.seq < settled.seq);
     assert_eq!(executor.taken.load(std::sync::atomic::Ordering::SeqCst), 0, "a withdrawn decision is never sent");
 }
+
+/// An executor that takes every decision and holds its claim (`running`) until the
+/// test lets the execution end, verified.
+#[derive(Default)]
+struct HoldsClaim {
+    executes: std::sync::atomic::AtomicU32,
+    asked: std::sync::atomic::AtomicU32,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for HoldsClaim {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(answer(body, "running".to_owned(), "waiting for the target".to_owned()))
+    }
+
+    async fn get_execution(&self, request: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let decision_id = request.into_inner().decision_id;
+        let (outcome, detail) = if self.done.load(std::sync::atomic::Ordering::SeqCst) { ("verified", "ran and verified") } else { ("running", "running") };
+        let execution = arf_proto::v1::Execution { decision_id, outcome: outcome.to_owned(), detail: detail.to_owned(), ..Default::default() };
+        Ok(tonic::Response::new(execution))
+    }
+}
+
+/// Waits until `count` reaches `at_least`.
+async fn until(count: &std::sync::atomic::AtomicU32, at_least: u32, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while count.load(std::sync::atomic::Ordering::SeqCst) < at_least {
+        assert!(std::time::Instant::now() < deadline, "{what}: never reached {at_least}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The kill switch is pulled after the executor claimed the decision (it waits
+/// for its target): the withdrawal is logged, but the executor holds the claim,
+/// so the governor follows the execution to its outcome rather than calling it unrun.
+#[tokio::test]
+async fn a_withdrawal_the_executor_had_already_claimed_is_followed_to_its_outcome() {
+    let executor = std::sync::Arc::new(HoldsClaim::default());
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-claimed", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    until(&executor.executes, 1, "Execute calls").await;
+    h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
+    let withdrawn = withdrawal(&h, "inc-claimed", &decided.decision_id).await;
+    // Asked after the withdrawal, the executor still holds its claim: nothing is settled.
+    let asked = executor.asked.load(std::sync::atomic::Ordering::SeqCst);
+    until(&executor.asked, asked + 2, "GetExecution calls after the withdrawal").await;
+    assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "authorized", "followed, not settled");
+    executor.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let settled = settled_as(&h, "inc-claimed", &decided.decision_id, "verified").await;
+    assert!(withdrawn.seq < settled.seq);
+    assert!(h.decision_records("inc-claimed", &decided.decision_id, "expired").await.is_empty());
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An executor that lost its store: it holds no claim of anything (`GetExecution`
+/// answers NotFound once the test lets it answer at all), and a decision sent to
+/// it that the log shows started is settled from the log, as the real executor
+/// does (verified here), never run again.
+#[derive(Default)]
+struct LostStore {
+    executes: std::sync::atomic::AtomicU32,
+    answering: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for LostStore {
+    async fn execute(&self, request: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let body: arf_core::decision::DecisionBody = serde_json::from_slice(&request.into_inner().body).unwrap();
+        let n = self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let (outcome, detail) = if n == 0 { ("running", "running") } else { ("verified", "settled from the log: the target verified") };
+        Ok(answer(body, outcome.to_owned(), detail.to_owned()))
+    }
+
+    async fn get_execution(&self, _: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        if !self.answering.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("the executor is restarting"));
+        }
+        Err(tonic::Status::not_found("no execution of that decision"))
+    }
+}
+
+/// The executor logged `execution_started`, then lost its store; the kill switch is
+/// pulled. The executor, asked after the withdrawal, holds no claim, but the log
+/// shows the action started: the governor must not call it unrun. It sends the
+/// decision again, whatever the guard rails say now, so the executor settles it
+/// from the log, and takes that outcome.
+#[tokio::test]
+async fn a_withdrawn_decision_the_log_shows_started_is_never_called_unrun() {
+    let executor = std::sync::Arc::new(LostStore::default());
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-lost-store", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    until(&executor.executes, 1, "Execute calls").await;
+    let authorized = h.decision_records("inc-lost-store", &decided.decision_id, "authorized").await.remove(0);
+    let started = arf_core::records::ExecutionStartedRecord {
+        decision_id: decided.decision_id.clone(),
+        decision_seq: authorized.seq,
+        pathway: "restart_service".to_owned(),
+        pathway_digest: authorized.payload["body"]["pathway_digest"].as_str().unwrap().to_owned(),
+        target: "web-staging".to_owned(),
+        parameters: serde_json::json!({}),
+        timeout_secs: 60,
+        steps: vec![],
+        precheck: None,
+    };
+    h.as_executor().append_one("inc-lost-store", arf_audit_client::RecordKind::ExecutionStarted, arf_core::records::encode(&started)).await.unwrap();
+    h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
+    withdrawal(&h, "inc-lost-store", &decided.decision_id).await;
+    executor.answering.store(true, std::sync::atomic::Ordering::SeqCst);
+    let settled = settled_as(&h, "inc-lost-store", &decided.decision_id, "verified").await;
+    assert!(settled.payload["detail"].as_str().unwrap().contains("settled from the log"), "{settled:?}");
+    assert!(h.decision_records("inc-lost-store", &decided.decision_id, "expired").await.is_empty(), "never called unrun");
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2, "sent again for the executor to settle it from the log");
+}
+
+/// A change freeze is configured, not switched: when it begins, the governor
+/// withdraws the authorized decisions it holds back, here one the executor holds
+/// a claim of (waiting for its target), which no send would look at again.
+#[tokio::test]
+async fn a_freeze_that_begins_withdraws_what_it_holds_back() {
+    let executor = std::sync::Arc::new(HoldsClaim::default());
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let now = arf_core::time::now_ms();
+    let rails = arf_governor::guard::GuardRails {
+        freeze_windows: vec![arf_governor::guard::FreezeWindowConfig {
+            name: "release-week".to_owned(),
+            starts_at: arf_core::time::format_ms(now + 600_000),
+            ends_at: arf_core::time::format_ms(now + 3_600_000),
+            reason: "the release is being cut".to_owned(),
+        }],
+        ..arf_governor::guard::GuardRails::default()
+    };
+    let h = Harness::start(Setup { executor_addr: Some(address), guard_rails: rails, ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-freeze-begins", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    until(&executor.executes, 1, "Execute calls").await;
+    h.advance_ms(601_000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let withdrawn = loop {
+        let found = h.records("inc-freeze-begins", arf_audit_client::RecordKind::Decision).await.into_iter().find(|r| r.payload["event"] == "withdrawn");
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(std::time::Instant::now() < deadline, "the freeze began and nothing was withdrawn");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(withdrawn.payload["reason"].as_str().unwrap().contains("change freeze `release-week` is in force"), "{withdrawn:?}");
+}

@@ -22,6 +22,8 @@ use crate::grpc::Shared;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often to look whether a change freeze began.
+const FREEZE_WATCH: Duration = Duration::from_secs(1);
 /// How often to ask for an outcome that is overdue.
 const OVERDUE_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -61,7 +63,12 @@ pub(crate) async fn run(
     signed: pb::SignedDecision,
     expires_at_ms: i64,
 ) {
-    match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
+    // Withdrawn before a restart: never sent again; the executor's word settles it.
+    if let Some(why) = shared.withdrawal(&decision_id) {
+        follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), None, why).await;
+        return;
+    }
+    match send(&shared, &decision_id, signed.clone(), expires_at_ms, true).await {
         Sent::Taken(execution) => {
             follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), Some(execution), String::new()).await;
         }
@@ -93,7 +100,11 @@ fn withdrawn_detail(why: &str, executor_said: &str) -> String {
     format!("withdrawn before it started, since the guard rails no longer let it start ({why}); {executor_said}; nothing ran")
 }
 
-async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, expires_at_ms: i64) -> Sent {
+/// Sends the signed decision until the executor answers or it expires. With
+/// `ask_rails`, the guard rails are asked before every attempt; without, only for
+/// a decision the log shows started, which the executor settles from the log and
+/// never runs again, whatever the guard rails say now.
+async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, expires_at_ms: i64, ask_rails: bool) -> Sent {
     let mut backoff = FIRST_BACKOFF;
     let mut last_error = String::new();
     loop {
@@ -106,13 +117,13 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
         }
         // Asked before every attempt: the kill switch pulled (or a freeze begun)
         // while the executor was out of reach, or while this governor was down, holds
-        // the decision back. A decision locked now is being authorized, against the
-        // guard rails as they are.
-        if let Some(entry) = shared.entry(decision_id).await
-            && let Ok(decision) = entry.try_lock()
-            && let Some(why) = shared.withheld_now(&decision, now, true)
-        {
-            return Sent::Withheld(why);
+        // the decision back. (The first attempt waits here for the call that
+        // authorized the decision to let go of it.)
+        if ask_rails && let Some(entry) = shared.entry(decision_id).await {
+            let withheld = shared.withheld_now(&*entry.lock().await, now, true);
+            if let Some(why) = withheld {
+                return Sent::Withheld(why);
+            }
         }
         let (which, mut executor) = shared.executor.client();
         match executor.execute(signed.clone()).await {
@@ -161,13 +172,17 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
 /// failure, once ([`Shared::overdue`]), and followed on, so that its real outcome, a
 /// failed rollback above all, still reaches the guard rails.
 ///
-/// With the `signed` decision, one the executor has no record of before it expires
-/// is sent again: a claim can be given back after the governor was told `running`
-/// (the executor replica that claimed it died before starting it, and the one that
-/// settled the cut-off claim found nothing started), and this follower would
-/// otherwise wait for the expiry. `Execute` is idempotent per decision id and reads
-/// the log before it acts, so this never runs an action twice. Once expired, a
-/// decision the executor has no record of is settled from the log.
+/// A decision the executor holds no record of is judged by the log. With an
+/// outcome logged, it is settled by it. Started, it is sent again while live (its
+/// executor's store was lost; the executor settles it from the log) and followed
+/// on. Never started: withdrawn before the executor was asked, it is settled
+/// unrun; expired, it is settled as never run; live, it is sent again (with the
+/// `signed` decision, if the guard rails still let it start, otherwise withdrawn):
+/// a claim can be given back after the governor was told `running` (the executor
+/// replica that claimed it died before starting it, and the one that settled the
+/// cut-off claim found nothing started), and this follower would otherwise wait
+/// for the expiry. `Execute` is idempotent per decision id and reads the log
+/// before it acts, so this never runs an action twice.
 pub(crate) async fn follow(
     shared: Arc<Shared>,
     (decision_id, incident_id): (String, String),
@@ -205,54 +220,64 @@ pub(crate) async fn follow(
         let (which, mut executor) = shared.executor.client();
         match executor.get_execution(request).await {
             Ok(response) => execution = Some(response.into_inner()),
-            // Withdrawn, and the executor holds no claim of it: it never starts now.
-            Err(status) if status.code() == Code::NotFound && let Some(why) = withdrawn => {
-                info!(%decision_id, "the withdrawn decision was never taken by the executor; settled unrun");
-                let detail = withdrawn_detail(&why, "the executor holds no claim of it");
-                shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
-                return;
-            }
-            // The executor starts nothing after expiry, so a decision it holds no
-            // record of once expired is settled from the log: by the executor's
-            // outcome if the log has one, as never run if the log shows it never
-            // started. One the log shows started is followed on (its executor's store
-            // is gone, or another replica holds it): only its outcome settles it.
-            Err(status) if status.code() == Code::NotFound && (shared.clock)() >= expires_at_ms => {
-                match logged_execution(&shared, &incident_id, &decision_id).await {
-                    Ok(Logged::Ended(state, detail)) => {
-                        info!(%decision_id, state = state.as_str(), "the executor has no record of the decision; its outcome is in the log");
-                        shared.finish(&decision_id, &incident_id, state, detail).await;
-                        return;
-                    }
-                    Ok(Logged::NeverStarted) => {
-                        let expired = arf_core::time::format_ms(expires_at_ms);
-                        let detail = format!(
-                            "{}the executor has no record of the decision, which expired at {expired}, and the log shows it never started, so nothing ran",
-                            if known.is_empty() { String::new() } else { format!("{known}; ") }
-                        );
-                        shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
-                        return;
-                    }
-                    Ok(Logged::Started) => warn!(%decision_id, "the log shows the decision started, but the executor has no record of it; following on"),
-                    Err(error) => warn!(%decision_id, %error, "cannot read the incident's trail to settle the decision; retrying"),
+            // The executor holds no claim of the decision: what the log says of it decides.
+            Err(status) if status.code() == Code::NotFound => match logged_execution(&shared, &incident_id, &decision_id).await {
+                Err(error) => warn!(%decision_id, %error, "cannot read the incident's trail to settle the decision; retrying"),
+                // Its executor lost the record of an outcome (a store gone): settled by the log.
+                Ok(Logged::Ended(state, detail)) => {
+                    info!(%decision_id, state = state.as_str(), "the executor has no record of the decision; its outcome is in the log");
+                    shared.finish(&decision_id, &incident_id, state, detail).await;
+                    return;
                 }
-            }
-            Err(status) if status.code() == Code::NotFound && (shared.clock)() < expires_at_ms && let Some(signed) = &signed => {
-                // Sent again only if the guard rails still let it start; otherwise
-                // withdrawn, and settled once the executor, asked after that, still
-                // holds no claim of it (above).
-                warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
-                match send(&shared, &decision_id, signed.clone(), expires_at_ms).await {
-                    Sent::Taken(answer) => execution = Some(answer),
-                    Sent::Withheld(why) => {
-                        warn!(%decision_id, %why, "the guard rails no longer let the decision start; withdrawing it");
-                        shared.withdraw(&decision_id, &incident_id, &why).await;
+                // Started, and its executor holds no record (its store is gone, or another
+                // replica holds it): sent again while live, whatever the guard rails say
+                // now, since the executor then settles it from the log (verifies it, rolls
+                // it back) and never runs it again; followed on until its outcome.
+                Ok(Logged::Started) => {
+                    warn!(%decision_id, "the log shows the decision started, but the executor has no record of it; following on");
+                    if (shared.clock)() < expires_at_ms && let Some(signed) = &signed {
+                        match send(&shared, &decision_id, signed.clone(), expires_at_ms, false).await {
+                            Sent::Taken(answer) => execution = Some(answer),
+                            Sent::Refused(detail) | Sent::Unreached(detail) | Sent::Withheld(detail) => shared.note(&decision_id, &detail).await,
+                        }
                     }
-                    // Not settled on a refusal now (it may be the expiry, checked before
-                    // the log): followed on, by the rules above.
-                    Sent::Refused(detail) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
                 }
-            }
+                // Withdrawn before the executor was asked, never claimed, never started:
+                // a later claim finds the withdrawal in the log and refuses, so it never runs.
+                Ok(Logged::NeverStarted) if let Some(why) = withdrawn => {
+                    info!(%decision_id, "the withdrawn decision was never taken by the executor; settled unrun");
+                    let detail = withdrawn_detail(&why, "the executor holds no claim of it and the log shows it never started");
+                    shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
+                    return;
+                }
+                // The executor starts nothing after expiry.
+                Ok(Logged::NeverStarted) if (shared.clock)() >= expires_at_ms => {
+                    let expired = arf_core::time::format_ms(expires_at_ms);
+                    let detail = format!(
+                        "{}the executor has no record of the decision, which expired at {expired}, and the log shows it never started, so nothing ran",
+                        if known.is_empty() { String::new() } else { format!("{known}; ") }
+                    );
+                    shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+                    return;
+                }
+                // Live, never started, no claim (given back, or never made): sent again
+                // if the guard rails still let it start, withdrawn otherwise.
+                Ok(Logged::NeverStarted) => {
+                    if let Some(signed) = &signed {
+                        warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
+                        match send(&shared, &decision_id, signed.clone(), expires_at_ms, true).await {
+                            Sent::Taken(answer) => execution = Some(answer),
+                            Sent::Withheld(why) => {
+                                warn!(%decision_id, %why, "the guard rails no longer let the decision start; withdrawing it");
+                                shared.withdraw(&decision_id, &incident_id, &why).await;
+                            }
+                            // Not settled on a refusal now (it may be the expiry, checked before
+                            // the log): followed on, by the rules above.
+                            Sent::Refused(detail) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
+                        }
+                    }
+                }
+            },
             Err(status) => {
                 warn!(%decision_id, code = ?status.code(), error = status.message(), "cannot read the execution; retrying");
                 if retryable(status.code()) {
@@ -398,6 +423,30 @@ impl Shared {
                 self.withdraw(&decision_id, &incident_id, &why).await;
             }
         }
+    }
+
+    /// As each change freeze begins, withdraws the authorized decisions it now holds
+    /// back (those waiting for an executor, or at the executor for their target), for
+    /// as long as the governor lives. A freeze is configured, not switched, so its
+    /// start is watched for.
+    pub(crate) fn withdraw_as_freezes_begin(self: &Arc<Self>) {
+        if self.freezes.is_empty() {
+            return;
+        }
+        let shared = Arc::downgrade(self);
+        let mut before = (self.clock)();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(FREEZE_WATCH).await;
+                let Some(shared) = shared.upgrade() else { return };
+                let now = (shared.clock)();
+                if shared.freezes.iter().any(|w| before < w.starts_at_ms && w.starts_at_ms <= now) {
+                    info!("a change freeze began; withdrawing what it holds back");
+                    shared.withdraw_withheld().await;
+                }
+                before = now;
+            }
+        });
     }
 
     /// Says in a decision that is not settled what the governor knows while it waits.

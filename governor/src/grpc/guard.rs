@@ -376,6 +376,9 @@ impl Shared {
         if reason.trim().is_empty() {
             return Err(Status::invalid_argument(format!("`reason` must say why autonomy is switched {word}")));
         }
+        // Between two decisions, as a policy reload: a decision made after the switch
+        // sees it, and one made before it is held now, for the withdrawal below.
+        let deciding = self.deciding.lock().await;
         let now = (self.clock)();
         let payload = records::encode(&GovernanceEvent::AutonomySwitched {
             enabled,
@@ -389,6 +392,7 @@ impl Shared {
             .await
             .map_err(|e| status::audit_unavailable(&e, &format!("autonomy was not switched {word}")))?;
         let ((), saved) = self.change(|state| guard::set_autonomy(state, enabled, &caller.name, reason.trim(), now));
+        drop(deciding);
         info!(identity = %caller.name, enabled, "global autonomy switched");
         // Stopping stops what was authorized to run alone and has not started.
         if !enabled {

@@ -627,7 +627,9 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     let (_, count) = shared.fold(&mut folded, from).await?;
     arf_proto::metrics::set("arf_governor_recovery_folded_records", "Records the last rebuild folded.", &[], count as f64);
     folded.evict((shared.clock)(), shared.retain_ms);
-    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs, evicted } = folded;
+    let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs, evicted, withdrawn } = folded;
+    // A decision withdrawn before the restart stays withdrawn: never sent again.
+    shared.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(withdrawn);
     // The kill switch is logged before it takes effect; a guard-rail file that lost
     // a later switch (restored from a backup, a new disk, a crash between the two)
     // must not hand autonomy back: the log's last switch, if newer, is the one in force.
@@ -678,6 +680,7 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     shared.restored.store(true, std::sync::atomic::Ordering::SeqCst);
     evict_periodically(shared);
     state::snapshot_periodically(shared);
+    shared.withdraw_as_freezes_begin();
     tokio::spawn(resume(Arc::clone(shared), unfinished, authorized));
     Ok(())
 }

@@ -193,6 +193,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
     }
     write_token(&dir.join("governor-audit.token"), "governor");
     write_token(&dir.join("agent-audit.token"), "agent");
+    write_token(&dir.join("executor-audit.token"), "executor");
     arf_core::keys::load_or_generate(&dir.join("audit-checkpoint.key")).unwrap();
     let config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -246,6 +247,7 @@ impl Harness {
             let writers = BTreeMap::from([
                 ("governor".to_owned(), config.audit_token_file.clone()),
                 ("agent".to_owned(), dir.path().join("agent-audit.token")),
+                ("executor".to_owned(), dir.path().join("executor-audit.token")),
             ]);
             let audit_config = arf_audit::Config {
                 checkpoint_key: Some(dir.path().join("audit-checkpoint.key")),
@@ -295,6 +297,12 @@ impl Harness {
 
         let audit = AuditClient::connect(&audit_addr, Some(arf_core::keys::load_token(&config.audit_token_file).unwrap())).unwrap();
         Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, audit_config: audit_started, _stop: stops }
+    }
+
+    /// Appends to the log as the executor does.
+    pub fn as_executor(&self) -> AuditClient {
+        let token = arf_core::keys::load_token(&self.dir.path().join("executor-audit.token")).unwrap();
+        AuditClient::connect(&self.config.audit_addr, Some(token)).unwrap()
     }
 
     /// Stops the governor and starts another on the same configuration and log, as a restart would.
