@@ -162,6 +162,12 @@ pub struct Config {
     /// from the log when asked for; incident memory keeps a summary of it.
     #[serde(default = "default_retain_incidents")]
     pub retain_incidents_secs: u64,
+    /// Unfinished work that a restart or a takeover finds (a diagnosis, a logged
+    /// proposal, the next attempt after a refusal or a rollback) is resumed only if
+    /// its incident changed within this long; older work goes to a person, since
+    /// its signals may no longer hold.
+    #[serde(default = "default_resume_within")]
+    pub resume_within_secs: u64,
     /// Changes this long before an incident opened are context for it.
     #[serde(default = "default_change_lookback")]
     pub change_lookback_secs: u64,
@@ -279,6 +285,10 @@ fn default_group_window() -> u64 {
 }
 
 fn default_retain_incidents() -> u64 {
+    3600
+}
+
+fn default_resume_within() -> u64 {
     3600
 }
 

@@ -92,6 +92,7 @@ pub async fn serve(
         group_window_ms: i64::try_from(config.group_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         group_wait: std::time::Duration::from_secs(config.group_wait_secs),
         retain_ms: i64::try_from(config.retain_incidents_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        resume_within_ms: i64::try_from(config.resume_within_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         max_diagnoses: config.max_diagnoses_per_incident,
         max_model_calls: config.max_model_calls_per_incident,
         max_attempts: config.max_attempts_per_incident,

@@ -75,6 +75,8 @@ pub struct Agent {
     group_wait: std::time::Duration,
     /// How long a done incident stays in memory.
     retain_ms: i64,
+    /// How recent an incident's last change must be for unfinished work on it to resume.
+    resume_within_ms: i64,
     investigator: Option<Arc<crate::investigate::Investigator>>,
     /// Where the state snapshot is kept, and how often it is folded again.
     snapshots: Option<Snapshots>,
@@ -247,6 +249,8 @@ pub struct Settings {
     pub group_wait: std::time::Duration,
     /// How long a done incident stays in memory ([`Incidents::evict`]).
     pub retain_ms: i64,
+    /// How recent an incident must be for a restart or a takeover to resume it ([`Agent::resume`]).
+    pub resume_within_ms: i64,
     pub max_diagnoses: u32,
     pub max_model_calls: u32,
     /// Actions tried per incident ([`Incidents::with_max_attempts`]).
@@ -284,6 +288,7 @@ impl Agent {
             settled: tokio::sync::Notify::new(),
             group_wait: settings.group_wait,
             retain_ms: settings.retain_ms,
+            resume_within_ms: settings.resume_within_ms,
             investigator: settings.investigator,
             snapshots: settings.snapshots,
             group_window_ms: settings.group_window_ms,
@@ -364,7 +369,8 @@ impl Agent {
         Ok(count)
     }
 
-    /// Resumes an incident a restart (or a takeover) found unfinished.
+    /// Resumes an incident a restart (or a takeover) found unfinished, unless its
+    /// last change is older than `agent.resume_within_secs` ([`Agent::too_old_to_resume`]).
     fn resume(self: &Arc<Self>, incident_id: &str, proposal: Option<Proposal>, retry: Option<String>) {
         let agent = Arc::clone(self);
         let id = incident_id.to_owned();
@@ -375,17 +381,49 @@ impl Agent {
         match (proposal, retry) {
             (None, Some(after)) => {
                 info!(%incident_id, %after, "resuming the next attempt after an action that rolled back or was refused");
-                self.spawn_work_after(incident_id, info_span!("next_attempt", %incident_id), Some(after.clone()), async move { agent.next_attempt(&id, &after).await });
+                self.spawn_work_after(incident_id, info_span!("next_attempt", %incident_id), Some(after.clone()), async move {
+                    if !agent.too_old_to_resume(&id).await {
+                        agent.next_attempt(&id, &after).await;
+                    }
+                });
             }
             (Some(proposal), _) => {
                 info!(%incident_id, proposal_id = %proposal.id, "resuming a logged proposal the governor may not have answered");
-                self.spawn_work(incident_id, info_span!("propose", %incident_id), async move { agent.propose(&id, proposal).await });
+                self.spawn_work(incident_id, info_span!("propose", %incident_id), async move {
+                    if !agent.too_old_to_resume(&id).await {
+                        agent.propose(&id, proposal).await;
+                    }
+                });
             }
             (None, None) => {
                 info!(%incident_id, "resuming an unfinished diagnosis");
-                self.spawn_work(incident_id, info_span!("diagnose", %incident_id), async move { agent.diagnose(&id).await });
+                self.spawn_work(incident_id, info_span!("diagnose", %incident_id), async move {
+                    if !agent.too_old_to_resume(&id).await {
+                        agent.diagnose(&id).await;
+                    }
+                });
             }
         }
+    }
+
+    /// Whether the incident's last change is older than `agent.resume_within_secs`;
+    /// if so, it is escalated instead of resumed. Work a restart or a takeover found
+    /// unfinished (after a long outage, or a refusal the log shows from weeks ago)
+    /// would otherwise act now on signals that may no longer hold.
+    async fn too_old_to_resume(&self, incident_id: &str) -> bool {
+        let changed_at = self.incidents.lock().await.by_id.get(incident_id).map(|i| i.updated_at_ms);
+        let Some(changed_at) = changed_at else { return false };
+        let age_ms = arf_core::time::now_ms().saturating_sub(changed_at);
+        if age_ms <= self.resume_within_ms {
+            return false;
+        }
+        let reason = format!(
+            "the agent stopped while working on this incident and came back {} s after its last change, past `agent.resume_within_secs` ({} s): its signals may no longer hold, so it is handed to a person rather than resumed",
+            age_ms / 1000,
+            self.resume_within_ms / 1000
+        );
+        self.escalate(incident_id, &reason).await;
+        true
     }
 
     /// Runs `task` for `incident_id` on a task of its own, marked as worked on

@@ -65,6 +65,7 @@ async fn start(audit_up: bool) -> Running {
         group_window_secs: 1800,
         group_wait_secs: 0,
         retain_incidents_secs: 3600,
+        resume_within_secs: 3600,
         change_lookback_secs: 7200,
         max_snapshot_items: 50,
         max_snapshot_tokens: 6000,

@@ -32,21 +32,7 @@ async fn a_restarted_agent_remembers_and_resumes() {
     let first = support::fire(&running.webhook, "CheckoutHighErrorRate", "staging", "5xx").await;
     support::wait_for_state(&running.audit, &first, &["escalated", "proposed"]).await;
 
-    // As if an agent accepted an alert about another service and died before diagnosing it.
-    let orphan_signal = json!({
-        "id": "sig-00000000000000aa", "source": "alertmanager", "kind": "alert", "status": "firing",
-        "title": "PaymentsDown", "description": "payments is down", "severity": "critical",
-        "service": "checkout", "environment": "production", "labels": {"alertname": "PaymentsDown"},
-        "annotations": {}, "observed_at_ms": 1, "fingerprint": "fp-orphan"
-    });
-    running
-        .audit
-        .append(vec![
-            Entry::new("inc-orphan", RecordKind::Incident, json!({"event": "opened", "title": "PaymentsDown", "service": "checkout", "environment": "production", "state": "open", "family": "alert", "first_signal": "sig-00000000000000aa"})),
-            Entry::new("inc-orphan", RecordKind::Signal, json!({"signal": orphan_signal, "duplicate": false})),
-        ])
-        .await
-        .unwrap();
+    plant_orphan(&running.audit).await;
 
     running.restart_agent(&configure).await;
     let mut agent = support::agent_client(&running.agent).await;
@@ -69,6 +55,49 @@ async fn a_restarted_agent_remembers_and_resumes() {
         .collect();
     assert_eq!(subjects.iter().filter(|s| s.contains(&first)).count(), 1, "the finished diagnosis did not run again: {subjects:?}");
     assert!(subjects.iter().any(|s| s.contains("inc-orphan")), "the interrupted one resumed: {subjects:?}");
+}
+
+/// As if an agent accepted an alert about another service and died before diagnosing it.
+async fn plant_orphan(audit: &arf_audit::AuditClient) {
+    let orphan_signal = json!({
+        "id": "sig-00000000000000aa", "source": "alertmanager", "kind": "alert", "status": "firing",
+        "title": "PaymentsDown", "description": "payments is down", "severity": "critical",
+        "service": "checkout", "environment": "production", "labels": {"alertname": "PaymentsDown"},
+        "annotations": {}, "observed_at_ms": 1, "fingerprint": "fp-orphan"
+    });
+    audit
+        .append(vec![
+            Entry::new("inc-orphan", RecordKind::Incident, json!({"event": "opened", "title": "PaymentsDown", "service": "checkout", "environment": "production", "state": "open", "family": "alert", "first_signal": "sig-00000000000000aa"})),
+            Entry::new("inc-orphan", RecordKind::Signal, json!({"signal": orphan_signal, "duplicate": false})),
+        ])
+        .await
+        .unwrap();
+}
+
+/// Work a restart finds unfinished is resumed only while its incident is recent
+/// (`agent.resume_within_secs`): an older one goes to a person, and the model is
+/// not asked about signals that may no longer hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_hands_work_past_resume_within_to_a_person() {
+    let server = ModelServer::start(vec![], Some(Reply::Cite(VALID.to_owned()))).await;
+    let configure = use_model(&server.base_url);
+    let mut running = support::start(&configure).await;
+    let _ = support::agent_client(&running.agent).await;
+    plant_orphan(&running.audit).await;
+    // Every change is older than this bound by the time the agent is back.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    running
+        .restart_agent(|config: &mut arf_agent::config::Config| {
+            configure(config);
+            config.resume_within_secs = 1;
+        })
+        .await;
+    let trail = support::wait_for_state(&running.audit, "inc-orphan", &["escalated", "proposed"]).await;
+    let escalated = trail.iter().rev().find(|r| r.kind == RecordKind::Incident).unwrap();
+    let reason = escalated.payload["reason"].as_str().unwrap();
+    assert!(reason.contains("past `agent.resume_within_secs` (1 s)") && reason.contains("handed to a person"), "{reason}");
+    assert!(!trail.iter().any(|r| r.kind == RecordKind::Diagnosis), "not diagnosed");
+    assert!(server.received().is_empty(), "the model was not asked");
 }
 
 /// A crash between logging a proposal and logging the governor's answer: the
