@@ -314,6 +314,8 @@ mod tests {
         check_names(&seal(entries.clone()), &applied, &accepted, &digests, &[]);
         let unrun = arf_core::records::encode(&arf_core::records::DecisionStateRecord { decision_id: "dec-1".into(), state: "expired".into(), detail: "withdrawn before it started; nothing ran".into() });
         entries.insert(4, ("governor".into(), RecordKind::Decision, unrun));
+        check_names(&seal(entries.clone()), &applied, &accepted, &digests, &["unrun"]);
+        entries[4].2["state"] = json!("dispatch_failed");
         check_names(&seal(entries), &applied, &accepted, &digests, &["unrun"]);
     }
 }

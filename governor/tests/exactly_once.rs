@@ -529,3 +529,60 @@ async fn a_freeze_that_begins_withdraws_what_it_holds_back() {
     };
     assert!(withdrawn.payload["reason"].as_str().unwrap().contains("change freeze `release-week` is in force"), "{withdrawn:?}");
 }
+
+/// A withdrawal outlives a restart: the governor reads it back from the log, and
+/// does not send the decision even though the guard rails let it start again.
+#[tokio::test]
+async fn a_withdrawn_decision_stays_withdrawn_across_a_restart() {
+    let mut h = Harness::start(Setup::default()).await;
+    let decided = h.evaluate(proposal("inc-withdrawn-restart", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
+    withdrawal(&h, "inc-withdrawn-restart", &decided.decision_id).await;
+    h.set_autonomy("dave", true, "looked into it").await.unwrap();
+    let executor = std::sync::Arc::new(OutOfReach::default());
+    executor.back.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    h.config.executor_addr = address;
+    h.restart_governor().await;
+    let settled = settled_as(&h, "inc-withdrawn-restart", &decided.decision_id, "expired").await;
+    assert!(settled.payload["detail"].as_str().unwrap().contains("withdrawn before it started"), "{settled:?}");
+    assert_eq!(executor.taken.load(std::sync::atomic::Ordering::SeqCst), 0, "a withdrawn decision is never sent, after a restart either");
+}
+
+/// An executor whose answer to the first `Execute` was lost (the connection broke,
+/// the work went on and verified), and which refuses the retry (by its clock the
+/// decision expired in flight).
+#[derive(Default)]
+struct LostAnswer {
+    executes: std::sync::atomic::AtomicU32,
+}
+
+#[tonic::async_trait]
+impl arf_proto::v1::executor_server::Executor for LostAnswer {
+    async fn execute(&self, _: tonic::Request<arf_proto::v1::SignedDecision>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        if self.executes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(tonic::Status::unavailable("connection reset by peer"));
+        }
+        Err(tonic::Status::failed_precondition("the decision expired"))
+    }
+
+    async fn get_execution(&self, request: tonic::Request<arf_proto::v1::GetExecutionRequest>) -> Result<tonic::Response<arf_proto::v1::Execution>, tonic::Status> {
+        let decision_id = request.into_inner().decision_id;
+        Ok(tonic::Response::new(arf_proto::v1::Execution { decision_id, outcome: "verified".to_owned(), detail: "ran and verified".to_owned(), ..Default::default() }))
+    }
+}
+
+/// A refusal after an attempt that may have reached the executor is no proof that
+/// nothing ran: the governor asks the executor, and takes the outcome it reports.
+#[tokio::test]
+async fn a_refusal_after_a_lost_answer_is_not_taken_for_nothing_ran() {
+    let executor = std::sync::Arc::new(LostAnswer::default());
+    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal("inc-lost-answer", "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!(decided.state, "authorized", "{decided:?}");
+    settled_as(&h, "inc-lost-answer", &decided.decision_id, "verified").await;
+    assert!(h.decision_records("inc-lost-answer", &decided.decision_id, "dispatch_failed").await.is_empty());
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

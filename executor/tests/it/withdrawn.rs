@@ -12,7 +12,7 @@ use tonic::Code;
 use arf_core::decision::DecisionBody;
 use arf_core::records::GovernanceEvent;
 
-use crate::harness::{Harness, Setup, gated_pathway, start_gate, target};
+use crate::harness::{Harness, Setup, command, gated_pathway, path_str, start_gate, target};
 
 async fn withdraw(body: &DecisionBody, writer: &arf_audit_client::AuditClient) {
     let event = GovernanceEvent::Withdrawn { decision_id: body.decision_id.clone(), reason: "the kill switch is off: ARF misbehaves".to_owned(), at_ms: arf_core::time::now_ms() };
@@ -82,4 +82,36 @@ async fn a_withdrawal_by_another_writer_stops_nothing() {
     entered.recv().await.unwrap();
     gate.release.notify_one();
     assert_eq!(call.await.unwrap().unwrap().into_inner().outcome, "verified");
+}
+
+/// A precheck takes its time (here until the test lets it end): a withdrawal
+/// logged meanwhile is read again before the action starts, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_withdrawn_during_its_precheck_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, _entered) = mpsc::channel(4);
+    let (gate, url) = start_gate(entered_tx).await;
+    let (checking, go) = (dir.path().join("checking"), dir.path().join("go"));
+    let mut slow = gated_pathway();
+    slow.name = "slow_check".to_owned();
+    slow.precheck = vec![command(&["sh", "-c", "touch \"$1\"; i=0; while [ ! -e \"$2\" ] && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done", "sh", path_str(&checking), path_str(&go)])];
+    let targets = [("web".to_owned(), target(&[("url", url.as_str())]))].into();
+    let h = Harness::start(dir.path(), Setup::new(vec![slow], targets)).await;
+    let body = h.body("slow_check", "web", json!({}));
+    let signed = h.decide(&body).await;
+    let executor = h.executor.clone();
+    let call = tokio::spawn(async move { executor.clone().execute(signed).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !checking.exists() {
+        assert!(std::time::Instant::now() < deadline, "the precheck never started");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    withdraw(&body, &h.governor).await;
+    std::fs::write(&go, "").unwrap();
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
+    assert!(status.message().contains("withdrew"), "{}", status.message());
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 0, "the action never ran");
+    assert!(!h.kinds(&body.incident_id).await.contains(&"execution_started"));
+    assert_eq!(h.get_execution(&body.decision_id).await.unwrap_err().code(), Code::NotFound, "the claim is given back");
 }

@@ -45,8 +45,11 @@ fn wait_for(now_ms: i64, deadline_ms: i64, backoff: Duration) -> Duration {
 enum Sent {
     /// The executor took it and said how the execution stands.
     Taken(pb::Execution),
-    /// The executor refused it, so nothing ran.
-    Refused(String),
+    /// The executor refused it. With `true`, on the only attempt of this send, so
+    /// nothing ran, unless a governor before a restart sent it too; with `false`,
+    /// an earlier attempt that failed may have reached the executor, whose work
+    /// goes on after a lost answer, so only the executor or the log can say.
+    Refused(String, bool),
     /// The executor could not be reached before the decision expired, or failed
     /// while handling it. An attempt may have run it, so only the executor can say.
     Unreached(String),
@@ -55,13 +58,14 @@ enum Sent {
     Withheld(String),
 }
 
-/// Dispatches one signed decision and follows it to its outcome.
+/// Dispatches one signed decision and follows it to its outcome. `fresh`: just
+/// authorized by this process, so never sent before (not so when a restart resumes it).
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    decision_id: String,
-    incident_id: String,
+    (decision_id, incident_id): (String, String),
     signed: pb::SignedDecision,
     expires_at_ms: i64,
+    fresh: bool,
 ) {
     // Withdrawn before a restart: never sent again; the executor's word settles it.
     if let Some(why) = shared.withdrawal(&decision_id) {
@@ -72,14 +76,19 @@ pub(crate) async fn run(
         Sent::Taken(execution) => {
             follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), Some(execution), String::new()).await;
         }
-        Sent::Refused(detail) => {
+        // Refused on its only sending: nothing ran.
+        Sent::Refused(detail, true) if fresh && shared.withdrawal(&decision_id).is_none() => {
             info!(%decision_id, %detail, "the executor refused the decision");
-            // Refused because the governor withdrew it (it saw the withdrawal in the log).
-            let (state, detail) = match shared.withdrawal(&decision_id) {
-                Some(why) => (State::Expired, withdrawn_detail(&why, &detail)),
-                None => (State::DispatchFailed, detail),
-            };
-            shared.finish(&decision_id, &incident_id, state, detail).await;
+            shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
+        }
+        // An earlier sending may have reached the executor (an answer lost, or a
+        // governor before a restart), whose work goes on after a lost answer, or the
+        // executor refused what the governor withdrew: the executor's claim and the
+        // log decide (never sent again).
+        Sent::Refused(detail, _) => {
+            info!(%decision_id, %detail, "the executor refused the decision; asking it and the log whether an earlier sending ran it");
+            shared.note(&decision_id, &detail).await;
+            follow(shared, (decision_id, incident_id), (expires_at_ms, None), None, detail).await;
         }
         Sent::Unreached(detail) => {
             warn!(%decision_id, %detail, "whether the decision ran is unknown; asking the executor");
@@ -152,11 +161,7 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
                 if status.metadata().get(arf_proto::server::REFUSAL).is_some_and(|v| v == arf_proto::server::LOG_NOT_WITNESSED) {
                     shared.alarm.witness_refused("executor", status.message(), decision_id, (shared.clock)());
                 }
-                return Sent::Refused(format!(
-                    "the executor refused the decision ({:?}): {}",
-                    status.code(),
-                    status.message()
-                ));
+                return Sent::Refused(format!("the executor refused the decision ({:?}): {}", status.code(), status.message()), last_error.is_empty());
             }
         }
     }
@@ -238,7 +243,7 @@ pub(crate) async fn follow(
                     if (shared.clock)() < expires_at_ms && let Some(signed) = &signed {
                         match send(&shared, &decision_id, signed.clone(), expires_at_ms, false).await {
                             Sent::Taken(answer) => execution = Some(answer),
-                            Sent::Refused(detail) | Sent::Unreached(detail) | Sent::Withheld(detail) => shared.note(&decision_id, &detail).await,
+                            Sent::Refused(detail, _) | Sent::Unreached(detail) | Sent::Withheld(detail) => shared.note(&decision_id, &detail).await,
                         }
                     }
                 }
@@ -273,7 +278,7 @@ pub(crate) async fn follow(
                             }
                             // Not settled on a refusal now (it may be the expiry, checked before
                             // the log): followed on, by the rules above.
-                            Sent::Refused(detail) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
+                            Sent::Refused(detail, _) | Sent::Unreached(detail) => shared.note(&decision_id, &detail).await,
                         }
                     }
                 }

@@ -516,13 +516,7 @@ impl Shared {
         };
         decision.state = State::Authorized;
         info!(decision_id = %decision.decision_id, audit_seq = record.seq, "decision authorized; dispatching");
-        let task = dispatch::run(
-            Arc::clone(self),
-            decision.decision_id.clone(),
-            decision.incident_id.clone(),
-            convert::signed(&signed),
-            decision.expires_at_ms,
-        );
+        let task = dispatch::run(Arc::clone(self), (decision.decision_id.clone(), decision.incident_id.clone()), convert::signed(&signed), decision.expires_at_ms, true);
         // The dispatch continues the incident's trace, whoever's call authorized it.
         let traceparent = self.traces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&decision.decision_id);
         let span = match traceparent {
@@ -748,7 +742,7 @@ async fn resume(
                 drop(decision);
                 match signed {
                     Some(signed) if now < expires_at_ms => {
-                        tokio::spawn(dispatch::run(Arc::clone(&shared), decision_id, incident_id, convert::signed(&signed), expires_at_ms));
+                        tokio::spawn(dispatch::run(Arc::clone(&shared), (decision_id, incident_id), convert::signed(&signed), expires_at_ms, false));
                     }
                     _ => {
                         // Followed like a fresh dispatch, so an outcome learned now feeds the guard
