@@ -406,12 +406,21 @@ impl Agent {
         }
     }
 
-    /// Whether the incident's last change is older than `agent.resume_within_secs`;
-    /// if so, it is escalated instead of resumed. Work a restart or a takeover found
-    /// unfinished (after a long outage, or a refusal the log shows from weeks ago)
-    /// would otherwise act now on signals that may no longer hold.
+    /// Whether the incident's last change (its latest record in the log, whoever
+    /// wrote it: a signal, a diagnosis, a decision, an outcome) is older than
+    /// `agent.resume_within_secs`; if so, it is escalated instead of resumed. Work a
+    /// restart or a takeover found unfinished (after a long outage, or a refusal the
+    /// log shows from weeks ago) would otherwise act now on signals that may no
+    /// longer hold. A trail that cannot be read says nothing: the work itself then
+    /// waits on the log.
     async fn too_old_to_resume(&self, incident_id: &str) -> bool {
-        let changed_at = self.incidents.lock().await.by_id.get(incident_id).map(|i| i.updated_at_ms);
+        let changed_at = match self.audit.read_incident(incident_id).await {
+            Ok(trail) => trail.iter().map(|r| r.time_ms).max(),
+            Err(error) => {
+                warn!(%incident_id, %error, "cannot read the incident's trail to tell its age; resuming it");
+                None
+            }
+        };
         let Some(changed_at) = changed_at else { return false };
         let age_ms = arf_core::time::now_ms().saturating_sub(changed_at);
         if age_ms <= self.resume_within_ms {
