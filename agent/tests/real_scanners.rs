@@ -3,7 +3,9 @@
 //! SARIF sent to a real agent over its webhook. Two hits of one Semgrep rule in one
 //! file (Semgrep OSS gives both the same placeholder fingerprint, "requires
 //! login") reach the diagnosis's snapshot as two findings, and so does each of
-//! Bandit's.
+//! Bandit's. And Trivy (from PyPI too) on a Terraform module with a public S3
+//! bucket: its `trivy config -f json` report, with its embedded checks and no
+//! network, opens one incident with every misconfiguration it found.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "a test fails loudly at the first surprise")]
 
@@ -55,8 +57,23 @@ fn scan(dir: &Path, command: &mut Command, out: &str) -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+const TERRAFORM: &str = r#"resource "aws_s3_bucket" "logs" {
+  bucket = "arf-logs"
+}
+
+resource "aws_s3_bucket_acl" "logs" {
+  bucket = aws_s3_bucket.logs.id
+  acl    = "public-read"
+}
+"#;
+
 /// The findings of the snapshot the diagnosis of `incident` took: (rule, line).
 async fn snapshot_findings(audit: &arf_audit::AuditClient, incident: &str) -> Vec<(String, String)> {
+    snapshot_labels(audit, incident, ["rule_id", "line"]).await
+}
+
+/// The two `labels` of each finding in the snapshot the diagnosis of `incident` took, sorted.
+async fn snapshot_labels(audit: &arf_audit::AuditClient, incident: &str, [first, second]: [&str; 2]) -> Vec<(String, String)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let trail = audit.read_incident(incident).await.unwrap();
@@ -68,7 +85,7 @@ async fn snapshot_findings(audit: &arf_audit::AuditClient, incident: &str) -> Ve
                 .filter(|item| item["kind"] == "signal")
                 .map(|item| {
                     let labels = &item["data"]["labels"];
-                    (labels["rule_id"].as_str().unwrap_or_default().to_owned(), labels["line"].as_str().unwrap_or_default().to_owned())
+                    (labels[first].as_str().unwrap_or_default().to_owned(), labels[second].as_str().unwrap_or_default().to_owned())
                 })
                 .collect();
             found.sort();
@@ -80,8 +97,12 @@ async fn snapshot_findings(audit: &arf_audit::AuditClient, incident: &str) -> Ve
 }
 
 async fn send(webhook: &str, service: &str, sarif: &Value) -> Vec<Value> {
-    let url = format!("http://{webhook}/v1/webhooks/sarif?service={service}&environment=staging");
-    let response = support::http().post(url).json(sarif).send().await.unwrap();
+    send_as(webhook, "sarif", service, sarif).await
+}
+
+async fn send_as(webhook: &str, format: &str, service: &str, report: &Value) -> Vec<Value> {
+    let url = format!("http://{webhook}/v1/webhooks/{format}?service={service}&environment=staging");
+    let response = support::http().post(url).json(report).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     body["accepted"].as_array().unwrap().clone()
@@ -122,4 +143,40 @@ async fn fresh_semgrep_and_bandit_findings_each_reach_the_snapshot() {
     let rules: Vec<&str> = found.iter().map(|(rule, _)| rule.as_str()).collect();
     assert_eq!(rules, ["B404", "B602", "B605", "B605"], "{found:?}");
     assert_eq!(accepted.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_trivy_config_report_opens_an_incident_with_every_misconfiguration() {
+    let trivy = tool("trivy");
+    let project = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(project.path().join("infra")).unwrap();
+    std::fs::write(project.path().join("infra").join("main.tf"), TERRAFORM).unwrap();
+    let cache = project.path().join("trivy-cache");
+    let report = scan(
+        project.path(),
+        Command::new(&trivy).args(["config", "--skip-check-update", "--quiet", "--cache-dir"]).arg(&cache).args(["-f", "json", "-o", "trivy.json", "infra"]),
+        "trivy.json",
+    );
+    // What Trivy found, as the issue did: a public ACL and no public access block.
+    let mut failed: Vec<(String, String)> = report["Results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|result| result["Misconfigurations"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["Status"] == "FAIL")
+        .map(|m| (m["AVDID"].as_str().or(m["ID"].as_str()).unwrap().to_owned(), m["CauseMetadata"]["Resource"].as_str().unwrap_or_default().to_owned()))
+        .collect();
+    failed.sort();
+    let ids: Vec<&str> = failed.iter().map(|(id, _)| id.as_str()).collect();
+    for expected in ["AVD-AWS-0086", "AVD-AWS-0087", "AVD-AWS-0091", "AVD-AWS-0092", "AVD-AWS-0093"] {
+        assert!(ids.contains(&expected), "Trivy found {ids:?}");
+    }
+
+    let running = support::start(|_| {}).await;
+    support::agent_client(&running.agent).await;
+    let accepted = send_as(&running.webhook, "trivy", "storage", &report).await;
+    assert_eq!(accepted.len(), failed.len(), "one signal per misconfiguration: {accepted:?}");
+    let incident = accepted[0]["incident_id"].as_str().unwrap().to_owned();
+    assert!(accepted.iter().all(|a| a["incident_id"] == incident.as_str()), "one incident: {accepted:?}");
+    assert_eq!(snapshot_labels(&running.audit, &incident, ["check_id", "resource"]).await, failed, "every misconfiguration reaches the snapshot");
 }
