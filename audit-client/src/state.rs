@@ -101,6 +101,13 @@ impl Pending {
     }
 }
 
+impl Pending {
+    /// Removes the written state: it is not to be put in place.
+    pub fn discard(self) -> std::io::Result<()> {
+        std::fs::remove_file(&self.body)
+    }
+}
+
 /// Writes a whole file at once (tests, tools): [`prepare`] then [`Pending::commit`].
 pub fn write<T: Serialize>(file: &Path, state: &StateFile<T>) -> std::io::Result<()> {
     prepare(file, &state.saved)?.commit(state.recorded_seq)
@@ -241,6 +248,29 @@ pub async fn save<T: Saved>(audit: &AuditClient, dir: &Path, saved: T, record: i
         .map_err(|e| format!("the write stopped: {e}"))?
         .map_err(|e| format!("cannot put the state snapshot in place in `{}`: {e}", dir.display()))?;
     Ok(recorded)
+}
+
+/// Keeps `saved` in `dir` as the state the log already records at `recorded_seq`
+/// with hash `logged` (another process of the same writer logged it: a leader, for
+/// its standby): written and synced beside its file, then put in place only if its
+/// bytes hash to `logged`; otherwise removed, and `false`. File work runs off the
+/// async workers.
+pub async fn keep_if_logged<T: Saved>(dir: &Path, saved: T, logged: &str, recorded_seq: u64) -> Result<bool, String> {
+    let owned = dir.to_owned();
+    let logged = logged.to_owned();
+    tokio::task::spawn_blocking(move || -> std::io::Result<bool> {
+        let pending = prepare_in(&owned, &saved)?;
+        if pending.hash == logged {
+            pending.commit(recorded_seq)?;
+            Ok(true)
+        } else {
+            pending.discard()?;
+            Ok(false)
+        }
+    })
+    .await
+    .map_err(|e| format!("the write stopped: {e}"))?
+    .map_err(|e| format!("cannot keep the state snapshot in `{}`: {e}", dir.display()))
 }
 
 /// Why a state was not started from.

@@ -618,7 +618,7 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
     // folded record by record as it streams in, never held whole.
     let (mut folded, from) = shared.starting_state().await?;
     arf_proto::metrics::set("arf_governor_recovery_from_seq", "The record the last rebuild folded the log from (1: the whole log).", &[], from as f64);
-    let (_, count) = shared.fold(&mut folded, from).await?;
+    let (_, count) = shared.fold(&mut folded, (from, 0)).await?;
     arf_proto::metrics::set("arf_governor_recovery_folded_records", "Records the last rebuild folded.", &[], count as f64);
     folded.evict((shared.clock)(), shared.retain_ms);
     let decision::Restored { decisions: restored, authorized, autonomy, trips, graduations, autonomous_runs, evicted, withdrawn } = folded;
@@ -1249,6 +1249,7 @@ pub async fn serve_with_clock(
         // only then rebuilds the decisions from the log (the last leader's
         // included) and delivers notifications.
         Some(postgres) => {
+            state::follow_snapshots_while_standing_by(&shared);
             let (shared, notifying, config, tls) = (Arc::clone(&shared), Arc::clone(&notifying), config.clone(), tls.clone());
             let postgres = postgres.clone();
             tokio::spawn(async move {

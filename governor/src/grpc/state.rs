@@ -29,11 +29,11 @@ impl Shared {
         FoldSettings { rules: snapshot::FOLD_RULES, retain_ms: self.retain_ms }
     }
 
-    /// Folds the log from `from` to its head into `folded`, as it streams in; the
-    /// last record folded (seq, hash) and how many were.
-    pub(super) async fn fold(&self, folded: &mut Restored, from: u64) -> Result<(Option<(u64, String)>, u64), RestoreError> {
+    /// Folds the log from `from` up to `to`, not included (0: to its head), into `folded`, as it streams
+    /// in; the last record folded (seq, hash) and how many were.
+    pub(super) async fn fold(&self, folded: &mut Restored, (from, to): (u64, u64)) -> Result<(Option<(u64, String)>, u64), RestoreError> {
         use futures::StreamExt;
-        let mut stream = std::pin::pin!(self.audit.stream_range(from, 0).await?);
+        let mut stream = std::pin::pin!(self.audit.stream_range(from, to).await?);
         let mut last = None;
         let mut count = 0u64;
         while let Some(record) = stream.next().await {
@@ -103,7 +103,7 @@ impl Shared {
                 (Restored::default(), 1)
             }
         };
-        let (Some((through_seq, through_hash)), _) = self.fold(&mut state, from).await.map_err(|e| e.to_string())? else { return Ok(false) };
+        let (Some((through_seq, through_hash)), _) = self.fold(&mut state, (from, 0)).await.map_err(|e| e.to_string())? else { return Ok(false) };
         let saved = Saved { format: snapshot::FORMAT, fold: self.fold_settings(), through_seq, through_hash, state };
         // Written (synced, not yet in place) before the log vouches for it, put in place after:
         // a file that cannot be written never costs a record, and a file in place always has one.
@@ -116,6 +116,72 @@ impl Shared {
         info!(through_seq, "state snapshot saved");
         Ok(true)
     }
+}
+
+impl Shared {
+    /// A standby keeps a state snapshot too, so that taking the lead folds only the
+    /// log after it rather than the whole log: it folds the log through the leader's
+    /// latest snapshot (from its own last one), with the fold a restart uses, and
+    /// keeps the file only if it hashes to what the leader logged. The log then
+    /// vouches for it as for the leader's own: it is the same state. One that hashes
+    /// otherwise is not kept, loudly: the two replicas fold the log differently
+    /// (other settings, another version), and a restart would be refused it anyway.
+    pub(super) async fn follow_leaders_snapshot(&self) -> Result<bool, String> {
+        let snapshots = &self.snapshots;
+        let logged = self.audit.read_incident(records::GOVERNOR_STATE_SNAPSHOT).await.map_err(|e| format!("cannot read the log: {e}"))?;
+        let latest = logged.iter().rev().filter(|r| r.writer == "governor" && r.kind == RecordKind::Decision).find_map(|r| match r.parse::<GovernanceEvent>() {
+            Ok(GovernanceEvent::StateSnapshot { hash, through_seq }) => Some((r.seq, hash, through_seq)),
+            _ => None,
+        });
+        let Some((recorded_seq, hash, through_seq)) = latest else { return Ok(false) };
+        if through_seq <= snapshots.through.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let (mut state, from) = match self.verified_snapshot(&snapshots.dir).await {
+            Ok(Some(saved)) if saved.through_seq >= through_seq => {
+                snapshots.through.store(saved.through_seq, std::sync::atomic::Ordering::SeqCst);
+                return Ok(false);
+            }
+            Ok(Some(saved)) => (saved.state, saved.through_seq + 1),
+            Ok(None) | Err(Unvouched::Refused(_)) => (Restored::default(), 1),
+            Err(Unvouched::Audit(error)) => return Err(format!("cannot read the log: {error}")),
+        };
+        let (folded, _) = self.fold(&mut state, (from, through_seq + 1)).await.map_err(|e| e.to_string())?;
+        let Some((last_seq, through_hash)) = folded.filter(|(seq, _)| *seq == through_seq) else {
+            return Err(format!("the log did not stream records {from} to {through_seq}"));
+        };
+        let saved = Saved { format: snapshot::FORMAT, fold: self.fold_settings(), through_seq: last_seq, through_hash, state };
+        if !arf_audit_client::state::keep_if_logged(&snapshots.dir, saved, &hash, recorded_seq).await? {
+            // Not folded again until the leader saves another.
+            snapshots.through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
+            tracing::error!(recorded_seq, through_seq, "the leader's state snapshot is not the state this standby folds from the same records: not kept (are the replicas' settings or versions the same?); taking the lead will fold the whole log");
+            return Ok(false);
+        }
+        snapshots.through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
+        arf_proto::metrics::set("arf_governor_state_snapshot_seq", "The record the governor's latest state snapshot folds the log up to.", &[], through_seq as f64);
+        info!(through_seq, recorded_seq, "standby: the leader's state snapshot folded and kept");
+        Ok(true)
+    }
+}
+
+/// While this replica stands by, keeps a state snapshot as the leader saves one
+/// ([`Shared::follow_leaders_snapshot`]); ends once it leads (then it saves its own).
+pub(super) fn follow_snapshots_while_standing_by(shared: &Arc<Shared>) {
+    let every = shared.snapshots.check_every;
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(shared) = shared.upgrade() else { return };
+            if !shared.standing_by() {
+                return;
+            }
+            if let Err(error) = shared.follow_leaders_snapshot().await {
+                warn!(%error, "cannot keep a state snapshot while standing by; taking the lead will fold more of the log");
+                tokio::time::sleep(every.saturating_mul(9)).await;
+            }
+        }
+    });
 }
 
 /// Folds a new state snapshot in the background whenever the log has grown

@@ -299,6 +299,37 @@ impl Harness {
         Self { dir, config, governor: GovernorClient::new(channel), audit, tokens, clock, audit_server, audit_config: audit_started, _stop: stops }
     }
 
+    /// With `Setup::postgres`: starts replica `name` beside the running governor, on
+    /// the same configuration with a data directory of its own; it stands by until
+    /// it can take the lead. Its channel, and what stops it.
+    pub async fn start_standby(&self, name: &str) -> (Channel, tokio::sync::oneshot::Sender<()>) {
+        let mut config = self.config.clone();
+        config.replica = Some(name.to_owned());
+        config.data_dir = self.dir.path().join(name);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = stopper();
+        let reading = Arc::clone(&self.clock);
+        tokio::spawn(async move {
+            let clock: arf_governor::Clock = Arc::new(move || reading.load(Ordering::SeqCst));
+            if let Err(error) = arf_governor::serve_with_clock(config, listener, stopped, clock).await {
+                panic!("governor failed: {error:#}");
+            }
+        });
+        (tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy(), stop)
+    }
+
+    /// Stops the running governor (a leader gives the lead back), and goes on with
+    /// the standby started by [`Harness::start_standby`] once it leads.
+    pub async fn hand_over_to(&mut self, (channel, stop): (Channel, tokio::sync::oneshot::Sender<()>)) {
+        for stop in self._stop.drain(..) {
+            let _ = stop.send(());
+        }
+        self._stop.push(stop);
+        wait_leading(&channel).await;
+        self.governor = GovernorClient::new(channel);
+    }
+
     /// Appends to the log as the executor does.
     pub fn as_executor(&self) -> AuditClient {
         let token = arf_core::keys::load_token(&self.dir.path().join("executor-audit.token")).unwrap();
