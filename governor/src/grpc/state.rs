@@ -167,35 +167,38 @@ impl Shared {
 /// While this replica stands by, keeps a state snapshot as the leader saves one
 /// ([`Shared::follow_leaders_snapshot`]); ends once it leads (then it saves its own).
 pub(super) fn follow_snapshots_while_standing_by(shared: &Arc<Shared>) {
-    let every = shared.snapshots.check_every;
-    let shared = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(shared) = shared.upgrade() else { return };
-            if !shared.standing_by() {
-                return;
-            }
-            if let Err(error) = shared.follow_leaders_snapshot().await {
-                warn!(%error, "cannot keep a state snapshot while standing by; taking the lead will fold more of the log");
-                tokio::time::sleep(every.saturating_mul(9)).await;
-            }
-        }
+    every_check(shared, Shared::standing_by, "cannot keep a state snapshot while standing by; taking the lead will fold more of the log", |shared| async move {
+        shared.follow_leaders_snapshot().await
     });
 }
 
 /// Folds a new state snapshot in the background whenever the log has grown
 /// `governor.snapshot_every_records` past the last one, for as long as the governor lives.
 pub(super) fn snapshot_periodically(shared: &Arc<Shared>) {
+    every_check(shared, |_| true, "cannot save the governor's state snapshot; restarts fold more of the log until one is saved", |shared| async move {
+        shared.snapshot_if_due().await
+    });
+}
+
+/// Runs `step` every `governor.snapshot_check_secs` while the governor lives and
+/// `go_on` holds. After a failure (said with `failed`), waits nine times as long: a
+/// full disk or a log outage is not fixed in a minute.
+fn every_check<F, Fut>(shared: &Arc<Shared>, go_on: fn(&Shared) -> bool, failed: &'static str, step: F)
+where
+    F: Fn(Arc<Shared>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<bool, String>> + Send,
+{
     let every = shared.snapshots.check_every;
     let shared = Arc::downgrade(shared);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             let Some(shared) = shared.upgrade() else { return };
-            if let Err(error) = shared.snapshot_if_due().await {
-                warn!(%error, "cannot save the governor's state snapshot; restarts fold more of the log until one is saved");
-                // Not again at once: a full disk or a log outage is not fixed in a minute.
+            if !go_on(&shared) {
+                return;
+            }
+            if let Err(error) = step(shared).await {
+                warn!(%error, "{failed}");
                 tokio::time::sleep(every.saturating_mul(9)).await;
             }
         }
