@@ -366,7 +366,8 @@ pub enum GovernanceEvent {
     ShadowJudged { decision_id: String, service: String, pathway: String, judgement: crate::decision::Judgement },
     /// The governor withdrew its authorization of a decision, since the guard rails
     /// no longer let it start (the kill switch, a quarantine, an exhausted error
-    /// budget, a freeze). Logged under the decision's incident before the governor
+    /// budget, a freeze), or the executor refused it after an earlier attempt that
+    /// may have reached it. Logged under the decision's incident before the governor
     /// asks the executor about it; an executor that reads it in the trail before the
     /// decision started does not start it. One already started runs to its outcome.
     Withdrawn { decision_id: String, reason: String, at_ms: i64 },

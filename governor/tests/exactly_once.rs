@@ -266,7 +266,7 @@ async fn a_claim_given_back_after_the_kill_switch_was_pulled_is_not_sent_again()
         assert!(std::time::Instant::now() < deadline, "never settled: still `{state}`");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert!(settled.payload["detail"].as_str().unwrap().contains("the guard rails no longer let it start"), "{settled:?}");
+    assert!(settled.payload["detail"].as_str().unwrap().contains("withdrawn before it started (the kill switch is off: ARF misbehaves)"), "{settled:?}");
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 1, "not sent again");
     let withdrawn = withdrawal(&h, "inc-switched-off", &decided.decision_id).await;
     assert!(withdrawn.seq < settled.seq, "logged as withdrawn before it was settled unrun");

@@ -83,12 +83,15 @@ pub(crate) async fn run(
         }
         // An earlier sending may have reached the executor (an answer lost, or a
         // governor before a restart), whose work goes on after a lost answer, or the
-        // executor refused what the governor withdrew: the executor's claim and the
-        // log decide (never sent again).
+        // executor refused what the governor withdrew. The refusal stands: the
+        // decision is withdrawn (so no earlier sending still under way starts it),
+        // then settled by the executor's claim and the log, at once when neither
+        // shows it (a decision the log shows started is sent again to be settled).
         Sent::Refused(detail, _) => {
-            info!(%decision_id, %detail, "the executor refused the decision; asking it and the log whether an earlier sending ran it");
+            info!(%decision_id, %detail, "the executor refused the decision; withdrawing it and asking whether an earlier sending ran it");
             shared.note(&decision_id, &detail).await;
-            follow(shared, (decision_id, incident_id), (expires_at_ms, None), None, detail).await;
+            shared.withdraw(&decision_id, &incident_id, &format!("the executor refused it: {detail}")).await;
+            follow(shared, (decision_id, incident_id), (expires_at_ms, Some(signed)), None, detail).await;
         }
         Sent::Unreached(detail) => {
             warn!(%decision_id, %detail, "whether the decision ran is unknown; asking the executor");
@@ -106,7 +109,7 @@ pub(crate) async fn run(
 
 /// What a withdrawn decision settles with.
 fn withdrawn_detail(why: &str, executor_said: &str) -> String {
-    format!("withdrawn before it started, since the guard rails no longer let it start ({why}); {executor_said}; nothing ran")
+    format!("withdrawn before it started ({why}); {executor_said}; nothing ran")
 }
 
 /// Sends the signed decision until the executor answers or it expires. With
@@ -150,7 +153,9 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
             }
             // An internal error can come after the action ran (the executor's store
             // or log failed midway): only the executor can say how it stands.
-            Err(status) if status.code() == Code::Internal => {
+            // Cancelled is the transport's word (a reset stream), not the executor's:
+            // the executor's work goes on without the caller.
+            Err(status) if matches!(status.code(), Code::Internal | Code::Cancelled) => {
                 warn!(%decision_id, error = status.message(), "the executor failed while handling the decision; following it");
                 return Sent::Unreached(format!(
                     "the executor failed while handling the decision ({}); following it to its outcome",
@@ -398,7 +403,7 @@ impl Shared {
         match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
             Ok(_) => {
                 warn!(%decision_id, %why, "authorized decision withdrawn before it started");
-                arf_proto::metrics::inc("arf_governor_decisions_withdrawn_total", "Authorized decisions withdrawn before they started, because the guard rails no longer let them start.", &[]);
+                arf_proto::metrics::inc("arf_governor_decisions_withdrawn_total", "Authorized decisions withdrawn before they started: the guard rails no longer let them start, or the executor refused them after an attempt that may have reached it.", &[]);
                 self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(decision_id.to_owned(), why.to_owned());
             }
             Err(error) => warn!(%decision_id, %error, "cannot log the decision's withdrawal yet; it is not sent meanwhile"),

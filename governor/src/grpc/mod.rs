@@ -176,6 +176,8 @@ impl Shared {
                 every_records: config.snapshot_every_records,
                 check_every: Duration::from_secs(config.snapshot_check_secs),
                 through: std::sync::atomic::AtomicU64::new(0),
+                looked_at: std::sync::atomic::AtomicU64::new(0),
+                writing: tokio::sync::Mutex::new(()),
             },
             alarm,
             traces: std::sync::Mutex::default(),

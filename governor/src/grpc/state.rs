@@ -21,6 +21,11 @@ pub(super) struct Snapshots {
     pub check_every: Duration,
     /// The record the last snapshot saved or started from folds the log up to.
     pub through: std::sync::atomic::AtomicU64,
+    /// A standby's: the leader's last snapshot record it looked at, kept or not.
+    pub looked_at: std::sync::atomic::AtomicU64,
+    /// Held by whatever writes the snapshot's files, so that a standby's fold still
+    /// running when it takes the lead and the leader's first save never meet.
+    pub writing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -89,6 +94,7 @@ impl Shared {
         if self.check_leading().is_err() || !self.restored.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(false);
         }
+        let _writing = snapshots.writing.lock().await;
         let (head, _) = self.audit.head().await.map_err(|e| e.to_string())?;
         if head.saturating_sub(snapshots.through.load(std::sync::atomic::Ordering::SeqCst)) < snapshots.every_records {
             return Ok(false);
@@ -134,7 +140,12 @@ impl Shared {
             _ => None,
         });
         let Some((recorded_seq, hash, through_seq)) = latest else { return Ok(false) };
-        if through_seq <= snapshots.through.load(std::sync::atomic::Ordering::SeqCst) {
+        if through_seq <= snapshots.through.load(std::sync::atomic::Ordering::SeqCst) || recorded_seq <= snapshots.looked_at.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _writing = snapshots.writing.lock().await;
+        // Took the lead meanwhile: its own snapshots are saved from now on.
+        if !self.standing_by() {
             return Ok(false);
         }
         let (mut state, from) = match self.verified_snapshot(&snapshots.dir).await {
@@ -151,9 +162,10 @@ impl Shared {
             return Err(format!("the log did not stream records {from} to {through_seq}"));
         };
         let saved = Saved { format: snapshot::FORMAT, fold: self.fold_settings(), through_seq: last_seq, through_hash, state };
-        if !arf_audit_client::state::keep_if_logged(&snapshots.dir, saved, &hash, recorded_seq).await? {
-            // Not folded again until the leader saves another.
-            snapshots.through.store(through_seq, std::sync::atomic::Ordering::SeqCst);
+        let kept = arf_audit_client::state::keep_if_logged(&snapshots.dir, saved, &hash, recorded_seq).await?;
+        // Kept or not, not folded again until the leader saves another.
+        snapshots.looked_at.store(recorded_seq, std::sync::atomic::Ordering::SeqCst);
+        if !kept {
             tracing::error!(recorded_seq, through_seq, "the leader's state snapshot is not the state this standby folds from the same records: not kept (are the replicas' settings or versions the same?); taking the lead will fold the whole log");
             return Ok(false);
         }
