@@ -114,6 +114,17 @@ fn answer(body: arf_core::decision::DecisionBody, outcome: String, detail: Strin
     tonic::Response::new(arf_proto::v1::Execution { decision_id: body.decision_id, pathway: body.pathway, target: body.target, outcome, detail, verification: vec![], replayed: false })
 }
 
+/// A governor whose executor is `executor` on loopback, and its autonomous decision
+/// for `incident_id` (a staging restart), authorized and sent; with what stops the
+/// executor when dropped.
+async fn authorized_with<E: arf_proto::v1::executor_server::Executor>(executor: std::sync::Arc<E>, incident_id: &str) -> (Harness, arf_proto::v1::Decision, tokio::sync::oneshot::Sender<()>) {
+    let (address, stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(executor)).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal(incident_id, "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    (h, decided, stop)
+}
+
 /// Serves `executor` on a loopback port: its address, and what stops it when dropped.
 async fn serve<E: arf_proto::v1::executor_server::Executor>(executor: arf_proto::v1::executor_server::ExecutorServer<E>) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -154,10 +165,7 @@ impl arf_proto::v1::executor_server::Executor for GivesBack {
 #[tokio::test]
 async fn a_claim_given_back_after_running_was_reported_is_sent_again_before_expiry() {
     let executor = std::sync::Arc::new(GivesBack { executes: std::sync::atomic::AtomicU32::new(0) });
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-given-back", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-given-back").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     // Settled in the log (the decision's state changes just before its record lands).
     let settled = loop {
@@ -197,10 +205,7 @@ impl arf_proto::v1::executor_server::Executor for NeverKeeps {
 #[tokio::test]
 async fn a_decision_no_executor_keeps_is_settled_from_the_log_once_it_expires() {
     let executor = std::sync::Arc::new(NeverKeeps { executes: std::sync::atomic::AtomicU32::new(0) });
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-never-kept", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-never-kept").await;
     // Sent again while it is live; then its time passes (the governor's clock is the test's).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while executor.executes.load(std::sync::atomic::Ordering::SeqCst) < 2 {
@@ -251,10 +256,7 @@ impl arf_proto::v1::executor_server::Executor for GivesBackWhenTold {
 async fn a_claim_given_back_after_the_kill_switch_was_pulled_is_not_sent_again() {
     let told = std::sync::Arc::new(tokio::sync::Notify::new());
     let executor = std::sync::Arc::new(GivesBackWhenTold { executes: std::sync::atomic::AtomicU32::new(0), told: std::sync::Arc::clone(&told) });
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-switched-off", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-switched-off").await;
     h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
     told.notify_one();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -327,10 +329,7 @@ impl arf_proto::v1::executor_server::Executor for OutOfReach {
 #[tokio::test]
 async fn the_kill_switch_withdraws_an_autonomous_decision_still_waiting_for_its_executor() {
     let executor = std::sync::Arc::new(OutOfReach::default());
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-out-of-reach", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-out-of-reach").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while executor.refused.load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(std::time::Instant::now() < deadline, "the decision was never sent");
@@ -416,10 +415,7 @@ async fn until(count: &std::sync::atomic::AtomicU32, at_least: u32, what: &str) 
 #[tokio::test]
 async fn a_withdrawal_the_executor_had_already_claimed_is_followed_to_its_outcome() {
     let executor = std::sync::Arc::new(HoldsClaim::default());
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-claimed", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-claimed").await;
     until(&executor.executes, 1, "Execute calls").await;
     h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
     let withdrawn = withdrawal(&h, "inc-claimed", &decided.decision_id).await;
@@ -469,10 +465,7 @@ impl arf_proto::v1::executor_server::Executor for LostStore {
 #[tokio::test]
 async fn a_withdrawn_decision_the_log_shows_started_is_never_called_unrun() {
     let executor = std::sync::Arc::new(LostStore::default());
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-lost-store", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-lost-store").await;
     until(&executor.executes, 1, "Execute calls").await;
     let authorized = h.decision_records("inc-lost-store", &decided.decision_id, "authorized").await.remove(0);
     let started = arf_core::records::ExecutionStartedRecord {
@@ -578,10 +571,7 @@ impl arf_proto::v1::executor_server::Executor for LostAnswer {
 #[tokio::test]
 async fn a_refusal_after_a_lost_answer_is_not_taken_for_nothing_ran() {
     let executor = std::sync::Arc::new(LostAnswer::default());
-    let (address, _stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(std::sync::Arc::clone(&executor))).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal("inc-lost-answer", "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!(decided.state, "authorized", "{decided:?}");
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-lost-answer").await;
     settled_as(&h, "inc-lost-answer", &decided.decision_id, "verified").await;
     assert!(h.decision_records("inc-lost-answer", &decided.decision_id, "dispatch_failed").await.is_empty());
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2);
