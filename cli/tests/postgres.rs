@@ -159,11 +159,13 @@ fn up_with_a_store_runs_replicas_on_postgres() {
     let (code, out) = arf(&["init", "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     let base = support::free_port_base();
+    // What `arf up` and its processes say on stderr, for the failure message.
+    let stderr_path = dir.path().join("up.stderr");
     let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_arf"))
         .args(["up", "--port-base", &base.to_string(), "--store", &database.url, "--data-dir"])
         .arg(dir.path())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
     let up_pid = up.id();
@@ -182,7 +184,11 @@ fn up_with_a_store_runs_replicas_on_postgres() {
             names.push(name.to_string());
         }
     }
-    assert_eq!(names, ["audit-1", "audit-2", "governor-1", "governor-2", "executor-1", "executor-2", "agent-1", "agent-2"], "{said}");
+    let told = || {
+        let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(names, ["audit-1", "audit-2", "governor-1", "governor-2", "executor-1", "executor-2", "agent-1", "agent-2"], "stdout:\n{said}\nstderr (last lines):\n{}", told());
     assert!(said.contains("database: applied migration 0001"), "{said}");
 
     let token = std::fs::read_to_string(dir.path().join("secrets").join("alice.token")).unwrap();
