@@ -32,6 +32,28 @@ pub enum AuditError {
     /// stop acting, since another may be taking its work over.
     #[error("audit log refused the append, since this replica's lease does not hold: {0}")]
     Fenced(String),
+    /// The log did not take an append made on a condition ([`Quiet`]): the other
+    /// writer appended under the incident since. Nothing of it is in the log; read
+    /// the trail again and decide again.
+    #[error("audit log refused the append, since another writer spoke since: {0}")]
+    Spoken(String),
+}
+
+/// The condition of [`AuditClient::append_if_quiet`]: `writer` appended nothing
+/// under `incident_id` after record `after_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quiet {
+    pub incident_id: String,
+    pub writer: String,
+    pub after_seq: u64,
+}
+
+impl Quiet {
+    /// `writer` silent in `incident_id` since the last record of `trail` (the
+    /// incident's trail as read), or since the start when it is empty.
+    pub fn since(incident_id: &str, writer: &str, trail: &[Record]) -> Self {
+        Self { incident_id: incident_id.to_owned(), writer: writer.to_owned(), after_seq: trail.iter().map(|r| r.seq).max().unwrap_or(0) }
+    }
 }
 
 impl From<tonic::Status> for AuditError {
@@ -41,6 +63,7 @@ impl From<tonic::Status> for AuditError {
                 Self::Unavailable(status.message().to_owned())
             }
             tonic::Code::FailedPrecondition => Self::Fenced(status.message().to_owned()),
+            tonic::Code::Aborted => Self::Spoken(status.message().to_owned()),
             _ => Self::Refused(format!("{:?}: {}", status.code(), status.message())),
         }
     }
@@ -166,6 +189,17 @@ impl AuditClient {
 
     /// Appends entries in one durable batch and returns the sealed records.
     pub async fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, AuditError> {
+        self.append_on(entries, None).await
+    }
+
+    /// Appends one entry only if `quiet` holds when the log takes it, judged in the
+    /// log's own order; [`AuditError::Spoken`] otherwise, and nothing is logged.
+    pub async fn append_if_quiet(&self, entry: Entry, quiet: Quiet) -> Result<Record, AuditError> {
+        let mut records = self.append_on(vec![entry], Some(quiet)).await?;
+        records.pop().ok_or_else(|| AuditError::Malformed("append returned no record".to_owned()))
+    }
+
+    async fn append_on(&self, entries: Vec<Entry>, quiet: Option<Quiet>) -> Result<Vec<Record>, AuditError> {
         let entries = entries
             .into_iter()
             .map(|e| pb::AppendEntry {
@@ -175,7 +209,8 @@ impl AuditClient {
             })
             .collect();
         let ticket = self.own.as_deref().map(crate::own::Own::start);
-        let response = call!(self, append, self.request(pb::AppendRequest { entries, fence: self.fence.clone() }))?;
+        let quiet = quiet.map(|q| pb::Quiet { incident_id: q.incident_id, writer: q.writer, after_seq: q.after_seq });
+        let response = call!(self, append, self.request(pb::AppendRequest { entries, fence: self.fence.clone(), quiet }))?;
         let records: Vec<Record> = response
             .into_inner()
             .records

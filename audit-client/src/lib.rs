@@ -14,5 +14,5 @@ pub mod record;
 pub mod state;
 pub mod witness;
 
-pub use client::{AuditClient, AuditError};
+pub use client::{AuditClient, AuditError, Quiet};
 pub use record::{Entry, Record, RecordKind};

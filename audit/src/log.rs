@@ -7,7 +7,7 @@ use tokio::sync::broadcast;
 use crate::merkle::Hash;
 use crate::pg::PgStore;
 use crate::record::{Entry, Record};
-use crate::store::{Fence, SignedCheckpoint, Store, StoreError};
+use crate::store::{Fence, Quiet, SignedCheckpoint, Store, StoreError};
 
 #[allow(clippy::large_enum_variant, reason = "one per process, behind an Arc")]
 pub enum Log {
@@ -25,15 +25,16 @@ impl Log {
     }
 
     /// Appends `entries` as `writer`; under `fence`, only while the replica's
-    /// lease holds, which only the log on PostgreSQL can tell ([`Fence`]).
-    pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, fence: Option<Fence>) -> Result<Vec<Record>, StoreError> {
+    /// lease holds, which only the log on PostgreSQL can tell ([`Fence`]); with
+    /// `quiet`, only while its writer has said nothing since ([`Quiet`]).
+    pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, (fence, quiet): (Option<Fence>, Option<Quiet>)) -> Result<Vec<Record>, StoreError> {
         match (self, fence) {
             (Self::File(_), Some(fence)) => Err(StoreError::Fenced(format!(
                 "`{}` appends under its lease in `{}`, and this log is kept in files, which cannot check it: put the log in the replicas' database (`audit.postgres`)",
                 fence.member, fence.table
             ))),
-            (Self::File(store), None) => store.append(writer, entries, now_ms).await,
-            (Self::Postgres(store), fence) => store.append_fenced(writer, entries, now_ms, fence).await,
+            (Self::File(store), None) => store.append_if(writer, entries, now_ms, quiet).await,
+            (Self::Postgres(store), fence) => store.append_fenced(writer, entries, now_ms, fence, quiet).await,
         }
     }
 

@@ -42,7 +42,7 @@ use crate::checkpoint::{Checkpoint, NoteVerifier};
 use crate::frame;
 use crate::merkle::{Hash, Tree};
 use crate::record::{Entry, Record, RecordKind};
-use crate::store::{Chain, Fence, LOG_WRITER, Pending, Request, SignedCheckpoint, Signer, StoreError, Verified, seal_records, take_group};
+use crate::store::{Chain, Fence, LOG_WRITER, Pending, Quiet, Request, SignedCheckpoint, Signer, StoreError, Verified, seal_records, take_group};
 
 /// Rows read per page when reading the table whole.
 const PAGE: i32 = 10_000;
@@ -314,17 +314,17 @@ impl PgStore {
     }
 
     pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
-        self.append_fenced(writer, entries, now_ms, None).await
+        self.append_fenced(writer, entries, now_ms, None, None).await
     }
 
     /// Appends `entries` as `writer`, under `fence` when a replica gives its lease:
     /// then only while that lease holds ([`Fence`]).
-    pub async fn append_fenced(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, fence: Option<Fence>) -> Result<Vec<Record>, StoreError> {
+    pub async fn append_fenced(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, fence: Option<Fence>, quiet: Option<Quiet>) -> Result<Vec<Record>, StoreError> {
         if writer == LOG_WRITER {
             return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
         }
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence, reply })).map_err(|_| stopped())?;
+        self.requests.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence, quiet, reply })).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -347,39 +347,7 @@ impl PgStore {
         if seqs.iter().any(|s| *s > self.shared.size()) {
             self.refresh().await?;
         }
-        let size = self.shared.size();
-        let wanted: Vec<i64> = seqs.iter().filter(|s| **s >= 1 && **s <= size).map(|s| *s as i64).collect();
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = self
-            .reads
-            .get()
-            .await
-            .map_err(unavailable)?
-            .query("SELECT seq, body FROM audit_records WHERE seq = ANY($1) ORDER BY seq", &[&wanted])
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let seq: i64 = row.get(0);
-            let corrupt = |reason: String| {
-                error!(seq, %reason, "a record of the log in the database no longer reads as it was verified");
-                StoreError::Corrupt { seq: seq as u64, reason }
-            };
-            let record = frame::decode(row.get(1)).map_err(corrupt)?;
-            let leaf = crate::store::leaf_of(&record).map_err(corrupt)?;
-            let expected = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.tree.leaf(seq as u64 - 1);
-            if record.seq != seq as u64 || record.compute_hash() != record.hash || Some(leaf) != expected {
-                return Err(corrupt("changed in the database after the log opened: it no longer matches the verified tree".to_owned()));
-            }
-            out.push(record);
-        }
-        if out.len() != wanted.len() {
-            let missing = wanted.iter().find(|s| !out.iter().any(|r| r.seq == **s as u64)).copied().unwrap_or_default();
-            return Err(StoreError::Corrupt { seq: missing as u64, reason: "removed from the database after the log opened".to_owned() });
-        }
-        Ok(out)
+        read_checked(&self.shared, &self.reads, seqs).await
     }
 
     /// The sequence numbers of an incident's records, from what this front-end
@@ -491,6 +459,63 @@ type Reads = arf_pg::Connection;
 
 /// Locks the head row in `tx`, takes what other front-ends appended before it,
 /// and returns the head, which must be where this front-end's chain ends.
+/// The records with these sequence numbers that this front-end has taken, in
+/// order, each checked against the tree it built.
+async fn read_checked(shared: &Shared, reads: &Reads, seqs: &[u64]) -> Result<Vec<Record>, StoreError> {
+    let size = shared.size();
+    let wanted: Vec<i64> = seqs.iter().filter(|s| **s >= 1 && **s <= size).map(|s| *s as i64).collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = reads
+        .get()
+        .await
+        .map_err(unavailable)?
+        .query("SELECT seq, body FROM audit_records WHERE seq = ANY($1) ORDER BY seq", &[&wanted])
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.get(0);
+        let corrupt = |reason: String| {
+            error!(seq, %reason, "a record of the log in the database no longer reads as it was verified");
+            StoreError::Corrupt { seq: seq as u64, reason }
+        };
+        let record = frame::decode(row.get(1)).map_err(corrupt)?;
+        let leaf = crate::store::leaf_of(&record).map_err(corrupt)?;
+        let expected = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).chain.tree.leaf(seq as u64 - 1);
+        if record.seq != seq as u64 || record.compute_hash() != record.hash || Some(leaf) != expected {
+            return Err(corrupt("changed in the database after the log opened: it no longer matches the verified tree".to_owned()));
+        }
+        out.push(record);
+    }
+    if out.len() != wanted.len() {
+        let missing = wanted.iter().find(|s| !out.iter().any(|r| r.seq == **s as u64)).copied().unwrap_or_default();
+        return Err(StoreError::Corrupt { seq: missing as u64, reason: "removed from the database after the log opened".to_owned() });
+    }
+    Ok(out)
+}
+
+/// The first record `quiet.writer` appended under `quiet.incident_id` after
+/// `quiet.after_seq`: in the log as this front-end took it (under the head's lock,
+/// so that is all of it), or earlier in this group (`sealed`).
+async fn spoken_since(shared: &Shared, reads: &Reads, quiet: &Quiet, sealed: &[SealedAppend]) -> Result<Option<u64>, StoreError> {
+    let seqs: Vec<u64> = {
+        let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        index.incidents.get(&quiet.incident_id).map(|seqs| seqs.iter().copied().filter(|seq| *seq > quiet.after_seq).collect()).unwrap_or_default()
+    };
+    if !seqs.is_empty()
+        && let Some(record) = read_checked(shared, reads, &seqs).await?.into_iter().find(|r| r.writer == quiet.writer)
+    {
+        return Ok(Some(record.seq));
+    }
+    Ok(sealed
+        .iter()
+        .flat_map(|(records, _)| records.iter().map(|(r, _)| r))
+        .find(|r| r.seq > quiet.after_seq && r.incident_id == quiet.incident_id && r.writer == quiet.writer)
+        .map(|r| r.seq))
+}
+
 async fn lock_head(shared: &Shared, reads: &Reads, tx: &tokio_postgres::Transaction<'_>) -> Result<(u64, String), TxError> {
     let row = tx.query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[]).await?;
     let (seq, hash): (i64, String) = (row.get(0), row.get(1));
@@ -763,7 +788,7 @@ impl Writer {
                 return Err(error);
             }
         };
-        for Pending { writer, entries, now_ms, fence, reply } in appends {
+        for Pending { writer, entries, now_ms, fence, quiet, reply } in appends {
             // Its caller gave up (a timeout) and was told it failed: it is not sealed,
             // so that what the caller believes, that nothing was logged, holds.
             if reply.is_closed() {
@@ -772,6 +797,15 @@ impl Writer {
             if let Some(refused) = fence.and_then(|f| held.refuses(&f)) {
                 let _ = reply.send(Err(StoreError::Fenced(refused)));
                 continue;
+            }
+            if let Some(quiet) = &quiet {
+                match spoken_since(shared, reads, quiet, sealed).await.map(|spoken| crate::store::refusal(quiet, spoken)) {
+                    Ok(None) => {}
+                    Ok(Some(error)) | Err(error) => {
+                        let _ = reply.send(Err(error));
+                        continue;
+                    }
+                }
             }
             match seal_records(&writer, entries, now_ms, seq, &hash) {
                 Ok(records) => {
@@ -854,3 +888,4 @@ impl Writer {
         Ok(Some(signed))
     }
 }
+

@@ -83,6 +83,9 @@ pub enum StoreError {
     /// The writer's lease does not hold ([`Fence`]): none of the append is in the log.
     #[error("the log did not take the append, so none of it is in the log: {0}")]
     Fenced(String),
+    /// Another writer spoke since the caller read ([`Quiet`]): none of the append is in the log.
+    #[error("the log did not take the append, so none of it is in the log: {0}")]
+    Spoken(String),
     #[error("{0}")]
     Proof(#[from] merkle::ProofError),
 }
@@ -228,6 +231,7 @@ pub(crate) struct Pending {
     pub now_ms: i64,
     /// Only on PostgreSQL, where the leases are ([`Fence`]).
     pub fence: Option<Fence>,
+    pub quiet: Option<Quiet>,
     pub reply: oneshot::Sender<Result<Vec<Record>, StoreError>>,
 }
 
@@ -245,6 +249,26 @@ pub struct Fence {
     /// each row must still hold its token.
     pub keys: Vec<(String, i64)>,
 }
+/// The condition an append may be made on ([`Quiet`]): taken only if `writer`
+/// appended nothing under `incident_id` after record `after_seq`, judged in the
+/// log's own order. A writer that decided on an incident's trail as read up to
+/// `after_seq` (the executor before it starts an action, the governor before it
+/// settles a decision as never run) writes only if that trail is still all the
+/// other said: a withdrawal and a start, or a start and a "nothing ran", cannot
+/// both land believing the other absent. Refused with [`StoreError::Spoken`].
+pub use arf_audit_client::Quiet;
+
+/// Why an append on `quiet` is refused, given the first record its writer
+/// appended under the incident after `after_seq`, if there is one.
+pub(crate) fn refusal(quiet: &Quiet, spoken: Option<u64>) -> Option<StoreError> {
+    spoken.map(|seq| {
+        StoreError::Spoken(format!(
+            "`{}` appended record {seq} under incident `{}` after record {}, which the append was conditioned on: read the trail again",
+            quiet.writer, quiet.incident_id, quiet.after_seq
+        ))
+    })
+}
+
 /// A checkpoint asked for: when, and where to answer.
 pub(crate) type CheckpointAsk = (i64, oneshot::Sender<Result<Option<SignedCheckpoint>, StoreError>>);
 
@@ -477,11 +501,16 @@ impl Store {
     /// Appends entries atomically and in order, and answers once they are on stable
     /// storage. Appends that arrive while a sync is in flight share the next one.
     pub async fn append(&self, writer: &str, entries: Vec<Entry>, now_ms: i64) -> Result<Vec<Record>, StoreError> {
+        self.append_if(writer, entries, now_ms, None).await
+    }
+
+    /// [`Store::append`], taken only while `quiet` holds ([`Quiet`]).
+    pub async fn append_if(&self, writer: &str, entries: Vec<Entry>, now_ms: i64, quiet: Option<Quiet>) -> Result<Vec<Record>, StoreError> {
         if writer == LOG_WRITER {
             return Err(StoreError::Invalid(format!("`{LOG_WRITER}` is the log's own writer identity")));
         }
         let (reply, answer) = oneshot::channel();
-        self.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence: None, reply }))?;
+        self.send(Request::Append(Pending { writer: writer.to_owned(), entries, now_ms, fence: None, quiet, reply }))?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -519,33 +548,7 @@ impl Store {
     }
 
     fn read_at(&self, seq: u64, offset: u64) -> Result<Record, StoreError> {
-        let corrupt = |reason: String| {
-            error!(seq, offset, %reason, "a record of the log no longer reads as it was verified");
-            StoreError::Corrupt { seq, reason }
-        };
-        let mut header = [0u8; frame::HEADER_LEN];
-        self.shared.reader.read_exact_at(&mut header, offset).map_err(|e| corrupt(e.to_string()))?;
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let mut bytes = header.to_vec();
-        bytes.resize(frame::HEADER_LEN + len.min(frame::MAX_BODY) as usize, 0);
-        self.shared
-            .reader
-            .read_exact_at(&mut bytes[frame::HEADER_LEN..], offset + frame::HEADER_LEN as u64)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let record = match frame::next(&mut bytes.as_slice()).map_err(|e| corrupt(e.to_string()))? {
-            Next::Frame { body, .. } => frame::decode(&body).map_err(corrupt)?,
-            other => return Err(corrupt(format!("changed on disk after the log opened: {other:?}"))),
-        };
-        if record.seq != seq {
-            return Err(corrupt(format!("the frame holds record {}", record.seq)));
-        }
-        // A frame's checksum anyone can recompute; the tree built at open is the check.
-        let leaf = leaf_of(&record).map_err(&corrupt)?;
-        let expected = self.index().tree.leaf(seq - 1);
-        if record.compute_hash() != record.hash || Some(leaf) != expected {
-            return Err(corrupt("changed on disk after the log opened: it no longer matches the verified tree".to_owned()));
-        }
-        Ok(record)
+        read_at(&self.shared, seq, offset)
     }
 
     /// Records with `from <= seq < to`, read one at a time.
@@ -620,6 +623,34 @@ impl Store {
 
 /// The `checkpoint` file's note, if there is one. Read it before the log: a running
 /// service may sign a newer one while the log is being read.
+/// Record `seq` at `offset`, checked against the tree verified at open.
+fn read_at(shared: &Shared, seq: u64, offset: u64) -> Result<Record, StoreError> {
+    let corrupt = |reason: String| {
+        error!(seq, offset, %reason, "a record of the log no longer reads as it was verified");
+        StoreError::Corrupt { seq, reason }
+    };
+    let mut header = [0u8; frame::HEADER_LEN];
+    shared.reader.read_exact_at(&mut header, offset).map_err(|e| corrupt(e.to_string()))?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let mut bytes = header.to_vec();
+    bytes.resize(frame::HEADER_LEN + len.min(frame::MAX_BODY) as usize, 0);
+    shared.reader.read_exact_at(&mut bytes[frame::HEADER_LEN..], offset + frame::HEADER_LEN as u64).map_err(|e| corrupt(e.to_string()))?;
+    let record = match frame::next(&mut bytes.as_slice()).map_err(|e| corrupt(e.to_string()))? {
+        Next::Frame { body, .. } => frame::decode(&body).map_err(corrupt)?,
+        other => return Err(corrupt(format!("changed on disk after the log opened: {other:?}"))),
+    };
+    if record.seq != seq {
+        return Err(corrupt(format!("the frame holds record {}", record.seq)));
+    }
+    // A frame's checksum anyone can recompute; the tree built at open is the check.
+    let leaf = leaf_of(&record).map_err(&corrupt)?;
+    let expected = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).tree.leaf(seq - 1);
+    if record.compute_hash() != record.hash || Some(leaf) != expected {
+        return Err(corrupt("changed on disk after the log opened: it no longer matches the verified tree".to_owned()));
+    }
+    Ok(record)
+}
+
 fn read_checkpoint_file(dir: &Path) -> Result<Option<String>, StoreError> {
     let path = dir.join(CHECKPOINT_FILE);
     match fs::read_to_string(&path) {
@@ -694,6 +725,9 @@ struct Writer {
     /// Where the next write lands.
     end: u64,
     to_syncer: std::sync::mpsc::Sender<ToSyncer>,
+    /// Records written and not yet published (seq, incident, writer), which the
+    /// index does not show yet: what a [`Quiet`] append is judged against besides it.
+    unpublished: Vec<(u64, String, String)>,
 }
 
 /// An append sealed against the running head, waiting for the group's sync.
@@ -731,7 +765,7 @@ impl Writer {
         };
         let (to_syncer, from_writer) = std::sync::mpsc::channel();
         let syncer = Syncer { shared: Arc::clone(&shared), file: Arc::clone(&file), from_writer };
-        Ok((Self { shared, file, dir, signer, seq, hash, end, to_syncer }, syncer))
+        Ok((Self { shared, file, dir, signer, seq, hash, end, to_syncer, unpublished: Vec::new() }, syncer))
     }
 
     fn run(mut self, mut receiver: mpsc::UnboundedReceiver<Request>) {
@@ -776,7 +810,23 @@ impl Writer {
         let (mut seq, mut hash) = (self.seq, self.hash.clone());
         let mut buffer = Vec::new();
         let mut sealed: Vec<Sealed> = Vec::new();
-        for Pending { writer, entries, now_ms, reply, .. } in appends {
+        let durable = self.shared.durable.load(Ordering::Acquire);
+        self.unpublished.retain(|(seq, ..)| *seq > durable);
+        for Pending { writer, entries, now_ms, quiet, reply, .. } in appends {
+            // Its caller gave up (a timeout) and was told it failed: it is not sealed,
+            // so that what the caller believes, that nothing was logged, holds.
+            if reply.is_closed() {
+                continue;
+            }
+            if let Some(quiet) = &quiet {
+                match self.spoken_since(quiet).map(|spoken| refusal(quiet, spoken)) {
+                    Ok(None) => {}
+                    Ok(Some(error)) | Err(error) => {
+                        let _ = reply.send(Err(error));
+                        continue;
+                    }
+                }
+            }
             let mut local = Vec::new();
             match seal(&writer, entries, now_ms, seq, &hash, &mut local) {
                 Ok((records, lens)) => {
@@ -785,6 +835,7 @@ impl Writer {
                         seq = last.seq;
                         hash.clone_from(&last.hash);
                     }
+                    self.unpublished.extend(records.iter().map(|r| (r.seq, r.incident_id.clone(), r.writer.clone())));
                     sealed.push(Sealed { records, lens, reply });
                 }
                 Err(error) => {
@@ -819,6 +870,29 @@ impl Writer {
         }
     }
 
+    /// The first record `quiet.writer` wrote under `quiet.incident_id` after
+    /// `quiet.after_seq`: among those published (read back and checked against
+    /// the tree), then among those written since. This thread is the only one
+    /// that seals, so nothing else can land in between.
+    fn spoken_since(&self, quiet: &Quiet) -> Result<Option<u64>, StoreError> {
+        let published: Vec<(u64, u64)> = {
+            let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let seqs = index.incidents.get(&quiet.incident_id).map(Vec::as_slice).unwrap_or_default();
+            let after = seqs.partition_point(|seq| *seq <= quiet.after_seq);
+            seqs[after..].iter().filter_map(|seq| index.offsets.get((*seq - 1) as usize).map(|offset| (*seq, *offset))).collect()
+        };
+        for (seq, offset) in published {
+            if read_at(&self.shared, seq, offset)?.writer == quiet.writer {
+                return Ok(Some(seq));
+            }
+        }
+        Ok(self
+            .unpublished
+            .iter()
+            .find(|(seq, incident, writer)| *seq > quiet.after_seq && *incident == quiet.incident_id && *writer == quiet.writer)
+            .map(|(seq, ..)| *seq))
+    }
+
     /// Waits until everything written so far is synced and published.
     fn barrier(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -850,7 +924,7 @@ impl Writer {
         let payload = json!({"origin": checkpoint.origin, "size": size, "root_hash": checkpoint.root_hex(), "note": note});
         let (tx, _rx) = oneshot::channel();
         let entry = Entry::new("", RecordKind::Checkpoint, payload);
-        self.write(vec![Pending { writer: LOG_WRITER.to_owned(), entries: vec![entry], now_ms, fence: None, reply: tx }]);
+        self.write(vec![Pending { writer: LOG_WRITER.to_owned(), entries: vec![entry], now_ms, fence: None, quiet: None, reply: tx }]);
         self.barrier();
         if let Some(reason) = failure(&self.shared) {
             return Err(StoreError::Failed(reason));

@@ -145,6 +145,7 @@ async fn bad_appends_are_refused_with_the_field_named() {
         let message = arf_proto::v1::AppendRequest {
             entries: vec![arf_proto::v1::AppendEntry { incident_id: "i".into(), kind: kind.into(), payload_json: payload.into() }],
             fence: None,
+            quiet: None,
         };
         arf_proto::server::with_bearer(tonic::Request::new(message), &log.agent_token)
     };
@@ -156,6 +157,11 @@ async fn bad_appends_are_refused_with_the_field_named() {
     let huge = format!("{{\"x\":\"{}\"}}", "a".repeat(2 * 1024 * 1024));
     let error = raw.append(request("signal", &huge)).await.unwrap_err();
     assert!(matches!(error.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{error:?}");
+    let mut unnamed = request("signal", "{}");
+    unnamed.get_mut().quiet = Some(arf_proto::v1::Quiet { incident_id: String::new(), writer: "governor".into(), after_seq: 0 });
+    let error = raw.append(unnamed).await.unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(error.message().contains("`quiet.incident_id`"), "{}", error.message());
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
     assert_eq!(client.head().await.unwrap().0, 0);
 }
@@ -190,6 +196,12 @@ async fn a_restricted_writer_appends_only_its_own_kinds_and_a_refused_batch_leav
     // A writer without a list appends any kind.
     executor.append_one("inc-1", RecordKind::ExecutionStarted, json!({"decision_id": "d-1"})).await.unwrap();
     assert_eq!(executor.head().await.unwrap().0, 2);
+    // On a condition: refused, with its own error, once the writer it names spoke since.
+    let entry = || Entry { incident_id: "inc-1".into(), kind: RecordKind::Outcome, payload: json!({"outcome": "verified"}) };
+    let quiet = |after_seq| arf_audit::client::Quiet { incident_id: "inc-1".into(), writer: "agent".into(), after_seq };
+    let spoken = executor.append_if_quiet(entry(), quiet(0)).await.unwrap_err();
+    assert!(matches!(spoken, AuditError::Spoken(_)) && spoken.to_string().contains("`agent` appended record 1"), "{spoken}");
+    assert_eq!(executor.append_if_quiet(entry(), quiet(1)).await.unwrap().seq, 3);
 }
 
 #[test]

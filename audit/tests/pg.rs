@@ -330,14 +330,14 @@ async fn a_front_end_cut_off_from_its_database_serves_no_shorter_log() {
     let server = TestServer::start_own().await.unwrap();
     let settings = migrated(&server).await;
     let log = arf_audit::log::Log::Postgres(PgStore::open(&settings, None).await.unwrap());
-    log.append("agent", vec![entry(1)], 1, None).await.unwrap();
+    log.append("agent", vec![entry(1)], 1, (None, None)).await.unwrap();
     assert_eq!(log.head().await.unwrap().0, 1);
     drop(server);
     match log.head().await {
         Err(StoreError::Unavailable(_) | StoreError::Database(_)) => {}
         other => panic!("a front-end cut off from its database answered {other:?}"),
     }
-    assert!(log.append("agent", vec![entry(2)], 2, None).await.is_err());
+    assert!(log.append("agent", vec![entry(2)], 2, (None, None)).await.is_err());
 }
 
 /// A front-end on `settings` with writers `agent`, `governor` and `importer` (a

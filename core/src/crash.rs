@@ -14,8 +14,12 @@
 //! - `agent.decision_received`: the governor answered `Evaluate`; the agent has not logged `proposed`.
 //!
 //! A test that runs a service inside its own process can also hold the next task
-//! that reaches a point there for a while ([`pause_next`]): `governor.decision_logged`
-//! is one.
+//! that reaches a point there for a while ([`pause_next`]). The points that pause:
+//! - `governor.decision_logged` (above);
+//! - `governor.before_settling_unrun`: the governor read the trail and found a
+//!   decision never started; it has not yet logged it settled as never run;
+//! - `executor.before_write_ahead`: the executor read the trail and found nothing
+//!   that refuses the decision; it has not yet logged the start.
 
 /// The environment variable that names the crash point.
 pub const ENV: &str = "ARF_CRASH_AT";
@@ -53,6 +57,13 @@ static PAUSES: std::sync::Mutex<Vec<(String, std::time::Duration)>> = std::sync:
 #[cfg(feature = "crash-points")]
 pub fn pause_next(point: &str, pause: std::time::Duration) {
     PAUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((point.to_owned(), pause));
+}
+
+/// Test builds only: whether a pause asked for at `point` ([`pause_next`]) still
+/// waits for a task to reach it; false once one has.
+#[cfg(feature = "crash-points")]
+pub fn pending(point: &str) -> bool {
+    PAUSES.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().any(|(name, _)| name == point)
 }
 
 /// How long the task at `point` is to wait, if a test asked for a pause there

@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use arf_audit_client::{AuditClient, AuditError, RecordKind};
+use arf_audit_client::{AuditClient, AuditError, Quiet, RecordKind};
 use arf_core::canonical::sha256_hex;
 use arf_core::catalog::Catalog;
 use arf_core::decision::{self, DecisionBody, EnvelopeError, SignedDecision, TrustedKey};
@@ -120,6 +120,10 @@ fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Op
         Ok(None) => None,
     }
 }
+
+/// How many times the start is tried when the governor keeps writing to the
+/// incident between a read of its trail and the start ([`Engine::write_ahead`]).
+const WRITE_AHEAD_TRIES: usize = 5;
 
 /// How long a restarted executor waits before it tries again to settle an
 /// execution (times the attempt, up to five).
@@ -806,19 +810,44 @@ impl Executor {
     }
 
     /// Reads the incident's trail (after the claim) and refuses, giving the claim
-    /// back, what it says must not start now ([`refused_by_log`]).
-    async fn check_log(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
+    /// back, what it says must not start now ([`refused_by_log`]). Otherwise says
+    /// how far it read: the start is logged only if the governor has appended
+    /// nothing to the incident since ([`Engine::write_ahead`]).
+    async fn check_log(&self, body: &DecisionBody) -> Result<Quiet, ExecuteError> {
         let refusal = match self.audit.read_incident(&body.incident_id).await {
-            Ok(trail) => refused_by_log(&trail, body),
-            Err(source) => Some(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source }),
+            Ok(trail) => match refused_by_log(&trail, body) {
+                None => return Ok(Quiet::since(&body.incident_id, crate::admission::GOVERNOR_WRITER, &trail)),
+                Some(refusal) => refusal,
+            },
+            Err(source) => ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source },
         };
-        match refusal {
-            Some(refusal) => {
-                self.store.release(&body.decision_id).await?;
-                Err(refusal)
+        self.store.release(&body.decision_id).await?;
+        Err(refusal)
+    }
+
+    /// Logs the start, write-ahead, only if the governor has appended nothing to
+    /// the incident since the trail was read (`quiet`), judged in the log's own
+    /// order. A withdrawal the governor logged in between is then read before the
+    /// start, and refuses it; the log never shows a start after a withdrawal, nor
+    /// after a settling as never run. Something else the governor logged there (a
+    /// decision of its own) means reading again, a few times at most.
+    async fn write_ahead(&self, body: &DecisionBody, plan: &Plan, started: Value, mut quiet: Quiet) -> Result<(), ExecuteError> {
+        for _ in 0..WRITE_AHEAD_TRIES {
+            match self.append_on(body, plan, RecordKind::ExecutionStarted, started.clone(), Some(quiet.clone())).await {
+                Ok(()) => return Ok(()),
+                Err(AuditError::Spoken(why)) => {
+                    info!(%why, "the governor wrote to the incident since its trail was read; reading it again before starting");
+                    quiet = self.check_log(body).await?;
+                }
+                Err(source) => {
+                    self.store.release(&body.decision_id).await?;
+                    return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
+                }
             }
-            None => Ok(()),
         }
+        self.store.release(&body.decision_id).await?;
+        let source = AuditError::Spoken(format!("the governor kept writing to the incident; {WRITE_AHEAD_TRIES} reads of its trail were each out of date by the time of the start"));
+        Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source })
     }
 
     async fn run(
@@ -867,7 +896,7 @@ impl Executor {
 
         // One action runs once per incident, whatever decision asks for it: checked
         // under the target's lock, so two decisions for it cannot both pass.
-        self.check_log(body).await?;
+        let mut quiet = self.check_log(body).await?;
 
         // Look before acting: the pathway's precheck (a dry run, a read of the
         // target's state) must pass, or the action never starts. Its steps change
@@ -895,7 +924,7 @@ impl Executor {
             // The precheck may take its time: expiry bounds when the action may start,
             // and a withdrawal logged meanwhile is read before it does.
             self.release_if_expired(body).await?;
-            self.check_log(body).await?;
+            quiet = self.check_log(body).await?;
             Some(report)
         };
 
@@ -908,10 +937,10 @@ impl Executor {
         // Write-ahead: nothing runs unless the intent is logged. If it cannot be,
         // nothing ran, so the claim is given back and a retry may run the decision.
         let started = records::execution_started(body, decision_seq, plan, precheck.as_ref());
-        if let Err(source) = self.append(body, plan, RecordKind::ExecutionStarted, started).await {
-            self.store.release(&body.decision_id).await?;
-            return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
+        if let Some(pause) = arf_core::crash::pause("executor.before_write_ahead") {
+            tokio::time::sleep(pause).await;
         }
+        self.write_ahead(body, plan, started, quiet).await?;
         // With replicas, this save must land: a replica that stalled since it
         // claimed may have been taken over, and its claim settled, meanwhile.
         self.advance(&mut state, Phase::Acting, "running the action").await?;
@@ -1100,13 +1129,21 @@ impl Executor {
 
     /// Appends a record, with every secret value the plan holds scrubbed from it.
     async fn append(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value) -> Result<(), AuditError> {
+        self.append_on(body, plan, kind, payload, None).await
+    }
+
+    /// [`Engine::append`], only while `quiet` holds, when given.
+    async fn append_on(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value, quiet: Option<Quiet>) -> Result<(), AuditError> {
         // A replica whose lease lapsed logs nothing more about any execution: another
         // may be settling it, and its records would be read as that one's.
         if let Some(Err(error)) = self.store.shared().map(|s| s.check_live()) {
             return Err(AuditError::Refused(error.to_string()));
         }
         let payload = secrets::redact_json(payload, &plan.secret_values);
-        let record = self.audit.append_one(&body.incident_id, kind, payload).await?;
+        let record = match quiet {
+            Some(quiet) => self.audit.append_if_quiet(arf_audit_client::Entry::new(&body.incident_id, kind, payload), quiet).await?,
+            None => self.audit.append_one(&body.incident_id, kind, payload).await?,
+        };
         // `check_writer` said `executor` once; should the log's configuration change
         // under a running executor, stop at the first record rather than log what
         // recovery could not read back.

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Harness, Setup, proposal};
+use common::{Harness, Setup, answer, authorized_with, log_started, proposal, serve};
 
 #[tokio::test]
 async fn a_repeated_or_rediagnosed_proposal_gets_the_existing_decision() {
@@ -107,36 +107,6 @@ async fn a_settled_decision_that_left_memory_still_holds_its_action() {
     assert_eq!(h.get("alice", &decided.decision_id).await.unwrap().state, "rejected");
     again.id = "prop-third".to_owned();
     assert_eq!(h.evaluate(again).await.unwrap().decision_id, decided.decision_id);
-}
-
-/// A scripted executor's answer for the decision in `body`.
-fn answer(body: arf_core::decision::DecisionBody, outcome: String, detail: String) -> tonic::Response<arf_proto::v1::Execution> {
-    tonic::Response::new(arf_proto::v1::Execution { decision_id: body.decision_id, pathway: body.pathway, target: body.target, outcome, detail, verification: vec![], replayed: false })
-}
-
-/// A governor whose executor is `executor` on loopback, and its autonomous decision
-/// for `incident_id` (a staging restart), authorized and sent; with what stops the
-/// executor when dropped.
-async fn authorized_with<E: arf_proto::v1::executor_server::Executor>(executor: std::sync::Arc<E>, incident_id: &str) -> (Harness, arf_proto::v1::Decision, tokio::sync::oneshot::Sender<()>) {
-    let (address, stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(executor)).await;
-    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
-    let decided = h.evaluate(proposal(incident_id, "restart_service", "web-staging", 0.9)).await.unwrap();
-    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
-    (h, decided, stop)
-}
-
-/// Serves `executor` on a loopback port: its address, and what stops it when dropped.
-async fn serve<E: arf_proto::v1::executor_server::Executor>(executor: arf_proto::v1::executor_server::ExecutorServer<E>) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(tonic::transport::Server::builder().add_service(executor).serve_with_incoming_shutdown(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    (address, stop)
 }
 
 /// An executor replica that takes the decision and answers `running`, then dies
@@ -467,19 +437,7 @@ async fn a_withdrawn_decision_the_log_shows_started_is_never_called_unrun() {
     let executor = std::sync::Arc::new(LostStore::default());
     let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-lost-store").await;
     until(&executor.executes, 1, "Execute calls").await;
-    let authorized = h.decision_records("inc-lost-store", &decided.decision_id, "authorized").await.remove(0);
-    let started = arf_core::records::ExecutionStartedRecord {
-        decision_id: decided.decision_id.clone(),
-        decision_seq: authorized.seq,
-        pathway: "restart_service".to_owned(),
-        pathway_digest: authorized.payload["body"]["pathway_digest"].as_str().unwrap().to_owned(),
-        target: "web-staging".to_owned(),
-        parameters: serde_json::json!({}),
-        timeout_secs: 60,
-        steps: vec![],
-        precheck: None,
-    };
-    h.as_executor().append_one("inc-lost-store", arf_audit_client::RecordKind::ExecutionStarted, arf_core::records::encode(&started)).await.unwrap();
+    log_started(&h, "inc-lost-store", &decided.decision_id).await;
     h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
     withdrawal(&h, "inc-lost-store", &decided.decision_id).await;
     executor.answering.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -575,4 +533,31 @@ async fn a_refusal_after_a_lost_answer_is_not_taken_for_nothing_ran() {
     settled_as(&h, "inc-lost-answer", &decided.decision_id, "verified").await;
     assert!(h.decision_records("inc-lost-answer", &decided.decision_id, "dispatch_failed").await.is_empty());
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// The executor logged `execution_started`, lost its store, and stayed out of
+/// reach until the decision expired. It takes no expired decision, so nobody will
+/// settle this one from the log: the governor settles it `rollback_failed` (its
+/// target in a state nobody verified, needing a person, the service quarantined),
+/// never as nothing ran, and never leaves it `authorized` for ever.
+#[tokio::test]
+async fn a_started_decision_no_executor_can_settle_any_more_goes_to_a_person() {
+    let executor = std::sync::Arc::new(LostStore::default());
+    let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-lost-expired").await;
+    until(&executor.executes, 1, "Execute calls").await;
+    log_started(&h, "inc-lost-expired", &decided.decision_id).await;
+    h.advance_ms(901_000);
+    executor.answering.store(true, std::sync::atomic::Ordering::SeqCst);
+    let settled = settled_as(&h, "inc-lost-expired", &decided.decision_id, "rollback_failed").await;
+    let detail = settled.payload["detail"].as_str().unwrap();
+    assert!(detail.contains("the log shows it started") && detail.contains("the target needs a person"), "{detail}");
+    for unrun in ["expired", "dispatch_failed"] {
+        assert!(h.decision_records("inc-lost-expired", &decided.decision_id, unrun).await.is_empty(), "never called unrun ({unrun})");
+    }
+    assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 1, "an expired decision is not sent again");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !h.governance_events("rollback_failed_tripped").await.iter().any(|r| r.payload["decision_id"] == decided.decision_id.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "the service was not quarantined");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

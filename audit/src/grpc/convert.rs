@@ -5,7 +5,7 @@ use tonic::Status;
 use arf_proto::v1 as pb;
 
 use crate::record::{Entry, Record, RecordKind};
-use crate::store::Fence;
+use crate::store::{Fence, MAX_INCIDENT_ID_BYTES, Quiet};
 
 pub fn entries(request: pb::AppendRequest) -> Result<Vec<Entry>, Status> {
     request
@@ -56,6 +56,17 @@ pub fn fence(role: arf_core::identity::Role, writer: &str, fence: pb::Fence) -> 
     }
     let keys = fence.keys.into_iter().map(|k| (k.key, k.token)).collect();
     Ok(Fence { table, member: fence.member, incarnation: fence.incarnation, keys })
+}
+
+/// The condition an append is taken under: another writer silent in an incident.
+pub fn quiet(quiet: pb::Quiet) -> Result<Quiet, Status> {
+    if quiet.incident_id.is_empty() || quiet.incident_id.len() > MAX_INCIDENT_ID_BYTES {
+        return Err(Status::invalid_argument(format!("`quiet.incident_id` must be 1 to {MAX_INCIDENT_ID_BYTES} bytes long")));
+    }
+    if quiet.writer.is_empty() || quiet.writer.len() > 256 {
+        return Err(Status::invalid_argument("`quiet.writer` must be 1 to 256 bytes long"));
+    }
+    Ok(Quiet { incident_id: quiet.incident_id, writer: quiet.writer, after_seq: quiet.after_seq })
 }
 
 pub fn record(record: &Record) -> pb::AuditRecord {

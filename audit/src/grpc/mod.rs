@@ -93,6 +93,7 @@ fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::Invalid(message) => Status::invalid_argument(message),
         error @ StoreError::Fenced(_) => Status::failed_precondition(error.to_string()),
+        error @ StoreError::Spoken(_) => Status::aborted(error.to_string()),
         StoreError::Proof(error) => Status::out_of_range(error.to_string()),
         StoreError::Failed(message) | StoreError::Unavailable(message) => Status::unavailable(message),
         // The database did not answer: another front-end may.
@@ -124,12 +125,13 @@ impl AuditLog for Service {
         let role = arf_proto::auth::caller(&request)?.role;
         let mut request = request.into_inner();
         let fence = request.fence.take().map(|fence| convert::fence(role, &writer, fence)).transpose()?;
+        let quiet = request.quiet.take().map(convert::quiet).transpose()?;
         let entries = convert::entries(request)?;
         self.check_kinds(&writer, &entries)?;
         let started = std::time::Instant::now();
         let records = self
             .store
-            .append(&writer, entries, arf_core::time::now_ms(), fence)
+            .append(&writer, entries, arf_core::time::now_ms(), (fence, quiet))
             .await
             .map_err(store_status)?;
         arf_proto::metrics::observe("arf_audit_append_seconds", "Time from an append's arrival to its records being synced to disk.", &[], started.elapsed().as_secs_f64());

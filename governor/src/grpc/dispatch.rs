@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::Code;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use arf_audit_client::RecordKind;
+use arf_audit_client::{Quiet, RecordKind};
 use arf_core::records::{self, DecisionStateRecord};
 use arf_proto::v1 as pb;
 
@@ -185,8 +185,11 @@ async fn send(shared: &Shared, decision_id: &str, signed: pb::SignedDecision, ex
 /// A decision the executor holds no record of is judged by the log. With an
 /// outcome logged, it is settled by it. Started, it is sent again while live (its
 /// executor's store was lost; the executor settles it from the log) and followed
-/// on. Never started: withdrawn before the executor was asked, it is settled
-/// unrun; expired, it is settled as never run; live, it is sent again (with the
+/// on; once expired, no executor will settle it, so it is settled
+/// `rollback_failed`: unverified, its target needing a person. Never started:
+/// withdrawn before the executor was asked, it is settled unrun; expired, it is
+/// settled as never run (either only if the executor wrote nothing to the incident
+/// since the trail was read, [`Shared::finish_unrun`]); live, it is sent again (with the
 /// `signed` decision, if the guard rails still let it start, otherwise withdrawn):
 /// a claim can be given back after the governor was told `running` (the executor
 /// replica that claimed it died before starting it, and the one that settled the
@@ -234,18 +237,32 @@ pub(crate) async fn follow(
             Err(status) if status.code() == Code::NotFound => match logged_execution(&shared, &incident_id, &decision_id).await {
                 Err(error) => warn!(%decision_id, %error, "cannot read the incident's trail to settle the decision; retrying"),
                 // Its executor lost the record of an outcome (a store gone): settled by the log.
-                Ok(Logged::Ended(state, detail)) => {
+                Ok((Logged::Ended(state, detail), _)) => {
                     info!(%decision_id, state = state.as_str(), "the executor has no record of the decision; its outcome is in the log");
                     shared.finish(&decision_id, &incident_id, state, detail).await;
+                    return;
+                }
+                // Started, its executor holds no record (its store is gone), and expired:
+                // the executor takes no expired decision, so none will settle it from the
+                // log. What ran, and the target's state, are unknown: it is settled as
+                // needing a person (the service quarantined, the incident escalated),
+                // never as nothing ran.
+                Ok((Logged::Started, _)) if (shared.clock)() >= expires_at_ms => {
+                    error!(%decision_id, "the log shows the decision started, no executor holds it, and it expired; the target needs a person");
+                    let detail = format!(
+                        "the log shows it started, but no executor holds a record of it (its store was lost) and it expired at {}, so no executor will settle it from the log: whether its action finished, and the state of its target, are unknown, and it was neither verified nor rolled back; the target needs a person",
+                        arf_core::time::format_ms(expires_at_ms)
+                    );
+                    shared.finish(&decision_id, &incident_id, State::RollbackFailed, detail).await;
                     return;
                 }
                 // Started, and its executor holds no record (its store is gone, or another
                 // replica holds it): sent again while live, whatever the guard rails say
                 // now, since the executor then settles it from the log (verifies it, rolls
                 // it back) and never runs it again; followed on until its outcome.
-                Ok(Logged::Started) => {
+                Ok((Logged::Started, _)) => {
                     warn!(%decision_id, "the log shows the decision started, but the executor has no record of it; following on");
-                    if (shared.clock)() < expires_at_ms && let Some(signed) = &signed {
+                    if let Some(signed) = &signed {
                         match send(&shared, &decision_id, signed.clone(), expires_at_ms, false).await {
                             Sent::Taken(answer) => execution = Some(answer),
                             Sent::Refused(detail, _) | Sent::Unreached(detail) | Sent::Withheld(detail) => shared.note(&decision_id, &detail).await,
@@ -254,25 +271,27 @@ pub(crate) async fn follow(
                 }
                 // Withdrawn before the executor was asked, never claimed, never started:
                 // a later claim finds the withdrawal in the log and refuses, so it never runs.
-                Ok(Logged::NeverStarted) if let Some(why) = withdrawn => {
-                    info!(%decision_id, "the withdrawn decision was never taken by the executor; settled unrun");
+                Ok((Logged::NeverStarted, quiet)) if let Some(why) = withdrawn => {
                     let detail = withdrawn_detail(&why, "the executor holds no claim of it and the log shows it never started");
-                    shared.finish(&decision_id, &incident_id, State::Expired, detail).await;
-                    return;
+                    if shared.finish_unrun(&decision_id, &incident_id, State::Expired, detail, quiet).await {
+                        info!(%decision_id, "the withdrawn decision was never taken by the executor; settled unrun");
+                        return;
+                    }
                 }
                 // The executor starts nothing after expiry.
-                Ok(Logged::NeverStarted) if (shared.clock)() >= expires_at_ms => {
+                Ok((Logged::NeverStarted, quiet)) if (shared.clock)() >= expires_at_ms => {
                     let expired = arf_core::time::format_ms(expires_at_ms);
                     let detail = format!(
                         "{}the executor has no record of the decision, which expired at {expired}, and the log shows it never started, so nothing ran",
                         if known.is_empty() { String::new() } else { format!("{known}; ") }
                     );
-                    shared.finish(&decision_id, &incident_id, State::DispatchFailed, detail).await;
-                    return;
+                    if shared.finish_unrun(&decision_id, &incident_id, State::DispatchFailed, detail, quiet).await {
+                        return;
+                    }
                 }
                 // Live, never started, no claim (given back, or never made): sent again
                 // if the guard rails still let it start, withdrawn otherwise.
-                Ok(Logged::NeverStarted) => {
+                Ok((Logged::NeverStarted, _)) => {
                     if let Some(signed) = &signed {
                         warn!(%decision_id, "the executor holds no claim of the decision (given back, or never made); sending it again");
                         match send(&shared, &decision_id, signed.clone(), expires_at_ms, true).await {
@@ -305,14 +324,19 @@ enum Logged {
     Ended(State, String),
 }
 
-async fn logged_execution(shared: &Shared, incident_id: &str, decision_id: &str) -> Result<Logged, arf_audit_client::AuditError> {
+/// What the log says of the decision's execution, and how far the trail was read:
+/// a settling as never run is logged only if the executor has written nothing to
+/// the incident since ([`Shared::finish_unrun`]).
+async fn logged_execution(shared: &Shared, incident_id: &str, decision_id: &str) -> Result<(Logged, Quiet), arf_audit_client::AuditError> {
     let trail = shared.audit.read_incident(incident_id).await?;
+    let quiet = Quiet::since(incident_id, EXECUTOR_WRITER, &trail);
     let ours = |r: &&arf_audit_client::Record| r.writer == EXECUTOR_WRITER && r.payload.get("decision_id").and_then(serde_json::Value::as_str) == Some(decision_id);
     if let Some(outcome) = trail.iter().filter(ours).filter(|r| r.kind == RecordKind::Outcome).find_map(|r| r.parse::<records::OutcomeRecord>().ok()) {
         let state = State::from_outcome(&outcome.outcome).unwrap_or(State::Failed);
-        return Ok(Logged::Ended(state, outcome.detail));
+        return Ok((Logged::Ended(state, outcome.detail), quiet));
     }
-    Ok(if trail.iter().filter(ours).any(|r| r.kind == RecordKind::ExecutionStarted) { Logged::Started } else { Logged::NeverStarted })
+    let started = trail.iter().filter(ours).any(|r| r.kind == RecordKind::ExecutionStarted);
+    Ok((if started { Logged::Started } else { Logged::NeverStarted }, quiet))
 }
 
 /// The writer whose `execution_started` and `outcome` records the governor believes.
@@ -361,6 +385,45 @@ impl Shared {
         }
         self.log_trips(&trips, incident_id, decision_id).await;
         self.log_graduation(graduation).await;
+    }
+
+    /// Settles a decision the trail (read up to `quiet`) shows never started as never
+    /// run (`expired`, `dispatch_failed`), only if the executor has written nothing
+    /// to the incident since, judged in the log's own order. So a start that
+    /// reached the log first makes this refuse (false: read the trail again), and
+    /// one that comes later is refused in its turn (the executor starts only if the
+    /// governor said nothing since its own read): the log never shows a decision
+    /// settled as never run and then started. True once it is settled, by this or
+    /// by another follower.
+    pub(crate) async fn finish_unrun(&self, decision_id: &str, incident_id: &str, state: State, detail: String, quiet: Quiet) -> bool {
+        let Some(entry) = self.entry(decision_id).await else { return true };
+        let mut decision = entry.lock().await;
+        if decision.state.is_final() {
+            return true;
+        }
+        if let Some(pause) = arf_core::crash::pause("governor.before_settling_unrun") {
+            tokio::time::sleep(pause).await;
+        }
+        let payload = records::encode(&DecisionStateRecord { decision_id: decision_id.to_owned(), state: state.as_str().to_owned(), detail: detail.clone() });
+        let entry = arf_audit_client::Entry::new(incident_id, RecordKind::Decision, payload);
+        match self.audit.append_if_quiet(entry, quiet).await {
+            Ok(_) => {
+                info!(%decision_id, state = state.as_str(), "settled as never run");
+                decision.state = state;
+                decision.detail = detail;
+                drop(decision);
+                self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(decision_id);
+                true
+            }
+            Err(arf_audit_client::AuditError::Spoken(why)) => {
+                warn!(%decision_id, %why, "the executor wrote to the incident since its trail was read; reading it again before settling");
+                false
+            }
+            Err(error) => {
+                warn!(%decision_id, %error, "cannot log the decision settled as never run yet; retrying");
+                false
+            }
+        }
     }
 
     /// Counts an execution whose outcome is overdue as a failure, once: its target is

@@ -606,3 +606,51 @@ async fn wait_leading(channel: &Channel) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A scripted executor's answer for the decision in `body`.
+pub fn answer(body: arf_core::decision::DecisionBody, outcome: String, detail: String) -> tonic::Response<arf_proto::v1::Execution> {
+    tonic::Response::new(arf_proto::v1::Execution { decision_id: body.decision_id, pathway: body.pathway, target: body.target, outcome, detail, verification: vec![], replayed: false })
+}
+
+/// A governor whose executor is `executor` on loopback, and its autonomous decision
+/// for `incident_id` (a staging restart), authorized and sent; with what stops the
+/// executor when dropped.
+pub async fn authorized_with<E: arf_proto::v1::executor_server::Executor>(executor: std::sync::Arc<E>, incident_id: &str) -> (Harness, arf_proto::v1::Decision, tokio::sync::oneshot::Sender<()>) {
+    let (address, stop) = serve(arf_proto::v1::executor_server::ExecutorServer::from_arc(executor)).await;
+    let h = Harness::start(Setup { executor_addr: Some(address), ..Setup::default() }).await;
+    let decided = h.evaluate(proposal(incident_id, "restart_service", "web-staging", 0.9)).await.unwrap();
+    assert_eq!((decided.state.as_str(), decided.route), ("authorized", arf_proto::v1::Route::Autonomous as i32), "{decided:?}");
+    (h, decided, stop)
+}
+
+/// Serves `executor` on a loopback port: its address, and what stops it when dropped.
+pub async fn serve<E: arf_proto::v1::executor_server::Executor>(executor: arf_proto::v1::executor_server::ExecutorServer<E>) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(tonic::transport::Server::builder().add_service(executor).serve_with_incoming_shutdown(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (address, stop)
+}
+
+/// Logs, as the executor would, that the autonomous staging restart `decision_id`
+/// of `incident_id` (as [`authorized_with`] makes it) started.
+pub async fn log_started(h: &Harness, incident_id: &str, decision_id: &str) -> Record {
+    let authorized = h.decision_records(incident_id, decision_id, "authorized").await.remove(0);
+    let started = arf_core::records::ExecutionStartedRecord {
+        decision_id: decision_id.to_owned(),
+        decision_seq: authorized.seq,
+        pathway: "restart_service".to_owned(),
+        pathway_digest: authorized.payload["body"]["pathway_digest"].as_str().unwrap().to_owned(),
+        target: "web-staging".to_owned(),
+        parameters: serde_json::json!({}),
+        timeout_secs: 60,
+        steps: vec![],
+        precheck: None,
+    };
+    h.as_executor().append_one(incident_id, RecordKind::ExecutionStarted, arf_core::records::encode(&started)).await.unwrap()
+}
