@@ -428,22 +428,23 @@ impl arf_proto::v1::executor_server::Executor for LostStore {
 }
 
 /// The executor logged `execution_started`, then lost its store; the kill switch is
-/// pulled. The executor, asked after the withdrawal, holds no claim, but the log
-/// shows the action started: the governor must not call it unrun. It sends the
-/// decision again, whatever the guard rails say now, so the executor settles it
-/// from the log, and takes that outcome.
+/// pulled. The log shows the action started, so it is not withdrawn (a withdrawal
+/// means nothing ran), and the governor must not call it unrun: the executor, asked,
+/// holds no claim, so the governor sends the decision again, whatever the guard
+/// rails say now, for the executor to settle it from the log, and takes that outcome.
 #[tokio::test]
-async fn a_withdrawn_decision_the_log_shows_started_is_never_called_unrun() {
+async fn a_decision_the_log_shows_started_is_not_withdrawn_and_never_called_unrun() {
     let executor = std::sync::Arc::new(LostStore::default());
     let (h, decided, _stop) = authorized_with(std::sync::Arc::clone(&executor), "inc-lost-store").await;
     until(&executor.executes, 1, "Execute calls").await;
     log_started(&h, "inc-lost-store", &decided.decision_id).await;
     h.set_autonomy("alice", false, "ARF misbehaves").await.unwrap();
-    withdrawal(&h, "inc-lost-store", &decided.decision_id).await;
     executor.answering.store(true, std::sync::atomic::Ordering::SeqCst);
     let settled = settled_as(&h, "inc-lost-store", &decided.decision_id, "verified").await;
     assert!(settled.payload["detail"].as_str().unwrap().contains("settled from the log"), "{settled:?}");
     assert!(h.decision_records("inc-lost-store", &decided.decision_id, "expired").await.is_empty(), "never called unrun");
+    let records = h.records("inc-lost-store", arf_audit_client::RecordKind::Decision).await;
+    assert!(!records.iter().any(|r| r.payload["event"] == "withdrawn"), "a started decision is not logged as withdrawn");
     assert_eq!(executor.executes.load(std::sync::atomic::Ordering::SeqCst), 2, "sent again for the executor to settle it from the log");
 }
 

@@ -27,6 +27,10 @@ const FREEZE_WATCH: Duration = Duration::from_secs(1);
 /// How often to ask for an outcome that is overdue.
 const OVERDUE_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How many reads of the trail a withdrawal takes at most while the executor keeps
+/// writing to the incident ([`Shared::withdraw`]).
+const WITHDRAW_TRIES: usize = 5;
+
 /// After a decision expired, how long an execution may run before its outcome is
 /// overdue and it counts as a failure.
 const OUTCOME_PATIENCE_MS: i64 = 60 * 60 * 1000;
@@ -452,24 +456,44 @@ impl Shared {
         self.log_graduation(graduation).await;
     }
 
-    /// Withdraws an authorized decision the guard rails no longer let start (`why`):
-    /// logs so under its incident, then remembers it. The executor reads the trail
-    /// after it claims a decision and before it starts it, so once this is logged,
-    /// an executor asked afterwards that holds no claim will never start it, and
-    /// one that holds a claim is followed to its outcome. Best effort: a withdrawal
-    /// the log did not take is tried again by the decision's follower.
+    /// Withdraws an authorized decision the guard rails no longer let start (`why`),
+    /// if the log shows it has not started: logs so under its incident, only if the
+    /// executor has appended nothing to it since that read (in the log's order), then
+    /// remembers it. The executor logs a start only if the governor appended nothing
+    /// since its own last read of the trail, so a start never follows a withdrawal,
+    /// and a withdrawal never follows a start: the record means nothing ran. One
+    /// already started, or settled, is left to its follower. Best effort: a
+    /// withdrawal the log did not take is tried again by the decision's follower.
     pub(crate) async fn withdraw(&self, decision_id: &str, incident_id: &str, why: &str) {
-        if self.withdrawal(decision_id).is_some() {
-            return;
-        }
-        let payload = records::encode(&records::GovernanceEvent::Withdrawn { decision_id: decision_id.to_owned(), reason: why.to_owned(), at_ms: (self.clock)() });
-        match self.audit.append_one(incident_id, RecordKind::Decision, payload).await {
-            Ok(_) => {
-                warn!(%decision_id, %why, "authorized decision withdrawn before it started");
-                arf_proto::metrics::inc("arf_governor_decisions_withdrawn_total", "Authorized decisions withdrawn before they started: the guard rails no longer let them start, or the executor refused them after an attempt that may have reached it.", &[]);
-                self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(decision_id.to_owned(), why.to_owned());
+        for _ in 0..WITHDRAW_TRIES {
+            if self.withdrawal(decision_id).is_some() {
+                return;
             }
-            Err(error) => warn!(%decision_id, %error, "cannot log the decision's withdrawal yet; it is not sent meanwhile"),
+            let quiet = match logged_execution(self, incident_id, decision_id).await {
+                Ok((Logged::NeverStarted, quiet)) => quiet,
+                Ok(_) => {
+                    info!(%decision_id, %why, "the guard rails hold the decision back, but the log shows it already started; followed to its outcome, not withdrawn");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%decision_id, %error, "cannot read the incident's trail to withdraw the decision yet; it is not sent meanwhile");
+                    return;
+                }
+            };
+            let payload = records::encode(&records::GovernanceEvent::Withdrawn { decision_id: decision_id.to_owned(), reason: why.to_owned(), at_ms: (self.clock)() });
+            match self.audit.append_if_quiet(arf_audit_client::Entry::new(incident_id, RecordKind::Decision, payload), quiet).await {
+                Ok(_) => {
+                    warn!(%decision_id, %why, "authorized decision withdrawn before it started");
+                    arf_proto::metrics::inc("arf_governor_decisions_withdrawn_total", "Authorized decisions withdrawn before they started: the guard rails no longer let them start, or the executor refused them after an attempt that may have reached it.", &[]);
+                    self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(decision_id.to_owned(), why.to_owned());
+                    return;
+                }
+                Err(arf_audit_client::AuditError::Spoken(_)) => info!(%decision_id, "the executor wrote to the incident since its trail was read; reading it again before withdrawing"),
+                Err(error) => {
+                    warn!(%decision_id, %error, "cannot log the decision's withdrawal yet; it is not sent meanwhile");
+                    return;
+                }
+            }
         }
     }
 
