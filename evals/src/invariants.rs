@@ -119,15 +119,22 @@ pub fn check(
         }
     }
 
-    // What the governor settled as never run (expired, or failed to dispatch: a
-    // withdrawal among them) never started, before or after it said so.
+    // What the governor settled as never run (expired, or failed to dispatch), or
+    // withdrew, never started, before or after it said so: each side writes only if
+    // the other said nothing since its read, so the log's order decides.
     for record in records.iter().filter(|r| r.kind == RecordKind::Decision && r.writer == "governor") {
         let decision_id = text(&record.payload, "decision_id");
-        if matches!(text(&record.payload, "state"), "expired" | "dispatch_failed") && starts.contains_key(decision_id) {
+        if !starts.contains_key(decision_id) {
+            continue;
+        }
+        if matches!(text(&record.payload, "state"), "expired" | "dispatch_failed") {
             violations.push(violation(
                 "unrun",
                 format!("the governor settled decision `{decision_id}` as `{}` (#{}), yet it has an `execution_started` record", text(&record.payload, "state"), record.seq),
             ));
+        }
+        if text(&record.payload, "event") == "withdrawn" {
+            violations.push(violation("unrun", format!("the governor withdrew decision `{decision_id}` (#{}), yet it has an `execution_started` record", record.seq)));
         }
     }
 
@@ -305,12 +312,14 @@ mod tests {
             .collect();
         check_names(&seal(entries), &applied, &accepted, &digests, &["authorized"]);
 
-        // A withdrawal that came too late to stop the execution is followed to its
-        // outcome; settling the decision as never run when it started is a lie.
+        // A withdrawal means nothing ran, and so does settling a decision as never
+        // run: either, for a decision that started, is a lie.
         let (records, applied, accepted, digests) = trail();
         let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
         let withdrawal = arf_core::records::encode(&arf_core::records::GovernanceEvent::Withdrawn { decision_id: "dec-1".into(), reason: "the kill switch is off: a bad night".into(), at_ms: 0 });
         entries.insert(3, ("governor".into(), RecordKind::Decision, withdrawal));
+        check_names(&seal(entries.clone()), &applied, &accepted, &digests, &["unrun"]);
+        entries.remove(3);
         check_names(&seal(entries.clone()), &applied, &accepted, &digests, &[]);
         let unrun = arf_core::records::encode(&arf_core::records::DecisionStateRecord { decision_id: "dec-1".into(), state: "expired".into(), detail: "withdrawn before it started; nothing ran".into() });
         entries.insert(4, ("governor".into(), RecordKind::Decision, unrun));
