@@ -54,6 +54,53 @@ fn the_dockerfile_builds_the_four_binaries() {
     assert!(dockerfile.contains("--locked"), "from the lock file");
 }
 
+/// `1.95` or `1.85.1` as numbers, to compare.
+fn version(text: &str) -> Vec<u64> {
+    text.split('.').map(|part| part.parse().unwrap_or_else(|_| panic!("`{text}` is not a Rust version"))).collect()
+}
+
+/// The Dockerfile's Rust is the workspace's `rust-version`, and every locked
+/// dependency builds with it (its own `rust-version` is no later): the Dockerfile
+/// named Rust 1.89 once, which could not build the locked dependencies (several
+/// need 1.95), and nothing noticed until the image was built with Podman
+/// (`deploy/build-image-offline.sh`). Its build context leaves out what local
+/// builds made.
+#[test]
+fn the_dockerfiles_rust_builds_the_locked_dependencies() {
+    let dockerfile = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
+    let image = dockerfile.lines().find_map(|l| l.strip_prefix("FROM rust:")).expect("a `FROM rust:X-bookworm` build stage");
+    let rust = image.split('-').next().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Value = std::fs::read_to_string(root.join("Cargo.toml")).unwrap().parse().unwrap();
+    let workspace = manifest["workspace"]["package"]["rust-version"].as_str().unwrap();
+    assert_eq!(rust, workspace, "the Dockerfile builds with the workspace's rust-version");
+    // The packages this machine's build uses (the image is built for the same kind
+    // of machine), all downloaded by the build before this test runs.
+    let rustc = Command::new("rustc").arg("-vV").output().unwrap();
+    let host = String::from_utf8(rustc.stdout).unwrap().lines().find_map(|l| l.strip_prefix("host: ").map(str::to_owned)).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let metadata = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", &host])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(metadata.status.success(), "{}", String::from_utf8_lossy(&metadata.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    let too_new: Vec<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["version"].as_str()?, p["rust_version"].as_str()?)))
+        .filter(|(_, _, needs)| version(needs) > version(workspace))
+        .map(|(name, v, needs)| format!("{name} {v} needs Rust {needs}"))
+        .collect();
+    assert!(too_new.is_empty(), "locked dependencies need a later Rust than {workspace}: {too_new:?}");
+    let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for left_out in ["target", ".git"] {
+        assert!(ignored.lines().any(|l| l.trim() == left_out), ".dockerignore leaves out `{left_out}`");
+    }
+}
+
 /// The metric names the services register, read from their sources: what the
 /// alerting rules and the dashboard may refer to.
 fn registered_metrics() -> std::collections::BTreeSet<String> {
