@@ -500,6 +500,7 @@ async fn read_checked(shared: &Shared, reads: &Reads, seqs: &[u64]) -> Result<Ve
 /// `quiet.after_seq`: in the log as this front-end took it (under the head's lock,
 /// so that is all of it), or earlier in this group (`sealed`).
 async fn spoken_since(shared: &Shared, reads: &Reads, quiet: &Quiet, sealed: &[SealedAppend]) -> Result<Option<u64>, StoreError> {
+    crate::store::beyond_head(quiet, shared.size())?;
     let seqs: Vec<u64> = {
         let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         index.incidents.get(&quiet.incident_id).map(|seqs| seqs.iter().copied().filter(|seq| *seq > quiet.after_seq).collect()).unwrap_or_default()

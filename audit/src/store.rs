@@ -258,6 +258,15 @@ pub struct Fence {
 /// both land believing the other absent. Refused with [`StoreError::Spoken`].
 pub use arf_audit_client::Quiet;
 
+/// A condition on records the log does not hold yet was not read from this log (a
+/// log restored from an older copy, say, whose numbers are being used again).
+pub(crate) fn beyond_head(quiet: &Quiet, head: u64) -> Result<(), StoreError> {
+    if quiet.after_seq > head {
+        return Err(StoreError::Invalid(format!("`quiet.after_seq` is {}, beyond the log's last record {head}: it was not read from this log", quiet.after_seq)));
+    }
+    Ok(())
+}
+
 /// Why an append on `quiet` is refused, given the first record its writer
 /// appended under the incident after `after_seq`, if there is one.
 pub(crate) fn refusal(quiet: &Quiet, spoken: Option<u64>) -> Option<StoreError> {
@@ -875,6 +884,7 @@ impl Writer {
     /// the tree), then among those written since. This thread is the only one
     /// that seals, so nothing else can land in between.
     fn spoken_since(&self, quiet: &Quiet) -> Result<Option<u64>, StoreError> {
+        beyond_head(quiet, self.seq)?;
         let published: Vec<(u64, u64)> = {
             let index = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let seqs = index.incidents.get(&quiet.incident_id).map(Vec::as_slice).unwrap_or_default();

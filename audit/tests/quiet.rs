@@ -39,7 +39,12 @@ async fn holds_in_the_logs_order(log: Arc<Log>) {
     }
     assert_eq!(log.head().await.unwrap().0, head, "nothing of a refused append is logged");
     // Conditioned on the record it spoke last, it is taken.
-    append(&log, "executor", "inc-a", Some(quiet("inc-a", spoke.seq))).await.unwrap();
+    let taken = append(&log, "executor", "inc-a", Some(quiet("inc-a", spoke.seq))).await.unwrap();
+    // A condition on records the log does not hold was not read from this log.
+    match append(&log, "executor", "inc-a", Some(quiet("inc-a", taken.seq + 5))).await {
+        Err(StoreError::Invalid(why)) => assert!(why.contains("beyond the log's last record"), "{why}"),
+        other => panic!("a condition beyond the head was taken: {other:?}"),
+    }
 
     // Races: a conditional append and one by the writer it waits on, sent at once,
     // land in some order; whichever it is, the condition was judged in it.

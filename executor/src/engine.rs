@@ -75,6 +75,8 @@ pub enum ExecuteError {
     SameActionStarted { decision_id: String, earlier: String },
     #[error("the governor withdrew decision `{decision_id}` before it started ({reason}), so nothing ran")]
     Withdrawn { decision_id: String, reason: String },
+    #[error("the governor already settled decision `{decision_id}` as `{state}`, so nothing runs")]
+    Settled { decision_id: String, state: String },
     #[error("the audit log holds an executor record that is not in the executor's format, so what ran is unknown and decision `{decision_id}` did not run: {source}")]
     Malformed { decision_id: String, source: arf_core::records::Malformed },
     #[error("the audit log failed this executor's witness check, so decision `{decision_id}` did not run: {source}")]
@@ -96,8 +98,8 @@ pub struct Executed {
 /// Why the incident's trail, read under the target's lock after the claim (and
 /// again after a precheck), says this decision must not start: one action runs once
 /// per incident, so the same action started under another decision that did not
-/// fail refuses it; and a decision the governor withdrew (the kill switch, say)
-/// does not start. The governor logs a withdrawal before it asks whether the
+/// fail refuses it; a decision the governor withdrew (the kill switch, say) does
+/// not start, nor one it already settled (as expired, say). The governor logs a withdrawal before it asks whether the
 /// decision was claimed, so either such a read sees the withdrawal, or the governor
 /// sees the claim and follows the execution to its outcome.
 fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Option<ExecuteError> {
@@ -112,17 +114,27 @@ fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Op
         Ok(None) => {}
     }
     match recovery::withdrawn(trail, &body.decision_id) {
-        Err(source) => Some(malformed(source)),
+        Err(source) => return Some(malformed(source)),
         Ok(Some(reason)) => {
             warn!(%reason, "the governor withdrew this decision before it started; nothing runs");
-            Some(ExecuteError::Withdrawn { decision_id, reason })
+            return Some(ExecuteError::Withdrawn { decision_id, reason });
+        }
+        Ok(None) => {}
+    }
+    // Settled already (as never run, above all: expired while a sending was on its
+    // way): a start after it would make the governor's record a lie.
+    match recovery::settled(trail, &body.decision_id) {
+        Err(source) => Some(malformed(source)),
+        Ok(Some(state)) => {
+            warn!(%state, "the governor already settled this decision; nothing runs");
+            Some(ExecuteError::Settled { decision_id, state })
         }
         Ok(None) => None,
     }
 }
 
 /// How many times the start is tried when the governor keeps writing to the
-/// incident between a read of its trail and the start ([`Engine::write_ahead`]).
+/// incident between a read of its trail and the start ([`Executor::write_ahead`]).
 const WRITE_AHEAD_TRIES: usize = 5;
 
 /// How long a restarted executor waits before it tries again to settle an
@@ -812,7 +824,7 @@ impl Executor {
     /// Reads the incident's trail (after the claim) and refuses, giving the claim
     /// back, what it says must not start now ([`refused_by_log`]). Otherwise says
     /// how far it read: the start is logged only if the governor has appended
-    /// nothing to the incident since ([`Engine::write_ahead`]).
+    /// nothing to the incident since ([`Executor::write_ahead`]).
     async fn check_log(&self, body: &DecisionBody) -> Result<Quiet, ExecuteError> {
         let refusal = match self.audit.read_incident(&body.incident_id).await {
             Ok(trail) => match refused_by_log(&trail, body) {
@@ -837,6 +849,7 @@ impl Executor {
                 Ok(()) => return Ok(()),
                 Err(AuditError::Spoken(why)) => {
                     info!(%why, "the governor wrote to the incident since its trail was read; reading it again before starting");
+                    self.release_if_expired(body).await?;
                     quiet = self.check_log(body).await?;
                 }
                 Err(source) => {
@@ -1132,7 +1145,7 @@ impl Executor {
         self.append_on(body, plan, kind, payload, None).await
     }
 
-    /// [`Engine::append`], only while `quiet` holds, when given.
+    /// [`Executor::append`], only while `quiet` holds, when given.
     async fn append_on(&self, body: &DecisionBody, plan: &Plan, kind: RecordKind, payload: Value, quiet: Option<Quiet>) -> Result<(), AuditError> {
         // A replica whose lease lapsed logs nothing more about any execution: another
         // may be settling it, and its records would be read as that one's.

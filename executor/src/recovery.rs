@@ -11,7 +11,7 @@
 use serde_json::Value;
 
 use arf_audit_client::{Record, RecordKind};
-use arf_core::records::{ExecutionStartedRecord, GovernanceEvent, Malformed, OutcomeRecord, RollbackRecord};
+use arf_core::records::{DecisionStateRecord, ExecutionStartedRecord, GovernanceEvent, Malformed, OutcomeRecord, RollbackRecord};
 
 use crate::execution::{Outcome, Phase};
 
@@ -65,6 +65,26 @@ pub fn withdrawn(trail: &[Record], decision_id: &str) -> Result<Option<String>, 
             && record.payload.get("decision_id").and_then(Value::as_str) == Some(decision_id);
         if names_it && let GovernanceEvent::Withdrawn { reason, .. } = record.parse()? {
             return Ok(Some(reason));
+        }
+    }
+    Ok(None)
+}
+
+/// The state the governor settled `decision_id` in, if its own records say it did
+/// (`expired`, `dispatch_failed`, or an outcome it took): such a decision never
+/// starts. Only the governor's records count; one of its later-state records
+/// that names the decision and is not in that record's format is an error, and
+/// nothing runs on a guess.
+pub fn settled(trail: &[Record], decision_id: &str) -> Result<Option<String>, Malformed> {
+    for record in trail.iter().filter(|r| r.writer == crate::admission::GOVERNOR_WRITER && r.kind == RecordKind::Decision) {
+        let names_it = record.payload.get("decision_id").and_then(Value::as_str) == Some(decision_id)
+            && arf_core::records::DecisionRecordKind::of(&record.payload) == arf_core::records::DecisionRecordKind::State;
+        if !names_it {
+            continue;
+        }
+        let settled: DecisionStateRecord = record.parse()?;
+        if arf_core::decision::State::parse(&settled.state).is_none_or(arf_core::decision::State::is_final) {
+            return Ok(Some(settled.state));
         }
     }
     Ok(None)
@@ -180,6 +200,21 @@ mod tests {
         assert!(error.contains("`outcome` by `executor`") && error.contains("smuggled"), "{error}");
         let missing = record("executor", RecordKind::ExecutionStarted, serde_json::json!({"decision_id": "d-1"}));
         assert!(same_action_started(&[missing], "d-new", "restart", "web", &serde_json::json!({"a": 1})).is_err());
+    }
+
+    #[test]
+    fn only_the_governors_own_settling_of_the_decision_counts() {
+        let state = |writer: &str, id: &str, state: &str| {
+            let payload = arf_core::records::encode(&DecisionStateRecord { decision_id: id.to_owned(), state: state.to_owned(), detail: "x".to_owned() });
+            record(writer, RecordKind::Decision, payload)
+        };
+        assert_eq!(settled(&[state("governor", "d-1", "dispatch_failed")], "d-1").unwrap().as_deref(), Some("dispatch_failed"));
+        assert_eq!(settled(&[state("governor", "d-1", "expired")], "d-1").unwrap().as_deref(), Some("expired"));
+        assert_eq!(settled(&[state("governor", "d-2", "expired")], "d-1").unwrap(), None, "another decision");
+        assert_eq!(settled(&[state("agent", "d-1", "expired")], "d-1").unwrap(), None, "another writer's record");
+        let mut odd = state("governor", "d-1", "expired");
+        odd.payload["smuggled"] = serde_json::json!(true);
+        assert!(settled(&[odd], "d-1").is_err(), "not in the record's format: an error, not a guess");
     }
 
     #[test]

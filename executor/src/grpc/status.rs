@@ -56,7 +56,8 @@ pub fn execute(error: ExecuteError) -> Status {
         | ExecuteError::TargetNeedsHuman { .. }
         | ExecuteError::Malformed { .. }
         | ExecuteError::SameActionStarted { .. }
-        | ExecuteError::Withdrawn { .. } => {
+        | ExecuteError::Withdrawn { .. }
+        | ExecuteError::Settled { .. } => {
             Status::failed_precondition(message)
         }
     }

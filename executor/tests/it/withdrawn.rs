@@ -68,6 +68,28 @@ async fn a_withdrawn_decision_never_starts() {
     }
 }
 
+/// A decision the governor already settled as never run (it expired while a
+/// sending was on its way, say) never starts: a start after it would make the
+/// governor's record a lie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_the_governor_settled_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, gate, _entered) = gated_web(dir.path()).await;
+    let body = h.body("gated", "web", json!({}));
+    let signed = h.decide(&body).await;
+    let settled = arf_core::records::DecisionStateRecord { decision_id: body.decision_id.clone(), state: "dispatch_failed".to_owned(), detail: "nothing ran".to_owned() };
+    h.governor.append_one(&body.incident_id, arf_audit_client::RecordKind::Decision, arf_core::records::encode(&settled)).await.unwrap();
+    let Ok(answer) = tokio::time::timeout(std::time::Duration::from_secs(20), h.execute(signed)).await else {
+        gate.release.notify_waiters();
+        panic!("the action started although the governor had settled the decision (the gate holds it)");
+    };
+    let status = answer.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{}", status.message());
+    assert!(status.message().contains("already settled") && status.message().contains("dispatch_failed"), "{}", status.message());
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 0, "the action never ran");
+    assert!(!h.kinds(&body.incident_id).await.contains(&"execution_started"));
+}
+
 /// Only the governor withdraws: the same record appended by another writer (the
 /// executor's own token here; the agent, fed hostile input, in life) stops nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

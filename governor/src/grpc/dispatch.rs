@@ -417,6 +417,8 @@ impl Shared {
                 decision.detail = detail;
                 drop(decision);
                 self.withdrawn.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(decision_id);
+                // An overdue outcome counted earlier is settled now, as by `finish`.
+                self.forget_outcomes(|guard| crate::guard::outcome_logged(guard, decision_id));
                 true
             }
             Err(arf_audit_client::AuditError::Spoken(why)) => {
