@@ -961,6 +961,10 @@ impl Syncer {
             let mut batch = vec![first];
             batch.extend(self.from_writer.try_iter());
             let synced = if batch.iter().any(|m| matches!(m, ToSyncer::Written { .. })) {
+                // Test builds: holds records written but not yet durable, so unread.
+                if let Some(pause) = arf_core::crash::pause("audit.before_sync") {
+                    std::thread::sleep(pause);
+                }
                 match failure(&self.shared) {
                     Some(reason) => Err(reason),
                     None => self.file.sync_data().map_err(|e| format!("syncing `{}` failed: {e}", self.shared.path.display())),

@@ -47,6 +47,10 @@ pub enum ExecuteError {
     ExpiredWhileQueued { decision_id: String, expired_at: String },
     #[error("cannot log the start of decision `{decision_id}`, so nothing ran: {source}")]
     WriteAhead { decision_id: String, source: AuditError },
+    #[error(
+        "the start of decision `{decision_id}` was sent to the audit log, but its answer was lost ({detail}): no step of its action ran, and its execution is kept, as `starting`, until the log shows whether it holds the start"
+    )]
+    StartUnconfirmed { decision_id: String, detail: String },
     #[error("the precheck of decision `{decision_id}` refused its action, but the refusal cannot be logged; nothing ran, and the decision may be tried again: {source}")]
     RefusalNotLogged { decision_id: String, source: AuditError },
     #[error("the precheck of decision `{decision_id}` got no answer, so nothing ran and the decision may be tried again: {detail}")]
@@ -136,6 +140,17 @@ fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Op
 /// How many times the start is tried when the governor keeps writing to the
 /// incident between a read of its trail and the start ([`Executor::write_ahead`]).
 const WRITE_AHEAD_TRIES: usize = 5;
+
+/// How many times the trail is read, right after a start whose answer was lost,
+/// to find out whether the log holds it ([`Executor::confirm_start`]).
+const CONFIRM_READS: u32 = 3;
+
+/// How long after a start whose answer was lost an execution that the log shows
+/// not started is kept, unless the governor settled or withdrew the decision
+/// meanwhile: three times the audit client's timeout. A log that took the start
+/// but had not synced it yet when it was read publishes it within this, and the
+/// execution is then settled by it instead of given back.
+const START_DOUBT: Duration = Duration::from_secs(30);
 
 /// How long a restarted executor waits before it tries again to settle an
 /// execution (times the attempt, up to five).
@@ -522,7 +537,7 @@ impl Executor {
             loop {
                 tokio::time::sleep(every).await;
                 let interrupted = match this.store.unfinished().await {
-                    Ok(states) => states.into_iter().filter(|s| s.phase == Phase::Interrupted).collect::<Vec<_>>(),
+                    Ok(states) => states.into_iter().filter(|s| matches!(s.phase, Phase::Interrupted | Phase::Starting)).collect::<Vec<_>>(),
                     Err(error) => {
                         warn!(%error, "cannot read the execution store to settle interrupted executions");
                         continue;
@@ -535,7 +550,7 @@ impl Executor {
                     let Ok(Some(_guard)) = this.try_lock_target(&state.target).await else { continue };
                     // Re-read under the lock: whoever held it may have settled it.
                     let state = match this.store.get(&state.decision_id).await {
-                        Ok(Some(current)) if current.phase == Phase::Interrupted => current,
+                        Ok(Some(current)) if matches!(current.phase, Phase::Interrupted | Phase::Starting) => current,
                         Ok(_) => continue,
                         Err(error) => {
                             warn!(%error, "cannot read the execution store to settle an interrupted execution");
@@ -658,7 +673,24 @@ impl Executor {
                 self.store.release(&body.decision_id).await?;
                 info!("nothing was logged as started, so nothing ran; claim released");
             }
-            Settle::Reverify | Settle::RollBackAgain => {
+            Settle::Unconfirmed => {
+                // A late start is refused by the log once the governor has written
+                // the decision's end (its condition names the governor); otherwise
+                // only time tells that the log will not take it any more.
+                let governor_ended = recovery::withdrawn(&trail, &body.decision_id)
+                    .and_then(|w| Ok(w.is_some() || recovery::settled(&trail, &body.decision_id)?.is_some()))
+                    .map_err(|source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source })?;
+                let doubted_ms = now_ms().saturating_sub(state.updated_at_ms);
+                if !governor_ended && doubted_ms < i64::try_from(START_DOUBT.as_millis()).unwrap_or(i64::MAX) {
+                    return Err(ExecuteError::StartUnconfirmed {
+                        decision_id: body.decision_id.clone(),
+                        detail: format!("the log does not hold it {} s later, and may still take it for up to {} s", doubted_ms / 1000, START_DOUBT.as_secs()),
+                    });
+                }
+                self.store.release(&body.decision_id).await?;
+                info!(governor_ended, "the log never took the start whose answer was lost, so nothing ran; claim released");
+            }
+            Settle::Reverify | Settle::RollBackAgain | Settle::StartedUnrun => {
                 let plan = match admission::admit(&self.catalog, &self.inventory, &self.secrets, &body) {
                     Ok(admitted) => admitted.plan,
                     Err(error) => {
@@ -673,6 +705,15 @@ impl Executor {
                         return Ok(());
                     }
                 };
+                if course == Settle::StartedUnrun {
+                    let detail = format!(
+                        "the log holds its start, but the executor never ran it: {}; settled {}: nothing changed, so there is nothing to roll back",
+                        state.detail,
+                        cause.after()
+                    );
+                    self.finish(&body, &plan, state, Outcome::Failed, detail, Some(Recovered { phase: interrupted_in, leftovers })).await?;
+                    return Ok(());
+                }
                 let mut prefix = match cause {
                     Cause::LostStore => format!("already started by an executor whose store no longer holds it; settled {} instead of running it again", cause.after()),
                     _ => format!("cut off while {} and settled {}", interrupted_in.as_str(), cause.after()),
@@ -843,7 +884,10 @@ impl Executor {
     /// start, and refuses it; the log never shows a start after a withdrawal, nor
     /// after a settling as never run. Something else the governor logged there (a
     /// decision of its own) means reading again, a few times at most.
-    async fn write_ahead(&self, body: &DecisionBody, plan: &Plan, started: Value, mut quiet: Quiet) -> Result<(), ExecuteError> {
+    ///
+    /// An answer lost on the way (a timeout, a connection cut) does not say
+    /// whether the log took the start: [`Executor::confirm_start`] asks the log.
+    async fn write_ahead(&self, body: &DecisionBody, plan: &Plan, state: &mut ExecutionState, started: Value, mut quiet: Quiet) -> Result<(), ExecuteError> {
         for _ in 0..WRITE_AHEAD_TRIES {
             match self.append_on(body, plan, RecordKind::ExecutionStarted, started.clone(), Some(quiet.clone())).await {
                 Ok(()) => return Ok(()),
@@ -852,6 +896,7 @@ impl Executor {
                     self.release_if_expired(body).await?;
                     quiet = self.check_log(body).await?;
                 }
+                Err(source @ (AuditError::Unavailable(_) | AuditError::Malformed(_))) => return self.confirm_start(body, state, source).await,
                 Err(source) => {
                     self.store.release(&body.decision_id).await?;
                     return Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source });
@@ -861,6 +906,35 @@ impl Executor {
         self.store.release(&body.decision_id).await?;
         let source = AuditError::Spoken(format!("the governor kept writing to the incident; {WRITE_AHEAD_TRIES} reads of its trail were each out of date by the time of the start"));
         Err(ExecuteError::WriteAhead { decision_id: body.decision_id.clone(), source })
+    }
+
+    /// After a start whose answer was lost: reads the trail a few times. The start
+    /// found there means the write-ahead held, and the action runs as it would
+    /// have. Otherwise the log may still take it (an append it had not synced
+    /// yet), so the claim is not given back: it is kept as [`Phase::Starting`], and
+    /// the settler settles it by the log ([`Executor::settle`]). Giving it back
+    /// would let a late start stand in the log with no executor to settle it,
+    /// which the governor must take for an action run and lost.
+    async fn confirm_start(&self, body: &DecisionBody, state: &mut ExecutionState, source: AuditError) -> Result<(), ExecuteError> {
+        warn!(error = %source, "the start was sent to the audit log, but its answer was lost; reading the trail to find out whether the log holds it");
+        for read in 0..CONFIRM_READS {
+            tokio::time::sleep(Duration::from_millis(250) * 2u32.pow(read)).await;
+            match self.audit.read_incident(&body.incident_id).await.map_err(|e| e.to_string()).and_then(|trail| recovery::logged(&trail, &body.decision_id).map_err(|e| e.to_string())) {
+                Ok(logged) if logged.started => {
+                    info!("the log holds the start; running the action");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(error) => warn!(%error, "cannot read the trail to confirm the start"),
+            }
+        }
+        let detail = source.to_string();
+        error!(%detail, "the log does not show the start yet, and may still take it: the execution is kept as starting, and nothing runs until the log settles it");
+        state.phase = Phase::Starting;
+        state.detail = format!("its start was sent to the audit log, but the answer was lost ({detail}); no step of the action ran");
+        state.updated_at_ms = now_ms();
+        self.store.save(state).await?;
+        Err(ExecuteError::StartUnconfirmed { decision_id: body.decision_id.clone(), detail })
     }
 
     async fn run(
@@ -953,7 +1027,7 @@ impl Executor {
         if let Some(pause) = arf_core::crash::pause("executor.before_write_ahead") {
             tokio::time::sleep(pause).await;
         }
-        self.write_ahead(body, plan, started, quiet).await?;
+        self.write_ahead(body, plan, &mut state, started, quiet).await?;
         // With replicas, this save must land: a replica that stalled since it
         // claimed may have been taken over, and its claim settled, meanwhile.
         self.advance(&mut state, Phase::Acting, "running the action").await?;

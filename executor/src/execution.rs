@@ -42,6 +42,10 @@ impl Outcome {
 pub enum Phase {
     /// The decision id is taken; nothing has run.
     Claimed,
+    /// `execution_started` was sent to the log, but its answer was lost (a
+    /// timeout, a connection cut): the log may hold the start or not. No step of
+    /// the action ran. The log settles it ([`crate::recovery::Settle::Unconfirmed`]).
+    Starting,
     /// `execution_started` is logged and the action steps are running.
     Acting,
     Verifying,
@@ -58,6 +62,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Claimed => "claimed",
+            Self::Starting => "starting",
             Self::Acting => "acting",
             Self::Verifying => "verifying",
             Self::RollingBack => "rolling_back",

@@ -122,6 +122,12 @@ pub enum Settle {
     Reverify,
     /// The rollback was logged: run it again and verify it.
     RollBackAgain,
+    /// A start whose answer was lost, and the log holds it: no step ran, so
+    /// nothing changed, and there is nothing to verify or roll back.
+    StartedUnrun,
+    /// A start whose answer was lost, and the log does not hold it (yet): given
+    /// back only once the log can no longer take it ([`Phase::Starting`]).
+    Unconfirmed,
 }
 
 /// `phase` is where the store says the execution stood. Only a mere claim is
@@ -131,6 +137,8 @@ pub enum Settle {
 pub fn settle(logged: &Logged, phase: Phase) -> Settle {
     match logged {
         Logged { outcome: Some(outcome), .. } => Settle::Logged(*outcome),
+        Logged { started: true, .. } if phase == Phase::Starting => Settle::StartedUnrun,
+        Logged { started: false, .. } if phase == Phase::Starting => Settle::Unconfirmed,
         Logged { started: false, .. } if phase == Phase::Claimed => Settle::Release,
         Logged { rollback: true, .. } => Settle::RollBackAgain,
         Logged { .. } => Settle::Reverify,
@@ -237,6 +245,9 @@ mod tests {
             ((false, false, None), Phase::Claimed, Settle::Release),
             ((false, false, None), Phase::Acting, Settle::Reverify),
             ((false, false, None), Phase::Interrupted, Settle::Reverify),
+            ((false, false, None), Phase::Starting, Settle::Unconfirmed),
+            ((true, false, None), Phase::Starting, Settle::StartedUnrun),
+            ((true, false, Some(Outcome::Failed)), Phase::Starting, Settle::Logged(Outcome::Failed)),
             ((true, false, None), Phase::Acting, Settle::Reverify),
             ((true, true, None), Phase::RollingBack, Settle::RollBackAgain),
             ((true, true, Some(Outcome::RolledBack)), Phase::VerifyingRollback, Settle::Logged(Outcome::RolledBack)),

@@ -4,6 +4,11 @@
 //! and refuses it: the log never shows a start after a withdrawal. Anything else
 //! the governor logs there in between means reading again, and then starting.
 //!
+//! An answer lost on the way (a timeout, a connection cut after the log took the
+//! start, or before it got it) does not give the claim back: the action runs if
+//! the log holds the start, and otherwise the execution is kept until the log
+//! shows whether it took it.
+//!
 //! In a file of its own: the pause it sets is taken by the next start in this
 //! process, whichever test makes it.
 
@@ -23,7 +28,7 @@ use tonic::Code;
 use arf_audit_client::RecordKind;
 use arf_core::decision::DecisionBody;
 use arf_core::records::GovernanceEvent;
-use harness::{Harness, Setup, gated_pathway, start_gate, target};
+use harness::{Gate, Harness, Lossy, Setup, gated_pathway, start_gate, target};
 
 const POINT: &str = "executor.before_write_ahead";
 
@@ -83,4 +88,124 @@ async fn another_governor_record_in_between_means_reading_again_then_starting() 
     assert_eq!(call.await.unwrap().unwrap().into_inner().outcome, "verified");
     let started = h.wait_for_kind(&body.incident_id, "execution_started").await;
     assert!(started.seq > other.seq, "the start was logged after the governor's record it read");
+}
+
+/// A harness whose executor reaches the audit log through a [`Lossy`] proxy.
+async fn behind_a_proxy(dir: &std::path::Path) -> (Harness, Lossy, std::sync::Arc<Gate>, mpsc::Receiver<()>) {
+    let (entered_tx, entered) = mpsc::channel(4);
+    let (gate, url) = start_gate(entered_tx).await;
+    let mut h = Harness::start(dir, Setup::new(vec![gated_pathway()], [("web".to_owned(), target(&[("url", url.as_str())]))].into())).await;
+    let proxy = Lossy::start(h.audit_addr).await;
+    h.reach_audit_via(proxy.addr).await;
+    (h, proxy, gate, entered)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asks for the execution until it has an outcome; it is never given back meanwhile.
+async fn settled(h: &Harness, decision_id: &str) -> arf_proto::v1::Execution {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let execution = h.get_execution(decision_id).await.expect("the execution is kept until it is settled");
+        if execution.outcome != "running" {
+            return execution;
+        }
+        assert!(Instant::now() < deadline, "never settled: {}", execution.detail);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count(kinds: &[&str], kind: &str) -> usize {
+    kinds.iter().filter(|k| **k == kind).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_whose_answer_is_lost_runs_once_when_the_log_holds_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, proxy, gate, mut entered) = behind_a_proxy(dir.path()).await;
+    let body = h.body("gated", "web", json!({}));
+    let call = held_before_the_start(&h, &body).await;
+    proxy.lose_replies();
+    // The log takes the start; its answer never reaches the executor, whose
+    // connection is then cut.
+    h.wait_for_kind(&body.incident_id, "execution_started").await;
+    proxy.cut();
+    tokio::time::timeout(Duration::from_secs(20), entered.recv()).await.expect("the log holds the start, but the action never ran").unwrap();
+    gate.release.notify_one();
+    let execution = call.await.unwrap().unwrap().into_inner();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 1, "the action ran once");
+    let kinds = h.kinds(&body.incident_id).await;
+    assert_eq!((count(&kinds, "execution_started"), count(&kinds, "outcome")), (1, 1), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_log_publishes_after_its_answer_is_lost_is_settled_as_never_run() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, proxy, gate, _entered) = behind_a_proxy(dir.path()).await;
+    let body = h.body("gated", "web", json!({}));
+    let call = held_before_the_start(&h, &body).await;
+    proxy.lose_replies();
+    // The log writes the start and holds it unsynced, so unread, for a while;
+    // meanwhile the executor's connection is cut.
+    arf_core::crash::pause_next("audit.before_sync", Duration::from_secs(6));
+    until("the log holds the start unsynced", || !arf_core::crash::pending("audit.before_sync")).await;
+    proxy.cut();
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(status.message().contains("answer was lost"), "{}", status.message());
+    let kept = h.get_execution(&body.decision_id).await.expect("the claim is kept, not given back");
+    assert_eq!(kept.outcome, "running", "{}", kept.detail);
+    // Once the log publishes the start, the execution is settled by it: the
+    // action never ran, so nothing changed and nothing is rolled back.
+    let execution = settled(&h, &body.decision_id).await;
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
+    assert!(execution.detail.contains("never ran it"), "{}", execution.detail);
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 0, "the action never ran");
+    let kinds = h.kinds(&body.incident_id).await;
+    assert_eq!((count(&kinds, "execution_started"), count(&kinds, "outcome"), count(&kinds, "rollback")), (1, 1, 0), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_log_never_got_is_kept_until_the_governor_withdraws_the_decision() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (h, proxy, gate, _entered) = behind_a_proxy(dir.path()).await;
+    let body = h.body("gated", "web", json!({}));
+    let call = held_before_the_start(&h, &body).await;
+    // The start never reaches the log, and the connection is cut.
+    proxy.lose_requests();
+    until("the start is lost on its way", || proxy.lost() > 0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.cut();
+    let status = call.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(status.message().contains("answer was lost"), "{}", status.message());
+    // The executor cannot tell this from a start the log took late: it keeps it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = h.get_execution(&body.decision_id).await.expect("the claim is kept, not given back");
+    assert_eq!(kept.outcome, "running", "{}", kept.detail);
+    // A withdrawal logged now refuses any late start, so the claim is given back.
+    let event = GovernanceEvent::Withdrawn { decision_id: body.decision_id.clone(), reason: "the kill switch is off".to_owned(), at_ms: arf_core::time::now_ms() };
+    h.governor.append_one(&body.incident_id, RecordKind::Decision, arf_core::records::encode(&event)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match h.get_execution(&body.decision_id).await {
+            Err(status) if status.code() == Code::NotFound => break,
+            Ok(execution) => assert_eq!(execution.outcome, "running", "{}", execution.detail),
+            Err(status) => panic!("{status}"),
+        }
+        assert!(Instant::now() < deadline, "the claim was never given back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gate.calls.load(Ordering::SeqCst), 0, "the action never ran");
+    assert_eq!(count(&h.kinds(&body.incident_id).await, "execution_started"), 0);
 }

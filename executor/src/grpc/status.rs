@@ -36,6 +36,7 @@ pub fn execute(error: ExecuteError) -> Status {
         ExecuteError::ExpiredWhileQueued { .. } => Status::failed_precondition(message),
         ExecuteError::AuditUnavailable { .. }
         | ExecuteError::WriteAhead { .. }
+        | ExecuteError::StartUnconfirmed { .. }
         | ExecuteError::RefusalNotLogged { .. }
         | ExecuteError::PrecheckUnanswered { .. } => Status::unavailable(message),
         ExecuteError::Interrupted { source: AuditError::Unavailable(_), .. } => Status::unavailable(message),

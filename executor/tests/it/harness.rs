@@ -224,6 +224,14 @@ impl Harness {
         self.executor = client;
     }
 
+    /// Restarts the executor, giving it `audit_addr` as the audit log's address
+    /// (a [`Lossy`] proxy in front of the log, say).
+    #[allow(dead_code, reason = "for the write_ahead tests")]
+    pub async fn reach_audit_via(&mut self, audit_addr: SocketAddr) {
+        self.executor_config.audit_addr = audit_addr.to_string();
+        self.restart_executor().await;
+    }
+
     /// Stops the in-process executor, for a test that runs it as its own process.
     pub async fn stop_executor(&mut self) {
         if let Some(server) = self.executor_server.take() {
@@ -477,4 +485,101 @@ pub fn gated_pathway() -> Pathway {
         timeout_secs: None,
     };
     pathway("gated", vec![act], vec![command_probe("ok", &["true"])], vec![command(&["true"])])
+}
+
+/// A TCP proxy on loopback that loses what passes through it on demand: while
+/// requests (or replies) are lost, the bytes the client (or the server) sends are
+/// read and dropped, and [`Lossy::cut`] closes every connection open through it,
+/// as a network partition would. New connections then pass everything again.
+#[allow(dead_code, reason = "for the write_ahead tests")]
+pub struct Lossy {
+    pub addr: SocketAddr,
+    lose_requests: Arc<std::sync::atomic::AtomicBool>,
+    lose_replies: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes dropped so far, either way.
+    lost: Arc<std::sync::atomic::AtomicUsize>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+#[allow(dead_code, reason = "for the write_ahead tests")]
+impl Lossy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let this = Self {
+            addr: listener.local_addr().unwrap(),
+            lose_requests: Arc::new(AtomicBool::new(false)),
+            lose_replies: Arc::new(AtomicBool::new(false)),
+            lost: Arc::new(AtomicUsize::new(0)),
+            connections: Arc::default(),
+        };
+        let (lose_requests, lose_replies, lost, connections) =
+            (Arc::clone(&this.lose_requests), Arc::clone(&this.lose_replies), Arc::clone(&this.lost), Arc::clone(&this.connections));
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (lose_requests, lose_replies, lost) = (Arc::clone(&lose_requests), Arc::clone(&lose_replies), Arc::clone(&lost));
+                let task = tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                    let (_, _) = (client.set_nodelay(true), server.set_nodelay(true));
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let pass = |from: &'static str| {
+                        let (lose, lost) = if from == "client" { (Arc::clone(&lose_requests), Arc::clone(&lost)) } else { (Arc::clone(&lose_replies), Arc::clone(&lost)) };
+                        move |n: usize| {
+                            let dropped = lose.load(Ordering::SeqCst);
+                            if dropped {
+                                lost.fetch_add(n, Ordering::SeqCst);
+                            }
+                            !dropped
+                        }
+                    };
+                    let (up, down) = (pass("client"), pass("server"));
+                    let requests = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                            if up(n) && server_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let replies = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n @ 1..) = server_rx.read(&mut buf).await {
+                            if down(n) && client_tx.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! { () = requests => {}, () = replies => {} }
+                });
+                connections.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        this
+    }
+
+    /// From now on, drops what the client sends.
+    pub fn lose_requests(&self) {
+        self.lose_requests.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, drops what the server answers.
+    pub fn lose_replies(&self) {
+        self.lose_replies.store(true, Ordering::SeqCst);
+    }
+
+    /// Bytes dropped so far.
+    pub fn lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection open through the proxy; new ones pass everything.
+    pub fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+        self.lose_requests.store(false, Ordering::SeqCst);
+        self.lose_replies.store(false, Ordering::SeqCst);
+    }
 }
