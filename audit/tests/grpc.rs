@@ -159,7 +159,7 @@ async fn bad_appends_are_refused_with_the_field_named() {
     assert!(matches!(error.code(), tonic::Code::InvalidArgument | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{error:?}");
     let mut unnamed = request("signal", "{}");
     unnamed.get_mut().quiet = Some(arf_proto::v1::Quiet { incident_id: String::new(), writer: "governor".into(), after_seq: 0 });
-    let error = raw.append(unnamed).await.unwrap_err();
+    let error = raw.append_if(unnamed).await.unwrap_err();
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
     assert!(error.message().contains("`quiet.incident_id`"), "{}", error.message());
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
@@ -331,4 +331,106 @@ async fn a_log_in_files_refuses_an_append_under_a_lease_it_cannot_check() {
     let refused = client.clone().fenced("agent-1", "agt-1").append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap_err();
     assert!(matches!(&refused, arf_audit::AuditError::Fenced(m) if m.contains("audit.postgres")), "{refused}");
     assert_eq!(client.head().await.unwrap().0, 0);
+}
+
+/// An audit service as built before appends on a condition: it has no AppendIf
+/// (tonic answers UNIMPLEMENTED for a method it does not know), and its Append
+/// ignores a `quiet` field it does not know. It counts the appends it took.
+#[derive(Default)]
+struct OlderLog {
+    appended: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+type Records = std::pin::Pin<Box<dyn futures::Stream<Item = Result<arf_proto::v1::AuditRecord, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl arf_proto::v1::audit_log_server::AuditLog for OlderLog {
+    async fn append(&self, request: tonic::Request<arf_proto::v1::AppendRequest>) -> Result<tonic::Response<arf_proto::v1::AppendResponse>, tonic::Status> {
+        let n = self.appended.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u64 + 1;
+        let records = request
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| arf_proto::v1::AuditRecord { seq: n, incident_id: e.incident_id, kind: e.kind, payload_json: e.payload_json, writer: "executor".into(), ..Default::default() })
+            .collect();
+        Ok(tonic::Response::new(arf_proto::v1::AppendResponse { records }))
+    }
+    async fn append_if(&self, _: tonic::Request<arf_proto::v1::AppendRequest>) -> Result<tonic::Response<arf_proto::v1::AppendResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get(&self, _: tonic::Request<arf_proto::v1::GetRecordRequest>) -> Result<tonic::Response<arf_proto::v1::AuditRecord>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    type ReadRangeStream = Records;
+    async fn read_range(&self, _: tonic::Request<arf_proto::v1::ReadRangeRequest>) -> Result<tonic::Response<Records>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    type ReadIncidentStream = Records;
+    async fn read_incident(&self, _: tonic::Request<arf_proto::v1::ReadIncidentRequest>) -> Result<tonic::Response<Records>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    type TailStream = Records;
+    async fn tail(&self, _: tonic::Request<arf_proto::v1::TailRequest>) -> Result<tonic::Response<Records>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn head(&self, _: tonic::Request<arf_proto::v1::HeadRequest>) -> Result<tonic::Response<arf_proto::v1::HeadResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn who_am_i(&self, _: tonic::Request<arf_proto::v1::WhoAmIRequest>) -> Result<tonic::Response<arf_proto::v1::WhoAmIResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn get_checkpoint(&self, _: tonic::Request<arf_proto::v1::GetCheckpointRequest>) -> Result<tonic::Response<arf_proto::v1::CheckpointResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn sign_checkpoint(&self, _: tonic::Request<arf_proto::v1::SignCheckpointRequest>) -> Result<tonic::Response<arf_proto::v1::CheckpointResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn inclusion_proof(&self, _: tonic::Request<arf_proto::v1::InclusionProofRequest>) -> Result<tonic::Response<arf_proto::v1::ProofResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+    async fn consistency_proof(&self, _: tonic::Request<arf_proto::v1::ConsistencyProofRequest>) -> Result<tonic::Response<arf_proto::v1::ProofResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented(""))
+    }
+}
+
+/// The upgrade order made safe: a client never sends a condition where an older
+/// audit service would ignore it and append unconditionally.
+#[tokio::test]
+async fn an_audit_service_older_than_conditions_logs_nothing_of_a_conditional_append() {
+    let older = OlderLog::default();
+    let appended = std::sync::Arc::clone(&older.appended);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(arf_proto::v1::audit_log_server::AuditLogServer::new(older))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let client = AuditClient::connect(&addr, Some("t".repeat(64))).unwrap();
+    let quiet = arf_audit_client::Quiet { incident_id: "inc-1".into(), writer: "governor".into(), after_seq: 0 };
+    let error = client.append_if_quiet(Entry::new("inc-1", RecordKind::ExecutionStarted, json!({})), quiet).await.unwrap_err();
+    assert!(matches!(&error, AuditError::Refused(why) if why.contains("older than this client")), "{error}");
+    assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was appended without its condition");
+    client.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap();
+    assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 1, "a plain append still goes through");
+}
+
+/// A condition sent with Append (a client that would not know an older log from
+/// a newer one) is refused, never ignored.
+#[tokio::test]
+async fn append_refuses_a_condition_and_append_if_needs_one() {
+    let log = start().await;
+    let mut raw = arf_proto::v1::audit_log_client::AuditLogClient::connect(format!("http://{}", log.addr)).await.unwrap();
+    let entry = || arf_proto::v1::AppendEntry { incident_id: "inc-1".into(), kind: "signal".into(), payload_json: "{}".into() };
+    let quiet = Some(arf_proto::v1::Quiet { incident_id: "inc-1".into(), writer: "governor".into(), after_seq: 0 });
+    let request = |quiet| arf_proto::server::with_bearer(tonic::Request::new(arf_proto::v1::AppendRequest { entries: vec![entry()], fence: None, quiet }), &log.agent_token);
+    let status = raw.append(request(quiet.clone())).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("AppendIf"), "{}", status.message());
+    let status = raw.append_if(request(None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    let taken = raw.append_if(request(quiet)).await.unwrap().into_inner();
+    assert_eq!(taken.records.len(), 1);
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    assert_eq!(client.head().await.unwrap().0, 1, "only the append made with AppendIf is in the log");
 }

@@ -65,6 +65,29 @@ impl Service {
             Err(Status::permission_denied(format!("{caller} is not a writer of the log: the token presented is not a writer's")))
         }
     }
+
+    /// An append, on a condition when the request carries one (`AppendIf`).
+    async fn append_on(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+        let writer = self.writer(&request)?;
+        let role = arf_proto::auth::caller(&request)?.role;
+        let mut request = request.into_inner();
+        let fence = request.fence.take().map(|fence| convert::fence(role, &writer, fence)).transpose()?;
+        let quiet = request.quiet.take().map(convert::quiet).transpose()?;
+        let entries = convert::entries(request)?;
+        self.check_kinds(&writer, &entries)?;
+        let started = std::time::Instant::now();
+        let records = self
+            .store
+            .append(&writer, entries, arf_core::time::now_ms(), (fence, quiet))
+            .await
+            .map_err(store_status)?;
+        arf_proto::metrics::observe("arf_audit_append_seconds", "Time from an append's arrival to its records being synced to disk.", &[], started.elapsed().as_secs_f64());
+        arf_proto::metrics::add("arf_audit_records_appended_total", "Records appended, by writer.", &[("writer", &writer)], records.len() as u64);
+        if let Some(last) = records.last() {
+            arf_proto::metrics::set("arf_audit_log_records", "Records in the log.", &[], last.seq as f64);
+        }
+        Ok(Response::new(pb::AppendResponse { records: records.iter().map(convert::record).collect() }))
+    }
 }
 
 /// Who may call the log: each writer (its role is the service it names, when it
@@ -121,25 +144,17 @@ fn proof_response(hashes: Vec<crate::merkle::Hash>) -> Response<pb::ProofRespons
 #[tonic::async_trait]
 impl AuditLog for Service {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        let writer = self.writer(&request)?;
-        let role = arf_proto::auth::caller(&request)?.role;
-        let mut request = request.into_inner();
-        let fence = request.fence.take().map(|fence| convert::fence(role, &writer, fence)).transpose()?;
-        let quiet = request.quiet.take().map(convert::quiet).transpose()?;
-        let entries = convert::entries(request)?;
-        self.check_kinds(&writer, &entries)?;
-        let started = std::time::Instant::now();
-        let records = self
-            .store
-            .append(&writer, entries, arf_core::time::now_ms(), (fence, quiet))
-            .await
-            .map_err(store_status)?;
-        arf_proto::metrics::observe("arf_audit_append_seconds", "Time from an append's arrival to its records being synced to disk.", &[], started.elapsed().as_secs_f64());
-        arf_proto::metrics::add("arf_audit_records_appended_total", "Records appended, by writer.", &[("writer", &writer)], records.len() as u64);
-        if let Some(last) = records.last() {
-            arf_proto::metrics::set("arf_audit_log_records", "Records in the log.", &[], last.seq as f64);
+        if request.get_ref().quiet.is_some() {
+            return Err(Status::invalid_argument("`quiet`: an append on a condition is made with AppendIf, not Append"));
         }
-        Ok(Response::new(pb::AppendResponse { records: records.iter().map(convert::record).collect() }))
+        self.append_on(request).await
+    }
+
+    async fn append_if(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
+        if request.get_ref().quiet.is_none() {
+            return Err(Status::invalid_argument("`quiet`: AppendIf needs the condition"));
+        }
+        self.append_on(request).await
     }
 
     async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
