@@ -54,12 +54,29 @@ pub struct Metrics {
     /// The control plane's own time per execution (`score::overhead_ms`), p50 and p99.
     pub overhead_p50_ms: f64,
     pub overhead_p99_ms: f64,
+    /// The same by part (`score::OverheadParts`): p50 and p99 of the agent's,
+    /// the governor's and the executor's time, each over every execution.
+    pub overhead_parts_ms: [[f64; 2]; 3],
     pub errors: usize,
 }
 
 /// The `q` quantile (nearest rank) of the control plane's own time over every execution.
 fn overhead(outcomes: &[Outcome], q: f64) -> f64 {
-    let mut all: Vec<i64> = outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_ms)).collect();
+    quantile(outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_ms)).collect(), q)
+}
+
+/// p50 and p99 of each part of the control plane's time: agent, governor, executor.
+fn overhead_parts(outcomes: &[Outcome]) -> [[f64; 2]; 3] {
+    let parts: Vec<crate::score::OverheadParts> = outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_parts)).collect();
+    let of = |part: fn(&crate::score::OverheadParts) -> i64| {
+        let all: Vec<i64> = parts.iter().map(part).collect();
+        [quantile(all.clone(), 0.50), quantile(all, 0.99)]
+    };
+    [of(|p| p.agent_ms), of(|p| p.governor_ms), of(|p| p.executor_ms)]
+}
+
+/// The `q` quantile (nearest rank) of `all`; 0 when empty.
+fn quantile(mut all: Vec<i64>, q: f64) -> f64 {
     if all.is_empty() {
         return 0.0;
     }
@@ -144,6 +161,7 @@ pub fn compute(reasoner: &str, outcomes: &[Outcome], audit_chain_intact: bool) -
         wall_ms_per_incident: mean(outcomes.iter().map(|o| o.wall_ms as f64)),
         overhead_p50_ms: overhead(outcomes, 0.50),
         overhead_p99_ms: overhead(outcomes, 0.99),
+        overhead_parts_ms: overhead_parts(outcomes),
         errors: outcomes.iter().filter(|o| o.error.is_some()).count(),
     }
 }

@@ -154,6 +154,9 @@ fn metrics_table(report: &Report) -> String {
         ("model latency / incident", Box::new(|r| format!("{:.0} ms", r.metrics.model_latency_ms_per_incident))),
         ("wall time / incident", Box::new(|r| format!("{:.0} ms", r.metrics.wall_ms_per_incident))),
         ("control-plane time p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_p50_ms, r.metrics.overhead_p99_ms))),
+        ("  of it agent p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[0][0], r.metrics.overhead_parts_ms[0][1]))),
+        ("  governor p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[1][0], r.metrics.overhead_parts_ms[1][1]))),
+        ("  executor p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[2][0], r.metrics.overhead_parts_ms[2][1]))),
         ("harness errors", Box::new(|r| r.metrics.errors.to_string())),
         ("real time (all incidents)", Box::new(|r| format!("{:.1} s", r.real_secs))),
     ];
