@@ -55,8 +55,9 @@ pub struct Metrics {
     pub overhead_p50_ms: f64,
     pub overhead_p99_ms: f64,
     /// The same by part (`score::OverheadParts`): p50 and p99 of the agent's,
-    /// the governor's and the executor's time, each over every execution.
-    pub overhead_parts_ms: [[f64; 2]; 3],
+    /// the governor's (deciding, then authorizing) and the executor's time, each
+    /// over every execution.
+    pub overhead_parts_ms: [[f64; 2]; 4],
     pub errors: usize,
 }
 
@@ -65,14 +66,15 @@ fn overhead(outcomes: &[Outcome], q: f64) -> f64 {
     quantile(outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_ms)).collect(), q)
 }
 
-/// p50 and p99 of each part of the control plane's time: agent, governor, executor.
-fn overhead_parts(outcomes: &[Outcome]) -> [[f64; 2]; 3] {
+/// p50 and p99 of each part of the control plane's time: agent, governor
+/// deciding, governor authorizing, executor.
+fn overhead_parts(outcomes: &[Outcome]) -> [[f64; 2]; 4] {
     let parts: Vec<crate::score::OverheadParts> = outcomes.iter().flat_map(|o| o.executed.iter().filter_map(|e| e.overhead_parts)).collect();
     let of = |part: fn(&crate::score::OverheadParts) -> i64| {
         let all: Vec<i64> = parts.iter().map(part).collect();
         [quantile(all.clone(), 0.50), quantile(all, 0.99)]
     };
-    [of(|p| p.agent_ms), of(|p| p.governor_ms), of(|p| p.executor_ms)]
+    [of(|p| p.agent_ms), of(|p| p.governor_ms), of(|p| p.authorize_ms), of(|p| p.executor_ms)]
 }
 
 /// The `q` quantile (nearest rank) of `all`; 0 when empty.

@@ -156,7 +156,8 @@ fn metrics_table(report: &Report) -> String {
         ("control-plane time p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_p50_ms, r.metrics.overhead_p99_ms))),
         ("  of it agent p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[0][0], r.metrics.overhead_parts_ms[0][1]))),
         ("  governor p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[1][0], r.metrics.overhead_parts_ms[1][1]))),
-        ("  executor p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[2][0], r.metrics.overhead_parts_ms[2][1]))),
+        ("  authorizing p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[2][0], r.metrics.overhead_parts_ms[2][1]))),
+        ("  executor p50 / p99", Box::new(|r| format!("{:.0} / {:.0} ms", r.metrics.overhead_parts_ms[3][0], r.metrics.overhead_parts_ms[3][1]))),
         ("harness errors", Box::new(|r| r.metrics.errors.to_string())),
         ("real time (all incidents)", Box::new(|r| format!("{:.1} s", r.real_secs))),
     ];

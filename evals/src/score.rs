@@ -47,8 +47,11 @@ pub struct OverheadParts {
     /// From the diagnosis logged to the decision logged: the proposal's trip to
     /// the governor, policy, risk and the decision's append.
     pub governor_ms: i64,
-    /// From the decision logged (or its last approval) to `execution_started`:
-    /// dispatch, the executor's checks of the log, its claim, the target's lock,
+    /// From the decision logged (or its last approval) to its `authorized`
+    /// record: the governor's witness check of the log and the record's append.
+    pub authorize_ms: i64,
+    /// From `authorized` to `execution_started`: dispatch, the executor's checks
+    /// of the log (its witness check among them), its claim, the target's lock,
     /// the precheck and the start's append.
     pub executor_ms: i64,
 }
@@ -58,7 +61,7 @@ pub struct OverheadParts {
 /// latency (the diagnoses in between) and the wait from the decision to its last
 /// approval. Every time is the log's own (`time_ms`, stamped at append).
 fn overhead_ms(trail: &[Record], decision_id: &str, started: &Record) -> Option<i64> {
-    overhead(trail, decision_id, started).map(|parts| parts.agent_ms + parts.governor_ms + parts.executor_ms)
+    overhead(trail, decision_id, started).map(|parts| parts.agent_ms + parts.governor_ms + parts.authorize_ms + parts.executor_ms)
 }
 
 /// [`overhead_ms`], by part. With no diagnosis logged in between, the agent's
@@ -71,6 +74,13 @@ fn overhead(trail: &[Record], decision_id: &str, started: &Record) -> Option<Ove
             && r.parse::<DecidedRecord>().is_ok_and(|d| d.decision.decision_id == decision_id)
     })?;
     let signal = trail.iter().filter(|r| r.kind == RecordKind::Signal && r.writer == "agent" && r.seq < decided.seq).max_by_key(|r| r.seq)?;
+    // A later attempt's time runs from the end of the one before (its outcome),
+    // not from the signal: what happened in between was that attempt's.
+    let signal = trail
+        .iter()
+        .filter(|r| r.kind == RecordKind::Outcome && r.writer == "executor" && r.seq > signal.seq && r.seq < decided.seq)
+        .max_by_key(|r| r.seq)
+        .unwrap_or(signal);
     let diagnoses = || trail.iter().filter(|r| r.kind == RecordKind::Diagnosis && r.writer == "agent" && r.seq > signal.seq && r.seq < decided.seq);
     let model: i64 = diagnoses()
         .filter_map(|r| r.parse::<DiagnosisRecord>().ok())
@@ -87,8 +97,18 @@ fn overhead(trail: &[Record], decision_id: &str, started: &Record) -> Option<Ove
     let from = approved.map_or(decided.time_ms, |at| at.max(decided.time_ms));
     let agent_ms = diagnosed_at.map_or(0, |at| (at - signal.time_ms - model).max(0));
     let governor_ms = (decided.time_ms - diagnosed_at.unwrap_or(signal.time_ms)).max(0);
-    let executor_ms = (started.time_ms - from).max(0);
-    Some(OverheadParts { agent_ms, governor_ms, executor_ms })
+    let authorized = trail.iter().find(|r| {
+        r.kind == RecordKind::Decision
+            && r.writer == "governor"
+            && r.seq > decided.seq
+            && r.seq < started.seq
+            && DecisionRecordKind::of(&r.payload) == DecisionRecordKind::Authorized
+            && r.payload.get("decision_id").and_then(Value::as_str) == Some(decision_id)
+    });
+    let authorized_at = authorized.map_or(from, |r| r.time_ms.max(from));
+    let authorize_ms = authorized_at - from;
+    let executor_ms = (started.time_ms - authorized_at).max(0);
+    Some(OverheadParts { agent_ms, governor_ms, authorize_ms, executor_ms })
 }
 
 /// The score of one corpus incident under one reasoner.
@@ -444,9 +464,20 @@ mod tests {
         ];
         // 5,010 - 1,000, less 300 ms of model and 3,600 ms of waiting for alice.
         assert_eq!(overhead_ms(&trail, "dec-1", &trail[5]), Some(110));
-        // The agent: 350 ms, less 300 of model; the governor: 1,350 to 1,400; the
-        // executor: from alice's approval to the start.
-        assert_eq!(overhead(&trail, "dec-1", &trail[5]), Some(OverheadParts { agent_ms: 50, governor_ms: 50, executor_ms: 10 }));
+        // The agent: 350 ms, less 300 of model; the governor: 1,350 to 1,400, then
+        // from alice's approval to `authorized`; the executor: from there to the start.
+        assert_eq!(overhead(&trail, "dec-1", &trail[5]), Some(OverheadParts { agent_ms: 50, governor_ms: 50, authorize_ms: 5, executor_ms: 5 }));
+        // A later attempt runs from the outcome of the one before, not from the signal.
+        diagnosis.latency_ms = Some(20);
+        let again = vec![
+            at(1, 1_000, "agent", RecordKind::Signal, fixtures::signal("sig-1")),
+            at(2, 1_420, "executor", RecordKind::Outcome, json!({"decision_id": "dec-0", "outcome": "refused"})),
+            at(3, 1_450, "agent", RecordKind::Diagnosis, arf_core::records::encode(&diagnosis)),
+            at(4, 1_500, "governor", RecordKind::Decision, fixtures::decided(&body, Route::Autonomous, 0, &[])),
+            at(5, 1_505, "governor", RecordKind::Decision, fixtures::authorized(&body)),
+            at(6, 1_510, "executor", RecordKind::ExecutionStarted, fixtures::started(&body, 5)),
+        ];
+        assert_eq!(overhead(&again, "dec-1", &again[5]), Some(OverheadParts { agent_ms: 10, governor_ms: 50, authorize_ms: 5, executor_ms: 5 }));
         assert_eq!(overhead_ms(&trail[1..], "dec-1", &trail[5]), None, "no signal before the decision: nothing to measure from");
     }
 
