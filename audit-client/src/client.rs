@@ -209,20 +209,21 @@ impl AuditClient {
             })
             .collect();
         let ticket = self.own.as_deref().map(crate::own::Own::start);
-        let response = match quiet {
-            None => call!(self, append, self.request(pb::AppendRequest { entries, fence: self.fence.clone(), quiet: None }))?,
-            Some(q) => {
-                let quiet = Some(pb::Quiet { incident_id: q.incident_id, writer: q.writer, after_seq: q.after_seq });
-                // An audit service older than conditions has no AppendIf: it logs
-                // nothing and says so, where its Append would ignore the condition.
-                call!(self, append_if, self.request(pb::AppendRequest { entries, fence: self.fence.clone(), quiet })).map_err(|status| match status.code() {
-                    tonic::Code::Unimplemented => AuditError::Refused(format!(
-                        "the audit log does not take appends on a condition (AppendIf: {}): it is older than this client, so nothing was logged; upgrade the audit service first",
-                        status.message()
-                    )),
-                    _ => status.into(),
-                })?
-            }
+        let quiet = quiet.map(|q| pb::Quiet { incident_id: q.incident_id, writer: q.writer, after_seq: q.after_seq });
+        let request = self.request(pb::AppendRequest { entries, fence: self.fence.clone(), quiet });
+        let response = if request.get_ref().fence.is_none() && request.get_ref().quiet.is_none() {
+            call!(self, append, request)?
+        } else {
+            // An append on conditions (a lease, grouping keys, silence) goes by
+            // AppendIf: an audit service older than it logs nothing and says so,
+            // where its Append would ignore what it does not know and append.
+            call!(self, append_if, request).map_err(|status| match status.code() {
+                tonic::Code::Unimplemented => AuditError::Refused(format!(
+                    "the audit log does not take appends on conditions (AppendIf: {}): it is older than this client, so nothing was logged; upgrade the audit service first",
+                    status.message()
+                )),
+                _ => status.into(),
+            })?
         };
         let records: Vec<Record> = response
             .into_inner()

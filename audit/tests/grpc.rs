@@ -393,10 +393,10 @@ impl arf_proto::v1::audit_log_server::AuditLog for OlderLog {
     }
 }
 
-/// The upgrade order made safe: a client never sends a condition where an older
-/// audit service would ignore it and append unconditionally.
+/// The upgrade order made safe: a client never sends a condition (silence, a
+/// lease) where an older audit service would ignore it and append unconditionally.
 #[tokio::test]
-async fn an_audit_service_older_than_conditions_logs_nothing_of_a_conditional_append() {
+async fn an_audit_service_older_than_conditions_logs_nothing_of_an_append_on_conditions() {
     let older = OlderLog::default();
     let appended = std::sync::Arc::clone(&older.appended);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -411,6 +411,10 @@ async fn an_audit_service_older_than_conditions_logs_nothing_of_a_conditional_ap
     let error = client.append_if_quiet(Entry::new("inc-1", RecordKind::ExecutionStarted, json!({})), quiet).await.unwrap_err();
     assert!(matches!(&error, AuditError::Refused(why) if why.contains("older than this client")), "{error}");
     assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was appended without its condition");
+    let fenced = client.clone().fenced("agent-1", "i");
+    let error = fenced.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap_err();
+    assert!(matches!(&error, AuditError::Refused(why) if why.contains("older than this client")), "{error}");
+    assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing was appended without its lease checked");
     client.append_one("inc-1", RecordKind::Signal, json!({})).await.unwrap();
     assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 1, "a plain append still goes through");
 }
@@ -429,6 +433,11 @@ async fn append_refuses_a_condition_and_append_if_needs_one() {
     assert!(status.message().contains("AppendIf"), "{}", status.message());
     let status = raw.append_if(request(None)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    let mut fenced = request(None);
+    fenced.get_mut().fence = Some(arf_proto::v1::Fence { member: "agent-1".into(), incarnation: "i".into(), keys: Vec::new() });
+    let status = raw.append(fenced).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    assert!(status.message().contains("`fence`"), "{}", status.message());
     let taken = raw.append_if(request(quiet)).await.unwrap().into_inner();
     assert_eq!(taken.records.len(), 1);
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();

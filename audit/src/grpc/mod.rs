@@ -66,7 +66,7 @@ impl Service {
         }
     }
 
-    /// An append, on a condition when the request carries one (`AppendIf`).
+    /// An append, on its conditions when the request carries any (`AppendIf`).
     async fn append_on(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
         let writer = self.writer(&request)?;
         let role = arf_proto::auth::caller(&request)?.role;
@@ -144,15 +144,17 @@ fn proof_response(hashes: Vec<crate::merkle::Hash>) -> Response<pb::ProofRespons
 #[tonic::async_trait]
 impl AuditLog for Service {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        if request.get_ref().quiet.is_some() {
-            return Err(Status::invalid_argument("`quiet`: an append on a condition is made with AppendIf, not Append"));
+        let conditions = request.get_ref();
+        if conditions.fence.is_some() || conditions.quiet.is_some() {
+            let field = if conditions.fence.is_some() { "fence" } else { "quiet" };
+            return Err(Status::invalid_argument(format!("`{field}`: an append on conditions is made with AppendIf, not Append")));
         }
         self.append_on(request).await
     }
 
     async fn append_if(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        if request.get_ref().quiet.is_none() {
-            return Err(Status::invalid_argument("`quiet`: AppendIf needs the condition"));
+        if request.get_ref().fence.is_none() && request.get_ref().quiet.is_none() {
+            return Err(Status::invalid_argument("`fence`, `quiet`: AppendIf needs a condition; an append without one is made with Append"));
         }
         self.append_on(request).await
     }
