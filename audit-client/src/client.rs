@@ -59,7 +59,10 @@ impl Quiet {
 impl From<tonic::Status> for AuditError {
     fn from(status: tonic::Status) -> Self {
         match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown => {
+            // What may have been taken or not: the log down, a timeout, and what
+            // tonic reports for an HTTP/2 stream or connection reset (`Internal`),
+            // which can come after the log took the request.
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Internal => {
                 Self::Unavailable(status.message().to_owned())
             }
             tonic::Code::FailedPrecondition => Self::Fenced(status.message().to_owned()),

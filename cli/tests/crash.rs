@@ -1,7 +1,7 @@
 //! Real processes, SIGKILLed at the worst moments: the governor between logging a
 //! decision and authorizing it, and between authorizing it and sending it to the
 //! executor; the agent after the governor answered `Evaluate` and before it logged
-//! the answer. Each time the killed process is restarted, and one alert must end in
+//! the answer; the executor about to log the start, and just after. Each time the killed process is restarted, and one alert must end in
 //! exactly one decision and exactly one execution (counted by the target itself),
 //! with the decision settled within the documented bound.
 //!
@@ -81,4 +81,34 @@ async fn governor_killed_between_authorizing_and_dispatching() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_killed_before_logging_the_governors_answer() {
     one_alert_one_execution("agent", "agent.decision_received", "authorized").await;
+}
+
+/// The executor SIGKILLed as it is about to send the start: the log never got it,
+/// so the restarted executor gives the claim back once a checkpoint shows the log
+/// took nothing more, and the decision, sent again, runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_killed_before_sending_the_start() {
+    one_alert_one_execution("executor", "executor.starting_saved", "authorized").await;
+}
+
+/// The executor SIGKILLed just after the log took the start, before any step ran:
+/// the restarted executor finds the start and settles it as never run (`failed`,
+/// nothing changed, nothing rolled back); the action never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_killed_after_logging_the_start_never_runs_it() {
+    let (url, restarts) = support::counting_target("127.0.0.1").await;
+    let mut plane = support::Plane::prepare(&url).await;
+    plane.start_all("executor", "executor.start_logged").await;
+    let incident = plane.fire().await;
+    plane.wait_killed("executor").await;
+    plane.start("executor", None).await;
+    let ended = |t: &[Record]| t.iter().any(|r| r.writer == "executor" && r.kind == RecordKind::Outcome);
+    let trail = plane.trail_until(&incident, SETTLE_BOUND, "the execution settling", ended).await;
+    let outcome = trail.iter().find(|r| r.writer == "executor" && r.kind == RecordKind::Outcome).unwrap();
+    assert_eq!(outcome.payload["outcome"], "failed", "{}", support::summary(&trail));
+    assert!(outcome.payload["detail"].as_str().unwrap_or_default().contains("never ran it"), "{}", support::summary(&trail));
+    assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::ExecutionStarted).count(), 1, "{}", support::summary(&trail));
+    assert!(!trail.iter().any(|r| r.kind == RecordKind::Rollback), "nothing ran, so nothing is rolled back:\n{}", support::summary(&trail));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(restarts.load(Ordering::SeqCst), 0, "the action never ran:\n{}", support::summary(&trail));
 }

@@ -146,10 +146,9 @@ const WRITE_AHEAD_TRIES: usize = 5;
 const CONFIRM_READS: u32 = 3;
 
 /// How long after a start whose answer was lost an execution that the log shows
-/// not started is kept, unless the governor settled or withdrew the decision
-/// meanwhile: three times the audit client's timeout. A log that took the start
-/// but had not synced it yet when it was read publishes it within this, and the
-/// execution is then settled by it instead of given back.
+/// not started is kept, when the log signs no checkpoints (so none can show that
+/// it took nothing more, [`Executor::start_settled`]): three times the audit
+/// client's timeout.
 const START_DOUBT: Duration = Duration::from_secs(30);
 
 /// How long a restarted executor waits before it tries again to settle an
@@ -659,7 +658,10 @@ impl Executor {
             .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         let logged = recovery::logged(&trail, &body.decision_id)
             .map_err(|source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source })?;
-        let course = recovery::settle(&logged, interrupted_in);
+        let mut course = recovery::settle(&logged, interrupted_in);
+        if course == Settle::Unconfirmed {
+            course = self.start_settled(&body, &state).await?;
+        }
         warn!(phase = interrupted_in.as_str(), course = ?course, cause = cause.as_str(), "settling an unfinished execution");
         match course {
             Settle::Logged(outcome) => {
@@ -669,28 +671,20 @@ impl Executor {
                 state.updated_at_ms = now_ms();
                 self.store.save(&state).await?;
             }
-            Settle::Release => {
+            Settle::Unconfirmed | Settle::Release => {
                 self.store.release(&body.decision_id).await?;
                 info!("nothing was logged as started, so nothing ran; claim released");
             }
-            Settle::Unconfirmed => {
-                // A late start is refused by the log once the governor has written
-                // the decision's end (its condition names the governor); otherwise
-                // only time tells that the log will not take it any more.
-                let governor_ended = recovery::withdrawn(&trail, &body.decision_id)
-                    .and_then(|w| Ok(w.is_some() || recovery::settled(&trail, &body.decision_id)?.is_some()))
-                    .map_err(|source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source })?;
-                let doubted_ms = now_ms().saturating_sub(state.updated_at_ms);
-                if !governor_ended && doubted_ms < i64::try_from(START_DOUBT.as_millis()).unwrap_or(i64::MAX) {
-                    return Err(ExecuteError::StartUnconfirmed {
-                        decision_id: body.decision_id.clone(),
-                        detail: format!("the log does not hold it {} s later, and may still take it for up to {} s", doubted_ms / 1000, START_DOUBT.as_secs()),
-                    });
-                }
-                self.store.release(&body.decision_id).await?;
-                info!(governor_ended, "the log never took the start whose answer was lost, so nothing ran; claim released");
+            // No step ran: nothing to verify or roll back, and no plan needed.
+            Settle::StartedUnrun => {
+                let detail = format!(
+                    "the log holds its start, but the executor never ran it: {}; settled {}: nothing changed, so there is nothing to roll back",
+                    state.detail,
+                    cause.after()
+                );
+                self.finish(&body, &Plan::empty(), state, Outcome::Failed, detail, Some(Recovered { phase: interrupted_in, leftovers })).await?;
             }
-            Settle::Reverify | Settle::RollBackAgain | Settle::StartedUnrun => {
+            Settle::Reverify | Settle::RollBackAgain => {
                 let plan = match admission::admit(&self.catalog, &self.inventory, &self.secrets, &body) {
                     Ok(admitted) => admitted.plan,
                     Err(error) => {
@@ -705,15 +699,6 @@ impl Executor {
                         return Ok(());
                     }
                 };
-                if course == Settle::StartedUnrun {
-                    let detail = format!(
-                        "the log holds its start, but the executor never ran it: {}; settled {}: nothing changed, so there is nothing to roll back",
-                        state.detail,
-                        cause.after()
-                    );
-                    self.finish(&body, &plan, state, Outcome::Failed, detail, Some(Recovered { phase: interrupted_in, leftovers })).await?;
-                    return Ok(());
-                }
                 let mut prefix = match cause {
                     Cause::LostStore => format!("already started by an executor whose store no longer holds it; settled {} instead of running it again", cause.after()),
                     _ => format!("cut off while {} and settled {}", interrupted_in.as_str(), cause.after()),
@@ -748,6 +733,31 @@ impl Executor {
             }
         }
         Ok(())
+    }
+
+    /// Whether the log holds a start whose answer was lost, asked once the log can
+    /// no longer take it. A checkpoint the log signs now is ordered after every
+    /// append it took before: the file log first publishes all it has written,
+    /// and fails rather than sign when a sync failed; on PostgreSQL it takes the
+    /// head row's lock, which an append in flight holds until it commits. A trail
+    /// read after it is final. A log without a checkpoint key signs nothing, and
+    /// then only time tells ([`START_DOUBT`]).
+    async fn start_settled(&self, body: &DecisionBody, state: &ExecutionState) -> Result<Settle, ExecuteError> {
+        let unavailable = |source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source };
+        let signed = self.audit.sign_checkpoint().await.map_err(unavailable)?;
+        let doubted_ms = now_ms().saturating_sub(state.updated_at_ms);
+        if signed.is_none() && doubted_ms < i64::try_from(START_DOUBT.as_millis()).unwrap_or(i64::MAX) {
+            return Err(ExecuteError::StartUnconfirmed {
+                decision_id: body.decision_id.clone(),
+                detail: format!("the log, which signs no checkpoints, does not hold it {} s later and may still take it for up to {} s", doubted_ms / 1000, START_DOUBT.as_secs()),
+            });
+        }
+        let trail = self.audit.read_incident(&body.incident_id).await.map_err(unavailable)?;
+        let logged = recovery::logged(&trail, &body.decision_id).map_err(|source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source })?;
+        Ok(match recovery::settle(&logged, Phase::Starting) {
+            Settle::Unconfirmed => Settle::Release,
+            settled => settled,
+        })
     }
 
     fn tracker(&self, body: &DecisionBody) -> Tracker {
@@ -911,8 +921,8 @@ impl Executor {
     /// After a start whose answer was lost: reads the trail a few times. The start
     /// found there means the write-ahead held, and the action runs as it would
     /// have. Otherwise the log may still take it (an append it had not synced
-    /// yet), so the claim is not given back: it is kept as [`Phase::Starting`], and
-    /// the settler settles it by the log ([`Executor::settle`]). Giving it back
+    /// yet), so the claim is not given back: it stays [`Phase::Starting`], and the
+    /// settler settles it by the log ([`Executor::start_settled`]). Giving it back
     /// would let a late start stand in the log with no executor to settle it,
     /// which the governor must take for an action run and lost.
     async fn confirm_start(&self, body: &DecisionBody, state: &mut ExecutionState, source: AuditError) -> Result<(), ExecuteError> {
@@ -1027,7 +1037,13 @@ impl Executor {
         if let Some(pause) = arf_core::crash::pause("executor.before_write_ahead") {
             tokio::time::sleep(pause).await;
         }
+        // From here the log may hold the start, whatever its answer says: a crash
+        // or a takeover before the answer settles the execution by the log, as a
+        // start whose answer was lost, never as a mere claim given back.
+        self.advance(&mut state, Phase::Starting, "logging the start").await?;
+        arf_core::crash::point("executor.starting_saved");
         self.write_ahead(body, plan, &mut state, started, quiet).await?;
+        arf_core::crash::point("executor.start_logged");
         // With replicas, this save must land: a replica that stalled since it
         // claimed may have been taken over, and its claim settled, meanwhile.
         self.advance(&mut state, Phase::Acting, "running the action").await?;
@@ -1186,6 +1202,7 @@ impl Executor {
         recovered: Option<Recovered<'_>>,
     ) -> Result<ExecutionState, ExecuteError> {
         let detail = secrets::redact_text(&detail, &plan.secret_values);
+        let never_ran = recovered.as_ref().is_some_and(|r| r.phase == Phase::Starting);
         let record = match recovered {
             Some(Recovered { phase, leftovers }) => {
                 records::recovered_outcome(body, outcome, &detail, phase.as_str(), leftovers.iter().map(arf_core::records::encode).collect())
@@ -1199,6 +1216,9 @@ impl Executor {
             Outcome::RolledBack => warn!(outcome = outcome.as_str(), %detail, "execution rolled back"),
             Outcome::RollbackFailed => {
                 error!(outcome = outcome.as_str(), %detail, "ROLLBACK FAILED: the target is in an unknown state and needs a human now")
+            }
+            Outcome::Failed if never_ran => {
+                error!(outcome = outcome.as_str(), %detail, "the log holds a start the executor never ran: nothing changed, but the governor counts it failed")
             }
             Outcome::Failed => {
                 error!(outcome = outcome.as_str(), %detail, "irreversible pathway failed: the target needs a human")
@@ -1271,8 +1291,9 @@ impl Executor {
     }
 
     /// Records progress for a restarted executor to find. On one machine a failure
-    /// here is logged but does not stop the execution: the claim is durable, so a
-    /// retry cannot run the decision twice, and the audit log holds the trail.
+    /// here is logged but does not stop the execution (the claim is durable, so a
+    /// retry cannot run the decision twice, and the audit log holds the trail),
+    /// except when leaving [`Phase::Starting`], which recovery reads as "no step ran".
     /// With replicas it stops the execution when this replica's lease lapsed or the
     /// execution is no longer its own (another replica took it over): from then on
     /// the other replica settles it, and this one must not act on the target.
@@ -1280,6 +1301,7 @@ impl Executor {
         if let Some(shared) = self.store.shared() {
             shared.check_live()?;
         }
+        let from = state.phase;
         state.phase = phase;
         detail.clone_into(&mut state.detail);
         state.updated_at_ms = now_ms();
@@ -1290,6 +1312,12 @@ impl Executor {
             (Ok(()), None) => Ok(()),
             (Err(error), Some(_)) => {
                 error!(%error, phase = phase.as_str(), "cannot confirm this execution is still this replica's; stopping it");
+                Err(error.into())
+            }
+            // Leaving `starting` must be recorded before any step runs: an
+            // execution the store still shows `starting` is settled as never run.
+            (Err(error), None) if from == Phase::Starting => {
+                error!(%error, phase = phase.as_str(), "cannot record that the action is starting; it does not run");
                 Err(error.into())
             }
             (Err(error), None) => {

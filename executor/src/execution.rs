@@ -42,9 +42,10 @@ impl Outcome {
 pub enum Phase {
     /// The decision id is taken; nothing has run.
     Claimed,
-    /// `execution_started` was sent to the log, but its answer was lost (a
-    /// timeout, a connection cut): the log may hold the start or not. No step of
-    /// the action ran. The log settles it ([`crate::recovery::Settle::Unconfirmed`]).
+    /// `execution_started` is being sent to the log, or was and its answer was
+    /// lost (a timeout, a connection cut): the log may hold the start or not. No
+    /// step of the action ran. The log settles it
+    /// ([`crate::recovery::Settle::Unconfirmed`]).
     Starting,
     /// `execution_started` is logged and the action steps are running.
     Acting,

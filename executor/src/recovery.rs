@@ -126,7 +126,8 @@ pub enum Settle {
     /// nothing changed, and there is nothing to verify or roll back.
     StartedUnrun,
     /// A start whose answer was lost, and the log does not hold it (yet): given
-    /// back only once the log can no longer take it ([`Phase::Starting`]).
+    /// back only once the log can no longer take it ([`Phase::Starting`]; the
+    /// executor asks the log for a checkpoint, which comes after all it took).
     Unconfirmed,
 }
 
@@ -247,6 +248,7 @@ mod tests {
             ((false, false, None), Phase::Interrupted, Settle::Reverify),
             ((false, false, None), Phase::Starting, Settle::Unconfirmed),
             ((true, false, None), Phase::Starting, Settle::StartedUnrun),
+            ((true, false, None), Phase::Claimed, Settle::Reverify),
             ((true, false, Some(Outcome::Failed)), Phase::Starting, Settle::Logged(Outcome::Failed)),
             ((true, false, None), Phase::Acting, Settle::Reverify),
             ((true, true, None), Phase::RollingBack, Settle::RollBackAgain),
