@@ -138,7 +138,12 @@ impl Witness {
     async fn accept(&self, seen: &mut Option<Seen>, log: &AuditClient, note: &str) -> Result<Seen, WitnessError> {
         let next = advance(&self.verifier, seen.as_ref(), note, |old, new| log.consistency_proof(old, new)).await?;
         if seen.as_ref().is_none_or(|old| old.checkpoint.size != next.checkpoint.size) {
-            write_state(&self.path, &next.note)?;
+            // Two syncs (the file, its folder): off the async workers, which the
+            // other calls of this process share.
+            let (path, note) = (self.path.clone(), next.note.clone());
+            tokio::task::spawn_blocking(move || write_state(&path, &note))
+                .await
+                .map_err(|e| WitnessError::State { path: self.path.clone(), source: std::io::Error::other(e.to_string()) })??;
         }
         *seen = Some(next.clone());
         Ok(next)
