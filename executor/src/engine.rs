@@ -1293,7 +1293,8 @@ impl Executor {
     /// Records progress for a restarted executor to find. On one machine a failure
     /// here is logged but does not stop the execution (the claim is durable, so a
     /// retry cannot run the decision twice, and the audit log holds the trail),
-    /// except when leaving [`Phase::Starting`], which recovery reads as "no step ran".
+    /// except on the way into and out of [`Phase::Starting`], which recovery reads
+    /// as "the start may be in the log, no step ran".
     /// With replicas it stops the execution when this replica's lease lapsed or the
     /// execution is no longer its own (another replica took it over): from then on
     /// the other replica settles it, and this one must not act on the target.
@@ -1314,10 +1315,11 @@ impl Executor {
                 error!(%error, phase = phase.as_str(), "cannot confirm this execution is still this replica's; stopping it");
                 Err(error.into())
             }
-            // Leaving `starting` must be recorded before any step runs: an
-            // execution the store still shows `starting` is settled as never run.
-            (Err(error), None) if from == Phase::Starting => {
-                error!(%error, phase = phase.as_str(), "cannot record that the action is starting; it does not run");
+            // `starting` must be recorded before the start is sent (a claim is
+            // given back as never sent), and leaving it before any step runs (an
+            // execution the store still shows `starting` is settled as never run).
+            (Err(error), None) if from == Phase::Starting || phase == Phase::Starting => {
+                error!(%error, phase = phase.as_str(), "cannot record where the start stands; nothing more runs");
                 Err(error.into())
             }
             (Err(error), None) => {
