@@ -419,27 +419,26 @@ async fn an_audit_service_older_than_conditions_logs_nothing_of_an_append_on_con
     assert_eq!(appended.load(std::sync::atomic::Ordering::SeqCst), 1, "a plain append still goes through");
 }
 
-/// A condition sent with Append (a client that would not know an older log from
-/// a newer one) is refused, never ignored.
+/// AppendIf needs a condition; a condition sent with Append, as clients older
+/// than AppendIf send it, is honoured, never ignored.
 #[tokio::test]
-async fn append_refuses_a_condition_and_append_if_needs_one() {
+async fn append_if_needs_a_condition_and_append_honours_one() {
     let log = start().await;
     let mut raw = arf_proto::v1::audit_log_client::AuditLogClient::connect(format!("http://{}", log.addr)).await.unwrap();
     let entry = || arf_proto::v1::AppendEntry { incident_id: "inc-1".into(), kind: "signal".into(), payload_json: "{}".into() };
-    let quiet = Some(arf_proto::v1::Quiet { incident_id: "inc-1".into(), writer: "governor".into(), after_seq: 0 });
     let request = |quiet| arf_proto::server::with_bearer(tonic::Request::new(arf_proto::v1::AppendRequest { entries: vec![entry()], fence: None, quiet }), &log.agent_token);
-    let status = raw.append(request(quiet.clone())).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
-    assert!(status.message().contains("AppendIf"), "{}", status.message());
     let status = raw.append_if(request(None)).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
+    // The agent is silent in the incident since record 0, so this is taken...
+    let silent = Some(arf_proto::v1::Quiet { incident_id: "inc-1".into(), writer: "agent".into(), after_seq: 0 });
+    assert_eq!(raw.append_if(request(silent.clone())).await.unwrap().into_inner().records.len(), 1);
+    // ...and no longer holds, by AppendIf or by Append.
+    assert_eq!(raw.append_if(request(silent.clone())).await.unwrap_err().code(), tonic::Code::Aborted);
+    assert_eq!(raw.append(request(silent)).await.unwrap_err().code(), tonic::Code::Aborted);
     let mut fenced = request(None);
     fenced.get_mut().fence = Some(arf_proto::v1::Fence { member: "agent-1".into(), incarnation: "i".into(), keys: Vec::new() });
     let status = raw.append(fenced).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{}", status.message());
-    assert!(status.message().contains("`fence`"), "{}", status.message());
-    let taken = raw.append_if(request(quiet)).await.unwrap().into_inner();
-    assert_eq!(taken.records.len(), 1);
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "a lease this log cannot check is refused, not ignored: {}", status.message());
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
-    assert_eq!(client.head().await.unwrap().0, 1, "only the append made with AppendIf is in the log");
+    assert_eq!(client.head().await.unwrap().0, 1, "only the append whose condition held is in the log");
 }

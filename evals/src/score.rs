@@ -30,8 +30,9 @@ pub struct Executed {
     pub harmful: bool,
     /// Governance violations found in the log for this action (empty when compliant).
     pub violations: Vec<String>,
-    /// The control plane's own time from the last signal to `execution_started`,
-    /// without the model's time or the wait for approvals ([`overhead_ms`]).
+    /// The control plane's own time from the last signal (or a later attempt's
+    /// previous outcome) to `execution_started`, without the model's time or the
+    /// wait for approvals ([`overhead_ms`]).
     pub overhead_ms: Option<i64>,
     /// The same time by the service it was spent in (their sum is `overhead_ms`).
     pub overhead_parts: Option<OverheadParts>,
@@ -57,7 +58,8 @@ pub struct OverheadParts {
 }
 
 /// The control plane's own time before an execution started: from the last signal
-/// logged before the decision to the `execution_started` record, less the model's
+/// logged before the decision (or, for a later attempt, the previous attempt's
+/// outcome) to the `execution_started` record, less the model's
 /// latency (the diagnoses in between) and the wait from the decision to its last
 /// approval. Every time is the log's own (`time_ms`, stamped at append).
 fn overhead_ms(trail: &[Record], decision_id: &str, started: &Record) -> Option<i64> {

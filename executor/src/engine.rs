@@ -808,8 +808,7 @@ impl Executor {
         let this = Arc::clone(self);
         Some(tokio::spawn(async move {
             // Each with its target's locks once taken: a taken-over execution may have
-            // started (its start is logged before its phase is saved), so nothing else
-            // acts on its target until it is settled.
+            // started, so nothing else acts on its target until it is settled.
             let mut unsettled: Vec<(ExecutionState, Option<TargetGuard>)> = Vec::new();
             loop {
                 tokio::time::sleep(every).await;

@@ -257,9 +257,8 @@ impl Shared {
 
     /// Every replica's unfinished executions on `target`, each with whether it is
     /// this one's; of other replicas' merely claimed executions, only those whose
-    /// owner's lease lapsed: an execution's start is logged before its phase is
-    /// saved, so one of those may have started, where a live replica's claim
-    /// waits for the target.
+    /// owner's lease lapsed (a precaution: `starting` is saved before the start is
+    /// sent), where a live replica's claim waits for the target.
     pub async fn unfinished_on(&self, target: &str) -> Result<Vec<(ExecutionState, bool)>, StoreError> {
         let rows = self
             .db

@@ -144,11 +144,8 @@ fn proof_response(hashes: Vec<crate::merkle::Hash>) -> Response<pb::ProofRespons
 #[tonic::async_trait]
 impl AuditLog for Service {
     async fn append(&self, request: Request<pb::AppendRequest>) -> Result<Response<pb::AppendResponse>, Status> {
-        let conditions = request.get_ref();
-        if conditions.fence.is_some() || conditions.quiet.is_some() {
-            let field = if conditions.fence.is_some() { "fence" } else { "quiet" };
-            return Err(Status::invalid_argument(format!("`{field}`: an append on conditions is made with AppendIf, not Append")));
-        }
+        // Conditions sent here are honoured as by AppendIf: clients older than
+        // AppendIf send them here, and this service knows them.
         self.append_on(request).await
     }
 
