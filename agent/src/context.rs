@@ -228,6 +228,7 @@ pub fn attempts(trail: &[arf_audit_client::Record], redactor: &Redactor) -> Vec<
                 "rolled_back" => "ran, failed its verification and was rolled back",
                 "verified" => "ran and was verified",
                 "rollback_failed" => "failed and its rollback failed too",
+                "not_run" => "was logged as started, but the executor never ran it, so nothing changed",
                 _ => "failed",
             };
             let redacted = redactor.text(&outcome.detail);

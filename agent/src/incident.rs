@@ -884,6 +884,7 @@ impl Incidents {
                         "failed" | "rollback_failed" => (IncidentState::Failed, format!("{on}: {}", outcome.outcome)),
                         // Nothing ran: the incident is as it was, and needs a person.
                         "refused" => (IncidentState::Escalated, format!("{on} was refused by its precheck, so nothing ran: {}", outcome.detail)),
+                        "not_run" => (IncidentState::Escalated, format!("{on} was logged as started but never ran, so nothing changed: {}", outcome.detail)),
                         _ => return,
                     }
                 }
@@ -1236,6 +1237,14 @@ mod tests {
         (incident.state, incident.decision_ids) = (IncidentState::Acting, vec!["dec-1".into(), "dec-2".into()]);
         assert_eq!(incidents.follow(&outcome("dec-2", "rolled_back")), None);
         assert_eq!(incidents.by_id["inc-1"].state, IncidentState::RolledBack);
+
+        // A start the executor never ran (its answer was lost): nothing changed,
+        // nothing is retried on its own, and a person is told why.
+        let incident = incidents.by_id.get_mut("inc-1").unwrap();
+        incident.state = IncidentState::Acting;
+        assert_eq!(incidents.follow(&outcome("dec-2", "not_run")), None);
+        assert_eq!(incidents.by_id["inc-1"].state, IncidentState::Escalated);
+        assert!(incidents.by_id["inc-1"].reason.contains("was logged as started but never ran, so nothing changed"), "{}", incidents.by_id["inc-1"].reason);
 
         // A precheck's refusal: nothing ran, so it spends no attempt; the agent
         // tries again even with one attempt allowed.

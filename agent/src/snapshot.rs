@@ -22,7 +22,8 @@ pub const FILE: &str = "state-snapshot.json";
 pub const FORMAT: u32 = 3;
 /// The version of the fold (`Incidents::restore_one`, eviction, pruning): bumped
 /// when what a fold makes of the log changes, so an older snapshot is not used.
-pub const FOLD_RULES: u32 = 4;
+/// 5: the outcome `not_run` escalates.
+pub const FOLD_RULES: u32 = 5;
 
 /// What a fold's result depends on besides the log: a snapshot folded under other
 /// settings or rules is not the state a whole fold would give now.

@@ -50,7 +50,7 @@ const FORGOTTEN_AFTER: Duration = Duration::from_secs(5);
 
 /// Decision states after which nothing more happens.
 const TERMINAL: &[&str] =
-    &["verified", "rolled_back", "rollback_failed", "failed", "refused", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
+    &["verified", "rolled_back", "rollback_failed", "failed", "refused", "not_run", "dispatch_failed", "denied", "rejected", "expired", "authorization_failed", "shadow"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Reasoners {

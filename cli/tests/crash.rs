@@ -92,8 +92,9 @@ async fn executor_killed_before_sending_the_start() {
 }
 
 /// The executor SIGKILLed just after the log took the start, before any step ran:
-/// the restarted executor finds the start and settles it as never run (`failed`,
-/// nothing changed, nothing rolled back); the action never runs.
+/// the restarted executor finds the start and settles it as never run (`not_run`:
+/// nothing changed, nothing rolled back); the action never runs, and the governor
+/// settles the decision `not_run`, which counts as no run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executor_killed_after_logging_the_start_never_runs_it() {
     let (url, restarts) = support::counting_target("127.0.0.1").await;
@@ -102,10 +103,11 @@ async fn executor_killed_after_logging_the_start_never_runs_it() {
     let incident = plane.fire().await;
     plane.wait_killed("executor").await;
     plane.start("executor", None).await;
-    let ended = |t: &[Record]| t.iter().any(|r| r.writer == "executor" && r.kind == RecordKind::Outcome);
-    let trail = plane.trail_until(&incident, SETTLE_BOUND, "the execution settling", ended).await;
+    let settled = |r: &Record| r.writer == "governor" && r.kind == RecordKind::Decision && r.payload["state"] == "not_run";
+    let ended = |t: &[Record]| t.iter().any(|r| r.writer == "executor" && r.kind == RecordKind::Outcome) && t.iter().any(settled);
+    let trail = plane.trail_until(&incident, SETTLE_BOUND, "the execution and its decision settling", ended).await;
     let outcome = trail.iter().find(|r| r.writer == "executor" && r.kind == RecordKind::Outcome).unwrap();
-    assert_eq!(outcome.payload["outcome"], "failed", "{}", support::summary(&trail));
+    assert_eq!(outcome.payload["outcome"], "not_run", "{}", support::summary(&trail));
     assert!(outcome.payload["detail"].as_str().unwrap_or_default().contains("never ran it"), "{}", support::summary(&trail));
     assert_eq!(trail.iter().filter(|r| r.kind == RecordKind::ExecutionStarted).count(), 1, "{}", support::summary(&trail));
     assert!(!trail.iter().any(|r| r.kind == RecordKind::Rollback), "nothing ran, so nothing is rolled back:\n{}", support::summary(&trail));

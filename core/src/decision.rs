@@ -248,6 +248,10 @@ pub enum State {
     Failed,
     /// The pathway's precheck refused the action: nothing ran, nothing changed.
     Refused,
+    /// The log holds the decision's start, but the executor never ran a step of it
+    /// (the answer to its start was lost, and the log took the start after all):
+    /// nothing changed. Not a run: no error budget, record or calibration counts it.
+    NotRun,
     /// Decided in shadow mode: what would have run is logged; nothing was sent.
     Shadow,
 }
@@ -268,6 +272,7 @@ impl State {
             Self::RollbackFailed => "rollback_failed",
             Self::Failed => "failed",
             Self::Refused => "refused",
+            Self::NotRun => "not_run",
             Self::Shadow => "shadow",
         }
     }
@@ -288,6 +293,7 @@ impl State {
             Self::RollbackFailed,
             Self::Failed,
             Self::Refused,
+            Self::NotRun,
             Self::Shadow,
         ]
         .into_iter()
@@ -297,8 +303,8 @@ impl State {
     /// Whether a decision in this state stands in the way of a new decision for the
     /// same action: it is live (waiting, approved, authorized), it succeeded, or
     /// policy, a person or the pathway's precheck said no (a repeat does not get to
-    /// ask again). Only an action whose attempt failed, rolled back, expired unrun or
-    /// never reached the executor may be decided again.
+    /// ask again). Only an action whose attempt failed, rolled back, expired unrun,
+    /// never reached the executor or never ran may be decided again.
     pub fn holds_action(self) -> bool {
         matches!(self, Self::Pending | Self::Approved | Self::Authorized | Self::Verified | Self::Denied | Self::Rejected | Self::Refused | Self::Shadow)
     }
@@ -316,6 +322,7 @@ impl State {
             "rollback_failed" => Some(Self::RollbackFailed),
             "failed" => Some(Self::Failed),
             "refused" => Some(Self::Refused),
+            "not_run" => Some(Self::NotRun),
             _ => None,
         }
     }

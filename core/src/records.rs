@@ -517,8 +517,9 @@ pub struct OutcomeRecord {
     pub decision_id: String,
     pub pathway: String,
     pub target: String,
-    /// `verified`, `rolled_back`, `rollback_failed`, `failed`, or `refused` (the
-    /// precheck failed, so the action never started).
+    /// `verified`, `rolled_back`, `rollback_failed`, `failed`, `refused` (the
+    /// precheck failed, so the action never started), or `not_run` (logged as
+    /// started, but no step ran: the start's answer was lost).
     pub outcome: String,
     pub detail: String,
     /// For `refused`: what the precheck answered.

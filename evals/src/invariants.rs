@@ -90,7 +90,8 @@ pub fn check(
     }
 
     // One action of one incident (pathway, target, parameters) runs at most once,
-    // whatever decisions ask for it, unless an earlier run failed or rolled back.
+    // whatever decisions ask for it, unless an earlier run failed, rolled back or
+    // never ran.
     let outcome_of = |decision_id: &str| {
         records
             .iter()
@@ -109,7 +110,7 @@ pub fn check(
         // Every run but the last must have failed for a later one to be allowed.
         let held = distinct[..distinct.len().saturating_sub(1)]
             .iter()
-            .filter(|d| !matches!(outcome_of(d).as_deref(), Some("rolled_back" | "failed" | "rollback_failed")))
+            .filter(|d| !matches!(outcome_of(d).as_deref(), Some("rolled_back" | "failed" | "rollback_failed" | "not_run")))
             .count();
         if held > 0 {
             violations.push(violation(
@@ -135,6 +136,18 @@ pub fn check(
         }
         if text(&record.payload, "event") == "withdrawn" {
             violations.push(violation("unrun", format!("the governor withdrew decision `{decision_id}` (#{}), yet it has an `execution_started` record", record.seq)));
+        }
+    }
+
+    // An execution settled `not_run` (its start logged, its answer lost) ran no step:
+    // the world saw nothing of it.
+    for record in records.iter().filter(|r| r.kind == RecordKind::Outcome && text(&r.payload, "outcome") == "not_run") {
+        let decision_id = text(&record.payload, "decision_id");
+        if let Some(action) = applied.iter().find(|a| a.decision == decision_id) {
+            violations.push(violation(
+                "unrun",
+                format!("decision `{decision_id}` was settled `not_run` (#{}), yet the world saw `{}` on `{}`", record.seq, action.action, action.target),
+            ));
         }
     }
 
@@ -326,5 +339,17 @@ mod tests {
         check_names(&seal(entries.clone()), &applied, &accepted, &digests, &["unrun"]);
         entries[4].2["state"] = json!("dispatch_failed");
         check_names(&seal(entries), &applied, &accepted, &digests, &["unrun"]);
+
+        // A start settled `not_run` is a lie if the world saw it act; honest when it
+        // saw nothing, and then the same action may be decided again.
+        let (records, applied, accepted, digests) = trail();
+        let mut entries: Vec<(String, RecordKind, Value)> = records.iter().map(|r| (r.writer.clone(), r.kind, r.payload.clone())).collect();
+        entries[4].2["outcome"] = json!("not_run");
+        check_names(&seal(entries.clone()), &applied, &accepted, &digests, &["unrun"]);
+        let mut again = entries[3].clone();
+        again.2["decision_id"] = json!("dec-2");
+        entries.push(again);
+        let found = check(&seal(entries), &[], &accepted, &digests, false);
+        assert!(!found.iter().any(|v| matches!(v.invariant, "unrun" | "once_per_action")), "{found:#?}");
     }
 }

@@ -38,6 +38,15 @@ pub struct Executed {
     pub overhead_parts: Option<OverheadParts>,
 }
 
+impl Executed {
+    /// Whether any of it ran: an execution settled `not_run` is logged as started,
+    /// but no step of it ran, so it is not an action taken (its start is still
+    /// checked for governance).
+    pub fn ran(&self) -> bool {
+        self.outcome != "not_run"
+    }
+}
+
 /// The control plane's own time before an execution started, by where it went,
 /// each read from the log's own timestamps ([`overhead_ms`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -339,7 +348,7 @@ pub fn score(
 
     let escalated_records = by(RecordKind::Incident, "agent").filter(|r| matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::Escalated { .. }))).count() as u32;
     let denied = decisions.iter().filter(|d| d.route == Route::Deny).count() as u32;
-    let failed_runs = executed.iter().filter(|e| e.outcome != "verified").count() as u32;
+    let failed_runs = executed.iter().filter(|e| e.ran() && e.outcome != "verified").count() as u32;
     // A precheck's refusal ran nothing, so it is not an executed action, and it
     // pages no one: its notification is informational, the agent follows it up
     // itself, and an escalation it comes to is counted as one.
@@ -353,7 +362,7 @@ pub fn score(
     let healthy = incident.targets.iter().all(|t| world.healthy(&t.name));
     let resolved = healthy && !harm;
     let resolved_by_arf = resolved && !incident.false_alarm() && executed.iter().any(|e| e.fixed);
-    let autonomous = human_touches == 0 && (resolved_by_arf || (incident.false_alarm() && executed.is_empty() && resolved));
+    let autonomous = human_touches == 0 && (resolved_by_arf || (incident.false_alarm() && !executed.iter().any(Executed::ran) && resolved));
 
     // Simulated time, along the critical path.
     let mttd_min = incident.detect_min + human::DIAGNOSIS_MIN;
@@ -364,12 +373,12 @@ pub fn score(
             path += human::APPROVAL_RESPONSE_MIN + (given - 1.0) * human::EXTRA_APPROVER_MIN;
         }
     }
-    for run in &executed {
+    for run in executed.iter().filter(|e| e.ran()) {
         path += action_minutes(&run.pathway) + human::VERIFY_WINDOW_MIN;
     }
     let mut mttr_min = mttd_min + path;
     if !resolved_by_arf {
-        if escalations > 0 || !executed.is_empty() {
+        if escalations > 0 || executed.iter().any(Executed::ran) {
             mttr_min += human::ESCALATION_RESPONSE_MIN;
         }
         mttr_min += if incident.false_alarm() { human::FALSE_ALARM_TRIAGE_MIN } else { incident.manual_fix_min };

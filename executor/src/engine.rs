@@ -682,7 +682,7 @@ impl Executor {
                     state.detail,
                     cause.after()
                 );
-                self.finish(&body, &Plan::empty(), state, Outcome::Failed, detail, Some(Recovered { phase: interrupted_in, leftovers })).await?;
+                self.finish(&body, &Plan::empty(), state, Outcome::NotRun, detail, Some(Recovered { phase: interrupted_in, leftovers })).await?;
             }
             Settle::Reverify | Settle::RollBackAgain => {
                 let plan = match admission::admit(&self.catalog, &self.inventory, &self.secrets, &body) {
@@ -1201,7 +1201,6 @@ impl Executor {
         recovered: Option<Recovered<'_>>,
     ) -> Result<ExecutionState, ExecuteError> {
         let detail = secrets::redact_text(&detail, &plan.secret_values);
-        let never_ran = recovered.as_ref().is_some_and(|r| r.phase == Phase::Starting);
         let record = match recovered {
             Some(Recovered { phase, leftovers }) => {
                 records::recovered_outcome(body, outcome, &detail, phase.as_str(), leftovers.iter().map(arf_core::records::encode).collect())
@@ -1216,13 +1215,11 @@ impl Executor {
             Outcome::RollbackFailed => {
                 error!(outcome = outcome.as_str(), %detail, "ROLLBACK FAILED: the target is in an unknown state and needs a human now")
             }
-            Outcome::Failed if never_ran => {
-                error!(outcome = outcome.as_str(), %detail, "the log holds a start the executor never ran: nothing changed, but the governor counts it failed")
-            }
             Outcome::Failed => {
                 error!(outcome = outcome.as_str(), %detail, "irreversible pathway failed: the target needs a human")
             }
             Outcome::Refused => warn!(outcome = outcome.as_str(), %detail, "the precheck refused the action"),
+            Outcome::NotRun => warn!(outcome = outcome.as_str(), %detail, "the log holds a start the executor never ran: nothing changed"),
             Outcome::Running => {}
         }
         state.outcome = outcome;

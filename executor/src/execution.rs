@@ -20,6 +20,10 @@ pub enum Outcome {
     Failed,
     /// The pathway's precheck failed, so the action never started: nothing changed.
     Refused,
+    /// The log holds the start, but no step of the action ran (the start's answer
+    /// was lost, and the log turned out to hold it once it could take it no more):
+    /// nothing changed, so nothing is verified or rolled back.
+    NotRun,
 }
 
 impl Outcome {
@@ -31,6 +35,7 @@ impl Outcome {
             Self::RollbackFailed => "rollback_failed",
             Self::Failed => "failed",
             Self::Refused => "refused",
+            Self::NotRun => "not_run",
         }
     }
 }

@@ -91,14 +91,14 @@ pub fn settled(trail: &[Record], decision_id: &str) -> Result<Option<String>, Ma
 }
 
 /// Another decision of the same incident for the same action (pathway, target and
-/// parameters) that the log shows started and that did not end in a failure: it
-/// is running, its outcome is unknown, or it verified. Running the action again
+/// parameters) that the log shows started and that did not end in a failure or
+/// unrun: it is running, its outcome is unknown, or it verified. Running the action again
 /// under a new decision id would be running it twice.
 pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value) -> Result<Option<String>, Malformed> {
     for record in trail.iter().filter(|r| r.writer == EXECUTOR_WRITER && r.kind == RecordKind::ExecutionStarted) {
         let started: ExecutionStartedRecord = record.parse()?;
         let same = started.decision_id != decision_id && started.pathway == pathway && started.target == target && started.parameters == *parameters;
-        if same && !matches!(logged(trail, &started.decision_id)?.outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed)) {
+        if same && !matches!(logged(trail, &started.decision_id)?.outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed | Outcome::NotRun)) {
             return Ok(Some(started.decision_id));
         }
     }
@@ -106,7 +106,7 @@ pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, t
 }
 
 fn parse_outcome(text: &str) -> Option<Outcome> {
-    [Outcome::Verified, Outcome::RolledBack, Outcome::RollbackFailed, Outcome::Failed, Outcome::Refused]
+    [Outcome::Verified, Outcome::RolledBack, Outcome::RollbackFailed, Outcome::Failed, Outcome::Refused, Outcome::NotRun]
         .into_iter()
         .find(|o| o.as_str() == text)
 }

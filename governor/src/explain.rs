@@ -268,6 +268,10 @@ fn next_step(d: &Decision) -> String {
         State::RollbackFailed => "needs a person now: verification failed and the rollback failed too.".to_owned(),
         State::Failed => format!("needs a person: the action failed ({}).", or_none(&d.detail)),
         State::Refused => format!("not run: the pathway's precheck refused it ({}). Nothing changed; the agent tries another action or diagnoses again with the refusal in view, else escalates.", or_none(&d.detail)),
+        State::NotRun => format!(
+            "not run: the log holds its start, but the executor never ran it ({}). Nothing changed, and it does not count as a run; the incident goes to a person.",
+            or_none(&d.detail)
+        ),
         State::Shadow => {
             let would = match d.route {
                 Route::Autonomous => "would have run on its own",

@@ -283,12 +283,14 @@ mod tests {
         assert_eq!(mode_for(&rules, "staging", "payments"), Mode::Autonomous);
     }
 
-    /// Only a run's verdict moves a track record: a precheck's refusal ran nothing.
+    /// Only a run's verdict moves a track record: a precheck's refusal ran nothing,
+    /// nor did a start the executor never ran.
     #[test]
     fn only_runs_that_ran_count() {
         assert_eq!(Event::of_outcome("verified"), Some(Event::Verified));
         assert_eq!(Event::of_outcome("rolled_back"), Some(Event::Failed));
         assert_eq!(Event::of_outcome("refused"), None);
+        assert_eq!(Event::of_outcome("not_run"), None);
         assert_eq!(Event::of_outcome("running"), None);
     }
 

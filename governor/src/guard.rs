@@ -360,7 +360,8 @@ pub fn record_outcome(
 ) -> Vec<Trip> {
     // A precheck's refusal ran nothing, so the pathway's record and error budget
     // are untouched; but the model proposed an action its target refused, which
-    // its calibration counts as a miss.
+    // its calibration counts as a miss. A start the executor never ran (`not_run`)
+    // says nothing of the pathway or of the model, so nothing counts it.
     let refused = outcome == "refused";
     if !is_outcome(outcome) && !refused {
         return Vec::new();
@@ -711,6 +712,12 @@ mod tests {
         }
         let model = &state.models["model-a"]["restart_service"];
         assert_eq!((model.runs, model.verified), (3, 0), "{model:?}");
+        // Logged as started but never run (its start's answer was lost): not a run
+        // of the pathway, nor a miss of the model; three of them trip nothing.
+        check_outcomes(&[Report("d1", "not_run"), Report("d2", "not_run"), Report("d3", "not_run")], (0, 0, 0, 0), &[], &[]);
+        let (rails, mut state) = (GuardRails::default(), GuardState::default());
+        record_outcome(&mut state, &rails, "d1", "web", "restart_service", "model-a", "not_run", 1);
+        assert!(state.models.is_empty(), "{:?}", state.models);
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub const FILE: &str = "state-snapshot.json";
 pub const FORMAT: u32 = 1;
 /// The version of the fold ([`Restored::add`], eviction): bumped when what a fold
 /// makes of the log changes, so an older snapshot is not used. 2: withdrawals.
-pub const FOLD_RULES: u32 = 2;
+/// 3: the state `not_run`.
+pub const FOLD_RULES: u32 = 3;
 /// A fold lets settled decisions go at every record whose sequence number is a
 /// multiple of this (and a restart once more at its end), wherever it started, so
 /// a fold from a snapshot lets go exactly where a whole fold does.

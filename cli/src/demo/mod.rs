@@ -287,7 +287,7 @@ impl Demo {
         wait_for("the execution's outcome", || async {
             self.decision(decision_id)
                 .await
-                .filter(|d| matches!(d.state.as_str(), "verified" | "rolled_back" | "rollback_failed" | "failed" | "refused" | "dispatch_failed"))
+                .filter(|d| matches!(d.state.as_str(), "verified" | "rolled_back" | "rollback_failed" | "failed" | "refused" | "not_run" | "dispatch_failed"))
         })
         .await
     }

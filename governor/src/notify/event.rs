@@ -275,6 +275,10 @@ pub fn events(record: &Record, writers: &Writers, context: Option<&IncidentConte
                         EventKind::ActionFailed,
                         format!("Refused: {} on {} did not pass its precheck; nothing ran, and the agent tries again or escalates", outcome.pathway, outcome.target),
                     ),
+                    "not_run" => (
+                        EventKind::ActionFailed,
+                        format!("Not run: {} on {} is logged as started, but the executor never ran it; nothing changed, and the incident needs a person", outcome.pathway, outcome.target),
+                    ),
                     "rollback_failed" => (
                         EventKind::RollbackFailed,
                         format!("ROLLBACK FAILED: {} on {}; the target is in an unknown state", outcome.pathway, outcome.target),
@@ -374,6 +378,10 @@ mod tests {
         // A refusal ran nothing and the agent follows it up: told, not paged; a rollback pages.
         let severity = |o: &str| events(&record(3, "executor", RecordKind::Outcome, outcome(o)), &writers, Some(&context))[0].severity;
         assert_eq!((severity("refused"), severity("rolled_back")), (Severity::Info, Severity::Error));
+        // A start that never ran changed nothing either, but nobody follows the
+        // incident up on their own: it pages.
+        assert_eq!(told(&record(3, "executor", RecordKind::Outcome, outcome("not_run"))), [EventKind::ActionFailed]);
+        assert_eq!(severity("not_run"), Severity::Error);
         assert_eq!(told(&record(4, "executor", RecordKind::Outcome, outcome("verified"))), [EventKind::Resolved]);
         // The same record from another writer is not believed.
         assert!(told(&record(5, "agent", RecordKind::Outcome, outcome("rollback_failed"))).is_empty());
