@@ -21,6 +21,13 @@ static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mut
 /// way; it is picked at random, never twice in one process, and checked free, so
 /// only another process picking the same one could take it in between.
 pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
+    loopback_listener()?.local_addr()
+}
+
+/// A listener on a loopback port chosen as [`free_loopback_port`] chooses one,
+/// still bound: for a caller that serves in this process, which then has no
+/// moment between the pick and the bind for another process to take the port.
+pub fn loopback_listener() -> std::io::Result<TcpListener> {
     let start = ephemeral_start().unwrap_or(FALLBACK_EPHEMERAL_START);
     if start > LOWEST + 1_000 {
         let span = u32::from(start - LOWEST);
@@ -31,11 +38,11 @@ pub fn free_loopback_port() -> std::io::Result<SocketAddr> {
             // is free again until its service binds it.
             let fresh = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port);
             if fresh && let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-                return listener.local_addr();
+                return Ok(listener);
             }
         }
     }
-    TcpListener::bind("127.0.0.1:0")?.local_addr()
+    TcpListener::bind("127.0.0.1:0")
 }
 
 /// The first port of the kernel's ephemeral range (Linux).

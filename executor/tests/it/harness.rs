@@ -136,7 +136,10 @@ impl Harness {
         let executor_token = token("executor");
         let key = arf_core::keys::load_or_generate(&dir.join("governor.key")).unwrap();
 
-        let audit_listener = TcpListener::bind(arf_core::net::free_loopback_port().unwrap()).await.unwrap();
+        // Bound where it is picked: no moment for another process to take the port.
+        let audit_listener = arf_core::net::loopback_listener().unwrap();
+        audit_listener.set_nonblocking(true).unwrap();
+        let audit_listener = TcpListener::from_std(audit_listener).unwrap();
         let audit_addr = audit_listener.local_addr().unwrap();
         let checkpoint_key = dir.join("audit-checkpoint.key");
         arf_core::keys::load_or_generate(&checkpoint_key).unwrap();

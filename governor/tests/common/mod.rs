@@ -241,7 +241,10 @@ impl Harness {
         let mut audit_server = None;
         let mut audit_started = None;
 
-        let audit_listener = TcpListener::bind(arf_core::net::free_loopback_port().unwrap()).await.unwrap();
+        // Bound where it is picked: no moment for another process to take the port.
+        let audit_listener = arf_core::net::loopback_listener().unwrap();
+        audit_listener.set_nonblocking(true).unwrap();
+        let audit_listener = TcpListener::from_std(audit_listener).unwrap();
         let audit_addr = audit_listener.local_addr().unwrap().to_string();
         if setup.audit {
             let writers = BTreeMap::from([
