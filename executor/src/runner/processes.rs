@@ -197,23 +197,55 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
 /// Kills the processes of group `pgid` that belong to the recorded leader, until
 /// none is left or the grace period passes; the pids killed.
 async fn kill_group(pgid: u32, leader_start: u64, session: Option<u32>) -> Vec<u32> {
+    stop_then_kill(|| proc::members(pgid, leader_start, session), proc::signal).await
+}
+
+/// A signal the sweep sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Kill,
+}
+
+/// Stops every process `members` lists, then kills them all, until none is left or
+/// the grace period passes; the pids killed. None is killed while another still
+/// runs: killed one by one, a member could see another die and go on with its
+/// script (a shell whose `wait` returns runs its next command, which may change
+/// the target) in the moment before its own turn. A stopped process forks no
+/// more, so listing again until the list holds no one not yet stopped catches
+/// what a member started meanwhile.
+async fn stop_then_kill(members: impl Fn() -> Vec<u32>, signal: impl Fn(u32, Signal)) -> Vec<u32> {
     let mut killed = Vec::new();
     let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
     loop {
-        let members = proc::members(pgid, leader_start, session);
-        if members.is_empty() || tokio::time::Instant::now() >= give_up {
-            if !members.is_empty() {
-                tracing::error!(pgid, ?members, "leftover processes survived SIGKILL");
+        let mut stopped: Vec<u32> = Vec::new();
+        loop {
+            let fresh: Vec<u32> = members().into_iter().filter(|pid| !stopped.contains(pid)).collect();
+            if fresh.is_empty() || tokio::time::Instant::now() >= give_up {
+                break;
             }
+            for &pid in &fresh {
+                signal(pid, Signal::Stop);
+            }
+            stopped.extend(fresh);
+        }
+        if stopped.is_empty() {
             break;
         }
-        for pid in members {
-            proc::kill(pid);
+        for pid in stopped {
+            signal(pid, Signal::Kill);
             if !killed.contains(&pid) {
                 killed.push(pid);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+        if tokio::time::Instant::now() >= give_up {
+            let left = members();
+            if !left.is_empty() {
+                tracing::error!(?left, "leftover processes survived SIGKILL");
+            }
+            break;
+        }
     }
     killed
 }
@@ -267,14 +299,18 @@ mod proc {
     }
 
     #[expect(unsafe_code, reason = "std cannot signal an arbitrary pid; the call only sends a signal")]
-    pub fn kill(pid: u32) {
+    pub fn signal(pid: u32, signal: super::Signal) {
         let Ok(pid) = libc::pid_t::try_from(pid) else { return };
         if pid <= 1 {
             return;
         }
+        let signal = match signal {
+            super::Signal::Stop => libc::SIGSTOP,
+            super::Signal::Kill => libc::SIGKILL,
+        };
         // SAFETY: kill takes two integers and touches no memory; a process that is
         // already gone makes it fail with ESRCH, which is what we wanted anyway.
-        let _ = unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = unsafe { libc::kill(pid, signal) };
     }
 }
 
@@ -289,7 +325,7 @@ mod proc {
     pub fn members(_pgid: u32, _leader_start: u64, _leader_session: Option<u32>) -> Vec<u32> {
         Vec::new()
     }
-    pub fn kill(_pid: u32) {}
+    pub fn signal(_pid: u32, _signal: super::Signal) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -303,6 +339,32 @@ mod tests {
         let me = std::process::id();
         assert!(proc::identity(me).is_some());
         assert!(proc::boot_id().is_some_and(|b| !b.is_empty()));
+    }
+
+    /// Every member is stopped before any is killed, one that a member started
+    /// while the others were being stopped too; then what is left is killed again.
+    #[tokio::test]
+    async fn no_member_is_killed_while_another_still_runs() {
+        use std::sync::Mutex;
+        let sent: Mutex<Vec<(u32, Signal)>> = Mutex::new(Vec::new());
+        let alive: Mutex<Vec<u32>> = Mutex::new(vec![30, 10, 20]);
+        let members = || {
+            let sent = sent.lock().unwrap();
+            let mut alive = alive.lock().unwrap();
+            // Member 20 forks 40 before it is stopped; a killed member is gone.
+            if sent.contains(&(10, Signal::Stop)) && !alive.contains(&40) && !sent.iter().any(|s| s.1 == Signal::Kill) {
+                alive.push(40);
+            }
+            alive.retain(|pid| !sent.contains(&(*pid, Signal::Kill)));
+            alive.clone()
+        };
+        let killed = stop_then_kill(members, |pid, signal| sent.lock().unwrap().push((pid, signal))).await;
+        let sent = sent.into_inner().unwrap();
+        let first_kill = sent.iter().position(|s| s.1 == Signal::Kill).unwrap();
+        let stopped: Vec<u32> = sent[..first_kill].iter().map(|s| s.0).collect();
+        assert_eq!(stopped, [30, 10, 20, 40], "{sent:?}");
+        assert!(sent[..first_kill].iter().all(|s| s.1 == Signal::Stop), "{sent:?}");
+        assert_eq!(killed, [30, 10, 20, 40]);
     }
 
     #[tokio::test]
