@@ -352,44 +352,7 @@ impl Executor {
             );
             return Ok(Executed { state: previous, replayed: true });
         }
-        // The store is this executor's memory; the log is everyone's. If the log
-        // shows this decision started, an executor whose store is gone (a new
-        // disk, a restored backup) ran it: it is settled, never run again.
-        let trail = match self.audit.read_incident(&body.incident_id).await {
-            Ok(trail) => trail,
-            Err(source) => {
-                self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
-            }
-        };
-        let logged = match recovery::logged(&trail, &body.decision_id) {
-            Ok(logged) => logged,
-            Err(source) => {
-                self.store.release(&body.decision_id).await?;
-                return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
-            }
-        };
-        // Started, or refused by its precheck (an outcome with no start), by an
-        // executor that lost the answer or its store: settled from the log.
-        if logged.started || logged.outcome.is_some() {
-            let _target = match self.lock_target(&body.target).await {
-                Ok(guard) => guard,
-                Err(error) => {
-                    self.store.release(&body.decision_id).await?;
-                    return Err(error.into());
-                }
-            };
-            let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
-            warn!("the log shows this decision already started or ended, but the execution store has no trace of it; settling it instead of running it again");
-            let mut unknown = state;
-            unknown.phase = Phase::Interrupted;
-            self.store.save(&unknown).await?;
-            self.settle(unknown.clone(), &[], Cause::LostStore).await?;
-            let settled = self.store.get(&body.decision_id).await?.unwrap_or(unknown);
-            return Ok(Executed { state: settled, replayed: true });
-        }
-        let state = self.run(body, signed.audit_seq, &admitted.plan, state).await?;
-        Ok(Executed { state, replayed: false })
+        self.run(body, signed.audit_seq, &admitted.plan, state).await
     }
 
     /// As the log's witness: has it sign a checkpoint now, which must cover the
@@ -580,8 +543,9 @@ impl Executor {
     /// lock, not cut off, and are left alone, except another replica's whose lease
     /// lapsed: its start may be logged ([`crate::shared::Shared::unfinished_on`]),
     /// so it is settled by whoever takes it over first. If one cannot be settled
-    /// yet, this decision gives its claim back and does not run.
-    async fn settle_backlog(&self, body: &DecisionBody) -> Result<(), ExecuteError> {
+    /// yet, this decision gives its claim back and does not run. True when it
+    /// settled one (and so may have written to the log).
+    async fn settle_backlog(&self, body: &DecisionBody) -> Result<bool, ExecuteError> {
         let refuse = |earlier: String, reason: String| ExecuteError::TargetUnsettled {
             decision_id: body.decision_id.clone(),
             target: body.target.clone(),
@@ -604,6 +568,7 @@ impl Executor {
                 format!("another executor replica's execution on it is {} and not settled yet", earlier.phase.as_str()),
             ));
         }
+        let settled_any = !backlog.is_empty();
         for (earlier, _) in backlog {
             let earlier_id = earlier.decision_id.clone();
             warn!(earlier = %earlier_id, "settling an earlier execution on this target that was cut off, before acting");
@@ -625,7 +590,7 @@ impl Executor {
                 return Err(refuse(earlier_id, reason));
             }
         }
-        Ok(())
+        Ok(settled_any)
     }
 
     async fn settle(&self, mut state: ExecutionState, leftovers: &[Leftover], cause: Cause) -> Result<(), ExecuteError> {
@@ -876,15 +841,25 @@ impl Executor {
     /// how far it read: the start is logged only if the governor has appended
     /// nothing to the incident since ([`Executor::write_ahead`]).
     async fn check_log(&self, body: &DecisionBody) -> Result<Quiet, ExecuteError> {
-        let refusal = match self.audit.read_incident(&body.incident_id).await {
-            Ok(trail) => match refused_by_log(&trail, body) {
-                None => return Ok(Quiet::since(&body.incident_id, crate::admission::GOVERNOR_WRITER, &trail)),
-                Some(refusal) => refusal,
-            },
-            Err(source) => ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source },
-        };
-        self.store.release(&body.decision_id).await?;
-        Err(refusal)
+        match self.audit.read_incident(&body.incident_id).await {
+            Ok(trail) => self.judge(body, &trail).await,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })
+            }
+        }
+    }
+
+    /// Refuses, giving the claim back, what `trail` says must not start now
+    /// ([`refused_by_log`]); otherwise how far it reaches, for the start's condition.
+    async fn judge(&self, body: &DecisionBody, trail: &[arf_audit_client::Record]) -> Result<Quiet, ExecuteError> {
+        match refused_by_log(trail, body) {
+            None => Ok(Quiet::since(&body.incident_id, crate::admission::GOVERNOR_WRITER, trail)),
+            Some(refusal) => {
+                self.store.release(&body.decision_id).await?;
+                Err(refusal)
+            }
+        }
     }
 
     /// Logs the start, write-ahead, only if the governor has appended nothing to
@@ -946,13 +921,9 @@ impl Executor {
         Err(ExecuteError::StartUnconfirmed { decision_id: body.decision_id.clone(), detail })
     }
 
-    async fn run(
-        &self,
-        body: &DecisionBody,
-        decision_seq: u64,
-        plan: &Plan,
-        mut state: ExecutionState,
-    ) -> Result<ExecutionState, ExecuteError> {
+    /// Runs a claimed decision under its target's lock and a slot, unless the log
+    /// shows it already started or ended.
+    async fn run(&self, body: &DecisionBody, decision_seq: u64, plan: &Plan, state: ExecutionState) -> Result<Executed, ExecuteError> {
         // The target first, then a slot: a queued execution holds no slot while it
         // waits for its target.
         let _target = match self.lock_target(&body.target).await {
@@ -963,10 +934,54 @@ impl Executor {
             }
         };
         let _slot = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| ExecuteError::ShuttingDown)?;
+        // The store is this executor's memory; the log is everyone's. If the log
+        // shows this decision started, an executor whose store is gone (a new
+        // disk, a restored backup) ran it: it is settled, never run again. The same
+        // read, when it shows nothing of the kind, is what the start is judged
+        // against ([`Executor::act`]).
+        let trail = match self.audit.read_incident(&body.incident_id).await {
+            Ok(trail) => trail,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        let logged = match recovery::logged(&trail, &body.decision_id) {
+            Ok(logged) => logged,
+            Err(source) => {
+                self.store.release(&body.decision_id).await?;
+                return Err(ExecuteError::Malformed { decision_id: body.decision_id.clone(), source });
+            }
+        };
+        // Started, or refused by its precheck (an outcome with no start), by an
+        // executor that lost the answer or its store: settled from the log.
+        if logged.started || logged.outcome.is_some() {
+            warn!("the log shows this decision already started or ended, but the execution store has no trace of it; settling it instead of running it again");
+            let mut unknown = state;
+            unknown.phase = Phase::Interrupted;
+            self.store.save(&unknown).await?;
+            self.settle(unknown.clone(), &[], Cause::LostStore).await?;
+            let settled = self.store.get(&body.decision_id).await?.unwrap_or(unknown);
+            return Ok(Executed { state: settled, replayed: true });
+        }
+        let state = self.act(body, decision_seq, plan, state, &trail).await?;
+        Ok(Executed { state, replayed: false })
+    }
+
+    /// Runs a claimed decision whose trail (`trail`, read under the target's lock)
+    /// shows it neither started nor ended. The caller holds the target's lock and a slot.
+    async fn act(
+        &self,
+        body: &DecisionBody,
+        decision_seq: u64,
+        plan: &Plan,
+        mut state: ExecutionState,
+        trail: &[arf_audit_client::Record],
+    ) -> Result<ExecutionState, ExecuteError> {
         // Expiry bounds when a decision may start, so a decision that waited too
         // long behind others gives its claim back without running.
         self.release_if_expired(body).await?;
-        self.settle_backlog(body).await?;
+        let settled_backlog = self.settle_backlog(body).await?;
         // A rollback on this target that failed after this decision was issued: the
         // governor decided without knowing that the target needs a human (it would
         // have quarantined the service). Later decisions were made knowing it.
@@ -991,8 +1006,10 @@ impl Executor {
         self.release_if_expired(body).await?;
 
         // One action runs once per incident, whatever decision asks for it: checked
-        // under the target's lock, so two decisions for it cannot both pass.
-        let mut quiet = self.check_log(body).await?;
+        // under the target's lock, so two decisions for it cannot both pass. Judged
+        // on the trail read under the lock, or read again if settling an earlier
+        // execution on the target wrote to the log since.
+        let quiet = if settled_backlog { self.check_log(body).await? } else { self.judge(body, trail).await? };
 
         // Look before acting: the pathway's precheck (a dry run, a read of the
         // target's state) must pass, or the action never starts. Its steps change
@@ -1017,10 +1034,12 @@ impl Executor {
                 warn!(%detail, "the precheck got no answer; nothing ran");
                 return Err(ExecuteError::PrecheckUnanswered { decision_id: body.decision_id.clone(), detail });
             }
-            // The precheck may take its time: expiry bounds when the action may start,
-            // and a withdrawal logged meanwhile is read before it does.
+            // The precheck may take its time: expiry bounds when the action may start.
+            // A withdrawal or a settling the governor logged meanwhile is read before
+            // the start: the start is logged only if the governor wrote nothing to the
+            // incident since `quiet`'s read, else the trail is read again
+            // ([`Executor::write_ahead`]).
             self.release_if_expired(body).await?;
-            quiet = self.check_log(body).await?;
             Some(report)
         };
 
