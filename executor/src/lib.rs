@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod durable;
 pub mod engine;
 pub mod execution;
 mod grpc;

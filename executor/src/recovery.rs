@@ -11,7 +11,9 @@
 use serde_json::Value;
 
 use arf_audit_client::{Record, RecordKind};
-use arf_core::records::{DecisionStateRecord, ExecutionStartedRecord, GovernanceEvent, Malformed, OutcomeRecord, RollbackRecord};
+use arf_core::records::{
+    DecisionStateRecord, ExecutionFinishedRecord, ExecutionStartedRecord, GovernanceEvent, Malformed, OutcomeRecord, RollbackRecord, VerificationRecord,
+};
 
 use crate::execution::{Outcome, Phase};
 
@@ -19,6 +21,9 @@ use crate::execution::{Outcome, Phase};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Logged {
     pub started: bool,
+    /// The action's end (`execution_finished`) or a verification is logged: the
+    /// action ran, whatever the store says.
+    pub progressed: bool,
     pub rollback: bool,
     pub outcome: Option<Outcome>,
 }
@@ -38,6 +43,14 @@ pub fn logged(trail: &[Record], decision_id: &str) -> Result<Logged, Malformed> 
             RecordKind::ExecutionStarted => {
                 let started: ExecutionStartedRecord = record.parse()?;
                 logged.started |= started.decision_id == decision_id;
+            }
+            RecordKind::ExecutionFinished => {
+                let finished: ExecutionFinishedRecord = record.parse()?;
+                logged.progressed |= finished.decision_id == decision_id;
+            }
+            RecordKind::Verification => {
+                let verification: VerificationRecord = record.parse()?;
+                logged.progressed |= verification.decision_id == decision_id;
             }
             RecordKind::Rollback => {
                 let rollback: RollbackRecord = record.parse()?;
@@ -134,14 +147,18 @@ pub enum Settle {
 /// `phase` is where the store says the execution stood. Only a mere claim is
 /// released: a store that says the action was under way while the log shows no
 /// start means the two disagree (a misnamed writer, a damaged log), and then the
-/// target is verified, never acted on again.
+/// target is verified, never acted on again. The log outranks the store when it
+/// shows more: a store that says `starting` while the log holds the action's end,
+/// a verification or a rollback is behind (restored from a backup, say), and the
+/// action ran.
 pub fn settle(logged: &Logged, phase: Phase) -> Settle {
     match logged {
         Logged { outcome: Some(outcome), .. } => Settle::Logged(*outcome),
+        Logged { rollback: true, .. } => Settle::RollBackAgain,
+        Logged { progressed: true, .. } => Settle::Reverify,
         Logged { started: true, .. } if phase == Phase::Starting => Settle::StartedUnrun,
         Logged { started: false, .. } if phase == Phase::Starting => Settle::Unconfirmed,
         Logged { started: false, .. } if phase == Phase::Claimed => Settle::Release,
-        Logged { rollback: true, .. } => Settle::RollBackAgain,
         Logged { .. } => Settle::Reverify,
     }
 }
@@ -198,7 +215,23 @@ mod tests {
         let forged = [started("agent", "d-1", "web"), outcome("governor", "d-1", "verified")];
         assert_eq!(logged(&forged, "d-1").unwrap(), Logged::default());
         let own = [started("executor", "d-1", "web"), outcome("executor", "d-2", "verified")];
-        assert_eq!(logged(&own, "d-1").unwrap(), Logged { started: true, rollback: false, outcome: None });
+        assert_eq!(logged(&own, "d-1").unwrap(), Logged { started: true, progressed: false, rollback: false, outcome: None });
+        // The action's end shows it ran; only from the executor, and only for this decision.
+        let finished = |writer: &str, id: &str| {
+            let payload = arf_core::records::encode(&ExecutionFinishedRecord {
+                decision_id: id.to_owned(),
+                phase: "action".to_owned(),
+                ok: true,
+                summary: String::new(),
+                steps: Vec::new(),
+                skipped_steps: 0,
+            });
+            record(writer, RecordKind::ExecutionFinished, payload)
+        };
+        let ran = [started("executor", "d-1", "web"), finished("agent", "d-1"), finished("executor", "d-2")];
+        assert!(!logged(&ran, "d-1").unwrap().progressed);
+        let ran = [started("executor", "d-1", "web"), finished("executor", "d-1")];
+        assert!(logged(&ran, "d-1").unwrap().progressed);
     }
 
     #[test]
@@ -242,21 +275,30 @@ mod tests {
 
     #[test]
     fn settles_by_what_was_logged() {
+        // (started, progressed: the action's end or a verification logged, rollback, outcome)
         let cases = [
-            ((false, false, None), Phase::Claimed, Settle::Release),
-            ((false, false, None), Phase::Acting, Settle::Reverify),
-            ((false, false, None), Phase::Interrupted, Settle::Reverify),
-            ((false, false, None), Phase::Starting, Settle::Unconfirmed),
-            ((true, false, None), Phase::Starting, Settle::StartedUnrun),
-            ((true, false, None), Phase::Claimed, Settle::Reverify),
-            ((true, false, Some(Outcome::Failed)), Phase::Starting, Settle::Logged(Outcome::Failed)),
-            ((true, false, None), Phase::Acting, Settle::Reverify),
-            ((true, true, None), Phase::RollingBack, Settle::RollBackAgain),
-            ((true, true, Some(Outcome::RolledBack)), Phase::VerifyingRollback, Settle::Logged(Outcome::RolledBack)),
-            ((true, false, Some(Outcome::Verified)), Phase::Verifying, Settle::Logged(Outcome::Verified)),
+            ((false, false, false, None), Phase::Claimed, Settle::Release),
+            ((false, false, false, None), Phase::Acting, Settle::Reverify),
+            ((false, false, false, None), Phase::Interrupted, Settle::Reverify),
+            ((false, false, false, None), Phase::Starting, Settle::Unconfirmed),
+            ((true, false, false, None), Phase::Starting, Settle::StartedUnrun),
+            ((true, false, false, None), Phase::Claimed, Settle::Reverify),
+            ((true, false, false, Some(Outcome::Failed)), Phase::Starting, Settle::Logged(Outcome::Failed)),
+            ((true, false, false, None), Phase::Acting, Settle::Reverify),
+            ((true, true, false, None), Phase::Acting, Settle::Reverify),
+            ((true, true, true, None), Phase::RollingBack, Settle::RollBackAgain),
+            ((true, true, true, Some(Outcome::RolledBack)), Phase::VerifyingRollback, Settle::Logged(Outcome::RolledBack)),
+            ((true, true, false, Some(Outcome::Verified)), Phase::Verifying, Settle::Logged(Outcome::Verified)),
+            // A store behind the log (a backup, a lost save) says `starting`, but the
+            // log shows the action ran: it is verified again or rolled back, never
+            // taken for an action that never ran.
+            ((true, true, false, None), Phase::Starting, Settle::Reverify),
+            ((true, false, true, None), Phase::Starting, Settle::RollBackAgain),
+            ((false, true, false, None), Phase::Starting, Settle::Reverify),
+            ((false, false, true, None), Phase::Claimed, Settle::RollBackAgain),
         ];
-        for ((started, rollback, outcome), phase, expected) in cases {
-            assert_eq!(settle(&Logged { started, rollback, outcome }, phase), expected, "{started} {rollback} {outcome:?} {phase:?}");
+        for ((started, progressed, rollback, outcome), phase, expected) in cases {
+            assert_eq!(settle(&Logged { started, progressed, rollback, outcome }, phase), expected, "{started} {progressed} {rollback} {outcome:?} {phase:?}");
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum StoreError {
     Open { path: String, source: sled::Error },
     #[error("execution store error: {0}")]
     Storage(#[from] sled::Error),
+    #[error("execution store error: {0}")]
+    Sync(String),
     #[error("stored execution of decision `{decision_id}` cannot be read: {message}")]
     Corrupt { decision_id: String, message: String },
     #[error("execution of decision `{decision_id}` cannot be encoded: {message}")]
@@ -161,7 +163,7 @@ impl Store {
 /// The execution store on one machine: one sled database.
 #[derive(Debug)]
 pub struct Local {
-    db: sled::Db,
+    db: crate::durable::Durable,
     executions: sled::Tree,
     decisions: sled::Tree,
 }
@@ -184,6 +186,7 @@ impl Local {
         };
         let executions = db.open_tree("executions")?;
         let decisions = db.open_tree("decisions")?;
+        let db = crate::durable::Durable::new(db, path).map_err(|e| StoreError::Sync(format!("cannot sync `{}`: {e}", path.display())))?;
         Ok(Self { db, executions, decisions })
     }
 
@@ -197,7 +200,7 @@ impl Local {
                 let decision = serde_json::to_vec(decision)
                     .map_err(|e| StoreError::Encode { decision_id: state.decision_id.clone(), message: e.to_string() })?;
                 self.decisions.insert(state.decision_id.as_bytes(), decision)?;
-                self.db.flush_async().await?;
+                self.db.flush().await.map_err(StoreError::Sync)?;
                 Ok(Claim::Claimed)
             }
             Err(conflict) => match conflict.current {
@@ -213,7 +216,7 @@ impl Local {
     /// Records where a claimed execution stands, durably.
     pub async fn save(&self, state: &ExecutionState) -> Result<(), StoreError> {
         self.executions.insert(state.decision_id.as_bytes(), encode(state)?)?;
-        self.db.flush_async().await?;
+        self.db.flush().await.map_err(StoreError::Sync)?;
         Ok(())
     }
 
@@ -221,7 +224,7 @@ impl Local {
     pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
         self.executions.remove(decision_id.as_bytes())?;
         self.decisions.remove(decision_id.as_bytes())?;
-        self.db.flush_async().await?;
+        self.db.flush().await.map_err(StoreError::Sync)?;
         Ok(())
     }
 
@@ -239,6 +242,11 @@ impl Local {
     /// The record of process groups that running steps started, in the same database.
     pub fn processes(&self) -> Result<crate::runner::processes::Ledger, StoreError> {
         Ok(crate::runner::processes::Ledger::open(&self.db)?)
+    }
+
+    /// How many of its flushes were synced.
+    pub fn syncs(&self) -> u64 {
+        self.db.syncs()
     }
 
     pub fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
@@ -326,6 +334,30 @@ mod tests {
             claimed_at_ms: 1,
             updated_at_ms: 1,
         }
+    }
+
+    /// sled's own flush is not durable (`sync_file_range`): each write of an
+    /// execution is synced after it, and one whose sync fails is an error, never
+    /// taken for saved.
+    #[tokio::test]
+    async fn every_write_is_synced_and_a_failed_sync_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("executions.sled");
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Claimed);
+        assert_eq!(store.local.syncs(), 1);
+        let mut acting = state("dec-1");
+        acting.phase = Phase::Acting;
+        store.save(&acting).await.unwrap();
+        assert_eq!(store.local.syncs(), 2);
+        // A claim already taken writes nothing.
+        assert!(matches!(store.claim(&state("dec-1"), &decision("dec-1")).await.unwrap(), Claim::Existing(_)));
+        assert_eq!(store.local.syncs(), 2);
+        store.release("dec-1").await.unwrap();
+        assert_eq!(store.local.syncs(), 3);
+        std::fs::remove_file(path.join("db")).unwrap();
+        let error = store.save(&acting).await.unwrap_err();
+        assert!(matches!(error, StoreError::Sync(_)), "{error}");
     }
 
     #[tokio::test]
