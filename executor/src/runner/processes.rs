@@ -31,7 +31,7 @@ const SWEEP_GRACE: Duration = Duration::from_secs(5);
 /// The durable record of started process groups.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    db: sled::Db,
+    db: crate::durable::Durable,
     tree: sled::Tree,
 }
 
@@ -81,13 +81,13 @@ pub struct Leftover {
 }
 
 impl Ledger {
-    pub fn open(db: &sled::Db) -> sled::Result<Self> {
-        Ok(Self { db: db.clone(), tree: db.open_tree("processes")? })
+    pub fn open(db: &crate::durable::Durable) -> sled::Result<Self> {
+        Ok(Self { db: db.clone(), tree: db.db().open_tree("processes")? })
     }
 
     /// Records, durably, that `owner` is about to start `program`.
     pub async fn starting(&self, owner: &str, program: &str) -> Result<Slot, String> {
-        let id = self.db.generate_id().map_err(|e| e.to_string())?;
+        let id = self.db.db().generate_id().map_err(|e| e.to_string())?;
         let slot = Slot {
             key: id.to_be_bytes(),
             entry: Entry {
@@ -122,7 +122,7 @@ impl Ledger {
     async fn write(&self, slot: &Slot) -> Result<(), String> {
         let bytes = serde_json::to_vec(&slot.entry).map_err(|e| e.to_string())?;
         self.tree.insert(slot.key, bytes).map_err(|e| e.to_string())?;
-        self.db.flush_async().await.map_err(|e| e.to_string())?;
+        self.db.flush().await?;
         Ok(())
     }
 
@@ -144,21 +144,25 @@ impl Tracker {
 
 /// Kills what is still running in every recorded group and forgets the records.
 /// Only what matters is returned: groups with processes that were killed, and
-/// commands whose start was recorded but whose group was not.
+/// commands whose start was recorded but whose group was not. Every group is
+/// stopped before any process of any group is killed ([`stop_then_kill`]): one
+/// command may wait on another's work.
 pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
     let boot = proc::boot_id();
     let mut leftovers = Vec::new();
+    let mut groups: Vec<(Entry, u32, u64)> = Vec::new();
+    let mut keys = Vec::new();
     for (key, entry) in ledger.entries() {
+        keys.push(key);
         let entry = match entry {
             Ok(entry) => entry,
             Err(error) => {
                 tracing::error!(%error, "an unreadable process record was dropped; a leftover command may still run");
-                let _ = ledger.tree.remove(key);
                 continue;
             }
         };
-        let leftover = match (entry.pgid, entry.leader_start) {
-            (None, _) => Some(Leftover {
+        match (entry.pgid, entry.leader_start) {
+            (None, _) => leftovers.push(Leftover {
                 owner: entry.owner.clone(),
                 program: entry.program.clone(),
                 pgid: None,
@@ -168,36 +172,36 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
                     entry.program
                 ),
             }),
-            (Some(pgid), Some(leader_start)) if entry.boot_id == boot && boot.is_some() => {
-                let killed = kill_group(pgid, leader_start, entry.session).await;
-                (!killed.is_empty()).then(|| Leftover {
-                    owner: entry.owner.clone(),
-                    program: entry.program.clone(),
-                    pgid: Some(pgid),
-                    detail: format!(
-                        "`{}` (process group {pgid}) was still running; killed {} process(es)",
-                        entry.program,
-                        killed.len()
-                    ),
-                    killed,
-                })
-            }
+            (Some(pgid), Some(leader_start)) if entry.boot_id == boot && boot.is_some() => groups.push((entry, pgid, leader_start)),
             // Recorded on another boot, or where `/proc` could not be read: the group is gone.
-            (Some(_), _) => None,
-        };
-        if let Some(leftover) = leftover {
-            leftovers.push(leftover);
+            (Some(_), _) => {}
         }
+    }
+    let members = || {
+        groups
+            .iter()
+            .enumerate()
+            .flat_map(|(group, (entry, pgid, leader_start))| proc::members(*pgid, *leader_start, entry.session).into_iter().map(move |pid| (group, pid)))
+            .collect::<Vec<_>>()
+    };
+    let killed = stop_then_kill(members, proc::signal).await;
+    for (group, (entry, pgid, _)) in groups.iter().enumerate() {
+        let killed: Vec<u32> = killed.iter().filter(|(g, _)| *g == group).map(|(_, pid)| *pid).collect();
+        if !killed.is_empty() {
+            leftovers.push(Leftover {
+                owner: entry.owner.clone(),
+                program: entry.program.clone(),
+                pgid: Some(*pgid),
+                detail: format!("`{}` (process group {pgid}) was still running; killed {} process(es)", entry.program, killed.len()),
+                killed,
+            });
+        }
+    }
+    for key in keys {
         let _ = ledger.tree.remove(key);
     }
-    let _ = ledger.db.flush_async().await;
+    let _ = ledger.db.flush().await;
     leftovers
-}
-
-/// Kills the processes of group `pgid` that belong to the recorded leader, until
-/// none is left or the grace period passes; the pids killed.
-async fn kill_group(pgid: u32, leader_start: u64, session: Option<u32>) -> Vec<u32> {
-    stop_then_kill(|| proc::members(pgid, leader_start, session), proc::signal).await
 }
 
 /// A signal the sweep sends.
@@ -207,41 +211,47 @@ enum Signal {
     Kill,
 }
 
-/// Stops every process `members` lists, then kills them all, until none is left or
-/// the grace period passes; the pids killed. None is killed while another still
-/// runs: killed one by one, a member could see another die and go on with its
-/// script (a shell whose `wait` returns runs its next command, which may change
-/// the target) in the moment before its own turn. A stopped process forks no
-/// more, so listing again until the list holds no one not yet stopped catches
-/// what a member started meanwhile.
-async fn stop_then_kill(members: impl Fn() -> Vec<u32>, signal: impl Fn(u32, Signal)) -> Vec<u32> {
-    let mut killed = Vec::new();
+/// Stops every process `members` lists (each with the group it was found in),
+/// then kills them all, until none is left or the grace period passes; what was
+/// killed. None is killed while another still runs: killed one by one, a process
+/// could see another die and go on with its script (a shell whose `wait` returns
+/// runs its next command, which may change the target) in the moment before its
+/// own turn. A stopped process forks no more, so listing again until the list
+/// holds no one not yet stopped catches what a member started meanwhile; whatever
+/// a listing found is stopped and killed, even at the end of the grace period.
+async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>, signal: impl Fn(u32, Signal)) -> Vec<(G, u32)> {
+    let mut killed: Vec<(G, u32)> = Vec::new();
     let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
     loop {
-        let mut stopped: Vec<u32> = Vec::new();
+        let mut stopped: Vec<(G, u32)> = Vec::new();
         loop {
-            let fresh: Vec<u32> = members().into_iter().filter(|pid| !stopped.contains(pid)).collect();
-            if fresh.is_empty() || tokio::time::Instant::now() >= give_up {
+            let fresh: Vec<(G, u32)> = members().into_iter().filter(|found| !stopped.contains(found)).collect();
+            if fresh.is_empty() {
                 break;
             }
-            for &pid in &fresh {
+            for &(_, pid) in &fresh {
                 signal(pid, Signal::Stop);
             }
             stopped.extend(fresh);
+            if tokio::time::Instant::now() >= give_up {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
         if stopped.is_empty() {
             break;
         }
-        for pid in stopped {
-            signal(pid, Signal::Kill);
-            if !killed.contains(&pid) {
-                killed.push(pid);
+        for found in stopped {
+            signal(found.1, Signal::Kill);
+            if !killed.contains(&found) {
+                killed.push(found);
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         if tokio::time::Instant::now() >= give_up {
             let left = members();
             if !left.is_empty() {
+                let left: Vec<u32> = left.iter().map(|(_, pid)| *pid).collect();
                 tracing::error!(?left, "leftover processes survived SIGKILL");
             }
             break;
@@ -341,21 +351,22 @@ mod tests {
         assert!(proc::boot_id().is_some_and(|b| !b.is_empty()));
     }
 
-    /// Every member is stopped before any is killed, one that a member started
-    /// while the others were being stopped too; then what is left is killed again.
+    /// Every member of every group is stopped before any is killed, one that a
+    /// member started while the others were being stopped too.
     #[tokio::test]
     async fn no_member_is_killed_while_another_still_runs() {
         use std::sync::Mutex;
         let sent: Mutex<Vec<(u32, Signal)>> = Mutex::new(Vec::new());
-        let alive: Mutex<Vec<u32>> = Mutex::new(vec![30, 10, 20]);
+        // Two groups, `a` and `b`.
+        let alive: Mutex<Vec<(char, u32)>> = Mutex::new(vec![('a', 30), ('a', 10), ('b', 20)]);
         let members = || {
             let sent = sent.lock().unwrap();
             let mut alive = alive.lock().unwrap();
             // Member 20 forks 40 before it is stopped; a killed member is gone.
-            if sent.contains(&(10, Signal::Stop)) && !alive.contains(&40) && !sent.iter().any(|s| s.1 == Signal::Kill) {
-                alive.push(40);
+            if sent.contains(&(10, Signal::Stop)) && !alive.contains(&('b', 40)) && !sent.iter().any(|s| s.1 == Signal::Kill) {
+                alive.push(('b', 40));
             }
-            alive.retain(|pid| !sent.contains(&(*pid, Signal::Kill)));
+            alive.retain(|(_, pid)| !sent.contains(&(*pid, Signal::Kill)));
             alive.clone()
         };
         let killed = stop_then_kill(members, |pid, signal| sent.lock().unwrap().push((pid, signal))).await;
@@ -364,13 +375,13 @@ mod tests {
         let stopped: Vec<u32> = sent[..first_kill].iter().map(|s| s.0).collect();
         assert_eq!(stopped, [30, 10, 20, 40], "{sent:?}");
         assert!(sent[..first_kill].iter().all(|s| s.1 == Signal::Stop), "{sent:?}");
-        assert_eq!(killed, [30, 10, 20, 40]);
+        assert_eq!(killed, [('a', 30), ('a', 10), ('b', 20), ('b', 40)]);
     }
 
     #[tokio::test]
     async fn kills_a_recorded_group_and_spares_a_reused_id() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::durable::Durable::new(sled::open(dir.path()).unwrap(), dir.path()).unwrap();
         let ledger = Ledger::open(&db).unwrap();
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 60 & sleep 60; wait"])
