@@ -95,7 +95,7 @@ pub fn check(
     let outcome_of = |decision_id: &str| {
         records
             .iter()
-            .find(|r| r.kind == RecordKind::Outcome && text(&r.payload, "decision_id") == decision_id)
+            .find(|r| r.writer == "executor" && r.kind == RecordKind::Outcome && text(&r.payload, "decision_id") == decision_id)
             .map(|r| text(&r.payload, "outcome").to_owned())
     };
     let mut by_action: BTreeMap<(String, String, String, String), Vec<&str>> = BTreeMap::new();
@@ -140,14 +140,23 @@ pub fn check(
     }
 
     // An execution settled `not_run` (its start logged, its answer lost) ran no step:
-    // the world saw nothing of it.
-    for record in records.iter().filter(|r| r.kind == RecordKind::Outcome && text(&r.payload, "outcome") == "not_run") {
+    // the world saw nothing of it, and the log holds no end, verification or
+    // rollback of it.
+    for record in records.iter().filter(|r| r.writer == "executor" && r.kind == RecordKind::Outcome && text(&r.payload, "outcome") == "not_run") {
         let decision_id = text(&record.payload, "decision_id");
         if let Some(action) = applied.iter().find(|a| a.decision == decision_id) {
             violations.push(violation(
                 "unrun",
                 format!("decision `{decision_id}` was settled `not_run` (#{}), yet the world saw `{}` on `{}`", record.seq, action.action, action.target),
             ));
+        }
+        let ran = records.iter().find(|r| {
+            r.writer == "executor"
+                && matches!(r.kind, RecordKind::ExecutionFinished | RecordKind::Verification | RecordKind::Rollback)
+                && text(&r.payload, "decision_id") == decision_id
+        });
+        if let Some(ran) = ran {
+            violations.push(violation("unrun", format!("decision `{decision_id}` was settled `not_run` (#{}), yet the log holds its `{}` (#{})", record.seq, ran.kind.as_str(), ran.seq)));
         }
     }
 
@@ -349,7 +358,17 @@ mod tests {
         let mut again = entries[3].clone();
         again.2["decision_id"] = json!("dec-2");
         entries.push(again);
-        let found = check(&seal(entries), &[], &accepted, &digests, false);
+        let found = check(&seal(entries.clone()), &[], &accepted, &digests, false);
         assert!(!found.iter().any(|v| matches!(v.invariant, "unrun" | "once_per_action")), "{found:#?}");
+        // Nor may the log hold the end of its action.
+        let mut ended = entries.clone();
+        let finished = json!({"decision_id": "dec-1", "phase": "action", "ok": true, "summary": "", "steps": [], "skipped_steps": 0});
+        ended.insert(4, ("executor".into(), RecordKind::ExecutionFinished, finished));
+        let found = check(&seal(ended), &[], &accepted, &digests, false);
+        assert!(found.iter().any(|v| v.invariant == "unrun" && v.detail.contains("execution_finished")), "{found:#?}");
+        // A `not_run` another writer logged excuses nothing.
+        entries[4].0 = "agent".into();
+        let found = check(&seal(entries), &[], &accepted, &digests, false);
+        assert!(found.iter().any(|v| v.invariant == "once_per_action"), "{found:#?}");
     }
 }

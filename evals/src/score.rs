@@ -25,6 +25,8 @@ pub struct Executed {
     pub route: String,
     /// The executor's `outcome` (`verified`, `rolled_back`, ...).
     pub outcome: String,
+    /// The world saw it act.
+    pub seen: bool,
     /// It removed a cause in the world and was not undone.
     pub fixed: bool,
     pub harmful: bool,
@@ -41,9 +43,10 @@ pub struct Executed {
 impl Executed {
     /// Whether any of it ran: an execution settled `not_run` is logged as started,
     /// but no step of it ran, so it is not an action taken (its start is still
-    /// checked for governance).
+    /// checked for governance). The world's word outranks the executor's: an
+    /// action the world saw ran, whatever its outcome says.
     pub fn ran(&self) -> bool {
-        self.outcome != "not_run"
+        self.outcome != "not_run" || self.seen
     }
 }
 
@@ -333,6 +336,7 @@ pub fn score(
         let pathway = record.pathway;
         let route = decisions.iter().find(|d| d.decision_id == decision_id).map(|d| d.route.as_str().to_owned()).unwrap_or_default();
         executed.push(Executed {
+            seen: !applied.is_empty(),
             fixed: applied.iter().any(|a| !a.fixed.is_empty() && !a.undone),
             harmful: applied.iter().any(|a| a.harmful) || (incident.truth.harmful.contains(&pathway) && !applied.is_empty()),
             violations: governance_violations(started, trail, digests),

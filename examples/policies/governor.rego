@@ -166,11 +166,12 @@ findings contains finding(
 }
 
 # A later attempt: an earlier action of this incident did not fix it (it failed
-# verification and was rolled back, or its pathway's precheck refused it), and the
-# agent proposes its next hypothesis. The model was wrong once here: a person decides.
+# verification and was rolled back, its pathway's precheck refused it, or it was
+# logged as started and never ran), and the agent proposes its next hypothesis or a
+# person asks again. A person decides.
 findings contains finding(
 	"next_attempt", "approval", 1, oncall_approvers,
-	sprintf("this is attempt %v at incident %v: an earlier action of it did not fix it (rolled back, or refused by its precheck), so an on-call engineer must approve the next one", [input.incident.attempt, input.incident.id]),
+	sprintf("this is attempt %v at incident %v: an earlier action of it did not fix it (rolled back, refused by its precheck, or never run), so an on-call engineer must approve the next one", [input.incident.attempt, input.incident.id]),
 ) if {
 	input.incident.attempt > 1
 }

@@ -113,8 +113,9 @@ pub struct ActionInput {
     pub parameters: Value,
     /// Earlier decisions of this incident for the same action (pathway, target and
     /// parameters), oldest first. Only attempts that expired, never reached the
-    /// executor, failed or rolled back appear: a live, verified, denied, rejected or
-    /// precheck-refused one is answered instead of deciding again.
+    /// executor, never ran (`not_run`), failed or rolled back appear: a live,
+    /// verified, denied, rejected or precheck-refused one is answered instead of
+    /// deciding again.
     #[serde(default)]
     pub earlier_attempts: Vec<EarlierAttempt>,
 }
