@@ -171,7 +171,8 @@ pub struct IncidentInput {
     /// How many signals the incident has.
     pub signals: u64,
     /// Which attempt at the incident this is: 1, or more once earlier actions of
-    /// the incident ran (and failed verification, or the agent would not try again).
+    /// the incident were authorized (and failed verification, were refused by their
+    /// precheck or never ran, or the agent would not try again).
     #[serde(default = "first_attempt")]
     pub attempt: u32,
 }
