@@ -955,7 +955,7 @@ impl Executor {
         };
         // Started, or refused by its precheck (an outcome with no start), by an
         // executor that lost the answer or its store: settled from the log.
-        if logged.started || logged.outcome.is_some() {
+        if logged.started || logged.progressed || logged.rollback || logged.outcome.is_some() {
             warn!("the log shows this decision already started or ended, but the execution store has no trace of it; settling it instead of running it again");
             let mut unknown = state;
             unknown.phase = Phase::Interrupted;

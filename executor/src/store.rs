@@ -193,6 +193,7 @@ impl Local {
     /// Claims `state.decision_id` if nobody has, durably, before anything runs,
     /// keeping `decision` beside it for recovery after a crash.
     pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
+        self.live()?;
         let bytes = encode(state)?;
         let swapped = self.executions.compare_and_swap(state.decision_id.as_bytes(), None::<&[u8]>, Some(bytes))?;
         match swapped {
@@ -215,6 +216,7 @@ impl Local {
 
     /// Records where a claimed execution stands, durably.
     pub async fn save(&self, state: &ExecutionState) -> Result<(), StoreError> {
+        self.live()?;
         self.executions.insert(state.decision_id.as_bytes(), encode(state)?)?;
         self.db.flush().await.map_err(StoreError::Sync)?;
         Ok(())
@@ -222,6 +224,7 @@ impl Local {
 
     /// Gives a claim back when nothing ran, so that a retry can run the decision.
     pub async fn release(&self, decision_id: &str) -> Result<(), StoreError> {
+        self.live()?;
         self.executions.remove(decision_id.as_bytes())?;
         self.decisions.remove(decision_id.as_bytes())?;
         self.db.flush().await.map_err(StoreError::Sync)?;
@@ -230,6 +233,7 @@ impl Local {
 
     /// The decision kept with a claim, if any.
     pub fn decision(&self, decision_id: &str) -> Result<Option<StoredDecision>, StoreError> {
+        self.live()?;
         self.decisions
             .get(decision_id.as_bytes())?
             .map(|bytes| {
@@ -241,7 +245,12 @@ impl Local {
 
     /// The record of process groups that running steps started, in the same database.
     pub fn processes(&self) -> Result<crate::runner::processes::Ledger, StoreError> {
-        Ok(crate::runner::processes::Ledger::open(&self.db)?)
+        crate::runner::processes::Ledger::open(&self.db).map_err(StoreError::Sync)
+    }
+
+    /// An error once a sync failed: what sled holds in memory may then not be on disk.
+    fn live(&self) -> Result<(), StoreError> {
+        self.db.db().map(|_| ()).map_err(StoreError::Sync)
     }
 
     /// How many of its flushes were synced.
@@ -250,11 +259,13 @@ impl Local {
     }
 
     pub fn get(&self, decision_id: &str) -> Result<Option<ExecutionState>, StoreError> {
+        self.live()?;
         self.executions.get(decision_id.as_bytes())?.map(|bytes| decode(decision_id, &bytes)).transpose()
     }
 
     /// The most recent execution on `target` that ended `rollback_failed`.
     pub fn latest_failed_rollback(&self, target: &str) -> Result<Option<ExecutionState>, StoreError> {
+        self.live()?;
         let mut latest: Option<ExecutionState> = None;
         for item in self.executions.iter() {
             let (key, value) = item?;
@@ -272,6 +283,7 @@ impl Local {
     /// Executions that never reached their outcome: in flight, or cut off by a
     /// crash or an audit failure.
     pub fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
+        self.live()?;
         let mut out = Vec::new();
         for item in self.executions.iter() {
             let (key, value) = item?;
@@ -337,8 +349,8 @@ mod tests {
     }
 
     /// sled's own flush is not durable (`sync_file_range`): each write of an
-    /// execution is synced after it, and one whose sync fails is an error, never
-    /// taken for saved.
+    /// execution is synced after it, and after a sync fails the store refuses
+    /// everything until a restart.
     #[tokio::test]
     async fn every_write_is_synced_and_a_failed_sync_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -355,9 +367,15 @@ mod tests {
         assert_eq!(store.local.syncs(), 2);
         store.release("dec-1").await.unwrap();
         assert_eq!(store.local.syncs(), 3);
-        std::fs::remove_file(path.join("db")).unwrap();
+        // After a failed sync the store stops: every use is an error, reads too,
+        // since memory may hold what the disk does not.
+        store.local.db.stop_for_test();
         let error = store.save(&acting).await.unwrap_err();
-        assert!(matches!(error, StoreError::Sync(_)), "{error}");
+        assert!(matches!(error, StoreError::Sync(_)) && error.to_string().contains("restart the executor"), "{error}");
+        assert!(store.get("dec-1").await.is_err());
+        assert!(store.claim(&state("dec-2"), &decision("dec-2")).await.is_err());
+        assert!(store.unfinished().await.is_err());
+        assert_eq!(store.local.syncs(), 3);
     }
 
     #[tokio::test]

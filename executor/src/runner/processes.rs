@@ -81,13 +81,14 @@ pub struct Leftover {
 }
 
 impl Ledger {
-    pub fn open(db: &crate::durable::Durable) -> sled::Result<Self> {
-        Ok(Self { db: db.clone(), tree: db.db().open_tree("processes")? })
+    pub fn open(db: &crate::durable::Durable) -> Result<Self, String> {
+        let tree = db.db()?.open_tree("processes").map_err(|e| e.to_string())?;
+        Ok(Self { db: db.clone(), tree })
     }
 
     /// Records, durably, that `owner` is about to start `program`.
     pub async fn starting(&self, owner: &str, program: &str) -> Result<Slot, String> {
-        let id = self.db.db().generate_id().map_err(|e| e.to_string())?;
+        let id = self.db.db()?.generate_id().map_err(|e| e.to_string())?;
         let slot = Slot {
             key: id.to_be_bytes(),
             entry: Entry {
@@ -177,12 +178,21 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
             (Some(_), _) => {}
         }
     }
+    // Never this executor or what started it (a process started from a step, in
+    // a recorded group, stops nothing of its own line). A pid two records both
+    // match (one that outlived its command, and a later one) is the later one's.
+    let lineage = proc::lineage();
     let members = || {
-        groups
-            .iter()
-            .enumerate()
-            .flat_map(|(group, (entry, pgid, leader_start))| proc::members(*pgid, *leader_start, entry.session).into_iter().map(move |pid| (group, pid)))
-            .collect::<Vec<_>>()
+        let mut found: Vec<(usize, u32)> = Vec::new();
+        for (group, (entry, pgid, leader_start)) in groups.iter().enumerate().rev() {
+            for pid in proc::members(*pgid, *leader_start, entry.session) {
+                if !lineage.contains(&pid) && !found.iter().any(|(_, p)| *p == pid) {
+                    found.push((group, pid));
+                }
+            }
+        }
+        found.reverse();
+        found
     };
     let killed = stop_then_kill(members, proc::signal).await;
     for (group, (entry, pgid, _)) in groups.iter().enumerate() {
@@ -249,10 +259,21 @@ async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         if tokio::time::Instant::now() >= give_up {
+            // What is still there (one forked just before its parent stopped, say)
+            // is stopped and killed once more, and reported.
             let left = members();
+            for &(_, pid) in &left {
+                signal(pid, Signal::Stop);
+            }
+            for found in &left {
+                signal(found.1, Signal::Kill);
+                if !killed.contains(found) {
+                    killed.push(*found);
+                }
+            }
             if !left.is_empty() {
                 let left: Vec<u32> = left.iter().map(|(_, pid)| *pid).collect();
-                tracing::error!(?left, "leftover processes survived SIGKILL");
+                tracing::error!(?left, "leftover processes were still there at the end of the sweep's grace period; killed once more");
             }
             break;
         }
@@ -281,6 +302,21 @@ mod proc {
         let session = fields.get(3)?.parse().ok()?;
         let start = fields.get(19)?.parse().ok()?;
         Some((state, pgrp, session, start))
+    }
+
+    /// This process and its ancestors, up to the first one `/proc` cannot show.
+    pub fn lineage() -> Vec<u32> {
+        let mut lineage = vec![std::process::id()];
+        while let Some(&pid) = lineage.last() {
+            let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|text| text.get(text.rfind(')')? + 1..)?.split_whitespace().nth(1)?.parse::<u32>().ok());
+            match parent {
+                Some(parent) if parent > 1 && !lineage.contains(&parent) && lineage.len() < 64 => lineage.push(parent),
+                _ => break,
+            }
+        }
+        lineage
     }
 
     /// A process's start time and session: what tells it from a later one with its pid.
@@ -332,6 +368,9 @@ mod proc {
     pub fn identity(_pid: u32) -> Option<(u64, u32)> {
         None
     }
+    pub fn lineage() -> Vec<u32> {
+        vec![std::process::id()]
+    }
     pub fn members(_pgid: u32, _leader_start: u64, _leader_session: Option<u32>) -> Vec<u32> {
         Vec::new()
     }
@@ -348,6 +387,9 @@ mod tests {
     fn reads_this_process() {
         let me = std::process::id();
         assert!(proc::identity(me).is_some());
+        let lineage = proc::lineage();
+        assert_eq!(lineage.first(), Some(&me));
+        assert!(lineage.len() >= 2, "the test runner has a parent: {lineage:?}");
         assert!(proc::boot_id().is_some_and(|b| !b.is_empty()));
     }
 
