@@ -1173,9 +1173,11 @@ impl Agent {
             let Some(incident) = incidents.by_id.get(incident_id) else { return };
             context::similar(incident, &incidents, 3)
         };
+        // Read at once, not one after the other: each is a round trip to the log.
+        let reads = similar.iter().map(|other| async move { (other, self.audit.read_incident(&other.id).await) });
         let mut past = Vec::with_capacity(similar.len());
-        for other in &similar {
-            match self.audit.read_incident(&other.id).await {
+        for (other, read) in futures::future::join_all(reads).await {
+            match read {
                 Ok(trail) => past.push(context::past_outcome(other, &trail)),
                 Err(error) => warn!(%incident_id, past = %other.id, %error, "cannot read a past incident's trail"),
             }
