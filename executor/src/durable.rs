@@ -79,6 +79,11 @@ impl Durable {
         Ok(())
     }
 
+    /// Whether a sync failed, so the store refuses everything.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
     /// How many flushes were synced.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::Relaxed)
@@ -91,6 +96,10 @@ impl Durable {
 }
 
 fn sync_files(file: &File, dir: &Path) -> std::io::Result<()> {
+    // Tests make a sync fail here (`arf_core::crash`, test builds only).
+    if arf_core::crash::pause("executor.store_sync_fails").is_some() {
+        return Err(std::io::Error::other("a sync failure injected by a test"));
+    }
     file.sync_data()?;
     let blobs = dir.join("blobs");
     let entries = match std::fs::read_dir(&blobs) {

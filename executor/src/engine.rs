@@ -283,6 +283,12 @@ impl Executor {
         self.store.get(decision_id).await
     }
 
+    /// Whether the execution store stopped after a failed sync: every execution is
+    /// refused until a restart.
+    pub fn store_stopped(&self) -> bool {
+        self.store.stopped()
+    }
+
     /// Executions that never reached an outcome, for the log at start.
     pub async fn unfinished(&self) -> Result<Vec<ExecutionState>, StoreError> {
         self.store.unfinished().await

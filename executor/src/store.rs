@@ -96,6 +96,11 @@ impl Store {
         self.shared.as_ref()
     }
 
+    /// Whether the local store stopped after a failed sync ([`crate::durable`]).
+    pub fn stopped(&self) -> bool {
+        self.local.db.stopped()
+    }
+
     pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
         match &self.shared {
             Some(shared) => shared.claim(state, decision).await,

@@ -202,3 +202,55 @@ async fn a_start_the_log_never_got_is_given_back_once_a_checkpoint_shows_it_took
     let kinds = h.kinds(&body.incident_id).await;
     assert_eq!(count(&kinds, "execution_started"), 0, "{kinds:?}");
 }
+
+/// The status the executor's health service gives for the `Executor` service.
+async fn executor_health(h: &Harness) -> i32 {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.executor_addr)).unwrap().connect().await.unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest { service: "arf.v1.Executor".to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+/// The execution store's writes are what a restart knows an execution by, and
+/// sled's own flush does not make them durable, so each is synced; a sync that
+/// fails leaves memory maybe ahead of the disk. The store then stops: the decision
+/// is refused and nothing runs, health says `NOT_SERVING`, and every later
+/// decision is refused too, until a restart reads what the disk holds. (Here, as
+/// the pause points above, the fault is the process's: one test at a time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let targets = [("web".to_owned(), target(&[("file", ran.to_str().unwrap())]))].into();
+    let mut h = Harness::start(dir.path(), Setup::new(vec![harness::append_line_pathway()], targets)).await;
+    assert_eq!(executor_health(&h).await, ServingStatus::Serving as i32);
+
+    let body = h.body("append_line", "web", json!({}));
+    let signed = h.decide(&body).await;
+    arf_core::crash::pause_next("executor.store_sync_fails", Duration::from_millis(1));
+    let status = h.execute(signed.clone()).await.unwrap_err();
+    assert!(status.message().contains("restart the executor"), "{}", status.message());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while executor_health(&h).await != ServingStatus::NotServing as i32 {
+        assert!(Instant::now() < deadline, "health never said NOT_SERVING");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let other = h.body("append_line", "web", json!({}));
+    let refused = h.execute(h.decide(&other).await).await.unwrap_err();
+    assert!(refused.message().contains("restart the executor"), "{}", refused.message());
+    assert!(!ran.exists(), "nothing ran");
+    assert!(!h.kinds(&body.incident_id).await.contains(&"execution_started"));
+
+    // A restart reads what the disk holds: the claim is given back (nothing was
+    // logged as started), and the decision runs once.
+    h.restart_executor().await;
+    assert_eq!(executor_health(&h).await, ServingStatus::Serving as i32);
+    let execution = h.execute(signed).await.unwrap();
+    assert_eq!(execution.outcome, "verified", "{}", execution.detail);
+    assert_eq!(std::fs::read_to_string(&ran).unwrap().lines().collect::<Vec<_>>(), [body.decision_id.as_str()]);
+}

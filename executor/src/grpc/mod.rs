@@ -151,10 +151,27 @@ pub async fn serve(
             }
         });
     }
+    // A store that stopped after a failed sync refuses every execution until a
+    // restart: health says so, for supervisors and for the governor's failover.
+    let (health_reporter, health) = arf_proto::server::health_reporting::<ExecutorServer<Service>>(true).await;
+    let store_watch = {
+        let executor = Arc::clone(&executor);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if executor.store_stopped() {
+                    arf_proto::metrics::set("arf_executor_store_stopped", "1 once the execution store stopped after a failed sync; every execution is refused until a restart.", &[], 1.0);
+                    health_reporter.set_not_serving::<ExecutorServer<Service>>().await;
+                    return;
+                }
+            }
+        })
+    };
     let addr = listener.local_addr()?;
     info!(%addr, pathways = n_pathways, targets = n_targets, max_concurrent = config.max_concurrent, "executor listening");
     let router = arf_proto::server::builder(authenticator)
-        .add_service(arf_proto::server::health::<ExecutorServer<Service>>().await)
+        .add_service(health)
         .add_service(arf_proto::server::reflection::<ExecutorServer<Service>>()?)
         .add_service(arf_proto::server::reflection_v1alpha::<ExecutorServer<Service>>()?)
         .add_service(ExecutorServer::new(Service { executor }));
@@ -163,6 +180,7 @@ pub async fn serve(
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.
     settler.abort();
+    store_watch.abort();
     for task in [takeover, renewal].into_iter().flatten() {
         task.abort();
     }

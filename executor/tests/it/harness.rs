@@ -99,6 +99,7 @@ pub struct Harness {
     /// Appends as the executor (with the executor's own token).
     pub as_executor: AuditClient,
     pub executor: ExecutorClient<Authenticated>,
+    pub executor_addr: SocketAddr,
     pub audit_addr: SocketAddr,
     audit_config: arf_audit::Config,
     executor_config: arf_executor::Config,
@@ -199,7 +200,7 @@ impl Harness {
             lease_secs: 4,
         };
         executor_config.validate().unwrap();
-        let (executor_server, executor) = spawn_executor(executor_config.clone()).await;
+        let (executor_server, executor, executor_addr) = spawn_executor(executor_config.clone()).await;
 
         let read_token = |path: &Path| Some(arf_core::keys::load_token(path).unwrap());
         Self {
@@ -208,6 +209,7 @@ impl Harness {
             governor: AuditClient::connect(&audit_addr.to_string(), read_token(&governor_token)).unwrap(),
             as_executor: AuditClient::connect(&audit_addr.to_string(), read_token(&executor_token)).unwrap(),
             executor,
+            executor_addr,
             audit_addr,
             audit_config,
             executor_config,
@@ -222,9 +224,10 @@ impl Harness {
         if let Some(server) = self.executor_server.take() {
             server.stop().await;
         }
-        let (server, client) = spawn_executor(self.executor_config.clone()).await;
+        let (server, client, addr) = spawn_executor(self.executor_config.clone()).await;
         self.executor_server = Some(server);
         self.executor = client;
+        self.executor_addr = addr;
     }
 
     /// Restarts the executor, giving it `audit_addr` as the audit log's address
@@ -254,7 +257,7 @@ impl Harness {
             replica: Some(name.to_owned()),
             ..self.executor_config.clone()
         };
-        let (server, client) = spawn_executor(config).await;
+        let (server, client, _) = spawn_executor(config).await;
         Replica { server: Some(server), client }
     }
 
@@ -370,7 +373,7 @@ fn spawn_audit(config: arf_audit::Config, listener: TcpListener) -> Server {
 
 /// Starts the executor on a fresh port and connects to it. The listener is bound
 /// before the server starts, so connecting is the readiness check.
-async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient<Authenticated>) {
+async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient<Authenticated>, SocketAddr) {
     let listener = TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let token = config_token(&config);
@@ -381,7 +384,7 @@ async fn spawn_executor(config: arf_executor::Config) -> (Server, ExecutorClient
         .await
     });
     let client = executor_client(&addr.to_string(), &token).await;
-    (server, client)
+    (server, client, addr)
 }
 
 /// The governor's token, as the executor's configuration names it.
