@@ -194,7 +194,14 @@ pub async fn sweep(ledger: &Ledger) -> Vec<Leftover> {
         found.reverse();
         found
     };
-    let killed = stop_then_kill(members, proc::signal).await;
+    // Each signal goes to the very process the listing found, checked again once
+    // it is pinned: never to a later process that reused its pid meanwhile.
+    let signal = |group: usize, pid: u32, signal: Signal| {
+        if let Some((entry, pgid, leader_start)) = groups.get(group) {
+            proc::signal_member(pid, (*pgid, *leader_start, entry.session), signal);
+        }
+    };
+    let killed = stop_then_kill(members, signal).await;
     for (group, (entry, pgid, _)) in groups.iter().enumerate() {
         let killed: Vec<u32> = killed.iter().filter(|(g, _)| *g == group).map(|(_, pid)| *pid).collect();
         if !killed.is_empty() {
@@ -229,7 +236,7 @@ enum Signal {
 /// own turn. A stopped process forks no more, so listing again until the list
 /// holds no one not yet stopped catches what a member started meanwhile; whatever
 /// a listing found is stopped and killed, even at the end of the grace period.
-async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>, signal: impl Fn(u32, Signal)) -> Vec<(G, u32)> {
+async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>, signal: impl Fn(G, u32, Signal)) -> Vec<(G, u32)> {
     let mut killed: Vec<(G, u32)> = Vec::new();
     let give_up = tokio::time::Instant::now() + SWEEP_GRACE;
     loop {
@@ -239,8 +246,8 @@ async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>
             if fresh.is_empty() {
                 break;
             }
-            for &(_, pid) in &fresh {
-                signal(pid, Signal::Stop);
+            for &(group, pid) in &fresh {
+                signal(group, pid, Signal::Stop);
             }
             stopped.extend(fresh);
             if tokio::time::Instant::now() >= give_up {
@@ -252,7 +259,7 @@ async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>
             break;
         }
         for found in stopped {
-            signal(found.1, Signal::Kill);
+            signal(found.0, found.1, Signal::Kill);
             if !killed.contains(&found) {
                 killed.push(found);
             }
@@ -262,11 +269,11 @@ async fn stop_then_kill<G: Copy + PartialEq>(members: impl Fn() -> Vec<(G, u32)>
             // What is still there (one forked just before its parent stopped, say)
             // is stopped and killed once more, and reported.
             let left = members();
-            for &(_, pid) in &left {
-                signal(pid, Signal::Stop);
+            for &(group, pid) in &left {
+                signal(group, pid, Signal::Stop);
             }
             for found in &left {
-                signal(found.1, Signal::Kill);
+                signal(found.0, found.1, Signal::Kill);
                 if !killed.contains(found) {
                     killed.push(*found);
                 }
@@ -327,7 +334,6 @@ mod proc {
     /// The live processes of group `pgid` that can only be the recorded group's.
     /// `leader_session` is unknown only for records an older executor wrote.
     pub fn members(pgid: u32, leader_start: u64, leader_session: Option<u32>) -> Vec<u32> {
-        let alive = |state: char| state != 'Z' && state != 'X';
         let same_session = |session: u32| leader_session.is_none_or(|s| s == session);
         match stat(pgid) {
             // The leader is another process now: the id was reused, the group is gone.
@@ -337,26 +343,50 @@ mod proc {
         let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
         dir.filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|&pid| {
-                matches!(stat(pid), Some((state, group, session, start))
-                    if group == pgid && same_session(session) && alive(state) && start >= leader_start)
-            })
+            .filter(|&pid| member(pid, (pgid, leader_start, leader_session)))
             .collect()
     }
 
-    #[expect(unsafe_code, reason = "std cannot signal an arbitrary pid; the call only sends a signal")]
-    pub fn signal(pid: u32, signal: super::Signal) {
-        let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-        if pid <= 1 {
+    /// Whether `pid` is now a live process of the recorded group.
+    fn member(pid: u32, (pgid, leader_start, leader_session): (u32, u64, Option<u32>)) -> bool {
+        matches!(stat(pid), Some((state, group, session, start))
+            if group == pgid && leader_session.is_none_or(|s| s == session) && state != 'Z' && state != 'X' && start >= leader_start)
+    }
+
+    /// Sends `signal` to `pid` if it is still a member of the recorded group
+    /// (`pgid`, the leader's start, its session). The process is pinned first (a
+    /// pidfd) and checked after, so the signal cannot reach a later process that
+    /// took the pid in between; a kernel without pidfds (before 5.3) gets a plain
+    /// `kill` after the check, which leaves that moment open.
+    #[expect(unsafe_code, reason = "std can neither pin nor signal an arbitrary process; the calls only take integers")]
+    pub fn signal_member(pid: u32, group: (u32, u64, Option<u32>), signal: super::Signal) {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        let Ok(raw_pid) = libc::pid_t::try_from(pid) else { return };
+        if raw_pid <= 1 {
             return;
         }
         let signal = match signal {
             super::Signal::Stop => libc::SIGSTOP,
             super::Signal::Kill => libc::SIGKILL,
         };
-        // SAFETY: kill takes two integers and touches no memory; a process that is
-        // already gone makes it fail with ESRCH, which is what we wanted anyway.
-        let _ = unsafe { libc::kill(pid, signal) };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        if fd < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) && member(pid, group) {
+                // SAFETY: kill takes two integers and touches no memory.
+                let _ = unsafe { libc::kill(raw_pid, signal) };
+            }
+            // Otherwise the process is gone (ESRCH): nothing to signal.
+            return;
+        }
+        let Ok(fd) = i32::try_from(fd) else { return };
+        // SAFETY: `fd` was just returned by pidfd_open and is owned by no one else.
+        let pinned = unsafe { OwnedFd::from_raw_fd(fd) };
+        if member(pid, group) {
+            // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number, a
+            // null siginfo (as `kill` would send) and flags; it touches no memory of ours.
+            let _ = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pinned.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) };
+        }
     }
 }
 
@@ -374,7 +404,7 @@ mod proc {
     pub fn members(_pgid: u32, _leader_start: u64, _leader_session: Option<u32>) -> Vec<u32> {
         Vec::new()
     }
-    pub fn signal(_pid: u32, _signal: super::Signal) {}
+    pub fn signal_member(_pid: u32, _group: (u32, u64, Option<u32>), _signal: super::Signal) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -411,13 +441,30 @@ mod tests {
             alive.retain(|(_, pid)| !sent.contains(&(*pid, Signal::Kill)));
             alive.clone()
         };
-        let killed = stop_then_kill(members, |pid, signal| sent.lock().unwrap().push((pid, signal))).await;
+        let killed = stop_then_kill(members, |_, pid, signal| sent.lock().unwrap().push((pid, signal))).await;
         let sent = sent.into_inner().unwrap();
         let first_kill = sent.iter().position(|s| s.1 == Signal::Kill).unwrap();
         let stopped: Vec<u32> = sent[..first_kill].iter().map(|s| s.0).collect();
         assert_eq!(stopped, [30, 10, 20, 40], "{sent:?}");
         assert!(sent[..first_kill].iter().all(|s| s.1 == Signal::Stop), "{sent:?}");
         assert_eq!(killed, [('a', 30), ('a', 10), ('b', 20), ('b', 40)]);
+    }
+
+    /// A signal reaches a process only if, pinned, it is still a member of the
+    /// recorded group: never one of another group, nor one started after the
+    /// record's leader, as a process that reused a pid would be.
+    #[test]
+    fn signals_only_a_member_of_the_recorded_group() {
+        let mut child = std::process::Command::new("sleep").arg("60").process_group(0).spawn().unwrap();
+        let pid = child.id();
+        let (start, session) = proc::identity(pid).unwrap();
+        proc::signal_member(pid, (pid + 1, start, Some(session)), Signal::Kill);
+        proc::signal_member(pid, (pid, start + 1, Some(session)), Signal::Kill);
+        proc::signal_member(pid, (pid, start, Some(session + 1)), Signal::Kill);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().unwrap().is_none(), "signalled though not a member of the record");
+        proc::signal_member(pid, (pid, start, Some(session)), Signal::Kill);
+        assert!(!child.wait().unwrap().success());
     }
 
     #[tokio::test]
