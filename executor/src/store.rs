@@ -101,6 +101,12 @@ impl Store {
         self.local.db.stopped()
     }
 
+    /// [`Store::stopped`], for a caller that outlives this handle (readiness).
+    pub fn stop_watch(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let db = self.local.db.clone();
+        move || db.stopped()
+    }
+
     pub async fn claim(&self, state: &ExecutionState, decision: &StoredDecision) -> Result<Claim, StoreError> {
         match &self.shared {
             Some(shared) => shared.claim(state, decision).await,

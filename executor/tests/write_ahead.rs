@@ -203,15 +203,16 @@ async fn a_start_the_log_never_got_is_given_back_once_a_checkpoint_shows_it_took
     assert_eq!(count(&kinds, "execution_started"), 0, "{kinds:?}");
 }
 
-/// The status the executor's health service gives for the `Executor` service.
-async fn executor_health(h: &Harness) -> i32 {
+/// The status the executor's health service gives for the `Executor` service,
+/// and for the server as a whole.
+async fn executor_health(h: &Harness) -> (i32, i32) {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.executor_addr)).unwrap().connect().await.unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest { service: "arf.v1.Executor".to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |service: &str| {
+        let (mut health, request) = (health.clone(), tonic_health::pb::HealthCheckRequest { service: service.to_owned() });
+        async move { health.check(request).await.unwrap().into_inner().status }
+    };
+    (status("arf.v1.Executor").await, status("").await)
 }
 
 /// The execution store's writes are what a restart knows an execution by, and
@@ -228,7 +229,8 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     let ran = dir.path().join("ran");
     let targets = [("web".to_owned(), target(&[("file", ran.to_str().unwrap())]))].into();
     let mut h = Harness::start(dir.path(), Setup::new(vec![harness::append_line_pathway()], targets)).await;
-    assert_eq!(executor_health(&h).await, ServingStatus::Serving as i32);
+    let serving = (ServingStatus::Serving as i32, ServingStatus::Serving as i32);
+    assert_eq!(executor_health(&h).await, serving);
 
     let body = h.body("append_line", "web", json!({}));
     let signed = h.decide(&body).await;
@@ -236,7 +238,7 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     let status = h.execute(signed.clone()).await.unwrap_err();
     assert!(status.message().contains("restart the executor"), "{}", status.message());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while executor_health(&h).await != ServingStatus::NotServing as i32 {
+    while executor_health(&h).await != (ServingStatus::NotServing as i32, ServingStatus::NotServing as i32) {
         assert!(Instant::now() < deadline, "health never said NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -249,7 +251,7 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     // A restart reads what the disk holds: the claim is given back (nothing was
     // logged as started), and the decision runs once.
     h.restart_executor().await;
-    assert_eq!(executor_health(&h).await, ServingStatus::Serving as i32);
+    assert_eq!(executor_health(&h).await, serving);
     let execution = h.execute(signed).await.unwrap();
     assert_eq!(execution.outcome, "verified", "{}", execution.detail);
     assert_eq!(std::fs::read_to_string(&ran).unwrap().lines().collect::<Vec<_>>(), [body.decision_id.as_str()]);

@@ -100,7 +100,9 @@ pub async fn serve(
     if loaded.identities.is_empty() {
         warn!("`executor.identities` is empty: every call to the executor is refused, the governor's too");
     }
-    let endpoint = arf_proto::metrics::Endpoint { service: "executor", identities: Arc::new(loaded.identities.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), || true) };
+    // Not ready once the execution store stopped after a failed sync.
+    let stopped = store.stop_watch();
+    let endpoint = arf_proto::metrics::Endpoint { service: "executor", identities: Arc::new(loaded.identities.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), move || !stopped()) };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the executor", loaded.identities.clone(), tls.server.is_some());
     let n_pathways = loaded.catalog.len();
@@ -163,6 +165,7 @@ pub async fn serve(
                 if executor.store_stopped() {
                     arf_proto::metrics::set("arf_executor_store_stopped", "1 once the execution store stopped after a failed sync; every execution is refused until a restart.", &[], 1.0);
                     health_reporter.set_not_serving::<ExecutorServer<Service>>().await;
+                    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                     return;
                 }
             }
