@@ -352,7 +352,9 @@ pub fn score(
 
     let escalated_records = by(RecordKind::Incident, "agent").filter(|r| matches!(r.parse::<IncidentRecord>(), Ok(IncidentRecord::Escalated { .. }))).count() as u32;
     let denied = decisions.iter().filter(|d| d.route == Route::Deny).count() as u32;
-    let failed_runs = executed.iter().filter(|e| e.ran() && e.outcome != "verified").count() as u32;
+    // A start that never ran pages someone too (its notification is an error, and
+    // the agent leaves the incident to a person), so it counts with failed runs.
+    let failed_runs = executed.iter().filter(|e| e.outcome != "verified").count() as u32;
     // A precheck's refusal ran nothing, so it is not an executed action, and it
     // pages no one: its notification is informational, the agent follows it up
     // itself, and an escalation it comes to is counted as one.
