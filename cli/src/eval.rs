@@ -1119,12 +1119,17 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
     // the log (and so in the agent's view) a moment before the governor holds it,
     // so only an absence that lasts means a restart forgot it.
     let mut unknown_since: Option<Instant> = None;
+    let mut clients: Option<Clients> = None;
     loop {
         if Instant::now() > deadline {
             let error = if last_error.is_empty() { String::new() } else { format!("; last error: {last_error}") };
             bail!("no terminal state within {:?} (last seen: {}{error})", human.limit, if seen.is_empty() { "nothing" } else { &seen });
         }
-        match step(incident, human, incident_id, &mut handled, &mut seen).await {
+        let polled = step(incident, human, incident_id, &mut clients, &mut handled, &mut seen).await;
+        if polled.is_err() {
+            clients = None;
+        }
+        match polled {
             Ok(true) => return Ok(()),
             Ok(false) => unknown_since = None,
             Err(status) if status.code() == tonic::Code::NotFound => {
@@ -1139,12 +1144,27 @@ async fn drive(incident: &Incident, human: &Human, incident_id: &str, notes: &mu
     }
 }
 
+/// The harness's connections to the agent and the governor, kept from one poll to
+/// the next as incident tooling keeps its channels: dialling afresh at every poll
+/// put two mutual-TLS handshakes every 50 ms per incident on the very processes
+/// whose time the run measures. Dropped after any error, which may mean a restart
+/// or another governor replica leading, so the next poll chooses and dials again.
+struct Clients {
+    agent: pb::agent_client::AgentClient<arf_proto::server::Authenticated>,
+    governor: pb::governor_client::GovernorClient<tonic::transport::Channel>,
+}
+
 /// One poll: true once the incident is terminal. `seen` is what it last saw, for
 /// the error of an incident that never ends.
-async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &mut BTreeSet<String>, seen: &mut String) -> Result<bool, tonic::Status> {
+async fn step(incident: &Incident, human: &Human, incident_id: &str, clients: &mut Option<Clients>, handled: &mut BTreeSet<String>, seen: &mut String) -> Result<bool, tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
-    let mut agent = human.endpoints.agent().await.map_err(internal)?;
-    let mut governor = human.endpoints.governor().await.map_err(internal)?;
+    let Clients { agent, governor } = match clients {
+        Some(clients) => clients,
+        None => clients.insert(Clients {
+            agent: human.endpoints.agent().await.map_err(internal)?,
+            governor: human.endpoints.governor().await.map_err(internal)?,
+        }),
+    };
     let state = agent.get_incident(pb::GetIncidentRequest { incident_id: incident_id.to_owned() }).await?.into_inner();
     *seen = format!("incident `{}` ({})", state.state, state.reason);
     if let Some(decision_id) = state.decision_ids.last() {
@@ -1152,7 +1172,7 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
         let decision = governor.get_decision(request).await?.into_inner();
         *seen = format!("{seen}, decision `{decision_id}` `{}`", decision.state);
         if decision.state == "shadow" && human.judges && decision.judgement.is_none() && !handled.contains(decision_id) {
-            judge(incident, human, &decision).await?;
+            judge(incident, human, governor, &decision).await?;
             handled.insert(decision_id.clone());
         }
         if TERMINAL.contains(&decision.state.as_str()) {
@@ -1164,7 +1184,7 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
             if !human.reading.is_zero() {
                 tokio::time::sleep(human.reading).await;
             }
-            oversee(incident, human, &decision).await?;
+            oversee(incident, human, governor, &decision).await?;
             handled.insert(decision_id.clone());
         }
         return Ok(false);
@@ -1175,7 +1195,7 @@ async fn step(incident: &Incident, human: &Human, incident_id: &str, handled: &m
 /// The simulated on-call engineer judges a shadow decision as one with the
 /// incident's ground truth would: right when its pathway is one the truth says
 /// fixes the incident and is not harmful.
-async fn judge(incident: &Incident, human: &Human, decision: &pb::Decision) -> Result<(), tonic::Status> {
+async fn judge(incident: &Incident, human: &Human, governor: &mut pb::governor_client::GovernorClient<tonic::transport::Channel>, decision: &pb::Decision) -> Result<(), tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
     let pathway = decision.remediation.as_ref().map(|r| r.pathway.clone()).unwrap_or_default();
     let agrees = incident.truth.fixes.contains(&pathway) && !incident.truth.harmful.contains(&pathway);
@@ -1185,7 +1205,7 @@ async fn judge(incident: &Incident, human: &Human, decision: &pb::Decision) -> R
     let endpoints = Endpoints { token: Some(token.clone()), ..human.endpoints.clone() };
     let reason = if agrees { String::new() } else { format!("simulated on-call: `{pathway}` is not what fixes this incident") };
     let request = endpoints.authed(pb::JudgeShadowRequest { decision_id: decision.decision_id.clone(), agrees, reason }).map_err(internal)?;
-    endpoints.governor().await.map_err(internal)?.judge_shadow(request).await?;
+    governor.judge_shadow(request).await?;
     Ok(())
 }
 
@@ -1194,7 +1214,7 @@ async fn judge(incident: &Incident, human: &Human, decision: &pb::Decision) -> R
 /// harmful and approves everything else (including ineffective proposals, which
 /// verification then has to catch), with as many distinct people of the roles
 /// policy names as policy requires.
-async fn oversee(incident: &Incident, human: &Human, decision: &pb::Decision) -> Result<(), tonic::Status> {
+async fn oversee(incident: &Incident, human: &Human, governor: &mut pb::governor_client::GovernorClient<tonic::transport::Channel>, decision: &pb::Decision) -> Result<(), tonic::Status> {
     let internal = |e: anyhow::Error| tonic::Status::internal(format!("{e:#}"));
     let pathway = decision.remediation.as_ref().map(|r| r.pathway.clone()).unwrap_or_default();
     let policy = decision.policy.clone().unwrap_or_default();
@@ -1214,7 +1234,7 @@ async fn oversee(incident: &Incident, human: &Human, decision: &pb::Decision) ->
                 reason: format!("simulated on-call: `{pathway}` would make this incident worse"),
             })
             .map_err(internal)?;
-        endpoints.governor().await.map_err(internal)?.reject(request).await?;
+        governor.reject(request).await?;
         return Ok(());
     }
     let required = policy.approvals_required.max(1) as usize;
@@ -1229,7 +1249,7 @@ async fn oversee(incident: &Incident, human: &Human, decision: &pb::Decision) ->
                 comment: "simulated on-call: read the explanation; approve".to_owned(),
             })
             .map_err(internal)?;
-        endpoints.governor().await.map_err(internal)?.approve(request).await?;
+        governor.approve(request).await?;
     }
     Ok(())
 }
