@@ -310,8 +310,24 @@ impl AuditClient {
 
     /// Asks the log to sign a checkpoint of itself now (writers only).
     pub async fn sign_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        match call!(self, sign_checkpoint, self.request(pb::SignCheckpointRequest {})) {
-            Ok(response) => Ok(Some(response.into_inner().note)),
+        Ok(self.sign_checkpoint_from(0).await?.map(|(note, _)| note))
+    }
+
+    /// [`AuditClient::sign_checkpoint`], with the consistency proof from the tree of
+    /// `from` records to the checkpoint returned, when the log gives one (`from` at
+    /// most its size; a service older than this asks gives none): then the proof,
+    /// still to be verified, and the size it starts from.
+    pub async fn sign_checkpoint_from(&self, from: u64) -> Result<Option<(String, Option<(u64, Vec<Hash>)>)>, AuditError> {
+        match call!(self, sign_checkpoint, self.request(pb::SignCheckpointRequest { consistency_from: from })) {
+            Ok(response) => {
+                let response = response.into_inner();
+                let proof = if from > 0 && response.consistency_from == from {
+                    Some((from, hashes(pb::ProofResponse { hashes: response.consistency_proof })?))
+                } else {
+                    None
+                };
+                Ok(Some((response.note, proof)))
+            }
             Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
             Err(status) => Err(status.into()),
         }

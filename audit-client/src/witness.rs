@@ -121,22 +121,32 @@ impl Witness {
     pub async fn check_fresh(&self, log: &AuditClient, needed: u64) -> Result<Seen, WitnessError> {
         let needed = needed.max(log.acknowledged_seq());
         let mut seen = self.seen.lock().await;
-        let note = match log.sign_checkpoint().await? {
-            Some(note) => note,
+        let from = seen.as_ref().map_or(0, |old| old.checkpoint.size);
+        let (note, proof) = match log.sign_checkpoint_from(from).await? {
+            Some(answer) => answer,
             None => match seen.as_ref() {
                 Some(old) => return Err(WitnessError::Missing(old.checkpoint.size)),
                 None => return Err(WitnessError::Missing(0)),
             },
         };
-        let next = self.accept(&mut seen, log, &note).await?;
+        let next = self.accept(&mut seen, log, &note, proof).await?;
         if next.checkpoint.size < needed {
             return Err(WitnessError::Uncovered { size: next.checkpoint.size, needed });
         }
         Ok(next)
     }
 
-    async fn accept(&self, seen: &mut Option<Seen>, log: &AuditClient, note: &str) -> Result<Seen, WitnessError> {
-        let next = advance(&self.verifier, seen.as_ref(), note, |old, new| log.consistency_proof(old, new)).await?;
+    /// Accepts `note` if it extends what this witness saw, by `proof` when it is the
+    /// proof from the size this witness holds (given with the checkpoint, verified
+    /// here like any other), else by one the log is asked for.
+    async fn accept(&self, seen: &mut Option<Seen>, log: &AuditClient, note: &str, proof: Option<(u64, Vec<merkle::Hash>)>) -> Result<Seen, WitnessError> {
+        let next = advance(&self.verifier, seen.as_ref(), note, |old, new| async move {
+            match proof {
+                Some((from, proof)) if from == old => Ok(proof),
+                _ => log.consistency_proof(old, new).await,
+            }
+        })
+        .await?;
         if seen.as_ref().is_none_or(|old| old.checkpoint.size != next.checkpoint.size) {
             // Two syncs (the file, its folder): off the async workers, which the
             // other calls of this process share.
@@ -164,7 +174,7 @@ impl Witness {
                 },
             },
         };
-        self.accept(&mut seen, log, &note).await
+        self.accept(&mut seen, log, &note, None).await
     }
 }
 

@@ -293,6 +293,42 @@ async fn a_witness_refuses_a_checkpoint_that_does_not_cover_what_it_relies_on() 
     assert!(matches!(short, arf_audit::witness::WitnessError::Uncovered { needed: 100, .. }), "{short}");
 }
 
+/// A checkpoint signed for a witness carries the consistency proof from the size
+/// the witness holds, so its check is one round trip; the proof verifies like one
+/// asked for alone, none comes from beyond the checkpoint, and the witness accepts
+/// growth checked this way.
+#[tokio::test]
+async fn a_checkpoint_signed_for_a_witness_carries_its_consistency_proof() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    for n in 0..3 {
+        client.append_one("inc-1", RecordKind::Signal, json!({"n": n})).await.unwrap();
+    }
+    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
+    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let (first, proof) = client.sign_checkpoint_from(0).await.unwrap().unwrap();
+    assert!(proof.is_none(), "none asked for");
+    let old = verifier.verify(&first).unwrap();
+    for n in 3..8 {
+        client.append_one("inc-1", RecordKind::Signal, json!({"n": n})).await.unwrap();
+    }
+    let (second, proof) = client.sign_checkpoint_from(old.size).await.unwrap().unwrap();
+    let new = verifier.verify(&second).unwrap();
+    let (from, proof) = proof.expect("a proof from the size asked");
+    assert_eq!(from, old.size);
+    assert!(new.size > old.size);
+    arf_audit::merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof).unwrap();
+    assert_eq!(proof, client.consistency_proof(old.size, new.size).await.unwrap(), "the same proof as asked for alone");
+    let (_, beyond) = client.sign_checkpoint_from(new.size + 100).await.unwrap().unwrap();
+    assert!(beyond.is_none(), "no proof from beyond the checkpoint");
+
+    let witness = arf_audit::witness::Witness::open(&log._dir.path().join("witness").join("checkpoint"), verifier).unwrap();
+    let seen = witness.check_fresh(&client, 0).await.unwrap();
+    client.append_one("inc-1", RecordKind::Signal, json!({"n": 8})).await.unwrap();
+    let grown = witness.check_fresh(&client, 0).await.unwrap();
+    assert!(grown.checkpoint.size > seen.checkpoint.size);
+}
+
 /// Every server sets `TCP_NODELAY` on the connections it accepts: a response of a
 /// few kilobytes does not wait for the client's delayed ACK (about 40 ms). Measured
 /// as a ratio to a trivial call on the same connection, not as a wall-clock limit.

@@ -134,6 +134,7 @@ fn checkpoint_response(signed: Option<SignedCheckpoint>) -> Result<Response<pb::
         size: signed.checkpoint.size,
         root_hash: signed.checkpoint.root_hex(),
         note: signed.note,
+        ..Default::default()
     }))
 }
 
@@ -221,7 +222,20 @@ impl AuditLog for Service {
     async fn sign_checkpoint(&self, request: Request<pb::SignCheckpointRequest>) -> Result<Response<pb::CheckpointResponse>, Status> {
         // Signing costs a record and a sync, so only writers may ask for one.
         self.writer(&request)?;
-        checkpoint_response(self.store.checkpoint(arf_core::time::now_ms()).await.map_err(store_status)?)
+        let from = request.get_ref().consistency_from;
+        let mut response = checkpoint_response(self.store.checkpoint(arf_core::time::now_ms()).await.map_err(store_status)?)?;
+        let answer = response.get_mut();
+        // No proof from beyond the checkpoint (a caller ahead of a log that lost its
+        // tail: it finds that out itself, and says so), nor when this front-end
+        // cannot make one yet (its tree behind another's checkpoint): the caller
+        // then asks with ConsistencyProof, and the answer is the same either way.
+        if from > 0 && from <= answer.size
+            && let Ok(proof) = self.store.consistency_proof(from, answer.size)
+        {
+            answer.consistency_from = from;
+            answer.consistency_proof = proof.into_iter().map(|h| h.to_vec()).collect();
+        }
+        Ok(response)
     }
 
     async fn inclusion_proof(&self, request: Request<pb::InclusionProofRequest>) -> Result<Response<pb::ProofResponse>, Status> {
