@@ -23,4 +23,4 @@ pub mod store;
 pub mod verify;
 
 pub use config::Config;
-pub use grpc::serve;
+pub use grpc::{STORE_STOPPED, serve};

@@ -231,6 +231,8 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     let mut h = Harness::start(dir.path(), Setup::new(vec![harness::append_line_pathway()], targets)).await;
     let serving = (ServingStatus::Serving as i32, ServingStatus::Serving as i32);
     assert_eq!(executor_health(&h).await, serving);
+    let stopped = || arf_proto::metrics::value(arf_executor::STORE_STOPPED);
+    assert_eq!(stopped(), 0.0);
 
     let body = h.body("append_line", "web", json!({}));
     let signed = h.decide(&body).await;
@@ -242,6 +244,7 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
         assert!(Instant::now() < deadline, "health never said NOT_SERVING");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(stopped(), 1.0, "the gauge says the store stopped");
     let other = h.body("append_line", "web", json!({}));
     let refused = h.execute(h.decide(&other).await).await.unwrap_err();
     assert!(refused.message().contains("restart the executor"), "{}", refused.message());
@@ -252,6 +255,7 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     // logged as started), and the decision runs once.
     h.restart_executor().await;
     assert_eq!(executor_health(&h).await, serving);
+    assert_eq!(stopped(), 0.0, "a restarted executor's store works");
     let execution = h.execute(signed).await.unwrap();
     assert_eq!(execution.outcome, "verified", "{}", execution.detail);
     assert_eq!(std::fs::read_to_string(&ran).unwrap().lines().collect::<Vec<_>>(), [body.decision_id.as_str()]);

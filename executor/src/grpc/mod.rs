@@ -51,6 +51,10 @@ impl ExecutorService for Service {
 }
 
 /// Runs the executor on `listener` until `shutdown` resolves.
+/// The gauge that says the execution store stopped (1) or works (0).
+pub const STORE_STOPPED: &str = "arf_executor_store_stopped";
+const STORE_STOPPED_HELP: &str = "1 once the execution store stopped after a failed sync; every execution is refused until a restart.";
+
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -156,6 +160,7 @@ pub async fn serve(
     // A store that stopped after a failed sync refuses every execution until a
     // restart: health says so, for supervisors and for the governor's failover.
     let (health_reporter, health) = arf_proto::server::health_reporting::<ExecutorServer<Service>>(true).await;
+    arf_proto::metrics::set(STORE_STOPPED, STORE_STOPPED_HELP, &[], 0.0);
     let store_watch = {
         let executor = Arc::clone(&executor);
         tokio::spawn(async move {
@@ -163,7 +168,7 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 if executor.store_stopped() {
-                    arf_proto::metrics::set("arf_executor_store_stopped", "1 once the execution store stopped after a failed sync; every execution is refused until a restart.", &[], 1.0);
+                    arf_proto::metrics::set(STORE_STOPPED, STORE_STOPPED_HELP, &[], 1.0);
                     health_reporter.set_not_serving::<ExecutorServer<Service>>().await;
                     health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                     return;
