@@ -332,11 +332,12 @@ impl Executor {
         body: &DecisionBody,
         now_ms: i64,
     ) -> Result<Executed, ExecuteError> {
-        // Fail closed: a decision that cannot be found in the log does not run, nor
-        // one whose log fails this executor's witness check. The two reads of the
-        // log go at once; each must pass before anything else is done.
-        let (record, witnessed) = tokio::join!(self.audit.get(signed.audit_seq), self.witness_log(&body.decision_id, signed.audit_seq));
-        let record = record.map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
+        // Fail closed: a decision that cannot be found in the log does not run.
+        let record = self
+            .audit
+            .get(signed.audit_seq)
+            .await
+            .map_err(|source| ExecuteError::AuditUnavailable { decision_id: body.decision_id.clone(), source })?;
         admission::check_record(record.as_ref(), signed.audit_seq, body, &sha256_hex(&signed.body))?;
         self.check_writer().await.map_err(|error| match error {
             ExecuteError::AuditUnavailable { source, .. } => {
@@ -344,7 +345,7 @@ impl Executor {
             }
             other => other,
         })?;
-        witnessed?;
+        self.witness_log(&body.decision_id, signed.audit_seq).await?;
         let admitted = admission::admit(&self.catalog, &self.inventory, &self.secrets, body)?;
 
         let state = ExecutionState::claimed(body, now_ms);

@@ -232,7 +232,8 @@ async fn a_failed_sync_of_the_execution_store_stops_it_until_a_restart() {
     let serving = (ServingStatus::Serving as i32, ServingStatus::Serving as i32);
     assert_eq!(executor_health(&h).await, serving);
     let stopped = || arf_proto::metrics::value(arf_executor::STORE_STOPPED);
-    assert_eq!(stopped(), 0.0);
+    // Shown from the start, not only once it stops (`value` reads an absent series as 0).
+    assert!(arf_proto::metrics::render().contains(&format!("\n{} 0\n", arf_executor::STORE_STOPPED)), "{}", arf_proto::metrics::render());
 
     let body = h.body("append_line", "web", json!({}));
     let signed = h.decide(&body).await;

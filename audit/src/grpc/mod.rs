@@ -226,9 +226,9 @@ impl AuditLog for Service {
         let mut response = checkpoint_response(self.store.checkpoint(arf_core::time::now_ms()).await.map_err(store_status)?)?;
         let answer = response.get_mut();
         // No proof from beyond the checkpoint (a caller ahead of a log that lost its
-        // tail: it finds that out itself, and says so), nor when this front-end
-        // cannot make one yet (its tree behind another's checkpoint): the caller
-        // then asks with ConsistencyProof, and the answer is the same either way.
+        // tail: it finds that out itself, and says so), nor if the tree cannot make
+        // one (a PostgreSQL front-end catches its tree up before it signs, so this
+        // is a precaution): the caller then asks with ConsistencyProof.
         if from > 0 && from <= answer.size
             && let Ok(proof) = self.store.consistency_proof(from, answer.size)
         {

@@ -50,11 +50,11 @@ impl ExecutorService for Service {
     }
 }
 
-/// Runs the executor on `listener` until `shutdown` resolves.
 /// The gauge that says the execution store stopped (1) or works (0).
 pub const STORE_STOPPED: &str = "arf_executor_store_stopped";
 const STORE_STOPPED_HELP: &str = "1 once the execution store stopped after a failed sync; every execution is refused until a restart.";
 
+/// Runs the executor on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
