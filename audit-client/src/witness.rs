@@ -10,6 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 use tokio::sync::Mutex;
@@ -88,7 +89,17 @@ where
 pub struct Witness {
     path: PathBuf,
     verifier: NoteVerifier,
-    seen: Mutex<Option<Seen>>,
+    held: Mutex<Held>,
+    /// How many checkpoints this witness has asked the log to sign; each request's
+    /// number is its ticket.
+    asked: AtomicU64,
+}
+
+/// What a witness holds: the checkpoint it accepted, and the ticket of the signing
+/// request that brought it (0: none, such as one read at start or by [`Witness::check`]).
+struct Held {
+    seen: Option<Seen>,
+    ticket: u64,
 }
 
 impl Witness {
@@ -102,11 +113,16 @@ impl Witness {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => return Err(WitnessError::State { path: path.to_owned(), source }),
         };
-        Ok(Self { path: path.to_owned(), verifier, seen: Mutex::new(seen) })
+        Ok(Self { path: path.to_owned(), verifier, held: Mutex::new(Held { seen, ticket: 0 }), asked: AtomicU64::new(0) })
     }
 
     pub async fn seen(&self) -> Option<Seen> {
-        self.seen.lock().await.clone()
+        self.held.lock().await.seen.clone()
+    }
+
+    /// How many checkpoints this witness has asked the log to sign.
+    pub fn signings_asked(&self) -> u64 {
+        self.asked.load(Ordering::SeqCst)
     }
 
     pub fn verifier(&self) -> &NoteVerifier {
@@ -118,18 +134,33 @@ impl Witness {
     /// covers at least `needed` records and everything the log acknowledged to `log`.
     /// Call it before acting on what was read from the log: the new checkpoint
     /// covers it, so any later rollback of it is caught too. Needs a writer's token.
+    ///
+    /// Calls at once share signings, as appends share a sync: a call that waited
+    /// while another's request was answered is answered by that checkpoint when the
+    /// request was sent after this call began (so after everything it relies on was
+    /// acknowledged, which the log orders before the signing) and covers `needed`;
+    /// as though it had asked the log itself at that moment. A checkpoint asked for
+    /// before this call began is never taken for fresh: it may predate a rollback.
     pub async fn check_fresh(&self, log: &AuditClient, needed: u64) -> Result<Seen, WitnessError> {
         let needed = needed.max(log.acknowledged_seq());
-        let mut seen = self.seen.lock().await;
-        let from = seen.as_ref().map_or(0, |old| old.checkpoint.size);
+        let began = self.asked.load(Ordering::SeqCst);
+        let mut held = self.held.lock().await;
+        if held.ticket > began
+            && let Some(seen) = held.seen.as_ref().filter(|seen| seen.checkpoint.size >= needed)
+        {
+            return Ok(seen.clone());
+        }
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let from = held.seen.as_ref().map_or(0, |old| old.checkpoint.size);
         let (note, proof) = match log.sign_checkpoint_from(from).await? {
             Some(answer) => answer,
-            None => match seen.as_ref() {
+            None => match held.seen.as_ref() {
                 Some(old) => return Err(WitnessError::Missing(old.checkpoint.size)),
                 None => return Err(WitnessError::Missing(0)),
             },
         };
-        let next = self.accept(&mut seen, log, &note, proof).await?;
+        let next = self.accept(&mut held.seen, log, &note, proof).await?;
+        held.ticket = ticket;
         if next.checkpoint.size < needed {
             return Err(WitnessError::Uncovered { size: next.checkpoint.size, needed });
         }
@@ -162,7 +193,10 @@ impl Witness {
     /// Fetches the log's latest checkpoint and accepts it only if it extends the one
     /// this witness holds.
     pub async fn check(&self, log: &AuditClient) -> Result<Seen, WitnessError> {
-        let mut seen = self.seen.lock().await;
+        let mut held = self.held.lock().await;
+        // Whatever it holds next was not signed for anyone's call: not fresh.
+        held.ticket = 0;
+        let seen = &mut held.seen;
         let note = match log.checkpoint().await? {
             Some(note) => note,
             None => match seen.as_ref() {
@@ -174,7 +208,7 @@ impl Witness {
                 },
             },
         };
-        self.accept(&mut seen, log, &note, None).await
+        self.accept(seen, log, &note, None).await
     }
 }
 

@@ -329,6 +329,29 @@ async fn a_checkpoint_signed_for_a_witness_carries_its_consistency_proof() {
     assert!(grown.checkpoint.size > seen.checkpoint.size);
 }
 
+/// Witness checks at once share signings: twelve calls that wait on one another
+/// are answered by two requests (the first, then one for every call that waited on
+/// it), each covering what its callers rely on; and a checkpoint asked for before a
+/// call began is never taken for fresh, so the next call asks again.
+#[tokio::test]
+async fn witness_checks_at_once_share_signings() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    for n in 0..12 {
+        client.append_one("inc-1", RecordKind::Signal, json!({"n": n})).await.unwrap();
+    }
+    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
+    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let witness = arf_audit::witness::Witness::open(&log._dir.path().join("witness").join("checkpoint"), verifier).unwrap();
+    let answers = futures::future::join_all((0..12).map(|_| witness.check_fresh(&client, 0))).await;
+    for answer in answers {
+        assert!(answer.unwrap().checkpoint.size >= 12, "covers every acknowledged record");
+    }
+    assert_eq!(witness.signings_asked(), 2);
+    witness.check_fresh(&client, 0).await.unwrap();
+    assert_eq!(witness.signings_asked(), 3, "what it holds covers the call, but was signed before the call began");
+}
+
 /// Every server sets `TCP_NODELAY` on the connections it accepts: a response of a
 /// few kilobytes does not wait for the client's delayed ACK (about 40 ms). Measured
 /// as a ratio to a trivial call on the same connection, not as a wall-clock limit.
