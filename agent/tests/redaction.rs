@@ -15,6 +15,12 @@ use support::{ModelServer, Reply};
 /// A secret in a label's key, not its value: every field is redacted, keys included.
 const IN_A_LABEL_KEY: &str = "ASIAW9TR3KD7PLQ2XMVN";
 
+/// Secrets under secret-named keys, as labels, annotations and fields: the name is
+/// one field and the value another, so no rule on text sees them together. Short,
+/// punctuated or hex values, which no rule finds by their looks either.
+const UNDER_SECRET_NAMES: [(&str, &str); 4] =
+    [("db_password", "Summer2024!x"), ("api_token", "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"), ("SMTP_PASS", "mailP4ss!"), ("clientSecret", "cs-7Hq!2x")];
+
 /// Every secret, joined into one block of text, as a careless log line would carry them.
 fn planted(corpus: &support::corpus::Corpus) -> String {
     let secrets = corpus.secrets.iter().map(|s| format!("{}: {}", s.name, s.text));
@@ -28,10 +34,11 @@ fn payloads(corpus: &support::corpus::Corpus) -> Vec<(&'static str, serde_json::
     let secret = |name: &str| corpus.secrets.iter().find(|s| s.name == name).unwrap().text.clone();
     vec![
         ("alertmanager", json!({"version": "4", "status": "firing", "alerts": [{"status": "firing",
-            "labels": {"alertname": "LeakyAlert", "service": "svc-alertmanager", "env": "staging", format!("k-{IN_A_LABEL_KEY}"): "1"},
-            "annotations": {"description": text}}]})),
+            "labels": {"alertname": "LeakyAlert", "service": "svc-alertmanager", "env": "staging", format!("k-{IN_A_LABEL_KEY}"): "1",
+                UNDER_SECRET_NAMES[0].0: UNDER_SECRET_NAMES[0].1, UNDER_SECRET_NAMES[1].0: UNDER_SECRET_NAMES[1].1},
+            "annotations": {"description": text, UNDER_SECRET_NAMES[2].0: UNDER_SECRET_NAMES[2].1, UNDER_SECRET_NAMES[3].0: UNDER_SECRET_NAMES[3].1}}]})),
         ("generic", json!({"kind": "alert", "title": "LeakyAlert", "service": "svc-generic", "environment": "staging",
-            "description": text, "labels": {"dsn": secret("postgres url password")}})),
+            "description": text, "labels": {"dsn": secret("postgres url password"), UNDER_SECRET_NAMES[0].0: UNDER_SECRET_NAMES[0].1}})),
         ("sarif", json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "gitleaks"}},
             "results": [{"ruleId": "generic-secret", "level": "error", "message": {"text": text},
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": "config/prod.env"}, "region": {"startLine": 3}}}]}]}]})),
@@ -56,6 +63,9 @@ async fn no_secret_reaches_the_model_or_the_log() {
     assert!(corpus.secrets.len() >= 100);
     let server = ModelServer::start(vec![], Some(Reply::Content("{\"hypotheses\": []}".to_owned()))).await;
     let running = support::start(|config| {
+        // Room for the whole planted corpus in one item: a signal over the budget
+        // would be left out of the prompt, and the test would prove nothing there.
+        config.max_snapshot_tokens = 200_000;
         config.reasoner = ReasonerKind::Openai;
         let mut openai = support::openai(&server.base_url);
         openai.max_repairs = 0;
@@ -106,6 +116,14 @@ async fn no_secret_reaches_the_model_or_the_log() {
     for (place, text) in [("the model", &prompts), ("the audit log", &log)] {
         if text.contains(IN_A_LABEL_KEY) {
             leaks.push(format!("a secret in a label key reached {place}"));
+        }
+        for (name, value) in UNDER_SECRET_NAMES {
+            if text.contains(value) {
+                leaks.push(format!("the value of `{name}` reached {place}"));
+            }
+            if !text.contains(name) {
+                leaks.push(format!("the name `{name}`, evidence, did not reach {place}"));
+            }
         }
     }
     assert!(leaks.is_empty(), "leaks:\n{}", leaks.join("\n"));

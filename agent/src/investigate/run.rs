@@ -71,7 +71,9 @@ async fn send(http: &reqwest13::Client, url: reqwest13::Url, tool: &Tool) -> Res
     let response = request.send().await.map_err(|e| if e.is_timeout() { format!("`{}` did not answer in time", without_query(&url)) } else { format!("cannot reach `{}`", without_query(&url)) })?;
     if !response.status().is_success() {
         let status = response.status();
-        let body = read_body(response, 300).await.unwrap_or_default();
+        // Far more than the 300 characters the error keeps: it is redacted first and
+        // cut after, so a secret cut in two here lies past what is kept.
+        let body = read_body(response, 4096).await.unwrap_or_default();
         return Err(format!("`{}` answered {status}: {}", without_query(&url), String::from_utf8_lossy(&body).trim()));
     }
     Ok(response)

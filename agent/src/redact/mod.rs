@@ -297,8 +297,12 @@ impl Redactor {
         }
         for map in [&mut signal.labels, &mut signal.annotations] {
             // Values in place; the map is rebuilt only when a key itself held a secret.
-            for value in map.values_mut() {
-                self.redact_field(value);
+            for (key, value) in map.iter_mut() {
+                if holds_secret(key, value) {
+                    MARKER.clone_into(value);
+                } else {
+                    self.redact_field(value);
+                }
             }
             if map.keys().any(|k| matches!(self.redact(k), Cow::Owned(_))) {
                 *map = std::mem::take(map).into_iter().map(|(k, v)| (self.text(&k), v)).collect();
@@ -307,12 +311,30 @@ impl Redactor {
         signal
     }
 
-    /// Redacts every string (and object key) in a JSON value.
+    /// Redacts every string (and object key) in a JSON value; and the whole value
+    /// of a secret-named key (`\"db_password\": \"...\"`), or of a name/value pair
+    /// that names a secret (`{\"name\": \"DB_PASSWORD\", \"value\": \"...\"}`, a
+    /// Kubernetes env entry or a tag), where no text rule sees name and value together.
     pub fn value(&self, value: &Value) -> Value {
         match value {
             Value::String(s) => Value::String(self.text(s)),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
-            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (self.text(k), self.value(v))).collect()),
+            Value::Object(map) => {
+                let names_a_secret = ["name", "Name", "key", "Key"].iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(is_secret_name));
+                Value::Object(
+                    map.iter()
+                        .map(|(k, v)| {
+                            let paired = names_a_secret && k.eq_ignore_ascii_case("value");
+                            let v = match v {
+                                Value::String(s) if holds_secret(k, s) || (paired && !s.is_empty()) => Value::String(MARKER.to_owned()),
+                                Value::Number(_) if is_secret_name(k) || paired => Value::String(MARKER.to_owned()),
+                                other => self.value(other),
+                            };
+                            (self.text(k), v)
+                        })
+                        .collect(),
+                )
+            }
             other => other.clone(),
         }
     }
@@ -352,17 +374,29 @@ impl Redactor {
 }
 
 impl Rule {
-    /// Replaces the secret group of every match, keeping the rest of the match.
+    /// Replaces the secret group of every match, keeping the rest of the match. A
+    /// value cut at the next `&name=` of a query string is followed by a search
+    /// from the cut, so the parameters after it are judged too.
     fn apply(&self, text: &str) -> String {
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
-        for caps in self.regex.captures_iter(text) {
+        let mut at = 0;
+        while at <= text.len() {
+            let Some(caps) = self.regex.captures_at(text, at) else { break };
+            let Some(whole) = caps.get(0) else { break };
+            // Past this match, or past its first character when it is empty.
+            at = if whole.end() > whole.start() { whole.end() } else { whole.end() + text[whole.end()..].chars().next().map_or(1, char::len_utf8) };
             let Some(secret) = caps.get(self.secret_group) else { continue };
             let mut end = secret.end();
             let mut value = secret.as_str();
-            if self.until_next_parameter && !value.starts_with(['"', '\'']) && let Some(at) = next_parameter(value) {
-                value = &value[..at];
-                end = secret.start() + at;
+            if self.until_next_parameter
+                && !value.starts_with(['"', '\''])
+                && let Some(next) = next_parameter(value).filter(|next| *next > 0)
+            {
+                value = &value[..next];
+                end = secret.start() + next;
+                // The next search starts at the cut, past where this one began.
+                at = end;
             }
             if self.entropy.is_some_and(|min| entropy(value.trim_matches(['"', '\''])) < min) {
                 continue;
@@ -387,13 +421,40 @@ impl Rule {
             last = end;
         }
         out.push_str(&text[last..]);
-        // The parameters after a value cut at `&name=` go through this rule again.
-        if self.until_next_parameter && last < text.len() && self.regex.is_match(&text[last..]) && out.len() != text.len() {
-            let (done, rest) = out.split_at(out.len() - (text.len() - last));
-            return format!("{done}{}", self.apply(rest));
-        }
         out
     }
+}
+
+/// Whether a key names a secret, so that its whole value is one: `db_password`,
+/// `api_token`, `PGPASSWORD`, `SMTP_PASS`, `clientSecret`, `RAILS_MASTER_KEY`. Not a
+/// name that refers to a secret or describes it (`secret_name`, `token_ttl`,
+/// `password_file`, `max_tokens`): those are evidence.
+pub fn is_secret_name(key: &str) -> bool {
+    const WORDS: [&str; 15] = [
+        "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "accesskey", "authkey", "privatekey",
+        "masterkey", "encryptionkey", "signingkey", "sessionkey", "credential",
+    ];
+    const ABOUT: [&str; 24] = [
+        "name", "names", "ref", "id", "ids", "count", "file", "path", "ttl", "expiry", "expires", "expiration",
+        "age", "length", "type", "kind", "version", "tokens", "policy", "required", "enabled", "rotated", "rotation", "url",
+    ];
+    let name: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
+    let secret_word = WORDS.iter().any(|w| name.contains(w));
+    // `pass` only as the last word after a separator: `SMTP_PASS`, not `bypass`.
+    let separated_pass = key.len() > 4 && key.rsplit(|c: char| !c.is_ascii_alphanumeric()).next().is_some_and(|last| last.eq_ignore_ascii_case("pass"));
+    (secret_word || separated_pass) && !ABOUT.iter().any(|a| name.ends_with(a))
+}
+
+/// Whether `value`, under `key`, is a secret: a key that names one, and a value
+/// that is not empty. Prometheus' convention is the exception: a label `secret`
+/// names a Kubernetes Secret (`kube_secret_info{secret="partner-api-tls"}`,
+/// cert-manager's alerts), and such an object name is evidence.
+fn holds_secret(key: &str, value: &str) -> bool {
+    let object_name = value.len() <= 253
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    is_secret_name(key) && !value.is_empty() && !(key == "secret" && object_name)
 }
 
 /// Where a query-string value ends: before the next `&name=`.
@@ -450,6 +511,68 @@ fn entropy(token: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_names_are_told_from_names_about_secrets() {
+        for name in ["db_password", "PGPASSWORD", "api_token", "accessToken", "SMTP_PASS", "RABBITMQ_DEFAULT_PASS", "clientSecret", "RAILS_MASTER_KEY", "ENCRYPTION_KEY", "SECRET_KEY_BASE", "x-api-key", "aws_secret_access_key", "credentials"] {
+            assert!(is_secret_name(name), "{name}");
+        }
+        for name in ["secret_name", "secretName", "token_ttl", "password_file", "max_tokens", "alertname", "service", "bypass", "pass", "namespace", "password_policy", "tls_secret_ref", "kms_key_id"] {
+            assert!(!is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn values_under_secret_names_and_in_name_value_pairs_are_redacted() {
+        let r = Redactor::new(&[]).unwrap();
+        let out = r.value(&serde_json::json!({
+            "db_password": "Summer2024!",
+            "pin_token": 123_456,
+            "secretName": "db-credentials",
+            "secret": "partner-api-tls",
+            "Secret": "s3cr3t!",
+            "env": [{"name": "DB_PASSWORD", "value": "Hunter2!"}, {"name": "LOG_LEVEL", "value": "debug"}],
+            "Tags": [{"Key": "api_key", "Value": "k-77!"}],
+            "empty_password": "",
+        }));
+        assert_eq!(out["db_password"], MARKER);
+        assert_eq!(out["pin_token"], MARKER);
+        assert_eq!(out["secretName"], "db-credentials", "a reference to a secret is evidence");
+        assert_eq!(out["secret"], "partner-api-tls", "a label `secret` names a Kubernetes Secret");
+        assert_eq!(out["Secret"], MARKER);
+        assert_eq!(out["env"][0]["value"], MARKER);
+        assert_eq!(out["env"][0]["name"], "DB_PASSWORD");
+        assert_eq!(out["env"][1]["value"], "debug");
+        assert_eq!(out["Tags"][0]["Value"], MARKER);
+        assert_eq!(out["empty_password"], "", "nothing to hide, and the emptiness is evidence");
+        let signal = arf_core::signal::Signal {
+            id: "sig-1".into(),
+            kind: arf_core::signal::SignalKind::Alert,
+            source: "alertmanager".into(),
+            status: arf_core::signal::SignalStatus::Firing,
+            title: "OrdersDown".into(),
+            description: String::new(),
+            severity: "critical".into(),
+            service: "orders".into(),
+            environment: "production".into(),
+            labels: [("db_password".to_owned(), "Summer2024!".to_owned()), ("service".to_owned(), "orders".to_owned())].into(),
+            annotations: [("SMTP_PASS".to_owned(), "mailP4ss".to_owned())].into(),
+            observed_at_ms: 0,
+            fingerprint: "f".into(),
+        };
+        let redacted = r.signal(signal);
+        assert_eq!(redacted.labels["db_password"], MARKER);
+        assert_eq!(redacted.labels["service"], "orders");
+        assert_eq!(redacted.annotations["SMTP_PASS"], MARKER);
+    }
+
+    #[test]
+    fn a_value_as_long_as_the_marker_does_not_hide_the_next_parameter() {
+        let r = Redactor::new(&[]).unwrap();
+        let token = "0123456789abcdef0123456789abcdef01234567";
+        let out = r.text(&format!("?user=ci&password=Summer2024&access_token={token}"));
+        assert!(!out.contains("Summer2024") && !out.contains(token), "{out}");
+    }
 
     #[test]
     fn removes_known_secret_forms() {

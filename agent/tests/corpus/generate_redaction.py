@@ -1,4 +1,4 @@
-import random, string, base64, json
+import uuid, random, string, base64, json
 rnd = random.Random(20261126)
 def r(chars, n): return ''.join(rnd.choice(chars) for _ in range(n))
 A = string.ascii_letters + string.digits
@@ -117,8 +117,48 @@ v = mixed(32); add('unlabelled high-entropy key in json', json.dumps({"k": v}), 
 # Formats ARF's own rules lack, covered by the nosecrets-rules set.
 k = 'v1.0-' + r(HEX, 24) + '-' + r(HEX, 146); add('cloudflare origin ca key', k, k[5:60])
 k = 'M' + r(A, 25) + '.' + r(URLSAFE, 6) + '.' + r(URLSAFE, 38); add('discord bot token', k)
+# Forms an outside review found passing (2026-11-27): names run on before the
+# secret word, other header schemes, other assignment syntaxes, command lines,
+# name/value pairs, encoded URLs. Drawn after everything above, so the values
+# above stay as they were.
+v = mixed(12); add('name run on before the word (PGPASSWORD)', f'PGPASSWORD={v} psql -h orders-db', v)
+v = mixed(12); add('camelCase token name', f'accessToken: {v}', v)
+v = mixed(12); add('pass after a separator (SMTP_PASS)', f'RABBITMQ_DEFAULT_PASS={v}', v)
+v = r(A, 6) + '$9x!m@' + r(A, 8); add('django SECRET_KEY with punctuation', f'SECRET_KEY={v}', v)
+v = r(HEX, 32); add('rails master key (hex)', f'RAILS_MASTER_KEY={v}', v)
+v = r(HEX, 128); add('secret key base (long hex)', f'SECRET_KEY_BASE={v}', v)
+v = r(HEX, 64); add('encryption key (hex)', f'ENCRYPTION_KEY={v}', v)
+v = r(HEX, 40); add('authorization token scheme (hex)', f'Authorization: Token {v}', v)
+v = str(uuid.UUID(int=rnd.getrandbits(128), version=4)); add('authorization splunk scheme (uuid)', f'Authorization: Splunk {v}', v)
+v = r(HEX, 32); add('bare authorization header (hex)', f'authorization: {v}', v)
+v = r(HEX, 32); add('bearer token (hex)', f'Authorization: Bearer {v}', v)
+v = mixed(12); add('ruby hash rocket', f"{{'password' => '{v}'}}", v)
+v = mixed(12); add('xml password element', f'<datasource><password>{v}</password></datasource>', v)
+v = mixed(12); add('mysql password flag', f'mysqldump -uroot -p{v} orders > /backup/orders.sql', v)
+v = mixed(12); add('password flag with a space', f'pg_restore --password {v} -d orders', v)
+v = mixed(12); add('redis-cli password', f'redis-cli -h cache-0 -a {v} INFO', v)
+v = mixed(12); add('sshpass password', f'sshpass -p {v} ssh deploy@bastion', v)
+v = mixed(12); add('docker login password', f'docker login -u ci -p {v} registry.example', v)
+v = mixed(12); add('curl user password', f'curl -u admin:{v} https://api.internal/v1/reindex', v)
+v = mixed(12); add('keytool store password', f'keytool -importkeystore -srckeystore a.p12 -srcstorepass {v}', v)
+v = mixed(12); add('openssl pass argument', f'openssl pkcs12 -in a.p12 -passin pass:{v}', v)
+v = r(HEX, 40); add('token after a ten-byte value', f'?user=ci&password={mixed(10)}&access_token={v}', v)
+v = mixed(12); add('percent-encoded dsn password', f'dsn=postgres%3A%2F%2Fapp%3A{v}%40orders-db%2Fapp', v)
+v = r(string.ascii_lowercase + string.digits, 26); add('mattermost webhook key', f'https://chat.example.com/hooks/{v}', v)
+v = mixed(12); add('kubernetes env entry (yaml)', f'env:\n- name: DB_PASSWORD\n  value: "{v}"', v)
+v = mixed(12); add('kubernetes env entry in a diff', f'+        - name: API_TOKEN\n+          value: {v}', v)
+v = mixed(12); add('kubernetes env entry (json)', json.dumps({"env": [{"name": "DB_PASSWORD", "value": v}]}), v)
 
 lookalikes = [
+ 'ssh -p 2222 deploy@bastion.internal',
+ 'docker run -p 8080:80 registry.example/checkout:1.2.3',
+ 'mysql -h orders-db -P 3306 -u report -e status',
+ 'pg_dump --password-file=/run/secrets/pgpass orders',
+ 'Authorization: required for /admin',
+ 'token_ttl=3600 for the session cache',
+ 'webhook https://chat.example.com/hooks/incoming returned 404',
+ 'bypass=true for the health check route',
+ 'keytool -list -keystore /etc/ssl/app.jks',
  'CVE-2019-1549 in openssl-1.1.1c.tar.gz (libssl1.1_1.1.1d-0+deb10u2)',
  'CVE-2023-44487 HTTP/2 rapid reset affects golang.org/x/net v0.15.0',
  'CVE-2024-3094 xz-utils 5.6.0 backdoor',
