@@ -67,6 +67,9 @@ struct RuleSpec {
     entropy: Option<f64>,
     #[serde(default)]
     until_next_parameter: bool,
+    /// Values this rule leaves alone, as regular expressions (`true`, `env:NAME`).
+    #[serde(default)]
+    allow: Vec<String>,
 }
 
 struct Rule {
@@ -194,6 +197,11 @@ impl Redactor {
                 return Err(format!("{from}: rule `{}`: `secretGroup = {}` but the regex has {} groups", spec.id, spec.secret_group, regex.captures_len() - 1));
             }
             let keywords = spec.keywords.iter().map(|k| k.to_lowercase()).collect();
+            let allow = spec
+                .allow
+                .iter()
+                .map(|a| Regex::new(a).map_err(|e| format!("{from}: rule `{}`: allow `{a}`: {e}", spec.id)))
+                .collect::<Result<Vec<_>, _>>()?;
             self.rules.push(Rule {
                 id: spec.id,
                 regex,
@@ -201,7 +209,7 @@ impl Redactor {
                 keywords,
                 entropy: spec.entropy,
                 until_next_parameter: spec.until_next_parameter,
-                allow: Vec::new(),
+                allow,
             });
         }
         Ok(())
@@ -320,14 +328,16 @@ impl Redactor {
             Value::String(s) => Value::String(self.text(s)),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.value(v)).collect()),
             Value::Object(map) => {
-                let names_a_secret = ["name", "Name", "key", "Key"].iter().any(|k| map.get(*k).and_then(Value::as_str).is_some_and(is_secret_name));
+                // The secret name of a name/value pair, whose `value` is then the secret.
+                let pair_name = ["name", "Name", "key", "Key"].iter().find_map(|k| map.get(*k).and_then(Value::as_str).filter(|n| is_secret_name(n)));
                 Value::Object(
                     map.iter()
                         .map(|(k, v)| {
-                            let paired = names_a_secret && k.eq_ignore_ascii_case("value");
+                            let paired = pair_name.filter(|_| k.eq_ignore_ascii_case("value"));
                             let v = match v {
-                                Value::String(s) if holds_secret(k, s) || (paired && !s.is_empty()) => Value::String(MARKER.to_owned()),
-                                Value::Number(_) if is_secret_name(k) || paired => Value::String(MARKER.to_owned()),
+                                Value::String(s) if holds_secret(k, s) || paired.is_some_and(|name| holds_secret(name, s)) => Value::String(MARKER.to_owned()),
+                                Value::Number(_) if is_secret_name(k) || paired.is_some() => Value::String(MARKER.to_owned()),
+                                Value::Array(_) | Value::Object(_) if is_secret_name(k) || paired.is_some() => redact_all(v),
                                 other => self.value(other),
                             };
                             (self.text(k), v)
@@ -425,36 +435,92 @@ impl Rule {
     }
 }
 
-/// Whether a key names a secret, so that its whole value is one: `db_password`,
-/// `api_token`, `PGPASSWORD`, `SMTP_PASS`, `clientSecret`, `RAILS_MASTER_KEY`. Not a
-/// name that refers to a secret or describes it (`secret_name`, `token_ttl`,
-/// `password_file`, `max_tokens`): those are evidence.
+/// The words of a key: split at separators and at camel humps (`clientSecret`,
+/// `DB_PASSWORD`, `db.password`, `X-Api-Key`), lowercase.
+fn key_words(key: &str) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut previous: Option<char> = None;
+    for c in key.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+        } else {
+            if c.is_ascii_uppercase() && previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit()) && !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            current.push(c.to_ascii_lowercase());
+        }
+        previous = Some(c);
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
+}
+
+/// Whether a key names a secret, so that its whole value is one. The key's last
+/// word says what it holds: `db_password`, `api_token`, `clientSecret`, `SMTP_PASS`,
+/// `PGPASSWORD`, `RAILS_MASTER_KEY`, `X-Api-Key`, `SECRET_KEY_BASE`, `secret_id`;
+/// a whole key `pass`, `auth`, `authorization` or `cookie`. A key whose last word
+/// says something about a secret is evidence: `secret_name`, `token_ttl`,
+/// `password_expiry_days`, `max_tokens`, `token_bucket`, `SecretArn`.
 pub fn is_secret_name(key: &str) -> bool {
-    const WORDS: [&str; 15] = [
-        "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "accesskey", "authkey", "privatekey",
-        "masterkey", "encryptionkey", "signingkey", "sessionkey", "credential",
-    ];
-    const ABOUT: [&str; 24] = [
-        "name", "names", "ref", "id", "ids", "count", "file", "path", "ttl", "expiry", "expires", "expiration",
-        "age", "length", "type", "kind", "version", "tokens", "policy", "required", "enabled", "rotated", "rotation", "url",
-    ];
-    let name: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    let secret_word = WORDS.iter().any(|w| name.contains(w));
-    // `pass` only as the last word after a separator: `SMTP_PASS`, not `bypass`.
-    let separated_pass = key.len() > 4 && key.rsplit(|c: char| !c.is_ascii_alphanumeric()).next().is_some_and(|last| last.eq_ignore_ascii_case("pass"));
-    (secret_word || separated_pass) && !ABOUT.iter().any(|a| name.ends_with(a))
+    const LAST: [&str; 9] = ["password", "passwd", "passphrase", "pwd", "secret", "token", "credential", "credentials", "pass"];
+    const KEYED: [&str; 10] = ["api", "access", "private", "master", "encryption", "signing", "secret", "auth", "session", "account"];
+    const ALONE: [&str; 5] = ["pass", "auth", "authorization", "cookie", "apikey"];
+    let words = key_words(key);
+    let Some(last) = words.last() else { return false };
+    let before = words.len().checked_sub(2).and_then(|i| words.get(i)).map(String::as_str);
+    if words.len() == 1 {
+        // One word: a whole name, or a run-on one (`PGPASSWORD`, `MYSQLPASSWORD`).
+        return ALONE.contains(&last.as_str()) || LAST.iter().filter(|w| **w != "pass").any(|w| last.ends_with(w));
+    }
+    LAST.contains(&last.as_str())
+        || (last == "key" && before.is_some_and(|b| KEYED.contains(&b)))
+        || (last == "apikey")
+        || (last == "base" && words.ends_with(&["secret".to_owned(), "key".to_owned(), "base".to_owned()]))
+        || (last == "id" && before == Some("secret"))
 }
 
 /// Whether `value`, under `key`, is a secret: a key that names one, and a value
-/// that is not empty. Prometheus' convention is the exception: a label `secret`
-/// names a Kubernetes Secret (`kube_secret_info{secret="partner-api-tls"}`,
-/// cert-manager's alerts), and such an object name is evidence.
+/// that is not empty or a plain switch (`true`). A Kubernetes Secret's name under
+/// a key whose last word is `secret` (`secret="partner-api-tls"`, Prometheus'
+/// convention and cert-manager's alerts; `tlsSecret: ingress-tls`) is evidence:
+/// lowercase, with a dash or a dot, at most one namespace before a `/`, not hex.
 fn holds_secret(key: &str, value: &str) -> bool {
-    let object_name = value.len() <= 253
-        && value.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
-    is_secret_name(key) && !value.is_empty() && !(key == "secret" && object_name)
+    if !is_secret_name(key) || value.is_empty() || ["true", "false", "null", "none"].iter().any(|w| value.eq_ignore_ascii_case(w)) {
+        return false;
+    }
+    let object_name = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 253
+            && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+    };
+    let names_a_secret_object = key_words(key).last().is_some_and(|w| w == "secret")
+        && value.contains(['-', '.'])
+        && !value.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        && match value.split_once('/') {
+            Some((namespace, name)) => object_name(namespace) && object_name(name),
+            None => object_name(value),
+        };
+    !names_a_secret_object
+}
+
+/// Every string and number in `value` replaced by the marker: what sits under a
+/// secret-named key, however it is nested (`{"password": ["x"]}`,
+/// `{"credentials": {"user": "a", "pass": "b"}}`).
+fn redact_all(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.is_empty() => Value::String(String::new()),
+        Value::String(_) | Value::Number(_) => Value::String(MARKER.to_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(redact_all).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), redact_all(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Where a query-string value ends: before the next `&name=`.
@@ -514,10 +580,18 @@ mod tests {
 
     #[test]
     fn secret_names_are_told_from_names_about_secrets() {
-        for name in ["db_password", "PGPASSWORD", "api_token", "accessToken", "SMTP_PASS", "RABBITMQ_DEFAULT_PASS", "clientSecret", "RAILS_MASTER_KEY", "ENCRYPTION_KEY", "SECRET_KEY_BASE", "x-api-key", "aws_secret_access_key", "credentials"] {
+        for name in [
+            "db_password", "PGPASSWORD", "api_token", "accessToken", "SMTP_PASS", "RABBITMQ_DEFAULT_PASS", "clientSecret", "RAILS_MASTER_KEY",
+            "ENCRYPTION_KEY", "SECRET_KEY_BASE", "x-api-key", "X-Api-Key", "aws_secret_access_key", "credentials", "secret_id", "pass", "auth",
+            "Authorization", "cookie", "/prod/orders/db_password",
+        ] {
             assert!(is_secret_name(name), "{name}");
         }
-        for name in ["secret_name", "secretName", "token_ttl", "password_file", "max_tokens", "alertname", "service", "bypass", "pass", "namespace", "password_policy", "tls_secret_ref", "kms_key_id"] {
+        for name in [
+            "secret_name", "secretName", "token_ttl", "password_file", "max_tokens", "alertname", "service", "bypass", "namespace",
+            "password_policy", "tls_secret_ref", "kms_key_id", "token_bucket", "tokenizer", "password_expiry_days", "auth_token_ttl_seconds",
+            "secret_namespace", "token_endpoint", "credentials_provider", "SecretArn", "SecretStatus", "keyspace", "passed",
+        ] {
             assert!(!is_secret_name(name), "{name}");
         }
     }
@@ -531,6 +605,12 @@ mod tests {
             "secretName": "db-credentials",
             "secret": "partner-api-tls",
             "Secret": "s3cr3t!",
+            "tlsSecret": "payments/ingress-tls",
+            "automountServiceAccountToken": "true",
+            "password": ["x-1", {"old": "x-2"}],
+            "credentials": {"user": "alice", "pass": "x-3"},
+            "token_bucket": 42,
+            "matchers": [{"name": "secret", "value": "partner-api-tls"}],
             "env": [{"name": "DB_PASSWORD", "value": "Hunter2!"}, {"name": "LOG_LEVEL", "value": "debug"}],
             "Tags": [{"Key": "api_key", "Value": "k-77!"}],
             "empty_password": "",
@@ -540,6 +620,12 @@ mod tests {
         assert_eq!(out["secretName"], "db-credentials", "a reference to a secret is evidence");
         assert_eq!(out["secret"], "partner-api-tls", "a label `secret` names a Kubernetes Secret");
         assert_eq!(out["Secret"], MARKER);
+        assert_eq!(out["tlsSecret"], "payments/ingress-tls", "a Secret's name, with its namespace");
+        assert_eq!(out["automountServiceAccountToken"], "true", "a switch, not a secret");
+        assert_eq!(out["password"], serde_json::json!([MARKER, {"old": MARKER}]), "everything under a secret-named key");
+        assert_eq!(out["credentials"]["pass"], MARKER);
+        assert_eq!(out["token_bucket"], 42);
+        assert_eq!(out["matchers"][0]["value"], "partner-api-tls", "a silence's matcher on the label `secret`");
         assert_eq!(out["env"][0]["value"], MARKER);
         assert_eq!(out["env"][0]["name"], "DB_PASSWORD");
         assert_eq!(out["env"][1]["value"], "debug");

@@ -148,8 +148,44 @@ v = r(string.ascii_lowercase + string.digits, 26); add('mattermost webhook key',
 v = mixed(12); add('kubernetes env entry (yaml)', f'env:\n- name: DB_PASSWORD\n  value: "{v}"', v)
 v = mixed(12); add('kubernetes env entry in a diff', f'+        - name: API_TOKEN\n+          value: {v}', v)
 v = mixed(12); add('kubernetes env entry (json)', json.dumps({"env": [{"name": "DB_PASSWORD", "value": v}]}), v)
+# A second review of those rules (2026-11-27): more shapes of the same.
+v = mixed(12); add('mysql password on a continued line', f'mysql -h orders-db \\\n  -p{v} orders', v)
+v = mixed(12); add('curl user on a continued line', f'curl -sS \\\n  -u admin:{v} https://api.internal', v)
+v = mixed(12); add('docker login password without a space', f'docker login -u ci -p{v} registry.example', v)
+v = mixed(12); add('prefixed password flag', f'helm repo add charts https://charts.example --db-password {v}', v)
+v = mixed(12); add('password flag as json arguments', json.dumps({"args": ["--password", v]}), v)
+v = r(HEX, 40); add('authorization in a go header map', f'map[Authorization:[Token {v}] Accept:[*/*]]', v)
+v = mixed(12); add('terraform plan name/value pair', f'+ name  = "DB_PASSWORD"\n+ value = "{v}"', v)
+v = mixed(12); add('.net appsettings pair', f'<add key="DB_PASSWORD" value="{v}"/>', v)
+v = mixed(12); add('java properties xml entry', f'<entry key="db.password">{v}</entry>', v)
+v = mixed(12); add('xml password in cdata', f'<password><![CDATA[{v}]]></password>', v)
+v = mixed(12); add('xml secretKey element', f'<secretKey>{v}</secretKey>', v)
+v = mixed(12); add('ssm parameter name/value', f'"Name": "/prod/orders/db_password", "Value": "{v}"', v)
+v = mixed(12); add('mysql password as the first flag', f'kubectl exec orders-db-0 -- mysql -p{v} -e status', v)
 
 lookalikes = [
+ 'Tests: pass: 12 fail: 0 skip: 3',
+ 'npx jest --pass-with-no-tests',
+ 'psql -p 5432 -h orders-db -U app',
+ 'redis-cli -p 6380 -h cache-0',
+ 'curl -u admin https://api.internal',
+ 'Authorization: unauthorized',
+ 'authorization denied for user alice',
+ 'kube-apiserver --authorization-mode=Node,RBAC',
+ 'https://gitlab.example.com/api/v4/projects/42/hooks/17',
+ 'POST /hooks/deploymentstatuswebhookreceiver 404',
+ 'automountServiceAccountToken: true',
+ 'tlsSecret: ingress-tls',
+ '- name: POSTGRES_PASSWORD_FILE\n  value: /run/secrets/postgres-password',
+ '- name: SECRET_NAME\n  value: db-credentials',
+ 'docker run -d --name mysql -p3306:3306 mysql:8.0',
+ 'mysql-0: rsync -pavz /data /backup',
+ 'docker buildx build --secret id=npmrc,src=/home/runner/.npmrc .',
+ 'psql --password -h orders-db',
+ 'openssl enc -aes-256-cbc -pass env:BACKUP_PASS -in dump.sql',
+ 'password_expiry_days=90',
+ 'auth_token_ttl_seconds=3600',
+ 'tokenizer=bpe max_tokens=4096',
  'ssh -p 2222 deploy@bastion.internal',
  'docker run -p 8080:80 registry.example/checkout:1.2.3',
  'mysql -h orders-db -P 3306 -u report -e status',
