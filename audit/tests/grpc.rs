@@ -274,6 +274,13 @@ async fn reading_the_log_needs_a_known_reader_and_a_reader_cannot_write() {
     assert_eq!(auditor.read_incident("inc-1").await.unwrap().len(), 2);
 }
 
+/// The log's checkpoint verifier, from the key the running log made (once it has
+/// taken an append, so the key is there).
+fn verifier(log: &Running) -> arf_audit::checkpoint::NoteVerifier {
+    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
+    arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key)
+}
+
 /// A witness accepts a checkpoint only if it covers what the caller relies on: the
 /// records the log acknowledged to it, and any sequence number it names.
 #[tokio::test]
@@ -283,8 +290,7 @@ async fn a_witness_refuses_a_checkpoint_that_does_not_cover_what_it_relies_on() 
     client.append_one("inc-1", RecordKind::Signal, json!({"n": 1})).await.unwrap();
     client.append_one("inc-1", RecordKind::Signal, json!({"n": 2})).await.unwrap();
     assert_eq!(client.acknowledged_seq(), 2);
-    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
-    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let verifier = verifier(&log);
     let state = log._dir.path().join("witness").join("checkpoint");
     let witness = arf_audit::witness::Witness::open(&state, verifier).unwrap();
     let seen = witness.check_fresh(&client, 0).await.unwrap();
@@ -304,8 +310,7 @@ async fn a_checkpoint_signed_for_a_witness_carries_its_consistency_proof() {
     for n in 0..3 {
         client.append_one("inc-1", RecordKind::Signal, json!({"n": n})).await.unwrap();
     }
-    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
-    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let verifier = verifier(&log);
     let (first, proof) = client.sign_checkpoint_from(0).await.unwrap().unwrap();
     assert!(proof.is_none(), "none asked for");
     let old = verifier.verify(&first).unwrap();
@@ -340,8 +345,7 @@ async fn witness_checks_at_once_share_signings() {
     for n in 0..12 {
         client.append_one("inc-1", RecordKind::Signal, json!({"n": n})).await.unwrap();
     }
-    let key = arf_core::keys::load_trusted(&log._dir.path().join("audit").join("checkpoint.key.pub")).unwrap().key;
-    let verifier = arf_audit::checkpoint::NoteVerifier::new("arf-audit-log", key);
+    let verifier = verifier(&log);
     let witness = arf_audit::witness::Witness::open(&log._dir.path().join("witness").join("checkpoint"), verifier).unwrap();
     let answers = futures::future::join_all((0..12).map(|_| witness.check_fresh(&client, 0))).await;
     for answer in answers {
