@@ -464,7 +464,23 @@ pub fn replicated(file: &Path, layout: &Layout, store: &arf_pg::Settings, replic
     let mut root: Table = toml::from_str(&text).with_context(|| format!("`{}`", file.display()))?;
     let deployment = load(file)?;
     let store = Value::try_from(store).context("the database settings")?;
-    let free = || arf_core::net::free_loopback_port().context("no free loopback port for a replica");
+    // The deployment's own ports (every `*listen` of every section, metrics too) are
+    // not bound yet when replicas' ports are picked: never hand one of them out.
+    let taken: std::collections::BTreeSet<u16> = root
+        .values()
+        .filter_map(Value::as_table)
+        .flat_map(|table| table.iter().filter(|(k, _)| k.ends_with("listen")).filter_map(|(_, v)| v.as_str()))
+        .filter_map(|addr| addr.parse::<std::net::SocketAddr>().ok().map(|a| a.port()))
+        .collect();
+    let free = || -> Result<std::net::SocketAddr> {
+        for _ in 0..64 {
+            let addr = arf_core::net::free_loopback_port().context("no free loopback port for a replica")?;
+            if !taken.contains(&addr.port()) {
+                return Ok(addr);
+            }
+        }
+        bail!("no free loopback port for a replica outside the deployment's own")
+    };
     let ports = |first: std::net::SocketAddr| -> Result<Vec<std::net::SocketAddr>> { std::iter::once(Ok(first)).chain((1..replicas).map(|_| free())).collect() };
     let audits = ports(deployment.audit.listen)?;
     let governors = ports(deployment.governor.listen)?;
