@@ -307,6 +307,17 @@ async fn change(
         }
         GitChange::Revert { commit } => {
             let full = git.run(&["rev-parse", "--verify", &format!("{commit}^{{commit}}")]).await?.trim().to_owned();
+            // Only a commit the branch holds is undone: "reverting" a commit from
+            // another branch (or one merely fetched into the object store) would
+            // apply the inverse of a change the branch never had, that is, any
+            // content at all, under the name of a rollback.
+            if git.run(&["merge-base", "--is-ancestor", &full, "HEAD"]).await.is_err() {
+                return Err(format!("refusing to act: commit {full} is not on `{branch}`, so reverting it would not undo anything the branch holds"));
+            }
+            // A merge has no one change to undo (which parent is meant is not said).
+            if git.run(&["rev-parse", "--verify", "--quiet", &format!("{full}^2")]).await.is_ok() {
+                return Err(format!("refusing to act: commit {full} is a merge, which has no single change to revert"));
+            }
             undo.touched = true;
             revert(git, &full).await?;
             format!("{} (revert {full})", spec.message)

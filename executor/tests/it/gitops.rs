@@ -180,6 +180,46 @@ async fn a_dirty_working_tree_is_refused() {
     assert!(execution.detail.contains("has `feature` checked out, not `main`"), "{}", execution.detail);
 }
 
+/// A model that names a commit from another branch (or one the repository merely
+/// fetched) gets no forward change on the reviewed branch under the name of a
+/// revert: reverting a commit that removed something the branch never had would
+/// add it. A merge, which has no single change to undo, is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revert_of_a_commit_the_branch_does_not_hold_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = repository(dir.path());
+    // An unreviewed branch adds a hostile image, then a commit that removes it.
+    git(&repo, &["checkout", "--quiet", "-b", "unreviewed"]);
+    std::fs::write(repo.join("web.yaml"), MANIFEST.replace("registry.local/web:1.4.2", "attacker.example/evil:latest")).unwrap();
+    git(&repo, &["commit", "--quiet", "-am", "add"]);
+    std::fs::write(repo.join("web.yaml"), MANIFEST).unwrap();
+    git(&repo, &["commit", "--quiet", "-am", "remove"]);
+    let remove = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["checkout", "--quiet", "main"]);
+    // Git itself would revert it onto `main`: the refusal is ARF's.
+    let targets = [("web".to_owned(), target(&[("repo", path_str(&repo))]))].into();
+    let h = Harness::start(dir.path(), Setup::new(pathways(), targets)).await;
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+
+    let body = h.body("revert_config", "web", json!({"commit": &remove[..12]}));
+    let execution = h.execute(h.decide(&body).await).await.unwrap();
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
+    assert!(execution.detail.contains(&format!("refusing to act: commit {remove} is not on `main`")), "{}", execution.detail);
+    assert!(execution.detail.contains("it failed before changing anything, so there is nothing to roll back"), "{}", execution.detail);
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), head);
+    assert_eq!(std::fs::read_to_string(repo.join("web.yaml")).unwrap(), MANIFEST);
+    assert_clean(&repo);
+
+    // Merged into `main`, the branch's commits are on it, but the merge is not one change.
+    git(&repo, &["merge", "--quiet", "--no-ff", "-m", "merge unreviewed", "unreviewed"]);
+    let merge = git(&repo, &["rev-parse", "HEAD"]);
+    let body = h.body("revert_config", "web", json!({"commit": merge}));
+    let execution = h.execute(h.decide(&body).await).await.unwrap();
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
+    assert!(execution.detail.contains(&format!("refusing to act: commit {merge} is a merge")), "{}", execution.detail);
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), merge);
+}
+
 fn with_git(step: &mut Step, change: impl FnOnce(&mut Vec<Edit>, &mut Option<String>, &mut Option<String>)) {
     if let Step::Git { edits, patch, push, .. } = step {
         change(edits, patch, push);
