@@ -242,6 +242,30 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// What a limited sender may send signals about; an empty set limits nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderScope {
+    pub services: std::collections::BTreeSet<String>,
+    pub environments: std::collections::BTreeSet<String>,
+}
+
+impl SenderScope {
+    /// The first of `signals` outside this scope: its index, what it is about, and
+    /// what is allowed instead, each written for an error message.
+    pub fn first_outside(&self, signals: &[arf_core::signal::Signal]) -> Option<(usize, String, String)> {
+        let names = |set: &std::collections::BTreeSet<String>| set.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+        signals.iter().enumerate().find_map(|(index, signal)| {
+            if !self.services.is_empty() && !self.services.contains(&signal.service) {
+                Some((index, format!("`{}`", signal.service), names(&self.services)))
+            } else if !self.environments.is_empty() && !self.environments.contains(&signal.environment) {
+                Some((index, format!("the environment `{}`", signal.environment), format!("the environments {}", names(&self.environments))))
+            } else {
+                None
+            }
+        })
+    }
+}
+
 /// A signing sender, with its secret.
 pub type Signer = (arf_core::identity::Caller, Vec<u8>);
 
@@ -258,6 +282,9 @@ pub struct HmacSource {
     /// The services whose signals it may send (any when empty).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// The environments its signals may be about (any when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 pub fn default_listen() -> SocketAddr {
@@ -397,11 +424,17 @@ impl Config {
         Ok(())
     }
 
-    /// The senders limited to some services: identity name → the services it may send signals about.
-    pub fn sender_scopes(&self) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
-        let identities = self.identities.iter().map(|i| (&i.name, &i.services));
-        let signers = self.webhook_hmac.iter().map(|s| (&s.name, &s.services));
-        identities.chain(signers).filter(|(_, services)| !services.is_empty()).map(|(name, services)| (name.clone(), services.iter().cloned().collect())).collect()
+    /// The senders limited to some services or environments: identity name → what it may send signals about.
+    pub fn sender_scopes(&self) -> std::collections::BTreeMap<String, SenderScope> {
+        let identities = self.identities.iter().map(|i| (&i.name, &i.services, &i.environments));
+        let signers = self.webhook_hmac.iter().map(|s| (&s.name, &s.services, &s.environments));
+        identities
+            .chain(signers)
+            .filter(|(_, services, environments)| !services.is_empty() || !environments.is_empty())
+            .map(|(name, services, environments)| {
+                (name.clone(), SenderScope { services: services.iter().cloned().collect(), environments: environments.iter().cloned().collect() })
+            })
+            .collect()
     }
 
     /// Mutual TLS, or plain text on loopback when the configuration asks for it.

@@ -35,8 +35,8 @@ pub enum IngestError {
     Audit(#[from] AuditError),
     #[error("the agent is stopping; nothing was accepted")]
     Stopping,
-    #[error("`{sender}` may send signals about {allowed} only, and signals[{index}] is about `{service}`; nothing was accepted")]
-    OutOfScope { sender: String, index: usize, service: String, allowed: String },
+    #[error("`{sender}` may send signals about {allowed} only, and signals[{index}] is about {about}; nothing was accepted")]
+    OutOfScope { sender: String, index: usize, about: String, allowed: String },
 }
 
 /// Where one accepted signal went.
@@ -60,7 +60,7 @@ pub struct Agent {
     fallback: Option<Arc<dyn Reasoner>>,
     redactor: Redactor,
     /// Senders limited to some services: name → the services it may send signals about.
-    scopes: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    scopes: std::collections::BTreeMap<String, crate::config::SenderScope>,
     budget: Budget,
     max_diagnoses: u32,
     max_model_calls: u32,
@@ -243,7 +243,7 @@ pub struct Settings {
     pub reasoner: Arc<dyn Reasoner>,
     pub fallback: Option<Arc<dyn Reasoner>>,
     pub redactor: Redactor,
-    pub scopes: std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    pub scopes: std::collections::BTreeMap<String, crate::config::SenderScope>,
     pub budget: Budget,
     pub group_window_ms: i64,
     pub group_wait: std::time::Duration,
@@ -794,16 +794,10 @@ impl Agent {
         }
         // Secrets never reach the log, the snapshot or the prompt: redact on the way in.
         let signals: Vec<Signal> = signals.into_iter().map(|s| self.redactor.signal(s)).collect();
-        // A sender limited to some services sends about those, or nothing is accepted.
-        if let Some(allowed) = self.scopes.get(sender)
-            && let Some((index, signal)) = signals.iter().enumerate().find(|(_, s)| !allowed.contains(&s.service))
-        {
-            return Err(IngestError::OutOfScope {
-                sender: sender.to_owned(),
-                index,
-                service: signal.service.clone(),
-                allowed: allowed.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "),
-            });
+        // A sender limited to some services or environments sends about those, or
+        // nothing is accepted.
+        if let Some((index, about, allowed)) = self.scopes.get(sender).and_then(|scope| scope.first_outside(&signals)) {
+            return Err(IngestError::OutOfScope { sender: sender.to_owned(), index, about, allowed });
         }
         let batcher = self
             .batcher
@@ -1432,6 +1426,7 @@ impl Agent {
             }
             tracing::debug!(completion = %completion.text, model = %completion.model, "completion");
             payload.model = Some(completion.model.clone());
+            payload.served_by.clone_from(&completion.served_by);
             payload.prompt_tokens = Some(completion.prompt_tokens);
             payload.completion_tokens = Some(completion.completion_tokens);
             payload.latency_ms = Some(completion.latency_ms);

@@ -91,12 +91,36 @@ async fn a_valid_completion_is_grounded_and_proposed() {
             assert!(authorization.trim() == "Bearer" || authorization.is_empty(), "no key configured, none sent: {authorization}");
             let diagnosis = diagnoses(trail).into_iter().find(|d| d["status"] == "grounded").unwrap();
             assert_eq!(diagnosis["model"], "scripted-model-1");
+            assert!(diagnosis.get("served_by").is_none(), "the endpoint answered as the configured model");
             assert_eq!(diagnosis["prompt_tokens"], 812);
             assert_eq!(diagnosis["completion_tokens"], 143);
             assert_eq!(diagnosis["prompt_id"], arf_agent::prompt::PROMPT_ID);
             assert_eq!(diagnosis["prompt_hash"].as_str().unwrap().len(), 64);
             assert!(diagnosis["latency_ms"].is_u64());
             assert_eq!(diagnosis["proposal"]["remediation"]["pathway"], "restart_service");
+        },
+    })
+    .await;
+}
+
+/// Calibration goes by the configured model: an endpoint (or a proxy before it)
+/// that answers under another name cannot shed the model's track record with the
+/// governor. The name it gave is logged beside it, for people.
+#[tokio::test]
+async fn the_model_is_the_configured_one_whatever_the_endpoint_calls_itself() {
+    run(Case {
+        name: "renamed",
+        replies: vec![Reply::Cite(VALID.to_owned())],
+        otherwise: None,
+        adjust: |openai| openai.model = "configured-model".to_owned(),
+        description: "5xx rate is 97%",
+        reason: PROPOSED,
+        calls: 1,
+        check: |received, trail| {
+            assert_eq!(received[0].body["model"], "configured-model");
+            let diagnosis = diagnoses(trail).into_iter().find(|d| d["status"] == "grounded").unwrap();
+            assert_eq!(diagnosis["model"], "configured-model");
+            assert_eq!(diagnosis["served_by"], "scripted-model-1");
         },
     })
     .await;

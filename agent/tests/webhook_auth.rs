@@ -24,7 +24,7 @@ async fn a_signed_webhook_is_accepted_once_and_nothing_forged_is_logged() {
     let secret_file = dir.path().join("ci.secret");
     std::fs::write(&secret_file, SECRET).unwrap();
     let running = support::start(|config| {
-        config.webhook_hmac = vec![HmacSource { name: "ci-scanner".into(), secret_file: secret_file.clone(), services: Vec::new() }];
+        config.webhook_hmac = vec![HmacSource { name: "ci-scanner".into(), secret_file: secret_file.clone(), services: Vec::new(), environments: Vec::new() }];
     })
     .await;
     let _ = support::agent_client(&running.agent).await;

@@ -460,6 +460,9 @@ enum TokenCommand {
         /// For a sender of signals: a service whose signals it may send (repeatable; any when none).
         #[arg(long = "service")]
         services: Vec<String>,
+        /// For a sender of signals: an environment its signals may be about (repeatable; any when none).
+        #[arg(long = "environment")]
+        environments: Vec<String>,
         /// The configuration file (default: the one in `--data-dir`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -620,9 +623,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Token { command: TokenCommand::Create { name, role, services, config, data_dir } } => {
+        Command::Token { command: TokenCommand::Create { name, role, services, environments, config, data_dir } } => {
             let file = serve::config_file(config, &data_dir)?;
-            let token = token::create(&file, &name, &role, &services)?;
+            let token = token::create(&file, &name, &role, &services, &environments)?;
             eprintln!("identity `{name}` ({role}) added to {}; restart the services to use it.", file.display());
             eprintln!("Its token follows, shown this once (only its SHA-256 is kept):");
             say!("{token}");

@@ -8,7 +8,8 @@ use arf_core::identity::Role;
 /// Adds `[[identities]]` `{ name, role, token_sha256 }` to the configuration file and
 /// returns the token, which exists nowhere else afterwards. The file is replaced
 /// atomically, keeping its comments and its mode, and only when the result still loads.
-pub fn create(config: &Path, name: &str, role: &str, services: &[String]) -> Result<String> {
+/// `services` and `environments` limit what a sender of signals may send about.
+pub fn create(config: &Path, name: &str, role: &str, services: &[String], environments: &[String]) -> Result<String> {
     if Role::parse(role).is_none() {
         bail!("unknown role `{role}`; expected one of {}", Role::expected());
     }
@@ -36,6 +37,9 @@ pub fn create(config: &Path, name: &str, role: &str, services: &[String]) -> Res
     if !services.is_empty() {
         table.insert("services", toml_edit::value(services.iter().collect::<toml_edit::Array>()));
     }
+    if !environments.is_empty() {
+        table.insert("environments", toml_edit::value(environments.iter().collect::<toml_edit::Array>()));
+    }
     identities.push(table);
     let updated = document.to_string();
     let staged = config.with_extension("toml.new");
@@ -49,4 +53,26 @@ pub fn create(config: &Path, name: &str, role: &str, services: &[String]) -> Res
     }
     std::fs::rename(&staged, config).with_context(|| format!("cannot replace `{}`", config.display()))?;
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails loudly at the first surprise")]
+
+    use crate::setup;
+
+    /// A sender created with `--service` and `--environment` is limited to both in
+    /// the agent's configuration as loaded, and its token is stored only hashed.
+    #[test]
+    fn a_limited_sender_is_limited_to_its_services_and_environments() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = setup::Layout::new(&dir.path().join(".arf")).unwrap();
+        let file = setup::prepare(&layout, setup::Ports::default(), &setup::no_targets(), &setup::Reasoning::Rules).unwrap();
+        let token = super::create(&file, "alertmanager-staging", "source", &["checkout".to_owned()], &["staging".to_owned()]).unwrap();
+        assert!(!std::fs::read_to_string(&file).unwrap().contains(&token));
+        let scopes = setup::load(&file).unwrap().agent.sender_scopes();
+        let scope = &scopes["alertmanager-staging"];
+        assert_eq!(scope.services.iter().collect::<Vec<_>>(), ["checkout"]);
+        assert_eq!(scope.environments.iter().collect::<Vec<_>>(), ["staging"]);
+    }
 }

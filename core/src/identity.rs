@@ -172,6 +172,11 @@ pub struct Identity {
     /// source token cannot reach beyond what that source reports on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<String>,
+    /// For a sender of signals: the environments its signals may be about (any
+    /// when empty). A staging Alertmanager's token then cannot open a production
+    /// incident by labelling its alert `env="production"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub environments: Vec<String>,
 }
 
 /// Why a list of identities was refused; `field` names the entry (`identities[2].role`).
@@ -273,7 +278,7 @@ mod tests {
     use super::*;
 
     fn identity(name: &str, role: &str, hash: &str) -> Identity {
-        Identity { name: name.into(), role: role.into(), token_file: None, token_sha256: Some(hash.into()), services: Vec::new() }
+        Identity { name: name.into(), role: role.into(), token_file: None, token_sha256: Some(hash.into()), services: Vec::new(), environments: Vec::new() }
     }
 
     #[test]
@@ -297,7 +302,7 @@ mod tests {
             (vec![identity("a", "oncall", &hash), identity("a", "admin", &new_token().unwrap().1)], "identities[1].name"),
             (vec![identity("a", "oncall", &hash), identity("b", "admin", &hash)], "identities[1].token_sha256"),
             (
-                vec![Identity { name: "a".into(), role: "oncall".into(), token_file: None, token_sha256: None, services: Vec::new() }],
+                vec![Identity { name: "a".into(), role: "oncall".into(), token_file: None, token_sha256: None, services: Vec::new(), environments: Vec::new() }],
                 "identities[0].token_file",
             ),
         ];

@@ -194,6 +194,10 @@ pub struct DiagnosisRecord {
     /// What the reasoner answered, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The model name the endpoint answered with, when it was not `model` (the
+    /// configured one, which calibration goes by).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +247,7 @@ impl DiagnosisRecord {
             error: None,
             fallback: None,
             model: None,
+            served_by: None,
             prompt_tokens: None,
             completion_tokens: None,
             latency_ms: None,

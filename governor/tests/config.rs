@@ -84,7 +84,7 @@ fn validate_refuses_bad_configs_naming_the_field() {
     check(
         "missing token file",
         |c, dir| {
-            c.identities.push(Identity { name: "zed".into(), role: "oncall".into(), token_file: Some(dir.join("nope")), token_sha256: None, services: Vec::new() })
+            c.identities.push(Identity { name: "zed".into(), role: "oncall".into(), token_file: Some(dir.join("nope")), token_sha256: None, services: Vec::new(), environments: Vec::new() })
         },
         &["`governor.identities[6].token_file`", "nope"],
     );

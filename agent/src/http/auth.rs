@@ -208,7 +208,7 @@ mod tests {
     fn auth() -> (WebhookAuth, String) {
         let (token, hash) = arf_core::identity::new_token().unwrap();
         let identities = Identities::load(
-            &[Identity { name: "am".into(), role: "source".into(), token_file: None, token_sha256: Some(hash), services: Vec::new() }],
+            &[Identity { name: "am".into(), role: "source".into(), token_file: None, token_sha256: Some(hash), services: Vec::new(), environments: Vec::new() }],
             "agent.identities",
         )
         .unwrap();

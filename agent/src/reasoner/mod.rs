@@ -44,7 +44,13 @@ pub struct DiagnosisRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub text: String,
+    /// The model as the deployment configured it, which the governor calibrates the
+    /// stated confidence by: never a name the endpoint answers with, which whoever
+    /// runs the endpoint (or sits between) could change to shed a poor record.
     pub model: String,
+    /// The model name the endpoint answered with, when it differs from [`Self::model`]
+    /// (shown to people, never calibrated by).
+    pub served_by: Option<String>,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub latency_ms: u64,

@@ -330,7 +330,7 @@ impl OpenAi {
         };
         let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let message = &response["choices"][0]["message"];
-        let model = response.get("model").and_then(Value::as_str).unwrap_or(&self.config.model).to_owned();
+        let served_by = response.get("model").and_then(Value::as_str).filter(|served| *served != self.config.model).map(|served| served.chars().take(200).collect());
         if let Some(refusal) = message.get("refusal").and_then(Value::as_str).filter(|r| !r.is_empty()) {
             return Err(ReasonerError::Refused(refusal.to_owned()));
         }
@@ -341,7 +341,8 @@ impl OpenAi {
         }
         Ok(Completion {
             text,
-            model,
+            model: self.config.model.clone(),
+            served_by,
             prompt_tokens,
             completion_tokens,
             latency_ms,

@@ -104,6 +104,7 @@ impl Reasoner for Rules {
             Ok(Completion {
                 text: answer.to_string(),
                 model: format!("rules:{}", rule.name),
+                served_by: None,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -119,6 +119,7 @@ impl Reasoner for Scripted {
             Ok(Completion {
                 text,
                 model: format!("scripted:{}", response.name),
+                served_by: None,
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

@@ -308,6 +308,7 @@ pub fn identities() -> Vec<arf_core::identity::Identity> {
         token_file: None,
         token_sha256: Some(arf_core::keys::token_hash(TOKEN)),
         services: Vec::new(),
+        environments: Vec::new(),
     }]
 }
 

@@ -191,6 +191,7 @@ impl Harness {
                 token_file: Some(governor_token.clone()),
                 token_sha256: None,
                 services: Vec::new(),
+                environments: Vec::new(),
             }],
             mtls: None,
             insecure_loopback_only: true,

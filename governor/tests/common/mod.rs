@@ -189,7 +189,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
     for (name, role) in IDENTITIES {
         let path = dir.join(format!("{name}.token"));
         tokens.insert((*name).to_owned(), write_token(&path, name));
-        identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: Some(path), token_sha256: None, services: Vec::new() });
+        identities.push(Identity { name: (*name).to_owned(), role: (*role).to_owned(), token_file: Some(path), token_sha256: None, services: Vec::new(), environments: Vec::new() });
     }
     write_token(&dir.join("governor-audit.token"), "governor");
     write_token(&dir.join("agent-audit.token"), "agent");
