@@ -19,6 +19,12 @@ use crate::checkpoint::{Checkpoint, CheckpointError, NoteVerifier};
 use crate::client::{AuditClient, AuditError};
 use crate::merkle::{self, ProofError};
 
+/// How often a process that witnesses the log checks it between actions
+/// ([`Witness::keep_up`]): the log's own default checkpoint interval.
+pub fn default_keep_up_secs() -> u64 {
+    10
+}
+
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum WitnessError {
@@ -165,6 +171,28 @@ impl Witness {
             return Err(WitnessError::Uncovered { size: next.checkpoint.size, needed });
         }
         Ok(next)
+    }
+
+    /// Keeps this witness up with the log: every `every` (the first after one
+    /// `every`) it checks as [`Self::check_fresh`] does, so that what was logged
+    /// since the last action (that action's own start and outcome, and every other
+    /// writer's records) is under a checkpoint this witness holds within `every`,
+    /// and cutting it off later is caught; not only what came before the next
+    /// action. An idle log signs nothing new for it. A log that cannot be reached
+    /// (or that has no checkpoint yet, and this witness none either) is asked again
+    /// at the next tick; every other answer goes to `checked`, refusals included,
+    /// and checking goes on. Runs until dropped.
+    pub async fn keep_up(&self, log: &AuditClient, every: std::time::Duration, checked: impl Fn(Result<&Seen, &WitnessError>)) {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match self.check_fresh(log, 0).await {
+                Ok(seen) => checked(Ok(&seen)),
+                Err(WitnessError::Unavailable(_) | WitnessError::Missing(0)) => {}
+                Err(error) => checked(Err(&error)),
+            }
+        }
     }
 
     /// Accepts `note` if it extends what this witness saw, by `proof` when it is the

@@ -16,6 +16,14 @@ pub enum Log {
 }
 
 impl Log {
+    /// Why the log stopped taking appends (damage found, a failed write or sync), if it has.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            Self::File(store) => store.failure(),
+            Self::Postgres(store) => store.failure(),
+        }
+    }
+
     /// How many records the log held, all verified, when it opened.
     pub fn records_at_open(&self) -> u64 {
         match self {

@@ -479,6 +479,7 @@ async fn read_checked(shared: &Shared, reads: &Reads, seqs: &[u64]) -> Result<Ve
         let seq: i64 = row.get(0);
         let corrupt = |reason: String| {
             error!(seq, %reason, "a record of the log in the database no longer reads as it was verified");
+            shared.fail(&format!("record {seq} no longer reads as it was verified at open: {reason}"));
             StoreError::Corrupt { seq: seq as u64, reason }
         };
         let record = frame::decode(row.get(1)).map_err(corrupt)?;
@@ -491,6 +492,7 @@ async fn read_checked(shared: &Shared, reads: &Reads, seqs: &[u64]) -> Result<Ve
     }
     if out.len() != wanted.len() {
         let missing = wanted.iter().find(|s| !out.iter().any(|r| r.seq == **s as u64)).copied().unwrap_or_default();
+        shared.fail(&format!("record {missing} was removed from the database after the log opened"));
         return Err(StoreError::Corrupt { seq: missing as u64, reason: "removed from the database after the log opened".to_owned() });
     }
     Ok(out)

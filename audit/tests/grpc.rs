@@ -505,3 +505,42 @@ async fn append_if_needs_a_condition_and_append_honours_one() {
     let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
     assert_eq!(client.head().await.unwrap().0, 1, "only the append whose condition held is in the log");
 }
+
+/// A byte flipped in the log's file while it runs is found by the next read of
+/// its record; from then on the log takes nothing more, and its health says
+/// NOT_SERVING (for the service and the process), so probes and `arf status` see it.
+#[tokio::test]
+async fn damage_found_while_serving_stops_the_log_and_its_health_says_so() {
+    let log = start().await;
+    let client = AuditClient::connect(&log.addr, Some(log.agent_token.clone())).unwrap();
+    for word in ["alpha", "bravo", "charlie"] {
+        client.append_one("inc-1", RecordKind::Signal, json!({"word": word})).await.unwrap();
+    }
+    let file = log._dir.path().join("audit").join(arf_audit::store::LOG_FILE);
+    let bytes = std::fs::read(&file).unwrap();
+    let at = bytes.windows(5).position(|w| w == b"bravo").unwrap();
+    let mut damaged = bytes.clone();
+    damaged[at] = b'B';
+    std::fs::write(&file, &damaged).unwrap();
+
+    let error = client.get(2).await.unwrap_err();
+    assert!(error.to_string().contains("record 2"), "{error}");
+    let refused = client.append_one("inc-1", RecordKind::Signal, json!({"word": "delta"})).await.unwrap_err();
+    assert!(refused.to_string().contains("no longer reads as it was verified"), "{refused}");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", log.addr)).unwrap().connect().await.unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = |service: &str| tonic_health::pb::HealthCheckRequest { service: service.to_owned() };
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let process = health.check(status("")).await.unwrap().into_inner().status;
+        let service = health.check(status("arf.v1.AuditLog")).await.unwrap().into_inner().status;
+        if process == not_serving && service == not_serving {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {process}, {service}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.head().await.unwrap().0, 3, "nothing was taken after the damage was found");
+}

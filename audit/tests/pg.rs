@@ -196,6 +196,10 @@ async fn a_record_changed_under_a_running_front_end_is_not_served() {
         Err(StoreError::Corrupt { seq: 2, .. }) => {}
         other => panic!("expected record 2 refused, got {other:?}"),
     }
+    // Damage found stops the log: no append is taken on top of it.
+    assert!(store.failure().is_some_and(|reason| reason.contains("record 2 no longer reads as it was verified")), "{:?}", store.failure());
+    let refused = store.append("agent", vec![entry(9)], 9).await;
+    assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
     tamper(&settings, "DELETE FROM audit_records WHERE seq = 4").await;
     assert!(matches!(store.records(&[4]).await, Err(StoreError::Corrupt { seq: 4, .. })));
     // An index column changed to hide a record from its incident's trail: the trail

@@ -225,6 +225,23 @@ async fn every_kind_of_tampering_is_caught_when_a_checkpoint_covers_it() {
     }
 }
 
+/// Without the key (`arf audit verify --unsigned`) no signature can be checked, but
+/// the size and root each `checkpoint` record states still are: a history rewritten
+/// under one, with the `checkpoint` file removed, is caught.
+#[tokio::test]
+async fn without_the_key_the_checkpoint_records_roots_are_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    checkpointed(dir.path()).await;
+    let mut records = read_records(dir.path());
+    records[2].payload = json!({"i": 99});
+    reseal(&mut records, 2);
+    write_records(dir.path(), &records);
+    std::fs::remove_file(dir.path().join(store::CHECKPOINT_FILE)).unwrap();
+    let Err(error) = store::verify_dir(dir.path(), None) else { panic!("an unsigned verify passed a rewritten history") };
+    assert!(error.to_string().contains("history was rewritten"), "{error}");
+    assert!(Store::open(dir.path(), None).is_err(), "a store without the key opened on it");
+}
+
 #[tokio::test]
 async fn a_truncated_log_is_refused_by_its_checkpoint_file_and_by_a_witness() {
     let dir = tempfile::tempdir().unwrap();
@@ -349,4 +366,10 @@ async fn a_record_rewritten_on_disk_after_the_open_is_refused_when_read() {
     write_records(dir.path(), &records);
     assert!(matches!(store.get(2), Err(StoreError::Corrupt { seq: 2, .. })), "{:?}", store.get(2));
     assert_eq!(store.get(1).unwrap().unwrap().seq, 1);
+    // Damage found is damage for the whole log: it takes no more appends and signs
+    // no checkpoint over a file it knows is damaged (the next open refuses it).
+    assert!(store.failure().is_some_and(|reason| reason.contains("record 2 no longer reads as it was verified")), "{:?}", store.failure());
+    let refused = store.append("agent", vec![Entry::new("inc-1", RecordKind::Signal, json!({"i": 9}))], 9).await;
+    assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
+    assert_eq!(store.durable_seq(), 3);
 }

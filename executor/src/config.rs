@@ -50,6 +50,10 @@ pub struct Config {
     /// The log's origin in its checkpoints.
     #[serde(default = "arf_audit_client::checkpoint::default_origin")]
     pub audit_checkpoint_origin: String,
+    /// As a witness, how often (seconds) it also checks the log between actions,
+    /// so that an action's own records are under its checkpoint within this time.
+    #[serde(default = "arf_audit_client::witness::default_keep_up_secs")]
+    pub witness_every_secs: u64,
     /// Who may call the executor: the governor (role `governor`) asks it to act;
     /// people, tooling and auditors may look up executions. With none, every call
     /// is refused.
@@ -212,6 +216,9 @@ impl Config {
         }
         if self.lease_secs == 0 {
             return Err(ConfigError::Transport("`executor.lease_secs` must be at least 1".to_owned()));
+        }
+        if self.witness_every_secs == 0 {
+            return Err(ConfigError::Transport("`executor.witness_every_secs` must be at least 1".to_owned()));
         }
         if let Some(postgres) = &self.postgres {
             postgres.validate().map_err(|e| ConfigError::Transport(format!("`executor.postgres`: {e}")))?;

@@ -499,6 +499,33 @@ impl Executor {
     /// (phase `interrupted`): once the log answers again, each is verified or rolled
     /// back and gets its one outcome, exactly as after a restart. Without this an
     /// outage in the middle of an action would leave it unaccounted until the next start.
+    /// As the log's witness (when it is one), checks the log every `every` between
+    /// actions too ([`arf_audit_client::witness::Witness::keep_up`]), so that what
+    /// an action logged after its start (its outcome above all) is soon under a
+    /// checkpoint this executor holds. A refusal is logged as an error, once until
+    /// the log is accepted again; the next action is refused on it anyway.
+    pub fn spawn_witness(self: &Arc<Self>, every: std::time::Duration) -> Option<tokio::task::JoinHandle<()>> {
+        self.witness.as_ref()?;
+        let this = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let Some(witness) = &this.witness else { return };
+            let refusing = std::sync::atomic::AtomicBool::new(false);
+            witness
+                .keep_up(&this.audit, every, |checked| match checked {
+                    Ok(seen) => {
+                        refusing.store(false, std::sync::atomic::Ordering::Relaxed);
+                        tracing::debug!(size = seen.checkpoint.size, "log checkpoint witnessed between actions");
+                    }
+                    Err(error) => {
+                        if !refusing.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            error!(%error, "AUDIT LOG REFUSED BY WITNESS: nothing will run until an operator has checked the log");
+                        }
+                    }
+                })
+                .await;
+        }))
+    }
+
     pub fn spawn_settler(self: &Arc<Self>, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {

@@ -71,6 +71,11 @@ pub struct Config {
     /// The log's origin in its checkpoints.
     #[serde(default = "arf_audit_client::checkpoint::default_origin")]
     pub audit_checkpoint_origin: String,
+    /// As a witness, how often (seconds) it also checks the log between decisions,
+    /// so that what was logged after the last one is under its checkpoint within
+    /// this time.
+    #[serde(default = "arf_audit_client::witness::default_keep_up_secs")]
+    pub witness_every_secs: u64,
     /// The audit writer identity of the agent: only its records (signals, snapshots,
     /// diagnoses) back a proposal.
     #[serde(default = "default_agent_writer")]
@@ -225,6 +230,9 @@ impl Config {
         }
         if self.lease_secs == 0 {
             return Err(invalid("lease_secs", "must be at least 1"));
+        }
+        if self.witness_every_secs == 0 {
+            return Err(invalid("witness_every_secs", "must be at least 1"));
         }
         if let Some(postgres) = &self.postgres {
             postgres.validate().map_err(|e| invalid("postgres", e.to_string()))?;

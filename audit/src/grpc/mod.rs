@@ -348,6 +348,21 @@ fn stream_records(store: Arc<Log>, seqs: SeqRange, live: Option<tokio::sync::bro
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Turns the gRPC health to NOT_SERVING (for the service and the server) once the
+/// log has stopped taking appends; it never turns back, as the log does not.
+async fn report_failure(store: Arc<Log>, reporter: tonic_health::server::HealthReporter) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        if let Some(reason) = store.failure() {
+            warn!(%reason, "the audit log reports NOT_SERVING: it stopped taking appends");
+            reporter.set_not_serving::<AuditLogServer<Service>>().await;
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            return;
+        }
+    }
+}
+
 /// Runs the audit service on `listener` until `shutdown` resolves.
 pub async fn serve(
     config: Config,
@@ -373,15 +388,23 @@ pub async fn serve(
     });
     let tls = arf_proto::tls::Loaded::load(&config.transport().map_err(anyhow::Error::msg)?)?;
     let callers = identities(&config)?;
-    let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), || true) };
+    // A log that stopped (damage found, a failed write or sync) is not ready, and
+    // its gRPC health says NOT_SERVING: it answers reads, but takes nothing.
+    let healthy = {
+        let store = Arc::clone(&store);
+        move || store.failure().is_none()
+    };
+    let endpoint = arf_proto::metrics::Endpoint { service: "audit", identities: Arc::new(callers.clone()), ready: arf_proto::metrics::ready_with_tls(tls.server.clone(), healthy) };
     let metrics = arf_proto::metrics::spawn(config.metrics_listen, config.mtls.as_ref(), endpoint).await.map_err(|e| anyhow::anyhow!(e))?;
     let authenticator = arf_proto::auth::Authenticator::new("the audit log", callers, tls.server.is_some());
     let writers = config.writers.keys().cloned().collect();
     let addr = listener.local_addr()?;
     info!(%addr, records = store.records_at_open(), "audit log listening");
     let ticker = tokio::spawn(checkpoint_periodically(Arc::clone(&store), Duration::from_secs(config.checkpoint_every_secs)));
+    let (reporter, health) = arf_proto::server::health_reporting::<AuditLogServer<Service>>(true).await;
+    let watcher = tokio::spawn(report_failure(Arc::clone(&store), reporter));
     let router = arf_proto::server::builder(authenticator)
-        .add_service(arf_proto::server::health::<AuditLogServer<Service>>().await)
+        .add_service(health)
         .add_service(arf_proto::server::reflection::<AuditLogServer<Service>>()?)
         .add_service(arf_proto::server::reflection_v1alpha::<AuditLogServer<Service>>()?)
         .add_service(AuditLogServer::new(Service::new(Arc::clone(&store), writers, kinds)));
@@ -389,6 +412,7 @@ pub async fn serve(
         .await
         .context("audit server failed");
     ticker.abort();
+    watcher.abort();
     if let Some(metrics) = metrics {
         metrics.abort();
     }

@@ -140,6 +140,7 @@ pub async fn serve(
     executor.recover().await?;
     // And those an audit outage cuts off while it runs are settled once the log is back.
     let settler = executor.spawn_settler(std::time::Duration::from_secs(2));
+    let witnessing = executor.spawn_witness(std::time::Duration::from_secs(config.witness_every_secs));
     // With replicas: what a replica whose lease lapsed left unfinished is taken over.
     let takeover = executor.spawn_takeover(lease / 2);
     // And this replica, should its own lease lapse, stops acting at once: what its
@@ -188,6 +189,9 @@ pub async fn serve(
         .context("executor server failed");
     // The settler holds the executor (and its store): stop it so the store closes.
     settler.abort();
+    if let Some(witnessing) = &witnessing {
+        witnessing.abort();
+    }
     store_watch.abort();
     for task in [takeover, renewal].into_iter().flatten() {
         task.abort();
@@ -196,5 +200,8 @@ pub async fn serve(
         metrics.abort();
     }
     let _ = settler.await;
+    if let Some(witnessing) = witnessing {
+        let _ = witnessing.await;
+    }
     served
 }

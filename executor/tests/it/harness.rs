@@ -39,11 +39,13 @@ pub struct Setup {
     pub tls: arf_executor::config::Tls,
     /// Executions in this database, shared with other replicas.
     pub postgres: Option<arf_pg::Settings>,
+    /// How often the executor witnesses the log between actions.
+    pub witness_every_secs: u64,
 }
 
 impl Setup {
     pub fn new(pathways: Vec<Pathway>, targets: Inventory) -> Self {
-        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None, tls: Default::default(), postgres: None }
+        Self { pathways, targets, max_concurrent: 4, audit: Audit::Running, secrets_dir: None, tls: Default::default(), postgres: None, witness_every_secs: 10 }
     }
 }
 
@@ -184,6 +186,7 @@ impl Harness {
             // Every test runs the executor as a witness of the log.
             audit_checkpoint_key: Some(arf_core::keys::public_path(&checkpoint_key)),
             audit_checkpoint_origin: arf_audit::config::default_origin(),
+            witness_every_secs: setup.witness_every_secs,
             // The governor calls with its token; the tests call as the governor.
             identities: vec![arf_core::identity::Identity {
                 name: "governor".into(),

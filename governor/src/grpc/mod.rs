@@ -543,6 +543,28 @@ impl Shared {
     }
 }
 
+/// As the log's witness (when it is one), checks the log between decisions too
+/// ([`arf_audit_client::witness::Witness::keep_up`]), so that what was logged
+/// after the last one (its execution's records among them) is soon under a
+/// checkpoint this governor holds. A refusal pages, as one before an
+/// authorization does.
+fn keep_up_with_the_log(shared: &Arc<Shared>, every: Duration) -> Option<tokio::task::JoinHandle<()>> {
+    shared.witness.as_ref()?;
+    let shared = Arc::clone(shared);
+    Some(tokio::spawn(async move {
+        let Some(witness) = &shared.witness else { return };
+        witness
+            .keep_up(&shared.audit, every, |checked| match checked {
+                Ok(_) => shared.alarm.witness_accepted("governor"),
+                Err(error) => {
+                    tracing::error!(%error, "AUDIT LOG REFUSED BY WITNESS: nothing is authorized until an operator has checked the log");
+                    shared.alarm.witness_refused("governor", &error.to_string(), "", (shared.clock)());
+                }
+            })
+            .await;
+    }))
+}
+
 /// Notifications follow the log on their own audit connection; nothing on the
 /// path of a decision waits for them.
 fn spawn_notifier(config: &Config, tls: &arf_proto::tls::Loaded, alarms: crate::notify::Alarms, shared: Option<crate::notify::SharedCursor>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
@@ -1328,10 +1350,14 @@ pub async fn serve_with_clock(
         .add_service(arf_proto::server::reflection::<GovernorServer<Service>>()?)
         .add_service(arf_proto::server::reflection_v1alpha::<GovernorServer<Service>>()?)
         .add_service(GovernorServer::new(Service { shared: Arc::clone(&shared) }));
+    let witnessing = keep_up_with_the_log(&shared, Duration::from_secs(config.witness_every_secs));
     let shared_for_stop = shared;
     let served = arf_proto::server::serve(router, listener, tls.server, shutdown)
         .await
         .context("governor server failed");
+    if let Some(witnessing) = witnessing {
+        witnessing.abort();
+    }
     for task in notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
         task.abort();
     }

@@ -334,7 +334,10 @@ pub fn witness_refused(witness: &str, error: &str, decision_id: &str, now_ms: i6
         summary: format!(
             "The audit log failed the {witness}'s witness check: it was rolled back, truncated or rewritten since the {witness} last saw it. Nothing is authorized or run until an operator has checked it (`arf audit verify`)"
         ),
-        details: vec![("error".to_owned(), error.to_owned()), ("decision".to_owned(), decision_id.to_owned())],
+        // A check between decisions (`keep_up`) names none.
+        details: std::iter::once(("error".to_owned(), error.to_owned()))
+            .chain((!decision_id.is_empty()).then(|| ("decision".to_owned(), decision_id.to_owned())))
+            .collect(),
     }
 }
 

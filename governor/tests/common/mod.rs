@@ -220,6 +220,7 @@ pub fn prepare(setup: &Setup, dir: &Path) -> (Config, BTreeMap<String, String>) 
         // Every test runs the governor as a witness of the log.
         audit_checkpoint_key: Some(arf_core::keys::public_path(&dir.join("audit-checkpoint.key"))),
         audit_checkpoint_origin: arf_audit::config::default_origin(),
+        witness_every_secs: arf_audit_client::witness::default_keep_up_secs(),
         agent_writer: arf_governor::config::default_agent_writer(),
         settle_secs: arf_governor::config::default_settle_secs(),
         retain_decisions_secs: setup.retain_decisions_secs,
