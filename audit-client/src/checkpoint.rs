@@ -82,6 +82,31 @@ impl Checkpoint {
     }
 }
 
+/// What a head seal signs: where a log's chain ends, under the log's origin. Its
+/// first line is no origin and its second no size, so no checkpoint body reads
+/// as one, and no head seal passes for a checkpoint's signature.
+fn head_seal_message(origin: &str, seq: u64, hash: &str) -> String {
+    format!("arf-audit-head/v1\n{origin}\n{seq}\n{hash}\n")
+}
+
+/// A head seal: the log key's signature (base64) over where the chain ends,
+/// `(seq, hash)`. The log on PostgreSQL keeps one with its head row, renewed in
+/// every append's transaction, so a database client that is not an audit
+/// front-end (and so lacks the key) cannot extend the chain: rows it inserts
+/// leave a head no seal matches.
+pub fn seal_head(key: &SigningKey, origin: &str, seq: u64, hash: &str) -> String {
+    STANDARD.encode(key.sign(head_seal_message(origin, seq, hash).as_bytes()).to_bytes())
+}
+
+impl NoteVerifier {
+    /// Whether `seal` is this key's seal of the chain ending at `(seq, hash)`.
+    pub fn verify_head_seal(&self, seq: u64, hash: &str, seal: &str) -> bool {
+        let Ok(bytes) = STANDARD.decode(seal) else { return false };
+        let Ok(signature) = ed25519_dalek::Signature::from_slice(&bytes) else { return false };
+        self.key.verify(head_seal_message(&self.name, seq, hash).as_bytes(), &signature).is_ok()
+    }
+}
+
 /// The four-byte key id of an ed25519 note key.
 pub fn key_id(name: &str, key: &VerifyingKey) -> [u8; 4] {
     let mut hasher = Sha256::new();

@@ -51,10 +51,31 @@ const CHANNEL: &str = "arf_audit_appended";
 
 struct Index {
     chain: Chain,
+    /// The chain's last record is the log's own `checkpoint` record (what a
+    /// head written before head seals may be).
+    head_is_checkpoint: bool,
     checkpoint: Option<SignedCheckpoint>,
     /// Incident → its records' sequence numbers, built from verified records only
     /// (the `incident_id` column is an index for tools, never trusted here).
     incidents: std::collections::HashMap<String, Vec<u64>>,
+}
+
+/// Whether the head row's `seal` vouches for the chain ending at `(seq, hash)`:
+/// the log key's signature of it, which every append renews in its transaction
+/// (`checkpoint::seal_head`). So rows a database client inserted that is not an
+/// audit front-end (it lacks the key) are refused, however well they chain. With
+/// no key at hand nothing can be checked. A head with no seal is taken only when
+/// it is a `checkpoint` record, whose signed note vouches for everything before
+/// it (a log written before head seals, stopped cleanly).
+fn check_head_seal(verifier: Option<&NoteVerifier>, (seq, hash): (u64, &str), seal: Option<&str>, head_is_checkpoint: bool) -> Result<(), String> {
+    let Some(verifier) = verifier else { return Ok(()) };
+    match seal {
+        _ if seq == 0 => Ok(()),
+        Some(seal) if verifier.verify_head_seal(seq, hash, seal) => Ok(()),
+        None if head_is_checkpoint => Ok(()),
+        Some(_) => Err(format!("the head row's seal does not match record {seq}: the chain's end was moved by a database client that is not an audit front-end")),
+        None => Err(format!("the head (record {seq}) carries no seal of the log's key: the chain's end was moved by a database client that is not an audit front-end")),
+    }
 }
 
 impl Index {
@@ -108,6 +129,7 @@ fn decode_row(at: &str, seq: i64, body: &[u8]) -> Result<Record, StoreError> {
 /// What reading the whole table found.
 struct Scan {
     chain: Chain,
+    head_is_checkpoint: bool,
     incidents: std::collections::HashMap<String, Vec<u64>>,
     checkpoints: u64,
     latest_logged: Option<Checkpoint>,
@@ -118,13 +140,13 @@ struct Scan {
 /// store's scan does, then the head row and the checkpoint row against them.
 async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) -> Result<Scan, StoreError> {
     let tx = client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).read_only(true).start().await.map_err(arf_pg::PgError::from)?;
-    let head = tx.query_one("SELECT seq, hash FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
-    let (head_seq, head_hash): (i64, String) = (head.get(0), head.get(1));
+    let head = tx.query_one("SELECT seq, hash, seal FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
+    let (head_seq, head_hash, head_seal): (i64, String, Option<String>) = (head.get(0), head.get(1), head.get(2));
     let note: Option<String> =
         tx.query_opt("SELECT note FROM audit_checkpoint", &[]).await.map_err(arf_pg::PgError::from)?.map(|r| r.get(0));
     let statement = tx.prepare("SELECT seq, body, incident_id, writer, kind FROM audit_records ORDER BY seq").await.map_err(arf_pg::PgError::from)?;
     let portal = tx.bind(&statement, &[]).await.map_err(arf_pg::PgError::from)?;
-    let mut out = Scan { chain: Chain::new(), incidents: std::collections::HashMap::new(), checkpoints: 0, latest_logged: None, checkpoint: None };
+    let mut out = Scan { chain: Chain::new(), head_is_checkpoint: false, incidents: std::collections::HashMap::new(), checkpoints: 0, latest_logged: None, checkpoint: None };
     loop {
         let rows = tx.query_portal(&portal, PAGE).await.map_err(arf_pg::PgError::from)?;
         if rows.is_empty() {
@@ -152,6 +174,7 @@ async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) ->
                 }
             }
             out.chain.push(&record).map_err(|reason| damaged(at, next, reason))?;
+            out.head_is_checkpoint = record.kind == RecordKind::Checkpoint;
             if !record.incident_id.is_empty() {
                 out.incidents.entry(record.incident_id).or_default().push(record.seq);
             }
@@ -168,6 +191,7 @@ async fn scan(client: &mut Client, at: &str, verifier: Option<&NoteVerifier>) ->
             ),
         ));
     }
+    check_head_seal(verifier, (size, &head_hash), head_seal.as_deref(), out.head_is_checkpoint).map_err(|reason| damaged(at, size, reason))?;
     out.checkpoint = crate::store::check_checkpoint_file_note(note, std::path::Path::new(at), verifier, &out.chain.tree)?;
     Ok(out)
 }
@@ -232,6 +256,7 @@ impl Shared {
                     self.fail(&reason);
                     return Err(damaged(&self.at, record.seq, reason));
                 }
+                index.head_is_checkpoint = record.kind == RecordKind::Checkpoint;
                 index.note_incident(record);
                 taken.push(record.clone());
             }
@@ -242,21 +267,42 @@ impl Shared {
         Ok(())
     }
 
+    /// Checks that the head row, `(seq, hash)` with `seal`, is where this
+    /// front-end's chain ends and that the log's key sealed it; stops the log if not.
+    fn check_head(&self, seq: u64, hash: &str, seal: Option<&str>) -> Result<(), StoreError> {
+        let checked = {
+            let index = self.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if index.chain.size() != seq || index.chain.head_hash != hash {
+                Err(format!("the head row (record {seq}) does not match the records before it (the chain ends at record {})", index.chain.size()))
+            } else {
+                check_head_seal(self.verifier.as_ref(), (seq, hash), seal, index.head_is_checkpoint)
+            }
+        };
+        checked.map_err(|reason| {
+            self.fail(&reason);
+            damaged(&self.at, seq, reason)
+        })
+    }
+
     /// Reads and takes what the database holds beyond this front-end's index, up
     /// to `upto` (the head when `None`).
     async fn catch_up(&self, client: &Client, upto: Option<u64>) -> Result<(), StoreError> {
         let _turn = self.advance.lock().await;
-        let upto = match upto {
-            Some(upto) => upto,
+        // Asked for the head, it checks the head's seal once it has caught up to it.
+        let (upto, sealed) = match upto {
+            Some(upto) => (upto, None),
             None => {
-                let row = client.query_one("SELECT seq FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
-                row.get::<_, i64>(0) as u64
+                let row = client.query_one("SELECT seq, hash, seal FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
+                (row.get::<_, i64>(0) as u64, Some((row.get::<_, String>(1), row.get::<_, Option<String>>(2))))
             }
         };
         loop {
             let size = self.size();
             if size >= upto {
-                return Ok(());
+                return match sealed {
+                    Some((hash, seal)) if size == upto => self.check_head(upto, &hash, seal.as_deref()),
+                    _ => Ok(()),
+                };
             }
             let rows = client
                 .query(
@@ -289,7 +335,7 @@ impl PgStore {
         let (appended, _) = broadcast::channel(4096);
         let shared = Arc::new(Shared {
             at: at.clone(),
-            index: RwLock::new(Index { chain: scan.chain, checkpoint: scan.checkpoint, incidents: scan.incidents }),
+            index: RwLock::new(Index { chain: scan.chain, head_is_checkpoint: scan.head_is_checkpoint, checkpoint: scan.checkpoint, incidents: scan.incidents }),
             advance: tokio::sync::Mutex::new(()),
             failed: RwLock::new(None),
             appended,
@@ -520,17 +566,11 @@ async fn spoken_since(shared: &Shared, reads: &Reads, quiet: &Quiet, sealed: &[S
 }
 
 async fn lock_head(shared: &Shared, reads: &Reads, tx: &tokio_postgres::Transaction<'_>) -> Result<(u64, String), TxError> {
-    let row = tx.query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[]).await?;
-    let (seq, hash): (i64, String) = (row.get(0), row.get(1));
+    let row = tx.query_one("SELECT seq, hash, seal FROM audit_head FOR UPDATE", &[]).await?;
+    let (seq, hash, seal): (i64, String, Option<String>) = (row.get(0), row.get(1), row.get(2));
     shared.catch_up(&*reads.get().await.map_err(unavailable)?, Some(seq as u64)).await?;
-    let (size, head) = {
-        let index = shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (index.chain.size(), index.chain.head_hash.clone())
-    };
-    if size != seq as u64 || head != hash {
-        let reason = format!("the head row (record {seq}) does not match the records before it (the chain ends at record {size})");
-        shared.fail(&reason);
-        return Err(TxError::NotTaken(StoreError::Failed(reason)));
+    if let Err(error) = shared.check_head(seq as u64, &hash, seal.as_deref()) {
+        return Err(TxError::NotTaken(StoreError::Failed(error.to_string())));
     }
     Ok((seq as u64, hash))
 }
@@ -733,9 +773,11 @@ impl Writer {
         }
     }
 
-    /// Inserts sealed records and moves the head past them, in `tx`.
-    async fn insert(tx: &tokio_postgres::Transaction<'_>, records: &[&(Record, Vec<u8>)]) -> Result<(), TxError> {
+    /// Inserts sealed records and moves the head past them, in `tx`, with the
+    /// head's seal by `signer` (none without one).
+    async fn insert(tx: &tokio_postgres::Transaction<'_>, records: &[&(Record, Vec<u8>)], signer: Option<&Signer>) -> Result<(), TxError> {
         let Some((last, _)) = records.last() else { return Ok(()) };
+        let seal = signer.map(|s| crate::checkpoint::seal_head(&s.key, &s.origin, last.seq, &last.hash));
         let seqs: Vec<i64> = records.iter().map(|(r, _)| r.seq as i64).collect();
         let incidents: Vec<&str> = records.iter().map(|(r, _)| r.incident_id.as_str()).collect();
         let writers: Vec<&str> = records.iter().map(|(r, _)| r.writer.as_str()).collect();
@@ -747,10 +789,10 @@ impl Writer {
                  INSERT INTO audit_records (seq, incident_id, writer, kind, body)
                  SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bytea[])
              ), head AS (
-                 UPDATE audit_head SET seq = $6, hash = $7
+                 UPDATE audit_head SET seq = $6, hash = $7, seal = $10
              )
              SELECT pg_notify($8, $9)",
-            &[&seqs as &(dyn ToSql + Sync), &incidents, &writers, &kinds, &bodies, &(last.seq as i64), &last.hash, &CHANNEL, &last.seq.to_string()],
+            &[&seqs as &(dyn ToSql + Sync), &incidents, &writers, &kinds, &bodies, &(last.seq as i64), &last.hash, &CHANNEL, &last.seq.to_string(), &seal],
         )
         .await?;
         Ok(())
@@ -765,7 +807,7 @@ impl Writer {
             Ok(()) => Ok(()),
             Err(error) => Err(TxError::NotTaken(StoreError::Unavailable(error.to_string()))),
         };
-        let Writer { shared, client, reads, .. } = self;
+        let Writer { shared, client, reads, signer } = self;
         let tx = match head {
             Ok(()) => client.transaction().await.map_err(TxError::from_pg),
             Err(error) => Err(error),
@@ -827,7 +869,7 @@ impl Writer {
         if all.is_empty() {
             return Ok(());
         }
-        Self::insert(&tx, &all).await?;
+        Self::insert(&tx, &all, signer.as_ref()).await?;
         tx.commit().await.map_err(|e| TxError::Indeterminate(format!("the database's answer to COMMIT was lost: {e}")))
     }
 
@@ -868,7 +910,7 @@ impl Writer {
             let payload = json!({"origin": checkpoint.origin, "size": size, "root_hash": checkpoint.root_hex(), "note": note});
             let mut sealed = seal_records(LOG_WRITER, vec![Entry::new("", RecordKind::Checkpoint, payload)], now_ms, size, &head)?;
             let Some(record) = sealed.pop() else { return Ok(None) };
-            match Self::insert(&tx, &[&record]).await {
+            match Self::insert(&tx, &[&record], Some(&signer)).await {
                 Ok(()) => {}
                 Err(TxError::NotTaken(e)) => return Err(e),
                 Err(TxError::Indeterminate(reason)) => return Err(StoreError::Indeterminate(reason)),

@@ -133,6 +133,77 @@ async fn two_front_ends_appending_at_once_make_one_chain() {
     assert_eq!((verified.records, verified.checkpoints), (801, 1));
 }
 
+/// A database client that is not an audit front-end (any ARF role that shares the
+/// database's login, a compromised agent's, say) inserts a record that chains
+/// perfectly, under the governor's name, and moves the head to it. It lacks the
+/// log's key, so it cannot seal the new head: the running front-end stops rather
+/// than append on it, a new one does not open, and `verify` fails, at that record.
+#[tokio::test]
+async fn a_record_a_database_client_inserts_is_refused_however_well_it_chains() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+    for i in 0..3 {
+        store.append("agent", vec![entry(i)], i as i64).await.unwrap();
+    }
+    let (seq, hash) = store.head();
+    let forged = arf_audit::Record::seal(
+        seq,
+        &hash,
+        99,
+        "governor",
+        Entry::new("governance", RecordKind::Decision, json!({"event": "autonomy_switched", "enabled": true, "identity": "admin"})),
+    );
+    let body = serde_json::to_vec(&forged).unwrap();
+    let client = settings.connect().await.unwrap();
+    client
+        .execute(
+            "INSERT INTO audit_records (seq, incident_id, writer, kind, body) VALUES ($1, $2, $3, $4, $5)",
+            &[&(forged.seq as i64), &forged.incident_id, &forged.writer, &forged.kind.as_str(), &body],
+        )
+        .await
+        .unwrap();
+    client.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&(forged.seq as i64), &forged.hash]).await.unwrap();
+
+    let refused = store.append("agent", vec![entry(9)], 9).await;
+    assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
+    assert!(store.failure().is_some_and(|f| f.contains("the head row's seal does not match record 4")), "{:?}", store.failure());
+    drop(store);
+    let verifier = signer().verifier();
+    let (at, reason) = damaged_at(PgStore::open(&settings, Some(signer())).await.map(drop));
+    assert_eq!(at, 4, "{reason}");
+    assert_eq!(damaged_at(pg::verify(&settings, Some(&verifier)).await.map(drop)).0, 4);
+    // Nor does a head without any seal pass: only a checkpoint record may be one.
+    client.execute("UPDATE audit_head SET seal = NULL", &[]).await.unwrap();
+    let (at, reason) = damaged_at(PgStore::open(&settings, Some(signer())).await.map(drop));
+    assert_eq!(at, 4);
+    assert!(reason.contains("carries no seal of the log's key"), "{reason}");
+    // Nothing the forger wrote was ever appended on: the log still ends at it.
+    assert_eq!(client.query_one("SELECT max(seq) FROM audit_records", &[]).await.unwrap().get::<_, Option<i64>>(0), Some(4));
+}
+
+/// A log written before head seals (its head row's seal NULL) opens when its head
+/// is a signed checkpoint record, as a clean stop leaves it.
+#[tokio::test]
+async fn a_log_from_before_head_seals_opens_when_a_checkpoint_is_its_head() {
+    let server = TestServer::start().await.unwrap();
+    let settings = migrated(&server).await;
+    {
+        let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+        for i in 0..3 {
+            store.append("agent", vec![entry(i)], i as i64).await.unwrap();
+        }
+        assert_eq!(store.checkpoint(10).await.unwrap().unwrap().checkpoint.size, 3);
+    }
+    let client = settings.connect().await.unwrap();
+    client.execute("UPDATE audit_head SET seal = NULL", &[]).await.unwrap();
+    let store = PgStore::open(&settings, Some(signer())).await.unwrap();
+    store.append("agent", vec![entry(4)], 11).await.unwrap();
+    drop(store);
+    let verified = pg::verify(&settings, Some(&signer().verifier())).await.unwrap();
+    assert_eq!(verified.records, 5);
+}
+
 #[tokio::test]
 async fn the_table_refuses_updates_deletes_and_truncation() {
     let server = TestServer::start().await.unwrap();
@@ -151,7 +222,7 @@ async fn the_table_refuses_updates_deletes_and_truncation() {
 async fn a_rewritten_database_does_not_open_and_does_not_verify() {
     let server = TestServer::start().await.unwrap();
     let verifier = signer().verifier();
-    let cases: [(&str, &str, u64); 5] = [
+    let cases: [(&str, &str, u64); 6] = [
         (
             "a record's payload changed",
             "UPDATE audit_records SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"i\":4', '\"i\":5'), 'UTF8') WHERE seq = 5",
@@ -160,10 +231,17 @@ async fn a_rewritten_database_does_not_open_and_does_not_verify() {
         ("a record's incident column changed, hiding it from its incident", "UPDATE audit_records SET incident_id = 'inc-x' WHERE seq = 3", 3),
         ("a record removed from the middle", "DELETE FROM audit_records WHERE seq = 4", 4),
         ("the head moved without its records", "UPDATE audit_head SET seq = 12", 12),
+        // The head's seal names record 11 (the checkpoint), so moving the head back
+        // is caught there, before the signed checkpoint row is.
         (
-            "the tail cut and the head moved back to match, before the signed checkpoint",
+            "the tail cut and the head moved back to match",
             "DELETE FROM audit_records WHERE seq > 6; UPDATE audit_head SET seq = 6, hash = (SELECT convert_from(body, 'UTF8')::json->>'hash' FROM audit_records WHERE seq = 6)",
-            0,
+            6,
+        ),
+        (
+            "the tail cut and the head moved back to match, its seal removed",
+            "DELETE FROM audit_records WHERE seq > 6; UPDATE audit_head SET seq = 6, seal = NULL, hash = (SELECT convert_from(body, 'UTF8')::json->>'hash' FROM audit_records WHERE seq = 6)",
+            6,
         ),
     ];
     for (what, sql, seq) in cases {

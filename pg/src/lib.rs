@@ -292,6 +292,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "governor", sql: include_str!("../migrations/0005_governor.sql") },
     Migration { version: 6, name: "governor_state", sql: include_str!("../migrations/0006_governor_state.sql") },
     Migration { version: 7, name: "agent_key_tokens", sql: include_str!("../migrations/0007_agent_key_tokens.sql") },
+    Migration { version: 8, name: "audit_head_seal", sql: include_str!("../migrations/0008_audit_head_seal.sql") },
 ];
 
 /// A key for `pg_advisory_xact_lock`, so concurrent `migrate` calls take turns.
