@@ -158,7 +158,7 @@ impl Lease {
         self.released.store(true, std::sync::atomic::Ordering::SeqCst);
         *self.live_until.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = true;
-        let statement = format!("UPDATE {} SET lease_until = now() - 2 * $3 * interval '1 millisecond' WHERE name = $1 AND incarnation = $2", self.table);
+        let statement = format!("UPDATE {} SET lease_until = now() - 2 * $3::float8 * interval '1 millisecond' WHERE name = $1 AND incarnation = $2", self.table);
         let released = async {
             let client = self.db.get().await?;
             client.execute(&statement, &[&self.member as &(dyn ToSql + Sync), &self.incarnation, &self.lease_ms()]).await?;
