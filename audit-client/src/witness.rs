@@ -116,7 +116,15 @@ impl Witness {
                 let checkpoint = verifier.verify(&note)?;
                 Some(Seen { checkpoint, note })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Trust on first use: said aloud, since a state file removed behind a
+                // process's back looks the same, and a rollback before now then goes unseen.
+                tracing::warn!(
+                    path = %path.display(),
+                    "no witness state: this witness trusts the first checkpoint the log shows; if this process witnessed the log before, its state was lost"
+                );
+                None
+            }
             Err(source) => return Err(WitnessError::State { path: path.to_owned(), source }),
         };
         Ok(Self { path: path.to_owned(), verifier, held: Mutex::new(Held { seen, ticket: 0 }), asked: AtomicU64::new(0) })

@@ -304,12 +304,22 @@ async fn verify(
     as_json: bool,
 ) -> Result<ExitCode> {
     let mut witness_files: Vec<PathBuf> = witnesses.iter().map(|w| w.join("checkpoint")).collect();
+    // A service that ran here but keeps no witness state: said, since a state
+    // removed with the log's tail is what would hide that tail.
+    let mut missing: Vec<PathBuf> = Vec::new();
     if let Some(dir) = data_dir {
         for role in ["governor", "executor"] {
             let state = dir.join(role).join("witness").join("checkpoint");
             if state.exists() {
                 witness_files.push(state);
+            } else if dir.join(role).is_dir() {
+                missing.push(state);
             }
+        }
+    }
+    if !as_json {
+        for state in &missing {
+            warn_user!("note: no witness state at `{}`: that service's checkpoint was not checked (it never witnessed the log, or its state was removed)", state.display());
         }
     }
     // Read before the log: a running service may sign newer checkpoints meanwhile,
@@ -368,7 +378,7 @@ async fn verify(
                     "{}",
                     json!({"intact": true, "records": records, "head_hash": head, "checkpoints": checkpoints,
                            "latest_checkpoint": latest.as_ref().map(|c| json!({"size": c.size, "root_hash": c.root_hex()})),
-                           "witnesses": witnessed, "signatures_checked": verifier.is_some()})
+                           "witnesses": witnessed, "missing_witness_states": missing, "signatures_checked": verifier.is_some()})
                 );
             } else {
                 say!("audit chain intact: {records} records, head {head}");

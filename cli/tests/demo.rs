@@ -70,6 +70,12 @@ fn a_log_cut_short_and_resealed_is_caught_by_the_witnesses() {
     assert_eq!(verify.status.code(), Some(1), "{}", String::from_utf8_lossy(&verify.stdout));
     let stderr = String::from_utf8_lossy(&verify.stderr);
     assert!(stderr.contains("witness") && stderr.contains("truncated or rolled back"), "{stderr}");
+    // Removing a witness's state too does not pass unremarked: verify names it.
+    std::fs::remove_file(Path::new(data).join("executor").join("witness").join("checkpoint")).unwrap();
+    let verify = arf(&["audit", "verify", "--data-dir", data]);
+    assert_eq!(verify.status.code(), Some(1), "the governor's checkpoint still tells");
+    let stderr = String::from_utf8_lossy(&verify.stderr);
+    assert!(stderr.contains("note: no witness state at") && stderr.contains("executor"), "{stderr}");
 }
 
 /// An auditor's view: after the demo, `arf up` serves its log again; the production
