@@ -26,23 +26,24 @@ pub struct Grounded {
 impl Grounded {
     /// The most confident hypothesis that proposes a remediation, and its first remediation.
     pub fn choice(&self) -> Option<(&Hypothesis, &Remediation)> {
-        self.choice_untried(&[])
+        self.hypotheses.iter().flat_map(|h| h.remediations.iter().map(move |r| (h, r))).next()
     }
 
     /// The first remediation, in the order grounding kept the hypotheses and each
     /// one's remediations, that is not the same action as one in `tried`, with its hypothesis.
-    pub fn choice_untried(&self, tried: &[Remediation]) -> Option<(&Hypothesis, &Remediation)> {
+    pub fn choice_untried(&self, tried: &[Remediation], catalog: &Catalog) -> Option<(&Hypothesis, &Remediation)> {
         self.hypotheses
             .iter()
             .flat_map(|h| h.remediations.iter().map(move |r| (h, r)))
-            .find(|(_, r)| !tried.iter().any(|t| same_action(t, r)))
+            .find(|(_, r)| !tried.iter().any(|t| same_action(t, r, catalog)))
     }
 }
 
 /// Whether two remediations are the same action: one pathway, on one target, with
-/// the same parameters (the rationale aside).
-pub fn same_action(a: &Remediation, b: &Remediation) -> bool {
-    a.pathway == b.pathway && a.target == b.target && a.parameters == b.parameters
+/// the same parameters that the pathway acts with ([`Catalog::acting`]; the
+/// rationale and any note no step reads aside).
+pub fn same_action(a: &Remediation, b: &Remediation, catalog: &Catalog) -> bool {
+    a.pathway == b.pathway && a.target == b.target && catalog.acting(a).parameters == catalog.acting(b).parameters
 }
 
 /// Every reason an answer was refused.
@@ -186,6 +187,34 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
         format!(
             r#"{{"hypotheses":[{{"root_cause":"bad commit","evidence":["{evidence}"],"confidence":{confidence},"remediations":[{{"pathway":"{pathway}","target":"{target}","parameters":{parameters}}}]}}]}}"#
         )
+    }
+
+    /// A repeat reworded in a note no step reads is still a repeat: the model
+    /// cannot make a tried action look untried by changing its `reason`.
+    #[test]
+    fn a_reworded_note_does_not_make_a_tried_action_untried() {
+        let (_, catalog, _, _) = fixture();
+        let with = |commit: &str, reason: &str| Remediation {
+            pathway: "revert_config_commit".into(),
+            target: "web-staging".into(),
+            parameters: serde_json::json!({"commit": commit, "reason": reason}),
+            rationale: String::new(),
+        };
+        assert!(same_action(&with("abc1234", "bad commit"), &with("abc1234", "second try"), &catalog));
+        assert!(!same_action(&with("abc1234", "bad commit"), &with("def5678", "bad commit"), &catalog));
+        let grounded = Grounded {
+            hypotheses: vec![Hypothesis {
+                id: String::new(),
+                root_cause: "bad commit".into(),
+                evidence: vec!["sig-1".into()],
+                confidence: 0.9,
+                uncertainty: String::new(),
+                expected_impact: String::new(),
+                remediations: vec![with("abc1234", "second try"), with("def5678", "the one before")],
+            }],
+        };
+        let (_, untried) = grounded.choice_untried(&[with("abc1234", "bad commit")], &catalog).unwrap();
+        assert_eq!(untried.parameters["commit"], "def5678");
     }
 
     #[test]

@@ -1459,7 +1459,7 @@ impl Agent {
             }
         };
         let reasoner_name = reasoner.name().to_owned();
-        let Some((hypothesis, remediation)) = grounded.choice_untried(&tried) else {
+        let Some((hypothesis, remediation)) = grounded.choice_untried(&tried, &self.catalog) else {
             payload.status = DiagnosisStatus::Grounded;
             arf_proto::metrics::inc("arf_agent_diagnoses_total", "Diagnoses, by how they ended: grounded (a proposal), refused (the model's answer failed grounding) or failed.", &[("status", "grounded")]);
             payload.hypotheses.clone_from(&grounded.hypotheses);
@@ -1551,7 +1551,7 @@ impl Agent {
             self.escalate(incident_id, &format!("{refusals} of the incident's actions were refused by their prechecks, more than its bound of {} diagnoses allows to follow up", self.max_diagnoses)).await;
             return;
         }
-        let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory) else {
+        let Some((diagnosis, proposal)) = next_hypothesis(&trail, "agent", &self.inventory, &self.catalog) else {
             if diagnoses >= self.max_diagnoses {
                 self.escalate(incident_id, &format!("decision `{after_decision}` did not fix the incident (rolled back, or refused by its precheck), no other grounded hypothesis proposes a different action, and the incident reached its bound of {} diagnoses", self.max_diagnoses)).await;
                 return;
@@ -1633,7 +1633,7 @@ impl Agent {
 /// order grounding kept them, with a remediation no proposal of the incident has
 /// tried; as a proposal like the diagnosis's own (same snapshot, reasoner and
 /// service), with that diagnosis's record for the new one to copy.
-pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, inventory: &Inventory) -> Option<(DiagnosisRecord, Proposal)> {
+pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, inventory: &Inventory, catalog: &Catalog) -> Option<(DiagnosisRecord, Proposal)> {
     let tried = context::tried(trail, writer);
     let mut last = None;
     for record in trail.iter().filter(|r| r.writer == writer && r.kind == RecordKind::Diagnosis) {
@@ -1644,7 +1644,7 @@ pub fn next_hypothesis(trail: &[arf_audit_client::Record], writer: &str, invento
     }
     let diagnosis = last?;
     let first = diagnosis.proposal.clone()?;
-    let (hypothesis, remediation) = crate::ground::Grounded { hypotheses: diagnosis.hypotheses.clone() }.choice_untried(&tried).map(|(h, r)| (h.clone(), r.clone()))?;
+    let (hypothesis, remediation) = crate::ground::Grounded { hypotheses: diagnosis.hypotheses.clone() }.choice_untried(&tried, catalog).map(|(h, r)| (h.clone(), r.clone()))?;
     let proposal = Proposal {
         id: random_id("prop"),
         incident_id: first.incident_id.clone(),

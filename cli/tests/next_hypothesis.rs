@@ -32,7 +32,7 @@ completion = '''
   "evidence": ["{{ signals[0].id }}"],
   "confidence": 0.6,
   "expected_impact": "Memory returns to baseline and the queue drains.",
-  "remediations": [{"pathway": "restart_service", "target": "{{ target }}", "parameters": {"reason": "memory leak"}}]
+  "remediations": [{"pathway": "recycle_worker", "target": "{{ target }}", "parameters": {"reason": "memory leak"}}]
 }]}
 '''
 "#;
@@ -62,10 +62,61 @@ fn decisions(trail: &[arf_audit::Record]) -> Vec<&arf_audit::Record> {
 
 /// A plane whose agent tries up to two actions per incident, on the fussy worker,
 /// with the agent's crash point `crash_at` armed if given.
+/// A second way to restart the worker, so the second hypothesis is another
+/// action, not the first one reworded (which is the same action, and never
+/// proposed twice).
+const RECYCLE: &str = r#"
+name = "recycle_worker"
+description = "Recycle the worker's processes: a fresh process clears leaked memory."
+target_kind = "service"
+base_risk = 0.3
+blast_radius = 0.5
+timeout_secs = 30
+
+[parameters]
+type = "object"
+additionalProperties = false
+[parameters.properties.reason]
+type = "string"
+maxLength = 200
+
+[[action]]
+kind = "http"
+method = "POST"
+url = "{{target.url}}/-/restart?mode=recycle"
+expect_status = 200
+
+[verify]
+delay_ms = 200
+window_ms = 2000
+interval_ms = 250
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health", expect_status = 200 }]
+
+[[rollback]]
+kind = "http"
+method = "POST"
+url = "{{target.url}}/-/restart"
+expect_status = 200
+"#;
+
+/// A plane on the fussy worker, every role's catalog the bundled one and
+/// [`RECYCLE`], the agent allowed two attempts per incident.
 async fn plane(crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = fussy_worker().await;
-    let plane = start_plane(&target, SCRIPT, crash_at, |config, _| {
+    let plane = start_plane(&target, SCRIPT, crash_at, |config, dir| {
         config["agent"].as_table_mut().unwrap().insert("max_attempts_per_incident".into(), 2.into());
+        let bundled = std::path::PathBuf::from(config["executor"]["catalog_dir"].as_str().unwrap());
+        let bundled = if bundled.is_absolute() { bundled } else { dir.join(bundled) };
+        let catalog = dir.join("next-pathways");
+        std::fs::create_dir_all(&catalog).unwrap();
+        for entry in std::fs::read_dir(&bundled).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), catalog.join(entry.file_name())).unwrap();
+        }
+        std::fs::write(catalog.join("recycle_worker.toml"), RECYCLE).unwrap();
+        for role in ["agent", "governor", "executor"] {
+            config[role].as_table_mut().unwrap().insert("catalog_dir".into(), catalog.display().to_string().into());
+        }
     })
     .await;
     (plane, restarts)
@@ -100,7 +151,7 @@ async fn a_restart_before_the_next_attempt_still_tries_the_next_hypothesis() {
     assert_eq!(decisions(&trail).len(), 1, "killed before the next attempt");
     plane.start("agent", None).await;
     let trail = plane.trail_until(&incident, Duration::from_secs(60), "the next attempt after the restart", |t| decisions(t).len() >= 2).await;
-    assert_eq!(decisions(&trail)[1].payload["remediation"]["parameters"]["reason"], "memory leak");
+    assert_eq!(decisions(&trail)[1].payload["remediation"]["pathway"], "recycle_worker");
     let answers = trail.iter().filter(|r| r.kind == RecordKind::Diagnosis && r.payload.get("completion").is_some()).count();
     assert_eq!(answers, 1, "no second model call: {}", support::summary(&trail));
 }
@@ -116,7 +167,7 @@ async fn a_rolled_back_action_is_followed_by_the_next_hypothesis_once_a_person_a
     let (first, second) = (decisions(&trail)[0], decisions(&trail)[1]);
     assert_eq!(first.payload["remediation"]["parameters"]["reason"], "wedged worker");
     assert!(trail.iter().any(|r| r.kind == RecordKind::Outcome && r.payload["decision_id"] == first.payload["decision_id"] && r.payload["outcome"] == "rolled_back"), "{}", support::summary(&trail));
-    assert_eq!(second.payload["remediation"]["parameters"]["reason"], "memory leak", "the next hypothesis, not the same action again");
+    assert_eq!(second.payload["remediation"]["pathway"], "recycle_worker", "the next hypothesis, not the same action again");
     assert_eq!(second.payload["policy_input"]["incident"]["attempt"], 2);
     assert_eq!(second.payload["state"], "pending");
     let rules = second.payload["policy"]["rules_fired"].as_array().unwrap();
@@ -221,7 +272,7 @@ url = "{{target.url}}/-/restart"
 expect_status = 200
 "#;
 
-/// A plane on the picky worker, every role's catalog holding [`PICKY_RESTART`], the
+/// A plane on the picky worker, every role's catalog holding [`PICKY_RESTART`] and [`RECYCLE`], the
 /// agent answering with `script` and its crash point `crash_at` armed if given.
 async fn picky_plane(script: &str, crash_at: Option<&str>) -> (support::Plane, Arc<AtomicU64>) {
     let (target, restarts) = picky_worker().await;
@@ -229,6 +280,7 @@ async fn picky_plane(script: &str, crash_at: Option<&str>) -> (support::Plane, A
         let catalog = dir.join("picky-pathways");
         std::fs::create_dir_all(&catalog).unwrap();
         std::fs::write(catalog.join("restart_service.toml"), PICKY_RESTART).unwrap();
+        std::fs::write(catalog.join("recycle_worker.toml"), RECYCLE).unwrap();
         for role in ["agent", "governor", "executor"] {
             config[role].as_table_mut().unwrap().insert("catalog_dir".into(), catalog.display().to_string().into());
         }
@@ -256,14 +308,16 @@ async fn a_refusal_the_agent_missed_while_it_logged_the_answer_is_followed_up() 
     plane.start("agent", None).await;
     let trail = plane.trail_until(&incident, Duration::from_secs(60), "the refusal followed up", |t| decisions(t).len() >= 2).await;
     let second = decisions(&trail)[1];
-    assert_eq!(second.payload["remediation"]["parameters"]["reason"], "memory leak", "the next hypothesis: {}", support::summary(&trail));
+    assert_eq!(second.payload["remediation"]["pathway"], "recycle_worker", "the next hypothesis: {}", support::summary(&trail));
     assert_eq!(second.payload["policy_input"]["incident"]["attempt"], 2);
     assert_eq!(restarts.load(Ordering::SeqCst), 0, "the refused action never ran, and the next waits for a person");
 }
 
 /// One hypothesis only, and the model sticks to it: its action is refused by the
 /// dry run, the agent diagnoses again with the refusal in view, and the answer
-/// repeats the refused action. Nothing is proposed twice: the incident is escalated.
+/// repeats the refused action. Nothing is proposed twice: the incident is
+/// escalated. (The same action reworded, in a parameter no step reads, is the same
+/// action: `agent/src/ground.rs`'s tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_repeats_a_refused_action_is_escalated_not_proposed_again() {
     const STUBBORN: &str = r#"

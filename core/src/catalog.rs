@@ -472,6 +472,20 @@ impl Catalog {
         Ok(Self { entries })
     }
 
+    /// `remediation` as an action: its parameters only those its pathway acts with
+    /// ([`Pathway::acting_parameters`]), so that two proposals differing in a note
+    /// no step reads (a free-text `reason`) are the same action, and a repeat
+    /// cannot pass for an untried one by rewording it. A pathway not in the catalog
+    /// leaves it as it is.
+    pub fn acting(&self, remediation: &crate::diagnosis::Remediation) -> crate::diagnosis::Remediation {
+        let mut acting = remediation.clone();
+        if let (Some(pathway), Value::Object(parameters)) = (self.get(&remediation.pathway), &mut acting.parameters) {
+            let used = pathway.acting_parameters();
+            parameters.retain(|name, _| used.contains(name));
+        }
+        acting
+    }
+
     pub fn get(&self, name: &str) -> Option<&Pathway> {
         self.entries.get(name).map(|e| &e.pathway)
     }
@@ -621,6 +635,26 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
         }
     }
     Ok(validator)
+}
+
+impl Pathway {
+    /// The parameters some template of this pathway reads (`{{params.NAME}}` in a
+    /// precheck, action or rollback step, or a probe): what the action does with.
+    /// A declared parameter no template reads changes nothing the action does.
+    pub fn acting_parameters(&self) -> std::collections::BTreeSet<String> {
+        let mut templates: Vec<Template<'_>> = Vec::new();
+        collect_templates("precheck", &self.precheck, &mut templates);
+        collect_templates("action", &self.action, &mut templates);
+        collect_templates("rollback", &self.rollback, &mut templates);
+        let probes = std::iter::once(&self.verify).chain(self.rollback_verify.as_ref()).flat_map(|v| v.probes.iter()).flat_map(probe_templates);
+        templates
+            .iter()
+            .map(|t| t.text)
+            .chain(probes)
+            .flat_map(placeholders)
+            .filter_map(|placeholder| placeholder.strip_prefix("params.").map(str::to_owned))
+            .collect()
+    }
 }
 
 /// The methods an `http` step may use.
@@ -938,6 +972,28 @@ probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
         ] {
             assert!(catalog.get(name).is_some(), "{name} is missing from {catalog:?}");
         }
+    }
+
+    /// An action is what its steps act with: the bundled `restart_service` reads no
+    /// parameter (its `reason` is a note for the trail), `revert_config_commit` reads
+    /// its `commit`, and reworded notes make no other action.
+    #[test]
+    fn an_action_is_what_its_steps_act_with() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/pathways");
+        let catalog = Catalog::load_dir(&dir).unwrap();
+        assert!(catalog.get("restart_service").unwrap().acting_parameters().is_empty());
+        assert_eq!(catalog.get("revert_config_commit").unwrap().acting_parameters().into_iter().collect::<Vec<_>>(), ["commit"]);
+        let remediation = |pathway: &str, parameters: Value| crate::diagnosis::Remediation { pathway: pathway.into(), target: "web".into(), parameters, rationale: String::new() };
+        let first = catalog.acting(&remediation("restart_service", serde_json::json!({"reason": "wedged worker"})));
+        let reworded = catalog.acting(&remediation("restart_service", serde_json::json!({"reason": "second try"})));
+        assert_eq!(first, reworded);
+        let one = catalog.acting(&remediation("revert_config_commit", serde_json::json!({"commit": "abc1234", "reason": "x"})));
+        let other = catalog.acting(&remediation("revert_config_commit", serde_json::json!({"commit": "def5678", "reason": "x"})));
+        assert_ne!(one, other);
+        assert_eq!(one.parameters, serde_json::json!({"commit": "abc1234"}));
+        // A pathway the catalog does not hold is left as it is.
+        let unknown = remediation("no_such", serde_json::json!({"reason": "x"}));
+        assert_eq!(catalog.acting(&unknown), unknown);
     }
 
     #[test]

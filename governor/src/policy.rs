@@ -112,7 +112,7 @@ pub struct ActionInput {
     pub target: String,
     pub parameters: Value,
     /// Earlier decisions of this incident for the same action (pathway, target and
-    /// parameters), oldest first. Only attempts that expired, never reached the
+    /// the parameters the pathway acts with), oldest first. Only attempts that expired, never reached the
     /// executor, never ran (`not_run`), failed or rolled back appear: a live,
     /// verified, denied, rejected or precheck-refused one is answered instead of
     /// deciding again.

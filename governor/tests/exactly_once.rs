@@ -27,11 +27,16 @@ async fn a_repeated_or_rediagnosed_proposal_gets_the_existing_decision() {
     h.restart_governor().await;
     assert_eq!(h.evaluate(rediagnosed.clone()).await.unwrap().decision_id, decided.decision_id);
     assert_eq!(h.decisions("alice", "inc-once").await.unwrap().len(), 1, "one decision for one action");
+    // Reworded in a note no step of the pathway reads (`restart_service`'s
+    // `reason`), it is the same action, not a new one to decide.
+    let mut reworded = first.clone();
+    reworded.id = "prop-reworded".to_owned();
+    reworded.remediation.as_mut().unwrap().parameters_json = r#"{"reason":"another"}"#.to_owned();
+    reworded.hypothesis.as_mut().unwrap().remediations[0].parameters_json = r#"{"reason":"another"}"#.to_owned();
+    assert_eq!(h.evaluate(reworded).await.unwrap().decision_id, decided.decision_id);
     // Another action of the same incident is its own decision.
-    let mut other = first.clone();
+    let mut other = proposal("inc-once", "purge_cache", "web-prod", 0.9);
     other.id = "prop-other".to_owned();
-    other.remediation.as_mut().unwrap().parameters_json = r#"{"reason":"another"}"#.to_owned();
-    other.hypothesis.as_mut().unwrap().remediations[0].parameters_json = r#"{"reason":"another"}"#.to_owned();
     assert_ne!(h.evaluate(other).await.unwrap().decision_id, decided.decision_id);
 
     // A person's no stands: the action is not decided again on a repeat.

@@ -215,11 +215,8 @@ async fn a_decision_read_back_from_the_log_is_judged_once_however_many_try_at_on
 async fn two_actions_of_one_incident_at_once_are_attempts_one_and_two() {
     let h = Harness::start(Setup::default()).await;
     let first = proposal("inc-two", "restart_service", "web-staging", 0.9);
-    let mut second = first.clone();
+    let mut second = proposal("inc-two", "recycle_service", "web-staging", 0.9);
     second.id = "prop-inc-two-b".to_owned();
-    for remediation in [second.remediation.as_mut().unwrap(), &mut second.hypothesis.as_mut().unwrap().remediations[0]] {
-        remediation.parameters_json = r#"{"reason":"leak"}"#.to_owned();
-    }
     h.back(&first).await;
     h.back(&second).await;
     let (a, b) = tokio::join!(h.evaluate(first), h.evaluate(second));

@@ -301,6 +301,13 @@ impl Shared {
         frozen.map(|w| format!("change freeze `{}` is in force: {}", w.name, w.reason))
     }
 
+    /// The action a decision or proposal is about, by the parameters its pathway
+    /// acts with ([`Catalog::acting`]): a reworded note is the same action, with
+    /// the same earlier attempts and the same hold on it.
+    fn action_key(&self, incident_id: &str, remediation: &arf_core::diagnosis::Remediation) -> String {
+        decision::action_key(incident_id, &self.catalog.acting(remediation))
+    }
+
     /// Holds a new decision, and files it under its action.
     async fn insert(&self, decision_id: String, key: String, entry: Arc<Mutex<Decision>>) {
         self.actions.lock().await.entry(key).or_default().push(decision_id.clone());
@@ -328,7 +335,7 @@ impl Shared {
         }
         let now = (self.clock)();
         for (id, mut earlier) in logged.decisions {
-            if earlier.action_key() == key && !decisions.iter().any(|d| d.decision_id == id) {
+            if self.action_key(&earlier.incident_id, &earlier.remediation) == key && !decisions.iter().any(|d| d.decision_id == id) {
                 earlier.expire_if_due(now);
                 decisions.push(earlier);
             }
@@ -383,7 +390,7 @@ impl Shared {
             let Ok(mut decision) = entry.try_lock() else { continue };
             decision.expire_if_due(now);
             if decision.state.is_final() && now - decision.expires_at_ms > self.retain_ms {
-                gone.push((id.clone(), decision.incident_id.clone(), decision.action_key()));
+                gone.push((id.clone(), decision.incident_id.clone(), self.action_key(&decision.incident_id, &decision.remediation)));
             }
         }
         let mut evicted = self.evicted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -677,7 +684,7 @@ async fn restore_once(shared: &Arc<Shared>) -> Result<(), RestoreError> {
             if decisions.contains_key(&id) {
                 continue;
             }
-            actions.entry(restored.action_key()).or_default().push(id.clone());
+            actions.entry(shared.action_key(&restored.incident_id, &restored.remediation)).or_default().push(id.clone());
             decisions.insert(id, Arc::new(Mutex::new(restored)));
         }
         info!(decisions = decisions.len(), "decisions restored from the audit log");
@@ -907,7 +914,7 @@ impl Governor for Service {
             // Which attempt at the incident this is, counted under the lock so that two
             // proposals of one incident at once cannot both be the first.
             scope.attempt = self.shared.attempt(&proposal.incident_id, &trail).await;
-            let key = decision::action_key(&proposal.incident_id, &proposal.remediation);
+            let key = self.shared.action_key(&proposal.incident_id, &proposal.remediation);
             let (holding, earlier_attempts) = self.shared.attempts(&key, &trail).await?;
             if let Some(existing) = holding {
                 drop(deciding);

@@ -60,7 +60,22 @@ window_ms = 1000
 probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
 "#;
 
-pub const PATHWAYS: &[(&str, &str)] = &[("restart.toml", RESTART), ("drain.toml", DRAIN), ("purge.toml", PURGE)];
+/// Another reversible, low-risk pathway: a second action on the same target.
+pub const RECYCLE: &str = r#"
+name = "recycle_service"
+description = "Recycle the service's worker processes one at a time."
+target_kind = "service"
+base_risk = 0.2
+blast_radius = 0.3
+parameters = { type = "object", additionalProperties = false, properties = { reason = { type = "string", maxLength = 200 } } }
+action = [{ kind = "http", url = "{{target.url}}/recycle" }]
+rollback = [{ kind = "http", url = "{{target.url}}/start" }]
+[verify]
+window_ms = 1000
+probes = [{ kind = "http", name = "health", url = "{{target.url}}/health" }]
+"#;
+
+pub const PATHWAYS: &[(&str, &str)] = &[("restart.toml", RESTART), ("drain.toml", DRAIN), ("purge.toml", PURGE), ("recycle.toml", RECYCLE)];
 
 /// Identity, role: the agent, three people and a dashboard.
 pub const IDENTITIES: &[(&str, &str)] = &[
