@@ -318,6 +318,17 @@ async fn change(
             if git.run(&["rev-parse", "--verify", "--quiet", &format!("{full}^2")]).await.is_ok() {
                 return Err(format!("refusing to act: commit {full} is a merge, which has no single change to revert"));
             }
+            // And only a change the branch made itself, on its first-parent line: a
+            // commit that came in with a merge (a branch that added something and took
+            // it away again) would, reverted, add what the branch never had.
+            let after = git.run(&["rev-list", "--first-parent", "--reverse", &format!("{full}..HEAD")]).await?;
+            let own = match after.lines().next().map(str::trim) {
+                None | Some("") => true,
+                Some(child) => git.run(&["rev-parse", "--verify", &format!("{child}^1")]).await?.trim() == full,
+            };
+            if !own {
+                return Err(format!("refusing to act: commit {full} came into `{branch}` with a merge, not as one of its own changes, so reverting it would not undo anything the branch did"));
+            }
             undo.touched = true;
             revert(git, &full).await?;
             format!("{} (revert {full})", spec.message)

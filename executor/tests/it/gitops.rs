@@ -218,6 +218,14 @@ async fn a_revert_of_a_commit_the_branch_does_not_hold_is_refused() {
     assert_eq!(execution.outcome, "failed", "{}", execution.detail);
     assert!(execution.detail.contains(&format!("refusing to act: commit {merge} is a merge")), "{}", execution.detail);
     assert_eq!(git(&repo, &["rev-parse", "HEAD"]), merge);
+    // Nor the branch's commit that came in with the merge: it is an ancestor now, but
+    // reverting it would bring the hostile image back.
+    let body = h.body("revert_config", "web", json!({"commit": remove}));
+    let execution = h.execute(h.decide(&body).await).await.unwrap();
+    assert_eq!(execution.outcome, "failed", "{}", execution.detail);
+    assert!(execution.detail.contains(&format!("refusing to act: commit {remove} came into `main` with a merge")), "{}", execution.detail);
+    assert_eq!(git(&repo, &["rev-parse", "HEAD"]), merge);
+    assert_eq!(std::fs::read_to_string(repo.join("web.yaml")).unwrap(), MANIFEST);
 }
 
 fn with_git(step: &mut Step, change: impl FnOnce(&mut Vec<Edit>, &mut Option<String>, &mut Option<String>)) {
