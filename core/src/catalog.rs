@@ -479,9 +479,8 @@ impl Catalog {
     /// leaves it as it is.
     pub fn acting(&self, remediation: &crate::diagnosis::Remediation) -> crate::diagnosis::Remediation {
         let mut acting = remediation.clone();
-        if let (Some(pathway), Value::Object(parameters)) = (self.get(&remediation.pathway), &mut acting.parameters) {
-            let used = pathway.acting_parameters();
-            parameters.retain(|name, _| used.contains(name));
+        if let Some(pathway) = self.get(&remediation.pathway) {
+            acting.parameters = pathway.acting_of(&remediation.parameters);
         }
         acting
     }
@@ -638,6 +637,18 @@ fn validate(file: &Path, p: &Pathway) -> Result<jsonschema::Validator, CatalogEr
 }
 
 impl Pathway {
+    /// `parameters` (an object) with only those this pathway acts with
+    /// ([`Self::acting_parameters`]); anything else as it is.
+    pub fn acting_of(&self, parameters: &Value) -> Value {
+        match parameters {
+            Value::Object(parameters) => {
+                let used = self.acting_parameters();
+                Value::Object(parameters.iter().filter(|(name, _)| used.contains(*name)).map(|(k, v)| (k.clone(), v.clone())).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
     /// The parameters some template of this pathway reads (`{{params.NAME}}` in a
     /// precheck, action or rollback step, or a probe): what the action does with.
     /// A declared parameter no template reads changes nothing the action does.

@@ -106,10 +106,11 @@ pub struct Executed {
 /// not start, nor one it already settled (as expired, say). The governor logs a withdrawal before it asks whether the
 /// decision was claimed, so either such a read sees the withdrawal, or the governor
 /// sees the claim and follows the execution to its outcome.
-fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody) -> Option<ExecuteError> {
+fn refused_by_log(trail: &[arf_audit_client::Record], body: &DecisionBody, catalog: &Catalog) -> Option<ExecuteError> {
     let decision_id = body.decision_id.clone();
     let malformed = |source| ExecuteError::Malformed { decision_id: body.decision_id.clone(), source };
-    match recovery::same_action_started(trail, &body.decision_id, &body.pathway, &body.target, &body.parameters) {
+    let acting = |parameters: &serde_json::Value| catalog.get(&body.pathway).map_or_else(|| parameters.clone(), |pathway| pathway.acting_of(parameters));
+    match recovery::same_action_started(trail, &body.decision_id, &body.pathway, &body.target, &body.parameters, acting) {
         Err(source) => return Some(malformed(source)),
         Ok(Some(earlier)) => {
             warn!(%earlier, "the same action of this incident already started under another decision and did not fail; refusing to run it again");
@@ -886,7 +887,7 @@ impl Executor {
     /// Refuses, giving the claim back, what `trail` says must not start now
     /// ([`refused_by_log`]); otherwise how far it reaches, for the start's condition.
     async fn judge(&self, body: &DecisionBody, trail: &[arf_audit_client::Record]) -> Result<Quiet, ExecuteError> {
-        match refused_by_log(trail, body) {
+        match refused_by_log(trail, body, &self.catalog) {
             None => Ok(Quiet::since(&body.incident_id, crate::admission::GOVERNOR_WRITER, trail)),
             Some(refusal) => {
                 self.store.release(&body.decision_id).await?;

@@ -104,13 +104,15 @@ pub fn settled(trail: &[Record], decision_id: &str) -> Result<Option<String>, Ma
 }
 
 /// Another decision of the same incident for the same action (pathway, target and
-/// parameters) that the log shows started and that did not end in a failure or
+/// the parameters the pathway acts with, `acting`: as the governor's action key
+/// has it) that the log shows started and that did not end in a failure or
 /// unrun: it is running, its outcome is unknown, or it verified. Running the action again
 /// under a new decision id would be running it twice.
-pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value) -> Result<Option<String>, Malformed> {
+pub fn same_action_started(trail: &[Record], decision_id: &str, pathway: &str, target: &str, parameters: &Value, acting: impl Fn(&Value) -> Value) -> Result<Option<String>, Malformed> {
+    let parameters = acting(parameters);
     for record in trail.iter().filter(|r| r.writer == EXECUTOR_WRITER && r.kind == RecordKind::ExecutionStarted) {
         let started: ExecutionStartedRecord = record.parse()?;
-        let same = started.decision_id != decision_id && started.pathway == pathway && started.target == target && started.parameters == *parameters;
+        let same = started.decision_id != decision_id && started.pathway == pathway && started.target == target && acting(&started.parameters) == parameters;
         if same && !matches!(logged(trail, &started.decision_id)?.outcome, Some(Outcome::RolledBack | Outcome::RollbackFailed | Outcome::Failed | Outcome::NotRun)) {
             return Ok(Some(started.decision_id));
         }
@@ -241,7 +243,7 @@ mod tests {
         let error = logged(&[started("executor", "d-1", "web"), odd], "d-1").unwrap_err().to_string();
         assert!(error.contains("`outcome` by `executor`") && error.contains("smuggled"), "{error}");
         let missing = record("executor", RecordKind::ExecutionStarted, serde_json::json!({"decision_id": "d-1"}));
-        assert!(same_action_started(&[missing], "d-new", "restart", "web", &serde_json::json!({"a": 1})).is_err());
+        assert!(same_action_started(&[missing], "d-new", "restart", "web", &serde_json::json!({"a": 1}), Value::clone).is_err());
     }
 
     #[test]
@@ -262,7 +264,7 @@ mod tests {
     #[test]
     fn the_same_action_blocks_a_new_decision_until_it_failed() {
         let params = serde_json::json!({"a": 1});
-        let check = |trail: &[Record]| same_action_started(trail, "d-new", "restart", "web", &params).unwrap();
+        let check = |trail: &[Record]| same_action_started(trail, "d-new", "restart", "web", &params, Value::clone).unwrap();
         assert_eq!(check(&[started("executor", "d-1", "web")]), Some("d-1".to_owned()), "running or unknown");
         assert_eq!(check(&[started("executor", "d-1", "web"), outcome("executor", "d-1", "verified")]), Some("d-1".to_owned()));
         for failed in ["rolled_back", "rollback_failed", "failed"] {
@@ -271,6 +273,11 @@ mod tests {
         assert_eq!(check(&[started("executor", "d-1", "db")]), None, "another target");
         assert_eq!(check(&[started("agent", "d-1", "web")]), None, "another writer's record");
         assert_eq!(check(&[started("executor", "d-new", "web")]), None, "its own start");
+        // Reworded in a parameter the pathway does not act with, it is the same action.
+        let reworded = serde_json::json!({"a": 1, "reason": "second try"});
+        let acting = |v: &Value| serde_json::json!({"a": v["a"]});
+        assert_eq!(same_action_started(&[started("executor", "d-1", "web")], "d-new", "restart", "web", &reworded, acting).unwrap(), Some("d-1".to_owned()));
+        assert_eq!(same_action_started(&[started("executor", "d-1", "web")], "d-new", "restart", "web", &reworded, Value::clone).unwrap(), None);
     }
 
     #[test]
