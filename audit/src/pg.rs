@@ -31,7 +31,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -285,24 +285,26 @@ impl Shared {
     }
 
     /// Reads and takes what the database holds beyond this front-end's index, up
-    /// to `upto` (the head when `None`).
-    async fn catch_up(&self, client: &Client, upto: Option<u64>) -> Result<(), StoreError> {
+    /// to `head` (the head row as read: `seq`, `hash`, `seal`; read now when
+    /// `None`). The head's seal is checked before anything is taken, so records a
+    /// database client that is not an audit front-end inserted are never indexed,
+    /// served or sent to followers; once caught up, the chain must end at the head.
+    async fn catch_up(&self, client: &Client, head: Option<(u64, String, Option<String>)>) -> Result<(), StoreError> {
         let _turn = self.advance.lock().await;
-        // Asked for the head, it checks the head's seal once it has caught up to it.
-        let (upto, sealed) = match upto {
-            Some(upto) => (upto, None),
+        let (upto, hash, seal) = match head {
+            Some(head) => head,
             None => {
                 let row = client.query_one("SELECT seq, hash, seal FROM audit_head", &[]).await.map_err(arf_pg::PgError::from)?;
-                (row.get::<_, i64>(0) as u64, Some((row.get::<_, String>(1), row.get::<_, Option<String>>(2))))
+                (row.get::<_, i64>(0) as u64, row.get(1), row.get(2))
             }
         };
+        if self.size() < upto {
+            self.vouch(client, (upto, &hash), seal.as_deref()).await?;
+        }
         loop {
             let size = self.size();
             if size >= upto {
-                return match sealed {
-                    Some((hash, seal)) if size == upto => self.check_head(upto, &hash, seal.as_deref()),
-                    _ => Ok(()),
-                };
+                return if size == upto { self.check_head(upto, &hash, seal.as_deref()) } else { Ok(()) };
             }
             let rows = client
                 .query(
@@ -319,6 +321,31 @@ impl Shared {
             let records = rows.iter().map(|r| decode_row(&self.at, r.get(0), r.get(1))).collect::<Result<Vec<_>, _>>()?;
             self.take(&records)?;
         }
+    }
+
+    /// Before records up to the head `(seq, hash)` are taken: the log's key sealed
+    /// that head, or (a head written before seals) the head is a `checkpoint`
+    /// record whose note the key signed for the records before it. Else the log
+    /// stops, having taken none of them.
+    async fn vouch(&self, client: &Client, (seq, hash): (u64, &str), seal: Option<&str>) -> Result<(), StoreError> {
+        let Some(verifier) = self.verifier.as_ref() else { return Ok(()) };
+        let vouched = match seal {
+            Some(seal) => verifier.verify_head_seal(seq, hash, seal),
+            None => {
+                let row = client.query_opt("SELECT body FROM audit_records WHERE seq = $1", &[&(seq as i64)]).await.map_err(arf_pg::PgError::from)?;
+                let record = row.map(|r| decode_row(&self.at, seq as i64, r.get(0))).transpose()?;
+                record.is_some_and(|r| {
+                    let note = r.payload.get("note").and_then(Value::as_str).unwrap_or_default();
+                    r.kind == RecordKind::Checkpoint && r.writer == LOG_WRITER && r.hash == hash && verifier.verify(note).is_ok_and(|c| c.size + 1 == seq)
+                })
+            }
+        };
+        if vouched {
+            return Ok(());
+        }
+        let reason = check_head_seal(Some(verifier), (seq, hash), seal, false).err().unwrap_or_else(|| format!("the head (record {seq}) is not vouched for by the log's key"));
+        self.fail(&reason);
+        Err(damaged(&self.at, seq, reason))
     }
 }
 
@@ -568,11 +595,18 @@ async fn spoken_since(shared: &Shared, reads: &Reads, quiet: &Quiet, sealed: &[S
 async fn lock_head(shared: &Shared, reads: &Reads, tx: &tokio_postgres::Transaction<'_>) -> Result<(u64, String), TxError> {
     let row = tx.query_one("SELECT seq, hash, seal FROM audit_head FOR UPDATE", &[]).await?;
     let (seq, hash, seal): (i64, String, Option<String>) = (row.get(0), row.get(1), row.get(2));
-    shared.catch_up(&*reads.get().await.map_err(unavailable)?, Some(seq as u64)).await?;
-    if let Err(error) = shared.check_head(seq as u64, &hash, seal.as_deref()) {
-        return Err(TxError::NotTaken(StoreError::Failed(error.to_string())));
+    let head = (seq as u64, hash, seal);
+    let caught = match shared.catch_up(&*reads.get().await.map_err(unavailable)?, Some(head.clone())).await {
+        // Under the head's lock the chain must end exactly there (this front-end's
+        // index ahead of the head row is a head moved back).
+        Ok(()) => shared.check_head(head.0, &head.1, head.2.as_deref()),
+        Err(error) => Err(error),
+    };
+    match caught {
+        Ok(()) => Ok((head.0, head.1)),
+        Err(error @ StoreError::DamagedDb { .. }) => Err(TxError::NotTaken(StoreError::Failed(error.to_string()))),
+        Err(other) => Err(TxError::from(other)),
     }
-    Ok((seq as u64, hash))
 }
 
 struct Writer {

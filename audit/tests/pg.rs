@@ -147,6 +147,7 @@ async fn a_record_a_database_client_inserts_is_refused_however_well_it_chains() 
         store.append("agent", vec![entry(i)], i as i64).await.unwrap();
     }
     let (seq, hash) = store.head();
+    let mut following = store.subscribe();
     let forged = arf_audit::Record::seal(
         seq,
         &hash,
@@ -168,6 +169,10 @@ async fn a_record_a_database_client_inserts_is_refused_however_well_it_chains() 
     let refused = store.append("agent", vec![entry(9)], 9).await;
     assert!(matches!(refused, Err(StoreError::Failed(_))), "{refused:?}");
     assert!(store.failure().is_some_and(|f| f.contains("the head row's seal does not match record 4")), "{:?}", store.failure());
+    // The forged record was never taken: not served, not sent to followers.
+    let served = store.records(&[4]).await;
+    assert!(matches!(&served, Err(StoreError::DamagedDb { seq: 4, .. })), "{served:?}");
+    assert!(following.try_recv().is_err(), "a follower was sent the forged record");
     drop(store);
     let verifier = signer().verifier();
     let (at, reason) = damaged_at(PgStore::open(&settings, Some(signer())).await.map(drop));

@@ -1363,7 +1363,9 @@ pub async fn serve_with_clock(
         .await
         .context("governor server failed");
     if let Some(witnessing) = witnessing {
+        // Awaited: a check under way may still be writing the witness's state file.
         witnessing.abort();
+        let _ = witnessing.await;
     }
     for task in notifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain(..) {
         task.abort();
