@@ -67,7 +67,7 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
     }
     writeln!(out, "  Parameters: {}", arf_core::canonical::to_string(&d.remediation.parameters).unwrap_or_default())?;
     if !d.remediation.rationale.trim().is_empty() {
-        writeln!(out, "  Why this action: {}", d.remediation.rationale.trim())?;
+        writeln!(out, "  Why this action: {}", untrusted(&d.remediation.rationale))?;
     }
     writeln!(out)?;
 
@@ -83,7 +83,7 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
             or_unknown(&d.reasoner)
         )?;
     }
-    writeln!(out, "  {}", or_none(&d.root_cause))?;
+    writeln!(out, "  {}", untrusted(or_none(&d.root_cause)))?;
     if d.evidence.is_empty() {
         writeln!(out, "  Evidence: none cited")?;
     } else {
@@ -91,9 +91,9 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
     }
     writeln!(out, "  Snapshot: {}", or_unknown(&d.snapshot_hash))?;
     if !d.uncertainty.trim().is_empty() {
-        writeln!(out, "  Uncertainty: {}", d.uncertainty.trim())?;
+        writeln!(out, "  Uncertainty: {}", untrusted(&d.uncertainty))?;
     }
-    writeln!(out, "  Expected impact: {}", or_none(&d.expected_impact))?;
+    writeln!(out, "  Expected impact: {}", untrusted(or_none(&d.expected_impact)))?;
     writeln!(out)?;
 
     writeln!(out, "Risk: {:.3} ({}), the sum of these factors:", d.risk.score, d.risk.band)?;
@@ -143,7 +143,7 @@ fn write_all(out: &mut String, d: &Decision, pathway: Option<&Pathway>, values: 
                 Verdict::Approve => "approved",
                 Verdict::Reject => "rejected",
             };
-            let note = if a.reason.trim().is_empty() { String::new() } else { format!(": {}", a.reason.trim()) };
+            let note = if a.reason.trim().is_empty() { String::new() } else { format!(": {}", untrusted(&a.reason)) };
             writeln!(
                 out,
                 "  - {} ({}) {} at {}{}",
@@ -289,6 +289,30 @@ fn next_step(d: &Decision) -> String {
 
 fn or_unknown(text: &str) -> &str {
     if text.trim().is_empty() { "unknown" } else { text.trim() }
+}
+
+/// How many characters of one field of outside text an explanation shows.
+const UNTRUSTED_CHARS: usize = 2_000;
+
+/// Text from outside the governor (the model's root cause, rationale, uncertainty
+/// and expected impact, a person's comment), which may hold line breaks: every line
+/// after the first is indented under a `|`, so no line of it can pass for one of
+/// the explanation's own (a forged `Risk:` or `Oversight so far:` section, a
+/// made-up approval), and it is cut at [`UNTRUSTED_CHARS`].
+fn untrusted(text: &str) -> String {
+    let text = text.trim();
+    let mut cut: String = text.chars().take(UNTRUSTED_CHARS).collect();
+    if cut.len() < text.len() {
+        cut.push_str(" [cut]");
+    }
+    let breaks = |c: char| matches!(c, '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    let mut lines = cut.split(breaks).filter(|line| !line.trim().is_empty());
+    let mut out = lines.next().unwrap_or_default().trim_end().to_owned();
+    for line in lines {
+        out.push_str("\n      | ");
+        out.push_str(line.trim_end());
+    }
+    out
 }
 
 fn or_none(text: &str) -> &str {
