@@ -21,9 +21,33 @@ fn clean(text: &str) -> String {
 }
 
 /// Slack's mrkdwn escaping (`&`, `<`, `>`), after [`clean`]: a value cannot open a
-/// link, a mention or a channel reference.
+/// link, a mention or a channel reference. Bounded after escaping (which makes a
+/// character up to five), never inside an entity: a section of two such values
+/// stays within Slack's 3,000 characters, which a message over it breaks (Slack
+/// refuses it, and the event would go undelivered).
 fn mrkdwn(text: &str) -> String {
-    clean(text).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    let mut out = String::new();
+    let mut length = 0;
+    for c in clean(text).chars() {
+        let escaped = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            _ => "",
+        };
+        let width = if escaped.is_empty() { 1 } else { escaped.len() };
+        if length + width > MAX_VALUE {
+            out.push('…');
+            break;
+        }
+        length += width;
+        if escaped.is_empty() {
+            out.push(c);
+        } else {
+            out.push_str(escaped);
+        }
+    }
+    out
 }
 
 /// Where an event points a person: the console's page for its decision or incident.
@@ -178,6 +202,27 @@ mod tests {
         assert_eq!(message["blocks"][0]["text"]["type"], "plain_text");
         assert_eq!(message["blocks"][2]["fields"][0]["type"], "plain_text");
         assert_eq!(message["blocks"].as_array().unwrap().last().unwrap()["elements"][0]["url"], "https://arf.example/console/incidents/inc-1");
+    }
+
+    /// A service or environment of hostile length (a label of 1,024 `<` or `&`,
+    /// which escaping makes four or five times longer) keeps every Slack text within
+    /// its limit (3,000 characters a section, 150 a header), so the message is taken.
+    #[test]
+    fn slack_texts_stay_within_slacks_limits_whatever_the_values() {
+        let event = Event { service: "<".repeat(1_024), environment: "&".repeat(1_024), summary: ">".repeat(5_000), ..hostile() };
+        let message = slack(&event, None);
+        for block in message["blocks"].as_array().unwrap() {
+            let texts: Vec<&Value> = match block.get("fields") {
+                Some(fields) => fields.as_array().unwrap().iter().collect(),
+                None => block.get("text").into_iter().chain(block.get("elements").and_then(Value::as_array).into_iter().flatten()).collect(),
+            };
+            for text in texts {
+                let Some(text) = text.get("text").and_then(Value::as_str) else { continue };
+                let limit = if block["type"] == "header" { 150 } else { 3_000 };
+                assert!(text.chars().count() <= limit, "{} characters in a {} block", text.chars().count(), block["type"]);
+                assert!(!text.ends_with("&am") && !text.contains("&l…"), "cut inside an entity: {text}");
+            }
+        }
     }
 
     #[test]
